@@ -1,0 +1,158 @@
+"""The embedded infrastructure for the demo, the tests and CI on a developer machine.
+
+* RabbitMQ: the local broker (``rabbitmq-server -detached`` starts it if it is not running).
+* MongoDB: the SecantusDB wire server (``secantusd-py``), started as its own process on a free port
+  with in-memory storage. Production and docker compose point ``MONGODB_URL`` at a real replica set.
+
+Nothing here is used by the services themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise DevStackError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+def ensure_rabbitmq(host: str = "127.0.0.1", port: int = 5672, *, timeout: float = 90.0) -> None:
+    """Make sure the local broker is accepting connections, starting it if needed."""
+    if port_open(host, port):
+        return
+    if shutil.which("rabbitmq-server") is None:
+        raise DevStackError(f"RabbitMQ is not reachable on {host}:{port} and rabbitmq-server is not installed")
+    subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
+    wait_until(lambda: port_open(host, port), timeout=timeout, what=f"RabbitMQ on {host}:{port}")
+
+
+def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise DevStackError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def create_vhost(name: str, user: str = "guest") -> None:
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+
+
+def delete_vhost(name: str) -> None:
+    rabbitmqctl("delete_vhost", name)
+
+
+def amqp_url_with_vhost(base_url: str, vhost: str) -> str:
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, parts.fragment))
+
+
+# --- the Mongo wire server --------------------------------------------------------------------
+
+
+@dataclass
+class MongoWireServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+
+def mongo_ping(url: str) -> bool:
+    client: MongoClient[dict[str, object]] = MongoClient(url, serverSelectionTimeoutMS=500)
+    try:
+        client.admin.command("ping")
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def start_mongo_wire_server(
+    *, port: int | None = None, log_path: Path | None = None, timeout: float = 60.0
+) -> MongoWireServer:
+    """Start ``secantusd-py`` with in-memory storage and wait until it answers ``ping``."""
+    port = port or free_port()
+    executable = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
+    if not Path(executable).exists():
+        raise DevStackError("secantusd-py not found: install the dev dependencies (make install)")
+    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"secantusd-{port}.log"  # noqa: S108
+    with log_path.open("wb") as log_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                executable,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                ":memory:",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    server = MongoWireServer(process=process, url=url, log_path=log_path)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise DevStackError(f"secantusd-py exited with {process.returncode}; see {log_path}")
+        return mongo_ping(url)
+
+    try:
+        wait_until(up, timeout=timeout, what=f"the Mongo wire server on port {port}")
+    except BaseException:
+        server.stop()
+        raise
+    return server

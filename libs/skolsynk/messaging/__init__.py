@@ -1,0 +1,38 @@
+"""Messaging on RabbitMQ with aio-pika: topology, publisher, consumer, inbox and outbox."""
+
+from skolsynk.messaging.broker import Broker
+from skolsynk.messaging.consumer import Consumer, Handler, MessageContext, PermanentError
+from skolsynk.messaging.inbox import AlreadyProcessed, Inbox
+from skolsynk.messaging.outbox import Outbox, OutboxRelay
+from skolsynk.messaging.publisher import OutgoingMessage, Publisher, UnroutableMessage
+from skolsynk.messaging.topology import (
+    Binding,
+    QueueSpec,
+    Topology,
+    declare_topology,
+    declare_work_queue,
+    queue_name,
+    skolsynk_topology,
+)
+
+__all__ = [
+    "AlreadyProcessed",
+    "Binding",
+    "Broker",
+    "Consumer",
+    "Handler",
+    "Inbox",
+    "MessageContext",
+    "Outbox",
+    "OutboxRelay",
+    "OutgoingMessage",
+    "PermanentError",
+    "Publisher",
+    "QueueSpec",
+    "Topology",
+    "UnroutableMessage",
+    "declare_topology",
+    "declare_work_queue",
+    "queue_name",
+    "skolsynk_topology",
+]

@@ -1,0 +1,167 @@
+"""The composition kit every service uses: one broker connection, one publisher, one Mongo client,
+the outbox relay, consumers, background tasks and the health server, started and stopped in order.
+
+A service's ``app.py`` builds a :class:`ServiceApp`, adds its consumers and background tasks, and
+hands it to :func:`skolsynk.lifecycle.run_until_stopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import stamina
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from pymongo.errors import PyMongoError
+
+from skolsynk.logging import get_logger
+from skolsynk.messaging import (
+    Broker,
+    Consumer,
+    Handler,
+    Inbox,
+    Outbox,
+    OutboxRelay,
+    Publisher,
+    Topology,
+    queue_name,
+    skolsynk_topology,
+)
+from skolsynk.observability import HealthServer, Metrics
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage import Database, IndexSpec, MongoClient, create_client, ensure_indexes, ping
+
+log = get_logger(__name__)
+
+#: How long start-up waits for RabbitMQ and MongoDB before giving up (the orchestrator restarts us).
+STARTUP_CONNECT_TIMEOUT_SECONDS = 60.0
+
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
+
+
+class ServiceApp:
+    def __init__(self, name: str, settings: ServiceSettings, topology: Topology) -> None:
+        self.name = name
+        self.settings = settings
+        self.topology = topology
+        self.metrics = Metrics()
+        self.health = HealthServer(
+            host=settings.observability.health_host,
+            port=settings.observability.health_port,
+            metrics=self.metrics,
+        )
+        self.broker = Broker(settings.broker, topology, self.metrics, name=name)
+        self.publisher = Publisher(self.broker, self.metrics, timeout_seconds=settings.broker.publish_timeout_seconds)
+        self.mongo: MongoClient = create_client(settings.store, app_name=name)
+        self.db: Database = self.mongo[settings.store.mongodb_database]
+        self.outbox = Outbox(self.db)
+        self.relay = OutboxRelay(self.outbox, self.publisher, self.metrics)
+        self.consumers: list[Consumer] = []
+        self._indexes: list[IndexSpec] = [
+            *Inbox.index_specs(settings.store.inbox_ttl_seconds),
+            *Outbox.index_specs(settings.store.outbox_retention_seconds),
+        ]
+        self._background: list[tuple[str, BackgroundTask]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @classmethod
+    def create(cls, name: str, settings: ServiceSettings, *, vendor_ids: Iterable[str] = ()) -> ServiceApp:
+        """An app on the system topology (every service declares all of it, so start order does not matter)."""
+        broker = settings.broker
+        topology = skolsynk_topology(
+            broker.namespace,
+            delivery_limit=broker.delivery_limit,
+            retry_delays_seconds=broker.retry_delays_seconds,
+            vendor_ids=vendor_ids,
+        )
+        return cls(name, settings, topology)
+
+    def queue_name(self, service: str, purpose: str) -> str:
+        return queue_name(self.settings.broker.namespace, service, purpose)
+
+    def add_indexes(self, specs: Iterable[IndexSpec]) -> None:
+        self._indexes.extend(specs)
+
+    def add_consumer(self, queue_name: str, handler: Handler, *, idempotent: bool = True) -> Consumer:
+        """Consume a work queue of the topology. ``idempotent`` (default) runs the handler in a
+        transaction with the inbox entry, so a redelivered message has its effect once."""
+        broker = self.settings.broker
+        consumer = Consumer(
+            broker=self.broker,
+            publisher=self.publisher,
+            topology=self.topology,
+            queue=self.topology.queue(queue_name),
+            handler=handler,
+            metrics=self.metrics,
+            prefetch=broker.prefetch,
+            max_attempts=broker.max_attempts,
+            handler_timeout_seconds=broker.handler_timeout_seconds,
+            mongo=self.mongo if idempotent else None,
+            inbox=Inbox(
+                self.db, consumer=f"{self.name}:{queue_name}", ttl_seconds=self.settings.store.inbox_ttl_seconds
+            )
+            if idempotent
+            else None,
+            outbox=self.outbox,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    def add_background(self, name: str, task: BackgroundTask) -> None:
+        """A long-running coroutine (a scheduler, a poller); cancelled at shutdown after the drain."""
+        self._background.append((name, task))
+
+    async def _mongo_ready(self) -> bool:
+        return await ping(self.mongo)
+
+    async def start(self) -> None:
+        await self.health.start()
+        self.health.add_readiness_check("mongodb", self._mongo_ready)
+        self.health.add_readiness_check("broker", self.broker.ready)
+        async for attempt in stamina.retry_context(
+            on=(PyMongoError, OSError, ConnectionError, TimeoutError),
+            attempts=None,
+            timeout=STARTUP_CONNECT_TIMEOUT_SECONDS,
+            wait_max=5.0,
+        ):
+            with attempt:
+                await ensure_indexes(self.db, self._indexes)
+        async for attempt in stamina.retry_context(
+            on=CONNECTION_EXCEPTIONS, attempts=None, timeout=STARTUP_CONNECT_TIMEOUT_SECONDS, wait_max=5.0
+        ):
+            with attempt:
+                await self.broker.connect(timeout=STARTUP_CONNECT_TIMEOUT_SECONDS)
+        await self.publisher.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}:outbox-relay"))
+        for consumer in self.consumers:
+            await consumer.start()
+            self.health.add_readiness_check(f"consumer:{consumer.spec.name}", consumer.ready)
+        for name, task in self._background:
+            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}:{name}"))
+
+    def mark_shutting_down(self) -> None:
+        self.health.mark_shutting_down()
+
+    async def drain(self, timeout: float) -> None:
+        await asyncio.gather(*(consumer.stop(timeout) for consumer in self.consumers))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.relay.stop()
+        for task in self._tasks:
+            if task.get_name().endswith(":outbox-relay"):
+                continue
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.publisher.close()
+        await self.broker.close()
+        await self.mongo.close()
+        await self.health.stop()

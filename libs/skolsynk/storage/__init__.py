@@ -1,0 +1,31 @@
+"""MongoDB storage: client factory, indexes ensured at start-up, repository helpers, transactions."""
+
+from skolsynk.storage.mongo import (
+    Collection,
+    Database,
+    Document,
+    IndexSpec,
+    MongoClient,
+    Repository,
+    Session,
+    create_client,
+    ensure_indexes,
+    in_transaction,
+    indexes_of,
+    ping,
+)
+
+__all__ = [
+    "Collection",
+    "Database",
+    "Document",
+    "IndexSpec",
+    "MongoClient",
+    "Repository",
+    "Session",
+    "create_client",
+    "ensure_indexes",
+    "in_transaction",
+    "indexes_of",
+    "ping",
+]

@@ -1,0 +1,1 @@
+"""A vendor dispatcher: one deployment per vendor delivers that vendor's change events."""

@@ -1,0 +1,3 @@
+from dispatcher.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The GDPR service: deletions with vendor receipts, erasure requests, retention, evidence."""

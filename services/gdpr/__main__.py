@@ -1,0 +1,3 @@
+from gdpr.app import main
+
+main()

@@ -1,0 +1,3 @@
+from normaliser.app import main
+
+main()

@@ -1,0 +1,132 @@
+"""Fixtures for connected and end-to-end tests: the real RabbitMQ and the Mongo wire server.
+
+Isolation: the test session gets its own RabbitMQ vhost (deleted at the end) and its own Mongo wire
+server process (in-memory); each test gets its own namespace (exchange/queue prefix) and database.
+
+``SKOLSYNK_TEST_MONGODB_URL`` points the tests at an existing server (a real replica set) instead of
+starting one; ``AMQP_URL`` at another broker (without rabbitmqctl the tests share its vhost and rely
+on namespaces).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from skolsynk.devstack import (
+    amqp_url_with_vhost,
+    create_vhost,
+    delete_vhost,
+    ensure_rabbitmq,
+    start_mongo_wire_server,
+)
+from skolsynk.settings import (
+    DEFAULT_AMQP_URL,
+    BrokerSettings,
+    LifecycleSettings,
+    ObservabilitySettings,
+    ServiceSettings,
+    StoreSettings,
+)
+from skolsynk.storage import MongoClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SKOLSYNK_TEST_MONGODB_URL")
+    if external:
+        yield external
+        return
+    server = start_mongo_wire_server(log_path=tmp_path_factory.mktemp("mongo") / "secantusd.log")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_base_url() -> str:
+    url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+    if "127.0.0.1" in url or "localhost" in url:
+        ensure_rabbitmq()
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost(amqp_base_url: str) -> Iterator[str | None]:
+    if shutil.which("rabbitmqctl") is None:
+        yield None
+        return
+    vhost = f"skolsynk-test-{uuid.uuid4().hex[:8]}"
+    create_vhost(vhost)
+    try:
+        yield vhost
+    finally:
+        delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(amqp_base_url: str, rabbitmq_vhost: str | None) -> str:
+    return amqp_url_with_vhost(amqp_base_url, rabbitmq_vhost) if rabbitmq_vhost else amqp_base_url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(amqp_url: str, mongo_url: str, namespace: str) -> ServiceSettings:
+    """Service settings for one test: short retry delays, small budgets, a free health port."""
+    return ServiceSettings(
+        broker=BrokerSettings(
+            amqp_url=amqp_url,
+            namespace=namespace,
+            prefetch=20,
+            delivery_limit=5,
+            max_attempts=3,
+            retry_delays_seconds=(0.3, 0.6),
+            handler_timeout_seconds=10,
+            publish_timeout_seconds=30,
+        ),
+        store=StoreSettings(mongodb_url=mongo_url, mongodb_database=f"test_{namespace}"),
+        observability=ObservabilitySettings(health_host="127.0.0.1", health_port=0, log_format="console"),
+        lifecycle=LifecycleSettings(readiness_grace_seconds=0, drain_timeout_seconds=2, close_timeout_seconds=5),
+    )
+
+
+@pytest.fixture
+async def mongo(mongo_url: str, settings: ServiceSettings) -> AsyncIterator[MongoClient]:
+    """A client for assertions; drops the test's database afterwards."""
+    client: MongoClient = AsyncMongoClient(mongo_url, tz_aware=True)
+    try:
+        yield client
+    finally:
+        await client.drop_database(settings.store.mongodb_database)
+        await client.close()
+
+
+@pytest.fixture
+async def make_app(settings: ServiceSettings) -> AsyncIterator[object]:
+    """Build ServiceApps on the test's settings; every app built is drained and closed afterwards."""
+    from skolsynk.service import ServiceApp
+
+    apps: list[ServiceApp] = []
+
+    def factory(name: str = "test-service", *, vendor_ids: tuple[str, ...] = ()) -> ServiceApp:
+        app = ServiceApp.create(name, settings, vendor_ids=vendor_ids)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        await app.drain(1.0)
+        await app.close()
