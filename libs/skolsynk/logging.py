@@ -18,7 +18,10 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from datetime import date, datetime
+from enum import Enum
 from typing import Any, Literal
+from uuid import UUID
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -67,7 +70,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Swedish civic numbers: YYYYMMDD-NNNN, YYMMDD-NNNN, YYMMDD+NNNN and the 10/12-digit forms without
 # separator, with a plausible month and day; coordination numbers (day + 60) included.
 _CIVIC_NO = re.compile(
-    r"(?<![\dA-Za-z])(?:19|20)?\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]|6[1-9]|[78]\d|9[01])[-+]?\d{4}(?![\dA-Za-z])"
+    r"(?<![\dA-Za-z-])(?:19|20)?\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]|6[1-9]|[78]\d|9[01])[-+]?\d{4}(?![\dA-Za-z]|-[0-9A-Fa-f])"
 )
 
 
@@ -82,8 +85,14 @@ def _normalise_key(key: str) -> str:
 
 
 def _redact_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, bytes | bytearray):
+        return scrub(bytes(value).decode("utf-8", errors="replace"))
+    if isinstance(value, UUID | datetime | date | Enum):
+        return str(value)
     if isinstance(value, Mapping):
         return {
             k: (REDACTED if _normalise_key(str(k)) in PERSONAL_DATA_KEYS else _redact_value(v))
@@ -91,7 +100,8 @@ def _redact_value(value: Any) -> Any:
         }
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(v) for v in value]
-    return value
+    # Anything else (exceptions, models, custom objects) is rendered by repr: scrub that text.
+    return scrub(repr(value))
 
 
 def redact_personal_data(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

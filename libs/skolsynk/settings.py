@@ -100,6 +100,11 @@ class ObservabilitySettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
 
 class LifecycleSettings(BaseSettings):
     """The shutdown budget. Keep ``drain + close + readiness_grace`` under Kubernetes'

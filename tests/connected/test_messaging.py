@@ -63,9 +63,7 @@ async def test_unroutable_publish_raises_and_publisher_keeps_working(make_app):
         await app.publisher.publish(sync_request(), exchange=f"{vendor_exchange}-missing", routing_key="x")
 
     # The broker closed the channel for the missing exchange; the next publish still confirms.
-    await app.publisher.publish(
-        sync_request(), exchange=app.topology.exchange("control"), routing_key="sync.requested"
-    )
+    await app.publisher.publish(sync_request(), exchange=app.topology.exchange("control"), routing_key="sync.requested")
     assert app.metrics.messages_published.labels(vendor_exchange, "returned")._value.get() == 1
 
 
@@ -167,9 +165,7 @@ async def test_same_message_id_twice_has_its_effect_once(make_app, mongo, settin
     for _ in range(2):
         await app.publisher.publish(sent, exchange=app.topology.exchange("control"), routing_key="sync.requested")
 
-    await wait_for(
-        lambda: consumed(app, queue, "ack") + consumed(app, queue, "duplicate") == 2, what="both deliveries"
-    )
+    await wait_for(lambda: consumed(app, queue, "ack") + consumed(app, queue, "duplicate") == 2, what="both deliveries")
     assert consumed(app, queue, "duplicate") == 1
     stored = await mongo[settings.store.mongodb_database]["counters"].find_one({"_id": "runs"})
     assert stored["n"] == 1

@@ -52,6 +52,9 @@ from skolsynk.storage import MongoClient, Session
 log = get_logger(__name__)
 
 MAX_REASON_LENGTH = 500
+#: A broker call made while stopping (cancel, close) gives up after this, so a dead broker cannot
+#: hold the shutdown past its budget.
+BROKER_CALL_TIMEOUT_SECONDS = 3.0
 
 
 class PermanentError(Exception):
@@ -150,12 +153,16 @@ class Consumer:
         )
 
     async def stop(self, drain_timeout: float) -> None:
-        """Stop receiving, let in-flight work finish within ``drain_timeout``, requeue the rest."""
+        """Stop receiving, let in-flight work finish within ``drain_timeout``, requeue the rest.
+        Safe to call twice, and bounded even when the broker is unreachable."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:  # connection already gone: the broker requeues on its own
+                async with asyncio.timeout(BROKER_CALL_TIMEOUT_SECONDS):
+                    await self._queue.cancel(self._consumer_tag)
+            except Exception:  # connection gone: the broker requeues unacked deliveries on its own
                 log.warning("consumer_cancel_failed", queue=self.spec.name, exc_info=True)
         pending = set(self._inflight)
         log.info("consumer_draining", queue=self.spec.name, inflight=len(pending), budget_seconds=drain_timeout)
@@ -172,7 +179,11 @@ class Consumer:
                 requeued=len(still_running),
             )
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            try:
+                async with asyncio.timeout(BROKER_CALL_TIMEOUT_SECONDS):
+                    await self._channel.close()
+            except Exception:
+                log.warning("consumer_channel_close_failed", queue=self.spec.name, exc_info=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()

@@ -25,10 +25,12 @@ from aio_pika.exceptions import (
     ChannelClosed,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
     ConnectionClosed,
     DeliveryError,
     PublishError,
 )
+from aiormq.exceptions import ChannelAccessRefused
 
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.logging import get_logger
@@ -65,10 +67,15 @@ CONFIRM_TIMEOUT_SECONDS = 10.0
 
 def is_retryable_publish_error(error: Exception) -> bool:
     """Connection trouble and nacks are retried; a returned message or a missing exchange is not
-    (both subclass retryable aiormq errors, hence the explicit check)."""
-    if isinstance(error, PublishError | ChannelNotFoundEntity):
+    (both subclass retryable aiormq errors, hence the explicit check), nor is a refused permission
+    (403) or a mismatched declaration (406)."""
+    if isinstance(error, PublishError | ChannelNotFoundEntity | ChannelAccessRefused | ChannelPreconditionFailed):
         return False
     return isinstance(error, RETRYABLE_PUBLISH_ERRORS)
+
+
+class PublisherNotStarted(Exception):
+    """A programming error: publishing before :meth:`Publisher.start`. Never retried."""
 
 
 class UnroutableMessage(Exception):
@@ -168,6 +175,8 @@ class Publisher:
         await self._publish(build, exchange, routing_key)
 
     async def _publish(self, build: Callable[[], aio_pika.Message], exchange: str, routing_key: str) -> None:
+        if self._channel is None:
+            raise PublisherNotStarted("call Publisher.start() before publishing")
         started = time.monotonic()
         label = exchange or "(default)"
         async with self._window:
