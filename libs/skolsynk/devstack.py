@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -156,3 +159,66 @@ def start_mongo_wire_server(
         server.stop()
         raise
     return server
+
+
+# --- services as processes ------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    """A skolsynk service started as its own process (``python -m <module>``)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    health_port: int
+    log_path: Path
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.health_url + path, timeout=timeout) as response:  # noqa: S310
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+
+    def is_ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise DevStackError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+        try:
+            return self.get("/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_until(self.is_ready, timeout=timeout, what=f"{self.name} /readyz")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL after ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return int(self.process.returncode)
+
+
+def start_service(
+    name: str, module: str, *, env: Mapping[str, str], log_dir: Path, health_port: int | None = None
+) -> ServiceProcess:
+    health_port = health_port or free_port()
+    log_path = log_dir / f"{name}.log"
+    full_env = {**os.environ, **env, "SKOLSYNK_HEALTH_PORT": str(health_port)}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServiceProcess(name=name, process=process, health_port=health_port, log_path=log_path)

@@ -1,0 +1,71 @@
+# skolsynk: every target sets up what it needs on a fresh machine (virtualenv, dependencies,
+# local RabbitMQ, the Mongo wire server).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-connected lint format contracts contracts-check bench up down lock clean
+
+install: $(STAMP)
+
+# Re-install when the dependencies change or a service (a new top-level package) appears.
+$(STAMP): pyproject.toml requirements-dev.lock $(wildcard services/*/__init__.py)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+## The main job: the demo on the embedded defaults.
+demo: install
+	$(BIN)/python tools/demo.py
+
+## Every test: unit, connected (real RabbitMQ + Mongo wire server) and end-to-end (service processes).
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-connected: install
+	$(BIN)/python -m pytest -m "connected or e2e" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check libs services tests tools
+	$(BIN)/ruff format --check libs services tests tools
+	$(BIN)/mypy
+	$(BIN)/mypy services
+	$(BIN)/python tools/check_compose.py
+	$(BIN)/python -m skolsynk.contracts check docs/contracts
+
+format: install
+	$(BIN)/ruff check --fix libs services tests tools
+	$(BIN)/ruff format libs services tests tools
+
+## Export the message contracts as JSON Schema for vendors (CI fails when they are stale).
+contracts: install
+	$(BIN)/python -m skolsynk.contracts export docs/contracts
+
+contracts-check: install
+	$(BIN)/python -m skolsynk.contracts check docs/contracts
+
+bench: install
+	$(BIN)/python tools/bench.py
+
+## Full stack in containers against a real MongoDB replica set (needs a Docker engine).
+up:
+	docker compose up --build -d
+
+down:
+	docker compose down
+
+## Re-pin dependencies after editing pyproject.toml.
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 --quiet
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 --quiet
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -1,0 +1,144 @@
+"""The transactional outbox: what is committed is published, whatever dies when."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.messaging import MessageContext, OutboxRelay
+from skolsynk.service import ServiceApp
+from skolsynk.storage import in_transaction
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.connected
+
+WRITER = Path(__file__).with_name("outbox_writer_that_dies.py")
+
+
+def outcome(app: ServiceApp, queue: str, name: str) -> float:
+    return app.metrics.messages_consumed.labels(queue, name)._value.get()
+
+
+async def test_process_dies_after_commit_before_publish_message_still_published_once(make_app, settings, mongo_url):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    received: list[Envelope] = []
+
+    async def collects(envelope: Envelope, context: MessageContext) -> None:
+        received.append(envelope)
+
+    app.add_consumer(queue, collects)
+    await app.start()  # declares the topology; its relay is the "next process" that picks up the entry
+
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WRITER),
+        mongo_url,
+        settings.store.mongodb_database,
+        app.topology.exchange("control"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await writer.communicate()
+    assert writer.returncode == 17, "the writer must die right after its commit"
+    message_id = UUID(stdout.decode().strip())
+    assert await app.db["sync_runs"].count_documents({"_id": str(message_id)}) == 1
+
+    app.outbox.notify()
+    await wait_for(lambda: len(received) == 1, what="the committed message to be relayed")
+    assert received[0].message_id == message_id
+
+    async def marked_sent() -> bool:
+        return await app.outbox.pending_count() == 0
+
+    await wait_for(marked_sent, what="the entry to be marked sent")
+    assert len(received) == 1
+
+
+class RelayThatDiesBeforeMarkingSent(OutboxRelay):
+    """Publishes, then 'dies' before it can record that it did."""
+
+    async def mark_sent(self, ids: list[object]) -> None:
+        raise ConnectionError("process killed")
+
+
+async def test_relay_dies_after_publish_before_marking_effect_is_still_once(make_app):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+
+    async def counts(envelope: Envelope, context: MessageContext) -> None:
+        await app.db["effects"].update_one(
+            {"_id": str(envelope.message_id)}, {"$inc": {"n": 1}}, upsert=True, session=context.session
+        )
+
+    app.add_consumer(queue, counts)
+    await app.start()
+    app.relay.stop()  # this test drives the relays by hand
+
+    envelope = SyncRequested(source_id="google", requested_by="test").to_envelope(tenant_id="kommun-a")
+
+    async def commit(session):  # type: ignore[no-untyped-def]
+        await app.outbox.add(
+            envelope, exchange=app.topology.exchange("control"), routing_key="sync.requested", session=session
+        )
+
+    await in_transaction(app.mongo, commit)
+
+    dying = RelayThatDiesBeforeMarkingSent(app.outbox, app.publisher, app.metrics, lease_seconds=0.5)
+    with pytest.raises(ConnectionError):
+        await dying.relay_once()
+    await wait_for(lambda: outcome(app, queue, "ack") == 1, what="the first delivery")
+    assert await app.outbox.pending_count() == 1
+
+    successor = OutboxRelay(app.outbox, app.publisher, app.metrics, lease_seconds=0.5)
+    assert await successor.relay_once() == 0, "the lease of the dead relay must still hold"
+
+    async def relayed_again() -> bool:
+        return await successor.relay_once() == 1
+
+    await wait_for(relayed_again, timeout=10, what="the lease to expire and the entry to be relayed again")
+    await wait_for(lambda: outcome(app, queue, "duplicate") == 1, what="the duplicate delivery")
+    assert (await app.db["effects"].find_one({"_id": str(envelope.message_id)}))["n"] == 1
+    assert await app.outbox.pending_count() == 0
+
+
+async def test_two_relays_never_publish_the_same_entry_twice(make_app):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    deliveries: Counter[UUID] = Counter()
+
+    async def counts(envelope: Envelope, context: MessageContext) -> None:
+        deliveries[envelope.message_id] += 1
+
+    app.add_consumer(queue, counts, idempotent=False)  # count raw deliveries, duplicates included
+    await app.start()
+    app.relay.stop()
+    envelopes = [
+        SyncRequested(source_id=f"s{n}", requested_by="test").to_envelope(tenant_id="kommun-a") for n in range(40)
+    ]
+
+    async def commit(session):  # type: ignore[no-untyped-def]
+        for envelope in envelopes:
+            await app.outbox.add(
+                envelope, exchange=app.topology.exchange("control"), routing_key="sync.requested", session=session
+            )
+
+    await in_transaction(app.mongo, commit)
+    relays = [OutboxRelay(app.outbox, app.publisher, app.metrics, batch_size=7) for _ in range(2)]
+
+    async def drain(relay: OutboxRelay) -> int:
+        total = 0
+        while (relayed := await relay.relay_once()) > 0:
+            total += relayed
+        return total
+
+    totals = await asyncio.gather(*(drain(r) for r in relays))
+    assert sum(totals) == 40
+    await wait_for(lambda: sum(deliveries.values()) == 40, what="40 deliveries")
+    assert set(deliveries) == {e.message_id for e in envelopes}
+    assert max(deliveries.values()) == 1
