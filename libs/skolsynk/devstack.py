@@ -9,6 +9,8 @@ Nothing here is used by the services themselves.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,8 +21,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pymongo import MongoClient
@@ -166,16 +169,41 @@ def start_mongo_wire_server(
 
 @dataclass
 class ServiceProcess:
-    """A skolsynk service started as its own process (``python -m <module>``)."""
+    """A skolsynk service started as its own process (``python -m <module>``) with its ports chosen
+    by the OS (port 0) and read back from its JSON log, so parallel runs never collide."""
 
     name: str
     process: subprocess.Popen[bytes]
-    health_port: int
     log_path: Path
+    _ports: dict[str, int] = field(default_factory=dict)
+
+    def logged_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    events.append(json.loads(line))
+        return events
+
+    def port_of(self, event: str, timeout: float = 60.0) -> int:
+        """The port a server announced in its ``event`` log line (``health_server_started``,
+        ``web_app_started``)."""
+        if event not in self._ports:
+
+            def announced() -> bool:
+                self._check_alive()
+                for entry in self.logged_events():
+                    if entry.get("event") == event and isinstance(entry.get("port"), int):
+                        self._ports[event] = entry["port"]
+                        return True
+                return False
+
+            wait_until(announced, timeout=timeout, what=f"{self.name} to log {event}")
+        return self._ports[event]
 
     @property
     def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}"
+        return f"http://127.0.0.1:{self.port_of('health_server_started')}"
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         try:
@@ -184,15 +212,19 @@ class ServiceProcess:
         except urllib.error.HTTPError as error:
             return int(error.code), bytes(error.read())
 
-    def is_ready(self) -> bool:
+    def _check_alive(self) -> None:
         if self.process.poll() is not None:
             raise DevStackError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+
+    def is_ready(self) -> bool:
+        self._check_alive()
         try:
             return self.get("/readyz")[0] == 200
         except OSError:
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        self.port_of("health_server_started", timeout=timeout)
         wait_until(self.is_ready, timeout=timeout, what=f"{self.name} /readyz")
 
     def terminate(self, timeout: float = 60.0) -> int:
@@ -207,12 +239,18 @@ class ServiceProcess:
         return int(self.process.returncode)
 
 
-def start_service(
-    name: str, module: str, *, env: Mapping[str, str], log_dir: Path, health_port: int | None = None
-) -> ServiceProcess:
-    health_port = health_port or free_port()
+def start_service(name: str, module: str, *, env: Mapping[str, str], log_dir: Path) -> ServiceProcess:
+    """Start ``python -m module`` with JSON logs and OS-chosen ports (health and, for the admin, API)."""
     log_path = log_dir / f"{name}.log"
-    full_env = {**os.environ, **env, "SKOLSYNK_HEALTH_PORT": str(health_port)}
+    full_env = {
+        **os.environ,
+        "SKOLSYNK_HEALTH_PORT": "0",
+        "SKOLSYNK_HEALTH_HOST": "127.0.0.1",
+        "SKOLSYNK_ADMIN_PORT": "0",
+        "SKOLSYNK_ADMIN_HOST": "127.0.0.1",
+        **env,
+        "SKOLSYNK_LOG_FORMAT": "json",
+    }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -221,4 +259,4 @@ def start_service(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return ServiceProcess(name=name, process=process, health_port=health_port, log_path=log_path)
+    return ServiceProcess(name=name, process=process, log_path=log_path)

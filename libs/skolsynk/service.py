@@ -14,6 +14,7 @@ from typing import Any
 
 import stamina
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiohttp import web
 from pymongo.errors import PyMongoError
 
 from skolsynk.logging import get_logger
@@ -66,6 +67,9 @@ class ServiceApp:
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._web_apps: list[tuple[web.Application, str, int]] = []
+        self._web_runners: list[web.AppRunner] = []
+        self.web_ports: list[int] = []
 
     @classmethod
     def create(cls, name: str, settings: ServiceSettings, *, vendor_ids: Iterable[str] = ()) -> ServiceApp:
@@ -110,6 +114,12 @@ class ServiceApp:
         self.consumers.append(consumer)
         return consumer
 
+    def add_web_app(self, web_app: web.Application, *, host: str, port: int) -> None:
+        """Serve an HTTP application (an API) next to the health port. It starts after the broker and
+        the store are connected and stops first at shutdown: in-flight requests finish, new ones are
+        refused."""
+        self._web_apps.append((web_app, host, port))
+
     def add_background(self, name: str, task: BackgroundTask) -> None:
         """A long-running coroutine (a scheduler, a poller); cancelled at shutdown after the drain."""
         self._background.append((name, task))
@@ -141,12 +151,24 @@ class ServiceApp:
             self.health.add_readiness_check(f"consumer:{consumer.spec.name}", consumer.ready)
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(task(), name=f"{self.name}:{name}"))
+        for web_app, host, port in self._web_apps:
+            runner = web.AppRunner(web_app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port, shutdown_timeout=self.settings.lifecycle.drain_timeout_seconds)
+            await site.start()
+            self._web_runners.append(runner)
+            sockets = getattr(site._server, "sockets", None) or []
+            self.web_ports.append(sockets[0].getsockname()[1] if sockets else port)
+            log.info("web_app_started", port=self.web_ports[-1])
 
     def mark_shutting_down(self) -> None:
         self.health.mark_shutting_down()
 
     async def drain(self, timeout: float) -> None:
-        await asyncio.gather(*(consumer.stop(timeout) for consumer in self.consumers))
+        runners, self._web_runners = self._web_runners, []
+        await asyncio.gather(
+            *(consumer.stop(timeout) for consumer in self.consumers), *(runner.cleanup() for runner in runners)
+        )
 
     async def close(self) -> None:
         if self._closed:

@@ -4,13 +4,13 @@ bad configuration."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
@@ -57,10 +57,6 @@ def running(service_env: dict[str, str], tmp_path: Path):
             service.terminate(timeout=30)
 
 
-def json_lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
-
-
 async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url, namespace):
     for service in running:
         service.wait_ready(timeout=60)
@@ -68,6 +64,11 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
         assert status == 200
         assert b"skolsynk_ready 1.0" in metrics
         assert service.get("/livez")[0] == 200
+
+    admin_port = running[-1].port_of("web_app_started")
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/api/v1/version") as response:
+        assert response.status == 200
+        assert (await response.json())["service"] == "admin"
 
     # A source event reaches the normaliser's queue and is consumed by the running process.
     envelope: Envelope = SyncRequested(source_id="google", requested_by="e2e").to_envelope(tenant_id="kommun-a")
@@ -86,7 +87,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
     normaliser = running[0]
     await wait_for(consumed, what="the normaliser to consume the event")
     await wait_for(
-        lambda: any(line.get("event") == "source_event_received" for line in json_lines(normaliser.log_path)),
+        lambda: any(line.get("event") == "source_event_received" for line in normaliser.logged_events()),
         what="the normaliser to log the event",
     )
 
@@ -95,10 +96,10 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
         started = time.monotonic()
         assert service.terminate(timeout=budget) == 0, service.log_path.read_text()[-2000:]
         assert time.monotonic() - started <= budget
-        events = [line.get("event") for line in json_lines(service.log_path)]
+        events = [line.get("event") for line in service.logged_events()]
         assert "service_started" in events
         assert events[-1] == "shutdown_complete"
-        assert all(line.get("service") for line in json_lines(service.log_path))
+        assert all(line.get("service") for line in service.logged_events())
 
 
 def test_bad_configuration_is_refused_at_start_with_the_setting_named(service_env):
