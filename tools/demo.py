@@ -7,7 +7,8 @@ checks they drained and exited cleanly. Later issues extend it to a full sync fr
 fake vendors.
 
 Environment: DEMO_KEEP_RUNNING=1 keeps the services up until Ctrl-C; AMQP_URL and MONGODB_URL use an
-existing broker / MongoDB instead of the embedded ones.
+existing broker / MongoDB instead of the embedded ones (by default the demo runs in its own vhost,
+deleted at the end).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ import aio_pika
 
 from skolsynk.contracts import SyncRequested
 from skolsynk.devstack import (
+    DevStackError,
     MongoWireServer,
     ServiceProcess,
+    amqp_url_with_vhost,
+    create_vhost,
+    delete_vhost,
     ensure_rabbitmq,
     start_mongo_wire_server,
     start_service,
@@ -73,10 +78,17 @@ async def send_source_event(amqp_url: str) -> None:
 
 def main() -> int:
     LOG_DIR.mkdir(exist_ok=True)
-    amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
     say("skolsynk demo: foundation (services on the real broker and the Mongo wire server)")
     say("  [1/5] RabbitMQ ...")
-    ensure_rabbitmq()
+    amqp_url = os.environ.get("AMQP_URL", "")
+    demo_vhost: str | None = None
+    if not amqp_url:
+        ensure_rabbitmq()
+        demo_vhost = "skolsynk-demo"
+        with contextlib.suppress(DevStackError):
+            delete_vhost(demo_vhost)  # a previous demo that was interrupted
+        create_vhost(demo_vhost)
+        amqp_url = amqp_url_with_vhost(DEFAULT_AMQP_URL, demo_vhost)
     mongo: MongoWireServer | None = None
     mongo_url = os.environ.get("MONGODB_URL")
     if not mongo_url:
@@ -134,6 +146,8 @@ def main() -> int:
             service.terminate(timeout=10)
         if mongo is not None:
             mongo.stop()
+        if demo_vhost is not None:
+            delete_vhost(demo_vhost)
 
 
 if __name__ == "__main__":
