@@ -129,4 +129,8 @@ async def make_app(settings: ServiceSettings) -> AsyncIterator[object]:
     yield factory
     for app in apps:
         await app.drain(1.0)
+    for app in apps:
         await app.close()
+    client: MongoClient = AsyncMongoClient(settings.store.mongodb_url.get_secret_value())
+    await client.drop_database(settings.store.mongodb_database)
+    await client.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import pytest
+from pymongo import MongoClient
 
 from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.devstack import ServiceProcess, start_service
@@ -55,6 +56,9 @@ def running(service_env: dict[str, str], tmp_path: Path):
     finally:
         for service in started:
             service.terminate(timeout=30)
+        client: MongoClient[dict[str, object]] = MongoClient(service_env["MONGODB_URL"])
+        client.drop_database(service_env["MONGODB_DATABASE"])
+        client.close()
 
 
 async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url, namespace):

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -132,20 +132,3 @@ class Repository:
 
 def indexes_of(*repositories: type[Repository]) -> list[IndexSpec]:
     return [spec for repo in repositories for spec in repo.indexes]
-
-
-__all__ = [
-    "ASCENDING",
-    "Collection",
-    "Database",
-    "Document",
-    "IndexSpec",
-    "MongoClient",
-    "Repository",
-    "Session",
-    "create_client",
-    "ensure_indexes",
-    "in_transaction",
-    "indexes_of",
-    "ping",
-]
