@@ -1,13 +1,106 @@
-"""Message handlers of the normaliser. Skeleton: the SS 12000 model and diff arrive with issue 3."""
+"""Message handlers of the normaliser.
+
+``source-events`` (idempotent: each page is applied in one transaction with its inbox entry):
+run started, record pages, run completed. When a run has everything, a projection is requested
+through the outbox.
+
+``projections`` (not wrapped in a transaction: it commits its own batches and is idempotent by
+construction, since it sends only differences): finalise the run if there is one, then recompute
+and send what every vendor of the tenant should hold.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
+from uuid import UUID
+
+from normaliser.projection import Projector
+from normaliser.runs import Runs
+from normaliser.state import ProjectionLock
 from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext
+from skolsynk.messaging import MessageContext, PermanentError
 
 log = get_logger(__name__)
 
 
-async def handle_source_event(envelope: Envelope, context: MessageContext) -> None:
-    log.info("source_event_received", attempt=context.attempt)
+class NormaliserHandlers:
+    def __init__(
+        self,
+        runs: Runs,
+        projector: Projector,
+        lock: ProjectionLock,
+        *,
+        control_exchange: str,
+        today: Callable[[], date],
+    ) -> None:
+        self.runs = runs
+        self.projector = projector
+        self.lock = lock
+        self.control_exchange = control_exchange
+        self.today = today
+
+    async def source_event(self, envelope: Envelope, context: MessageContext) -> None:
+        tenant_id = envelope.tenant_id
+        if tenant_id is None:
+            raise PermanentError("source events must name their tenant")
+        assert context.session is not None
+        session = context.session
+        if envelope.message_type == SourceRunStarted.message_type:
+            started = SourceRunStarted.from_envelope(envelope)
+            ready = await self.runs.start(tenant_id, started, session=session)
+            run_id = started.run_id
+        elif envelope.message_type == SourceRecordPage.message_type:
+            page = SourceRecordPage.from_envelope(envelope)
+            result = await self.runs.ingest(tenant_id, page, session=session)
+            log.info(
+                "page_ingested",
+                run_id=str(page.run_id),
+                page=page.page,
+                received=result.received,
+                changed=result.changed,
+                withheld=result.withheld,
+                deleted=result.deleted,
+            )
+            ready, run_id = result.run_ready, page.run_id
+        elif envelope.message_type == SourceRunCompleted.message_type:
+            completed = SourceRunCompleted.from_envelope(envelope)
+            ready = await self.runs.complete(tenant_id, completed, session=session)
+            run_id = completed.run_id
+        else:
+            raise PermanentError(f"the normaliser does not read {envelope.message_type}")
+        if ready:
+            await context.emit(
+                ProjectionRequested(reason="snapshot", run_id=run_id).to_envelope(
+                    tenant_id=tenant_id, correlation_id=run_id, producer="normaliser"
+                ),
+                exchange=self.control_exchange,
+                routing_key=ProjectionRequested.message_type,
+            )
+
+    async def projection(self, envelope: Envelope, context: MessageContext) -> None:
+        request = ProjectionRequested.from_envelope(envelope)
+        tenant_id = envelope.tenant_id
+        if tenant_id is None:
+            raise PermanentError("projection requests must name their tenant")
+        if request.run_id is not None:
+            await self.runs.finalise(request.run_id)
+        await self.project(tenant_id, reason=request.reason, correlation_id=request.run_id)
+
+    async def project(self, tenant_id: str, *, reason: str, correlation_id: UUID | None = None) -> None:
+        if not await self.lock.acquire(tenant_id):
+            log.info("projection_coalesced", tenant_id=tenant_id)
+            return
+        try:
+            while True:
+                await self.projector.project_tenant(
+                    tenant_id, today=self.today(), reason=reason, correlation_id=correlation_id
+                )
+                if not await self.lock.release(tenant_id):
+                    break
+        except BaseException:
+            await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})
+            raise

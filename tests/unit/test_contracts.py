@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from skolsynk.contracts import ContractMismatch, Envelope, MessageContract, SyncRequested
 from skolsynk.contracts.__main__ import main as contracts_main
 from skolsynk.contracts.registry import CONTRACTS, contract_schemas, export, stale_files
+from skolsynk.domain.ss12000 import EntityKind
 
 pytestmark = pytest.mark.unit
 
@@ -268,6 +269,7 @@ def test_registered_contracts_are_unique() -> None:
 def test_schema_files_cover_the_envelope_and_every_contract() -> None:
     schemas = contract_schemas()
     expected = {"envelope.v1.schema.json"} | {f"{c.message_type}.v{c.schema_version}.schema.json" for c in CONTRACTS}
+    expected |= {f"entity.{kind.value}.schema.json" for kind in EntityKind}
     assert set(schemas) == expected
     sync = schemas["sync.requested.v1.schema.json"]
     assert sync["x-message-type"] == "sync.requested"

@@ -37,12 +37,16 @@ def test_work_queues_without_vendors() -> None:
     topology = skolsynk_topology("ns")
     assert [q.name for q in topology.queues] == [
         "ns.normaliser.source-events",
+        "ns.normaliser.projections",
         "ns.connectors.sync-requests",
         "ns.gdpr.events",
     ]
     assert topology.queue("ns.normaliser.source-events").bindings == (Binding("ns.source", "#"),)
     assert topology.queue("ns.connectors.sync-requests").bindings == (Binding("ns.control", "sync.requested"),)
     assert topology.queue("ns.gdpr.events").bindings == (Binding("ns.gdpr", "#"),)
+    assert topology.queue("ns.normaliser.projections").bindings == (
+        Binding("ns.control", "tenant.projection.requested"),
+    )
 
 
 def test_one_dispatcher_queue_per_vendor_deduplicated_and_sorted() -> None:

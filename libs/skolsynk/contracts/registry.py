@@ -8,10 +8,20 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from skolsynk.contracts.envelope import Envelope, MessageContract
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
 from skolsynk.contracts.sync import SyncRequested
+from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
+from skolsynk.domain.ss12000 import ENTITY_MODELS
 
 #: Every payload contract that crosses a service boundary. Add new contracts here.
-CONTRACTS: tuple[type[MessageContract], ...] = (SyncRequested,)
+CONTRACTS: tuple[type[MessageContract], ...] = (
+    SyncRequested,
+    SourceRunStarted,
+    SourceRecordPage,
+    SourceRunCompleted,
+    VendorChange,
+    ProjectionRequested,
+)
 
 
 def contract_schemas() -> dict[str, dict[str, object]]:
@@ -21,6 +31,8 @@ def contract_schemas() -> dict[str, dict[str, object]]:
         (f"envelope.v{Envelope.model_fields['envelope_version'].default}", Envelope, None, None)
     ]
     models += [(f"{c.message_type}.v{c.schema_version}", c, c.message_type, c.schema_version) for c in CONTRACTS]
+    # The shape of source records' data, for connector authors.
+    models += [(f"entity.{kind.value}", model, None, None) for kind, model in ENTITY_MODELS.items()]
     for name, model, message_type, version in models:
         schema = model.model_json_schema(mode="serialization")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -121,6 +121,7 @@ def skolsynk_topology(
 
     queues = [
         work_queue("normaliser", "source-events", ("source", "#")),
+        work_queue("normaliser", "projections", ("control", "tenant.projection.requested")),
         work_queue("connectors", "sync-requests", ("control", "sync.requested")),
         work_queue("gdpr", "events", ("gdpr", "#")),
     ]

@@ -1,0 +1,128 @@
+"""Data-quality findings: what was wrong with an organiser's data, and what skolsynk did about it.
+
+Severity ``error``: the record is withheld (not stored, or its last good version kept; vendors keep
+what they had). Severity ``warning``: the record is sent, the bad value dropped. Findings never carry
+personal data in ``detail``; they identify records by id and the source's key.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from skolsynk.domain.ss12000 import EntityKind, Model
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class FindingCode(StrEnum):
+    RECORD_INVALID = "record.invalid"
+    EMAIL_INVALID = "email.invalid"
+    EMAIL_MISSING = "email.missing"
+    EMAIL_DUPLICATE = "email.duplicate"
+    EPPN_MISSING = "eppn.missing"
+    EPPN_DUPLICATE = "eppn.duplicate"
+    SCHOOL_UNIT_CODE_MISSING = "school_unit_code.missing"
+    SCHOOL_UNIT_CODE_MALFORMED = "school_unit_code.malformed"
+    SCHOOL_UNIT_CODE_DUPLICATE = "school_unit_code.duplicate"
+    ENROLMENT_UNKNOWN_SCHOOL_UNIT = "enrolment.unknown_school_unit"
+    DUTY_UNKNOWN_SCHOOL_UNIT = "duty.unknown_school_unit"
+    DUTY_UNKNOWN_PERSON = "duty.unknown_person"
+    GROUP_UNKNOWN_SCHOOL_UNIT = "group.unknown_school_unit"
+    GROUP_UNKNOWN_MEMBER = "group.unknown_member"
+    ACTIVITY_UNKNOWN_SCHOOL_UNIT = "activity.unknown_school_unit"
+    ACTIVITY_UNKNOWN_REFERENCE = "activity.unknown_reference"
+    PERSON_NO_ACTIVE_RELATION = "person.no_active_relation"
+    PERSON_CONFLICTING_ROLES = "person.conflicting_roles"
+    DATES_INVERTED = "dates.inverted"
+    VALUE_UNKNOWN = "value.unknown"
+    RUN_INCOMPLETE = "run.incomplete"
+
+
+#: Severity and a one-line explanation per code (docs/data-quality.md is generated from the same text).
+CATALOGUE: dict[FindingCode, tuple[Severity, str]] = {
+    FindingCode.RECORD_INVALID: (Severity.ERROR, "The record does not follow the model (a required field is missing or malformed); withheld."),
+    FindingCode.EMAIL_INVALID: (Severity.WARNING, "An e-mail address is not valid; the address is dropped."),
+    FindingCode.EMAIL_MISSING: (Severity.WARNING, "The person has no e-mail address; vendors that need one cannot create the account."),
+    FindingCode.EMAIL_DUPLICATE: (Severity.WARNING, "Another person has the same e-mail address; it is dropped from this one."),
+    FindingCode.EPPN_MISSING: (Severity.WARNING, "The person has no eduPersonPrincipalName (login); vendors using EGIL cannot create the account."),
+    FindingCode.EPPN_DUPLICATE: (Severity.ERROR, "Another person has the same eduPersonPrincipalName; this one is withheld."),
+    FindingCode.SCHOOL_UNIT_CODE_MISSING: (Severity.ERROR, "The school unit has no school-unit code; withheld."),
+    FindingCode.SCHOOL_UNIT_CODE_MALFORMED: (Severity.ERROR, "The school-unit code is not 8 digits; withheld."),
+    FindingCode.SCHOOL_UNIT_CODE_DUPLICATE: (Severity.ERROR, "Another school unit has the same code; this one is withheld."),
+    FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT: (Severity.WARNING, "An enrolment refers to a school unit the organiser does not have; the enrolment is dropped."),
+    FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The duty refers to an unknown school unit; withheld."),
+    FindingCode.DUTY_UNKNOWN_PERSON: (Severity.ERROR, "The duty refers to an unknown person; withheld."),
+    FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The group refers to an unknown school unit; withheld."),
+    FindingCode.GROUP_UNKNOWN_MEMBER: (Severity.WARNING, "A membership refers to an unknown person; the membership is dropped."),
+    FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The activity refers to an unknown school unit; withheld."),
+    FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (Severity.WARNING, "The activity refers to an unknown group or duty; the reference is dropped."),
+    FindingCode.PERSON_NO_ACTIVE_RELATION: (Severity.WARNING, "The person has no active enrolment or duty; no vendor receives them."),
+    FindingCode.PERSON_CONFLICTING_ROLES: (Severity.WARNING, "The person is both enrolled as a student and employed as staff today."),
+    FindingCode.DATES_INVERTED: (Severity.WARNING, "A start date is after its end date; the enrolment, membership or duty is dropped (a whole record with inverted dates is withheld)."),
+    FindingCode.VALUE_UNKNOWN: (Severity.WARNING, "A value is not one SS 12000 knows (for example a school type); the value is dropped."),
+    FindingCode.RUN_INCOMPLETE: (Severity.ERROR, "The source read was incomplete or unhealthy; nothing was removed because of it."),
+}  # fmt: skip
+
+
+class Finding(Model):
+    tenant_id: str
+    source_id: str | None = None
+    run_id: UUID | None = None
+    origin: Literal["ingest", "reconcile", "run"]
+    code: FindingCode
+    severity: Severity
+    entity_kind: EntityKind | None = None
+    entity_id: UUID | None = None
+    source_key: str | None = None
+    school_unit_code: str | None = None
+    field: str | None = None
+    detail: str = Field(default="", max_length=300, description="What was wrong, without personal data.")
+
+    @classmethod
+    def of(cls, code: FindingCode, *, severity: Severity | None = None, **values: object) -> Finding:
+        return cls.model_validate({"code": code, "severity": severity or CATALOGUE[code][0], **values})
+
+
+CSV_COLUMNS = (
+    "severity",
+    "code",
+    "school_unit_code",
+    "entity_kind",
+    "entity_id",
+    "source_id",
+    "source_key",
+    "field",
+    "detail",
+    "run_id",
+)
+
+
+def to_csv(findings: Iterable[Finding]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for finding in findings:
+        row = finding.model_dump(mode="json")
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def summary_by_school_unit(findings: Iterable[Finding]) -> dict[str, dict[str, int]]:
+    """school unit code ("-" when none) -> {"error": n, "warning": n, "<code>": n ...}."""
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for finding in findings:
+        row = table[finding.school_unit_code or "-"]
+        row[finding.severity.value] += 1
+        row[finding.code.value] += 1
+    return {code: dict(counts) for code, counts in sorted(table.items())}

@@ -1,0 +1,400 @@
+"""Which entities one vendor gets from one organiser, minimised: a pure function of the organiser's
+canonical state, the subscription, the vendor's profile and the day.
+
+Rules (docs/selection.md has the prose):
+
+* **School units**: those whose code the subscription lists and that are active today.
+* **Persons**: a *student* relation is an active, not cancelled enrolment at an included unit whose
+  school type and year pass the filters; a *teacher* / *other staff* relation is an active duty at an
+  included unit (teaching roles make teachers). A person is selected when a relation's role is in
+  the subscription's roles, or when explicitly included; explicitly excluded persons never are.
+  With ``single_school_unit_per_user`` only the relations of the lowest school-unit code are kept.
+* **Protected identities** (securityMarking other than "Ingen") follow the subscription's policy:
+  excluded (default), pseudonymised (a vendor-specific id, alias names, only the login kept) or
+  minimal (names and login only).
+* **Duties** of selected staff at included units; **groups** at included units that are active and of
+  an allowed type (``classes_only``: Klass only), with their active memberships of selected persons;
+  **activities** at included units that have at least one selected group, with selected groups and
+  teachers (duties) only; the **school-unit groups** and **organisations** the units refer to.
+* **Minimisation**: a resource carries ids, references, roles and school units, plus only the fields
+  both the vendor's profile and the subscription allow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from uuid import UUID, uuid5
+
+from skolsynk.domain.ids import SKOLSYNK_NAMESPACE, content_hash, entity_id
+from skolsynk.domain.ss12000 import (
+    TEACHING_ROLES,
+    Activity,
+    Duty,
+    Entity,
+    EntityKind,
+    Group,
+    GroupType,
+    Organisation,
+    Person,
+    SchoolUnit,
+    SchoolUnitGroup,
+)
+from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
+
+PSEUDONYM_GIVEN_NAME = "Skyddad"
+PSEUDONYM_FAMILY_NAME = "Identitet"
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    """A canonical entity of one organiser with its stable id and the source it came from."""
+
+    id: UUID
+    source_id: str
+    entity: Entity
+
+    @property
+    def kind(self) -> EntityKind:
+        return self.entity.kind
+
+
+@dataclass
+class TenantState:
+    tenant_id: str
+    entities: list[StoredEntity]
+    #: Entities a data-quality error withholds: their vendor views are left as they are.
+    withheld: set[UUID] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class ProjectedResource:
+    """One entity as one vendor receives it."""
+
+    id: UUID
+    kind: EntityKind
+    resource: dict[str, Any]
+    school_unit_ids: tuple[str, ...]
+    school_unit_codes: tuple[str, ...]
+    roles: tuple[str, ...] = ()
+    source_entity_id: UUID | None = None
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.resource)
+
+
+def pseudonym_id(tenant_id: str, vendor_id: str, person_id: UUID) -> UUID:
+    return uuid5(SKOLSYNK_NAMESPACE, f"pseudonym\x1f{tenant_id}\x1f{vendor_id}\x1f{person_id}")
+
+
+class _Index:
+    def __init__(self, state: TenantState) -> None:
+        self.tenant_id = state.tenant_id
+        self.by_ref: dict[tuple[str, EntityKind, str], StoredEntity] = {}
+        self.of_kind: dict[EntityKind, list[StoredEntity]] = defaultdict(list)
+        self.duties_of: dict[tuple[str, str], list[StoredEntity]] = defaultdict(list)
+        for stored in state.entities:
+            self.by_ref[(stored.source_id, stored.kind, stored.entity.key)] = stored
+            self.of_kind[stored.kind].append(stored)
+            if isinstance(stored.entity, Duty):
+                self.duties_of[(stored.source_id, stored.entity.person)].append(stored)
+
+    def ref(self, source_id: str, kind: EntityKind, key: str | None) -> StoredEntity | None:
+        return None if key is None else self.by_ref.get((source_id, kind, key))
+
+    def id_of(self, source_id: str, kind: EntityKind, key: str) -> UUID:
+        return entity_id(self.tenant_id, source_id, kind, key)
+
+
+def _pick(data: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k in allowed}
+
+
+def project(
+    state: TenantState, subscription: VendorSubscription, profile: VendorProfile, today: date
+) -> dict[UUID, ProjectedResource]:
+    """Everything ``subscription``'s vendor should hold today, by the id the vendor sees."""
+    index = _Index(state)
+    out: dict[UUID, ProjectedResource] = {}
+    allowed = {kind: subscription.allowed_fields(kind, profile) for kind in EntityKind}
+
+    # School units
+    units: dict[tuple[str, str], StoredEntity] = {}
+    for stored in index.of_kind[EntityKind.SCHOOL_UNIT]:
+        unit = stored.entity
+        assert isinstance(unit, SchoolUnit)
+        if unit.school_unit_code in subscription.school_unit_codes and unit.active_on(today):
+            units[(stored.source_id, unit.key)] = stored
+
+    def unit_of(source_id: str, key: str) -> StoredEntity | None:
+        return units.get((source_id, key))
+
+    def code_of(stored: StoredEntity) -> str:
+        unit = stored.entity
+        assert isinstance(unit, SchoolUnit)
+        return unit.school_unit_code
+
+    # Persons
+    person_ids: dict[tuple[str, str], UUID] = {}  # (source, key) -> id the vendor sees
+    selected_staff_duties: list[tuple[StoredEntity, StoredEntity]] = []  # (duty, unit)
+    for stored in index.of_kind[EntityKind.PERSON]:
+        person = stored.entity
+        assert isinstance(person, Person)
+        if str(stored.id) in subscription.exclude_persons:
+            continue
+        policy = subscription.protected_identity_policy
+        if person.protected and policy is ProtectedIdentityPolicy.EXCLUDE:
+            continue
+        relations: list[tuple[Role, StoredEntity, Any]] = []
+        for enrolment in person.enrolments:
+            unit_stored = unit_of(stored.source_id, enrolment.school_unit)
+            if unit_stored is None or not enrolment.active_on(today):
+                continue
+            if subscription.school_types is not None and enrolment.school_type not in subscription.school_types:
+                continue
+            if subscription.school_years is not None and enrolment.school_year not in subscription.school_years:
+                continue
+            relations.append((Role.STUDENT, unit_stored, enrolment))
+        for duty_stored in index.duties_of.get((stored.source_id, person.key), []):
+            duty = duty_stored.entity
+            assert isinstance(duty, Duty)
+            unit_stored = unit_of(stored.source_id, duty.school_unit)
+            if unit_stored is None or not duty.active_on(today):
+                continue
+            role = Role.TEACHER if duty.role in TEACHING_ROLES else Role.OTHER_STAFF
+            relations.append((role, unit_stored, duty_stored))
+        relations = [r for r in relations if r[0] in subscription.roles]
+        explicitly_included = str(stored.id) in subscription.include_persons
+        if not relations and not explicitly_included:
+            continue
+        if profile.single_school_unit_per_user and relations:
+            first = min(code_of(r[1]) for r in relations)
+            relations = [r for r in relations if code_of(r[1]) == first]
+
+        emitted_id = stored.id
+        data: dict[str, Any] = person.model_dump(mode="json", exclude={"kind", "key", "enrolments"})
+        data["enrolments"] = [
+            {
+                "school_unit_id": str(unit_stored.id),
+                "school_unit_code": code_of(unit_stored),
+                **enrolment.model_dump(mode="json", exclude={"school_unit", "cancelled"}),
+            }
+            for role, unit_stored, enrolment in relations
+            if role is Role.STUDENT
+        ]
+        person_allowed = allowed[EntityKind.PERSON]
+        if person.protected and policy is ProtectedIdentityPolicy.PSEUDONYMISE:
+            emitted_id = pseudonym_id(state.tenant_id, subscription.vendor_id, stored.id)
+            data = {
+                "given_name": PSEUDONYM_GIVEN_NAME,
+                "family_name": PSEUDONYM_FAMILY_NAME,
+                "eppn": person.eppn[:1],
+                "enrolments": data["enrolments"],
+            }
+        elif person.protected and policy is ProtectedIdentityPolicy.MINIMAL:
+            person_allowed = person_allowed & frozenset({"given_name", "family_name", "eppn", "enrolments"})
+        person_ids[(stored.source_id, person.key)] = emitted_id
+        unit_ids = sorted({str(r[1].id) for r in relations})
+        codes = sorted({code_of(r[1]) for r in relations})
+        roles = sorted({r[0].value for r in relations})
+        resource = {
+            "id": str(emitted_id),
+            "kind": EntityKind.PERSON.value,
+            "roles": roles,
+            "school_unit_ids": unit_ids,
+            **_pick(data, person_allowed),
+        }
+        out[emitted_id] = ProjectedResource(
+            emitted_id, EntityKind.PERSON, resource, tuple(unit_ids), tuple(codes), tuple(roles), stored.id
+        )
+        selected_staff_duties += [(r[2], r[1]) for r in relations if r[0] is not Role.STUDENT]
+
+    # Duties
+    duty_ids: set[tuple[str, str]] = set()
+    if EntityKind.DUTY in profile.kinds:
+        for duty_stored, unit_stored in selected_staff_duties:
+            duty = duty_stored.entity
+            assert isinstance(duty, Duty)
+            duty_ids.add((duty_stored.source_id, duty.key))
+            resource = {
+                "id": str(duty_stored.id),
+                "kind": EntityKind.DUTY.value,
+                "person_id": str(person_ids[(duty_stored.source_id, duty.person)]),
+                "school_unit_id": str(unit_stored.id),
+                **_pick(duty.model_dump(mode="json"), allowed[EntityKind.DUTY]),
+            }
+            out[duty_stored.id] = ProjectedResource(
+                duty_stored.id, EntityKind.DUTY, resource, (str(unit_stored.id),), (code_of(unit_stored),)
+            )
+
+    # Groups
+    group_types = subscription.group_types
+    selected_groups: set[tuple[str, str]] = set()
+    if EntityKind.GROUP in profile.kinds:
+        for stored in index.of_kind[EntityKind.GROUP]:
+            group = stored.entity
+            assert isinstance(group, Group)
+            unit_stored = unit_of(stored.source_id, group.school_unit)
+            if unit_stored is None or not group.active_on(today):
+                continue
+            if profile.classes_only and group.group_type is not GroupType.KLASS:
+                continue
+            if group_types is not None and group.group_type not in group_types:
+                continue
+            members = sorted(
+                {
+                    str(person_ids[(stored.source_id, m.person)])
+                    for m in group.memberships
+                    if m.active_on(today) and (stored.source_id, m.person) in person_ids
+                }
+            )
+            selected_groups.add((stored.source_id, group.key))
+            resource = {
+                "id": str(stored.id),
+                "kind": EntityKind.GROUP.value,
+                "school_unit_id": str(unit_stored.id),
+                "member_ids": members,
+                **_pick(group.model_dump(mode="json"), allowed[EntityKind.GROUP]),
+            }
+            out[stored.id] = ProjectedResource(
+                stored.id, EntityKind.GROUP, resource, (str(unit_stored.id),), (code_of(unit_stored),)
+            )
+
+    # Activities
+    if EntityKind.ACTIVITY in profile.kinds:
+        for stored in index.of_kind[EntityKind.ACTIVITY]:
+            activity = stored.entity
+            assert isinstance(activity, Activity)
+            unit_stored = unit_of(stored.source_id, activity.school_unit)
+            if unit_stored is None or not activity.active_on(today):
+                continue
+            groups = sorted(
+                str(index.id_of(stored.source_id, EntityKind.GROUP, g))
+                for g in activity.groups
+                if (stored.source_id, g) in selected_groups
+            )
+            if not groups:
+                continue
+            teachers = sorted(
+                str(index.id_of(stored.source_id, EntityKind.DUTY, t))
+                for t in activity.teachers
+                if (stored.source_id, t) in duty_ids
+            )
+            resource = {
+                "id": str(stored.id),
+                "kind": EntityKind.ACTIVITY.value,
+                "school_unit_id": str(unit_stored.id),
+                "group_ids": groups,
+                "teacher_duty_ids": teachers,
+                **_pick(activity.model_dump(mode="json"), allowed[EntityKind.ACTIVITY]),
+            }
+            out[stored.id] = ProjectedResource(
+                stored.id, EntityKind.ACTIVITY, resource, (str(unit_stored.id),), (code_of(unit_stored),)
+            )
+
+    # School units and what they refer to
+    for unit_stored in units.values():
+        unit = unit_stored.entity
+        assert isinstance(unit, SchoolUnit)
+        references: dict[str, str | None] = {"organisation_id": None, "school_unit_group_id": None}
+        for kind, key, name in (
+            (EntityKind.ORGANISATION, unit.organisation, "organisation_id"),
+            (EntityKind.SCHOOL_UNIT_GROUP, unit.school_unit_group, "school_unit_group_id"),
+        ):
+            parent = index.ref(unit_stored.source_id, kind, key)
+            if parent is None or kind not in profile.kinds:
+                continue
+            references[name] = str(parent.id)
+            if parent.id not in out:
+                out[parent.id] = _parent_resource(parent, allowed[kind])
+        if EntityKind.SCHOOL_UNIT in profile.kinds:
+            resource = {
+                "id": str(unit_stored.id),
+                "kind": EntityKind.SCHOOL_UNIT.value,
+                **references,
+                **_pick(unit.model_dump(mode="json"), allowed[EntityKind.SCHOOL_UNIT]),
+            }
+            out[unit_stored.id] = ProjectedResource(
+                unit_stored.id, EntityKind.SCHOOL_UNIT, resource, (str(unit_stored.id),), (unit.school_unit_code,)
+            )
+    return {k: v for k, v in out.items() if v.kind in profile.kinds}
+
+
+def _parent_resource(parent: StoredEntity, allowed: frozenset[str]) -> ProjectedResource:
+    entity = parent.entity
+    assert isinstance(entity, Organisation | SchoolUnitGroup)
+    resource = {"id": str(parent.id), "kind": entity.kind.value, **_pick(entity.model_dump(mode="json"), allowed)}
+    return ProjectedResource(parent.id, entity.kind, resource, (), ())
+
+
+# --- previews ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviewEntry:
+    id: UUID
+    kind: EntityKind
+    school_unit_codes: tuple[str, ...]
+    roles: tuple[str, ...]
+
+
+@dataclass
+class SubscriptionPreview:
+    """What a proposed subscription change would do for its vendor."""
+
+    added: list[PreviewEntry] = field(default_factory=list)
+    removed: list[PreviewEntry] = field(default_factory=list)
+    changed: list[PreviewEntry] = field(default_factory=list)
+
+    def counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        """(school unit code, role or kind) -> {"added": n, "removed": n, "changed": n}."""
+        table: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"added": 0, "removed": 0, "changed": 0})
+        for name, entries in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+            for entry in entries:
+                labels = entry.roles or (entry.kind.value,)
+                for code in entry.school_unit_codes or ("-",):
+                    for label in labels:
+                        table[(code, label)][name] += 1
+        return dict(table)
+
+
+def _entry(resource: ProjectedResource) -> PreviewEntry:
+    return PreviewEntry(resource.id, resource.kind, resource.school_unit_codes, resource.roles)
+
+
+def compare(before: dict[UUID, ProjectedResource], after: dict[UUID, ProjectedResource]) -> SubscriptionPreview:
+    preview = SubscriptionPreview()
+    for resource_id, resource in after.items():
+        old = before.get(resource_id)
+        if old is None:
+            preview.added.append(_entry(resource))
+        elif old.hash != resource.hash:
+            preview.changed.append(_entry(resource))
+    preview.removed = [_entry(r) for rid, r in before.items() if rid not in after]
+    for entries in (preview.added, preview.removed, preview.changed):
+        entries.sort(key=lambda e: (e.kind.value, str(e.id)))
+    return preview
+
+
+def preview_subscription_change(
+    state: TenantState,
+    current: VendorSubscription | None,
+    proposed: VendorSubscription,
+    profile: VendorProfile,
+    today: date,
+) -> SubscriptionPreview:
+    """What saving ``proposed`` instead of ``current`` would add, remove and change for the vendor,
+    computed without applying anything."""
+    before = project(state, current, profile, today) if current is not None else {}
+    return compare(before, project(state, proposed, profile, today))
+
+
+def entities_by_kind(resources: Iterable[ProjectedResource]) -> dict[EntityKind, int]:
+    counts: dict[EntityKind, int] = defaultdict(int)
+    for resource in resources:
+        counts[resource.kind] += 1
+    return dict(counts)

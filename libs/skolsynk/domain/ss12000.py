@@ -1,0 +1,335 @@
+"""The canonical model: SS 12000:2020 (2.1) entities, as skolsynk stores and reasons about them.
+
+Every entity comes from one source of one organiser (tenant) and carries the source's own key
+(``key``). References between entities are the referenced entity's source key within the same
+source; the stable UUID of any entity is derived from (tenant, source, kind, key) by
+:func:`skolsynk.domain.ids.entity_id`, so references never need rewriting and re-syncs always give
+the same ids.
+
+Enumerations keep SS 12000:2.1's Swedish values verbatim. Values of 2.0 and of the 2018 SCIM profile
+are accepted and mapped (``KOMVUX`` -> ``VUX``, ``FSK`` -> ``FKLASS``, ``Stadsdel`` -> ``Förvaltning``
+...); anything else is a validation error that the normaliser turns into a data-quality finding.
+Dates are inclusive (a relation ending on D is active on D).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+class EntityKind(StrEnum):
+    ORGANISATION = "organisation"
+    SCHOOL_UNIT_GROUP = "school_unit_group"
+    SCHOOL_UNIT = "school_unit"
+    PERSON = "person"
+    DUTY = "duty"
+    GROUP = "group"
+    ACTIVITY = "activity"
+
+
+#: The order in which upserts are sent (references first); deletions go in reverse.
+KIND_ORDER: tuple[EntityKind, ...] = tuple(EntityKind)
+
+
+class SchoolType(StrEnum):
+    FS = "FS"
+    FKLASS = "FKLASS"
+    FTH = "FTH"
+    OPPFTH = "OPPFTH"
+    GR = "GR"
+    GRS = "GRS"
+    TR = "TR"
+    SP = "SP"
+    SAM = "SAM"
+    GY = "GY"
+    GYS = "GYS"
+    VUX = "VUX"
+    VUXSFI = "VUXSFI"
+    VUXGR = "VUXGR"
+    VUXGY = "VUXGY"
+    VUXSARGR = "VUXSARGR"
+    VUXSARTR = "VUXSARTR"
+    VUXSARGY = "VUXSARGY"
+    SFI = "SFI"
+    SARVUX = "SARVUX"
+    SARVUXGR = "SARVUXGR"
+    SARVUXGY = "SARVUXGY"
+    KU = "KU"
+    YH = "YH"
+    FHS = "FHS"
+    STF = "STF"
+    KKU = "KKU"
+    HS = "HS"
+    ABU = "ABU"
+    AU = "AU"
+
+
+#: SS 12000:2.0 and 2018 (EGIL) school types that 2.1 names differently.
+LEGACY_SCHOOL_TYPES: dict[str, SchoolType] = {
+    "KOMVUX": SchoolType.VUX,  # 2.0
+    "FSK": SchoolType.FKLASS,  # 2018
+    "SUV": SchoolType.SARVUX,  # 2018
+}
+
+
+class OrganisationType(StrEnum):
+    HUVUDMAN = "Huvudman"
+    VERKSAMHETSOMRADE = "Verksamhetsområde"
+    FORVALTNING = "Förvaltning"
+    REKTORSOMRADE = "Rektorsområde"
+    SKOLA = "Skola"
+    SKOLENHET = "Skolenhet"
+    VARUMARKE = "Varumärke"
+    BOLAG = "Bolag"
+    OVRIGT = "Övrigt"
+
+
+LEGACY_ORGANISATION_TYPES: dict[str, OrganisationType] = {"Stadsdel": OrganisationType.FORVALTNING}
+
+
+class DutyRole(StrEnum):
+    REKTOR = "Rektor"
+    LARARE = "Lärare"
+    FORSKOLLARARE = "Förskollärare"
+    BARNSKOTARE = "Barnskötare"
+    BIBLIOTEKARIE = "Bibliotekarie"
+    LARARASSISTENT = "Lärarassistent"
+    FRITIDSPEDAGOG = "Fritidspedagog"
+    ANNAN_PERSONAL = "Annan personal"
+    SYV = "Studie- och yrkesvägledare"
+    FORSTELARARE = "Förstelärare"
+    KURATOR = "Kurator"
+    SKOLSKOTERSKA = "Skolsköterska"
+    SKOLLAKARE = "Skolläkare"
+    SKOLPSYKOLOG = "Skolpsykolog"
+    SPECIALLARARE = "Speciallärare/specialpedagog"
+    SKOLADMINISTRATOR = "Skoladministratör"
+    OVRIG_ARBETSLEDNING = "Övrig arbetsledning"
+    OVRIG_PEDAGOGISK_PERSONAL = "Övrig pedagogisk personal"  # deprecated in 2.1, still valid
+    FORSKOLECHEF = "Förskolechef"  # deprecated in 2.1, still valid
+
+
+#: Duty roles that make a person a teacher for vendors; every other duty is "other staff".
+TEACHING_ROLES: frozenset[DutyRole] = frozenset(
+    {
+        DutyRole.LARARE,
+        DutyRole.FORSKOLLARARE,
+        DutyRole.FORSTELARARE,
+        DutyRole.SPECIALLARARE,
+        DutyRole.FRITIDSPEDAGOG,
+    }
+)
+
+
+class GroupType(StrEnum):
+    UNDERVISNING = "Undervisning"
+    KLASS = "Klass"
+    MENTOR = "Mentor"
+    PROVGRUPP = "Provgrupp"
+    SCHEMA = "Schema"
+    AVDELNING = "Avdelning"
+    PERSONALGRUPP = "Personalgrupp"
+    OVRIGT = "Övrigt"
+
+
+class SecurityMarking(StrEnum):
+    INGEN = "Ingen"
+    SEKRETESSMARKERING = "Sekretessmarkering"
+    SKYDDAD_FOLKBOKFORING = "Skyddad folkbokföring"
+
+
+class EmailType(StrEnum):
+    PRIVAT = "Privat"
+    SKOLA_ELEV = "Skola elev"
+    SKOLA_PERSONAL = "Skola personal"
+    ARBETE_OVRIGT = "Arbete övrigt"
+
+
+def _school_type(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().upper()
+        return LEGACY_SCHOOL_TYPES.get(value, value)
+    return value
+
+
+def _organisation_type(value: Any) -> Any:
+    return LEGACY_ORGANISATION_TYPES.get(value, value) if isinstance(value, str) else value
+
+
+def _security_marking(value: Any) -> Any:
+    # SS 12000:2018 has a boolean: true cannot tell the two levels apart, so take the strictest.
+    if value is True:
+        return SecurityMarking.SKYDDAD_FOLKBOKFORING
+    if value is False or value is None:
+        return SecurityMarking.INGEN
+    return value
+
+
+SchoolTypeField = Annotated[SchoolType, BeforeValidator(_school_type)]
+
+SCHOOL_UNIT_CODE = re.compile(r"^[0-9]{8}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+CIVIC_NO = re.compile(r"^(?:19|20)[0-9]{6}[0-9A-Z]{4}$")
+KEY = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, use_enum_values=False)
+
+
+class Dated(Model):
+    start_date: date | None = None
+    end_date: date | None = None
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Dated:
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError("start_date is after end_date")
+        return self
+
+    def active_on(self, day: date) -> bool:
+        return (self.start_date is None or self.start_date <= day) and (self.end_date is None or day <= self.end_date)
+
+
+class Email(Model):
+    value: str = Field(max_length=254)
+    type: EmailType = EmailType.SKOLA_PERSONAL
+
+    @field_validator("value")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        if not EMAIL.match(value):
+            raise ValueError("not a valid e-mail address")
+        return value.lower()
+
+
+class ExternalIdentifier(Model):
+    """An id the person has elsewhere. The cloud provider's immutable user id (Google user id, Entra
+    object id) travels here, so a vendor keeps the account when the e-mail address changes."""
+
+    value: str = Field(min_length=1, max_length=200)
+    context: str = Field(min_length=1, max_length=200, description="A URI naming the id space.")
+    globally_unique: bool = True
+
+
+class Enrolment(Dated):
+    school_unit: KEY = Field(description="Source key of the SchoolUnit.")
+    school_type: SchoolTypeField
+    school_year: int | None = Field(default=None, ge=0, le=10)
+    cancelled: bool = False
+    programme_code: str | None = Field(default=None, max_length=20)
+
+    def active_on(self, day: date) -> bool:
+        return not self.cancelled and super().active_on(day)
+
+
+class Organisation(Model):
+    kind: Literal[EntityKind.ORGANISATION] = EntityKind.ORGANISATION
+    key: KEY
+    display_name: str = Field(min_length=1, max_length=200)
+    organisation_type: Annotated[OrganisationType, BeforeValidator(_organisation_type)] = OrganisationType.HUVUDMAN
+    organisation_number: str | None = Field(default=None, max_length=20)
+    organisation_code: str | None = Field(default=None, max_length=40)
+    municipality_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
+
+
+class SchoolUnitGroup(Model):
+    kind: Literal[EntityKind.SCHOOL_UNIT_GROUP] = EntityKind.SCHOOL_UNIT_GROUP
+    key: KEY
+    display_name: str = Field(min_length=1, max_length=200)
+
+
+class SchoolUnit(Dated):
+    kind: Literal[EntityKind.SCHOOL_UNIT] = EntityKind.SCHOOL_UNIT
+    key: KEY
+    display_name: str = Field(min_length=1, max_length=200)
+    school_unit_code: str = Field(description="Skolverket's skolenhetskod: 8 digits.")
+    school_types: list[SchoolTypeField] = Field(default_factory=list)
+    municipality_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
+    organisation: KEY | None = None
+    school_unit_group: KEY | None = None
+
+    @field_validator("school_unit_code")
+    @classmethod
+    def _eight_digits(cls, value: str) -> str:
+        if not SCHOOL_UNIT_CODE.match(value):
+            raise ValueError("school unit code must be exactly 8 digits")
+        return value
+
+
+class Person(Model):
+    kind: Literal[EntityKind.PERSON] = EntityKind.PERSON
+    key: KEY
+    given_name: str = Field(min_length=1, max_length=100)
+    family_name: str = Field(min_length=1, max_length=100)
+    middle_name: str | None = Field(default=None, max_length=100)
+    eppn: list[str] = Field(default_factory=list, description="eduPersonPrincipalNames; the first is the login.")
+    emails: list[Email] = Field(default_factory=list)
+    civic_no: str | None = Field(default=None, description="Personnummer, 12 characters; sensitive.")
+    birth_date: date | None = None
+    security_marking: Annotated[SecurityMarking, BeforeValidator(_security_marking)] = SecurityMarking.INGEN
+    external_identifiers: list[ExternalIdentifier] = Field(default_factory=list)
+    enrolments: list[Enrolment] = Field(default_factory=list)
+
+    @field_validator("civic_no")
+    @classmethod
+    def _civic_no(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        compact = value.replace("-", "").replace("+", "")
+        if not CIVIC_NO.match(compact):
+            raise ValueError("civic number must have 12 characters (YYYYMMDDNNNN)")
+        return compact
+
+    @property
+    def protected(self) -> bool:
+        return self.security_marking is not SecurityMarking.INGEN
+
+
+class Duty(Dated):
+    kind: Literal[EntityKind.DUTY] = EntityKind.DUTY
+    key: KEY
+    person: KEY
+    school_unit: KEY
+    role: DutyRole
+    signature: str | None = Field(default=None, max_length=20)
+
+
+class Membership(Dated):
+    person: KEY
+
+
+class Group(Dated):
+    kind: Literal[EntityKind.GROUP] = EntityKind.GROUP
+    key: KEY
+    display_name: str = Field(min_length=1, max_length=200)
+    group_type: GroupType
+    school_type: SchoolTypeField | None = None
+    school_unit: KEY
+    memberships: list[Membership] = Field(default_factory=list)
+
+
+class Activity(Dated):
+    kind: Literal[EntityKind.ACTIVITY] = EntityKind.ACTIVITY
+    key: KEY
+    display_name: str = Field(min_length=1, max_length=200)
+    school_unit: KEY
+    groups: list[KEY] = Field(default_factory=list)
+    teachers: list[KEY] = Field(default_factory=list, description="Source keys of Duties.")
+
+
+Entity = Organisation | SchoolUnitGroup | SchoolUnit | Person | Duty | Group | Activity
+ENTITY_MODELS: dict[EntityKind, type[Entity]] = {
+    EntityKind.ORGANISATION: Organisation,
+    EntityKind.SCHOOL_UNIT_GROUP: SchoolUnitGroup,
+    EntityKind.SCHOOL_UNIT: SchoolUnit,
+    EntityKind.PERSON: Person,
+    EntityKind.DUTY: Duty,
+    EntityKind.GROUP: Group,
+    EntityKind.ACTIVITY: Activity,
+}

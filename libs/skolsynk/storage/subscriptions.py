@@ -1,0 +1,62 @@
+"""Vendor subscriptions and vendor profiles as stored in MongoDB.
+
+The admin service writes them (issue 9); the normaliser and the dispatchers read them. A tenant
+without a subscription sends nothing to anyone. A vendor without a stored profile gets the default
+profile (every kind, every non-sensitive field).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.storage.mongo import Database, IndexSpec
+
+SUBSCRIPTIONS = "subscriptions"
+VENDOR_PROFILES = "vendor_profiles"
+
+INDEXES = [IndexSpec(SUBSCRIPTIONS, [("tenant_id", 1)], name="by_tenant")]
+
+
+class SubscriptionStore:
+    def __init__(self, db: Database) -> None:
+        self.subscriptions = db[SUBSCRIPTIONS]
+        self.profiles = db[VENDOR_PROFILES]
+
+    async def save(self, subscription: VendorSubscription) -> None:
+        await self.subscriptions.replace_one(
+            {"_id": f"{subscription.tenant_id}:{subscription.vendor_id}"},
+            {
+                "tenant_id": subscription.tenant_id,
+                "vendor_id": subscription.vendor_id,
+                "subscription": subscription.model_dump(mode="json"),
+                "updated_at": datetime.now(UTC),
+            },
+            upsert=True,
+        )
+
+    async def delete(self, tenant_id: str, vendor_id: str) -> None:
+        await self.subscriptions.delete_one({"_id": f"{tenant_id}:{vendor_id}"})
+
+    async def save_profile(self, profile: VendorProfile) -> None:
+        await self.profiles.replace_one(
+            {"_id": profile.vendor_id}, {"profile": profile.model_dump(mode="json")}, upsert=True
+        )
+
+    async def profile(self, vendor_id: str) -> VendorProfile:
+        doc = await self.profiles.find_one({"_id": vendor_id})
+        return VendorProfile.model_validate(doc["profile"]) if doc else VendorProfile(vendor_id=vendor_id)
+
+    async def get(self, tenant_id: str, vendor_id: str) -> VendorSubscription | None:
+        doc = await self.subscriptions.find_one({"_id": f"{tenant_id}:{vendor_id}"})
+        return VendorSubscription.model_validate(doc["subscription"]) if doc else None
+
+    async def for_tenant(self, tenant_id: str) -> list[tuple[VendorSubscription, VendorProfile]]:
+        found = []
+        async for doc in self.subscriptions.find({"tenant_id": tenant_id}).sort("_id", 1):
+            subscription = VendorSubscription.model_validate(doc["subscription"])
+            found.append((subscription, await self.profile(subscription.vendor_id)))
+        return found
+
+    async def tenants(self) -> list[str]:
+        return sorted(await self.subscriptions.distinct("tenant_id"))

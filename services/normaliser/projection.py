@@ -1,0 +1,265 @@
+"""Projection: what each vendor of a tenant should hold now, compared with what it was sent, and
+the differences sent as per-vendor change events through the outbox.
+
+The vendor view (``vendor_views``) is the record of what each vendor was last sent per entity: the
+resource's hash, a version that grows with every change, and whether the entity is present. An
+unchanged entity costs no write and emits nothing. Removals that would breach a subscription's
+mass-deletion guard for one school unit are held for review (``holds``), the rest keep flowing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from pymongo import UpdateOne
+
+from normaliser.state import HOLDS, VENDOR_VIEWS, EntityStore, FindingStore, now
+from normaliser.validation import reconcile
+from skolsynk.contracts.vendor import VendorChange
+from skolsynk.domain.selection import ProjectedResource, TenantState, project
+from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
+from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.logging import get_logger
+from skolsynk.messaging import Outbox
+from skolsynk.storage import Database, Document, MongoClient
+from skolsynk.storage.subscriptions import SubscriptionStore
+
+log = get_logger(__name__)
+
+#: Change events committed per transaction (vendor view updates + outbox entries together).
+BATCH_SIZE = 100
+
+
+@dataclass
+class VendorReport:
+    upserts: int = 0
+    deletes: int = 0
+    held: int = 0
+    holds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProjectionReport:
+    tenant_id: str
+    vendors: dict[str, VendorReport] = field(default_factory=dict)
+    findings: int = 0
+
+
+@dataclass(frozen=True)
+class _Change:
+    kind: EntityKind
+    entity_id: UUID
+    operation: str
+    version: int
+    resource: ProjectedResource | None
+    view: Document
+
+
+def _kind_rank(kind: EntityKind) -> int:
+    return KIND_ORDER.index(kind)
+
+
+class Projector:
+    def __init__(self, mongo: MongoClient, db: Database, outbox: Outbox, *, exchange: str, producer: str) -> None:
+        self.mongo = mongo
+        self.db = db
+        self.outbox = outbox
+        self.exchange = exchange
+        self.producer = producer
+        self.entities = EntityStore(db)
+        self.findings = FindingStore(db)
+        self.subscriptions = SubscriptionStore(db)
+        self.views = db[VENDOR_VIEWS]
+        self.holds = db[HOLDS]
+
+    async def tenant_state(self, tenant_id: str, today: date) -> TenantState:
+        state, _ = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
+        return state
+
+    async def project_tenant(
+        self, tenant_id: str, *, today: date, reason: str, correlation_id: UUID | None = None
+    ) -> ProjectionReport:
+        state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
+        await self.findings.replace_reconcile(tenant_id, findings)
+        report = ProjectionReport(tenant_id=tenant_id, findings=len(findings))
+        for subscription, profile in await self.subscriptions.for_tenant(tenant_id):
+            desired = project(state, subscription, profile, today)
+            report.vendors[subscription.vendor_id] = await self._apply(
+                state, subscription, profile, desired, reason=reason, correlation_id=correlation_id
+            )
+        log.info(
+            "tenant_projected",
+            tenant_id=tenant_id,
+            reason=reason,
+            vendors={v: (r.upserts, r.deletes, r.held) for v, r in report.vendors.items()},
+        )
+        return report
+
+    async def view_of(self, tenant_id: str, vendor_id: str) -> dict[str, Document]:
+        cursor = self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id})
+        return {doc["entity_id"]: doc async for doc in cursor}
+
+    async def _apply(
+        self,
+        state: TenantState,
+        subscription: VendorSubscription,
+        profile: VendorProfile,
+        desired: dict[UUID, ProjectedResource],
+        *,
+        reason: str,
+        correlation_id: UUID | None,
+    ) -> VendorReport:
+        tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
+        view = await self.view_of(tenant_id, vendor_id)
+        withheld = {str(i) for i in state.withheld}
+        changes: list[_Change] = []
+        for entity_id, resource in desired.items():
+            current = view.get(str(entity_id))
+            if str(resource.source_entity_id or entity_id) in withheld:
+                continue
+            if current is not None and current["present"] and current["hash"] == resource.hash:
+                continue
+            version = (current["version"] if current else 0) + 1
+            changes.append(_Change(resource.kind, entity_id, "upsert", version, resource, current or {}))
+        removals = [
+            doc
+            for entity_id, doc in view.items()
+            if doc["present"] and UUID(entity_id) not in desired and doc.get("source_entity_id") not in withheld
+        ]
+        report = VendorReport()
+        removals = await self._guard(subscription, view, removals, report)
+        changes += [
+            _Change(EntityKind(doc["kind"]), UUID(doc["entity_id"]), "delete", doc["version"] + 1, None, doc)
+            for doc in removals
+        ]
+        upserts = sorted(
+            (c for c in changes if c.operation == "upsert"), key=lambda c: (_kind_rank(c.kind), str(c.entity_id))
+        )
+        deletes = sorted(
+            (c for c in changes if c.operation == "delete"), key=lambda c: (-_kind_rank(c.kind), str(c.entity_id))
+        )
+        ordered = upserts + deletes
+        for start in range(0, len(ordered), BATCH_SIZE):
+            await self._commit(subscription, ordered[start : start + BATCH_SIZE], reason, correlation_id)
+        report.upserts, report.deletes = len(upserts), len(deletes)
+        return report
+
+    async def _guard(
+        self,
+        subscription: VendorSubscription,
+        view: dict[str, Document],
+        removals: list[Document],
+        report: VendorReport,
+    ) -> list[Document]:
+        """Hold the removals of any school unit that would lose more than the guard allows."""
+        tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
+        population: dict[str, int] = defaultdict(int)
+        for doc in view.values():
+            if doc["present"]:
+                for unit_id in doc.get("school_unit_ids", []):
+                    population[unit_id] += 1
+        by_unit: dict[str, list[Document]] = defaultdict(list)
+        for doc in removals:
+            for unit_id in doc.get("school_unit_ids", []) or ["-"]:
+                by_unit[unit_id].append(doc)
+        holds = {
+            doc["school_unit_id"]: doc
+            async for doc in self.holds.find({"tenant_id": tenant_id, "vendor_id": vendor_id})
+        }
+        held_ids: set[str] = set()
+        for unit_id, docs in by_unit.items():
+            if unit_id == "-" or not subscription.guard.breached(len(docs), population[unit_id]):
+                continue
+            ids = sorted(d["entity_id"] for d in docs)
+            hold = holds.get(unit_id)
+            if hold is not None and hold.get("status") == "approved" and set(ids) <= set(hold.get("entity_ids", [])):
+                continue  # reviewed and approved: these removals go ahead
+            held_ids.update(ids)
+            codes = sorted({c for d in docs for c in d.get("school_unit_codes", [])})
+            await self.holds.update_one(
+                {"_id": f"{tenant_id}:{vendor_id}:{unit_id}"},
+                {
+                    "$set": {
+                        "tenant_id": tenant_id,
+                        "vendor_id": vendor_id,
+                        "school_unit_id": unit_id,
+                        "school_unit_codes": codes,
+                        "entity_ids": ids,
+                        "removals": len(ids),
+                        "population": population[unit_id],
+                        "status": "pending",
+                        "updated_at": now(),
+                    },
+                    "$setOnInsert": {"created_at": now()},
+                },
+                upsert=True,
+            )
+            report.holds.append(unit_id)
+            log.warning(
+                "removals_held", tenant_id=tenant_id, vendor_id=vendor_id, school_unit_id=unit_id, removals=len(ids)
+            )
+        # Holds whose removals no longer apply (or were applied) are done.
+        for unit_id, hold in holds.items():
+            if unit_id not in report.holds:
+                await self.holds.delete_one({"_id": hold["_id"]})
+        report.held = len(held_ids)
+        return [doc for doc in removals if doc["entity_id"] not in held_ids]
+
+    async def _commit(
+        self, subscription: VendorSubscription, batch: list[_Change], reason: str, correlation_id: UUID | None
+    ) -> None:
+        tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
+
+        async def unit_of_work(session: Any) -> None:
+            operations = []
+            for change in batch:
+                resource = change.resource
+                fields: dict[str, Any] = {
+                    "tenant_id": tenant_id,
+                    "vendor_id": vendor_id,
+                    "entity_id": str(change.entity_id),
+                    "kind": change.kind.value,
+                    "version": change.version,
+                    "present": change.operation == "upsert",
+                    "updated_at": now(),
+                }
+                if resource is not None:
+                    fields |= {
+                        "hash": resource.hash,
+                        "school_unit_ids": list(resource.school_unit_ids),
+                        "school_unit_codes": list(resource.school_unit_codes),
+                        "roles": list(resource.roles),
+                        "source_entity_id": str(resource.source_entity_id or change.entity_id),
+                    }
+                else:
+                    fields["hash"] = None
+                operations.append(
+                    UpdateOne({"_id": f"{tenant_id}:{vendor_id}:{change.entity_id}"}, {"$set": fields}, upsert=True)
+                )
+                event = VendorChange(
+                    vendor_id=vendor_id,
+                    entity_kind=change.kind,
+                    entity_id=change.entity_id,
+                    operation="upsert" if resource is not None else "delete",
+                    version=change.version,
+                    resource=resource.resource if resource is not None else None,
+                    school_unit_ids=[
+                        UUID(u)
+                        for u in (resource.school_unit_ids if resource else change.view.get("school_unit_ids", []))
+                    ],
+                    test_mode=subscription.test_mode,
+                    reason=reason,
+                )
+                envelope = event.to_envelope(tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer)
+                await self.outbox.add(
+                    envelope, exchange=self.exchange, routing_key=f"{vendor_id}.{tenant_id}", session=session
+                )
+            await self.views.bulk_write(operations, ordered=True, session=session)
+
+        async with self.mongo.start_session() as session:
+            await session.with_transaction(unit_of_work)
+        self.outbox.notify()

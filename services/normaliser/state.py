@@ -1,0 +1,230 @@
+"""The normaliser's collections and the queries it runs on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from skolsynk.domain.quality import Finding
+from skolsynk.domain.selection import StoredEntity
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.storage import Database, Document, IndexSpec, Session
+
+ENTITIES = "entities"
+RUNS = "runs"
+RUN_PAGES = "run_pages"
+VENDOR_VIEWS = "vendor_views"
+HOLDS = "holds"
+LOCKS = "projection_locks"
+FINDINGS = "dq_findings"
+
+#: Page bookkeeping of finished runs is kept this long, for support.
+RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
+
+INDEXES = [
+    IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name="by_source"),
+    IndexSpec(RUNS, [("tenant_id", 1), ("source_id", 1), ("started_at", -1)], name="by_source"),
+    IndexSpec(RUNS, [("status", 1), ("claimed_at", 1)], name="by_status"),
+    IndexSpec(RUN_PAGES, [("run_id", 1)], name="by_run"),
+    IndexSpec(RUN_PAGES, [("created_at", 1)], name="created_at_ttl", expire_after_seconds=RUN_PAGES_RETENTION_SECONDS),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
+    IndexSpec(HOLDS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EntityStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db[ENTITIES]
+
+    async def hashes(self, ids: Iterable[UUID], *, session: Session | None = None) -> dict[str, str]:
+        cursor = self.collection.find({"_id": {"$in": [str(i) for i in ids]}}, {"hash": 1}, session=session)
+        return {doc["_id"]: doc["hash"] async for doc in cursor}
+
+    async def write(self, documents: list[Document], *, session: Session | None = None) -> None:
+        if documents:
+            operations = [UpdateOne({"_id": d["_id"]}, {"$set": d}, upsert=True) for d in documents]
+            await self.collection.bulk_write(operations, ordered=False, session=session)
+
+    async def delete(self, ids: Iterable[str], *, session: Session | None = None) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        result = await self.collection.delete_many({"_id": {"$in": ids}}, session=session)
+        return result.deleted_count
+
+    async def ids_of_source(self, tenant_id: str, source_id: str) -> set[str]:
+        cursor = self.collection.find({"tenant_id": tenant_id, "source_id": source_id}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
+        cursor = self.collection.find({"tenant_id": tenant_id}, {"data": 1, "kind": 1, "source_id": 1})
+        return [
+            StoredEntity(
+                UUID(doc["_id"]), doc["source_id"], ENTITY_MODELS[EntityKind(doc["kind"])].model_validate(doc["data"])
+            )
+            async for doc in cursor
+        ]
+
+    async def tenants(self) -> list[str]:
+        return sorted(await self.collection.distinct("tenant_id"))
+
+
+class RunStore:
+    def __init__(self, db: Database) -> None:
+        self.runs = db[RUNS]
+        self.pages = db[RUN_PAGES]
+
+    async def started(self, run_id: UUID, fields: dict[str, Any], *, session: Session) -> Document:
+        doc = await self.runs.find_one_and_update(
+            {"_id": str(run_id)},
+            {"$set": fields, "$setOnInsert": {"status": "running", "pages_received": []}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        return doc
+
+    async def page_received(
+        self,
+        run_id: UUID,
+        page: int,
+        *,
+        tenant_id: str,
+        source_id: str,
+        seen: list[str],
+        counts: dict[str, int],
+        session: Session,
+    ) -> Document:
+        await self.pages.update_one(
+            {"_id": f"{run_id}:{page}"},
+            {"$set": {"run_id": str(run_id), "seen": seen, "counts": counts, "created_at": now()}},
+            upsert=True,
+            session=session,
+        )
+        doc = await self.runs.find_one_and_update(
+            {"_id": str(run_id)},
+            {
+                "$addToSet": {"pages_received": page},
+                "$setOnInsert": {"status": "running", "tenant_id": tenant_id, "source_id": source_id},
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        return doc
+
+    async def completed(self, run_id: UUID, completion: dict[str, Any], *, session: Session) -> Document:
+        doc = await self.runs.find_one_and_update(
+            {"_id": str(run_id)},
+            {"$set": {"completion": completion}, "$setOnInsert": {"status": "running", "pages_received": []}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        return doc
+
+    async def mark_ready(self, run_id: UUID, *, session: Session) -> bool:
+        """running -> ready, once; True for the caller that made the change."""
+        result = await self.runs.update_one(
+            {"_id": str(run_id), "status": "running"}, {"$set": {"status": "ready"}}, session=session
+        )
+        return result.modified_count == 1
+
+    async def claim_for_finalising(self, run_id: UUID, *, stale_after: timedelta) -> Document | None:
+        """ready -> finalising (or a finalising claim older than ``stale_after``: its finaliser died)."""
+        return await self.runs.find_one_and_update(
+            {
+                "_id": str(run_id),
+                "$or": [{"status": "ready"}, {"status": "finalising", "claimed_at": {"$lt": now() - stale_after}}],
+            },
+            {"$set": {"status": "finalising", "claimed_at": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def finalised(self, run_id: UUID, outcome: dict[str, Any]) -> None:
+        await self.runs.update_one(
+            {"_id": str(run_id)}, {"$set": {"status": "finalised", "outcome": outcome, "finalised_at": now()}}
+        )
+
+    async def page_documents(self, run_id: UUID) -> list[Document]:
+        return await self.pages.find({"run_id": str(run_id)}).to_list(None)
+
+    async def get(self, run_id: UUID) -> Document | None:
+        return await self.runs.find_one({"_id": str(run_id)})
+
+
+class FindingStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db[FINDINGS]
+
+    async def add(self, findings: list[Finding], *, session: Session | None = None) -> None:
+        if findings:
+            await self.collection.insert_many([f.model_dump(mode="json") for f in findings], session=session)
+
+    async def replace_reconcile(self, tenant_id: str, findings: list[Finding]) -> None:
+        await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
+        await self.add(findings)
+
+    async def keep_only_run(self, tenant_id: str, source_id: str, run_id: UUID) -> None:
+        """Ingest and run findings of older runs of this source are superseded by this run's."""
+        await self.collection.delete_many(
+            {
+                "tenant_id": tenant_id,
+                "source_id": source_id,
+                "origin": {"$in": ["ingest", "run"]},
+                "run_id": {"$ne": str(run_id)},
+            }
+        )
+
+
+class ProjectionLock:
+    """One projection per tenant at a time, across replicas. A request that finds the tenant busy
+    marks it dirty; the holder projects again before it lets go, so no request is lost."""
+
+    def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
+        self.collection = db[LOCKS]
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_seconds)
+
+    async def acquire(self, tenant_id: str) -> bool:
+        current = now()
+        try:
+            await self.collection.insert_one(
+                {"_id": tenant_id, "owner": self.owner, "lease_until": current + self.lease, "dirty": False}
+            )
+            return True
+        except DuplicateKeyError:
+            pass
+        taken = await self.collection.find_one_and_update(
+            {"_id": tenant_id, "lease_until": {"$lt": current}},
+            {"$set": {"owner": self.owner, "lease_until": current + self.lease, "dirty": False}},
+        )
+        if taken is not None:
+            return True
+        await self.collection.update_one({"_id": tenant_id}, {"$set": {"dirty": True}})
+        return False
+
+    async def release(self, tenant_id: str) -> bool:
+        """Let go unless someone asked meanwhile; returns True when the caller must project again."""
+        released = await self.collection.delete_one({"_id": tenant_id, "owner": self.owner, "dirty": False})
+        if released.deleted_count == 1:
+            return False
+        again = await self.collection.find_one_and_update(
+            {"_id": tenant_id, "owner": self.owner, "dirty": True},
+            {"$set": {"dirty": False, "lease_until": now() + self.lease}},
+        )
+        return again is not None
