@@ -67,6 +67,8 @@ class ServiceApp:
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        #: Service-specific objects a test or a tool may need (the service's handlers, ...).
+        self.extensions: dict[str, Any] = {}
         self._web_apps: list[tuple[web.Application, str, int]] = []
         self._web_runners: list[web.AppRunner] = []
         self.web_ports: list[int] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
@@ -15,6 +16,7 @@ from normaliser.projection import Projector
 from normaliser.runs import Runs
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import get_logger
+from skolsynk.messaging import Topology, declare_topology, skolsynk_topology
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -32,22 +34,48 @@ class NormaliserSettings(ServiceSettings):
     )
 
 
-def today() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build(settings: NormaliserSettings) -> ServiceApp:
+def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
+    """The normaliser. ``clock`` is the time the selection rules judge dates by (tests move it)."""
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes([*state.INDEXES, *subscriptions.INDEXES])
-    runs = Runs(app.db)
-    projector = Projector(app.mongo, app.db, app.outbox, exchange=app.topology.exchange("vendor"), producer=SERVICE)
+    declared_vendors: set[str] = set()
+
+    async def ensure_vendor_queue(vendor_id: str) -> None:
+        """A vendor's change events need its queue before the first one is published (publishes are
+        mandatory): declare it, once per process, the first time a subscription names the vendor."""
+        if vendor_id in declared_vendors:
+            return
+        vendor_topology = skolsynk_topology(
+            settings.broker.namespace,
+            delivery_limit=settings.broker.delivery_limit,
+            retry_delays_seconds=settings.broker.retry_delays_seconds,
+            vendor_ids=[vendor_id],
+        )
+        spec = vendor_topology.queue(app.queue_name("dispatcher", vendor_id))
+        async with app.broker.connection.channel(publisher_confirms=False) as channel:
+            await declare_topology(channel, Topology(vendor_topology.namespace, vendor_topology.exchanges, (spec,)))
+        declared_vendors.add(vendor_id)
+
+    projector = Projector(
+        app.mongo,
+        app.db,
+        app.outbox,
+        exchange=app.topology.exchange("vendor"),
+        producer=SERVICE,
+        ensure_vendor_queue=ensure_vendor_queue,
+    )
     handlers = NormaliserHandlers(
-        runs,
+        Runs(app.db),
         projector,
         state.ProjectionLock(app.db, owner=uuid.uuid4().hex),
         control_exchange=app.topology.exchange("control"),
-        today=lambda: today().date(),
+        today=lambda: clock().date(),
     )
+    app.extensions["handlers"] = handlers
     app.add_consumer(app.queue_name(SERVICE, "source-events"), handlers.source_event)
     app.add_consumer(app.queue_name(SERVICE, "projections"), handlers.projection, idempotent=False)
 
@@ -55,19 +83,16 @@ def build(settings: NormaliserSettings) -> ServiceApp:
         """Once per interval (one replica wins the slot), ask for a projection of every tenant."""
         schedule = app.db["schedules"]
         interval = timedelta(seconds=settings.date_check_interval_seconds)
+        await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": clock()}}, upsert=True)
         while True:
-            current = today()
+            current = clock()
             slot = await schedule.find_one_and_update(
                 {"_id": "date-check", "next_at": {"$lte": current}},
                 {"$set": {"next_at": current + interval}},
                 return_document=ReturnDocument.AFTER,
             )
-            if slot is None and await schedule.count_documents({"_id": "date-check"}) == 0:
-                await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": current}}, upsert=True)
-                continue
             if slot is not None:
-                store = subscriptions.SubscriptionStore(app.db)
-                for tenant_id in await store.tenants():
+                for tenant_id in await subscriptions.SubscriptionStore(app.db).tenants():
                     await app.publisher.publish(
                         ProjectionRequested(reason="dates").to_envelope(tenant_id=tenant_id, producer=SERVICE),
                         exchange=app.topology.exchange("control"),

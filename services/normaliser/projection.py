@@ -10,6 +10,7 @@ mass-deletion guard for one school unit are held for review (``holds``), the res
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -64,7 +65,17 @@ def _kind_rank(kind: EntityKind) -> int:
 
 
 class Projector:
-    def __init__(self, mongo: MongoClient, db: Database, outbox: Outbox, *, exchange: str, producer: str) -> None:
+    def __init__(
+        self,
+        mongo: MongoClient,
+        db: Database,
+        outbox: Outbox,
+        *,
+        exchange: str,
+        producer: str,
+        ensure_vendor_queue: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.ensure_vendor_queue = ensure_vendor_queue
         self.mongo = mongo
         self.db = db
         self.outbox = outbox
@@ -87,6 +98,7 @@ class Projector:
         await self.findings.replace_reconcile(tenant_id, findings)
         report = ProjectionReport(tenant_id=tenant_id, findings=len(findings))
         for subscription, profile in await self.subscriptions.for_tenant(tenant_id):
+            await self.ensure_vendor_queue(subscription.vendor_id)
             desired = project(state, subscription, profile, today)
             report.vendors[subscription.vendor_id] = await self._apply(
                 state, subscription, profile, desired, reason=reason, correlation_id=correlation_id

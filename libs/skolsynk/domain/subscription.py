@@ -27,9 +27,19 @@ class ProtectedIdentityPolicy(StrEnum):
 #: Every field a vendor can be given, per kind (structural fields such as ids, references, roles and
 #: school units are always included).
 PERSON_FIELDS = frozenset(
-    {"given_name", "family_name", "middle_name", "eppn", "emails", "civic_no", "birth_date",
-     "external_identifiers", "security_marking", "enrolments"}
-)  # fmt: skip
+    {
+        "given_name",
+        "family_name",
+        "middle_name",
+        "eppn",
+        "emails",
+        "civic_no",
+        "birth_date",
+        "external_identifiers",
+        "security_marking",
+        "enrolments",
+    }
+)
 OPTIONAL_FIELDS: dict[EntityKind, frozenset[str]] = {
     EntityKind.ORGANISATION: frozenset(
         {"display_name", "organisation_number", "organisation_code", "municipality_code"}

@@ -1,0 +1,324 @@
+"""SS 12000:2020 REST API objects (2.1, tolerant of 2.0) as canonical source records: pure functions for
+the SS 12000 source connector.
+
+* :func:`from_ss12000` maps one object of ``/organisations``, ``/persons``, ``/duties``, ``/groups`` or
+  ``/activities`` to zero or more :class:`~skolsynk.contracts.source.SourceRecord`;
+* :func:`deleted_entities` maps a ``/deletedEntities`` answer to
+  :class:`~skolsynk.contracts.source.SourceDeletion`.
+
+Keys are the SS 12000 ids (UUIDs in canonical lower-case form; any other id lower-cased); references
+become the referenced object's key. Fields skolsynk does not model are ignored, and so are unknown ones.
+Content is not validated here (the normaliser validates every record and reports what fails as a
+data-quality finding); :class:`Ss12000MappingError` is raised only for an object that cannot be mapped at
+all (not an object, no ``id``, a reference or list of the wrong JSON type). Its message names the
+attribute and the problem, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from uuid import UUID
+
+from skolsynk.contracts.source import SourceDeletion, SourceRecord
+from skolsynk.domain.ss12000 import EntityKind, OrganisationType
+
+
+class Ss12000MappingError(ValueError):
+    """An SS 12000 object that cannot be mapped; ``field`` is the attribute path, ``problem`` what is wrong.
+    Neither contains a value from the object."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+#: SS 12000 endpoints whose objects skolsynk does not provision: mapped to no records.
+IGNORED_ENDPOINTS: Final = frozenset(
+    {
+        "placements", "programmes", "syllabuses", "schoolunitofferings", "studyplans", "calendarevents",
+        "attendances", "attendanceevents", "attendanceschedules", "absences", "grades", "aggregatedattendance",
+        "resources", "rooms",
+    }
+)  # fmt: skip
+
+#: ``deletedEntities`` list name -> the canonical kinds it may delete. An organisation id can be a
+#: huvudman or a school unit (the list does not say which), so it deletes either.
+DELETED_KINDS: Final[dict[str, tuple[EntityKind, ...]]] = {
+    "persons": (EntityKind.PERSON,),
+    "organisations": (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT),
+    "groups": (EntityKind.GROUP,),
+    "duties": (EntityKind.DUTY,),
+    "activities": (EntityKind.ACTIVITY,),
+    "activitites": (EntityKind.ACTIVITY,),  # the spec's spelling (sic)
+}
+
+
+def _key(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Ss12000MappingError(field, "missing or not a string")
+    text = value.strip()
+    try:
+        return str(UUID(text))
+    except ValueError:
+        return text.lower()
+
+
+def _ref(obj: Mapping[str, Any], name: str, field: str) -> str | None:
+    """The id of an ObjectReference ``{"id": ...}`` (``None`` when absent)."""
+    reference = obj.get(name)
+    if reference is None:
+        return None
+    if not isinstance(reference, Mapping):
+        raise Ss12000MappingError(field, "not a reference object")
+    return _key(reference.get("id"), f"{field}.id")
+
+
+def _objects(obj: Mapping[str, Any], name: str, field: str) -> list[Mapping[str, Any]]:
+    values = obj.get(name)
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise Ss12000MappingError(field, "not a list")
+    for index, value in enumerate(values):
+        if not isinstance(value, Mapping):
+            raise Ss12000MappingError(f"{field}[{index}]", "not an object")
+    return values
+
+
+def _copy(obj: Mapping[str, Any], data: dict[str, Any], fields: Mapping[str, str]) -> None:
+    """Copy the present (non-null) values of ``obj``'s SS 12000 fields to ``data``'s canonical ones."""
+    for source, target in fields.items():
+        value = obj.get(source)
+        if value is not None:
+            data[target] = value
+
+
+_DATES: Final = {"startDate": "start_date", "endDate": "end_date"}
+
+
+def _organisation(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    raw_type = obj.get("organisationType")
+    if raw_type is not None and not isinstance(raw_type, str):
+        raise Ss12000MappingError("organisationType", "not a string")
+    org_type = (raw_type or "").strip()
+    if org_type == OrganisationType.HUVUDMAN.value:
+        data: dict[str, Any] = {"organisation_type": org_type}
+        _copy(
+            obj,
+            data,
+            {
+                "displayName": "display_name",
+                "organisationNumber": "organisation_number",
+                "organisationCode": "organisation_code",
+                "municipalityCode": "municipality_code",
+            },
+        )
+        return [SourceRecord(kind=EntityKind.ORGANISATION, key=key, data=data)]
+    if org_type == OrganisationType.SKOLENHET.value:
+        data = {}
+        _copy(
+            obj,
+            data,
+            {
+                "displayName": "display_name",
+                "schoolUnitCode": "school_unit_code",
+                "municipalityCode": "municipality_code",
+                **_DATES,
+            },
+        )
+        school_types = obj.get("schoolTypes")
+        if school_types is not None and not isinstance(school_types, list):
+            raise Ss12000MappingError("schoolTypes", "not a list")
+        data["school_types"] = list(school_types or [])
+        parent = _ref(obj, "parentOrganisation", "parentOrganisation")
+        if parent is not None:
+            data["organisation"] = parent
+        return [SourceRecord(kind=EntityKind.SCHOOL_UNIT, key=key, data=data)]
+    # Förvaltning, Skola, Rektorsområde, 2.0's Stadsdel ...: structure skolsynk does not provision.
+    return []
+
+
+def _person(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    data: dict[str, Any] = {}
+    _copy(
+        obj,
+        data,
+        {
+            "givenName": "given_name",
+            "familyName": "family_name",
+            "middleName": "middle_name",
+            "birthDate": "birth_date",
+            "securityMarking": "security_marking",
+        },
+    )
+    eppn = obj.get("eduPersonPrincipalNames")
+    if eppn is not None and not isinstance(eppn, list):
+        raise Ss12000MappingError("eduPersonPrincipalNames", "not a list")
+    data["eppn"] = list(eppn or [])
+
+    emails: list[dict[str, Any]] = []
+    for email in _objects(obj, "emails", "emails"):
+        entry: dict[str, Any] = {}
+        _copy(email, entry, {"value": "value", "type": "type"})
+        emails.append(entry)
+    data["emails"] = emails
+
+    civic_no = obj.get("civicNo")
+    if isinstance(civic_no, Mapping):
+        if civic_no.get("value") is not None:
+            data["civic_no"] = civic_no["value"]
+    elif isinstance(civic_no, str):  # tolerated: a bare string
+        data["civic_no"] = civic_no
+    elif civic_no is not None:
+        raise Ss12000MappingError("civicNo", "not an object")
+
+    identifiers: list[dict[str, Any]] = []
+    for identifier in _objects(obj, "externalIdentifiers", "externalIdentifiers"):
+        entry = {}
+        _copy(identifier, entry, {"value": "value", "context": "context", "globallyUnique": "globally_unique"})
+        identifiers.append(entry)
+    data["external_identifiers"] = identifiers
+
+    enrolments: list[dict[str, Any]] = []
+    for index, raw in enumerate(_objects(obj, "enrolments", "enrolments")):
+        enrolment: dict[str, Any] = {}
+        school_unit = _ref(raw, "enroledAt", f"enrolments[{index}].enroledAt")
+        if school_unit is not None:
+            enrolment["school_unit"] = school_unit
+        _copy(
+            raw,
+            enrolment,
+            {
+                "schoolType": "school_type",
+                "schoolYear": "school_year",
+                "cancelled": "cancelled",
+                "educationCode": "programme_code",
+                **_DATES,
+            },
+        )
+        enrolments.append(enrolment)
+    data["enrolments"] = enrolments
+    return [SourceRecord(kind=EntityKind.PERSON, key=key, data=data)]
+
+
+def _duty(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    person = _ref(obj, "person", "person")
+    if person is None:
+        # Duty.person is optional in the standard; a duty nobody holds provisions nothing.
+        return []
+    data: dict[str, Any] = {"person": person}
+    school_unit = _ref(obj, "dutyAt", "dutyAt")
+    if school_unit is not None:
+        data["school_unit"] = school_unit
+    _copy(obj, data, {"dutyRole": "role", "signature": "signature", **_DATES})
+    return [SourceRecord(kind=EntityKind.DUTY, key=key, data=data)]
+
+
+def _group(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    data: dict[str, Any] = {}
+    _copy(obj, data, {"displayName": "display_name", "groupType": "group_type", "schoolType": "school_type", **_DATES})
+    school_unit = _ref(obj, "organisation", "organisation")
+    if school_unit is not None:
+        data["school_unit"] = school_unit
+    memberships: list[dict[str, Any]] = []
+    for index, raw in enumerate(_objects(obj, "groupMemberships", "groupMemberships")):
+        membership: dict[str, Any] = {}
+        person = _ref(raw, "person", f"groupMemberships[{index}].person")
+        if person is not None:
+            membership["person"] = person
+        _copy(raw, membership, _DATES)
+        memberships.append(membership)
+    data["memberships"] = memberships
+    return [SourceRecord(kind=EntityKind.GROUP, key=key, data=data)]
+
+
+def _activity(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    data: dict[str, Any] = {}
+    _copy(obj, data, {"displayName": "display_name", **_DATES})
+    school_unit = _ref(obj, "organisation", "organisation")
+    if school_unit is not None:
+        data["school_unit"] = school_unit
+    groups: list[str] = []
+    for index, raw in enumerate(_objects(obj, "groups", "groups")):
+        group = _key(raw.get("id"), f"groups[{index}].id")
+        if group not in groups:
+            groups.append(group)
+    data["groups"] = groups
+    teachers: list[str] = []
+    for index, raw in enumerate(_objects(obj, "teachers", "teachers")):
+        duty = _ref(raw, "duty", f"teachers[{index}].duty")
+        if duty is None:
+            raise Ss12000MappingError(f"teachers[{index}].duty", "missing")
+        if duty not in teachers:
+            teachers.append(duty)
+    data["teachers"] = teachers
+    return [SourceRecord(kind=EntityKind.ACTIVITY, key=key, data=data)]
+
+
+_MAPPERS: Final = {
+    "organisations": _organisation,
+    "persons": _person,
+    "duties": _duty,
+    "groups": _group,
+    "activities": _activity,
+}
+
+
+def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
+    """One object of an SS 12000 collection as canonical source records (none, or one).
+
+    ``endpoint`` is the collection (``organisations``, ``persons``, ``duties``, ``groups``,
+    ``activities``; a leading ``/`` and case are ignored).
+
+    * organisations: ``Huvudman`` -> Organisation; ``Skolenhet`` -> SchoolUnit, whose ``organisation`` is
+      the ``parentOrganisation`` id; every other organisation type -> no record;
+    * persons -> Person (``civicNo.value``, ``eduPersonPrincipalNames``, e-mails with their types,
+      external identifiers, enrolments with ``enroledAt.id`` as the school unit and ``educationCode`` as
+      the programme code);
+    * duties -> Duty (``person.id``, ``dutyAt.id``, ``dutyRole``); a duty without a person -> no record;
+    * groups -> Group (``organisation.id`` as the school unit, memberships by ``person.id`` with dates);
+    * activities -> Activity (``organisation.id``, group ids, ``teachers[].duty.id``).
+
+    Endpoints skolsynk does not provision (placements, syllabuses ...) map to no records; an unknown
+    endpoint or an object that cannot be mapped raises :class:`Ss12000MappingError`.
+    """
+    name = endpoint.strip().strip("/").lower()
+    if name in IGNORED_ENDPOINTS:
+        return []
+    mapper = _MAPPERS.get(name)
+    if mapper is None:
+        raise Ss12000MappingError("endpoint", "not an SS 12000 collection")
+    if not isinstance(obj, Mapping):
+        raise Ss12000MappingError("object", "not a JSON object")
+    return mapper(obj, _key(obj.get("id"), "id"))
+
+
+def deleted_entities(payload: Mapping[str, Any]) -> list[SourceDeletion]:
+    """A ``/deletedEntities`` answer (the whole ``{"data": {...}, "pageToken": ...}`` or just its
+    ``data``) as deletions: persons, organisations (as both Organisation and SchoolUnit: the answer does
+    not say which), groups, duties and activities, under the spec's ``activitites`` or ``activities``.
+    Other lists (placements, absences ...) are ignored; duplicates are dropped."""
+    if not isinstance(payload, Mapping):
+        raise Ss12000MappingError("deletedEntities", "not a JSON object")
+    data = payload.get("data", payload)
+    if not isinstance(data, Mapping):
+        raise Ss12000MappingError("data", "not an object")
+    deletions: list[SourceDeletion] = []
+    seen: set[tuple[EntityKind, str]] = set()
+    for name, kinds in DELETED_KINDS.items():
+        ids = data.get(name)
+        if ids is None:
+            continue
+        if not isinstance(ids, list):
+            raise Ss12000MappingError(f"data.{name}", "not a list")
+        for index, raw in enumerate(ids):
+            # The spec lists bare UUIDs; tolerate {"id": ...} objects.
+            value = raw.get("id") if isinstance(raw, Mapping) else raw
+            key = _key(value, f"data.{name}[{index}]")
+            for kind in kinds:
+                if (kind, key) not in seen:
+                    seen.add((kind, key))
+                    deletions.append(SourceDeletion(kind=kind, key=key))
+    return deletions

@@ -1,0 +1,489 @@
+"""The normaliser against the real broker and the Mongo wire server: snapshots in, exactly the
+expected per-vendor change events out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from normaliser.app import NormaliserSettings, build
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecord, SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.quality import FindingCode, to_csv
+from skolsynk.domain.selection import preview_subscription_change
+from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
+from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile, VendorSubscription
+from skolsynk.messaging import MessageContext
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+
+TENANT = "kommun-a"
+SOURCE = "egil-1"
+U1, U2 = "11111111", "22222222"
+TODAY = date(2026, 11, 26)
+
+
+def eid(kind: EntityKind, key: str) -> uuid.UUID:
+    return entity_id(TENANT, SOURCE, kind, key)
+
+
+def student(key: str, unit: str, year: int, *, given: str | None = None, end: date | None = None) -> SourceRecord:
+    enrolment: dict[str, Any] = {
+        "school_unit": unit,
+        "school_type": "GR",
+        "school_year": year,
+        "start_date": "2026-08-18",
+    }
+    if end is not None:
+        enrolment["end_date"] = end.isoformat()
+    return SourceRecord(
+        kind=EntityKind.PERSON,
+        key=key,
+        data={
+            "given_name": given or f"Elev{key}",
+            "family_name": "Testsson",
+            "eppn": [f"{key}@kommun-a.se"],
+            "emails": [{"value": f"{key}@elev.kommun-a.se", "type": "Skola elev"}],
+            "enrolments": [enrolment],
+        },
+    )
+
+
+def teacher(key: str) -> SourceRecord:
+    return SourceRecord(
+        kind=EntityKind.PERSON,
+        key=key,
+        data={
+            "given_name": f"Lärare{key}",
+            "family_name": "Testsson",
+            "eppn": [f"{key}@kommun-a.se"],
+            "emails": [{"value": f"{key}@kommun-a.se"}],
+        },
+    )
+
+
+def duty(key: str, person: str, unit: str) -> SourceRecord:
+    return SourceRecord(
+        kind=EntityKind.DUTY,
+        key=key,
+        data={"person": person, "school_unit": unit, "role": "Lärare", "start_date": "2026-08-01"},
+    )
+
+
+def group(key: str, unit: str, members: list[str], group_type: str = "Klass") -> SourceRecord:
+    return SourceRecord(
+        kind=EntityKind.GROUP,
+        key=key,
+        data={
+            "display_name": key.upper(),
+            "group_type": group_type,
+            "school_type": "GR",
+            "school_unit": unit,
+            "start_date": "2026-08-18",
+            "memberships": [{"person": m} for m in members],
+        },
+    )
+
+
+def base_snapshot() -> dict[str, SourceRecord]:
+    records = [
+        SourceRecord(kind=EntityKind.ORGANISATION, key="hm", data={"display_name": "Kommun A"}),
+        SourceRecord(
+            kind=EntityKind.SCHOOL_UNIT,
+            key="u1",
+            data={"display_name": "Norrskolan", "school_unit_code": U1, "school_types": ["GR"], "organisation": "hm"},
+        ),
+        SourceRecord(
+            kind=EntityKind.SCHOOL_UNIT,
+            key="u2",
+            data={"display_name": "Söderskolan", "school_unit_code": U2, "school_types": ["GR"], "organisation": "hm"},
+        ),
+        *(student(f"s{n}", "u1", 7) for n in (1, 2, 3)),
+        *(student(f"s{n}", "u2", 8) for n in (4, 5, 6)),
+        teacher("t1"),
+        teacher("t2"),
+        duty("d1", "t1", "u1"),
+        duty("d2", "t2", "u2"),
+        group("g1", "u1", ["s1", "s2", "s3"]),
+        group("g2", "u2", ["s4", "s5"]),
+        SourceRecord(
+            kind=EntityKind.ACTIVITY,
+            key="a1",
+            data={
+                "display_name": "Matematik 7",
+                "school_unit": "u1",
+                "groups": ["g1"],
+                "teachers": ["d1"],
+                "start_date": "2026-08-18",
+            },
+        ),
+    ]
+    return {r.key: r for r in records}
+
+
+@dataclass
+class Harness:
+    normaliser: ServiceApp
+    collector: ServiceApp
+    settings: ServiceSettings
+    clock: list[datetime]
+    received: dict[str, list[VendorChange]] = field(default_factory=dict)
+    received_total: int = 0
+
+    @property
+    def subscriptions(self) -> SubscriptionStore:
+        return SubscriptionStore(self.normaliser.db)
+
+    async def send_run(
+        self,
+        records: list[SourceRecord],
+        *,
+        mode: str = "full",
+        healthy: bool = True,
+        page_size: int = 4,
+        claimed_counts: dict[EntityKind, int] | None = None,
+        deletions: list[Any] | None = None,
+    ) -> uuid.UUID:
+        run_id = uuid.uuid4()
+        pages = [records[i : i + page_size] for i in range(0, len(records), page_size)] or [[]]
+        counts: dict[EntityKind, int] = {}
+        for record in records:
+            counts[record.kind] = counts.get(record.kind, 0) + 1
+        messages = [
+            SourceRunStarted(
+                run_id=run_id, source_id=SOURCE, source_kind="egil", mode=mode, started_at=datetime.now(UTC)
+            ),
+            *(
+                SourceRecordPage(run_id=run_id, source_id=SOURCE, page=n, records=page, deletions=deletions or [])
+                for n, page in enumerate(pages)
+            ),
+            SourceRunCompleted(
+                run_id=run_id, source_id=SOURCE, pages=len(pages), counts=claimed_counts or counts, healthy=healthy
+            ),
+        ]
+        exchange = self.normaliser.topology.exchange("source")
+        for message in messages:
+            await self.normaliser.publisher.publish(
+                message.to_envelope(tenant_id=TENANT, producer="test"), exchange=exchange, routing_key=f"egil.{TENANT}"
+            )
+        return run_id
+
+    def published(self) -> float:
+        return self.normaliser.metrics.messages_published.labels(
+            self.normaliser.topology.exchange("vendor"), "confirmed"
+        )._value.get()
+
+    def total_received(self) -> int:
+        return self.received_total
+
+    async def settled(self, run_id: uuid.UUID | None = None) -> None:
+        """The run is finalised, no projection is running, the outbox is empty, and everything
+        published to vendors has been received."""
+        runs = self.normaliser.db["runs"]
+        locks = self.normaliser.db["projection_locks"]
+
+        async def done() -> bool:
+            if run_id is not None:
+                run = await runs.find_one({"_id": str(run_id)})
+                if run is None or run.get("status") != "finalised":
+                    return False
+            return (
+                await locks.count_documents({}) == 0
+                and await self.normaliser.outbox.pending_count() == 0
+                and self.total_received() == self.published()
+            )
+
+        await wait_for(done, timeout=60, interval=0.1, what="the normaliser to settle")
+
+    def take(self, vendor: str) -> list[VendorChange]:
+        events = self.received.get(vendor, [])
+        self.received[vendor] = []
+        return events
+
+    async def request_projection(self, reason: str) -> None:
+        await self.normaliser.publisher.publish(
+            ProjectionRequested(reason=reason).to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=self.normaliser.topology.exchange("control"),
+            routing_key=ProjectionRequested.message_type,
+        )
+
+
+def summary(events: list[VendorChange]) -> set[tuple[str, str, str]]:
+    return {(e.entity_kind.value, e.operation, str(e.entity_id)) for e in events}
+
+
+@pytest.fixture
+async def harness(settings: ServiceSettings):
+    clock = [datetime(TODAY.year, TODAY.month, TODAY.day, 12, tzinfo=UTC)]
+    normaliser_settings = NormaliserSettings.model_validate(
+        {**settings.model_dump(), "date_check_interval_seconds": 86400}
+    )
+    normaliser = build(normaliser_settings, clock=lambda: clock[0])
+    vendors = ("binogi", "ilt")
+    collector = ServiceApp.create("vendor-collector", settings, vendor_ids=vendors)
+    h = Harness(normaliser, collector, settings, clock)
+
+    def collect(vendor: str) -> Callable[[Envelope, MessageContext], Any]:
+        async def handler(envelope: Envelope, context: MessageContext) -> None:
+            h.received.setdefault(vendor, []).append(VendorChange.from_envelope(envelope))
+            h.received_total += 1
+
+        return handler
+
+    for vendor in vendors:
+        collector.add_consumer(collector.queue_name("dispatcher", vendor), collect(vendor), idempotent=False)
+    await h.subscriptions.save(
+        VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=frozenset({U1, U2}))
+    )
+    await h.subscriptions.save(
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="ilt",
+            school_unit_codes=frozenset({U1}),
+            roles=frozenset({Role.STUDENT}),
+            test_mode=False,
+        )
+    )
+    await h.subscriptions.save_profile(VendorProfile(vendor_id="ilt", kinds=frozenset(EntityKind) - {EntityKind.DUTY}))
+    await collector.start()
+    await normaliser.start()
+    try:
+        yield h
+    finally:
+        for app in (normaliser, collector):
+            await app.drain(2)
+            await app.close()
+
+
+async def test_snapshots_emit_exactly_the_expected_changes_per_vendor(harness: Harness):
+    h = harness
+    snapshot = base_snapshot()
+
+    # 1. The first full snapshot provisions each vendor's selection, references first.
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    binogi, ilt = h.take("binogi"), h.take("ilt")
+    assert {e.operation for e in binogi + ilt} == {"upsert"}
+    assert summary(binogi) == {
+        ("organisation", "upsert", str(eid(EntityKind.ORGANISATION, "hm"))),
+        *(("school_unit", "upsert", str(eid(EntityKind.SCHOOL_UNIT, u))) for u in ("u1", "u2")),
+        *(
+            ("person", "upsert", str(eid(EntityKind.PERSON, p)))
+            for p in ("s1", "s2", "s3", "s4", "s5", "s6", "t1", "t2")
+        ),
+        *(("duty", "upsert", str(eid(EntityKind.DUTY, d))) for d in ("d1", "d2")),
+        *(("group", "upsert", str(eid(EntityKind.GROUP, g))) for g in ("g1", "g2")),
+        ("activity", "upsert", str(eid(EntityKind.ACTIVITY, "a1"))),
+    }
+    assert summary(ilt) == {
+        ("organisation", "upsert", str(eid(EntityKind.ORGANISATION, "hm"))),
+        ("school_unit", "upsert", str(eid(EntityKind.SCHOOL_UNIT, "u1"))),
+        *(("person", "upsert", str(eid(EntityKind.PERSON, p))) for p in ("s1", "s2", "s3")),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g1"))),
+        ("activity", "upsert", str(eid(EntityKind.ACTIVITY, "a1"))),
+    }
+    ranks = [KIND_ORDER.index(e.entity_kind) for e in binogi]
+    assert ranks == sorted(ranks), "upserts must arrive references first"
+    assert all(e.version == 1 for e in binogi + ilt)
+    assert all(e.test_mode for e in binogi)
+    assert not any(e.test_mode for e in ilt)
+    ilt_person = next(e for e in ilt if e.entity_kind is EntityKind.PERSON)
+    assert ilt_person.resource is not None
+    assert "civic_no" not in ilt_person.resource
+    assert ilt_person.resource["roles"] == ["student"]
+    ilt_activity = next(e for e in ilt if e.entity_kind is EntityKind.ACTIVITY)
+    assert ilt_activity.resource is not None
+    assert ilt_activity.resource["teacher_duty_ids"] == []
+
+    # 2. The same snapshot again: nothing changed, nothing is sent.
+    published = h.published()
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    assert h.published() == published
+    assert h.take("binogi") == []
+    assert h.take("ilt") == []
+
+    # 3. Changes: a rename, a move to another school unit, a leaver, a new group member and an
+    #    enrolment that ended yesterday.
+    yesterday = TODAY - timedelta(days=1)
+    snapshot["s1"] = student("s1", "u1", 7, given="Nytt namn")
+    snapshot["s3"] = student("s3", "u2", 8)
+    snapshot["s2"] = student("s2", "u1", 7, end=yesterday)
+    del snapshot["s6"]
+    snapshot["g1"] = group("g1", "u1", ["s1", "s2", "s4"])
+    snapshot["g2"] = group("g2", "u2", ["s3", "s4", "s5"])
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    binogi, ilt = h.take("binogi"), h.take("ilt")
+    assert summary(binogi) == {
+        ("person", "upsert", str(eid(EntityKind.PERSON, "s1"))),
+        ("person", "upsert", str(eid(EntityKind.PERSON, "s3"))),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g1"))),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g2"))),
+        ("person", "delete", str(eid(EntityKind.PERSON, "s2"))),
+        ("person", "delete", str(eid(EntityKind.PERSON, "s6"))),
+    }
+    assert summary(ilt) == {
+        ("person", "upsert", str(eid(EntityKind.PERSON, "s1"))),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g1"))),
+        ("person", "delete", str(eid(EntityKind.PERSON, "s2"))),
+        ("person", "delete", str(eid(EntityKind.PERSON, "s3"))),
+    }
+    assert all(e.version == 2 for e in binogi + ilt)
+    ops = [e.operation for e in binogi]
+    assert ops == sorted(ops, key=lambda o: o == "delete"), "deletes come after upserts"
+    g1 = next(e for e in ilt if e.entity_kind is EntityKind.GROUP)
+    assert g1.resource is not None
+    assert g1.resource["member_ids"] == [str(eid(EntityKind.PERSON, "s1"))]
+    renamed = next(e for e in binogi if e.entity_id == eid(EntityKind.PERSON, "s1"))
+    assert renamed.resource is not None
+    assert renamed.resource["given_name"] == "Nytt namn"
+
+
+async def test_incomplete_snapshot_removes_nothing_but_applies_changes(harness: Harness):
+    h = harness
+    snapshot = base_snapshot()
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    del snapshot["s5"]
+    snapshot["s4"] = student("s4", "u2", 8, given="Bytt namn")
+    run = await h.send_run(list(snapshot.values()), healthy=False)
+    await h.settled(run)
+    assert summary(h.take("binogi")) == {("person", "upsert", str(eid(EntityKind.PERSON, "s4")))}
+    findings = await h.normaliser.db["dq_findings"].find({"code": FindingCode.RUN_INCOMPLETE.value}).to_list(None)
+    assert len(findings) == 1
+    assert "read errors" in findings[0]["detail"]
+
+    # Counts that do not match the pages received are incomplete too.
+    run = await h.send_run(list(snapshot.values()), claimed_counts={EntityKind.PERSON: 99})
+    await h.settled(run)
+    assert h.take("binogi") == []
+    assert await h.normaliser.db["entities"].count_documents({"_id": str(eid(EntityKind.PERSON, "s5"))}) == 1
+
+
+async def test_mass_deletion_guard_holds_only_the_affected_school_unit(harness: Harness):
+    h = harness
+    await h.subscriptions.save(
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="binogi",
+            school_unit_codes=frozenset({U1, U2}),
+            guard=MassDeletionGuard(max_removals=2, max_percent=100),
+        )
+    )
+    snapshot = base_snapshot()
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    for key in ("s4", "s5", "s6"):  # three leave U2: more than the guard allows
+        del snapshot[key]
+    del snapshot["s1"]  # one leaves U1: within the guard
+    snapshot["g2"] = group("g2", "u2", [])
+    snapshot["g1"] = group("g1", "u1", ["s2", "s3"])
+    snapshot["t2"] = SourceRecord(kind=EntityKind.PERSON, key="t2", data={**snapshot["t2"].data, "given_name": "Ny"})
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    binogi = h.take("binogi")
+    deletes = {e.entity_id for e in binogi if e.operation == "delete"}
+    assert deletes == {eid(EntityKind.PERSON, "s1")}
+    assert eid(EntityKind.PERSON, "t2") in {e.entity_id for e in binogi if e.operation == "upsert"}
+    [hold] = await h.normaliser.db["holds"].find({"vendor_id": "binogi"}).to_list(None)
+    assert hold["status"] == "pending"
+    assert hold["school_unit_codes"] == [U2]
+    assert sorted(hold["entity_ids"]) == sorted(str(eid(EntityKind.PERSON, k)) for k in ("s4", "s5", "s6"))
+
+    # An operator approves the hold: the held removals go out and the hold is done.
+    await h.normaliser.db["holds"].update_one({"_id": hold["_id"]}, {"$set": {"status": "approved"}})
+    await h.request_projection("hold-approved")
+    await wait_for(lambda: len(h.received.get("binogi", [])) == 3, what="the approved removals")
+    await h.settled()
+    assert {e.entity_id for e in h.take("binogi")} == {eid(EntityKind.PERSON, k) for k in ("s4", "s5", "s6")}
+    assert await h.normaliser.db["holds"].count_documents({}) == 0
+
+
+async def test_filter_change_moves_exactly_the_affected_persons(harness: Harness):
+    h = harness
+    run = await h.send_run(list(base_snapshot().values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    current = await h.subscriptions.get(TENANT, "binogi")
+    assert current is not None
+    proposed = current.model_copy(update={"school_years": frozenset({7})})
+    projector = h.normaliser.extensions["handlers"].projector
+    state = await projector.tenant_state(TENANT, TODAY)
+    preview = preview_subscription_change(state, current, proposed, VendorProfile(vendor_id="binogi"), TODAY)
+    year8 = {eid(EntityKind.PERSON, k) for k in ("s4", "s5", "s6")}
+    assert {e.id for e in preview.removed} == year8
+    assert preview.added == []
+    assert preview.counts()[(U2, "student")]["removed"] == 3
+
+    await h.subscriptions.save(proposed)
+    await h.request_projection("subscription")
+    await wait_for(lambda: len(h.received.get("binogi", [])) >= 4, what="the filter change")
+    await h.settled()
+    binogi = h.take("binogi")
+    assert {e.entity_id for e in binogi if e.operation == "delete"} == year8
+    assert {e.entity_id for e in binogi if e.operation == "upsert"} == {eid(EntityKind.GROUP, "g2")}
+    assert h.take("ilt") == []
+
+
+async def test_end_date_passing_without_source_change_removes_at_the_date_check(harness: Harness):
+    h = harness
+    snapshot = base_snapshot()
+    snapshot["s2"] = student("s2", "u1", 7, end=TODAY + timedelta(days=1))
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    h.clock[0] += timedelta(days=2)
+    await h.request_projection("dates")
+    await wait_for(lambda: len(h.received.get("ilt", [])) >= 2, what="the date check")
+    await h.settled()
+    assert summary(h.take("ilt")) == {
+        ("person", "delete", str(eid(EntityKind.PERSON, "s2"))),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g1"))),
+    }
+
+
+async def test_data_quality_findings_are_stored_queryable_and_exportable(harness: Harness):
+    h = harness
+    snapshot = base_snapshot()
+    snapshot["u3"] = SourceRecord(
+        kind=EntityKind.SCHOOL_UNIT, key="u3", data={"display_name": "Fel", "school_unit_code": "123"}
+    )
+    snapshot["s1"] = SourceRecord(
+        kind=EntityKind.PERSON, key="s1", data={**snapshot["s1"].data, "emails": [{"value": "inte-en-adress"}]}
+    )
+    snapshot["s7"] = student("s7", "u9", 7)  # enrolled at a school unit the organiser does not have
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    findings = await h.normaliser.db["dq_findings"].find({"tenant_id": TENANT}).to_list(None)
+    codes = {(f["code"], f["source_key"]) for f in findings}
+    assert (FindingCode.SCHOOL_UNIT_CODE_MALFORMED.value, "u3") in codes
+    assert (FindingCode.EMAIL_INVALID.value, "s1") in codes
+    assert (FindingCode.EMAIL_MISSING.value, "s1") in codes
+    assert (FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT.value, "s7") in codes
+    assert (FindingCode.PERSON_NO_ACTIVE_RELATION.value, "s7") in codes
+    # The invalid school unit is withheld, the person with a bad address is still sent.
+    assert await h.normaliser.db["entities"].count_documents({"key": "u3"}) == 0
+    assert eid(EntityKind.PERSON, "s1") in {e.entity_id for e in h.take("binogi")}
+    from skolsynk.domain.quality import Finding
+
+    csv_text = to_csv(Finding.model_validate({k: v for k, v in f.items() if k != "_id"}) for f in findings)
+    assert csv_text.splitlines()[0].startswith("severity,code,school_unit_code")
+    assert "inte-en-adress" not in csv_text
