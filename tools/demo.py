@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-import aio_pika
+from pymongo import AsyncMongoClient
 
-from skolsynk.contracts import SyncRequested
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.devstack import (
     DevStackError,
     MongoWireServer,
@@ -32,15 +32,23 @@ from skolsynk.devstack import (
     create_vhost,
     delete_vhost,
     ensure_rabbitmq,
+    publish_messages,
     start_mongo_wire_server,
     start_service,
     wait_until,
 )
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.selection import StoredEntity, TenantState, project
+from skolsynk.domain.ss12000 import ENTITY_MODELS
+from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.settings import DEFAULT_AMQP_URL
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import full_run, organiser, school_unit_codes, today
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".demo"
 NAMESPACE = "demo"
+DATABASE = "skolsynk_demo"
 SERVICES = {
     "normaliser": ("normaliser", {}),
     "dispatcher-demo-vendor": ("dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
@@ -62,23 +70,46 @@ def metric(service: ServiceProcess, name: str) -> str:
     return "-"
 
 
-async def send_source_event(amqp_url: str) -> None:
-    envelope = SyncRequested(source_id="demo-source", requested_by="demo").to_envelope(
-        tenant_id="demo-kommun", producer="demo"
-    )
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(f"{NAMESPACE}.source")
-        await exchange.publish(
-            aio_pika.Message(envelope.model_dump_json().encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key="demo.demo-kommun",
+TENANT = "demo-kommun"
+VENDOR = "demo-vendor"
+SOURCE = "demo-egil"
+
+
+async def subscribe(mongo_url: str, records: list[SourceRecord]) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    try:
+        await SubscriptionStore(client[DATABASE]).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
+            )
         )
+    finally:
+        await client.close()
+
+
+def expected_changes(records: list[SourceRecord]) -> int:
+    """What the vendor should receive, computed by the same rules without the services."""
+    entities = [
+        StoredEntity(
+            entity_id(TENANT, SOURCE, r.kind, r.key),
+            SOURCE,
+            ENTITY_MODELS[r.kind].model_validate({**r.data, "key": r.key, "kind": r.kind}),
+        )
+        for r in records
+    ]
+    state = TenantState(TENANT, entities)
+    subscription = VendorSubscription(
+        tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records))
+    )
+    return len(project(state, subscription, VendorProfile(vendor_id=VENDOR), today()))
 
 
 def main() -> int:
     LOG_DIR.mkdir(exist_ok=True)
-    say("skolsynk demo: foundation (services on the real broker and the Mongo wire server)")
+    say("skolsynk demo: a sync from a fake source through the normaliser to a vendor's queue")
     say("  [1/5] RabbitMQ ...")
     amqp_url = os.environ.get("AMQP_URL", "")
     demo_vhost: str | None = None
@@ -98,7 +129,7 @@ def main() -> int:
     env = {
         "AMQP_URL": amqp_url,
         "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": "skolsynk_demo",
+        "MONGODB_DATABASE": DATABASE,
         "SKOLSYNK_NAMESPACE": NAMESPACE,
         "SKOLSYNK_LOG_FORMAT": "json",
         "SKOLSYNK_READINESS_GRACE_SECONDS": "1",
@@ -112,16 +143,36 @@ def main() -> int:
             started = time.monotonic()
             service.wait_ready(timeout=90)
             say(f"        {service.name:<24} ready in {time.monotonic() - started:4.1f}s  {service.health_url}/readyz")
-        say("  [4/5] sending a source event to the normaliser ...")
-        asyncio.run(send_source_event(amqp_url))
-        normaliser = services[0]
-        queue = f"{NAMESPACE}.normaliser.source-events"
+        records = organiser(seed=1, school_units=2, students_per_unit=12)
+        expected = expected_changes(records)
+        say(f"  [4/5] a full snapshot of {len(records)} records from a fake EGIL source to {VENDOR} ...")
+        asyncio.run(subscribe(mongo_url, records))
+        normaliser, dispatcher = services[0], services[1]
+        vendor_queue = f"{NAMESPACE}.dispatcher.{VENDOR}"
+        delivered = f'skolsynk_messages_consumed_total{{outcome="ack",queue="{vendor_queue}"}}'
+        projections = f'skolsynk_messages_consumed_total{{outcome="ack",queue="{NAMESPACE}.normaliser.projections"}}'
+
+        def send_snapshot() -> int:
+            messages = list(full_run(records, source_id=SOURCE, source_kind="egil", page_size=20))
+            return asyncio.run(
+                publish_messages(amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", messages, tenant_id=TENANT)
+            )
+
+        sent = send_snapshot()
         wait_until(
-            lambda: metric(normaliser, f'skolsynk_messages_consumed_total{{outcome="ack",queue="{queue}"}}') == "1.0",
-            timeout=30,
-            what="the normaliser to consume the event",
+            lambda: metric(dispatcher, delivered) == f"{float(expected)}",
+            timeout=90,
+            what=f"{expected} changes to reach {VENDOR}",
         )
-        say("        consumed and acked by the normaliser")
+        say(f"        first sync: {sent} messages in, {expected} changes delivered to {VENDOR}'s queue")
+        before = float(metric(normaliser, projections))
+        sent = send_snapshot()
+        wait_until(lambda: float(metric(normaliser, projections)) > before, timeout=90, what="the second projection")
+        wait_until(lambda: metric(normaliser, "skolsynk_outbox_pending") == "0.0", timeout=30, what="an empty outbox")
+        if metric(dispatcher, delivered) != f"{float(expected)}":
+            say("demo FAILED: the unchanged snapshot sent changes")
+            return 1
+        say(f"        same snapshot again: {sent} messages in, nothing new sent (unchanged entities cost nothing)")
         say(f"        {'service':<24} {'ready':>5} {'reconnects':>10}")
         for service in services:
             say(

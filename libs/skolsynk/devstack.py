@@ -20,14 +20,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import aio_pika
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from skolsynk.contracts.envelope import MessageContract
 
 
 class DevStackError(RuntimeError):
@@ -260,3 +263,30 @@ def start_service(name: str, module: str, *, env: Mapping[str, str], log_dir: Pa
             start_new_session=True,
         )
     return ServiceProcess(name=name, process=process, log_path=log_path)
+
+
+# --- feeding a running system ----------------------------------------------------------------------
+
+
+async def publish_messages(
+    amqp_url: str, exchange: str, routing_key: str, messages: Iterable[MessageContract], *, tenant_id: str
+) -> int:
+    """Publish contracts (confirmed, mandatory) as a connector would; returns how many."""
+    connection = await aio_pika.connect(amqp_url)
+    count = 0
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        target = await channel.get_exchange(exchange)
+        for message in messages:
+            envelope = message.to_envelope(tenant_id=tenant_id, producer="devstack")
+            await target.publish(
+                aio_pika.Message(
+                    envelope.model_dump_json().encode(),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=str(envelope.message_id),
+                    type=envelope.message_type,
+                ),
+                routing_key=routing_key,
+            )
+            count += 1
+    return count

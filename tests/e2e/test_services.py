@@ -9,15 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import pytest
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
-from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.devstack import ServiceProcess, start_service
+from skolsynk.devstack import ServiceProcess, publish_messages, start_service
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.lifecycle import SHUTDOWN_MARGIN_SECONDS
-from tests.helpers import queue_depth, wait_for
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -61,7 +63,7 @@ def running(service_env: dict[str, str], tmp_path: Path):
         client.close()
 
 
-async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url, namespace):
+async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url, namespace, service_env):
     for service in running:
         service.wait_ready(timeout=60)
         status, metrics = service.get("/metrics")
@@ -74,26 +76,36 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
         assert response.status == 200
         assert (await response.json())["service"] == "admin"
 
-    # A source event reaches the normaliser's queue and is consumed by the running process.
-    envelope: Envelope = SyncRequested(source_id="google", requested_by="e2e").to_envelope(tenant_id="kommun-a")
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(f"{namespace}.source")
-        await exchange.publish(
-            aio_pika.Message(envelope.model_dump_json().encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key="google.kommun-a",
+    # A full snapshot from a (fake) source flows through the normaliser to the vendor's dispatcher.
+    records = organiser(seed=3, school_units=1, students_per_unit=3, teachers_per_unit=1)
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(service_env["MONGODB_URL"])
+    try:
+        await SubscriptionStore(client[service_env["MONGODB_DATABASE"]]).save(
+            VendorSubscription(
+                tenant_id="kommun-a", vendor_id="demo-vendor", school_unit_codes=frozenset(school_unit_codes(records))
+            )
         )
+    finally:
+        await client.close()
+    run = list(full_run(records, source_id="egil-1", source_kind="egil", page_size=4))
+    await publish_messages(amqp_url, f"{namespace}.source", "egil.kommun-a", run, tenant_id="kommun-a")
 
-    async def consumed() -> bool:
-        return await queue_depth(amqp_url, f"{namespace}.normaliser.source-events") == 0
+    normaliser, dispatcher = running[0], running[1]
 
-    normaliser = running[0]
-    await wait_for(consumed, what="the normaliser to consume the event")
+    def logged(service: ServiceProcess, event: str) -> list[dict[str, object]]:
+        return [line for line in service.logged_events() if line.get("event") == event]
+
+    await wait_for(lambda: len(logged(normaliser, "run_finalised")) == 1, timeout=30, what="the run to finalise")
+    assert logged(normaliser, "run_finalised")[0]["complete"] is True
+    persons = sum(1 for r in records if r.kind is EntityKind.PERSON)
     await wait_for(
-        lambda: any(line.get("event") == "source_event_received" for line in normaliser.logged_events()),
-        what="the normaliser to log the event",
+        lambda: len(logged(dispatcher, "vendor_change_received")) >= persons, timeout=30, what="changes at the vendor"
     )
+    log_text = normaliser.log_path.read_text() + dispatcher.log_path.read_text()
+    for record in records:
+        if record.kind is EntityKind.PERSON:
+            assert str(record.data["given_name"]) + " " not in log_text
+            assert str(record.data["eppn"][0]) not in log_text
 
     budget = sum(float(v) for v in BUDGET.values()) + SHUTDOWN_MARGIN_SECONDS
     for service in running:
