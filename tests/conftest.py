@@ -35,6 +35,7 @@ from skolsynk.settings import (
     StoreSettings,
 )
 from skolsynk.storage import MongoClient
+from tests.helpers import delete_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +132,8 @@ async def make_app(settings: ServiceSettings) -> AsyncIterator[object]:
         await app.drain(1.0)
     for app in apps:
         await app.close()
+    for app in apps:
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
     client: MongoClient = AsyncMongoClient(settings.store.mongodb_url.get_secret_value())
     await client.drop_database(settings.store.mongodb_database)
     await client.close()

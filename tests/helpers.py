@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from skolsynk.messaging import Topology
+
 
 async def wait_for(
     condition: Callable[[], bool | Awaitable[bool]], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
@@ -60,3 +62,24 @@ async def wait_for_depth(amqp_url: str, queue: str, expected: int, *, timeout: f
         return await queue_depth(amqp_url, queue) == expected
 
     await wait_for(reached, timeout=timeout, interval=0.1, what=f"{expected} message(s) in {queue}")
+
+
+async def delete_topology(amqp_url: str, topology: Topology) -> None:
+    """Delete a test's queues and exchanges: quorum queues are broker processes, and hundreds of
+    leftovers slow the broker down for every later test."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        names = [
+            name
+            for spec in topology.queues
+            for name in (
+                spec.name,
+                spec.dead_letter_queue,
+                *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
+            )
+        ]
+        for name in names:
+            await channel.queue_delete(name)
+        for exchange in topology.exchanges:
+            await channel.exchange_delete(exchange)

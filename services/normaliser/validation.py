@@ -87,6 +87,8 @@ class RecordValidator:
                 data["school_type"] = None
         elif record.kind is EntityKind.SCHOOL_UNIT:
             code = data.get("school_unit_code")
+            if isinstance(code, str):
+                code = data["school_unit_code"] = code.strip()
             if not code:
                 return None, [*findings, self._finding(FindingCode.SCHOOL_UNIT_CODE_MISSING, record)]
             if not isinstance(code, str) or not SCHOOL_UNIT_CODE.match(code):
@@ -169,12 +171,14 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
 
     # School units: one per code.
     units: dict[tuple[str, str], SchoolUnit] = {}
+    withheld_units: set[tuple[str, str]] = set()
     seen_codes: set[str] = set()
     for stored in by_kind[EntityKind.SCHOOL_UNIT]:
         unit = stored.entity
         assert isinstance(unit, SchoolUnit)
         if unit.school_unit_code in seen_codes:
             withheld.add(stored.id)
+            withheld_units.add((stored.source_id, unit.key))
             finding(FindingCode.SCHOOL_UNIT_CODE_DUPLICATE, stored, school_unit_code=unit.school_unit_code)
             continue
         seen_codes.add(unit.school_unit_code)
@@ -207,8 +211,11 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
             else:
                 emails.add(email.value)
                 kept_emails.append(email)
-        if not person.emails:
+        if not kept_emails:
             finding(FindingCode.EMAIL_MISSING, stored, school_unit_code=unit_code, field="emails")
+        if any((stored.source_id, e.school_unit) in withheld_units for e in person.enrolments):
+            withheld.add(stored.id)  # depends on a withheld school unit: the vendor keeps what it has
+            continue
         kept_enrolments = []
         for enrolment in person.enrolments:
             if (stored.source_id, enrolment.school_unit) in units:
@@ -226,7 +233,9 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         duty = stored.entity
         assert isinstance(duty, Duty)
         unit_code = code_of(stored.source_id, duty.school_unit)
-        if unit_code is None:
+        if (stored.source_id, duty.school_unit) in withheld_units:
+            withheld.add(stored.id)
+        elif unit_code is None:
             withheld.add(stored.id)
             finding(FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT, stored)
         elif (stored.source_id, duty.person) not in known_persons:
@@ -258,6 +267,9 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         group = stored.entity
         assert isinstance(group, Group)
         unit_code = code_of(stored.source_id, group.school_unit)
+        if (stored.source_id, group.school_unit) in withheld_units:
+            withheld.add(stored.id)
+            continue
         if unit_code is None:
             withheld.add(stored.id)
             finding(FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT, stored)
@@ -278,6 +290,9 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         activity = stored.entity
         assert isinstance(activity, Activity)
         unit_code = code_of(stored.source_id, activity.school_unit)
+        if (stored.source_id, activity.school_unit) in withheld_units:
+            withheld.add(stored.id)
+            continue
         if unit_code is None:
             withheld.add(stored.id)
             finding(FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT, stored)

@@ -24,7 +24,7 @@ from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.subscriptions import SubscriptionStore
-from tests.helpers import wait_for
+from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -264,6 +264,7 @@ async def harness(settings: ServiceSettings):
         for app in (normaliser, collector):
             await app.drain(2)
             await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), collector.topology)
 
 
 async def test_snapshots_emit_exactly_the_expected_changes_per_vendor(harness: Harness):

@@ -4,6 +4,7 @@ bad configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ from skolsynk.devstack import ServiceProcess, publish_messages, start_service
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.lifecycle import SHUTDOWN_MARGIN_SECONDS
+from skolsynk.messaging import skolsynk_topology
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.synthetic import full_run, organiser, school_unit_codes
-from tests.helpers import wait_for
+from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -61,6 +63,8 @@ def running(service_env: dict[str, str], tmp_path: Path):
         client: MongoClient[dict[str, object]] = MongoClient(service_env["MONGODB_URL"])
         client.drop_database(service_env["MONGODB_DATABASE"])
         client.close()
+        topology = skolsynk_topology(service_env["SKOLSYNK_NAMESPACE"], vendor_ids=["demo-vendor"])
+        asyncio.run(delete_topology(service_env["AMQP_URL"], topology))
 
 
 async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url, namespace, service_env):

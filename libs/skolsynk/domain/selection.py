@@ -140,6 +140,8 @@ def project(
 
     # Persons
     person_ids: dict[tuple[str, str], UUID] = {}  # (source, key) -> id the vendor sees
+    person_units: dict[tuple[str, str], set[str]] = {}  # (source, key) -> the units kept for them
+    pseudonymised: set[tuple[str, str]] = set()
     selected_staff_duties: list[tuple[StoredEntity, StoredEntity]] = []  # (duty, unit)
     for stored in index.of_kind[EntityKind.PERSON]:
         person = stored.entity
@@ -198,7 +200,10 @@ def project(
         elif person.protected and policy is ProtectedIdentityPolicy.MINIMAL:
             person_allowed = person_allowed & frozenset({"given_name", "family_name", "eppn", "enrolments"})
         person_ids[(stored.source_id, person.key)] = emitted_id
+        if emitted_id != stored.id:
+            pseudonymised.add((stored.source_id, person.key))
         unit_ids = sorted({str(r[1].id) for r in relations})
+        person_units[(stored.source_id, person.key)] = set(unit_ids)
         codes = sorted({code_of(r[1]) for r in relations})
         roles = sorted({r[0].value for r in relations})
         resource = {
@@ -213,22 +218,33 @@ def project(
         )
         selected_staff_duties += [(r[2], r[1]) for r in relations if r[0] is not Role.STUDENT]
 
-    # Duties
-    duty_ids: set[tuple[str, str]] = set()
+    # Duties (a pseudonymised person's duties get vendor-specific ids and no signature, which
+    # would otherwise link the pseudonym to the real person)
+    duty_ids: dict[tuple[str, str], UUID] = {}
     if EntityKind.DUTY in profile.kinds:
         for duty_stored, unit_stored in selected_staff_duties:
             duty = duty_stored.entity
             assert isinstance(duty, Duty)
-            duty_ids.add((duty_stored.source_id, duty.key))
+            hidden = (duty_stored.source_id, duty.person) in pseudonymised
+            duty_emitted = (
+                pseudonym_id(state.tenant_id, subscription.vendor_id, duty_stored.id) if hidden else duty_stored.id
+            )
+            duty_ids[(duty_stored.source_id, duty.key)] = duty_emitted
+            duty_allowed = allowed[EntityKind.DUTY] - {"signature"} if hidden else allowed[EntityKind.DUTY]
             resource = {
-                "id": str(duty_stored.id),
+                "id": str(duty_emitted),
                 "kind": EntityKind.DUTY.value,
                 "person_id": str(person_ids[(duty_stored.source_id, duty.person)]),
                 "school_unit_id": str(unit_stored.id),
-                **_pick(duty.model_dump(mode="json"), allowed[EntityKind.DUTY]),
+                **_pick(duty.model_dump(mode="json"), duty_allowed),
             }
-            out[duty_stored.id] = ProjectedResource(
-                duty_stored.id, EntityKind.DUTY, resource, (str(unit_stored.id),), (code_of(unit_stored),)
+            out[duty_emitted] = ProjectedResource(
+                duty_emitted,
+                EntityKind.DUTY,
+                resource,
+                (str(unit_stored.id),),
+                (code_of(unit_stored),),
+                source_entity_id=duty_stored.id,
             )
 
     # Groups
@@ -249,7 +265,13 @@ def project(
                 {
                     str(person_ids[(stored.source_id, m.person)])
                     for m in group.memberships
-                    if m.active_on(today) and (stored.source_id, m.person) in person_ids
+                    if m.active_on(today)
+                    and (stored.source_id, m.person) in person_ids
+                    and (
+                        not profile.single_school_unit_per_user
+                        or str(unit_stored.id) in person_units[(stored.source_id, m.person)]
+                        or not person_units[(stored.source_id, m.person)]
+                    )
                 }
             )
             selected_groups.add((stored.source_id, group.key))
@@ -280,9 +302,7 @@ def project(
             if not groups:
                 continue
             teachers = sorted(
-                str(index.id_of(stored.source_id, EntityKind.DUTY, t))
-                for t in activity.teachers
-                if (stored.source_id, t) in duty_ids
+                str(duty_ids[(stored.source_id, t)]) for t in activity.teachers if (stored.source_id, t) in duty_ids
             )
             resource = {
                 "id": str(stored.id),

@@ -167,6 +167,10 @@ def _security_marking(value: Any) -> Any:
         return SecurityMarking.SKYDDAD_FOLKBOKFORING
     if value is False or value is None:
         return SecurityMarking.INGEN
+    if isinstance(value, str):
+        for marking in SecurityMarking:
+            if marking.value.casefold() == value.strip().casefold():
+                return marking
     return value
 
 

@@ -121,7 +121,9 @@ class VendorSubscription(Model):
         return value
 
     def allowed_fields(self, kind: EntityKind, profile: VendorProfile) -> frozenset[str]:
-        accepted = profile.accepted_fields.get(kind, frozenset())
+        """Profile ∩ subscription, never beyond the optional fields of the kind (a profile cannot
+        widen a resource to raw source keys)."""
+        accepted = profile.accepted_fields.get(kind, frozenset()) & OPTIONAL_FIELDS[kind]
         if self.fields is not None and kind in self.fields:
             return accepted & self.fields[kind]
         return accepted - SENSITIVE_FIELDS

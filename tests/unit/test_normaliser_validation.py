@@ -1,0 +1,704 @@
+"""The normaliser's validation: per-record checks at ingest (RecordValidator) and cross-record checks
+over an organiser's whole state (reconcile). Neither drops anything silently, and findings never
+carry personal data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from normaliser.validation import RecordValidator, reconcile
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.quality import Finding, FindingCode, Severity
+from skolsynk.domain.selection import StoredEntity, TenantState, project
+from skolsynk.domain.ss12000 import (
+    Activity,
+    Duty,
+    DutyRole,
+    Email,
+    EmailType,
+    Entity,
+    EntityKind,
+    Group,
+    GroupType,
+    Membership,
+    Organisation,
+    Person,
+    SchoolType,
+    SchoolUnit,
+    SchoolUnitGroup,
+)
+from tests.unit.domain_factories import (
+    CODE_A,
+    CODE_B,
+    LAST_TERM_END,
+    SOURCE,
+    TENANT,
+    TODAY,
+    activity,
+    duty,
+    eid,
+    enrolment,
+    entities,
+    entity_by_key,
+    group,
+    person,
+    person_record,
+    profile,
+    record,
+    school_unit,
+    state,
+    stored,
+    subscription,
+)
+
+pytestmark = pytest.mark.unit
+
+RUN_ID = UUID("22222222-2222-4222-8222-222222222222")
+PERSON, SCHOOL_UNIT, GROUP, DUTY, ACTIVITY = (
+    EntityKind.PERSON,
+    EntityKind.SCHOOL_UNIT,
+    EntityKind.GROUP,
+    EntityKind.DUTY,
+    EntityKind.ACTIVITY,
+)
+
+
+@pytest.fixture
+def validator() -> RecordValidator:
+    return RecordValidator(TENANT, SOURCE, RUN_ID)
+
+
+def codes(findings: Iterable[Finding]) -> list[FindingCode]:
+    return [f.code for f in findings]
+
+
+# --- ingest: valid records ------------------------------------------------------------------------
+
+VALID_RECORDS: list[tuple[SourceRecord, type[Entity]]] = [
+    (person_record(), Person),
+    (record(EntityKind.ORGANISATION, "org-1", display_name="Kommunen", organisation_type="Stadsdel"), Organisation),
+    (record(EntityKind.SCHOOL_UNIT_GROUP, "sug-1", display_name="Norr"), SchoolUnitGroup),
+    (
+        record(SCHOOL_UNIT, "su-a", display_name="Skolan", school_unit_code=CODE_A, school_types=["GR", "FSK"]),
+        SchoolUnit,
+    ),
+    (record(DUTY, "d-1", person="p-1", school_unit="su-a", role="Lärare", start_date="2024-08-15"), Duty),
+    (
+        record(
+            GROUP,
+            "g-1",
+            display_name="3A",
+            group_type="Klass",
+            school_unit="su-a",
+            school_type="GR",
+            memberships=[{"person": "p-1", "start_date": "2024-08-15"}],
+        ),
+        Group,
+    ),
+    (record(ACTIVITY, "a-1", display_name="Matte", school_unit="su-a", groups=["g-1"], teachers=["d-1"]), Activity),
+]
+
+
+@pytest.mark.parametrize(("rec", "model"), VALID_RECORDS, ids=lambda v: getattr(v, "__name__", ""))
+def test_a_valid_record_passes_without_findings(validator: RecordValidator, rec: SourceRecord, model: type) -> None:
+    entity, findings = validator.validate(rec)
+    assert findings == []
+    assert isinstance(entity, model)
+    assert entity is not None
+    assert entity.key == rec.key
+
+
+def test_a_valid_person_is_normalised(validator: RecordValidator) -> None:
+    rec = person_record(
+        emails=[{"value": "Ingrid.Lindqvist@Skola.Kommun-A.se", "type": "Skola elev"}],
+        enrolments=[{"school_unit": "su-a", "school_type": "fsk", "school_year": 0}],
+        security_marking=False,
+    )
+    entity, findings = validator.validate(rec)
+    assert findings == []
+    assert isinstance(entity, Person)
+    assert entity.emails == [Email(value="ingrid.lindqvist@skola.kommun-a.se", type=EmailType.SKOLA_ELEV)]
+    assert entity.civic_no == "201501012384"
+    assert entity.enrolments[0].school_type is SchoolType.FKLASS
+    assert not entity.protected
+
+
+def test_the_record_key_wins_over_a_key_in_the_data(validator: RecordValidator) -> None:
+    data = {**person_record().data, "key": "p-other", "kind": "group"}
+    entity, _ = validator.validate(SourceRecord(kind=PERSON, key="p-7", data=data))
+    assert entity is not None
+    assert entity.key == "p-7"
+    assert entity.kind is PERSON
+
+
+# --- ingest: values dropped with a warning --------------------------------------------------------
+
+
+def test_invalid_email_is_dropped_and_the_person_kept(validator: RecordValidator) -> None:
+    rec = person_record(
+        emails=[
+            {"value": "ingrid.lindqvist@@skola", "type": "Skola elev"},
+            {"value": "ingrid@privat.se", "type": "Privat"},
+            "not-even-an-object",
+        ]
+    )
+    entity, findings = validator.validate(rec)
+    assert isinstance(entity, Person)
+    assert [e.value for e in entity.emails] == ["ingrid@privat.se"]
+    assert codes(findings) == [FindingCode.EMAIL_INVALID, FindingCode.EMAIL_INVALID]
+    first = findings[0]
+    assert first.severity is Severity.WARNING
+    assert first.field == "emails.0.value"
+    assert first.origin == "ingest"
+    assert (first.tenant_id, first.source_id, first.run_id) == (TENANT, SOURCE, RUN_ID)
+    assert first.entity_kind is PERSON
+    assert first.entity_id == entity_id(TENANT, SOURCE, PERSON, "p-1")
+    assert first.source_key == "p-1"
+    assert findings[1].field is not None
+    assert findings[1].field.startswith("emails.2")
+
+
+@pytest.mark.parametrize(
+    ("bad_enrolment", "code", "field"),
+    [
+        (
+            {"school_unit": "su-a", "school_type": "GR", "start_date": "2025-06-13", "end_date": "2024-08-15"},
+            FindingCode.DATES_INVERTED,
+            "enrolments.0",
+        ),
+        ({"school_unit": "su-a", "school_type": "GRUND"}, FindingCode.VALUE_UNKNOWN, "enrolments.0.school_type"),
+        ({"school_unit": "su-a", "school_type": None}, FindingCode.VALUE_UNKNOWN, "enrolments.0.school_type"),
+        (
+            {"school_unit": "su-a", "school_type": "GR", "school_year": 12},
+            FindingCode.VALUE_UNKNOWN,
+            "enrolments.0.school_year",
+        ),
+    ],
+)
+def test_bad_enrolment_is_dropped_with_a_warning(
+    validator: RecordValidator, bad_enrolment: dict[str, Any], code: FindingCode, field: str
+) -> None:
+    good = {"school_unit": "su-b", "school_type": "KOMVUX"}
+    entity, findings = validator.validate(person_record(enrolments=[bad_enrolment, good]))
+    assert isinstance(entity, Person)
+    assert [(e.school_unit, e.school_type) for e in entity.enrolments] == [("su-b", SchoolType.VUX)]
+    assert codes(findings) == [code]
+    assert findings[0].severity is Severity.WARNING
+    assert findings[0].field is not None
+    assert findings[0].field.startswith(field)
+
+
+def test_group_with_unknown_school_type_keeps_the_group(validator: RecordValidator) -> None:
+    rec = record(GROUP, "g-1", display_name="3A", group_type="Klass", school_unit="su-a", school_type="XYZ")
+    entity, findings = validator.validate(rec)
+    assert isinstance(entity, Group)
+    assert entity.school_type is None
+    assert codes(findings) == [FindingCode.VALUE_UNKNOWN]
+    assert findings[0].field == "school_type"
+    assert findings[0].severity is Severity.WARNING
+
+
+def test_group_membership_with_inverted_dates_is_dropped(validator: RecordValidator) -> None:
+    rec = record(
+        GROUP,
+        "g-1",
+        display_name="3A",
+        group_type="Klass",
+        school_unit="su-a",
+        memberships=[{"person": "p-1", "start_date": "2025-01-01", "end_date": "2024-01-01"}, {"person": "p-2"}],
+    )
+    entity, findings = validator.validate(rec)
+    assert isinstance(entity, Group)
+    assert [m.person for m in entity.memberships] == ["p-2"]
+    assert codes(findings) == [FindingCode.DATES_INVERTED]
+    assert findings[0].severity is Severity.WARNING
+    assert findings[0].field is not None
+    assert findings[0].field.startswith("memberships.0")
+
+
+def test_school_unit_with_unknown_school_types_keeps_the_known_ones(validator: RecordValidator) -> None:
+    rec = record(SCHOOL_UNIT, "su-a", display_name="S", school_unit_code=CODE_A, school_types=["GR", "XX", "suv"])
+    entity, findings = validator.validate(rec)
+    assert isinstance(entity, SchoolUnit)
+    assert entity.school_types == [SchoolType.GR, SchoolType.SARVUX]
+    assert codes(findings) == [FindingCode.VALUE_UNKNOWN]
+    assert findings[0].field == "school_types"
+
+
+# --- ingest: records withheld with an error -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ({}, FindingCode.SCHOOL_UNIT_CODE_MISSING),
+        ({"school_unit_code": ""}, FindingCode.SCHOOL_UNIT_CODE_MISSING),
+        ({"school_unit_code": None}, FindingCode.SCHOOL_UNIT_CODE_MISSING),
+        ({"school_unit_code": "1234567"}, FindingCode.SCHOOL_UNIT_CODE_MALFORMED),
+        ({"school_unit_code": "1234567a"}, FindingCode.SCHOOL_UNIT_CODE_MALFORMED),
+        ({"school_unit_code": "123456789"}, FindingCode.SCHOOL_UNIT_CODE_MALFORMED),
+        ({"school_unit_code": 12345678}, FindingCode.SCHOOL_UNIT_CODE_MALFORMED),
+    ],
+)
+def test_school_unit_without_a_proper_code_is_withheld(
+    validator: RecordValidator, data: dict[str, Any], code: FindingCode
+) -> None:
+    entity, findings = validator.validate(record(SCHOOL_UNIT, "su-x", display_name="S", **data))
+    assert entity is None
+    assert codes(findings) == [code]
+    assert findings[0].severity is Severity.ERROR
+    assert findings[0].entity_id == entity_id(TENANT, SOURCE, SCHOOL_UNIT, "su-x")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"family_name": ...}, "family_name"),
+        ({"given_name": ""}, "given_name"),
+        ({"given_name": "x" * 101}, "given_name"),
+        ({"civic_no": "1501012384"}, "civic_no"),  # 10 digits
+        ({"birth_date": "2015-13-45"}, "birth_date"),
+        ({"eppn": "ingrid@kommun-a.se"}, "eppn"),
+        ({"security_marking": "Hemlig"}, "security_marking"),
+        ({"shoe_size": 38}, "shoe_size"),
+    ],
+)
+def test_person_that_does_not_fit_the_model_is_withheld(
+    validator: RecordValidator, changes: dict[str, Any], field: str
+) -> None:
+    entity, findings = validator.validate(person_record(**changes))
+    assert entity is None
+    assert codes(findings) == [FindingCode.RECORD_INVALID]
+    assert findings[0].severity is Severity.ERROR
+    assert findings[0].field == field
+    assert findings[0].detail
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        record(
+            GROUP,
+            "g-1",
+            display_name="3A",
+            group_type="Klass",
+            school_unit="su-a",
+            start_date="2025-01-01",
+            end_date="2024-01-01",
+        ),
+        record(
+            DUTY, "d-1", person="p-1", school_unit="su-a", role="Lärare", start_date="2025-01-01", end_date="2024-01-01"
+        ),
+        record(
+            ACTIVITY, "a-1", display_name="Matte", school_unit="su-a", start_date="2025-01-01", end_date="2024-01-01"
+        ),
+        record(
+            SCHOOL_UNIT,
+            "su-a",
+            display_name="S",
+            school_unit_code=CODE_A,
+            start_date="2025-01-01",
+            end_date="2024-01-01",
+        ),
+    ],
+    ids=lambda r: r.kind.value,
+)
+def test_a_whole_record_with_inverted_dates_is_withheld(validator: RecordValidator, rec: SourceRecord) -> None:
+    entity, findings = validator.validate(rec)
+    assert entity is None
+    assert codes(findings) == [FindingCode.DATES_INVERTED]
+    assert findings[0].severity is Severity.ERROR  # more than the catalogue's warning: the record is withheld
+    assert findings[0].detail == "start_date is after end_date"
+
+
+def test_group_with_unknown_type_and_inverted_dates_reports_both(validator: RecordValidator) -> None:
+    rec = record(
+        GROUP,
+        "g-1",
+        display_name="3A",
+        group_type="Klass",
+        school_unit="su-a",
+        school_type="XYZ",
+        start_date="2025-01-01",
+        end_date="2024-01-01",
+    )
+    entity, findings = validator.validate(rec)
+    assert entity is None
+    assert codes(findings) == [FindingCode.VALUE_UNKNOWN, FindingCode.DATES_INVERTED]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "field"),
+    [
+        (DUTY, {"person": "p-1", "school_unit": "su-a", "role": "Lärarinna"}, "role"),
+        (GROUP, {"display_name": "3A", "group_type": "Klassen", "school_unit": "su-a"}, "group_type"),
+        (ACTIVITY, {"display_name": "Matte"}, "school_unit"),
+        (EntityKind.ORGANISATION, {"display_name": "K", "organisation_type": "Kommun"}, "organisation_type"),
+    ],
+)
+def test_other_records_that_do_not_fit_are_withheld(
+    validator: RecordValidator, kind: EntityKind, data: dict[str, Any], field: str
+) -> None:
+    entity, findings = validator.validate(record(kind, "k-1", **data))
+    assert entity is None
+    assert [(f.code, f.field) for f in findings] == [(FindingCode.RECORD_INVALID, field)]
+
+
+# --- ingest: findings carry no personal data ------------------------------------------------------
+
+PERSONAL = ["Ingrid", "Lindqvist", "ingrid.lindqvist", "201501012384", "20150101-2384", "1501012384", "2015-01-01"]
+
+LEAKY_RECORDS = [
+    person_record(emails=[{"value": "ingrid.lindqvist@@skola", "type": "Skola elev"}]),
+    person_record(emails=[{"value": "ingrid.lindqvist@skola.se", "type": "Hemma"}]),
+    person_record(emails=["ingrid.lindqvist@skola.se"]),
+    person_record(emails="ingrid.lindqvist@skola.se"),
+    person_record(civic_no="1501012384"),
+    person_record(civic_no="20150101-238"),
+    person_record(birth_date="2015-01-01T25:00"),
+    person_record(birth_date="Ingrid"),
+    person_record(eppn="ingrid.lindqvist@kommun-a.se"),
+    person_record(eppn=[{"v": "ingrid.lindqvist@kommun-a.se"}]),
+    person_record(family_name="Lindqvist" * 20),
+    person_record(given_name=["Ingrid"]),
+    person_record(middle_name={"Ingrid": "Lindqvist"}),
+    person_record(external_identifiers=[{"value": "ingrid.lindqvist", "context": ""}]),
+    person_record(security_marking="Ingrid"),
+    person_record(enrolments=[{"school_unit": "su-a", "school_type": "Ingrid", "school_year": "Lindqvist"}]),
+    person_record(enrolments="Ingrid Lindqvist"),
+]
+
+
+@pytest.mark.parametrize("rec", LEAKY_RECORDS)
+def test_ingest_findings_never_contain_personal_values(validator: RecordValidator, rec: SourceRecord) -> None:
+    _, findings = validator.validate(rec)
+    assert findings, "the record was meant to be faulty"
+    text = "".join(f.model_dump_json() for f in findings)
+    for value in PERSONAL:
+        assert value.lower() not in text.lower()
+
+
+@settings(max_examples=60)
+@given(
+    secret=st.from_regex(r"[A-Za-z][A-Za-z0-9. -]{5,20}", fullmatch=True),
+    where=st.sampled_from(["email", "civic_no", "birth_date", "school_type", "eppn"]),
+)
+def test_ingest_findings_never_contain_random_personal_values(secret: str, where: str) -> None:
+    secret = "Qz" + secret.strip()
+    choices: dict[str, dict[str, Any]] = {
+        "email": {"emails": [{"value": f"{secret}@", "type": "Privat"}]},
+        "civic_no": {"civic_no": secret},
+        "birth_date": {"birth_date": secret},
+        "school_type": {"enrolments": [{"school_unit": "su-a", "school_type": secret}]},
+        "eppn": {"eppn": secret},
+    }
+    _, findings = RecordValidator(TENANT, SOURCE, RUN_ID).validate(person_record(**choices[where]))
+    assert findings
+    assert secret.lower() not in "".join(f.model_dump_json() for f in findings).lower()
+
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+
+def _reconcile(st8: TenantState | None = None, today: date = TODAY) -> tuple[TenantState, list[Finding]]:
+    return reconcile(TENANT, (st8 or state()).entities, today)
+
+
+def found(findings: Iterable[Finding], code: FindingCode) -> list[str | None]:
+    return [f.source_key for f in findings if f.code is code]
+
+
+def cleaned(st8: TenantState, key: str, kind: EntityKind) -> Entity:
+    return next(s.entity for s in st8.entities if s.entity.key == key and s.kind is kind)
+
+
+def test_the_fixture_reconciles_with_only_relation_warnings() -> None:
+    before = state()
+    after, findings = _reconcile(before)
+    assert after.withheld == set()
+    assert sorted((f.code, f.source_key) for f in findings) == [
+        (FindingCode.PERSON_NO_ACTIVE_RELATION, "stu-cancelled"),
+        (FindingCode.PERSON_NO_ACTIVE_RELATION, "stu-ended"),
+        (FindingCode.PERSON_NO_ACTIVE_RELATION, "stu-future"),
+    ]
+    assert sorted(s.id for s in after.entities) == sorted(s.id for s in before.entities)
+    assert {s.id: s.entity for s in after.entities} == {s.id: s.entity for s in before.entities}
+    for finding in findings:
+        assert finding.origin == "reconcile"
+        assert finding.tenant_id == TENANT
+        assert finding.source_id == SOURCE
+        assert finding.entity_id == eid(finding.source_key or "")
+        assert finding.severity is Severity.WARNING
+
+
+def test_duplicate_school_unit_code_withholds_the_second() -> None:
+    dup = school_unit("su-z", CODE_A)
+    after, findings = _reconcile(state(add=[dup]))
+    assert after.withheld == {eid("su-z", SCHOOL_UNIT)}
+    [finding] = [f for f in findings if f.code is FindingCode.SCHOOL_UNIT_CODE_DUPLICATE]
+    assert (finding.source_key, finding.school_unit_code, finding.severity) == ("su-z", CODE_A, Severity.ERROR)
+    assert eid("su-z", SCHOOL_UNIT) not in {s.id for s in after.entities}
+    assert eid("su-a", SCHOOL_UNIT) in {s.id for s in after.entities}
+
+
+def test_duplicate_school_unit_code_across_sources_is_still_a_duplicate() -> None:
+    other = stored(school_unit("su-a", CODE_A), source="ist-import")
+    after, findings = reconcile(TENANT, [*state().entities, other], TODAY)
+    assert after.withheld == {other.id}
+    assert found(findings, FindingCode.SCHOOL_UNIT_CODE_DUPLICATE) == ["su-a"]
+
+
+def test_references_to_a_withheld_duplicate_unit_are_not_reported_as_unknown() -> None:
+    # su-0 sorts first, so the established su-a is the one withheld; its dependants exist all the same
+    after, findings = _reconcile(state(add=[school_unit("su-0", CODE_A)]))
+    assert eid("su-a", SCHOOL_UNIT) in after.withheld
+    unknown = {
+        FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT,
+        FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT,
+        FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT,
+        FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT,
+    }
+    assert [(f.code, f.source_key) for f in findings if f.code in unknown] == []
+    # and what depends on the withheld unit is withheld too, so vendors keep what they had instead
+    # of losing those students because of someone else's record
+    assert eid("stu-a1") in after.withheld
+    assert eid("stu-a1") not in {s.id for s in after.entities}
+
+
+def test_duplicate_eppn_withholds_the_second_person() -> None:
+    dup = person("stu-z", enrolment("su-b", year=9), eppn=["STU-A1@kommun-a.se"])
+    after, findings = _reconcile(state(add=[dup]))
+    assert after.withheld == {eid("stu-z")}
+    [finding] = [f for f in findings if f.code is FindingCode.EPPN_DUPLICATE]
+    assert (finding.source_key, finding.field, finding.severity) == ("stu-z", "eppn", Severity.ERROR)
+    assert finding.school_unit_code == CODE_B
+    assert eid("stu-z") not in {s.id for s in after.entities}
+    assert not [f for f in findings if f.source_key == "stu-z" and f.code is not FindingCode.EPPN_DUPLICATE]
+
+
+def test_duplicate_email_is_dropped_from_the_second_person() -> None:
+    stu_a1 = entity_by_key("stu-a1")
+    assert isinstance(stu_a1, Person)
+    own = Email(value="stu-z@skola.kommun-a.se", type=EmailType.SKOLA_ELEV)
+    dup = person("stu-z", enrolment("su-a"), emails=[*stu_a1.emails, own])
+    after, findings = _reconcile(state(add=[dup]))
+    assert after.withheld == set()
+    [finding] = [f for f in findings if f.code is FindingCode.EMAIL_DUPLICATE]
+    assert (finding.source_key, finding.field, finding.severity) == ("stu-z", "emails", Severity.WARNING)
+    assert finding.school_unit_code == CODE_A
+    kept = cleaned(after, "stu-z", PERSON)
+    assert isinstance(kept, Person)
+    assert kept.emails == [own]
+    assert cleaned(after, "stu-a1", PERSON) == stu_a1
+
+
+def test_missing_email_and_eppn_are_warnings() -> None:
+    bare = person("stu-z", enrolment("su-b", year=9), emails=[], eppn=[])
+    after, findings = _reconcile(state(add=[bare]))
+    assert after.withheld == set()
+    mine = sorted((f.code, f.field, f.severity, f.school_unit_code) for f in findings if f.source_key == "stu-z")
+    assert mine == [
+        (FindingCode.EMAIL_MISSING, "emails", Severity.WARNING, CODE_B),
+        (FindingCode.EPPN_MISSING, "eppn", Severity.WARNING, CODE_B),
+    ]
+
+
+def test_enrolment_at_an_unknown_unit_is_dropped() -> None:
+    wandering = person("stu-z", enrolment("su-nowhere"), enrolment("su-b", year=9))
+    after, findings = _reconcile(state(add=[wandering]))
+    assert found(findings, FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT) == ["stu-z"]
+    kept = cleaned(after, "stu-z", PERSON)
+    assert isinstance(kept, Person)
+    assert [e.school_unit for e in kept.enrolments] == ["su-b"]
+    assert FindingCode.PERSON_NO_ACTIVE_RELATION not in codes(f for f in findings if f.source_key == "stu-z")
+
+
+def test_person_whose_only_enrolment_is_unknown_has_no_active_relation() -> None:
+    lost = person("stu-z", enrolment("su-nowhere"))
+    after, findings = _reconcile(state(add=[lost]))
+    assert sorted(codes(f for f in findings if f.source_key == "stu-z")) == sorted(
+        [FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, FindingCode.PERSON_NO_ACTIVE_RELATION]
+    )
+    assert eid("stu-z") not in after.withheld
+
+
+@pytest.mark.parametrize(
+    ("bad_duty", "code", "unit_code"),
+    [
+        (duty("d-z", "tea-a", "su-nowhere"), FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT, None),
+        (duty("d-z", "nobody", "su-a"), FindingCode.DUTY_UNKNOWN_PERSON, CODE_A),
+        (duty("d-z", "nobody", "su-nowhere"), FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT, None),
+    ],
+)
+def test_duty_with_unknown_unit_or_person_is_withheld(bad_duty: Duty, code: FindingCode, unit_code: str | None) -> None:
+    after, findings = _reconcile(state(add=[bad_duty]))
+    assert after.withheld == {eid("d-z", DUTY)}
+    [finding] = [f for f in findings if f.source_key == "d-z"]
+    assert (finding.code, finding.severity, finding.school_unit_code) == (code, Severity.ERROR, unit_code)
+    assert eid("d-z", DUTY) not in {s.id for s in after.entities}
+
+
+def test_group_with_unknown_unit_is_withheld() -> None:
+    stray = group("g-z", "su-nowhere", GroupType.KLASS, "stu-a1")
+    after, findings = _reconcile(state(add=[stray]))
+    assert after.withheld == {eid("g-z", GROUP)}
+    assert found(findings, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT) == ["g-z"]
+
+
+def test_unknown_group_members_are_dropped() -> None:
+    klass = group("klass-3a", "su-a", GroupType.KLASS, "stu-a1", "ghost-1", "ghost-2", "prot-a")
+    after, findings = _reconcile(state(replace=[klass]))
+    [finding] = [f for f in findings if f.code is FindingCode.GROUP_UNKNOWN_MEMBER]
+    assert (finding.source_key, finding.school_unit_code, finding.field) == ("klass-3a", CODE_A, "memberships")
+    assert finding.detail == "2 membership(s) dropped"
+    assert "ghost" not in finding.model_dump_json()
+    kept = cleaned(after, "klass-3a", GROUP)
+    assert isinstance(kept, Group)
+    assert [m.person for m in kept.memberships] == ["stu-a1", "prot-a"]
+    assert after.withheld == set()
+
+
+def test_activity_unknown_references_are_dropped_and_unknown_unit_withheld() -> None:
+    refs = activity("act-ma-3a", "su-a", ["ma-3a", "g-gone"], ["d-tea-a", "d-gone", "d-orphan"])
+    orphan_duty = duty("d-orphan", "nobody", "su-a")  # withheld: its reference goes too
+    stray = activity("act-z", "su-nowhere", ["ma-3a"], [])
+    after, findings = _reconcile(state(replace=[refs], add=[orphan_duty, stray]))
+    assert after.withheld == {eid("d-orphan", DUTY), eid("act-z", ACTIVITY)}
+    assert found(findings, FindingCode.ACTIVITY_UNKNOWN_REFERENCE) == ["act-ma-3a"]
+    assert found(findings, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT) == ["act-z"]
+    kept = cleaned(after, "act-ma-3a", ACTIVITY)
+    assert isinstance(kept, Activity)
+    assert (kept.groups, kept.teachers) == (["ma-3a"], ["d-tea-a"])
+
+
+def test_activity_referring_to_a_withheld_group_drops_the_reference() -> None:
+    stray = group("g-z", "su-nowhere", GroupType.UNDERVISNING)
+    refs = activity("act-ma-3a", "su-a", ["ma-3a", "g-z"], ["d-tea-a"])
+    after, findings = _reconcile(state(replace=[refs], add=[stray]))
+    kept = cleaned(after, "act-ma-3a", ACTIVITY)
+    assert isinstance(kept, Activity)
+    assert kept.groups == ["ma-3a"]
+    assert found(findings, FindingCode.ACTIVITY_UNKNOWN_REFERENCE) == ["act-ma-3a"]
+
+
+@pytest.mark.parametrize(
+    ("extra_duty", "conflict"),
+    [
+        (duty("d-z", "stu-b2", "su-b", DutyRole.LARARASSISTENT), True),
+        (
+            Duty(key="d-z", person="stu-b2", school_unit="su-b", role=DutyRole.LARARASSISTENT, end_date=LAST_TERM_END),
+            False,
+        ),
+        (duty("d-z", "stu-b2", "su-nowhere"), False),  # withheld duty: no employment
+    ],
+)
+def test_person_enrolled_and_employed_today_has_conflicting_roles(extra_duty: Duty, conflict: bool) -> None:
+    _, findings = _reconcile(state(add=[extra_duty]))
+    conflicts = [f for f in findings if f.code is FindingCode.PERSON_CONFLICTING_ROLES]
+    assert [f.source_key for f in conflicts] == (["stu-b2"] if conflict else [])
+    if conflict:
+        assert conflicts[0].school_unit_code == CODE_B
+        assert conflicts[0].severity is Severity.WARNING
+
+
+@pytest.mark.parametrize(
+    ("today", "without_relation", "with_relation"),
+    [
+        (TODAY, {"stu-cancelled", "stu-ended", "stu-future"}, {"stu-a1", "stu-old", "tea-a", "prot-t"}),
+        (date(2025, 1, 8), {"stu-cancelled", "stu-ended"}, {"stu-future", "stu-a1"}),  # stu-future starts
+        (LAST_TERM_END, {"stu-cancelled", "stu-future", "stu-a1", "tea-a"}, {"stu-ended", "stu-old"}),  # last day
+    ],
+)
+def test_persons_without_an_active_relation(today: date, without_relation: set[str], with_relation: set[str]) -> None:
+    _, findings = _reconcile(today=today)
+    keys = set(found(findings, FindingCode.PERSON_NO_ACTIVE_RELATION))
+    assert without_relation <= keys
+    assert not with_relation & keys
+    if today == TODAY:
+        assert keys == without_relation
+
+
+def test_withheld_entities_are_reported_and_left_out_of_the_cleaned_state() -> None:
+    broken: list[Entity] = [
+        school_unit("su-z", CODE_B),
+        person("stu-z", enrolment("su-a"), eppn=["stu-a2@kommun-a.se"]),
+        duty("d-z", "nobody", "su-a"),
+        group("g-z", "su-nowhere", GroupType.KLASS),
+        activity("act-z", "su-nowhere", [], []),
+    ]
+    after, findings = _reconcile(state(add=broken))
+    expected = {eid(e.key, e.kind) for e in broken}
+    assert after.withheld == expected
+    assert not expected & {s.id for s in after.entities}
+    assert len(after.entities) == len(entities())
+    assert after.tenant_id == TENANT
+    errors = {f.entity_id for f in findings if f.severity is Severity.ERROR}
+    assert errors == expected
+    # the cleaned state projects as the fixture does
+    assert project(after, subscription(), profile(), TODAY) == project(state(), subscription(), profile(), TODAY)
+
+
+def test_reconcile_is_independent_of_input_order() -> None:
+    broken: list[Entity] = [
+        school_unit("su-z", CODE_A),
+        person("stu-z", enrolment("su-a"), eppn=["stu-a1@kommun-a.se"]),
+    ]
+    forwards = reconcile(TENANT, state(add=broken).entities, TODAY)
+    backwards = reconcile(TENANT, list(reversed(state(add=broken).entities)), TODAY)
+    assert forwards[0].withheld == backwards[0].withheld
+    assert sorted(f.model_dump_json() for f in forwards[1]) == sorted(f.model_dump_json() for f in backwards[1])
+
+
+def test_reconcile_findings_never_contain_personal_values() -> None:
+    broken: list[Entity] = [
+        person("stu-z", enrolment("su-nowhere"), eppn=["stu-a1@kommun-a.se"]),
+        person("stu-y", emails=[Email(value="stu-a2@skola.kommun-a.se")], eppn=[]),
+        person("stu-x", emails=[], civic_no="201001012380"),
+        group("g-z", "su-a", GroupType.KLASS, "ghost"),
+    ]
+    _, findings = _reconcile(state(add=broken))
+    assert findings
+    text = "".join(f.model_dump_json() for f in findings)
+    for e in [*entities(), *broken]:
+        if isinstance(e, Person):
+            assert e.given_name not in text
+            assert e.family_name not in text
+            for address in [*e.eppn, *(m.value for m in e.emails)]:
+                assert address not in text
+            if e.civic_no:
+                assert e.civic_no not in text
+
+
+def test_reconcile_of_nothing() -> None:
+    after, findings = reconcile(TENANT, [], TODAY)
+    assert (after.entities, after.withheld, findings) == ([], set(), [])
+
+
+def test_reconcile_keeps_stored_ids_and_sources() -> None:
+    other = StoredEntity(eid("stu-q", source="ist-import"), "ist-import", person("stu-q", enrolment("su-q")))
+    unit = stored(school_unit("su-q", "44444444"), source="ist-import")
+    after, findings = reconcile(TENANT, [*state().entities, other, unit], TODAY)
+    by_id = {s.id: s for s in after.entities}
+    assert by_id[other.id].source_id == "ist-import"
+    assert not [f for f in findings if f.source_key == "stu-q"]  # its enrolment's unit is in its own source
+    # the same key in another source does not count
+    cross = StoredEntity(eid("stu-r", source="ist-import"), "ist-import", person("stu-r", enrolment("su-a")))
+    _, cross_findings = reconcile(TENANT, [*state().entities, cross], TODAY)
+    assert found(cross_findings, FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT) == ["stu-r"]
+
+
+def test_group_membership_of_a_known_person_is_kept_even_when_inactive() -> None:
+    klass = group("klass-3a", "su-a", GroupType.KLASS, Membership(person="stu-a2", end_date=LAST_TERM_END))
+    after, findings = _reconcile(state(replace=[klass]))
+    assert FindingCode.GROUP_UNKNOWN_MEMBER not in codes(findings)
+    kept = cleaned(after, "klass-3a", GROUP)
+    assert isinstance(kept, Group)
+    assert len(kept.memberships) == 1
