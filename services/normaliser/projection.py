@@ -18,7 +18,7 @@ from uuid import UUID
 
 from pymongo import UpdateOne
 
-from normaliser.state import HOLDS, VENDOR_VIEWS, EntityStore, FindingStore, now
+from normaliser.state import VENDOR_VIEWS, EntityStore, now
 from normaliser.validation import reconcile
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
@@ -27,6 +27,8 @@ from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox
 from skolsynk.storage import Database, Document, MongoClient
+from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.holds import HOLDS
 from skolsynk.storage.subscriptions import SubscriptionStore
 
 log = get_logger(__name__)
@@ -188,9 +190,13 @@ class Projector:
                 continue
             ids = sorted(d["entity_id"] for d in docs)
             hold = holds.get(unit_id)
-            if hold is not None and hold.get("status") == "approved" and set(ids) <= set(hold.get("entity_ids", [])):
+            decided = hold is not None and set(ids) <= set(hold.get("entity_ids", []))
+            if decided and hold is not None and hold.get("status") == "approved":
                 continue  # reviewed and approved: these removals go ahead
             held_ids.update(ids)
+            if decided and hold is not None and hold.get("status") == "discarded":
+                report.holds.append(unit_id)  # kept, not asked again while the removals are the same
+                continue
             codes = sorted({c for d in docs for c in d.get("school_unit_codes", [])})
             await self.holds.update_one(
                 {"_id": f"{tenant_id}:{vendor_id}:{unit_id}"},

@@ -8,13 +8,14 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from normaliser.state import EntityStore, FindingStore, RunStore, now
+from normaliser.state import EntityStore, RunStore, now
 from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.quality import Finding, FindingCode
 from skolsynk.logging import get_logger
 from skolsynk.storage import Database, Session
+from skolsynk.storage.findings import FindingStore
 
 log = get_logger(__name__)
 

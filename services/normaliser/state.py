@@ -10,7 +10,6 @@ from uuid import UUID
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from skolsynk.domain.quality import Finding
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.storage import Database, Document, IndexSpec, Session
@@ -19,9 +18,7 @@ ENTITIES = "entities"
 RUNS = "runs"
 RUN_PAGES = "run_pages"
 VENDOR_VIEWS = "vendor_views"
-HOLDS = "holds"
 LOCKS = "projection_locks"
-FINDINGS = "dq_findings"
 
 #: Page bookkeeping of finished runs is kept this long, for support.
 RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
@@ -33,9 +30,6 @@ INDEXES = [
     IndexSpec(RUN_PAGES, [("run_id", 1)], name="by_run"),
     IndexSpec(RUN_PAGES, [("created_at", 1)], name="created_at_ttl", expire_after_seconds=RUN_PAGES_RETENTION_SECONDS),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
-    IndexSpec(HOLDS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
-    IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
-    IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
 ]
 
 
@@ -165,30 +159,6 @@ class RunStore:
 
     async def get(self, run_id: UUID) -> Document | None:
         return await self.runs.find_one({"_id": str(run_id)})
-
-
-class FindingStore:
-    def __init__(self, db: Database) -> None:
-        self.collection = db[FINDINGS]
-
-    async def add(self, findings: list[Finding], *, session: Session | None = None) -> None:
-        if findings:
-            await self.collection.insert_many([f.model_dump(mode="json") for f in findings], session=session)
-
-    async def replace_reconcile(self, tenant_id: str, findings: list[Finding]) -> None:
-        await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
-        await self.add(findings)
-
-    async def keep_only_run(self, tenant_id: str, source_id: str, run_id: UUID) -> None:
-        """Ingest and run findings of older runs of this source are superseded by this run's."""
-        await self.collection.delete_many(
-            {
-                "tenant_id": tenant_id,
-                "source_id": source_id,
-                "origin": {"$in": ["ingest", "run"]},
-                "run_id": {"$ne": str(run_id)},
-            }
-        )
 
 
 class ProjectionLock:

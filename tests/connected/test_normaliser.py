@@ -13,16 +13,24 @@ import pytest
 
 from normaliser.app import NormaliserSettings, build
 from skolsynk.contracts import Envelope
-from skolsynk.contracts.source import SourceRecord, SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.source import (
+    SourceDeletion,
+    SourceRecord,
+    SourceRecordPage,
+    SourceRunCompleted,
+    SourceRunStarted,
+)
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
 from skolsynk.domain.ids import entity_id
-from skolsynk.domain.quality import FindingCode, to_csv
+from skolsynk.domain.quality import FindingCode, Severity
 from skolsynk.domain.selection import preview_subscription_change
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile, VendorSubscription
 from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from tests.helpers import delete_topology, wait_for
 
@@ -473,18 +481,82 @@ async def test_data_quality_findings_are_stored_queryable_and_exportable(harness
     snapshot["s7"] = student("s7", "u9", 7)  # enrolled at a school unit the organiser does not have
     run = await h.send_run(list(snapshot.values()))
     await h.settled(run)
-    findings = await h.normaliser.db["dq_findings"].find({"tenant_id": TENANT}).to_list(None)
-    codes = {(f["code"], f["source_key"]) for f in findings}
-    assert (FindingCode.SCHOOL_UNIT_CODE_MALFORMED.value, "u3") in codes
-    assert (FindingCode.EMAIL_INVALID.value, "s1") in codes
-    assert (FindingCode.EMAIL_MISSING.value, "s1") in codes
-    assert (FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT.value, "s7") in codes
-    assert (FindingCode.PERSON_NO_ACTIVE_RELATION.value, "s7") in codes
+    store = FindingStore(h.normaliser.db)
+    findings = await store.query(TENANT)
+    codes = {(f.code, f.source_key) for f in findings}
+    assert (FindingCode.SCHOOL_UNIT_CODE_MALFORMED, "u3") in codes
+    assert (FindingCode.EMAIL_INVALID, "s1") in codes
+    assert (FindingCode.EMAIL_MISSING, "s1") in codes
+    assert (FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, "s7") in codes
+    assert (FindingCode.PERSON_NO_ACTIVE_RELATION, "s7") in codes
+    assert [f.severity for f in findings] == sorted(f.severity for f in findings), "errors first"
+    errors = await store.query(TENANT, severity=Severity.ERROR)
+    assert {f.code for f in errors} == {FindingCode.SCHOOL_UNIT_CODE_MALFORMED}
     # The invalid school unit is withheld, the person with a bad address is still sent.
     assert await h.normaliser.db["entities"].count_documents({"key": "u3"}) == 0
     assert eid(EntityKind.PERSON, "s1") in {e.entity_id for e in h.take("binogi")}
-    from skolsynk.domain.quality import Finding
-
-    csv_text = to_csv(Finding.model_validate({k: v for k, v in f.items() if k != "_id"}) for f in findings)
+    summary = await store.summary(TENANT)
+    assert summary[U1]["warning"] >= 1
+    assert summary["-"]["error"] == 1
+    csv_text = await store.csv(TENANT)
     assert csv_text.splitlines()[0].startswith("severity,code,school_unit_code")
+    assert len(csv_text.splitlines()) == len(findings) + 1
     assert "inte-en-adress" not in csv_text
+
+
+async def test_discarded_hold_keeps_the_accounts_and_does_not_ask_again(harness: Harness):
+    h = harness
+    await h.subscriptions.save(
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="binogi",
+            school_unit_codes=frozenset({U1, U2}),
+            guard=MassDeletionGuard(max_removals=2, max_percent=100),
+        )
+    )
+    snapshot = base_snapshot()
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    for key in ("s4", "s5", "s6"):
+        del snapshot[key]
+    snapshot["g2"] = group("g2", "u2", [])
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    assert [e for e in h.take("binogi") if e.operation == "delete"] == []
+    holds = HoldStore(h.normaliser.db)
+    [hold] = await holds.for_tenant(TENANT, status="pending")
+    assert await holds.decide(TENANT, "binogi", hold["school_unit_id"], "discarded", by="operator-1")
+    assert not await holds.decide(TENANT, "binogi", hold["school_unit_id"], "approved", by="operator-1")
+
+    # The same source again: nothing is removed and nobody is asked again.
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    assert [e for e in h.take("binogi") if e.operation == "delete"] == []
+    assert await holds.for_tenant(TENANT, status="pending") == []
+    [kept] = await holds.for_tenant(TENANT)
+    assert kept["status"] == "discarded"
+    assert kept["decided_by"] == "operator-1"
+
+
+async def test_incremental_run_applies_changes_and_deletions_directly(harness: Harness):
+    h = harness
+    run = await h.send_run(list(base_snapshot().values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+
+    # An incremental run names only what changed: one rename and one deletion. Nothing it leaves
+    # out is removed.
+    run = await h.send_run(
+        [student("s4", "u2", 8, given="Ändrad")],
+        mode="incremental",
+        deletions=[SourceDeletion(kind=EntityKind.PERSON, key="s5")],
+    )
+    await h.settled(run)
+    assert summary(h.take("binogi")) == {
+        ("person", "upsert", str(eid(EntityKind.PERSON, "s4"))),
+        ("person", "delete", str(eid(EntityKind.PERSON, "s5"))),
+        ("group", "upsert", str(eid(EntityKind.GROUP, "g2"))),
+    }
+    assert await h.normaliser.db["entities"].count_documents({"tenant_id": TENANT}) == len(base_snapshot()) - 1

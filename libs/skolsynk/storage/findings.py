@@ -1,0 +1,68 @@
+"""Data-quality findings in MongoDB: written by the normaliser, read by the admin service (report,
+CSV export, summary per school unit)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from skolsynk.domain.quality import Finding, FindingCode, Severity, summary_by_school_unit, to_csv
+from skolsynk.storage.mongo import Database, IndexSpec, Session
+
+FINDINGS = "dq_findings"
+
+INDEXES = [
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
+]
+
+
+class FindingStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db[FINDINGS]
+
+    async def add(self, findings: list[Finding], *, session: Session | None = None) -> None:
+        if findings:
+            await self.collection.insert_many([f.model_dump(mode="json") for f in findings], session=session)
+
+    async def replace_reconcile(self, tenant_id: str, findings: list[Finding]) -> None:
+        """The whole-state checks of the latest projection replace the previous ones."""
+        await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
+        await self.add(findings)
+
+    async def keep_only_run(self, tenant_id: str, source_id: str, run_id: UUID) -> None:
+        """Ingest and run findings of older runs of this source are superseded by this run's."""
+        superseded = {"$in": ["ingest", "run"]}
+        await self.collection.delete_many(
+            {"tenant_id": tenant_id, "source_id": source_id, "origin": superseded, "run_id": {"$ne": str(run_id)}}
+        )
+
+    async def query(
+        self,
+        tenant_id: str,
+        *,
+        severity: Severity | None = None,
+        code: FindingCode | None = None,
+        school_unit_code: str | None = None,
+        limit: int = 0,
+    ) -> list[Finding]:
+        """The tenant's current findings, errors first, then by school unit and code."""
+        criteria: dict[str, Any] = {"tenant_id": tenant_id}
+        if severity is not None:
+            criteria["severity"] = severity.value
+        if code is not None:
+            criteria["code"] = code.value
+        if school_unit_code is not None:
+            criteria["school_unit_code"] = school_unit_code
+        cursor = self.collection.find(criteria, {"_id": 0}).sort(
+            [("severity", 1), ("school_unit_code", 1), ("code", 1), ("source_key", 1)]
+        )
+        if limit:
+            cursor = cursor.limit(limit)
+        return [Finding.model_validate(doc) async for doc in cursor]
+
+    async def csv(self, tenant_id: str) -> str:
+        return to_csv(await self.query(tenant_id))
+
+    async def summary(self, tenant_id: str) -> dict[str, dict[str, int]]:
+        return summary_by_school_unit(await self.query(tenant_id))
