@@ -56,6 +56,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 # An empty, root-owned working directory: `python -m` puts the cwd first on sys.path,
 # so it must not be a place the service (or anyone) can write modules into.
 WORKDIR /app
+# The vendor catalogue ships with the image (SKOLSYNK_VENDOR_CATALOGUE_DIR defaults to deploy/vendors
+# relative to /app); Kubernetes may mount its own over it.
+COPY deploy/vendors /app/deploy/vendors
 USER ${APP_UID}:${APP_GID}
 
 # 8080: admin HTTP API (admin service only); 8081: /livez, /readyz, /metrics (every service).

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
+import yaml
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -290,3 +291,27 @@ async def publish_messages(
             )
             count += 1
     return count
+
+
+def write_vendor_catalogue(
+    directory: Path, vendor_id: str, *, scim_base_url: str | None = None, api_key_env: str | None = None
+) -> Path:
+    """A one-vendor catalogue for demos and tests: queue delivery, or EGIL SCIM push to
+    ``scim_base_url`` with an API key read from ``api_key_env``. Every kind, every non-sensitive field."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entry: dict[str, Any] = {
+        "vendor_id": vendor_id,
+        "display_name": f"{vendor_id} (demo)",
+        "delivery": "queue" if scim_base_url is None else "egil_scim",
+        "profile": {},
+    }
+    if scim_base_url is not None:
+        entry["scim"] = {
+            "base_url": scim_base_url,
+            "auth": {"api_key_env": api_key_env},
+            "rate_per_second": 200,
+            "burst": 50,
+        }
+    path = directory / f"{vendor_id}.yaml"
+    path.write_text(yaml.safe_dump(entry, sort_keys=False), encoding="utf-8")
+    return directory

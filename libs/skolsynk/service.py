@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import stamina
@@ -70,6 +70,8 @@ class ServiceApp:
         #: Service-specific objects a test or a tool may need (the service's handlers, ...).
         self.extensions: dict[str, Any] = {}
         self._web_apps: list[tuple[web.Application, str, int]] = []
+        self._startup: list[Callable[[], Awaitable[None]]] = []
+        self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._web_runners: list[web.AppRunner] = []
         self.web_ports: list[int] = []
 
@@ -122,6 +124,15 @@ class ServiceApp:
         refused."""
         self._web_apps.append((web_app, host, port))
 
+    def add_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Runs once at start, after the broker and the store are connected and before any consumer
+        starts (prepare clients, declare extra queues, publish configuration)."""
+        self._startup.append(hook)
+
+    def add_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Runs at close, after the drain and before the connections close."""
+        self._shutdown.append(hook)
+
     def add_background(self, name: str, task: BackgroundTask) -> None:
         """A long-running coroutine (a scheduler, a poller); cancelled at shutdown after the drain."""
         self._background.append((name, task))
@@ -147,6 +158,8 @@ class ServiceApp:
             with attempt:
                 await self.broker.connect(timeout=STARTUP_CONNECT_TIMEOUT_SECONDS)
         await self.publisher.start()
+        for hook in self._startup:
+            await hook()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}:outbox-relay"))
         for consumer in self.consumers:
             await consumer.start()
@@ -185,6 +198,11 @@ class ServiceApp:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for hook in self._shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown_hook_failed")
         await self.publisher.close()
         await self.broker.close()
         await self.mongo.close()

@@ -1,24 +1,87 @@
-"""Composition root of a vendor dispatcher (``SKOLSYNK_VENDOR_ID`` selects the vendor)."""
+"""Composition root of a vendor dispatcher. One deployment per vendor (``SKOLSYNK_VENDOR_ID``), its
+delivery mode, endpoint, authentication and capability profile read from the vendor catalogue."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field
 
-from dispatcher.handlers import handle_vendor_change
+from dispatcher import ledger
+from dispatcher.delivery import VendorDeliverer
+from dispatcher.onboarding import declare_feed_queue, feed_queue_name
+from dispatcher.scim import EgilScimClient
+from skolsynk.catalogue import DeliveryMode, load_catalogue
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
 
 SERVICE = "dispatcher"
 
 
 class DispatcherSettings(ServiceSettings):
     vendor_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="The vendor this dispatcher serves.")
+    vendor_catalogue_dir: Path = Field(
+        default=Path("deploy/vendors"), description="Folder of the vendor catalogue (one YAML file per vendor)."
+    )
+    vendor_retry_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="How long one delivery retries an unavailable vendor before requeueing."
+    )
+
+
+class ConfigurationError(RuntimeError):
+    pass
 
 
 def build(settings: DispatcherSettings) -> ServiceApp:
-    app = ServiceApp.create(f"{SERVICE}-{settings.vendor_id}", settings, vendor_ids=[settings.vendor_id])
-    app.add_consumer(app.queue_name(SERVICE, settings.vendor_id), handle_vendor_change)
+    catalogue = load_catalogue(settings.vendor_catalogue_dir)
+    vendor = catalogue.get(settings.vendor_id)
+    if vendor is None:
+        raise ConfigurationError(
+            f"vendor {settings.vendor_id!r} is not in the catalogue at {settings.vendor_catalogue_dir}"
+        )
+    app = ServiceApp.create(f"{SERVICE}-{vendor.vendor_id}", settings, vendor_ids=[vendor.vendor_id])
+    app.add_indexes(ledger.INDEXES)
+    delivery_ledger = ledger.DeliveryLedger(app.db, vendor.vendor_id)
+    scim: EgilScimClient | None = None
+    feed_queue: str | None = None
+    if vendor.delivery is DeliveryMode.EGIL_SCIM:
+        assert vendor.scim is not None
+        env = vendor.scim.auth.api_key_env
+        api_key = os.environ.get(env) if env else None
+        if env and not api_key:
+            raise ConfigurationError(f"the vendor's API key is expected in the environment variable {env}")
+        scim = EgilScimClient(vendor.scim, api_key=api_key, retry_timeout_seconds=settings.vendor_retry_timeout_seconds)
+    else:
+        feed_queue = feed_queue_name(settings.broker.namespace, vendor.vendor_id)
+    deliverer = VendorDeliverer(
+        vendor,
+        delivery_ledger,
+        scim=scim,
+        publisher=app.publisher,
+        feed_queue=feed_queue,
+        # waiting for references must leave the request itself time within the handler's timeout
+        dependency_wait_seconds=min(10.0, settings.broker.handler_timeout_seconds / 3),
+    )
+    app.extensions["deliverer"] = deliverer
+    # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions.
+    app.add_consumer(app.queue_name(SERVICE, vendor.vendor_id), deliverer.handle, idempotent=False)
+
+    async def prepare() -> None:
+        """Publish the vendor's profile for the normaliser, start the SCIM client or declare the
+        vendor's feed queue. Runs once at start; it ends, it does not loop."""
+        await SubscriptionStore(app.db).save_profile(vendor.profile)
+        if scim is not None:
+            await scim.start()
+        if feed_queue is not None:
+            async with app.broker.connection.channel(publisher_confirms=False) as channel:
+                await declare_feed_queue(channel, settings.broker.namespace, vendor.vendor_id)
+
+    app.add_startup(prepare)
+    if scim is not None:
+        app.add_shutdown(scim.close)
     return app
 
 

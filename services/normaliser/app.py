@@ -83,7 +83,9 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         """Once per interval (one replica wins the slot), ask for a projection of every tenant."""
         schedule = app.db["schedules"]
         interval = timedelta(seconds=settings.date_check_interval_seconds)
-        await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": clock()}}, upsert=True)
+        # The first check is one interval after the first start (runs and subscription changes project
+        # on their own; the date check is for days that pass without them).
+        await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": clock() + interval}}, upsert=True)
         while True:
             current = clock()
             slot = await schedule.find_one_and_update(

@@ -88,17 +88,31 @@ class NormaliserHandlers:
             raise PermanentError("projection requests must name their tenant")
         if request.run_id is not None:
             await self.runs.finalise(request.run_id)
-        await self.project(tenant_id, reason=request.reason, correlation_id=request.run_id)
+        await self.project(
+            tenant_id, reason=request.reason, correlation_id=request.run_id, resend_vendor_id=request.resend_vendor_id
+        )
 
-    async def project(self, tenant_id: str, *, reason: str, correlation_id: UUID | None = None) -> None:
+    async def project(
+        self,
+        tenant_id: str,
+        *,
+        reason: str,
+        correlation_id: UUID | None = None,
+        resend_vendor_id: str | None = None,
+    ) -> None:
         if not await self.lock.acquire(tenant_id):
             log.info("projection_coalesced", tenant_id=tenant_id)
             return
         try:
             while True:
                 await self.projector.project_tenant(
-                    tenant_id, today=self.today(), reason=reason, correlation_id=correlation_id
+                    tenant_id,
+                    today=self.today(),
+                    reason=reason,
+                    correlation_id=correlation_id,
+                    resend_vendor_id=resend_vendor_id,
                 )
+                resend_vendor_id = None  # a coalesced re-run only sends differences
                 if not await self.lock.release(tenant_id):
                     break
         except BaseException:

@@ -94,7 +94,13 @@ class Projector:
         return state
 
     async def project_tenant(
-        self, tenant_id: str, *, today: date, reason: str, correlation_id: UUID | None = None
+        self,
+        tenant_id: str,
+        *,
+        today: date,
+        reason: str,
+        correlation_id: UUID | None = None,
+        resend_vendor_id: str | None = None,
     ) -> ProjectionReport:
         state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
         await self.findings.replace_reconcile(tenant_id, findings)
@@ -103,7 +109,13 @@ class Projector:
             await self.ensure_vendor_queue(subscription.vendor_id)
             desired = project(state, subscription, profile, today)
             report.vendors[subscription.vendor_id] = await self._apply(
-                state, subscription, profile, desired, reason=reason, correlation_id=correlation_id
+                state,
+                subscription,
+                profile,
+                desired,
+                reason=reason,
+                correlation_id=correlation_id,
+                resend=resend_vendor_id == subscription.vendor_id,
             )
         log.info(
             "tenant_projected",
@@ -126,6 +138,7 @@ class Projector:
         *,
         reason: str,
         correlation_id: UUID | None,
+        resend: bool = False,
     ) -> VendorReport:
         tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
         view = await self.view_of(tenant_id, vendor_id)
@@ -135,7 +148,12 @@ class Projector:
             current = view.get(str(entity_id))
             if str(resource.source_entity_id or entity_id) in withheld:
                 continue
-            if current is not None and current["present"] and current["hash"] == resource.hash:
+            unchanged = current is not None and current["present"] and current["hash"] == resource.hash
+            # Going live (or a full resend) sends what test mode only recorded.
+            mode_changed = (
+                current is not None and current.get("test_mode", subscription.test_mode) != subscription.test_mode
+            )
+            if unchanged and not mode_changed and not resend:
                 continue
             version = (current["version"] if current else 0) + 1
             changes.append(_Change(resource.kind, entity_id, "upsert", version, resource, current or {}))
@@ -243,6 +261,7 @@ class Projector:
                     "kind": change.kind.value,
                     "version": change.version,
                     "present": change.operation == "upsert",
+                    "test_mode": subscription.test_mode,
                     "updated_at": now(),
                 }
                 if resource is not None:

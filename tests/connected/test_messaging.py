@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.messaging import MessageContext, PermanentError, UnroutableMessage
+from skolsynk.messaging import MessageContext, PermanentError, TransientError, UnroutableMessage
 from skolsynk.messaging.publisher import (
     HEADER_ATTEMPT,
     HEADER_FAILURE_REASON,
@@ -225,3 +225,24 @@ async def test_outbox_message_emitted_by_a_handler_is_relayed(make_app, amqp_url
     assert received[0].correlation_id == cause.message_id
     assert received[0].tenant_id == "kommun-a"
     assert uuid.UUID(str(received[0].message_id)) != cause.message_id
+
+
+async def test_transient_errors_are_retried_past_max_attempts_and_never_dead_lettered(make_app, amqp_url, settings):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    calls = 0
+
+    async def vendor_down_for_a_while(envelope: Envelope, context: MessageContext) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= settings.broker.max_attempts + 1:
+            raise TransientError("vendor unavailable")
+
+    app.add_consumer(queue, vendor_down_for_a_while)
+    await app.start()
+    await app.publisher.publish(sync_request(), exchange=app.topology.exchange("control"), routing_key="sync.requested")
+
+    await wait_for(lambda: consumed(app, queue, "ack") == 1, timeout=30, what="success after the outage")
+    assert calls == settings.broker.max_attempts + 2
+    assert consumed(app, queue, "dead_letter") == 0
+    assert await queue_depth(amqp_url, app.topology.queue(queue).dead_letter_queue) == 0

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from skolsynk.devstack import ServiceProcess, publish_messages, start_service
+from skolsynk.devstack import ServiceProcess, publish_messages, start_service, write_vendor_catalogue
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.lifecycle import SHUTDOWN_MARGIN_SECONDS
@@ -53,6 +53,7 @@ def service_env(amqp_url: str, mongo_url: str, namespace: str) -> dict[str, str]
 @pytest.fixture
 def running(service_env: dict[str, str], tmp_path: Path):
     started: list[ServiceProcess] = []
+    service_env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(write_vendor_catalogue(tmp_path / "vendors", "demo-vendor"))
     for name, (module, extra) in SERVICES.items():
         started.append(start_service(name, module, env={**service_env, **extra}, log_dir=tmp_path))
     try:
@@ -86,7 +87,10 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
     try:
         await SubscriptionStore(client[service_env["MONGODB_DATABASE"]]).save(
             VendorSubscription(
-                tenant_id="kommun-a", vendor_id="demo-vendor", school_unit_codes=frozenset(school_unit_codes(records))
+                tenant_id="kommun-a",
+                vendor_id="demo-vendor",
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
             )
         )
     finally:
@@ -102,9 +106,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
     await wait_for(lambda: len(logged(normaliser, "run_finalised")) == 1, timeout=30, what="the run to finalise")
     assert logged(normaliser, "run_finalised")[0]["complete"] is True
     persons = sum(1 for r in records if r.kind is EntityKind.PERSON)
-    await wait_for(
-        lambda: len(logged(dispatcher, "vendor_change_received")) >= persons, timeout=30, what="changes at the vendor"
-    )
+    await wait_for(lambda: len(logged(dispatcher, "delivered")) >= persons, timeout=30, what="changes at the vendor")
     log_text = normaliser.log_path.read_text() + dispatcher.log_path.read_text()
     for record in records:
         if record.kind is EntityKind.PERSON:

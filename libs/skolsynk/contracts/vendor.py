@@ -41,3 +41,8 @@ class ProjectionRequested(MessageContract):
 
     reason: str = Field(max_length=64)
     run_id: UUID | None = Field(default=None, description="The source run that finished, if any.")
+    resend_vendor_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Send this vendor its whole current selection again, changed or not (a full resend).",
+    )

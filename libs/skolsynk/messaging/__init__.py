@@ -1,7 +1,7 @@
 """Messaging on RabbitMQ with aio-pika: topology, publisher, consumer, inbox and outbox."""
 
 from skolsynk.messaging.broker import Broker
-from skolsynk.messaging.consumer import Consumer, Handler, MessageContext, PermanentError
+from skolsynk.messaging.consumer import Consumer, Handler, MessageContext, PermanentError, TransientError
 from skolsynk.messaging.inbox import AlreadyProcessed, Inbox
 from skolsynk.messaging.outbox import Outbox, OutboxRelay
 from skolsynk.messaging.publisher import OutgoingMessage, Publisher, UnroutableMessage
@@ -30,6 +30,7 @@ __all__ = [
     "Publisher",
     "QueueSpec",
     "Topology",
+    "TransientError",
     "UnroutableMessage",
     "declare_topology",
     "declare_work_queue",

@@ -11,6 +11,8 @@ a contract or validation error
 handler raises anything else / times out     copied to the retry queue for its attempt (delay
                                              ladder), then acked; after ``max_attempts`` attempts
                                              dead-lettered with the reason
+handler raises :class:`TransientError`       retried along the ladder for as long as it takes
+                                             (an outage), never dead-lettered
 the process is stopping                      in-flight work gets ``drain_timeout``; what is left
                                              is ``nack(requeue=True)``-ed back to the queue
 the process dies                             the broker redelivers; after ``x-delivery-limit``
@@ -55,6 +57,11 @@ MAX_REASON_LENGTH = 500
 #: A broker call made while stopping (cancel, close) gives up after this, so a dead broker cannot
 #: hold the shutdown past its budget.
 BROKER_CALL_TIMEOUT_SECONDS = 3.0
+
+
+class TransientError(Exception):
+    """Something outside us is unavailable (a vendor is down): retry with the delay ladder, staying
+    on its last step, and never dead-letter for it. The queue's age shows the outage instead."""
 
 
 class PermanentError(Exception):
@@ -269,8 +276,10 @@ class Consumer:
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, error: Exception, attempt: int) -> None:
         error_type = type(error).__name__
-        if attempt >= self._max_attempts:
-            log.error("message_failed_permanently", attempt=attempt, error_type=error_type)
+        if attempt >= self._max_attempts and not isinstance(error, TransientError):
+            log.error(
+                "message_failed_permanently", attempt=attempt, error_type=error_type, reason=_clean_reason(str(error))
+            )
             await self._dead_letter(message, reason=str(error) or error_type, error_type=error_type, attempt=attempt)
             return
         step = self.spec.retry_step_for_attempt(attempt)

@@ -1,0 +1,159 @@
+"""Pushing EGIL SCIM requests to a vendor's server, as the reference EGIL client does.
+
+* create: ``POST /{Type}`` (the id is the externalId); a 409 means it exists: ``PUT`` instead;
+* replace: ``PUT /{Type}/{id}`` with the whole object; a 404 means it is gone: ``POST`` instead;
+* delete: ``DELETE /{Type}/{id}``; a 404 means it is already gone, which is what we wanted.
+
+Authentication: mutual TLS (client certificate and key, the CA of the vendor's server, optionally
+the server's public-key pin, as in Skolfederation metadata) and/or an API key header. Requests are
+limited per vendor (a semaphore for concurrency, a token bucket via aiolimiter for the rate).
+5xx, 429, timeouts and connection errors are retried with exponential backoff and jitter
+(stamina); if the vendor stays unavailable the message goes back to the queue's retry ladder
+(:class:`VendorUnavailable`). Any other 4xx is permanent (:class:`VendorRejected`): the message is
+dead-lettered with the vendor's error text (scrubbed of personal data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import ssl
+from typing import Any
+
+import aiohttp
+import stamina
+from aiolimiter import AsyncLimiter
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from skolsynk.catalogue import ScimDelivery
+from skolsynk.domain.egil import EgilResourceType
+from skolsynk.logging import get_logger, scrub
+from skolsynk.messaging import PermanentError, TransientError
+
+log = get_logger(__name__)
+
+MAX_VENDOR_TEXT = 300
+
+
+class VendorUnavailable(TransientError):
+    """The vendor did not answer usefully (5xx, 429, timeout, connection refused)."""
+
+
+class VendorRejected(PermanentError):
+    """The vendor refused the request for good (4xx other than the 404/409 we recover from)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status = status
+        super().__init__(f"vendor answered {status}: {scrub(text)[:MAX_VENDOR_TEXT]}")
+
+
+class PinMismatch(PermanentError):
+    """The vendor's server certificate does not carry the pinned public key."""
+
+
+def spki_pin(certificate_der: bytes) -> str:
+    certificate = x509.load_der_x509_certificate(certificate_der)
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def ssl_context_for(delivery: ScimDelivery) -> ssl.SSLContext | None:
+    if not delivery.base_url.startswith("https://"):
+        return None
+    auth = delivery.auth
+    context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
+    if auth.client_cert_file and auth.client_key_file:
+        context.load_cert_chain(str(auth.client_cert_file), str(auth.client_key_file))
+    return context
+
+
+class EgilScimClient:
+    def __init__(self, delivery: ScimDelivery, *, api_key: str | None, retry_timeout_seconds: float = 20.0) -> None:
+        self.delivery = delivery
+        self._api_key = api_key
+        self._retry_timeout = retry_timeout_seconds
+        self._limiter = AsyncLimiter(delivery.burst, delivery.burst / delivery.rate_per_second)
+        self._slots = asyncio.Semaphore(delivery.concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
+        if self._api_key is not None:
+            headers[self.delivery.auth.api_key_header] = self._api_key
+        self._session = aiohttp.ClientSession(
+            base_url=self.delivery.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.delivery.timeout_seconds),
+            connector=aiohttp.TCPConnector(
+                ssl=ssl_context_for(self.delivery) or False, limit=self.delivery.concurrency
+            ),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, str]:
+        if self._session is None:
+            raise RuntimeError("the SCIM client is not started")
+        async with self._slots, self._limiter:
+            try:
+                async with self._session.request(
+                    method, path, data=json.dumps(body).encode() if body is not None else None
+                ) as response:
+                    self._check_pin(response)
+                    text = await response.text()
+                    status = response.status
+            except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                raise VendorUnavailable(f"{method} {path.split('/')[0]}: {type(error).__name__}") from error
+        if status == 429 or status >= 500:
+            raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}")
+        return status, text
+
+    def _check_pin(self, response: aiohttp.ClientResponse) -> None:
+        pin = self.delivery.auth.server_pin_sha256
+        if pin is None or response.connection is None or response.connection.transport is None:
+            return
+        ssl_object = response.connection.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der is None or spki_pin(der) != pin:
+            raise PinMismatch("the vendor's server certificate does not match the configured public-key pin")
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+        async for attempt in stamina.retry_context(
+            on=VendorUnavailable, attempts=None, timeout=self._retry_timeout, wait_initial=0.2, wait_max=5.0
+        ):
+            with attempt:
+                return await self._once(method, path, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def upsert(self, egil_type: EgilResourceType, resource_id: str, body: dict[str, Any], *, exists: bool) -> str:
+        """Create or replace; returns "created" or "replaced"."""
+        collection, item = egil_type.endpoint, f"{egil_type.endpoint}/{resource_id}"
+        if exists:
+            status, text = await self._request("PUT", item, body)
+            if status == 404:
+                status, text = await self._request("POST", collection, body)
+                return self._expect(status, text, {201, 200}, "created")
+            return self._expect(status, text, {200, 204}, "replaced")
+        status, text = await self._request("POST", collection, body)
+        if status == 409:
+            status, text = await self._request("PUT", item, body)
+            return self._expect(status, text, {200, 204}, "replaced")
+        return self._expect(status, text, {201, 200}, "created")
+
+    async def delete(self, egil_type: EgilResourceType, resource_id: str) -> str:
+        status, text = await self._request("DELETE", f"{egil_type.endpoint}/{resource_id}")
+        if status == 404:
+            return "absent"
+        return self._expect(status, text, {200, 204}, "deleted")
+
+    @staticmethod
+    def _expect(status: int, text: str, ok: set[int], outcome: str) -> str:
+        if status in ok:
+            return outcome
+        raise VendorRejected(status, text)

@@ -1,0 +1,374 @@
+"""The dispatcher on the real broker and store, pushing EGIL SCIM to a fake vendor server that
+behaves like the reference server, and forwarding to a vendor's own queue."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import pytest
+
+from dispatcher.app import DispatcherSettings
+from dispatcher.app import build as build_dispatcher
+from dispatcher.ledger import DeliveryLedger
+from dispatcher.onboarding import feed_queue_name, offboard_vendor, onboard_vendor, vendor_user_name
+from normaliser.app import NormaliserSettings
+from normaliser.app import build as build_normaliser
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
+from skolsynk.devstack import amqp_url_with_vhost, write_vendor_catalogue
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.fakes.egil_vendor import FakeEgilVendor
+from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from tests.helpers import delete_topology, drain_queue, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+
+TENANT = "kommun-a"
+SOURCE = "egil-1"
+VENDOR = "fakevendor"
+API_KEY = "test-key-" + "0" * 16
+
+
+def person_id(key: str) -> uuid.UUID:
+    return entity_id(TENANT, SOURCE, EntityKind.PERSON, key)
+
+
+@dataclass
+class Stack:
+    normaliser: ServiceApp
+    dispatcher: ServiceApp
+    vendor: FakeEgilVendor | None
+    settings: ServiceSettings
+    records: list[SourceRecord]
+
+    @property
+    def ledger(self) -> DeliveryLedger:
+        return DeliveryLedger(self.dispatcher.db, VENDOR)
+
+    async def subscribe(self, *, test_mode: bool) -> None:
+        await SubscriptionStore(self.normaliser.db).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(self.records)),
+                test_mode=test_mode,
+            )
+        )
+
+    async def sync(self, records: list[SourceRecord] | None = None) -> None:
+        run_id = uuid.uuid4()
+        self.pending_run = run_id
+        for message in full_run(
+            records or self.records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=run_id
+        ):
+            await self.normaliser.publisher.publish(
+                message.to_envelope(tenant_id=TENANT, producer="test"),
+                exchange=self.normaliser.topology.exchange("source"),
+                routing_key=f"egil.{TENANT}",
+            )
+
+    pending_run: uuid.UUID | None = None
+
+    async def request_projection(self) -> None:
+        await self.normaliser.publisher.publish(
+            ProjectionRequested(reason="subscription").to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=self.normaliser.topology.exchange("control"),
+            routing_key=ProjectionRequested.message_type,
+        )
+
+    async def selection(self) -> dict[str, dict[str, Any]]:
+        """What the normaliser says the vendor should hold (present entries of its vendor view)."""
+        views = self.normaliser.db["vendor_views"].find({"vendor_id": VENDOR, "present": True})
+        return {doc["entity_id"]: doc async for doc in views}
+
+    async def settled(self, *, test: bool = False, timeout: float = 60) -> None:
+        """Every change the normaliser sent has reached the ledger at its latest version."""
+
+        async def done() -> bool:
+            if self.pending_run is not None:
+                run = await self.normaliser.db["runs"].find_one({"_id": str(self.pending_run)})
+                if run is None or run.get("status") != "finalised":
+                    return False
+            if await self.normaliser.db["projection_locks"].count_documents({}):
+                return False
+            if await self.normaliser.outbox.pending_count():
+                return False
+            views = {d["entity_id"]: d async for d in self.normaliser.db["vendor_views"].find({"vendor_id": VENDOR})}
+            if not views:
+                return False
+            entries = {e["entity_id"]: e for e in await self.ledger.entries(TENANT)}
+            return all(
+                e in entries and entries[e]["version"] == v["version"] and entries[e]["test"] == test
+                for e, v in views.items()
+            )
+
+        await wait_for(done, timeout=timeout, interval=0.2, what="the vendor's deliveries to settle")
+
+
+async def start_stack(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, queue_mode: bool = False
+) -> Stack:
+    vendor: FakeEgilVendor | None = None
+    if queue_mode:
+        catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
+    else:
+        vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
+        await vendor.start()
+        monkeypatch.setenv("SKOLSYNK_TEST_VENDOR_KEY", API_KEY)
+        catalogue = write_vendor_catalogue(
+            tmp_path / "vendors", VENDOR, scim_base_url=vendor.base_url, api_key_env="SKOLSYNK_TEST_VENDOR_KEY"
+        )
+    base = settings.model_dump()
+    normaliser = build_normaliser(
+        NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
+        clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC),
+    )
+    dispatcher = build_dispatcher(
+        DispatcherSettings.model_validate(
+            {**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
+        )
+    )
+    await dispatcher.start()
+    await normaliser.start()
+    records = organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
+    return Stack(normaliser, dispatcher, vendor, settings, records)
+
+
+@pytest.fixture
+async def stack(settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    built = await start_stack(settings, tmp_path, monkeypatch)
+    try:
+        yield built
+    finally:
+        await stop_stack(built)
+
+
+async def stop_stack(stack: Stack) -> None:
+    for app in (stack.normaliser, stack.dispatcher):
+        await app.drain(2)
+        await app.close()
+    if stack.vendor is not None:
+        await stack.vendor.stop()
+    await delete_topology(stack.settings.broker.amqp_url.get_secret_value(), stack.dispatcher.topology)
+
+
+def held(vendor: FakeEgilVendor, resource_type: str) -> dict[str, dict[str, Any]]:
+    return vendor.resources(TENANT, resource_type)
+
+
+async def test_full_delivery_then_updates_and_deletes(stack: Stack):
+    assert stack.vendor is not None
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    await stack.settled()
+    selection = await stack.selection()
+    kinds = {doc["kind"] for doc in selection.values()}
+    assert kinds == {"organisation", "school_unit", "person", "duty", "group", "activity"}
+    users = held(stack.vendor, "Users")
+    assert set(users) == {e for e, d in selection.items() if d["kind"] == "person"}
+    assert len(held(stack.vendor, "StudentGroups")) == sum(1 for d in selection.values() if d["kind"] == "group")
+    assert len(held(stack.vendor, "Employments")) == 2
+    assert stack.vendor.dangling_references == [], "a reference reached the vendor before its target"
+    student = users[str(person_id("student-0-0"))]
+    assert student["userName"] == "student-0-0@demo.skolsynk.example"
+
+    # Updates and deletes: one student renamed, one gone.
+    changed = []
+    for record in stack.records:
+        if record.key == "student-0-1":
+            continue
+        if record.key == "student-0-0":
+            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "given_name": "Ny"})
+        changed.append(record)
+    await stack.sync(changed)
+    await stack.settled()
+    users = held(stack.vendor, "Users")
+    assert users[str(person_id("student-0-0"))]["name"]["givenName"] == "Ny"
+    assert str(person_id("student-0-1")) not in users
+    methods = {(r.method, r.status) for r in stack.vendor.requests}
+    assert ("PUT", 200) in methods
+    assert ("DELETE", 204) in methods
+    csv_lines = (await stack.ledger.report_csv(TENANT)).splitlines()
+    assert csv_lines[0].startswith("entity_id,kind,operation,version,status")
+    assert len(csv_lines) == 1 + len(await stack.ledger.entries(TENANT))
+
+
+async def test_409_and_404_are_recovered(stack: Stack):
+    assert stack.vendor is not None
+    await stack.subscribe(test_mode=False)
+    # The vendor already has one of the users (a previous integration): POST gets 409, then PUT.
+    existing = str(person_id("student-1-0"))
+    async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as http:
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "externalId": existing,
+            "userName": "old@example.se",
+            "displayName": "Gammal Användare",
+            "name": {"givenName": "Gammal", "familyName": "Användare"},
+        }
+        async with http.post(f"{stack.vendor.base_url}/Users", json=body) as response:
+            assert response.status == 201
+    await stack.sync()
+    await stack.settled()
+    assert held(stack.vendor, "Users")[existing]["userName"] == "student-1-0@demo.skolsynk.example"
+    assert any(r.method == "POST" and r.status == 409 for r in stack.vendor.requests)
+
+    # Someone deleted a user at the vendor behind our back: the next update's PUT gets 404, then POST.
+    gone = str(person_id("student-1-1"))
+    assert stack.vendor.forget(TENANT, "Users", gone)
+    renamed = [
+        SourceRecord(kind=r.kind, key=r.key, data={**r.data, "family_name": "Nyberg"}) if r.key == "student-1-1" else r
+        for r in stack.records
+    ]
+    await stack.sync(renamed)
+    await stack.settled()
+    assert held(stack.vendor, "Users")[gone]["name"]["familyName"] == "Nyberg"
+    assert any(r.method == "PUT" and r.status == 404 for r in stack.vendor.requests)
+
+
+async def test_5xx_storm_and_a_slow_vendor_lose_nothing(stack: Stack):
+    assert stack.vendor is not None
+    stack.vendor.faults.error_rate(0.3, 503, seed=7)
+    stack.vendor.faults.delay(0.05)
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    await stack.settled(timeout=90)
+    assert any(r.status == 503 for r in stack.vendor.requests)
+    selection = await stack.selection()
+    assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
+
+
+async def test_vendor_down_and_back_the_backlog_drains(stack: Stack):
+    assert stack.vendor is not None
+    await stack.subscribe(test_mode=False)
+    stack.vendor.down()
+    await stack.sync()
+
+    async def retrying() -> bool:
+        return (
+            stack.dispatcher.metrics.messages_consumed.labels(
+                stack.dispatcher.queue_name("dispatcher", VENDOR), "retry"
+            )._value.get()
+            >= 3
+        )
+
+    await wait_for(retrying, timeout=30, what="deliveries to be retried while the vendor is down")
+    assert await stack.ledger.entries(TENANT) == []
+    await stack.vendor.up()
+    await stack.settled(timeout=90)
+    selection = await stack.selection()
+    assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
+    dlq = stack.dispatcher.topology.queue(stack.dispatcher.queue_name("dispatcher", VENDOR)).dead_letter_queue
+    assert await drain_queue(stack.settings.broker.amqp_url.get_secret_value(), dlq) == []
+
+
+async def test_permanent_rejection_goes_to_the_dlq_with_the_vendors_text(stack: Stack):
+    assert stack.vendor is not None
+    rejected = str(person_id("teacher-0-0"))
+    stack.vendor.faults.reject(rejected, 422, "userName taken by lena.larsson@kommun-a.se")
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    dlq = stack.dispatcher.topology.queue(stack.dispatcher.queue_name("dispatcher", VENDOR)).dead_letter_queue
+    amqp_url = stack.settings.broker.amqp_url.get_secret_value()
+    dead: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def rejected_in_dlq() -> bool:
+        dead.extend(await drain_queue(amqp_url, dlq))
+        return any(VendorChange.from_envelope(Envelope.model_validate_json(m.body)).entity_id == uuid.UUID(rejected)
+                   for m in dead)  # fmt: skip
+
+    await wait_for(rejected_in_dlq, timeout=30, what="the rejected user in the DLQ")
+    message = next(
+        m
+        for m in dead
+        if VendorChange.from_envelope(Envelope.model_validate_json(m.body)).entity_id == uuid.UUID(rejected)
+    )
+    reason = message.headers[HEADER_FAILURE_REASON]
+    assert "422" in reason
+    assert "userName taken" in reason
+    assert "lena.larsson" not in reason
+    entry = await stack.ledger.get(TENANT, uuid.UUID(rejected))
+    assert entry is not None
+    assert entry["status"] == "rejected"
+    # Everyone else arrived.
+    assert str(person_id("student-0-0")) in held(stack.vendor, "Users")
+
+
+async def test_test_mode_delivers_nothing_reports_and_going_live_delivers_everything(stack: Stack):
+    assert stack.vendor is not None
+    no_login = [
+        SourceRecord(kind=r.kind, key=r.key, data={**r.data, "eppn": []}) if r.key == "student-0-2" else r
+        for r in stack.records
+    ]
+    await stack.subscribe(test_mode=True)
+    await stack.sync(no_login)
+    await stack.settled(test=True)
+    assert stack.vendor.requests == []
+    report = await stack.ledger.test_report(TENANT)
+    selection = await stack.selection()
+    persons = sum(1 for d in selection.values() if d["kind"] == "person")
+    assert report["would_send"]["person"] == persons - 1
+    [rejection] = report["would_be_rejected"]
+    assert rejection["entity_id"] == str(person_id("student-0-2"))
+    assert "userName" in rejection["reason"] or "eppn" in rejection["reason"]
+    students = sum(v for k, v in report["per_school_unit_and_role"].items() if k.endswith("|student"))
+    assert students == 12 - 1
+
+    await stack.subscribe(test_mode=False)
+    await stack.request_projection()
+    await stack.settled(test=False, timeout=60)
+    users = held(stack.vendor, "Users")
+    no_login = str(person_id("student-0-2"))
+    assert len(users) == persons - 1  # the one without a login is refused (EGIL needs a userName)
+    assert no_login not in users
+    # Their class still arrives, without them.
+    classes = held(stack.vendor, "StudentGroups")
+    assert len(classes) == sum(1 for d in selection.values() if d["kind"] == "group")
+    assert all(no_login not in [m["value"] for m in g.get("studentMemberships", [])] for g in classes.values())
+
+
+async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
+):
+    if rabbitmq_vhost is None:
+        pytest.skip("needs rabbitmqctl")
+    stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
+    namespace = settings.broker.namespace
+    password = secrets.token_urlsafe(24)
+    await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
+    try:
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        await stack.settled()
+        expected = len(await stack.selection())
+        base = settings.broker.amqp_url.get_secret_value()
+        user_url = amqp_url_with_vhost(base, rabbitmq_vhost).replace(
+            "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
+        )
+        received: list[VendorChange] = []
+        connection = await aio_pika.connect(user_url)
+        async with connection:
+            channel = await connection.channel()
+            feed = await channel.get_queue(feed_queue_name(namespace, VENDOR), ensure=False)
+            while (message := await feed.get(no_ack=False, fail=False)) is not None:
+                received.append(VendorChange.from_envelope(Envelope.model_validate_json(message.body)))
+                await message.ack()
+        assert len(received) == expected
+        assert {c.operation for c in received} == {"upsert"}
+    finally:
+        await offboard_vendor(namespace, VENDOR)
+        await stop_stack(stack)
