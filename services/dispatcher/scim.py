@@ -70,6 +70,25 @@ def ssl_context_for(delivery: ScimDelivery) -> ssl.SSLContext | None:
     return context
 
 
+class PinnedConnector(aiohttp.TCPConnector):
+    """Checks the vendor's server certificate against the configured public-key pin on every new
+    connection, before any request is sent on it (CA verification still applies)."""
+
+    def __init__(self, *, pin: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pin = pin
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        if self._pin is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der is None or spki_pin(der) != self._pin:
+                transport.close()
+                raise PinMismatch("the vendor's server certificate does not match the configured public-key pin")
+        return transport, protocol
+
+
 class EgilScimClient:
     def __init__(self, delivery: ScimDelivery, *, api_key: str | None, retry_timeout_seconds: float = 20.0) -> None:
         self.delivery = delivery
@@ -87,8 +106,10 @@ class EgilScimClient:
             base_url=self.delivery.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.delivery.timeout_seconds),
-            connector=aiohttp.TCPConnector(
-                ssl=ssl_context_for(self.delivery) or False, limit=self.delivery.concurrency
+            connector=PinnedConnector(
+                pin=self.delivery.auth.server_pin_sha256,
+                ssl=ssl_context_for(self.delivery) or False,
+                limit=self.delivery.concurrency,
             ),
         )
 
@@ -105,7 +126,6 @@ class EgilScimClient:
                 async with self._session.request(
                     method, path, data=json.dumps(body).encode() if body is not None else None
                 ) as response:
-                    self._check_pin(response)
                     text = await response.text()
                     status = response.status
             except (aiohttp.ClientConnectionError, TimeoutError) as error:
@@ -113,15 +133,6 @@ class EgilScimClient:
         if status == 429 or status >= 500:
             raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}")
         return status, text
-
-    def _check_pin(self, response: aiohttp.ClientResponse) -> None:
-        pin = self.delivery.auth.server_pin_sha256
-        if pin is None or response.connection is None or response.connection.transport is None:
-            return
-        ssl_object = response.connection.transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if der is None or spki_pin(der) != pin:
-            raise PinMismatch("the vendor's server certificate does not match the configured public-key pin")
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
         async for attempt in stamina.retry_context(

@@ -369,6 +369,55 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
                 await message.ack()
         assert len(received) == expected
         assert {c.operation for c in received} == {"upsert"}
+
+        # The vendor asks for a full resend: its whole selection again, at new versions.
+        await stack.normaliser.publisher.publish(
+            ProjectionRequested(reason="resend", resend_vendor_id=VENDOR).to_envelope(tenant_id=TENANT),
+            exchange=stack.normaliser.topology.exchange("control"),
+            routing_key=ProjectionRequested.message_type,
+        )
+        await stack.settled()
+        again: list[VendorChange] = []
+        connection = await aio_pika.connect(user_url)
+        async with connection:
+            channel = await connection.channel()
+            feed = await channel.get_queue(feed_queue_name(namespace, VENDOR), ensure=False)
+            while (message := await feed.get(no_ack=False, fail=False)) is not None:
+                again.append(VendorChange.from_envelope(Envelope.model_validate_json(message.body)))
+                await message.ack()
+        assert {c.entity_id for c in again} == {c.entity_id for c in received}
+        assert {c.version for c in again} == {2}
     finally:
         await offboard_vendor(namespace, VENDOR)
         await stop_stack(stack)
+
+
+async def test_a_change_older_than_what_was_delivered_is_dropped(stack: Stack):
+    assert stack.vendor is not None
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    await stack.settled()
+    target = person_id("student-0-0")
+    delivered = await stack.ledger.get(TENANT, target)
+    assert delivered is not None
+    requests_before = len(stack.vendor.requests)
+    stale = VendorChange(
+        vendor_id=VENDOR,
+        entity_kind=EntityKind.PERSON,
+        entity_id=target,
+        operation="delete",
+        version=delivered["version"],
+        test_mode=False,
+        reason="replayed",
+    )
+    queue = stack.dispatcher.queue_name("dispatcher", VENDOR)
+    acked = stack.dispatcher.metrics.messages_consumed.labels(queue, "ack")
+    before = acked._value.get()
+    await stack.normaliser.publisher.publish(
+        stale.to_envelope(tenant_id=TENANT),
+        exchange=stack.normaliser.topology.exchange("vendor"),
+        routing_key=f"{VENDOR}.{TENANT}",
+    )
+    await wait_for(lambda: acked._value.get() > before, what="the stale change to be handled")
+    assert len(stack.vendor.requests) == requests_before
+    assert str(target) in held(stack.vendor, "Users")

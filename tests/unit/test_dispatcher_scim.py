@@ -1,0 +1,133 @@
+"""The dispatcher's EGIL SCIM client against the fake vendor server: mutual TLS with the server's CA
+and public-key pin, API keys, 409/404 recovery and the classification of failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import trustme
+
+from dispatcher.scim import EgilScimClient, PinMismatch, VendorRejected, VendorUnavailable
+from skolsynk.catalogue import ScimAuth, ScimDelivery
+from skolsynk.domain.egil import EgilResourceType
+from skolsynk.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
+
+pytestmark = pytest.mark.unit
+
+
+def organisation(resource_id: str) -> dict[str, object]:
+    return {
+        "schemas": ["urn:scim:schemas:extension:sis:school:1.0:Organisation"],
+        "externalId": resource_id,
+        "displayName": "Demo kommun",
+    }
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path | str]:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("kommun-a.skolsynk.example")
+    other_server = trustme.CA().issue_cert("127.0.0.1")
+    files = {
+        "ca": tmp_path / "ca.pem",
+        "server": tmp_path / "server.pem",
+        "client_cert": tmp_path / "client.pem",
+        "client_key": tmp_path / "client.key",
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    server.private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
+    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
+    client.private_key_pem.write_to_path(str(files["client_key"]))
+    return {
+        **files,
+        "client_pin": spki_sha256_pin(client.cert_chain_pems[0].bytes()),
+        "server_pin": spki_sha256_pin(server.cert_chain_pems[0].bytes()),
+        "other_server_pin": spki_sha256_pin(other_server.cert_chain_pems[0].bytes()),
+    }
+
+
+def mtls_delivery(base_url: str, pki: dict[str, Path | str], *, pin: str | None) -> ScimDelivery:
+    return ScimDelivery(
+        base_url=base_url,
+        auth=ScimAuth(
+            client_cert_file=Path(pki["client_cert"]),
+            client_key_file=Path(pki["client_key"]),
+            ca_file=Path(pki["ca"]),
+            server_pin_sha256=pin,
+        ),
+    )
+
+
+async def test_mutual_tls_with_the_right_pin_reaches_the_tenant(pki):
+    vendor = FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"})
+    await vendor.start(ssl_context=server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"])))
+    client = EgilScimClient(mtls_delivery(vendor.base_url, pki, pin=str(pki["server_pin"])), api_key=None)
+    await client.start()
+    try:
+        resource_id = str(uuid4())
+        assert (
+            await client.upsert(EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False)
+            == "created"
+        )
+        assert resource_id in vendor.resources("kommun-a", "Organisations")
+    finally:
+        await client.close()
+        await vendor.stop()
+
+
+async def test_a_server_without_the_pinned_key_is_refused(pki):
+    vendor = FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"})
+    await vendor.start(ssl_context=server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"])))
+    client = EgilScimClient(mtls_delivery(vendor.base_url, pki, pin=str(pki["other_server_pin"])), api_key=None)
+    await client.start()
+    try:
+        resource_id = str(uuid4())
+        with pytest.raises(PinMismatch):
+            await client.upsert(EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False)
+    finally:
+        await client.close()
+        await vendor.stop()
+
+
+async def test_api_key_409_and_404_recovery_and_failure_classes():
+    vendor = FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})
+    await vendor.start()
+    delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
+    client = EgilScimClient(delivery, api_key="k" * 20, retry_timeout_seconds=2.0)
+    await client.start()
+    org = EgilResourceType.ORGANISATIONS
+    try:
+        rid = str(uuid4())
+        assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
+        assert await client.upsert(org, rid, organisation(rid), exists=False) == "replaced"  # 409 -> PUT
+        vendor.forget("kommun-a", "Organisations", rid)
+        assert await client.upsert(org, rid, organisation(rid), exists=True) == "created"  # 404 -> POST
+        assert await client.delete(org, rid) == "deleted"
+        assert await client.delete(org, rid) == "absent"  # 404 on DELETE: already gone
+        vendor.faults.reject(rid, 422, "displayName is not allowed here")
+        with pytest.raises(VendorRejected, match="422"):
+            await client.upsert(org, rid, organisation(rid), exists=False)
+        vendor.faults.clear()
+        vendor.faults.fail_next(1000, 503)
+        with pytest.raises(VendorUnavailable):
+            await client.upsert(org, rid, organisation(rid), exists=False)
+        vendor.faults.clear()
+        vendor.faults.fail_next(2, 503)  # a short storm is ridden out inside one delivery
+        assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
+    finally:
+        await client.close()
+        await vendor.stop()
+    bad_key = EgilScimClient(delivery, api_key="wrong-" + "k" * 14)
+    vendor = FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})
+    await vendor.start()
+    bad_key.delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
+    await bad_key.start()
+    try:
+        with pytest.raises(VendorRejected, match="403"):
+            await bad_key.upsert(org, rid, organisation(rid), exists=False)
+    finally:
+        await bad_key.close()
+        await vendor.stop()
