@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
+import secrets
 import signal
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
@@ -36,6 +41,7 @@ from skolsynk.devstack import (
     start_mongo_wire_server,
     start_service,
     wait_until,
+    write_vendor_catalogue,
 )
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.selection import StoredEntity, TenantState, project
@@ -107,9 +113,34 @@ def expected_changes(records: list[SourceRecord]) -> int:
     return len(project(state, subscription, VendorProfile(vendor_id=VENDOR), today()))
 
 
+def wait_for_vendor_url(log_path: Path, process: subprocess.Popen[bytes]) -> str:
+    found: list[str] = []
+
+    def announced() -> bool:
+        if process.poll() is not None:
+            raise DevStackError(f"the fake vendor exited; see {log_path}")
+        match = re.search(r"listening on (\S+)", log_path.read_text(errors="replace"))
+        if match:
+            found.append(match.group(1))
+        return bool(found)
+
+    wait_until(announced, timeout=30, what="the fake vendor server")
+    return found[0].rstrip("/")
+
+
+def vendor_holds(base_url: str, api_key: str) -> dict[str, int]:
+    """What the vendor's server holds, by EGIL type (its GET lists)."""
+    counts = {}
+    for endpoint in ("Organisations", "SchoolUnits", "Users", "Employments", "StudentGroups", "Activities"):
+        request = urllib.request.Request(f"{base_url}/{endpoint}", headers={"X-API-Key": api_key})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            counts[endpoint] = int(json.loads(response.read())["totalResults"])
+    return counts
+
+
 def main() -> int:
     LOG_DIR.mkdir(exist_ok=True)
-    say("skolsynk demo: a sync from a fake source through the normaliser to a vendor's queue")
+    say("skolsynk demo: a sync from a fake source through the normaliser to a vendor's EGIL SCIM server")
     say("  [1/5] RabbitMQ ...")
     amqp_url = os.environ.get("AMQP_URL", "")
     demo_vhost: str | None = None
@@ -135,7 +166,30 @@ def main() -> int:
         "SKOLSYNK_READINESS_GRACE_SECONDS": "1",
     }
     services: list[ServiceProcess] = []
+    vendor_server: subprocess.Popen[bytes] | None = None
     try:
+        vendor_key = secrets.token_urlsafe(24)
+        vendor_log = LOG_DIR / "fake-vendor.log"
+        with vendor_log.open("wb") as log_file:
+            vendor_server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "skolsynk.fakes.egil_vendor",
+                    "--port",
+                    "0",
+                    "--api-key",
+                    f"{vendor_key}={TENANT}",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        vendor_url = wait_for_vendor_url(vendor_log, vendor_server)
+        say(f"        a fake EGIL SCIM vendor server (like the reference server) on {vendor_url}")
+        env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(
+            write_vendor_catalogue(LOG_DIR / "vendors", VENDOR, scim_base_url=vendor_url, api_key_env="DEMO_VENDOR_KEY")
+        )
+        env["DEMO_VENDOR_KEY"] = vendor_key
         say("  [3/5] starting services ...")
         for name, (module, extra) in SERVICES.items():
             services.append(start_service(name, module, env={**env, **extra}, log_dir=LOG_DIR))
@@ -164,7 +218,9 @@ def main() -> int:
             timeout=90,
             what=f"{expected} changes to reach {VENDOR}",
         )
-        say(f"        first sync: {sent} messages in, {expected} changes delivered to {VENDOR}'s queue")
+        held = vendor_holds(vendor_url, vendor_key)
+        say(f"        first sync: {sent} messages in, {expected} changes pushed by EGIL SCIM to {VENDOR}")
+        say("        the vendor now holds: " + ", ".join(f"{n} {kind}" for kind, n in held.items()))
         before = float(metric(normaliser, projections))
         sent = send_snapshot()
         wait_until(lambda: float(metric(normaliser, projections)) > before, timeout=90, what="the second projection")
@@ -195,6 +251,9 @@ def main() -> int:
     finally:
         for service in services:
             service.terminate(timeout=10)
+        if vendor_server is not None:
+            vendor_server.terminate()
+            vendor_server.wait(timeout=10)
         if mongo is not None:
             mongo.stop()
         if demo_vhost is not None:
