@@ -179,3 +179,37 @@ async def _rabbitmqctl(*args: str, secret: str | None = None) -> tuple[int, str]
     if secret:
         output = output.replace(secret, "***")
     return (code if code is not None else -1), output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dispatcher.onboarding onboard|offboard VENDOR [--namespace NS] [--vhost VHOST]
+    [--password-env VAR]``: the operator's command (the password is read from an environment
+    variable, never from the command line)."""
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m dispatcher.onboarding")
+    parser.add_argument("action", choices=["onboard", "offboard"])
+    parser.add_argument("vendor_id")
+    parser.add_argument("--namespace", default=os.environ.get("SKOLSYNK_NAMESPACE", "skolsynk"))
+    parser.add_argument("--vhost", default="/")
+    parser.add_argument("--password-env", default="SKOLSYNK_VENDOR_PASSWORD")
+    args = parser.parse_args(argv)
+    if args.action == "offboard":
+        asyncio.run(offboard_vendor(args.namespace, args.vendor_id))
+        return 0
+    password = os.environ.get(args.password_env, "")
+    if not password:
+        sys.stderr.write(f"set the vendor's password in the environment variable {args.password_env}\n")
+        return 2
+    asyncio.run(onboard_vendor(args.namespace, args.vendor_id, password, vhost=args.vhost))
+    sys.stdout.write(
+        f"{vendor_user_name(args.namespace, args.vendor_id)} may now read "
+        f"{feed_queue_name(args.namespace, args.vendor_id)} and nothing else\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
