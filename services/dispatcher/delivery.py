@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from dispatcher.ledger import DeliveryLedger
+from dispatcher.ledger import DeliveryLedger, Status
 from dispatcher.scim import EgilScimClient, VendorRejected
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.contracts import Envelope
@@ -114,13 +114,14 @@ class VendorDeliverer:
 
     async def _record_test(self, tenant_id: str, change: VendorChange, record: dict[str, Any]) -> None:
         """Test mode: record what would be sent, and whether the vendor's profile would reject it."""
-        status, reason = "test", None
+        status: Status = "test"
+        reason: str | None = None
         if self.vendor.delivery is DeliveryMode.EGIL_SCIM and change.operation == "upsert":
             try:
                 to_egil(change.resource or {})
             except EgilMappingError as error:
                 status, reason = "test_rejected", str(error)
-        await self.ledger.record(tenant_id, change.entity_id, status=status, test=True, reason=reason, **record)  # type: ignore[arg-type]
+        await self.ledger.record(tenant_id, change.entity_id, status=status, test=True, reason=reason, **record)
         log.info("recorded_in_test_mode", kind=change.entity_kind.value, operation=change.operation, status=status)
 
     async def _missing_references(self, tenant_id: str, needed: set[str]) -> set[str]:

@@ -341,6 +341,19 @@ async def test_test_mode_delivers_nothing_reports_and_going_live_delivers_everyt
     assert all(no_login not in [m["value"] for m in g.get("studentMemberships", [])] for g in classes.values())
 
 
+async def read_feed(user_url: str, queue: str) -> list[VendorChange]:
+    """Everything in a vendor's feed queue, read (and acked) with the vendor's own credentials."""
+    changes: list[VendorChange] = []
+    connection = await aio_pika.connect(user_url)
+    async with connection:
+        channel = await connection.channel()
+        feed = await channel.get_queue(queue, ensure=False)
+        while (message := await feed.get(no_ack=False, fail=False)) is not None:
+            changes.append(VendorChange.from_envelope(Envelope.model_validate_json(message.body)))
+            await message.ack()
+    return changes
+
+
 async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
     settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
 ):
@@ -359,14 +372,7 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
         user_url = amqp_url_with_vhost(base, rabbitmq_vhost).replace(
             "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
         )
-        received: list[VendorChange] = []
-        connection = await aio_pika.connect(user_url)
-        async with connection:
-            channel = await connection.channel()
-            feed = await channel.get_queue(feed_queue_name(namespace, VENDOR), ensure=False)
-            while (message := await feed.get(no_ack=False, fail=False)) is not None:
-                received.append(VendorChange.from_envelope(Envelope.model_validate_json(message.body)))
-                await message.ack()
+        received = await read_feed(user_url, feed_queue_name(namespace, VENDOR))
         assert len(received) == expected
         assert {c.operation for c in received} == {"upsert"}
 
@@ -377,14 +383,7 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
             routing_key=ProjectionRequested.message_type,
         )
         await stack.settled()
-        again: list[VendorChange] = []
-        connection = await aio_pika.connect(user_url)
-        async with connection:
-            channel = await connection.channel()
-            feed = await channel.get_queue(feed_queue_name(namespace, VENDOR), ensure=False)
-            while (message := await feed.get(no_ack=False, fail=False)) is not None:
-                again.append(VendorChange.from_envelope(Envelope.model_validate_json(message.body)))
-                await message.ack()
+        again = await read_feed(user_url, feed_queue_name(namespace, VENDOR))
         assert {c.entity_id for c in again} == {c.entity_id for c in received}
         assert {c.version for c in again} == {2}
     finally:
