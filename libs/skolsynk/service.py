@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
@@ -69,7 +70,7 @@ class ServiceApp:
         self._closed = False
         #: Service-specific objects a test or a tool may need (the service's handlers, ...).
         self.extensions: dict[str, Any] = {}
-        self._web_apps: list[tuple[web.Application, str, int]] = []
+        self._web_apps: list[tuple[web.Application, str, int, ssl.SSLContext | None]] = []
         self._startup: list[Callable[[], Awaitable[None]]] = []
         self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._web_runners: list[web.AppRunner] = []
@@ -118,11 +119,13 @@ class ServiceApp:
         self.consumers.append(consumer)
         return consumer
 
-    def add_web_app(self, web_app: web.Application, *, host: str, port: int) -> None:
-        """Serve an HTTP application (an API) next to the health port. It starts after the broker and
-        the store are connected and stops first at shutdown: in-flight requests finish, new ones are
-        refused."""
-        self._web_apps.append((web_app, host, port))
+    def add_web_app(
+        self, web_app: web.Application, *, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Serve an HTTP application (an API) next to the health port, over TLS with ``ssl_context``.
+        It starts after the broker and the store are connected and stops first at shutdown: in-flight
+        requests finish, new ones are refused."""
+        self._web_apps.append((web_app, host, port, ssl_context))
 
     def add_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Runs once at start, after the broker and the store are connected and before any consumer
@@ -166,10 +169,12 @@ class ServiceApp:
             self.health.add_readiness_check(f"consumer:{consumer.spec.name}", consumer.ready)
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(task(), name=f"{self.name}:{name}"))
-        for web_app, host, port in self._web_apps:
-            runner = web.AppRunner(web_app, access_log=None)
+        for web_app, host, port, ssl_context in self._web_apps:
+            runner = web.AppRunner(
+                web_app, access_log=None, shutdown_timeout=self.settings.lifecycle.drain_timeout_seconds
+            )
             await runner.setup()
-            site = web.TCPSite(runner, host, port, shutdown_timeout=self.settings.lifecycle.drain_timeout_seconds)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
             await site.start()
             self._web_runners.append(runner)
             sockets = getattr(site._server, "sockets", None) or []

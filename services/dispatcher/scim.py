@@ -16,8 +16,6 @@ dead-lettered with the vendor's error text (scrubbed of personal data).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import ssl
 from typing import Any
@@ -25,13 +23,12 @@ from typing import Any
 import aiohttp
 import stamina
 from aiolimiter import AsyncLimiter
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from skolsynk.catalogue import ScimDelivery
 from skolsynk.domain.egil import EgilResourceType
 from skolsynk.logging import get_logger, scrub
 from skolsynk.messaging import PermanentError, TransientError
+from skolsynk.tls import spki_sha256_pin
 
 log = get_logger(__name__)
 
@@ -52,12 +49,6 @@ class VendorRejected(PermanentError):
 
 class PinMismatch(PermanentError):
     """The vendor's server certificate does not carry the pinned public key."""
-
-
-def spki_pin(certificate_der: bytes) -> str:
-    certificate = x509.load_der_x509_certificate(certificate_der)
-    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def ssl_context_for(delivery: ScimDelivery) -> ssl.SSLContext | None:
@@ -83,7 +74,7 @@ class PinnedConnector(aiohttp.TCPConnector):
         if self._pin is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            if der is None or spki_pin(der) != self._pin:
+            if der is None or spki_sha256_pin(der) != self._pin:
                 transport.close()
                 raise PinMismatch("the vendor's server certificate does not match the configured public-key pin")
         return transport, protocol

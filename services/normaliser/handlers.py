@@ -61,9 +61,9 @@ class NormaliserHandlers:
                 run_id=str(page.run_id),
                 page=page.page,
                 received=result.received,
-                changed=result.changed,
+                valid=result.valid,
                 withheld=result.withheld,
-                deleted=result.deleted,
+                deletions=result.deletions,
             )
             ready, run_id = result.run_ready, page.run_id
         elif envelope.message_type == SourceRunCompleted.message_type:

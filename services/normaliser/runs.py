@@ -14,6 +14,7 @@ from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, Sour
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.quality import Finding, FindingCode
 from skolsynk.logging import get_logger
+from skolsynk.messaging import TransientError
 from skolsynk.storage import Database, Session
 from skolsynk.storage.findings import FindingStore
 
@@ -21,14 +22,16 @@ log = get_logger(__name__)
 
 #: A finalising run whose finaliser died is taken over after this.
 STALE_FINALISE = timedelta(minutes=10)
+#: A run waits for earlier runs of its source started within this window (older ones were abandoned).
+EARLIER_RUNS_WAITED_FOR = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
 class PageResult:
     received: int
-    changed: int
+    valid: int
     withheld: int
-    deleted: int
+    deletions: int
     run_ready: bool
 
 
@@ -86,13 +89,11 @@ class Runs:
                 "hash": content_hash(data),
                 "updated_at": now(),
             }
-        stored = await self.entities.hashes([UUID(i) for i in documents], session=session)
-        changed = [doc for doc_id, doc in documents.items() if stored.get(doc_id) != doc["hash"]]
-        await self.entities.write(changed, session=session)
-        deleted = await self.entities.delete(
-            (str(entity_id(tenant_id, page.source_id, d.kind, d.key)) for d in page.deletions), session=session
-        )
+        deletions = [str(entity_id(tenant_id, page.source_id, d.kind, d.key)) for d in page.deletions]
         await self.findings.add(findings, session=session)
+        # Pages are staged and applied in page order when the run is finalised: pages of one run
+        # (and runs of one source) may be handled in any order, and an entity created on one page
+        # and deleted on a later one (or the reverse) must end as the source left it.
         doc = await self.runs.page_received(
             page.run_id,
             page.page,
@@ -100,10 +101,12 @@ class Runs:
             source_id=page.source_id,
             seen=seen,
             counts=counts,
+            documents=list(documents.values()),
+            deletions=deletions,
             session=session,
         )
         ready = await self._ready_if_complete(doc, session=session)
-        return PageResult(len(page.records), len(changed), withheld, deleted, ready)
+        return PageResult(len(page.records), len(documents), withheld, len(deletions), ready)
 
     async def complete(self, tenant_id: str, message: SourceRunCompleted, *, session: Session) -> bool:
         doc = await self.runs.completed(
@@ -135,14 +138,24 @@ class Runs:
         if doc is None:
             return None
         tenant_id, source_id = doc["tenant_id"], doc["source_id"]
+        if await self.runs.earlier_unfinished(doc, newer_than=now() - EARLIER_RUNS_WAITED_FOR):
+            await self.runs.unclaim(run_id)
+            raise TransientError("an earlier run of this source is not finalised yet")
         completion = doc["completion"]
-        pages = await self.runs.page_documents(run_id)
+        pages = sorted(await self.runs.page_documents(run_id), key=lambda p: int(p["_id"].rsplit(":", 1)[1]))
         received: dict[str, int] = {}
         seen: set[str] = set()
+        applied = 0
         for page in pages:
             seen.update(page["seen"])
             for kind, count in page["counts"].items():
                 received[kind] = received.get(kind, 0) + count
+            documents = page.get("documents") or []
+            stored = await self.entities.hashes([UUID(d["_id"]) for d in documents])
+            changed = [d for d in documents if stored.get(d["_id"]) != d["hash"]]
+            await self.entities.write(changed)
+            applied += len(changed)
+            await self.entities.delete(page.get("deletions") or [])
         reasons = []
         if not completion["healthy"]:
             reasons.append("the source reported read errors")
@@ -170,6 +183,7 @@ class Runs:
                 ]
             )
         await self.findings.keep_only_run(tenant_id, source_id, run_id)
+        await self.runs.forget_page_contents(run_id)
         outcome = RunOutcome(complete=complete, reasons=tuple(reasons), removed=removed)
         await self.runs.finalised(run_id, {"complete": complete, "reasons": reasons, "removed": removed})
         log.info("run_finalised", run_id=str(run_id), complete=complete, removed=removed, mode=doc["mode"])

@@ -99,11 +99,22 @@ class RunStore:
         source_id: str,
         seen: list[str],
         counts: dict[str, int],
+        documents: list[Document],
+        deletions: list[str],
         session: Session,
     ) -> Document:
         await self.pages.update_one(
             {"_id": f"{run_id}:{page}"},
-            {"$set": {"run_id": str(run_id), "seen": seen, "counts": counts, "created_at": now()}},
+            {
+                "$set": {
+                    "run_id": str(run_id),
+                    "seen": seen,
+                    "counts": counts,
+                    "documents": documents,
+                    "deletions": deletions,
+                    "created_at": now(),
+                }
+            },
             upsert=True,
             session=session,
         )
@@ -148,6 +159,27 @@ class RunStore:
             {"$set": {"status": "finalising", "claimed_at": now()}},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def unclaim(self, run_id: UUID) -> None:
+        await self.runs.update_one({"_id": str(run_id), "status": "finalising"}, {"$set": {"status": "ready"}})
+
+    async def earlier_unfinished(self, run: Document, *, newer_than: datetime) -> bool:
+        """Whether an earlier run of the same source (started after ``newer_than``) is unfinished."""
+        earlier = await self.runs.find_one(
+            {
+                "tenant_id": run["tenant_id"],
+                "source_id": run["source_id"],
+                "_id": {"$ne": run["_id"]},
+                "status": {"$ne": "finalised"},
+                "started_at": {"$lt": run["started_at"], "$gt": newer_than},
+            },
+            {"_id": 1},
+        )
+        return earlier is not None
+
+    async def forget_page_contents(self, run_id: UUID) -> None:
+        """Applied pages keep only ids and counts: the staged records held personal data."""
+        await self.pages.update_many({"run_id": str(run_id)}, {"$set": {"documents": [], "deletions": []}})
 
     async def finalised(self, run_id: UUID, outcome: dict[str, Any]) -> None:
         await self.runs.update_one(

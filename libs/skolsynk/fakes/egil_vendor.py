@@ -47,9 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import copy
-import hashlib
 import json
 import random
 import re
@@ -64,10 +62,9 @@ from http import HTTPStatus
 from typing import Any, Literal, NamedTuple, TextIO
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from skolsynk.logging import get_logger
+from skolsynk.tls import spki_sha256_pin
 
 log = get_logger(__name__)
 
@@ -111,18 +108,6 @@ _SCIM_JSON = "application/scim+json"
 
 # --------------------------------------------------------------------------------------------------
 # Pins and TLS
-
-
-def spki_sha256_pin(cert_pem: bytes) -> str:
-    """Base64 of SHA-256 over the certificate's DER SubjectPublicKeyInfo (the Moa/tls-fed-auth pin).
-
-    Accepts a PEM certificate (the first one in the data) or DER bytes."""
-    if cert_pem.lstrip().startswith(b"-----BEGIN"):
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    else:
-        cert = x509.load_der_x509_certificate(cert_pem)
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def server_ssl_context(certfile: str, keyfile: str | None = None, client_ca: str | None = None) -> ssl.SSLContext:

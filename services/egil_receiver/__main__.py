@@ -1,0 +1,3 @@
+from egil_receiver.app import main
+
+main()

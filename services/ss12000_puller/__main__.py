@@ -1,0 +1,3 @@
+from ss12000_puller.app import main
+
+main()

@@ -1,0 +1,489 @@
+"""The SS 12000 puller against the fake SS 12000 API, the real broker and the Mongo wire server: the
+runs it publishes on the ``source`` exchange are collected from the normaliser's queue."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.fakes.ss12000_api import FakeSs12000Api
+from skolsynk.messaging import MessageContext
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from ss12000_puller.app import PullerSettings, build
+from ss12000_puller.puller import Puller
+from ss12000_puller.runs import STATE_COLLECTION, RunReport
+from ss12000_puller.sources import SourceConfig, parse_sources
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
+
+TENANT = "kommun-a"
+SOURCE = "ss12000-1"
+CLIENT_SECRET = "client-secret-value"
+HOOK_SECRET = "hook-secret-value"
+ENVIRON = {"SS12000_CLIENT_SECRET": CLIENT_SECRET, "SS12000_WEBHOOK_SECRET": HOOK_SECRET}
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "ref" / "ss12000" / "examples" / "examples-2.1.json"
+LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
+
+HUVUDMAN_ID = "0f3c6c1e-6a51-4c1a-9d0e-2b7f4a1c9e01"
+UNIT_ID = "5b1f0f8e-3c2d-4b7e-8f61-0d9a7c2e4b10"
+
+
+def uid(n: int) -> str:
+    return str(uuid.UUID(int=n))
+
+
+def example_objects() -> dict[str, list[dict[str, Any]]]:
+    """A small school from the 2.1 examples when available, else generated in the same shape."""
+    if EXAMPLES.exists():
+        ex = json.loads(EXAMPLES.read_text(encoding="utf-8"))
+        return {
+            "organisations": [ex["Organisation_huvudman"], ex["Organisation_skolenhet"]],
+            "persons": [ex["Person_student"], ex["Person_teacher"]],
+            "duties": [ex["Duty"]],
+            "groups": [ex["Group_klass"]],
+            "activities": [ex["Activity"]],
+        }
+    teacher, student, duty, group = uid(901), uid(902), uid(903), uid(904)
+    return {
+        "organisations": [
+            {"id": HUVUDMAN_ID, "displayName": "Kommun", "organisationType": "Huvudman"},
+            {
+                "id": UNIT_ID,
+                "displayName": "Skolan",
+                "organisationType": "Skolenhet",
+                "schoolUnitCode": "87654321",
+                "schoolTypes": ["GR"],
+                "parentOrganisation": {"id": HUVUDMAN_ID},
+            },
+        ],
+        "persons": [person(902), {"id": teacher, "givenName": "Lärare", "familyName": "Testsson"}],
+        "duties": [{"id": duty, "person": {"id": teacher}, "dutyAt": {"id": UNIT_ID}, "dutyRole": "Lärare"}],
+        "groups": [
+            {
+                "id": group,
+                "displayName": "7B",
+                "groupType": "Klass",
+                "schoolType": "GR",
+                "organisation": {"id": UNIT_ID},
+                "groupMemberships": [{"person": {"id": student}}],
+            }
+        ],
+        "activities": [
+            {
+                "id": uid(905),
+                "displayName": "Ma 7B",
+                "organisation": {"id": UNIT_ID},
+                "groups": [{"id": group}],
+                "teachers": [{"duty": {"id": duty}}],
+            }
+        ],
+    }
+
+
+def person(n: int) -> dict[str, Any]:
+    return {
+        "id": uid(n),
+        "givenName": f"Elev{n}",
+        "familyName": "Testsson",
+        "eduPersonPrincipalNames": [f"elev{n}@skola.example"],
+        "enrolments": [{"enroledAt": {"id": UNIT_ID}, "schoolType": "GR", "schoolYear": 7, "startDate": "2025-08-18"}],
+    }
+
+
+@dataclass
+class Collected:
+    """Every source message that reached the normaliser's queue, by run."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    def of(self, run_id: uuid.UUID) -> list[Envelope]:
+        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
+
+    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
+        return next(
+            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
+        )
+
+    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
+        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
+        return sorted(pages, key=lambda p: p.page)
+
+    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
+        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
+        return SourceRunCompleted.from_envelope(done[0]) if done else None
+
+    def complete(self, run_id: uuid.UUID) -> bool:
+        done = self.completed(run_id)
+        return (
+            done is not None
+            and len(self.pages(run_id)) == done.pages
+            and any(e.message_type == "source.run.started" for e in self.of(run_id))
+        )
+
+    def runs(self) -> list[uuid.UUID]:
+        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
+
+
+@dataclass
+class Harness:
+    fake: FakeSs12000Api
+    app: ServiceApp
+    collected: Collected
+    source: SourceConfig
+
+    @property
+    def puller(self) -> Puller:
+        puller = self.app.extensions["puller"]
+        assert isinstance(puller, Puller)
+        return puller
+
+    async def run(self, mode: str = "full") -> tuple[RunReport, SourceRunCompleted]:
+        report = await self.puller.pull(self.source, mode=mode)  # type: ignore[arg-type]
+        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
+        completed = self.collected.completed(report.run_id)
+        assert completed is not None
+        return report, completed
+
+    async def state(self) -> dict[str, Any] | None:
+        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"})
+
+
+def source_config(fake: FakeSs12000Api, **overrides: Any) -> SourceConfig:
+    raw: dict[str, Any] = {
+        "tenant_id": TENANT,
+        "source_id": SOURCE,
+        "base_url": fake.base_url,
+        "auth": {
+            "kind": "oauth2",
+            "token_url": fake.token_url,
+            "client_id": fake.client_id,
+            "client_secret_env": "SS12000_CLIENT_SECRET",
+        },
+        "page_size": 100,
+        "webhook_secret_env": "SS12000_WEBHOOK_SECRET",
+        **overrides,
+    }
+    return parse_sources([raw])[0]
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterator[HarnessFactory]:
+    fakes: list[FakeSs12000Api] = []
+    apps: list[ServiceApp] = []
+    collected = Collected()
+    collector: ServiceApp = make_app("collector")
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        collected.envelopes.append(envelope)
+
+    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
+    await collector.start()
+
+    async def factory(
+        *, schedule: bool = False, fake_options: dict[str, Any] | None = None, **source_overrides: Any
+    ) -> Harness:
+        fake = FakeSs12000Api(client_secret=CLIENT_SECRET, **(fake_options or {}))
+        await fake.start()
+        fakes.append(fake)
+        for endpoint, objects in example_objects().items():
+            for obj in objects:
+                fake.put(endpoint, obj, modified=LONG_AGO)
+        source = source_config(fake, **source_overrides)
+        puller_settings = PullerSettings.model_validate(
+            {
+                **settings.model_dump(),
+                "ss12000_webhook_host": "127.0.0.1",
+                "ss12000_webhook_port": 0,
+                "ss12000_schedule": schedule,
+                "ss12000_request_timeout_seconds": 5,
+                "ss12000_retry_attempts": 3,
+                "ss12000_retry_wait_initial_seconds": 0.01,
+                "ss12000_retry_wait_max_seconds": 0.05,
+            }
+        )
+        app = build(puller_settings, sources=[source], environ=ENVIRON)
+        apps.append(app)
+        await app.start()
+        return Harness(fake, app, collected, source)
+
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            await app.drain(1.0)
+            await app.close()
+        for fake in fakes:
+            await fake.stop()
+
+
+def validate_records(pages: list[SourceRecordPage]) -> None:
+    for page in pages:
+        for record in page.records:
+            ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind.value})
+
+
+async def test_full_run_publishes_every_collection(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    report, completed = await h.run("full")
+    started = h.collected.started(report.run_id)
+    assert started.mode == "full"
+    assert started.source_kind == "ss12000"
+    assert completed.healthy
+    assert completed.errors == []
+    assert completed.counts == {
+        EntityKind.ORGANISATION: 1,
+        EntityKind.SCHOOL_UNIT: 1,
+        EntityKind.PERSON: 2,
+        EntityKind.DUTY: 1,
+        EntityKind.GROUP: 1,
+        EntityKind.ACTIVITY: 1,
+    }
+    pages = h.collected.pages(report.run_id)
+    assert [p.page for p in pages] == list(range(completed.pages))
+    validate_records(pages)
+    kinds = [r.kind for p in pages for r in p.records]
+    assert kinds.index(EntityKind.ORGANISATION) < kinds.index(EntityKind.PERSON) < kinds.index(EntityKind.ACTIVITY)
+    for envelope in h.collected.of(report.run_id):
+        assert envelope.tenant_id == TENANT
+        assert envelope.producer == "ss12000-puller"
+    # One token for the whole run, sent on every data request.
+    assert h.fake.tokens_issued == 1
+    assert all(r.status == 200 for r in h.fake.requests)
+    state = await h.state()
+    assert state is not None
+    assert state["high_water_mark"] is not None
+
+
+async def test_paging_across_many_pages_sends_filters_only_first(make_harness: HarnessFactory) -> None:
+    h = await make_harness(page_size=2)
+    for n in range(1, 24):
+        h.fake.put("persons", person(n), modified=LONG_AGO)
+    report, completed = await h.run("full")
+    assert completed.healthy
+    assert completed.counts[EntityKind.PERSON] == 25
+    person_requests = [r for r in h.fake.requests if r.endpoint == "persons"]
+    assert len(person_requests) == 13
+    assert "pageToken" not in person_requests[0].query
+    assert person_requests[0].query["limit"] == ["2"]
+    for request in person_requests[1:]:
+        assert set(request.query) == {"pageToken", "limit"}
+    persons = {r.key for p in h.collected.pages(report.run_id) for r in p.records if r.kind is EntityKind.PERSON}
+    assert len(persons) == 25
+
+    # An incremental run sends its meta.modified.after on the first request only, too.
+    h.fake.requests.clear()
+    for n in range(30, 35):
+        h.fake.put("persons", person(n))
+    report, completed = await h.run("incremental")
+    assert completed.counts == {EntityKind.PERSON: 5}
+    person_requests = [r for r in h.fake.requests if r.endpoint == "persons"]
+    assert len(person_requests) == 3
+    assert "meta.modified.after" in person_requests[0].query
+    assert all("meta.modified.after" not in r.query for r in person_requests[1:])
+
+
+async def test_oauth2_token_is_refreshed_after_expiry(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    _, completed = await h.run("full")
+    assert completed.healthy
+    assert h.fake.tokens_issued == 1
+    h.fake.expire_tokens()
+    h.fake.requests.clear()
+    _, completed = await h.run("full")
+    assert completed.healthy
+    assert h.fake.tokens_issued == 2
+    statuses = [(r.path, r.status) for r in h.fake.requests]
+    assert statuses[0] == ("/organisations", 401)
+    assert statuses[1] == ("/token", 200)
+    assert statuses[2] == ("/organisations", 200)
+
+
+async def test_api_key_authentication(make_harness: HarnessFactory) -> None:
+    h = await make_harness(
+        fake_options={"auth": "api_key", "api_key": CLIENT_SECRET, "api_key_header": "X-Api-Key"},
+        auth={"kind": "api_key", "api_key_env": "SS12000_CLIENT_SECRET", "api_key_header": "X-Api-Key"},
+    )
+    _, completed = await h.run("full")
+    assert completed.healthy
+    assert h.fake.tokens_issued == 0
+
+
+async def test_throttling_honours_retry_after(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    h.fake.throttle(2, retry_after=0.3)
+    began = time.monotonic()
+    _, completed = await h.run("full")
+    elapsed = time.monotonic() - began
+    assert completed.healthy
+    assert [r.status for r in h.fake.requests if r.path != "/token"][:3] == [429, 429, 200]
+    # The backoff alone (0.01 s initial, 0.05 s max) cannot explain the wait: Retry-After was honoured.
+    assert elapsed >= 0.55
+
+
+async def test_a_page_failing_permanently_makes_the_run_unhealthy(make_harness: HarnessFactory) -> None:
+    h = await make_harness(page_size=5)
+    for n in range(1, 24):
+        h.fake.put("persons", person(n), modified=LONG_AGO)
+    h.fake.fail_page("persons", 2, status=500)
+    report, completed = await h.run("full")
+    assert not completed.healthy
+    assert completed.errors == ["persons:http_500"]
+    assert [r.status for r in h.fake.requests if r.endpoint == "persons" and r.page == 2] == [500, 500, 500]
+    # The other collections were still read, and the pages sent are all announced.
+    assert completed.counts[EntityKind.ACTIVITY] == 1
+    assert completed.counts[EntityKind.PERSON] == 10
+    assert len(h.collected.pages(report.run_id)) == completed.pages
+    # No high-water mark from an unhealthy run.
+    state = await h.state()
+    assert state is not None
+    assert "high_water_mark" not in state
+    assert state["last_full_run"]["healthy"] is False
+    # An incremental run without a mark is a full one.
+    h.fake.clear_faults()
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "full"
+    assert completed.healthy
+
+
+async def test_transient_server_errors_are_retried(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    h.fake.fail_next(2, status=503)
+    _, completed = await h.run("full")
+    assert completed.healthy
+    assert [r.status for r in h.fake.requests if r.path != "/token"][:3] == [503, 503, 200]
+
+
+@pytest.mark.parametrize("spelling", ["activitites", "activities"])
+async def test_incremental_run_with_modifications_and_deletions(make_harness: HarnessFactory, spelling: str) -> None:
+    h = await make_harness(fake_options={"deleted_activities_key": spelling})
+    full, completed = await h.run("full")
+    assert completed.healthy
+    mark = full.started_at
+    objects = example_objects()
+    changed = copy.deepcopy(objects["persons"][0])
+    changed["familyName"] = "Nyström"
+    h.fake.put("persons", changed, modified=datetime.now(UTC))
+    # Within the overlap before the mark: read again; before the overlap: not.
+    h.fake.put("persons", person(501), modified=mark - timedelta(minutes=2))
+    h.fake.put("persons", person(502), modified=mark - timedelta(minutes=10))
+    group_id, activity_id = objects["groups"][0]["id"], objects["activities"][0]["id"]
+    h.fake.delete("groups", group_id)
+    h.fake.delete("activities", activity_id)
+    h.fake.delete("persons", uid(777), at=mark - timedelta(days=1))  # long before: not reported
+    h.fake.requests.clear()
+
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "incremental"
+    assert completed.healthy
+    assert completed.counts == {EntityKind.PERSON: 2}
+    pages = h.collected.pages(report.run_id)
+    validate_records(pages)
+    keys = {r.key for p in pages for r in p.records}
+    assert keys == {changed["id"], uid(501)}
+    record = next(r for p in pages for r in p.records if r.key == changed["id"])
+    assert record.data["family_name"] == "Nyström"
+    deletions = {(d.kind, d.key) for p in pages for d in p.deletions}
+    assert deletions == {(EntityKind.GROUP, group_id), (EntityKind.ACTIVITY, activity_id)}
+    first = next(r for r in h.fake.requests if r.endpoint == "persons")
+    since = datetime.fromisoformat(first.query["meta.modified.after"][0].replace("Z", "+00:00"))
+    assert since == mark - timedelta(minutes=5)
+    deleted_request = next(r for r in h.fake.requests if r.endpoint == "deletedEntities")
+    assert deleted_request.query["after"] == first.query["meta.modified.after"]
+    state = await h.state()
+    assert state is not None
+    assert state["high_water_mark"] == report.started_at
+
+
+async def test_high_water_mark_advances_only_after_a_healthy_run(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    full, _ = await h.run("full")
+    mark = (await h.state() or {})["high_water_mark"]
+
+    h.fake.fail_page("deletedEntities", 0, status=503)
+    failed, completed = await h.run("incremental")
+    assert not completed.healthy
+    assert completed.errors == ["deletedEntities:http_503"]
+    state = await h.state()
+    assert state is not None
+    assert state["high_water_mark"] == mark
+    assert state["last_incremental_run"]["healthy"] is False
+
+    h.fake.clear_faults()
+    h.fake.requests.clear()
+    ok, completed = await h.run("incremental")
+    assert completed.healthy
+    # The retry reads from the same mark again, and only then moves it.
+    assert ok.since == full.started_at - timedelta(minutes=5)
+    assert ok.since == failed.since
+    state = await h.state()
+    assert state is not None
+    assert state["high_water_mark"] > mark
+    assert ok.high_water_mark is not None
+    assert ok.high_water_mark.replace(tzinfo=UTC) > full.started_at - timedelta(milliseconds=1)
+
+
+async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    full, _ = await h.run("full")
+    port = h.app.web_ports[0]
+    url = f"http://127.0.0.1:{port}/ss12000/notify/{TENANT}/{SOURCE}"
+    h.fake.put("persons", person(601))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"modifiedEntites": ["Person"], "deletedEntities": False}) as response:
+            assert response.status == 401
+        bad = {"X-Skolsynk-Webhook-Secret": "wrong"}
+        async with http.post(url, json={"modifiedEntities": ["Person"]}, headers=bad) as response:
+            assert response.status == 403
+        good = {"X-Skolsynk-Webhook-Secret": HOOK_SECRET}
+        other = f"http://127.0.0.1:{port}/ss12000/notify/{TENANT}/unknown"
+        async with http.post(other, json={"modifiedEntities": ["Person"]}, headers=good) as response:
+            assert response.status == 404
+        async with http.post(url, data=b"not json", headers=good) as response:
+            assert response.status == 400
+        assert h.collected.runs() == [full.run_id]
+
+        async with http.post(url, json={"modifiedEntites": ["Person"], "deletedEntities": False}, headers=good) as r:
+            assert r.status == 200
+        await wait_for(lambda: len(h.collected.runs()) == 2, what="a triggered run")
+        triggered = h.collected.runs()[1]
+        await wait_for(lambda: h.collected.complete(triggered), what="the triggered run to complete")
+        assert h.collected.started(triggered).mode == "incremental"
+        keys = {r.key for p in h.collected.pages(triggered) for r in p.records}
+        assert keys == {uid(601)}
+
+        # The correct spelling, objects as resource types, and a Bearer secret work as well.
+        bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
+        body = {"modifiedEntities": [{"resource": "Group"}], "deletedEntities": True}
+        async with http.post(url, json=body, headers=bearer) as r:
+            assert r.status == 200
+        await wait_for(lambda: len(h.collected.runs()) == 3, what="a second triggered run")
+        await wait_for(lambda: h.collected.complete(h.collected.runs()[2]), what="the second run to complete")
+
+
+async def test_scheduler_runs_a_full_pull_first(make_harness: HarnessFactory) -> None:
+    h = await make_harness(schedule=True)
+    await wait_for(lambda: len(h.collected.runs()) >= 1, what="a scheduled run")
+    first = h.collected.runs()[0]
+    await wait_for(lambda: h.collected.complete(first), what="the scheduled run to complete")
+    assert h.collected.started(first).mode == "full"
+    completed = h.collected.completed(first)
+    assert completed is not None
+    assert completed.healthy
