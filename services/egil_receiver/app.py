@@ -47,6 +47,9 @@ class EgilReceiverSettings(ServiceSettings):
         default=None, description="CA bundle of client certificates (mutual TLS); clients without one use API keys."
     )
     egil_api_key_header: str = "X-API-Key"
+    egil_federation_metadata_file: Path | None = Field(
+        default=None, description="Verified federation metadata JSON (Skolfederation); adds its client pins."
+    )
     egil_run_idle_seconds: float = Field(default=2.0, gt=0, description="A burst of pushes ends after this quiet.")
     egil_run_max_age_seconds: float = Field(default=30.0, gt=0, description="A run is completed at this age.")
 
@@ -244,7 +247,9 @@ def build_scim_app(
 def build(settings: EgilReceiverSettings) -> ServiceApp:
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes(INDEXES)
-    registry = ClientRegistry.from_file(settings.egil_clients_file)
+    registry = ClientRegistry.from_file(
+        settings.egil_clients_file, federation_metadata=settings.egil_federation_metadata_file
+    )
     store = ReceiverStore(app.mongo, app.db, app.outbox, exchange=app.topology.exchange("source"), producer=SERVICE)
     app.extensions["store"] = store
     scim = build_scim_app(

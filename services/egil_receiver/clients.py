@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiolimiter import AsyncLimiter
@@ -30,8 +32,28 @@ class EgilClient(BaseModel):
     source_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     api_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     client_pins: tuple[str, ...] = ()
+    federation_entity_id: str | None = Field(
+        default=None, description="The client's entity in federation metadata; its client pins count too."
+    )
     rate_per_second: float = Field(default=50.0, gt=0)
     burst: int = Field(default=100, ge=1)
+
+
+def federation_client_pins(metadata: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """entity_id -> SHA-256 client pins, from Skolfederation-style (Moa) metadata that has already
+    been verified (the JWS signature is checked by whatever fetched it, as the EGIL client's metadata
+    mode expects)."""
+    pins: dict[str, tuple[str, ...]] = {}
+    for entity in metadata.get("entities", []):
+        found = tuple(
+            pin["digest"]
+            for client in entity.get("clients", [])
+            for pin in client.get("pins", [])
+            if pin.get("alg") == "sha256" and isinstance(pin.get("digest"), str)
+        )
+        if found and isinstance(entity.get("entity_id"), str):
+            pins[entity["entity_id"]] = found
+    return pins
 
 
 def hash_key(api_key: str) -> str:
@@ -45,9 +67,18 @@ class ClientRegistry:
         self._limiters = {id(c): AsyncLimiter(c.burst, c.burst / c.rate_per_second) for c in clients}
 
     @classmethod
-    def from_file(cls, path: Path) -> ClientRegistry:
+    def from_file(cls, path: Path, *, federation_metadata: Path | None = None) -> ClientRegistry:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-        return cls(TypeAdapter(list[EgilClient]).validate_python(data))
+        clients = TypeAdapter(list[EgilClient]).validate_python(data)
+        if federation_metadata is not None:
+            pins = federation_client_pins(json.loads(federation_metadata.read_text(encoding="utf-8")))
+            clients = [
+                c.model_copy(update={"client_pins": (*c.client_pins, *pins.get(c.federation_entity_id, ()))})
+                if c.federation_entity_id
+                else c
+                for c in clients
+            ]
+        return cls(clients)
 
     def by_pin(self, pin: str) -> EgilClient | None:
         return self._by_pin.get(pin)
