@@ -48,7 +48,7 @@ import yaml
 
 # Modules of the skolsynk image (ENTRYPOINT ["python", "-m"]): a compose service whose
 # command starts with one of these runs our code.
-SKOLSYNK_COMMANDS = frozenset({"normaliser", "dispatcher", "gdpr", "admin"})
+SKOLSYNK_COMMANDS = frozenset({"normaliser", "dispatcher", "gdpr", "admin", "egil_receiver", "ss12000_puller"})
 REQUIRED_ENV = ("AMQP_URL", "MONGODB_URL")
 HEALTH_PORT = 8081
 TERMINATION_GRACE_SECONDS = 40

@@ -252,6 +252,10 @@ def start_service(name: str, module: str, *, env: Mapping[str, str], log_dir: Pa
         "SKOLSYNK_HEALTH_HOST": "127.0.0.1",
         "SKOLSYNK_ADMIN_PORT": "0",
         "SKOLSYNK_ADMIN_HOST": "127.0.0.1",
+        "SKOLSYNK_EGIL_PORT": "0",
+        "SKOLSYNK_EGIL_HOST": "127.0.0.1",
+        "SKOLSYNK_SS12000_WEBHOOK_PORT": "0",
+        "SKOLSYNK_SS12000_WEBHOOK_HOST": "127.0.0.1",
         **env,
         "SKOLSYNK_LOG_FORMAT": "json",
     }

@@ -30,6 +30,8 @@ SERVICES = {
     "dispatcher-demo-vendor": ("dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
     "gdpr": ("gdpr", {}),
     "admin": ("admin", {}),
+    "egil-receiver": ("egil_receiver", {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"}),
+    "ss12000-puller": ("ss12000_puller", {"SKOLSYNK_SS12000_SOURCES_FILE": "deploy/ss12000-sources.yaml"}),
 }
 BUDGET = {
     "SKOLSYNK_READINESS_GRACE_SECONDS": "0.5",
@@ -76,7 +78,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
         assert b"skolsynk_ready 1.0" in metrics
         assert service.get("/livez")[0] == 200
 
-    admin_port = running[-1].port_of("web_app_started")
+    admin_port = running[3].port_of("web_app_started")
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/api/v1/version") as response:
         assert response.status == 200
         assert (await response.json())["service"] == "admin"
