@@ -22,7 +22,7 @@ from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext, PermanentError
+from skolsynk.messaging import MessageContext, PermanentError, TransientError
 
 log = get_logger(__name__)
 
@@ -86,11 +86,16 @@ class NormaliserHandlers:
         tenant_id = envelope.tenant_id
         if tenant_id is None:
             raise PermanentError("projection requests must name their tenant")
-        if request.run_id is not None:
-            await self.runs.finalise(request.run_id)
         await self.project(
             tenant_id, reason=request.reason, correlation_id=request.run_id, resend_vendor_id=request.resend_vendor_id
         )
+
+    async def finalise_ready_runs(self, tenant_id: str) -> None:
+        for run_id in await self.runs.runs.ready(tenant_id):
+            try:
+                await self.runs.finalise(run_id)
+            except TransientError:
+                log.info("run_waits_for_an_earlier_run", run_id=str(run_id))
 
     async def project(
         self,
@@ -105,6 +110,9 @@ class NormaliserHandlers:
             return
         try:
             while True:
+                # Under the tenant's lock: finalise every run that has all its messages (in the
+                # order they started), then project once for all of them.
+                await self.finalise_ready_runs(tenant_id)
                 await self.projector.project_tenant(
                     tenant_id,
                     today=self.today(),

@@ -160,6 +160,18 @@ class RunStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def ready(self, tenant_id: str) -> list[UUID]:
+        """Runs of the tenant that have all their messages (or whose finaliser died), oldest first."""
+        stale = now() - timedelta(minutes=10)
+        cursor = self.runs.find(
+            {
+                "tenant_id": tenant_id,
+                "$or": [{"status": "ready"}, {"status": "finalising", "claimed_at": {"$lt": stale}}],
+            },
+            {"_id": 1},
+        ).sort("started_at", 1)
+        return [UUID(doc["_id"]) async for doc in cursor]
+
     async def unclaim(self, run_id: UUID) -> None:
         await self.runs.update_one({"_id": str(run_id), "status": "finalising"}, {"$set": {"status": "ready"}})
 

@@ -382,7 +382,11 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
             exchange=stack.normaliser.topology.exchange("control"),
             routing_key=ProjectionRequested.message_type,
         )
-        await stack.settled()
+        async def resent() -> bool:
+            entries = await stack.ledger.entries(TENANT)
+            return len(entries) == expected and all(e["version"] == 2 for e in entries)
+
+        await wait_for(resent, timeout=30, what="the resend to be delivered")
         again = await read_feed(user_url, feed_queue_name(namespace, VENDOR))
         assert {c.entity_id for c in again} == {c.entity_id for c in received}
         assert {c.version for c in again} == {2}
