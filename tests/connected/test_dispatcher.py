@@ -382,6 +382,7 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
             exchange=stack.normaliser.topology.exchange("control"),
             routing_key=ProjectionRequested.message_type,
         )
+
         async def resent() -> bool:
             entries = await stack.ledger.entries(TENANT)
             return len(entries) == expected and all(e["version"] == 2 for e in entries)
