@@ -105,7 +105,8 @@ class NormaliserHandlers:
         correlation_id: UUID | None = None,
         resend_vendor_id: str | None = None,
     ) -> None:
-        if not await self.lock.acquire(tenant_id):
+        resend = frozenset({resend_vendor_id} if resend_vendor_id else ())
+        if not await self.lock.acquire(tenant_id, resend=resend):
             log.info("projection_coalesced", tenant_id=tenant_id)
             return
         try:
@@ -118,10 +119,11 @@ class NormaliserHandlers:
                     today=self.today(),
                     reason=reason,
                     correlation_id=correlation_id,
-                    resend_vendor_id=resend_vendor_id,
+                    resend_vendor_ids=resend,
                 )
-                resend_vendor_id = None  # a coalesced re-run only sends differences
-                if not await self.lock.release(tenant_id):
+                # Requests that arrived meanwhile (with any resends they asked for) run once more.
+                again, resend = await self.lock.release(tenant_id)
+                if not again:
                     break
         except BaseException:
             await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})

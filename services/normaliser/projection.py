@@ -100,7 +100,7 @@ class Projector:
         today: date,
         reason: str,
         correlation_id: UUID | None = None,
-        resend_vendor_id: str | None = None,
+        resend_vendor_ids: frozenset[str] = frozenset(),
     ) -> ProjectionReport:
         state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
         await self.findings.replace_reconcile(tenant_id, findings)
@@ -115,7 +115,7 @@ class Projector:
                 desired,
                 reason=reason,
                 correlation_id=correlation_id,
-                resend=resend_vendor_id == subscription.vendor_id,
+                resend=subscription.vendor_id in resend_vendor_ids,
             )
         log.info(
             "tenant_projected",

@@ -214,31 +214,39 @@ class ProjectionLock:
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
 
-    async def acquire(self, tenant_id: str) -> bool:
+    async def acquire(self, tenant_id: str, *, resend: frozenset[str] = frozenset()) -> bool:
+        """Take the tenant's lock; when busy, leave the request (and any resend it asks for) with the
+        holder and return False."""
         current = now()
         try:
             await self.collection.insert_one(
-                {"_id": tenant_id, "owner": self.owner, "lease_until": current + self.lease, "dirty": False}
-            )
+                {"_id": tenant_id, "owner": self.owner, "lease_until": current + self.lease, "dirty": False,
+                 "resend": []}
+            )  # fmt: skip
             return True
         except DuplicateKeyError:
             pass
         taken = await self.collection.find_one_and_update(
             {"_id": tenant_id, "lease_until": {"$lt": current}},
-            {"$set": {"owner": self.owner, "lease_until": current + self.lease, "dirty": False}},
+            {"$set": {"owner": self.owner, "lease_until": current + self.lease, "dirty": False, "resend": []}},
         )
         if taken is not None:
             return True
-        await self.collection.update_one({"_id": tenant_id}, {"$set": {"dirty": True}})
+        await self.collection.update_one(
+            {"_id": tenant_id}, {"$set": {"dirty": True}, "$addToSet": {"resend": {"$each": sorted(resend)}}}
+        )
         return False
 
-    async def release(self, tenant_id: str) -> bool:
-        """Let go unless someone asked meanwhile; returns True when the caller must project again."""
+    async def release(self, tenant_id: str) -> tuple[bool, frozenset[str]]:
+        """Let go unless someone asked meanwhile; returns whether the caller must project again, and
+        the resends those requests asked for."""
         released = await self.collection.delete_one({"_id": tenant_id, "owner": self.owner, "dirty": False})
         if released.deleted_count == 1:
-            return False
+            return False, frozenset()
         again = await self.collection.find_one_and_update(
             {"_id": tenant_id, "owner": self.owner, "dirty": True},
-            {"$set": {"dirty": False, "lease_until": now() + self.lease}},
+            {"$set": {"dirty": False, "resend": [], "lease_until": now() + self.lease}},
         )
-        return again is not None
+        if again is None:
+            return False, frozenset()
+        return True, frozenset(again.get("resend", []))
