@@ -188,6 +188,16 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         unit = units.get((source_id, key))
         return unit.school_unit_code if unit else None
 
+    def unit_code_or_withhold(stored: StoredEntity, unit_key: str, unknown: FindingCode) -> str | None:
+        """The code of the school unit ``stored`` belongs to; None (and ``stored`` withheld) when the
+        unit is unknown (a finding) or itself withheld (no finding: the unit's own explains it)."""
+        unit_code = code_of(stored.source_id, unit_key)
+        if unit_code is None:
+            withheld.add(stored.id)
+            if (stored.source_id, unit_key) not in withheld_units:
+                finding(unknown, stored)
+        return unit_code
+
     # Persons: unique logins, unique e-mail addresses, enrolments at known units.
     persons: dict[tuple[str, str], Person] = {}
     known_persons = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.PERSON]}
@@ -232,13 +242,10 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.DUTY]:
         duty = stored.entity
         assert isinstance(duty, Duty)
-        unit_code = code_of(stored.source_id, duty.school_unit)
-        if (stored.source_id, duty.school_unit) in withheld_units:
-            withheld.add(stored.id)
-        elif unit_code is None:
-            withheld.add(stored.id)
-            finding(FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT, stored)
-        elif (stored.source_id, duty.person) not in known_persons:
+        unit_code = unit_code_or_withhold(stored, duty.school_unit, FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT)
+        if unit_code is None:
+            continue
+        if (stored.source_id, duty.person) not in known_persons:
             withheld.add(stored.id)
             finding(FindingCode.DUTY_UNKNOWN_PERSON, stored, school_unit_code=unit_code)
         elif duty.active_on(today):
@@ -266,13 +273,8 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.GROUP]:
         group = stored.entity
         assert isinstance(group, Group)
-        unit_code = code_of(stored.source_id, group.school_unit)
-        if (stored.source_id, group.school_unit) in withheld_units:
-            withheld.add(stored.id)
-            continue
+        unit_code = unit_code_or_withhold(stored, group.school_unit, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT)
         if unit_code is None:
-            withheld.add(stored.id)
-            finding(FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT, stored)
             continue
         groups.add((stored.source_id, group.key))
         members = [m for m in group.memberships if (stored.source_id, m.person) in known_persons]
@@ -289,13 +291,8 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.ACTIVITY]:
         activity = stored.entity
         assert isinstance(activity, Activity)
-        unit_code = code_of(stored.source_id, activity.school_unit)
-        if (stored.source_id, activity.school_unit) in withheld_units:
-            withheld.add(stored.id)
-            continue
+        unit_code = unit_code_or_withhold(stored, activity.school_unit, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT)
         if unit_code is None:
-            withheld.add(stored.id)
-            finding(FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT, stored)
             continue
         kept_groups = [g for g in activity.groups if (stored.source_id, g) in groups]
         kept_teachers = [t for t in activity.teachers if (stored.source_id, t) in duties]
