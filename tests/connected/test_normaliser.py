@@ -219,6 +219,14 @@ class Harness:
         self.received[vendor] = []
         return events
 
+    async def provision(self, snapshot: dict[str, SourceRecord]) -> dict[str, SourceRecord]:
+        """Send ``snapshot`` as a full run, wait for it, and forget what the vendors received."""
+        run = await self.send_run(list(snapshot.values()))
+        await self.settled(run)
+        self.take("binogi")
+        self.take("ilt")
+        return snapshot
+
     async def request_projection(self, reason: str) -> None:
         await self.normaliser.publisher.publish(
             ProjectionRequested(reason=reason).to_envelope(tenant_id=TENANT, producer="test"),
@@ -362,10 +370,7 @@ async def test_snapshots_emit_exactly_the_expected_changes_per_vendor(harness: H
 
 async def test_incomplete_snapshot_removes_nothing_but_applies_changes(harness: Harness):
     h = harness
-    snapshot = base_snapshot()
-    run = await h.send_run(list(snapshot.values()))
-    await h.settled(run)
-    h.take("binogi"), h.take("ilt")
+    snapshot = await h.provision(base_snapshot())
 
     del snapshot["s5"]
     snapshot["s4"] = student("s4", "u2", 8, given="Bytt namn")
@@ -393,10 +398,7 @@ async def test_mass_deletion_guard_holds_only_the_affected_school_unit(harness: 
             guard=MassDeletionGuard(max_removals=2, max_percent=100),
         )
     )
-    snapshot = base_snapshot()
-    run = await h.send_run(list(snapshot.values()))
-    await h.settled(run)
-    h.take("binogi"), h.take("ilt")
+    snapshot = await h.provision(base_snapshot())
 
     for key in ("s4", "s5", "s6"):  # three leave U2: more than the guard allows
         del snapshot[key]
@@ -514,10 +516,7 @@ async def test_discarded_hold_keeps_the_accounts_and_does_not_ask_again(harness:
             guard=MassDeletionGuard(max_removals=2, max_percent=100),
         )
     )
-    snapshot = base_snapshot()
-    run = await h.send_run(list(snapshot.values()))
-    await h.settled(run)
-    h.take("binogi"), h.take("ilt")
+    snapshot = await h.provision(base_snapshot())
 
     for key in ("s4", "s5", "s6"):
         del snapshot[key]
