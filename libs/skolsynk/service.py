@@ -77,14 +77,23 @@ class ServiceApp:
         self.web_ports: list[int] = []
 
     @classmethod
-    def create(cls, name: str, settings: ServiceSettings, *, vendor_ids: Iterable[str] = ()) -> ServiceApp:
-        """An app on the system topology (every service declares all of it, so start order does not matter)."""
+    def create(
+        cls,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        vendor_ids: Iterable[str] = (),
+        connector_kinds: Iterable[str] = (),
+    ) -> ServiceApp:
+        """An app on the system topology (every service declares all of it, so start order does not matter),
+        plus the queues of the given vendors and source connectors."""
         broker = settings.broker
         topology = skolsynk_topology(
             broker.namespace,
             delivery_limit=broker.delivery_limit,
             retry_delays_seconds=broker.retry_delays_seconds,
             vendor_ids=vendor_ids,
+            connector_kinds=connector_kinds,
         )
         return cls(name, settings, topology)
 

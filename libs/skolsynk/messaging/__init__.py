@@ -13,6 +13,7 @@ from skolsynk.messaging.topology import (
     declare_work_queue,
     queue_name,
     skolsynk_topology,
+    sync_request_routing_key,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "declare_work_queue",
     "queue_name",
     "skolsynk_topology",
+    "sync_request_routing_key",
 ]

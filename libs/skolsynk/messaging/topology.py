@@ -99,15 +99,23 @@ def queue_name(namespace: str, service: str, purpose: str) -> str:
     return f"{namespace}.{service}.{purpose}"
 
 
+def sync_request_routing_key(source_kind: str) -> str:
+    """Routing key of a ``SyncRequested`` for one kind of connector (``sync.requested.google`` ...)."""
+    return f"sync.requested.{source_kind}"
+
+
 def skolsynk_topology(
     namespace: str,
     *,
     delivery_limit: int = 20,
     retry_delays_seconds: tuple[float, ...] = (1.0, 10.0, 60.0, 300.0),
     vendor_ids: Iterable[str] = (),
+    connector_kinds: Iterable[str] = (),
 ) -> Topology:
     """The whole system's topology. Services declare all of it (idempotent), so start order does not
-    matter and no publish is unroutable because a consumer has not started yet."""
+    matter and no publish is unroutable because a consumer has not started yet. Per-vendor queues
+    (``vendor_ids``) and per-connector sync-request queues (``connector_kinds``) are declared by the
+    services that consume them (and by those that must not lose what they publish to them)."""
     exchanges: dict[str, ExchangeKind] = {f"{namespace}.{p}": kind for p, kind in EXCHANGE_PURPOSES.items()}
     exchanges[f"{namespace}.dead-letter"] = "direct"
 
@@ -124,6 +132,10 @@ def skolsynk_topology(
         work_queue("normaliser", "projections", ("control", "tenant.projection.requested")),
         work_queue("connectors", "sync-requests", ("control", "sync.requested")),
         work_queue("gdpr", "events", ("gdpr", "#")),
+    ]
+    queues += [
+        work_queue(kind, "sync-requests", ("control", sync_request_routing_key(kind)))
+        for kind in sorted(set(connector_kinds))
     ]
     queues += [
         work_queue("dispatcher", vendor_id, ("vendor", f"{vendor_id}.*")) for vendor_id in sorted(set(vendor_ids))
