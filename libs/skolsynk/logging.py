@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from datetime import date, datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 from uuid import UUID
 
 import structlog
@@ -129,10 +129,15 @@ def _shared_processors() -> list[Processor]:
 
 
 def configure_logging(
-    *, log_format: Literal["json", "console"] = "json", level: str = "INFO", service: str | None = None
+    *,
+    log_format: Literal["json", "console"] = "json",
+    level: str = "INFO",
+    service: str | None = None,
+    stream: TextIO | None = None,
 ) -> None:
     """Configure structlog and route the standard library's loggers (aio-pika, pymongo, aiohttp)
-    through the same processors, so every line on stdout has the same shape."""
+    through the same processors, so every line on stdout (or ``stream``: command-line tools log to
+    stderr, their output is stdout) has the same shape."""
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
@@ -145,7 +150,7 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

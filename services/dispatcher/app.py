@@ -62,6 +62,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         scim=scim,
         publisher=app.publisher,
         feed_queue=feed_queue,
+        receipts_exchange=app.topology.exchange("gdpr"),
         # waiting for references must leave the request itself time within the handler's timeout
         dependency_wait_seconds=min(10.0, settings.broker.handler_timeout_seconds / 3),
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from dispatcher.ledger import DeliveryLedger, Status
 from dispatcher.scim import EgilScimClient, VendorRejected
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.contracts import Envelope
+from skolsynk.contracts.gdpr import DeletionReceipt
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.egil import EgilMappingError, EgilResourceType, to_egil
 from skolsynk.domain.ids import content_hash
@@ -41,6 +43,16 @@ DEPENDENCY_POLL_SECONDS = 0.1
 LIST_REFERENCES = frozenset({"member_ids", "group_ids", "teacher_duty_ids"})
 
 
+#: The dispatcher's delivery outcomes as deletion receipts.
+RECEIPT_OUTCOMES: dict[str, Any] = {
+    "deleted": "deleted",
+    "absent": "already_absent",
+    "already_absent": "already_absent",
+    "queued": "queued",
+    "superseded": "superseded",
+}
+
+
 class DependencyNotReady(Exception):
     """A referenced entity has not reached the vendor yet: retry later (counted, then the DLQ)."""
 
@@ -69,8 +81,12 @@ class VendorDeliverer:
         scim: EgilScimClient | None = None,
         publisher: Publisher | None = None,
         feed_queue: str | None = None,
+        receipts_exchange: str | None = None,
         dependency_wait_seconds: float = 10.0,
     ) -> None:
+        if receipts_exchange is not None and publisher is None:
+            raise ValueError("deletion receipts need a publisher")
+        self.receipts_exchange = receipts_exchange
         self.dependency_wait_seconds = dependency_wait_seconds
         if vendor.delivery is DeliveryMode.EGIL_SCIM and scim is None:
             raise ValueError("an EGIL SCIM vendor needs a SCIM client")
@@ -92,6 +108,12 @@ class VendorDeliverer:
         current = await self.ledger.get(tenant_id, change.entity_id)
         if current is not None and current["status"] != "rejected" and current["version"] >= change.version:
             log.info("stale_change_dropped", version=change.version, delivered_version=current["version"])
+            if change.operation == "delete" and not change.test_mode and not current["test"]:
+                # Asked again (the GDPR service retries overdue deletions): answer with the receipt.
+                repeated = current["operation"] == "delete" and current["version"] == change.version
+                await self._receipt(
+                    tenant_id, change, (current.get("reason") or "deleted") if repeated else "superseded"
+                )
             return
         resource = change.resource or {}
         record = {
@@ -107,10 +129,36 @@ class VendorDeliverer:
             return
         if self.vendor.delivery is DeliveryMode.QUEUE:
             await self._forward(envelope)
-            log.info("delivered", kind=change.entity_kind.value, operation=change.operation, outcome="queued")
+            outcome = "queued"
+            log.info("delivered", kind=change.entity_kind.value, operation=change.operation, outcome=outcome)
         else:
-            await self._push(tenant_id, change, current, record)
+            outcome = await self._push(tenant_id, change, current, record)
+        if change.operation == "delete":
+            # The receipt goes out before the ledger entry: a crash in between redelivers the change,
+            # which deletes again (404, already absent) and repeats the receipt; the GDPR ledger keeps one.
+            await self._receipt(tenant_id, change, outcome)
+            record["reason"] = outcome
         await self.ledger.record(tenant_id, change.entity_id, status="delivered", test=False, **record)
+
+    async def _receipt(self, tenant_id: str, change: VendorChange, outcome: str) -> None:
+        """Tell the GDPR service a person's delete reached the vendor (or was superseded)."""
+        if self.receipts_exchange is None or change.entity_kind is not EntityKind.PERSON:
+            return
+        assert self.publisher is not None
+        receipt = DeletionReceipt(
+            vendor_id=self.vendor.vendor_id,
+            entity_kind=change.entity_kind,
+            vendor_entity_id=change.entity_id,
+            version=change.version,
+            outcome=RECEIPT_OUTCOMES.get(outcome, "deleted"),
+            delivered_at=datetime.now(UTC),
+            vendor_status=404 if outcome == "absent" else None,
+        )
+        await self.publisher.publish(
+            receipt.to_envelope(tenant_id=tenant_id, producer=f"dispatcher-{self.vendor.vendor_id}"),
+            exchange=self.receipts_exchange,
+            routing_key=DeletionReceipt.message_type,
+        )
 
     async def _record_test(self, tenant_id: str, change: VendorChange, record: dict[str, Any]) -> None:
         """Test mode: record what would be sent, and whether the vendor's profile would reject it."""
@@ -142,7 +190,7 @@ class VendorDeliverer:
 
     async def _push(
         self, tenant_id: str, change: VendorChange, current: dict[str, Any] | None, record: dict[str, Any]
-    ) -> None:
+    ) -> str:
         assert self.scim is not None
         try:
             if change.operation == "delete":
@@ -179,3 +227,4 @@ class VendorDeliverer:
                 raise PermanentError(str(error)) from error
             raise
         log.info("delivered", kind=change.entity_kind.value, operation=change.operation, outcome=outcome)
+        return outcome

@@ -20,7 +20,7 @@ from skolsynk.messaging import Topology, declare_topology, skolsynk_topology
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage import findings, holds, subscriptions
+from skolsynk.storage import erasures, findings, holds, subscriptions
 
 SERVICE = "normaliser"
 log = get_logger(__name__)
@@ -41,7 +41,7 @@ def utcnow() -> datetime:
 def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
     """The normaliser. ``clock`` is the time the selection rules judge dates by (tests move it)."""
     app = ServiceApp.create(SERVICE, settings)
-    app.add_indexes([*state.INDEXES, *subscriptions.INDEXES, *findings.INDEXES, *holds.INDEXES])
+    app.add_indexes([*state.INDEXES, *subscriptions.INDEXES, *findings.INDEXES, *holds.INDEXES, *erasures.INDEXES])
     declared_vendors: set[str] = set()
 
     async def ensure_vendor_queue(vendor_id: str) -> None:
@@ -67,6 +67,8 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         exchange=app.topology.exchange("vendor"),
         producer=SERVICE,
         ensure_vendor_queue=ensure_vendor_queue,
+        gdpr_exchange=app.topology.exchange("gdpr"),
+        clock=clock,
     )
     handlers = NormaliserHandlers(
         Runs(app.db),

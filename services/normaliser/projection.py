@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,7 @@ from pymongo import UpdateOne
 
 from normaliser.state import VENDOR_VIEWS, EntityStore, now
 from normaliser.validation import reconcile
+from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
@@ -27,6 +28,7 @@ from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox
 from skolsynk.storage import Database, Document, MongoClient
+from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.holds import HOLDS
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -42,6 +44,8 @@ class VendorReport:
     upserts: int = 0
     deletes: int = 0
     held: int = 0
+    #: Removals waiting for the subscription's deletion grace period.
+    deferred: int = 0
     holds: list[str] = field(default_factory=list)
 
 
@@ -60,6 +64,9 @@ class _Change:
     version: int
     resource: ProjectedResource | None
     view: Document
+    #: Deletes: why, and since when the entity was out of the selection (person deletes go to the GDPR ledger).
+    reason: DeletionReason | None = None
+    removed_at: datetime | None = None
 
 
 def _kind_rank(kind: EntityKind) -> int:
@@ -76,8 +83,13 @@ class Projector:
         exchange: str,
         producer: str,
         ensure_vendor_queue: Callable[[str], Awaitable[None]],
+        gdpr_exchange: str,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.ensure_vendor_queue = ensure_vendor_queue
+        self.gdpr_exchange = gdpr_exchange
+        self.clock = clock
+        self.erasure_requests = ErasureRequestStore(db)
         self.mongo = mongo
         self.db = db
         self.outbox = outbox
@@ -105,14 +117,22 @@ class Projector:
         state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
         await self.findings.replace_reconcile(tenant_id, findings)
         report = ProjectionReport(tenant_id=tenant_id, findings=len(findings))
+        suppressed = await self.erasure_requests.suppressed(tenant_id)
+        person_ids = {str(s.id) for s in state.entities if s.kind is EntityKind.PERSON}
         for subscription, profile in await self.subscriptions.for_tenant(tenant_id):
             await self.ensure_vendor_queue(subscription.vendor_id)
-            desired = project(state, subscription, profile, today)
+            # Erasure and objection requests keep a person out of the vendor's selection.
+            suppressed_here = suppressed_for_vendor(suppressed, subscription.vendor_id)
+            selecting = subscription.model_copy(
+                update={"exclude_persons": subscription.exclude_persons | set(suppressed_here)}
+            )
+            desired = {} if subscription.ended_at is not None else project(state, selecting, profile, today)
             report.vendors[subscription.vendor_id] = await self._apply(
                 state,
                 subscription,
                 profile,
                 desired,
+                removal_reason=_RemovalReasons(subscription, suppressed_here, person_ids),
                 reason=reason,
                 correlation_id=correlation_id,
                 resend=subscription.vendor_id in resend_vendor_ids,
@@ -121,7 +141,7 @@ class Projector:
             "tenant_projected",
             tenant_id=tenant_id,
             reason=reason,
-            vendors={v: (r.upserts, r.deletes, r.held) for v, r in report.vendors.items()},
+            vendors={v: (r.upserts, r.deletes, r.held, r.deferred) for v, r in report.vendors.items()},
         )
         return report
 
@@ -136,6 +156,7 @@ class Projector:
         profile: VendorProfile,
         desired: dict[UUID, ProjectedResource],
         *,
+        removal_reason: _RemovalReasons,
         reason: str,
         correlation_id: UUID | None,
         resend: bool = False,
@@ -144,10 +165,13 @@ class Projector:
         view = await self.view_of(tenant_id, vendor_id)
         withheld = {str(i) for i in state.withheld}
         changes: list[_Change] = []
+        came_back: list[str] = []
         for entity_id, resource in desired.items():
             current = view.get(str(entity_id))
             if str(resource.source_entity_id or entity_id) in withheld:
                 continue
+            if current is not None and current.get("removal_pending_since") is not None:
+                came_back.append(str(entity_id))
             unchanged = current is not None and current["present"] and current["hash"] == resource.hash
             # Going live (or a full resend) sends what test mode only recorded.
             mode_changed = (
@@ -163,9 +187,22 @@ class Projector:
             if doc["present"] and UUID(entity_id) not in desired and doc.get("source_entity_id") not in withheld
         ]
         report = VendorReport()
-        removals = await self._guard(subscription, view, removals, report)
+        # An ended subscription is the organiser's explicit decision: no guard, no grace.
+        if subscription.ended_at is None:
+            removals = await self._guard(subscription, view, removals, report)
+        removals, waiting = await self._grace(subscription, removals, removal_reason, came_back)
+        report.deferred = waiting
         changes += [
-            _Change(EntityKind(doc["kind"]), UUID(doc["entity_id"]), "delete", doc["version"] + 1, None, doc)
+            _Change(
+                EntityKind(doc["kind"]),
+                UUID(doc["entity_id"]),
+                "delete",
+                doc["version"] + 1,
+                None,
+                doc,
+                reason=removal_reason(doc),
+                removed_at=doc.get("removal_pending_since"),
+            )
             for doc in removals
         ]
         upserts = sorted(
@@ -245,6 +282,44 @@ class Projector:
         report.held = len(held_ids)
         return [doc for doc in removals if doc["entity_id"] not in held_ids]
 
+    async def _grace(
+        self,
+        subscription: VendorSubscription,
+        removals: list[Document],
+        removal_reason: _RemovalReasons,
+        came_back: list[str],
+    ) -> tuple[list[Document], int]:
+        """Two-phase deletion: removals wait ``deletion_grace_hours`` (marked in the vendor view) and go
+        out once it has passed; entities that came back meanwhile lose their mark. Returns the removals
+        due now and how many wait."""
+        if came_back:
+            await self.views.update_many(
+                {"_id": {"$in": [f"{subscription.tenant_id}:{subscription.vendor_id}:{e}" for e in came_back]}},
+                {"$set": {"removal_pending_since": None}},
+            )
+        grace = timedelta(hours=subscription.deletion_grace_hours)
+        if not grace:
+            return removals, 0
+        current = self.clock()
+        due: list[Document] = []
+        marks: list[str] = []
+        waiting = 0
+        for doc in removals:
+            if removal_reason(doc) in IMMEDIATE:
+                due.append(doc)
+                continue
+            since = doc.get("removal_pending_since")
+            if since is None:
+                marks.append(doc["_id"])
+                waiting += 1
+            elif _aware(since) + grace <= current:
+                due.append(doc)
+            else:
+                waiting += 1
+        if marks:
+            await self.views.update_many({"_id": {"$in": marks}}, {"$set": {"removal_pending_since": current}})
+        return due, waiting
+
     async def _commit(
         self, subscription: VendorSubscription, batch: list[_Change], reason: str, correlation_id: UUID | None
     ) -> None:
@@ -263,6 +338,7 @@ class Projector:
                     "present": change.operation == "upsert",
                     "test_mode": subscription.test_mode,
                     "updated_at": now(),
+                    "removal_pending_since": None,
                 }
                 if resource is not None:
                     fields |= {
@@ -295,8 +371,55 @@ class Projector:
                 await self.outbox.add(
                     envelope, exchange=self.exchange, routing_key=f"{vendor_id}.{tenant_id}", session=session
                 )
+                if change.kind is EntityKind.PERSON and change.reason is not None and not subscription.test_mode:
+                    requested_at = self.clock()
+                    deletion = DeletionRequested(
+                        vendor_id=vendor_id,
+                        person_id=UUID(change.view.get("source_entity_id") or str(change.entity_id)),
+                        vendor_entity_id=change.entity_id,
+                        version=change.version,
+                        reason=change.reason,
+                        requested_at=requested_at,
+                        removed_at=_aware(change.removed_at) if change.removed_at else requested_at,
+                    )
+                    await self.outbox.add(
+                        deletion.to_envelope(
+                            tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer
+                        ),
+                        exchange=self.gdpr_exchange,
+                        routing_key=DeletionRequested.message_type,
+                        session=session,
+                    )
             await self.views.bulk_write(operations, ordered=True, session=session)
 
         async with self.mongo.start_session() as session:
             await session.with_transaction(unit_of_work)
         self.outbox.notify()
+
+
+#: Removals that never wait for a grace period: the organiser's explicit decisions.
+IMMEDIATE = frozenset({DeletionReason.ERASURE_REQUEST, DeletionReason.OBJECTION, DeletionReason.SUBSCRIPTION_ENDED})
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _RemovalReasons:
+    """Why an entity leaves one vendor's selection (recorded in the GDPR ledger for persons)."""
+
+    subscription: VendorSubscription
+    suppressed: dict[str, str]  # person id -> "erasure" | "objection"
+    persons_in_source: set[str]
+
+    def __call__(self, view: Document) -> DeletionReason:
+        source_id = view.get("source_entity_id") or view["entity_id"]
+        if self.subscription.ended_at is not None:
+            return DeletionReason.SUBSCRIPTION_ENDED
+        request = self.suppressed.get(source_id)
+        if request is not None:
+            return DeletionReason.OBJECTION if request == "objection" else DeletionReason.ERASURE_REQUEST
+        if view["kind"] == EntityKind.PERSON.value and source_id not in self.persons_in_source:
+            return DeletionReason.LEFT_SOURCE
+        return DeletionReason.LEFT_SELECTION

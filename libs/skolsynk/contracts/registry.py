@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from skolsynk.contracts.envelope import Envelope, MessageContract
+from skolsynk.contracts.gdpr import DeletionReceipt, DeletionRequested, ErasureRequested, ErasureWithdrawn
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
@@ -21,6 +22,10 @@ CONTRACTS: tuple[type[MessageContract], ...] = (
     SourceRunCompleted,
     VendorChange,
     ProjectionRequested,
+    DeletionRequested,
+    DeletionReceipt,
+    ErasureRequested,
+    ErasureWithdrawn,
 )
 
 

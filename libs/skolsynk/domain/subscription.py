@@ -3,6 +3,7 @@ capability profile."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field, field_validator
@@ -104,6 +105,19 @@ class VendorSubscription(Model):
     protected_identity_policy: ProtectedIdentityPolicy = ProtectedIdentityPolicy.EXCLUDE
     test_mode: bool = Field(default=True, description="Compute and record, deliver nothing.")
     guard: MassDeletionGuard = Field(default_factory=MassDeletionGuard)
+    deletion_grace_hours: float = Field(
+        default=0.0,
+        ge=0,
+        le=24 * 90,
+        description=(
+            "Two-phase deletion: a person or group that leaves the selection is deleted at the vendor only after "
+            "this many hours (it stays if it comes back meanwhile), so a short source outage never destroys "
+            "vendor accounts. 0: delete at once. Erasure requests and ended subscriptions never wait."
+        ),
+    )
+    ended_at: datetime | None = Field(
+        default=None, description="The organiser ended the subscription: everything is deleted at the vendor."
+    )
 
     @field_validator("school_unit_codes")
     @classmethod

@@ -35,7 +35,18 @@ class SubscriptionStore:
             upsert=True,
         )
 
+    async def end(self, tenant_id: str, vendor_id: str, *, at: datetime | None = None) -> bool:
+        """End a subscription: the next projection deletes everything the vendor holds for the tenant
+        (and the GDPR service tracks each person's deletion). False if there is no such subscription."""
+        subscription = await self.get(tenant_id, vendor_id)
+        if subscription is None:
+            return False
+        if subscription.ended_at is None:
+            await self.save(subscription.model_copy(update={"ended_at": at or datetime.now(UTC)}))
+        return True
+
     async def delete(self, tenant_id: str, vendor_id: str) -> None:
+        """Forget a subscription. Its vendor keeps what it was sent: use :meth:`end` to delete that first."""
         await self.subscriptions.delete_one({"_id": f"{tenant_id}:{vendor_id}"})
 
     async def save_profile(self, profile: VendorProfile) -> None:

@@ -1,0 +1,94 @@
+"""Purging a person's personal data once every vendor confirmed their deletion.
+
+Where personal data of a person can be, and how it leaves (docs/gdpr.md has the whole map):
+
+* ``entities`` (normaliser state): the person's record. Removed by the normaliser when the person
+  leaves the source; while the person is still in the source it is current data, not purged here.
+* ``run_pages``: staged records of a source run; the normaliser forgets them when the run is
+  finalised, and a person's staged records are removed here as well.
+* ``outbox``: sent change events carry the minimised resource until the outbox TTL removes them;
+  the person's sent entries are removed here (unsent ones are still needed, and block the purge).
+* ``dq_findings``: findings name the entity (ids and a source key, never values); removed here.
+
+What stays is pseudonymous: the vendor views' ids and hashes, the delivery and erasure ledgers, and a
+tombstone; the ledger entries and the tombstone expire by TTL after the retention period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from skolsynk.logging import get_logger
+from skolsynk.storage import Database, Session
+from skolsynk.storage.erasures import ErasureLedger, TombstoneStore
+
+log = get_logger(__name__)
+
+# The collections of other services the purge reaches (by name: services share no code).
+ENTITIES = "entities"
+VENDOR_VIEWS = "vendor_views"
+RUN_PAGES = "run_pages"
+OUTBOX = "outbox"
+FINDINGS = "dq_findings"
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    purged: bool
+    reason: str
+    counts: dict[str, int]
+
+
+class PersonalDataPurger:
+    def __init__(self, db: Database, ledger: ErasureLedger, tombstones: TombstoneStore) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.tombstones = tombstones
+
+    async def blocker(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> str | None:
+        """Why the person's data must stay for now, or None."""
+        if await self.ledger.open_for_person(tenant_id, person_id, session=session):
+            return "deletions_pending"
+        if await self.db[ENTITIES].count_documents({"_id": person_id}, session=session):
+            return "still_in_source"
+        present = {"tenant_id": tenant_id, "source_entity_id": person_id, "present": True}
+        if await self.db[VENDOR_VIEWS].count_documents(present, session=session):
+            return "still_at_a_vendor"  # e.g. removals held by the mass-deletion guard
+        return None
+
+    async def purge_if_done(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> PurgeOutcome:
+        reason = await self.blocker(tenant_id, person_id, session=session)
+        if reason is not None:
+            return PurgeOutcome(False, reason, {})
+        entries = await self.ledger.for_person(tenant_id, person_id)
+        ids = sorted({person_id, *(e["vendor_entity_id"] for e in entries)})
+        counts = await self._purge(tenant_id, ids, session=session)
+        await self.tombstones.record(
+            tenant_id,
+            person_id,
+            purged=counts,
+            vendors=sorted({e["vendor_id"] for e in entries}),
+            deletions=len(entries),
+        )
+        log.info("personal_data_purged", tenant_id=tenant_id, person_id=person_id, **counts)
+        return PurgeOutcome(True, "purged", counts)
+
+    async def _purge(self, tenant_id: str, ids: list[str], *, session: Session | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        outbox: dict[str, Any] = {
+            "envelope.tenant_id": tenant_id,
+            "envelope.payload.entity_id": {"$in": ids},
+            "sent_at": {"$type": "date"},
+        }
+        result = await self.db[OUTBOX].delete_many(outbox, session=session)
+        counts["outbox"] = result.deleted_count
+        result = await self.db[FINDINGS].delete_many(
+            {"tenant_id": tenant_id, "entity_id": {"$in": ids}}, session=session
+        )
+        counts["dq_findings"] = result.deleted_count
+        pulled = await self.db[RUN_PAGES].update_many(
+            {"documents._id": {"$in": ids}}, {"$pull": {"documents": {"_id": {"$in": ids}}}}, session=session
+        )
+        counts["run_pages"] = pulled.modified_count
+        return counts
