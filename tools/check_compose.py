@@ -48,7 +48,18 @@ import yaml
 
 # Modules of the skolsynk image (ENTRYPOINT ["python", "-m"]): a compose service whose
 # command starts with one of these runs our code.
-SKOLSYNK_COMMANDS = frozenset({"normaliser", "dispatcher", "gdpr", "admin", "egil_receiver", "ss12000_puller"})
+SKOLSYNK_COMMANDS = frozenset(
+    {
+        "normaliser",
+        "dispatcher",
+        "gdpr",
+        "admin",
+        "egil_receiver",
+        "ss12000_puller",
+        "graph_connector",
+        "google_connector",
+    }
+)
 REQUIRED_ENV = ("AMQP_URL", "MONGODB_URL")
 HEALTH_PORT = 8081
 TERMINATION_GRACE_SECONDS = 40

@@ -1,0 +1,3 @@
+from graph_connector.app import main
+
+main()

@@ -1,0 +1,460 @@
+"""The Microsoft Graph (School Data Sync) connector against the fake Graph Education API, the real broker
+and the Mongo wire server: the runs it publishes on the ``source`` exchange are collected from the
+normaliser's queue; one test goes through the real normaliser."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from graph_connector.app import GraphConnectorSettings, build
+from graph_connector.connector import Connector
+from graph_connector.mapping import duty_key
+from graph_connector.state import DELTA_COLLECTION, STATE_COLLECTION, RunReport
+from graph_connector.tenants import TenantConfig, parse_tenants
+from normaliser.app import NormaliserSettings
+from normaliser.app import build as build_normaliser
+from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.fakes.graph_education import FakeGraphEducation
+from skolsynk.messaging import MessageContext, sync_request_routing_key
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.synthetic import organiser
+from tests.helpers import delete_topology, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
+
+TENANT = "kommun-a"
+SOURCE = "m365"
+SECRET_ENV = "GRAPH_KOMMUN_A_SECRET"
+PERSON, DUTY, GROUP, ACTIVITY = EntityKind.PERSON, EntityKind.DUTY, EntityKind.GROUP, EntityKind.ACTIVITY
+
+
+def gid(kind: EntityKind, key: str) -> str:
+    return FakeGraphEducation.graph_id(kind, key)
+
+
+@dataclass
+class Collected:
+    """Every source message that reached the normaliser's queue, by run."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    def of(self, run_id: uuid.UUID) -> list[Envelope]:
+        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
+
+    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
+        return next(
+            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
+        )
+
+    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
+        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
+        return sorted(pages, key=lambda p: p.page)
+
+    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
+        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
+        return SourceRunCompleted.from_envelope(done[0]) if done else None
+
+    def complete(self, run_id: uuid.UUID) -> bool:
+        done = self.completed(run_id)
+        return (
+            done is not None
+            and len(self.pages(run_id)) == done.pages
+            and any(e.message_type == "source.run.started" for e in self.of(run_id))
+        )
+
+    def runs(self) -> list[uuid.UUID]:
+        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
+
+    def records(self, run_id: uuid.UUID) -> dict[tuple[EntityKind, str], dict[str, Any]]:
+        return {(r.kind, r.key): r.data for p in self.pages(run_id) for r in p.records}
+
+    def deletions(self, run_id: uuid.UUID) -> set[tuple[EntityKind, str]]:
+        return {(d.kind, d.key) for p in self.pages(run_id) for d in p.deletions}
+
+
+def tenant_config(fake: FakeGraphEducation, **overrides: Any) -> TenantConfig:
+    raw: dict[str, Any] = {
+        "tenant_id": TENANT,
+        "source_id": SOURCE,
+        "azure_tenant_id": fake.azure_tenant_id,
+        "client_id": fake.client_id,
+        "client_secret_env": SECRET_ENV,
+        "authority": fake.authority,
+        "graph_base_url": fake.graph_base_url,
+        "klass_pattern": "[0-9][A-Z]",
+        "organisation_name": "Kommun A",
+        **overrides,
+    }
+    return parse_tenants([raw])[0]
+
+
+def connector_settings(settings: ServiceSettings, **overrides: Any) -> GraphConnectorSettings:
+    return GraphConnectorSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "graph_schedule": False,
+            "graph_request_timeout_seconds": 5,
+            "graph_retry_attempts": 3,
+            "graph_retry_wait_initial_seconds": 0.01,
+            "graph_retry_wait_max_seconds": 0.05,
+            **overrides,
+        }
+    )
+
+
+@dataclass
+class Harness:
+    fake: FakeGraphEducation
+    app: ServiceApp
+    collected: Collected
+    tenant: TenantConfig
+
+    @property
+    def connector(self) -> Connector:
+        connector = self.app.extensions["connector"]
+        assert isinstance(connector, Connector)
+        return connector
+
+    async def run(self, mode: str = "incremental") -> tuple[RunReport, SourceRunCompleted]:
+        report = await self.connector.run(self.tenant, mode=mode)  # type: ignore[arg-type]
+        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
+        completed = self.collected.completed(report.run_id)
+        assert completed is not None
+        return report, completed
+
+    async def delta_links(self) -> dict[str, str]:
+        docs = self.app.db[DELTA_COLLECTION].find({"tenant_id": TENANT, "source_id": SOURCE})
+        return {doc["resource"]: doc["delta_link"] async for doc in docs}
+
+    async def state(self) -> dict[str, Any]:
+        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"}) or {}
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+async def start_fake(units: int = 1, students: int = 6, **options: Any) -> FakeGraphEducation:
+    fake = FakeGraphEducation(**options)
+    fake.load_organiser(organiser(seed=7, school_units=units, students_per_unit=students, teachers_per_unit=2))
+    await fake.start()
+    return fake
+
+
+@pytest.fixture
+async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterator[HarnessFactory]:
+    fakes: list[FakeGraphEducation] = []
+    apps: list[ServiceApp] = []
+    collected = Collected()
+    collector: ServiceApp = make_app("collector")
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        collected.envelopes.append(envelope)
+
+    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
+    await collector.start()
+
+    async def factory(*, fake_options: dict[str, Any] | None = None, **tenant_overrides: Any) -> Harness:
+        fake = await start_fake(**(fake_options or {}))
+        fakes.append(fake)
+        tenant = tenant_config(fake, **tenant_overrides)
+        app = build(connector_settings(settings), tenants=[tenant], environ={SECRET_ENV: fake.client_secret})
+        apps.append(app)
+        await app.start()
+        return Harness(fake, app, collected, tenant)
+
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            await app.drain(1.0)
+            await app.close()
+            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+        for fake in fakes:
+            await fake.stop()
+
+
+def validate(pages: list[SourceRecordPage]) -> None:
+    for page in pages:
+        for record in page.records:
+            ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind.value})
+
+
+async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_harness: HarnessFactory) -> None:
+    h = await make_harness(fake_options={"empty_delta_pages": 1}, page_size=3)
+    report, completed = await h.run("incremental")
+    started = h.collected.started(report.run_id)
+    assert (started.mode, started.source_kind) == ("full", "microsoft")
+    assert report.resync == "no_delta_links"
+    assert completed.healthy
+    assert completed.errors == []
+    # 1 unit, 6 students in 6 classes (years 1-6), 2 teachers: a duty each, a group and an activity per class.
+    assert completed.counts == {
+        EntityKind.ORGANISATION: 1,
+        EntityKind.SCHOOL_UNIT: 1,
+        PERSON: 8,
+        DUTY: 2,
+        GROUP: 6,
+        ACTIVITY: 6,
+    }
+    pages = h.collected.pages(report.run_id)
+    assert [p.page for p in pages] == list(range(completed.pages))
+    assert all(p.deletions == [] for p in pages)
+    validate(pages)
+    records = h.collected.records(report.run_id)
+    kinds = [r.kind for p in pages for r in p.records]
+    assert kinds.index(EntityKind.SCHOOL_UNIT) < kinds.index(PERSON) < kinds.index(DUTY) < kinds.index(GROUP)
+    unit = gid(EntityKind.SCHOOL_UNIT, "unit-0")
+    assert records[(EntityKind.SCHOOL_UNIT, unit)]["school_unit_code"] == "90007000"
+    student = records[(PERSON, gid(PERSON, "student-0-2"))]
+    assert student["enrolments"] == [{"school_unit": unit, "school_type": "GR", "school_year": 3}]
+    group = records[(GROUP, gid(GROUP, "class-0-3"))]
+    assert group["group_type"] == "Klass"
+    assert group["memberships"] == [{"person": gid(PERSON, "student-0-2")}]
+    teacher = gid(PERSON, "teacher-0-1")
+    assert records[(ACTIVITY, gid(GROUP, "class-0-3"))]["teachers"] == [duty_key(teacher, unit)]
+    for envelope in h.collected.of(report.run_id):
+        assert envelope.tenant_id == TENANT
+        assert envelope.producer == "graph-connector"
+    # One token for the whole run; the delta rounds had several pages, empty ones included.
+    assert h.fake.tokens_issued == 1
+    assert {r.status for r in h.fake.requests} == {200}
+    assert max(r.page or 0 for r in h.fake.requests if r.resource == "users/delta") >= 3
+    links = await h.delta_links()
+    assert set(links) == {"schools", "users", "classes"}
+    assert all("$deltatoken=" in link for link in links.values())
+    state = await h.state()
+    assert state["last_full_run"]["healthy"] is True
+    assert state["teacher_schools"] == {gid(PERSON, f"teacher-0-{n}"): [unit] for n in (0, 1)}
+
+
+async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    await h.run("full")
+    links = await h.delta_links()
+    fake = h.fake
+    unit = gid(EntityKind.SCHOOL_UNIT, "unit-0")
+    changed, deleted, soft = gid(PERSON, "student-0-1"), gid(PERSON, "student-0-2"), gid(PERSON, "student-0-3")
+    teacher = gid(PERSON, "teacher-0-0")
+    fake.update_user(changed, surname="Nyström")
+    fake.remove_user(deleted)
+    fake.remove_user(soft, reason="changed")
+    fake.remove_user(teacher)
+    newcomer = {
+        "id": "0b6f0c1e-0000-4000-8000-000000000001",
+        "primaryRole": "student",
+        "givenName": "Ny",
+        "surname": "Elev",
+        "userPrincipalName": "ny.elev@demo.skolsynk.example",
+        "student": {"externalId": "new-1", "grade": "4"},
+    }
+    fake.put_user(newcomer, schools=[unit])
+    klass = gid(GROUP, "class-0-4")
+    fake.change_class_members(klass, add=[newcomer["id"]])
+
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "incremental"
+    assert completed.healthy
+    pages = h.collected.pages(report.run_id)
+    validate(pages)
+    records = h.collected.records(report.run_id)
+    assert set(records) == {(PERSON, changed), (PERSON, newcomer["id"]), (GROUP, klass), (ACTIVITY, klass)}
+    assert records[(PERSON, changed)]["family_name"] == "Nyström"
+    assert records[(PERSON, changed)]["given_name"]  # read again in full, not only the changed property
+    assert records[(PERSON, newcomer["id"])]["enrolments"] == [
+        {"school_unit": unit, "school_type": "GR", "school_year": 4}
+    ]
+    assert {"person": newcomer["id"]} in records[(GROUP, klass)]["memberships"]
+    assert h.collected.deletions(report.run_id) == {
+        (PERSON, deleted),
+        (PERSON, soft),
+        (PERSON, teacher),
+        (DUTY, duty_key(teacher, unit)),
+    }
+    assert completed.counts == {PERSON: 2, GROUP: 1, ACTIVITY: 1}
+    assert report.removed == {"users:deleted": 2, "users:changed": 1}
+    new_links = await h.delta_links()
+    assert all(new_links[r] != links[r] for r in links)
+    assert teacher not in (await h.state())["teacher_schools"]
+
+    # Nothing changed since: an empty incremental run.
+    report, completed = await h.run("incremental")
+    assert completed.healthy
+    assert completed.pages == 0
+    assert completed.counts == {}
+
+
+@pytest.mark.parametrize("expiry", ["syncStateNotFound", "gone"])
+async def test_an_expired_delta_token_makes_a_full_run(make_harness: HarnessFactory, expiry: str) -> None:
+    h = await make_harness()
+    await h.run("full")
+    old = await h.delta_links()
+    h.fake.expire_delta_tokens(expiry)  # type: ignore[arg-type]
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "full"
+    assert report.resync == ("syncStateNotFound" if expiry == "syncStateNotFound" else "resyncRequired")
+    assert completed.healthy
+    assert completed.counts[PERSON] == 8
+    new = await h.delta_links()
+    assert all(new[r] != old[r] for r in old)
+    # The next run is a delta run again.
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "incremental"
+    assert completed.healthy
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "status", "minimum"), [("1", 429, 1.0), ("0.3", 429, 0.6), (None, 429, 0.0), ("0.2", 503, 0.4)]
+)
+async def test_throttling_is_ridden_out(
+    make_harness: HarnessFactory, retry_after: str | None, status: int, minimum: float
+) -> None:
+    h = await make_harness()
+    h.fake.throttle(1 if retry_after == "1" else 2, retry_after=retry_after, status=status)
+    began = time.monotonic()
+    _, completed = await h.run("full")
+    assert completed.healthy
+    assert time.monotonic() - began >= minimum
+    statuses = [r.status for r in h.fake.requests if "token" not in r.path]
+    assert statuses.count(status) == (1 if retry_after == "1" else 2)
+    metric = h.app.metrics.registry.get_sample_value("skolsynk_graph_throttled_requests_total", {"status": str(status)})
+    assert metric == statuses.count(status)
+
+
+async def test_a_partial_failure_publishes_no_records_and_stores_no_links(make_harness: HarnessFactory) -> None:
+    h = await make_harness(page_size=3)
+    h.fake.fail_page("users/delta", 2, status=500)
+    report, completed = await h.run("incremental")
+    assert not completed.healthy
+    assert completed.errors == ["users/delta:http_500"]
+    assert completed.pages == 0
+    assert [r.status for r in h.fake.requests if r.resource == "users/delta" and r.page == 2] == [500, 500, 500]
+    assert await h.delta_links() == {}
+    assert (await h.state())["last_full_run"]["healthy"] is False
+
+    # A healthy full run, then a delta run that fails: the links stay where they were.
+    h.fake.clear_faults()
+    _, completed = await h.run("full")
+    assert completed.healthy
+    links = await h.delta_links()
+    h.fake.update_user(gid(PERSON, "student-0-1"), surname="Nyström")
+    h.fake.fail_page("users/delta", 0, status=503)
+    report, completed = await h.run("incremental")
+    assert h.collected.started(report.run_id).mode == "incremental"
+    assert (completed.healthy, completed.errors, completed.pages) == (False, ["users/delta:http_503"], 0)
+    assert await h.delta_links() == links
+    # Once Graph answers again, the same change is read from the same links.
+    h.fake.clear_faults()
+    report, completed = await h.run("incremental")
+    assert completed.healthy
+    assert set(h.collected.records(report.run_id)) == {(PERSON, gid(PERSON, "student-0-1"))}
+
+
+async def test_an_unmappable_object_makes_the_run_unhealthy_but_the_rest_is_published(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness()
+    broken = gid(PERSON, "student-0-4")
+    h.fake.update_user(broken, student="year seven")  # not an object
+    report, completed = await h.run("full")
+    assert not completed.healthy
+    assert completed.errors == ["users:unmappable"]
+    assert completed.counts[PERSON] == 7
+    assert (PERSON, broken) not in h.collected.records(report.run_id)
+    assert await h.delta_links() == {}
+
+
+async def test_sync_requested_triggers_a_run(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    for number, mode in enumerate(("full", "incremental"), start=1):
+        request = SyncRequested(source_id=SOURCE, mode=mode, requested_by="operator")  # type: ignore[arg-type]
+        await h.app.publisher.publish(
+            request.to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=h.app.topology.exchange("control"),
+            routing_key=sync_request_routing_key("microsoft"),
+        )
+        await wait_for(lambda n=number: len(h.connector.reports) == n, what=f"the requested {mode} run")
+        report = h.connector.reports[-1]
+        assert report.requested_mode == mode
+        await wait_for(lambda r=report: h.collected.complete(r.run_id), what="the requested run to arrive")
+        assert h.collected.started(report.run_id).mode == mode
+
+
+async def test_the_schedule_starts_with_a_full_run(settings: ServiceSettings, make_app: Any) -> None:
+    collected = Collected()
+    collector: ServiceApp = make_app("collector")
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        collected.envelopes.append(envelope)
+
+    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
+    await collector.start()
+    fake = await start_fake()
+    tenant = tenant_config(fake)
+    app = build(
+        connector_settings(settings, graph_schedule=True), tenants=[tenant], environ={SECRET_ENV: fake.client_secret}
+    )
+    try:
+        await app.start()
+        await wait_for(lambda: len(collected.runs()) >= 1, what="a scheduled run")
+        first = collected.runs()[0]
+        await wait_for(lambda: collected.complete(first), what="the scheduled run to complete")
+        assert collected.started(first).mode == "full"
+        completed = collected.completed(first)
+        assert completed is not None
+        assert completed.healthy
+    finally:
+        await app.drain(1.0)
+        await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+        await fake.stop()
+
+
+async def test_through_the_normaliser_a_removed_user_leaves_its_state(settings: ServiceSettings, mongo: Any) -> None:
+    fake = await start_fake(students=8)
+    normaliser = build_normaliser(NormaliserSettings.model_validate(settings.model_dump()))
+    tenant = tenant_config(fake)
+    connector_app = build(connector_settings(settings), tenants=[tenant], environ={SECRET_ENV: fake.client_secret})
+    try:
+        await normaliser.start()
+        await connector_app.start()
+        connector = connector_app.extensions["connector"]
+        entities = normaliser.db["entities"]
+        runs = normaliser.db["runs"]
+
+        async def finalised(run_id: uuid.UUID) -> bool:
+            run = await runs.find_one({"_id": str(run_id)})
+            return run is not None and run.get("status") == "finalised"
+
+        first = await connector.run(tenant, mode="incremental")
+        assert first.mode == "full"
+        assert first.healthy
+        await wait_for(lambda: finalised(first.run_id), timeout=60, what="the full run to be finalised")
+        leaving = gid(PERSON, "student-0-5")
+        person_id = str(entity_id(TENANT, SOURCE, PERSON, leaving))
+        assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 10
+        assert await entities.find_one({"_id": person_id}) is not None
+
+        fake.remove_user(leaving)
+        second = await connector.run(tenant, mode="incremental")
+        assert (second.mode, second.healthy, second.deletions) == ("incremental", True, 1)
+        await wait_for(lambda: finalised(second.run_id), timeout=60, what="the delta run to be finalised")
+        assert await entities.find_one({"_id": person_id}) is None
+        assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 9
+        group = await entities.find_one({"_id": str(entity_id(TENANT, SOURCE, GROUP, gid(GROUP, "class-0-6")))})
+        assert group is not None
+    finally:
+        for app in (connector_app, normaliser):
+            await app.drain(1.0)
+            await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), connector_app.topology)
+        await fake.stop()
