@@ -8,7 +8,6 @@ from pathlib import Path
 
 from pydantic import Field
 
-from dispatcher import ledger
 from dispatcher.delivery import VendorDeliverer
 from dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from dispatcher.scim import EgilScimClient
@@ -16,6 +15,7 @@ from skolsynk.catalogue import DeliveryMode, load_catalogue
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage import deliveries as ledger
 from skolsynk.storage.subscriptions import SubscriptionStore
 
 SERVICE = "dispatcher"

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from dispatcher.ledger import DeliveryLedger, Status
 from dispatcher.scim import EgilScimClient, VendorRejected
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.contracts import Envelope
@@ -19,6 +18,7 @@ from skolsynk.domain.ids import content_hash
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, PermanentError, Publisher
+from skolsynk.storage.deliveries import DeliveryLedger, Status
 
 log = get_logger(__name__)
 

@@ -16,7 +16,6 @@ import pytest
 
 from dispatcher.app import DispatcherSettings
 from dispatcher.app import build as build_dispatcher
-from dispatcher.ledger import DeliveryLedger
 from dispatcher.onboarding import feed_queue_name, offboard_vendor, onboard_vendor, vendor_user_name
 from normaliser.app import NormaliserSettings
 from normaliser.app import build as build_normaliser
@@ -31,6 +30,7 @@ from skolsynk.fakes.egil_vendor import FakeEgilVendor
 from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, drain_queue, wait_for

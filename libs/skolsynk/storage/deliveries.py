@@ -1,5 +1,6 @@
-"""The delivery ledger: per (tenant, vendor, entity), what was last delivered (or, in test mode,
-would have been), its version, hash, time and status. It drops stale updates, tells whether an
+"""The delivery ledger, written by a vendor's dispatcher and read by the admin service and the operator
+CLI: per (tenant, vendor, entity), what was last delivered (or, in test mode, would have been), its
+version, hash, time and status. It drops stale updates, tells whether an
 entity exists at the vendor (references), and feeds the vendor report and the test-mode report.
 
 No personal data: ids, kinds, school units, roles, versions, hashes, statuses and reasons only.
