@@ -19,9 +19,9 @@ from uuid import UUID
 from pymongo import UpdateOne
 
 from normaliser.state import VENDOR_VIEWS, EntityStore, now
-from normaliser.validation import reconcile
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
+from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription

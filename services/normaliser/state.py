@@ -11,10 +11,10 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from skolsynk.domain.selection import StoredEntity
-from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.storage import Database, Document, IndexSpec, Session
+from skolsynk.storage import Database, Document, IndexSpec, Session, entities
+from skolsynk.storage.entities import EntityReader
 
-ENTITIES = "entities"
+ENTITIES = entities.ENTITIES
 RUNS = "runs"
 RUN_PAGES = "run_pages"
 VENDOR_VIEWS = "vendor_views"
@@ -39,6 +39,7 @@ def now() -> datetime:
 
 class EntityStore:
     def __init__(self, db: Database) -> None:
+        self.db = db
         self.collection = db[ENTITIES]
 
     async def hashes(self, ids: Iterable[UUID], *, session: Session | None = None) -> dict[str, str]:
@@ -62,13 +63,7 @@ class EntityStore:
         return {doc["_id"] async for doc in cursor}
 
     async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
-        cursor = self.collection.find({"tenant_id": tenant_id}, {"data": 1, "kind": 1, "source_id": 1})
-        return [
-            StoredEntity(
-                UUID(doc["_id"]), doc["source_id"], ENTITY_MODELS[EntityKind(doc["kind"])].model_validate(doc["data"])
-            )
-            async for doc in cursor
-        ]
+        return await EntityReader(self.db).load_tenant(tenant_id)
 
     async def tenants(self) -> list[str]:
         return sorted(await self.collection.distinct("tenant_id"))

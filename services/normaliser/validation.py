@@ -1,5 +1,6 @@
 """Validation: one record at a time when it arrives (ingest), and across the organiser's whole state
-before every projection (reconcile). Both produce findings; neither ever drops a record silently.
+before every projection (reconcile, in ``skolsynk.domain.reconcile``: the admin's previews use it
+too). Both produce findings; neither ever drops a record silently.
 
 Ingest drops bad values (invalid e-mail addresses, unknown school types, sub-items with inverted
 dates) with a warning, and withholds a record that still does not fit the model (error). Reconcile
@@ -10,9 +11,6 @@ withheld entity ids, whose vendor copies are left as they are.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -21,22 +19,16 @@ from pydantic import ValidationError
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import Finding, FindingCode
-from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import (
     ENTITY_MODELS,
     LEGACY_SCHOOL_TYPES,
     SCHOOL_UNIT_CODE,
-    Activity,
-    Duty,
     Email,
     Enrolment,
     Entity,
     EntityKind,
-    Group,
     Membership,
-    Person,
     SchoolType,
-    SchoolUnit,
 )
 
 
@@ -141,169 +133,3 @@ def _known_school_type(value: Any) -> bool:
         return False
     normalised = value.strip().upper()
     return normalised in SchoolType.__members__ or normalised in LEGACY_SCHOOL_TYPES
-
-
-# --- reconcile -----------------------------------------------------------------------------------
-
-
-def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> tuple[TenantState, list[Finding]]:
-    """Cross-record checks over the organiser's whole state."""
-    findings: list[Finding] = []
-    by_kind: dict[EntityKind, list[StoredEntity]] = defaultdict(list)
-    for stored in sorted(entities, key=lambda s: (s.source_id, s.entity.key)):
-        by_kind[stored.kind].append(stored)
-    withheld: set[UUID] = set()
-    replaced: dict[UUID, Entity] = {}
-
-    def finding(code: FindingCode, stored: StoredEntity, **values: Any) -> None:
-        findings.append(
-            Finding.of(
-                code,
-                tenant_id=tenant_id,
-                source_id=stored.source_id,
-                origin="reconcile",
-                entity_kind=stored.kind,
-                entity_id=stored.id,
-                source_key=stored.entity.key,
-                **values,
-            )
-        )
-
-    # School units: one per code.
-    units: dict[tuple[str, str], SchoolUnit] = {}
-    withheld_units: set[tuple[str, str]] = set()
-    seen_codes: set[str] = set()
-    for stored in by_kind[EntityKind.SCHOOL_UNIT]:
-        unit = stored.entity
-        assert isinstance(unit, SchoolUnit)
-        if unit.school_unit_code in seen_codes:
-            withheld.add(stored.id)
-            withheld_units.add((stored.source_id, unit.key))
-            finding(FindingCode.SCHOOL_UNIT_CODE_DUPLICATE, stored, school_unit_code=unit.school_unit_code)
-            continue
-        seen_codes.add(unit.school_unit_code)
-        units[(stored.source_id, unit.key)] = unit
-
-    def code_of(source_id: str, key: str) -> str | None:
-        unit = units.get((source_id, key))
-        return unit.school_unit_code if unit else None
-
-    def unit_code_or_withhold(stored: StoredEntity, unit_key: str, unknown: FindingCode) -> str | None:
-        """The code of the school unit ``stored`` belongs to; None (and ``stored`` withheld) when the
-        unit is unknown (a finding) or itself withheld (no finding: the unit's own explains it)."""
-        unit_code = code_of(stored.source_id, unit_key)
-        if unit_code is None:
-            withheld.add(stored.id)
-            if (stored.source_id, unit_key) not in withheld_units:
-                finding(unknown, stored)
-        return unit_code
-
-    # Persons: unique logins, unique e-mail addresses, enrolments at known units.
-    persons: dict[tuple[str, str], Person] = {}
-    known_persons = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.PERSON]}
-    eppns: set[str] = set()
-    emails: set[str] = set()
-    for stored in by_kind[EntityKind.PERSON]:
-        person = stored.entity
-        assert isinstance(person, Person)
-        unit_code = next((code_of(stored.source_id, e.school_unit) for e in person.enrolments), None)
-        if any(e.lower() in eppns for e in person.eppn):
-            withheld.add(stored.id)
-            finding(FindingCode.EPPN_DUPLICATE, stored, school_unit_code=unit_code, field="eppn")
-            continue
-        eppns.update(e.lower() for e in person.eppn)
-        if not person.eppn:
-            finding(FindingCode.EPPN_MISSING, stored, school_unit_code=unit_code, field="eppn")
-        kept_emails = []
-        for email in person.emails:
-            if email.value in emails:
-                finding(FindingCode.EMAIL_DUPLICATE, stored, school_unit_code=unit_code, field="emails")
-            else:
-                emails.add(email.value)
-                kept_emails.append(email)
-        if not kept_emails:
-            finding(FindingCode.EMAIL_MISSING, stored, school_unit_code=unit_code, field="emails")
-        if any((stored.source_id, e.school_unit) in withheld_units for e in person.enrolments):
-            withheld.add(stored.id)  # depends on a withheld school unit: the vendor keeps what it has
-            continue
-        kept_enrolments = []
-        for enrolment in person.enrolments:
-            if (stored.source_id, enrolment.school_unit) in units:
-                kept_enrolments.append(enrolment)
-            else:
-                finding(FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, stored, field="enrolments")
-        if len(kept_emails) != len(person.emails) or len(kept_enrolments) != len(person.enrolments):
-            person = person.model_copy(update={"emails": kept_emails, "enrolments": kept_enrolments})
-            replaced[stored.id] = person
-        persons[(stored.source_id, person.key)] = person
-
-    # Duties: known unit and person.
-    active_duty_units: dict[tuple[str, str], str | None] = {}
-    for stored in by_kind[EntityKind.DUTY]:
-        duty = stored.entity
-        assert isinstance(duty, Duty)
-        unit_code = unit_code_or_withhold(stored, duty.school_unit, FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
-        if (stored.source_id, duty.person) not in known_persons:
-            withheld.add(stored.id)
-            finding(FindingCode.DUTY_UNKNOWN_PERSON, stored, school_unit_code=unit_code)
-        elif duty.active_on(today):
-            active_duty_units[(stored.source_id, duty.person)] = unit_code
-
-    for stored in by_kind[EntityKind.PERSON]:
-        if stored.id in withheld:
-            continue
-        person = replaced.get(stored.id, stored.entity)
-        assert isinstance(person, Person)
-        enrolled = [e for e in person.enrolments if e.active_on(today)]
-        employed = (stored.source_id, person.key) in active_duty_units
-        unit_code = (
-            code_of(stored.source_id, enrolled[0].school_unit)
-            if enrolled
-            else active_duty_units.get((stored.source_id, person.key))
-        )
-        if not enrolled and not employed:
-            finding(FindingCode.PERSON_NO_ACTIVE_RELATION, stored)
-        elif enrolled and employed:
-            finding(FindingCode.PERSON_CONFLICTING_ROLES, stored, school_unit_code=unit_code)
-
-    # Groups and activities: known unit, known members and references.
-    groups: set[tuple[str, str]] = set()
-    for stored in by_kind[EntityKind.GROUP]:
-        group = stored.entity
-        assert isinstance(group, Group)
-        unit_code = unit_code_or_withhold(stored, group.school_unit, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
-        groups.add((stored.source_id, group.key))
-        members = [m for m in group.memberships if (stored.source_id, m.person) in known_persons]
-        if len(members) != len(group.memberships):
-            finding(
-                FindingCode.GROUP_UNKNOWN_MEMBER,
-                stored,
-                school_unit_code=unit_code,
-                field="memberships",
-                detail=f"{len(group.memberships) - len(members)} membership(s) dropped",
-            )
-            replaced[stored.id] = group.model_copy(update={"memberships": members})
-    duties = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.DUTY] if s.id not in withheld}
-    for stored in by_kind[EntityKind.ACTIVITY]:
-        activity = stored.entity
-        assert isinstance(activity, Activity)
-        unit_code = unit_code_or_withhold(stored, activity.school_unit, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
-        kept_groups = [g for g in activity.groups if (stored.source_id, g) in groups]
-        kept_teachers = [t for t in activity.teachers if (stored.source_id, t) in duties]
-        if len(kept_groups) != len(activity.groups) or len(kept_teachers) != len(activity.teachers):
-            finding(FindingCode.ACTIVITY_UNKNOWN_REFERENCE, stored, school_unit_code=unit_code)
-            replaced[stored.id] = activity.model_copy(update={"groups": kept_groups, "teachers": kept_teachers})
-
-    cleaned = [
-        StoredEntity(s.id, s.source_id, replaced.get(s.id, s.entity))
-        for kind in by_kind.values()
-        for s in kind
-        if s.id not in withheld
-    ]
-    return TenantState(tenant_id=tenant_id, entities=cleaned, withheld=withheld), findings

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normaliser.validation import RecordValidator, reconcile
+from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import Finding, FindingCode, Severity
+from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState, project
 from skolsynk.domain.ss12000 import (
     Activity,
