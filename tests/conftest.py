@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from skolsynk.devstack import (
@@ -26,6 +27,7 @@ from skolsynk.devstack import (
     ensure_rabbitmq,
     start_mongo_wire_server,
 )
+from skolsynk.logging import redact_personal_data
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
     BrokerSettings,
@@ -38,6 +40,21 @@ from skolsynk.storage import MongoClient
 from tests.helpers import delete_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# In-process services log through structlog's defaults: keep them, but with the personal-data net and
+# plain tracebacks (a pretty traceback with every local variable takes seconds to render and blocks
+# the event loop the services share with the test).
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.dev.set_exc_info,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+        redact_personal_data,
+        structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 @pytest.fixture(scope="session")
