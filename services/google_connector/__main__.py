@@ -1,0 +1,3 @@
+from google_connector.app import main
+
+main()

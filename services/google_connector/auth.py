@@ -1,0 +1,160 @@
+"""Service account with domain-wide delegation: the OAuth 2.0 JWT bearer grant (RFC 7523).
+
+The assertion is an RS256 JWT ``{iss: client_email, sub: delegated admin, scope, aud: token URL, iat, exp}``
+with ``kid`` = the key's ``private_key_id``, posted to the token URL as
+``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=...``. The access token is reused until
+shortly before it expires.
+
+Signing uses google-auth (``google.auth.crypt.RSASigner``, ``google.auth.jwt.encode``), only for the key and
+the JWT: the token request itself is a plain aiohttp POST (google-auth's transports are synchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+from google.auth import crypt
+from google.auth import jwt as google_jwt
+
+from skolsynk.logging import get_logger
+
+log = get_logger(__name__)
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+SCOPE_PREFIX = "https://www.googleapis.com/auth/"
+DIRECTORY_SCOPES: tuple[str, ...] = (
+    SCOPE_PREFIX + "admin.directory.user.readonly",
+    SCOPE_PREFIX + "admin.directory.orgunit.readonly",
+    SCOPE_PREFIX + "admin.directory.group.readonly",
+    SCOPE_PREFIX + "admin.directory.group.member.readonly",
+)
+REPORTS_SCOPE = SCOPE_PREFIX + "admin.reports.audit.readonly"
+ASSERTION_LIFETIME_SECONDS = 3600
+#: A token is renewed this long before it expires (at most half its lifetime).
+TOKEN_RENEW_MARGIN_SECONDS = 300.0
+#: Token endpoint errors that are worth retrying (google-auth treats the same as retryable).
+RETRYABLE_TOKEN_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
+
+
+class GoogleReadError(Exception):
+    """A read that failed for good. ``code`` is short and safe to log and publish (no personal data);
+    ``step`` is ``token`` for the token endpoint, else None (the caller names the endpoint)."""
+
+    def __init__(self, code: str, *, step: str | None = None, permanent: bool = False) -> None:
+        self.code = code
+        self.step = step
+        #: A configuration or permission problem: retrying will not help until someone acts.
+        self.permanent = permanent
+        super().__init__(code)
+
+    def qualified(self, endpoint: str) -> str:
+        return f"{self.step or endpoint}:{self.code}"
+
+
+class Retryable(Exception):
+    """A transient answer (throttling, 5xx): retried with backoff. ``code`` says which."""
+
+    def __init__(self, status: int, code: str, *, throttled: bool = False, step: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.throttled = throttled
+        self.step = step
+        super().__init__(code)
+
+
+def load_signer(info: Mapping[str, Any]) -> crypt.Signer:
+    """The signer of a service-account key file's content (``private_key`` PEM, ``private_key_id``)."""
+    try:
+        signer: crypt.Signer = crypt.RSASigner.from_service_account_info(dict(info))  # type: ignore[no-untyped-call]
+    except (KeyError, ValueError, TypeError):
+        raise GoogleReadError("invalid_key", step="token", permanent=True) from None
+    return signer
+
+
+def encode_jwt(signer: crypt.Signer, payload: Mapping[str, Any]) -> str:
+    """An RS256 JWT of ``payload`` (compact serialisation), ``kid`` = the key's id."""
+    token: bytes = google_jwt.encode(signer, dict(payload))  # type: ignore[no-untyped-call]
+    return token.decode("ascii")
+
+
+def _reason(error: object) -> str:
+    """A token endpoint ``error`` as a short code (letters, digits, underscores)."""
+    text = str(error) if isinstance(error, str) else ""
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in text.lower())[:40]
+    return cleaned or "unknown"
+
+
+class DelegatedCredentials:
+    """Access tokens for ``subject`` (the delegated admin) with ``scopes``, cached until shortly before
+    they expire. One fetch at a time; callers waiting meanwhile get the same token."""
+
+    def __init__(
+        self,
+        info: Mapping[str, Any],
+        *,
+        subject: str,
+        scopes: tuple[str, ...],
+        token_url: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = load_signer(info)
+        self.client_email = str(info["client_email"])
+        self.subject = subject
+        self.scopes = scopes
+        self.token_url = token_url
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0
+
+    def assertion(self) -> str:
+        now = int(self._clock())
+        claims = {
+            "iss": self.client_email,
+            "sub": self.subject,
+            "scope": " ".join(self.scopes),
+            "aud": self.token_url,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECONDS,
+        }
+        return encode_jwt(self.signer, claims)
+
+    def invalidate(self, token: str) -> None:
+        """The API refused ``token``: the next :meth:`token` fetches a new one."""
+        if self._token == token:
+            self._token = None
+
+    async def token(self, session: aiohttp.ClientSession) -> str:
+        async with self._lock:
+            if self._token is not None and self._clock() < self._renew_at:
+                return self._token
+            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self.assertion()}
+            async with session.post(self.token_url, data=form, headers={"Accept": "application/json"}) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+                error = body.get("error") if isinstance(body, dict) else None
+                if response.status == 429 or response.status >= 500 or error in RETRYABLE_TOKEN_ERRORS:
+                    code = _reason(error) if error else f"http_{response.status}"
+                    raise Retryable(response.status, code, step="token")
+                if response.status != 200:
+                    code = _reason(error) if error else f"http_{response.status}"
+                    raise GoogleReadError(code, step="token", permanent=True)
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise GoogleReadError("token_missing", step="token")
+            try:
+                lifetime = float(body.get("expires_in", 3600))  # google-auth accepts a string too
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            self._token = token
+            self._renew_at = self._clock() + max(0.0, lifetime - min(TOKEN_RENEW_MARGIN_SECONDS, lifetime / 2))
+            self.fetched += 1
+            log.info("google_token_fetched", expires_in=lifetime)
+            return token

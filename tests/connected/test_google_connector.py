@@ -1,0 +1,512 @@
+"""The Google connector against the fake Google directory, the real broker and the Mongo wire server.
+
+Most tests collect the runs it publishes from the normaliser's queue (without running the normaliser);
+the last one runs the real normaliser on a small organiser and checks what it stores and sends vendors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from google_connector.app import GoogleConnectorSettings, build
+from google_connector.connector import GoogleConnector
+from google_connector.runs import STATE_COLLECTION, RunReport
+from google_connector.sources import SourceConfig, parse_sources
+from normaliser.app import NormaliserSettings
+from normaliser.app import build as build_normaliser
+from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.vendor import VendorChange
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.quality import FindingCode
+from skolsynk.domain.source_errors import hint_for
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
+from skolsynk.messaging import MessageContext, sync_request_routing_key
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import organiser
+from tests.helpers import delete_topology, queue_depth, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "google-sources.example.yaml"
+TENANT = "demo-kommun"
+SOURCE = "google-workspace"
+ADMIN = "admin@demo.skolsynk.example"
+KEY_ENV = "GOOGLE_DEMO_KOMMUN_SERVICE_ACCOUNT_KEY"
+ATTEMPTS = 6
+
+
+@pytest.fixture(scope="module")
+def key() -> dict[str, str]:
+    return generate_service_account_key(client_email="skolsynk@demo-kommun.iam.gserviceaccount.com")
+
+
+@dataclass
+class Collected:
+    """Every source message that reached the normaliser's queue, by run."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    def of(self, run_id: uuid.UUID) -> list[Envelope]:
+        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
+
+    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
+        return next(
+            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
+        )
+
+    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
+        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
+        return sorted(pages, key=lambda p: p.page)
+
+    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
+        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
+        return SourceRunCompleted.from_envelope(done[0]) if done else None
+
+    def complete(self, run_id: uuid.UUID) -> bool:
+        done = self.completed(run_id)
+        started = any(e.message_type == "source.run.started" for e in self.of(run_id))
+        return done is not None and started and len(self.pages(run_id)) == done.pages
+
+    def runs(self) -> list[uuid.UUID]:
+        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
+
+
+@dataclass
+class Harness:
+    fake: FakeGoogleDirectory
+    app: ServiceApp
+    collected: Collected
+    source: SourceConfig
+    loaded: LoadedOrganiser
+
+    @property
+    def connector(self) -> GoogleConnector:
+        connector = self.app.extensions["connector"]
+        assert isinstance(connector, GoogleConnector)
+        return connector
+
+    async def run(self) -> tuple[RunReport, SourceRunCompleted]:
+        report = await self.connector.run(self.source, reason="test")
+        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
+        completed = self.collected.completed(report.run_id)
+        assert completed is not None
+        return report, completed
+
+    async def state(self) -> dict[str, Any]:
+        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"}) or {}
+
+    def user_requests(self) -> list[Any]:
+        return [r for r in self.fake.requests if r.endpoint == "users"]
+
+
+def source_config(fake: FakeGoogleDirectory, **overrides: Any) -> SourceConfig:
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["sources"][0]
+    raw.update(api_base_url=fake.base_url, token_url=fake.token_url, **overrides)
+    return parse_sources([raw])[0]
+
+
+def connector_settings(settings: ServiceSettings, *, schedule: bool, **overrides: Any) -> GoogleConnectorSettings:
+    return GoogleConnectorSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "google_schedule": schedule,
+            "google_request_timeout_seconds": 5,
+            "google_retry_attempts": ATTEMPTS,
+            "google_retry_wait_initial_seconds": 0.002,
+            "google_retry_wait_max_seconds": 0.01,
+            **overrides,
+        }
+    )
+
+
+async def start_fake(
+    key: dict[str, str], organiser_options: dict[str, Any]
+) -> tuple[FakeGoogleDirectory, LoadedOrganiser]:
+    fake = FakeGoogleDirectory(admins=[ADMIN])
+    await fake.start()
+    fake.add_service_account(key)
+    fake.add_user(ADMIN, "Admin", "Demo", audit=False)
+    loaded = fake.load_organiser(organiser(**organiser_options))
+    return fake, loaded
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+SMALL = {"seed": 3, "school_units": 2, "students_per_unit": 40, "teachers_per_unit": 2}
+
+
+@pytest.fixture
+async def make_harness(settings: ServiceSettings, make_app: Any, key: dict[str, str]) -> AsyncIterator[HarnessFactory]:
+    fakes: list[FakeGoogleDirectory] = []
+    apps: list[ServiceApp] = []
+    collected = Collected()
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        collected.envelopes.append(envelope)
+
+    async def factory(
+        *,
+        schedule: bool = False,
+        organiser_options: dict[str, Any] | None = None,
+        collector: bool = True,
+        connector_options: dict[str, Any] | None = None,
+        **source_overrides: Any,
+    ) -> Harness:
+        """``collector=False``: nothing takes the runs off the normaliser's queue (a normaliser will)."""
+        if collector:
+            app: ServiceApp = make_app("collector")
+            app.add_consumer(app.queue_name("normaliser", "source-events"), collect, idempotent=False)
+            await app.start()
+        fake, loaded = await start_fake(key, organiser_options or SMALL)
+        fakes.append(fake)
+        source = source_config(fake, **source_overrides)
+        app = build(
+            connector_settings(settings, schedule=schedule, **(connector_options or {})),
+            sources=[source],
+            environ={KEY_ENV: json.dumps(key)},
+        )
+        apps.append(app)
+        await app.start()
+        return Harness(fake, app, collected, source, loaded)
+
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            await app.drain(1.0)
+            await app.close()
+            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+        for fake in fakes:
+            await fake.stop()
+
+
+def counts_of(records: list[Any]) -> dict[EntityKind, int]:
+    counts: dict[EntityKind, int] = {}
+    for record in records:
+        counts[record.kind] = counts.get(record.kind, 0) + 1
+    return counts
+
+
+async def test_a_full_run_of_2000_users_over_many_pages(make_harness: HarnessFactory) -> None:
+    options = {"seed": 7, "school_units": 4, "students_per_unit": 490, "teachers_per_unit": 10}
+    h = await make_harness(organiser_options=options)
+    report, completed = await h.run()
+    started = h.collected.started(report.run_id)
+    assert (started.mode, started.source_kind) == ("full", "google")
+    assert completed.healthy
+    assert completed.errors == []
+    expected = counts_of(organiser(**options))
+    assert expected[EntityKind.PERSON] == 2000
+    assert completed.counts == expected
+    pages = h.collected.pages(report.run_id)
+    assert [p.page for p in pages] == list(range(completed.pages))
+    # The school units, one page per users.list page (500 users each), then the groups.
+    assert completed.pages == 6
+    assert [len([r for r in p.records if r.kind is EntityKind.PERSON]) for p in pages] == [0, 500, 500, 500, 500, 0]
+    records = [r for p in pages for r in p.records]
+    assert counts_of(records) == expected
+    for record in records[:50] + records[-50:]:
+        ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind.value})
+    users = h.user_requests()
+    assert len(users) == 4
+    assert "pageToken" not in users[0].query
+    assert all(r.query["maxResults"] == ["500"] and "pageToken" in r.query for r in users[1:])
+    assert h.fake.tokens_issued == 1
+    for envelope in h.collected.of(report.run_id):
+        assert envelope.tenant_id == TENANT
+        assert envelope.producer == "google-connector"
+    state = await h.state()
+    assert state["last_full_run"]["healthy"] is True
+    assert state["last_full_run"]["counts"]["person"] == 2000
+    assert state["last_full_success_at"] is not None
+    assert report.stats.unplaced == 0
+    assert sum(roles["student"] for roles in report.stats.by_school_unit.values()) == 1960
+
+
+async def test_a_rate_limit_storm_still_completes_healthy(make_harness: HarnessFactory) -> None:
+    # One request at a time, so "every second request is throttled" throttles each request at most once.
+    h = await make_harness(page_size=20, connector_options={"google_members_concurrency": 1})
+    h.fake.fail_next(3, "429")
+    h.fake.fail_every(2, "userRateLimitExceeded")
+    _, completed = await h.run()
+    assert completed.healthy
+    assert completed.counts == counts_of(organiser(**SMALL))
+    statuses = [r.status for r in h.fake.requests if r.endpoint != "token"]
+    assert statuses.count(429) == 3
+    assert statuses.count(403) >= 20
+    assert len(h.user_requests()) >= 2 * 5  # 84 users in pages of 20, each page throttled once
+    throttled = h.app.metrics.registry.get_sample_value(
+        "skolsynk_google_throttled_requests_total", {"reason": "user_rate_limit_exceeded"}
+    )
+    assert throttled == statuses.count(403)
+    assert h.app.metrics.registry.get_sample_value("skolsynk_google_runs_total", {"outcome": "healthy"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "requests_for_page", "needs_admin"),
+    [("forbidden", "users:forbidden", 1, True), ("internalError", "users:internal_error", ATTEMPTS, False)],
+)
+async def test_a_run_failing_midway_is_unhealthy_and_stops(
+    make_harness: HarnessFactory, fault: str, code: str, requests_for_page: int, needs_admin: bool
+) -> None:
+    h = await make_harness(page_size=20)
+    h.fake.fail_page("users", 2, fault)
+    report, completed = await h.run()
+    assert not completed.healthy
+    assert completed.errors == [code]
+    # What was read before the failure is sent; nothing after it (no groups): the normaliser removes nothing.
+    pages = h.collected.pages(report.run_id)
+    assert len(pages) == completed.pages == 3
+    assert completed.counts[EntityKind.PERSON] == 40
+    assert EntityKind.GROUP not in completed.counts
+    assert [r.status for r in h.user_requests() if r.page == 2] == [403 if fault == "forbidden" else 500] * (
+        requests_for_page
+    )
+    state = await h.state()
+    assert state["last_full_run"]["healthy"] is False
+    assert state["last_full_run"]["errors"] == [code]
+    assert "last_full_success_at" not in state
+    hint = hint_for("google", code)
+    assert hint is not None
+    assert hint.needs_admin is needs_admin
+
+
+@pytest.mark.parametrize("problem", ["unknown_admin", "scopes_not_delegated", "forced_invalid_grant"])
+async def test_auth_errors_abort_the_run_with_the_right_code(make_harness: HarnessFactory, problem: str) -> None:
+    overrides = {"delegated_admin": "not-an-admin@demo.skolsynk.example"} if problem == "unknown_admin" else {}
+    h = await make_harness(**overrides)
+    if problem == "scopes_not_delegated":
+        h.fake.set_delegated_scopes(h.connector.clients[h.source.key].credentials.client_email, [])
+    if problem == "forced_invalid_grant":
+        h.fake.fail_token("invalid_grant")
+    report, completed = await h.run()
+    expected = "token:unauthorized_client" if problem == "scopes_not_delegated" else "token:invalid_grant"
+    assert not completed.healthy
+    assert completed.errors == [expected]
+    assert completed.pages == 0
+    assert completed.counts == {}
+    assert [r.endpoint for r in h.fake.requests] == ["token"]  # not retried, nothing else asked
+    hint = hint_for("google", expected)
+    assert hint is not None
+    assert hint.needs_admin
+    assert "delegat" in hint.fix
+    assert h.app.metrics.registry.get_sample_value("skolsynk_google_run_errors_total", {"code": expected}) == 1
+    assert report.errors == [expected]
+
+
+async def test_a_sync_request_triggers_a_run(make_harness: HarnessFactory, settings: ServiceSettings) -> None:
+    h = await make_harness()
+    exchange = h.app.topology.exchange("control")
+    for source_id in ("no-such-source", SOURCE):
+        request = SyncRequested(source_id=source_id, requested_by="admin-ui")
+        await h.app.publisher.publish(
+            request.to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=exchange,
+            routing_key=sync_request_routing_key("google"),
+        )
+    await wait_for(lambda: len(h.collected.runs()) == 1, what="a requested run")
+    [run_id] = h.collected.runs()
+    await wait_for(lambda: h.collected.complete(run_id), what="the requested run to complete")
+    completed = h.collected.completed(run_id)
+    assert completed is not None
+    assert completed.healthy
+    await wait_for(lambda: len(h.connector.reports) == 1, what="the run's report")
+    assert h.connector.reports[-1].reason == "request:admin-ui"
+    # A request for a source this connector does not have is dead-lettered, visibly.
+    dlq = h.app.topology.queue(h.app.queue_name("google", "sync-requests")).dead_letter_queue
+    amqp_url = settings.broker.amqp_url.get_secret_value()
+
+    async def dead_lettered() -> bool:
+        return await queue_depth(amqp_url, dlq) == 1
+
+    await wait_for(dead_lettered, what="the unknown source's request in the DLQ")
+
+
+async def test_schedule_runs_at_start_and_reports_events_trigger_an_early_run(make_harness: HarnessFactory) -> None:
+    h = await make_harness(
+        schedule=True, reports={"enabled": True, "poll_interval_seconds": 0.1, "overlap_seconds": 600}
+    )
+    await wait_for(lambda: len(h.collected.runs()) >= 1, what="the scheduled run")
+    first = h.collected.runs()[0]
+    await wait_for(lambda: h.collected.complete(first), what="the scheduled run to complete")
+    await wait_for(lambda: len(h.connector.reports) == 1, what="the run's report")
+    assert h.connector.reports[0].reason == "schedule"
+
+    async def cursor_set() -> bool:
+        return "reports_cursor" in await h.state()
+
+    await wait_for(cursor_set, what="the first Reports API poll")
+    leaver = h.loaded.user_ids["student-0-3"]
+    h.fake.suspend_user(leaver)  # records a SUSPEND_USER audit event
+    await wait_for(lambda: len(h.collected.runs()) >= 2, what="a run triggered by the audit event")
+    second = h.collected.runs()[1]
+    await wait_for(lambda: h.collected.complete(second), what="the triggered run to complete")
+    await wait_for(lambda: len(h.connector.reports) == 2, what="the run's report")
+    assert h.connector.reports[1].reason == "reports"
+    persons = {r.key for p in h.collected.pages(second) for r in p.records if r.kind is EntityKind.PERSON}
+    assert leaver not in persons
+    assert h.connector.reports[1].leavers == 1
+    # The same event is not acted on twice: more polls, no more runs.
+    polls = sum(1 for r in h.fake.requests if r.endpoint == "activities")
+    await wait_for(
+        lambda: sum(1 for r in h.fake.requests if r.endpoint == "activities") >= polls + 3, what="three more polls"
+    )
+    assert len(h.collected.runs()) == 2
+
+
+# --- with the real normaliser ---------------------------------------------------------------------
+
+
+@dataclass
+class NormalisedHarness:
+    h: Harness
+    normaliser: ServiceApp
+    received: list[VendorChange] = field(default_factory=list)
+    received_total: int = 0
+
+    def published(self) -> float:
+        value = self.normaliser.metrics.registry.get_sample_value(
+            "skolsynk_messages_published_total",
+            {"exchange": self.normaliser.topology.exchange("vendor"), "outcome": "confirmed"},
+        )
+        return value or 0.0
+
+    async def run(self) -> tuple[RunReport, dict[str, Any]]:
+        report = await self.h.connector.run(self.h.source, reason="test")
+        runs = self.normaliser.db["runs"]
+
+        async def settled() -> bool:
+            run = await runs.find_one({"_id": str(report.run_id)})
+            return (
+                run is not None
+                and run.get("status") == "finalised"
+                and await self.normaliser.db["projection_locks"].count_documents({}) == 0
+                and await self.normaliser.outbox.pending_count() == 0
+                and self.received_total >= self.published()
+            )
+
+        await wait_for(settled, timeout=60, interval=0.1, what="the normaliser to settle")
+        run = await runs.find_one({"_id": str(report.run_id)})
+        assert run is not None
+        return report, run["outcome"]
+
+    def take(self) -> set[tuple[str, str, uuid.UUID]]:
+        events, self.received = self.received, []
+        return {(e.entity_kind.value, e.operation, e.entity_id) for e in events}
+
+    async def entity(self, kind: EntityKind, key: str) -> dict[str, Any] | None:
+        return await self.normaliser.db["entities"].find_one({"_id": str(entity_id(TENANT, SOURCE, kind, key))})
+
+
+@pytest.fixture
+async def normalised(make_harness: HarnessFactory, settings: ServiceSettings) -> AsyncIterator[NormalisedHarness]:
+    h = await make_harness(
+        organiser_options={"seed": 11, "school_units": 2, "students_per_unit": 20, "teachers_per_unit": 1},
+        collector=False,
+    )
+    normaliser = build_normaliser(
+        NormaliserSettings.model_validate({**settings.model_dump(), "date_check_interval_seconds": 86400})
+    )
+    vendors = ServiceApp.create("vendor-collector", settings, vendor_ids=("binogi",))
+    harness = NormalisedHarness(h, normaliser)
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        harness.received.append(VendorChange.from_envelope(envelope))
+        harness.received_total += 1
+
+    vendors.add_consumer(vendors.queue_name("dispatcher", "binogi"), collect, idempotent=False)
+    codes = frozenset(unit.school_unit_code for unit in _units(organiser(seed=11, school_units=2)))
+    await SubscriptionStore(normaliser.db).save(
+        VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=codes)
+    )
+    await vendors.start()
+    await normaliser.start()
+    try:
+        yield harness
+    finally:
+        for app in (normaliser, vendors):
+            await app.drain(2)
+            await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), vendors.topology)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    key: str
+    school_unit_code: str
+
+
+def _units(records: list[Any]) -> list[_Unit]:
+    return [_Unit(r.key, r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT]
+
+
+async def test_a_second_run_with_changes_gives_the_expected_normalised_changes(normalised: NormalisedHarness) -> None:
+    n = normalised
+    h = n.h
+    ids = h.loaded.user_ids
+    groups = h.loaded.group_ids
+    unit_codes = {u.key: u.school_unit_code for u in _units(organiser(seed=11, school_units=2))}
+    _, outcome = await n.run()
+    assert outcome == {"complete": True, "reasons": [], "removed": 0}
+    first = n.take()
+    assert ("person", "upsert", entity_id(TENANT, SOURCE, EntityKind.PERSON, ids["student-0-0"])) in first
+    assert len(first) == await n.normaliser.db["entities"].count_documents({"tenant_id": TENANT})
+
+    # Changes: a student moves to the other school unit, one is suspended (a leaver), one joins another
+    # class, and a new user lands in an OU that is no school unit.
+    moved, leaver, joiner = ids["student-0-0"], ids["student-0-1"], ids["student-1-2"]
+    h.fake.move_user(moved, f"{h.loaded.unit_org_units['unit-1']}/Elever")
+    h.fake.suspend_user(leaver)
+    h.fake.add_member(groups["class-1-4"], joiner)
+    stray = h.fake.add_user("vilsen@demo.skolsynk.example", "Vilsen", "Användare", org_unit_path="/Skolor")["id"]
+    _, outcome = await n.run()
+    assert outcome == {"complete": True, "reasons": [], "removed": 1}
+
+    def eid(kind: EntityKind, key: str) -> uuid.UUID:
+        return entity_id(TENANT, SOURCE, kind, key)
+
+    assert n.take() == {
+        ("person", "upsert", eid(EntityKind.PERSON, moved)),
+        ("person", "delete", eid(EntityKind.PERSON, leaver)),
+        ("group", "upsert", eid(EntityKind.GROUP, groups["class-0-2"])),  # the leaver's class
+        ("group", "upsert", eid(EntityKind.GROUP, groups["class-1-4"])),  # the new member's
+    }
+    moved_entity = await n.entity(EntityKind.PERSON, moved)
+    assert moved_entity is not None
+    assert moved_entity["data"]["enrolments"][0]["school_unit"] == unit_codes["unit-1"]
+    assert await n.entity(EntityKind.PERSON, leaver) is None
+    joined = await n.entity(EntityKind.GROUP, groups["class-1-4"])
+    assert joined is not None
+    assert {"person": joiner} in [{"person": m["person"]} for m in joined["data"]["memberships"]]
+    # The user without a school unit is stored and reported, not dropped silently.
+    assert await n.entity(EntityKind.PERSON, stray) is not None
+    finding = await n.normaliser.db["dq_findings"].find_one(
+        {"code": FindingCode.PERSON_NO_ACTIVE_RELATION.value, "source_key": stray}
+    )
+    assert finding is not None
+
+    # A run that fails midway removes nothing, even what it did not get to read.
+    persons_before = await n.normaliser.db["entities"].count_documents({"kind": "person"})
+    h.fake.delete_user(ids["student-1-5"])
+    h.fake.fail_page("users", 0, "forbidden")
+    report, outcome = await n.run()
+    assert report.errors == ["users:forbidden"]
+    assert outcome["complete"] is False
+    assert outcome["removed"] == 0
+    assert n.take() == set()
+    assert await n.normaliser.db["entities"].count_documents({"kind": "person"}) == persons_before
+    incomplete = await n.normaliser.db["dq_findings"].find_one({"code": FindingCode.RUN_INCOMPLETE.value})
+    assert incomplete is not None
+    assert datetime.now(UTC) >= report.started_at
