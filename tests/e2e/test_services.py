@@ -29,7 +29,7 @@ SERVICES = {
     "normaliser": ("normaliser", {}),
     "dispatcher-demo-vendor": ("dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
     "gdpr": ("gdpr", {}),
-    "admin": ("admin", {}),
+    "admin": ("admin", {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value"}),
     "egil-receiver": ("egil_receiver", {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"}),
     "ss12000-puller": ("ss12000_puller", {"SKOLSYNK_SS12000_SOURCES_FILE": "deploy/ss12000-sources.yaml"}),
 }
@@ -79,9 +79,14 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
         assert service.get("/livez")[0] == 200
 
     admin_port = running[3].port_of("web_app_started")
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/api/v1/version") as response:
-        assert response.status == 200
-        assert (await response.json())["service"] == "admin"
+    version = f"http://127.0.0.1:{admin_port}/api/v1/version"
+    operator = {"Authorization": "Bearer skt_e2eoperator.e2e-operator-secret-value"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(version) as response:
+            assert response.status == 401
+        async with http.get(version, headers=operator) as response:
+            assert response.status == 200
+            assert (await response.json())["service"] == "admin"
 
     # A full snapshot from a (fake) source flows through the normaliser to the vendor's dispatcher.
     records = organiser(seed=3, school_units=1, students_per_unit=3, teachers_per_unit=1)
@@ -109,11 +114,17 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
     assert logged(normaliser, "run_finalised")[0]["complete"] is True
     persons = sum(1 for r in records if r.kind is EntityKind.PERSON)
     await wait_for(lambda: len(logged(dispatcher, "delivered")) >= persons, timeout=30, what="changes at the vendor")
-    log_text = normaliser.log_path.read_text() + dispatcher.log_path.read_text()
+    # No personal data and no secrets in any service's log.
+    log_text = "".join(service.log_path.read_text() for service in running)
     for record in records:
         if record.kind is EntityKind.PERSON:
-            assert str(record.data["given_name"]) + " " not in log_text
-            assert str(record.data["eppn"][0]) not in log_text
+            data = record.data
+            assert f"{data['given_name']} {data['family_name']}" not in log_text
+            assert str(data["eppn"][0]) not in log_text
+            assert str(data["emails"][0]["value"]) not in log_text
+            if data.get("civic_no"):
+                assert str(data["civic_no"]) not in log_text
+    assert "e2e-operator-secret-value" not in log_text
 
     budget = sum(float(v) for v in BUDGET.values()) + SHUTDOWN_MARGIN_SECONDS
     for service in running:

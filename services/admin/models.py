@@ -1,0 +1,197 @@
+"""The admin API's request and response bodies (exported in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skolsynk.domain.ss12000 import GroupType, SchoolType
+from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
+
+ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Me(BaseModel):
+    subject: str
+    role: str
+    tenant_id: str | None
+
+
+class TenantIn(Body):
+    tenant_id: str = Field(pattern=ID, description="Short id, e.g. 'kommun-a'.")
+    display_name: str = Field(min_length=1, max_length=200)
+    organisation_number: str | None = Field(default=None, pattern=r"^\d{6}-?\d{4}$")
+
+
+class Tenant(BaseModel):
+    tenant_id: str
+    display_name: str
+    organisation_number: str | None
+    created_at: datetime
+
+
+class TokenIn(Body):
+    subject: str = Field(min_length=1, max_length=120, description="Who will use it (a user id).")
+    role: Literal["organiser_admin", "operator"] = "organiser_admin"
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="Shown once; only its hash is kept.")
+    token_id: str
+    role: str
+    tenant_id: str | None
+    subject: str
+
+
+class TokenInfo(BaseModel):
+    token_id: str
+    role: str
+    tenant_id: str | None
+    subject: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class SourceKind(StrEnum):
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
+    EGIL = "egil"
+    SS12000 = "ss12000"
+
+
+#: Settings (non-secret) and secrets each kind of source needs.
+SOURCE_REQUIREMENTS: dict[SourceKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    SourceKind.GOOGLE: (("domain", "delegated_admin"), ("service_account_key",)),
+    SourceKind.MICROSOFT: (("azure_tenant_id", "client_id"), ("client_secret",)),
+    SourceKind.EGIL: ((), ()),
+    SourceKind.SS12000: (("base_url", "client_id"), ("client_secret",)),
+}
+
+
+class SourceIn(Body):
+    source_id: str = Field(pattern=ID)
+    kind: SourceKind
+    display_name: str = Field(min_length=1, max_length=200)
+    settings: dict[str, str | int | bool | list[str]] = Field(
+        default_factory=dict, description="Non-secret settings, e.g. the Google domain or the Graph client id."
+    )
+    secrets: dict[str, str] = Field(
+        default_factory=dict, description="Write-only: stored encrypted, never returned. Replaces by name."
+    )
+    secret_refs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Secrets held elsewhere: name -> reference (a Kubernetes secret key or environment variable).",
+    )
+
+
+class Source(BaseModel):
+    source_id: str
+    kind: SourceKind
+    display_name: str
+    settings: dict[str, Any]
+    secrets_set: list[str] = Field(
+        description="Names of the stored (encrypted) secrets; their values are never returned."
+    )
+    secret_refs: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SyncIn(Body):
+    mode: Literal["full", "incremental"] = "full"
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    message_id: UUID | None = None
+
+
+class SubscriptionIn(Body):
+    """A vendor subscription as the organiser sets it (test mode is decided by the promotion gate)."""
+
+    school_unit_codes: list[str] = Field(min_length=1)
+    roles: list[Role] = Field(default_factory=lambda: list(Role))
+    school_types: list[SchoolType] | None = None
+    school_years: list[int] | None = None
+    group_types: list[GroupType] | None = None
+    fields: dict[str, list[str]] | None = None
+    protected_identity_policy: ProtectedIdentityPolicy = ProtectedIdentityPolicy.EXCLUDE
+    deletion_grace_hours: float = Field(default=0.0, ge=0, le=24 * 90)
+
+
+class PreviewRow(BaseModel):
+    school_unit_code: str
+    role: str
+    added: int
+    removed: int
+    changed: int
+
+
+class PreviewEntry(BaseModel):
+    entity_id: UUID
+    kind: str
+    label: str = Field(description="A display name (shown only to the organiser's own admins).")
+    school_unit_codes: list[str]
+    roles: list[str]
+
+
+class Preview(BaseModel):
+    vendor_id: str
+    totals: dict[str, int]
+    rows: list[PreviewRow]
+    added: list[PreviewEntry]
+    removed: list[PreviewEntry]
+
+
+class Promotion(BaseModel):
+    test_mode: bool
+    test_started_at: datetime | None
+    test_hours_required: float
+    test_hours_done: float
+    reviewed_at: datetime | None
+    reviewed_by: str | None
+    live_at: datetime | None
+    can_go_live: bool
+    blockers: list[str]
+
+
+class Subscription(BaseModel):
+    vendor_id: str
+    vendor_name: str
+    subscription: dict[str, Any]
+    promotion: Promotion
+
+
+class GoLiveIn(Body):
+    override_reason: str | None = Field(
+        default=None, min_length=5, max_length=300, description="Operators only: go live despite the gate (audited)."
+    )
+
+
+class HoldDecisionIn(Body):
+    decision: Literal["approve", "discard"]
+
+
+class ErasureIn(Body):
+    person_id: UUID
+    vendor_ids: list[str] | None = Field(default=None, description="None: every vendor.")
+    kind: Literal["erasure", "objection"] = "erasure"
+    reference: str | None = Field(default=None, max_length=64)
+
+
+class ErasureCreated(BaseModel):
+    request_id: UUID
+
+
+class Vendor(BaseModel):
+    vendor_id: str
+    display_name: str
+    delivery: str

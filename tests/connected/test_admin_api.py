@@ -1,0 +1,363 @@
+"""The admin REST API on the real broker and the Mongo wire server: authentication on every endpoint,
+tenant isolation, the onboarding flow through the promotion gate, secrets never returned, the audit
+log, commands reaching the other services' queues."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from admin.api import ENDPOINTS
+from admin.app import AdminSettings, build
+from admin.auth import Role, TokenStore
+from admin.openapi import DOCUMENT, render
+from normaliser.app import NormaliserSettings
+from normaliser.app import build as build_normaliser
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.gdpr import ErasureRequested
+from skolsynk.contracts.sync import SyncRequested
+from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from tests.helpers import delete_topology, drain_queue, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+
+TENANT, OTHER = "kommun-a", "kommun-b"
+SOURCE = "egil-1"
+VENDOR = "binogi"
+SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
+SECRET_VALUE = "very-secret-client-secret-value"
+
+
+@dataclass
+class Admin:
+    app: ServiceApp
+    base: str
+    session: aiohttp.ClientSession
+    clock: list[timedelta]
+    operator: str
+    settings: ServiceSettings
+
+    async def call(
+        self, method: str, path: str, token: str | None, body: Any = None, *, raw: bool = False
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.request(method, self.base + path, json=body, headers=headers) as response:
+            if raw or response.content_type == "text/csv":
+                return response.status, await response.text()
+            if response.status == 204:
+                return 204, None
+            return response.status, await response.json(content_type=None)
+
+    async def token_for(self, tenant_id: str, subject: str = "it-admin-1") -> str:
+        status, body = await self.call("POST", f"/tenants/{tenant_id}/tokens", self.operator, {"subject": subject})
+        assert status == 201, body
+        return str(body["token"])
+
+
+@pytest.fixture
+async def admin(settings: ServiceSettings) -> AsyncIterator[Admin]:
+    clock = [timedelta(0)]
+    admin_settings = AdminSettings.model_validate(
+        {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY}
+    )
+    app = build(admin_settings, clock=lambda: datetime.now(UTC) + clock[0])
+    await app.start()
+    operator, _ = await TokenStore(app.db).create(
+        role=Role.OPERATOR, subject="ops-1", tenant_id=None, created_by="test"
+    )
+    session = aiohttp.ClientSession()
+    admin = Admin(app, f"http://127.0.0.1:{app.web_ports[0]}/api/v1", session, clock, operator, settings)
+    for tenant_id in (TENANT, OTHER):
+        status, _ = await admin.call("POST", "/tenants", operator, {"tenant_id": tenant_id, "display_name": tenant_id})
+        assert status == 201
+    try:
+        yield admin
+    finally:
+        await session.close()
+        await app.drain(1)
+        await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+
+
+def concrete(path: str, tenant: str = TENANT) -> str:
+    values = {"tenant": tenant, "vendor": VENDOR, "source_id": SOURCE, "token_id": "abc",
+              "request_id": str(uuid.uuid4()), "school_unit_id": str(uuid.uuid4())}  # fmt: skip
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+async def test_every_endpoint_refuses_requests_without_a_valid_token(admin: Admin):
+    assert ENDPOINTS, "no endpoints registered"
+    for point in ENDPOINTS:
+        for token in (None, "skt_nope.nope", "not-a-token", admin.operator + "x"):
+            status, body = await admin.call(point.method, concrete(point.path), token, {} if point.body else None)
+            assert status == 401, (point.method, point.path, token, body)
+            assert body["type"].endswith("/unauthenticated")
+    status, _ = await admin.call("GET", "/openapi.json", None)
+    assert status == 401
+
+
+async def test_an_organiser_admin_reaches_only_their_own_tenant(admin: Admin):
+    mine = await admin.token_for(TENANT)
+    tenant_scoped = [p for p in ENDPOINTS if "{tenant}" in p.path]
+    assert len(tenant_scoped) > 25
+    for point in tenant_scoped:
+        status, body = await admin.call(point.method, concrete(point.path, OTHER), mine, {} if point.body else None)
+        assert status == 403, (point.method, point.path, body)
+    for method, path in (("POST", "/tenants"), ("GET", "/audit")):
+        status, _ = await admin.call(method, path, mine, {"tenant_id": "x", "display_name": "x"})
+        assert status == 403
+    status, tenants = await admin.call("GET", "/tenants", mine)
+    assert status == 200
+    assert [t["tenant_id"] for t in tenants] == [TENANT]
+    status, me = await admin.call("GET", "/me", mine)
+    assert me == {"subject": "it-admin-1", "role": "organiser_admin", "tenant_id": TENANT}
+    # An organiser admin cannot mint operator tokens.
+    status, _ = await admin.call("POST", f"/tenants/{TENANT}/tokens", mine, {"subject": "x", "role": "operator"})
+    assert status == 403
+    # A revoked token stops working at once.
+    status, tokens = await admin.call("GET", f"/tenants/{TENANT}/tokens", admin.operator)
+    token_id = next(t["token_id"] for t in tokens if t["subject"] == "it-admin-1")
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/tokens/{token_id}", admin.operator))[0] == 204
+    assert (await admin.call("GET", "/me", mine))[0] == 401
+
+
+async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin: Admin):
+    token = await admin.token_for(TENANT)
+    source = {
+        "source_id": "graph-1",
+        "kind": "microsoft",
+        "display_name": "Microsoft 365",
+        "settings": {"azure_tenant_id": "00000000-0000-0000-0000-000000000001", "client_id": "app-1"},
+        "secrets": {"client_secret": SECRET_VALUE},
+    }
+    status, created = await admin.call("POST", f"/tenants/{TENANT}/sources", token, source)
+    assert status == 201, created
+    assert created["secrets_set"] == ["client_secret"]
+    assert (await admin.call("POST", f"/tenants/{TENANT}/sources", token, source))[0] == 409
+    # Missing required settings: a clear 422 naming them.
+    status, problem = await admin.call(
+        "POST", f"/tenants/{TENANT}/sources", token, {**source, "source_id": "graph-2", "secrets": {}, "settings": {}}
+    )
+    assert status == 422
+    assert {e["field"] for e in problem["errors"]} == {
+        "settings.azure_tenant_id",
+        "settings.client_id",
+        "secrets.client_secret",
+    }
+    # An update without secrets keeps the stored one; a reference replaces it.
+    update = {**source, "display_name": "M365", "secrets": {}}
+    status, updated = await admin.call("PUT", f"/tenants/{TENANT}/sources/graph-1", token, update)
+    assert (status, updated["secrets_set"]) == (200, ["client_secret"])
+    everything = json.dumps([await admin.call("GET", p, token) for p in (f"/tenants/{TENANT}/sources",
+                             f"/tenants/{TENANT}/sources/graph-1", f"/tenants/{TENANT}/audit")])  # fmt: skip
+    assert SECRET_VALUE not in everything
+    stored = await admin.app.db["admin_sources"].find_one({"source_id": "graph-1"})
+    assert stored is not None
+    assert SECRET_VALUE not in json.dumps(stored, default=str)
+    assert admin.app.extensions["service"].sources.box.open(stored["sealed"]) == {"client_secret": SECRET_VALUE}
+    # Sync: no Microsoft connector is running yet, so the request is refused, not lost.
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources/graph-1/sync", token, {"mode": "full"})
+    assert status == 503, problem
+    connector = ServiceApp.create("fake-graph-connector", admin.settings, connector_kinds=["microsoft"])
+    await connector.start()
+    try:
+        status, _ = await admin.call("POST", f"/tenants/{TENANT}/sources/graph-1/sync", token, {"mode": "full"})
+        assert status == 202
+        url = admin.settings.broker.amqp_url.get_secret_value()
+        messages = await drain_queue(url, connector.queue_name("microsoft", "sync-requests"))
+        [request] = [SyncRequested.from_envelope(Envelope.model_validate_json(m.body)) for m in messages]
+        assert (request.source_id, request.mode) == ("graph-1", "full")
+    finally:
+        await connector.drain(1)
+        await connector.close()
+        await delete_topology(url, connector.topology)
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/graph-1", token))[0] == 204
+    assert (await admin.call("GET", f"/tenants/{TENANT}/sources/graph-1", token))[0] == 404
+
+
+async def seed_organiser(admin: Admin) -> list[Any]:
+    """Run the real normaliser on a small organiser so there are school units and persons."""
+    records = organiser(seed=21, school_units=2, students_per_unit=3, teachers_per_unit=1)
+    normaliser = build_normaliser(
+        NormaliserSettings.model_validate({**admin.settings.model_dump(), "date_check_interval_seconds": 86400})
+    )
+    await normaliser.start()
+    try:
+        run_id = uuid.uuid4()
+        for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=50, run_id=run_id):
+            await normaliser.publisher.publish(
+                message.to_envelope(tenant_id=TENANT, producer="test"),
+                exchange=normaliser.topology.exchange("source"),
+                routing_key=f"egil.{TENANT}",
+            )
+
+        async def finalised() -> bool:
+            run = await normaliser.db["runs"].find_one({"_id": str(run_id)})
+            return run is not None and run.get("status") == "finalised"
+
+        await wait_for(finalised, timeout=30, what="the seed run")
+    finally:
+        await normaliser.drain(1)
+        await normaliser.close()
+    return records
+
+
+async def test_onboarding_preview_promotion_gate_and_audit(admin: Admin):
+    records = await seed_organiser(admin)
+    token = await admin.token_for(TENANT)
+    codes = school_unit_codes(records)
+    status, units = await admin.call("GET", f"/tenants/{TENANT}/school-units", token)
+    assert sorted(u["school_unit_code"] for u in units) == sorted(codes)
+    status, runs = await admin.call("GET", f"/tenants/{TENANT}/runs", token)
+    assert (status, runs[0]["status"], runs[0]["complete"]) == (200, "finalised", True)
+
+    # Preview before saving: one school unit, students only.
+    wanted = {"school_unit_codes": [codes[0]], "roles": ["student"]}
+    status, preview = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/preview", token, wanted)
+    assert status == 200, preview
+    assert preview["totals"]["student"] == 3
+    assert preview["totals"]["school_unit"] == 1
+    assert len(preview["added"]) == 3
+    assert preview["removed"] == []
+    assert all(e["label"] for e in preview["added"])
+    assert {(r["school_unit_code"], r["role"]) for r in preview["rows"]} >= {(codes[0], "student")}
+    assert (await admin.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}", token))[0] == 404, "preview saved"
+    bad = {"school_unit_codes": ["123"], "roles": ["student"]}
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/preview", token, bad)
+    assert status == 422
+    assert "8 digits" in json.dumps(problem)
+
+    # Saved: test mode; the gate is closed until 24 h of test mode and a reviewed report.
+    status, saved = await admin.call("PUT", f"/tenants/{TENANT}/subscriptions/{VENDOR}", token, wanted)
+    assert status == 200, saved
+    assert saved["subscription"]["test_mode"] is True
+    assert len(saved["promotion"]["blockers"]) == 2
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", token, {})
+    assert status == 409
+    assert problem["type"].endswith("/promotion-gate-closed")
+    # Widening the selection: the preview shows who would be added.
+    wider = {"school_unit_codes": codes, "roles": ["student"]}
+    status, preview = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/preview", token, wider)
+    assert len(preview["added"]) == 3
+    assert preview["removed"] == []
+
+    assert (await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/review", token))[0] == 200
+    admin.clock[0] = timedelta(hours=25)
+    status, live = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", token, {})
+    assert status == 200, live
+    assert live["subscription"]["test_mode"] is False
+    assert live["promotion"]["live_at"] is not None
+    assert (await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", token, {}))[0] == 409
+
+    # Reports download; the audit log tells who changed what, from what to what.
+    status, report = await admin.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}/report.csv", token)
+    assert status == 200
+    assert report.startswith("entity_id,kind,operation")
+    status, audit = await admin.call("GET", f"/tenants/{TENANT}/audit", token)
+    actions = [e["action"] for e in audit]
+    assert actions[:3] == ["subscription.go_live", "subscription.review", "subscription.create"]
+    created = next(e for e in audit if e["action"] == "subscription.create")
+    assert (created["actor"], created["before"], created["after"]["school_unit_codes"]) == (
+        "it-admin-1",
+        None,
+        [codes[0]],
+    )
+    # Every change asked the normaliser for a projection.
+    url = admin.settings.broker.amqp_url.get_secret_value()
+    messages = await drain_queue(url, admin.app.queue_name("normaliser", "projections"))
+    reasons = [ProjectionRequested.from_envelope(Envelope.model_validate_json(m.body)).reason for m in messages]
+    assert reasons == ["subscription", "go-live"]
+
+    # Ending the subscription is audited and asks for the deletions.
+    status, ended = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/end", token)
+    assert (status, ended["subscription"]["ended_at"] is not None) == (200, True)
+
+
+async def test_an_operator_may_override_the_gate_with_a_reason_an_organiser_may_not(admin: Admin):
+    token = await admin.token_for(TENANT)
+    body = {"school_unit_codes": ["11111111"], "roles": ["teacher"]}
+    assert (await admin.call("PUT", f"/tenants/{TENANT}/subscriptions/{VENDOR}", token, body))[0] == 200
+    override = {"override_reason": "pilot agreed with the vendor"}
+    status, _ = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", token, override)
+    assert status == 403
+    status, _ = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", admin.operator, override)
+    assert status == 200
+    _, audit = await admin.call("GET", f"/tenants/{TENANT}/audit", admin.operator)
+    go_live = next(e for e in audit if e["action"] == "subscription.go_live")
+    assert go_live["actor"] == "ops-1"
+    assert "pilot agreed" in go_live["note"]
+    # Back to test mode restarts the clock.
+    status, back = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/test-mode", token)
+    assert (status, back["subscription"]["test_mode"], back["promotion"]["can_go_live"]) == (200, True, False)
+
+
+async def test_quality_holds_and_gdpr_endpoints(admin: Admin):
+    token = await admin.token_for(TENANT)
+    status, findings = await admin.call("GET", f"/tenants/{TENANT}/findings?severity=error", token)
+    assert (status, findings) == (200, [])
+    status, problem = await admin.call("GET", f"/tenants/{TENANT}/findings?severity=fatal", token)
+    assert status == 422
+    assert "severity" in problem["detail"]
+    status, text = await admin.call("GET", f"/tenants/{TENANT}/findings.csv", token)
+    assert status == 200
+    assert text.startswith("severity,code")
+    assert (await admin.call("GET", f"/tenants/{TENANT}/holds", token)) == (200, [])
+    hold = f"/tenants/{TENANT}/holds/{VENDOR}/{uuid.uuid4()}"
+    assert (await admin.call("POST", hold, token, {"decision": "approve"}))[0] == 404
+    assert (await admin.call("POST", hold, token, {"decision": "maybe"}))[0] == 422
+
+    person = entity_id(TENANT, SOURCE, EntityKind.PERSON, "student-0-0")
+    body = {"person_id": str(person), "vendor_ids": [VENDOR], "reference": "D-17"}
+    status, created = await admin.call("POST", f"/tenants/{TENANT}/erasure-requests", token, body)
+    assert status == 202
+    url = admin.settings.broker.amqp_url.get_secret_value()
+    [message] = await drain_queue(url, admin.app.queue_name("gdpr", "events"))
+    request = ErasureRequested.from_envelope(Envelope.model_validate_json(message.body))
+    assert (str(request.request_id), request.person_id, request.vendor_ids) == (created["request_id"], person, [VENDOR])
+    unknown_vendor = {**body, "vendor_ids": ["no-such-vendor"]}
+    assert (await admin.call("POST", f"/tenants/{TENANT}/erasure-requests", token, unknown_vendor))[0] == 404
+    withdraw = f"/tenants/{TENANT}/erasure-requests/{uuid.uuid4()}/withdraw"
+    assert (await admin.call("POST", withdraw, token))[0] == 404
+    status, evidence = await admin.call("GET", f"/tenants/{TENANT}/deletions/evidence.csv", token)
+    assert status == 200
+    assert evidence.startswith("tenant_id,vendor_id,person_id")
+    assert (await admin.call("GET", f"/tenants/{TENANT}/deletions/evidence.json", token))[1]["deletions"] == []
+    assert (await admin.call("GET", f"/tenants/{TENANT}/erasure-ledger?status=overdue", token)) == (200, [])
+
+
+async def test_bad_bodies_and_unknown_things_get_specific_problems(admin: Admin):
+    token = await admin.token_for(TENANT)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with admin.session.post(f"{admin.base}/tenants/{TENANT}/sources", data=b"{not json", headers=headers) as r:
+        assert r.status == 422
+        assert r.content_type == "application/problem+json"
+        assert (await r.json())["detail"] == "the body is not JSON"
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources", token, {"kind": "fax"})
+    assert status == 422
+    assert {"source_id", "kind", "display_name"} <= {e["field"] for e in problem["errors"]}
+    assert (await admin.call("GET", "/tenants/NOT_A_TENANT", admin.operator))[0] == 404
+    assert (await admin.call("GET", "/tenants/kommun-zzz", admin.operator))[0] == 404
+    assert (await admin.call("GET", "/no-such-endpoint", token))[0] == 404
+    assert (await admin.call("PATCH", "/tenants", token))[0] == 405
+    status, document = await admin.call("GET", "/openapi.json", token)
+    assert status == 200
+    assert document["openapi"].startswith("3.1")
+
+
+def test_the_checked_in_openapi_document_is_current():
+    assert DOCUMENT.exists(), "run: python -m admin.openapi"
+    assert Path(DOCUMENT).read_text(encoding="utf-8") == render(), "stale: run `python -m admin.openapi`"

@@ -1,0 +1,578 @@
+"""The admin web UI without a browser (aiohttp's test client) on the real broker and the Mongo wire
+server: sign-in and the session cookie, tenant isolation, CSRF, secrets never in a page, the gate and
+its operator override, and every page rendering, labelled and captioned, for an operator and an
+organiser admin."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin.app import AdminSettings, build
+from admin.auth import Role, TokenStore
+from admin.service import AdminService
+from admin.ui import COOKIE, build_ui
+from normaliser.app import NormaliserSettings
+from normaliser.app import build as build_normaliser
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.deliveries import DeliveryLedger
+from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from tests.helpers import delete_topology, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
+
+TENANT, OTHER = "kommun-u", "kommun-v"
+SOURCE = "egil-1"
+VENDOR = "ne"
+SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
+SECRETS = ("google-key-SECRET-4711", "graph-SECRET-0815", "ss12000-SECRET-1234", "retyped-SECRET-9999")
+
+
+@dataclass
+class Ui:
+    app: ServiceApp
+    client: TestClient[Any, Any]
+    service: AdminService
+    tokens: TokenStore
+    clock: list[timedelta]
+    operator: str
+
+    @property
+    def origin(self) -> str:
+        return str(self.client.make_url("")).rstrip("/")
+
+    async def login(self, token: str) -> None:
+        self.client.session.cookie_jar.clear()
+        response = await self.post("/ui/login", {"token": token})
+        assert response.status == 303, await response.text()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        response = await self.client.get(path, allow_redirects=False)
+        return response.status, await response.text()
+
+    async def post(self, path: str, data: Any, *, origin: str | None = "", **headers: str) -> Any:
+        """A form POST as a browser on this site sends it (``origin=None``: without an Origin header)."""
+        if origin is not None:
+            headers["Origin"] = origin or self.origin
+        return await self.client.post(path, data=data, headers=headers, allow_redirects=False)
+
+    async def token_for(self, tenant_id: str, subject: str = "it-admin@kommun.example") -> str:
+        token, _ = await self.tokens.create(
+            role=Role.ORGANISER_ADMIN, subject=subject, tenant_id=tenant_id, created_by="test"
+        )
+        return token
+
+
+@pytest.fixture
+async def ui(settings: ServiceSettings) -> AsyncIterator[Ui]:
+    clock = [timedelta(0)]
+    admin_settings = AdminSettings.model_validate(
+        {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY}
+    )
+    app = build(admin_settings, clock=lambda: datetime.now(UTC) + clock[0])
+    await app.start()
+    service: AdminService = app.extensions["service"]
+    tokens: TokenStore = app.extensions["tokens"]
+    root = web.Application()
+    root.add_subapp("/ui", build_ui(service, tokens))
+    client: TestClient[Any, Any] = TestClient(TestServer(root, host="127.0.0.1"))
+    await client.start_server()
+    operator, _ = await tokens.create(role=Role.OPERATOR, subject="ops@drift.example", tenant_id=None, created_by="t")
+    ui = Ui(app, client, service, tokens, clock, operator)
+    await ui.login(operator)
+    for tenant_id, name in ((TENANT, "Kommun U"), (OTHER, "Kommun V")):
+        response = await ui.post("/ui/tenants", {"tenant_id": tenant_id, "display_name": name})
+        assert response.status == 303, await response.text()
+    try:
+        yield ui
+    finally:
+        await client.close()
+        await app.drain(1)
+        await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+
+
+# --- HTML checks ---------------------------------------------------------------------------------------
+
+
+class PageCheck(HTMLParser):
+    """Swedish, one h1, every form control labelled, every table captioned, no script."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lang: str | None = None
+        self.h1 = 0
+        self.label_depth = 0
+        self.labelled: set[str] = set()
+        self.controls: list[tuple[str | None, bool, str]] = []  # (id, inside a label, description)
+        self.tables = 0
+        self.captions = 0
+        self.scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "html":
+            self.lang = attributes.get("lang")
+        elif tag == "h1":
+            self.h1 += 1
+        elif tag == "label":
+            self.label_depth += 1
+            if attributes.get("for"):
+                self.labelled.add(str(attributes["for"]))
+        elif tag in ("input", "select", "textarea"):
+            if attributes.get("type") not in ("hidden", "submit"):
+                self.controls.append((attributes.get("id"), self.label_depth > 0, f"{tag} {attributes.get('name')}"))
+        elif tag == "table":
+            self.tables += 1
+        elif tag == "caption":
+            self.captions += 1
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self.label_depth -= 1
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.lang != "sv":
+            found.append(f"lang={self.lang}")
+        if self.h1 != 1:
+            found.append(f"{self.h1} h1")
+        found += [f"unlabelled {d}" for i, inside, d in self.controls if not inside and i not in self.labelled]
+        if self.captions != self.tables:
+            found.append(f"{self.tables} tables, {self.captions} captions")
+        if self.scripts:
+            found.append("script")
+        return found
+
+
+def check_page(path: str, html: str) -> None:
+    checker = PageCheck()
+    checker.feed(html)
+    assert not checker.problems(), (path, checker.problems())
+
+
+# --- seeding -------------------------------------------------------------------------------------------
+
+
+def the_organiser() -> list[SourceRecord]:
+    """Two school units; one student without a login (EPPN), one with a broken e-mail address."""
+    records = []
+    for record in organiser(seed=5, school_units=2, students_per_unit=4, teachers_per_unit=1):
+        if record.key == "student-0-1":
+            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "eppn": []})
+        if record.key == "student-1-2":
+            emails = [{"value": "inte-en-adress", "type": "Skola elev"}]
+            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "emails": emails})
+        records.append(record)
+    return records
+
+
+async def seed_with_the_normaliser(settings: ServiceSettings, records: list[SourceRecord]) -> None:
+    normaliser = build_normaliser(
+        NormaliserSettings.model_validate({**settings.model_dump(), "date_check_interval_seconds": 86400})
+    )
+    await normaliser.start()
+    try:
+        run_id = uuid.uuid4()
+        for message in full_run(records, source_id=SOURCE, source_kind="egil", run_id=run_id):
+            await normaliser.publisher.publish(
+                message.to_envelope(tenant_id=TENANT, producer="test"),
+                exchange=normaliser.topology.exchange("source"),
+                routing_key=f"egil.{TENANT}",
+            )
+
+        async def finalised() -> bool:
+            run = await normaliser.db["runs"].find_one({"_id": str(run_id)})
+            return run is not None and run.get("status") == "finalised"
+
+        await wait_for(finalised, timeout=30, interval=0.1, what="the run to be finalised")
+    finally:
+        await normaliser.drain(1)
+        await normaliser.close()
+
+
+async def seed_the_rest(ui: Ui, codes: list[str]) -> dict[str, Any]:
+    """What other services would write: a hold, deletions with and without receipts, an erasure request,
+    test deliveries."""
+    db = ui.app.db
+    now = datetime.now(UTC)
+    unit_id = str(uuid.uuid4())
+    await db["holds"].insert_one(
+        {
+            "_id": f"{TENANT}:{VENDOR}:{unit_id}",
+            "tenant_id": TENANT,
+            "vendor_id": VENDOR,
+            "school_unit_id": unit_id,
+            "school_unit_codes": [codes[0]],
+            "entity_ids": [str(uuid.uuid4()) for _ in range(3)],
+            "removals": 3,
+            "population": 4,
+            "status": "pending",
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    ledger = ErasureLedger(db)
+    person = uuid.uuid4()
+    await ledger.requested(
+        TENANT,
+        vendor_id=VENDOR,
+        person_id=person,
+        vendor_entity_id=person,
+        version=3,
+        reason="left_source",
+        removed_at=now - timedelta(hours=2),
+        requested_at=now - timedelta(hours=1),
+    )
+    request_id = uuid.uuid4()
+    await ErasureRequestStore(db).add(
+        TENANT,
+        request_id=request_id,
+        person_id=uuid.uuid4(),
+        vendor_ids=None,
+        kind="erasure",
+        requested_by="it-admin@kommun.example",
+        reference="DNR-2026-17",
+        requested_at=now,
+    )
+    deliveries = DeliveryLedger(db, VENDOR)
+    for n in range(3):
+        await deliveries.record(
+            TENANT,
+            uuid.uuid4(),
+            kind="person",
+            operation="upsert",
+            version=1,
+            resource_hash="h",
+            status="test" if n else "test_rejected",
+            test=True,
+            school_unit_ids=[unit_id],
+            roles=["student"],
+            reason=None if n else "no eppn",
+        )
+    return {"request_id": request_id, "unit_id": unit_id}
+
+
+# --- tests ---------------------------------------------------------------------------------------------
+
+
+async def test_without_a_session_every_page_leads_to_the_login_page(ui: Ui):
+    ui.client.session.cookie_jar.clear()
+    for path in ("/ui/", f"/ui/t/{TENANT}/", f"/ui/t/{TENANT}/sources", f"/ui/t/{TENANT}/findings.csv", "/ui/log"):
+        response = await ui.client.get(path, allow_redirects=False)
+        assert response.status == 303, path
+        assert response.headers["Location"].startswith("/ui/login?next="), path
+    response = await ui.post(f"/ui/t/{TENANT}/sources/{SOURCE}/sync", {})
+    assert response.status == 303
+    assert response.headers["Location"] == "/ui/login"
+
+    # A wrong or revoked token is refused in Swedish; the cookie of a bad session is removed.
+    response = await ui.post("/ui/login", {"token": "skt_nope.nope"})
+    assert response.status == 401
+    assert "Nyckeln känns inte igen" in await response.text()
+    ui.client.session.cookie_jar.update_cookies({COOKIE: "skt_bad.cookie"})
+    response = await ui.client.get("/ui/", allow_redirects=False)
+    assert response.status == 303
+    assert COOKIE in response.cookies
+    assert response.cookies[COOKIE].value == ""
+
+    # Signing in sets the session cookie as the UI needs it, and goes where the person was heading.
+    response = await ui.post("/ui/login", {"token": ui.operator, "next": f"/ui/t/{TENANT}/quality"})
+    assert response.status == 303
+    assert response.headers["Location"] == f"/ui/t/{TENANT}/quality"
+    cookie = response.cookies[COOKIE]
+    assert cookie.value == ui.operator
+    assert cookie["httponly"]
+    assert cookie["samesite"] == "Strict"
+    assert cookie["path"] == "/ui"
+    assert not cookie["secure"]  # plain HTTP here; Secure over TLS
+    # ... but never to another site.
+    response = await ui.post("/ui/login", {"token": ui.operator, "next": "//evil.example/ui/"})
+    assert response.headers["Location"] == "/ui/"
+    status, html = await ui.get("/ui/")
+    assert status == 200
+    assert "Huvudmän" in html
+
+    # Logging out ends the session.
+    response = await ui.post("/ui/logout", {})
+    assert response.status == 303
+    assert response.cookies[COOKIE].value == ""
+    ui.client.session.cookie_jar.clear()
+    assert (await ui.get("/ui/"))[0] == 303
+
+
+async def test_an_organiser_admin_reaches_only_their_own_tenant(ui: Ui):
+    await ui.login(await ui.token_for(TENANT))
+    response = await ui.client.get("/ui/", allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"/ui/t/{TENANT}/"
+    assert (await ui.get(f"/ui/t/{TENANT}/"))[0] == 200
+
+    pages = ["/", "/sources", "/sources/new?kind=google", f"/sources/{SOURCE}/edit", "/quality", "/findings.csv",
+             "/vendors", "/vendors/new", f"/vendors/{VENDOR}", f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end",
+             f"/vendors/{VENDOR}/report.csv", "/holds", "/gdpr", "/gdpr/evidence.csv", "/gdpr/evidence.json",
+             "/log", "/access"]  # fmt: skip
+    for page in pages:
+        status, html = await ui.get(f"/ui/t/{OTHER}{page}")
+        assert status == 403, page
+        assert "Du har inte behörighet till den huvudmannen." in html, page
+    actions = ["/sources/new", f"/sources/{SOURCE}/edit", f"/sources/{SOURCE}/sync", f"/sources/{SOURCE}/delete",
+               "/vendors/new", f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/review", f"/vendors/{VENDOR}/go-live",
+               f"/vendors/{VENDOR}/test-mode", f"/vendors/{VENDOR}/end", "/holds", "/gdpr/requests",
+               f"/gdpr/requests/{uuid.uuid4()}/withdraw", "/access", "/access/abc/revoke"]  # fmt: skip
+    form = {"confirm": "yes", "decision": "approve", "person_id": str(uuid.uuid4()), "subject": "x", "kind": "egil"}
+    for action in actions:
+        response = await ui.post(f"/ui/t/{OTHER}{action}", form)
+        assert response.status == 403, action
+    # Operator-only pages and actions.
+    assert (await ui.get("/ui/log"))[0] == 403
+    response = await ui.post("/ui/tenants", {"tenant_id": "ny-kommun", "display_name": "Ny"})
+    assert response.status == 403
+    assert "Det får bara driftoperatörer göra." in await response.text()
+    response = await ui.post(f"/ui/t/{TENANT}/access", {"subject": "x", "role": "operator"})
+    assert response.status == 403
+    assert not [t for t in await ui.tokens.list(None) if t["subject"] == "x"]
+
+
+async def test_posts_from_another_site_are_refused(ui: Ui):
+    path = f"/ui/t/{TENANT}/sources/new"
+    form = {"kind": "egil", "source_id": "egil-9", "display_name": "EGIL"}
+    for headers in (
+        {"origin": None},  # neither Origin nor Referer
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"origin": ui.origin.replace("127.0.0.1", "localhost")},  # same port, other host
+        {"origin": None, "Referer": "https://evil.example/ui/t/kommun-u/sources"},
+    ):
+        response = await ui.post(path, form, **headers)
+        assert response.status == 403, headers
+        assert "Begäran stoppades" in await response.text()
+    # The login form is protected as well (login CSRF).
+    response = await ui.post("/ui/login", {"token": ui.operator}, origin="https://evil.example")
+    assert response.status == 403
+    assert await ui.service.sources.list(TENANT) == []
+
+    # From the UI's own pages: an Origin, or only a Referer of this host.
+    response = await ui.post(path, form, origin=None, Referer=f"{ui.origin}/ui/t/{TENANT}/sources/new?kind=egil")
+    assert response.status == 303
+    response = await ui.post(path, {**form, "source_id": "egil-10"})
+    assert response.status == 303
+    assert [s["source_id"] for s in await ui.service.sources.list(TENANT)] == ["egil-10", "egil-9"]
+
+
+async def test_the_gate_holds_an_organiser_admin_and_an_operator_may_override_it_with_a_reason(ui: Ui):
+    codes = ["90005000", "90005001"]
+    form = {"vendor_id": VENDOR, "school_unit_codes": codes, "roles": ["student", "teacher"], "action": "save"}
+    await ui.login(await ui.token_for(TENANT))
+    response = await ui.post(f"/ui/t/{TENANT}/vendors/new", form)
+    assert response.status == 303, await response.text()
+    report = f"/ui/t/{TENANT}/vendors/{VENDOR}"
+    assert response.headers["Location"] == report
+    status, html = await ui.get(report)
+    assert status == 200
+    assert re.search(r'<button type="submit" id="go-live" disabled', html)
+    assert "Testläget har pågått i 0 av de 24 timmar som krävs." in html
+    assert "Testrapporten är inte markerad som granskad." in html
+    assert "Gå live trots spärren" not in html  # the override is for operators
+
+    response = await ui.post(f"{report}/go-live", {})
+    assert response.status == 303
+    status, html = await ui.get(report)
+    assert "Prenumerationen kan inte gå live än: Testläget har pågått i" in html
+    response = await ui.post(f"{report}/go-live", {"override": "yes", "override_reason": "brådskande"})
+    assert response.status == 403
+    assert "Det får bara driftoperatörer göra." in await response.text()
+    subscription = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert subscription is not None
+    assert subscription.test_mode
+
+    await ui.login(ui.operator)
+    status, html = await ui.get(report)
+    assert "Gå live trots spärren" in html
+    await ui.post(f"{report}/go-live", {"override": "yes", "override_reason": "x"})
+    status, html = await ui.get(report)
+    assert "Skriv en motivering på 5-300 tecken." in html
+    response = await ui.post(f"{report}/go-live", {"override": "yes", "override_reason": "Skolstart, avtal klart"})
+    assert response.status == 303
+    status, html = await ui.get(report)
+    assert "Prenumerationen är live." in html
+    subscription = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert subscription is not None
+    assert not subscription.test_mode
+    status, html = await ui.get(f"/ui/t/{TENANT}/log")
+    assert "Gick live" in html
+    assert "gate overridden: Skolstart, avtal klart" in html
+
+    # Back to test mode, and the end of the subscription only after confirming what it means.
+    response = await ui.post(f"{report}/test-mode", {})
+    status, html = await ui.get(report)
+    assert "Prenumerationen är tillbaka i testläge" in html
+    status, html = await ui.get(f"{report}/end")
+    assert "raderas <strong>alla</strong> elever" in html
+    response = await ui.post(f"{report}/end", {})
+    assert response.headers["Location"] == f"{report}/end"
+    subscription = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert subscription is not None
+    assert subscription.ended_at is None
+    response = await ui.post(f"{report}/end", {"confirm": "yes"})
+    status, html = await ui.get(report)
+    assert "Prenumerationen är avslutad." in html
+    assert '<span class="tag muted">Avslutad</span>' in html
+    subscription = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert subscription is not None
+    assert subscription.ended_at is not None
+
+
+async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settings: ServiceSettings):
+    records = the_organiser()
+    codes = school_unit_codes(records)
+    await seed_with_the_normaliser(settings, records)
+    base = f"/ui/t/{TENANT}"
+
+    # Sources with secrets, through the forms.
+    google = {"kind": "google", "source_id": "google-1", "display_name": "Google",
+              "setting_domain": "skola.example.se", "setting_delegated_admin": "admin@skola.example.se",
+              "secret_service_account_key": SECRETS[0]}  # fmt: skip
+    graph = {"kind": "microsoft", "source_id": "graph-1", "display_name": "Microsoft 365",
+             "setting_azure_tenant_id": "t-1", "setting_client_id": "c-1",
+             "secret_client_secret": SECRETS[1]}  # fmt: skip
+    ss12000 = {"kind": "ss12000", "source_id": "ss12000-1", "display_name": "SS 12000",
+               "setting_base_url": "https://api.example.se/ss12000", "setting_client_id": "c-2",
+               "secret_client_secret": SECRETS[2]}  # fmt: skip
+    egil = {"kind": "egil", "source_id": SOURCE, "display_name": "EGIL-klienten"}
+    for form in (google, graph, ss12000, egil):
+        response = await ui.post(f"{base}/sources/new", form)
+        assert response.status == 303, await response.text()
+    # A form that fails validation shows the errors in Swedish, and never the secret typed into it.
+    response = await ui.post(f"{base}/sources/google-1/edit", {**google, "display_name": "",
+                             "setting_domain": "", "secret_service_account_key": SECRETS[3]})  # fmt: skip
+    html = await response.text()
+    assert response.status == 422
+    assert "Måste fyllas i." in html
+    assert "Skriv ett namn (högst 200 tecken)." in html
+    assert SECRETS[3] not in html
+    check_page("google-1/edit (invalid)", html)
+    # A missing secret of a new source is named next to its field.
+    response = await ui.post(f"{base}/sources/new", {**ss12000, "source_id": "ss12000-2", "secret_client_secret": ""})
+    html = await response.text()
+    assert response.status == 422
+    assert 'id="f-secret_client_secret-error">Måste fyllas i' in html
+    # Editing without retyping the secret keeps it, and the page says it is stored.
+    response = await ui.post(f"{base}/sources/google-1/edit", {**google, "secret_service_account_key": ""})
+    assert response.status == 303
+    source = await ui.service.sources.get(TENANT, "google-1")
+    assert source is not None
+    assert ui.service.sources.box.open(source["sealed"]) == {"service_account_key": SECRETS[0]}
+    status, html = await ui.get(f"{base}/sources/google-1/edit")
+    assert "lagrad" in html
+    # A sync is requested for a pulled source; an EGIL source pushes, and the page says so in Swedish.
+    response = await ui.post(f"{base}/sources/ss12000-1/sync", {})
+    status, html = await ui.get(f"{base}/sources")
+    assert "Synkroniseringen är begärd." in html or "Ingen tjänst tar emot begäran just nu" in html
+    response = await ui.post(f"{base}/sources/{SOURCE}/sync", {})
+    status, html = await ui.get(f"{base}/sources")
+    assert "En EGIL-källa skickar sina uppgifter själv" in html
+
+    # A subscription, previewed first, then saved.
+    form = {"vendor_id": VENDOR, "school_unit_codes": codes, "roles": ["student", "teacher"],
+            "school_years": [], "deletion_grace_hours": "0", "protected_identity_policy": "exclude"}  # fmt: skip
+    response = await ui.post(f"{base}/vendors/new", {**form, "action": "preview"})
+    html = await response.text()
+    assert response.status == 200
+    assert "Förhandsgranskning (inget är sparat)" in html
+    assert "Läggs till: 10 personer" in html  # 8 students, 2 teachers
+    assert await SubscriptionStore(ui.app.db).get(TENANT, VENDOR) is None
+    response = await ui.post(f"{base}/vendors/new", {**form, "action": "save"})
+    assert response.status == 303
+    # Saving again as new is refused with a pointer to editing; a form without a school unit says so.
+    response = await ui.post(f"{base}/vendors/new", {**form, "action": "save"})
+    assert "Det finns redan en prenumeration för NE Nationalencyklopedin." in await response.text()
+    response = await ui.post(f"{base}/vendors/{VENDOR}/edit", {**form, "school_unit_codes": [], "action": "preview"})
+    assert response.status == 422
+    assert "Välj minst en skolenhet." in await response.text()
+
+    seeded = await seed_the_rest(ui, codes)
+    pages = ["/", "/sources", "/sources/new?kind=google", "/sources/new?kind=microsoft", "/sources/new?kind=egil",
+             "/sources/new?kind=ss12000", "/sources/google-1/edit", "/sources/graph-1/edit",
+             "/sources/ss12000-1/edit", f"/sources/{SOURCE}/edit", "/quality", "/quality?severity=warning",
+             "/quality?code=eppn.missing", f"/quality?school_unit={codes[0]}", "/quality?severity=bogus",
+             "/vendors", "/vendors/new", "/vendors/new?vendor_id=binogi", f"/vendors/{VENDOR}",
+             f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", "/gdpr", "/gdpr?q=a",
+             f"/gdpr?q=student&person={uuid.uuid4()}", f"/gdpr?vendor={VENDOR}&status=pending", "/log",
+             "/access"]  # fmt: skip
+    downloads = ["/findings.csv", f"/vendors/{VENDOR}/report.csv", "/gdpr/evidence.csv", "/gdpr/evidence.json",
+                 f"/gdpr/evidence.csv?vendor={VENDOR}"]  # fmt: skip
+    organiser_admin = await ui.token_for(TENANT)
+    for who, token in (("operator", ui.operator), ("organiser admin", organiser_admin)):
+        await ui.login(token)
+        for path in ["/ui/", *(base + p for p in pages)] + (["/ui/log"] if who == "operator" else []):
+            status, html = await ui.get(path)
+            if path == "/ui/" and who != "operator":
+                assert status == 303
+                continue
+            assert status == 200, (who, path, html[:2000])
+            assert not [s for s in SECRETS if s in html], (who, path)
+            check_page(path, html)
+        for path in downloads:
+            response = await ui.client.get(base + path)
+            assert response.status == 200, path
+            assert "attachment" in response.headers["Content-Disposition"]
+            assert not [s for s in SECRETS if s in await response.text()], path
+
+    # What the seeded pages show.
+    status, html = await ui.get(f"{base}/quality?code=eppn.missing")
+    table = html.split("<caption>Anmärkningar (filtrerade): 1</caption>")[1]
+    assert "Inloggnings-id (EPPN) saknas" in table
+    assert "Ogiltig e-postadress" not in table
+    status, html = await ui.get(f"{base}/")
+    assert "<svg" in html
+    assert "1 körning från" in html
+    assert html.count('<span class="tag ok">Klart</span>') == 4  # source, data, subscription, test mode
+    status, html = await ui.get(f"{base}/vendors/{VENDOR}")
+    assert "Skulle avvisas av leverantören (1)" in html
+    status, html = await ui.get(f"{base}/gdpr?q=student-0-1")
+    assert "student-0-1@elev" not in html  # found by e-mail, shown by name and login
+    status, html = await ui.get(f"{base}/gdpr")
+    assert "DNR-2026-17" in html
+
+    # Holds and GDPR requests act through the service (and say so).
+    response = await ui.post(
+        f"{base}/holds", {"vendor_id": VENDOR, "school_unit_id": seeded["unit_id"], "decision": "approve"}
+    )
+    assert response.status == 303
+    status, html = await ui.get(f"{base}/holds")
+    assert "Borttagningarna är godkända" in html
+    assert "Godkänd" in html
+    response = await ui.post(f"{base}/gdpr/requests/{seeded['request_id']}/withdraw", {})
+    assert response.status == 303
+    status, html = await ui.get(f"{base}/gdpr?q=student-0-0")
+    chosen = re.search(r'href="([^"]*person=[^"#]*)', html)
+    assert chosen is not None
+    status, html = await ui.get(chosen.group(1).replace("&amp;", "&"))
+    person_id = re.search(r'name="person_id" value="([^"]+)"', html)
+    assert person_id is not None
+    response = await ui.post(
+        f"{base}/gdpr/requests", {"person_id": person_id.group(1), "kind": "erasure", "scope": "all", "confirm": "yes"}
+    )
+    assert response.status == 303
+    status, html = await ui.get(f"{base}/gdpr")
+    assert "Begäran om radering är skickad." in html
+    status, html = await ui.get(f"{base}/log")
+    assert "Begärde radering" in html
+    assert "Godkände spärrade borttagningar" in html
+    assert not [s for s in SECRETS if s in html]
