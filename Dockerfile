@@ -3,7 +3,9 @@
 # One image for every skolsynk service. The service is picked by the command:
 #   docker run skolsynk normaliser        -> python -m normaliser
 #   docker run skolsynk dispatcher        -> python -m dispatcher (set SKOLSYNK_VENDOR_ID)
+#   docker run skolsynk skolsynk.cli status   -> the operator command line (`skolsynk status`)
 # In Kubernetes set `args: ["<service>"]` (not `command`) so the ENTRYPOINT stays.
+# tests/unit/test_container_image.py checks this file against .dockerignore and the services.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -39,6 +41,12 @@ RUN pip install --no-deps .
 # runtime: slim Python, the venv, a non-root user, nothing else
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+
+ARG SKOLSYNK_VERSION=0.1.0
+LABEL org.opencontainers.image.title="skolsynk" \
+      org.opencontainers.image.description="School-roster provisioning hub: every skolsynk service, one per command" \
+      org.opencontainers.image.version="${SKOLSYNK_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 # Numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER.
 ARG APP_UID=10001

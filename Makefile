@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-connected lint format contracts contracts-check bench up down lock clean
+.PHONY: install demo test test-unit test-connected lint check-deploy format contracts contracts-check bench up down lock clean
 
 install: $(STAMP)
 
@@ -39,6 +39,16 @@ lint: install
 	$(BIN)/mypy services
 	$(BIN)/python tools/check_compose.py
 	$(BIN)/python -m skolsynk.contracts check docs/contracts
+	$(MAKE) --no-print-directory check-deploy
+
+## Prometheus rules (promtool check + rule unit tests), the Grafana dashboards and the Kubernetes
+## overlays (rendered offline and validated). promtool: Debian package `prometheus`.
+check-deploy: install
+	promtool check config --syntax-only deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	$(BIN)/python tools/dashboards.py --check
+	$(BIN)/python tools/k8s.py check
 
 format: install
 	$(BIN)/ruff check --fix libs services tests tools

@@ -5,16 +5,29 @@
              consumers attached) and the service is not shutting down; 503 with the failing checks
              named otherwise.
 ``/metrics`` Prometheus text format from the service's registry.
+
+Every metric a service exposes is listed in ``docs/metrics.md`` (a unit test compares the registries
+with it). Labels are low-cardinality: queue, exchange, route templates, outcomes, tenant and vendor
+ids, never person data and never a raw URL path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from skolsynk.logging import get_logger
@@ -25,6 +38,12 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 
 #: How long one readiness check may take before it counts as failed.
 READINESS_CHECK_TIMEOUT_SECONDS = 2.0
+
+#: The ``route`` label of a request that matched no route (a 404 or 405): never the raw path, which
+#: is chosen by the client and would make the label unbounded.
+UNMATCHED_ROUTE = "(unmatched)"
+
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass
@@ -38,6 +57,10 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # The standard process_* (CPU, memory, file descriptors) and python_* (GC, version) series.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.messages_consumed = Counter(
             "skolsynk_messages_consumed",
             "Deliveries handled, by queue and outcome (ack, duplicate, retry, dead_letter, requeue_shutdown).",
@@ -50,6 +73,14 @@ class Metrics:
             ["queue"],
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.message_age_seconds = Histogram(
+            "skolsynk_message_age_seconds",
+            "Time from a message's production (envelope produced_at) to the start of its handling, retries "
+            "included: how far behind a queue's consumers are.",
+            ["queue"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
         )
         self.consumer_inflight = Gauge(
             "skolsynk_consumer_inflight", "Deliveries being handled now.", ["queue"], registry=r
@@ -76,6 +107,70 @@ class Metrics:
             "skolsynk_broker_reconnects", "Times the broker connection was re-established.", registry=r
         )
         self.ready = Gauge("skolsynk_ready", "1 when /readyz answers 200.", registry=r)
+        self.http_requests = Counter(
+            "skolsynk_http_requests",
+            "HTTP requests served by a service's API, by server, route template, method and status class.",
+            ["server", "route", "method", "status_class"],
+            registry=r,
+        )
+        self.http_request_seconds = Histogram(
+            "skolsynk_http_request_seconds",
+            "HTTP request duration (until the handler returned its response), by server, route template and method.",
+            ["server", "route", "method"],
+            registry=r,
+            buckets=HTTP_DURATION_BUCKETS,
+        )
+        self.http_inflight = Gauge(
+            "skolsynk_http_requests_inflight", "HTTP requests being handled now.", ["server"], registry=r
+        )
+
+
+def route_template(request: web.BaseRequest) -> str:
+    """The matched route's template (``/Users/{id}``), or :data:`UNMATCHED_ROUTE`."""
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is None or getattr(match_info, "http_exception", None) is not None:
+        return UNMATCHED_ROUTE
+    return str(resource.canonical)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def http_metrics_middleware(metrics: Metrics, *, server: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """aiohttp middleware recording RED metrics of an API (``ServiceApp.add_web_app`` installs it
+    outermost, so it sees the final status of every request, errors included)."""
+
+    @web.middleware
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+        started = time.monotonic()
+        outcome = "5xx"  # an exception other than an HTTP one becomes a 500
+        metrics.http_inflight.labels(server).inc()
+        try:
+            response = await handler(request)
+            outcome = status_class(response.status)
+            return response
+        except web.HTTPException as error:
+            outcome = status_class(error.status)
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the server is stopping, or the client went away
+            raise
+        finally:
+            route = route_template(request)
+            metrics.http_inflight.labels(server).dec()
+            metrics.http_requests.labels(server, route, method, outcome).inc()
+            metrics.http_request_seconds.labels(server, route, method).observe(time.monotonic() - started)
+
+    return record
 
 
 class HealthServer:

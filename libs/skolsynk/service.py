@@ -31,7 +31,7 @@ from skolsynk.messaging import (
     queue_name,
     skolsynk_topology,
 )
-from skolsynk.observability import HealthServer, Metrics
+from skolsynk.observability import HealthServer, Metrics, http_metrics_middleware
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, IndexSpec, MongoClient, create_client, ensure_indexes, ping
 
@@ -129,11 +129,19 @@ class ServiceApp:
         return consumer
 
     def add_web_app(
-        self, web_app: web.Application, *, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        web_app: web.Application,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        server: str = "api",
     ) -> None:
         """Serve an HTTP application (an API) next to the health port, over TLS with ``ssl_context``.
         It starts after the broker and the store are connected and stops first at shutdown: in-flight
-        requests finish, new ones are refused."""
+        requests finish, new ones are refused. Its requests are counted and timed by route template
+        (``skolsynk_http_requests_total``, ``skolsynk_http_request_seconds``), labelled ``server``."""
+        web_app.middlewares.insert(0, http_metrics_middleware(self.metrics, server=server))
         self._web_apps.append((web_app, host, port, ssl_context))
 
     def add_startup(self, hook: Callable[[], Awaitable[None]]) -> None:

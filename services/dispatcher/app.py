@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from dispatcher.delivery import VendorDeliverer
+from dispatcher.metrics import DispatcherMetrics
 from dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from dispatcher.scim import EgilScimClient
 from skolsynk.catalogue import DeliveryMode, load_catalogue
@@ -45,6 +46,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
     app = ServiceApp.create(f"{SERVICE}-{vendor.vendor_id}", settings, vendor_ids=[vendor.vendor_id])
     app.add_indexes(ledger.INDEXES)
     delivery_ledger = ledger.DeliveryLedger(app.db, vendor.vendor_id)
+    metrics = DispatcherMetrics(app.metrics.registry)
     scim: EgilScimClient | None = None
     feed_queue: str | None = None
     if vendor.delivery is DeliveryMode.EGIL_SCIM:
@@ -53,7 +55,13 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         api_key = os.environ.get(env) if env else None
         if env and not api_key:
             raise ConfigurationError(f"the vendor's API key is expected in the environment variable {env}")
-        scim = EgilScimClient(vendor.scim, api_key=api_key, retry_timeout_seconds=settings.vendor_retry_timeout_seconds)
+        scim = EgilScimClient(
+            vendor.scim,
+            api_key=api_key,
+            retry_timeout_seconds=settings.vendor_retry_timeout_seconds,
+            metrics=metrics,
+            vendor_id=vendor.vendor_id,
+        )
     else:
         feed_queue = feed_queue_name(settings.broker.namespace, vendor.vendor_id)
     deliverer = VendorDeliverer(
@@ -65,6 +73,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         receipts_exchange=app.topology.exchange("gdpr"),
         # waiting for references must leave the request itself time within the handler's timeout
         dependency_wait_seconds=min(10.0, settings.broker.handler_timeout_seconds / 3),
+        metrics=metrics,
     )
     app.extensions["deliverer"] = deliverer
     # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions.

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from dispatcher.metrics import DispatcherMetrics
 from dispatcher.scim import EgilScimClient, VendorRejected
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.contracts import Envelope
@@ -83,7 +84,9 @@ class VendorDeliverer:
         feed_queue: str | None = None,
         receipts_exchange: str | None = None,
         dependency_wait_seconds: float = 10.0,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         if receipts_exchange is not None and publisher is None:
             raise ValueError("deletion receipts need a publisher")
         self.receipts_exchange = receipts_exchange
@@ -105,6 +108,18 @@ class VendorDeliverer:
             raise PermanentError("a vendor change must name its tenant")
         if change.vendor_id != self.vendor.vendor_id:
             raise PermanentError(f"a change for {change.vendor_id} reached the dispatcher of {self.vendor.vendor_id}")
+        status = "retry"
+        try:
+            status = await self._deliver(envelope, tenant_id, change)
+        except PermanentError:
+            status = "rejected"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.deliveries.labels(tenant_id, self.vendor.vendor_id, change.operation, status).inc()
+
+    async def _deliver(self, envelope: Envelope, tenant_id: str, change: VendorChange) -> str:
+        """Deliver (or record, or drop) one change; returns its status for the metrics."""
         current = await self.ledger.get(tenant_id, change.entity_id)
         if current is not None and current["status"] != "rejected" and current["version"] >= change.version:
             log.info("stale_change_dropped", version=change.version, delivered_version=current["version"])
@@ -114,7 +129,7 @@ class VendorDeliverer:
                 await self._receipt(
                     tenant_id, change, (current.get("reason") or "deleted") if repeated else "superseded"
                 )
-            return
+            return "stale"
         resource = change.resource or {}
         record = {
             "kind": change.entity_kind.value,
@@ -125,8 +140,7 @@ class VendorDeliverer:
             "roles": resource.get("roles", []),
         }
         if change.test_mode:
-            await self._record_test(tenant_id, change, record)
-            return
+            return await self._record_test(tenant_id, change, record)
         if self.vendor.delivery is DeliveryMode.QUEUE:
             await self._forward(envelope)
             outcome = "queued"
@@ -139,6 +153,7 @@ class VendorDeliverer:
             await self._receipt(tenant_id, change, outcome)
             record["reason"] = outcome
         await self.ledger.record(tenant_id, change.entity_id, status="delivered", test=False, **record)
+        return "delivered"
 
     async def _receipt(self, tenant_id: str, change: VendorChange, outcome: str) -> None:
         """Tell the GDPR service a person's delete reached the vendor (or was superseded)."""
@@ -160,7 +175,7 @@ class VendorDeliverer:
             routing_key=DeletionReceipt.message_type,
         )
 
-    async def _record_test(self, tenant_id: str, change: VendorChange, record: dict[str, Any]) -> None:
+    async def _record_test(self, tenant_id: str, change: VendorChange, record: dict[str, Any]) -> Status:
         """Test mode: record what would be sent, and whether the vendor's profile would reject it."""
         status: Status = "test"
         reason: str | None = None
@@ -171,6 +186,7 @@ class VendorDeliverer:
                 status, reason = "test_rejected", str(error)
         await self.ledger.record(tenant_id, change.entity_id, status=status, test=True, reason=reason, **record)
         log.info("recorded_in_test_mode", kind=change.entity_kind.value, operation=change.operation, status=status)
+        return status
 
     async def _missing_references(self, tenant_id: str, needed: set[str]) -> set[str]:
         """Referenced entities not at the vendor yet. They are usually being delivered right now

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from typing import Any
 
 import aiohttp
 import stamina
 from aiolimiter import AsyncLimiter
 
+from dispatcher.metrics import DispatcherMetrics
 from skolsynk.catalogue import ScimDelivery
 from skolsynk.domain.egil import EgilResourceType
 from skolsynk.logging import get_logger, scrub
@@ -81,7 +83,17 @@ class PinnedConnector(aiohttp.TCPConnector):
 
 
 class EgilScimClient:
-    def __init__(self, delivery: ScimDelivery, *, api_key: str | None, retry_timeout_seconds: float = 20.0) -> None:
+    def __init__(
+        self,
+        delivery: ScimDelivery,
+        *,
+        api_key: str | None,
+        retry_timeout_seconds: float = 20.0,
+        metrics: DispatcherMetrics | None = None,
+        vendor_id: str = "unknown",
+    ) -> None:
+        self.metrics = metrics
+        self.vendor_id = vendor_id
         self.delivery = delivery
         self._api_key = api_key
         self._retry_timeout = retry_timeout_seconds
@@ -113,6 +125,7 @@ class EgilScimClient:
         if self._session is None:
             raise RuntimeError("the SCIM client is not started")
         async with self._slots, self._limiter:
+            started = time.monotonic()
             try:
                 async with self._session.request(
                     method, path, data=json.dumps(body).encode() if body is not None else None
@@ -120,10 +133,17 @@ class EgilScimClient:
                     text = await response.text()
                     status = response.status
             except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                self._observe(method, "error", started)
                 raise VendorUnavailable(f"{method} {path.split('/')[0]}: {type(error).__name__}") from error
+            self._observe(method, f"{status // 100}xx", started)
         if status == 429 or status >= 500:
             raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}")
         return status, text
+
+    def _observe(self, method: str, status_class: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.vendor_requests.labels(self.vendor_id, method, status_class).inc()
+            self.metrics.vendor_request_seconds.labels(self.vendor_id, method).observe(time.monotonic() - started)
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
         async for attempt in stamina.retry_context(

@@ -255,7 +255,9 @@ def build(settings: EgilReceiverSettings) -> ServiceApp:
     scim = build_scim_app(
         store, registry, base_path=settings.egil_base_path, api_key_header=settings.egil_api_key_header
     )
-    app.add_web_app(scim, host=settings.egil_host, port=settings.egil_port, ssl_context=server_ssl_context(settings))
+    app.add_web_app(
+        scim, host=settings.egil_host, port=settings.egil_port, ssl_context=server_ssl_context(settings), server="scim"
+    )
 
     async def close_runs() -> None:
         import asyncio

@@ -12,6 +12,7 @@ from pymongo import ReturnDocument
 
 from normaliser import state
 from normaliser.handlers import NormaliserHandlers
+from normaliser.metrics import NormaliserMetrics, StateGauges
 from normaliser.projection import Projector
 from normaliser.runs import Runs
 from skolsynk.contracts.vendor import ProjectionRequested
@@ -20,7 +21,7 @@ from skolsynk.messaging import Topology, declare_topology, skolsynk_topology
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage import erasures, findings, holds, subscriptions
+from skolsynk.storage import erasures, findings, history, holds, subscriptions
 
 SERVICE = "normaliser"
 log = get_logger(__name__)
@@ -41,8 +42,12 @@ def utcnow() -> datetime:
 def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
     """The normaliser. ``clock`` is the time the selection rules judge dates by (tests move it)."""
     app = ServiceApp.create(SERVICE, settings)
-    app.add_indexes([*state.INDEXES, *subscriptions.INDEXES, *findings.INDEXES, *holds.INDEXES, *erasures.INDEXES])
+    app.add_indexes(
+        [*state.INDEXES, *subscriptions.INDEXES, *findings.INDEXES, *holds.INDEXES, *erasures.INDEXES, *history.INDEXES]
+    )
     declared_vendors: set[str] = set()
+    metrics = NormaliserMetrics(app.metrics.registry)
+    gauges = StateGauges(app.db, metrics)
 
     async def ensure_vendor_queue(vendor_id: str) -> None:
         """A vendor's change events need its queue before the first one is published (publishes are
@@ -69,15 +74,19 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         ensure_vendor_queue=ensure_vendor_queue,
         gdpr_exchange=app.topology.exchange("gdpr"),
         clock=clock,
+        metrics=metrics,
     )
     handlers = NormaliserHandlers(
-        Runs(app.db),
+        Runs(app.db, metrics),
         projector,
         state.ProjectionLock(app.db, owner=uuid.uuid4().hex),
         control_exchange=app.topology.exchange("control"),
         today=lambda: clock().date(),
+        metrics=metrics,
+        gauges=gauges,
     )
     app.extensions["handlers"] = handlers
+    app.extensions["state_gauges"] = gauges
     app.add_consumer(app.queue_name(SERVICE, "source-events"), handlers.source_event)
     app.add_consumer(app.queue_name(SERVICE, "projections"), handlers.projection, idempotent=False)
 
@@ -106,6 +115,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
             await asyncio.sleep(min(settings.date_check_interval_seconds, 60.0))
 
     app.add_background("date-check", date_check)
+    app.add_background("state-gauges", gauges.run_forever)
     return app
 
 

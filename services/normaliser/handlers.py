@@ -11,10 +11,12 @@ and send what every vendor of the tenant should hold.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import date
 from uuid import UUID
 
+from normaliser.metrics import NormaliserMetrics, StateGauges
 from normaliser.projection import Projector
 from normaliser.runs import Runs
 from normaliser.state import ProjectionLock
@@ -36,7 +38,11 @@ class NormaliserHandlers:
         *,
         control_exchange: str,
         today: Callable[[], date],
+        metrics: NormaliserMetrics | None = None,
+        gauges: StateGauges | None = None,
     ) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
         self.runs = runs
         self.projector = projector
         self.lock = lock
@@ -114,6 +120,7 @@ class NormaliserHandlers:
                 # Under the tenant's lock: finalise every run that has all its messages (in the
                 # order they started), then project once for all of them.
                 await self.finalise_ready_runs(tenant_id)
+                started = time.monotonic()
                 await self.projector.project_tenant(
                     tenant_id,
                     today=self.today(),
@@ -121,6 +128,9 @@ class NormaliserHandlers:
                     correlation_id=correlation_id,
                     resend_vendor_ids=resend,
                 )
+                if self.metrics is not None:
+                    self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
+                await self._refresh_gauges(tenant_id)
                 # Requests that arrived meanwhile (with any resends they asked for) run once more.
                 again, resend = await self.lock.release(tenant_id)
                 if not again:
@@ -128,3 +138,15 @@ class NormaliserHandlers:
         except BaseException:
             await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})
             raise
+
+    async def _refresh_gauges(self, tenant_id: str) -> None:
+        """The tenant's findings, and the runs and holds, as the projection left them (metrics only:
+        a failure is logged, never fails the projection)."""
+        if self.gauges is None:
+            return
+        try:
+            await self.gauges.refresh_findings(tenant_id)
+            await self.gauges.refresh_runs()
+            await self.gauges.refresh_holds()
+        except Exception:
+            log.warning("state_gauges_refresh_failed", exc_info=True)

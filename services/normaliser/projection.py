@@ -18,6 +18,7 @@ from uuid import UUID
 
 from pymongo import UpdateOne
 
+from normaliser.metrics import NormaliserMetrics
 from normaliser.state import VENDOR_VIEWS, EntityStore, now
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
@@ -30,6 +31,7 @@ from skolsynk.messaging import Outbox
 from skolsynk.storage import Database, Document, MongoClient
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HOLDS
 from skolsynk.storage.subscriptions import SubscriptionStore
 
@@ -85,11 +87,14 @@ class Projector:
         ensure_vendor_queue: Callable[[str], Awaitable[None]],
         gdpr_exchange: str,
         clock: Callable[[], datetime] = now,
+        metrics: NormaliserMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.ensure_vendor_queue = ensure_vendor_queue
         self.gdpr_exchange = gdpr_exchange
         self.clock = clock
         self.erasure_requests = ErasureRequestStore(db)
+        self.history = SyncHistory(db)
         self.mongo = mongo
         self.db = db
         self.outbox = outbox
@@ -137,6 +142,17 @@ class Projector:
                 correlation_id=correlation_id,
                 resend=subscription.vendor_id in resend_vendor_ids,
             )
+        for vendor_id, vendor_report in report.vendors.items():
+            if vendor_report.upserts or vendor_report.deletes or vendor_report.held or vendor_report.deferred:
+                await self.history.record_projection(
+                    tenant_id,
+                    vendor_id,
+                    reason=reason,
+                    upserts=vendor_report.upserts,
+                    deletes=vendor_report.deletes,
+                    held=vendor_report.held,
+                    deferred=vendor_report.deferred,
+                )
         log.info(
             "tenant_projected",
             tenant_id=tenant_id,
@@ -215,6 +231,11 @@ class Projector:
         for start in range(0, len(ordered), BATCH_SIZE):
             await self._commit(subscription, ordered[start : start + BATCH_SIZE], reason, correlation_id)
         report.upserts, report.deletes = len(upserts), len(deletes)
+        if self.metrics is not None:
+            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "upsert").inc(report.upserts)
+            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "delete").inc(report.deletes)
+            if report.held:
+                self.metrics.removals_held.labels(tenant_id, vendor_id).inc(report.held)
         return report
 
     async def _guard(

@@ -4,10 +4,11 @@ healthy full snapshot."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from normaliser.metrics import NormaliserMetrics
 from normaliser.state import EntityStore, RunStore, now
 from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
@@ -43,10 +44,11 @@ class RunOutcome:
 
 
 class Runs:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, metrics: NormaliserMetrics | None = None) -> None:
         self.entities = EntityStore(db)
         self.runs = RunStore(db)
         self.findings = FindingStore(db)
+        self.metrics = metrics
 
     async def start(self, tenant_id: str, message: SourceRunStarted, *, session: Session) -> bool:
         doc = await self.runs.started(
@@ -145,7 +147,7 @@ class Runs:
         pages = sorted(await self.runs.page_documents(run_id), key=lambda p: int(p["_id"].rsplit(":", 1)[1]))
         received: dict[str, int] = {}
         seen: set[str] = set()
-        applied = 0
+        applied = deleted = 0
         for page in pages:
             seen.update(page["seen"])
             for kind, count in page["counts"].items():
@@ -155,7 +157,7 @@ class Runs:
             changed = [d for d in documents if stored.get(d["_id"]) != d["hash"]]
             await self.entities.write(changed)
             applied += len(changed)
-            await self.entities.delete(page.get("deletions") or [])
+            deleted += await self.entities.delete(page.get("deletions") or [])
         reasons = []
         if not completion["healthy"]:
             reasons.append("the source reported read errors")
@@ -187,4 +189,18 @@ class Runs:
         outcome = RunOutcome(complete=complete, reasons=tuple(reasons), removed=removed)
         await self.runs.finalised(run_id, {"complete": complete, "reasons": reasons, "removed": removed})
         log.info("run_finalised", run_id=str(run_id), complete=complete, removed=removed, mode=doc["mode"])
+        self._count(doc, complete=complete, applied=applied, removed=removed + deleted)
         return outcome
+
+    def _count(self, doc: dict[str, Any], *, complete: bool, applied: int, removed: int) -> None:
+        if self.metrics is None:
+            return
+        tenant_id, source_id = doc["tenant_id"], doc["source_id"]
+        kind, mode = str(doc.get("source_kind") or "unknown"), str(doc["mode"])
+        self.metrics.runs_finalised.labels(tenant_id, source_id, kind, mode, str(complete).lower()).inc()
+        self.metrics.records_applied.labels(tenant_id, source_id).inc(applied)
+        self.metrics.records_removed.labels(tenant_id, source_id).inc(removed)
+        started = doc.get("started_at")
+        if isinstance(started, datetime):
+            started = started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+            self.metrics.run_duration.labels(kind, mode).observe(max((now() - started).total_seconds(), 0.0))

@@ -71,6 +71,7 @@ def build(
         make_webhook_app(puller, webhook_secrets),
         host=settings.ss12000_webhook_host,
         port=settings.ss12000_webhook_port,
+        server="webhook",
     )
     app.add_startup(puller.start)
     app.add_shutdown(puller.close)

@@ -206,6 +206,19 @@ async def test_full_delivery_then_updates_and_deletes(stack: Stack):
     assert csv_lines[0].startswith("entity_id,kind,operation,version,status")
     assert len(csv_lines) == 1 + len(await stack.ledger.entries(TENANT))
 
+    # What /metrics shows: deliveries by status and the vendor's HTTP answers.
+    sample = stack.dispatcher.metrics.registry.get_sample_value
+    delivered = sample(
+        "skolsynk_deliveries_total", {"tenant": TENANT, "vendor": VENDOR, "operation": "upsert", "status": "delivered"}
+    )
+    assert delivered is not None
+    assert delivered >= len(selection)
+    assert sample(
+        "skolsynk_deliveries_total", {"tenant": TENANT, "vendor": VENDOR, "operation": "delete", "status": "delivered"}
+    )
+    assert sample("skolsynk_vendor_requests_total", {"vendor": VENDOR, "method": "DELETE", "status_class": "2xx"})
+    assert sample("skolsynk_vendor_request_seconds_count", {"vendor": VENDOR, "method": "POST"})
+
 
 async def test_409_and_404_are_recovered(stack: Stack):
     assert stack.vendor is not None
@@ -304,6 +317,11 @@ async def test_permanent_rejection_goes_to_the_dlq_with_the_vendors_text(stack: 
     entry = await stack.ledger.get(TENANT, uuid.UUID(rejected))
     assert entry is not None
     assert entry["status"] == "rejected"
+    sample = stack.dispatcher.metrics.registry.get_sample_value
+    assert sample(
+        "skolsynk_deliveries_total", {"tenant": TENANT, "vendor": VENDOR, "operation": "upsert", "status": "rejected"}
+    )
+    assert sample("skolsynk_vendor_requests_total", {"vendor": VENDOR, "method": "POST", "status_class": "4xx"})
     # Everyone else arrived.
     assert str(person_id("student-0-0")) in held(stack.vendor, "Users")
 

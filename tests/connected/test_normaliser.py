@@ -237,6 +237,11 @@ class Harness:
         )
 
 
+def metric(h: Harness, name: str, **labels: str) -> float | None:
+    """A sample of the normaliser's metrics registry (what its /metrics shows)."""
+    return h.normaliser.metrics.registry.get_sample_value(name, labels)
+
+
 def summary(events: list[VendorChange]) -> set[tuple[str, str, str]]:
     return {(e.entity_kind.value, e.operation, str(e.entity_id)) for e in events}
 
@@ -382,6 +387,17 @@ async def test_incomplete_snapshot_removes_nothing_but_applies_changes(harness: 
     findings = await h.normaliser.db["dq_findings"].find({"code": FindingCode.RUN_INCOMPLETE.value}).to_list(None)
     assert len(findings) == 1
     assert "read errors" in findings[0]["detail"]
+    source = {"tenant": TENANT, "source": SOURCE}
+    finalised = "skolsynk_source_runs_finalised_total"
+    assert metric(h, finalised, **source, source_kind="egil", mode="full", complete="true") == 1
+    assert metric(h, finalised, **source, source_kind="egil", mode="full", complete="false") == 1
+    assert metric(h, "skolsynk_source_last_run_complete", **source, source_kind="egil") == 0
+    assert metric(h, "skolsynk_source_last_complete_run_timestamp_seconds", **source, source_kind="egil")
+    assert metric(h, "skolsynk_source_records_applied_total", **source) == len(base_snapshot()) + 1  # s4 changed
+    assert metric(h, "skolsynk_source_records_removed_total", **source) == 0
+    assert metric(h, "skolsynk_source_run_duration_seconds_count", source_kind="egil", mode="full") == 2
+    assert metric(h, "skolsynk_dq_findings", tenant=TENANT, code="run.incomplete", severity="error") == 1
+    assert metric(h, "skolsynk_source_runs_open", **source) is None
 
     # Counts that do not match the pages received are incomplete too.
     run = await h.send_run(list(snapshot.values()), claimed_counts={EntityKind.PERSON: 99})
@@ -418,6 +434,10 @@ async def test_mass_deletion_guard_holds_only_the_affected_school_unit(harness: 
     assert hold["status"] == "pending"
     assert hold["school_unit_codes"] == [U2]
     assert sorted(hold["entity_ids"]) == sorted(str(eid(EntityKind.PERSON, k)) for k in ("s4", "s5", "s6"))
+    assert metric(h, "skolsynk_holds_pending", tenant=TENANT, vendor="binogi") == 1
+    assert metric(h, "skolsynk_holds_pending_removals", tenant=TENANT, vendor="binogi") == 3
+    assert metric(h, "skolsynk_holds_oldest_pending_timestamp_seconds", tenant=TENANT, vendor="binogi")
+    assert metric(h, "skolsynk_vendor_removals_held_total", tenant=TENANT, vendor="binogi") == 3
 
     # An operator approves the hold: the held removals go out and the hold is done.
     await h.normaliser.db["holds"].update_one({"_id": hold["_id"]}, {"$set": {"status": "approved"}})
@@ -426,6 +446,7 @@ async def test_mass_deletion_guard_holds_only_the_affected_school_unit(harness: 
     await h.settled()
     assert {e.entity_id for e in h.take("binogi")} == {eid(EntityKind.PERSON, k) for k in ("s4", "s5", "s6")}
     assert await h.normaliser.db["holds"].count_documents({}) == 0
+    assert metric(h, "skolsynk_holds_pending", tenant=TENANT, vendor="binogi") is None
 
 
 async def test_filter_change_moves_exactly_the_affected_persons(harness: Harness):
@@ -494,6 +515,13 @@ async def test_data_quality_findings_are_stored_queryable_and_exportable(harness
     assert (FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, "s7") in codes
     assert (FindingCode.PERSON_NO_ACTIVE_RELATION, "s7") in codes
     assert [f.severity for f in findings] == sorted(f.severity for f in findings), "errors first"
+    by_code = {(f.code.value, f.severity.value) for f in findings}
+    for code, severity in by_code:
+        expected = sum(1 for f in findings if f.code.value == code)
+        assert metric(h, "skolsynk_dq_findings", tenant=TENANT, code=code, severity=severity) == expected
+    emitted = metric(h, "skolsynk_vendor_changes_emitted_total", tenant=TENANT, vendor="binogi", operation="upsert")
+    assert emitted is not None
+    assert emitted > 0
     errors = await store.query(TENANT, severity=Severity.ERROR)
     assert {f.code for f in errors} == {FindingCode.SCHOOL_UNIT_CODE_MALFORMED}
     # The invalid school unit is withheld, the person with a bad address is still sent.

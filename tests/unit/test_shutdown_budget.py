@@ -6,8 +6,10 @@ Kubernetes sends SIGKILL after ``terminationGracePeriodSeconds`` (default 30), D
 ``stop_grace_period`` (default 10s). This test reads the real manifests and resolves the budget
 the way the container would see it:
 
-* Kubernetes: ``envFrom`` ConfigMaps (in order, with their ``prefix``), then ``env`` entries
-  (``value`` or ``valueFrom.configMapKeyRef``), which win; anything not set falls back to the
+* Kubernetes: the base and every overlay, rendered as Kustomize would (``tools/k8s.py``), so an
+  overlay's patch of the budget or of ``terminationGracePeriodSeconds`` is seen. ``envFrom``
+  ConfigMaps (in order, with their ``prefix``), then ``env`` entries (``value`` or
+  ``valueFrom.configMapKeyRef``), which win; anything not set falls back to the
   :class:`~skolsynk.settings.LifecycleSettings` defaults. The values are parsed by
   ``LifecycleSettings`` itself.
 * Compose: each skolsynk service's ``environment`` (anchors and ``<<`` merges resolved by PyYAML).
@@ -15,6 +17,7 @@ the way the container would see it:
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,14 +66,24 @@ def lifecycle_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> L
 # ---------------------------------------------------------------------------
 
 
-def load_k8s_documents(root: Path) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
-        with path.open(encoding="utf-8") as handle:
-            for document in yaml.safe_load_all(handle):
-                if isinstance(document, dict):
-                    documents.append({**document, "__file__": str(path.relative_to(REPO_ROOT))})
-    return documents
+def _load_renderer() -> Any:
+    spec = importlib.util.spec_from_file_location("skolsynk_k8s_tool", REPO_ROOT / "tools" / "k8s.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+K8S_TOOL = _load_renderer()
+#: The base and every overlay: what is applied to a cluster is what they render, patches included.
+KUSTOMIZATIONS = [K8S_DIR / "base", *K8S_TOOL.overlays()]
+
+
+def load_k8s_documents(kustomization: Path) -> list[dict[str, Any]]:
+    """The rendered manifests of one kustomization (tools/k8s.py, the offline Kustomize renderer)."""
+    where = str(kustomization.relative_to(REPO_ROOT))
+    return [{**document, "__file__": where} for document in K8S_TOOL.render(kustomization)]
 
 
 def configmaps_by_name(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
@@ -158,20 +171,26 @@ def k8s_budgets(documents: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
     return budgets
 
 
-def test_every_deployment_fits_its_shutdown_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    documents = load_k8s_documents(K8S_DIR)
+def test_there_is_a_base_and_there_are_overlays() -> None:
+    assert len(KUSTOMIZATIONS) >= 3, "expected deploy/k8s/base and overlays (dev, prod)"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S_DIR)))
+def test_every_deployment_fits_its_shutdown_budget(kustomization: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    documents = load_k8s_documents(kustomization)
     deployments = [d for d in documents if d.get("kind") == "Deployment"]
-    assert deployments, f"no Deployment found under {K8S_DIR}: the budget check would pass vacuously"
+    assert deployments, f"no Deployment found in {kustomization}: the budget check would pass vacuously"
     budgets = k8s_budgets(documents, monkeypatch)
     assert {b.workload.split(" (")[0] for b in budgets} >= {f"Deployment {d['metadata']['name']}" for d in deployments}
     too_long = [b.describe() for b in budgets if not b.fits]
     assert not too_long, "\n".join(too_long)
 
 
-def test_every_deployment_takes_its_budget_from_a_configmap_that_exists() -> None:
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S_DIR)))
+def test_every_deployment_takes_its_budget_from_a_configmap_that_exists(kustomization: Path) -> None:
     """The manifests set the budget through the shared ConfigMap; a typo in its name would silently
     fall back to the defaults (and the check above would still pass), so check the wiring too."""
-    documents = load_k8s_documents(K8S_DIR)
+    documents = load_k8s_documents(kustomization)
     configmaps = configmaps_by_name(documents)
     for doc in documents:
         if doc.get("kind") != "Deployment":

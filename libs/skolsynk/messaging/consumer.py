@@ -11,8 +11,8 @@ a contract or validation error
 handler raises anything else / times out     copied to the retry queue for its attempt (delay
                                              ladder), then acked; after ``max_attempts`` attempts
                                              dead-lettered with the reason
-handler raises :class:`TransientError`       retried along the ladder for as long as it takes
-                                             (an outage), never dead-lettered
+handler raises :class:`TransientError`, or  retried along the ladder for as long as it takes
+MongoDB is unreachable (:func:`is_outage`)   (an outage), never dead-lettered
 the process is stopping                      in-flight work gets ``drain_timeout``; what is left
                                              is ``nack(requeue=True)``-ed back to the queue
 the process dies                             the broker redelivers; after ``x-delivery-limit``
@@ -33,6 +33,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from skolsynk.contracts.envelope import ContractMismatch, Envelope, MessageContract
 from skolsynk.logging import bound_context, get_logger, scrub
@@ -62,6 +63,16 @@ BROKER_CALL_TIMEOUT_SECONDS = 3.0
 class TransientError(Exception):
     """Something outside us is unavailable (a vendor is down): retry with the delay ladder, staying
     on its last step, and never dead-letter for it. The queue's age shows the outage instead."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """An error that says a dependency is unavailable rather than that the message is bad: the database
+    unreachable or failing over, or a transaction that lost a race and may simply be run again."""
+    if isinstance(error, TransientError | ConnectionFailure):
+        return True
+    return isinstance(error, PyMongoError) and (
+        error.has_error_label("TransientTransactionError") or error.has_error_label("RetryableWriteError")
+    )
 
 
 class PermanentError(Exception):
@@ -224,6 +235,8 @@ class Consumer:
             tenant_id=envelope.tenant_id,
             correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
         ):
+            age = (datetime.now(UTC) - envelope.produced_at).total_seconds()
+            self._metrics.message_age_seconds.labels(queue).observe(max(age, 0.0))
             if self._inbox is not None and await self._inbox.seen(envelope.message_id):
                 await self._settle(message.ack(), "duplicate")
                 return
@@ -276,7 +289,7 @@ class Consumer:
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, error: Exception, attempt: int) -> None:
         error_type = type(error).__name__
-        if attempt >= self._max_attempts and not isinstance(error, TransientError):
+        if attempt >= self._max_attempts and not is_outage(error):
             log.error(
                 "message_failed_permanently", attempt=attempt, error_type=error_type, reason=_clean_reason(str(error))
             )

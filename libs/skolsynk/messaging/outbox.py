@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.logging import get_logger
 from skolsynk.messaging.publisher import OutgoingMessage, Publisher, UnroutableMessage
@@ -113,11 +111,15 @@ class OutboxRelay:
         self._lease = timedelta(seconds=lease_seconds)
         self._poll_interval = poll_interval_seconds
         self._owner = uuid.uuid4().hex
+        self._claims = 0
         self._stopping = asyncio.Event()
 
     async def _claim(self) -> list[Document]:
-        """Lease up to ``batch_size`` due entries, oldest first. Each claim is one atomic update, so two
-        relays never hold the same entry at once."""
+        """Lease up to ``batch_size`` due entries, oldest first. The lease is one conditional update of
+        the batch (each document is updated atomically, and only while its lease is free), tagged with
+        a token of this claim, so two relays never hold the same entry at once. One update per batch,
+        not one per entry: per-entry round trips made the relay the bottleneck of a large projection
+        (docs/benchmarks.md)."""
         collection = self._outbox.collection
         now = datetime.now(UTC)
         candidates = (
@@ -125,16 +127,20 @@ class OutboxRelay:
             .sort("created_at", 1)
             .limit(self._batch_size)
         )
-        claimed: list[Document] = []
-        async for candidate in candidates:
-            entry = await collection.find_one_and_update(
-                {"_id": candidate["_id"], "sent_at": None, "lease_until": {"$lt": now}},
-                {"$set": {"lease_until": now + self._lease, "lease_owner": self._owner}, "$inc": {"attempts": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if entry is not None:
-                claimed.append(entry)
-        return claimed
+        ids = [candidate["_id"] async for candidate in candidates]
+        if not ids:
+            return []
+        self._claims += 1
+        token = f"{self._owner}:{self._claims}"
+        result = await collection.update_many(
+            {"_id": {"$in": ids}, "sent_at": None, "lease_until": {"$lt": now}},
+            {"$set": {"lease_until": now + self._lease, "lease_owner": token}, "$inc": {"attempts": 1}},
+        )
+        if result.modified_count == 0:
+            return []
+        claimed = await collection.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+        order = {message_id: position for position, message_id in enumerate(ids)}
+        return sorted(claimed, key=lambda entry: order[entry["_id"]])
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many entries were confirmed and marked sent."""

@@ -1,0 +1,466 @@
+"""``skolsynk``: the operator's command line for everyday tasks. Settings come from the same environment
+variables as the services (``AMQP_URL``, ``MONGODB_URL``, ``MONGODB_DATABASE``, ``SKOLSYNK_NAMESPACE``,
+``SKOLSYNK_VENDOR_CATALOGUE_DIR``).
+
+=============================================  ===============================================================
+``skolsynk status [--tenant T]``               sources' latest runs, work queues (depth, consumers, DLQ),
+                                               vendors' delivery ledgers, pending holds, overdue deletions
+``skolsynk sync TENANT KIND SOURCE [--mode]``  ask a pulling connector (google, microsoft) to read a source now
+``skolsynk dlq list QUEUE [--limit N]``        the dead letters of a work queue, with their failure reasons
+``skolsynk dlq replay QUEUE [--filter-reason   move dead letters back to the work queue (all, those whose
+TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N), with progress
+``skolsynk resend TENANT VENDOR``              send a vendor the tenant's whole current selection again
+``skolsynk holds TENANT``                      the tenant's mass-deletion holds
+``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
+=============================================  ===============================================================
+
+``QUEUE`` is a work queue's name with or without the namespace (``normaliser.source-events``,
+``skolsynk.dispatcher.ne``) or its DLQ's name. ``--json`` prints the result as JSON for scripts.
+Exit status: 0 done, 1 failed (the reason on standard error), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from pydantic import Field
+from pymongo.errors import PyMongoError
+
+from skolsynk.catalogue import DeliveryMode, load_catalogue
+from skolsynk.cli import output, queues, state
+from skolsynk.contracts.sync import SyncRequested
+from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.logging import configure_logging
+from skolsynk.messaging import Broker, Publisher, UnroutableMessage, skolsynk_topology, sync_request_routing_key
+from skolsynk.observability import Metrics
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage import Database, MongoClient, create_client
+
+PRODUCER = "skolsynk-cli"
+#: Connector kinds that take sync requests from a queue. The SS 12000 puller runs on its schedule and
+#: its webhook; EGIL clients push.
+SYNC_KINDS = ("google", "microsoft")
+#: Connector kinds whose sync-request queues ``status`` shows.
+STATUS_CONNECTOR_KINDS = SYNC_KINDS
+
+
+class CliSettings(ServiceSettings):
+    vendor_catalogue_dir: Path = Field(
+        default=Path("deploy/vendors"), description="The vendor catalogue: which vendors' queues to show."
+    )
+
+
+class CommandError(Exception):
+    """A failure to report in one line (exit status 1)."""
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="skolsynk", description="skolsynk operator commands (settings from the environment, as the services)."
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="sources, queues, vendors, holds and overdue deletions")
+    status.add_argument("--tenant", help="only this tenant's sources")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    sync = commands.add_parser("sync", help="ask a connector to read a source now")
+    sync.add_argument("tenant")
+    sync.add_argument("source_kind", metavar="SOURCE_KIND", choices=SYNC_KINDS, help=" or ".join(SYNC_KINDS))
+    sync.add_argument("source_id", metavar="SOURCE_ID")
+    sync.add_argument("--mode", choices=("full", "incremental"), default="full")
+
+    dlq = commands.add_parser("dlq", help="list or replay a work queue's dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="show the dead letters (the DLQ is left as it is)")
+    dlq_list.add_argument("queue", metavar="QUEUE")
+    dlq_list.add_argument("--limit", type=int, default=50, help="show at most N (default 50)")
+    dlq_list.add_argument("--json", action="store_true", help="print JSON")
+    replay = dlq_commands.add_parser("replay", help="move dead letters back to their work queue")
+    replay.add_argument("queue", metavar="QUEUE")
+    replay.add_argument("--filter-reason", metavar="TEXT", help="only those whose failure reason or type contains TEXT")
+    replay.add_argument("--limit", type=int, help="replay at most N")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed, move nothing")
+
+    resend = commands.add_parser("resend", help="send a vendor the tenant's whole current selection again")
+    resend.add_argument("tenant")
+    resend.add_argument("vendor")
+
+    holds = commands.add_parser("holds", help="the tenant's mass-deletion holds")
+    holds.add_argument("tenant")
+    holds.add_argument("--json", action="store_true", help="print JSON")
+
+    overdue = commands.add_parser("overdue", help="the tenant's deletions past their deadline")
+    overdue.add_argument("tenant")
+    overdue.add_argument("--json", action="store_true", help="print JSON")
+    return root
+
+
+class Operator:
+    """Connections opened when first needed, closed together."""
+
+    def __init__(self, settings: CliSettings, *, out: TextIO, err: TextIO) -> None:
+        self.settings = settings
+        self.out = out
+        self.err = err
+        self._mongo: MongoClient | None = None
+        self._amqp: AbstractConnection | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.broker.namespace
+
+    @property
+    def db(self) -> Database:
+        if self._mongo is None:
+            self._mongo = create_client(self.settings.store, app_name=PRODUCER)
+        return self._mongo[self.settings.store.mongodb_database]
+
+    async def amqp(self) -> AbstractConnection:
+        if self._amqp is None:
+            self._amqp = await aio_pika.connect(
+                self.settings.broker.amqp_url.get_secret_value(), client_properties={"connection_name": PRODUCER}
+            )
+        return self._amqp
+
+    async def close(self) -> None:
+        if self._amqp is not None:
+            await self._amqp.close()
+        if self._mongo is not None:
+            await self._mongo.close()
+
+    @asynccontextmanager
+    async def publisher(self, connector_kinds: tuple[str, ...] = ()) -> AsyncIterator[tuple[Publisher, Broker]]:
+        """A confirming publisher on the system topology (declared first, as every service does)."""
+        broker_settings = self.settings.broker
+        topology = skolsynk_topology(
+            broker_settings.namespace,
+            delivery_limit=broker_settings.delivery_limit,
+            retry_delays_seconds=broker_settings.retry_delays_seconds,
+            connector_kinds=connector_kinds,
+        )
+        metrics = Metrics()
+        broker = Broker(broker_settings, topology, metrics, name=PRODUCER)
+        await broker.connect(timeout=30)
+        publisher = Publisher(broker, metrics, timeout_seconds=broker_settings.publish_timeout_seconds)
+        try:
+            await publisher.start()
+            yield publisher, broker
+        finally:
+            await publisher.close()
+            await broker.close()
+
+    def vendor_ids(self) -> dict[str, DeliveryMode | None]:
+        directory = self.settings.vendor_catalogue_dir
+        if not directory.is_dir():
+            return {}
+        return {vendor_id: entry.delivery for vendor_id, entry in load_catalogue(directory).items()}
+
+    def write_json(self, value: Any) -> None:
+        self.out.write(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+    # -- commands ------------------------------------------------------------------------------------
+
+    async def status(self, tenant_id: str | None, *, as_json: bool) -> int:
+        runs = await state.latest_runs(self.db, tenant_id)
+        deliveries = await state.delivery_counts(self.db)
+        holds = await state.pending_holds(self.db)
+        overdue = await state.overdue_counts(self.db)
+        profiles = {str(doc["_id"]) async for doc in self.db["vendor_profiles"].find({}, {"_id": 1})}
+        catalogue = self.vendor_ids()
+        vendors = sorted(set(catalogue) | profiles | {v for v, _ in deliveries})
+        topology = skolsynk_topology(self.namespace, vendor_ids=vendors, connector_kinds=STATUS_CONNECTOR_KINDS)
+        names = [name for spec in topology.queues for name in (spec.name, spec.dead_letter_queue)]
+        feeds = [f"{self.namespace}.vendor-feed.{v}" for v in vendors if catalogue.get(v) is DeliveryMode.QUEUE]
+        stats = {s.name: s for s in await queues.queue_stats(await self.amqp(), [*names, *feeds])}
+        queue_rows = [
+            {
+                "queue": spec.name,
+                "exists": stats[spec.name].exists,
+                "ready": stats[spec.name].messages,
+                "consumers": stats[spec.name].consumers,
+                "dead_letters": stats[spec.dead_letter_queue].messages
+                if stats[spec.dead_letter_queue].exists
+                else None,
+            }
+            for spec in topology.queues
+        ] + [
+            {
+                "queue": name,
+                "exists": stats[name].exists,
+                "ready": stats[name].messages,
+                "consumers": stats[name].consumers,
+                "dead_letters": None,
+            }
+            for name in feeds
+        ]
+        statuses = ("delivered", "test", "test_rejected", "rejected")
+        vendor_rows = [
+            {"vendor": v, **{s: deliveries.get((v, s), 0) for s in statuses}}
+            for v in vendors
+            if any(deliveries.get((v, s)) for s in statuses) or v in profiles
+        ]
+        if as_json:
+            self.write_json(
+                {
+                    "sources": [asdict(r) for r in runs],
+                    "queues": queue_rows,
+                    "vendors": vendor_rows,
+                    "holds_pending": [asdict(h) for h in holds],
+                    "deletions_overdue": [
+                        {"tenant_id": t, "vendor_id": v, "overdue": n} for (t, v), n in sorted(overdue.items())
+                    ],
+                }
+            )
+            return 0
+        now = datetime.now(UTC)
+        self.out.write("Sources (latest run each)\n")
+        output.table(
+            ("tenant", "source", "kind", "mode", "status", "started", "finalised", "complete", "why not"),
+            [
+                (
+                    r.tenant_id,
+                    r.source_id,
+                    r.source_kind,
+                    r.mode,
+                    r.status,
+                    output.age(r.started_at, now=now) + " ago",
+                    r.finalised_at,
+                    r.complete,
+                    "; ".join(r.reasons)[:80] or None,
+                )
+                for r in runs
+            ],
+            out=self.out,
+        )
+        self.out.write("\nQueues\n")
+        output.table(
+            ("queue", "ready", "consumers", "dead letters"),
+            [
+                (
+                    q["queue"],
+                    q["ready"] if q["exists"] else "(absent)",
+                    q["consumers"] if q["exists"] else None,
+                    q["dead_letters"],
+                )
+                for q in queue_rows
+            ],
+            out=self.out,
+        )
+        self.out.write("\nVendors (delivery ledger entries, every tenant)\n")
+        output.table(("vendor", *statuses), [tuple(row.values()) for row in vendor_rows], out=self.out)
+        self.out.write("\nHolds pending\n")
+        output.table(
+            ("tenant", "vendor", "holds", "removals", "oldest"),
+            [(h.tenant_id, h.vendor_id, h.holds, h.removals, output.age(h.oldest, now=now)) for h in holds],
+            out=self.out,
+        )
+        self.out.write("\nDeletions overdue\n")
+        output.table(
+            ("tenant", "vendor", "overdue"), [(t, v, n) for (t, v), n in sorted(overdue.items())], out=self.out
+        )
+        return 0
+
+    async def sync(self, tenant_id: str, kind: str, source_id: str, mode: str) -> int:
+        request = SyncRequested(
+            source_id=source_id, mode="incremental" if mode == "incremental" else "full", requested_by="operator"
+        )
+        envelope = request.to_envelope(tenant_id=tenant_id, producer=PRODUCER)
+        async with self.publisher(connector_kinds=(kind,)) as (publisher, broker):
+            await publisher.publish(
+                envelope, exchange=broker.topology.exchange("control"), routing_key=sync_request_routing_key(kind)
+            )
+        self.out.write(
+            f"sync requested: {tenant_id} {kind} {source_id} ({request.mode}), message {envelope.message_id}\n"
+        )
+        return 0
+
+    async def resend(self, tenant_id: str, vendor_id: str) -> int:
+        from skolsynk.storage.subscriptions import SubscriptionStore
+
+        if await SubscriptionStore(self.db).get(tenant_id, vendor_id) is None:
+            raise CommandError(f"tenant {tenant_id!r} has no subscription to vendor {vendor_id!r}")
+        request = ProjectionRequested(reason="resend", resend_vendor_id=vendor_id)
+        envelope = request.to_envelope(tenant_id=tenant_id, producer=PRODUCER)
+        async with self.publisher() as (publisher, broker):
+            await publisher.publish(
+                envelope, exchange=broker.topology.exchange("control"), routing_key=ProjectionRequested.message_type
+            )
+        self.out.write(f"full resend requested: {tenant_id} to {vendor_id}, message {envelope.message_id}\n")
+        return 0
+
+    async def dlq_list(self, queue: str, *, limit: int, as_json: bool) -> int:
+        work_queue, dlq = queues.resolve(self.namespace, queue)
+        total, letters = await queues.list_dead_letters(await self.amqp(), dlq, limit=limit)
+        if as_json:
+            self.write_json({"queue": work_queue, "dlq": dlq, "total": total, "messages": [asdict(d) for d in letters]})
+            return 0
+        shown = f", the first {len(letters)}" if total > len(letters) else ""
+        self.out.write(f"{dlq}: {total} dead letter(s){shown}\n")
+        output.table(
+            ("message id", "type", "tenant", "attempt", "failed at", "failure"),
+            [
+                (
+                    d.message_id,
+                    d.message_type,
+                    d.tenant_id,
+                    d.attempt,
+                    d.failed_at,
+                    f"{d.failure_type or '?'}: {d.reason or ''}"[:120],
+                )
+                for d in letters
+            ],
+            out=self.out,
+        )
+        return 0
+
+    async def dlq_replay(self, queue: str, *, reason_filter: str | None, limit: int | None, dry_run: bool) -> int:
+        work_queue, dlq = queues.resolve(self.namespace, queue)
+        progress = output.Progress("examined", None, stream=self.err)
+        result = await queues.replay_dead_letters(
+            await self.amqp(),
+            work_queue,
+            dlq,
+            reason_filter=reason_filter,
+            limit=limit,
+            dry_run=dry_run,
+            progress=progress,
+        )
+        verb = "would replay" if dry_run else "replayed"
+        self.out.write(
+            f"{verb} {result.replayed} of {result.examined} examined to {work_queue}; {result.kept} left in {dlq}\n"
+        )
+        return 0
+
+    async def holds(self, tenant_id: str, *, as_json: bool) -> int:
+        docs = await state.tenant_holds(self.db, tenant_id)
+        rows = [
+            {
+                "vendor_id": d.get("vendor_id"),
+                "school_unit_id": d.get("school_unit_id"),
+                "school_unit_codes": d.get("school_unit_codes", []),
+                "status": d.get("status"),
+                "removals": d.get("removals"),
+                "population": d.get("population"),
+                "created_at": d.get("created_at"),
+                "updated_at": d.get("updated_at"),
+                "decided_by": d.get("decided_by"),
+            }
+            for d in docs
+        ]
+        if as_json:
+            self.write_json({"tenant_id": tenant_id, "holds": rows})
+            return 0
+        self.out.write(f"Holds of {tenant_id}\n")
+        output.table(
+            ("vendor", "school unit", "codes", "status", "removals", "of", "waiting"),
+            [
+                (
+                    r["vendor_id"],
+                    r["school_unit_id"],
+                    " ".join(r["school_unit_codes"]) or None,
+                    r["status"],
+                    r["removals"],
+                    r["population"],
+                    output.age(r["created_at"]),
+                )
+                for r in rows
+            ],
+            out=self.out,
+        )
+        return 0
+
+    async def overdue(self, tenant_id: str, *, as_json: bool) -> int:
+        docs = await state.overdue_deletions(self.db, tenant_id)
+        rows = [
+            {
+                "vendor_id": d.get("vendor_id"),
+                "person_id": d.get("person_id"),
+                "vendor_entity_id": d.get("vendor_entity_id"),
+                "version": d.get("version"),
+                "reason": d.get("reason"),
+                "requested_at": d.get("requested_at"),
+                "retries": d.get("retries", 0),
+            }
+            for d in docs
+        ]
+        if as_json:
+            self.write_json({"tenant_id": tenant_id, "overdue": rows})
+            return 0
+        self.out.write(f"Deletions overdue for {tenant_id} (pseudonymous person ids)\n")
+        output.table(
+            ("vendor", "person id", "reason", "requested", "overdue for", "retries"),
+            [
+                (
+                    r["vendor_id"],
+                    r["person_id"],
+                    r["reason"],
+                    r["requested_at"],
+                    output.age(r["requested_at"]),
+                    r["retries"],
+                )
+                for r in rows
+            ],
+            out=self.out,
+        )
+        return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+async def execute(args: argparse.Namespace, settings: CliSettings, *, out: TextIO, err: TextIO) -> int:
+    operator = Operator(settings, out=out, err=err)
+    try:
+        if args.command == "status":
+            return await operator.status(args.tenant, as_json=args.json)
+        if args.command == "sync":
+            return await operator.sync(args.tenant, args.source_kind, args.source_id, args.mode)
+        if args.command == "resend":
+            return await operator.resend(args.tenant, args.vendor)
+        if args.command == "holds":
+            return await operator.holds(args.tenant, as_json=args.json)
+        if args.command == "overdue":
+            return await operator.overdue(args.tenant, as_json=args.json)
+        if args.dlq_command == "list":
+            return await operator.dlq_list(args.queue, limit=args.limit, as_json=args.json)
+        return await operator.dlq_replay(
+            args.queue, reason_filter=args.filter_reason, limit=args.limit, dry_run=args.dry_run
+        )
+    except (CommandError, queues.QueueNotFound) as error:
+        err.write(f"skolsynk {args.command}: {error}\n")
+        return 1
+    except UnroutableMessage as error:
+        err.write(f"skolsynk {args.command}: nothing consumes this request ({error})\n")
+        return 1
+    except (*CONNECTION_EXCEPTIONS, OSError) as error:
+        err.write(f"skolsynk {args.command}: cannot reach RabbitMQ ({type(error).__name__}: {error})\n")
+        return 1
+    except PyMongoError as error:
+        err.write(f"skolsynk {args.command}: MongoDB failed ({type(error).__name__}: {str(error)[:200]})\n")
+        return 1
+    finally:
+        await operator.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``skolsynk`` entry point. Warnings and errors are logged to standard error, so standard
+    output is only the command's result."""
+    args = parser().parse_args(argv)
+    configure_logging(log_format="console", level="WARNING", stream=sys.stderr)
+    return asyncio.run(execute(args, CliSettings(), out=sys.stdout, err=sys.stderr))

@@ -1,0 +1,121 @@
+"""What the operator command line reads from MongoDB: read-only queries on collections the services
+own (the normaliser's runs and holds, the dispatchers' delivery ledger, the GDPR service's erasure
+ledger). Ids, counts, statuses and times only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from skolsynk.storage import Database, Document
+from skolsynk.storage.deliveries import LEDGER
+from skolsynk.storage.erasures import ErasureLedger
+from skolsynk.storage.holds import HOLDS, HoldStore
+
+#: The normaliser's run bookkeeping (``services/normaliser/state.py``).
+RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    tenant_id: str
+    source_id: str
+    source_kind: str | None
+    mode: str | None
+    status: str
+    started_at: datetime | None
+    finalised_at: datetime | None
+    complete: bool | None
+    reasons: tuple[str, ...]
+
+
+async def latest_runs(db: Database, tenant_id: str | None = None) -> list[SourceRun]:
+    """Every source's latest run (by start), sorted by tenant and source."""
+    match: dict[str, Any] = {"tenant_id": {"$ne": None}, "source_id": {"$ne": None}}
+    if tenant_id is not None:
+        match["tenant_id"] = tenant_id
+    cursor = await db[RUNS].aggregate(
+        [
+            {"$match": match},
+            {"$sort": {"started_at": -1}},
+            {
+                "$group": {
+                    "_id": {"t": "$tenant_id", "s": "$source_id"},
+                    "kind": {"$first": "$source_kind"},
+                    "mode": {"$first": "$mode"},
+                    "status": {"$first": "$status"},
+                    "started_at": {"$first": "$started_at"},
+                    "finalised_at": {"$first": "$finalised_at"},
+                    "outcome": {"$first": "$outcome"},
+                }
+            },
+        ]
+    )
+    runs = []
+    async for doc in cursor:
+        outcome = doc.get("outcome") or {}
+        runs.append(
+            SourceRun(
+                tenant_id=doc["_id"]["t"],
+                source_id=doc["_id"]["s"],
+                source_kind=doc.get("kind"),
+                mode=doc.get("mode"),
+                status=str(doc.get("status") or "unknown"),
+                started_at=doc.get("started_at"),
+                finalised_at=doc.get("finalised_at"),
+                complete=outcome.get("complete"),
+                reasons=tuple(outcome.get("reasons") or ()),
+            )
+        )
+    return sorted(runs, key=lambda r: (r.tenant_id, r.source_id))
+
+
+async def delivery_counts(db: Database) -> dict[tuple[str, str], int]:
+    """(vendor, status) -> ledger entries, over every tenant (test-mode entries have status ``test``)."""
+    cursor = await db[LEDGER].aggregate([{"$group": {"_id": {"v": "$vendor_id", "s": "$status"}, "n": {"$sum": 1}}}])
+    return {(d["_id"]["v"], d["_id"]["s"]): d["n"] async for d in cursor}
+
+
+@dataclass(frozen=True)
+class PendingHolds:
+    tenant_id: str
+    vendor_id: str
+    holds: int
+    removals: int
+    oldest: datetime | None
+
+
+async def pending_holds(db: Database) -> list[PendingHolds]:
+    cursor = await db[HOLDS].aggregate(
+        [
+            {"$match": {"status": "pending"}},
+            {
+                "$group": {
+                    "_id": {"t": "$tenant_id", "v": "$vendor_id"},
+                    "n": {"$sum": 1},
+                    "removals": {"$sum": "$removals"},
+                    "oldest": {"$min": "$created_at"},
+                }
+            },
+        ]
+    )
+    rows = [
+        PendingHolds(d["_id"]["t"], d["_id"]["v"], d["n"], int(d.get("removals") or 0), d.get("oldest"))
+        async for d in cursor
+    ]
+    return sorted(rows, key=lambda r: (r.tenant_id, r.vendor_id))
+
+
+async def tenant_holds(db: Database, tenant_id: str) -> list[Document]:
+    return await HoldStore(db).for_tenant(tenant_id)
+
+
+async def overdue_counts(db: Database) -> dict[tuple[str, str], int]:
+    """(tenant, vendor) -> overdue deletions."""
+    counts = await ErasureLedger(db).counts()
+    return {(t, v): n for (t, v, status), n in counts.items() if status == "overdue"}
+
+
+async def overdue_deletions(db: Database, tenant_id: str) -> list[Document]:
+    return await ErasureLedger(db).entries(tenant_id, status="overdue")

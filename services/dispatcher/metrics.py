@@ -1,0 +1,35 @@
+"""A vendor dispatcher's metrics (labels: tenant and vendor ids, operations, statuses; never person data)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+#: ``status`` of ``skolsynk_deliveries_total``: the ledger's statuses, plus what never reaches the ledger.
+DELIVERY_STATUSES = ("delivered", "test", "test_rejected", "rejected", "stale", "retry")
+
+
+class DispatcherMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "skolsynk_deliveries",
+            "Change events handled by a vendor's dispatcher, by tenant, vendor, operation (upsert, delete) and "
+            "status: delivered, test (recorded in test mode), test_rejected (the vendor's profile would refuse it), "
+            "rejected (the vendor refused it: DLQ), stale (an older version than delivered: dropped), "
+            "retry (vendor unavailable or references missing: back to the retry ladder).",
+            ["tenant", "vendor", "operation", "status"],
+            registry=registry,
+        )
+        self.vendor_requests = Counter(
+            "skolsynk_vendor_requests",
+            "HTTP requests to a vendor's EGIL SCIM server, by vendor, method and status class "
+            "(2xx, 4xx, 5xx, or error for timeouts and connection failures). Retries count once each.",
+            ["vendor", "method", "status_class"],
+            registry=registry,
+        )
+        self.vendor_request_seconds = Histogram(
+            "skolsynk_vendor_request_seconds",
+            "Duration of one HTTP request to a vendor's EGIL SCIM server (rate limiting and queueing excluded).",
+            ["vendor", "method"],
+            registry=registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
