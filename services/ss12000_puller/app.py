@@ -45,7 +45,7 @@ def build(
 ) -> ServiceApp:
     """The puller. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
     configured = sources if sources is not None else load_sources(settings.ss12000_sources_file)
-    app = ServiceApp.create(SERVICE, settings)
+    app = ServiceApp.create(SERVICE, settings, connector_kinds=["ss12000"])
     app.add_indexes(INDEXES)
     puller = Puller(
         configured,
@@ -73,6 +73,7 @@ def build(
         port=settings.ss12000_webhook_port,
         server="webhook",
     )
+    app.add_consumer(app.queue_name("ss12000", "sync-requests"), puller.sync_requested)
     app.add_startup(puller.start)
     app.add_shutdown(puller.close)
     if settings.ss12000_schedule:

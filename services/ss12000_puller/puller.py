@@ -8,8 +8,9 @@ import contextlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import Publisher
+from skolsynk.messaging import MessageContext, PermanentError, Publisher
 from ss12000_puller.client import RetryPolicy, Ss12000Client
 from ss12000_puller.runs import DEFAULT_OVERLAP, Mode, RunReport, SyncStateStore, pull, utcnow
 from ss12000_puller.sources import SourceConfig
@@ -49,6 +50,7 @@ class Puller:
         }
         self._locks = {key: asyncio.Lock() for key in self.sources}
         self._pending: dict[str, bool] = dict.fromkeys(self.sources, False)
+        self._pending_full: set[str] = set()
         self._triggered: set[asyncio.Task[None]] = set()
         #: Reports of finished runs, newest last (bounded), for tests and diagnostics.
         self.reports: list[RunReport] = []
@@ -91,20 +93,43 @@ class Puller:
     def trigger_incremental(self, source: SourceConfig) -> None:
         """A webhook notice: run an incremental pull soon. Notices that arrive while one is queued
         are coalesced into it; one arriving during a run causes exactly one more run afterwards."""
+        self.trigger(source, "incremental")
+
+    def trigger(self, source: SourceConfig, mode: Mode) -> bool:
+        """Run ``mode`` soon, in the background; False when a run of the source is queued already
+        (a queued incremental run becomes full if a full one is asked for)."""
         if self._pending[source.key]:
-            return
+            if mode == "full":
+                self._pending_full.add(source.key)
+            return False
         self._pending[source.key] = True
-        task = asyncio.create_task(self._triggered_run(source), name=f"ss12000-notify:{source.key}")
+        if mode == "full":
+            self._pending_full.add(source.key)
+        task = asyncio.create_task(self._triggered_run(source), name=f"ss12000-trigger:{source.key}")
         self._triggered.add(task)
         task.add_done_callback(self._triggered.discard)
+        return True
 
     async def _triggered_run(self, source: SourceConfig) -> None:
         async with self._locks[source.key]:
             self._pending[source.key] = False
+            mode: Mode = "full" if source.key in self._pending_full else "incremental"
+            self._pending_full.discard(source.key)
         try:
-            await self.pull(source, mode="incremental")
+            await self.pull(source, mode=mode)
         except Exception:
             log.exception("ss12000_triggered_run_failed", tenant_id=source.tenant_id, source_id=source.source_id)
+
+    async def sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+        """``SyncRequested`` from the puller's queue (admin UI, operator CLI): run in the background,
+        since a full run can outlast a handler's budget."""
+        request = SyncRequested.from_envelope(envelope)
+        try:
+            source = self.source(envelope.tenant_id or "", request.source_id)
+        except UnknownSource:
+            raise PermanentError("no SS 12000 source of that id is configured for the tenant") from None
+        queued = self.trigger(source, request.mode)
+        log.info("ss12000_sync_requested", source_id=source.source_id, mode=request.mode, queued=queued)
 
     async def schedule(self, source: SourceConfig, *, poll_seconds: float = 30.0) -> None:
         """Forever: a full run when the last healthy full run is older than ``full_interval_seconds``

@@ -213,7 +213,7 @@ async def test_sync_publishes_a_sync_request_for_the_connector(
 
 async def test_sync_refuses_a_kind_without_sync_requests(run: Run) -> None:
     with pytest.raises(SystemExit):
-        await run("sync", "tenant-a", "ss12000", "api-1")
+        await run("sync", "tenant-a", "egil", "client-1")  # EGIL clients push; nothing to ask
 
 
 async def test_resend_needs_a_subscription_then_requests_a_projection_with_the_vendor(

@@ -16,18 +16,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from skolsynk.contracts import Envelope
+from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.fakes.ss12000_api import FakeSs12000Api
-from skolsynk.messaging import MessageContext
+from skolsynk.messaging import MessageContext, sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from ss12000_puller.app import PullerSettings, build
 from ss12000_puller.puller import Puller
 from ss12000_puller.runs import STATE_COLLECTION, RunReport
 from ss12000_puller.sources import SourceConfig, parse_sources
-from tests.helpers import wait_for
+from tests.helpers import delete_topology, drain_queue, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -230,6 +230,7 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
         for app in apps:
             await app.drain(1.0)
             await app.close()
+            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
         for fake in fakes:
             await fake.stop()
 
@@ -487,3 +488,29 @@ async def test_scheduler_runs_a_full_pull_first(make_harness: HarnessFactory) ->
     completed = h.collected.completed(first)
     assert completed is not None
     assert completed.healthy
+
+
+async def test_a_sync_request_runs_the_source_in_the_mode_asked_for(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    control = h.app.topology.exchange("control")
+    routing_key = sync_request_routing_key("ss12000")
+    request = SyncRequested(source_id=SOURCE, mode="full", requested_by="operator")
+    await h.app.publisher.publish(request.to_envelope(tenant_id=TENANT), exchange=control, routing_key=routing_key)
+    await wait_for(lambda: len(h.collected.runs()) == 1, what="the requested run")
+    run_id = h.collected.runs()[0]
+    await wait_for(lambda: h.collected.complete(run_id), what="the requested run to complete")
+    assert h.collected.started(run_id).mode == "full"
+
+    # An unknown source is refused for good: into the DLQ, nothing read.
+    unknown = SyncRequested(source_id="no-such-source", mode="full", requested_by="operator")
+    await h.app.publisher.publish(unknown.to_envelope(tenant_id=TENANT), exchange=control, routing_key=routing_key)
+    dlq = h.app.topology.queue(h.app.queue_name("ss12000", "sync-requests")).dead_letter_queue
+    url = h.app.settings.broker.amqp_url.get_secret_value()
+    dead: list[Any] = []
+
+    async def dead_lettered() -> bool:
+        dead.extend(await drain_queue(url, dlq))
+        return bool(dead)
+
+    await wait_for(dead_lettered, what="the unknown source's request in the DLQ")
+    assert h.collected.runs() == [run_id]

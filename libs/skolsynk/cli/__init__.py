@@ -5,7 +5,7 @@ variables as the services (``AMQP_URL``, ``MONGODB_URL``, ``MONGODB_DATABASE``, 
 =============================================  ===============================================================
 ``skolsynk status [--tenant T]``               sources' latest runs, work queues (depth, consumers, DLQ),
                                                vendors' delivery ledgers, pending holds, overdue deletions
-``skolsynk sync TENANT KIND SOURCE [--mode]``  ask a pulling connector (google, microsoft) to read a source now
+``skolsynk sync TENANT KIND SOURCE [--mode]``  ask a pulling connector (google, microsoft, ss12000) to read a source now
 ``skolsynk dlq list QUEUE [--limit N]``        the dead letters of a work queue, with their failure reasons
 ``skolsynk dlq replay QUEUE [--filter-reason   move dead letters back to the work queue (all, those whose
 TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N), with progress
@@ -51,7 +51,7 @@ from skolsynk.storage import Database, MongoClient, create_client
 PRODUCER = "skolsynk-cli"
 #: Connector kinds that take sync requests from a queue. The SS 12000 puller runs on its schedule and
 #: its webhook; EGIL clients push.
-SYNC_KINDS = ("google", "microsoft")
+SYNC_KINDS = ("google", "microsoft", "ss12000")
 #: Connector kinds whose sync-request queues ``status`` shows.
 STATUS_CONNECTOR_KINDS = SYNC_KINDS
 
