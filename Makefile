@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-connected lint check-deploy format contracts contracts-check bench up down lock clean
+.PHONY: install demo test test-unit test-connected lint check-deploy format contracts contracts-check bench up down lock clean test-chaos
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+## Fault and fuzz tests at scale (make test runs them small): docs/reliability.md.
+test-chaos: install
+	CHAOS_SCALE=$${CHAOS_SCALE:-40} SKOLSYNK_FUZZ_EXAMPLES=$${SKOLSYNK_FUZZ_EXAMPLES:-500} \
+		$(BIN)/python -m pytest -m "chaos or fuzz" -o timeout=1200 $(PYTEST_ARGS)
 
 test-connected: install
 	$(BIN)/python -m pytest -m "connected or e2e" $(PYTEST_ARGS)

@@ -127,9 +127,10 @@ def mongo_ping(url: str) -> bool:
 
 
 def start_mongo_wire_server(
-    *, port: int | None = None, log_path: Path | None = None, timeout: float = 60.0
+    *, port: int | None = None, log_path: Path | None = None, timeout: float = 60.0, storage_path: Path | None = None
 ) -> MongoWireServer:
-    """Start ``secantusd-py`` with in-memory storage and wait until it answers ``ping``."""
+    """Start ``secantusd-py`` and wait until it answers ``ping``: in memory, or on disk in
+    ``storage_path`` (so a restart on the same port and path keeps the data, for fault tests)."""
     port = port or free_port()
     executable = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(executable).exists():
@@ -144,7 +145,7 @@ def start_mongo_wire_server(
                 "--port",
                 str(port),
                 "--storage-path",
-                ":memory:",
+                str(storage_path) if storage_path is not None else ":memory:",
                 "--log-level",
                 "WARNING",
             ],

@@ -9,6 +9,8 @@ Scale: ``CHAOS_SCALE`` (students per school unit; default small for CI, ``make t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
 from collections import Counter
@@ -28,7 +30,7 @@ from gdpr.app import build as build_gdpr
 from normaliser.app import NormaliserSettings
 from normaliser.app import build as build_normaliser
 from skolsynk.contracts.source import SourceRecord
-from skolsynk.devstack import write_vendor_catalogue
+from skolsynk.devstack import start_mongo_wire_server, write_vendor_catalogue
 from skolsynk.domain.egil import EgilResourceType
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.reconcile import reconcile
@@ -45,13 +47,14 @@ from skolsynk.synthetic import full_run, organiser, school_unit_codes
 from tests.chaos.proxy import ChaosProxy
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 
-pytestmark = [pytest.mark.chaos, pytest.mark.connected, pytest.mark.timeout(240)]
-
 TENANT = "kommun-chaos"
 SOURCE = "egil-1"
 VENDOR = "chaosvendor"
 API_KEY = "chaos-key-" + "2" * 16
 SCALE = int(os.environ.get("CHAOS_SCALE", "8"))  # students per school unit
+TIMEOUT = 240 if SCALE <= 10 else 30 * SCALE
+
+pytestmark = [pytest.mark.chaos, pytest.mark.connected, pytest.mark.timeout(TIMEOUT)]
 UNITS = 3
 
 
@@ -131,7 +134,7 @@ class ChaosStack:
                 found[resource_type.endpoint] = ids
         return found
 
-    async def converged(self, records: list[SourceRecord], *, timeout: float = 120) -> None:
+    async def converged(self, records: list[SourceRecord], *, timeout: float = max(120, TIMEOUT // 2)) -> None:
         wanted = expected(records)
         await wait_for(lambda: self.held() == wanted, timeout=timeout, interval=0.25, what="the vendor to converge")
 
@@ -146,10 +149,11 @@ class ChaosStack:
         )
 
 
-@pytest.fixture
-async def chaos(
+@contextlib.asynccontextmanager
+async def chaos_stack(
     settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ChaosStack]:
+    """The stack with a proxy in front of RabbitMQ and the vendor; ``settings`` say which MongoDB."""
     broker_url = settings.broker.amqp_url.get_secret_value()
     parts = urlsplit(broker_url)
     broker = await ChaosProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
@@ -174,15 +178,18 @@ async def chaos(
         ),
         build_gdpr(GdprSettings.model_validate({**proxied, "gdpr_sweep_interval_seconds": 1})),
     ]
-    for app in stack.apps:
-        await app.start()
-    records = the_organiser()
-    await SubscriptionStore(stack.normaliser.db).save(
-        VendorSubscription(
-            tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records)), test_mode=False
-        )
-    )
     try:
+        for app in stack.apps:
+            await app.start()
+        records = the_organiser()
+        await SubscriptionStore(stack.normaliser.db).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
+            )
+        )
         yield stack
     finally:
         for app in stack.apps:
@@ -192,6 +199,14 @@ async def chaos(
         await vendor.stop()
         await broker.stop()
         await delete_topology(broker_url, stack.dispatcher.topology)
+
+
+@pytest.fixture
+async def chaos(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ChaosStack]:
+    async with chaos_stack(settings, tmp_path, monkeypatch) as stack:
+        yield stack
 
 
 async def test_broker_connections_dropped_three_times_during_a_sync(chaos: ChaosStack):
@@ -296,7 +311,43 @@ async def test_the_vendor_failing_slow_and_down_still_ends_exact(chaos: ChaosSta
     )
     chaos.vendor.faults.error_rate(0.0)
     await chaos.vendor_proxy.heal()
-    await chaos.converged(records, timeout=180)
+    await chaos.converged(records, timeout=max(180, TIMEOUT // 2))
     assert {k: n for k, n in chaos.creates_per_resource().items() if n > 1} == {}
     dlq = chaos.dispatcher.topology.queue(chaos.dispatcher.queue_name("dispatcher", VENDOR)).dead_letter_queue
     assert await queue_depth(chaos.amqp_url, dlq) == 0, "an outage must not dead-letter"
+
+
+async def test_the_mongo_server_restarted_mid_sync(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Its own Mongo wire server on disk, stopped and started again on the same port mid-sync: handlers
+    that meet the outage are retried (never dead-lettered), and the vendor ends exact."""
+    storage = tmp_path / "mongo"
+    storage.mkdir()
+    mongo = await asyncio.to_thread(start_mongo_wire_server, storage_path=storage, log_path=tmp_path / "mongo.log")
+    port = int(urlsplit(mongo.url).port or 0)
+    own = settings.model_dump()
+    own["store"] = {**own["store"], "mongodb_url": mongo.url}
+    try:
+        async with chaos_stack(ServiceSettings.model_validate(own), tmp_path, monkeypatch) as chaos:
+            records = the_organiser()
+            total = sum(len(ids) for ids in expected(records).values())
+            await chaos.publish(records)
+            await wait_for(
+                lambda: sum(len(i) for i in chaos.held().values()) >= 0.3 * total,
+                timeout=90,
+                interval=0.05,
+                what="30% delivered",
+            )
+            await asyncio.to_thread(mongo.stop)
+            mongo = await asyncio.to_thread(
+                start_mongo_wire_server, port=port, storage_path=storage, log_path=tmp_path / "mongo-2.log"
+            )
+            await chaos.converged(records, timeout=max(180, TIMEOUT // 2))
+            assert {k: n for k, n in chaos.creates_per_resource().items() if n > 1} == {}
+            for app in chaos.apps:
+                for spec in app.topology.queues:
+                    if spec.name.endswith(("source-events", "projections", VENDOR)):
+                        assert await queue_depth(chaos.amqp_url, spec.dead_letter_queue) == 0, spec.name
+    finally:
+        await asyncio.to_thread(mongo.stop)

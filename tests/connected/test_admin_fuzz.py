@@ -17,7 +17,7 @@ from admin.openapi import DOCUMENT
 from skolsynk.settings import ServiceSettings
 from tests.helpers import delete_topology
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.connected, pytest.mark.fuzz, pytest.mark.timeout(300)]
 
 
 async def test_generated_requests_never_get_a_server_error(settings: ServiceSettings, tmp_path: Path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.fuzz
 async def test_random_bodies_never_cause_a_5xx_or_a_partial_write(receiver):
     receiver_app, _, certificates = receiver
     loop = asyncio.get_running_loop()
@@ -251,7 +253,9 @@ async def test_random_bodies_never_cause_a_5xx_or_a_partial_write(receiver):
             async with http.post(url(receiver_app, f"/{endpoint}"), json=body) as response:
                 return response.status, await response.text()
 
-        @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        examples = int(os.environ.get("SKOLSYNK_FUZZ_EXAMPLES", "60"))
+
+        @hypothesis_settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
         @given(body=json_values, endpoint=st.sampled_from(["Users", "SchoolUnits", "StudentGroups", "Activities"]))
         def post_anything(body: Any, endpoint: str) -> None:
             # Hypothesis drives a plain function in a worker thread; the request runs on the loop.
