@@ -7,6 +7,8 @@
 - :mod:`skolsynk.messaging`      aio-pika topology, envelope, publisher, consumer, inbox
 - :mod:`skolsynk.storage`        AsyncMongoClient factory, indexes, repositories, outbox
 - :mod:`skolsynk.contracts`      versioned pydantic message contracts and JSON Schema export
+- :mod:`skolsynk.connectors`     the pulling source connectors' plumbing: HTTP client base, run publishing,
+                                 per-source runs and schedule, the sources file
 """
 
 __version__ = "0.1.0"

@@ -11,8 +11,8 @@ from pydantic import Field
 from google_connector.client import RetryPolicy
 from google_connector.connector import GoogleConnector
 from google_connector.runs import INDEXES, SOURCE_KIND, ConnectorMetrics, SyncStateStore, utcnow
-from google_connector.sources import ConfigurationError, SourceConfig, load_sources
-from skolsynk.runtime import run_service
+from google_connector.sources import SourceConfig, load_sources
+from skolsynk.connectors.service import connector_app, mount, run_connector
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 
@@ -48,8 +48,7 @@ def build(
 ) -> ServiceApp:
     """The connector. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
     configured = sources if sources is not None else load_sources(settings.google_sources_file)
-    app = ServiceApp.create(SERVICE, settings, connector_kinds=[SOURCE_KIND])
-    app.add_indexes(INDEXES)
+    app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     connector = GoogleConnector(
         configured,
         publisher=app.publisher,
@@ -67,17 +66,16 @@ def build(
         members_concurrency=settings.google_members_concurrency,
         clock=clock,
     )
-    app.extensions["connector"] = connector
-    app.add_consumer(app.queue_name(SOURCE_KIND, "sync-requests"), connector.on_sync_requested, idempotent=False)
-    app.add_startup(connector.start)
-    app.add_shutdown(connector.close)
+    mount(
+        app,
+        connector,
+        kind=SOURCE_KIND,
+        on_sync_requested=connector.on_sync_requested,
+        schedule=settings.google_schedule,
+        idempotent=False,
+    )
     if settings.google_schedule:
         for source in configured:
-
-            async def scheduled(source: SourceConfig = source) -> None:
-                await connector.schedule(source)
-
-            app.add_background(f"schedule:{source.key}", scheduled)
             if source.reports.enabled:
 
                 async def reports(source: SourceConfig = source) -> None:
@@ -88,7 +86,4 @@ def build(
 
 
 def main() -> None:
-    try:
-        run_service(SERVICE, GoogleConnectorSettings, build)
-    except ConfigurationError as error:
-        raise SystemExit(f"google-connector: {error}") from None
+    run_connector(SERVICE, GoogleConnectorSettings, build)

@@ -11,7 +11,6 @@ the JWT: the token request itself is a plain aiohttp POST (google-auth's transpo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +19,8 @@ import aiohttp
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
+from skolsynk.connectors import http
+from skolsynk.connectors.http import AccessToken, SourceReadError, TokenCache, access_token, json_or_none
 from skolsynk.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,30 +41,29 @@ TOKEN_RENEW_MARGIN_SECONDS = 300.0
 RETRYABLE_TOKEN_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
 
 
-class GoogleReadError(Exception):
+class GoogleReadError(SourceReadError):
     """A read that failed for good. ``code`` is short and safe to log and publish (no personal data);
     ``step`` is ``token`` for the token endpoint, else None (the caller names the endpoint)."""
 
     def __init__(self, code: str, *, step: str | None = None, permanent: bool = False) -> None:
-        self.code = code
+        super().__init__(code)
         self.step = step
         #: A configuration or permission problem: retrying will not help until someone acts.
         self.permanent = permanent
-        super().__init__(code)
 
     def qualified(self, endpoint: str) -> str:
         return f"{self.step or endpoint}:{self.code}"
 
 
-class Retryable(Exception):
-    """A transient answer (throttling, 5xx): retried with backoff. ``code`` says which."""
+class Retryable(http.Retryable):
+    """A transient answer (throttling, 5xx): retried with backoff (Google sends no ``Retry-After``).
+    ``code`` says which."""
 
     def __init__(self, status: int, code: str, *, throttled: bool = False, step: str | None = None) -> None:
-        self.status = status
+        super().__init__(status, message=code)
         self.code = code
         self.throttled = throttled
         self.step = step
-        super().__init__(code)
 
 
 def load_signer(info: Mapping[str, Any]) -> crypt.Signer:
@@ -107,10 +107,12 @@ class DelegatedCredentials:
         self.scopes = scopes
         self.token_url = token_url
         self._clock = clock
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self._lock = asyncio.Lock()
-        self.fetched = 0
+        self._tokens = TokenCache(renew_margin_seconds=TOKEN_RENEW_MARGIN_SECONDS, clock=clock)
+
+    @property
+    def fetched(self) -> int:
+        """Tokens fetched so far."""
+        return self._tokens.fetched
 
     def assertion(self) -> str:
         now = int(self._clock())
@@ -126,35 +128,24 @@ class DelegatedCredentials:
 
     def invalidate(self, token: str) -> None:
         """The API refused ``token``: the next :meth:`token` fetches a new one."""
-        if self._token == token:
-            self._token = None
+        self._tokens.invalidate(token)
 
     async def token(self, session: aiohttp.ClientSession) -> str:
-        async with self._lock:
-            if self._token is not None and self._clock() < self._renew_at:
-                return self._token
-            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self.assertion()}
-            async with session.post(self.token_url, data=form, headers={"Accept": "application/json"}) as response:
-                try:
-                    body = await response.json(content_type=None)
-                except ValueError:
-                    body = None
-                error = body.get("error") if isinstance(body, dict) else None
-                if response.status == 429 or response.status >= 500 or error in RETRYABLE_TOKEN_ERRORS:
-                    code = _reason(error) if error else f"http_{response.status}"
-                    raise Retryable(response.status, code, step="token")
-                if response.status != 200:
-                    code = _reason(error) if error else f"http_{response.status}"
-                    raise GoogleReadError(code, step="token", permanent=True)
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise GoogleReadError("token_missing", step="token")
-            try:
-                lifetime = float(body.get("expires_in", 3600))  # google-auth accepts a string too
-            except (TypeError, ValueError):
-                lifetime = 3600.0
-            self._token = token
-            self._renew_at = self._clock() + max(0.0, lifetime - min(TOKEN_RENEW_MARGIN_SECONDS, lifetime / 2))
-            self.fetched += 1
-            log.info("google_token_fetched", expires_in=lifetime)
-            return token
+        return await self._tokens.get(lambda: self._fetch(session))
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> AccessToken:
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": self.assertion()}
+        async with session.post(self.token_url, data=form, headers={"Accept": "application/json"}) as response:
+            body = await json_or_none(response)
+            error = body.get("error") if isinstance(body, dict) else None
+            if response.status == 429 or response.status >= 500 or error in RETRYABLE_TOKEN_ERRORS:
+                code = _reason(error) if error else f"http_{response.status}"
+                raise Retryable(response.status, code, step="token")
+            if response.status != 200:
+                code = _reason(error) if error else f"http_{response.status}"
+                raise GoogleReadError(code, step="token", permanent=True)
+        token = access_token(body, default_lifetime=3600.0)  # google-auth accepts a string lifetime too
+        if token is None:
+            raise GoogleReadError("token_missing", step="token")
+        log.info("google_token_fetched", expires_in=token[1])
+        return token

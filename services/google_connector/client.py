@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import stamina
 
 from google_connector.auth import DelegatedCredentials, GoogleReadError, Retryable
 from google_connector.sources import SourceConfig
+from skolsynk.connectors import http
+from skolsynk.connectors.http import JsonApiClient, json_or_none
 from skolsynk.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,7 +36,9 @@ ACTIVITIES_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(http.RetryPolicy):
+    """Google's advice: exponential backoff from a second up to 64 seconds (Google sends no ``Retry-After``)."""
+
     attempts: int = 8
     timeout_seconds: float = 300.0
     wait_initial_seconds: float = 1.0
@@ -61,8 +64,10 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-class DirectoryClient:
+class DirectoryClient(JsonApiClient):
     """One source's Google APIs. Create, :meth:`start` (inside the event loop), use, :meth:`close`."""
+
+    error_type = GoogleReadError
 
     def __init__(
         self,
@@ -73,91 +78,49 @@ class DirectoryClient:
         retry: RetryPolicy | None = None,
         on_throttled: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__(request_timeout_seconds=request_timeout_seconds, retry=retry or RetryPolicy())
         self.source = source
         self.credentials = credentials
-        self.retry = retry or RetryPolicy()
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
         self._on_throttled = on_throttled
-        self.requests = 0
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("the client is not started")
-        return self._session
 
     # ------------------------------------------------------------------------------------------
     # requests
 
-    async def _get_once(self, url: str, params: Mapping[str, str]) -> dict[str, Any]:
-        refreshed = False
-        while True:
-            token = await self.credentials.token(self.session)
-            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-            self.requests += 1
-            async with self.session.get(url, params=params, headers=headers) as response:
-                try:
-                    body = await response.json(content_type=None)
-                except ValueError:
-                    body = None
-                if response.status == 200:
-                    if not isinstance(body, dict):
-                        raise GoogleReadError("invalid_json")
-                    return body
-                reason = error_reason(body)
-                if response.status == 401:
-                    if not refreshed:
-                        # Expired or revoked early: a new token, once.
-                        self.credentials.invalidate(token)
-                        refreshed = True
-                        continue
-                    raise GoogleReadError("auth_error", permanent=True)
-                if response.status == 429 or (response.status == 403 and reason in THROTTLING_REASONS):
-                    code = snake(reason) if reason else "rate_limit_exceeded"
-                    if self._on_throttled is not None:
-                        self._on_throttled(code)
-                    raise Retryable(response.status, code, throttled=True)
-                if response.status >= 500:
-                    raise Retryable(response.status, snake(reason) if reason else f"http_{response.status}")
-                code = snake(reason) if reason else f"http_{response.status}"
-                raise GoogleReadError(code, permanent=response.status in (400, 401, 403, 404))
+    async def authorize(self, headers: dict[str, str], *, refused: str | None) -> str:
+        if refused is not None:
+            self.credentials.invalidate(refused)
+        token = await self.credentials.token(self.session)
+        headers["Authorization"] = f"Bearer {token}"
+        return token
 
-    @staticmethod
-    def _backoff(error: Exception) -> bool:
-        return isinstance(error, Retryable | TimeoutError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
+    async def interpret(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+        body = await json_or_none(response)
+        if response.status == 200:
+            if not isinstance(body, dict):
+                raise GoogleReadError("invalid_json")
+            return body
+        reason = error_reason(body)
+        if response.status == 401:  # refused again with a new token
+            raise GoogleReadError("auth_error", permanent=True)
+        if response.status == 429 or (response.status == 403 and reason in THROTTLING_REASONS):
+            code = snake(reason) if reason else "rate_limit_exceeded"
+            if self._on_throttled is not None:
+                self._on_throttled(code)
+            raise Retryable(response.status, code, throttled=True)
+        if response.status >= 500:
+            raise Retryable(response.status, snake(reason) if reason else f"http_{response.status}")
+        code = snake(reason) if reason else f"http_{response.status}"
+        raise GoogleReadError(code, permanent=response.status in (400, 401, 403, 404))
+
+    def exhausted(self, error: http.Retryable) -> Exception:
+        if isinstance(error, Retryable):
+            return GoogleReadError(error.code, step=error.step)
+        return super().exhausted(error)
 
     async def get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """GET ``{api_base_url}{path}`` with retries; :class:`GoogleReadError` when it fails for good."""
-        url = self.source.api_base_url.rstrip("/") + path
-        policy = self.retry
-        try:
-            async for attempt in stamina.retry_context(
-                on=self._backoff,
-                attempts=policy.attempts,
-                timeout=policy.timeout_seconds,
-                wait_initial=policy.wait_initial_seconds,
-                wait_max=policy.wait_max_seconds,
-                wait_jitter=min(1.0, policy.wait_initial_seconds),
-            ):
-                with attempt:
-                    return await self._get_once(url, params)
-        except Retryable as error:
-            raise GoogleReadError(error.code, step=error.step) from error
-        except TimeoutError as error:
-            raise GoogleReadError("timeout") from error
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-            raise GoogleReadError("connection") from error
-        raise AssertionError("unreachable")  # pragma: no cover
+        body: dict[str, Any] = await self.fetch_json(self.source.api_base_url.rstrip("/") + path, params)
+        return body
 
     async def pages(
         self, path: str, params: Mapping[str, str], items: str

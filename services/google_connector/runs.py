@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -31,10 +30,10 @@ from google_connector.auth import GoogleReadError
 from google_connector.client import DirectoryClient
 from google_connector.mapping import DirectoryMapping, MappingStats, UnmappableUser, users_queries
 from google_connector.sources import SourceConfig
-from skolsynk.contracts import Envelope
-from skolsynk.contracts.envelope import MessageContract
-from skolsynk.contracts.source import SourceRecord, SourceRecordPage, SourceRunCompleted, SourceRunStarted
-from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
+from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.connectors.runs import utcnow as utcnow
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
@@ -45,12 +44,7 @@ SOURCE_KIND = "google"
 PRODUCER = "google-connector"
 STATE_COLLECTION = "google_sync_state"
 MAX_PAGE_ITEMS = 2000  # well under SourceRecordPage's 5000
-MAX_ERRORS = 50
 INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ConnectorMetrics:
@@ -92,59 +86,28 @@ class ConnectorMetrics:
         )
 
 
-@dataclass
-class RunReport:
+@dataclass(kw_only=True)
+class RunReport(BaseRunReport):
     """What one run did (ids, counts and codes only)."""
 
-    run_id: uuid.UUID
-    tenant_id: str
-    source_id: str
     reason: str
-    started_at: datetime
-    pages: int = 0
-    counts: dict[EntityKind, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
     leavers: int = 0
     requests: int = 0
     seconds: float = 0.0
     stats: MappingStats = field(default_factory=MappingStats)
 
-    @property
-    def healthy(self) -> bool:
-        return not self.errors
 
-    def add_error(self, code: str) -> None:
-        if code not in self.errors and len(self.errors) < MAX_ERRORS:
-            self.errors.append(code)
-
-
-class SyncStateStore:
+class SyncStateStore(RunStateStore):
     """Per tenant and source: the last full run, the last healthy one, the Reports API cursor."""
 
     def __init__(self, db: Database) -> None:
-        self.collection = db[STATE_COLLECTION]
-
-    async def get(self, source: SourceConfig) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": source.key})
+        super().__init__(db, STATE_COLLECTION)
 
     async def record_run(self, source: SourceConfig, report: RunReport, *, finished_at: datetime) -> None:
-        fields: dict[str, Any] = {
-            "tenant_id": source.tenant_id,
-            "source_id": source.source_id,
-            "last_full_run": {
-                "run_id": str(report.run_id),
-                "reason": report.reason,
-                "started_at": report.started_at,
-                "finished_at": finished_at,
-                "healthy": report.healthy,
-                "pages": report.pages,
-                "counts": {k.value: v for k, v in report.counts.items()},
-                "errors": report.errors,
-            },
-            "updated_at": finished_at,
-        }
-        if report.healthy:
-            fields["last_full_success_at"] = report.started_at
+        counts = {k.value: v for k, v in report.counts.items()}
+        fields = self.run_fields(
+            source, report, mode="full", finished_at=finished_at, reason=report.reason, counts=counts
+        )
         await self.collection.update_one({"_id": source.key}, {"$set": fields}, upsert=True)
 
     async def set_reports_cursor(self, source: SourceConfig, cursor: datetime, seen: list[str]) -> None:
@@ -243,39 +206,6 @@ class SnapshotReader:
         yield mapping.group_records(groups, members)
 
 
-class _RunPublisher:
-    def __init__(self, publisher: Publisher, exchange: str, source: SourceConfig, run_id: uuid.UUID) -> None:
-        self.publisher = publisher
-        self.exchange = exchange
-        self.source = source
-        self.run_id = run_id
-        self.pages = 0
-
-    async def send(self, message: MessageContract) -> None:
-        envelope: Envelope = message.to_envelope(
-            tenant_id=self.source.tenant_id, correlation_id=self.run_id, producer=PRODUCER
-        )
-        await self.publisher.publish(
-            envelope, exchange=self.exchange, routing_key=f"{SOURCE_KIND}.{self.source.tenant_id}"
-        )
-
-    async def page(self, records: list[SourceRecord]) -> None:
-        for start in range(0, len(records), MAX_PAGE_ITEMS):
-            await self.send(
-                SourceRecordPage(
-                    run_id=self.run_id,
-                    source_id=self.source.source_id,
-                    page=self.pages,
-                    records=records[start : start + MAX_PAGE_ITEMS],
-                )
-            )
-            self.pages += 1
-
-
-def _millis(value: datetime) -> datetime:
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
 async def full_run(
     source: SourceConfig,
     *,
@@ -292,31 +222,26 @@ async def full_run(
     publish errors propagate (the run is simply repeated later)."""
     began = time.monotonic()
     report = RunReport(
-        run_id=uuid.uuid4(),
-        tenant_id=source.tenant_id,
-        source_id=source.source_id,
-        reason=reason,
-        started_at=_millis(clock()),
+        tenant_id=source.tenant_id, source_id=source.source_id, reason=reason, started_at=millis(clock())
     )
     requests_before = client.requests
-    out = _RunPublisher(publisher, exchange, source, report.run_id)
+    out = RunPublisher(
+        publisher,
+        exchange,
+        source,
+        report.run_id,
+        source_kind=SOURCE_KIND,
+        producer=PRODUCER,
+        page_items=MAX_PAGE_ITEMS,
+    )
     ids = {"tenant_id": source.tenant_id, "source_id": source.source_id, "run_id": str(report.run_id)}
     log.info("google_run_started", reason=reason, **ids)
-    await out.send(
-        SourceRunStarted(
-            run_id=report.run_id,
-            source_id=source.source_id,
-            source_kind=SOURCE_KIND,
-            mode="full",
-            started_at=report.started_at,
-        )
-    )
+    await out.started(report, mode="full")
     reader = SnapshotReader(source, client, members_concurrency=members_concurrency)
     try:
         async with contextlib.aclosing(reader.batches()) as batches:
             async for records in batches:
-                for record in records:
-                    report.counts[record.kind] = report.counts.get(record.kind, 0) + 1
+                report.count(records)
                 await out.page(records)
     except GoogleReadError as error:
         report.add_error(error.qualified(reader.endpoint))
@@ -326,17 +251,7 @@ async def full_run(
     report.leavers = reader.leavers
     if reader.mapping is not None:
         report.stats = reader.mapping.stats
-    await out.send(
-        SourceRunCompleted(
-            run_id=report.run_id,
-            source_id=source.source_id,
-            pages=out.pages,
-            counts=report.counts,
-            healthy=report.healthy,
-            errors=report.errors,
-        )
-    )
-    report.pages = out.pages
+    await out.completed(report)
     report.requests = client.requests - requests_before
     report.seconds = time.monotonic() - began
     await state.record_run(source, report, finished_at=clock())

@@ -8,20 +8,18 @@ Every problem is reported with the path of the bad field (``sources[0].mapping.r
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries, secret
+from skolsynk.connectors.config import ConfigurationError as ConfigurationError
 from skolsynk.contracts.source import SOURCE_ID
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, DutyRole, GroupType, SchoolType
 
-TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 GOOGLE_API_BASE_URL = "https://admin.googleapis.com"
@@ -44,10 +42,6 @@ DEFAULT_TRIGGER_EVENTS: tuple[str, ...] = (
 #: ``externalIds[type=organization].value``.
 _SEGMENT = r"[A-Za-z0-9_]+(?:\[[A-Za-z0-9_]+=[^\]]*\])?"
 FIELD_PATH = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT})*$")
-
-
-class ConfigurationError(RuntimeError):
-    """The sources file, a key or an environment variable it names is missing or invalid."""
 
 
 def _regex(value: str) -> str:
@@ -326,43 +320,22 @@ def describe(error: ValidationError) -> str:
 def parse_sources(raw: object) -> list[SourceConfig]:
     """Validate a parsed sources document (a list, or ``{"sources": [...]}``); tenant+source unique.
     :class:`ConfigurationError` names every bad field's path."""
-    if isinstance(raw, Mapping):
-        raw = raw.get("sources", [])
-    try:
-        sources = _SOURCES.validate_python(raw or [])
-    except ValidationError as error:
-        raise ConfigurationError(f"invalid Google sources:\n{describe(error)}") from None
-    keys = [s.key for s in sources]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ConfigurationError(f"sources listed twice: {', '.join(duplicates)}")
-    return sources
+    return parse_entries(
+        raw, _SOURCES, key="sources", describe=lambda error, _: f"invalid Google sources:\n{describe(error)}"
+    )
 
 
 def load_sources(path: Path) -> list[SourceConfig]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigurationError(f"cannot read the sources file {path}: {error.strerror}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigurationError(f"the sources file {path} is not YAML{where}") from None
-    return parse_sources(raw)
+    return parse_sources(load_yaml(path, noun="sources file", not_yaml="is not YAML"))
 
 
 def service_account_key(source: SourceConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The source's service-account key file content (never logged). :class:`ConfigurationError` names the
     variable or file, never the value."""
     config = source.service_account
-    env = os.environ if environ is None else environ
     if config.key_env is not None:
         where = f"the environment variable {config.key_env}"
-        text = env.get(config.key_env)
-        if not text:
-            raise ConfigurationError(f"{where} is not set")
+        text = secret(config.key_env, environ)
     else:
         assert config.key_file is not None
         where = f"the key file {config.key_file}"

@@ -13,8 +13,8 @@ from graph_connector.connector import Connector
 from graph_connector.metrics import GraphMetrics
 from graph_connector.runs import SOURCE_KIND
 from graph_connector.state import INDEXES, GraphStateStore
-from graph_connector.tenants import ConfigurationError, TenantConfig, load_tenants
-from skolsynk.runtime import run_service
+from graph_connector.tenants import TenantConfig, load_tenants
+from skolsynk.connectors.service import connector_app, mount, run_connector
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 
@@ -48,8 +48,7 @@ def build(
 ) -> ServiceApp:
     """The connector. ``tenants`` replaces the tenants file and ``environ`` the process environment (tests)."""
     configured = tenants if tenants is not None else load_tenants(settings.graph_tenants_file)
-    app = ServiceApp.create(SERVICE, settings, connector_kinds=[SOURCE_KIND])
-    app.add_indexes(INDEXES)
+    app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     connector = Connector(
         configured,
         publisher=app.publisher,
@@ -66,22 +65,15 @@ def build(
             max_retry_after_seconds=settings.graph_max_retry_after_seconds,
         ),
     )
-    app.extensions["connector"] = connector
-    app.add_consumer(app.queue_name(SOURCE_KIND, "sync-requests"), connector.handle_sync_requested)
-    app.add_startup(connector.start)
-    app.add_shutdown(connector.close)
-    if settings.graph_schedule:
-        for tenant in configured:
-
-            async def scheduled(tenant: TenantConfig = tenant) -> None:
-                await connector.schedule(tenant)
-
-            app.add_background(f"schedule:{tenant.key}", scheduled)
+    mount(
+        app,
+        connector,
+        kind=SOURCE_KIND,
+        on_sync_requested=connector.handle_sync_requested,
+        schedule=settings.graph_schedule,
+    )
     return app
 
 
 def main() -> None:
-    try:
-        run_service(SERVICE, GraphConnectorSettings, build)
-    except ConfigurationError as error:
-        raise SystemExit(f"graph-connector: {error}") from None
+    run_connector(SERVICE, GraphConnectorSettings, build)

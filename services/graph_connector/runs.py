@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -48,15 +47,8 @@ from graph_connector.mapping import (
 from graph_connector.metrics import GraphMetrics
 from graph_connector.state import RESOURCES, GraphStateStore, Mode, RunReport, utcnow
 from graph_connector.tenants import TenantConfig
-from skolsynk.contracts import Envelope
-from skolsynk.contracts.envelope import MessageContract
-from skolsynk.contracts.source import (
-    SourceDeletion,
-    SourceRecord,
-    SourceRecordPage,
-    SourceRunCompleted,
-    SourceRunStarted,
-)
+from skolsynk.connectors.runs import RunPublisher, millis
+from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
@@ -66,7 +58,6 @@ log = get_logger(__name__)
 SOURCE_KIND = "microsoft"
 PRODUCER = "graph-connector"
 PAGE_ITEMS = 500
-MAX_ERRORS = 50
 SCHOOL_SELECT = "id,displayName,externalId,schoolNumber,externalSource"
 USER_SELECT = (
     "id,primaryRole,accountEnabled,givenName,surname,middleName,displayName,mail,userPrincipalName,"
@@ -369,44 +360,6 @@ async def read_incremental(
     return content
 
 
-class _RunPublisher:
-    def __init__(self, publisher: Publisher, exchange: str, tenant: TenantConfig, run_id: uuid.UUID) -> None:
-        self.publisher = publisher
-        self.exchange = exchange
-        self.tenant = tenant
-        self.run_id = run_id
-        self.pages = 0
-
-    async def send(self, message: MessageContract) -> None:
-        envelope: Envelope = message.to_envelope(
-            tenant_id=self.tenant.tenant_id, correlation_id=self.run_id, producer=PRODUCER
-        )
-        await self.publisher.publish(
-            envelope, exchange=self.exchange, routing_key=f"{SOURCE_KIND}.{self.tenant.tenant_id}"
-        )
-
-    async def page(self, records: list[SourceRecord], deletions: list[SourceDeletion]) -> None:
-        await self.send(
-            SourceRecordPage(
-                run_id=self.run_id,
-                source_id=self.tenant.source_id,
-                page=self.pages,
-                records=records,
-                deletions=deletions,
-            )
-        )
-        self.pages += 1
-
-
-def _add_error(report: RunReport, code: str) -> None:
-    if code not in report.errors and len(report.errors) < MAX_ERRORS:
-        report.errors.append(code)
-
-
-def _millis(value: Any) -> Any:
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
 async def sync(
     tenant: TenantConfig,
     *,
@@ -423,12 +376,11 @@ async def sync(
     make it unhealthy); publish errors propagate (nothing is stored: the run is simply repeated)."""
     requested = mode
     report = RunReport(
-        run_id=uuid.uuid4(),
         tenant_id=tenant.tenant_id,
         source_id=tenant.source_id,
         mode=mode,
         requested_mode=requested,
-        started_at=_millis(utcnow()),
+        started_at=millis(utcnow()),
     )
     content: RunContent | None = None
     links: dict[str, str] = {}
@@ -452,7 +404,7 @@ async def sync(
                 location_given=expired.location is not None,
             )
         except ReadFailed as failure:
-            _add_error(report, failure.code)
+            report.add_error(failure.code)
     if report.resync is not None:
         report.mode = "full"
         report.removed.clear()
@@ -462,15 +414,17 @@ async def sync(
         try:
             content = await read_full(tenant, client, today=today())
         except ReadFailed as failure:
-            _add_error(report, failure.code)
+            report.add_error(failure.code)
         except DeltaExpired as expired:  # a 410 in the middle of an initial round
-            _add_error(report, f"delta:{expired.code}")
+            report.add_error(f"delta:{expired.code}")
     if report.errors:
         content = None  # a half-read run publishes nothing but its failure
     for code in content.unmappable if content else []:
-        _add_error(report, code)
+        report.add_error(code)
 
-    out = _RunPublisher(publisher, exchange, tenant, report.run_id)
+    out = RunPublisher(
+        publisher, exchange, tenant, report.run_id, source_kind=SOURCE_KIND, producer=PRODUCER, page_items=PAGE_ITEMS
+    )
     log.info(
         "graph_run_started",
         tenant_id=tenant.tenant_id,
@@ -479,38 +433,17 @@ async def sync(
         mode=report.mode,
         resync=report.resync,
     )
-    await out.send(
-        SourceRunStarted(
-            run_id=report.run_id,
-            source_id=tenant.source_id,
-            source_kind=SOURCE_KIND,
-            mode=report.mode,
-            started_at=report.started_at,
-        )
-    )
+    await out.started(report, mode=report.mode)
     if content is not None:
         records = sorted(content.records.values(), key=lambda r: KIND_ORDER.index(r.kind))
         deletions = sorted(content.deletions.values(), key=lambda d: -KIND_ORDER.index(d.kind))
         if report.mode == "full":
             deletions = []  # a full snapshot removes by absence
-        for record in records:
-            report.counts[record.kind] = report.counts.get(record.kind, 0) + 1
+        report.count(records)
         report.deletions = len(deletions)
-        for start in range(0, len(records), PAGE_ITEMS):
-            await out.page(records[start : start + PAGE_ITEMS], [])
-        for start in range(0, len(deletions), PAGE_ITEMS):
-            await out.page([], deletions[start : start + PAGE_ITEMS])
-    await out.send(
-        SourceRunCompleted(
-            run_id=report.run_id,
-            source_id=tenant.source_id,
-            pages=out.pages,
-            counts=report.counts,
-            healthy=report.healthy,
-            errors=report.errors,
-        )
-    )
-    report.pages = out.pages
+        await out.page(records)
+        await out.page([], deletions)
+    await out.completed(report)
     finished = utcnow()
     if report.healthy and content is not None:
         await state.store_delta_links(tenant, content.delta_links, run_id=report.run_id, at=finished)

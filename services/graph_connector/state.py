@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import datetime
 
 from graph_connector.tenants import TenantConfig
-from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.connectors.runs import Mode as Mode
+from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.connectors.runs import RunStateStore
+from skolsynk.connectors.runs import utcnow as utcnow
 from skolsynk.storage import Database, IndexSpec
 
 DELTA_COLLECTION = "graph_delta_links"
 STATE_COLLECTION = "graph_sync_state"
 RESOURCES: tuple[str, ...] = ("schools", "users", "classes")
-
-Mode = Literal["full", "incremental"]
 
 INDEXES = [
     IndexSpec(
@@ -34,43 +34,24 @@ INDEXES = [
 ]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-@dataclass
-class RunReport:
+@dataclass(kw_only=True)
+class RunReport(BaseRunReport):
     """What one run did (ids, counts and codes only)."""
 
-    run_id: uuid.UUID
-    tenant_id: str
-    source_id: str
     mode: Mode
     requested_mode: Mode
-    started_at: datetime
-    pages: int = 0
-    counts: dict[EntityKind, int] = field(default_factory=dict)
     deletions: int = 0
-    errors: list[str] = field(default_factory=list)
     #: Why an incremental run became a full one (``no_delta_links``, ``syncStateNotFound``, ``gone`` ...).
     resync: str | None = None
     #: ``@removed`` entries by resource and reason (``users:deleted`` -> 3).
     removed: dict[str, int] = field(default_factory=dict)
     delta_links_stored: bool = False
 
-    @property
-    def healthy(self) -> bool:
-        return not self.errors
 
-
-class GraphStateStore:
+class GraphStateStore(RunStateStore):
     def __init__(self, db: Database) -> None:
+        super().__init__(db, STATE_COLLECTION)
         self.links = db[DELTA_COLLECTION]
-        self.state = db[STATE_COLLECTION]
 
     @staticmethod
     def _link_id(tenant: TenantConfig, resource: str) -> str:
@@ -102,9 +83,6 @@ class GraphStateStore:
                 upsert=True,
             )
 
-    async def get(self, tenant: TenantConfig) -> dict[str, Any] | None:
-        return await self.state.find_one({"_id": tenant.key})
-
     async def teacher_schools(self, tenant: TenantConfig) -> dict[str, list[str]]:
         doc = await self.get(tenant) or {}
         raw = doc.get("teacher_schools") or {}
@@ -119,23 +97,7 @@ class GraphStateStore:
         teacher_schools: dict[str, list[str]] | None,
     ) -> None:
         """The run's outcome; ``teacher_schools`` (healthy runs only) replaces the stored map."""
-        fields: dict[str, Any] = {
-            "tenant_id": tenant.tenant_id,
-            "source_id": tenant.source_id,
-            f"last_{report.mode}_run": {
-                "run_id": str(report.run_id),
-                "started_at": report.started_at,
-                "finished_at": finished_at,
-                "healthy": report.healthy,
-                "pages": report.pages,
-                "errors": report.errors,
-                "resync": report.resync,
-            },
-            "updated_at": finished_at,
-        }
-        if report.healthy:
-            if report.mode == "full":
-                fields["last_full_success_at"] = report.started_at
-            if teacher_schools is not None:
-                fields["teacher_schools"] = teacher_schools
-        await self.state.update_one({"_id": tenant.key}, {"$set": fields}, upsert=True)
+        fields = self.run_fields(tenant, report, mode=report.mode, finished_at=finished_at, resync=report.resync)
+        if report.healthy and teacher_schools is not None:
+            fields["teacher_schools"] = teacher_schools
+        await self.collection.update_one({"_id": tenant.key}, {"$set": fields}, upsert=True)

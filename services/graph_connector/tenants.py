@@ -8,29 +8,24 @@ never a value that could be a secret.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries
+from skolsynk.connectors.config import ConfigurationError as ConfigurationError
+from skolsynk.connectors.config import secret as secret
 from skolsynk.contracts.source import SOURCE_ID
 from skolsynk.domain.ss12000 import DutyRole, GroupType, SchoolType
 
-TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: An Entra directory id: a GUID, or a verified domain (``kommun.onmicrosoft.com``).
 AZURE_TENANT = re.compile(r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-
-
-class ConfigurationError(RuntimeError):
-    """The tenants file or an environment variable it names is missing or invalid."""
 
 
 class TenantConfig(BaseModel):
@@ -140,7 +135,8 @@ class TenantConfig(BaseModel):
 _TENANTS = TypeAdapter(list[TenantConfig])
 
 
-def _describe(error: ValidationError, raw: list[object]) -> str:
+def _describe(error: ValidationError, raw: object) -> str:
+    entries = raw if isinstance(raw, list) else []
     lines = []
     for problem in error.errors()[:10]:
         location = list(problem.get("loc", ()))
@@ -149,7 +145,7 @@ def _describe(error: ValidationError, raw: list[object]) -> str:
         if isinstance(first, int):
             index = first
             location.pop(0)
-            entry = raw[index] if index < len(raw) else None
+            entry = entries[index] if index < len(entries) else None
             label = ""
             if isinstance(entry, Mapping):
                 label = f" ({entry.get('tenant_id', '?')}/{entry.get('source_id', 'microsoft')})"
@@ -162,40 +158,14 @@ def _describe(error: ValidationError, raw: list[object]) -> str:
 
 def parse_tenants(raw: object) -> list[TenantConfig]:
     """Validate a parsed tenants document (a list, or ``{"tenants": [...]}``); tenant+source unique."""
-    if isinstance(raw, Mapping):
-        raw = raw.get("tenants", [])
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        raise ConfigurationError("the tenants file must be a list of tenants (or a mapping with 'tenants')")
-    try:
-        tenants = _TENANTS.validate_python(raw)
-    except ValidationError as error:
-        raise ConfigurationError(_describe(error, raw)) from None
-    keys = [t.key for t in tenants]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ConfigurationError(f"tenants listed twice: {', '.join(duplicates)}")
-    return tenants
+    return parse_entries(
+        raw,
+        _TENANTS,
+        key="tenants",
+        describe=_describe,
+        not_a_list="the tenants file must be a list of tenants (or a mapping with 'tenants')",
+    )
 
 
 def load_tenants(path: Path) -> list[TenantConfig]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigurationError(f"cannot read the tenants file {path}: {error.strerror}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigurationError(f"the tenants file {path} is not valid YAML{where}") from None
-    return parse_tenants(raw)
-
-
-def secret(name: str, environ: Mapping[str, str] | None = None) -> str:
-    """The value of the environment variable ``name`` (required)."""
-    env = os.environ if environ is None else environ
-    if not env.get(name):
-        raise ConfigurationError(f"the environment variable {name} is not set")
-    return env[name]
+    return parse_tenants(load_yaml(path, noun="tenants file"))

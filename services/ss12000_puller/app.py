@@ -8,13 +8,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from skolsynk.runtime import run_service
+from skolsynk.connectors.service import connector_app, mount, run_connector
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from ss12000_puller.client import RetryPolicy
 from ss12000_puller.puller import Puller
-from ss12000_puller.runs import INDEXES, SyncStateStore
-from ss12000_puller.sources import ConfigurationError, SourceConfig, load_sources, secret
+from ss12000_puller.runs import INDEXES, SOURCE_KIND, SyncStateStore
+from ss12000_puller.sources import SourceConfig, load_sources, secret
 from ss12000_puller.webhook import make_webhook_app
 
 SERVICE = "ss12000-puller"
@@ -45,8 +45,7 @@ def build(
 ) -> ServiceApp:
     """The puller. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
     configured = sources if sources is not None else load_sources(settings.ss12000_sources_file)
-    app = ServiceApp.create(SERVICE, settings, connector_kinds=["ss12000"])
-    app.add_indexes(INDEXES)
+    app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     puller = Puller(
         configured,
         publisher=app.publisher,
@@ -62,7 +61,14 @@ def build(
         ),
         overlap=timedelta(seconds=settings.ss12000_overlap_seconds),
     )
-    app.extensions["puller"] = puller
+    mount(
+        app,
+        puller,
+        kind=SOURCE_KIND,
+        on_sync_requested=puller.sync_requested,
+        schedule=settings.ss12000_schedule,
+        extension="puller",
+    )
     webhook_secrets: dict[str, str] = {}
     for source in configured:
         if source.webhook_secret_env is not None:
@@ -73,21 +79,8 @@ def build(
         port=settings.ss12000_webhook_port,
         server="webhook",
     )
-    app.add_consumer(app.queue_name("ss12000", "sync-requests"), puller.sync_requested)
-    app.add_startup(puller.start)
-    app.add_shutdown(puller.close)
-    if settings.ss12000_schedule:
-        for source in configured:
-
-            async def scheduled(source: SourceConfig = source) -> None:
-                await puller.schedule(source)
-
-            app.add_background(f"schedule:{source.key}", scheduled)
     return app
 
 
 def main() -> None:
-    try:
-        run_service(SERVICE, PullerSettings, build)
-    except ConfigurationError as error:
-        raise SystemExit(f"ss12000-puller: {error}") from None
+    run_connector(SERVICE, PullerSettings, build)

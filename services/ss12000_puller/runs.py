@@ -14,22 +14,14 @@ only after a healthy run was completely published, so a failed run is simply rea
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from skolsynk.contracts import Envelope
-from skolsynk.contracts.envelope import MessageContract
-from skolsynk.contracts.source import (
-    SourceDeletion,
-    SourceRecord,
-    SourceRecordPage,
-    SourceRunCompleted,
-    SourceRunStarted,
-)
-from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.connectors.runs import Mode, RunPublisher, RunStateStore, millis, utcnow
+from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
@@ -47,50 +39,25 @@ ENDPOINTS: tuple[str, ...] = ("organisations", "persons", "duties", "groups", "a
 #: ``/deletedEntities`` ``entities`` filter for the collections skolsynk provisions.
 DELETED_TYPES: tuple[str, ...] = ("Organisation", "Person", "Duty", "Group", "Activity")
 DEFAULT_OVERLAP = timedelta(minutes=5)
-MAX_PAGE_ITEMS = 5000  # SourceRecordPage.records / deletions max_length
-MAX_ERRORS = 50
 
-Mode = Literal["full", "incremental"]
 INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class RunReport:
+@dataclass(kw_only=True)
+class RunReport(BaseRunReport):
     """What one run did (ids, counts and codes only)."""
 
-    run_id: uuid.UUID
-    tenant_id: str
-    source_id: str
     mode: Mode
-    started_at: datetime
-    pages: int = 0
-    counts: dict[EntityKind, int] = field(default_factory=dict)
     deletions: int = 0
-    errors: list[str] = field(default_factory=list)
     since: datetime | None = None
     high_water_mark: datetime | None = None
 
-    @property
-    def healthy(self) -> bool:
-        return not self.errors
 
-
-class SyncStateStore:
+class SyncStateStore(RunStateStore):
     """Per tenant and source: the high-water mark and what the last runs did."""
 
     def __init__(self, db: Database) -> None:
-        self.collection = db[STATE_COLLECTION]
-
-    @staticmethod
-    def _id(source: SourceConfig) -> str:
-        return source.key
-
-    async def get(self, source: SourceConfig) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": self._id(source)})
+        super().__init__(db, STATE_COLLECTION)
 
     async def high_water_mark(self, source: SourceConfig) -> datetime | None:
         doc = await self.get(source)
@@ -101,65 +68,10 @@ class SyncStateStore:
 
     async def record_run(self, source: SourceConfig, report: RunReport, *, finished_at: datetime) -> None:
         """Store the outcome; the high-water mark moves (forward only) when the run was healthy."""
-        fields: dict[str, Any] = {
-            "tenant_id": source.tenant_id,
-            "source_id": source.source_id,
-            f"last_{report.mode}_run": {
-                "run_id": str(report.run_id),
-                "started_at": report.started_at,
-                "finished_at": finished_at,
-                "healthy": report.healthy,
-                "pages": report.pages,
-                "errors": report.errors,
-            },
-            "updated_at": finished_at,
-        }
-        update: dict[str, Any] = {"$set": fields}
+        update: dict[str, Any] = {"$set": self.run_fields(source, report, mode=report.mode, finished_at=finished_at)}
         if report.healthy:
             update["$max"] = {"high_water_mark": report.started_at}
-            if report.mode == "full":
-                fields["last_full_success_at"] = report.started_at
-        await self.collection.update_one({"_id": self._id(source)}, update, upsert=True)
-
-
-class _RunPublisher:
-    def __init__(self, publisher: Publisher, exchange: str, source: SourceConfig, run_id: uuid.UUID) -> None:
-        self.publisher = publisher
-        self.exchange = exchange
-        self.source = source
-        self.run_id = run_id
-        self.pages = 0
-
-    async def send(self, message: MessageContract) -> None:
-        envelope: Envelope = message.to_envelope(
-            tenant_id=self.source.tenant_id, correlation_id=self.run_id, producer=PRODUCER
-        )
-        await self.publisher.publish(
-            envelope, exchange=self.exchange, routing_key=f"{SOURCE_KIND}.{self.source.tenant_id}"
-        )
-
-    async def page(self, records: list[SourceRecord], deletions: list[SourceDeletion]) -> None:
-        for start in range(0, max(len(records), len(deletions)), MAX_PAGE_ITEMS):
-            await self.send(
-                SourceRecordPage(
-                    run_id=self.run_id,
-                    source_id=self.source.source_id,
-                    page=self.pages,
-                    records=records[start : start + MAX_PAGE_ITEMS],
-                    deletions=deletions[start : start + MAX_PAGE_ITEMS],
-                )
-            )
-            self.pages += 1
-
-
-def _millis(value: datetime) -> datetime:
-    """``value`` at MongoDB's precision, so the stored high-water mark equals the run's start."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-def _add_error(report: RunReport, code: str) -> None:
-    if code not in report.errors and len(report.errors) < MAX_ERRORS:
-        report.errors.append(code)
+        await self.collection.update_one({"_id": source.key}, update, upsert=True)
 
 
 async def pull(
@@ -184,14 +96,9 @@ async def pull(
         else:
             since = mark - overlap
     report = RunReport(
-        run_id=uuid.uuid4(),
-        tenant_id=source.tenant_id,
-        source_id=source.source_id,
-        mode=mode,
-        started_at=_millis(clock()),
-        since=since,
+        tenant_id=source.tenant_id, source_id=source.source_id, mode=mode, started_at=millis(clock()), since=since
     )
-    out = _RunPublisher(publisher, exchange, source, report.run_id)
+    out = RunPublisher(publisher, exchange, source, report.run_id, source_kind=SOURCE_KIND, producer=PRODUCER)
     log.info(
         "ss12000_run_started",
         tenant_id=source.tenant_id,
@@ -199,31 +106,13 @@ async def pull(
         run_id=str(report.run_id),
         mode=mode,
     )
-    await out.send(
-        SourceRunStarted(
-            run_id=report.run_id,
-            source_id=source.source_id,
-            source_kind=SOURCE_KIND,
-            mode=mode,
-            started_at=report.started_at,
-        )
-    )
+    await out.started(report, mode=mode)
     filters: Mapping[str, str] = {"meta.modified.after": format_time(since)} if since is not None else {}
     for endpoint in ENDPOINTS:
         await _read_collection(source, endpoint, filters, client, out, report)
     if since is not None:
         await _read_deletions(since, client, out, report)
-    await out.send(
-        SourceRunCompleted(
-            run_id=report.run_id,
-            source_id=source.source_id,
-            pages=out.pages,
-            counts=report.counts,
-            healthy=report.healthy,
-            errors=report.errors,
-        )
-    )
-    report.pages = out.pages
+    await out.completed(report)
     finished = clock()
     await state.record_run(source, report, finished_at=finished)
     report.high_water_mark = await state.high_water_mark(source)
@@ -247,7 +136,7 @@ async def _read_collection(
     endpoint: str,
     filters: Mapping[str, str],
     client: Ss12000Client,
-    out: _RunPublisher,
+    out: RunPublisher,
     report: RunReport,
 ) -> None:
     try:
@@ -260,7 +149,7 @@ async def _read_collection(
                     records += from_ss12000(endpoint, obj)
                 except Ss12000MappingError as error:
                     # The object is missing from the run: a full run without it must not delete it.
-                    _add_error(report, f"{endpoint}:unmappable")
+                    report.add_error(f"{endpoint}:unmappable")
                     log.warning(
                         "ss12000_object_unmappable",
                         source_id=source.source_id,
@@ -268,27 +157,26 @@ async def _read_collection(
                         field=error.field,
                         problem=error.problem,
                     )
-            for record in records:
-                report.counts[record.kind] = report.counts.get(record.kind, 0) + 1
+            report.count(records)
             if records:
                 await out.page(records, [])
     except Ss12000ReadError as error:
-        _add_error(report, f"{endpoint}:{error.code}")
+        report.add_error(f"{endpoint}:{error.code}")
         log.warning("ss12000_read_failed", source_id=source.source_id, endpoint=endpoint, code=error.code)
 
 
-async def _read_deletions(since: datetime, client: Ss12000Client, out: _RunPublisher, report: RunReport) -> None:
+async def _read_deletions(since: datetime, client: Ss12000Client, out: RunPublisher, report: RunReport) -> None:
     filters: dict[str, str | list[str]] = {"after": format_time(since), "entities": list(DELETED_TYPES)}
     try:
         async for data in client.pages("deletedEntities", filters):
             try:
                 deletions = deleted_entities({"data": data})
             except Ss12000MappingError:
-                _add_error(report, "deletedEntities:unmappable")
+                report.add_error("deletedEntities:unmappable")
                 continue
             report.deletions += len(deletions)
             if deletions:
                 await out.page([], deletions)
     except Ss12000ReadError as error:
-        _add_error(report, f"deletedEntities:{error.code}")
+        report.add_error(f"deletedEntities:{error.code}")
         log.warning("ss12000_read_failed", source_id=out.source.source_id, endpoint="deletedEntities", code=error.code)

@@ -3,22 +3,15 @@ never in the file, only the names of the environment variables that hold them.""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries
+from skolsynk.connectors.config import ConfigurationError as ConfigurationError
+from skolsynk.connectors.config import secret as secret
 from skolsynk.contracts.source import SOURCE_ID
-
-TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class ConfigurationError(RuntimeError):
-    """The sources file or an environment variable it names is missing or invalid."""
 
 
 class AuthConfig(BaseModel):
@@ -65,27 +58,8 @@ _SOURCES = TypeAdapter(list[SourceConfig])
 
 def parse_sources(raw: object) -> list[SourceConfig]:
     """Validate a parsed sources document (a list, or ``{"sources": [...]}``); tenant+source unique."""
-    if isinstance(raw, Mapping):
-        raw = raw.get("sources", [])
-    sources = _SOURCES.validate_python(raw or [])
-    keys = [s.key for s in sources]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ConfigurationError(f"sources listed twice: {', '.join(duplicates)}")
-    return sources
+    return parse_entries(raw, _SOURCES, key="sources")
 
 
 def load_sources(path: Path) -> list[SourceConfig]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigurationError(f"cannot read the sources file {path}: {error.strerror}") from error
-    return parse_sources(yaml.safe_load(text))
-
-
-def secret(name: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """The value of the environment variable ``name`` (required)."""
-    env = os.environ if environ is None else environ
-    if not name or not env.get(name):
-        raise ConfigurationError(f"the environment variable {name} is not set")
-    return env[name]
+    return parse_sources(load_yaml(path, noun="sources file"))

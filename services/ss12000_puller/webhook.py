@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from skolsynk.connectors.scheduling import UnknownSource
 from skolsynk.logging import get_logger
-from ss12000_puller.puller import Puller, UnknownSource
+from ss12000_puller.puller import Puller
 
 log = get_logger(__name__)
 

@@ -1,0 +1,93 @@
+"""A connector's sources file: YAML, a list of entries (or a mapping with the list under one key), each
+validated by the connector's pydantic model, each tenant and source once. Secrets are never in the file,
+only the names of the environment variables that hold them.
+
+Every problem is a :class:`ConfigurationError` whose message names the file, the entry or the variable,
+never a value that could be a secret; the service stops at start-up with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+#: skolsynk's organiser (tenant) id.
+TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+#: The name of an environment variable.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ConfigurationError(RuntimeError):
+    """The sources file, or an environment variable, key or file it names, is missing or invalid."""
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+EntryT = TypeVar("EntryT", bound=_Keyed)
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """``environ``, or the process environment when it is ``None``."""
+    return os.environ if environ is None else environ
+
+
+def secret(name: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The value of the environment variable ``name`` (required: unset or empty is an error)."""
+    env = environment(environ)
+    if not name or not env.get(name):
+        raise ConfigurationError(f"the environment variable {name} is not set")
+    return env[name]
+
+
+def load_yaml(path: Path, *, noun: str = "sources file", not_yaml: str = "is not valid YAML") -> object:
+    """The parsed file. Unreadable: ``cannot read the {noun} {path}: {reason}``; a syntax error:
+    ``the {noun} {path} {not_yaml} (line N)``, without the offending text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the {noun} {path}: {error.strerror}") from error
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigurationError(f"the {noun} {path} {not_yaml}{where}") from None
+
+
+def parse_entries(
+    raw: object,
+    adapter: TypeAdapter[list[EntryT]],
+    *,
+    key: str,
+    describe: Callable[[ValidationError, object], str] | None = None,
+    not_a_list: str | None = None,
+) -> list[EntryT]:
+    """Validate a parsed document: a list of entries, or a mapping with the list under ``key``; nothing is
+    an empty list. ``describe`` words a validation error as a :class:`ConfigurationError` (without it, the
+    :class:`ValidationError` itself is raised); ``not_a_list``, when given, is the error for a document that
+    is no list. Each ``key`` (tenant and source) may appear once: ``{key} listed twice: ...``."""
+    if isinstance(raw, Mapping):
+        raw = raw.get(key, [])
+    if raw is None:
+        raw = []
+    if not_a_list is not None and not isinstance(raw, list):
+        raise ConfigurationError(not_a_list)
+    try:
+        entries = adapter.validate_python(raw or [])
+    except ValidationError as error:
+        if describe is None:
+            raise
+        raise ConfigurationError(describe(error, raw)) from None
+    keys = [entry.key for entry in entries]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigurationError(f"{key} listed twice: {', '.join(duplicates)}")
+    return entries

@@ -1,0 +1,207 @@
+"""One connector process's runs of its sources, the same for every pulling connector: a started client per
+source, one run at a time per source, runs triggered in the background (a request that arrives while an
+equal one is still waiting is merged into it), the schedule loop, and the reports of finished runs.
+
+A connector subclasses :class:`SourceConnector` with what is its own: what a run is (:meth:`_run`), when
+one is due (:meth:`_due`, usually with :func:`due_mode`), which triggers merge, and its log events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from skolsynk.connectors.runs import Mode, RunStateStore, Source, aware, utcnow
+from skolsynk.logging import get_logger
+from skolsynk.messaging import PermanentError, Publisher
+
+#: How often a schedule looks whether a run is due (at most: shorter intervals look more often).
+SCHEDULE_POLL_SECONDS = 30.0
+#: Reports of finished runs kept (newest last), for tests and diagnostics.
+REPORTS_KEPT = 100
+
+
+class Client(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+SourceT = TypeVar("SourceT", bound=Source)
+ClientT = TypeVar("ClientT", bound=Client)
+RequestT = TypeVar("RequestT")
+ReportT = TypeVar("ReportT")
+
+
+class UnknownSource(KeyError):
+    """No source of that tenant and id is configured."""
+
+
+def due_mode(
+    state: Mapping[str, Any],
+    now: datetime,
+    *,
+    full_interval_seconds: float,
+    failed_retry_seconds: float,
+    incremental_interval_seconds: float | None = None,
+) -> Mode | None:
+    """What run is due, from a source's state document (:class:`~skolsynk.connectors.runs.RunStateStore`):
+    a full run when the last healthy one is older than ``full_interval_seconds`` (or there is none), unless a
+    full run failed less than ``failed_retry_seconds`` ago; otherwise an incremental run when the last run of
+    either mode started ``incremental_interval_seconds`` ago or more (``None``: the source has no increments)."""
+    last_full = state.get("last_full_success_at")
+    if isinstance(last_full, datetime) and aware(last_full) + timedelta(seconds=full_interval_seconds) > now:
+        if incremental_interval_seconds is None:
+            return None
+        started = [(state.get(f"last_{m}_run") or {}).get("started_at") for m in ("full", "incremental")]
+        latest = max((aware(t) for t in started if isinstance(t, datetime)), default=None)
+        if latest is None or latest + timedelta(seconds=incremental_interval_seconds) <= now:
+            return "incremental"
+        return None
+    failed = state.get("last_full_run") or {}
+    finished = failed.get("finished_at")
+    if (
+        isinstance(finished, datetime)
+        and not failed.get("healthy", False)
+        and aware(finished) + timedelta(seconds=failed_retry_seconds) > now
+    ):
+        return None
+    return "full"
+
+
+class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
+    """Every configured source of one process, its runs published with ``publisher`` to ``exchange`` and its
+    state in ``state``. ``RequestT`` is what a run is asked with (a mode, a reason), ``ReportT`` what it
+    returns. Create, :meth:`start` (inside the event loop), use, :meth:`close`."""
+
+    #: Log event of a triggered run that failed.
+    triggered_run_failed: ClassVar[str]
+    #: Log event of a scheduled run (or the look whether one is due) that failed.
+    scheduled_run_failed: ClassVar[str]
+    #: Name of a triggered run's task: ``{task_prefix}:{slot}``.
+    task_prefix: ClassVar[str]
+    #: Why a sync request for a source that is not configured is refused.
+    unknown_source: ClassVar[str] = "no such source is configured for the tenant"
+
+    def __init__(
+        self,
+        sources: Iterable[SourceT],
+        clients: Mapping[str, ClientT],
+        *,
+        publisher: Publisher,
+        exchange: str,
+        state: RunStateStore,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sources: dict[str, SourceT] = {source.key: source for source in sources}
+        self.clients: dict[str, ClientT] = dict(clients)
+        self.publisher = publisher
+        self.exchange = exchange
+        self.state = state
+        self.clock = clock
+        self._locks = {key: asyncio.Lock() for key in self.sources}
+        self._pending: dict[str, RequestT] = {}
+        self._triggered: set[asyncio.Task[None]] = set()
+        #: Reports of finished runs, newest last (the last :data:`REPORTS_KEPT`).
+        self.reports: list[ReportT] = []
+        # The connector's own logger, so its events keep their logger name.
+        self.log = get_logger(type(self).__module__)
+
+    def source(self, tenant_id: str, source_id: str) -> SourceT:
+        source = self.sources.get(f"{tenant_id}:{source_id}")
+        if source is None:
+            raise UnknownSource(f"{tenant_id}:{source_id}")
+        return source
+
+    def requested_source(self, tenant_id: str, source_id: str) -> SourceT:
+        """The source a ``SyncRequested`` names; :class:`PermanentError` (:attr:`unknown_source`) when there is none."""
+        try:
+            return self.source(tenant_id, source_id)
+        except UnknownSource:
+            raise PermanentError(self.unknown_source) from None
+
+    async def start(self) -> None:
+        for client in self.clients.values():
+            await client.start()
+
+    async def close(self) -> None:
+        for task in list(self._triggered):
+            task.cancel()
+        for task in list(self._triggered):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for client in self.clients.values():
+            await client.close()
+
+    # ------------------------------------------------------------------------------------------
+    # runs
+
+    @abstractmethod
+    async def _run(self, source: SourceT, request: RequestT) -> ReportT:
+        """One run of ``source`` (called with the source's lock held)."""
+
+    async def run_now(self, source: SourceT, request: RequestT) -> ReportT:
+        """One run of ``source`` (waits while another run of the same source is in progress)."""
+        async with self._locks[source.key]:
+            report = await self._run(source, request)
+        self.reports = [*self.reports[-(REPORTS_KEPT - 1) :], report]
+        return report
+
+    def _slot(self, source: SourceT, request: RequestT) -> str:
+        """Requests of the same slot merge while they wait; by default one slot per source."""
+        return source.key
+
+    def _merge(self, waiting: RequestT, new: RequestT) -> RequestT:
+        """The request a waiting one becomes when ``new`` is merged into it; by default it stays."""
+        return waiting
+
+    def run_soon(self, source: SourceT, request: RequestT) -> bool:
+        """Run in the background. A request that arrives while one of the same slot is still waiting is
+        merged into it; one arriving during a run causes one more run afterwards. False when merged."""
+        slot = self._slot(source, request)
+        if slot in self._pending:
+            self._pending[slot] = self._merge(self._pending[slot], request)
+            return False
+        self._pending[slot] = request
+        task = asyncio.create_task(self._triggered_run(source, slot), name=f"{self.task_prefix}:{slot}")
+        self._triggered.add(task)
+        task.add_done_callback(self._triggered.discard)
+        return True
+
+    async def _triggered_run(self, source: SourceT, slot: str) -> None:
+        async with self._locks[source.key]:
+            request = self._pending.pop(slot)
+        try:
+            await self.run_now(source, request)
+        except Exception:
+            self.log.exception(self.triggered_run_failed, tenant_id=source.tenant_id, source_id=source.source_id)
+
+    # ------------------------------------------------------------------------------------------
+    # schedule
+
+    @abstractmethod
+    async def _due(self, source: SourceT) -> RequestT | None:
+        """The run that is due now, if any."""
+
+    @abstractmethod
+    def _poll_interval(self, source: SourceT) -> float:
+        """How often the schedule of ``source`` must look whether a run is due."""
+
+    async def schedule(self, source: SourceT, *, poll_seconds: float = SCHEDULE_POLL_SECONDS) -> None:
+        """Forever: a run whenever one is due, looking every ``poll_seconds`` (or more often when the source's
+        intervals are shorter). The times are kept in MongoDB, so a restart does not start everything again."""
+        wait = min(poll_seconds, self._poll_interval(source))
+        while True:
+            try:
+                request = await self._due(source)
+                if request is not None:
+                    await self.run_now(source, request)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception(self.scheduled_run_failed, tenant_id=source.tenant_id, source_id=source.source_id)
+            await asyncio.sleep(wait)
