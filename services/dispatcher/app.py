@@ -3,16 +3,20 @@ delivery mode, endpoint, authentication and capability profile read from the ven
 
 from __future__ import annotations
 
+import asyncio
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 
+from dispatcher import drift
 from dispatcher.delivery import VendorDeliverer
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from dispatcher.scim import EgilScimClient
-from skolsynk.catalogue import DeliveryMode, load_catalogue
+from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry, load_catalogue
+from skolsynk.logging import get_logger
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -20,6 +24,7 @@ from skolsynk.storage import deliveries as ledger
 from skolsynk.storage.subscriptions import SubscriptionStore
 
 SERVICE = "dispatcher"
+log = get_logger(__name__)
 
 
 class DispatcherSettings(ServiceSettings):
@@ -29,6 +34,11 @@ class DispatcherSettings(ServiceSettings):
     )
     vendor_retry_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long one delivery retries an unavailable vendor before requeueing."
+    )
+    drift_check_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="How often an EGIL SCIM vendor's holdings are compared with the ledger (and repaired); 0: never.",
     )
 
 
@@ -92,7 +102,42 @@ def build(settings: DispatcherSettings) -> ServiceApp:
     app.add_startup(prepare)
     if scim is not None:
         app.add_shutdown(scim.close)
+        if settings.drift_check_hours > 0:
+            add_drift_check(app, vendor, scim, metrics, interval=timedelta(hours=settings.drift_check_hours))
     return app
+
+
+def add_drift_check(
+    app: ServiceApp,
+    vendor: VendorCatalogueEntry,
+    scim: EgilScimClient,
+    metrics: DispatcherMetrics,
+    *,
+    interval: timedelta,
+) -> None:
+    app.add_indexes(drift.INDEXES)
+    checker = drift.DriftChecker(
+        vendor.vendor_id,
+        vendor.profile.kinds,
+        app.db,
+        scim,
+        app.publisher,
+        control_exchange=app.topology.exchange("control"),
+        interval=interval,
+        metrics=metrics,
+    )
+    app.extensions["drift"] = checker
+
+    async def check_forever() -> None:
+        while True:
+            try:
+                if await checker.claim_slot():
+                    await checker.check()
+            except Exception:
+                log.exception("drift_check_failed", vendor_id=vendor.vendor_id)  # the next slot tries again
+            await asyncio.sleep(min(interval.total_seconds(), 60.0))
+
+    app.add_background("drift-check", check_forever)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: ``status`` of ``skolsynk_deliveries_total``: the ledger's statuses, plus what never reaches the ledger.
 DELIVERY_STATUSES = ("delivered", "test", "test_rejected", "rejected", "stale", "retry")
@@ -32,4 +32,18 @@ class DispatcherMetrics:
             ["vendor", "method"],
             registry=registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.drift = Gauge(
+            "skolsynk_vendor_drift",
+            "What the last drift check found at an EGIL SCIM vendor, by vendor and finding: missing (delivered "
+            "but gone: a resend was requested), ghosts (deleted by skolsynk but still there: deleted again), "
+            "unmanaged (ids skolsynk never sent: reported only).",
+            ["vendor", "finding"],
+            registry=registry,
+        )
+        self.drift_checks = Counter(
+            "skolsynk_vendor_drift_checks",
+            "Drift checks run, by vendor and outcome (clean, repaired).",
+            ["vendor", "outcome"],
+            registry=registry,
         )

@@ -174,6 +174,30 @@ class EgilScimClient:
             return "absent"
         return self._expect(status, text, {200, 204}, "deleted")
 
+    async def list_ids(self, egil_type: EgilResourceType) -> set[str]:
+        """Every id the vendor holds of a type (``GET /{Type}``), following ``startIndex`` as the
+        reference client does; a server that ignores it (and answers everything at once) ends the
+        paging when a page brings nothing new."""
+        ids: set[str] = set()
+        start = 1
+        while True:
+            path = egil_type.endpoint if start == 1 else f"{egil_type.endpoint}?startIndex={start}"
+            status, text = await self._request("GET", path)
+            if status != 200:
+                raise VendorRejected(status, text)
+            try:
+                page = json.loads(text)
+                resources = page.get("Resources") or []
+                total = int(page.get("totalResults", len(resources)))
+                found = {str(r["id"] if "id" in r else r["externalId"]) for r in resources}
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                raise VendorRejected(status, f"the {egil_type.endpoint} list is not a SCIM ListResponse") from error
+            new = found - ids
+            ids |= found
+            if not new or len(ids) >= total:
+                return ids
+            start = len(ids) + 1
+
     @staticmethod
     def _expect(status: int, text: str, ok: set[int], outcome: str) -> str:
         if status in ok:
