@@ -22,7 +22,7 @@ from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.logging import configure_logging, get_logger
-from skolsynk.messaging import Broker, Publisher, skolsynk_topology
+from skolsynk.messaging import Broker, Publisher, topology_for
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import create_client
@@ -75,12 +75,7 @@ async def run(args: argparse.Namespace, settings: ServiceSettings) -> None:
     finally:
         await mongo.close()
     broker_settings = settings.broker
-    topology = skolsynk_topology(
-        broker_settings.namespace,
-        delivery_limit=broker_settings.delivery_limit,
-        retry_delays_seconds=broker_settings.retry_delays_seconds,
-        vendor_ids=[args.vendor],
-    )
+    topology = topology_for(broker_settings, vendor_ids=[args.vendor])
     metrics = Metrics()
     broker = Broker(broker_settings, topology, metrics, name=PRODUCER)
     async for attempt in stamina.retry_context(

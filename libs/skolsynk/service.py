@@ -29,7 +29,7 @@ from skolsynk.messaging import (
     Publisher,
     Topology,
     queue_name,
-    skolsynk_topology,
+    topology_for,
 )
 from skolsynk.observability import HealthServer, Metrics, http_metrics_middleware
 from skolsynk.settings import ServiceSettings
@@ -87,14 +87,7 @@ class ServiceApp:
     ) -> ServiceApp:
         """An app on the system topology (every service declares all of it, so start order does not matter),
         plus the queues of the given vendors and source connectors."""
-        broker = settings.broker
-        topology = skolsynk_topology(
-            broker.namespace,
-            delivery_limit=broker.delivery_limit,
-            retry_delays_seconds=broker.retry_delays_seconds,
-            vendor_ids=vendor_ids,
-            connector_kinds=connector_kinds,
-        )
+        topology = topology_for(settings.broker, vendor_ids=vendor_ids, connector_kinds=connector_kinds)
         return cls(name, settings, topology)
 
     def queue_name(self, service: str, purpose: str) -> str:

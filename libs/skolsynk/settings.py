@@ -57,6 +57,13 @@ class BrokerSettings(BaseSettings):
     publish_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long a publish keeps retrying across reconnects before failing."
     )
+    dlq_retention_days: float = Field(
+        default=14.0,
+        ge=0,
+        le=365,
+        description="Dead letters (which may carry personal data) are dropped after this many days; 0 keeps them "
+        "until an operator replays or purges them. Part of every DLQ's arguments: all services must agree.",
+    )
 
     @field_validator("retry_delays_seconds")
     @classmethod

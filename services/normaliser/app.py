@@ -17,7 +17,7 @@ from normaliser.projection import Projector
 from normaliser.runs import Runs
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import Topology, declare_topology, skolsynk_topology
+from skolsynk.messaging import Topology, declare_topology, topology_for
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -54,12 +54,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         mandatory): declare it, once per process, the first time a subscription names the vendor."""
         if vendor_id in declared_vendors:
             return
-        vendor_topology = skolsynk_topology(
-            settings.broker.namespace,
-            delivery_limit=settings.broker.delivery_limit,
-            retry_delays_seconds=settings.broker.retry_delays_seconds,
-            vendor_ids=[vendor_id],
-        )
+        vendor_topology = topology_for(settings.broker, vendor_ids=[vendor_id])
         spec = vendor_topology.queue(app.queue_name("dispatcher", vendor_id))
         async with app.broker.connection.channel(publisher_confirms=False) as channel:
             await declare_topology(channel, Topology(vendor_topology.namespace, vendor_topology.exchanges, (spec,)))

@@ -21,7 +21,7 @@ from skolsynk.cli.queues import HEADER_REPLAYS
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.messaging import Topology, declare_topology, skolsynk_topology
+from skolsynk.messaging import Topology, declare_topology, topology_for
 from skolsynk.messaging.publisher import HEADER_ATTEMPT, HEADER_FAILURE_REASON, HEADER_FAILURE_TYPE, HEADER_TENANT
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import MongoClient
@@ -51,13 +51,7 @@ async def topology(cli_settings: CliSettings) -> AsyncIterator[Topology]:
     """The system topology of the test's namespace with a google sync-request queue and one vendor,
     declared now and deleted afterwards (the commands only declare parts of it)."""
     broker = cli_settings.broker
-    declared = skolsynk_topology(
-        broker.namespace,
-        delivery_limit=broker.delivery_limit,
-        retry_delays_seconds=broker.retry_delays_seconds,
-        vendor_ids=["acme"],
-        connector_kinds=["google"],
-    )
+    declared = topology_for(broker, vendor_ids=["acme"], connector_kinds=["google"])
     amqp_url = broker.amqp_url.get_secret_value()
     connection = await aio_pika.connect(amqp_url)
     async with connection:

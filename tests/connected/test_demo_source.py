@@ -8,7 +8,7 @@ import pytest
 
 from skolsynk.contracts.source import SourceRunCompleted, SourceRunStarted
 from skolsynk.demo_source import parser, run
-from skolsynk.messaging import skolsynk_topology
+from skolsynk.messaging import topology_for
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import MongoClient
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -21,12 +21,7 @@ async def test_demo_source_subscribes_and_sends_one_full_snapshot(
     settings: ServiceSettings, mongo: MongoClient
 ) -> None:
     amqp_url = settings.broker.amqp_url.get_secret_value()
-    topology = skolsynk_topology(
-        settings.broker.namespace,
-        delivery_limit=settings.broker.delivery_limit,
-        retry_delays_seconds=settings.broker.retry_delays_seconds,
-        vendor_ids=["demo-vendor"],
-    )
+    topology = topology_for(settings.broker, vendor_ids=["demo-vendor"])
     try:
         await run(parser().parse_args(["--school-units", "1", "--students-per-unit", "3"]), settings)
         subscription = await SubscriptionStore(mongo[settings.store.mongodb_database]).get("demo-kommun", "demo-vendor")

@@ -43,7 +43,14 @@ from skolsynk.cli import output, queues, state
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import configure_logging
-from skolsynk.messaging import Broker, Publisher, UnroutableMessage, skolsynk_topology, sync_request_routing_key
+from skolsynk.messaging import (
+    Broker,
+    Publisher,
+    UnroutableMessage,
+    skolsynk_topology,
+    sync_request_routing_key,
+    topology_for,
+)
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, MongoClient, create_client
@@ -145,12 +152,7 @@ class Operator:
     async def publisher(self, connector_kinds: tuple[str, ...] = ()) -> AsyncIterator[tuple[Publisher, Broker]]:
         """A confirming publisher on the system topology (declared first, as every service does)."""
         broker_settings = self.settings.broker
-        topology = skolsynk_topology(
-            broker_settings.namespace,
-            delivery_limit=broker_settings.delivery_limit,
-            retry_delays_seconds=broker_settings.retry_delays_seconds,
-            connector_kinds=connector_kinds,
-        )
+        topology = topology_for(broker_settings, connector_kinds=connector_kinds)
         metrics = Metrics()
         broker = Broker(broker_settings, topology, metrics, name=PRODUCER)
         await broker.connect(timeout=30)

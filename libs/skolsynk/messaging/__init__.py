@@ -14,6 +14,7 @@ from skolsynk.messaging.topology import (
     queue_name,
     skolsynk_topology,
     sync_request_routing_key,
+    topology_for,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "queue_name",
     "skolsynk_topology",
     "sync_request_routing_key",
+    "topology_for",
 ]

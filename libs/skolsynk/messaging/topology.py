@@ -29,6 +29,8 @@ from typing import Any, Literal
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from skolsynk.settings import BrokerSettings
+
 ExchangeKind = Literal["topic", "direct", "fanout"]
 
 
@@ -47,6 +49,8 @@ class QueueSpec:
     delivery_limit: int = 20
     retry_delays_seconds: tuple[float, ...] = (1.0, 10.0, 60.0, 300.0)
     single_active_consumer: bool = False
+    #: Dead letters expire after this many milliseconds (None: kept until handled).
+    dead_letter_ttl_ms: int | None = None
 
     @property
     def dead_letter_queue(self) -> str:
@@ -111,6 +115,7 @@ def skolsynk_topology(
     retry_delays_seconds: tuple[float, ...] = (1.0, 10.0, 60.0, 300.0),
     vendor_ids: Iterable[str] = (),
     connector_kinds: Iterable[str] = (),
+    dead_letter_ttl_ms: int | None = None,
 ) -> Topology:
     """The whole system's topology. Services declare all of it (idempotent), so start order does not
     matter and no publish is unroutable because a consumer has not started yet. Per-vendor queues
@@ -125,6 +130,7 @@ def skolsynk_topology(
             bindings=tuple(Binding(f"{namespace}.{ex}", key) for ex, key in bindings),
             delivery_limit=delivery_limit,
             retry_delays_seconds=retry_delays_seconds,
+            dead_letter_ttl_ms=dead_letter_ttl_ms,
         )
 
     queues = [
@@ -143,6 +149,22 @@ def skolsynk_topology(
     return Topology(namespace=namespace, exchanges=exchanges, queues=tuple(queues))
 
 
+def topology_for(
+    broker: BrokerSettings, *, vendor_ids: Iterable[str] = (), connector_kinds: Iterable[str] = ()
+) -> Topology:
+    """The system topology with the queue arguments of ``broker`` settings: every process that declares
+    queues must build it this way, since RabbitMQ refuses a queue redeclared with other arguments."""
+    ttl = round(broker.dlq_retention_days * 24 * 3600 * 1000)
+    return skolsynk_topology(
+        broker.namespace,
+        delivery_limit=broker.delivery_limit,
+        retry_delays_seconds=broker.retry_delays_seconds,
+        vendor_ids=vendor_ids,
+        connector_kinds=connector_kinds,
+        dead_letter_ttl_ms=ttl or None,
+    )
+
+
 def _quorum_arguments(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
 
@@ -157,7 +179,12 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> dict
 
     work_queues: dict[str, AbstractQueue] = {}
     for spec in topology.queues:
-        dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=_quorum_arguments())
+        dlq_arguments = (
+            _quorum_arguments(**{"x-message-ttl": spec.dead_letter_ttl_ms})
+            if spec.dead_letter_ttl_ms
+            else _quorum_arguments()
+        )
+        dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=dlq_arguments)
         await dlq.bind(dead_letter, routing_key=spec.name)
         for step, delay in enumerate(spec.retry_delays_seconds):
             # Expired messages go back to the work queue through the default exchange.
