@@ -1,21 +1,40 @@
-"""`make demo`: the main job on the embedded defaults.
+"""`make demo`: skolsynk end to end on the embedded defaults.
 
-Today (foundation): starts the infrastructure (local RabbitMQ, the SecantusDB Mongo wire server), runs
-every skolsynk service as its own process, waits until each answers /readyz, sends a source event
-through the normaliser, shows each service's health and metrics, then stops them with SIGTERM and
-checks they drained and exited cleanly. Later issues extend it to a full sync from fake sources to
-fake vendors.
+1. Infrastructure: the local RabbitMQ (started if needed; the demo gets a vhost of its own) and the
+   SecantusDB Mongo wire server (in memory).
+2. A synthetic organiser (``skolsynk.synthetic``, size S: about 2,000 persons in 6 school units, with
+   realistic data-quality defects) split between two sources by school unit:
+   * an **SS 12000:2020 API** (``skolsynk.fakes.ss12000_api``, OAuth2, served from this process) read
+     by the real ``ss12000_puller`` service;
+   * an **EGIL client** (a fake one: this process publishes its full and incremental runs on the
+     source exchange, as the EGIL receiver does for a real client).
+3. Every service as its own process: the normaliser, a dispatcher per vendor, gdpr, admin and the
+   SS 12000 puller. Three vendors:
+   * ``demo-scim``: EGIL SCIM push to a fake vendor server (``skolsynk.fakes.egil_vendor``);
+   * ``demo-queue``: the vendor's own queue (``vendor-feed.demo-queue``), read by a consumer in this
+     process as the vendor would; only the compulsory schools (GR), students and teachers;
+   * ``demo-test``: a subscription left in test mode: nothing is delivered, the test report is shown.
+4. Onboarding through the admin API as an operator (the bootstrap token): the organiser, its two
+   sources, the three subscriptions, go-live for two of them (gate overridden, with a reason).
+5. The first sync ("Synkronisera nu" for the SS 12000 source, a full push from the EGIL client), with
+   progress, then a summary per vendor: persons and groups delivered, deletions, data-quality findings.
+   What every vendor holds is checked against the normaliser's own rules computed here.
+6. A change set (students move, leave and join, in both sources) and an erasure request (admin API),
+   then the incremental result and the deletion receipts from the erasure ledger.
+7. The admin UI stays up, with its URL and an operator token, until Ctrl-C; ``--exit`` (or
+   ``DEMO_EXIT=1``, what CI uses) stops instead. Every service is stopped with SIGTERM and must exit 0.
 
-Environment: DEMO_KEEP_RUNNING=1 keeps the services up until Ctrl-C; AMQP_URL and MONGODB_URL use an
-existing broker / MongoDB instead of the embedded ones (by default the demo runs in its own vhost,
-deleted at the end).
+Environment: ``DEMO_EXIT=1`` (or ``--exit``); ``DEMO_SIZE`` (``S``, ``M``, ``L`` or a number of persons,
+default S); ``DEMO_SEED`` (1); ``AMQP_URL`` / ``MONGODB_URL`` use an existing broker vhost / MongoDB.
+Logs of every process: ``.demo/``. rich (a dev dependency) draws the progress bars and tables when
+installed; without it the demo prints plain lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -23,241 +42,765 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
+import aiohttp
+import yaml
 from pymongo import AsyncMongoClient
+from scenario import ROOT, Expectation, FeedConsumer, Stack, exactly, holding, metric, wait_for
 
+from dispatcher.onboarding import feed_queue_name
 from skolsynk.contracts.source import SourceRecord
-from skolsynk.devstack import (
-    DevStackError,
-    MongoWireServer,
-    ServiceProcess,
-    amqp_url_with_vhost,
-    create_vhost,
-    delete_vhost,
-    ensure_rabbitmq,
-    publish_messages,
-    start_mongo_wire_server,
-    start_service,
-    wait_until,
-    write_vendor_catalogue,
-)
+from skolsynk.devstack import DevStackError, publish_messages, write_vendor_catalogue
 from skolsynk.domain.ids import entity_id
-from skolsynk.domain.selection import StoredEntity, TenantState, project
-from skolsynk.domain.ss12000 import ENTITY_MODELS
-from skolsynk.domain.subscription import VendorProfile, VendorSubscription
-from skolsynk.settings import DEFAULT_AMQP_URL
-from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes, today
+from skolsynk.domain.quality import CATALOGUE, FindingCode
+from skolsynk.domain.selection import ProjectedResource
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.subscription import Role, VendorSubscription
+from skolsynk.fakes.ss12000_api import FakeSs12000Api
+from skolsynk.storage.erasures import ErasureLedger
+from skolsynk.synthetic import (
+    ChangeSet,
+    SizeSpec,
+    change_set,
+    full_run,
+    generate,
+    incremental_run,
+    split_school_units,
+    today,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+try:  # rich is a dev dependency: the demo works without it
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+except ImportError:  # pragma: no cover - plain output
+    Console = None
+
 LOG_DIR = ROOT / ".demo"
 NAMESPACE = "demo"
 DATABASE = "skolsynk_demo"
-SERVICES = {
-    "normaliser": ("normaliser", {}),
-    "dispatcher-demo-vendor": ("dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
-    "gdpr": ("gdpr", {}),
-    "admin": ("admin", {}),
-}
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def metric(service: ServiceProcess, name: str) -> str:
-    _, body = service.get("/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name):
-            return line.split()[-1]
-    return "-"
-
-
+VHOST = "skolsynk-demo"
 TENANT = "demo-kommun"
-VENDOR = "demo-vendor"
-SOURCE = "demo-egil"
+SS12000_SOURCE = "ss12000-api"
+EGIL_SOURCE = "egil-klient"
+SCIM, QUEUE, TEST = "demo-scim", "demo-queue", "demo-test"
+VENDORS = (SCIM, QUEUE, TEST)
+DELIVERY = {SCIM: "EGIL SCIM push", QUEUE: "vendor's queue", TEST: "test mode"}
+PHASE_TIMEOUT = 900.0
 
 
-async def subscribe(mongo_url: str, records: list[SourceRecord]) -> None:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    try:
-        await SubscriptionStore(client[DATABASE]).save(
-            VendorSubscription(
-                tenant_id=TENANT,
-                vendor_id=VENDOR,
-                school_unit_codes=frozenset(school_unit_codes(records)),
-                test_mode=False,
+# --- output --------------------------------------------------------------------------------------------
+
+
+class Screen:
+    """Progress bars and tables with rich on a terminal; plain lines otherwise (CI, no rich)."""
+
+    def __init__(self) -> None:
+        self.live = Console is not None and sys.stdout.isatty()
+        # Not a terminal (CI, a pipe): tables as wide as they need, no live redrawing.
+        self.console = Console(highlight=False, width=None if self.live else 160) if Console is not None else None
+
+    def say(self, text: str = "") -> None:
+        if self.console is not None:
+            self.console.print(text, markup=False, soft_wrap=True)
+        else:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+        rows = [[_cell(c) for c in row] for row in rows]
+        if self.console is not None:
+            table = Table(title=title, title_justify="left", show_lines=False)
+            for index, column in enumerate(columns):
+                table.add_column(column, justify="left" if index == 0 else "right")
+            for row in rows:
+                table.add_row(*row)
+            self.console.print(table)
+            return
+        widths = [
+            max(len(columns[i]), *(len(r[i]) for r in rows)) if rows else len(columns[i]) for i in range(len(columns))
+        ]
+        self.say(title)
+        self.say(
+            "  "
+            + "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths, strict=True))
             )
         )
-    finally:
-        await client.close()
+        for row in rows:
+            self.say(
+                "  "
+                + "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+
+    async def track(
+        self,
+        rows: dict[str, int],
+        read: Callable[[], dict[str, float]],
+        done: Callable[[], Any],
+        *,
+        timeout: float = PHASE_TIMEOUT,
+    ) -> float:
+        """Show ``read()`` against ``rows`` (name -> total) until ``done()`` (async) holds; the seconds taken."""
+        started = time.monotonic()
+        if self.live:
+            assert self.console is not None
+            with Progress(
+                TextColumn("  {task.description:<38}"),
+                BarColumn(bar_width=30),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            ) as progress:
+                tasks = {name: progress.add_task(name, total=max(total, 1)) for name, total in rows.items()}
+
+                def refresh() -> None:
+                    values = read()
+                    for name, task in tasks.items():
+                        progress.update(task, completed=min(values.get(name, 0), rows[name]))
+
+                async def finished() -> bool:
+                    refresh()
+                    return bool(await done())
+
+                await wait_for(finished, timeout=timeout, interval=1.0, what="the sync to finish")
+                for name, task in tasks.items():
+                    progress.update(task, completed=rows[name])
+        else:
+            last = 0.0
+
+            async def finished() -> bool:
+                nonlocal last
+                if time.monotonic() - last >= 5:
+                    last = time.monotonic()
+                    values = read()
+                    parts = [f"{name} {min(values.get(name, 0), total):.0f}/{total}" for name, total in rows.items()]
+                    self.say(f"    {time.monotonic() - started:5.0f}s  " + "  ".join(parts))
+                return bool(await done())
+
+            await wait_for(finished, timeout=timeout, interval=1.0, what="the sync to finish")
+        return time.monotonic() - started
 
 
-def expected_changes(records: list[SourceRecord]) -> int:
-    """What the vendor should receive, computed by the same rules without the services."""
-    entities = [
-        StoredEntity(
-            entity_id(TENANT, SOURCE, r.kind, r.key),
-            SOURCE,
-            ENTITY_MODELS[r.kind].model_validate({**r.data, "key": r.key, "kind": r.kind}),
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# --- the fakes ----------------------------------------------------------------------------------------
+
+
+def start_vendor_server(keys: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """The fake EGIL SCIM vendor server (``python -m skolsynk.fakes.egil_vendor``), one API key per tenant."""
+    log_path = LOG_DIR / "fake-vendor.log"
+    arguments = [a for key, tenant in keys.items() for a in ("--api-key", f"{key}={tenant}")]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "skolsynk.fakes.egil_vendor", "--port", "0", *arguments],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
-        for r in records
-    ]
-    state = TenantState(TENANT, entities)
-    subscription = VendorSubscription(
-        tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records))
-    )
-    return len(project(state, subscription, VendorProfile(vendor_id=VENDOR), today()))
-
-
-def wait_for_vendor_url(log_path: Path, process: subprocess.Popen[bytes]) -> str:
-    found: list[str] = []
-
-    def announced() -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DevStackError(f"the fake vendor exited; see {log_path}")
-        match = re.search(r"listening on (\S+)", log_path.read_text(errors="replace"))
-        if match:
-            found.append(match.group(1))
-        return bool(found)
+            raise DevStackError(f"the fake vendor server exited; see {log_path}")
+        found = re.search(r"listening on (\S+)", log_path.read_text(errors="replace"))
+        if found:
+            return process, found.group(1).rstrip("/")
+        time.sleep(0.1)
+    process.kill()
+    raise DevStackError("the fake vendor server did not start")
 
-    wait_until(announced, timeout=30, what="the fake vendor server")
-    return found[0].rstrip("/")
 
-
-def vendor_holds(base_url: str, api_key: str) -> dict[str, int]:
-    """What the vendor's server holds, by EGIL type (its GET lists)."""
+async def vendor_holds(http: aiohttp.ClientSession, base_url: str, api_key: str) -> dict[str, int]:
+    """What the fake vendor's server holds per EGIL type (its GET lists)."""
     counts = {}
-    for endpoint in ("Organisations", "SchoolUnits", "Users", "Employments", "StudentGroups", "Activities"):
-        request = urllib.request.Request(f"{base_url}/{endpoint}", headers={"X-API-Key": api_key})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            counts[endpoint] = int(json.loads(response.read())["totalResults"])
+    for endpoint in ("SchoolUnits", "Users", "Employments", "StudentGroups", "Activities"):
+        async with http.get(f"{base_url}/{endpoint}", headers={"X-API-Key": api_key}) as response:
+            counts[endpoint] = int((await response.json(content_type=None))["totalResults"])
     return counts
 
 
-def main() -> int:
-    LOG_DIR.mkdir(exist_ok=True)
-    say("skolsynk demo: a sync from a fake source through the normaliser to a vendor's EGIL SCIM server")
-    say("  [1/5] RabbitMQ ...")
-    amqp_url = os.environ.get("AMQP_URL", "")
-    demo_vhost: str | None = None
-    if not amqp_url:
-        ensure_rabbitmq()
-        demo_vhost = "skolsynk-demo"
-        with contextlib.suppress(DevStackError):
-            delete_vhost(demo_vhost)  # a previous demo that was interrupted
-        create_vhost(demo_vhost)
-        amqp_url = amqp_url_with_vhost(DEFAULT_AMQP_URL, demo_vhost)
-    mongo: MongoWireServer | None = None
-    mongo_url = os.environ.get("MONGODB_URL")
-    if not mongo_url:
-        say("  [2/5] starting the Mongo wire server (secantusd-py, in memory) ...")
-        mongo = start_mongo_wire_server(log_path=LOG_DIR / "secantusd.log")
-        mongo_url = mongo.url
-    env = {
-        "AMQP_URL": amqp_url,
-        "MONGODB_URL": mongo_url,
-        "MONGODB_DATABASE": DATABASE,
-        "SKOLSYNK_NAMESPACE": NAMESPACE,
-        "SKOLSYNK_LOG_FORMAT": "json",
-        "SKOLSYNK_READINESS_GRACE_SECONDS": "1",
-    }
-    services: list[ServiceProcess] = []
-    vendor_server: subprocess.Popen[bytes] | None = None
-    try:
-        vendor_key = secrets.token_urlsafe(24)
-        vendor_log = LOG_DIR / "fake-vendor.log"
-        with vendor_log.open("wb") as log_file:
-            vendor_server = subprocess.Popen(
+# --- the admin API ----------------------------------------------------------------------------------------
+
+
+class Admin:
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str) -> None:
+        self.http = http
+        self.base = f"{base_url}/api/v1"
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None, expect: Iterable[int] = (200, 201, 202, 204)) -> Any:
+        async with self.http.request(method, self.base + path, json=body, headers=self.headers) as response:
+            text = await response.text()
+            if response.status not in set(expect):
+                raise DevStackError(f"admin API {method} {path}: {response.status} {text[:300]}")
+            return None if response.status == 204 or not text else await response.json(content_type=None)
+
+
+# --- the scenario ----------------------------------------------------------------------------------------
+
+
+def size_of(text: str) -> str | SizeSpec:
+    return SizeSpec.for_persons(int(text)) if text.isdigit() else text.upper()
+
+
+def units_of(records: Iterable[SourceRecord]) -> dict[str, set[str]]:
+    """Source key -> the school-unit codes it belongs to (for attributing findings to vendors)."""
+    records = list(records)
+    codes = {r.key: str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT}
+    found: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if record.kind is EntityKind.PERSON:
+            found[record.key] |= {
+                codes[e["school_unit"]] for e in record.data.get("enrolments") or [] if e["school_unit"] in codes
+            }
+        elif record.kind is EntityKind.DUTY and record.data.get("school_unit") in codes:
+            found[record.key].add(codes[record.data["school_unit"]])
+            found[str(record.data["person"])].add(codes[record.data["school_unit"]])
+        elif record.kind in (EntityKind.GROUP, EntityKind.ACTIVITY) and record.data.get("school_unit") in codes:
+            found[record.key].add(codes[record.data["school_unit"]])
+        elif record.kind is EntityKind.SCHOOL_UNIT:
+            found[record.key].add(codes[record.key])
+    return found
+
+
+class Demo:
+    def __init__(self, screen: Screen, *, size: str | SizeSpec, seed: int, exit_at_end: bool) -> None:
+        self.screen = screen
+        self.size = size
+        self.seed = seed
+        self.exit_at_end = exit_at_end
+        self.day = today()
+        self.stack: Stack | None = None
+        self.vendor_server: subprocess.Popen[bytes] | None = None
+        self.subscriptions: dict[str, VendorSubscription] = {}
+        self.ss12000_url = ""
+
+    # -- helpers --
+
+    def acked(self, vendor: str) -> float:
+        assert self.stack is not None
+        queue = f"{NAMESPACE}.dispatcher.{vendor}"
+        return metric(
+            self.stack.services[f"dispatcher-{vendor}"], "skolsynk_messages_consumed_total", queue=queue, outcome="ack"
+        )
+
+    async def settle(
+        self,
+        mongo: AsyncMongoClient[dict[str, Any]],
+        expected: dict[str, dict[UUID, ProjectedResource]],
+        feed: FeedConsumer,
+        changes: dict[str, int],
+        extra_done: Callable[[], Any] | None = None,
+    ) -> float:
+        """Progress until every vendor holds exactly ``expected`` (and the queue vendor's consumer got it)."""
+        assert self.stack is not None
+        stack = self.stack
+        base = {v: self.acked(v) for v in VENDORS}
+        base_feed = feed.received
+        rows = {f"{v} ({DELIVERY[v]})": max(changes[v], 1) for v in VENDORS}
+        checked = {"at": 0.0, "quiet": ""}
+
+        def read() -> dict[str, float]:
+            values = {}
+            for vendor in VENDORS:
+                done = feed.received - base_feed if vendor == QUEUE else self.acked(vendor) - base[vendor]
+                values[f"{vendor} ({DELIVERY[vendor]})"] = done
+            return values
+
+        async def done() -> bool:
+            # The ledger is read only when the dispatchers are quiet (the Mongo wire server is the bottleneck).
+            quiet = repr([self.acked(v) for v in VENDORS] + [feed.received])
+            if quiet != checked["quiet"] or time.monotonic() - checked["at"] < 3:
+                checked["quiet"] = quiet
+                return False
+            checked["at"] = time.monotonic()
+            if not exactly(feed, expected[QUEUE]):
+                return False
+            for vendor in VENDORS:
+                state = await holding(mongo, stack.database, TENANT, vendor, expected[vendor], test_mode=vendor == TEST)
+                if not state.exact:
+                    return False
+            return extra_done is None or bool(await extra_done())
+
+        return await self.screen.track(rows, read, done)
+
+    # -- the run --
+
+    async def run(self) -> int:
+        screen = self.screen
+        started = time.monotonic()
+        screen.say(
+            "skolsynk demo: a synthetic organiser from two sources to three vendors, every service as its own process"
+        )
+        screen.say(
+            "  [1/7] infrastructure: RabbitMQ (vhost skolsynk-demo) and the Mongo wire server (secantusd-py, in memory)"
+        )
+        self.stack = stack = await asyncio.to_thread(
+            Stack.start, log_dir=LOG_DIR, namespace=NAMESPACE, database=DATABASE, vhost=VHOST
+        )
+        records = generate(self.size, seed=self.seed)
+        part_a, part_b = split_school_units(records, 2)
+        organisation = next(r for r in records if r.kind is EntityKind.ORGANISATION)
+        counts = Counter(r.kind.value for r in records)
+        screen.say(
+            f"  [2/7] the organiser: {organisation.data['display_name']}, {counts['person']:,} persons, "
+            f"{counts['school_unit']} school units, {counts['group']:,} groups (seed {self.seed})"
+        )
+        ss12000 = FakeSs12000Api(auth="oauth2", client_id="skolsynk-demo", client_secret=secrets.token_urlsafe(16))
+        await ss12000.start()
+        self.ss12000_url = ss12000.base_url
+        ss12000.load_records(part_a, modified=datetime.now(UTC) - timedelta(hours=1))
+        units_a = sum(1 for r in part_a if r.kind is EntityKind.SCHOOL_UNIT)
+        units_b = sum(1 for r in part_b if r.kind is EntityKind.SCHOOL_UNIT)
+        screen.say(
+            f"        an SS 12000 API (fake, OAuth2) on {ss12000.base_url}: {units_a} school units, "
+            f"{sum(1 for r in part_a if r.kind is EntityKind.PERSON):,} persons"
+        )
+        screen.say(
+            f"        an EGIL client (fake, publishes its runs like the EGIL receiver): {units_b} school units, "
+            f"{sum(1 for r in part_b if r.kind is EntityKind.PERSON):,} persons"
+        )
+        keys = {vendor: secrets.token_urlsafe(24) for vendor in (SCIM, TEST)}
+        self.vendor_server, vendor_url = await asyncio.to_thread(
+            start_vendor_server, {keys[SCIM]: TENANT, keys[TEST]: f"{TENANT}-test"}
+        )
+        screen.say(f"        a vendor's EGIL SCIM server (fake, like the reference server) on {vendor_url}")
+        catalogue = LOG_DIR / "vendors"
+        for old in catalogue.glob("*.yaml"):
+            old.unlink()
+        write_vendor_catalogue(catalogue, SCIM, scim_base_url=vendor_url, api_key_env="DEMO_SCIM_KEY")
+        write_vendor_catalogue(catalogue, QUEUE)
+        write_vendor_catalogue(catalogue, TEST, scim_base_url=vendor_url, api_key_env="DEMO_TEST_KEY")
+        sources_file = LOG_DIR / "ss12000-sources.yaml"
+        sources_file.write_text(
+            yaml.safe_dump(
                 [
-                    sys.executable,
-                    "-m",
-                    "skolsynk.fakes.egil_vendor",
-                    "--port",
-                    "0",
-                    "--api-key",
-                    f"{vendor_key}={TENANT}",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
+                    {
+                        "tenant_id": TENANT,
+                        "source_id": SS12000_SOURCE,
+                        "base_url": ss12000.base_url,
+                        "auth": {
+                            "kind": "oauth2",
+                            "token_url": ss12000.token_url,
+                            "client_id": ss12000.client_id,
+                            "client_secret_env": "DEMO_SS12000_CLIENT_SECRET",
+                        },
+                        "page_size": 500,
+                    }
+                ]
             )
-        vendor_url = wait_for_vendor_url(vendor_log, vendor_server)
-        say(f"        a fake EGIL SCIM vendor server (like the reference server) on {vendor_url}")
-        env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(
-            write_vendor_catalogue(LOG_DIR / "vendors", VENDOR, scim_base_url=vendor_url, api_key_env="DEMO_VENDOR_KEY")
         )
-        env["DEMO_VENDOR_KEY"] = vendor_key
-        say("  [3/5] starting services ...")
-        for name, (module, extra) in SERVICES.items():
-            services.append(start_service(name, module, env={**env, **extra}, log_dir=LOG_DIR))
-        for service in services:
-            started = time.monotonic()
-            service.wait_ready(timeout=90)
-            say(f"        {service.name:<24} ready in {time.monotonic() - started:4.1f}s  {service.health_url}/readyz")
-        records = organiser(seed=1, school_units=2, students_per_unit=12)
-        expected = expected_changes(records)
-        say(f"  [4/5] a full snapshot of {len(records)} records from a fake EGIL source to {VENDOR} ...")
-        asyncio.run(subscribe(mongo_url, records))
-        normaliser, dispatcher = services[0], services[1]
-        vendor_queue = f"{NAMESPACE}.dispatcher.{VENDOR}"
-        delivered = f'skolsynk_messages_consumed_total{{outcome="ack",queue="{vendor_queue}"}}'
-        projections = f'skolsynk_messages_consumed_total{{outcome="ack",queue="{NAMESPACE}.normaliser.projections"}}'
-
-        def send_snapshot() -> int:
-            messages = list(full_run(records, source_id=SOURCE, source_kind="egil", page_size=20))
-            return asyncio.run(
-                publish_messages(amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", messages, tenant_id=TENANT)
-            )
-
-        sent = send_snapshot()
-        wait_until(
-            lambda: metric(dispatcher, delivered) == f"{float(expected)}",
-            timeout=90,
-            what=f"{expected} changes to reach {VENDOR}",
+        operator_token = f"skt_demo{secrets.token_hex(4)}.{secrets.token_urlsafe(24)}"
+        stack.env |= {
+            "SKOLSYNK_VENDOR_CATALOGUE_DIR": str(catalogue),
+            "DEMO_SCIM_KEY": keys[SCIM],
+            "DEMO_TEST_KEY": keys[TEST],
+            "DEMO_SS12000_CLIENT_SECRET": ss12000.client_secret,
+        }
+        screen.say("  [3/7] services, each its own process (python -m <service>) ...")
+        launch = time.monotonic()
+        # A projection of a whole organiser outlasts the default 60 s handler budget on the wire server.
+        stack.start_service("normaliser", "normaliser", SKOLSYNK_HANDLER_TIMEOUT_SECONDS="900")
+        for vendor in VENDORS:
+            stack.start_service(f"dispatcher-{vendor}", "dispatcher", SKOLSYNK_VENDOR_ID=vendor)
+        stack.start_service("gdpr", "gdpr")
+        stack.start_service("admin", "admin", SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token)
+        stack.start_service(
+            "ss12000-puller",
+            "ss12000_puller",
+            SKOLSYNK_SS12000_SOURCES_FILE=str(sources_file),
+            SKOLSYNK_SS12000_SCHEDULE="false",
+            SKOLSYNK_SS12000_OVERLAP_SECONDS="2",
         )
-        held = vendor_holds(vendor_url, vendor_key)
-        say(f"        first sync: {sent} messages in, {expected} changes pushed by EGIL SCIM to {VENDOR}")
-        say("        the vendor now holds: " + ", ".join(f"{n} {kind}" for kind, n in held.items()))
-        before = float(metric(normaliser, projections))
-        sent = send_snapshot()
-        wait_until(lambda: float(metric(normaliser, projections)) > before, timeout=90, what="the second projection")
-        wait_until(lambda: metric(normaliser, "skolsynk_outbox_pending") == "0.0", timeout=30, what="an empty outbox")
-        if metric(dispatcher, delivered) != f"{float(expected)}":
-            say("demo FAILED: the unchanged snapshot sent changes")
+        for service in stack.services.values():
+            await asyncio.to_thread(service.wait_ready, 120)
+        screen.say(
+            f"        {len(stack.services)} services ready in {time.monotonic() - launch:.1f}s: "
+            + ", ".join(stack.services)
+        )
+        admin_port = await asyncio.to_thread(stack.services["admin"].port_of, "web_app_started")
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
+        feed = FeedConsumer(stack.amqp_url, feed_queue_name(NAMESPACE, QUEUE))
+        await feed.start()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                admin = Admin(http, admin_url, operator_token)
+                await self.onboard(admin, organisation, records)
+                expectation = Expectation(TENANT, {SS12000_SOURCE: part_a, EGIL_SOURCE: part_b}, self.day)
+                expected = {v: expectation.desired(s) for v, s in self.subscriptions.items()}
+                await self.first_sync(
+                    admin, http, mongo, feed, (part_a, part_b), expectation, expected, vendor_url, keys[SCIM]
+                )
+                before = expected
+                changed_a = change_set(part_a, seed=self.seed, on=self.day)
+                changed_b = change_set(part_b, seed=self.seed + 1, on=self.day)
+                await self.changes(
+                    admin, http, mongo, feed, ss12000, changed_a, changed_b, before, vendor_url, keys[SCIM]
+                )
+                screen.say("  [7/7] the admin UI")
+                screen.say(f"        {admin_url}/ui/   (operator token: {operator_token})")
+                screen.say(f"        API: {admin_url}/api/v1/tenants/{TENANT}/overview   logs: {LOG_DIR}/")
+                if not self.exit_at_end:
+                    screen.say("        running until Ctrl-C (DEMO_EXIT=1 or --exit stops here instead) ...")
+                    stop = asyncio.Event()
+                    loop = asyncio.get_running_loop()
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(signum, stop.set)
+                    await stop.wait()
+        finally:
+            await feed.close()
+            await mongo.close()
+            await ss12000.stop()
+        screen.say("  stopping the services with SIGTERM (drain, then close) ...")
+        codes = await asyncio.to_thread(stack.stop_services)
+        failed = {name: code for name, code in codes.items() if code != 0}
+        screen.say("        " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+        if failed:
+            screen.say(f"demo FAILED: {len(failed)} service(s) did not exit cleanly: {failed}; logs in {LOG_DIR}/")
             return 1
-        say(f"        same snapshot again: {sent} messages in, nothing new sent (unchanged entities cost nothing)")
-        say(f"        {'service':<24} {'ready':>5} {'reconnects':>10}")
-        for service in services:
-            say(
-                f"        {service.name:<24} {metric(service, 'skolsynk_ready'):>5} "
-                f"{metric(service, 'skolsynk_broker_reconnects_total'):>10}"
+        screen.say(f"demo OK in {time.monotonic() - started:.0f}s")
+        return 0
+
+    async def onboard(self, admin: Admin, organisation: SourceRecord, records: list[SourceRecord]) -> None:
+        screen = self.screen
+        screen.say("  [4/7] onboarding through the admin API (as an operator)")
+        await admin.call(
+            "POST",
+            "/tenants",
+            {
+                "tenant_id": TENANT,
+                "display_name": organisation.data["display_name"],
+                "organisation_number": organisation.data["organisation_number"],
+            },
+        )
+        await admin.call(
+            "POST",
+            f"/tenants/{TENANT}/sources",
+            {
+                "source_id": SS12000_SOURCE,
+                "kind": "ss12000",
+                "display_name": "Elevregister (SS 12000 API)",
+                "settings": {"base_url": self.ss12000_url, "client_id": "skolsynk-demo"},
+                "secret_refs": {"client_secret": "env:DEMO_SS12000_CLIENT_SECRET"},
+            },
+        )
+        await admin.call(
+            "POST",
+            f"/tenants/{TENANT}/sources",
+            {"source_id": EGIL_SOURCE, "kind": "egil", "display_name": "Personalsystem (EGIL-klient)"},
+        )
+        all_codes = sorted(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
+        gr_codes = sorted(
+            str(r.data["school_unit_code"])
+            for r in records
+            if r.kind is EntityKind.SCHOOL_UNIT and "GR" in r.data["school_types"]
+        )
+        plans = {
+            SCIM: {"school_unit_codes": all_codes},
+            QUEUE: {"school_unit_codes": gr_codes, "roles": [Role.STUDENT.value, Role.TEACHER.value]},
+            TEST: {"school_unit_codes": all_codes[:1]},
+        }
+        for vendor, plan in plans.items():
+            await admin.call("PUT", f"/tenants/{TENANT}/subscriptions/{vendor}", plan)
+            self.subscriptions[vendor] = VendorSubscription.model_validate(
+                {"tenant_id": TENANT, "vendor_id": vendor, "test_mode": vendor == TEST, **plan}
             )
-        if os.environ.get("DEMO_KEEP_RUNNING"):
-            say("  services are running; Ctrl-C stops them")
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.pause()
-        say("  [5/5] stopping services with SIGTERM (drain, then close) ...")
-        failures = 0
-        for service in services:
-            code = service.terminate(timeout=60)
-            failures += code != 0
-            say(f"        {service.name:<24} exit {code}")
-        say(f"  logs: {LOG_DIR}/")
-        say("demo OK" if failures == 0 else f"demo FAILED: {failures} service(s) did not exit cleanly")
-        return 1 if failures else 0
+        for vendor in (SCIM, QUEUE):
+            await admin.call(
+                "POST",
+                f"/tenants/{TENANT}/subscriptions/{vendor}/go-live",
+                {"override_reason": "demo: the 24 h in test mode are shown by the demo-test subscription"},
+            )
+        screen.say(
+            f"        organiser {TENANT}; sources {SS12000_SOURCE} (ss12000), {EGIL_SOURCE} (egil); "
+            f"{SCIM} and {QUEUE} live (gate overridden, audited), {TEST} in test mode"
+        )
+
+    async def first_sync(
+        self,
+        admin: Admin,
+        http: aiohttp.ClientSession,
+        mongo: AsyncMongoClient[dict[str, Any]],
+        feed: FeedConsumer,
+        parts: tuple[list[SourceRecord], list[SourceRecord]],
+        expectation: Expectation,
+        expected: dict[str, dict[UUID, ProjectedResource]],
+        vendor_url: str,
+        scim_key: str,
+    ) -> None:
+        assert self.stack is not None
+        screen = self.screen
+        part_a, part_b = parts
+        records = part_a + [r for r in part_b if r.kind is not EntityKind.ORGANISATION]
+        screen.say("  [5/7] first sync: 'Synkronisera nu' for the SS 12000 source, a full push from the EGIL client")
+        await admin.call("POST", f"/tenants/{TENANT}/sources/{SS12000_SOURCE}/sync", {"mode": "full"})
+        egil = list(full_run(part_b, source_id=EGIL_SOURCE, source_kind="egil", page_size=500))
+        await publish_messages(self.stack.amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", egil, tenant_id=TENANT)
+        took = await self.settle(
+            mongo,
+            expected,
+            feed,
+            {v: len(expected[v]) for v in VENDORS},
+        )
+        changes = sum(len(e) for e in expected.values())
+        screen.say(
+            f"        every vendor holds exactly what the normaliser's rules select: {len(records):,} source records, "
+            f"{changes:,} vendor changes in {took:.0f}s ({changes / took:,.0f} changes/s)"
+        )
+        await self.summary(admin, http, mongo, feed, expectation, expected, vendor_url, scim_key, records)
+
+    async def summary(
+        self,
+        admin: Admin,
+        http: aiohttp.ClientSession,
+        mongo: AsyncMongoClient[dict[str, Any]],
+        feed: FeedConsumer,
+        expectation: Expectation,
+        expected: dict[str, dict[UUID, ProjectedResource]],
+        vendor_url: str,
+        scim_key: str,
+        records: list[SourceRecord],
+    ) -> None:
+        assert self.stack is not None
+        rows = []
+        for vendor in VENDORS:
+            state = await holding(
+                mongo, self.stack.database, TENANT, vendor, expected[vendor], test_mode=vendor == TEST
+            )
+            status = {"test", "test_rejected"} if vendor == TEST else {"delivered"}
+            live = [e for e in state.entries if e["status"] in status and e["operation"] == "upsert"]
+            deletes = sum(1 for e in state.entries if e["operation"] == "delete")
+            by_kind = Counter(e["kind"] for e in live)
+            roles = Counter(e["roles"][0] for e in live if e["kind"] == "person" and e["roles"])
+            rows.append(
+                [
+                    vendor,
+                    DELIVERY[vendor],
+                    by_kind["person"],
+                    roles["student"],
+                    roles["teacher"],
+                    roles["other_staff"],
+                    by_kind["group"],
+                    by_kind["activity"],
+                    by_kind["school_unit"],
+                    deletes,
+                ]
+            )
+        self.screen.table(
+            "  per vendor (test mode: what would be sent)",
+            [
+                "vendor",
+                "delivery",
+                "persons",
+                "students",
+                "teachers",
+                "other staff",
+                "groups",
+                "activities",
+                "units",
+                "deletions",
+            ],
+            rows,
+        )
+        held = await vendor_holds(http, vendor_url, scim_key)
+        self.screen.say(
+            f"        the fake SCIM vendor server holds: {held['Users']:,} users, "
+            f"{held['StudentGroups']:,} student groups, {held['Activities']:,} activities, "
+            f"{held['Employments']:,} employments"
+        )
+        kinds = Counter(kind for kind in feed.held.values())
+        self.screen.say(
+            f"        the {QUEUE} consumer read {feed.received:,} messages and holds {kinds['person']:,} persons, "
+            f"{kinds['group']:,} groups"
+        )
+        report = await admin.call("GET", f"/tenants/{TENANT}/subscriptions/{TEST}/test-report")
+        would = report.get("would_send", {})
+        self.screen.say(
+            f"        {TEST} test report: would send {would.get('person', 0):,} persons, "
+            f"{would.get('group', 0):,} groups; {len(report.get('would_be_rejected', []))} would be rejected"
+        )
+        await self.findings(admin, expectation, records)
+
+    async def findings(self, admin: Admin, expectation: Expectation, records: list[SourceRecord]) -> None:
+        found = await admin.call("GET", f"/tenants/{TENANT}/findings")
+        units = units_of(records)
+        per_code: dict[str, Counter[str]] = defaultdict(Counter)
+        for finding in found:
+            code = finding["code"]
+            per_code[code]["organiser"] += 1
+            codes = (
+                {finding["school_unit_code"]}
+                if finding.get("school_unit_code")
+                else units.get(finding.get("source_key") or "", set())
+            )
+            for vendor, subscription in self.subscriptions.items():
+                if codes & subscription.school_unit_codes:
+                    per_code[code][vendor] += 1
+        rows = [
+            [code, CATALOGUE[FindingCode(code)][0].value, c["organiser"], *(c[v] for v in VENDORS)]
+            for code, c in sorted(per_code.items(), key=lambda item: (-item[1]["organiser"], item[0]))
+        ]
+        self.screen.table(
+            "  data-quality findings (admin API; per vendor: those in its school units)",
+            ["code", "severity", "organiser", *VENDORS],
+            rows,
+        )
+        local = Counter(f.code.value for f in expectation.findings)
+        served = Counter({code: c["organiser"] for code, c in per_code.items()})
+        if local != served:
+            self.screen.say(
+                f"        note: findings differ from the local computation: {dict(local - served)} "
+                f"not served, {dict(served - local)} not expected"
+            )
+
+    async def changes(
+        self,
+        admin: Admin,
+        http: aiohttp.ClientSession,
+        mongo: AsyncMongoClient[dict[str, Any]],
+        feed: FeedConsumer,
+        ss12000: FakeSs12000Api,
+        changed_a: ChangeSet,
+        changed_b: ChangeSet,
+        before: dict[str, dict[UUID, ProjectedResource]],
+        vendor_url: str,
+        scim_key: str,
+    ) -> None:
+        assert self.stack is not None
+        screen = self.screen
+        moved = len(changed_a.moved) + len(changed_b.moved)
+        left = len(changed_a.left) + len(changed_b.left)
+        joined = len(changed_a.joined) + len(changed_b.joined)
+        # The erasure: a student who stays, delivered to both live vendors.
+        staying = sorted(
+            r.key
+            for r in changed_a.records
+            if r.kind is EntityKind.PERSON
+            and r.key not in changed_a.moved
+            and r.key not in changed_a.joined
+            and all(entity_id(TENANT, SS12000_SOURCE, EntityKind.PERSON, r.key) in before[v] for v in (SCIM, QUEUE))
+        )
+        erased = entity_id(TENANT, SS12000_SOURCE, EntityKind.PERSON, staying[0])
+        screen.say(
+            f"  [6/7] changes: {moved} students move, {left} leave, {joined} join (both sources); "
+            f"an erasure request for one person at every vendor"
+        )
+        ss12000.apply_changes(changed_a.changed, changed_a.deleted)
+        phase_start = datetime.now(UTC)
+        await admin.call("POST", f"/tenants/{TENANT}/sources/{SS12000_SOURCE}/sync", {"mode": "incremental"})
+        egil = list(incremental_run(changed_b.changed, changed_b.deleted, source_id=EGIL_SOURCE, source_kind="egil"))
+        await publish_messages(self.stack.amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", egil, tenant_id=TENANT)
+        request = await admin.call(
+            "POST",
+            f"/tenants/{TENANT}/erasure-requests",
+            {"person_id": str(erased), "vendor_ids": None, "reference": "DEMO-2026-1"},
+        )
+        screen.say(f"        erasure request {request['request_id']} for person {erased} (admin API, all vendors)")
+        expectation = Expectation(TENANT, {SS12000_SOURCE: changed_a.records, EGIL_SOURCE: changed_b.records}, self.day)
+        after = {v: expectation.desired(s, excluded=[str(erased)]) for v, s in self.subscriptions.items()}
+        plan: dict[str, dict[str, int]] = {}
+        for vendor in VENDORS:
+            old, new = before[vendor], after[vendor]
+            upserts = sum(1 for k, r in new.items() if k not in old or old[k].hash != r.hash)
+            deletes = sum(1 for k in old if k not in new)
+            person_deletes = sum(1 for k, r in old.items() if k not in new and r.kind is EntityKind.PERSON)
+            plan[vendor] = {"upserts": upserts, "deletes": deletes, "person_deletes": person_deletes}
+        receipts_expected = sum(plan[v]["person_deletes"] for v in (SCIM, QUEUE))
+        ledger = ErasureLedger(mongo[self.stack.database])
+
+        async def receipts_in() -> bool:
+            rows = await ledger.evidence(TENANT)
+            return len(rows) >= receipts_expected and all(r["status"] == "completed" for r in rows)
+
+        took = await self.settle(
+            mongo,
+            after,
+            feed,
+            {v: plan[v]["upserts"] + plan[v]["deletes"] for v in VENDORS},
+            extra_done=receipts_in,
+        )
+        screen.say(f"        the changes reached every vendor, receipts included, in {took:.0f}s")
+        rows = []
+        for vendor in VENDORS:
+            state = await holding(mongo, self.stack.database, TENANT, vendor, after[vendor], test_mode=vendor == TEST)
+            recent = [e for e in state.entries if _aware(e["at"]) >= phase_start]
+            ops = Counter((e["kind"], e["operation"]) for e in recent)
+            rows.append(
+                [
+                    vendor,
+                    DELIVERY[vendor],
+                    ops[("person", "upsert")],
+                    ops[("person", "delete")],
+                    ops[("group", "upsert")],
+                    sum(n for (_, op), n in ops.items() if op == "delete"),
+                    sum(1 for r in after[vendor].values() if r.kind is EntityKind.PERSON),
+                ]
+            )
+        screen.table(
+            "  the incremental result (per vendor, this change only)",
+            ["vendor", "delivery", "persons upserted", "persons deleted", "groups updated", "deletions", "persons now"],
+            rows,
+        )
+        held = await vendor_holds(http, vendor_url, scim_key)
+        screen.say(f"        the fake SCIM vendor server now holds {held['Users']:,} users")
+        evidence = await ledger.evidence(TENANT)
+        summary = Counter((r["vendor_id"], r["reason"], r["status"], r["outcome"]) for r in evidence)
+        screen.table(
+            "  deletion receipts (erasure ledger, pseudonymous)",
+            ["vendor", "reason", "status", "receipt", "deletions"],
+            [[*key, n] for key, n in sorted(summary.items(), key=lambda item: tuple(str(p) for p in item[0]))],
+        )
+        for row in [r for r in evidence if r["reason"] == "erasure_request"]:
+            screen.say(
+                f"        {row['vendor_id']}: person {row['person_id']} requested {row['requested_at'][:19]}, "
+                f"receipt '{row['outcome']}' at {(row['delivered_at'] or '')[:19]}"
+            )
+        screen.say(f"        (python -m gdpr.cli evidence --tenant {TENANT} exports the same as CSV or JSON)")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--exit", action="store_true", help="stop at the end instead of keeping the admin UI up")
+    parser.add_argument("--size", default=os.environ.get("DEMO_SIZE", "S"), help="S, M, L or a number of persons")
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("DEMO_SEED", "1")))
+    args = parser.parse_args(argv)
+    exit_at_end = args.exit or os.environ.get("DEMO_EXIT", "") not in ("", "0", "false")
+    LOG_DIR.mkdir(exist_ok=True)
+    screen = Screen()
+    demo = Demo(screen, size=size_of(args.size), seed=args.seed, exit_at_end=exit_at_end)
+    try:
+        return asyncio.run(demo.run())
+    except DevStackError as error:
+        screen.say(f"demo FAILED: {error}; logs in {LOG_DIR}/")
+        return 1
+    except KeyboardInterrupt:
+        screen.say("interrupted")
+        return 130
     finally:
-        for service in services:
-            service.terminate(timeout=10)
-        if vendor_server is not None:
-            vendor_server.terminate()
-            vendor_server.wait(timeout=10)
-        if mongo is not None:
-            mongo.stop()
-        if demo_vhost is not None:
-            delete_vhost(demo_vhost)
+        if demo.vendor_server is not None:
+            demo.vendor_server.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                demo.vendor_server.wait(timeout=10)
+        if demo.stack is not None:
+            demo.stack.close()
 
 
 if __name__ == "__main__":

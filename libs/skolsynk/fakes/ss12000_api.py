@@ -25,6 +25,9 @@ third-party code. Behaviour:
   :meth:`fail_next` (the next n requests answer ``status``), :meth:`fail_page` (one page of one endpoint
   fails permanently; pages are numbered from 0 within a listing).
 * :attr:`requests`: every request, for assertions (no bodies, no secrets).
+* :meth:`FakeSs12000Api.load_records` fills it from canonical records (e.g. :func:`skolsynk.synthetic.generate`),
+  :meth:`FakeSs12000Api.apply_changes` applies a :class:`~skolsynk.synthetic.ChangeSet`'s changes and
+  deletions; :func:`to_ss12000` is the mapping (the inverse of ``skolsynk.domain.ss12000_api.from_ss12000``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,12 +46,16 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
+from skolsynk.contracts.source import SourceDeletion, SourceRecord
+from skolsynk.domain.ss12000 import EntityKind
+
 __all__ = [
     "DELETED_LIST_KEYS",
     "ENDPOINTS",
     "ENDPOINT_TYPES",
     "FakeSs12000Api",
     "RequestRecord",
+    "to_ss12000",
 ]
 
 #: The collections the fake serves.
@@ -115,6 +123,116 @@ def _parse_time(value: str) -> datetime:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
+
+
+#: Canonical kind -> the collection that serves it (school units are organisations of type Skolenhet).
+KIND_ENDPOINTS: Final[dict[EntityKind, str]] = {
+    EntityKind.ORGANISATION: "organisations",
+    EntityKind.SCHOOL_UNIT: "organisations",
+    EntityKind.PERSON: "persons",
+    EntityKind.DUTY: "duties",
+    EntityKind.GROUP: "groups",
+    EntityKind.ACTIVITY: "activities",
+}
+
+_DATES: Final = {"start_date": "startDate", "end_date": "endDate"}
+
+
+def _present(data: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+    """The canonical ``data``'s present (non-null) values under their SS 12000 names."""
+    return {target: data[source] for source, target in fields.items() if data.get(source) is not None}
+
+
+def _reference(value: Any) -> dict[str, Any] | None:
+    return None if value is None else {"id": str(value)}
+
+
+def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
+    """A canonical record as the SS 12000 2.1 object a source API would serve, and its collection: the
+    inverse of :func:`skolsynk.domain.ss12000_api.from_ss12000` (organisation -> ``Huvudman``, school unit
+    -> ``Skolenhet`` under its organisation, persons with ``civicNo``, e-mails and enrolments, duties,
+    groups with memberships, activities with groups and teachers). Values are not validated, so a
+    defect in the record reaches the puller and the normaliser as it is."""
+    data, kind = record.data, record.kind
+    obj: dict[str, Any] = {"id": record.key}
+    if kind is EntityKind.ORGANISATION:
+        obj |= {"organisationType": "Huvudman"}
+        obj |= _present(
+            data,
+            {
+                "display_name": "displayName",
+                "organisation_number": "organisationNumber",
+                "organisation_code": "organisationCode",
+                "municipality_code": "municipalityCode",
+            },
+        )
+    elif kind is EntityKind.SCHOOL_UNIT:
+        obj |= {"organisationType": "Skolenhet", "schoolTypes": list(data.get("school_types") or [])}
+        obj |= _present(
+            data,
+            {
+                "display_name": "displayName",
+                "school_unit_code": "schoolUnitCode",
+                "municipality_code": "municipalityCode",
+                **_DATES,
+            },
+        )
+        if data.get("organisation") is not None:
+            obj["parentOrganisation"] = _reference(data["organisation"])
+    elif kind is EntityKind.PERSON:
+        obj |= _present(
+            data,
+            {
+                "given_name": "givenName",
+                "family_name": "familyName",
+                "middle_name": "middleName",
+                "birth_date": "birthDate",
+                "security_marking": "securityMarking",
+            },
+        )
+        obj["eduPersonPrincipalNames"] = list(data.get("eppn") or [])
+        obj["emails"] = [_present(e, {"value": "value", "type": "type"}) for e in data.get("emails") or []]
+        if data.get("civic_no") is not None:
+            obj["civicNo"] = {"value": data["civic_no"], "nationality": "SE"}
+        obj["externalIdentifiers"] = [
+            _present(i, {"value": "value", "context": "context", "globally_unique": "globallyUnique"})
+            for i in data.get("external_identifiers") or []
+        ]
+        obj["enrolments"] = [
+            {
+                "enroledAt": _reference(e.get("school_unit")),
+                **_present(
+                    e,
+                    {
+                        "school_type": "schoolType",
+                        "school_year": "schoolYear",
+                        "cancelled": "cancelled",
+                        "programme_code": "educationCode",
+                        **_DATES,
+                    },
+                ),
+            }
+            for e in data.get("enrolments") or []
+        ]
+    elif kind is EntityKind.DUTY:
+        obj |= {"person": _reference(data.get("person")), "dutyAt": _reference(data.get("school_unit"))}
+        obj |= _present(data, {"role": "dutyRole", "signature": "signature", **_DATES})
+    elif kind is EntityKind.GROUP:
+        obj |= _present(
+            data, {"display_name": "displayName", "group_type": "groupType", "school_type": "schoolType", **_DATES}
+        )
+        obj["organisation"] = _reference(data.get("school_unit"))
+        obj["groupMemberships"] = [
+            {"person": _reference(m.get("person")), **_present(m, _DATES)} for m in data.get("memberships") or []
+        ]
+    elif kind is EntityKind.ACTIVITY:
+        obj |= _present(data, {"display_name": "displayName", **_DATES})
+        obj["organisation"] = _reference(data.get("school_unit"))
+        obj["groups"] = [{"id": str(g)} for g in data.get("groups") or []]
+        obj["teachers"] = [{"duty": {"id": str(t)}} for t in data.get("teachers") or []]
+    else:
+        raise ValueError(f"SS 12000 has no collection for {kind.value}")
+    return KIND_ENDPOINTS[kind], obj
 
 
 class FakeSs12000Api:
@@ -187,6 +305,26 @@ class FakeSs12000Api:
         """Remove an object and record its deletion for ``/deletedEntities``."""
         self.data[endpoint].pop(object_id, None)
         self.deletions.append((at or datetime.now(UTC), endpoint, object_id))
+
+    def load_records(self, records: Iterable[SourceRecord], *, modified: datetime | None = None) -> dict[str, int]:
+        """Add canonical records (:func:`to_ss12000`); returns how many objects each collection got."""
+        counts: dict[str, int] = {}
+        stamp = modified or datetime.now(UTC)
+        for record in records:
+            endpoint, obj = to_ss12000(record)
+            self.put(endpoint, obj, modified=stamp)
+            counts[endpoint] = counts.get(endpoint, 0) + 1
+        return counts
+
+    def apply_changes(
+        self, changed: Iterable[SourceRecord], deleted: Iterable[SourceDeletion], *, at: datetime | None = None
+    ) -> None:
+        """What a source system does between two reads: new or changed objects (``meta.modified`` = ``at``,
+        default now) and deletions (listed by ``/deletedEntities``)."""
+        stamp = at or datetime.now(UTC)
+        self.load_records(changed, modified=stamp)
+        for deletion in deleted:
+            self.delete(KIND_ENDPOINTS[deletion.kind], deletion.key, at=stamp)
 
     # ------------------------------------------------------------------------------------------
     # faults
@@ -403,9 +541,15 @@ class FakeSs12000Api:
                 except ValueError:
                     self._record(request, 400)
                     return _error(400, "invalid_filter", f"{name} is not an RFC 3339 date-time")
-        selected = [obj for obj in self.data[endpoint].values() if self._matches(obj, bounds)]
-        window = selected[cursor.offset :] if limit is None else selected[cursor.offset : cursor.offset + limit]
-        token = self._next_token(cursor, len(window), len(selected))
+        objects = self.data[endpoint].values()
+        if bounds:
+            selected = [obj for obj in objects if self._matches(obj, bounds)]
+            window = selected[cursor.offset :] if limit is None else selected[cursor.offset : cursor.offset + limit]
+            total = len(selected)
+        else:  # no filter: slice without copying the collection (large organisers, the benchmark)
+            end = None if limit is None else cursor.offset + limit
+            window, total = list(itertools.islice(objects, cursor.offset, end)), len(objects)
+        token = self._next_token(cursor, len(window), total)
         self._record(request, 200, cursor.page)
         return web.json_response({"data": copy.deepcopy(window), "pageToken": token})
 

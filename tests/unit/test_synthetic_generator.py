@@ -1,0 +1,231 @@
+"""The synthetic organiser generator (``skolsynk.synthetic``): deterministic, the sizes it promises, valid
+Swedish identifiers, defects at their rates (each one producing its finding in the normaliser's own
+validation), change sets, splitting one organiser between sources, and feeding the source fakes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from datetime import date
+
+import pytest
+
+from normaliser.validation import RecordValidator
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.selection import StoredEntity
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.domain.ss12000_api import from_ss12000
+from skolsynk.fakes.graph_education import FakeGraphEducation
+from skolsynk.fakes.ss12000_api import FakeSs12000Api, to_ss12000
+from skolsynk.synthetic import (
+    DEFECTS,
+    SIZES,
+    Manifest,
+    SizeSpec,
+    change_set,
+    generate,
+    luhn_digit,
+    split_school_units,
+    stream,
+)
+
+pytestmark = pytest.mark.unit
+
+DAY = date(2026, 11, 26)
+TENANT, SOURCE = "kommun", "source"
+
+
+@pytest.fixture(scope="module")
+def small() -> list[SourceRecord]:
+    return generate("S", seed=7)
+
+
+def findings_of(records: list[SourceRecord]) -> Counter[str]:
+    """What the normaliser reports for ``records``: ingest validation, then reconcile."""
+    validator = RecordValidator(TENANT, SOURCE, uuid.uuid4())
+    codes: Counter[str] = Counter()
+    stored = []
+    for record in records:
+        entity, found = validator.validate(record)
+        codes.update(f.code.value for f in found)
+        if entity is not None:
+            stored.append(StoredEntity(entity_id(TENANT, SOURCE, record.kind, record.key), SOURCE, entity))
+    _, found = reconcile(TENANT, stored, DAY)
+    codes.update(f.code.value for f in found)
+    return codes
+
+
+def test_the_same_seed_gives_the_same_organiser_and_another_seed_another(small: list[SourceRecord]) -> None:
+    assert generate("S", seed=7) == small
+    other = generate("S", seed=8)
+    assert {r.key for r in other}.isdisjoint({r.key for r in small})
+
+
+@pytest.mark.parametrize("size", ["S", "M", pytest.param("L", marks=pytest.mark.slow)])
+def test_sizes_within_five_percent(size: str) -> None:
+    spec = SIZES[size]
+    manifest = Manifest()
+    counts: Counter[EntityKind] = Counter()
+    memberships = 0
+    for record in stream(size, seed=1, manifest=manifest):
+        counts[record.kind] += 1
+        if record.kind is EntityKind.GROUP:
+            memberships += len(record.data["memberships"])
+    assert counts[EntityKind.PERSON] == pytest.approx(spec.persons, rel=0.05)
+    assert counts[EntityKind.SCHOOL_UNIT] == spec.school_units
+    assert counts[EntityKind.GROUP] == pytest.approx(spec.groups, rel=0.05)
+    assert memberships == pytest.approx(spec.memberships, rel=0.05)
+    assert manifest.memberships == memberships
+    assert manifest.persons == counts[EntityKind.PERSON]
+    assert manifest.staff == pytest.approx(spec.persons * spec.staff_share, rel=0.05)
+    assert counts[EntityKind.ACTIVITY] == counts[EntityKind.GROUP]  # one activity per class or teaching group
+    assert counts[EntityKind.DUTY] > 0.9 * manifest.staff
+
+
+def test_a_stream_is_lazy() -> None:
+    first = next(stream("L", seed=1))  # generating L would take seconds; the first record does not
+    assert first.kind is EntityKind.ORGANISATION
+
+
+def test_civic_numbers_have_valid_check_digits_and_dates_and_are_unique(small: list[SourceRecord]) -> None:
+    civic = [str(r.data["civic_no"]) for r in small if r.kind is EntityKind.PERSON]
+    assert len(set(civic)) == len(civic)
+    for number in civic:
+        assert re.fullmatch(r"(19|20)\d{10}", number)
+        assert int(number[-1]) == luhn_digit(number[2:11])
+        date(int(number[:4]), int(number[4:6]), int(number[6:8]))  # a real day
+    organisation = next(r for r in small if r.kind is EntityKind.ORGANISATION)
+    digits = str(organisation.data["organisation_number"]).replace("-", "")
+    assert int(digits[-1]) == luhn_digit(digits[:9])
+
+
+def test_school_units_codes_classes_teaching_groups_and_staff_roles(small: list[SourceRecord]) -> None:
+    codes = [str(r.data["school_unit_code"]) for r in small if r.kind is EntityKind.SCHOOL_UNIT]
+    assert all(re.fullmatch(r"[0-9]{8}", c) for c in codes)
+    assert len(set(codes)) == len(codes)
+    types = {t for r in small if r.kind is EntityKind.SCHOOL_UNIT for t in r.data["school_types"]}
+    assert {"GR", "GY"} <= types
+    group_types = Counter(r.data["group_type"] for r in small if r.kind is EntityKind.GROUP)
+    assert group_types["Klass"] > 0
+    assert group_types["Undervisning"] > 0
+    roles = Counter(r.data["role"] for r in small if r.kind is EntityKind.DUTY)
+    assert roles["Rektor"] == len(codes)
+    assert roles["Lärare"] > roles["Rektor"]
+    assert {"Skoladministratör", "Kurator", "Förstelärare"} <= set(roles)
+    mentors = [r for r in small if r.kind is EntityKind.ACTIVITY and r.data["display_name"].startswith("Mentorstid")]
+    assert len(mentors) == group_types["Klass"]
+    assert all(m.data["teachers"] for m in mentors)
+    years = {e["school_year"] for r in small if r.kind is EntityKind.PERSON for e in r.data["enrolments"]}
+    assert set(range(10)) <= years  # förskoleklass to year 9 (and GY 1-3)
+
+
+def test_every_record_fits_the_model_except_the_planted_defects(small: list[SourceRecord]) -> None:
+    findings = findings_of(small)
+    assert "record.invalid" not in findings
+    assert "school_unit_code.malformed" not in findings
+    names = {r.data.get("given_name") for r in small if r.kind is EntityKind.PERSON}
+    assert "Åsa" in names or "Märta" in names or "Björn" in names or "Göran" in names  # Swedish letters
+    for record in small[:50]:
+        ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind})
+
+
+def test_each_defect_produces_its_finding_at_roughly_its_rate() -> None:
+    spec = SizeSpec.for_persons(4_000)
+    manifest = Manifest()
+    records = list(stream(spec, seed=3, manifest=manifest))
+    persons = manifest.persons
+    rates = {
+        "email.invalid": spec.invalid_email_rate,
+        "email.duplicate": spec.duplicate_email_rate,
+        "eppn.duplicate": spec.duplicate_eppn_rate,
+        "enrolment.unknown_school_unit": spec.unknown_unit_rate * manifest.students / persons,
+        "person.no_active_relation": spec.no_placement_rate,
+    }
+    assert set(rates) == set(DEFECTS)
+    for defect, rate in rates.items():
+        planted = manifest.defects[defect]
+        assert planted == pytest.approx(rate * persons, rel=0.5, abs=4), defect
+    findings = findings_of(records)
+    for defect in DEFECTS:
+        # a defect can hide another (a withheld duplicate login is not checked for its e-mail address)
+        assert findings[defect] == pytest.approx(manifest.defects[defect], rel=0.1, abs=2), defect
+    assert findings["email.missing"] >= manifest.defects["email.invalid"]  # the bad address was the only one
+
+
+def test_a_change_set_moves_removes_and_adds_students(small: list[SourceRecord]) -> None:
+    changes = change_set(small, seed=2, moves=0.01, leavers=0.01, joiners=0.01, on=DAY)
+    assert changes == change_set(small, seed=2, moves=0.01, leavers=0.01, joiners=0.01, on=DAY)
+    assert len(changes.moved) == pytest.approx(18, abs=3)
+    assert len(changes.left) == pytest.approx(18, abs=1)
+    assert len(changes.joined) == pytest.approx(18, abs=1)
+    assert not (changes.moved & changes.left)
+    before = {r.key: r for r in small}
+    after = {r.key: r for r in changes.records}
+    assert changes.left.isdisjoint(after)
+    assert changes.joined.isdisjoint(before)
+    assert {d.key for d in changes.deleted} == changes.left
+    members = {m["person"] for r in changes.records if r.kind is EntityKind.GROUP for m in r.data["memberships"]}
+    assert changes.left.isdisjoint(members)
+    assert changes.joined <= members
+    class_units = {
+        m["person"]: r.data["school_unit"]
+        for r in changes.records
+        if r.kind is EntityKind.GROUP and r.data["group_type"] == "Klass"
+        for m in r.data["memberships"]
+    }
+    for key in changes.moved:
+        old, new = before[key].data["enrolments"][0], after[key].data["enrolments"][0]
+        assert new["school_unit"] != old["school_unit"]
+        assert new["school_year"] == old["school_year"]
+        assert new["start_date"] == DAY.isoformat()
+        assert class_units[key] == new["school_unit"]
+    changed = {r.key for r in changes.changed}
+    assert changed == {k for k, r in after.items() if before.get(k) != r}
+    findings = findings_of(changes.records)
+    assert findings["group.unknown_member"] == 0
+
+
+def test_split_between_sources_keeps_every_reference_inside_its_part(small: list[SourceRecord]) -> None:
+    parts = split_school_units(small, 2)
+    units = [{r.key for r in part if r.kind is EntityKind.SCHOOL_UNIT} for part in parts]
+    assert all(units)
+    assert units[0].isdisjoint(units[1])
+    persons = [{r.key for r in part if r.kind is EntityKind.PERSON} for part in parts]
+    assert persons[0].isdisjoint(persons[1])
+    assert len(persons[0] | persons[1]) == sum(1 for r in small if r.kind is EntityKind.PERSON)
+    whole = findings_of(small)
+    for part in parts:
+        found = findings_of(part)
+        for code in ("duty.unknown_person", "duty.unknown_school_unit", "group.unknown_member",
+                     "group.unknown_school_unit", "activity.unknown_school_unit"):  # fmt: skip
+            assert found[code] == 0, code
+        assert found["activity.unknown_reference"] <= whole["activity.unknown_reference"] + 1
+
+
+def test_the_ss12000_fake_serves_the_organiser_and_the_puller_mapping_reads_it_back(
+    small: list[SourceRecord],
+) -> None:
+    fake = FakeSs12000Api(auth="none")
+    counts = fake.load_records(small)
+    assert counts["persons"] == sum(1 for r in small if r.kind is EntityKind.PERSON)
+    for record in small:
+        endpoint, obj = to_ss12000(record)
+        (back,) = from_ss12000(endpoint, obj)
+        assert (back.kind, back.key) == (record.kind, record.key)
+        defaults = {"external_identifiers": []} if record.kind is EntityKind.PERSON else {}
+        assert back.data == {**defaults, **record.data}, record.kind
+    changes = change_set(small, seed=1, on=DAY)
+    fake.apply_changes(changes.changed, changes.deleted)
+    assert {d[2] for d in fake.deletions} == changes.left
+    assert set(fake.data["persons"]) == {r.key for r in changes.records if r.kind is EntityKind.PERSON}
+
+
+def test_the_graph_fake_loads_the_same_organiser(small: list[SourceRecord]) -> None:
+    fake = FakeGraphEducation()
+    fake.load_organiser(small, today=DAY)
+    assert len(fake.objects["schools"]) == SIZES["S"].school_units
+    assert len(fake.objects["users"]) == SIZES["S"].persons
+    assert len(fake.objects["classes"]) == sum(1 for r in small if r.kind is EntityKind.GROUP)
