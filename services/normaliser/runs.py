@@ -184,7 +184,11 @@ class Runs:
                     )
                 ]
             )
-        await self.findings.keep_only_run(tenant_id, source_id, run_id)
+        if doc["mode"] == "full":
+            await self.findings.keep_only_run(tenant_id, source_id, run_id)
+        else:
+            carried = seen | {d for page in pages for d in page.get("deletions") or []}
+            await self.findings.keep_only_run(tenant_id, source_id, run_id, only_entities=carried)
         await self.runs.forget_page_contents(run_id)
         outcome = RunOutcome(complete=complete, reasons=tuple(reasons), removed=removed)
         await self.runs.finalised(run_id, {"complete": complete, "reasons": reasons, "removed": removed})

@@ -589,3 +589,28 @@ async def test_incremental_run_applies_changes_and_deletions_directly(harness: H
         ("group", "upsert", str(eid(EntityKind.GROUP, "g2"))),
     }
     assert await h.normaliser.db["entities"].count_documents({"tenant_id": TENANT}) == len(base_snapshot()) - 1
+
+
+async def test_an_incremental_run_replaces_only_the_findings_of_the_records_it_carries(harness: Harness):
+    h = harness
+    snapshot = base_snapshot()
+    for key in ("s1", "s2"):
+        snapshot[key] = SourceRecord(
+            kind=EntityKind.PERSON, key=key, data={**snapshot[key].data, "emails": [{"value": f"fel-{key}"}]}
+        )
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    store = FindingStore(h.normaliser.db)
+
+    async def invalid_emails() -> set[str]:
+        return {str(f.source_key) for f in await store.query(TENANT, code=FindingCode.EMAIL_INVALID)}
+
+    assert await invalid_emails() == {"s1", "s2"}
+    # s2 is fixed in an incremental run that does not carry s1: s1's finding still stands.
+    run = await h.send_run([student("s2", "u1", 7)], mode="incremental")
+    await h.settled(run)
+    assert await invalid_emails() == {"s1"}
+    # s1 is deleted at the source: its finding goes with it.
+    run = await h.send_run([], mode="incremental", deletions=[SourceDeletion(kind=EntityKind.PERSON, key="s1")])
+    await h.settled(run)
+    assert await invalid_emails() == set()

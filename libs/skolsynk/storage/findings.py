@@ -3,6 +3,7 @@ CSV export, summary per school unit)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -30,12 +31,19 @@ class FindingStore:
         await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
         await self.add(findings)
 
-    async def keep_only_run(self, tenant_id: str, source_id: str, run_id: UUID) -> None:
-        """Ingest and run findings of older runs of this source are superseded by this run's."""
-        superseded = {"$in": ["ingest", "run"]}
-        await self.collection.delete_many(
-            {"tenant_id": tenant_id, "source_id": source_id, "origin": superseded, "run_id": {"$ne": str(run_id)}}
-        )
+    async def keep_only_run(
+        self, tenant_id: str, source_id: str, run_id: UUID, *, only_entities: Iterable[str] | None = None
+    ) -> None:
+        """Findings of older runs of this source are superseded by this run's: all ingest and run findings
+        after a full run; after an incremental run only the ingest findings of the entities the run carried
+        (the unchanged records' findings still stand)."""
+        criteria: dict[str, Any] = {"tenant_id": tenant_id, "source_id": source_id, "run_id": {"$ne": str(run_id)}}
+        if only_entities is None:
+            criteria["origin"] = {"$in": ["ingest", "run"]}
+        else:
+            criteria["origin"] = "ingest"
+            criteria["entity_id"] = {"$in": sorted(set(only_entities))}
+        await self.collection.delete_many(criteria)
 
     async def query(
         self,
