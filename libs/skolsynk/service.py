@@ -96,9 +96,13 @@ class ServiceApp:
     def add_indexes(self, specs: Iterable[IndexSpec]) -> None:
         self._indexes.extend(specs)
 
-    def add_consumer(self, queue_name: str, handler: Handler, *, idempotent: bool = True) -> Consumer:
+    def add_consumer(
+        self, queue_name: str, handler: Handler, *, idempotent: bool = True, timeout_seconds: float | None = None
+    ) -> Consumer:
         """Consume a work queue of the topology. ``idempotent`` (default) runs the handler in a
-        transaction with the inbox entry, so a redelivered message has its effect once."""
+        transaction with the inbox entry, so a redelivered message has its effect once.
+        ``timeout_seconds`` replaces ``SKOLSYNK_HANDLER_TIMEOUT_SECONDS`` for a handler known to be long
+        (keep it under RabbitMQ's consumer acknowledgement timeout, 30 minutes by default)."""
         broker = self.settings.broker
         consumer = Consumer(
             broker=self.broker,
@@ -109,7 +113,7 @@ class ServiceApp:
             metrics=self.metrics,
             prefetch=broker.prefetch,
             max_attempts=broker.max_attempts,
-            handler_timeout_seconds=broker.handler_timeout_seconds,
+            handler_timeout_seconds=timeout_seconds or broker.handler_timeout_seconds,
             mongo=self.mongo if idempotent else None,
             inbox=Inbox(
                 self.db, consumer=f"{self.name}:{queue_name}", ttl_seconds=self.settings.store.inbox_ttl_seconds

@@ -33,6 +33,13 @@ class NormaliserSettings(ServiceSettings):
         ge=1,
         description="How often every tenant is projected again so passing end dates become removals.",
     )
+    projection_timeout_seconds: float = Field(
+        default=1200.0,
+        gt=0,
+        le=1700,
+        description="Budget of one projection of a whole organiser (longer than other handlers: a large "
+        "organiser takes minutes; under RabbitMQ's 30-minute acknowledgement timeout).",
+    )
 
 
 def utcnow() -> datetime:
@@ -83,7 +90,12 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
     app.extensions["handlers"] = handlers
     app.extensions["state_gauges"] = gauges
     app.add_consumer(app.queue_name(SERVICE, "source-events"), handlers.source_event)
-    app.add_consumer(app.queue_name(SERVICE, "projections"), handlers.projection, idempotent=False)
+    app.add_consumer(
+        app.queue_name(SERVICE, "projections"),
+        handlers.projection,
+        idempotent=False,
+        timeout_seconds=settings.projection_timeout_seconds,
+    )
 
     async def date_check() -> None:
         """Once per interval (one replica wins the slot), ask for a projection of every tenant."""
