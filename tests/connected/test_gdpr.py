@@ -411,8 +411,12 @@ async def test_an_unreachable_vendor_keeps_the_deletion_pending_overdue_and_retr
 
         await wait_for(overdue_and_retried, timeout=30, interval=0.2, what="the deletion to be overdue and retried")
         registry = stack.gdpr.metrics.registry
-        assert (
-            registry.get_sample_value("skolsynk_gdpr_deletions_overdue", {"tenant": TENANT, "vendor": SCIM_VENDOR}) == 1
+        overdue = {"tenant": TENANT, "vendor": SCIM_VENDOR}
+        # The sweep refreshes its gauges after its retries: wait for the alert to show, not just the ledger.
+        await wait_for(
+            lambda: registry.get_sample_value("skolsynk_gdpr_deletions_overdue", overdue) == 1,
+            timeout=10,
+            what="the overdue gauge",
         )
         assert str(person_id(LEAVER)) in stack.vendor.resources(TENANT, "Users")
 
