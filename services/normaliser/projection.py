@@ -22,7 +22,7 @@ from normaliser.metrics import NormaliserMetrics
 from normaliser.state import VENDOR_VIEWS, EntityStore, now
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
-from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.reconcile import reconcile, school_unit_codes_by_entity
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
@@ -121,6 +121,7 @@ class Projector:
     ) -> ProjectionReport:
         state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
         await self.findings.replace_reconcile(tenant_id, findings)
+        await self.findings.place_in_school_units(tenant_id, school_unit_codes_by_entity(state))
         report = ProjectionReport(tenant_id=tenant_id, findings=len(findings))
         suppressed = await self.erasure_requests.suppressed(tenant_id)
         person_ids = {str(s.id) for s in state.entities if s.kind is EntityKind.PERSON}

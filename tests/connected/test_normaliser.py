@@ -512,6 +512,9 @@ async def test_data_quality_findings_are_stored_queryable_and_exportable(harness
     assert (FindingCode.SCHOOL_UNIT_CODE_MALFORMED, "u3") in codes
     assert (FindingCode.EMAIL_INVALID, "s1") in codes
     assert (FindingCode.EMAIL_MISSING, "s1") in codes
+    # Ingest findings (one record checked alone) are placed in their school unit after the projection.
+    placed = {(f.code, f.source_key): f.school_unit_code for f in findings}
+    assert placed[(FindingCode.EMAIL_INVALID, "s1")] == U1
     assert (FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, "s7") in codes
     assert (FindingCode.PERSON_NO_ACTIVE_RELATION, "s7") in codes
     assert [f.severity for f in findings] == sorted(f.severity for f in findings), "errors first"

@@ -4,6 +4,7 @@ carry personal data."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -703,3 +704,25 @@ def test_group_membership_of_a_known_person_is_kept_even_when_inactive() -> None
     kept = cleaned(after, "klass-3a", GROUP)
     assert isinstance(kept, Group)
     assert len(kept.memberships) == 1
+
+
+def test_entities_are_placed_in_their_school_units_for_the_findings_report():
+    from skolsynk.domain.reconcile import school_unit_codes_by_entity
+    from skolsynk.domain.selection import StoredEntity, TenantState
+    from skolsynk.domain.ss12000 import Duty, Person, SchoolUnit
+
+    def stored(entity: object) -> StoredEntity:
+        return StoredEntity(uuid.uuid4(), "src", entity)  # type: ignore[arg-type]
+
+    unit = stored(SchoolUnit(key="u1", display_name="Skolan", school_unit_code="12345678"))
+    student = stored(
+        Person.model_validate(
+            {"key": "p1", "given_name": "A", "family_name": "B",
+             "enrolments": [{"school_unit": "u1", "school_type": "GR", "school_year": 3, "start_date": "2026-08-18"}]}
+        )
+    )  # fmt: skip
+    teacher = stored(Person(key="t1", given_name="C", family_name="D"))
+    duty = stored(Duty(key="d1", person="t1", school_unit="u1", role="Lärare", start_date=date(2026, 8, 1)))
+    nowhere = stored(Person(key="x1", given_name="E", family_name="F"))
+    codes = school_unit_codes_by_entity(TenantState("t", [unit, student, teacher, duty, nowhere]))
+    assert codes == {str(e.id): "12345678" for e in (unit, student, teacher, duty)}

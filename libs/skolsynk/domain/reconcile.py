@@ -180,3 +180,34 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         if s.id not in withheld
     ]
     return TenantState(tenant_id=tenant_id, entities=cleaned, withheld=withheld), findings
+
+
+def school_unit_codes_by_entity(state: TenantState) -> dict[str, str]:
+    """entity id -> the school-unit code it belongs to (a person: their first enrolment's unit, else
+    their first duty's; duties, groups and activities: their unit; a unit: itself), for placing
+    findings in the per-school-unit report."""
+    codes: dict[tuple[str, str], str] = {}
+    for stored in state.entities:
+        if isinstance(stored.entity, SchoolUnit):
+            codes[(stored.source_id, stored.entity.key)] = stored.entity.school_unit_code
+    placed: dict[str, str] = {}
+    duty_units: dict[tuple[str, str], str] = {}
+    for stored in state.entities:
+        entity = stored.entity
+        code: str | None = None
+        if isinstance(entity, SchoolUnit):
+            code = entity.school_unit_code
+        elif isinstance(entity, Duty | Group | Activity):
+            code = codes.get((stored.source_id, entity.school_unit))
+            if isinstance(entity, Duty) and code is not None:
+                duty_units.setdefault((stored.source_id, entity.person), code)
+        elif isinstance(entity, Person):
+            code = next((c for e in entity.enrolments if (c := codes.get((stored.source_id, e.school_unit)))), None)
+        if code is not None:
+            placed[str(stored.id)] = code
+    for stored in state.entities:
+        if isinstance(stored.entity, Person) and str(stored.id) not in placed:
+            code = duty_units.get((stored.source_id, stored.entity.key))
+            if code is not None:
+                placed[str(stored.id)] = code
+    return placed

@@ -31,6 +31,26 @@ class FindingStore:
         await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
         await self.add(findings)
 
+    async def place_in_school_units(self, tenant_id: str, codes: dict[str, str]) -> int:
+        """Give findings that name no school unit (ingest findings: a record is checked alone) the
+        code of the unit their entity belongs to; returns how many were placed."""
+        unplaced = self.collection.find(
+            {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$ne": None}}, {"entity_id": 1}
+        )
+        by_code: dict[str, list[str]] = {}
+        async for doc in unplaced:
+            code = codes.get(str(doc["entity_id"]))
+            if code is not None:
+                by_code.setdefault(code, []).append(str(doc["entity_id"]))
+        placed = 0
+        for code, entity_ids in by_code.items():
+            result = await self.collection.update_many(
+                {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$in": entity_ids}},
+                {"$set": {"school_unit_code": code}},
+            )
+            placed += result.modified_count
+        return placed
+
     async def keep_only_run(
         self, tenant_id: str, source_id: str, run_id: UUID, *, only_entities: Iterable[str] | None = None
     ) -> None:
