@@ -1,15 +1,25 @@
-"""Helpers shared by the tests: waiting on conditions (never sleeping), and looking into queues."""
+"""Helpers shared by the tests: waiting on conditions (never sleeping), looking into queues, and collecting
+the source runs the pulling connectors publish."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from skolsynk.messaging import Topology
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.messaging import MessageContext, Topology
+
+if TYPE_CHECKING:
+    from skolsynk.service import ServiceApp
 
 
 async def wait_for(
@@ -83,3 +93,52 @@ async def delete_topology(amqp_url: str, topology: Topology) -> None:
             await channel.queue_delete(name)
         for exchange in topology.exchanges:
             await channel.exchange_delete(exchange)
+
+
+@dataclass
+class Collected:
+    """Every source message that reached the normaliser's queue, by run."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    async def collect(self, envelope: Envelope, context: MessageContext) -> None:
+        self.envelopes.append(envelope)
+
+    async def start_collector(self, app: ServiceApp) -> ServiceApp:
+        """Consume the normaliser's ``source-events`` queue on ``app`` into this collection; start ``app``."""
+        app.add_consumer(app.queue_name("normaliser", "source-events"), self.collect, idempotent=False)
+        await app.start()
+        return app
+
+    def of(self, run_id: uuid.UUID) -> list[Envelope]:
+        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
+
+    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
+        return next(
+            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
+        )
+
+    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
+        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
+        return sorted(pages, key=lambda p: p.page)
+
+    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
+        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
+        return SourceRunCompleted.from_envelope(done[0]) if done else None
+
+    def complete(self, run_id: uuid.UUID) -> bool:
+        done = self.completed(run_id)
+        return (
+            done is not None
+            and len(self.pages(run_id)) == done.pages
+            and any(e.message_type == "source.run.started" for e in self.of(run_id))
+        )
+
+    def runs(self) -> list[uuid.UUID]:
+        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
+
+    def records(self, run_id: uuid.UUID) -> dict[tuple[EntityKind, str], dict[str, Any]]:
+        return {(r.kind, r.key): r.data for p in self.pages(run_id) for r in p.records}
+
+    def deletions(self, run_id: uuid.UUID) -> set[tuple[EntityKind, str]]:
+        return {(d.kind, d.key) for p in self.pages(run_id) for d in p.deletions}

@@ -23,7 +23,7 @@ from google_connector.sources import SourceConfig, parse_sources
 from normaliser.app import NormaliserSettings
 from normaliser.app import build as build_normaliser
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.source import SourceRunCompleted
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode
@@ -36,7 +36,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.synthetic import organiser
-from tests.helpers import delete_topology, queue_depth, wait_for
+from tests.helpers import Collected, delete_topology, queue_depth, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -51,37 +51,6 @@ ATTEMPTS = 6
 @pytest.fixture(scope="module")
 def key() -> dict[str, str]:
     return generate_service_account_key(client_email="skolsynk@demo-kommun.iam.gserviceaccount.com")
-
-
-@dataclass
-class Collected:
-    """Every source message that reached the normaliser's queue, by run."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    def of(self, run_id: uuid.UUID) -> list[Envelope]:
-        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
-
-    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
-        return next(
-            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
-        )
-
-    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
-        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
-        return sorted(pages, key=lambda p: p.page)
-
-    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
-        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
-        return SourceRunCompleted.from_envelope(done[0]) if done else None
-
-    def complete(self, run_id: uuid.UUID) -> bool:
-        done = self.completed(run_id)
-        started = any(e.message_type == "source.run.started" for e in self.of(run_id))
-        return done is not None and started and len(self.pages(run_id)) == done.pages
-
-    def runs(self) -> list[uuid.UUID]:
-        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
 
 
 @dataclass
@@ -153,9 +122,6 @@ async def make_harness(settings: ServiceSettings, make_app: Any, key: dict[str, 
     apps: list[ServiceApp] = []
     collected = Collected()
 
-    async def collect(envelope: Envelope, context: MessageContext) -> None:
-        collected.envelopes.append(envelope)
-
     async def factory(
         *,
         schedule: bool = False,
@@ -166,9 +132,7 @@ async def make_harness(settings: ServiceSettings, make_app: Any, key: dict[str, 
     ) -> Harness:
         """``collector=False``: nothing takes the runs off the normaliser's queue (a normaliser will)."""
         if collector:
-            app: ServiceApp = make_app("collector")
-            app.add_consumer(app.queue_name("normaliser", "source-events"), collect, idempotent=False)
-            await app.start()
+            await collected.start_collector(make_app("collector"))
         fake, loaded = await start_fake(key, organiser_options or SMALL)
         fakes.append(fake)
         source = source_config(fake, **source_overrides)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,16 +19,16 @@ from graph_connector.state import DELTA_COLLECTION, STATE_COLLECTION, RunReport
 from graph_connector.tenants import TenantConfig, parse_tenants
 from normaliser.app import NormaliserSettings
 from normaliser.app import build as build_normaliser
-from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts import SyncRequested
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.fakes.graph_education import FakeGraphEducation
-from skolsynk.messaging import MessageContext, sync_request_routing_key
+from skolsynk.messaging import sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.synthetic import organiser
-from tests.helpers import delete_topology, wait_for
+from tests.helpers import Collected, delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -40,46 +40,6 @@ PERSON, DUTY, GROUP, ACTIVITY = EntityKind.PERSON, EntityKind.DUTY, EntityKind.G
 
 def gid(kind: EntityKind, key: str) -> str:
     return FakeGraphEducation.graph_id(kind, key)
-
-
-@dataclass
-class Collected:
-    """Every source message that reached the normaliser's queue, by run."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    def of(self, run_id: uuid.UUID) -> list[Envelope]:
-        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
-
-    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
-        return next(
-            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
-        )
-
-    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
-        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
-        return sorted(pages, key=lambda p: p.page)
-
-    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
-        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
-        return SourceRunCompleted.from_envelope(done[0]) if done else None
-
-    def complete(self, run_id: uuid.UUID) -> bool:
-        done = self.completed(run_id)
-        return (
-            done is not None
-            and len(self.pages(run_id)) == done.pages
-            and any(e.message_type == "source.run.started" for e in self.of(run_id))
-        )
-
-    def runs(self) -> list[uuid.UUID]:
-        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
-
-    def records(self, run_id: uuid.UUID) -> dict[tuple[EntityKind, str], dict[str, Any]]:
-        return {(r.kind, r.key): r.data for p in self.pages(run_id) for r in p.records}
-
-    def deletions(self, run_id: uuid.UUID) -> set[tuple[EntityKind, str]]:
-        return {(d.kind, d.key) for p in self.pages(run_id) for d in p.deletions}
 
 
 def tenant_config(fake: FakeGraphEducation, **overrides: Any) -> TenantConfig:
@@ -155,13 +115,7 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
     fakes: list[FakeGraphEducation] = []
     apps: list[ServiceApp] = []
     collected = Collected()
-    collector: ServiceApp = make_app("collector")
-
-    async def collect(envelope: Envelope, context: MessageContext) -> None:
-        collected.envelopes.append(envelope)
-
-    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
-    await collector.start()
+    await collected.start_collector(make_app("collector"))
 
     async def factory(*, fake_options: dict[str, Any] | None = None, **tenant_overrides: Any) -> Harness:
         fake = await start_fake(**(fake_options or {}))
@@ -391,13 +345,7 @@ async def test_sync_requested_triggers_a_run(make_harness: HarnessFactory) -> No
 
 async def test_the_schedule_starts_with_a_full_run(settings: ServiceSettings, make_app: Any) -> None:
     collected = Collected()
-    collector: ServiceApp = make_app("collector")
-
-    async def collect(envelope: Envelope, context: MessageContext) -> None:
-        collected.envelopes.append(envelope)
-
-    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
-    await collector.start()
+    await collected.start_collector(make_app("collector"))
     fake = await start_fake()
     tenant = tenant_config(fake)
     app = build(

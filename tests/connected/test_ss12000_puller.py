@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts import SyncRequested
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.fakes.ss12000_api import FakeSs12000Api
-from skolsynk.messaging import MessageContext, sync_request_routing_key
+from skolsynk.messaging import sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from ss12000_puller.app import PullerSettings, build
 from ss12000_puller.puller import Puller
 from ss12000_puller.runs import STATE_COLLECTION, RunReport
 from ss12000_puller.sources import SourceConfig, parse_sources
-from tests.helpers import delete_topology, drain_queue, wait_for
+from tests.helpers import Collected, delete_topology, drain_queue, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -106,40 +106,6 @@ def person(n: int) -> dict[str, Any]:
 
 
 @dataclass
-class Collected:
-    """Every source message that reached the normaliser's queue, by run."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    def of(self, run_id: uuid.UUID) -> list[Envelope]:
-        return [e for e in self.envelopes if e.payload.get("run_id") == str(run_id)]
-
-    def started(self, run_id: uuid.UUID) -> SourceRunStarted:
-        return next(
-            SourceRunStarted.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.run.started"
-        )
-
-    def pages(self, run_id: uuid.UUID) -> list[SourceRecordPage]:
-        pages = [SourceRecordPage.from_envelope(e) for e in self.of(run_id) if e.message_type == "source.records"]
-        return sorted(pages, key=lambda p: p.page)
-
-    def completed(self, run_id: uuid.UUID) -> SourceRunCompleted | None:
-        done = [e for e in self.of(run_id) if e.message_type == "source.run.completed"]
-        return SourceRunCompleted.from_envelope(done[0]) if done else None
-
-    def complete(self, run_id: uuid.UUID) -> bool:
-        done = self.completed(run_id)
-        return (
-            done is not None
-            and len(self.pages(run_id)) == done.pages
-            and any(e.message_type == "source.run.started" for e in self.of(run_id))
-        )
-
-    def runs(self) -> list[uuid.UUID]:
-        return list(dict.fromkeys(uuid.UUID(e.payload["run_id"]) for e in self.envelopes))
-
-
-@dataclass
 class Harness:
     fake: FakeSs12000Api
     app: ServiceApp
@@ -189,13 +155,7 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
     fakes: list[FakeSs12000Api] = []
     apps: list[ServiceApp] = []
     collected = Collected()
-    collector: ServiceApp = make_app("collector")
-
-    async def collect(envelope: Envelope, context: MessageContext) -> None:
-        collected.envelopes.append(envelope)
-
-    collector.add_consumer(collector.queue_name("normaliser", "source-events"), collect, idempotent=False)
-    await collector.start()
+    await collected.start_collector(make_app("collector"))
 
     async def factory(
         *, schedule: bool = False, fake_options: dict[str, Any] | None = None, **source_overrides: Any

@@ -51,7 +51,6 @@ import copy
 import json
 import random
 import re
-import signal
 import ssl
 import sys
 import time
@@ -63,6 +62,7 @@ from typing import Any, Literal, NamedTuple, TextIO
 
 from aiohttp import web
 
+from skolsynk.fakes._server import argument_parser, serve_until_signalled
 from skolsynk.logging import get_logger
 from skolsynk.tls import spki_sha256_pin
 
@@ -1367,12 +1367,10 @@ def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
 
 
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m skolsynk.fakes.egil_vendor",
-        description="A fake vendor EGIL SCIM server (Windermere-like) for the demo. Serves until SIGTERM/SIGINT.",
+    parser = argument_parser(
+        "python -m skolsynk.fakes.egil_vendor",
+        "A fake vendor EGIL SCIM server (Windermere-like) for the demo. Serves until SIGTERM/SIGINT.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY=TENANT", help="repeatable")
     parser.add_argument("--api-key-header", default="X-API-Key")
     parser.add_argument("--base-path", default="", help="e.g. /scim (Windermere has none)")
@@ -1396,24 +1394,16 @@ async def _serve(args: argparse.Namespace) -> int:
         access_log=sys.stdout,
     )
     context = server_ssl_context(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await vendor.start(args.host, args.port, ssl_context=context)
-    try:
+
+    def ready() -> str:
         tenants = sorted({*vendor.api_keys.values(), *vendor.client_pins.values()}) or [vendor.default_tenant]
-        sys.stdout.write(
-            f"fake EGIL vendor listening on {vendor.base_url} "
-            f"(backend {vendor.backend}, tenants {', '.join(tenants)})\n"
+        return (
+            f"fake EGIL vendor listening on {vendor.base_url} (backend {vendor.backend}, tenants {', '.join(tenants)})"
         )
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await vendor.stop()
-        sys.stdout.write("fake EGIL vendor stopped\n")
-        sys.stdout.flush()
-    return 0
+
+    return await serve_until_signalled(
+        lambda: vendor.start(args.host, args.port, ssl_context=context), vendor.stop, ready, "fake EGIL vendor stopped"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

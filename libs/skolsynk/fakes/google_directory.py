@@ -80,8 +80,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +94,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.fakes._server import FakeHttpServer, argument_parser, query_lists, serve_until_signalled
 
 __all__ = [
     "ALL_SCOPES",
@@ -423,7 +422,7 @@ def _bad_request(error: _BadRequest) -> web.Response:
     return _google_error(Fault(error.status, error.reason, error.message, "global", status_text))
 
 
-class FakeGoogleDirectory:
+class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
     """Google's Directory and Reports APIs and token endpoint on a local port; see the module docstring."""
 
     def __init__(
@@ -439,6 +438,7 @@ class FakeGoogleDirectory:
         event_lag_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.customer_id = customer_id
         self.domain = domain
         self.admins = {a.casefold() for a in admins}
@@ -454,15 +454,11 @@ class FakeGoogleDirectory:
         self.members: dict[str, dict[str, str]] = {}
         self.schemas: dict[str, list[str]] = {}
         self.events: list[dict[str, Any]] = []
-        self.requests: list[RequestRecord] = []
         self.tokens_issued = 0
         self._accounts: dict[str, _Account] = {}
         self._tokens: dict[str, _Token] = {}
         self._cursors: dict[str, _Cursor] = {}
         self._faults = _Faults()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._host = "127.0.0.1"
         self._root_id = "id:" + _short_id(f"root:{customer_id}", 14)
         if service_account_key is not None:
             self.add_service_account(service_account_key, scopes=dwd_scopes)
@@ -869,18 +865,12 @@ class FakeGoogleDirectory:
         self._faults = _Faults()
 
     # ------------------------------------------------------------------------------------------
-    # server
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake is not started")
-        return self._port
+    # server (``port``, ``origin``, ``start`` and ``stop`` come from FakeHttpServer)
 
     @property
     def base_url(self) -> str:
         """The API root (``http://host:port``), what ``https://admin.googleapis.com`` is on Google."""
-        return f"http://{self._host}:{self.port}"
+        return self.origin
 
     @property
     def token_url(self) -> str:
@@ -897,28 +887,11 @@ class FakeGoogleDirectory:
         app.router.add_get(f"{REPORTS}/activity/users/{{user}}/applications/{{application}}", self._activities)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self._port = int(sockets[0].getsockname()[1]) if sockets else port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     # ------------------------------------------------------------------------------------------
     # the token endpoint
 
     def _record(self, request: web.Request, endpoint: str, status: int, page: int | None = None) -> None:
-        query: dict[str, list[str]] = {}
-        for key, value in request.query.items():
-            query.setdefault(key, []).append(value)
-        self.requests.append(RequestRecord(request.method, request.path, endpoint, query, status, page))
+        self.requests.append(RequestRecord(request.method, request.path, endpoint, query_lists(request), status, page))
 
     def _token_error(self, request: web.Request, error: str, description: str, status: int = 400) -> web.Response:
         self._record(request, "token", status)
@@ -1321,12 +1294,10 @@ class FakeGoogleDirectory:
 
 
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m skolsynk.fakes.google_directory",
-        description="A fake Google Workspace Directory/Reports API and token endpoint with a synthetic organiser.",
+    parser = argument_parser(
+        "python -m skolsynk.fakes.google_directory",
+        "A fake Google Workspace Directory/Reports API and token endpoint with a synthetic organiser.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
     parser.add_argument("--key-file", required=True, help="where to write the generated service-account key")
     parser.add_argument("--client-email", default="skolsynk@skolsynk-fake.iam.gserviceaccount.com")
     parser.add_argument("--admin", default="admin@demo.skolsynk.example", help="the delegated administrator")
@@ -1341,12 +1312,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from skolsynk.synthetic import organiser
 
     fake = FakeGoogleDirectory(admins=[args.admin])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await fake.start(args.host, args.port)
-    try:
+
+    def ready() -> str:
         key = generate_service_account_key(client_email=args.client_email, token_uri=fake.token_url)
         fake.add_service_account(key)
         path = Path(args.key_file)
@@ -1362,15 +1329,12 @@ async def _serve(args: argparse.Namespace) -> int:
                 teachers_per_unit=args.teachers_per_unit,
             )
         )
-        sys.stdout.write(
+        return (
             f"fake Google Directory listening on {fake.base_url} (token {fake.token_url}; "
-            f"{len(loaded.user_ids)} users, {len(loaded.group_ids)} groups; key in {path})\n"
+            f"{len(loaded.user_ids)} users, {len(loaded.group_ids)} groups; key in {path})"
         )
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await fake.stop()
-    return 0
+
+    return await serve_until_signalled(lambda: fake.start(args.host, args.port), fake.stop, ready)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,8 +56,6 @@ import binascii
 import copy
 import json
 import secrets
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -70,6 +68,7 @@ from aiohttp import web
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.fakes._server import FakeHttpServer, argument_parser, serve_until_signalled
 
 __all__ = ["DELTA_SUFFIXES", "RESOURCES", "FakeGraphEducation", "RequestRecord"]
 
@@ -202,7 +201,7 @@ def _school_year_end(today: date) -> int:
     return today.year + 1 if today.month >= 8 else today.year
 
 
-class FakeGraphEducation:
+class FakeGraphEducation(FakeHttpServer[RequestRecord]):
     """Graph Education v1.0 and the Entra token endpoint on a local port; see the module docstring."""
 
     def __init__(
@@ -220,6 +219,7 @@ class FakeGraphEducation:
         replay_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.azure_tenant_id = azure_tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -238,28 +238,14 @@ class FakeGraphEducation:
         self.class_teachers: dict[str, list[str]] = {}
         self.changes: dict[str, list[_Change]] = {r: [] for r in RESOURCES}
         self._seq = 0
-        self.requests: list[RequestRecord] = []
         self.tokens_issued = 0
         self._tokens: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._cursors: dict[str, _Cursor] = {}
         self._delta_tokens: dict[str, _DeltaToken] = {}
         self._faults = _Faults()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._host = "127.0.0.1"
 
     # ------------------------------------------------------------------------------------------
-    # addresses
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake is not started")
-        return self._port
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self._host}:{self.port}"
+    # addresses (``port`` and ``origin`` come from FakeHttpServer)
 
     @property
     def graph_base_url(self) -> str:
@@ -570,20 +556,6 @@ class FakeGraphEducation:
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
         app.router.add_get("/v1.0/education/{path:.*}", self._graph)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self._port = int(sockets[0].getsockname()[1]) if sockets else port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # ------------------------------------------------------------------------------------------
     # token endpoint
@@ -912,12 +884,10 @@ def _parse_select(query: Mapping[str, str]) -> tuple[str, ...] | None:
 
 
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m skolsynk.fakes.graph_education",
-        description="A fake Microsoft Graph Education API and Entra token endpoint. Serves until SIGTERM/SIGINT.",
+    parser = argument_parser(
+        "python -m skolsynk.fakes.graph_education",
+        "A fake Microsoft Graph Education API and Entra token endpoint. Serves until SIGTERM/SIGINT.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
     parser.add_argument("--azure-tenant-id", default="6f1d3a4e-2b7c-4e8f-9a10-5c2d7e8f9a01")
     parser.add_argument("--client-id", default="7c2e4a10-0d3b-4b6f-8e21-9a4c5b6d7e02")
     parser.add_argument("--client-secret", default="graph-client-secret")
@@ -937,23 +907,14 @@ async def _serve(args: argparse.Namespace) -> int:
         fake.load_organiser(
             organiser(seed=args.seed, school_units=args.organiser_units, students_per_unit=args.students_per_unit)
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await fake.start(args.host, args.port)
-    try:
+
+    def ready() -> str:
         counts = ", ".join(f"{len(objects)} {resource}" for resource, objects in fake.objects.items())
-        sys.stdout.write(
-            f"fake Graph Education listening on {fake.graph_base_url} (token URL {fake.token_url}; {counts})\n"
-        )
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await fake.stop()
-        sys.stdout.write("fake Graph Education stopped\n")
-        sys.stdout.flush()
-    return 0
+        return f"fake Graph Education listening on {fake.graph_base_url} (token URL {fake.token_url}; {counts})"
+
+    return await serve_until_signalled(
+        lambda: fake.start(args.host, args.port), fake.stop, ready, "fake Graph Education stopped"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

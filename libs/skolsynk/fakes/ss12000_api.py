@@ -48,6 +48,7 @@ from aiohttp import web
 
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.fakes._server import FakeHttpServer, query_lists
 
 __all__ = [
     "DELETED_LIST_KEYS",
@@ -235,7 +236,7 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
     return KIND_ENDPOINTS[kind], obj
 
 
-class FakeSs12000Api:
+class FakeSs12000Api(FakeHttpServer[RequestRecord]):
     """An SS 12000 2.1 source API on a local port; see the module docstring."""
 
     def __init__(
@@ -253,6 +254,7 @@ class FakeSs12000Api:
         deleted_activities_key: Literal["activitites", "activities"] = "activitites",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.auth = auth
         self.client_id = client_id
@@ -266,14 +268,10 @@ class FakeSs12000Api:
         self._clock = clock
         self.data: dict[str, dict[str, dict[str, Any]]] = {endpoint: {} for endpoint in ENDPOINTS}
         self.deletions: list[tuple[datetime, str, str]] = []
-        self.requests: list[RequestRecord] = []
         self.tokens_issued = 0
         self._tokens: dict[str, float] = {}
         self._cursors: dict[str, _Cursor] = {}
         self._faults = _Faults()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._host = "127.0.0.1"
 
     # ------------------------------------------------------------------------------------------
     # data
@@ -358,17 +356,7 @@ class FakeSs12000Api:
         return token
 
     # ------------------------------------------------------------------------------------------
-    # server
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake is not started")
-        return self._port
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self._host}:{self.port}"
+    # server (``port``, ``origin``, ``start`` and ``stop`` come from FakeHttpServer)
 
     @property
     def base_url(self) -> str:
@@ -387,29 +375,12 @@ class FakeSs12000Api:
         app.router.add_get(f"{self.base_path}/deletedEntities", self._deleted)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self._port = int(sockets[0].getsockname()[1]) if sockets else port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     # ------------------------------------------------------------------------------------------
     # handlers
 
     def _record(self, request: web.Request, status: int, page: int | None = None) -> None:
         path = request.path[len(self.base_path) :] if request.path.startswith(self.base_path) else request.path
-        query: dict[str, list[str]] = {}
-        for key, value in request.query.items():
-            query.setdefault(key, []).append(value)
-        self.requests.append(RequestRecord(request.method, path, query, status, page))
+        self.requests.append(RequestRecord(request.method, path, query_lists(request), status, page))
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
