@@ -61,7 +61,7 @@ class PersonalDataPurger:
         reason = await self.blocker(tenant_id, person_id, session=session)
         if reason is not None:
             return PurgeOutcome(False, reason, {})
-        entries = await self.ledger.for_person(tenant_id, person_id)
+        entries = await self.ledger.for_person(tenant_id, person_id, session=session)
         ids = sorted({person_id, *(e["vendor_entity_id"] for e in entries)})
         counts = await self._purge(tenant_id, ids, session=session)
         await self.tombstones.record(
@@ -70,6 +70,7 @@ class PersonalDataPurger:
             purged=counts,
             vendors=sorted({e["vendor_id"] for e in entries}),
             deletions=len(entries),
+            session=session,
         )
         log.info("personal_data_purged", tenant_id=tenant_id, person_id=person_id, **counts)
         return PurgeOutcome(True, "purged", counts)

@@ -175,8 +175,9 @@ class ErasureLedger:
             {"tenant_id": tenant_id, "person_id": person_id, "status": {"$in": list(OPEN)}}, session=session
         )
 
-    async def for_person(self, tenant_id: str, person_id: str) -> list[Document]:
-        return await self.collection.find({"tenant_id": tenant_id, "person_id": person_id}).to_list(None)
+    async def for_person(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> list[Document]:
+        criteria = {"tenant_id": tenant_id, "person_id": person_id}
+        return await self.collection.find(criteria, session=session).to_list(None)
 
     async def mark_overdue(self, deadline: timedelta, *, now: datetime | None = None) -> int:
         """Pending entries requested longer ago than the deadline become overdue."""
@@ -361,7 +362,14 @@ class TombstoneStore:
         self.retention = retention
 
     async def record(
-        self, tenant_id: str, person_id: str, *, purged: dict[str, int], vendors: list[str], deletions: int
+        self,
+        tenant_id: str,
+        person_id: str,
+        *,
+        purged: dict[str, int],
+        vendors: list[str],
+        deletions: int,
+        session: Session | None = None,
     ) -> None:
         at = utcnow()
         await self.collection.update_one(
@@ -378,6 +386,7 @@ class TombstoneStore:
                 }
             },
             upsert=True,
+            session=session,
         )
 
     async def get(self, tenant_id: str, person_id: str) -> Document | None:
