@@ -683,7 +683,9 @@ class AdminService:
         subscriptions = [await self._view(s) for s, _ in await self.subscriptions.for_tenant(tenant_id)]
         summary = await self.findings_store.summary(tenant_id)
         errors = sum(v.get("error", 0) for v in summary.values())
-        open_deletions = [r for r in await self.ledger.evidence(tenant_id) if r["status"] in ("pending", "overdue")]
+        by_status: dict[str, int] = {}
+        for (_, _, status), count in (await self.ledger.counts(tenant_id)).items():
+            by_status[status] = by_status.get(status, 0) + count
         steps = {
             "source": bool(sources),
             "data": any(r.get("status") == "finalised" for r in runs),
@@ -701,8 +703,8 @@ class AdminService:
             "findings": {"errors": errors, "by_unit": summary},
             "entities": await self.entities.counts(tenant_id),
             "holds": len(await self.holds_store.for_tenant(tenant_id, status="pending")),
-            "deletions_open": len(open_deletions),
-            "deletions_overdue": sum(1 for r in open_deletions if r["status"] == "overdue"),
+            "deletions_open": by_status.get("pending", 0) + by_status.get("overdue", 0),
+            "deletions_overdue": by_status.get("overdue", 0),
         }
 
 
