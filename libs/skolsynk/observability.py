@@ -1,9 +1,9 @@
 """Health and metrics endpoints on their own port, and the metrics every service shares.
 
 ``/livez``   200 while the event loop answers (Kubernetes restarts the pod otherwise).
-``/readyz``  200 only when every registered readiness check passes (broker connected, store reachable,
-             consumers attached) and the service is not shutting down; 503 with the failing checks
-             named otherwise.
+``/readyz``  200 only when every registered readiness check passes (start-up finished: hooks run and
+             consumers attached; broker connected, store reachable) and the service is not shutting
+             down; 503 with the failing checks named otherwise.
 ``/metrics`` Prometheus text format from the service's registry.
 
 Every metric a service exposes is listed in ``docs/metrics.md`` (a unit test compares the registries
@@ -122,6 +122,28 @@ class Metrics:
         )
         self.http_inflight = Gauge(
             "skolsynk_http_requests_inflight", "HTTP requests being handled now.", ["server"], registry=r
+        )
+        # Store work, counted by the command listener on the service's Mongo client
+        # (skolsynk.storage.mongo.StoreWorkCounter): machine-independent, so a benchmark can say how many
+        # round trips and documents a change costs.
+        self.store_commands = Counter(
+            "skolsynk_store_commands",
+            "Commands sent to MongoDB (round trips), by command name and collection; the driver's own "
+            "monitoring (hello, ping) is not counted.",
+            ["command", "collection"],
+            registry=r,
+        )
+        self.store_documents_read = Counter(
+            "skolsynk_store_documents_read",
+            "Documents MongoDB returned to this service (cursor batches, findAndModify values), by collection.",
+            ["collection"],
+            registry=r,
+        )
+        self.store_documents_written = Counter(
+            "skolsynk_store_documents_written",
+            "Documents inserted, matched by updates or upserted, or deleted (the n of the reply), by collection.",
+            ["collection"],
+            registry=r,
         )
 
 

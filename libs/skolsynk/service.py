@@ -34,6 +34,7 @@ from skolsynk.messaging import (
 from skolsynk.observability import HealthServer, Metrics, http_metrics_middleware
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, IndexSpec, MongoClient, create_client, ensure_indexes, ping
+from skolsynk.storage.mongo import StoreWorkCounter
 
 log = get_logger(__name__)
 
@@ -56,7 +57,10 @@ class ServiceApp:
         )
         self.broker = Broker(settings.broker, topology, self.metrics, name=name)
         self.publisher = Publisher(self.broker, self.metrics, timeout_seconds=settings.broker.publish_timeout_seconds)
-        self.mongo: MongoClient = create_client(settings.store, app_name=name)
+        self.store_work = StoreWorkCounter(
+            self.metrics.store_commands, self.metrics.store_documents_read, self.metrics.store_documents_written
+        )
+        self.mongo: MongoClient = create_client(settings.store, app_name=name, listeners=[self.store_work])
         self.db: Database = self.mongo[settings.store.mongodb_database]
         self.outbox = Outbox(self.db)
         self.relay = OutboxRelay(self.outbox, self.publisher, self.metrics)
@@ -75,6 +79,9 @@ class ServiceApp:
         self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._web_runners: list[web.AppRunner] = []
         self.web_ports: list[int] = []
+        #: Set when :meth:`start` has run to the end (hooks run, consumers attached, APIs listening):
+        #: until then ``/readyz`` answers 503, so nothing is routed to a service still starting.
+        self.started = asyncio.Event()
 
     @classmethod
     def create(
@@ -157,7 +164,14 @@ class ServiceApp:
     async def _mongo_ready(self) -> bool:
         return await ping(self.mongo)
 
+    async def _started(self) -> bool:
+        return self.started.is_set()
+
     async def start(self) -> None:
+        """Connect, create indexes, run the start-up hooks, start the relay, the consumers, the
+        background tasks and the APIs, in that order. ``/readyz`` answers from the start (503) and
+        turns 200 only once all of it has run (the ``started`` check)."""
+        self.health.add_readiness_check("started", self._started)
         await self.health.start()
         self.health.add_readiness_check("mongodb", self._mongo_ready)
         self.health.add_readiness_check("broker", self.broker.ready)
@@ -194,6 +208,7 @@ class ServiceApp:
             sockets = getattr(site._server, "sockets", None) or []
             self.web_ports.append(sockets[0].getsockname()[1] if sockets else port)
             log.info("web_app_started", port=self.web_ports[-1])
+        self.started.set()
 
     def mark_shutting_down(self) -> None:
         self.health.mark_shutting_down()

@@ -1,12 +1,16 @@
-"""Storage helpers against the Mongo wire server: indexes, TTL changes, transactions, repositories."""
+"""Storage helpers against the Mongo wire server: indexes, TTL changes, transactions, repositories, and the
+counting of store work (commands, documents read and written) every service's client carries."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pymongo.errors import DuplicateKeyError
 
+from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import IndexSpec, Repository, create_client, ensure_indexes, in_transaction, ping
+from skolsynk.storage.mongo import StoreWorkCounter
 
 pytestmark = pytest.mark.connected
 
@@ -66,3 +70,81 @@ async def test_transaction_commits_all_or_nothing(store):
         await in_transaction(client, fails_halfway)
     assert await db["state"].count_documents({}) == 1
     assert await db["outbox_like"].count_documents({}) == 1
+
+
+# --- counting store work (the command listener every service's client carries) ---------------------
+
+
+@pytest.fixture
+async def counted(settings: ServiceSettings):
+    metrics = Metrics()
+    counter = StoreWorkCounter(metrics.store_commands, metrics.store_documents_read, metrics.store_documents_written)
+    client = create_client(settings.store, app_name="storage-count-test", listeners=[counter])
+    try:
+        yield client, client[settings.store.mongodb_database], metrics.registry
+    finally:
+        await client.drop_database(settings.store.mongodb_database)
+        await client.close()
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def _commands(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["command"], s.labels["collection"]): s.value
+        for family in registry.collect()
+        if family.name == "skolsynk_store_commands"
+        for s in family.samples
+        if s.name == "skolsynk_store_commands_total"
+    }
+
+
+async def test_store_work_is_counted_by_command_and_documents(counted):
+    client, db, registry = counted
+    assert await ping(client)  # the driver's own commands are not store work
+    assert _commands(registry) == {}
+
+    await db["units"].insert_many([{"_id": n, "year": n % 2} for n in range(5)])
+    assert _commands(registry) == {("insert", "units"): 1}
+    assert _sample(registry, "skolsynk_store_documents_written_total", collection="units") == 5
+
+    found = await db["units"].find({}, batch_size=2).to_list(None)
+    assert len(found) == 5
+    commands = _commands(registry)
+    assert commands[("find", "units")] == 1
+    assert commands[("getMore", "units")] == 2  # batches of 2, 2 and 1
+    assert _sample(registry, "skolsynk_store_documents_read_total", collection="units") == 5
+
+    await db["units"].update_many({"year": 1}, {"$set": {"odd": True}})  # matches 1 and 3
+    await db["units"].update_one({"_id": 99}, {"$set": {"year": 9}}, upsert=True)
+    await db["units"].update_one({"_id": 100}, {"$set": {"year": 9}})  # matches nothing
+    assert _sample(registry, "skolsynk_store_documents_written_total", collection="units") == 5 + 2 + 1
+    assert _commands(registry)[("update", "units")] == 3
+
+    before = await db["units"].find_one_and_update({"_id": 0}, {"$set": {"claimed": True}})
+    assert before is not None
+    assert await db["units"].find_one_and_update({"_id": 42}, {"$set": {"claimed": True}}) is None
+    assert _commands(registry)[("findAndModify", "units")] == 2
+    assert _sample(registry, "skolsynk_store_documents_read_total", collection="units") == 5 + 1
+    assert _sample(registry, "skolsynk_store_documents_written_total", collection="units") == 8 + 1
+
+    await db["units"].delete_many({"year": 0})  # 0, 2, 4
+    assert _sample(registry, "skolsynk_store_documents_written_total", collection="units") == 9 + 3
+
+    async def two_writes(session):  # type: ignore[no-untyped-def]
+        await db["state"].insert_one({"_id": 1}, session=session)
+        await db["outbox_like"].insert_one({"_id": 1}, session=session)
+
+    await in_transaction(client, two_writes)
+    commands = _commands(registry)
+    assert commands[("insert", "state")] == 1
+    assert commands[("insert", "outbox_like")] == 1
+    assert commands[("commitTransaction", "-")] == 1
+
+    read_before = _sample(registry, "skolsynk_store_documents_read_total", collection="units")
+    assert await db["units"].count_documents({}) == 3
+    assert _commands(registry)[("aggregate", "units")] == 1
+    assert _sample(registry, "skolsynk_store_documents_read_total", collection="units") == read_before + 1
+    assert not any(name.lower() in {"hello", "ismaster", "ping"} for name, _ in _commands(registry))

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -30,14 +31,94 @@ Session = AsyncClientSession
 T = TypeVar("T")
 
 
-def create_client(settings: StoreSettings, *, app_name: str) -> MongoClient:
-    """A client with explicit timeouts. Creating it does no I/O; :func:`ping` does."""
+#: Commands the driver sends on its own (handshakes, readiness pings, authentication, session clean-up):
+#: not the service's store work. Compared in lower case.
+DRIVER_COMMANDS = frozenset(
+    {"hello", "ismaster", "ping", "buildinfo", "saslstart", "saslcontinue", "authenticate", "getnonce", "endsessions"}
+)
+
+#: The ``collection`` label of a command that names none (``commitTransaction``, ``abortTransaction``).
+NO_COLLECTION = "-"
+
+#: Write commands whose reply's ``n`` counts the documents written, and the array each sends.
+_WRITE_ARRAYS = {"insert": "documents", "update": "updates", "delete": "deletes"}
+
+
+class StoreWorkCounter(monitoring.CommandListener):
+    """Counts the store work of one client (a PyMongo command listener, so every command is seen,
+    whichever repository sent it): commands by name and collection (each is one round trip), the
+    documents MongoDB returned (``firstBatch``/``nextBatch`` of a cursor, the ``value`` of a
+    ``findAndModify``) and the documents written (the ``n`` of an insert, update or delete reply, or of
+    a ``findAndModify``'s ``lastErrorObject``; the size of the array sent when a reply has none).
+
+    Labels are command names and collection names only: never a tenant or anything a document holds.
+    The driver's own commands (:data:`DRIVER_COMMANDS`) are not counted."""
+
+    def __init__(self, commands: Counter, documents_read: Counter, documents_written: Counter) -> None:
+        self._commands = commands
+        self._read = documents_read
+        self._written = documents_written
+        #: (connection, request id) -> (collection, documents sent) of a command not yet answered.
+        self._pending: dict[tuple[Any, int], tuple[str, int]] = {}
+
+    @staticmethod
+    def _counted(name: str) -> bool:
+        return name.lower() not in DRIVER_COMMANDS
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if not self._counted(name):
+            return
+        command = event.command
+        target = command.get("collection") if name == "getMore" else command.get(name)
+        collection = target if isinstance(target, str) and target else NO_COLLECTION
+        sent = command.get(_WRITE_ARRAYS.get(name, ""))
+        self._pending[(event.connection_id, event.request_id)] = (
+            collection,
+            len(sent) if isinstance(sent, list) else 0,
+        )
+        self._commands.labels(name, collection).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pending = self._pending.pop((event.connection_id, event.request_id), None)
+        if pending is None:
+            return
+        collection, sent = pending
+        reply = event.reply
+        read = written = 0
+        cursor = reply.get("cursor")
+        if isinstance(cursor, Mapping):
+            batch = cursor.get("firstBatch", cursor.get("nextBatch"))
+            read = len(batch) if isinstance(batch, list) else 0
+        name = event.command_name
+        if name == "findAndModify":
+            read = 1 if reply.get("value") is not None else 0
+            last_error = reply.get("lastErrorObject")
+            written = int(last_error.get("n", 0)) if isinstance(last_error, Mapping) else 0
+        elif name in _WRITE_ARRAYS:
+            n = reply.get("n")
+            written = int(n) if isinstance(n, int) else sent
+        if read:
+            self._read.labels(collection).inc(read)
+        if written:
+            self._written.labels(collection).inc(written)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._pending.pop((event.connection_id, event.request_id), None)
+
+
+def create_client(
+    settings: StoreSettings, *, app_name: str, listeners: Sequence[monitoring.CommandListener] = ()
+) -> MongoClient:
+    """A client with explicit timeouts. Creating it does no I/O; :func:`ping` does. ``listeners``
+    watch its commands (a service installs a :class:`StoreWorkCounter`)."""
     client: MongoClient = AsyncMongoClient(
         settings.mongodb_url.get_secret_value(),
         appname=app_name,
         serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
         tz_aware=True,
         retryWrites=True,
+        event_listeners=list(listeners),
     )
     return client
 
