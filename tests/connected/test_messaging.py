@@ -3,14 +3,28 @@ idempotency and the broker's own delivery limit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 
 import aio_pika
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.messaging import MessageContext, PermanentError, TransientError, UnroutableMessage
+from skolsynk.messaging import (
+    BatchConsumer,
+    BatchHandler,
+    Deferred,
+    Inbox,
+    MessageContext,
+    PermanentError,
+    TransientError,
+    UnroutableMessage,
+)
 from skolsynk.messaging.publisher import (
     HEADER_ATTEMPT,
     HEADER_FAILURE_REASON,
@@ -18,7 +32,7 @@ from skolsynk.messaging.publisher import (
     HEADER_ORIGINAL_QUEUE,
 )
 from skolsynk.service import ServiceApp
-from tests.helpers import drain_queue, queue_depth, wait_for, wait_for_depth
+from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for, wait_for_depth
 
 pytestmark = pytest.mark.connected
 
@@ -246,3 +260,245 @@ async def test_transient_errors_are_retried_past_max_attempts_and_never_dead_let
     assert calls == settings.broker.max_attempts + 2
     assert consumed(app, queue, "dead_letter") == 0
     assert await queue_depth(amqp_url, app.topology.queue(queue).dead_letter_queue) == 0
+
+
+# --- Batch consumers ----------------------------------------------------------------------------------
+
+
+class Commands(CommandListener):
+    """Counts the commands (store round trips) a client sends, by name and collection."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[tuple[str, str]] = Counter()
+
+    def started(self, event: CommandStartedEvent) -> None:
+        collection = event.command.get(event.command_name)
+        self.sent[(event.command_name, collection if isinstance(collection, str) else "-")] += 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+def batch_consumer(
+    app: ServiceApp,
+    queue: str,
+    handler: BatchHandler,
+    *,
+    batch_size: int = 50,
+    idempotent: bool = True,
+    mongo: AsyncMongoClient | None = None,
+) -> BatchConsumer:
+    client = mongo or app.mongo
+    broker = app.settings.broker
+    return BatchConsumer(
+        broker=app.broker,
+        publisher=app.publisher,
+        topology=app.topology,
+        queue=app.topology.queue(queue),
+        handler=handler,
+        metrics=app.metrics,
+        batch_size=batch_size,
+        max_attempts=broker.max_attempts,
+        handler_timeout_seconds=broker.handler_timeout_seconds,
+        mongo=client if idempotent else None,
+        inbox=Inbox(client[app.settings.store.mongodb_database], consumer=f"{app.name}:{queue}", ttl_seconds=3600)
+        if idempotent
+        else None,
+        outbox=app.outbox,
+    )
+
+
+async def publish_then_consume(app: ServiceApp, consumer: BatchConsumer, envelopes: list[Envelope]) -> None:
+    """Queue the messages first, so the consumer's first batch holds them all, then start consuming."""
+    for envelope in envelopes:
+        await app.publisher.publish(envelope, exchange=app.topology.exchange("control"), routing_key="sync.requested")
+    await consumer.start()
+    app.consumers.append(consumer)  # drained and stopped with the app
+
+
+def source_of(context: MessageContext) -> str:
+    return str(context.envelope.payload["source_id"])
+
+
+def request(source_id: str) -> Envelope:
+    return SyncRequested(source_id=source_id, requested_by="test").to_envelope(tenant_id="kommun-a", producer="test")
+
+
+async def test_batch_commits_in_one_transaction_with_one_inbox_insert(make_app, settings, mongo_url):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    commands = Commands()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url, event_listeners=[commands], tz_aware=True)
+    counters = client[settings.store.mongodb_database]["counters"]
+    batches: list[list[str]] = []
+
+    async def counts(contexts: list[MessageContext]) -> None:
+        batches.append([source_of(c) for c in contexts])
+        await counters.update_one(
+            {"_id": "runs"}, {"$inc": {"n": len(contexts)}}, upsert=True, session=contexts[0].session
+        )
+
+    await app.start()
+    consumer = batch_consumer(app, queue, counts, batch_size=50, mongo=client)
+    sent = [request(f"source-{n}") for n in range(10)]
+    try:
+        await publish_then_consume(app, consumer, [*sent, sent[3]])  # one of them twice
+        await wait_for(lambda: consumed(app, queue, "ack") == 10, what="the batch to be acked")
+        await wait_for(lambda: consumed(app, queue, "duplicate") == 1, what="the copy to be acked as a duplicate")
+        assert batches == [[f"source-{n}" for n in range(10)]]
+        assert (await counters.find_one({"_id": "runs"}))["n"] == 10
+        inbox = client[settings.store.mongodb_database]["inbox"]
+        assert await inbox.count_documents({}) == 10
+        assert commands.sent[("insert", "inbox")] == 1, "one inbox insert for the whole batch"
+        assert commands.sent[("find", "inbox")] == 1, "one inbox read for the whole batch"
+        assert commands.sent[("commitTransaction", "-")] == 1
+
+        # Redelivered later (a crash before the acks, say): every one is a duplicate, nothing runs again.
+        await app.publisher.publish(sent[0], exchange=app.topology.exchange("control"), routing_key="sync.requested")
+        await app.publisher.publish(sent[1], exchange=app.topology.exchange("control"), routing_key="sync.requested")
+        await wait_for(lambda: consumed(app, queue, "duplicate") == 3, what="the redeliveries to be skipped")
+        assert (await counters.find_one({"_id": "runs"}))["n"] == 10
+    finally:
+        await client.close()
+
+
+async def test_a_poison_message_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_once(
+    make_app, amqp_url, settings
+):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    counters = app.db["counters"]
+    batches: list[list[str]] = []
+
+    async def counts_but_refuses_poison(contexts: list[MessageContext]) -> Mapping[int, BaseException]:
+        batches.append([source_of(c) for c in contexts])
+        for context in contexts:  # writes for every message, the poison one too: the abort undoes them
+            await counters.update_one(
+                {"_id": source_of(context)}, {"$inc": {"n": 1}}, upsert=True, session=context.session
+            )
+        return {i: PermanentError("school unit code must have 8 digits") for i, c in enumerate(contexts)
+                if source_of(c) == "poison"}  # fmt: skip
+
+    await app.start()
+    consumer = batch_consumer(app, queue, counts_but_refuses_poison)
+    await publish_then_consume(app, consumer, [request("a"), request("poison"), request("b"), request("c")])
+
+    dlq = app.topology.queue(queue).dead_letter_queue
+    await wait_for_depth(amqp_url, dlq, 1)
+    await wait_for(lambda: consumed(app, queue, "ack") == 3, what="the rest of the batch")
+    assert batches == [["a", "poison", "b", "c"], ["a", "b", "c"]]
+    assert {d["_id"]: d["n"] async for d in counters.find()} == {"a": 1, "b": 1, "c": 1}
+    [dead] = await drain_queue(amqp_url, dlq)
+    assert Envelope.model_validate_json(dead.body).payload["source_id"] == "poison"
+    assert dead.headers[HEADER_FAILURE_TYPE] == "PermanentError"
+    assert dead.headers[HEADER_FAILURE_REASON] == "school unit code must have 8 digits"
+    assert consumed(app, queue, "dead_letter") == 1
+    assert consumed(app, queue, "retry") == 0
+
+
+async def test_a_batch_that_raises_is_taken_apart_and_only_the_culprit_walks_the_retry_ladder(
+    make_app, amqp_url, settings
+):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    handled: Counter[str] = Counter()
+    batch_sizes: list[int] = []
+
+    async def crashes_on_poison(contexts: list[MessageContext]) -> None:
+        batch_sizes.append(len(contexts))
+        if any(source_of(c) == "poison" for c in contexts):
+            raise RuntimeError("handler bug")
+        handled.update(source_of(c) for c in contexts)
+
+    await app.start()
+    consumer = batch_consumer(app, queue, crashes_on_poison, idempotent=False)
+    await publish_then_consume(app, consumer, [request("a"), request("poison"), request("b")])
+
+    dlq = app.topology.queue(queue).dead_letter_queue
+    await wait_for_depth(amqp_url, dlq, 1)
+    assert handled == {"a": 1, "b": 1}
+    assert batch_sizes[0] == 3
+    assert batch_sizes[1:] == [1] * (len(batch_sizes) - 1)
+    [dead] = await drain_queue(amqp_url, dlq)
+    assert Envelope.model_validate_json(dead.body).payload["source_id"] == "poison"
+    assert dead.headers[HEADER_ATTEMPT] == settings.broker.max_attempts
+    assert dead.headers[HEADER_FAILURE_TYPE] == "RuntimeError"
+    assert consumed(app, queue, "retry") == settings.broker.max_attempts - 1
+    assert consumed(app, queue, "ack") == 2
+
+
+async def test_a_batch_failing_for_an_outage_is_retried_whole_and_never_dead_lettered(make_app, amqp_url, settings):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    calls = 0
+    handled: Counter[str] = Counter()
+
+    async def vendor_down_for_a_while(contexts: list[MessageContext]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= settings.broker.max_attempts:
+            raise TransientError("vendor unavailable")
+        handled.update(source_of(c) for c in contexts)
+
+    await app.start()
+    consumer = batch_consumer(app, queue, vendor_down_for_a_while, idempotent=False)
+    await publish_then_consume(app, consumer, [request("a"), request("b")])
+
+    await wait_for(lambda: consumed(app, queue, "ack") == 2, timeout=30, what="success after the outage")
+    assert handled == {"a": 1, "b": 1}
+    assert consumed(app, queue, "retry") >= 2 * settings.broker.max_attempts - 1
+    assert consumed(app, queue, "dead_letter") == 0
+    assert await queue_depth(amqp_url, app.topology.queue(queue).dead_letter_queue) == 0
+
+
+async def test_stopping_requeues_a_batch_that_outlives_the_drain_budget(make_app, amqp_url):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    started = asyncio.Event()
+
+    async def hangs(contexts: list[MessageContext]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await app.start()
+    consumer = batch_consumer(app, queue, hangs, idempotent=False)
+    await publish_then_consume(app, consumer, [request("a"), request("b"), request("c")])
+    await asyncio.wait_for(started.wait(), timeout=10)
+    await consumer.stop(0.2)
+
+    await wait_for(lambda: consumed(app, queue, "requeue_shutdown") == 3, what="the batch to be requeued")
+    assert await queue_depth(amqp_url, queue) == 3
+    assert consumed(app, queue, "ack") == 0
+
+
+async def test_a_deferred_message_waits_on_the_first_step_however_often_it_failed_before(settings, amqp_url):
+    """``Deferred`` (a reference on its way) has a ladder of its own: after an outage's retries it is
+    tried again after the first step (0.2 s here), not the long one the attempt count would give (60 s)."""
+    ladder = settings.broker.model_copy(update={"retry_delays_seconds": (0.2, 60.0)})
+    app = ServiceApp.create("test-service", settings.model_copy(update={"broker": ladder}))
+    queue = app.queue_name("connectors", "sync-requests")
+    attempts: list[int] = []
+
+    async def outage_then_not_yet(envelope: Envelope, context: MessageContext) -> None:
+        attempts.append(context.attempt)
+        if context.attempt == 1:
+            raise TransientError("vendor unavailable")  # waits the first step (0.2 s)
+        if context.attempt == 2:
+            raise Deferred("a referenced entity is on its way")  # the attempt count would give 60 s
+
+    app.add_consumer(queue, outage_then_not_yet, idempotent=False)
+    try:
+        await app.start()
+        await app.publisher.publish(
+            sync_request(), exchange=app.topology.exchange("control"), routing_key="sync.requested"
+        )
+        await wait_for(lambda: consumed(app, queue, "ack") == 1, timeout=30, what="the deferred message to succeed")
+        assert attempts == [1, 2, 3]
+        assert consumed(app, queue, "dead_letter") == 0
+    finally:
+        await app.drain(1.0)
+        await app.close()
+        await delete_topology(amqp_url, app.topology)

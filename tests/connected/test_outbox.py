@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.messaging import MessageContext, OutboxRelay
+from skolsynk.messaging import MessageContext, OutboxEntry, OutboxRelay
 from skolsynk.service import ServiceApp
 from skolsynk.storage import in_transaction
 from tests.helpers import wait_for
@@ -142,3 +142,138 @@ async def test_two_relays_never_publish_the_same_entry_twice(make_app):
     await wait_for(lambda: sum(deliveries.values()) == 40, what="40 deliveries")
     assert set(deliveries) == {e.message_id for e in envelopes}
     assert max(deliveries.values()) == 1
+
+
+def sync_requests(n: int) -> list[Envelope]:
+    return [SyncRequested(source_id=f"s{i}", requested_by="test").to_envelope(tenant_id="kommun-a") for i in range(n)]
+
+
+async def started_with_own_relay(app: ServiceApp, **relay_options: float) -> tuple[OutboxRelay, asyncio.Task[None]]:
+    """The app started, its own relay stopped and one with ``relay_options`` running instead."""
+    await app.start()
+    app.relay.stop()
+    await asyncio.gather(*(t for t in app._tasks if t.get_name().endswith(":outbox-relay")))
+    app.outbox._wakeup.clear()  # the stopped relay's wake-up call, which it has answered
+    relay = OutboxRelay(app.outbox, app.publisher, app.metrics, **relay_options)  # type: ignore[arg-type]
+    return relay, asyncio.create_task(relay.run())
+
+
+async def test_add_many_writes_the_entries_in_one_insert_and_the_relay_publishes_them(make_app):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    deliveries: Counter[UUID] = Counter()
+
+    async def counts(envelope: Envelope, context: MessageContext) -> None:
+        deliveries[envelope.message_id] += 1
+
+    app.add_consumer(queue, counts, idempotent=False)
+    relay, task = await started_with_own_relay(app, poll_interval_seconds=60, pending_gauge_interval_seconds=60)
+    try:
+        await wait_for(lambda: relay.round_trips >= 2, what="the relay's first look and count")
+        before = relay.round_trips
+        envelopes = sync_requests(30)
+        inserts: list[int] = []
+        insert_many = app.outbox.collection.insert_many
+
+        async def counted_insert_many(documents, **kwargs):  # type: ignore[no-untyped-def]
+            inserts.append(len(documents))
+            return await insert_many(documents, **kwargs)
+
+        app.outbox.collection.insert_many = counted_insert_many  # type: ignore[method-assign]
+
+        async def commit(session):  # type: ignore[no-untyped-def]
+            return await app.outbox.add_many(
+                [
+                    OutboxEntry(e, exchange=app.topology.exchange("control"), routing_key="sync.requested")
+                    for e in envelopes
+                ],
+                session=session,
+            )
+
+        assert await in_transaction(app.mongo, commit) == 30
+        assert inserts == [30]
+        entry = await app.outbox.collection.find_one({"_id": str(envelopes[0].message_id)})
+        assert set(entry) == {
+            "_id", "exchange", "routing_key", "envelope", "headers", "created_at", "lease_until", "lease_owner",
+            "attempts", "sent_at",
+        }  # fmt: skip
+        assert Envelope.model_validate(entry["envelope"]) == envelopes[0]
+        app.outbox.notify()
+        await wait_for(lambda: sum(deliveries.values()) == 30, what="30 deliveries")
+        assert set(deliveries) == {e.message_id for e in envelopes}
+        assert max(deliveries.values()) == 1
+
+        async def marked_sent() -> bool:
+            return await app.outbox.pending_count() == 0
+
+        await wait_for(marked_sent, what="the entries to be marked sent")
+        # One claim (read and lease) and one mark for the 30, nothing else.
+        assert relay.round_trips - before == 3
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_an_idle_relay_neither_counts_nor_claims_except_a_backing_off_look(make_app):
+    app: ServiceApp = make_app()
+    counted: list[int] = []
+    pending_count = app.outbox.pending_count
+
+    async def counting_pending_count() -> int:
+        counted.append(1)
+        return await pending_count()
+
+    app.outbox.pending_count = counting_pending_count  # type: ignore[method-assign]
+    relay, task = await started_with_own_relay(
+        app, poll_interval_seconds=0.02, idle_poll_max_seconds=10, pending_gauge_interval_seconds=0.01
+    )
+    try:
+        looks: list[float] = []
+        claim = relay._claim
+
+        async def timed_claim():  # type: ignore[no-untyped-def]
+            looks.append(asyncio.get_running_loop().time())
+            return await claim()
+
+        relay._claim = timed_claim  # type: ignore[method-assign]
+        await wait_for(lambda: len(looks) >= 6, timeout=10, what="six looks for orphaned entries")
+        assert len(counted) <= 1, "the pending gauge is counted once (nothing pending), not on every pass"
+        # 0.02 s doubling each time an idle look finds nothing: at least 0.02 + 0.04 + 0.08 + 0.16 + 0.32.
+        assert looks[5] - looks[0] >= 0.6
+        round_trips = relay.round_trips
+        assert round_trips <= len(looks) + 1
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_notifies_of_a_burst_of_single_writes_are_coalesced_into_few_claims(make_app):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    received: list[UUID] = []
+
+    async def collects(envelope: Envelope, context: MessageContext) -> None:
+        received.append(envelope.message_id)
+
+    app.add_consumer(queue, collects, idempotent=False)
+    relay, task = await started_with_own_relay(
+        app, poll_interval_seconds=60, coalesce_seconds=1.0, pending_gauge_interval_seconds=60
+    )
+    try:
+        await wait_for(lambda: relay.round_trips >= 2, what="the relay's first look and count")
+        claims_before = relay._claims
+        envelopes = sync_requests(20)
+        for envelope in envelopes:  # one transaction and one notify per write, as a request handler does
+
+            async def commit(session, envelope=envelope):  # type: ignore[no-untyped-def]
+                await app.outbox.add(
+                    envelope, exchange=app.topology.exchange("control"), routing_key="sync.requested", session=session
+                )
+
+            await in_transaction(app.mongo, commit)
+            app.outbox.notify()
+        await wait_for(lambda: len(received) == 20, what="20 deliveries")
+        assert relay._claims - claims_before <= 5, "each notify must not cost a claim of its own"
+    finally:
+        relay.stop()
+        await task

@@ -1,9 +1,18 @@
 """Messaging on RabbitMQ with aio-pika: topology, publisher, consumer, inbox and outbox."""
 
 from skolsynk.messaging.broker import Broker
-from skolsynk.messaging.consumer import Consumer, Handler, MessageContext, PermanentError, TransientError
+from skolsynk.messaging.consumer import (
+    BatchConsumer,
+    BatchHandler,
+    Consumer,
+    Deferred,
+    Handler,
+    MessageContext,
+    PermanentError,
+    TransientError,
+)
 from skolsynk.messaging.inbox import AlreadyProcessed, Inbox
-from skolsynk.messaging.outbox import Outbox, OutboxRelay
+from skolsynk.messaging.outbox import Outbox, OutboxEntry, OutboxRelay
 from skolsynk.messaging.publisher import OutgoingMessage, Publisher, UnroutableMessage
 from skolsynk.messaging.topology import (
     Binding,
@@ -19,13 +28,17 @@ from skolsynk.messaging.topology import (
 
 __all__ = [
     "AlreadyProcessed",
+    "BatchConsumer",
+    "BatchHandler",
     "Binding",
     "Broker",
     "Consumer",
+    "Deferred",
     "Handler",
     "Inbox",
     "MessageContext",
     "Outbox",
+    "OutboxEntry",
     "OutboxRelay",
     "OutgoingMessage",
     "PermanentError",

@@ -13,6 +13,8 @@ handler raises anything else / times out     copied to the retry queue for its a
                                              dead-lettered with the reason
 handler raises :class:`TransientError`, or  retried along the ladder for as long as it takes
 MongoDB is unreachable (:func:`is_outage`)   (an outage), never dead-lettered
+handler raises :class:`Deferred`             the same, on a ladder counted by deferrals only
+                                             (the first deferral waits the first step)
 the process is stopping                      in-flight work gets ``drain_timeout``; what is left
                                              is ``nack(requeue=True)``-ed back to the queue
 the process dies                             the broker redelivers; after ``x-delivery-limit``
@@ -20,13 +22,36 @@ the process dies                             the broker redelivers; after ``x-de
 ===========================================  ===================================================
 
 Failure reasons in headers are scrubbed of personal data (:func:`skolsynk.logging.scrub`).
+
+:class:`BatchConsumer` hands its handler up to ``batch_size`` deliveries at once (what prefetch
+brought within ``linger_seconds`` of the first). Every delivery of a batch ends as the table says,
+settled on its own:
+
+===========================================  ===================================================
+envelope does not parse, already in the      as above, before the handler runs (one inbox read
+inbox, or twice in the batch (idempotent)    for the whole batch)
+handler succeeds                             idempotent: one transaction holds the handler's
+                                             writes and ONE inbox insert of the whole batch;
+                                             then every delivery is acked
+handler reports failures by position         each failed delivery is dead-lettered, retried or
+(``{index: error}``)                         retried forever exactly as the table above says for
+                                             that error; the others are acked. Idempotent: the
+                                             transaction is aborted (the failed ones must leave
+                                             nothing behind) and the rest is handled again
+handler raises (the batch as a whole)        an outage: every delivery to the retry ladder; any
+                                             other error: the batch is taken apart and every
+                                             delivery handled alone (a batch of one, its own
+                                             transaction), so a poison message meets its fate alone
+the process is stopping                      buffered deliveries are requeued at once; running
+                                             batches get ``drain_timeout``, then are requeued
+===========================================  ===================================================
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +90,16 @@ class TransientError(Exception):
     on its last step, and never dead-letter for it. The queue's age shows the outage instead."""
 
 
+class Deferred(TransientError):
+    """Not yet: something this message needs is on its way (a reference another delivery brings).
+    Retried, never dead-lettered, on a ladder of its own that starts at the first step however many
+    attempts the message had (counted in ``x-skolsynk-deferrals``)."""
+
+
+#: How often a message was deferred (:class:`Deferred`): which step of the retry ladder it waits on.
+HEADER_DEFERRALS = "x-skolsynk-deferrals"
+
+
 def is_outage(error: BaseException) -> bool:
     """An error that says a dependency is unavailable rather than that the message is bad: the database
     unreachable or failing over, or a transaction that lost a race and may simply be run again."""
@@ -91,6 +126,16 @@ class MessageContext:
     session: Session | None = None
     outbox: Outbox | None = None
     _emitted: list[Envelope] = field(default_factory=list)
+    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the handler's writes are committed (metrics, in-memory state): a
+        transaction that is retried (a write conflict) runs the handler again, this only once."""
+        self._after_commit.append(callback)
+
+    def _committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
 
     async def emit(
         self, message: MessageContract | Envelope, *, exchange: str, routing_key: str, producer: str | None = None
@@ -176,6 +221,7 @@ class Consumer:
         if self._stopping:
             return
         self._stopping = True
+        await self._release_unstarted()
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 async with asyncio.timeout(BROKER_CALL_TIMEOUT_SECONDS):
@@ -202,6 +248,9 @@ class Consumer:
                     await self._channel.close()
             except Exception:
                 log.warning("consumer_channel_close_failed", queue=self.spec.name, exc_info=True)
+
+    async def _release_unstarted(self) -> None:
+        """Give back deliveries held but not yet handed to a handler (none here; batches buffer)."""
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -270,21 +319,26 @@ class Consumer:
         if self._inbox is None or self._mongo is None:
             context = MessageContext(envelope, attempt, bool(message.redelivered), self.spec.name)
             await self._handler(envelope, context)
+            context._committed()
             return False
         inbox = self._inbox
         emitted = False
+        last: MessageContext | None = None
 
         async def unit_of_work(session: Session) -> None:
-            nonlocal emitted
+            nonlocal emitted, last
             context = MessageContext(
                 envelope, attempt, bool(message.redelivered), self.spec.name, session=session, outbox=self._outbox
             )
+            last = context
             await inbox.record(envelope.message_id, session=session)
             await self._handler(envelope, context)
             emitted = bool(context._emitted)
 
         async with self._mongo.start_session() as session:
             await session.with_transaction(unit_of_work)
+        if last is not None:
+            last._committed()
         return emitted
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, error: Exception, attempt: int) -> None:
@@ -296,13 +350,19 @@ class Consumer:
             await self._dead_letter(message, reason=str(error) or error_type, error_type=error_type, attempt=attempt)
             return
         step = self.spec.retry_step_for_attempt(attempt)
+        headers = _carry_headers(message)
+        if isinstance(error, Deferred):
+            # Its own ladder, from the first step: earlier failures (an outage) do not make it wait longer.
+            previous = headers.get(HEADER_DEFERRALS, 0)
+            deferrals = (previous if isinstance(previous, int) else 0) + 1
+            headers[HEADER_DEFERRALS] = deferrals
+            step = self.spec.retry_step_for_attempt(deferrals)
         log.warning(
             "message_failed_retrying",
             attempt=attempt,
             error_type=error_type,
             retry_in_seconds=self.spec.retry_delays_seconds[step],
         )
-        headers = _carry_headers(message)
         headers[HEADER_ATTEMPT] = attempt
         headers[HEADER_FAILURE_TYPE] = error_type
         headers[HEADER_FAILURE_REASON] = _clean_reason(str(error) or error_type)
@@ -367,3 +427,279 @@ def _first_error_location(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first.get("loc", ())) or "(body)"
     return f"{location} ({first.get('type', 'error')})"
+
+
+BatchHandler = Callable[[list[MessageContext]], Awaitable[Mapping[int, BaseException] | None]]
+"""Handles a batch; returns the failures by position in the batch (``None`` or ``{}``: all succeeded)."""
+
+#: How long a batch waits for more deliveries after its first before it is handled as it is.
+DEFAULT_LINGER_SECONDS = 0.05
+
+
+@dataclass
+class _Delivery:
+    message: AbstractIncomingMessage
+    envelope: Envelope
+    attempt: int
+
+
+class _PartialBatch(Exception):
+    """Aborts a batch's transaction when the handler reported failures."""
+
+    def __init__(self, failures: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failures)} deliveries of the batch failed")
+        self.failures = failures
+
+
+class BatchConsumer(Consumer):
+    """Consumes one work queue in batches: one handler call, and for an idempotent consumer one
+    transaction and one inbox insert, per batch. Settles every delivery on its own (see the module's
+    table). The channel's prefetch is two batches by default, so one fills while the other runs."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        publisher: Publisher,
+        topology: Topology,
+        queue: QueueSpec,
+        handler: BatchHandler,
+        metrics: Metrics,
+        batch_size: int,
+        max_attempts: int,
+        handler_timeout_seconds: float,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
+        prefetch: int | None = None,
+        mongo: MongoClient | None = None,
+        inbox: Inbox | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("a batch holds at least one delivery")
+        super().__init__(
+            broker=broker,
+            publisher=publisher,
+            topology=topology,
+            queue=queue,
+            handler=self._handle_alone,
+            metrics=metrics,
+            prefetch=prefetch if prefetch is not None else 2 * batch_size,
+            max_attempts=max_attempts,
+            handler_timeout_seconds=handler_timeout_seconds,
+            mongo=mongo,
+            inbox=inbox,
+            outbox=outbox,
+        )
+        self.batch_size = batch_size
+        self._batch_handler = handler
+        self._linger = linger_seconds
+        self._buffer: list[AbstractIncomingMessage] = []
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            await self._settle(message.nack(requeue=True), "requeue_shutdown")
+            return
+        self._metrics.consumer_inflight.labels(self.spec.name).inc()
+        self._buffer.append(message)
+        if len(self._buffer) >= self.batch_size:
+            self._flush()
+        elif self._linger_timer is None:
+            self._linger_timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
+
+    def _flush(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        task = asyncio.create_task(self._run_batch(batch), name=f"batch:{self.spec.name}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _release_unstarted(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        held, self._buffer = self._buffer, []
+        for message in held:
+            await self._settle(message.nack(requeue=True), "requeue_shutdown")
+        self._metrics.consumer_inflight.labels(self.spec.name).dec(len(held))
+
+    async def _run_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        try:
+            await self._process_batch(messages)
+        finally:
+            self._metrics.consumer_inflight.labels(self.spec.name).dec(len(messages))
+
+    async def _process_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        if len(messages) == 1 or self._stopping:
+            for message in messages:
+                await self._process(message)
+            return
+        deliveries: list[_Delivery] = []
+        for message in messages:
+            try:
+                envelope = Envelope.model_validate_json(message.body)
+            except ValidationError as error:
+                reason = f"invalid envelope: {error.error_count()} error(s), first at {_first_error_location(error)}"
+                await self._dead_letter(message, reason=reason, error_type="InvalidEnvelope", attempt=1)
+                continue
+            age = (datetime.now(UTC) - envelope.produced_at).total_seconds()
+            self._metrics.message_age_seconds.labels(self.spec.name).observe(max(age, 0.0))
+            deliveries.append(_Delivery(message, envelope, _attempt_of(message)))
+        if self._inbox is not None and deliveries:
+            deliveries = await self._without_duplicates(deliveries, self._inbox)
+        await self._handle_batch(deliveries)
+
+    async def _without_duplicates(self, deliveries: list[_Delivery], inbox: Inbox) -> list[_Delivery]:
+        """Ack what the inbox already holds, or what came twice in this batch (one read for all)."""
+        seen = await inbox.seen_many([d.envelope.message_id for d in deliveries])
+        fresh: list[_Delivery] = []
+        for delivery in deliveries:
+            if delivery.envelope.message_id in seen:
+                await self._settle(delivery.message.ack(), "duplicate")
+                continue
+            seen.add(delivery.envelope.message_id)
+            fresh.append(delivery)
+        return fresh
+
+    async def _handle_batch(self, deliveries: list[_Delivery]) -> None:
+        remaining = deliveries
+        while remaining:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self._handler_timeout):
+                    failures, emitted = await self._run_batch_handler(remaining)
+            except asyncio.CancelledError:
+                # Shutdown ran out of drain budget: give the batch back, uncounted.
+                for delivery in remaining:
+                    await self._settle(delivery.message.nack(requeue=True), "requeue_shutdown")
+                raise
+            except Exception as error:  # noqa: BLE001 - the batch as a whole failed
+                self._observe_batch(remaining, started)
+                await self._after_batch_failure(remaining, error)
+                return
+            self._observe_batch(remaining, started)
+            if failures and self._inbox is not None:
+                # The transaction was aborted: settle the failed ones, handle the rest again.
+                for index, delivery in enumerate(remaining):
+                    if index in failures:
+                        await self._settle_failure(delivery, failures[index])
+                remaining = [d for index, d in enumerate(remaining) if index not in failures]
+                continue
+            if emitted and self._outbox is not None:
+                self._outbox.notify()
+            for index, delivery in enumerate(remaining):
+                if index in failures:
+                    await self._settle_failure(delivery, failures[index])
+                else:
+                    await self._settle(delivery.message.ack(), "ack")
+            return
+
+    def _observe_batch(self, deliveries: list[_Delivery], started: float) -> None:
+        elapsed = time.monotonic() - started
+        histogram = self._metrics.message_processing_seconds.labels(self.spec.name)
+        for _ in deliveries:
+            histogram.observe(elapsed)
+
+    async def _after_batch_failure(self, deliveries: list[_Delivery], error: Exception) -> None:
+        if is_outage(error):
+            log.warning(
+                "batch_failed_retrying", queue=self.spec.name, size=len(deliveries), error_type=type(error).__name__
+            )
+            for delivery in deliveries:
+                with _bound(self.spec.name, delivery.envelope):
+                    await self._retry_or_dead_letter(delivery.message, error, delivery.attempt)
+            return
+        # Which delivery broke the batch is unknown: every one is handled alone, in order.
+        log.warning(
+            "batch_failed_handling_alone", queue=self.spec.name, size=len(deliveries), error_type=type(error).__name__
+        )
+        for delivery in deliveries:
+            await self._process(delivery.message)
+
+    async def _settle_failure(self, delivery: _Delivery, error: BaseException) -> None:
+        with _bound(self.spec.name, delivery.envelope):
+            if isinstance(error, AlreadyProcessed):
+                await self._settle(delivery.message.ack(), "duplicate")
+            elif isinstance(error, PermanentError | ContractMismatch | ValidationError):
+                log.warning("message_rejected_permanently", error_type=type(error).__name__)
+                await self._dead_letter(
+                    delivery.message, reason=str(error), error_type=type(error).__name__, attempt=delivery.attempt
+                )
+            elif isinstance(error, Exception):
+                await self._retry_or_dead_letter(delivery.message, error, delivery.attempt)
+            else:  # a BaseException that is not an Exception is not a handler's verdict
+                await self._retry_or_dead_letter(delivery.message, RuntimeError(type(error).__name__), delivery.attempt)
+
+    async def _run_batch_handler(self, deliveries: list[_Delivery]) -> tuple[dict[int, BaseException], bool]:
+        """Run the handler on the batch, in one transaction with one inbox insert when there is an
+        inbox. Returns the failures by position and whether messages were emitted into the outbox."""
+        queue = self.spec.name
+        if self._inbox is None or self._mongo is None:
+            contexts = [MessageContext(d.envelope, d.attempt, bool(d.message.redelivered), queue) for d in deliveries]
+            failures = _checked(await self._batch_handler(contexts), len(contexts))
+            for position, context in enumerate(contexts):
+                if position not in failures:
+                    context._committed()
+            return failures, False
+        inbox = self._inbox
+        emitted = False
+        last: list[MessageContext] = []
+
+        async def unit_of_work(session: Session) -> None:
+            nonlocal emitted, last
+            contexts = [
+                MessageContext(
+                    d.envelope, d.attempt, bool(d.message.redelivered), queue, session=session, outbox=self._outbox
+                )
+                for d in deliveries
+            ]
+            last = contexts
+            failures = _checked(await self._batch_handler(contexts), len(contexts))
+            if failures:
+                raise _PartialBatch(failures)
+            await inbox.record_many([d.envelope.message_id for d in deliveries], session=session)
+            emitted = any(c._emitted for c in contexts)
+
+        try:
+            async with self._mongo.start_session() as session:
+                await session.with_transaction(unit_of_work)
+        except _PartialBatch as partial:
+            return partial.failures, False
+        for context in last:
+            context._committed()
+        return {}, emitted
+
+    async def _handle_alone(self, envelope: Envelope, context: MessageContext) -> None:
+        """The per-delivery path (a batch of one, or a broken batch taken apart): the batch handler
+        with one delivery, its failure raised as the per-message consumer expects."""
+        failures = _checked(await self._batch_handler([context]), 1)
+        if 0 in failures:
+            raise failures[0]
+
+
+def _checked(failures: Mapping[int, BaseException] | None, size: int) -> dict[int, BaseException]:
+    if not failures:
+        return {}
+    wrong = [i for i in failures if not 0 <= i < size]
+    if wrong:
+        raise RuntimeError(f"the batch handler reported failures for positions {wrong} of a batch of {size}")
+    return dict(failures)
+
+
+def _attempt_of(message: AbstractIncomingMessage) -> int:
+    previous = (message.headers or {}).get(HEADER_ATTEMPT, 0)
+    return (previous if isinstance(previous, int) else 0) + 1
+
+
+def _bound(queue: str, envelope: Envelope) -> Any:
+    return bound_context(
+        queue=queue,
+        message_id=str(envelope.message_id),
+        message_type=envelope.message_type,
+        tenant_id=envelope.tenant_id,
+        correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
+    )

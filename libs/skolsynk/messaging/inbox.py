@@ -10,10 +10,11 @@ Only ids are stored: no payloads, no personal data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from skolsynk.storage import Database, IndexSpec, Session
 
@@ -43,6 +44,30 @@ class Inbox:
 
     async def seen(self, message_id: UUID) -> bool:
         return await self.collection.find_one({"_id": self._key(message_id)}, projection={"_id": 1}) is not None
+
+    async def seen_many(self, message_ids: Iterable[UUID]) -> set[UUID]:
+        """Which of these messages were applied before (one read for a batch)."""
+        keys = [self._key(m) for m in message_ids]
+        cursor = self.collection.find({"_id": {"$in": keys}}, projection={"message_id": 1})
+        return {UUID(doc["message_id"]) async for doc in cursor}
+
+    async def record_many(self, message_ids: Iterable[UUID], *, session: Session | None = None) -> None:
+        """Record a batch as applied in one insert; raises :class:`AlreadyProcessed` if any was."""
+        now = datetime.now(UTC)
+        documents = [
+            {"_id": self._key(m), "consumer": self.consumer, "message_id": str(m), "processed_at": now}
+            for m in message_ids
+        ]
+        if not documents:
+            return
+        try:
+            await self.collection.insert_many(documents, ordered=True, session=session)
+        except DuplicateKeyError as error:
+            raise AlreadyProcessed("a message of the batch") from error
+        except BulkWriteError as error:
+            if any(e.get("code") == 11000 for e in error.details.get("writeErrors", [])):
+                raise AlreadyProcessed("a message of the batch") from error
+            raise
 
     async def record(self, message_id: UUID, *, session: Session | None = None) -> None:
         """Record the message as applied; raises :class:`AlreadyProcessed` if it was."""
