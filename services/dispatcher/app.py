@@ -17,6 +17,7 @@ from dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from dispatcher.scim import EgilScimClient
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry, load_catalogue
 from skolsynk.logging import get_logger
+from skolsynk.messaging import BatchConsumer
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -81,13 +82,31 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         publisher=app.publisher,
         feed_queue=feed_queue,
         receipts_exchange=app.topology.exchange("gdpr"),
-        # waiting for references must leave the request itself time within the handler's timeout
+        # waiting for references in flight must leave the batch time within the handler's timeout
         dependency_wait_seconds=min(10.0, settings.broker.handler_timeout_seconds / 3),
         metrics=metrics,
     )
     app.extensions["deliverer"] = deliverer
-    # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions.
-    app.add_consumer(app.queue_name(SERVICE, vendor.vendor_id), deliverer.handle, idempotent=False)
+    # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
+    # up to SKOLSYNK_PREFETCH changes, two in flight (docs/dispatcher.md); both must get through the
+    # vendor's rate limit well within the handler's budget.
+    broker = settings.broker
+    batch_size = broker.prefetch
+    if vendor.scim is not None:
+        paced = int(vendor.scim.rate_per_second * broker.handler_timeout_seconds / 4)
+        batch_size = max(1, min(batch_size, paced))
+    consumer = BatchConsumer(
+        broker=app.broker,
+        publisher=app.publisher,
+        topology=app.topology,
+        queue=app.topology.queue(app.queue_name(SERVICE, vendor.vendor_id)),
+        handler=deliverer.handle_batch,
+        metrics=app.metrics,
+        batch_size=batch_size,
+        max_attempts=broker.max_attempts,
+        handler_timeout_seconds=broker.handler_timeout_seconds,
+    )
+    app.consumers.append(consumer)  # ServiceApp starts, checks and drains it like its own consumers
 
     async def prepare() -> None:
         """Publish the vendor's profile for the normaliser, start the SCIM client or declare the

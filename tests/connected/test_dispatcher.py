@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from dispatcher.app import DispatcherSettings
 from dispatcher.app import build as build_dispatcher
@@ -27,13 +30,14 @@ from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.fakes.egil_vendor import FakeEgilVendor
+from skolsynk.messaging import BatchConsumer
 from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage.deliveries import DeliveryLedger
+from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.synthetic import full_run, organiser, school_unit_codes
-from tests.helpers import delete_topology, drain_queue, wait_for
+from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -120,8 +124,16 @@ class Stack:
 
 
 async def start_stack(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, queue_mode: bool = False
+    settings: ServiceSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    queue_mode: bool = False,
+    consuming: bool = True,
+    records: list[SourceRecord] | None = None,
 ) -> Stack:
+    """The normaliser, the vendor's dispatcher and (unless ``queue_mode``) a fake EGIL SCIM vendor.
+    ``consuming=False``: the dispatcher starts without consuming (its queue fills; see :func:`consume`)."""
     vendor: FakeEgilVendor | None = None
     if queue_mode:
         catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
@@ -142,10 +154,65 @@ async def start_stack(
             {**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
         )
     )
+    if not consuming:
+        dispatcher.extensions["held_consumers"] = list(dispatcher.consumers)
+        dispatcher.consumers.clear()
     await dispatcher.start()
     await normaliser.start()
-    records = organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
+    records = records or organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
     return Stack(normaliser, dispatcher, vendor, settings, records)
+
+
+async def consume(stack: Stack) -> BatchConsumer:
+    """Start the dispatcher's consumer held back by ``start_stack(consuming=False)``."""
+    [consumer] = stack.dispatcher.extensions.pop("held_consumers")
+    assert isinstance(consumer, BatchConsumer)
+    await consumer.start()
+    stack.dispatcher.consumers.append(consumer)
+    return consumer
+
+
+async def backlog(stack: Stack) -> int:
+    """Wait until the normaliser has queued every change of the sync for the (not consuming)
+    dispatcher; returns how many there are."""
+    queue = stack.dispatcher.queue_name("dispatcher", VENDOR)
+    amqp_url = stack.settings.broker.amqp_url.get_secret_value()
+    expected = 0
+
+    async def queued() -> bool:
+        nonlocal expected
+        if stack.pending_run is not None:
+            run = await stack.normaliser.db["runs"].find_one({"_id": str(stack.pending_run)})
+            if run is None or run.get("status") != "finalised":
+                return False
+        if await stack.normaliser.db["projection_locks"].count_documents({}):
+            return False
+        if await stack.normaliser.outbox.pending_count():
+            return False
+        expected = len(await stack.selection())
+        return expected > 0 and await queue_depth(amqp_url, queue) == expected
+
+    await wait_for(queued, timeout=90, interval=0.2, what="the vendor's changes to be queued")
+    return expected
+
+
+class StoreCommands(CommandListener):
+    """Counts the commands (round trips) a client sends to the store."""
+
+    MONITORING = frozenset({"hello", "isMaster", "ismaster", "ping", "endSessions", "saslStart", "saslContinue"})
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name not in self.MONITORING:
+            self.sent[event.command_name] += 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
 
 
 @pytest.fixture
@@ -285,6 +352,7 @@ async def test_vendor_down_and_back_the_backlog_drains(stack: Stack):
     await stack.settled(timeout=90)
     selection = await stack.selection()
     assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
+    assert stack.vendor.dangling_references == [], "a reference reached the vendor before its target"
     dlq = stack.dispatcher.topology.queue(stack.dispatcher.queue_name("dispatcher", VENDOR)).dead_letter_queue
     assert await drain_queue(stack.settings.broker.amqp_url.get_secret_value(), dlq) == []
 
@@ -443,3 +511,125 @@ async def test_a_change_older_than_what_was_delivered_is_dropped(stack: Stack):
     await wait_for(lambda: acked._value.get() > before, what="the stale change to be handled")
     assert len(stack.vendor.requests) == requests_before
     assert str(target) in held(stack.vendor, "Users")
+
+
+async def test_a_full_sync_costs_a_few_store_round_trips_per_batch(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The issue's target: at most 0.2 store round trips per delivered vendor change on a full sync
+    (the dispatcher's store work is its ledger: a client with a command listener counts it)."""
+    settings = settings.model_copy(update={"broker": settings.broker.model_copy(update={"prefetch": 50})})
+    records = organiser(seed=7, school_units=3, students_per_unit=30, teachers_per_unit=2)
+    stack = await start_stack(settings, tmp_path, monkeypatch, consuming=False, records=records)
+    commands = StoreCommands()
+    client: AsyncMongoClient = AsyncMongoClient(
+        settings.store.mongodb_url.get_secret_value(), event_listeners=[commands], tz_aware=True
+    )
+    try:
+        assert stack.vendor is not None
+        deliverer = stack.dispatcher.extensions["deliverer"]
+        deliverer.ledger = DeliveryLedger(client[settings.store.mongodb_database], VENDOR)
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        changes = await backlog(stack)
+        assert changes > 150
+        await consume(stack)
+        await stack.settled(timeout=90)
+        selection = await stack.selection()
+        assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
+        assert stack.vendor.dangling_references == []
+        round_trips = sum(commands.sent.values())
+        assert set(commands.sent) <= {"find", "update"}, commands.sent
+        assert round_trips / changes <= 0.2, f"{round_trips} store round trips for {changes} changes: {commands.sent}"
+    finally:
+        await client.close()
+        await stop_stack(stack)
+
+
+async def test_dependents_ahead_of_their_references_wait_for_them_in_the_batch(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """After an outage the retried persons come back behind the groups and activities that refer to
+    them. Here the whole backlog arrives in reverse reference order: every change waits for exactly
+    the deliveries it needs and goes right after them, in the same batch: nothing is sent back."""
+    settings = settings.model_copy(update={"broker": settings.broker.model_copy(update={"prefetch": 100})})
+    stack = await start_stack(settings, tmp_path, monkeypatch, consuming=False)
+    try:
+        assert stack.vendor is not None
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        changes = await backlog(stack)
+        queue = stack.dispatcher.queue_name("dispatcher", VENDOR)
+        amqp_url = settings.broker.amqp_url.get_secret_value()
+        queued = await drain_queue(amqp_url, queue)
+        assert len(queued) == changes
+        kinds = [VendorChange.from_envelope(Envelope.model_validate_json(m.body)).entity_kind for m in queued]
+        assert kinds.index(EntityKind.PERSON) < kinds.index(EntityKind.GROUP), "the normaliser sends references first"
+        for message in reversed(queued):
+            await stack.dispatcher.publisher.publish(
+                Envelope.model_validate_json(message.body), exchange="", routing_key=queue
+            )
+        await consume(stack)
+        await stack.settled(timeout=60)
+        selection = await stack.selection()
+        assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
+        assert len(held(stack.vendor, "StudentGroups")) == sum(1 for d in selection.values() if d["kind"] == "group")
+        assert stack.vendor.dangling_references == [], "a reference reached the vendor before its target"
+        consumed = stack.dispatcher.metrics.messages_consumed
+        assert consumed.labels(queue, "retry")._value.get() == 0
+        assert consumed.labels(queue, "ack")._value.get() == changes
+    finally:
+        await stop_stack(stack)
+
+
+async def test_the_ledgers_queries_are_served_by_indexes(stack: Stack):
+    """Every query of the delivery ledger uses an index (explain on the Mongo wire server); the drift
+    check's and the reports' too."""
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    await stack.settled()
+    ledger = stack.ledger.collection
+    some = [f"{TENANT}:{VENDOR}:{person_id('student-0-0')}", f"{TENANT}:{VENDOR}:{person_id('student-0-1')}"]
+    queries = {
+        "batch read": ledger.find({"_id": {"$in": some}}),
+        "upsert target": ledger.find({"_id": some[0]}),
+        "report": ledger.find({"tenant_id": TENANT, "vendor_id": VENDOR}).sort([("kind", 1), ("entity_id", 1)]),
+        "test report": ledger.find({"tenant_id": TENANT, "vendor_id": VENDOR, "test": True}).sort(
+            [("kind", 1), ("entity_id", 1)]
+        ),
+        "drift check": ledger.find({"vendor_id": VENDOR, "test": False, "status": "delivered"}),
+    }
+    for what, cursor in queries.items():
+        plan = (await cursor.explain())["queryPlanner"]["winningPlan"]
+        assert "COLLSCAN" not in str(plan), f"the ledger's {what} scans the collection: {plan}"
+
+
+async def test_the_ledger_records_a_batch_in_one_write_and_never_moves_back(stack: Stack):
+    ledger = stack.ledger
+    entity, other = person_id("student-0-0"), person_id("student-0-1")
+
+    def entry(entity_id: uuid.UUID, version: int, status: str = "delivered") -> LedgerRecord:
+        return LedgerRecord(
+            TENANT,
+            entity_id,
+            kind="person",
+            operation="upsert",
+            version=version,
+            resource_hash=f"hash-{version}",
+            status=status,  # type: ignore[arg-type]
+            test=False,
+            reason="$not an expression",
+        )
+
+    await ledger.record_many([entry(entity, 3), entry(other, 1)])
+    await ledger.record_many([entry(entity, 2, "rejected"), entry(other, 2)])
+    first, second = await ledger.get(TENANT, entity), await ledger.get(TENANT, other)
+    assert first is not None
+    assert second is not None
+    assert (first["version"], first["status"], first["hash"]) == (3, "delivered", "hash-3")
+    assert first["reason"] == "$not an expression"
+    assert (second["version"], second["hash"]) == (2, "hash-2")
+    await ledger.record_many([entry(entity, 3, "rejected")])  # the same version may be recorded again
+    assert (await ledger.get(TENANT, entity) or {})["status"] == "rejected"
+    entries = await ledger.get_many([(TENANT, entity), (TENANT, str(other)), (TENANT, uuid.uuid4())])
+    assert set(entries) == {(TENANT, str(entity)), (TENANT, str(other))}

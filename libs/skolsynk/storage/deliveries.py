@@ -12,14 +12,27 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from pymongo import UpdateOne
+
 from skolsynk.storage import Database, Document, IndexSpec
 
 LEDGER = "delivery_ledger"
-INDEXES = [IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("kind", 1)], name="by_vendor")]
+#: The ledger's queries and what serves them (``_id`` is ``tenant:vendor:entity``):
+#:
+#: * the dispatcher's batch read of entries and references, and its upserts: ``_id`` (built in);
+#: * a tenant's entries for a vendor (report CSV, admin pages), sorted by kind: ``by_vendor``;
+#: * the same, of test mode or live only (test report): ``by_vendor_test``;
+#: * a vendor's delivered entries across tenants (drift check): ``by_vendor_status``.
+INDEXES = [
+    IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("kind", 1)], name="by_vendor"),
+    IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("test", 1), ("kind", 1)], name="by_vendor_test"),
+    IndexSpec(LEDGER, [("vendor_id", 1), ("status", 1), ("test", 1)], name="by_vendor_status"),
+]
 
 Status = Literal["delivered", "test", "test_rejected", "rejected"]
 
@@ -37,6 +50,24 @@ REPORT_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One delivery outcome to record (no personal data: ids, kinds, units, roles, versions, hashes)."""
+
+    tenant_id: str
+    entity_id: UUID | str
+    kind: str
+    operation: str
+    version: int
+    resource_hash: str | None
+    status: Status
+    test: bool
+    school_unit_ids: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    reason: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
 class DeliveryLedger:
     def __init__(self, db: Database, vendor_id: str) -> None:
         self.collection = db[LEDGER]
@@ -47,6 +78,18 @@ class DeliveryLedger:
 
     async def get(self, tenant_id: str, entity_id: UUID) -> Document | None:
         return await self.collection.find_one({"_id": self._id(tenant_id, entity_id)})
+
+    async def get_many(self, keys: Iterable[tuple[str, UUID | str]]) -> dict[tuple[str, str], Document]:
+        """The entries of these (tenant, entity) pairs, in one query on ``_id``: a batch's own
+        entities and everything they refer to."""
+        ids = sorted({self._id(tenant_id, entity_id) for tenant_id, entity_id in keys})
+        if not ids:
+            return {}
+        cursor = self.collection.find(
+            {"_id": {"$in": ids}},
+            {"tenant_id": 1, "entity_id": 1, "status": 1, "operation": 1, "version": 1, "test": 1, "reason": 1},
+        )
+        return {(doc["tenant_id"], doc["entity_id"]): doc async for doc in cursor}
 
     async def record(
         self,
@@ -64,28 +107,53 @@ class DeliveryLedger:
         reason: str | None = None,
     ) -> None:
         """Record a delivery, never moving an entity back to an older version."""
-        fields: dict[str, Any] = {
-            "tenant_id": tenant_id,
-            "vendor_id": self.vendor_id,
-            "entity_id": str(entity_id),
-            "kind": kind,
-            "operation": operation,
-            "version": version,
-            "hash": resource_hash,
-            "status": status,
-            "test": test,
-            "at": datetime.now(UTC),
-            "school_unit_ids": list(school_unit_ids),
-            "roles": list(roles),
-            "reason": reason,
-        }
-        await self._upsert_if_newer(tenant_id, entity_id, version, fields)
+        await self.record_many(
+            [
+                LedgerRecord(
+                    tenant_id,
+                    entity_id,
+                    kind=kind,
+                    operation=operation,
+                    version=version,
+                    resource_hash=resource_hash,
+                    status=status,
+                    test=test,
+                    school_unit_ids=tuple(school_unit_ids),
+                    roles=tuple(roles),
+                    reason=reason,
+                )
+            ]
+        )
 
-    async def _upsert_if_newer(self, tenant_id: str, entity_id: UUID, version: int, fields: dict[str, Any]) -> None:
-        document_id = self._id(tenant_id, entity_id)
-        result = await self.collection.update_one({"_id": document_id, "version": {"$lte": version}}, {"$set": fields})
-        if result.matched_count == 0 and await self.collection.count_documents({"_id": document_id}) == 0:
-            await self.collection.update_one({"_id": document_id}, {"$setOnInsert": fields}, upsert=True)
+    async def record_many(self, records: Iterable[LedgerRecord]) -> None:
+        """Record a batch of deliveries with one bulk write, never moving an entity back to an older
+        version. Each is an upsert found by ``_id`` alone (a point lookup) whose update pipeline
+        replaces the entry only when its recorded version is not newer."""
+        operations = []
+        for r in records:
+            fields = {"_id": self._id(r.tenant_id, r.entity_id), **self._fields(r)}
+            newer_or_new = {"$lte": [{"$ifNull": ["$version", -1]}, r.version]}
+            replacement = {"$cond": {"if": newer_or_new, "then": {"$literal": fields}, "else": "$$ROOT"}}
+            operations.append(UpdateOne({"_id": fields["_id"]}, [{"$replaceWith": replacement}], upsert=True))
+        if operations:
+            await self.collection.bulk_write(operations, ordered=False)
+
+    def _fields(self, record: LedgerRecord) -> dict[str, Any]:
+        return {
+            "tenant_id": record.tenant_id,
+            "vendor_id": self.vendor_id,
+            "entity_id": str(record.entity_id),
+            "kind": record.kind,
+            "operation": record.operation,
+            "version": record.version,
+            "hash": record.resource_hash,
+            "status": record.status,
+            "test": record.test,
+            "at": record.at,
+            "school_unit_ids": list(record.school_unit_ids),
+            "roles": list(record.roles),
+            "reason": record.reason,
+        }
 
     async def present_live(self, tenant_id: str, entity_ids: Iterable[str]) -> set[str]:
         """Which of these entities exist at the vendor (delivered live, last operation an upsert)."""
