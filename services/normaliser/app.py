@@ -50,7 +50,15 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
     """The normaliser. ``clock`` is the time the selection rules judge dates by (tests move it)."""
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes(
-        [*state.INDEXES, *subscriptions.INDEXES, *findings.INDEXES, *holds.INDEXES, *erasures.INDEXES, *history.INDEXES]
+        [
+            *state.INDEXES,
+            *state.PROJECTION_INDEXES,
+            *subscriptions.INDEXES,
+            *findings.INDEXES,
+            *holds.INDEXES,
+            *erasures.INDEXES,
+            *history.INDEXES,
+        ]
     )
     declared_vendors: set[str] = set()
     metrics = NormaliserMetrics(app.metrics.registry)
@@ -88,6 +96,14 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         gauges=gauges,
     )
     app.extensions["handlers"] = handlers
+
+    async def backfill_references() -> None:
+        """Entities stored by a version without dependency tokens get them before projections start."""
+        done = await state.EntityStore(app.db).backfill_references()
+        if done:
+            log.info("entity_references_backfilled", entities=done)
+
+    app.add_startup(backfill_references)
     app.extensions["state_gauges"] = gauges
     app.add_consumer(app.queue_name(SERVICE, "source-events"), handlers.source_event)
     app.add_consumer(

@@ -28,6 +28,9 @@ from skolsynk.messaging import MessageContext, PermanentError, TransientError
 
 log = get_logger(__name__)
 
+#: Projection reasons that look only at what changed since the last projection.
+INCREMENTAL_REASONS = frozenset({"snapshot"})
+
 
 class NormaliserHandlers:
     def __init__(
@@ -70,6 +73,7 @@ class NormaliserHandlers:
                 valid=result.valid,
                 withheld=result.withheld,
                 deletions=result.deletions,
+                staged=result.staged,
             )
             ready, run_id = result.run_ready, page.run_id
         elif envelope.message_type == SourceRunCompleted.message_type:
@@ -112,7 +116,10 @@ class NormaliserHandlers:
         resend_vendor_id: str | None = None,
     ) -> None:
         resend = frozenset({resend_vendor_id} if resend_vendor_id else ())
-        if not await self.lock.acquire(tenant_id, resend=resend):
+        # After a source run only what it changed is projected; anything else (a subscription or
+        # profile change, a hold decision, an erasure, the date check, a resend) needs the whole organiser.
+        whole = reason not in INCREMENTAL_REASONS
+        if not await self.lock.acquire(tenant_id, resend=resend, whole=whole):
             log.info("projection_coalesced", tenant_id=tenant_id)
             return
         try:
@@ -127,12 +134,14 @@ class NormaliserHandlers:
                     reason=reason,
                     correlation_id=correlation_id,
                     resend_vendor_ids=resend,
+                    whole=whole,
                 )
                 if self.metrics is not None:
                     self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
                 await self._refresh_gauges(tenant_id)
-                # Requests that arrived meanwhile (with any resends they asked for) run once more.
-                again, resend = await self.lock.release(tenant_id)
+                # Requests that arrived meanwhile (with any resends, or a need for the whole
+                # organiser, they asked for) run once more.
+                again, resend, whole = await self.lock.release(tenant_id)
                 if not again:
                     break
         except BaseException:

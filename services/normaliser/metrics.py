@@ -68,6 +68,21 @@ class NormaliserMetrics:
             registry=registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
+        self.projections = Counter(
+            "skolsynk_projections",
+            "Projections of a tenant by mode: changes (only what changed since the last one and what depends on "
+            "it) or whole (the whole organiser: subscription changes, resends, the date check, large runs).",
+            ["mode"],
+            registry=registry,
+        )
+        self.projection_entities = Histogram(
+            "skolsynk_projection_entities",
+            "Entities per incremental projection: outputs (whose projection was recomputed) and read (outputs and "
+            "what they depend on). Grows with what changed, not with the organiser.",
+            ["what"],
+            registry=registry,
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+        )
         self.changes_emitted = Counter(
             "skolsynk_vendor_changes_emitted",
             "Per-vendor change events committed to the outbox, by tenant, vendor and operation (upsert, delete).",

@@ -10,7 +10,7 @@ mass-deletion guard for one school unit are held for review (``holds``), the res
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,15 +19,18 @@ from uuid import UUID
 from pymongo import UpdateOne
 
 from normaliser.metrics import NormaliserMetrics
+from normaliser.neighbourhood import Neighbourhood
 from normaliser.state import VENDOR_VIEWS, EntityStore, now
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
+from skolsynk.domain.dependencies import referenced_ids, token, uniqueness_tokens
+from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile, school_unit_codes_by_entity
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
-from skolsynk.messaging import Outbox
+from skolsynk.messaging import Outbox, OutboxEntry
 from skolsynk.storage import Database, Document, MongoClient
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
@@ -38,7 +41,7 @@ from skolsynk.storage.subscriptions import SubscriptionStore
 log = get_logger(__name__)
 
 #: Change events committed per transaction (vendor view updates + outbox entries together).
-BATCH_SIZE = 100
+BATCH_SIZE = 250
 
 
 @dataclass
@@ -118,35 +121,289 @@ class Projector:
         reason: str,
         correlation_id: UUID | None = None,
         resend_vendor_ids: frozenset[str] = frozenset(),
+        whole: bool = True,
     ) -> ProjectionReport:
-        state, findings = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
-        await self.findings.replace_reconcile(tenant_id, findings)
-        await self.findings.place_in_school_units(tenant_id, school_unit_codes_by_entity(state))
-        report = ProjectionReport(tenant_id=tenant_id, findings=len(findings))
+        """Send every vendor of the tenant what changed for it. ``whole=False`` (after source runs)
+        looks only at the entities written or deleted since the last projection and what depends on
+        them, unless they include an organisation-level entity or are more than
+        :data:`INCREMENTAL_LIMIT`; otherwise (subscription changes, resends, the date check, a first
+        sync) the whole organiser is projected."""
+        if not whole and not resend_vendor_ids:
+            pending = await self.entities.pending(tenant_id, limit=INCREMENTAL_LIMIT)
+            if pending is not None and not any(
+                EntityKind(d["kind"]) in WHOLE_KINDS for d in (*pending[0], *pending[1])
+            ):
+                return await self._project_changes(
+                    tenant_id, *pending, today=today, reason=reason, correlation_id=correlation_id
+                )
+        return await self._project_whole(
+            tenant_id, today=today, reason=reason, correlation_id=correlation_id, resend_vendor_ids=resend_vendor_ids
+        )
+
+    async def _project_whole(
+        self,
+        tenant_id: str,
+        *,
+        today: date,
+        reason: str,
+        correlation_id: UUID | None,
+        resend_vendor_ids: frozenset[str],
+    ) -> ProjectionReport:
+        """Project the whole organiser in bounded chunks (:meth:`_chunks`: the organisation level, then
+        the entities of one school unit after another, then the rest), each with its neighbourhood
+        (:class:`Neighbourhood`), so memory does not grow with the organiser. Upserts go out chunk by
+        chunk; removals are gathered and judged together at the end (the mass-deletion guard sees a
+        school unit's removals at once), with the views of entities that no longer exist."""
+        report = ProjectionReport(tenant_id=tenant_id)
+        subscriptions = await self.subscriptions.for_tenant(tenant_id)
         suppressed = await self.erasure_requests.suppressed(tenant_id)
+        populations = {s.vendor_id: await self._populations(tenant_id, s.vendor_id) for s, _ in subscriptions}
+        removals: dict[str, dict[str, tuple[Document, DeletionReason]]] = {s.vendor_id: {} for s, _ in subscriptions}
+        resent: dict[str, set[str]] = {v: set() for v in resend_vendor_ids}
+        processed: set[str] = set()
+        async for outputs in self._chunks(tenant_id):
+            processed |= set(outputs)
+            neighbourhood = Neighbourhood(tenant_id, self.entities)
+            state, findings, plans = await self._plan_changes(
+                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+            )
+            findings = [f for f in findings if f.entity_id is not None and str(f.entity_id) in outputs]
+            await self.findings.replace_reconcile(tenant_id, findings, only_entities=outputs)
+            codes = school_unit_codes_by_entity(state)
+            await self.findings.place_in_school_units(
+                tenant_id, {i: c for i, c in codes.items() if i in outputs}, only_entities=outputs
+            )
+            report.findings += len(findings)
+            for plan in plans:
+                vendor_id = plan.subscription.vendor_id
+                desired = plan.desired
+                if vendor_id in resent:  # a resend sends each entity once, whichever chunk has it
+                    desired = {i: r for i, r in desired.items() if str(i) not in resent[vendor_id]}
+                    resent[vendor_id] |= {str(i) for i in desired}
+                await self._apply(
+                    state,
+                    plan.subscription,
+                    desired,
+                    plan.view,
+                    removal_reason=plan.removal_reason,
+                    reason=reason,
+                    correlation_id=correlation_id,
+                    resend=vendor_id in resent,
+                    report=report.vendors.setdefault(vendor_id, VendorReport()),
+                    gather_removals=removals[vendor_id],
+                )
+        for subscription, _ in subscriptions:
+            vendor_id = subscription.vendor_id
+            gone = _RemovalReasons(subscription, suppressed_for_vendor(suppressed, vendor_id), set())
+            # Views of entities that no longer exist (deleted without a tombstone, or long ago).
+            async for doc in self.views.find(
+                {"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True},
+                {"resource": 0},
+            ):
+                if doc.get("source_entity_id", doc["entity_id"]) not in processed:
+                    removals[vendor_id].setdefault(doc["_id"], (doc, gone(doc)))
+            vendor_report = report.vendors.setdefault(vendor_id, VendorReport())
+            deletes = await self._removals(
+                subscription,
+                list(removals[vendor_id].values()),
+                vendor_report,
+                population=populations[vendor_id],
+            )
+            await self._send(subscription, [], deletes, vendor_report, reason, correlation_id)
+        await self._forget_findings_of_others(tenant_id, processed)
+        await self.entities.projected(tenant_id)
+        await self._record(report, reason=reason, mode="whole", outputs=len(processed))
+        return report
+
+    async def _chunks(self, tenant_id: str) -> AsyncIterator[dict[str, EntityKind]]:
+        """The tenant's entities in chunks of at most :data:`CHUNK_SIZE`: the organisation level (its
+        school units, school-unit groups and organisations), then what refers to each school unit,
+        then whatever is left (persons at no known unit, for one); each entity once."""
+        yielded: set[str] = set()
+        organisation = [
+            doc
+            async for doc in self.entities.collection.find(
+                {"tenant_id": tenant_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}}, {"kind": 1}
+            )
+        ]
+        units = sorted(d["_id"] for d in organisation if d["kind"] == EntityKind.SCHOOL_UNIT.value)
+        chunk: dict[str, EntityKind] = {}
+        for doc in organisation:
+            chunk[doc["_id"]] = EntityKind(doc["kind"])
+        for unit_id in units:
+            cursor = self.entities.collection.find(
+                {"tenant_id": tenant_id, "refs": token(EntityKind.SCHOOL_UNIT, unit_id)}, {"kind": 1}
+            )
+            async for doc in cursor:
+                if doc["_id"] in yielded or doc["_id"] in chunk or EntityKind(doc["kind"]) in WHOLE_KINDS:
+                    continue
+                chunk[doc["_id"]] = EntityKind(doc["kind"])
+                if len(chunk) >= CHUNK_SIZE:
+                    yielded |= set(chunk)
+                    yield chunk
+                    chunk = {}
+        async for doc in self.entities.collection.find({"tenant_id": tenant_id}, {"kind": 1}):
+            if doc["_id"] in yielded or doc["_id"] in chunk:
+                continue
+            chunk[doc["_id"]] = EntityKind(doc["kind"])
+            if len(chunk) >= CHUNK_SIZE:
+                yielded |= set(chunk)
+                yield chunk
+                chunk = {}
+        if chunk:
+            yield chunk
+
+    async def _populations(self, tenant_id: str, vendor_id: str) -> dict[str, int]:
+        """What the vendor holds per school unit (for the mass-deletion guard), before any change."""
+        cursor = await self.views.aggregate(
+            [
+                {"$match": {"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True}},
+                {"$unwind": "$school_unit_ids"},
+                {"$group": {"_id": "$school_unit_ids", "n": {"$sum": 1}}},
+            ]
+        )
+        return {doc["_id"]: doc["n"] async for doc in cursor}
+
+    async def _forget_findings_of_others(self, tenant_id: str, processed: set[str]) -> None:
+        """Reconcile findings of entities a whole projection did not see (they no longer exist)."""
+        cursor = self.findings.collection.find({"tenant_id": tenant_id, "origin": "reconcile"}, {"entity_id": 1})
+        stale = {str(d["entity_id"]) async for d in cursor if str(d.get("entity_id")) not in processed}
+        if stale:
+            await self.findings.collection.delete_many(
+                {"tenant_id": tenant_id, "origin": "reconcile", "entity_id": {"$in": sorted(stale)}}
+            )
+
+    async def _project_changes(
+        self,
+        tenant_id: str,
+        written: list[Document],
+        deleted: list[Document],
+        *,
+        today: date,
+        reason: str,
+        correlation_id: UUID | None,
+    ) -> ProjectionReport:
+        """Project what the entities written and deleted since the last projection can change: the
+        entities themselves, and (:class:`Neighbourhood`) a person's duties and the holders of the same
+        logins or e-mail addresses, a duty's person, a group's activities; and, where a person's or a
+        duty's selection at a vendor changed, their groups and activities. Documents read grow with
+        what changed and its neighbours, not with the organiser."""
+        report = ProjectionReport(tenant_id=tenant_id)
+        touched = {d["_id"] for d in (*written, *deleted)}
+        if not touched:
+            return report
+        neighbourhood = Neighbourhood(tenant_id, self.entities)
+        neighbourhood.remember(written)
+        outputs: dict[str, EntityKind] = {d["_id"]: EntityKind(d["kind"]) for d in (*written, *deleted)}
+        person_tokens: set[str] = set()
+        group_tokens: set[str] = set()
+        for document in (*written, *deleted):
+            kind, refs = EntityKind(document["kind"]), {*document.get("refs", []), *document.get("stale_refs", [])}
+            if kind is EntityKind.DUTY:
+                _add(outputs, referenced_ids(refs, EntityKind.PERSON), EntityKind.PERSON)
+            elif kind is EntityKind.PERSON:
+                person_tokens |= uniqueness_tokens(refs)
+            elif kind is EntityKind.GROUP:
+                group_tokens.add(token(EntityKind.GROUP, document["_id"]))
+        # Whoever competes for the same logins and e-mail addresses may win or lose them now.
+        _add(outputs, await neighbourhood.competitors(person_tokens, EntityKind.PERSON), EntityKind.PERSON)
+        _add(outputs, await neighbourhood.referring(group_tokens, [EntityKind.ACTIVITY]), EntityKind.ACTIVITY)
+        persons = [i for i, k in outputs.items() if k is EntityKind.PERSON]
+        _add(outputs, await neighbourhood.duties_of(persons), EntityKind.DUTY)
+
+        subscriptions = await self.subscriptions.for_tenant(tenant_id)
+        suppressed = await self.erasure_requests.suppressed(tenant_id)
+        state, findings, plans = await self._plan_changes(
+            tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+        )
+        # A person or duty whose selection changed at some vendor changes their groups' members and
+        # their activities' teachers: project those too (their own selection does not depend on it).
+        changed = {entity for plan in plans for entity in plan.selection_changed}
+        escalated: dict[str, EntityKind] = {}
+        changed_persons = [token(EntityKind.PERSON, i) for i in changed if outputs[i] is EntityKind.PERSON]
+        changed_duties = [token(EntityKind.DUTY, i) for i in changed if outputs[i] is EntityKind.DUTY]
+        _add(escalated, await neighbourhood.referring(changed_persons, [EntityKind.GROUP]), EntityKind.GROUP)
+        _add(escalated, await neighbourhood.referring(changed_duties, [EntityKind.ACTIVITY]), EntityKind.ACTIVITY)
+        if set(escalated) - set(outputs):
+            outputs.update({i: k for i, k in escalated.items() if i not in outputs})
+            state, findings, plans = await self._plan_changes(
+                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+            )
+        # Only the outputs' verdicts are complete (inputs were read without all their neighbours).
+        findings = [f for f in findings if f.entity_id is not None and str(f.entity_id) in outputs]
+        await self.findings.replace_reconcile(tenant_id, findings, only_entities=outputs)
+        codes = school_unit_codes_by_entity(state)
+        await self.findings.place_in_school_units(
+            tenant_id, {i: c for i, c in codes.items() if i in outputs}, only_entities=outputs
+        )
+        report.findings = len(findings)
+        for plan in plans:
+            subscription = plan.subscription
+            report.vendors[subscription.vendor_id] = await self._apply(
+                state,
+                subscription,
+                plan.desired,
+                plan.view,
+                removal_reason=plan.removal_reason,
+                reason=reason,
+                correlation_id=correlation_id,
+                whole=False,
+            )
+        await self.entities.projected(tenant_id, touched)
+        if self.metrics is not None:
+            self.metrics.projection_entities.labels("outputs").observe(len(outputs))
+            self.metrics.projection_entities.labels("read").observe(len(neighbourhood.documents))
+        await self._record(report, reason=reason, mode="changes", outputs=len(outputs))
+        return report
+
+    async def _plan_changes(
+        self,
+        tenant_id: str,
+        neighbourhood: Neighbourhood,
+        outputs: dict[str, EntityKind],
+        subscriptions: list[tuple[VendorSubscription, VendorProfile]],
+        suppressed: dict[str, dict[str, str]],
+        today: date,
+    ) -> tuple[TenantState, list[Finding], list[_VendorPlan]]:
+        """The reconciled neighbourhood, its findings, and for every subscription what it should hold
+        of ``outputs`` now and its view of them."""
+        state, findings = reconcile(tenant_id, await neighbourhood.load(outputs), today)
         person_ids = {str(s.id) for s in state.entities if s.kind is EntityKind.PERSON}
-        for subscription, profile in await self.subscriptions.for_tenant(tenant_id):
+        plans = []
+        for subscription, profile in subscriptions:
             await self.ensure_vendor_queue(subscription.vendor_id)
-            # Erasure and objection requests keep a person out of the vendor's selection.
             suppressed_here = suppressed_for_vendor(suppressed, subscription.vendor_id)
             selecting = subscription.model_copy(
                 update={"exclude_persons": subscription.exclude_persons | set(suppressed_here)}
             )
-            desired = {} if subscription.ended_at is not None else project(state, selecting, profile, today)
-            report.vendors[subscription.vendor_id] = await self._apply(
-                state,
-                subscription,
-                profile,
-                desired,
-                removal_reason=_RemovalReasons(subscription, suppressed_here, person_ids),
-                reason=reason,
-                correlation_id=correlation_id,
-                resend=subscription.vendor_id in resend_vendor_ids,
+            projected = {} if subscription.ended_at is not None else project(state, selecting, profile, today)
+            desired = {i: r for i, r in projected.items() if str(r.source_entity_id or i) in outputs}
+            view = {
+                doc["entity_id"]: doc
+                async for doc in self.views.find(
+                    {
+                        "tenant_id": tenant_id,
+                        "vendor_id": subscription.vendor_id,
+                        "source_entity_id": {"$in": sorted(outputs)},
+                    }
+                )
+            }
+            plans.append(
+                _VendorPlan(
+                    subscription,
+                    desired,
+                    view,
+                    _RemovalReasons(subscription, suppressed_here, person_ids),
+                    _selection_changed(desired, view, outputs),
+                )
             )
+        return state, findings, plans
+
+    async def _record(self, report: ProjectionReport, *, reason: str, mode: str, outputs: int | None = None) -> None:
         for vendor_id, vendor_report in report.vendors.items():
             if vendor_report.upserts or vendor_report.deletes or vendor_report.held or vendor_report.deferred:
                 await self.history.record_projection(
-                    tenant_id,
+                    report.tenant_id,
                     vendor_id,
                     reason=reason,
                     upserts=vendor_report.upserts,
@@ -154,34 +411,38 @@ class Projector:
                     held=vendor_report.held,
                     deferred=vendor_report.deferred,
                 )
+        if self.metrics is not None:
+            self.metrics.projections.labels(mode).inc()
         log.info(
             "tenant_projected",
-            tenant_id=tenant_id,
+            tenant_id=report.tenant_id,
             reason=reason,
+            mode=mode,
+            outputs=outputs,
             vendors={v: (r.upserts, r.deletes, r.held, r.deferred) for v, r in report.vendors.items()},
         )
-        return report
-
-    async def view_of(self, tenant_id: str, vendor_id: str) -> dict[str, Document]:
-        cursor = self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id})
-        return {doc["entity_id"]: doc async for doc in cursor}
 
     async def _apply(
         self,
         state: TenantState,
         subscription: VendorSubscription,
-        profile: VendorProfile,
         desired: dict[UUID, ProjectedResource],
+        view: dict[str, Document],
         *,
         removal_reason: _RemovalReasons,
         reason: str,
         correlation_id: UUID | None,
         resend: bool = False,
+        whole: bool = True,
+        report: VendorReport | None = None,
+        gather_removals: dict[str, tuple[Document, DeletionReason]] | None = None,
     ) -> VendorReport:
-        tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
-        view = await self.view_of(tenant_id, vendor_id)
+        """Compare ``desired`` with the vendor's ``view`` (all of it, or with ``whole=False`` the part
+        an incremental projection looked at) and commit the differences; with ``gather_removals`` the
+        removals are collected there (with their reasons) for the caller to judge and send later."""
+        report = report if report is not None else VendorReport()
         withheld = {str(i) for i in state.withheld}
-        changes: list[_Change] = []
+        upserts: list[_Change] = []
         came_back: list[str] = []
         for entity_id, resource in desired.items():
             current = view.get(str(entity_id))
@@ -197,19 +458,47 @@ class Projector:
             if unchanged and not mode_changed and not resend:
                 continue
             version = (current["version"] if current else 0) + 1
-            changes.append(_Change(resource.kind, entity_id, "upsert", version, resource, current or {}))
+            upserts.append(_Change(resource.kind, entity_id, "upsert", version, resource, current or {}))
         removals = [
-            doc
+            (doc, removal_reason(doc))
             for entity_id, doc in view.items()
             if doc["present"] and UUID(entity_id) not in desired and doc.get("source_entity_id") not in withheld
         ]
-        report = VendorReport()
-        # An ended subscription is the organiser's explicit decision: no guard, no grace.
+        if came_back:
+            await self.views.update_many(
+                {"_id": {"$in": [f"{subscription.tenant_id}:{subscription.vendor_id}:{e}" for e in came_back]}},
+                {"$set": {"removal_pending_since": None}},
+            )
+        if gather_removals is not None:
+            for doc, why in removals:
+                gather_removals.setdefault(doc["_id"], (doc, why))
+            deletes: list[_Change] = []
+        else:
+            deletes = await self._removals(subscription, removals, report, view=view, whole=whole)
+        await self._send(subscription, upserts, deletes, report, reason, correlation_id)
+        return report
+
+    async def _removals(
+        self,
+        subscription: VendorSubscription,
+        removals: list[tuple[Document, DeletionReason]],
+        report: VendorReport,
+        *,
+        view: dict[str, Document] | None = None,
+        whole: bool = True,
+        population: dict[str, int] | None = None,
+    ) -> list[_Change]:
+        """The removals that go out now: past the mass-deletion guard (unless the subscription ended:
+        the organiser's explicit decision) and the deletion grace period."""
+        reasons = {doc["_id"]: why for doc, why in removals}
+        docs = [doc for doc, _ in removals]
         if subscription.ended_at is None:
-            removals = await self._guard(subscription, view, removals, report)
-        removals, waiting = await self._grace(subscription, removals, removal_reason, came_back)
-        report.deferred = waiting
-        changes += [
+            docs = await self._guard(subscription, view or {}, docs, report, whole=whole, population=population)
+        docs, waiting = await self._grace(subscription, docs, lambda doc: reasons[doc["_id"]])
+        report.deferred += waiting
+        if self.metrics is not None and report.held:
+            self.metrics.removals_held.labels(subscription.tenant_id, subscription.vendor_id).inc(report.held)
+        return [
             _Change(
                 EntityKind(doc["kind"]),
                 UUID(doc["entity_id"]),
@@ -217,27 +506,33 @@ class Projector:
                 doc["version"] + 1,
                 None,
                 doc,
-                reason=removal_reason(doc),
+                reason=reasons[doc["_id"]],
                 removed_at=doc.get("removal_pending_since"),
             )
-            for doc in removals
+            for doc in docs
         ]
-        upserts = sorted(
-            (c for c in changes if c.operation == "upsert"), key=lambda c: (_kind_rank(c.kind), str(c.entity_id))
+
+    async def _send(
+        self,
+        subscription: VendorSubscription,
+        upserts: list[_Change],
+        deletes: list[_Change],
+        report: VendorReport,
+        reason: str,
+        correlation_id: UUID | None,
+    ) -> None:
+        """Commit the changes in batches: upserts references first, then deletes in reverse order."""
+        ordered = sorted(upserts, key=lambda c: (_kind_rank(c.kind), str(c.entity_id))) + sorted(
+            deletes, key=lambda c: (-_kind_rank(c.kind), str(c.entity_id))
         )
-        deletes = sorted(
-            (c for c in changes if c.operation == "delete"), key=lambda c: (-_kind_rank(c.kind), str(c.entity_id))
-        )
-        ordered = upserts + deletes
         for start in range(0, len(ordered), BATCH_SIZE):
             await self._commit(subscription, ordered[start : start + BATCH_SIZE], reason, correlation_id)
-        report.upserts, report.deletes = len(upserts), len(deletes)
+        report.upserts += len(upserts)
+        report.deletes += len(deletes)
         if self.metrics is not None:
-            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "upsert").inc(report.upserts)
-            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "delete").inc(report.deletes)
-            if report.held:
-                self.metrics.removals_held.labels(tenant_id, vendor_id).inc(report.held)
-        return report
+            tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
+            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "upsert").inc(len(upserts))
+            self.metrics.changes_emitted.labels(tenant_id, vendor_id, "delete").inc(len(deletes))
 
     async def _guard(
         self,
@@ -245,28 +540,56 @@ class Projector:
         view: dict[str, Document],
         removals: list[Document],
         report: VendorReport,
+        *,
+        whole: bool = True,
+        population: dict[str, int] | None = None,
     ) -> list[Document]:
-        """Hold the removals of any school unit that would lose more than the guard allows."""
+        """Hold the removals of any school unit that would lose more than the guard allows. ``view``
+        is the whole view, or (``whole=False``) part of it: then a unit's population is counted in the
+        store, and removals already held stay held while their hold waits for a decision."""
         tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
-        population: dict[str, int] = defaultdict(int)
-        for doc in view.values():
-            if doc["present"]:
-                for unit_id in doc.get("school_unit_ids", []):
-                    population[unit_id] += 1
         by_unit: dict[str, list[Document]] = defaultdict(list)
         for doc in removals:
             for unit_id in doc.get("school_unit_ids", []) or ["-"]:
                 by_unit[unit_id].append(doc)
+        if population is not None:
+            population = defaultdict(int, population)
+        elif whole:
+            population = defaultdict(int)
+            for doc in view.values():
+                if doc["present"]:
+                    for unit_id in doc.get("school_unit_ids", []):
+                        population[unit_id] += 1
+        else:
+            population = defaultdict(int)
+            for unit_id in by_unit:
+                if unit_id != "-":
+                    population[unit_id] = await self.views.count_documents(
+                        {"tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_ids": unit_id, "present": True}
+                    )
         holds = {
             doc["school_unit_id"]: doc
             async for doc in self.holds.find({"tenant_id": tenant_id, "vendor_id": vendor_id})
         }
         held_ids: set[str] = set()
+        waiting: dict[str, set[str]] = {}
+        if not whole:
+            # A removal waiting in a hold (or kept by a discarded one) is not let through because it
+            # now arrives alone: only the organiser's decision, or a whole projection, settles it.
+            for unit_id, existing in holds.items():
+                if existing.get("status") in ("pending", "discarded") and unit_id in by_unit:
+                    waiting[unit_id] = set(existing.get("entity_ids", [])) & {d["entity_id"] for d in by_unit[unit_id]}
+                    held_ids |= waiting[unit_id]
+                    by_unit[unit_id] = [d for d in by_unit[unit_id] if d["entity_id"] not in waiting[unit_id]]
+                    if waiting[unit_id]:
+                        report.holds.append(unit_id)
         for unit_id, docs in by_unit.items():
-            if unit_id == "-" or not subscription.guard.breached(len(docs), population[unit_id]):
+            if unit_id == "-" or not docs or not subscription.guard.breached(len(docs), population[unit_id]):
                 continue
             ids = sorted(d["entity_id"] for d in docs)
             hold = holds.get(unit_id)
+            if unit_id in waiting and hold is not None:
+                ids = sorted(set(ids) | set(hold.get("entity_ids", [])))  # a pending hold grows
             decided = hold is not None and set(ids) <= set(hold.get("entity_ids", []))
             if decided and hold is not None and hold.get("status") == "approved":
                 continue  # reviewed and approved: these removals go ahead
@@ -293,13 +616,14 @@ class Projector:
                 },
                 upsert=True,
             )
-            report.holds.append(unit_id)
+            if unit_id not in report.holds:
+                report.holds.append(unit_id)
             log.warning(
                 "removals_held", tenant_id=tenant_id, vendor_id=vendor_id, school_unit_id=unit_id, removals=len(ids)
             )
-        # Holds whose removals no longer apply (or were applied) are done.
+        # Holds whose removals no longer apply (or were applied) are done (a whole projection knows).
         for unit_id, hold in holds.items():
-            if unit_id not in report.holds:
+            if whole and unit_id not in report.holds:
                 await self.holds.delete_one({"_id": hold["_id"]})
         report.held = len(held_ids)
         return [doc for doc in removals if doc["entity_id"] not in held_ids]
@@ -308,17 +632,11 @@ class Projector:
         self,
         subscription: VendorSubscription,
         removals: list[Document],
-        removal_reason: _RemovalReasons,
-        came_back: list[str],
+        removal_reason: Callable[[Document], DeletionReason],
     ) -> tuple[list[Document], int]:
         """Two-phase deletion: removals wait ``deletion_grace_hours`` (marked in the vendor view) and go
-        out once it has passed; entities that came back meanwhile lose their mark. Returns the removals
-        due now and how many wait."""
-        if came_back:
-            await self.views.update_many(
-                {"_id": {"$in": [f"{subscription.tenant_id}:{subscription.vendor_id}:{e}" for e in came_back]}},
-                {"$set": {"removal_pending_since": None}},
-            )
+        out once it has passed (entities that came back meanwhile lost their mark in :meth:`_apply`).
+        Returns the removals due now and how many wait."""
         grace = timedelta(hours=subscription.deletion_grace_hours)
         if not grace:
             return removals, 0
@@ -349,6 +667,7 @@ class Projector:
 
         async def unit_of_work(session: Any) -> None:
             operations = []
+            entries: list[OutboxEntry] = []
             for change in batch:
                 resource = change.resource
                 fields: dict[str, Any] = {
@@ -390,9 +709,7 @@ class Projector:
                     reason=reason,
                 )
                 envelope = event.to_envelope(tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer)
-                await self.outbox.add(
-                    envelope, exchange=self.exchange, routing_key=f"{vendor_id}.{tenant_id}", session=session
-                )
+                entries.append(OutboxEntry(envelope, exchange=self.exchange, routing_key=f"{vendor_id}.{tenant_id}"))
                 if change.kind is EntityKind.PERSON and change.reason is not None and not subscription.test_mode:
                     requested_at = self.clock()
                     deletion = DeletionRequested(
@@ -404,15 +721,18 @@ class Projector:
                         requested_at=requested_at,
                         removed_at=_aware(change.removed_at) if change.removed_at else requested_at,
                     )
-                    await self.outbox.add(
-                        deletion.to_envelope(
-                            tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer
-                        ),
-                        exchange=self.gdpr_exchange,
-                        routing_key=DeletionRequested.message_type,
-                        session=session,
+                    entries.append(
+                        OutboxEntry(
+                            deletion.to_envelope(
+                                tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer
+                            ),
+                            exchange=self.gdpr_exchange,
+                            routing_key=DeletionRequested.message_type,
+                        )
                     )
+            # One bulk write for the views and one for the outbox: a batch is two writes, not 2 per change.
             await self.views.bulk_write(operations, ordered=True, session=session)
+            await self.outbox.add_many(entries, session=session)
 
         async with self.mongo.start_session() as session:
             await session.with_transaction(unit_of_work)
@@ -445,3 +765,48 @@ class _RemovalReasons:
         if view["kind"] == EntityKind.PERSON.value and source_id not in self.persons_in_source:
             return DeletionReason.LEFT_SOURCE
         return DeletionReason.LEFT_SELECTION
+
+
+#: More entities written or deleted than this since the last projection: project the whole organiser.
+INCREMENTAL_LIMIT = 2000
+#: Entities per chunk of a whole projection (each read with its neighbourhood).
+CHUNK_SIZE = 1000
+#: Entities that change much of the organiser at once (a school unit's members, its code, its
+#: parents): a change to one projects the whole organiser.
+WHOLE_KINDS = frozenset({EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP, EntityKind.SCHOOL_UNIT})
+
+
+@dataclass(frozen=True)
+class _VendorPlan:
+    """What one subscription should hold of an incremental projection's outputs, and what it holds."""
+
+    subscription: VendorSubscription
+    desired: dict[UUID, ProjectedResource]
+    view: dict[str, Document]
+    removal_reason: _RemovalReasons
+    #: Outputs whose selection at this vendor changes (in or out, their vendor id, their units).
+    selection_changed: set[str]
+
+
+def _selection_changed(
+    desired: dict[UUID, ProjectedResource], view: dict[str, Document], outputs: dict[str, EntityKind]
+) -> set[str]:
+    """Persons and duties that enter or leave the selection, or change the id or units they are
+    delivered with: what their groups' members and their activities' teachers depend on."""
+    before: dict[str, set[tuple[str, tuple[str, ...]]]] = defaultdict(set)
+    after: dict[str, set[tuple[str, tuple[str, ...]]]] = defaultdict(set)
+    for doc in view.values():
+        if doc["present"]:
+            before[doc["source_entity_id"]].add((doc["entity_id"], tuple(doc.get("school_unit_ids", []))))
+    for entity_id, resource in desired.items():
+        after[str(resource.source_entity_id or entity_id)].add((str(entity_id), resource.school_unit_ids))
+    return {
+        entity
+        for entity in set(before) | set(after)
+        if outputs.get(entity) in (EntityKind.PERSON, EntityKind.DUTY) and before[entity] != after[entity]
+    }
+
+
+def _add(outputs: dict[str, EntityKind], ids: Iterable[str], kind: EntityKind) -> None:
+    for entity_id in ids:
+        outputs.setdefault(entity_id, kind)

@@ -3,8 +3,11 @@ expected per-vendor change events out."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 from normaliser.app import NormaliserSettings, build
+from normaliser.runs import PageResult, Runs
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import (
     SourceDeletion,
@@ -29,6 +33,7 @@ from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile,
 from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage import in_transaction
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -617,3 +622,204 @@ async def test_an_incremental_run_replaces_only_the_findings_of_the_records_it_c
     run = await h.send_run([], mode="incremental", deletions=[SourceDeletion(kind=EntityKind.PERSON, key="s1")])
     await h.settled(run)
     assert await invalid_emails() == set()
+
+
+# --- ingest: pages of one run in any order and at once; unchanged records are not staged ------------
+
+DIRECT = "direct-1"
+
+
+def direct_id(key: str) -> str:
+    return str(entity_id(TENANT, DIRECT, EntityKind.PERSON, key))
+
+
+class DirectRun:
+    """Messages of one run handed to :class:`Runs` directly, each in its own transaction (as the
+    source-events consumer does), so a test can have many in flight at once and count attempts."""
+
+    def __init__(self, h: Harness, runs: Runs, pages: list[list[SourceRecord]], *, mode: str = "full",
+                 deletions: dict[int, list[SourceDeletion]] | None = None) -> None:  # fmt: skip
+        self.h, self.runs, self.pages, self.mode = h, runs, pages, mode
+        self.deletions = deletions or {}
+        self.run_id = uuid.uuid4()
+        self.attempts: Counter[str] = Counter()
+
+    async def _in_transaction(self, name: str, work: Callable[[Any], Any]) -> Any:
+        async def unit(session: Any) -> Any:
+            self.attempts[name] += 1
+            return await work(session)
+
+        return await in_transaction(self.h.normaliser.mongo, unit)
+
+    async def start(self) -> bool:
+        message = SourceRunStarted(
+            run_id=self.run_id, source_id=DIRECT, source_kind="egil", mode=self.mode, started_at=datetime.now(UTC)
+        )
+        return bool(await self._in_transaction("start", lambda s: self.runs.start(TENANT, message, session=s)))
+
+    async def page(self, number: int) -> PageResult:
+        message = SourceRecordPage(
+            run_id=self.run_id,
+            source_id=DIRECT,
+            page=number,
+            records=self.pages[number],
+            deletions=self.deletions.get(number, []),
+        )
+        result: PageResult = await self._in_transaction(
+            f"page {number}", lambda s: self.runs.ingest(TENANT, message, session=s)
+        )
+        return result
+
+    async def complete(self) -> bool:
+        counts: Counter[EntityKind] = Counter(r.kind for page in self.pages for r in page)
+        message = SourceRunCompleted(
+            run_id=self.run_id, source_id=DIRECT, pages=len(self.pages), counts=counts, healthy=True
+        )
+        return bool(await self._in_transaction("completion", lambda s: self.runs.complete(TENANT, message, session=s)))
+
+    async def all_at_once(self) -> list[bool]:
+        """Start, pages and completion concurrently, in a shuffled order; what each said about readiness."""
+        work: list[Awaitable[Any]] = [self.start(), self.complete(), *(self.page(n) for n in range(len(self.pages)))]
+        random.shuffle(work)
+        results = await asyncio.gather(*work)
+        return [r.run_ready if isinstance(r, PageResult) else r for r in results]
+
+    async def staged(self) -> int:
+        """Records written to the run's page documents (before finalise forgets them)."""
+        pages = await self.h.normaliser.db["run_pages"].find({"run_id": str(self.run_id)}).to_list(None)
+        return sum(len(p.get("documents") or []) for p in pages)
+
+    async def status(self) -> str:
+        run = await self.h.normaliser.db["runs"].find_one({"_id": str(self.run_id)})
+        return str(run["status"]) if run else "absent"
+
+
+def persons(keys: list[str], *, given: dict[str, str] | None = None) -> list[SourceRecord]:
+    return [student(k, "u1", 7, given=(given or {}).get(k)) for k in keys]
+
+
+async def test_pages_of_one_run_in_flight_together_make_it_ready_exactly_once(harness: Harness):
+    h = harness
+    runs = Runs(h.normaliser.db)
+    keys = [f"p{n}" for n in range(60)]
+    pages = [persons(keys[n : n + 2]) for n in range(0, len(keys), 2)]
+
+    # The usual order: the start, then every page at once, then the completion. Pages write only their
+    # own documents, so none of them ever has to be retried, and the completion finds the run whole.
+    run = DirectRun(h, runs, pages)
+    assert not await run.start()
+    results = await asyncio.gather(*(run.page(n) for n in range(len(pages))))
+    assert not any(r.run_ready for r in results)
+    assert all(run.attempts[f"page {n}"] == 1 for n in range(len(pages))), run.attempts
+    assert await h.normaliser.db["runs"].find_one({"_id": str(run.run_id)}, {"pages_received": 1}) == {
+        "_id": str(run.run_id)
+    }
+    assert await run.complete()
+    assert await run.status() == "ready"
+    outcome = await runs.finalise(run.run_id)
+    assert outcome is not None
+    assert outcome.complete
+    assert outcome.touched_entity_ids == {direct_id(k) for k in keys}
+
+    # The completion first, then every page at once: the last of them, whichever it is, makes the run
+    # ready, and only it.
+    for _ in range(3):
+        run = DirectRun(h, runs, pages)
+        assert not await run.start()
+        assert not await run.complete()
+        results = await asyncio.gather(*(run.page(n) for n in random.sample(range(len(pages)), len(pages))))
+        assert sum(r.run_ready for r in results) == 1
+        assert await run.status() == "ready"
+        assert (await runs.finalise(run.run_id)) is not None
+
+    # Everything at once, in any order.
+    for _ in range(3):
+        run = DirectRun(h, runs, pages)
+        assert sum(await run.all_at_once()) == 1, run.attempts
+        assert await run.status() == "ready"
+        outcome = await runs.finalise(run.run_id)
+        assert outcome is not None
+        assert outcome.complete, outcome
+
+
+async def test_a_resync_without_changes_stages_nothing_and_touches_nothing(harness: Harness):
+    h = harness
+    runs = Runs(h.normaliser.db)
+    keys = [f"r{n}" for n in range(12)]
+    pages = [persons(keys[n : n + 4]) for n in range(0, len(keys), 4)]
+    first = DirectRun(h, runs, pages)
+    assert sum(await first.all_at_once()) == 1
+    assert await first.staged() == len(keys)
+    assert await runs.finalise(first.run_id) is not None
+
+    again = DirectRun(h, runs, pages)
+    assert sum(await again.all_at_once()) == 1
+    assert await again.staged() == 0, "unchanged records are recognised by their hash and not staged"
+    page = await h.normaliser.db["run_pages"].find_one({"_id": f"{again.run_id}:0"})
+    assert len(page["seen"]) == 16 * 4, "every record is still recorded as seen, 16 bytes each"
+    outcome = await runs.finalise(again.run_id)
+    assert outcome is not None
+    assert outcome.complete
+    assert outcome.removed == 0
+    assert outcome.touched_entity_ids == frozenset()
+    assert await h.normaliser.db["entities"].count_documents({"source_id": DIRECT}) == len(keys)
+
+    # One changed record: that one is staged, and touched.
+    changed = [persons(keys[0:4], given={"r1": "Ny"}), *pages[1:]]
+    third = DirectRun(h, runs, changed)
+    assert sum(await third.all_at_once()) == 1
+    assert await third.staged() == 1
+    outcome = await runs.finalise(third.run_id)
+    assert outcome is not None
+    assert outcome.touched_entity_ids == {direct_id("r1")}
+
+
+async def test_touched_entity_ids_name_what_a_run_changed_deleted_and_removed(harness: Harness):
+    h = harness
+    runs = Runs(h.normaliser.db)
+    entities = h.normaliser.db["entities"]
+    first = DirectRun(h, runs, [persons(["a", "b"]), persons(["c", "d"])])
+    assert sum(await first.all_at_once()) == 1
+    outcome = await runs.finalise(first.run_id)
+    assert outcome is not None
+    assert outcome.touched_entity_ids == {direct_id(k) for k in "abcd"}
+
+    # Incremental: a changed, b deleted (and a deletion of something that never existed touches nothing).
+    second = DirectRun(
+        h,
+        runs,
+        [persons(["a"], given={"a": "Ändrad"})],
+        mode="incremental",
+        deletions={0: [SourceDeletion(kind=EntityKind.PERSON, key=k) for k in ("b", "never")]},
+    )
+    assert sum(await second.all_at_once()) == 1
+    outcome = await runs.finalise(second.run_id)
+    assert outcome is not None
+    assert outcome.touched_entity_ids == {direct_id("a"), direct_id("b")}
+
+    # Full: a unchanged, c unchanged, e new; d is absent and removed.
+    third = DirectRun(h, runs, [persons(["a"], given={"a": "Ändrad"}), persons(["c", "e"])])
+    assert sum(await third.all_at_once()) == 1
+    outcome = await runs.finalise(third.run_id)
+    assert outcome is not None
+    assert outcome.complete
+    assert outcome.removed == 1
+    assert outcome.touched_entity_ids == {direct_id("e"), direct_id("d")}
+    assert await entities.count_documents({"source_id": DIRECT}) == 3
+
+    # Within one run, page 0 deletes c and renames a, page 1 carries both as they are stored (so they
+    # are not staged): the run ends as the source left it, in page order.
+    fourth = DirectRun(
+        h,
+        runs,
+        [persons(["a"], given={"a": "Mellan"}), persons(["a", "c"], given={"a": "Ändrad"})],
+        mode="incremental",
+        deletions={0: [SourceDeletion(kind=EntityKind.PERSON, key="c")]},
+    )
+    assert sum(await fourth.all_at_once()) == 1
+    assert await fourth.staged() == 1  # only page 0's rename
+    outcome = await runs.finalise(fourth.run_id)
+    assert outcome is not None
+    assert (await entities.find_one({"_id": direct_id("a")}))["data"]["given_name"] == "Ändrad"
+    assert await entities.count_documents({"_id": direct_id("c")}) == 1
+    assert {direct_id("a"), direct_id("c")} <= outcome.touched_entity_ids

@@ -18,11 +18,11 @@ async def test_busy_requests_and_their_resends_pass_to_the_holder(mongo, setting
     assert await first.acquire("kommun-a")
     assert not await second.acquire("kommun-a", resend=frozenset({"binogi"}))
     assert not await second.acquire("kommun-a", resend=frozenset({"ilt"}))
-    assert await first.release("kommun-a") == (True, frozenset({"binogi", "ilt"}))
-    assert await first.release("kommun-a") == (False, frozenset())
+    assert await first.release("kommun-a") == (True, frozenset({"binogi", "ilt"}), False)
+    assert await first.release("kommun-a") == (False, frozenset(), False)
     # Released: the next request gets the lock at once.
     assert await second.acquire("kommun-a")
-    assert await second.release("kommun-a") == (False, frozenset())
+    assert await second.release("kommun-a") == (False, frozenset(), False)
 
 
 async def test_an_expired_lease_is_taken_over(mongo, settings: ServiceSettings):
@@ -31,4 +31,17 @@ async def test_an_expired_lease_is_taken_over(mongo, settings: ServiceSettings):
     survivor = ProjectionLock(db, owner="survivor")
     assert await crashed.acquire("kommun-b")
     assert await survivor.acquire("kommun-b")
-    assert await survivor.release("kommun-b") == (False, frozenset())
+    assert await survivor.release("kommun-b") == (False, frozenset(), False)
+
+
+async def test_a_request_for_the_whole_organiser_is_not_lost_in_a_busy_lock(mongo, settings: ServiceSettings):
+    """A subscription change that arrives during an incremental projection must make the holder
+    project the whole organiser next, not just what changed."""
+    db = mongo[settings.store.mongodb_database]
+    holder, other = ProjectionLock(db, owner="replica-1"), ProjectionLock(db, owner="replica-2")
+    assert await holder.acquire("kommun-c")
+    assert not await other.acquire("kommun-c")
+    assert not await other.acquire("kommun-c", whole=True)
+    assert not await other.acquire("kommun-c")
+    assert await holder.release("kommun-c") == (True, frozenset(), True)
+    assert await holder.release("kommun-c") == (False, frozenset(), False)

@@ -15,6 +15,7 @@ FINDINGS = "dq_findings"
 INDEXES = [
     IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name="by_entity"),
 ]
 
 
@@ -26,17 +27,27 @@ class FindingStore:
         if findings:
             await self.collection.insert_many([f.model_dump(mode="json") for f in findings], session=session)
 
-    async def replace_reconcile(self, tenant_id: str, findings: list[Finding]) -> None:
-        """The whole-state checks of the latest projection replace the previous ones."""
-        await self.collection.delete_many({"tenant_id": tenant_id, "origin": "reconcile"})
+    async def replace_reconcile(
+        self, tenant_id: str, findings: list[Finding], *, only_entities: Iterable[str] | None = None
+    ) -> None:
+        """The whole-state checks of the latest projection replace the previous ones: all of them, or
+        (an incremental projection) those of ``only_entities``."""
+        criteria: dict[str, Any] = {"tenant_id": tenant_id, "origin": "reconcile"}
+        if only_entities is not None:
+            criteria["entity_id"] = {"$in": sorted(set(only_entities))}
+        await self.collection.delete_many(criteria)
         await self.add(findings)
 
-    async def place_in_school_units(self, tenant_id: str, codes: dict[str, str]) -> int:
+    async def place_in_school_units(
+        self, tenant_id: str, codes: dict[str, str], *, only_entities: Iterable[str] | None = None
+    ) -> int:
         """Give findings that name no school unit (ingest findings: a record is checked alone) the
-        code of the unit their entity belongs to; returns how many were placed."""
-        unplaced = self.collection.find(
-            {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$ne": None}}, {"entity_id": 1}
-        )
+        code of the unit their entity belongs to (of all entities, or of ``only_entities``); returns
+        how many were placed."""
+        criteria: dict[str, Any] = {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$ne": None}}
+        if only_entities is not None:
+            criteria["entity_id"] = {"$in": sorted(set(only_entities))}
+        unplaced = self.collection.find(criteria, {"entity_id": 1})
         by_code: dict[str, list[str]] = {}
         async for doc in unplaced:
             code = codes.get(str(doc["entity_id"]))

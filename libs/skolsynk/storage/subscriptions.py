@@ -63,11 +63,19 @@ class SubscriptionStore:
         return VendorSubscription.model_validate(doc["subscription"]) if doc else None
 
     async def for_tenant(self, tenant_id: str) -> list[tuple[VendorSubscription, VendorProfile]]:
-        found = []
-        async for doc in self.subscriptions.find({"tenant_id": tenant_id}).sort("_id", 1):
-            subscription = VendorSubscription.model_validate(doc["subscription"])
-            found.append((subscription, await self.profile(subscription.vendor_id)))
-        return found
+        subscriptions = [
+            VendorSubscription.model_validate(doc["subscription"])
+            async for doc in self.subscriptions.find({"tenant_id": tenant_id}).sort("_id", 1)
+        ]
+        if not subscriptions:
+            return []
+        # The vendors' profiles in one read, not one per subscription (projections run this often).
+        vendor_ids = sorted({s.vendor_id for s in subscriptions})
+        profiles = {
+            doc["_id"]: VendorProfile.model_validate(doc["profile"])
+            async for doc in self.profiles.find({"_id": {"$in": vendor_ids}})
+        }
+        return [(s, profiles.get(s.vendor_id) or VendorProfile(vendor_id=s.vendor_id)) for s in subscriptions]
 
     async def tenants(self) -> list[str]:
         return sorted(await self.subscriptions.distinct("tenant_id"))

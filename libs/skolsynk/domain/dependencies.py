@@ -1,0 +1,81 @@
+"""What a stored entity depends on, as tokens the normaliser indexes (``entities.refs``), so that an
+incremental projection finds, for the entities a run changed, everything whose projection or whose
+data-quality verdict they can change, with indexed queries instead of reading the whole organiser.
+
+A token is ``"<kind>:<entity id>"`` for a reference to another entity (a duty's person and school
+unit, a group's members, an activity's groups and teacher duties, a person's enrolment units, a
+school unit's organisation and school-unit group), or ``"<key>:<digest of the value>"`` for a value
+that must be unique across the organiser (a person's logins and e-mail addresses, a school unit's
+code), so that the entities that compete for it are found together.
+
+Pure: the normaliser writes the tokens with every entity and reads them back in
+``services/normaliser/neighbourhood.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.ss12000 import EntityKind
+
+#: Prefixes of the uniqueness tokens.
+EPPN = "eppn"
+EMAIL = "email"
+SCHOOL_UNIT_CODE = "code"
+
+
+def token(kind: EntityKind, target: UUID | str) -> str:
+    """The token of a reference to the entity ``target`` of ``kind``."""
+    return f"{kind.value}:{target}"
+
+
+def unique_token(prefix: str, value: str) -> str:
+    """A value that must be unique, as a digest: logins and e-mail addresses never stand in plain text
+    in the index or in a deleted entity's tombstone."""
+    return f"{prefix}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
+
+
+def referenced_ids(tokens: Iterable[str], kind: EntityKind) -> set[str]:
+    """The ids of the entities of ``kind`` that ``tokens`` refer to."""
+    prefix = f"{kind.value}:"
+    return {t[len(prefix) :] for t in tokens if t.startswith(prefix)}
+
+
+def uniqueness_tokens(tokens: Iterable[str]) -> set[str]:
+    prefixes = (f"{EPPN}:", f"{EMAIL}:", f"{SCHOOL_UNIT_CODE}:")
+    return {t for t in tokens if t.startswith(prefixes)}
+
+
+def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str, Any]) -> list[str]:
+    """The tokens of one stored entity (``data``: the canonical entity as stored, JSON mode)."""
+
+    def ref(target_kind: EntityKind, key: Any) -> str | None:
+        if not isinstance(key, str) or not key:
+            return None
+        return token(target_kind, entity_id(tenant_id, source_id, target_kind, key))
+
+    tokens: set[str | None] = set()
+    if kind is EntityKind.PERSON:
+        tokens.update(ref(EntityKind.SCHOOL_UNIT, e.get("school_unit")) for e in data.get("enrolments") or [])
+        tokens.update(unique_token(EPPN, str(e).lower()) for e in data.get("eppn") or [])
+        tokens.update(unique_token(EMAIL, str(e.get("value"))) for e in data.get("emails") or [] if e.get("value"))
+    elif kind is EntityKind.DUTY:
+        tokens.add(ref(EntityKind.PERSON, data.get("person")))
+        tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
+    elif kind is EntityKind.GROUP:
+        tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
+        tokens.update(ref(EntityKind.PERSON, m.get("person")) for m in data.get("memberships") or [])
+    elif kind is EntityKind.ACTIVITY:
+        tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
+        tokens.update(ref(EntityKind.GROUP, g) for g in data.get("groups") or [])
+        tokens.update(ref(EntityKind.DUTY, t) for t in data.get("teachers") or [])
+    elif kind is EntityKind.SCHOOL_UNIT:
+        tokens.add(ref(EntityKind.ORGANISATION, data.get("organisation")))
+        tokens.add(ref(EntityKind.SCHOOL_UNIT_GROUP, data.get("school_unit_group")))
+        if data.get("school_unit_code"):
+            tokens.add(unique_token(SCHOOL_UNIT_CODE, str(data["school_unit_code"])))
+    return sorted(t for t in tokens if t is not None)

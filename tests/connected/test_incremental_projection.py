@@ -1,0 +1,311 @@
+"""Incremental projection: after a source run only the entities it wrote or deleted, and what depends
+on them, are projected. The proof that nothing is missed: after every incremental projection a
+projection of the whole organiser finds nothing left to send and the same data-quality findings.
+
+The organiser is a synthetic one with many defects (shared e-mail addresses and logins, protected
+identities, staff at two units), five subscriptions that select differently (school units, roles,
+years, classes only, one school unit per user, pseudonymised protected identities, test mode and
+live), and the changes are the kinds that cross entities: moves, leavers and joiners, an e-mail
+address taken from another person and given back, a duty handed to another teacher, deleted group
+members, groups and duties, a protected identity turning on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from normaliser import projection
+from normaliser.projection import ProjectionReport, Projector
+from normaliser.state import EntityStore, now
+from normaliser.validation import RecordValidator
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.domain.ids import content_hash, entity_id
+from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.selection import project
+from skolsynk.domain.ss12000 import EntityKind, GroupType, SchoolType
+from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
+from skolsynk.messaging import Outbox
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.synthetic import SCHOOL_YEAR_START, SizeSpec, change_set, generate
+
+pytestmark = pytest.mark.connected
+
+TENANT = "kommun-inc"
+SOURCE = "egil-1"
+TODAY = SCHOOL_YEAR_START + timedelta(days=40)
+SPEC = SizeSpec(
+    persons=420,
+    school_units=3,
+    groups=60,
+    memberships=1400,
+    duplicate_email_rate=0.03,
+    duplicate_eppn_rate=0.02,
+    protected_rate=0.03,
+    no_placement_rate=0.02,
+    unknown_unit_rate=0.02,
+    shared_staff_rate=0.3,
+)
+
+
+class DocumentsRead(monitoring.CommandListener):
+    """Documents the server returned to find, getMore and aggregate commands."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self.commands = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
+        if cursor:
+            self.documents += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@dataclass
+class Organiser:
+    store: EntityStore
+    projector: Projector
+    records: dict[tuple[EntityKind, str], SourceRecord]
+    reads: DocumentsRead
+
+    async def write(self, records: Iterable[SourceRecord]) -> None:
+        validator = RecordValidator(TENANT, SOURCE, uuid4())
+        documents = []
+        for record in records:
+            self.records[(record.kind, record.key)] = record
+            entity, _ = validator.validate(record)
+            if entity is None:
+                continue
+            data = entity.model_dump(mode="json")
+            documents.append(
+                {
+                    "_id": str(entity_id(TENANT, SOURCE, record.kind, record.key)),
+                    "tenant_id": TENANT,
+                    "source_id": SOURCE,
+                    "kind": record.kind.value,
+                    "key": record.key,
+                    "data": data,
+                    "hash": content_hash(data),
+                    "updated_at": now(),
+                }
+            )
+        await self.store.write(documents)
+
+    async def delete(self, kind: EntityKind, key: str) -> None:
+        self.records.pop((kind, key), None)
+        await self.store.delete([str(entity_id(TENANT, SOURCE, kind, key))])
+
+    def of_kind(self, kind: EntityKind) -> list[SourceRecord]:
+        return sorted((r for (k, _), r in self.records.items() if k is kind), key=lambda r: r.key)
+
+    def edited(self, kind: EntityKind, key: str, **changes: Any) -> SourceRecord:
+        record = self.records[(kind, key)]
+        return record.model_copy(update={"data": {**record.data, **changes}})
+
+    async def findings(self) -> set[tuple[str, str, str | None]]:
+        cursor = self.projector.findings.collection.find({"tenant_id": TENANT, "origin": "reconcile"})
+        return {(f["code"], str(f["entity_id"]), f.get("school_unit_code")) async for f in cursor}
+
+    async def project_changes_then_check_whole(self) -> ProjectionReport:
+        """Project incrementally, then the whole organiser: the whole projection must find nothing more."""
+        report = await self.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+        after_changes = await self.findings()
+        whole = await self.projector.project_tenant(TENANT, today=TODAY, reason="check", whole=True)
+        missed = {v: (r.upserts, r.deletes, r.held) for v, r in whole.vendors.items() if r.upserts or r.deletes}
+        assert missed == {}, f"the incremental projection missed changes: {missed}"
+        assert after_changes == await self.findings()
+        return report
+
+
+@pytest.fixture
+async def organiser(mongo_url: str, settings: ServiceSettings) -> Any:
+    reads = DocumentsRead()
+    client: Any = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[reads])
+    db = client[settings.store.mongodb_database]
+
+    async def no_queue(vendor_id: str) -> None:
+        return None
+
+    projector = Projector(
+        client,
+        db,
+        Outbox(db),
+        exchange="vendor",
+        producer="normaliser",
+        ensure_vendor_queue=no_queue,
+        gdpr_exchange="gdpr",
+    )
+    records = generate(SPEC, seed=7)
+    codes = sorted(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
+    subscriptions = SubscriptionStore(db)
+    await subscriptions.save_profile(
+        VendorProfile(vendor_id="classes-one-unit", classes_only=True, single_school_unit_per_user=True)
+    )
+    for subscription in (
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="everything",
+            school_unit_codes=frozenset(codes),
+            protected_identity_policy=ProtectedIdentityPolicy.PSEUDONYMISE,
+            test_mode=False,
+        ),
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="one-unit-teachers",
+            school_unit_codes=frozenset(codes[:1]),
+            roles=frozenset({Role.TEACHER}),
+        ),
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="years",
+            school_unit_codes=frozenset(codes),
+            school_years=frozenset({7, 8, 9}),
+            school_types=frozenset({SchoolType.GR}),
+            protected_identity_policy=ProtectedIdentityPolicy.MINIMAL,
+            test_mode=False,
+        ),
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id="classes-one-unit", school_unit_codes=frozenset(codes), test_mode=False
+        ),
+        VendorSubscription(
+            tenant_id=TENANT,
+            vendor_id="teaching-groups",
+            school_unit_codes=frozenset(codes[1:]),
+            group_types=frozenset({GroupType.UNDERVISNING}),
+        ),
+    ):
+        await subscriptions.save(subscription)
+    found = Organiser(EntityStore(db), projector, {}, reads)
+    await found.write(records)
+    first = await projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+    assert sum(r.upserts for r in first.vendors.values()) > 0
+    try:
+        yield found
+    finally:
+        await client.close()
+
+
+async def test_a_change_set_projected_incrementally_leaves_nothing_for_a_whole_projection(organiser: Organiser):
+    changes = change_set(organiser.records.values(), seed=3, moves=0.05, leavers=0.03, joiners=0.03, on=TODAY)
+    await organiser.write(changes.changed)
+    for deletion in changes.deleted:
+        await organiser.delete(deletion.kind, deletion.key)
+    report = await organiser.project_changes_then_check_whole()
+    assert sum(r.upserts + r.deletes for r in report.vendors.values()) > 0
+
+
+async def test_taking_and_giving_back_an_email_address_changes_the_other_person_too(organiser: Organiser):
+    persons = [p for p in organiser.of_kind(EntityKind.PERSON) if p.data.get("emails")]
+    first, later = persons[0], persons[-1]  # the first in key order keeps a shared address
+    taken = later.data["emails"][0]
+    await organiser.write([organiser.edited(EntityKind.PERSON, first.key, emails=[taken])])
+    report = await organiser.project_changes_then_check_whole()
+    assert any(r.upserts for r in report.vendors.values())
+    await organiser.write([first])
+    await organiser.project_changes_then_check_whole()
+
+
+async def test_a_duty_handed_to_another_teacher_and_deleted_members_groups_and_duties(organiser: Organiser):
+    duties = [d for d in organiser.of_kind(EntityKind.DUTY) if d.data.get("role") == "Lärare"]
+    handed, other = duties[0], duties[-1]
+    await organiser.write([organiser.edited(EntityKind.DUTY, handed.key, person=other.data["person"])])
+    await organiser.project_changes_then_check_whole()
+
+    group = next(g for g in organiser.of_kind(EntityKind.GROUP) if len(g.data.get("memberships") or []) > 3)
+    await organiser.delete(EntityKind.PERSON, group.data["memberships"][0]["person"])
+    await organiser.project_changes_then_check_whole()
+
+    taught = next(a for a in organiser.of_kind(EntityKind.ACTIVITY) if a.data.get("groups") and a.data.get("teachers"))
+    await organiser.delete(EntityKind.GROUP, taught.data["groups"][0])
+    await organiser.delete(EntityKind.DUTY, taught.data["teachers"][0])
+    await organiser.project_changes_then_check_whole()
+
+
+async def test_a_teacher_turning_protected_is_pseudonymised_in_groups_and_activities(organiser: Organiser):
+    teacher_keys = {d.data["person"] for d in organiser.of_kind(EntityKind.DUTY) if d.data.get("role") == "Lärare"}
+    members = {m["person"] for g in organiser.of_kind(EntityKind.GROUP) for m in g.data.get("memberships") or []}
+    key = sorted(teacher_keys)[0]
+    student = sorted(members - teacher_keys)[0]
+    await organiser.write(
+        [
+            organiser.edited(EntityKind.PERSON, key, security_marking="Skyddad folkbokföring"),
+            organiser.edited(EntityKind.PERSON, student, security_marking="Sekretessmarkering"),
+        ]
+    )
+    report = await organiser.project_changes_then_check_whole()
+    assert report.vendors["everything"].upserts > 1  # the pseudonym, its duties, groups and activities
+
+
+async def test_documents_read_for_one_change_do_not_depend_on_the_organiser(organiser: Organiser):
+    """A one-person change reads the person's neighbourhood, not the organiser (about 1,000 entities
+    here): the same bound holds at any size (``make bench`` measures it at S, M and L)."""
+    student = next(p for p in organiser.of_kind(EntityKind.PERSON) if p.data.get("enrolments"))
+    await organiser.write([organiser.edited(EntityKind.PERSON, student.key, family_name="Bytt")])
+    before = organiser.reads.documents
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+    read = organiser.reads.documents - before
+    assert report.vendors["everything"].upserts == 1
+    assert read <= 100, f"{read} documents read for one changed person"
+    # Nothing pending afterwards: the next projection reads (almost) nothing and sends nothing.
+    before = organiser.reads.documents
+    again = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+    assert organiser.reads.documents - before <= 1
+    assert not any(r.upserts or r.deletes for r in again.vendors.values())
+
+
+async def test_a_school_unit_change_projects_the_whole_organiser(organiser: Organiser):
+    unit = organiser.of_kind(EntityKind.SCHOOL_UNIT)[0]
+    await organiser.write([organiser.edited(EntityKind.SCHOOL_UNIT, unit.key, display_name="Nytt namn")])
+    before = organiser.reads.documents
+    report = await organiser.project_changes_then_check_whole()
+    assert organiser.reads.documents - before > len(organiser.records)  # the whole organiser was read
+    assert report.vendors["everything"].upserts >= 1
+
+
+async def test_a_whole_projection_in_chunks_sends_what_the_pure_projection_of_the_whole_organiser_selects(
+    organiser: Organiser, monkeypatch: pytest.MonkeyPatch
+):
+    """Chunks of 40 entities (each with its neighbourhood) add up to exactly the projection of the
+    whole organiser in memory: every vendor view holds what ``project`` selects, with its content, and
+    the findings are ``reconcile``'s."""
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 40)
+    changes = change_set(organiser.records.values(), seed=5, moves=0.05, leavers=0.03, joiners=0.03, on=TODAY)
+    await organiser.write(changes.changed)
+    for deletion in changes.deleted:
+        await organiser.delete(deletion.kind, deletion.key)
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="subscription", whole=True)
+    assert sum(r.upserts + r.deletes for r in report.vendors.values()) > 0
+
+    state, findings = reconcile(TENANT, await organiser.store.load_tenant(TENANT), TODAY)
+    assert {(code, entity) for code, entity, _ in await organiser.findings()} == {
+        (f.code.value, str(f.entity_id)) for f in findings if f.entity_id is not None
+    }
+    views = organiser.projector.views
+    for subscription, profile in await organiser.projector.subscriptions.for_tenant(TENANT):
+        expected = {str(i): r.hash for i, r in project(state, subscription, profile, TODAY).items()}
+        cursor = views.find({"tenant_id": TENANT, "vendor_id": subscription.vendor_id, "present": True})
+        held = {d["entity_id"]: (d["hash"], d["source_entity_id"]) async for d in cursor}
+        withheld = {str(i) for i in state.withheld}
+        assert {i: h for i, (h, _) in held.items() if i in expected} == expected, subscription.vendor_id
+        # Anything else still at the vendor is withheld by a data-quality error (left as it is) or
+        # waits in a hold of the mass-deletion guard.
+        holds = {
+            i
+            async for d in organiser.projector.holds.find({"vendor_id": subscription.vendor_id})
+            for i in d["entity_ids"]
+        }
+        extra = set(held) - set(expected)
+        assert all(i in holds or held[i][1] in withheld for i in extra), subscription.vendor_id
