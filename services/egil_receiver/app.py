@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
@@ -13,8 +14,8 @@ from aiohttp import web
 from pydantic import Field
 
 from egil_receiver.clients import ClientRegistry, EgilClient
-from egil_receiver.store import INDEXES, ReceiverStore
-from skolsynk.contracts.source import SourceDeletion
+from egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
+from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.egil import EgilMappingError, EgilResourceType, from_egil
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE
 from skolsynk.logging import bound_context, get_logger
@@ -32,6 +33,8 @@ SCIM_CONTENT_TYPE = "application/scim+json"
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SCHEMA_PREFIXES = ("urn:scim:schemas:extension:sis:school:1.0:", "urn:ietf:params:scim:schemas:core:2.0:")
 MAX_PAGE = 1000
+#: How long a request over its client's rate waits for its turn before it is refused with 429.
+RATE_LIMIT_WAIT_SECONDS = 10.0
 
 CLIENT_KEY: web.RequestKey[EgilClient] = web.RequestKey("client", EgilClient)
 
@@ -50,8 +53,23 @@ class EgilReceiverSettings(ServiceSettings):
     egil_federation_metadata_file: Path | None = Field(
         default=None, description="Verified federation metadata JSON (Skolfederation); adds its client pins."
     )
-    egil_run_idle_seconds: float = Field(default=2.0, gt=0, description="A burst of pushes ends after this quiet.")
-    egil_run_max_age_seconds: float = Field(default=30.0, gt=0, description="A run is completed at this age.")
+    egil_run_idle_seconds: float = Field(
+        default=2.0, gt=0, description="A run (the client's run: a burst of pushes) is completed after this quiet."
+    )
+    egil_run_max_age_seconds: float = Field(
+        default=21600.0,
+        gt=0,
+        description="Guard only: a run that never pauses is completed at this age; the pause normally ends it.",
+    )
+    egil_page_seconds: float = Field(
+        default=0.5, gt=0, description="While pushes go on, their writes are paged (sent on) at least this often."
+    )
+    egil_page_size: int = Field(
+        default=DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=2000,
+        description="Records per page at most (an outbox entry stays far below 16 MiB).",
+    )
 
 
 def scim_error(status: int, detail: str) -> web.Response:
@@ -74,9 +92,9 @@ def server_ssl_context(settings: EgilReceiverSettings) -> ssl.SSLContext | None:
     return context
 
 
-def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -> str:
-    """Validation at the door; returns the resource id or raises ValueError with a precise detail
-    (never the submitted values: they may be personal data)."""
+def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -> tuple[str, SourceRecord]:
+    """Validation at the door; returns the resource id and its canonical record, or raises ValueError
+    with a precise detail (never the submitted values: they may be personal data)."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     schemas = body.get("schemas")
@@ -98,15 +116,27 @@ def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -
         if not isinstance(code, str) or not SCHOOL_UNIT_CODE.match(code):
             raise ValueError("schoolUnitCode must be exactly 8 digits")
     try:
-        from_egil(resource_type, body)
+        record = from_egil(resource_type, body)
     except EgilMappingError as error:
         raise ValueError(str(error)) from error
-    return external_id
+    return external_id, record
 
 
 def build_scim_app(
-    store: ReceiverStore, registry: ClientRegistry, *, base_path: str = "", api_key_header: str = "X-API-Key"
+    store: ReceiverStore,
+    registry: ClientRegistry,
+    *,
+    base_path: str = "",
+    api_key_header: str = "X-API-Key",
+    on_write: Callable[[str, str], None] | None = None,
 ) -> web.Application:
+    """The SCIM endpoints. A write request makes one store write (see :mod:`egil_receiver.store`);
+    ``on_write(tenant_id, source_id)`` is told of each acknowledged write (the run pager)."""
+
+    def written(client: EgilClient) -> None:
+        if on_write is not None:
+            on_write(client.tenant_id, client.source_id)
+
     @web.middleware
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,11 +156,15 @@ def build_scim_app(
             if client is None:
                 return scim_error(403, "unknown API key")
         limiter = registry.limiter(client)
-        if not limiter.has_capacity():
+        # Over its rate a client waits for its turn (a one-at-a-time client is paced, not failed: the
+        # EGIL client does not retry within a run); only a wait beyond the bound is refused.
+        try:
+            async with asyncio.timeout(RATE_LIMIT_WAIT_SECONDS):
+                await limiter.acquire()
+        except TimeoutError:
             response = scim_error(429, "too many requests for this organiser")
             response.headers["Retry-After"] = "1"
             return response
-        await limiter.acquire()
         request[CLIENT_KEY] = client
         with bound_context(tenant_id=client.tenant_id, source_id=client.source_id):
             return await handler(request)
@@ -158,25 +192,24 @@ def build_scim_app(
         except web.HTTPBadRequest as error:
             return scim_error(400, error.text or "malformed JSON")
         try:
-            resource_id = check_body(resource_type, body, url_id)
+            resource_id, record = check_body(resource_type, body, url_id)
         except ValueError as error:
             log.info("push_rejected", method=method, resource_type=resource_type.value, reason=str(error))
             return scim_error(400, str(error))
-        record = from_egil(resource_type, body)
-        stored = await store.write(
+        store_write = store.create if method == "POST" else store.replace
+        stored = await store_write(
             tenant_id=client.tenant_id,
             source_id=client.source_id,
             resource_type=resource_type.value,
             resource_id=resource_id,
             body=body,
             record=record,
-            deletion=None,
-            expect_existing=method == "PUT",
         )
         if not stored:
             if method == "POST":
                 return scim_error(409, f"{resource_type.value}/{resource_id} already exists")
             return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
+        written(client)
         return web.json_response(
             {**body, "id": resource_id}, status=201 if method == "POST" else 200, content_type=SCIM_CONTENT_TYPE
         )
@@ -192,18 +225,16 @@ def build_scim_app(
         resource_type = resource_type_of(request)
         resource_id = request.match_info["id"]
         await request.read()  # the client sends an empty form-encoded body
-        deleted = await store.write(
+        deleted = await store.delete(
             tenant_id=client.tenant_id,
             source_id=client.source_id,
             resource_type=resource_type.value,
             resource_id=resource_id,
-            body=None,
-            record=None,
             deletion=SourceDeletion(kind=resource_type.kind, key=resource_id.lower()),
-            expect_existing=True,
         )
         if not deleted:
             return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
+        written(client)
         return web.Response(status=204)
 
     async def list_resources(request: web.Request) -> web.Response:
@@ -250,28 +281,42 @@ def build(settings: EgilReceiverSettings) -> ServiceApp:
     registry = ClientRegistry.from_file(
         settings.egil_clients_file, federation_metadata=settings.egil_federation_metadata_file
     )
-    store = ReceiverStore(app.mongo, app.db, app.outbox, exchange=app.topology.exchange("source"), producer=SERVICE)
+    store = ReceiverStore(
+        app.mongo,
+        app.db,
+        app.outbox,
+        exchange=app.topology.exchange("source"),
+        producer=SERVICE,
+        page_size=settings.egil_page_size,
+    )
+    pager = RunPager(
+        store,
+        idle_seconds=settings.egil_run_idle_seconds,
+        max_age_seconds=settings.egil_run_max_age_seconds,
+        page_seconds=settings.egil_page_seconds,
+    )
     app.extensions["store"] = store
+    app.extensions["pager"] = pager
     scim = build_scim_app(
-        store, registry, base_path=settings.egil_base_path, api_key_header=settings.egil_api_key_header
+        store,
+        registry,
+        base_path=settings.egil_base_path,
+        api_key_header=settings.egil_api_key_header,
+        on_write=pager.written,
     )
     app.add_web_app(
         scim, host=settings.egil_host, port=settings.egil_port, ssl_context=server_ssl_context(settings), server="scim"
     )
 
-    async def close_runs() -> None:
-        import asyncio
+    async def page_what_is_left() -> None:
+        # At shutdown: what was acknowledged goes on its way now (the run stays open for the next process).
+        try:
+            await pager.flush_all()
+        except Exception:
+            log.exception("egil_paging_at_shutdown_failed")
 
-        while True:
-            try:
-                await store.close_idle_runs(
-                    idle_seconds=settings.egil_run_idle_seconds, max_age_seconds=settings.egil_run_max_age_seconds
-                )
-            except Exception:
-                log.exception("run_closing_failed")
-            await asyncio.sleep(min(settings.egil_run_idle_seconds / 2, 1.0))
-
-    app.add_background("close-runs", close_runs)
+    app.add_background("run-pager", pager.run)
+    app.add_shutdown(page_what_is_left)
     return app
 
 

@@ -5,7 +5,8 @@
   source_id: egil-ad            # the source its data belongs to
   api_key_sha256: 9f86d08...     # sha256 hex of the API key (the key itself is never stored)
   client_pins: [ "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" ]   # SPKI SHA-256 pins (base64)
-  rate_per_second: 50
+  rate_per_second: 1000          # token bucket; a request over it waits for its turn (up to 10 s, then 429)
+  burst: 100
 ```
 
 The tenant of a request comes from its client certificate's public-key pin (mutual TLS) or, without
@@ -35,7 +36,7 @@ class EgilClient(BaseModel):
     federation_entity_id: str | None = Field(
         default=None, description="The client's entity in federation metadata; its client pins count too."
     )
-    rate_per_second: float = Field(default=50.0, gt=0)
+    rate_per_second: float = Field(default=1000.0, gt=0)
     burst: int = Field(default=100, ge=1)
 
 

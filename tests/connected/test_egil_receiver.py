@@ -5,8 +5,11 @@ what reaches the normaliser."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +54,10 @@ def pki(tmp_path: Path) -> dict[str, Any]:
     return {**files, "client_pin": spki_sha256_pin(client.cert_chain_pems[0].bytes())}
 
 
-@pytest.fixture
-async def receiver(settings: ServiceSettings, tmp_path: Path):
+@contextlib.asynccontextmanager
+async def running_receiver(
+    settings: ServiceSettings, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[ServiceApp, ServiceApp, dict[str, Any]]]:
     certificates = pki(tmp_path)
     clients = tmp_path / "clients.yaml"
     clients.write_text(
@@ -66,7 +71,7 @@ async def receiver(settings: ServiceSettings, tmp_path: Path):
         EgilReceiverSettings.model_validate(
             {**base, "egil_clients_file": clients, "egil_port": 0, "egil_host": "127.0.0.1",
              "egil_tls_cert_file": certificates["server"], "egil_client_ca_file": certificates["ca"],
-             "egil_run_idle_seconds": 0.3}
+             "egil_run_idle_seconds": 0.3, "egil_page_seconds": 0.1, **overrides}
         )
     )  # fmt: skip
     normaliser = build_normaliser(NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}))
@@ -78,6 +83,12 @@ async def receiver(settings: ServiceSettings, tmp_path: Path):
         for app in (receiver_app, normaliser):
             await app.drain(2)
             await app.close()
+
+
+@pytest.fixture
+async def receiver(settings: ServiceSettings, tmp_path: Path):
+    async with running_receiver(settings, tmp_path) as running:
+        yield running
 
 
 def session_for(certificates: dict[str, Any], *, cert: str | None = "client", api_key: str | None = None):
@@ -268,3 +279,71 @@ async def test_random_bodies_never_cause_a_5xx_or_a_partial_write(receiver):
     async for document in receiver_app.db["egil_resources"].find({}):
         assert isinstance(document["body"], dict)
         assert document["resource_id"] == document["body"]["externalId"]
+
+
+def pupil(external_id: str, number: int) -> dict[str, Any]:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:scim:schemas:extension:sis:school:1.0:User"],
+        "externalId": external_id,
+        "userName": f"elev{number}@gronkoping.se",
+        "displayName": f"Elev{number} Testsson",
+        "name": {"familyName": "Testsson", "givenName": f"Elev{number}"},
+        "urn:scim:schemas:extension:sis:school:1.0:User": {
+            "enrolments": [{"value": "9f8e7d6c-5b4a-4f3e-9d2c-1b0a9f8e7d6c", "schoolYear": 7, "schoolType": "GR"}]
+        },
+    }
+
+
+async def test_a_long_initial_sync_with_a_pause_only_at_the_end_is_one_run(settings, tmp_path):
+    """The client pushes one object at a time and pauses only when its run is over: however long
+    that takes, it is one run (one projection), and its pages reach the normaliser while it goes on."""
+    idle = 4.0  # the pause that ends the run; far longer than the wait in the middle below
+    organisation = "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e"
+    pushes = [
+        ("/Organisations", {"externalId": organisation, "displayName": "Grönköpings kommun"}),
+        (
+            "/SchoolUnits",
+            {
+                "externalId": "9f8e7d6c-5b4a-4f3e-9d2c-1b0a9f8e7d6c",
+                "displayName": "Norrskolan",
+                "schoolUnitCode": "29384756",
+                "organisation": {"value": organisation},
+            },
+        ),
+        *[("/Users", pupil(str(uuid.UUID(int=n + 1)), n)) for n in range(40)],
+    ]
+    overrides = {"egil_run_idle_seconds": idle, "egil_page_seconds": 0.05, "egil_page_size": 5}
+    async with running_receiver(settings, tmp_path, **overrides) as (receiver_app, normaliser, certificates):
+        outbox = receiver_app.db["outbox"]
+
+        async def sent(message_type: str) -> int:
+            return await outbox.count_documents({"envelope.message_type": message_type, "sent_at": {"$ne": None}})
+
+        async with session_for(certificates) as http:
+            for number, (endpoint, body) in enumerate(pushes):
+                async with http.post(url(receiver_app, endpoint), json=body) as response:
+                    assert response.status == 201, await response.text()
+                if number == len(pushes) // 2:
+                    # Halfway: pages are already on their way to the normaliser, the run still open.
+                    async def first_pages_sent() -> bool:
+                        return await sent("source.records") >= 2
+
+                    await wait_for(first_pages_sent, timeout=idle - 1, what="pages sent while the client pushes")
+                    assert await sent("source.run.completed") == 0
+                    assert await receiver_app.db["egil_runs"].count_documents({"status": "open"}) == 1
+
+        async def normalised() -> bool:
+            persons = await normaliser.db["entities"].count_documents({"tenant_id": TENANT, "kind": "person"})
+            return persons == 40 and await sent("source.run.completed") == 1
+
+        await wait_for(normalised, timeout=60, interval=0.2, what="the whole sync projected")
+        runs = await receiver_app.db["egil_runs"].find({}).to_list(None)
+        assert [run["status"] for run in runs] == ["closed"]
+        envelopes = [entry["envelope"] async for entry in outbox.find({}).sort("created_at", 1)]
+        assert [e["message_type"] for e in envelopes].count("source.run.started") == 1
+        pages = [e["payload"] for e in envelopes if e["message_type"] == "source.records"]
+        completed = next(e["payload"] for e in envelopes if e["message_type"] == "source.run.completed")
+        assert completed["pages"] == len(pages) >= 42 // 5
+        assert sorted(p["page"] for p in pages) == list(range(len(pages)))
+        assert sum(len(p["records"]) for p in pages) == len(pushes)
+        assert await normaliser.db["runs"].count_documents({"source_id": SOURCE}) == 1
