@@ -89,17 +89,20 @@ class GdprHandlers:
         if entry is None:
             log.info("deletion_receipt_repeated", vendor_id=message.vendor_id)
             return
-        self.metrics.completed.labels(message.vendor_id, message.outcome).inc()
+        # Counted once committed: the purge check below may make the transaction conflict and run again.
+        context.after_commit(lambda: self.metrics.completed.labels(message.vendor_id, message.outcome).inc())
         if entry.get("removed_at") is not None:
             elapsed = (_aware(message.delivered_at) - _aware(entry["removed_at"])).total_seconds()
-            self.metrics.removal_to_receipt.labels(message.vendor_id).observe(max(elapsed, 0.0))
+            context.after_commit(
+                lambda: self.metrics.removal_to_receipt.labels(message.vendor_id).observe(max(elapsed, 0.0))
+            )
         person_id = entry.get("person_id")
         if person_id is None:
             # The receipt came before the request (they travel separately): the request completes it.
             return
         outcome = await self.purger.purge_if_done(tenant_id, person_id, session=context.session)
         if outcome.purged:
-            self.metrics.purged.inc()
+            context.after_commit(self.metrics.purged.inc)
         log.info("deletion_confirmed", vendor_id=message.vendor_id, person_id=person_id, purge=outcome.reason)
 
     async def erasure_requested(self, tenant_id: str, message: ErasureRequested, context: MessageContext) -> None:

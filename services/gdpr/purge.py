@@ -58,6 +58,8 @@ class PersonalDataPurger:
         return None
 
     async def purge_if_done(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> PurgeOutcome:
+        if session is not None:
+            await self.ledger.claim_person(tenant_id, person_id, session=session)
         reason = await self.blocker(tenant_id, person_id, session=session)
         if reason is not None:
             return PurgeOutcome(False, reason, {})

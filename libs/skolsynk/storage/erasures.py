@@ -175,6 +175,14 @@ class ErasureLedger:
             {"tenant_id": tenant_id, "person_id": person_id, "status": {"$in": list(OPEN)}}, session=session
         )
 
+    async def claim_person(self, tenant_id: str, person_id: str, *, session: Session) -> None:
+        """Write to every ledger entry of the person inside the caller's transaction, so that two
+        receipts of one person handled at once conflict (one is retried and sees the other finished)
+        instead of each seeing the other's deletion still open and neither purging (write skew)."""
+        await self.collection.update_many(
+            {"tenant_id": tenant_id, "person_id": person_id}, {"$inc": {"purge_checks": 1}}, session=session
+        )
+
     async def for_person(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> list[Document]:
         criteria = {"tenant_id": tenant_id, "person_id": person_id}
         return await self.collection.find(criteria, session=session).to_list(None)
