@@ -20,7 +20,7 @@ from pymongo import UpdateOne
 
 from normaliser.metrics import NormaliserMetrics
 from normaliser.neighbourhood import Neighbourhood
-from normaliser.state import VENDOR_VIEWS, EntityStore, now
+from normaliser.state import POPULATION_INDEX, VENDOR_INDEX, VENDOR_VIEWS, EntityStore, now
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.dependencies import referenced_ids, token, uniqueness_tokens
@@ -196,9 +196,8 @@ class Projector:
             vendor_id = subscription.vendor_id
             gone = _RemovalReasons(subscription, suppressed_for_vendor(suppressed, vendor_id), set())
             # Views of entities that no longer exist (deleted without a tombstone, or long ago).
-            async for doc in self.views.find(
-                {"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True},
-                {"resource": 0},
+            async for doc in self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True}).hint(
+                VENDOR_INDEX
             ):
                 if doc.get("source_entity_id", doc["entity_id"]) not in processed:
                     removals[vendor_id].setdefault(doc["_id"], (doc, gone(doc)))
@@ -260,7 +259,8 @@ class Projector:
                 {"$match": {"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True}},
                 {"$unwind": "$school_unit_ids"},
                 {"$group": {"_id": "$school_unit_ids", "n": {"$sum": 1}}},
-            ]
+            ],
+            hint=VENDOR_INDEX,
         )
         return {doc["_id"]: doc["n"] async for doc in cursor}
 
@@ -565,7 +565,8 @@ class Projector:
             for unit_id in by_unit:
                 if unit_id != "-":
                     population[unit_id] = await self.views.count_documents(
-                        {"tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_ids": unit_id, "present": True}
+                        {"tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_ids": unit_id, "present": True},
+                        hint=POPULATION_INDEX,
                     )
         holds = {
             doc["school_unit_id"]: doc

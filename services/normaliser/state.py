@@ -24,6 +24,9 @@ VENDOR_VIEWS = "vendor_views"
 LOCKS = "projection_locks"
 ENTITY_TOMBSTONES = "entity_tombstones"
 
+#: A vendor's whole view (hinted where a query filters on more: see ``EntityStore.referring``).
+VENDOR_INDEX = "by_vendor"
+
 #: Page bookkeeping of finished runs is kept this long, for support.
 RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
 
@@ -33,19 +36,22 @@ INDEXES = [
     IndexSpec(RUNS, [("status", 1), ("claimed_at", 1)], name="by_status"),
     IndexSpec(RUN_PAGES, [("run_id", 1), ("received", 1), ("page", 1)], name="by_run_page"),
     IndexSpec(RUN_PAGES, [("created_at", 1)], name="created_at_ttl", expire_after_seconds=RUN_PAGES_RETENTION_SECONDS),
-    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1)], name=VENDOR_INDEX),
 ]
+
+REFERENCE_INDEX = "by_reference"
+POPULATION_INDEX = "by_school_unit"
 
 #: What incremental projections query: an entity's dependants by token, the entities and tombstones a
 #: projection has not seen yet, a vendor's view of the entities it looks at, a school unit's population.
 PROJECTION_INDEXES = [
-    IndexSpec(ENTITIES, [("tenant_id", 1), ("refs", 1)], name="by_reference"),
+    IndexSpec(ENTITIES, [("tenant_id", 1), ("refs", 1)], name=REFERENCE_INDEX),
     IndexSpec(
         ENTITIES, [("tenant_id", 1), ("pending", 1)], name="pending_projection", partial_filter={"pending": True}
     ),
     IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
-    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name="by_school_unit"),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
 ]
 
 
@@ -148,7 +154,9 @@ class EntityStore:
         if not tokens:
             return []
         criteria = {"tenant_id": tenant_id, "refs": {"$in": tokens}, "kind": {"$in": sorted(k.value for k in kinds)}}
-        return await self.collection.find(criteria).to_list(None)
+        # The hint: the Mongo wire server's planner scans the collection when a query has a field
+        # beyond a multikey index's (MongoDB picks the index by itself).
+        return await self.collection.find(criteria).hint(REFERENCE_INDEX).to_list(None)
 
     async def backfill_references(self, *, batch: int = 500) -> int:
         """Give entities stored before dependency tokens existed their tokens (once, at start-up)."""

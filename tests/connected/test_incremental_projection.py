@@ -21,7 +21,7 @@ from uuid import uuid4
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from normaliser import projection
+from normaliser import projection, state
 from normaliser.projection import ProjectionReport, Projector
 from normaliser.state import EntityStore, now
 from normaliser.validation import RecordValidator
@@ -33,6 +33,9 @@ from skolsynk.domain.ss12000 import EntityKind, GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
 from skolsynk.messaging import Outbox
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.findings import ENTITY_INDEX
+from skolsynk.storage.findings import INDEXES as FINDING_INDEXES
+from skolsynk.storage.mongo import ensure_indexes
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.synthetic import SCHOOL_YEAR_START, SizeSpec, change_set, generate
 
@@ -148,6 +151,7 @@ async def organiser(mongo_url: str, settings: ServiceSettings) -> Any:
         ensure_vendor_queue=no_queue,
         gdpr_exchange="gdpr",
     )
+    await ensure_indexes(db, [*state.INDEXES, *state.PROJECTION_INDEXES, *FINDING_INDEXES])
     records = generate(SPEC, seed=7)
     codes = sorted(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
     subscriptions = SubscriptionStore(db)
@@ -309,3 +313,37 @@ async def test_a_whole_projection_in_chunks_sends_what_the_pure_projection_of_th
         }
         extra = set(held) - set(expected)
         assert all(i in holds or held[i][1] in withheld for i in extra), subscription.vendor_id
+
+
+async def test_the_projections_queries_are_served_by_indexes(organiser: Organiser):
+    """Every query an incremental or chunked projection runs uses an index (explain on the Mongo wire
+    server; docs/selection.md lists the indexes for MongoDB)."""
+    person = organiser.of_kind(EntityKind.PERSON)[0]
+    pid = str(entity_id(TENANT, SOURCE, EntityKind.PERSON, person.key))
+    unit = str(entity_id(TENANT, SOURCE, EntityKind.SCHOOL_UNIT, organiser.of_kind(EntityKind.SCHOOL_UNIT)[0].key))
+    entities, views = organiser.store.collection, organiser.projector.views
+    findings = organiser.projector.findings.collection
+    queries = {
+        "pending entities": entities.find({"tenant_id": TENANT, "pending": True}),
+        "tombstones": organiser.store.tombstones.find({"tenant_id": TENANT}),
+        "dependants": entities.find(
+            {"tenant_id": TENANT, "refs": {"$in": [f"person:{pid}"]}, "kind": {"$in": ["duty", "group"]}}
+        ).hint(state.REFERENCE_INDEX),
+        "entities of a school unit": entities.find({"tenant_id": TENANT, "refs": f"school_unit:{unit}"}),
+        "entities by id": entities.find({"_id": {"$in": [pid]}}),
+        "views of outputs": views.find(
+            {"tenant_id": TENANT, "vendor_id": "everything", "source_entity_id": {"$in": [pid]}}
+        ),
+        "population of a unit": views.find(
+            {"tenant_id": TENANT, "vendor_id": "everything", "school_unit_ids": unit, "present": True}
+        ).hint(state.POPULATION_INDEX),
+        "findings of outputs": findings.find(
+            {"tenant_id": TENANT, "origin": "reconcile", "entity_id": {"$in": [pid]}}
+        ).hint(ENTITY_INDEX),
+        "unplaced findings of outputs": findings.find(
+            {"tenant_id": TENANT, "school_unit_code": None, "entity_id": {"$in": [pid]}}
+        ).hint(ENTITY_INDEX),
+    }
+    for what, cursor in queries.items():
+        plan = (await cursor.explain())["queryPlanner"]["winningPlan"]
+        assert "COLLSCAN" not in str(plan), f"{what} scans the collection: {plan}"

@@ -11,11 +11,13 @@ from skolsynk.domain.quality import Finding, FindingCode, Severity, summary_by_s
 from skolsynk.storage.mongo import Database, IndexSpec, Session
 
 FINDINGS = "dq_findings"
+#: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
+ENTITY_INDEX = "by_entity"
 
 INDEXES = [
     IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
-    IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name="by_entity"),
+    IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name=ENTITY_INDEX),
 ]
 
 
@@ -35,7 +37,9 @@ class FindingStore:
         criteria: dict[str, Any] = {"tenant_id": tenant_id, "origin": "reconcile"}
         if only_entities is not None:
             criteria["entity_id"] = {"$in": sorted(set(only_entities))}
-        await self.collection.delete_many(criteria)
+            await self.collection.delete_many(criteria, hint=ENTITY_INDEX)
+        else:
+            await self.collection.delete_many(criteria)
         await self.add(findings)
 
     async def place_in_school_units(
@@ -48,6 +52,8 @@ class FindingStore:
         if only_entities is not None:
             criteria["entity_id"] = {"$in": sorted(set(only_entities))}
         unplaced = self.collection.find(criteria, {"entity_id": 1})
+        if only_entities is not None:
+            unplaced = unplaced.hint(ENTITY_INDEX)
         by_code: dict[str, list[str]] = {}
         async for doc in unplaced:
             code = codes.get(str(doc["entity_id"]))
