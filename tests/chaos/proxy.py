@@ -74,6 +74,11 @@ class ChaosProxy:
 
     # --- faults ---------------------------------------------------------------------------------
 
+    @property
+    def open_links(self) -> int:
+        """Connections through the proxy right now."""
+        return len(self._links)
+
     def cut(self) -> int:
         """Close every open connection; returns how many."""
         return self._close_all(abort=False)

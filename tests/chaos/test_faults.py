@@ -229,6 +229,11 @@ async def test_broker_connections_dropped_three_times_during_a_sync(chaos: Chaos
             interval=0.05,
             what=f"{fraction:.0%} delivered",
         )
+        # A batch in flight keeps delivering while its service reconnects: cut once every service
+        # is connected again, so each cut hits all of them.
+        await wait_for(
+            lambda: chaos.broker.open_links >= len(chaos.apps), timeout=60, interval=0.05, what="reconnected"
+        )
         assert chaos.broker.cut() > 0, "no broker connection to cut"
     await chaos.converged(records)
     assert chaos.broker.stats.cuts >= 3
