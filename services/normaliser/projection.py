@@ -20,7 +20,15 @@ from pymongo import UpdateOne
 
 from normaliser.metrics import NormaliserMetrics
 from normaliser.neighbourhood import Neighbourhood
-from normaliser.state import POPULATION_INDEX, VENDOR_INDEX, VENDOR_VIEWS, EntityStore, now
+from normaliser.state import (
+    POPULATION_INDEX,
+    REFERENCE_INDEX,
+    SOURCE_INDEX,
+    VENDOR_INDEX,
+    VENDOR_VIEWS,
+    EntityStore,
+    now,
+)
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.dependencies import referenced_ids, token, uniqueness_tokens
@@ -215,40 +223,48 @@ class Projector:
         return report
 
     async def _chunks(self, tenant_id: str) -> AsyncIterator[dict[str, EntityKind]]:
-        """The tenant's entities in chunks of at most :data:`CHUNK_SIZE`: the organisation level (its
-        school units, school-unit groups and organisations), then what refers to each school unit,
-        then whatever is left (persons at no known unit, for one); each entity once."""
+        """The tenant's entities in chunks of at most :data:`CHUNK_SIZE`, references first (as the
+        vendors need them): the organisation level (school units, school-unit groups, organisations),
+        then the persons, duties, groups and activities, each kind school unit by school unit and
+        then the rest of it (staff, persons at no known unit); each entity once."""
         yielded: set[str] = set()
-        organisation = [
-            doc
-            async for doc in self.entities.collection.find(
-                {"tenant_id": tenant_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}}, {"kind": 1}
-            )
-        ]
-        units = sorted(d["_id"] for d in organisation if d["kind"] == EntityKind.SCHOOL_UNIT.value)
         chunk: dict[str, EntityKind] = {}
-        for doc in organisation:
-            chunk[doc["_id"]] = EntityKind(doc["kind"])
-        for unit_id in units:
-            cursor = self.entities.collection.find(
-                {"tenant_id": tenant_id, "refs": token(EntityKind.SCHOOL_UNIT, unit_id)}, {"kind": 1}
-            )
-            async for doc in cursor:
-                if doc["_id"] in yielded or doc["_id"] in chunk or EntityKind(doc["kind"]) in WHOLE_KINDS:
-                    continue
-                chunk[doc["_id"]] = EntityKind(doc["kind"])
-                if len(chunk) >= CHUNK_SIZE:
-                    yielded |= set(chunk)
-                    yield chunk
-                    chunk = {}
-        async for doc in self.entities.collection.find({"tenant_id": tenant_id}, {"kind": 1}):
-            if doc["_id"] in yielded or doc["_id"] in chunk:
-                continue
-            chunk[doc["_id"]] = EntityKind(doc["kind"])
-            if len(chunk) >= CHUNK_SIZE:
-                yielded |= set(chunk)
-                yield chunk
-                chunk = {}
+
+        def take(entity: str, kind: EntityKind) -> dict[str, EntityKind] | None:
+            nonlocal chunk
+            if entity in yielded:
+                return None
+            yielded.add(entity)
+            chunk[entity] = kind
+            if len(chunk) < CHUNK_SIZE:
+                return None
+            full, chunk = chunk, {}
+            return full
+
+        organisation = self.entities.collection.find(
+            {"tenant_id": tenant_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}}, {"kind": 1}
+        ).hint(SOURCE_INDEX)
+        units: list[str] = []
+        async for doc in organisation:
+            if doc["kind"] == EntityKind.SCHOOL_UNIT.value:
+                units.append(doc["_id"])
+            if (full := take(doc["_id"], EntityKind(doc["kind"]))) is not None:
+                yield full
+        for kind in UNIT_KINDS:
+            for unit_id in sorted(units):
+                cursor = self.entities.collection.find(
+                    {"tenant_id": tenant_id, "refs": token(EntityKind.SCHOOL_UNIT, unit_id), "kind": kind.value},
+                    {"kind": 1},
+                ).hint(REFERENCE_INDEX)
+                async for doc in cursor:
+                    if (full := take(doc["_id"], kind)) is not None:
+                        yield full
+            # Then the rest of the kind (staff, whose units come through their duties; persons at no
+            # known unit), before the next kind.
+            rest = self.entities.collection.find({"tenant_id": tenant_id, "kind": kind.value}, {"kind": 1})
+            async for doc in rest.hint(SOURCE_INDEX):
+                if (full := take(doc["_id"], kind)) is not None:
+                    yield full
         if chunk:
             yield chunk
 
@@ -772,6 +788,8 @@ class _RemovalReasons:
 INCREMENTAL_LIMIT = 2000
 #: Entities per chunk of a whole projection (each read with its neighbourhood).
 CHUNK_SIZE = 1000
+#: The kinds a whole projection reads school unit by school unit, in the order vendors need them.
+UNIT_KINDS = (EntityKind.PERSON, EntityKind.DUTY, EntityKind.GROUP, EntityKind.ACTIVITY)
 #: Entities that change much of the organiser at once (a school unit's members, its code, its
 #: parents): a change to one projects the whole organiser.
 WHOLE_KINDS = frozenset({EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP, EntityKind.SCHOOL_UNIT})

@@ -24,6 +24,8 @@ VENDOR_VIEWS = "vendor_views"
 LOCKS = "projection_locks"
 ENTITY_TOMBSTONES = "entity_tombstones"
 
+#: The entities of a tenant (and of one of its sources).
+SOURCE_INDEX = "by_source"
 #: A vendor's whole view (hinted where a query filters on more: see ``EntityStore.referring``).
 VENDOR_INDEX = "by_vendor"
 
@@ -31,7 +33,7 @@ VENDOR_INDEX = "by_vendor"
 RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
 
 INDEXES = [
-    IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name="by_source"),
+    IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name=SOURCE_INDEX),
     IndexSpec(RUNS, [("tenant_id", 1), ("source_id", 1), ("started_at", -1)], name="by_source"),
     IndexSpec(RUNS, [("status", 1), ("claimed_at", 1)], name="by_status"),
     IndexSpec(RUN_PAGES, [("run_id", 1), ("received", 1), ("page", 1)], name="by_run_page"),

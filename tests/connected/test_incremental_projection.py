@@ -29,7 +29,7 @@ from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import project
-from skolsynk.domain.ss12000 import EntityKind, GroupType, SchoolType
+from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind, GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
 from skolsynk.messaging import Outbox
 from skolsynk.settings import ServiceSettings
@@ -347,3 +347,22 @@ async def test_the_projections_queries_are_served_by_indexes(organiser: Organise
     for what, cursor in queries.items():
         plan = (await cursor.explain())["queryPlanner"]["winningPlan"]
         assert "COLLSCAN" not in str(plan), f"{what} scans the collection: {plan}"
+
+
+async def test_a_whole_projection_in_chunks_sends_references_first(
+    organiser: Organiser, monkeypatch: pytest.MonkeyPatch
+):
+    """Vendors need a group's members and an activity's groups before the group and the activity:
+    across chunks, upserts still go out kind by kind (a resend sends everything again)."""
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 40)
+    started = now()
+    await organiser.projector.project_tenant(
+        TENANT, today=TODAY, reason="resend", resend_vendor_ids=frozenset({"everything"})
+    )
+    entries = await organiser.projector.outbox.collection.find(
+        {"created_at": {"$gte": started}, "envelope.payload.vendor_id": "everything"}
+    ).to_list(None)
+    kinds = [e["envelope"]["payload"]["entity_kind"] for e in sorted(entries, key=lambda e: e["created_at"])]
+    assert len(kinds) > 40 * 5
+    ranks = [KIND_ORDER.index(EntityKind(k)) for k in kinds]
+    assert ranks == sorted(ranks)

@@ -93,9 +93,12 @@ class TransientError(Exception):
 class Deferred(TransientError):
     """Not yet: something this message needs is on its way (a reference another delivery brings).
     Retried, never dead-lettered, on a ladder of its own that starts at the first step however many
-    attempts the message had (counted in ``x-skolsynk-deferrals``)."""
+    attempts the message had (counted in ``x-skolsynk-deferrals``) and stays on the short steps
+    (:data:`DEFERRED_MAX_STEP`)."""
 
 
+#: A deferred message waits at most on this step of the ladder (1-based: 2 is the second, 10 s by default).
+DEFERRED_MAX_STEP = 2
 #: How often a message was deferred (:class:`Deferred`): which step of the retry ladder it waits on.
 HEADER_DEFERRALS = "x-skolsynk-deferrals"
 
@@ -356,7 +359,9 @@ class Consumer:
             previous = headers.get(HEADER_DEFERRALS, 0)
             deferrals = (previous if isinstance(previous, int) else 0) + 1
             headers[HEADER_DEFERRALS] = deferrals
-            step = self.spec.retry_step_for_attempt(deferrals)
+            # Waiting for something on its way: short steps only (the first, then the second), never
+            # the long ones an outage climbs to.
+            step = self.spec.retry_step_for_attempt(min(deferrals, DEFERRED_MAX_STEP))
         log.warning(
             "message_failed_retrying",
             attempt=attempt,
