@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from normaliser.state import EntityStore
-from skolsynk.domain.dependencies import referenced_ids, token, uniqueness_tokens
+from skolsynk.domain.dependencies import referenced_ids, stored, token, uniqueness_tokens
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.storage import Document
@@ -71,7 +71,7 @@ class Neighbourhood:
             )
             self.remember(found)
             self._duties_read.update(unread)
-        wanted = {token(EntityKind.PERSON, p) for p in person_ids}
+        wanted = {stored(EntityKind.DUTY, token(EntityKind.PERSON, p)) for p in person_ids}
         return {
             i
             for i, d in self.documents.items()
@@ -86,10 +86,11 @@ class Neighbourhood:
         return {d["_id"] for d in found}
 
     async def competitors(self, tokens: Iterable[str], kind: EntityKind) -> set[str]:
-        """Entities of ``kind`` sharing a uniqueness token (a login, an e-mail address, a code)."""
+        """Entities of ``kind`` sharing a (stored) uniqueness token (a login, an e-mail address, a
+        code) with the entities the tokens come from."""
         unread = sorted(set(tokens) - self._tokens_read)
         if unread:
-            self.remember(await self.store.referring(self.tenant_id, unread, [kind]))
+            self.remember(await self.store.carrying(self.tenant_id, unread))
             self._tokens_read.update(unread)
         wanted = set(tokens)
         return {

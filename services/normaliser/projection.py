@@ -21,17 +21,18 @@ from pymongo import UpdateOne
 from normaliser.metrics import NormaliserMetrics
 from normaliser.neighbourhood import Neighbourhood
 from normaliser.state import (
+    IDS_PER_QUERY,
     POPULATION_INDEX,
-    REFERENCE_INDEX,
     SOURCE_INDEX,
     VENDOR_INDEX,
     VENDOR_VIEWS,
     EntityStore,
+    batches,
     now,
 )
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
-from skolsynk.domain.dependencies import referenced_ids, token, uniqueness_tokens
+from skolsynk.domain.dependencies import referenced_ids, stored, token, uniqueness_tokens
 from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile, school_unit_codes_by_entity
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
@@ -253,9 +254,9 @@ class Projector:
         for kind in UNIT_KINDS:
             for unit_id in sorted(units):
                 cursor = self.entities.collection.find(
-                    {"tenant_id": tenant_id, "refs": token(EntityKind.SCHOOL_UNIT, unit_id), "kind": kind.value},
+                    {"tenant_id": tenant_id, "refs": stored(kind, token(EntityKind.SCHOOL_UNIT, unit_id))},
                     {"kind": 1},
-                ).hint(REFERENCE_INDEX)
+                )
                 async for doc in cursor:
                     if (full := take(doc["_id"], kind)) is not None:
                         yield full
@@ -394,16 +395,14 @@ class Projector:
             )
             projected = {} if subscription.ended_at is not None else project(state, selecting, profile, today)
             desired = {i: r for i, r in projected.items() if str(r.source_entity_id or i) in outputs}
-            view = {
-                doc["entity_id"]: doc
-                async for doc in self.views.find(
-                    {
-                        "tenant_id": tenant_id,
-                        "vendor_id": subscription.vendor_id,
-                        "source_entity_id": {"$in": sorted(outputs)},
-                    }
-                )
-            }
+            view: dict[str, Document] = {}
+            for part in batches(sorted(outputs), IDS_PER_QUERY):
+                criteria = {
+                    "tenant_id": tenant_id,
+                    "vendor_id": subscription.vendor_id,
+                    "source_entity_id": {"$in": part},
+                }
+                view.update({doc["entity_id"]: doc async for doc in self.views.find(criteria)})
             plans.append(
                 _VendorPlan(
                     subscription,

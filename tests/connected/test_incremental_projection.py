@@ -327,9 +327,9 @@ async def test_the_projections_queries_are_served_by_indexes(organiser: Organise
         "pending entities": entities.find({"tenant_id": TENANT, "pending": True}),
         "tombstones": organiser.store.tombstones.find({"tenant_id": TENANT}),
         "dependants": entities.find(
-            {"tenant_id": TENANT, "refs": {"$in": [f"person:{pid}"]}, "kind": {"$in": ["duty", "group"]}}
-        ).hint(state.REFERENCE_INDEX),
-        "entities of a school unit": entities.find({"tenant_id": TENANT, "refs": f"school_unit:{unit}"}),
+            {"tenant_id": TENANT, "refs": {"$in": [f"duty>person:{pid}", f"group>person:{pid}"]}}
+        ),
+        "entities of a school unit": entities.find({"tenant_id": TENANT, "refs": f"person>school_unit:{unit}"}),
         "entities by id": entities.find({"_id": {"$in": [pid]}}),
         "views of outputs": views.find(
             {"tenant_id": TENANT, "vendor_id": "everything", "source_entity_id": {"$in": [pid]}}

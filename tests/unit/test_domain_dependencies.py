@@ -10,6 +10,7 @@ from skolsynk.domain.dependencies import (
     SCHOOL_UNIT_CODE,
     referenced_ids,
     references,
+    stored,
     token,
     unique_token,
     uniqueness_tokens,
@@ -38,13 +39,15 @@ def test_a_person_refers_to_the_units_of_their_enrolments_and_competes_for_login
         eid(EntityKind.SCHOOL_UNIT, "u2"),
     }
     # Logins compete case-insensitively, as reconcile compares them; neither value stands in plain text.
-    assert unique_token(EPPN, "anna@skola.example") in tokens
-    assert unique_token(EMAIL, "anna@skola.example") in tokens
+    person = EntityKind.PERSON
+    eppn = stored(person, unique_token(EPPN, "anna@skola.example"))
+    email = stored(person, unique_token(EMAIL, "anna@skola.example"))
+    assert eppn in tokens
+    assert email in tokens
     assert not any("anna" in t.lower() for t in tokens)
-    assert uniqueness_tokens(tokens) == {
-        unique_token(EPPN, "anna@skola.example"),
-        unique_token(EMAIL, "anna@skola.example"),
-    }
+    assert uniqueness_tokens(tokens) == {eppn, email}
+    # Stored qualified by the carrier's kind: "the persons enrolled at u1" is one index lookup.
+    assert stored(person, token(EntityKind.SCHOOL_UNIT, eid(EntityKind.SCHOOL_UNIT, "u1"))) in tokens
 
 
 @pytest.mark.parametrize(
@@ -76,10 +79,10 @@ def test_each_kind_refers_to_the_entities_it_names(kind, data, expected):
     tokens = references(T, S, kind, data)
     for target, keys in expected.items():
         assert referenced_ids(tokens, target) == {eid(target, k) for k in keys}
-    assert token(kind, "x").startswith(f"{kind.value}:")
+    assert all(t.startswith(f"{kind.value}>") for t in tokens)
 
 
 def test_school_units_with_the_same_code_share_a_token():
     first = references(T, S, EntityKind.SCHOOL_UNIT, {"school_unit_code": "12345678"})
     second = references(T, "other-source", EntityKind.SCHOOL_UNIT, {"school_unit_code": "12345678"})
-    assert unique_token(SCHOOL_UNIT_CODE, "12345678") in set(first) & set(second)
+    assert stored(EntityKind.SCHOOL_UNIT, unique_token(SCHOOL_UNIT_CODE, "12345678")) in set(first) & set(second)

@@ -6,7 +6,8 @@ A token is ``"<kind>:<entity id>"`` for a reference to another entity (a duty's 
 unit, a group's members, an activity's groups and teacher duties, a person's enrolment units, a
 school unit's organisation and school-unit group), or ``"<key>:<digest of the value>"`` for a value
 that must be unique across the organiser (a person's logins and e-mail addresses, a school unit's
-code), so that the entities that compete for it are found together.
+code), so that the entities that compete for it are found together. Each is stored qualified by
+the kind of the entity that carries it (:func:`stored`).
 
 Pure: the normaliser writes the tokens with every entity and reads them back in
 ``services/normaliser/neighbourhood.py``.
@@ -39,15 +40,27 @@ def unique_token(prefix: str, value: str) -> str:
     return f"{prefix}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
 
 
+def stored(referrer: EntityKind, target: str) -> str:
+    """A token as stored with the entity that carries it: qualified by that entity's kind, so that
+    "the duties of this person" is one index lookup with no other condition (``"duty>person:<id>"``)."""
+    return f"{referrer.value}>{target}"
+
+
+def _target(stored_token: str) -> str:
+    return stored_token.split(">", 1)[-1]
+
+
 def referenced_ids(tokens: Iterable[str], kind: EntityKind) -> set[str]:
-    """The ids of the entities of ``kind`` that ``tokens`` refer to."""
+    """The ids of the entities of ``kind`` that (stored) ``tokens`` refer to."""
     prefix = f"{kind.value}:"
-    return {t[len(prefix) :] for t in tokens if t.startswith(prefix)}
+    return {t[len(prefix) :] for t in map(_target, tokens) if t.startswith(prefix)}
 
 
 def uniqueness_tokens(tokens: Iterable[str]) -> set[str]:
+    """The (stored) tokens of unique values among ``tokens``: the same token on two entities of one
+    kind means they compete for the value."""
     prefixes = (f"{EPPN}:", f"{EMAIL}:", f"{SCHOOL_UNIT_CODE}:")
-    return {t for t in tokens if t.startswith(prefixes)}
+    return {t for t in tokens if _target(t).startswith(prefixes)}
 
 
 def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str, Any]) -> list[str]:
@@ -78,4 +91,4 @@ def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str,
         tokens.add(ref(EntityKind.SCHOOL_UNIT_GROUP, data.get("school_unit_group")))
         if data.get("school_unit_code"):
             tokens.add(unique_token(SCHOOL_UNIT_CODE, str(data["school_unit_code"])))
-    return sorted(t for t in tokens if t is not None)
+    return sorted(stored(kind, t) for t in tokens if t is not None)
