@@ -90,7 +90,8 @@ class VendorServer:
 def start_vendor_server(log_dir: Path, keys: dict[str, str], pki: Pki) -> VendorServer:
     """``python -m skolsynk.fakes.egil_vendor`` over HTTPS, one API key per (fake) tenant."""
     log_path = log_dir / "fake-egil-vendor.log"
-    arguments = [a for key, tenant in keys.items() for a in ("--api-key", f"{key}={tenant}")]
+    # One argument each: a generated key may start with "-", which argparse would take for an option.
+    arguments = [f"--api-key={key}={tenant}" for key, tenant in keys.items()]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [

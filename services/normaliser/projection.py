@@ -176,13 +176,7 @@ class Projector:
             state, findings, plans = await self._plan_changes(
                 tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
             )
-            findings = [f for f in findings if f.entity_id is not None and str(f.entity_id) in outputs]
-            await self.findings.replace_reconcile(tenant_id, findings, only_entities=outputs)
-            codes = school_unit_codes_by_entity(state)
-            await self.findings.place_in_school_units(
-                tenant_id, {i: c for i, c in codes.items() if i in outputs}, only_entities=outputs
-            )
-            report.findings += len(findings)
+            report.findings += await self._keep_findings(tenant_id, state, findings, outputs)
             for plan in plans:
                 vendor_id = plan.subscription.vendor_id
                 desired = plan.desired
@@ -346,14 +340,7 @@ class Projector:
             state, findings, plans = await self._plan_changes(
                 tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
             )
-        # Only the outputs' verdicts are complete (inputs were read without all their neighbours).
-        findings = [f for f in findings if f.entity_id is not None and str(f.entity_id) in outputs]
-        await self.findings.replace_reconcile(tenant_id, findings, only_entities=outputs)
-        codes = school_unit_codes_by_entity(state)
-        await self.findings.place_in_school_units(
-            tenant_id, {i: c for i, c in codes.items() if i in outputs}, only_entities=outputs
-        )
-        report.findings = len(findings)
+        report.findings = await self._keep_findings(tenant_id, state, findings, outputs)
         for plan in plans:
             subscription = plan.subscription
             report.vendors[subscription.vendor_id] = await self._apply(
@@ -413,6 +400,19 @@ class Projector:
                 )
             )
         return state, findings, plans
+
+    async def _keep_findings(
+        self, tenant_id: str, state: TenantState, findings: list[Finding], outputs: dict[str, EntityKind]
+    ) -> int:
+        """Replace the reconcile findings of ``outputs`` (only theirs are complete: inputs were read
+        without all their neighbours) and place the outputs' findings in their school units."""
+        findings = [f for f in findings if f.entity_id is not None and str(f.entity_id) in outputs]
+        await self.findings.replace_reconcile(tenant_id, findings, only_entities=outputs)
+        codes = school_unit_codes_by_entity(state)
+        await self.findings.place_in_school_units(
+            tenant_id, {i: c for i, c in codes.items() if i in outputs}, only_entities=outputs
+        )
+        return len(findings)
 
     async def _record(self, report: ProjectionReport, *, reason: str, mode: str, outputs: int | None = None) -> None:
         for vendor_id, vendor_report in report.vendors.items():
