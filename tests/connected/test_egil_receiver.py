@@ -31,7 +31,7 @@ from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.fakes.egil_vendor import spki_sha256_pin
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from tests.helpers import wait_for
+from tests.helpers import reference_missing, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(180)]
 
@@ -123,7 +123,7 @@ def strict_answer(method: str, path: str, held: set[tuple[str, str]]) -> int:
 
 async def test_every_captured_request_of_the_real_client_is_answered_like_a_strict_server(receiver):
     if not CAPTURES.is_dir():
-        pytest.skip("reference captures not available")
+        reference_missing("reference captures not available")
     receiver_app, normaliser, certificates = receiver
     held: set[tuple[str, str]] = set()
     replayed = 0

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from egil_receiver.clients import ClientRegistry, federation_client_pins, hash_key
+from tests.helpers import reference_missing
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +43,7 @@ def test_api_keys_are_matched_by_hash_and_pins_directly(tmp_path: Path) -> None:
 
 def test_pins_come_from_federation_metadata(tmp_path: Path) -> None:
     if not METADATA.is_file():
-        pytest.skip("reference metadata not available")
+        reference_missing("reference metadata not available")
     path = write_clients(
         tmp_path,
         [{"tenant_id": "gronkoping", "source_id": "egil", "federation_entity_id": "https://egil.gronkoping.se"}],

@@ -25,6 +25,7 @@ from skolsynk.domain.egil import (
     to_egil,
 )
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType
+from tests.helpers import reference_missing
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +46,7 @@ ACTIVITY_8B = "6de42408-d238-5b10-9262-e4daf20fd710"
 def _captured(step: str) -> list[dict[str, Any]]:
     path = CAPTURES / step / "requests.jsonl"
     if not path.is_file():
-        pytest.skip(f"reference captures not available: {path}")
+        reference_missing(f"reference captures not available: {path}")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -84,7 +85,7 @@ def test_every_initial_sync_body_maps_to_a_valid_canonical_record() -> None:
 
 def test_every_captured_post_and_put_of_every_step_maps() -> None:
     if not CAPTURES.is_dir():
-        pytest.skip("reference captures not available")
+        reference_missing("reference captures not available")
     count = 0
     for path in sorted(CAPTURES.glob("*/requests.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -11,6 +11,7 @@ import pytest
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType, SecurityMarking
 from skolsynk.domain.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
+from tests.helpers import reference_missing
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +40,7 @@ ACTIVITY = "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a80"
 @pytest.fixture(scope="module")
 def examples() -> dict[str, Any]:
     if not EXAMPLES.is_file():
-        pytest.skip(f"reference examples not available: {EXAMPLES}")
+        reference_missing(f"reference examples not available: {EXAMPLES}")
     data: dict[str, Any] = json.loads(EXAMPLES.read_text(encoding="utf-8"))
     return data
 
