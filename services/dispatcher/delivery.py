@@ -12,6 +12,7 @@ as soon as they are at the vendor. See docs/dispatcher.md.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -180,6 +181,10 @@ class VendorDeliverer:
             raise
         self._count(deliveries)
         failures.update({d.index: d.error for d in deliveries if d.error is not None})
+        # One line per batch (each change's own line is at debug: a full sync of a large organiser is
+        # a million of them); the counts per outcome are also in skolsynk_deliveries_total.
+        outcomes = Counter(d.status for d in deliveries)
+        log.info("batch_delivered", changes=len(contexts), invalid=len(contexts) - len(deliveries), **outcomes)
         return failures
 
     def _parse(self, index: int, envelope: Envelope) -> Delivery:
@@ -248,7 +253,7 @@ class VendorDeliverer:
             await asyncio.gather(*(self._forward(d, records) for d in forwards))
         if pushes:
             await self._push_all(pushes, ledger, needs, records, announced)
-        await self.ledger.record_many(records)
+        await self.ledger.record_many(records, new=keys - ledger.keys())
 
     @staticmethod
     def _newest(deliveries: list[Delivery]) -> tuple[list[Delivery], list[Delivery]]:
@@ -273,7 +278,7 @@ class VendorDeliverer:
         change = d.change
         if current is None or current["status"] == "rejected" or current["version"] < change.version:
             return False
-        log.info("stale_change_dropped", version=change.version, delivered_version=current["version"])
+        log.debug("stale_change_dropped", version=change.version, delivered_version=current["version"])
         d.status = "stale"
         if change.operation == "delete" and not change.test_mode and not current["test"]:
             # Asked again (the GDPR service retries overdue deletions): answer with the receipt.
@@ -318,14 +323,14 @@ class VendorDeliverer:
             except EgilMappingError as error:
                 status, reason = "test_rejected", str(error)
         d.status = status
-        log.info("recorded_in_test_mode", kind=d.change.entity_kind.value, operation=d.change.operation, status=status)
+        log.debug("recorded_in_test_mode", kind=d.change.entity_kind.value, operation=d.change.operation, status=status)
         return d.record(status, reason=reason)
 
     async def _delivered(self, d: Delivery, outcome: str, records: list[LedgerRecord]) -> None:
         """The change reached the vendor: the receipt of a delete goes out before the ledger entry (a
         crash in between redelivers the change, which deletes again (404, already absent) and repeats
         the receipt; the GDPR ledger keeps one)."""
-        log.info("delivered", kind=d.change.entity_kind.value, operation=d.change.operation, outcome=outcome)
+        log.debug("delivered", kind=d.change.entity_kind.value, operation=d.change.operation, outcome=outcome)
         reason: str | None = None
         if d.change.operation == "delete":
             try:

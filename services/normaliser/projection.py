@@ -21,13 +21,11 @@ from pymongo import UpdateOne
 from normaliser.metrics import NormaliserMetrics
 from normaliser.neighbourhood import Neighbourhood
 from normaliser.state import (
-    IDS_PER_QUERY,
     POPULATION_INDEX,
     SOURCE_INDEX,
     VENDOR_INDEX,
     VENDOR_VIEWS,
     EntityStore,
-    batches,
     now,
 )
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
@@ -40,7 +38,7 @@ from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox, OutboxEntry
-from skolsynk.storage import Database, Document, MongoClient
+from skolsynk.storage import Database, Document, MongoClient, in_parts
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
@@ -383,7 +381,7 @@ class Projector:
             projected = {} if subscription.ended_at is not None else project(state, selecting, profile, today)
             desired = {i: r for i, r in projected.items() if str(r.source_entity_id or i) in outputs}
             view: dict[str, Document] = {}
-            for part in batches(sorted(outputs), IDS_PER_QUERY):
+            for part in in_parts(outputs):
                 criteria = {
                     "tenant_id": tenant_id,
                     "vendor_id": subscription.vendor_id,

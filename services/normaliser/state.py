@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from skolsynk.domain.dependencies import references, stored
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.storage import Database, Document, IndexSpec, Session, entities
+from skolsynk.storage import Database, Document, IndexSpec, Session, entities, in_parts
 from skolsynk.storage.entities import EntityReader
 
 ENTITIES = entities.ENTITIES
@@ -23,10 +23,6 @@ RUN_PAGES = "run_pages"
 VENDOR_VIEWS = "vendor_views"
 LOCKS = "projection_locks"
 ENTITY_TOMBSTONES = "entity_tombstones"
-
-#: Values per ``$in`` of one query (ids, tokens): see :meth:`EntityStore.carrying`.
-IDS_PER_QUERY = 200
-TOKENS_PER_QUERY = 100
 
 #: The entities of a tenant (and of one of its sources).
 SOURCE_INDEX = "by_source"
@@ -77,8 +73,11 @@ class EntityStore:
         self.tombstones = db[ENTITY_TOMBSTONES]
 
     async def hashes(self, ids: Iterable[UUID], *, session: Session | None = None) -> dict[str, str]:
-        cursor = self.collection.find({"_id": {"$in": [str(i) for i in ids]}}, {"hash": 1}, session=session)
-        return {doc["_id"]: doc["hash"] async for doc in cursor}
+        found: dict[str, str] = {}
+        for part in in_parts(str(i) for i in ids):
+            cursor = self.collection.find({"_id": {"$in": part}}, {"hash": 1}, session=session)
+            found.update({doc["_id"]: doc["hash"] async for doc in cursor})
+        return found
 
     async def write(self, documents: list[Document], *, session: Session | None = None) -> None:
         """Upsert entities (one bulk write), each with its dependency tokens and marked pending."""
@@ -88,12 +87,11 @@ class EntityStore:
 
     async def delete(self, ids: Iterable[str], *, session: Session | None = None) -> int:
         """Delete entities, leaving a tombstone (kind and last tokens) for the next projection."""
-        ids = list(ids)
-        if not ids:
-            return 0
-        doomed = await self.collection.find(
-            {"_id": {"$in": ids}}, {"tenant_id": 1, "kind": 1, "refs": 1, "stale_refs": 1}, session=session
-        ).to_list(None)
+        doomed: list[Document] = []
+        for part in in_parts(ids):
+            doomed += await self.collection.find(
+                {"_id": {"$in": part}}, {"tenant_id": 1, "kind": 1, "refs": 1, "stale_refs": 1}, session=session
+            ).to_list(None)
         if not doomed:
             return 0
         await self.tombstones.bulk_write(
@@ -111,8 +109,11 @@ class EntityStore:
             ordered=False,
             session=session,
         )
-        result = await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in doomed]}}, session=session)
-        return result.deleted_count
+        deleted = 0
+        for part in in_parts(d["_id"] for d in doomed):
+            result = await self.collection.delete_many({"_id": {"$in": part}}, session=session)
+            deleted += result.deleted_count
+        return deleted
 
     async def ids_of_source(self, tenant_id: str, source_id: str) -> set[str]:
         cursor = self.collection.find({"tenant_id": tenant_id, "source_id": source_id}, {"_id": 1})
@@ -140,17 +141,17 @@ class EntityStore:
     async def projected(self, tenant_id: str, ids: Iterable[str] | None = None) -> None:
         """Clear the pending marks and tombstones of ``ids`` (all of the tenant's when None)."""
         criteria: dict[str, Any] = {"tenant_id": tenant_id}
-        if ids is not None:
-            ids = sorted(set(ids))
-            if not ids:
-                return
-            criteria["_id"] = {"$in": ids}
-        await self.collection.update_many({**criteria, "pending": True}, {"$unset": {"pending": "", "stale_refs": ""}})
-        await self.tombstones.delete_many(criteria)
+        for part in [None] if ids is None else in_parts(ids):
+            if part is not None:
+                criteria["_id"] = {"$in": part}
+            await self.collection.update_many(
+                {**criteria, "pending": True}, {"$unset": {"pending": "", "stale_refs": ""}}
+            )
+            await self.tombstones.delete_many(criteria)
 
     async def by_ids(self, ids: Iterable[str]) -> list[Document]:
         found: list[Document] = []
-        for part in batches(sorted(set(ids)), IDS_PER_QUERY):
+        for part in in_parts(ids):
             found += await self.collection.find({"_id": {"$in": part}}).to_list(None)
         return found
 
@@ -164,7 +165,7 @@ class EntityStore:
         """Entities that carry any of these stored tokens. In batches: a long ``$in`` costs the Mongo
         wire server more than its length (1,000 tokens take 100 times as long as 100)."""
         found: list[Document] = []
-        for part in batches(sorted(set(tokens)), TOKENS_PER_QUERY):
+        for part in in_parts(tokens):
             found += await self.collection.find({"tenant_id": tenant_id, "refs": {"$in": part}}).to_list(None)
         return found
 
@@ -434,7 +435,3 @@ class ProjectionLock:
         if again is None:
             return False, frozenset(), False
         return True, frozenset(again.get("resend", [])), bool(again.get("whole", False))
-
-
-def batches(values: list[str], size: int) -> list[list[str]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]

@@ -539,7 +539,7 @@ async def test_a_full_sync_costs_a_few_store_round_trips_per_batch(
         assert set(held(stack.vendor, "Users")) == {e for e, d in selection.items() if d["kind"] == "person"}
         assert stack.vendor.dangling_references == []
         round_trips = sum(commands.sent.values())
-        assert set(commands.sent) <= {"find", "update"}, commands.sent
+        assert set(commands.sent) <= {"find", "insert", "update"}, commands.sent  # new entries are inserted
         assert round_trips / changes <= 0.2, f"{round_trips} store round trips for {changes} changes: {commands.sent}"
     finally:
         await client.close()
@@ -633,3 +633,23 @@ async def test_the_ledger_records_a_batch_in_one_write_and_never_moves_back(stac
     assert (await ledger.get(TENANT, entity) or {})["status"] == "rejected"
     entries = await ledger.get_many([(TENANT, entity), (TENANT, str(other)), (TENANT, uuid.uuid4())])
     assert set(entries) == {(TENANT, str(entity)), (TENANT, str(other))}
+
+
+async def test_the_ledger_inserts_entries_believed_new_and_still_never_moves_back(stack: Stack):
+    """An entity the dispatcher read without an entry is inserted; if another replica recorded it in
+    between, the duplicate key turns the insert into the version-guarded upsert."""
+    ledger = stack.ledger
+    raced, fresh, older = person_id("student-0-2"), person_id("student-0-3"), person_id("student-0-4")
+
+    def entry(entity_id: uuid.UUID, version: int) -> LedgerRecord:
+        return LedgerRecord(
+            TENANT, entity_id, kind="person", operation="upsert", version=version,
+            resource_hash=f"hash-{version}", status="delivered", test=False,
+        )  # fmt: skip
+
+    await ledger.record_many([entry(raced, 5), entry(older, 1)])  # another replica was faster
+    believed_new = [(TENANT, str(raced)), (TENANT, str(fresh)), (TENANT, str(older))]
+    await ledger.record_many([entry(raced, 4), entry(fresh, 1), entry(older, 2)], new=believed_new)
+    entries = await ledger.get_many(believed_new)
+    assert {key[1]: doc["version"] for key, doc in entries.items()} == {str(raced): 5, str(fresh): 1, str(older): 2}
+    assert (await ledger.get(TENANT, raced) or {}).get("hash") == "hash-5"

@@ -18,10 +18,13 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
-from skolsynk.storage import Database, Document, IndexSpec
+from skolsynk.storage import Database, Document, IndexSpec, in_parts
 
 LEDGER = "delivery_ledger"
+#: MongoDB's error code of a duplicate key.
+DUPLICATE_KEY = 11000
 #: The ledger's queries and what serves them (``_id`` is ``tenant:vendor:entity``):
 #:
 #: * the dispatcher's batch read of entries and references, and its upserts: ``_id`` (built in);
@@ -80,16 +83,16 @@ class DeliveryLedger:
         return await self.collection.find_one({"_id": self._id(tenant_id, entity_id)})
 
     async def get_many(self, keys: Iterable[tuple[str, UUID | str]]) -> dict[tuple[str, str], Document]:
-        """The entries of these (tenant, entity) pairs, in one query on ``_id``: a batch's own
-        entities and everything they refer to."""
-        ids = sorted({self._id(tenant_id, entity_id) for tenant_id, entity_id in keys})
-        if not ids:
-            return {}
-        cursor = self.collection.find(
-            {"_id": {"$in": ids}},
-            {"tenant_id": 1, "entity_id": 1, "status": 1, "operation": 1, "version": 1, "test": 1, "reason": 1},
-        )
-        return {(doc["tenant_id"], doc["entity_id"]): doc async for doc in cursor}
+        """The entries of these (tenant, entity) pairs, by ``_id`` (in parts of ``IN_PART_SIZE``): a
+        batch's own entities and everything they refer to."""
+        found: dict[tuple[str, str], Document] = {}
+        for part in in_parts(self._id(tenant_id, entity_id) for tenant_id, entity_id in keys):
+            cursor = self.collection.find(
+                {"_id": {"$in": part}},
+                {"tenant_id": 1, "entity_id": 1, "status": 1, "operation": 1, "version": 1, "test": 1, "reason": 1},
+            )
+            found.update({(doc["tenant_id"], doc["entity_id"]): doc async for doc in cursor})
+        return found
 
     async def record(
         self,
@@ -125,12 +128,30 @@ class DeliveryLedger:
             ]
         )
 
-    async def record_many(self, records: Iterable[LedgerRecord]) -> None:
+    async def record_many(self, records: Iterable[LedgerRecord], *, new: Iterable[tuple[str, str]] = ()) -> None:
         """Record a batch of deliveries with one bulk write, never moving an entity back to an older
-        version. Each is an upsert found by ``_id`` alone (a point lookup) whose update pipeline
+        version. An entity the caller found without an entry (``new``: (tenant, entity id) pairs) is
+        inserted, which the Mongo wire server does several times as fast as an upsert; if it got an entry
+        meanwhile (another replica, a redelivered batch), the duplicate key sends it the upsert's way.
+        Every other one is an upsert found by ``_id`` alone (a point lookup) whose update pipeline
         replaces the entry only when its recorded version is not newer."""
-        operations = []
+        fresh = set(new)
+        inserts: list[LedgerRecord] = []
+        upserts: list[LedgerRecord] = []
         for r in records:
+            (inserts if (r.tenant_id, str(r.entity_id)) in fresh else upserts).append(r)
+        if inserts:
+            try:
+                await self.collection.insert_many(
+                    [{"_id": self._id(r.tenant_id, r.entity_id), **self._fields(r)} for r in inserts], ordered=False
+                )
+            except BulkWriteError as error:
+                duplicates = {e["index"] for e in error.details["writeErrors"] if e.get("code") == DUPLICATE_KEY}
+                if len(duplicates) < len(error.details["writeErrors"]):
+                    raise
+                upserts += [inserts[i] for i in sorted(duplicates)]
+        operations = []
+        for r in upserts:
             fields = {"_id": self._id(r.tenant_id, r.entity_id), **self._fields(r)}
             newer_or_new = {"$lte": [{"$ifNull": ["$version", -1]}, r.version]}
             replacement = {"$cond": {"if": newer_or_new, "then": {"$literal": fields}, "else": "$$ROOT"}}
@@ -157,17 +178,19 @@ class DeliveryLedger:
 
     async def present_live(self, tenant_id: str, entity_ids: Iterable[str]) -> set[str]:
         """Which of these entities exist at the vendor (delivered live, last operation an upsert)."""
-        ids = [self._id(tenant_id, e) for e in entity_ids]
-        cursor = self.collection.find(
-            {"_id": {"$in": ids}, "status": "delivered", "operation": "upsert", "test": False}, {"entity_id": 1}
-        )
-        return {doc["entity_id"] async for doc in cursor}
+        found: set[str] = set()
+        for part in in_parts(self._id(tenant_id, e) for e in entity_ids):
+            criteria = {"_id": {"$in": part}, "status": "delivered", "operation": "upsert", "test": False}
+            found.update([doc["entity_id"] async for doc in self.collection.find(criteria, {"entity_id": 1})])
+        return found
 
     async def rejected(self, tenant_id: str, entity_ids: Iterable[str]) -> set[str]:
         """Which of these entities the vendor refused for good (their deliveries are in the DLQ)."""
-        ids = [self._id(tenant_id, e) for e in entity_ids]
-        cursor = self.collection.find({"_id": {"$in": ids}, "status": "rejected"}, {"entity_id": 1})
-        return {doc["entity_id"] async for doc in cursor}
+        found: set[str] = set()
+        for part in in_parts(self._id(tenant_id, e) for e in entity_ids):
+            criteria = {"_id": {"$in": part}, "status": "rejected"}
+            found.update([doc["entity_id"] async for doc in self.collection.find(criteria, {"entity_id": 1})])
+        return found
 
     async def entries(self, tenant_id: str, *, test: bool | None = None) -> list[Document]:
         criteria: dict[str, Any] = {"tenant_id": tenant_id, "vendor_id": self.vendor_id}

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from skolsynk.domain.quality import Finding, FindingCode, Severity, summary_by_school_unit, to_csv
-from skolsynk.storage.mongo import Database, Document, IndexSpec, Session
+from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
 
 FINDINGS = "dq_findings"
 #: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
@@ -38,7 +38,7 @@ class FindingStore:
         if only_entities is None:
             await self.collection.delete_many(criteria)
         else:
-            for part in _batches(only_entities):
+            for part in in_parts(only_entities):
                 await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
         await self.add(findings)
 
@@ -53,7 +53,7 @@ class FindingStore:
         if only_entities is None:
             unplaced = await self.collection.find(criteria, {"entity_id": 1}).to_list(None)
         else:
-            for part in _batches(only_entities):
+            for part in in_parts(only_entities):
                 query = {**criteria, "entity_id": {"$in": part}}
                 unplaced += await self.collection.find(query, {"entity_id": 1}).hint(ENTITY_INDEX).to_list(None)
         by_code: dict[str, list[str]] = {}
@@ -63,11 +63,13 @@ class FindingStore:
                 by_code.setdefault(code, []).append(str(doc["entity_id"]))
         placed = 0
         for code, entity_ids in by_code.items():
-            result = await self.collection.update_many(
-                {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$in": entity_ids}},
-                {"$set": {"school_unit_code": code}},
-            )
-            placed += result.modified_count
+            for part in in_parts(entity_ids):
+                result = await self.collection.update_many(
+                    {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$in": part}},
+                    {"$set": {"school_unit_code": code}},
+                    hint=ENTITY_INDEX,
+                )
+                placed += result.modified_count
         return placed
 
     async def keep_only_run(
@@ -79,10 +81,11 @@ class FindingStore:
         criteria: dict[str, Any] = {"tenant_id": tenant_id, "source_id": source_id, "run_id": {"$ne": str(run_id)}}
         if only_entities is None:
             criteria["origin"] = {"$in": ["ingest", "run"]}
-        else:
-            criteria["origin"] = "ingest"
-            criteria["entity_id"] = {"$in": sorted(set(only_entities))}
-        await self.collection.delete_many(criteria)
+            await self.collection.delete_many(criteria)
+            return
+        criteria["origin"] = "ingest"
+        for part in in_parts(only_entities):
+            await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
 
     async def query(
         self,
@@ -113,9 +116,3 @@ class FindingStore:
 
     async def summary(self, tenant_id: str) -> dict[str, dict[str, int]]:
         return summary_by_school_unit(await self.query(tenant_id))
-
-
-def _batches(ids: Iterable[str], size: int = 200) -> list[list[str]]:
-    """Long ``$in`` lists in parts (the Mongo wire server's cost grows faster than their length)."""
-    values = sorted(set(ids))
-    return [values[i : i + size] for i in range(0, len(values), size)]

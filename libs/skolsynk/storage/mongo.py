@@ -37,6 +37,10 @@ DRIVER_COMMANDS = frozenset(
     {"hello", "ismaster", "ping", "buildinfo", "saslstart", "saslcontinue", "authenticate", "getnonce", "endsessions"}
 )
 
+#: Values per ``$in`` list. A long ``$in`` costs the Mongo wire server far more than its length (1,300
+#: ids in one query took 1.1 s, in parts of 100 0.13 s); MongoDB does not mind either way.
+IN_PART_SIZE = 100
+
 #: The ``collection`` label of a command that names none (``commitTransaction``, ``abortTransaction``).
 NO_COLLECTION = "-"
 
@@ -209,6 +213,12 @@ class Repository:
 
     async def count(self, query: Mapping[str, Any] | None = None, *, session: Session | None = None) -> int:
         return await self.collection.count_documents(dict(query or {}), session=session)
+
+
+def in_parts(values: Iterable[str], size: int = IN_PART_SIZE) -> list[list[str]]:
+    """``values`` sorted, without repeats, in parts of at most ``size``: the ``$in`` lists of one lookup."""
+    ordered = sorted(set(values))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 def indexes_of(*repositories: type[Repository]) -> list[IndexSpec]:
