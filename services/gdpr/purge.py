@@ -7,7 +7,8 @@ Where personal data of a person can be, and how it leaves (docs/gdpr.md has the 
 * ``run_pages``: staged records of a source run; the normaliser forgets them when the run is
   finalised, and a person's staged records are removed here as well.
 * ``outbox``: sent change events carry the minimised resource until the outbox TTL removes them;
-  the person's sent entries are removed here (unsent ones are still needed, and block the purge).
+  the person's sent entries are removed here, and their messages pulled out of sent bundles (unsent
+  ones are still needed, and block the purge).
 * ``dq_findings``: findings name the entity (ids and a source key, never values); removed here.
 
 What stays is pseudonymous: the vendor views' ids and hashes, the delivery and erasure ledgers, and a
@@ -85,7 +86,14 @@ class PersonalDataPurger:
             "sent_at": {"$type": "date"},
         }
         result = await self.db[OUTBOX].delete_many(outbox, session=session)
-        counts["outbox"] = result.deleted_count
+        # A bundle (several messages written together) loses the person's messages, not the others'.
+        bundled = {"messages.envelope.payload.entity_id": {"$in": ids}}
+        pulled_messages = await self.db[OUTBOX].update_many(
+            {"messages.envelope.tenant_id": tenant_id, **bundled, "sent_at": {"$type": "date"}},
+            {"$pull": {"messages": {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": ids}}}},
+            session=session,
+        )
+        counts["outbox"] = result.deleted_count + pulled_messages.modified_count
         result = await self.db[FINDINGS].delete_many(
             {"tenant_id": tenant_id, "entity_id": {"$in": ids}}, session=session
         )

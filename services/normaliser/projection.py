@@ -21,7 +21,6 @@ from pymongo import UpdateOne
 from normaliser.metrics import NormaliserMetrics
 from normaliser.neighbourhood import Neighbourhood
 from normaliser.state import (
-    POPULATION_INDEX,
     SOURCE_INDEX,
     VENDOR_INDEX,
     VENDOR_VIEWS,
@@ -577,10 +576,12 @@ class Projector:
             population = defaultdict(int)
             for unit_id in by_unit:
                 if unit_id != "-":
-                    population[unit_id] = await self.views.count_documents(
-                        {"tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_ids": unit_id, "present": True},
-                        hint=POPULATION_INDEX,
-                    )
+                    # Equality on the index's three fields alone, ``present`` checked here: on the Mongo
+                    # wire server any further predicate (or a hint) on this multikey index makes the
+                    # query walk the vendor's whole view (2.3 s at 24,000 views against 5 ms).
+                    unit = {"tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_ids": unit_id}
+                    views = self.views.find(unit, {"present": 1})
+                    population[unit_id] = sum([1 async for doc in views if doc.get("present")])
         holds = {
             doc["school_unit_id"]: doc
             async for doc in self.holds.find({"tenant_id": tenant_id, "vendor_id": vendor_id})

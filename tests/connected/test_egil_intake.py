@@ -75,7 +75,7 @@ class Intake:
 
     async def outbox(self) -> list[Envelope]:
         entries = await self.db[OUTBOX_COLLECTION].find({}).sort("created_at", 1).to_list(None)
-        return [Envelope.model_validate(entry["envelope"]) for entry in entries]
+        return [Envelope.model_validate(m["envelope"]) for entry in entries for m in Outbox.messages_of(entry)]
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from normaliser.app import build as build_normaliser
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.fakes.egil_vendor import spki_sha256_pin
+from skolsynk.messaging import Outbox
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from tests.helpers import reference_missing, wait_for
@@ -317,7 +318,9 @@ async def test_a_long_initial_sync_with_a_pause_only_at_the_end_is_one_run(setti
         outbox = receiver_app.db["outbox"]
 
         async def sent(message_type: str) -> int:
-            return await outbox.count_documents({"envelope.message_type": message_type, "sent_at": {"$ne": None}})
+            documents = await outbox.find({"sent_at": {"$ne": None}}).to_list(None)
+            messages = [m for d in documents for m in Outbox.messages_of(d)]
+            return sum(1 for m in messages if m["envelope"]["message_type"] == message_type)
 
         async with session_for(certificates) as http:
             for number, (endpoint, body) in enumerate(pushes):
@@ -339,7 +342,9 @@ async def test_a_long_initial_sync_with_a_pause_only_at_the_end_is_one_run(setti
         await wait_for(normalised, timeout=60, interval=0.2, what="the whole sync projected")
         runs = await receiver_app.db["egil_runs"].find({}).to_list(None)
         assert [run["status"] for run in runs] == ["closed"]
-        envelopes = [entry["envelope"] async for entry in outbox.find({}).sort("created_at", 1)]
+        envelopes = [
+            m["envelope"] async for entry in outbox.find({}).sort("created_at", 1) for m in Outbox.messages_of(entry)
+        ]
         assert [e["message_type"] for e in envelopes].count("source.run.started") == 1
         pages = [e["payload"] for e in envelopes if e["message_type"] == "source.records"]
         completed = next(e["payload"] for e in envelopes if e["message_type"] == "source.run.completed")

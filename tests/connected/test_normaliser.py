@@ -30,7 +30,7 @@ from skolsynk.domain.quality import FindingCode, Severity
 from skolsynk.domain.selection import preview_subscription_change
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile, VendorSubscription
-from skolsynk.messaging import MessageContext
+from skolsynk.messaging import MessageContext, Outbox
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import in_transaction
@@ -196,8 +196,9 @@ class Harness:
 
     async def published(self) -> int:
         """Change events the normaliser sent to vendors (each once, even if a relay published it twice)."""
-        sent = {"exchange": self.normaliser.topology.exchange("vendor"), "sent_at": {"$ne": None}}
-        return await self.normaliser.outbox.collection.count_documents(sent)
+        exchange = self.normaliser.topology.exchange("vendor")
+        documents = await self.normaliser.outbox.collection.find({"sent_at": {"$ne": None}}).to_list(None)
+        return sum(1 for d in documents for m in Outbox.messages_of(d) if m["exchange"] == exchange)
 
     def total_received(self) -> int:
         return len(self.received_ids)

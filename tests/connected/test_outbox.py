@@ -11,7 +11,8 @@ from uuid import UUID
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.messaging import MessageContext, OutboxEntry, OutboxRelay
+from skolsynk.messaging import MessageContext, Outbox, OutboxEntry, OutboxRelay
+from skolsynk.messaging.outbox import BUNDLE_PREFIX
 from skolsynk.service import ServiceApp
 from skolsynk.storage import in_transaction
 from tests.helpers import wait_for
@@ -158,13 +159,15 @@ async def started_with_own_relay(app: ServiceApp, **relay_options: float) -> tup
     return relay, asyncio.create_task(relay.run())
 
 
-async def test_add_many_writes_the_entries_in_one_insert_and_the_relay_publishes_them(make_app):
+async def test_add_many_writes_one_bundle_and_the_relay_publishes_its_messages_in_order(make_app):
     app: ServiceApp = make_app()
     queue = app.queue_name("connectors", "sync-requests")
     deliveries: Counter[UUID] = Counter()
+    order: list[UUID] = []
 
     async def counts(envelope: Envelope, context: MessageContext) -> None:
         deliveries[envelope.message_id] += 1
+        order.append(envelope.message_id)
 
     app.add_consumer(queue, counts, idempotent=False)
     relay, task = await started_with_own_relay(app, poll_interval_seconds=60, pending_gauge_interval_seconds=60)
@@ -172,14 +175,14 @@ async def test_add_many_writes_the_entries_in_one_insert_and_the_relay_publishes
         await wait_for(lambda: relay.round_trips >= 2, what="the relay's first look and count")
         before = relay.round_trips
         envelopes = sync_requests(30)
-        inserts: list[int] = []
-        insert_many = app.outbox.collection.insert_many
+        inserts: list[str] = []
+        insert_one = app.outbox.collection.insert_one
 
-        async def counted_insert_many(documents, **kwargs):  # type: ignore[no-untyped-def]
-            inserts.append(len(documents))
-            return await insert_many(documents, **kwargs)
+        async def counted_insert_one(document, **kwargs):  # type: ignore[no-untyped-def]
+            inserts.append(document["_id"])
+            return await insert_one(document, **kwargs)
 
-        app.outbox.collection.insert_many = counted_insert_many  # type: ignore[method-assign]
+        app.outbox.collection.insert_one = counted_insert_one  # type: ignore[method-assign]
 
         async def commit(session):  # type: ignore[no-untyped-def]
             return await app.outbox.add_many(
@@ -191,24 +194,56 @@ async def test_add_many_writes_the_entries_in_one_insert_and_the_relay_publishes
             )
 
         assert await in_transaction(app.mongo, commit) == 30
-        assert inserts == [30]
-        entry = await app.outbox.collection.find_one({"_id": str(envelopes[0].message_id)})
-        assert set(entry) == {
-            "_id", "exchange", "routing_key", "envelope", "headers", "created_at", "lease_until", "lease_owner",
-            "attempts", "sent_at",
+        assert len(inserts) == 1
+        assert inserts[0].startswith(BUNDLE_PREFIX)
+        bundle = await app.outbox.collection.find_one({"_id": inserts[0]})
+        assert bundle is not None
+        assert set(bundle) == {
+            "_id", "messages", "size", "created_at", "lease_until", "lease_owner", "attempts", "sent_at",
         }  # fmt: skip
-        assert Envelope.model_validate(entry["envelope"]) == envelopes[0]
+        assert bundle["size"] == 30
+        messages = Outbox.messages_of(bundle)
+        assert [m["_id"] for m in messages] == [str(e.message_id) for e in envelopes]
+        assert Envelope.model_validate(messages[0]["envelope"]) == envelopes[0]
+        assert await app.outbox.pending_count() == 30  # messages, not documents
         app.outbox.notify()
         await wait_for(lambda: sum(deliveries.values()) == 30, what="30 deliveries")
-        assert set(deliveries) == {e.message_id for e in envelopes}
+        assert order == [e.message_id for e in envelopes]
         assert max(deliveries.values()) == 1
 
         async def marked_sent() -> bool:
             return await app.outbox.pending_count() == 0
 
-        await wait_for(marked_sent, what="the entries to be marked sent")
-        # One claim (read and lease) and one mark for the 30, nothing else.
-        assert relay.round_trips - before == 3
+        await wait_for(marked_sent, what="the bundle to be marked sent")
+        # One claim (look, lease, read) and one mark for the 30, nothing else.
+        assert relay.round_trips - before == 4
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_a_bundle_of_more_messages_than_a_batch_is_claimed_alone_and_whole(make_app):
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    deliveries: Counter[UUID] = Counter()
+
+    async def counts(envelope: Envelope, context: MessageContext) -> None:
+        deliveries[envelope.message_id] += 1
+
+    app.add_consumer(queue, counts, idempotent=False)
+    relay, task = await started_with_own_relay(app, batch_size=5, poll_interval_seconds=60)
+    try:
+        exchange = app.topology.exchange("control")
+        big, small = sync_requests(12), sync_requests(1)
+
+        async def commit(session):  # type: ignore[no-untyped-def]
+            await app.outbox.add_many([OutboxEntry(e, exchange, "sync.requested") for e in big], session=session)
+            await app.outbox.add_many([OutboxEntry(e, exchange, "sync.requested") for e in small], session=session)
+
+        await in_transaction(app.mongo, commit)
+        app.outbox.notify()
+        await wait_for(lambda: sum(deliveries.values()) == 13, what="13 deliveries")
+        assert max(deliveries.values()) == 1
     finally:
         relay.stop()
         await task

@@ -1,15 +1,22 @@
 """The transactional outbox: a state change and the messages it causes are committed together.
 
-Writers call :meth:`Outbox.add` (or :meth:`Outbox.add_many` for a batch: one ``insert_many``) with the
-session of their transaction, and :meth:`Outbox.notify` after the commit. The :class:`OutboxRelay`
-(one per process; any number of replicas may run) claims pending entries with a lease, publishes them
-with confirms and marks them sent. If a process dies after the commit but before the publish, or after
-the publish but before marking, the lease expires and another relay publishes the entry again: the
-message is delivered at least once and its consumers' inboxes make the effect exactly once (the
-message id is the outbox id and never changes).
+Writers call :meth:`Outbox.add` (or :meth:`Outbox.add_many` for a batch) with the session of their
+transaction, and :meth:`Outbox.notify` after the commit. The :class:`OutboxRelay` (one per process; any
+number of replicas may run) claims pending documents with a lease, publishes their messages with
+confirms and marks them sent. If a process dies after the commit but before the publish, or after
+the publish but before marking, the lease expires and another relay publishes the messages again: a
+message is delivered at least once and its consumers' inboxes (or, for a dispatcher, its ledger's
+versions) make the effect exactly once (a message's id never changes).
 
-Entry: ``{_id: message_id, exchange, routing_key, envelope, headers, created_at, lease_until,
-lease_owner, attempts, sent_at}``. Sent entries expire after ``outbox_retention_seconds`` (TTL).
+A single message is one document: ``{_id: message_id, exchange, routing_key, envelope, headers,
+created_at, lease_until, lease_owner, attempts, sent_at}``. A batch of messages from :meth:`add_many`
+is one *bundle* document: ``{_id: "bundle:<uuid>", messages: [{_id: message_id, exchange,
+routing_key, envelope, headers}, ...], size, created_at, lease_until, lease_owner, attempts,
+sent_at}``, leased, published and marked sent as a whole. Bundles keep the number of pending
+documents (what every claim and the pending count look through) at the number of batches, not of
+messages: on the Mongo wire server a claim's cost grows with the pending documents (about 0.5 s for
+200 of 20,000), and the claim and mark of a message were two of the 5.7 document writes of a vendor
+change (docs/benchmarks.md). Sent documents expire after ``outbox_retention_seconds`` (TTL).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ log = get_logger(__name__)
 
 OUTBOX_COLLECTION = "outbox"
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+#: The ``_id`` prefix of a bundle document (several messages written together by :meth:`Outbox.add_many`).
+BUNDLE_PREFIX = "bundle:"
 
 
 @dataclass(frozen=True)
@@ -70,19 +79,36 @@ class Outbox:
     def entry(
         envelope: Envelope, *, exchange: str, routing_key: str, headers: Mapping[str, Any] | None = None
     ) -> Document:
-        """The outbox document of one message (what :meth:`add` and :meth:`add_many` insert)."""
+        """The outbox document of one message (what :meth:`add` inserts)."""
         return {
-            "_id": str(envelope.message_id),
-            "exchange": exchange,
-            "routing_key": routing_key,
-            "envelope": envelope.model_dump(mode="json"),
-            "headers": dict(headers or {}),
+            **_message(envelope, exchange, routing_key, headers),
             "created_at": datetime.now(UTC),
             "lease_until": NEVER,
             "lease_owner": None,
             "attempts": 0,
             "sent_at": None,
         }
+
+    @staticmethod
+    def bundle(entries: list[OutboxEntry]) -> Document:
+        """One document holding several messages, in the order they are to be published."""
+        return {
+            "_id": f"{BUNDLE_PREFIX}{uuid.uuid4()}",
+            "messages": [_message(e.envelope, e.exchange, e.routing_key, e.headers) for e in entries],
+            "size": len(entries),
+            "created_at": datetime.now(UTC),
+            "lease_until": NEVER,
+            "lease_owner": None,
+            "attempts": 0,
+            "sent_at": None,
+        }
+
+    @staticmethod
+    def messages_of(document: Document) -> list[Document]:
+        """The messages of an outbox document (each with ``_id``, ``exchange``, ``routing_key``,
+        ``envelope`` and ``headers``): a bundle's, or the single message the document is."""
+        messages: list[Document] = document.get("messages", [document])
+        return messages
 
     async def add(
         self,
@@ -98,14 +124,17 @@ class Outbox:
         )
 
     async def add_many(self, entries: Iterable[OutboxEntry], *, session: Session) -> int:
-        """Write many messages with one ``insert_many`` in the caller's transaction (same documents as
-        :meth:`add`). Returns how many were written."""
-        documents = [
-            self.entry(e.envelope, exchange=e.exchange, routing_key=e.routing_key, headers=e.headers) for e in entries
-        ]
-        if documents:
-            await self.collection.insert_many(documents, ordered=True, session=session)
-        return len(documents)
+        """Write many messages in the caller's transaction with one insert: one bundle document (a
+        single message is written as by :meth:`add`). Returns how many messages were written."""
+        batch = list(entries)
+        if len(batch) == 1:
+            entry = batch[0]
+            document = self.entry(entry.envelope, exchange=entry.exchange, routing_key=entry.routing_key,
+                                  headers=entry.headers)  # fmt: skip
+            await self.collection.insert_one(document, session=session)
+        elif batch:
+            await self.collection.insert_one(self.bundle(batch), session=session)
+        return len(batch)
 
     def notify(self) -> None:
         """Wake the relay in this process (call after the transaction committed). Costs nothing but
@@ -123,7 +152,12 @@ class Outbox:
         return woken
 
     async def pending_count(self) -> int:
-        return await self.collection.count_documents({"sent_at": None})
+        """Messages not yet sent (a bundle counts its messages)."""
+        cursor = await self.collection.aggregate(
+            [{"$match": {"sent_at": None}}, {"$group": {"_id": None, "n": {"$sum": {"$ifNull": ["$size", 1]}}}}]
+        )
+        totals = await cursor.to_list(None)
+        return int(totals[0]["n"]) if totals else 0
 
 
 class OutboxRelay:
@@ -172,74 +206,85 @@ class OutboxRelay:
         self.round_trips = 0
 
     async def _claim(self) -> list[Document]:
-        """Lease up to ``batch_size`` due entries, oldest first. The lease is one conditional update of
-        the batch (each document is updated atomically, and only while its lease is free), tagged with
-        a token of this claim, so two relays never hold the same entry at once. One update per batch,
-        not one per entry: per-entry round trips made the relay the bottleneck of a large projection
-        (docs/benchmarks.md). The candidates are read whole, so an uncontended claim is two round
-        trips; only when another relay took some of them are ours read back by the token."""
+        """Lease due documents, oldest first, up to ``batch_size`` messages (at least one document,
+        however large its bundle). The lease is one conditional update of the chosen documents (each
+        is updated atomically, and only while its lease is free), tagged with a token of this claim,
+        so two relays never hold the same document at once; the documents are then read by ``_id``
+        and kept where the token is ours. Three round trips per claim, whatever the batch holds."""
         collection = self._outbox.collection
         now = datetime.now(UTC)
+        due = {"sent_at": None, "lease_until": {"$lt": now}}
         self.round_trips += 1
-        candidates = await (
-            collection.find({"sent_at": None, "lease_until": {"$lt": now}})
-            .sort("created_at", 1)
-            .limit(self._batch_size)
-            .to_list(None)
-        )
-        if not candidates:
+        candidates = await collection.find(due, {"size": 1}).sort("created_at", 1).limit(self._batch_size).to_list(None)
+        chosen: list[Any] = []
+        messages = 0
+        for candidate in candidates:
+            size = int(candidate.get("size", 1))
+            if chosen and messages + size > self._batch_size:
+                break
+            chosen.append(candidate["_id"])
+            messages += size
+        if not chosen:
             return []
-        ids = [candidate["_id"] for candidate in candidates]
         self._claims += 1
         token = f"{self._owner}:{self._claims}"
         self.round_trips += 1
         result = await collection.update_many(
-            {"_id": {"$in": ids}, "sent_at": None, "lease_until": {"$lt": now}},
+            {"_id": {"$in": chosen}, **due},
             {"$set": {"lease_until": now + self._lease, "lease_owner": token}, "$inc": {"attempts": 1}},
         )
-        if result.modified_count == len(ids):
-            return candidates
         if result.modified_count == 0:
             return []
         self.round_trips += 1
-        claimed = {
-            entry["_id"] async for entry in collection.find({"_id": {"$in": ids}, "lease_owner": token}, {"_id": 1})
-        }
-        return [candidate for candidate in candidates if candidate["_id"] in claimed]
+        claimed = await collection.find({"_id": {"$in": chosen}}).to_list(None)
+        order = {document_id: position for position, document_id in enumerate(chosen)}
+        return sorted((d for d in claimed if d.get("lease_owner") == token), key=lambda d: order[d["_id"]])
 
     async def relay_once(self) -> int:
-        """Publish one batch; returns how many entries were confirmed and marked sent."""
+        """Publish one batch; returns how many messages were confirmed and marked sent."""
         return (await self._relay_batch())[1]
 
     async def _relay_batch(self) -> tuple[int, int]:
-        """Publish one batch; returns how many entries were claimed and how many confirmed."""
-        entries = await self._claim()
-        if not entries:
+        """Publish one batch; returns how many messages were claimed and how many confirmed (a
+        document is marked sent when every one of its messages was confirmed; otherwise all of them
+        go again after the lease, and their consumers drop what they already applied)."""
+        documents = await self._claim()
+        if not documents:
             return 0, 0
         self._gauge_stale = True
+        parts = [Outbox.messages_of(document) for document in documents]
         messages = [
             OutgoingMessage(
-                envelope=Envelope.model_validate(entry["envelope"]),
-                exchange=entry["exchange"],
-                routing_key=entry["routing_key"],
-                headers=entry.get("headers") or {},
+                envelope=Envelope.model_validate(message["envelope"]),
+                exchange=message["exchange"],
+                routing_key=message["routing_key"],
+                headers=message.get("headers") or {},
             )
-            for entry in entries
+            for part in parts
+            for message in part
         ]
-        results = await self._publisher.publish_many(messages)
-        confirmed = [entry["_id"] for entry, error in zip(entries, results, strict=True) if error is None]
-        for entry, error in zip(entries, results, strict=True):
-            if isinstance(error, UnroutableMessage):
-                # A topology error, not a transient one: keep the entry and retry after the lease so an
-                # operator can fix the binding; it is visible in the pending metric meanwhile.
-                log.error("outbox_entry_unroutable", message_id=entry["_id"], exchange=entry["exchange"])
-            elif error is not None:
-                log.warning("outbox_publish_failed", message_id=entry["_id"], error_type=type(error).__name__)
-        if confirmed:
+        results = iter(await self._publisher.publish_many(messages))
+        sent: list[Any] = []
+        confirmed = 0
+        for document, part in zip(documents, parts, strict=True):
+            failed = 0
+            for message in part:
+                error = next(results)
+                if isinstance(error, UnroutableMessage):
+                    # A topology error, not a transient one: keep the document and retry after the lease
+                    # so an operator can fix the binding; it is visible in the pending metric meanwhile.
+                    log.error("outbox_entry_unroutable", message_id=message["_id"], exchange=message["exchange"])
+                elif error is not None:
+                    log.warning("outbox_publish_failed", message_id=message["_id"], error_type=type(error).__name__)
+                failed += error is not None
+            if not failed:
+                sent.append(document["_id"])
+                confirmed += len(part)
+        if sent:
             self.round_trips += 1
-            await self.mark_sent(confirmed)
-        self._metrics.outbox_relayed.inc(len(confirmed))
-        return len(entries), len(confirmed)
+            await self.mark_sent(sent)
+        self._metrics.outbox_relayed.inc(confirmed)
+        return len(messages), confirmed
 
     async def mark_sent(self, ids: list[Any]) -> None:
         await self._outbox.collection.update_many(
@@ -302,3 +347,13 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping.set()
         self._outbox.notify()
+
+
+def _message(envelope: Envelope, exchange: str, routing_key: str, headers: Mapping[str, Any] | None) -> Document:
+    return {
+        "_id": str(envelope.message_id),
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "envelope": envelope.model_dump(mode="json"),
+        "headers": dict(headers or {}),
+    }
