@@ -36,10 +36,11 @@ Client = AsyncMongoClient[dict[str, Any]]
 CONNECT_TIMEOUT = 120.0
 
 #: Document writes one vendor change needs by design, whatever the batching: the vendor view (what the
-#: vendor holds, to compute the next delta), the outbox entry (the exactly-once hand-off to the broker) and
-#: the delivery-ledger entry (the receipt). The entity write of the record it came from is added per record
-#: (shared by every vendor the record reaches): see :func:`minimum_writes_per_change`.
-DESIGN_WRITES_PER_CHANGE = 3
+#: vendor holds, to compute the next delta) and the delivery-ledger entry (the receipt). The outbox (the
+#: exactly-once hand-off to the broker) writes a bundle per batch of changes, not a document per change,
+#: and the entity write of the record it came from is added per record (shared by every vendor the
+#: record reaches): see :func:`minimum_writes_per_change`.
+DESIGN_WRITES_PER_CHANGE = 2
 
 
 def minimum_writes_per_change(records: int, vendor_changes: int) -> float:

@@ -140,14 +140,18 @@ class EntityStore:
 
     async def projected(self, tenant_id: str, ids: Iterable[str] | None = None) -> None:
         """Clear the pending marks and tombstones of ``ids`` (all of the tenant's when None)."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id}
-        for part in [None] if ids is None else in_parts(ids):
-            if part is not None:
-                criteria["_id"] = {"$in": part}
-            await self.collection.update_many(
-                {**criteria, "pending": True}, {"$unset": {"pending": "", "stale_refs": ""}}
-            )
-            await self.tombstones.delete_many(criteria)
+        clear = {"$unset": {"pending": "", "stale_refs": ""}}
+        if ids is None:
+            await self.collection.update_many({"tenant_id": tenant_id, "pending": True}, clear)
+            await self.tombstones.delete_many({"tenant_id": tenant_id})
+            return
+        # By ``_id`` alone (ids are unique across tenants): the Mongo wire server serves a write whose
+        # filter is ``_id`` and nothing else as point lookups, and walks the tenant's entities for
+        # one with another predicate (a minute per 1 % change set at 20,000 persons). Unsetting the
+        # marks of an entity that has none changes nothing.
+        for part in in_parts(ids):
+            await self.collection.update_many({"_id": {"$in": part}}, clear)
+            await self.tombstones.delete_many({"_id": {"$in": part}})
 
     async def by_ids(self, ids: Iterable[str]) -> list[Document]:
         found: list[Document] = []
