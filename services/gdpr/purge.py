@@ -53,8 +53,13 @@ class PersonalDataPurger:
             return "deletions_pending"
         if await self.db[ENTITIES].count_documents({"_id": person_id}, session=session):
             return "still_in_source"
-        present = {"tenant_id": tenant_id, "source_entity_id": person_id, "present": True}
-        if await self.db[VENDOR_VIEWS].count_documents(present, session=session):
+        # Equality on the normaliser's (tenant_id, source_entity_id) index alone, ``present`` checked
+        # here: with the extra predicate the Mongo wire server walked every vendor view (seconds per
+        # receipt at 20,000 persons).
+        views = self.db[VENDOR_VIEWS].find(
+            {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1}, session=session
+        )
+        if any([doc.get("present") async for doc in views]):
             return "still_at_a_vendor"  # e.g. removals held by the mass-deletion guard
         return None
 

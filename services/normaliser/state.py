@@ -43,6 +43,7 @@ INDEXES = [
 
 REFERENCE_INDEX = "by_reference"
 POPULATION_INDEX = "by_school_unit"
+PERSON_VIEWS_INDEX = "by_person"
 
 #: What incremental projections query: an entity's dependants by token, the entities and tombstones a
 #: projection has not seen yet, a vendor's view of the entities it looks at, a school unit's population.
@@ -54,6 +55,8 @@ PROJECTION_INDEXES = [
     IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
+    # The GDPR service's purge: is the person still at any vendor (services/gdpr/purge.py).
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX),
 ]
 
 
