@@ -18,9 +18,9 @@ tombstone; the ledger entries and the tombstone expire by TTL after the retentio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from skolsynk.logging import get_logger
+from skolsynk.messaging import Outbox
 from skolsynk.storage import Database, Session
 from skolsynk.storage.erasures import ErasureLedger, TombstoneStore
 
@@ -30,7 +30,6 @@ log = get_logger(__name__)
 ENTITIES = "entities"
 VENDOR_VIEWS = "vendor_views"
 RUN_PAGES = "run_pages"
-OUTBOX = "outbox"
 FINDINGS = "dq_findings"
 
 
@@ -85,20 +84,7 @@ class PersonalDataPurger:
 
     async def _purge(self, tenant_id: str, ids: list[str], *, session: Session | None) -> dict[str, int]:
         counts: dict[str, int] = {}
-        outbox: dict[str, Any] = {
-            "envelope.tenant_id": tenant_id,
-            "envelope.payload.entity_id": {"$in": ids},
-            "sent_at": {"$type": "date"},
-        }
-        result = await self.db[OUTBOX].delete_many(outbox, session=session)
-        # A bundle (several messages written together) loses the person's messages, not the others'.
-        bundled = {"messages.envelope.payload.entity_id": {"$in": ids}}
-        pulled_messages = await self.db[OUTBOX].update_many(
-            {"messages.envelope.tenant_id": tenant_id, **bundled, "sent_at": {"$type": "date"}},
-            {"$pull": {"messages": {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": ids}}}},
-            session=session,
-        )
-        counts["outbox"] = result.deleted_count + pulled_messages.modified_count
+        counts["outbox"] = await Outbox(self.db).forget_sent(tenant_id, ids, session=session)
         result = await self.db[FINDINGS].delete_many(
             {"tenant_id": tenant_id, "entity_id": {"$in": ids}}, session=session
         )

@@ -66,6 +66,9 @@ class Outbox:
     def index_specs(retention_seconds: int) -> list[IndexSpec]:
         return [
             IndexSpec(OUTBOX_COLLECTION, [("sent_at", 1), ("lease_until", 1), ("created_at", 1)], name="pending"),
+            # The GDPR purge: a person's messages, single and in bundles (see forget_sent).
+            IndexSpec(OUTBOX_COLLECTION, [("envelope.payload.entity_id", 1)], name="by_entity"),
+            IndexSpec(OUTBOX_COLLECTION, [("messages.envelope.payload.entity_id", 1)], name="by_bundled_entity"),
             IndexSpec(
                 OUTBOX_COLLECTION,
                 [("sent_at", 1)],
@@ -135,6 +138,33 @@ class Outbox:
         elif batch:
             await self.collection.insert_one(self.bundle(batch), session=session)
         return len(batch)
+
+    async def forget_sent(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
+        """Remove the sent messages about these entities of the tenant (the GDPR purge): single
+        messages are deleted, bundles lose those messages and keep the others. Unsent ones stay (they
+        are still to be delivered). Found through the entity indexes by the ids alone, then written
+        by ``_id``: on the Mongo wire server any other filter walks the whole outbox. Returns how many
+        documents were deleted or changed."""
+        wanted = set(entity_ids)
+        projection = {"sent_at": 1, "envelope.tenant_id": 1, "envelope.payload.entity_id": 1}
+        singles = await self.collection.find(
+            {"envelope.payload.entity_id": {"$in": sorted(wanted)}}, projection, session=session
+        ).to_list(None)
+        doomed = [d["_id"] for d in singles if d.get("sent_at") and d["envelope"].get("tenant_id") == tenant_id]
+        changed = 0
+        if doomed:
+            changed += (await self.collection.delete_many({"_id": {"$in": doomed}}, session=session)).deleted_count
+        bundles = await self.collection.find(
+            {"messages.envelope.payload.entity_id": {"$in": sorted(wanted)}}, {"sent_at": 1}, session=session
+        ).to_list(None)
+        about = {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": sorted(wanted)}}
+        for bundle in bundles:
+            if bundle.get("sent_at"):
+                result = await self.collection.update_one(
+                    {"_id": bundle["_id"]}, {"$pull": {"messages": about}}, session=session
+                )
+                changed += result.modified_count
+        return changed
 
     def notify(self) -> None:
         """Wake the relay in this process (call after the transaction committed). Costs nothing but
