@@ -17,6 +17,7 @@ from uuid import UUID
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from skolsynk.storage import Database, IndexSpec, Session
+from skolsynk.storage.mongo import DUPLICATE_KEY
 
 INBOX_COLLECTION = "inbox"
 
@@ -65,7 +66,7 @@ class Inbox:
         except DuplicateKeyError as error:
             raise AlreadyProcessed("a message of the batch") from error
         except BulkWriteError as error:
-            if any(e.get("code") == 11000 for e in error.details.get("writeErrors", [])):
+            if any(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
                 raise AlreadyProcessed("a message of the batch") from error
             raise
 

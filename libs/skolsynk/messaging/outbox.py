@@ -8,7 +8,7 @@ the publish but before marking, the lease expires and another relay publishes th
 message is delivered at least once and its consumers' inboxes (or, for a dispatcher, its ledger's
 versions) make the effect exactly once (a message's id never changes).
 
-A single message is one document: ``{_id: message_id, exchange, routing_key, envelope, headers,
+A message from :meth:`add` is one document: ``{_id: message_id, exchange, routing_key, envelope, headers,
 created_at, lease_until, lease_owner, attempts, sent_at}``. A batch of messages from :meth:`add_many`
 is one *bundle* document: ``{_id: "bundle:<uuid>", messages: [{_id: message_id, exchange,
 routing_key, envelope, headers}, ...], size, created_at, lease_until, lease_owner, attempts,
@@ -83,14 +83,7 @@ class Outbox:
         envelope: Envelope, *, exchange: str, routing_key: str, headers: Mapping[str, Any] | None = None
     ) -> Document:
         """The outbox document of one message (what :meth:`add` inserts)."""
-        return {
-            **_message(envelope, exchange, routing_key, headers),
-            "created_at": datetime.now(UTC),
-            "lease_until": NEVER,
-            "lease_owner": None,
-            "attempts": 0,
-            "sent_at": None,
-        }
+        return {**_message(envelope, exchange, routing_key, headers), **_pending()}
 
     @staticmethod
     def bundle(entries: list[OutboxEntry]) -> Document:
@@ -99,11 +92,7 @@ class Outbox:
             "_id": f"{BUNDLE_PREFIX}{uuid.uuid4()}",
             "messages": [_message(e.envelope, e.exchange, e.routing_key, e.headers) for e in entries],
             "size": len(entries),
-            "created_at": datetime.now(UTC),
-            "lease_until": NEVER,
-            "lease_owner": None,
-            "attempts": 0,
-            "sent_at": None,
+            **_pending(),
         }
 
     @staticmethod
@@ -127,15 +116,10 @@ class Outbox:
         )
 
     async def add_many(self, entries: Iterable[OutboxEntry], *, session: Session) -> int:
-        """Write many messages in the caller's transaction with one insert: one bundle document (a
-        single message is written as by :meth:`add`). Returns how many messages were written."""
+        """Write many messages in the caller's transaction with one insert of one bundle document.
+        Returns how many messages were written."""
         batch = list(entries)
-        if len(batch) == 1:
-            entry = batch[0]
-            document = self.entry(entry.envelope, exchange=entry.exchange, routing_key=entry.routing_key,
-                                  headers=entry.headers)  # fmt: skip
-            await self.collection.insert_one(document, session=session)
-        elif batch:
+        if batch:
             await self.collection.insert_one(self.bundle(batch), session=session)
         return len(batch)
 
@@ -145,19 +129,19 @@ class Outbox:
         are still to be delivered). Found through the entity indexes by the ids alone, then written
         by ``_id``: on the Mongo wire server any other filter walks the whole outbox. Returns how many
         documents were deleted or changed."""
-        wanted = set(entity_ids)
-        projection = {"sent_at": 1, "envelope.tenant_id": 1, "envelope.payload.entity_id": 1}
+        wanted = sorted(set(entity_ids))
+        projection = {"sent_at": 1, "envelope.tenant_id": 1}
         singles = await self.collection.find(
-            {"envelope.payload.entity_id": {"$in": sorted(wanted)}}, projection, session=session
+            {"envelope.payload.entity_id": {"$in": wanted}}, projection, session=session
         ).to_list(None)
         doomed = [d["_id"] for d in singles if d.get("sent_at") and d["envelope"].get("tenant_id") == tenant_id]
         changed = 0
         if doomed:
             changed += (await self.collection.delete_many({"_id": {"$in": doomed}}, session=session)).deleted_count
         bundles = await self.collection.find(
-            {"messages.envelope.payload.entity_id": {"$in": sorted(wanted)}}, {"sent_at": 1}, session=session
+            {"messages.envelope.payload.entity_id": {"$in": wanted}}, {"sent_at": 1}, session=session
         ).to_list(None)
-        about = {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": sorted(wanted)}}
+        about = {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": wanted}}
         for bundle in bundles:
             if bundle.get("sent_at"):
                 result = await self.collection.update_one(
@@ -387,3 +371,8 @@ def _message(envelope: Envelope, exchange: str, routing_key: str, headers: Mappi
         "envelope": envelope.model_dump(mode="json"),
         "headers": dict(headers or {}),
     }
+
+
+def _pending() -> Document:
+    """The lease and delivery fields of a document not yet claimed or sent."""
+    return {"created_at": datetime.now(UTC), "lease_until": NEVER, "lease_owner": None, "attempts": 0, "sent_at": None}

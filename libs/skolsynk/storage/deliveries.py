@@ -21,10 +21,9 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from skolsynk.storage import Database, Document, IndexSpec, in_parts
+from skolsynk.storage.mongo import DUPLICATE_KEY
 
 LEDGER = "delivery_ledger"
-#: MongoDB's error code of a duplicate key.
-DUPLICATE_KEY = 11000
 #: The ledger's queries and what serves them (``_id`` is ``tenant:vendor:entity``):
 #:
 #: * the dispatcher's batch read of entries and references, and its upserts: ``_id`` (built in);

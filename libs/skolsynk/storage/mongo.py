@@ -41,6 +41,9 @@ DRIVER_COMMANDS = frozenset(
 #: ids in one query took 1.1 s, in parts of 100 0.13 s); MongoDB does not mind either way.
 IN_PART_SIZE = 100
 
+#: MongoDB's error code of a duplicate key.
+DUPLICATE_KEY = 11000
+
 #: The ``collection`` label of a command that names none (``commitTransaction``, ``abortTransaction``).
 NO_COLLECTION = "-"
 
