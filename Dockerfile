@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every skolsynk service. The service is picked by the command:
-#   docker run skolsynk normaliser        -> python -m normaliser
-#   docker run skolsynk dispatcher        -> python -m dispatcher (set SKOLSYNK_VENDOR_ID)
+#   docker run skolsynk normaliser        -> python -m skolsynk_services.normaliser
+#   docker run skolsynk dispatcher        -> python -m skolsynk_services.dispatcher (set SKOLSYNK_VENDOR_ID)
 #   docker run skolsynk skolsynk.cli status   -> the operator command line (`skolsynk status`)
-# In Kubernetes set `args: ["<service>"]` (not `command`) so the ENTRYPOINT stays.
+# In Kubernetes set `args: ["skolsynk_services.<service>"]` (not `command`) so the ENTRYPOINT stays.
+# The default target (runtime, the last stage) is the production image: it holds no test kit. The
+# `demo` target adds the fakes and the demo source (testing/skolsynk_testkit) for docker-compose's demo.
 # tests/unit/test_container_image.py checks this file against .dockerignore and the services.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -38,9 +40,16 @@ COPY services ./services
 RUN pip install --no-deps .
 
 # ---------------------------------------------------------------------------
-# runtime: slim Python, the venv, a non-root user, nothing else
+# demo-builder: the same venv plus the test kit (fake vendor server, synthetic organiser, demo source)
 # ---------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM builder AS demo-builder
+COPY testing ./testing
+RUN pip install --no-deps ./testing
+
+# ---------------------------------------------------------------------------
+# base: slim Python, a non-root user, nothing else (the venv comes in the stages below)
+# ---------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
 
 ARG SKOLSYNK_VERSION=0.1.0
 LABEL org.opencontainers.image.title="skolsynk" \
@@ -54,8 +63,6 @@ ARG APP_GID=10001
 RUN groupadd --system --gid ${APP_GID} skolsynk \
     && useradd --system --uid ${APP_UID} --gid ${APP_GID} --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin skolsynk
-
-COPY --from=builder /opt/venv /opt/venv
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -75,4 +82,16 @@ EXPOSE 8080 8081
 # Python runs as PID 1, without an init. That is deliberate: the services install their
 # own SIGTERM handler (flip readiness, drain, close), which PID 1 needs to get the signal.
 ENTRYPOINT ["python", "-m"]
-CMD ["admin"]
+CMD ["skolsynk_services.admin"]
+
+# ---------------------------------------------------------------------------
+# demo: docker-compose's fake vendor and demo source (`--target demo`; never deployed to production)
+# ---------------------------------------------------------------------------
+FROM base AS demo
+COPY --from=demo-builder /opt/venv /opt/venv
+
+# ---------------------------------------------------------------------------
+# runtime: the production image and the default target (the last stage): the services, no test kit
+# ---------------------------------------------------------------------------
+FROM base AS runtime
+COPY --from=builder /opt/venv /opt/venv

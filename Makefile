@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 # Re-install when the dependencies change or a service (a new top-level package) appears.
-$(STAMP): pyproject.toml requirements-dev.lock $(wildcard services/*/__init__.py)
+$(STAMP): pyproject.toml requirements-dev.lock testing/pyproject.toml $(wildcard services/skolsynk_services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . -e testing
 	@touch $(STAMP)
 
 ## The main job: the demo on the embedded defaults.
@@ -38,10 +38,11 @@ test-connected: install
 	$(BIN)/python -m pytest -m "connected or e2e" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check libs services tests tools
-	$(BIN)/ruff format --check libs services tests tools
+	$(BIN)/ruff check libs services testing tests tools
+	$(BIN)/ruff format --check libs services testing tests tools
 	$(BIN)/mypy
 	$(BIN)/mypy services
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python tools/check_compose.py
 	$(BIN)/python -m skolsynk.contracts check docs/contracts
 	$(MAKE) --no-print-directory check-deploy
@@ -56,8 +57,8 @@ check-deploy: install
 	$(BIN)/python tools/k8s.py check
 
 format: install
-	$(BIN)/ruff check --fix libs services tests tools
-	$(BIN)/ruff format libs services tests tools
+	$(BIN)/ruff check --fix libs services testing tests tools
+	$(BIN)/ruff format libs services testing tests tools
 
 ## Export the message contracts as JSON Schema for vendors (CI fails when they are stale).
 contracts: install

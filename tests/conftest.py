@@ -20,13 +20,6 @@ import pytest
 import structlog
 from pymongo import AsyncMongoClient
 
-from skolsynk.devstack import (
-    amqp_url_with_vhost,
-    create_vhost,
-    delete_vhost,
-    ensure_rabbitmq,
-    start_mongo_wire_server,
-)
 from skolsynk.logging import redact_personal_data
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
@@ -37,6 +30,13 @@ from skolsynk.settings import (
     StoreSettings,
 )
 from skolsynk.storage import MongoClient
+from skolsynk_testkit.devstack import (
+    amqp_url_with_vhost,
+    create_vhost,
+    delete_vhost,
+    ensure_rabbitmq,
+    start_mongo_wire_server,
+)
 from tests.helpers import delete_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -78,10 +78,9 @@ from bench_store import StoreWork, difference, report, snapshot
 from pymongo import AsyncMongoClient
 from scenario import ROOT, Expectation, FeedConsumer, Stack, exactly, metric, peak_rss_mb, wait_for
 
+from skolsynk.adapters.egil import egil_send_order, is_student
 from skolsynk.contracts.source import SourceRecord, SourceRecordPage
 from skolsynk.contracts.vendor import VendorChange
-from skolsynk.devstack import DevStackError, ServiceProcess, amqp_url_with_vhost, ensure_rabbitmq, rabbitmqctl
-from skolsynk.domain.egil import egil_send_order, is_student
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.selection import ProjectedResource
 from skolsynk.domain.ss12000 import EntityKind
@@ -89,7 +88,8 @@ from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorSubscrip
 from skolsynk.logging import configure_logging
 from skolsynk.settings import DEFAULT_AMQP_URL
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import SizeSpec, change_set, full_run, generate, incremental_run, today
+from skolsynk_testkit.devstack import DevStackError, ServiceProcess, amqp_url_with_vhost, ensure_rabbitmq, rabbitmqctl
+from skolsynk_testkit.synthetic import SizeSpec, change_set, full_run, generate, incremental_run, today
 
 OUT = ROOT / ".bench"
 NAMESPACE = "bench"
@@ -280,17 +280,17 @@ class Bench:
         stack.env |= {env_name(v.vendor_id): v.api_key for v in self.vendors.values() if v.api_key}
         stack.start_service(
             "normaliser",
-            "normaliser",
+            "skolsynk_services.normaliser",
             SKOLSYNK_HANDLER_TIMEOUT_SECONDS=str(int(TIMEOUT)),
             SKOLSYNK_PROJECTION_TIMEOUT_SECONDS=str(int(PROJECTION_TIMEOUT)),
         )
         for vendor_id in self.vendors:
-            stack.start_service(f"dispatcher-{vendor_id}", "dispatcher", SKOLSYNK_VENDOR_ID=vendor_id)
-        stack.start_service("gdpr", "gdpr")
+            stack.start_service(f"dispatcher-{vendor_id}", "skolsynk_services.dispatcher", SKOLSYNK_VENDOR_ID=vendor_id)
+        stack.start_service("gdpr", "skolsynk_services.gdpr")
         if "egil" in phases:
             stack.start_service(
                 "egil-receiver",
-                "egil_receiver",
+                "skolsynk_services.egil_receiver",
                 SKOLSYNK_EGIL_CLIENTS_FILE=str(self.write_egil_clients(stack.log_dir / "egil-clients.yaml")),
                 SKOLSYNK_EGIL_TLS_CERT_FILE=str(self.pki.server_file),
             )

@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import trustme
 
-from skolsynk.devstack import DevStackError
-from skolsynk.domain.egil import EgilResourceType, egil_send_order, is_student, to_egil
+from skolsynk.adapters.egil import EgilResourceType, egil_send_order, is_student, to_egil
 from skolsynk.domain.selection import ProjectedResource
+from skolsynk_testkit.devstack import DevStackError
 
 #: What the real client sends (captured): ``EgilSCIM/<version> (<comment>)``, SCIM media types.
 EGIL_CLIENT_HEADERS = {
@@ -88,7 +88,7 @@ class VendorServer:
 
 
 def start_vendor_server(log_dir: Path, keys: dict[str, str], pki: Pki) -> VendorServer:
-    """``python -m skolsynk.fakes.egil_vendor`` over HTTPS, one API key per (fake) tenant."""
+    """``python -m skolsynk_testkit.fakes.egil_vendor`` over HTTPS, one API key per (fake) tenant."""
     log_path = log_dir / "fake-egil-vendor.log"
     # One argument each: a generated key may start with "-", which argparse would take for an option.
     arguments = [f"--api-key={key}={tenant}" for key, tenant in keys.items()]
@@ -97,7 +97,7 @@ def start_vendor_server(log_dir: Path, keys: dict[str, str], pki: Pki) -> Vendor
             [
                 sys.executable,
                 "-m",
-                "skolsynk.fakes.egil_vendor",
+                "skolsynk_testkit.fakes.egil_vendor",
                 "--port",
                 "0",
                 "--tls-cert",

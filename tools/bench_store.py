@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skolsynk.devstack import ServiceProcess
+from skolsynk_testkit.devstack import ServiceProcess
 
 _SAMPLE = re.compile(r"^(skolsynk_store_(?:commands|documents_read|documents_written)_total)\{([^}]*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -50,14 +50,14 @@ import yaml
 # command starts with one of these runs our code.
 SKOLSYNK_COMMANDS = frozenset(
     {
-        "normaliser",
-        "dispatcher",
-        "gdpr",
-        "admin",
-        "egil_receiver",
-        "ss12000_puller",
-        "graph_connector",
-        "google_connector",
+        "skolsynk_services.normaliser",
+        "skolsynk_services.dispatcher",
+        "skolsynk_services.gdpr",
+        "skolsynk_services.admin",
+        "skolsynk_services.egil_receiver",
+        "skolsynk_services.ss12000_puller",
+        "skolsynk_services.graph_connector",
+        "skolsynk_services.google_connector",
     }
 )
 REQUIRED_ENV = ("AMQP_URL", "MONGODB_URL")

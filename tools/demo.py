@@ -2,15 +2,15 @@
 
 1. Infrastructure: the local RabbitMQ (started if needed; the demo gets a vhost of its own) and the
    SecantusDB Mongo wire server (in memory).
-2. A synthetic organiser (``skolsynk.synthetic``, size S: about 2,000 persons in 6 school units, with
+2. A synthetic organiser (``skolsynk_testkit.synthetic``, size S: about 2,000 persons in 6 school units, with
    realistic data-quality defects) split between two sources by school unit:
-   * an **SS 12000:2020 API** (``skolsynk.fakes.ss12000_api``, OAuth2, served from this process) read
+   * an **SS 12000:2020 API** (``skolsynk_testkit.fakes.ss12000_api``, OAuth2, served from this process) read
      by the real ``ss12000_puller`` service;
    * an **EGIL client** (a fake one: this process publishes its full and incremental runs on the
      source exchange, as the EGIL receiver does for a real client).
 3. Every service as its own process: the normaliser, a dispatcher per vendor, gdpr, admin and the
    SS 12000 puller. Three vendors:
-   * ``demo-scim``: EGIL SCIM push to a fake vendor server (``skolsynk.fakes.egil_vendor``);
+   * ``demo-scim``: EGIL SCIM push to a fake vendor server (``skolsynk_testkit.fakes.egil_vendor``);
    * ``demo-queue``: the vendor's own queue (``vendor-feed.demo-queue``), read by a consumer in this
      process as the vendor would; only the compulsory schools (GR), students and teachers;
    * ``demo-test``: a subscription left in test mode: nothing is delivered, the test report is shown.
@@ -53,17 +53,17 @@ import yaml
 from pymongo import AsyncMongoClient
 from scenario import ROOT, Expectation, FeedConsumer, Stack, exactly, holding, metric, wait_for
 
-from dispatcher.onboarding import feed_queue_name
 from skolsynk.contracts.source import SourceRecord
-from skolsynk.devstack import DevStackError, publish_messages, write_vendor_catalogue
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import CATALOGUE, FindingCode
 from skolsynk.domain.selection import ProjectedResource
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import Role, VendorSubscription
-from skolsynk.fakes.ss12000_api import FakeSs12000Api
 from skolsynk.storage.erasures import ErasureLedger
-from skolsynk.synthetic import (
+from skolsynk_services.dispatcher.onboarding import feed_queue_name
+from skolsynk_testkit.devstack import DevStackError, publish_messages, write_vendor_catalogue
+from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
+from skolsynk_testkit.synthetic import (
     ChangeSet,
     SizeSpec,
     change_set,
@@ -202,12 +202,12 @@ def _cell(value: object) -> str:
 
 
 def start_vendor_server(keys: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """The fake EGIL SCIM vendor server (``python -m skolsynk.fakes.egil_vendor``), one API key per tenant."""
+    """The fake EGIL SCIM vendor server (``python -m skolsynk_testkit.fakes.egil_vendor``), one API key per tenant."""
     log_path = LOG_DIR / "fake-vendor.log"
     arguments = [a for key, tenant in keys.items() for a in ("--api-key", f"{key}={tenant}")]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "skolsynk.fakes.egil_vendor", "--port", "0", *arguments],
+            [sys.executable, "-m", "skolsynk_testkit.fakes.egil_vendor", "--port", "0", *arguments],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -413,14 +413,14 @@ class Demo:
         screen.say("  [3/7] services, each its own process (python -m <service>) ...")
         launch = time.monotonic()
         # A projection of a whole organiser outlasts the default 60 s handler budget on the wire server.
-        stack.start_service("normaliser", "normaliser", SKOLSYNK_HANDLER_TIMEOUT_SECONDS="900")
+        stack.start_service("normaliser", "skolsynk_services.normaliser", SKOLSYNK_HANDLER_TIMEOUT_SECONDS="900")
         for vendor in VENDORS:
-            stack.start_service(f"dispatcher-{vendor}", "dispatcher", SKOLSYNK_VENDOR_ID=vendor)
-        stack.start_service("gdpr", "gdpr")
-        stack.start_service("admin", "admin", SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token)
+            stack.start_service(f"dispatcher-{vendor}", "skolsynk_services.dispatcher", SKOLSYNK_VENDOR_ID=vendor)
+        stack.start_service("gdpr", "skolsynk_services.gdpr")
+        stack.start_service("admin", "skolsynk_services.admin", SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token)
         stack.start_service(
             "ss12000-puller",
-            "ss12000_puller",
+            "skolsynk_services.ss12000_puller",
             SKOLSYNK_SS12000_SOURCES_FILE=str(sources_file),
             SKOLSYNK_SS12000_SCHEDULE="false",
             SKOLSYNK_SS12000_OVERLAP_SECONDS="2",
@@ -769,7 +769,9 @@ class Demo:
                 f"        {row['vendor_id']}: person {row['person_id']} requested {row['requested_at'][:19]}, "
                 f"receipt '{row['outcome']}' at {(row['delivered_at'] or '')[:19]}"
             )
-        screen.say(f"        (python -m gdpr.cli evidence --tenant {TENANT} exports the same as CSV or JSON)")
+        screen.say(
+            f"        (python -m skolsynk_services.gdpr.cli evidence --tenant {TENANT} exports the same as CSV or JSON)"
+        )
 
 
 def _aware(value: datetime) -> datetime:

@@ -294,7 +294,7 @@ def dispatcher_manifests(vendor_id: str, entry: dict[str, Any] | None = None) ->
                             "name": "dispatcher",
                             "image": "skolsynk",
                             "imagePullPolicy": "IfNotPresent",
-                            "args": ["dispatcher"],
+                            "args": ["skolsynk_services.dispatcher"],
                             "ports": [{"name": "health", "containerPort": 8081, "protocol": "TCP"}],
                             "envFrom": [{"configMapRef": {"name": "skolsynk-config"}}],
                             "env": [

@@ -25,9 +25,17 @@ from uuid import UUID
 import aio_pika
 from pymongo import AsyncMongoClient
 
-from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecord
-from skolsynk.devstack import (
+from skolsynk.domain.ids import content_hash, entity_id
+from skolsynk.domain.quality import Finding
+from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.selection import ProjectedResource, StoredEntity, TenantState, project
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.settings import DEFAULT_AMQP_URL
+from skolsynk.storage.deliveries import DeliveryLedger
+from skolsynk_services.normaliser.validation import RecordValidator
+from skolsynk_testkit.devstack import (
     DevStackError,
     MongoWireServer,
     ServiceProcess,
@@ -38,14 +46,6 @@ from skolsynk.devstack import (
     start_mongo_wire_server,
     start_service,
 )
-from skolsynk.domain.ids import content_hash, entity_id
-from skolsynk.domain.quality import Finding
-from skolsynk.domain.reconcile import reconcile
-from skolsynk.domain.selection import ProjectedResource, StoredEntity, TenantState, project
-from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.domain.subscription import VendorProfile, VendorSubscription
-from skolsynk.settings import DEFAULT_AMQP_URL
-from skolsynk.storage.deliveries import DeliveryLedger
 
 ROOT = Path(__file__).resolve().parent.parent
 

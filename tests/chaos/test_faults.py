@@ -23,27 +23,27 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import pytest
 
-from dispatcher.app import DispatcherSettings
-from dispatcher.app import build as build_dispatcher
-from gdpr.app import GdprSettings
-from gdpr.app import build as build_gdpr
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
+from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.contracts.source import SourceRecord
-from skolsynk.devstack import start_mongo_wire_server, write_vendor_catalogue
-from skolsynk.domain.egil import EgilResourceType
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, project
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
-from skolsynk.fakes.egil_vendor import FakeEgilVendor
 from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.erasures import ErasureLedger
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.dispatcher.app import DispatcherSettings
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.gdpr.app import GdprSettings
+from skolsynk_services.gdpr.app import build as build_gdpr
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.devstack import start_mongo_wire_server, write_vendor_catalogue
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.chaos.proxy import ChaosProxy
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 

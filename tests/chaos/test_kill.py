@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
-from skolsynk.devstack import ServiceProcess, start_service, write_vendor_catalogue
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.fakes.egil_vendor import FakeEgilVendor
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import school_unit_codes
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.devstack import ServiceProcess, start_service, write_vendor_catalogue
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.synthetic import school_unit_codes
 from tests.chaos.proxy import ChaosProxy
 from tests.chaos.test_faults import API_KEY, TENANT, TIMEOUT, VENDOR, ChaosStack, the_organiser
 from tests.helpers import delete_topology, wait_for
@@ -70,14 +70,14 @@ async def test_a_dispatcher_killed_mid_batch_and_restarted_loses_and_duplicates_
     processes: list[ServiceProcess] = []
     try:
         env = dispatcher_env(settings, catalogue)
-        processes.append(start_service("dispatcher-1", "dispatcher", env=env, log_dir=tmp_path))
+        processes.append(start_service("dispatcher-1", "skolsynk_services.dispatcher", env=env, log_dir=tmp_path))
         await asyncio.to_thread(processes[0].wait_ready, 60)
         await stack.publish(records)
         await wait_for(lambda: len(vendor.requests) >= 15, timeout=60, interval=0.02, what="deliveries under way")
         processes[0].process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(processes[0].process.wait, 10)
         held_at_kill = sum(len(i) for i in stack.held().values())
-        processes.append(start_service("dispatcher-2", "dispatcher", env=env, log_dir=tmp_path))
+        processes.append(start_service("dispatcher-2", "skolsynk_services.dispatcher", env=env, log_dir=tmp_path))
         await stack.converged(records, timeout=150)
         assert held_at_kill < sum(len(i) for i in stack.held().values()), "the kill came after the last delivery"
         duplicates = {k: n for k, n in stack.creates_per_resource().items() if n > 1}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.app import build as build_dispatcher
-from normaliser.app import build as build_normaliser
 from skolsynk.settings import ServiceSettings
-from skolsynk.synthetic import change_set
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.synthetic import change_set
 from tests.chaos.test_faults import ChaosStack, chaos_stack, the_organiser
 
 pytestmark = [pytest.mark.chaos, pytest.mark.connected, pytest.mark.timeout(300)]

@@ -16,12 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from admin.api import ENDPOINTS
-from admin.app import AdminSettings, build
-from admin.auth import Role, TokenStore
-from admin.openapi import DOCUMENT, render
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.gdpr import ErasureRequested
 from skolsynk.contracts.sync import SyncRequested
@@ -30,7 +24,13 @@ from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.admin.api import ENDPOINTS
+from skolsynk_services.admin.app import AdminSettings, build
+from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.openapi import DOCUMENT, render
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, drain_queue, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
@@ -359,5 +359,7 @@ async def test_bad_bodies_and_unknown_things_get_specific_problems(admin: Admin)
 
 
 def test_the_checked_in_openapi_document_is_current():
-    assert DOCUMENT.exists(), "run: python -m admin.openapi"
-    assert Path(DOCUMENT).read_text(encoding="utf-8") == render(), "stale: run `python -m admin.openapi`"
+    assert DOCUMENT.exists(), "run: python -m skolsynk_services.admin.openapi"
+    assert Path(DOCUMENT).read_text(encoding="utf-8") == render(), (
+        "stale: run `python -m skolsynk_services.admin.openapi`"
+    )

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from admin.app import AdminSettings, build
-from admin.auth import Role, TokenStore
-from admin.openapi import DOCUMENT
 from skolsynk.settings import ServiceSettings
+from skolsynk_services.admin.app import AdminSettings, build
+from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.openapi import DOCUMENT
 from tests.helpers import delete_topology
 
 pytestmark = [pytest.mark.connected, pytest.mark.fuzz, pytest.mark.timeout(300)]

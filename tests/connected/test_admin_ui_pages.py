@@ -17,19 +17,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin.app import AdminSettings, build
-from admin.auth import Role, TokenStore
-from admin.service import AdminService
-from admin.ui import COOKIE, build_ui
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.admin.app import AdminSettings, build
+from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.service import AdminService
+from skolsynk_services.admin.ui import COOKIE, build_ui
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from skolsynk.contracts.source import SourceRunCompleted, SourceRunStarted
-from skolsynk.demo_source import parser, run
 from skolsynk.messaging import topology_for
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import MongoClient
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk_testkit.demo_source import parser, run
 from tests.helpers import delete_topology, drain_queue
 
 pytestmark = pytest.mark.connected

@@ -17,26 +17,26 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
-from dispatcher.app import DispatcherSettings
-from dispatcher.app import build as build_dispatcher
-from dispatcher.onboarding import feed_queue_name, offboard_vendor, onboard_vendor, vendor_user_name
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
-from skolsynk.devstack import amqp_url_with_vhost, write_vendor_catalogue
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.fakes.egil_vendor import FakeEgilVendor
 from skolsynk.messaging import BatchConsumer
 from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.dispatcher.app import DispatcherSettings
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.dispatcher.onboarding import feed_queue_name, offboard_vendor, onboard_vendor, vendor_user_name
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.devstack import amqp_url_with_vhost, write_vendor_catalogue
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]

@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dispatcher.drift import DriftChecker
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
+from skolsynk_services.dispatcher.drift import DriftChecker
 from tests.connected.test_dispatcher import API_KEY, TENANT, Stack, person_id, start_stack, stop_stack
 from tests.helpers import wait_for
 

@@ -15,14 +15,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pymongo import AsyncMongoClient, monitoring
 
-from egil_receiver import store as store_module
-from egil_receiver.app import EgilReceiverSettings, build_scim_app
-from egil_receiver.clients import ClientRegistry, EgilClient, hash_key
-from egil_receiver.store import BATCHES, INDEXES, RESOURCES, ReceiverStore, RunPager
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.messaging.outbox import OUTBOX_COLLECTION, Outbox
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, MongoClient, ensure_indexes
+from skolsynk_services.egil_receiver import store as store_module
+from skolsynk_services.egil_receiver.app import EgilReceiverSettings, build_scim_app
+from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient, hash_key
+from skolsynk_services.egil_receiver.store import BATCHES, INDEXES, RESOURCES, ReceiverStore, RunPager
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 

@@ -21,17 +21,17 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from egil_receiver.app import EgilReceiverSettings
-from egil_receiver.app import build as build_receiver
-from egil_receiver.clients import hash_key
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.fakes.egil_vendor import spki_sha256_pin
 from skolsynk.messaging import Outbox
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk_services.egil_receiver.app import EgilReceiverSettings
+from skolsynk_services.egil_receiver.app import build as build_receiver
+from skolsynk_services.egil_receiver.clients import hash_key
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.fakes.egil_vendor import spki_sha256_pin
 from tests.helpers import reference_missing, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(180)]

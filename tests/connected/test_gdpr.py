@@ -22,27 +22,27 @@ import pytest
 from bson import json_util
 from pymongo.errors import OperationFailure
 
-from dispatcher.app import DispatcherSettings
-from dispatcher.app import build as build_dispatcher
-from dispatcher.onboarding import feed_queue_name
-from gdpr.app import GdprSettings
-from gdpr.app import build as build_gdpr
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts.envelope import MessageContract
 from skolsynk.contracts.gdpr import ErasureRequested, ErasureWithdrawn
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.vendor import ProjectionRequested
-from skolsynk.devstack import write_vendor_catalogue
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.fakes.egil_vendor import FakeEgilVendor
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.erasures import EVIDENCE_COLUMNS, ErasureLedger, TombstoneStore
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.dispatcher.app import DispatcherSettings
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.dispatcher.onboarding import feed_queue_name
+from skolsynk_services.gdpr.app import GdprSettings
+from skolsynk_services.gdpr.app import build as build_gdpr
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.devstack import write_vendor_catalogue
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
@@ -504,7 +504,7 @@ async def test_tombstones_and_finished_entries_expire(
 async def test_the_operator_cli_requests_an_erasure_and_exports_the_evidence(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from gdpr import cli
+    from skolsynk_services.gdpr import cli
 
     settings = stack.settings
     monkeypatch.setenv("AMQP_URL", settings.broker.amqp_url.get_secret_value())

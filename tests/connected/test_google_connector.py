@@ -16,12 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from google_connector.app import GoogleConnectorSettings, build
-from google_connector.connector import GoogleConnector
-from google_connector.runs import STATE_COLLECTION, RunReport
-from google_connector.sources import SourceConfig, parse_sources
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.contracts.source import SourceRunCompleted
 from skolsynk.contracts.vendor import VendorChange
@@ -30,12 +24,18 @@ from skolsynk.domain.quality import FindingCode
 from skolsynk.domain.source_errors import hint_for
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk.messaging import MessageContext, sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import organiser
+from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
+from skolsynk_services.google_connector.connector import GoogleConnector
+from skolsynk_services.google_connector.runs import STATE_COLLECTION, RunReport
+from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
+from skolsynk_testkit.synthetic import organiser
 from tests.helpers import Collected, delete_topology, queue_depth, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]

@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 
-from graph_connector.app import GraphConnectorSettings, build
-from graph_connector.connector import Connector
-from graph_connector.mapping import duty_key
-from graph_connector.state import DELTA_COLLECTION, STATE_COLLECTION, RunReport
-from graph_connector.tenants import TenantConfig, parse_tenants
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts import SyncRequested
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.fakes.graph_education import FakeGraphEducation
 from skolsynk.messaging import sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.synthetic import organiser
+from skolsynk_services.graph_connector.app import GraphConnectorSettings, build
+from skolsynk_services.graph_connector.connector import Connector
+from skolsynk_services.graph_connector.mapping import duty_key
+from skolsynk_services.graph_connector.state import DELTA_COLLECTION, STATE_COLLECTION, RunReport
+from skolsynk_services.graph_connector.tenants import TenantConfig, parse_tenants
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
+from skolsynk_testkit.synthetic import organiser
 from tests.helpers import Collected, delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]

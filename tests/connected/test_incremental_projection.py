@@ -21,10 +21,6 @@ from uuid import uuid4
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from normaliser import projection, state
-from normaliser.projection import ProjectionReport, Projector
-from normaliser.state import EntityStore, now
-from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.reconcile import reconcile
@@ -37,7 +33,11 @@ from skolsynk.storage.findings import ENTITY_INDEX
 from skolsynk.storage.findings import INDEXES as FINDING_INDEXES
 from skolsynk.storage.mongo import ensure_indexes
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import SCHOOL_YEAR_START, SizeSpec, change_set, generate
+from skolsynk_services.normaliser import projection, state
+from skolsynk_services.normaliser.projection import ProjectionReport, Projector
+from skolsynk_services.normaliser.state import EntityStore, now
+from skolsynk_services.normaliser.validation import RecordValidator
+from skolsynk_testkit.synthetic import SCHOOL_YEAR_START, SizeSpec, change_set, generate
 
 pytestmark = pytest.mark.connected
 

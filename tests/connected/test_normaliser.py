@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from normaliser.app import NormaliserSettings, build
-from normaliser.runs import PageResult, Runs
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import (
     SourceDeletion,
@@ -37,6 +35,8 @@ from skolsynk.storage import in_transaction
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk_services.normaliser.app import NormaliserSettings, build
+from skolsynk_services.normaliser.runs import PageResult, Runs
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from normaliser.state import ProjectionLock
 from skolsynk.settings import ServiceSettings
+from skolsynk_services.normaliser.state import ProjectionLock
 
 pytestmark = pytest.mark.connected
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.devstack import rabbitmqctl
 from skolsynk.messaging import MessageContext, OutgoingMessage
 from skolsynk.service import ServiceApp
+from skolsynk_testkit.devstack import rabbitmqctl
 from tests.helpers import queue_depth, wait_for, wait_for_depth
 
 pytestmark = pytest.mark.connected

@@ -19,14 +19,14 @@ import pytest
 from skolsynk.contracts import SyncRequested
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.fakes.ss12000_api import FakeSs12000Api
 from skolsynk.messaging import sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from ss12000_puller.app import PullerSettings, build
-from ss12000_puller.puller import Puller
-from ss12000_puller.runs import STATE_COLLECTION, RunReport
-from ss12000_puller.sources import SourceConfig, parse_sources
+from skolsynk_services.ss12000_puller.app import PullerSettings, build
+from skolsynk_services.ss12000_puller.puller import Puller
+from skolsynk_services.ss12000_puller.runs import STATE_COLLECTION, RunReport
+from skolsynk_services.ss12000_puller.sources import SourceConfig, parse_sources
+from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 from tests.helpers import Collected, delete_topology, drain_queue, wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]

@@ -13,7 +13,7 @@ import aiormq.exceptions
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from dispatcher.onboarding import (
+from skolsynk_services.dispatcher.onboarding import (
     declare_feed_queue,
     feed_queue_name,
     offboard_vendor,

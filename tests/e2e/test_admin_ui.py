@@ -22,20 +22,20 @@ import aio_pika
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from admin.app import AdminSettings
-from admin.app import build as build_admin
-from admin.auth import Role, TokenStore
-from dispatcher.app import DispatcherSettings
-from dispatcher.app import build as build_dispatcher
-from dispatcher.onboarding import feed_queue_name
-from normaliser.app import NormaliserSettings
-from normaliser.app import build as build_normaliser
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_services.admin.app import AdminSettings
+from skolsynk_services.admin.app import build as build_admin
+from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.dispatcher.app import DispatcherSettings
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.dispatcher.onboarding import feed_queue_name
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]

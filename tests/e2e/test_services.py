@@ -14,24 +14,33 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from skolsynk.devstack import ServiceProcess, publish_messages, start_service, write_vendor_catalogue
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.lifecycle import SHUTDOWN_MARGIN_SECONDS
 from skolsynk.messaging import skolsynk_topology
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_testkit.devstack import ServiceProcess, publish_messages, start_service, write_vendor_catalogue
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 SERVICES = {
-    "normaliser": ("normaliser", {}),
-    "dispatcher-demo-vendor": ("dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
-    "gdpr": ("gdpr", {}),
-    "admin": ("admin", {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value"}),
-    "egil-receiver": ("egil_receiver", {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"}),
-    "ss12000-puller": ("ss12000_puller", {"SKOLSYNK_SS12000_SOURCES_FILE": "deploy/ss12000-sources.yaml"}),
+    "normaliser": ("skolsynk_services.normaliser", {}),
+    "dispatcher-demo-vendor": ("skolsynk_services.dispatcher", {"SKOLSYNK_VENDOR_ID": "demo-vendor"}),
+    "gdpr": ("skolsynk_services.gdpr", {}),
+    "admin": (
+        "skolsynk_services.admin",
+        {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value"},
+    ),
+    "egil-receiver": (
+        "skolsynk_services.egil_receiver",
+        {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"},
+    ),
+    "ss12000-puller": (
+        "skolsynk_services.ss12000_puller",
+        {"SKOLSYNK_SS12000_SOURCES_FILE": "deploy/ss12000-sources.yaml"},
+    ),
 }
 BUDGET = {
     "SKOLSYNK_READINESS_GRACE_SECONDS": "0.5",
@@ -143,7 +152,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
 
 def test_bad_configuration_is_refused_at_start_with_the_setting_named(service_env):
     result = subprocess.run(
-        [sys.executable, "-m", "normaliser"],
+        [sys.executable, "-m", "skolsynk_services.normaliser"],
         env={**service_env, "SKOLSYNK_PREFETCH": "0", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -33,8 +33,8 @@ def env_names(settings_type: type[BaseSettings]) -> set[str]:
 
 def service_settings_types() -> list[type[ServiceSettings]]:
     found: list[type[ServiceSettings]] = [ServiceSettings]
-    for module_info in pkgutil.iter_modules([str(ROOT / "services")]):
-        module = importlib.import_module(f"{module_info.name}.app")
+    for module_info in pkgutil.iter_modules([str(ROOT / "services" / "skolsynk_services")]):
+        module = importlib.import_module(f"skolsynk_services.{module_info.name}.app")
         found += [
             value
             for value in vars(module).values()

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from dispatcher.delivery import Delivery, VendorDeliverer, references
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk_services.dispatcher.delivery import Delivery, VendorDeliverer, references
 
 pytestmark = pytest.mark.unit
 

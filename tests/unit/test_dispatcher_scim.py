@@ -9,10 +9,10 @@ from uuid import uuid4
 import pytest
 import trustme
 
-from dispatcher.scim import EgilScimClient, PinMismatch, VendorRejected, VendorUnavailable
+from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.catalogue import ScimAuth, ScimDelivery
-from skolsynk.domain.egil import EgilResourceType
-from skolsynk.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
+from skolsynk_services.dispatcher.scim import EgilScimClient, PinMismatch, VendorRejected, VendorUnavailable
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from egil_receiver.clients import ClientRegistry, federation_client_pins, hash_key
+from skolsynk_services.egil_receiver.clients import ClientRegistry, federation_client_pins, hash_key
 from tests.helpers import reference_missing
 
 pytestmark = pytest.mark.unit

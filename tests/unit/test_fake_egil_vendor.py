@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import trustme
 
-from skolsynk.fakes.egil_vendor import (
+from skolsynk_testkit.fakes.egil_vendor import (
     DanglingReference,
     FakeEgilVendor,
     server_ssl_context,
@@ -988,7 +988,7 @@ async def test_command_line_serves_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "skolsynk.fakes.egil_vendor",
+        "skolsynk_testkit.fakes.egil_vendor",
         "--port",
         "0",
         "--api-key",

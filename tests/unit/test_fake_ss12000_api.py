@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from skolsynk.fakes.ss12000_api import FakeSs12000Api
+from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 
 pytestmark = pytest.mark.unit
 

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.delivery import RECEIPT_OUTCOMES
-from normaliser.projection import IMMEDIATE, _RemovalReasons
 from skolsynk.contracts.gdpr import DeletionReason, DeletionReceipt, DeletionRequested, ErasureRequested
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.storage.erasures import ALL_VENDORS, suppressed_for_vendor
+from skolsynk_services.dispatcher.delivery import RECEIPT_OUTCOMES
+from skolsynk_services.normaliser.projection import IMMEDIATE, _RemovalReasons
 
 pytestmark = pytest.mark.unit
 

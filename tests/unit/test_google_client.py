@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from google_connector.auth import (
+from skolsynk_services.google_connector.auth import (
     DIRECTORY_SCOPES,
     DelegatedCredentials,
     GoogleReadError,
     encode_jwt,
     load_signer,
 )
-from google_connector.client import DirectoryClient, RetryPolicy, error_reason, snake
-from google_connector.sources import SourceConfig, parse_sources
-from skolsynk.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
+from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy, error_reason, snake
+from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
+from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

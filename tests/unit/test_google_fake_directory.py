@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from skolsynk.fakes.google_directory import (
+from skolsynk_testkit.fakes.google_directory import (
     ALL_SCOPES,
     GOOGLE_TOKEN_URI,
     JWT_BEARER_GRANT,

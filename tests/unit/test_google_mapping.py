@@ -12,15 +12,21 @@ from typing import Any
 import pytest
 import yaml
 
-from google_connector.auth import DIRECTORY_SCOPES, DelegatedCredentials
-from google_connector.client import DirectoryClient, RetryPolicy
-from google_connector.mapping import DirectoryMapping, UnmappableUser, ancestors, read_path, users_queries
-from google_connector.runs import SnapshotReader
-from google_connector.sources import MappingConfig, SourceConfig, parse_sources
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
-from skolsynk.synthetic import organiser
+from skolsynk_services.google_connector.auth import DIRECTORY_SCOPES, DelegatedCredentials
+from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy
+from skolsynk_services.google_connector.mapping import (
+    DirectoryMapping,
+    UnmappableUser,
+    ancestors,
+    read_path,
+    users_queries,
+)
+from skolsynk_services.google_connector.runs import SnapshotReader
+from skolsynk_services.google_connector.sources import MappingConfig, SourceConfig, parse_sources
+from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
+from skolsynk_testkit.synthetic import organiser
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

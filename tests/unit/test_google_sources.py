@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from google_connector.sources import (
+from skolsynk.domain.ss12000 import DutyRole
+from skolsynk_services.google_connector.sources import (
     ConfigurationError,
     MappingConfig,
     load_sources,
     parse_sources,
     service_account_key,
 )
-from skolsynk.domain.ss12000 import DutyRole
 
 pytestmark = pytest.mark.unit
 

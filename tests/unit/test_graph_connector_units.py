@@ -12,8 +12,16 @@ from typing import Any
 
 import pytest
 
-from graph_connector.client import DeltaExpired, GraphClient, GraphReadError, RetryPolicy, parse_retry_after
-from graph_connector.mapping import (
+from skolsynk.domain.source_errors import MICROSOFT_HINTS, hint_for
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, SchoolType
+from skolsynk_services.graph_connector.client import (
+    DeltaExpired,
+    GraphClient,
+    GraphReadError,
+    RetryPolicy,
+    parse_retry_after,
+)
+from skolsynk_services.graph_connector.mapping import (
     GraphMappingError,
     SchoolInfo,
     in_filter,
@@ -23,11 +31,15 @@ from graph_connector.mapping import (
     school_unit_code,
     school_year,
 )
-from graph_connector.runs import collapse
-from graph_connector.tenants import ConfigurationError, TenantConfig, load_tenants, parse_tenants, secret
-from skolsynk.domain.source_errors import MICROSOFT_HINTS, hint_for
-from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, SchoolType
-from skolsynk.fakes.graph_education import FakeGraphEducation
+from skolsynk_services.graph_connector.runs import collapse
+from skolsynk_services.graph_connector.tenants import (
+    ConfigurationError,
+    TenantConfig,
+    load_tenants,
+    parse_tenants,
+    secret,
+)
+from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -429,7 +441,7 @@ class StubState:
 async def test_schedule_full_reconciliation_and_delta_intervals() -> None:
     from datetime import timedelta
 
-    from graph_connector.connector import Connector
+    from skolsynk_services.graph_connector.connector import Connector
 
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     config = tenant(full_interval_seconds=86400, delta_interval_seconds=900)

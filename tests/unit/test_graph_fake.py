@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.fakes.graph_education import FakeGraphEducation
-from skolsynk.synthetic import organiser
+from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
+from skolsynk_testkit.synthetic import organiser
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(20)]
 

@@ -82,11 +82,13 @@ def test_every_service_and_every_vendor_has_its_deployment(rendered: list[dict[s
     assert set(deployments) == expected
     for name, module in SERVICES.items():
         (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
-        assert container["args"] == [module]
-        assert (ROOT / "services" / module / "__main__.py").exists(), f"{name} runs a module that does not exist"
+        assert container["args"] == [f"skolsynk_services.{module}"]
+        assert (ROOT / "services" / "skolsynk_services" / module / "__main__.py").exists(), (
+            f"{name} runs a module that does not exist"
+        )
     for vendor in k8s.vendor_ids():
         (container,) = deployments[f"dispatcher-{vendor}"]["spec"]["template"]["spec"]["containers"]
-        assert container["args"] == ["dispatcher"]
+        assert container["args"] == ["skolsynk_services.dispatcher"]
         assert {"name": "SKOLSYNK_VENDOR_ID", "value": vendor} in container["env"]
 
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from skolsynk.contracts.source import SourceRecord
-from skolsynk.domain.egil import (
+from skolsynk.adapters.egil import (
     SCHOOL_TYPE_TO_2018,
     SCHOOL_TYPES_2018,
     USER_EXTENSION,
@@ -24,6 +23,7 @@ from skolsynk.domain.egil import (
     student_group_type,
     to_egil,
 )
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType
 from tests.helpers import reference_missing
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType, SecurityMarking
-from skolsynk.domain.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from tests.helpers import reference_missing
 
 pytestmark = pytest.mark.unit

@@ -28,8 +28,12 @@ DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests"
 
-#: Metric classes outside services/*/metrics.py (instantiated with a fresh registry).
-EXPLICIT = ["gdpr.metrics:GdprMetrics", "normaliser.metrics:NormaliserMetrics", "dispatcher.metrics:DispatcherMetrics"]
+#: Metric classes outside services/skolsynk_services/*/metrics.py (instantiated with a fresh registry).
+EXPLICIT = [
+    "skolsynk_services.gdpr.metrics:GdprMetrics",
+    "skolsynk_services.normaliser.metrics:NormaliserMetrics",
+    "skolsynk_services.dispatcher.metrics:DispatcherMetrics",
+]
 
 #: Series that come from Prometheus itself.
 PROMETHEUS_SERIES = {"up"}
@@ -42,8 +46,8 @@ def metric_classes() -> list[type]:
     for spec in EXPLICIT:
         module_name, _, name = spec.partition(":")
         found[spec] = getattr(importlib.import_module(module_name), name)
-    for path in sorted((ROOT / "services").glob("*/metrics.py")):
-        module = importlib.import_module(f"{path.parent.name}.metrics")
+    for path in sorted((ROOT / "services" / "skolsynk_services").glob("*/metrics.py")):
+        module = importlib.import_module(f"skolsynk_services.{path.parent.name}.metrics")
         for name, value in vars(module).items():
             if (
                 inspect.isclass(value)

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normaliser.validation import RecordValidator
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import Finding, FindingCode, Severity
@@ -37,6 +36,7 @@ from skolsynk.domain.ss12000 import (
     SchoolUnit,
     SchoolUnitGroup,
 )
+from skolsynk_services.normaliser.validation import RecordValidator
 from tests.unit.domain_factories import (
     CODE_A,
     CODE_B,

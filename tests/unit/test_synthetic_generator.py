@@ -1,4 +1,4 @@
-"""The synthetic organiser generator (``skolsynk.synthetic``): deterministic, the sizes it promises, valid
+"""The synthetic organiser generator (``skolsynk_testkit.synthetic``): deterministic, the sizes it promises, valid
 Swedish identifiers, defects at their rates (each one producing its finding in the normaliser's own
 validation), change sets, splitting one organiser between sources, and feeding the source fakes."""
 
@@ -11,16 +11,16 @@ from datetime import date
 
 import pytest
 
-from normaliser.validation import RecordValidator
+from skolsynk.adapters.ss12000_api import from_ss12000
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.domain.ss12000_api import from_ss12000
-from skolsynk.fakes.graph_education import FakeGraphEducation
-from skolsynk.fakes.ss12000_api import FakeSs12000Api, to_ss12000
-from skolsynk.synthetic import (
+from skolsynk_services.normaliser.validation import RecordValidator
+from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
+from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api, to_ss12000
+from skolsynk_testkit.synthetic import (
     DEFECTS,
     SIZES,
     Manifest,

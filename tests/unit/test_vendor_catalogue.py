@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from dispatcher.onboarding import feed_queue_name, vendor_permissions
 from skolsynk.catalogue import CatalogueError, DeliveryMode, VendorCatalogueEntry, load_catalogue, load_entry
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import OPTIONAL_FIELDS, SENSITIVE_FIELDS
+from skolsynk_services.dispatcher.onboarding import feed_queue_name, vendor_permissions
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from skolsynk.storage.deliveries import LEDGER
 from skolsynk.storage.erasures import ErasureLedger
 from skolsynk.storage.holds import HOLDS, HoldStore
 
-#: The normaliser's run bookkeeping (``services/normaliser/state.py``).
+#: The normaliser's run bookkeeping (``services/skolsynk_services/normaliser/state.py``).
 RUNS = "runs"
 
 

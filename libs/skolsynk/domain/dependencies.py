@@ -10,7 +10,7 @@ code), so that the entities that compete for it are found together. Each is stor
 the kind of the entity that carries it (:func:`stored`).
 
 Pure: the normaliser writes the tokens with every entity and reads them back in
-``services/normaliser/neighbourhood.py``.
+``services/skolsynk_services/normaliser/neighbourhood.py``.
 """
 
 from __future__ import annotations

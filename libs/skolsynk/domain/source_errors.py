@@ -35,7 +35,7 @@ SS12000_HINTS: dict[str, SourceErrorHint] = {
     "connection": SourceErrorHint("The SS 12000 API is unreachable", "Retried next run.", needs_admin=False),
 }
 
-# --- Google Workspace connector (services/google_connector) -----------------------------------------
+# --- Google Workspace connector (services/skolsynk_services/google_connector) -----------------------------------------
 GOOGLE_HINTS: dict[str, SourceErrorHint] = {
     "invalid_grant": SourceErrorHint(
         "Google refused the service account's sign-in",
@@ -121,7 +121,7 @@ GOOGLE_HINTS: dict[str, SourceErrorHint] = {
     "connection": SourceErrorHint("Google's Admin SDK is unreachable", "Retried at the next run.", needs_admin=False),
 }
 
-# --- Microsoft Graph / School Data Sync connector (services/graph_connector) ------------------------
+# --- Microsoft Graph / School Data Sync connector (services/skolsynk_services/graph_connector) ------------------------
 MICROSOFT_HINTS: dict[str, SourceErrorHint] = {
     "invalid_client": SourceErrorHint(
         "Entra ID refused the app's credentials",

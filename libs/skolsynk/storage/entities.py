@@ -1,7 +1,7 @@
 """Reading the canonical state the normaliser keeps (collection ``entities``): the normaliser's own
 projections, the admin service's previews and person search go through here.
 
-The normaliser is the only writer (``services/normaliser/state.py``)."""
+The normaliser is the only writer (``services/skolsynk_services/normaliser/state.py``)."""
 
 from __future__ import annotations
 

@@ -1,3 +1,0 @@
-from admin.app import main
-
-main()

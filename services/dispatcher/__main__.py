@@ -1,3 +1,0 @@
-from dispatcher.app import main
-
-main()

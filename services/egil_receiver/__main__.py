@@ -1,3 +1,0 @@
-from egil_receiver.app import main
-
-main()

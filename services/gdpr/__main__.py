@@ -1,3 +1,0 @@
-from gdpr.app import main
-
-main()

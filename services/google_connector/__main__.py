@@ -1,3 +1,0 @@
-from google_connector.app import main
-
-main()

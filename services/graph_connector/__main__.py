@@ -1,3 +1,0 @@
-from graph_connector.app import main
-
-main()

@@ -1,3 +1,0 @@
-from normaliser.app import main
-
-main()

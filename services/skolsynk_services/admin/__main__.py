@@ -1,0 +1,3 @@
+from skolsynk_services.admin.app import main
+
+main()

@@ -1,0 +1,505 @@
+"""The admin REST API (``/api/v1``): a table of endpoints, each a thin adapter from HTTP to one
+:class:`AdminService` method. The same table produces the OpenAPI document (``openapi.py``).
+
+Every endpoint requires a bearer token; errors are ``application/problem+json``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+import skolsynk
+from skolsynk.domain.quality import FindingCode, Severity
+from skolsynk.logging import get_logger
+from skolsynk_services.admin import models
+from skolsynk_services.admin.auth import Authenticator, Principal, authenticate, bearer
+from skolsynk_services.admin.problems import Invalid, NotFound, Problem, problem_response
+from skolsynk_services.admin.service import AdminService
+
+log = get_logger(__name__)
+
+SERVICE = web.AppKey("admin_service", AdminService)
+PRINCIPAL = web.RequestKey("principal", Principal)
+PREFIX = "/api/v1"
+TENANT_ID = models.ID
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    description: str
+    enum: type[StrEnum] | None = None
+    kind: str = "string"  # "string" | "integer"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    call: Callable[[web.Request, Principal, Any], Awaitable[Any]]
+    body: type[BaseModel] | None = None
+    response: Any = None  # a pydantic model, list[...] type, dict, or "text/csv"
+    status: int = 200
+    query: tuple[QueryParam, ...] = ()
+    operator_only: bool = False
+    media_type: str = "application/json"
+    params: tuple[str, ...] = field(default=())
+
+
+ENDPOINTS: list[Endpoint] = []
+
+
+def endpoint(method: str, path: str, summary: str, tag: str, **options: Any) -> Callable[[Any], Any]:
+    def register(call: Callable[[web.Request, Principal, Any], Awaitable[Any]]) -> Any:
+        params = tuple(part[1:-1] for part in path.split("/") if part.startswith("{"))
+        ENDPOINTS.append(Endpoint(method, path, summary, tag, call, params=params, **options))
+        return call
+
+    return register
+
+
+def _service(request: web.Request) -> AdminService:
+    return request.app[SERVICE]
+
+
+def _query(request: web.Request, name: str, enum: type[StrEnum] | None = None) -> Any:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if enum is not None:
+        try:
+            return enum(value)
+        except ValueError:
+            raise Invalid(f"{name} must be one of {', '.join(e.value for e in enum)}") from None
+    return value
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"no {what} {value!r}") from None
+
+
+# --- identity and tenants ----------------------------------------------------------------------
+
+
+@endpoint("GET", "/version", "Which skolsynk version answers", "meta", response=JsonObject)
+async def version(request: web.Request, principal: Principal, _: Any) -> dict[str, str]:
+    return {"service": "admin", "version": skolsynk.__version__}
+
+
+@endpoint("GET", "/me", "Who the token belongs to", "meta", response=models.Me)
+async def me(request: web.Request, principal: Principal, _: Any) -> models.Me:
+    return models.Me(subject=principal.subject, role=principal.role.value, tenant_id=principal.tenant_id)
+
+
+@endpoint("GET", "/tenants", "Organisers the token may see", "tenants", response=list[models.Tenant])
+async def list_tenants(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_tenants(principal)
+
+
+@endpoint("POST", "/tenants", "Add an organiser (operators)", "tenants", body=models.TenantIn,
+          response=models.Tenant, status=201, operator_only=True)  # fmt: skip
+async def create_tenant(request: web.Request, principal: Principal, body: models.TenantIn) -> Any:
+    return await _service(request).create_tenant(principal, body)
+
+
+@endpoint("GET", "/tenants/{tenant}", "One organiser", "tenants", response=models.Tenant)
+async def get_tenant(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).get_tenant(principal, request.match_info["tenant"])
+
+
+@endpoint(
+    "GET", "/tenants/{tenant}/overview", "The onboarding checklist and key numbers", "tenants", response=JsonObject
+)
+async def overview(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).overview(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/tokens", "API tokens of the organiser (no secrets)", "tokens",
+          response=list[models.TokenInfo])  # fmt: skip
+async def list_tokens(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_tokens(principal, request.match_info["tenant"])
+
+
+@endpoint("POST", "/tenants/{tenant}/tokens", "Create an API token (shown once)", "tokens", body=models.TokenIn,
+          response=models.TokenCreated, status=201)  # fmt: skip
+async def create_token(request: web.Request, principal: Principal, body: models.TokenIn) -> Any:
+    return await _service(request).create_token(principal, request.match_info["tenant"], body)
+
+
+@endpoint("DELETE", "/tenants/{tenant}/tokens/{token_id}", "Revoke an API token", "tokens", status=204)
+async def revoke_token(request: web.Request, principal: Principal, _: Any) -> None:
+    await _service(request).revoke_token(principal, request.match_info["tenant"], request.match_info["token_id"])
+
+
+# --- sources and runs --------------------------------------------------------------------------
+
+
+@endpoint("GET", "/tenants/{tenant}/sources", "Connected sources (secrets never returned)", "sources",
+          response=list[models.Source])  # fmt: skip
+async def list_sources(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_sources(principal, request.match_info["tenant"])
+
+
+@endpoint("POST", "/tenants/{tenant}/sources", "Connect a source", "sources", body=models.SourceIn,
+          response=models.Source, status=201)  # fmt: skip
+async def create_source(request: web.Request, principal: Principal, body: models.SourceIn) -> Any:
+    return await _service(request).save_source(principal, request.match_info["tenant"], body, create=True)
+
+
+@endpoint("GET", "/tenants/{tenant}/sources/{source_id}", "One source", "sources", response=models.Source)
+async def get_source(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).get_source(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("PUT", "/tenants/{tenant}/sources/{source_id}", "Change a source (secrets replace by name)", "sources",
+          body=models.SourceIn, response=models.Source)  # fmt: skip
+async def update_source(request: web.Request, principal: Principal, body: models.SourceIn) -> Any:
+    if body.source_id != request.match_info["source_id"]:
+        raise Invalid("the source_id in the body must match the path")
+    return await _service(request).save_source(principal, request.match_info["tenant"], body, create=False)
+
+
+@endpoint("DELETE", "/tenants/{tenant}/sources/{source_id}", "Disconnect a source", "sources", status=204)
+async def delete_source(request: web.Request, principal: Principal, _: Any) -> None:
+    info = request.match_info
+    await _service(request).delete_source(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("POST", "/tenants/{tenant}/sources/{source_id}/sync", "Read the source now", "sources",
+          body=models.SyncIn, response=models.Accepted, status=202)  # fmt: skip
+async def sync(request: web.Request, principal: Principal, body: models.SyncIn) -> Any:
+    info = request.match_info
+    message_id = await _service(request).request_sync(principal, info["tenant"], info["source_id"], body.mode)
+    return models.Accepted(message_id=message_id)
+
+
+@endpoint("GET", "/tenants/{tenant}/runs", "Sync history of the sources (newest first)", "history",
+          response=list[JsonObject], query=(QueryParam("source_id", "Only this source."),))  # fmt: skip
+async def runs(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).runs(principal, request.match_info["tenant"], _query(request, "source_id"))
+
+
+@endpoint("GET", "/tenants/{tenant}/vendor-history", "What each projection sent to the vendors", "history",
+          response=list[JsonObject], query=(QueryParam("vendor_id", "Only this vendor."),))  # fmt: skip
+async def vendor_history(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).vendor_history(principal, request.match_info["tenant"], _query(request, "vendor_id"))
+
+
+# --- data quality and school units ---------------------------------------------------------------
+
+FINDING_FILTERS = (
+    QueryParam("severity", "error or warning", enum=Severity),
+    QueryParam("code", "A finding code (docs/data-quality.md)", enum=FindingCode),
+    QueryParam("school_unit_code", "Only this school unit (8 digits)."),
+)
+
+
+@endpoint("GET", "/tenants/{tenant}/findings", "Data-quality findings", "quality", response=list[JsonObject],
+          query=FINDING_FILTERS)  # fmt: skip
+async def findings(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).findings(
+        principal,
+        request.match_info["tenant"],
+        severity=_query(request, "severity", Severity),
+        code=_query(request, "code", FindingCode),
+        school_unit_code=_query(request, "school_unit_code"),
+    )
+
+
+@endpoint("GET", "/tenants/{tenant}/findings.csv", "Data-quality findings as CSV", "quality",
+          response="text/csv", media_type="text/csv")  # fmt: skip
+async def findings_csv(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).findings_csv(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/findings/summary", "Findings per school unit and severity", "quality",
+          response=JsonObject)  # fmt: skip
+async def findings_summary(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).findings_summary(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/school-units", "The organiser's school units", "quality", response=list[JsonObject])
+async def school_units(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).school_units(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/persons", "Find a person (for an erasure request)", "gdpr",
+          response=list[JsonObject], query=(QueryParam("q", "Part of a name, login or e-mail."),))  # fmt: skip
+async def persons(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).persons(principal, request.match_info["tenant"], _query(request, "q") or "")
+
+
+# --- vendors and subscriptions -------------------------------------------------------------------
+
+
+@endpoint("GET", "/vendors", "The vendor catalogue", "subscriptions", response=list[models.Vendor])
+async def vendors(request: web.Request, principal: Principal, _: Any) -> Any:
+    return _service(request).vendors()
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions", "The organiser's vendor subscriptions", "subscriptions",
+          response=list[models.Subscription])  # fmt: skip
+async def list_subscriptions(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_subscriptions(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}", "One subscription and its promotion gate",
+          "subscriptions", response=models.Subscription)  # fmt: skip
+async def get_subscription(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).get_subscription(principal, info["tenant"], info["vendor"])
+
+
+@endpoint("PUT", "/tenants/{tenant}/subscriptions/{vendor}", "Create (in test mode) or change a subscription",
+          "subscriptions", body=models.SubscriptionIn, response=models.Subscription)  # fmt: skip
+async def put_subscription(request: web.Request, principal: Principal, body: models.SubscriptionIn) -> Any:
+    info = request.match_info
+    return await _service(request).save_subscription(principal, info["tenant"], info["vendor"], body)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/preview",
+          "What saving this subscription would add and remove (nothing is saved)", "subscriptions",
+          body=models.SubscriptionIn, response=models.Preview)  # fmt: skip
+async def preview(request: web.Request, principal: Principal, body: models.SubscriptionIn) -> Any:
+    info = request.match_info
+    return await _service(request).preview(principal, info["tenant"], info["vendor"], body)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/end",
+          "End the subscription: everything the vendor holds for the organiser is deleted", "subscriptions",
+          response=models.Subscription)  # fmt: skip
+async def end_subscription(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).end_subscription(principal, info["tenant"], info["vendor"])
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report", "What test mode would send",
+          "subscriptions", response=JsonObject)  # fmt: skip
+async def vendor_test_report(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).test_report(principal, info["tenant"], info["vendor"])
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/review", "Mark the test report as reviewed",
+          "subscriptions", response=models.Subscription)  # fmt: skip
+async def review(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).mark_reviewed(principal, info["tenant"], info["vendor"])
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/go-live",
+          "Deliver for real (through the promotion gate; operators may override with a reason)", "subscriptions",
+          body=models.GoLiveIn, response=models.Subscription)  # fmt: skip
+async def go_live(request: web.Request, principal: Principal, body: models.GoLiveIn) -> Any:
+    info = request.match_info
+    return await _service(request).go_live(principal, info["tenant"], info["vendor"], body.override_reason)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/test-mode", "Back to test mode", "subscriptions",
+          response=models.Subscription)  # fmt: skip
+async def back_to_test(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).back_to_test(principal, info["tenant"], info["vendor"])
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/resend", "Send the vendor its whole selection again",
+          "subscriptions", response=models.Accepted, status=202)  # fmt: skip
+async def resend(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    await _service(request).resend(principal, info["tenant"], info["vendor"])
+    return models.Accepted()
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/report.csv", "The vendor's delivery report",
+          "subscriptions", response="text/csv", media_type="text/csv")  # fmt: skip
+async def delivery_report(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).delivery_report_csv(principal, info["tenant"], info["vendor"])
+
+
+# --- holds ----------------------------------------------------------------------------------------
+
+
+@endpoint(
+    "GET", "/tenants/{tenant}/holds", "Removals held by the mass-deletion guard", "holds", response=list[JsonObject]
+)
+async def holds(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).holds(principal, request.match_info["tenant"])
+
+
+@endpoint("POST", "/tenants/{tenant}/holds/{vendor}/{school_unit_id}", "Approve or discard held removals", "holds",
+          body=models.HoldDecisionIn, status=204)  # fmt: skip
+async def decide_hold(request: web.Request, principal: Principal, body: models.HoldDecisionIn) -> None:
+    info = request.match_info
+    await _service(request).decide_hold(
+        principal, info["tenant"], info["vendor"], info["school_unit_id"], body.decision
+    )
+
+
+# --- GDPR -----------------------------------------------------------------------------------------
+
+
+@endpoint(
+    "GET", "/tenants/{tenant}/erasure-requests", "Erasure and objection requests", "gdpr", response=list[JsonObject]
+)
+async def erasure_requests(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).erasure_requests(principal, request.match_info["tenant"])
+
+
+@endpoint("POST", "/tenants/{tenant}/erasure-requests", "Erase a person at one vendor, several or all", "gdpr",
+          body=models.ErasureIn, response=models.ErasureCreated, status=202)  # fmt: skip
+async def request_erasure(request: web.Request, principal: Principal, body: models.ErasureIn) -> Any:
+    request_id = await _service(request).request_erasure(principal, request.match_info["tenant"], body)
+    return models.ErasureCreated(request_id=request_id)
+
+
+@endpoint("POST", "/tenants/{tenant}/erasure-requests/{request_id}/withdraw", "Withdraw a request", "gdpr",
+          response=models.Accepted, status=202)  # fmt: skip
+async def withdraw_erasure(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    await _service(request).withdraw_erasure(principal, info["tenant"], _uuid(info["request_id"], "request"))
+    return models.Accepted()
+
+
+@endpoint("GET", "/tenants/{tenant}/erasure-ledger", "Every deletion at every vendor, with its receipt", "gdpr",
+          response=list[JsonObject], query=(QueryParam("vendor_id", "Only this vendor."),
+                                      QueryParam("status", "pending, overdue, completed or superseded")))  # fmt: skip
+async def erasure_ledger(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).erasure_ledger(
+        principal,
+        request.match_info["tenant"],
+        vendor_id=_query(request, "vendor_id"),
+        status=_query(request, "status"),
+    )
+
+
+@endpoint("GET", "/tenants/{tenant}/deletions/evidence.csv", "Deletion evidence (CSV, pseudonymous)", "gdpr",
+          response="text/csv", media_type="text/csv", query=(QueryParam("vendor_id", "Only this vendor."),),
+          )  # fmt: skip
+async def evidence_csv(request: web.Request, principal: Principal, _: Any) -> Any:
+    tenant = request.match_info["tenant"]
+    return await _service(request).evidence(principal, tenant, vendor_id=_query(request, "vendor_id"), fmt="csv")
+
+
+@endpoint("GET", "/tenants/{tenant}/deletions/evidence.json", "Deletion evidence (JSON, pseudonymous)", "gdpr",
+          response=JsonObject, query=(QueryParam("vendor_id", "Only this vendor."),))  # fmt: skip
+async def evidence_json(request: web.Request, principal: Principal, _: Any) -> Any:
+    tenant = request.match_info["tenant"]
+    text = await _service(request).evidence(principal, tenant, vendor_id=_query(request, "vendor_id"), fmt="json")
+    return json.loads(text)
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+@endpoint("GET", "/tenants/{tenant}/audit", "The organiser's audit log", "audit", response=list[JsonObject])
+async def tenant_audit(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).audit(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/audit", "Every admin action (operators)", "audit", response=list[JsonObject], operator_only=True)
+async def audit(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).audit(principal, None)
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+async def _body(request: web.Request, model: type[BaseModel] | None) -> Any:
+    if model is None:
+        return None
+    raw = await request.read()
+    if not raw:
+        raw = b"{}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("the body is not JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise Invalid.from_validation(error) from None
+
+
+def _adapter(point: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = request[PRINCIPAL]
+        if "tenant" in point.params:
+            if not _matches(request.match_info["tenant"]):
+                raise NotFound(f"no organiser {request.match_info['tenant']!r}")
+            principal.require_tenant(request.match_info["tenant"])  # before reading the body
+        if point.operator_only:
+            principal.require_operator()
+        result = await point.call(request, principal, await _body(request, point.body))
+        if point.status == 204:
+            return web.Response(status=204)
+        if point.media_type == "text/csv":
+            return web.Response(text=result, content_type="text/csv", charset="utf-8", status=point.status)
+        return web.json_response(_encode(result), status=point.status)
+
+    return handle
+
+
+def _matches(tenant_id: str) -> bool:
+    import re
+
+    return re.fullmatch(TENANT_ID, tenant_id) is not None
+
+
+def make_api(service: AdminService, authenticators: list[Authenticator]) -> web.Application:
+    """The API as an aiohttp sub-application for ``/api/v1``."""
+
+    @web.middleware
+    async def problems(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            request[PRINCIPAL] = await authenticate(authenticators, bearer(request.headers.get("Authorization")))
+            return await handler(request)
+        except Problem as problem:
+            return problem_response(problem, request)
+        except web.HTTPException as error:
+            if error.status >= 400:
+                status_problem = Problem(error.reason or "error")
+                status_problem.status, status_problem.title = error.status, error.reason or "Error"
+                status_problem.kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status, "http-error")
+                return problem_response(status_problem, request)
+            raise
+        except Exception:
+            log.exception(
+                "admin_api_error",
+                path=request.match_info.route.resource.canonical if request.match_info.route.resource else None,
+            )
+            return problem_response(_Internal("an unexpected error; it was logged"), request)
+
+    api = web.Application(middlewares=[problems])
+    api[SERVICE] = service
+    for point in ENDPOINTS:
+        api.router.add_route(point.method, point.path, _adapter(point))
+    return api
+
+
+class _Internal(Problem):
+    status, kind, title = 500, "internal", "Internal error"

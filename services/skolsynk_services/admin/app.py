@@ -1,0 +1,107 @@
+"""Composition root of the admin service: the REST API at ``/api/v1`` (OpenAPI at
+``/api/v1/openapi.json``) and the web UI at ``/ui`` on ``SKOLSYNK_ADMIN_PORT``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import Field, SecretStr
+
+from skolsynk.catalogue import load_catalogue
+from skolsynk.logging import get_logger
+from skolsynk.runtime import run_service
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage import erasures, history
+from skolsynk_services.admin import auth, stores
+from skolsynk_services.admin.api import make_api
+from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.service import AdminService, Exchanges
+from skolsynk_services.admin.stores import SecretBox
+
+SERVICE = "admin"
+log = get_logger(__name__)
+
+
+class AdminSettings(ServiceSettings):
+    admin_host: str = Field(default="0.0.0.0", description="Bind address of the admin API and UI.")  # noqa: S104
+    admin_port: int = Field(default=8080, ge=0, le=65535, description="Port of the admin API and UI.")
+    admin_secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64, 32 bytes) that encrypts source credentials at rest; without it "
+        "only secret references are accepted.",
+    )
+    admin_bootstrap_token: SecretStr | None = Field(
+        default=None, description="An operator API token (skt_<id>.<secret>) registered at start, for the first login."
+    )
+    admin_promotion_hours: float = Field(
+        default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
+    )
+    vendor_catalogue_dir: Path = Field(
+        default=Path("deploy/vendors"), description="Folder of the vendor catalogue (one YAML file per vendor)."
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
+    app = ServiceApp.create(SERVICE, settings)
+    app.add_indexes([*stores.INDEXES, *auth.INDEXES, *erasures.INDEXES, *history.INDEXES])
+    key = settings.admin_secrets_key.get_secret_value() if settings.admin_secrets_key else None
+    service = AdminService(
+        app.db,
+        app.publisher,
+        Exchanges(control=app.topology.exchange("control"), gdpr=app.topology.exchange("gdpr")),
+        load_catalogue(settings.vendor_catalogue_dir),
+        secrets=SecretBox(key),
+        promotion_hours=settings.admin_promotion_hours,
+        clock=clock,
+    )
+    tokens = TokenStore(app.db)
+    app.extensions["service"] = service
+    app.extensions["tokens"] = tokens
+    app.add_web_app(web_root(service, tokens), host=settings.admin_host, port=settings.admin_port, server="admin")
+
+    async def bootstrap() -> None:
+        if settings.admin_bootstrap_token is not None:
+            await tokens.create(
+                role=Role.OPERATOR,
+                subject="bootstrap-operator",
+                tenant_id=None,
+                created_by="bootstrap",
+                token=settings.admin_bootstrap_token.get_secret_value(),
+            )
+            log.info("bootstrap_token_registered")
+
+    app.add_startup(bootstrap)
+    return app
+
+
+def web_root(service: AdminService, tokens: TokenStore) -> web.Application:
+    from skolsynk_services.admin.openapi import document
+    from skolsynk_services.admin.ui import build_ui
+
+    root = web.Application()
+    api = make_api(service, [tokens])
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(document())
+
+    api.router.add_get("/openapi.json", openapi)
+    root.add_subapp("/api/v1", api)
+    root.add_subapp("/ui", build_ui(service, tokens))
+
+    async def home(_request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui/")
+
+    root.router.add_get("/", home)
+    return root
+
+
+def main() -> None:
+    run_service(SERVICE, AdminSettings, build)

@@ -1,0 +1,222 @@
+"""The admin service's own collections: organisers (tenants), connected sources (with their secrets
+encrypted or referenced, never returned), the audit log and each subscription's way to going live.
+
+Everything else the admin shows it reads through the owners' repositories in ``skolsynk.storage``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from skolsynk.storage import Database, Document, IndexSpec
+from skolsynk_services.admin.problems import Invalid
+
+TENANTS = "admin_tenants"
+SOURCES = "admin_sources"
+AUDIT = "admin_audit"
+LIFECYCLE = "subscription_lifecycle"
+
+INDEXES = [
+    IndexSpec(SOURCES, [("tenant_id", 1)], name="by_tenant"),
+    IndexSpec(AUDIT, [("tenant_id", 1), ("at", -1)], name="by_tenant_time"),
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TenantStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db[TENANTS]
+
+    async def create(self, tenant_id: str, display_name: str, organisation_number: str | None) -> Document | None:
+        """The new tenant, or None if the id is taken."""
+        doc = {
+            "_id": tenant_id,
+            "display_name": display_name,
+            "organisation_number": organisation_number,
+            "created_at": utcnow(),
+        }
+        result = await self.collection.update_one({"_id": tenant_id}, {"$setOnInsert": doc}, upsert=True)
+        return doc if result.upserted_id is not None else None
+
+    async def get(self, tenant_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": tenant_id})
+
+    async def list(self, only: str | None = None) -> list[Document]:
+        criteria = {} if only is None else {"_id": only}
+        return await self.collection.find(criteria).sort("_id", 1).to_list(None)
+
+
+class SecretBox:
+    """Encrypts source credentials at rest (Fernet: AES-128-CBC + HMAC-SHA256) with the key in
+    ``SKOLSYNK_ADMIN_SECRETS_KEY``; without a key, only secret references are accepted."""
+
+    def __init__(self, key: str | None) -> None:
+        self._fernet = Fernet(key.encode()) if key else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._fernet is not None
+
+    def seal(self, secrets: dict[str, str]) -> str:
+        if self._fernet is None:
+            raise Invalid(
+                "this installation stores no secrets: give secret references instead "
+                "(or configure SKOLSYNK_ADMIN_SECRETS_KEY)"
+            )
+        return self._fernet.encrypt(json.dumps(secrets, sort_keys=True).encode()).decode()
+
+    def open(self, sealed: str) -> dict[str, str]:
+        if self._fernet is None:
+            raise RuntimeError("no secrets key configured")
+        try:
+            opened: dict[str, str] = json.loads(self._fernet.decrypt(sealed.encode()))
+        except InvalidToken as error:
+            raise RuntimeError("the stored secrets cannot be decrypted with the configured key") from error
+        return opened
+
+
+class SourceStore:
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self.collection = db[SOURCES]
+        self.box = box
+
+    @staticmethod
+    def _id(tenant_id: str, source_id: str) -> str:
+        return f"{tenant_id}:{source_id}"
+
+    async def save(
+        self,
+        tenant_id: str,
+        source_id: str,
+        *,
+        kind: str,
+        display_name: str,
+        settings: dict[str, Any],
+        secrets: dict[str, str],
+        secret_refs: dict[str, str],
+        create: bool,
+    ) -> Document | None:
+        """Create (``create``) or replace a source; None when creating an existing one or replacing a
+        missing one. Secrets given replace the stored ones by name; the others are kept."""
+        current = await self.collection.find_one({"_id": self._id(tenant_id, source_id)})
+        if (current is not None) == create:
+            return None
+        stored: dict[str, str] = {}
+        if current is not None and current.get("sealed"):
+            stored = self.box.open(current["sealed"])
+        stored.update(secrets)
+        for name in secret_refs:
+            stored.pop(name, None)
+        doc = {
+            "_id": self._id(tenant_id, source_id),
+            "tenant_id": tenant_id,
+            "source_id": source_id,
+            "kind": kind,
+            "display_name": display_name,
+            "settings": settings,
+            "secret_refs": secret_refs,
+            "secret_names": sorted(stored),
+            "sealed": self.box.seal(stored) if stored else None,
+            "created_at": current["created_at"] if current else utcnow(),
+            "updated_at": utcnow(),
+        }
+        await self.collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        return doc
+
+    async def get(self, tenant_id: str, source_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": self._id(tenant_id, source_id)})
+
+    async def list(self, tenant_id: str) -> list[Document]:
+        return await self.collection.find({"tenant_id": tenant_id}).sort("source_id", 1).to_list(None)
+
+    async def delete(self, tenant_id: str, source_id: str) -> bool:
+        result = await self.collection.delete_one({"_id": self._id(tenant_id, source_id)})
+        return result.deleted_count == 1
+
+
+class AuditLog:
+    """Who changed what, when, from what to what (admin actions only; never secrets)."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[AUDIT]
+
+    async def record(
+        self,
+        *,
+        actor: str,
+        role: str,
+        tenant_id: str | None,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        note: str | None = None,
+    ) -> None:
+        await self.collection.insert_one(
+            {
+                "at": utcnow(),
+                "actor": actor,
+                "role": role,
+                "tenant_id": tenant_id,
+                "action": action,
+                "target": target,
+                "before": before,
+                "after": after,
+                "note": note,
+            }
+        )
+
+    async def entries(self, tenant_id: str | None, *, limit: int = 200) -> list[Document]:
+        criteria = {} if tenant_id is None else {"tenant_id": tenant_id}
+        cursor = self.collection.find(criteria, {"_id": 0}).sort("at", -1).limit(limit)
+        return await cursor.to_list(None)
+
+
+class LifecycleStore:
+    """Per subscription: since when it has been in test mode, whether its test report was reviewed,
+    when it went live and who overrode the promotion gate."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[LIFECYCLE]
+
+    @staticmethod
+    def _id(tenant_id: str, vendor_id: str) -> str:
+        return f"{tenant_id}:{vendor_id}"
+
+    async def get(self, tenant_id: str, vendor_id: str) -> Document:
+        doc = await self.collection.find_one({"_id": self._id(tenant_id, vendor_id)})
+        return doc or {"_id": self._id(tenant_id, vendor_id), "test_started_at": None, "reviewed_at": None}
+
+    async def test_started(self, tenant_id: str, vendor_id: str, at: datetime) -> None:
+        """Test mode (re)starts: the clock restarts and an earlier review no longer counts."""
+        await self.collection.update_one(
+            {"_id": self._id(tenant_id, vendor_id)},
+            {
+                "$set": {"test_started_at": at, "reviewed_at": None, "reviewed_by": None, "live_at": None},
+                "$setOnInsert": {"tenant_id": tenant_id, "vendor_id": vendor_id},
+            },
+            upsert=True,
+        )
+
+    async def review_needed(self, tenant_id: str, vendor_id: str) -> None:
+        await self.collection.update_one(
+            {"_id": self._id(tenant_id, vendor_id)}, {"$set": {"reviewed_at": None, "reviewed_by": None}}
+        )
+
+    async def reviewed(self, tenant_id: str, vendor_id: str, *, by: str, at: datetime) -> None:
+        await self.collection.update_one(
+            {"_id": self._id(tenant_id, vendor_id)}, {"$set": {"reviewed_at": at, "reviewed_by": by}}, upsert=True
+        )
+
+    async def went_live(self, tenant_id: str, vendor_id: str, *, by: str, at: datetime, override: str | None) -> None:
+        await self.collection.update_one(
+            {"_id": self._id(tenant_id, vendor_id)},
+            {"$set": {"live_at": at, "live_by": by, "override_reason": override}},
+            upsert=True,
+        )

@@ -1,0 +1,3 @@
+from skolsynk_services.dispatcher.app import main
+
+main()

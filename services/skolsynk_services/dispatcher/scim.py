@@ -1,0 +1,205 @@
+"""Pushing EGIL SCIM requests to a vendor's server, as the reference EGIL client does.
+
+* create: ``POST /{Type}`` (the id is the externalId); a 409 means it exists: ``PUT`` instead;
+* replace: ``PUT /{Type}/{id}`` with the whole object; a 404 means it is gone: ``POST`` instead;
+* delete: ``DELETE /{Type}/{id}``; a 404 means it is already gone, which is what we wanted.
+
+Authentication: mutual TLS (client certificate and key, the CA of the vendor's server, optionally
+the server's public-key pin, as in Skolfederation metadata) and/or an API key header. Requests are
+limited per vendor (a semaphore for concurrency, a token bucket via aiolimiter for the rate).
+5xx, 429, timeouts and connection errors are retried with exponential backoff and jitter
+(stamina); if the vendor stays unavailable the message goes back to the queue's retry ladder
+(:class:`VendorUnavailable`). Any other 4xx is permanent (:class:`VendorRejected`): the message is
+dead-lettered with the vendor's error text (scrubbed of personal data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from typing import Any
+
+import aiohttp
+import stamina
+from aiolimiter import AsyncLimiter
+
+from skolsynk.adapters.egil import EgilResourceType
+from skolsynk.catalogue import ScimDelivery
+from skolsynk.logging import get_logger, scrub
+from skolsynk.messaging import PermanentError, TransientError
+from skolsynk.tls import spki_sha256_pin
+from skolsynk_services.dispatcher.metrics import DispatcherMetrics
+
+log = get_logger(__name__)
+
+MAX_VENDOR_TEXT = 300
+
+
+class VendorUnavailable(TransientError):
+    """The vendor did not answer usefully (5xx, 429, timeout, connection refused)."""
+
+
+class VendorRejected(PermanentError):
+    """The vendor refused the request for good (4xx other than the 404/409 we recover from)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status = status
+        super().__init__(f"vendor answered {status}: {scrub(text)[:MAX_VENDOR_TEXT]}")
+
+
+class PinMismatch(PermanentError):
+    """The vendor's server certificate does not carry the pinned public key."""
+
+
+def ssl_context_for(delivery: ScimDelivery) -> ssl.SSLContext | None:
+    if not delivery.base_url.startswith("https://"):
+        return None
+    auth = delivery.auth
+    context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
+    if auth.client_cert_file and auth.client_key_file:
+        context.load_cert_chain(str(auth.client_cert_file), str(auth.client_key_file))
+    return context
+
+
+class PinnedConnector(aiohttp.TCPConnector):
+    """Checks the vendor's server certificate against the configured public-key pin on every new
+    connection, before any request is sent on it (CA verification still applies)."""
+
+    def __init__(self, *, pin: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pin = pin
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        if self._pin is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der is None or spki_sha256_pin(der) != self._pin:
+                transport.close()
+                raise PinMismatch("the vendor's server certificate does not match the configured public-key pin")
+        return transport, protocol
+
+
+class EgilScimClient:
+    def __init__(
+        self,
+        delivery: ScimDelivery,
+        *,
+        api_key: str | None,
+        retry_timeout_seconds: float = 20.0,
+        metrics: DispatcherMetrics | None = None,
+        vendor_id: str = "unknown",
+    ) -> None:
+        self.metrics = metrics
+        self.vendor_id = vendor_id
+        self.delivery = delivery
+        self._api_key = api_key
+        self._retry_timeout = retry_timeout_seconds
+        self._limiter = AsyncLimiter(delivery.burst, delivery.burst / delivery.rate_per_second)
+        self._slots = asyncio.Semaphore(delivery.concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
+        if self._api_key is not None:
+            headers[self.delivery.auth.api_key_header] = self._api_key
+        self._session = aiohttp.ClientSession(
+            base_url=self.delivery.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.delivery.timeout_seconds),
+            connector=PinnedConnector(
+                pin=self.delivery.auth.server_pin_sha256,
+                ssl=ssl_context_for(self.delivery) or False,
+                limit=self.delivery.concurrency,
+            ),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, str]:
+        if self._session is None:
+            raise RuntimeError("the SCIM client is not started")
+        async with self._slots, self._limiter:
+            started = time.monotonic()
+            try:
+                async with self._session.request(
+                    method, path, data=json.dumps(body).encode() if body is not None else None
+                ) as response:
+                    text = await response.text()
+                    status = response.status
+            except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                self._observe(method, "error", started)
+                raise VendorUnavailable(f"{method} {path.split('/')[0]}: {type(error).__name__}") from error
+            self._observe(method, f"{status // 100}xx", started)
+        if status == 429 or status >= 500:
+            raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}")
+        return status, text
+
+    def _observe(self, method: str, status_class: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.vendor_requests.labels(self.vendor_id, method, status_class).inc()
+            self.metrics.vendor_request_seconds.labels(self.vendor_id, method).observe(time.monotonic() - started)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+        async for attempt in stamina.retry_context(
+            on=VendorUnavailable, attempts=None, timeout=self._retry_timeout, wait_initial=0.2, wait_max=5.0
+        ):
+            with attempt:
+                return await self._once(method, path, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def upsert(self, egil_type: EgilResourceType, resource_id: str, body: dict[str, Any], *, exists: bool) -> str:
+        """Create or replace; returns "created" or "replaced"."""
+        collection, item = egil_type.endpoint, f"{egil_type.endpoint}/{resource_id}"
+        if exists:
+            status, text = await self._request("PUT", item, body)
+            if status == 404:
+                status, text = await self._request("POST", collection, body)
+                return self._expect(status, text, {201, 200}, "created")
+            return self._expect(status, text, {200, 204}, "replaced")
+        status, text = await self._request("POST", collection, body)
+        if status == 409:
+            status, text = await self._request("PUT", item, body)
+            return self._expect(status, text, {200, 204}, "replaced")
+        return self._expect(status, text, {201, 200}, "created")
+
+    async def delete(self, egil_type: EgilResourceType, resource_id: str) -> str:
+        status, text = await self._request("DELETE", f"{egil_type.endpoint}/{resource_id}")
+        if status == 404:
+            return "absent"
+        return self._expect(status, text, {200, 204}, "deleted")
+
+    async def list_ids(self, egil_type: EgilResourceType) -> set[str]:
+        """Every id the vendor holds of a type (``GET /{Type}``), following ``startIndex`` as the
+        reference client does; a server that ignores it (and answers everything at once) ends the
+        paging when a page brings nothing new."""
+        ids: set[str] = set()
+        start = 1
+        while True:
+            path = egil_type.endpoint if start == 1 else f"{egil_type.endpoint}?startIndex={start}"
+            status, text = await self._request("GET", path)
+            if status != 200:
+                raise VendorRejected(status, text)
+            try:
+                page = json.loads(text)
+                resources = page.get("Resources") or []
+                total = int(page.get("totalResults", len(resources)))
+                found = {str(r["id"] if "id" in r else r["externalId"]) for r in resources}
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                raise VendorRejected(status, f"the {egil_type.endpoint} list is not a SCIM ListResponse") from error
+            new = found - ids
+            ids |= found
+            if not new or len(ids) >= total:
+                return ids
+            start = len(ids) + 1
+
+    @staticmethod
+    def _expect(status: int, text: str, ok: set[int], outcome: str) -> str:
+        if status in ok:
+            return outcome
+        raise VendorRejected(status, text)

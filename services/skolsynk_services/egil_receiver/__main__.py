@@ -1,0 +1,3 @@
+from skolsynk_services.egil_receiver.app import main
+
+main()

@@ -1,0 +1,324 @@
+"""Composition root of the EGIL SCIM receiver: the SCIM endpoints an EGIL client pushes to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from skolsynk.adapters.egil import EgilMappingError, EgilResourceType, from_egil
+from skolsynk.contracts.source import SourceDeletion, SourceRecord
+from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE
+from skolsynk.logging import bound_context, get_logger
+from skolsynk.runtime import run_service
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.tls import spki_sha256_pin
+from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient
+from skolsynk_services.egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
+
+SERVICE = "egil-receiver"
+log = get_logger(__name__)
+
+SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+SCIM_LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+SCIM_CONTENT_TYPE = "application/scim+json"
+UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SCHEMA_PREFIXES = ("urn:scim:schemas:extension:sis:school:1.0:", "urn:ietf:params:scim:schemas:core:2.0:")
+MAX_PAGE = 1000
+#: How long a request over its client's rate waits for its turn before it is refused with 429.
+RATE_LIMIT_WAIT_SECONDS = 10.0
+
+CLIENT_KEY: web.RequestKey[EgilClient] = web.RequestKey("client", EgilClient)
+
+
+class EgilReceiverSettings(ServiceSettings):
+    egil_clients_file: Path = Field(description="YAML list of EGIL clients: tenant, source, API key hash, pins.")
+    egil_host: str = Field(default="0.0.0.0", description="Bind address of the SCIM endpoints.")  # noqa: S104
+    egil_port: int = Field(default=8443, ge=0, le=65535, description="Port of the SCIM endpoints.")
+    egil_base_path: str = Field(default="", description="Path prefix of the SCIM endpoints, e.g. /egil/v1.")
+    egil_tls_cert_file: Path | None = Field(default=None, description="Server certificate (PEM); TLS when set.")
+    egil_tls_key_file: Path | None = None
+    egil_client_ca_file: Path | None = Field(
+        default=None, description="CA bundle of client certificates (mutual TLS); clients without one use API keys."
+    )
+    egil_api_key_header: str = "X-API-Key"
+    egil_federation_metadata_file: Path | None = Field(
+        default=None, description="Verified federation metadata JSON (Skolfederation); adds its client pins."
+    )
+    egil_run_idle_seconds: float = Field(
+        default=2.0, gt=0, description="A run (the client's run: a burst of pushes) is completed after this quiet."
+    )
+    egil_run_max_age_seconds: float = Field(
+        default=21600.0,
+        gt=0,
+        description="Guard only: a run that never pauses is completed at this age; the pause normally ends it.",
+    )
+    egil_page_seconds: float = Field(
+        default=0.5, gt=0, description="While pushes go on, their writes are paged (sent on) at least this often."
+    )
+    egil_page_size: int = Field(
+        default=DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=2000,
+        description="Records per page at most (an outbox entry stays far below 16 MiB).",
+    )
+
+
+def scim_error(status: int, detail: str) -> web.Response:
+    return web.json_response(
+        {"schemas": [SCIM_ERROR], "status": str(status), "detail": detail},
+        status=status,
+        content_type=SCIM_CONTENT_TYPE,
+    )
+
+
+def server_ssl_context(settings: EgilReceiverSettings) -> ssl.SSLContext | None:
+    if settings.egil_tls_cert_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(settings.egil_tls_cert_file), str(settings.egil_tls_key_file or "") or None)
+    if settings.egil_client_ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.egil_client_ca_file))
+        context.verify_mode = ssl.CERT_OPTIONAL  # a client without a certificate may still use an API key
+    return context
+
+
+def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -> tuple[str, SourceRecord]:
+    """Validation at the door; returns the resource id and its canonical record, or raises ValueError
+    with a precise detail (never the submitted values: they may be personal data)."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    schemas = body.get("schemas")
+    if schemas is not None:
+        if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+            raise ValueError("schemas must be a list of URNs")
+        unknown = [s for s in schemas if not s.startswith(SCHEMA_PREFIXES)]
+        if unknown:
+            raise ValueError(f"unknown schema: {unknown[0][:100]}")
+    external_id = body.get("externalId")
+    if not isinstance(external_id, str) or not external_id:
+        raise ValueError("missing required attribute externalId")
+    if not UUID_PATTERN.match(external_id):
+        raise ValueError("invalid UUID in externalId")
+    if url_id is not None and url_id != external_id:
+        raise ValueError("the id in the URL differs from externalId")
+    if resource_type is EgilResourceType.SCHOOL_UNITS:
+        code = body.get("schoolUnitCode")
+        if not isinstance(code, str) or not SCHOOL_UNIT_CODE.match(code):
+            raise ValueError("schoolUnitCode must be exactly 8 digits")
+    try:
+        record = from_egil(resource_type, body)
+    except EgilMappingError as error:
+        raise ValueError(str(error)) from error
+    return external_id, record
+
+
+def build_scim_app(
+    store: ReceiverStore,
+    registry: ClientRegistry,
+    *,
+    base_path: str = "",
+    api_key_header: str = "X-API-Key",
+    on_write: Callable[[str, str], None] | None = None,
+) -> web.Application:
+    """The SCIM endpoints. A write request makes one store write (see :mod:`egil_receiver.store`);
+    ``on_write(tenant_id, source_id)`` is told of each acknowledged write (the run pager)."""
+
+    def written(client: EgilClient) -> None:
+        if on_write is not None:
+            on_write(client.tenant_id, client.source_id)
+
+    @web.middleware
+    async def authenticate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        client: EgilClient | None = None
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if certificate:
+            client = registry.by_pin(spki_sha256_pin(certificate))
+            if client is None:
+                return scim_error(403, "the client certificate is not registered for any organiser")
+        else:
+            key = request.headers.get(api_key_header)
+            if not key:
+                return scim_error(401, "a client certificate or an API key is required")
+            client = registry.by_api_key(key)
+            if client is None:
+                return scim_error(403, "unknown API key")
+        limiter = registry.limiter(client)
+        # Over its rate a client waits for its turn (a one-at-a-time client is paced, not failed: the
+        # EGIL client does not retry within a run); only a wait beyond the bound is refused.
+        try:
+            async with asyncio.timeout(RATE_LIMIT_WAIT_SECONDS):
+                await limiter.acquire()
+        except TimeoutError:
+            response = scim_error(429, "too many requests for this organiser")
+            response.headers["Retry-After"] = "1"
+            return response
+        request[CLIENT_KEY] = client
+        with bound_context(tenant_id=client.tenant_id, source_id=client.source_id):
+            return await handler(request)
+
+    def resource_type_of(request: web.Request) -> EgilResourceType:
+        try:
+            return EgilResourceType(request.match_info["type"])
+        except ValueError:
+            raise web.HTTPNotFound(text="unknown resource type") from None
+
+    async def read_json(request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise web.HTTPBadRequest(
+                text=f"malformed JSON: {type(error).__name__} at position {getattr(error, 'pos', '?')}"
+            ) from None
+
+    async def write(request: web.Request, url_id: str | None, *, method: str) -> web.Response:
+        client = request[CLIENT_KEY]
+        resource_type = resource_type_of(request)
+        try:
+            body = await read_json(request)
+        except web.HTTPBadRequest as error:
+            return scim_error(400, error.text or "malformed JSON")
+        try:
+            resource_id, record = check_body(resource_type, body, url_id)
+        except ValueError as error:
+            log.info("push_rejected", method=method, resource_type=resource_type.value, reason=str(error))
+            return scim_error(400, str(error))
+        store_write = store.create if method == "POST" else store.replace
+        stored = await store_write(
+            tenant_id=client.tenant_id,
+            source_id=client.source_id,
+            resource_type=resource_type.value,
+            resource_id=resource_id,
+            body=body,
+            record=record,
+        )
+        if not stored:
+            if method == "POST":
+                return scim_error(409, f"{resource_type.value}/{resource_id} already exists")
+            return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
+        written(client)
+        return web.json_response(
+            {**body, "id": resource_id}, status=201 if method == "POST" else 200, content_type=SCIM_CONTENT_TYPE
+        )
+
+    async def post(request: web.Request) -> web.Response:
+        return await write(request, None, method="POST")
+
+    async def put(request: web.Request) -> web.Response:
+        return await write(request, request.match_info["id"], method="PUT")
+
+    async def delete(request: web.Request) -> web.Response:
+        client = request[CLIENT_KEY]
+        resource_type = resource_type_of(request)
+        resource_id = request.match_info["id"]
+        await request.read()  # the client sends an empty form-encoded body
+        deleted = await store.delete(
+            tenant_id=client.tenant_id,
+            source_id=client.source_id,
+            resource_type=resource_type.value,
+            resource_id=resource_id,
+            deletion=SourceDeletion(kind=resource_type.kind, key=resource_id.lower()),
+        )
+        if not deleted:
+            return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
+        written(client)
+        return web.Response(status=204)
+
+    async def list_resources(request: web.Request) -> web.Response:
+        client = request[CLIENT_KEY]
+        resource_type = resource_type_of(request)
+        try:
+            start = max(int(request.query.get("startIndex", "1")), 1)
+            count = min(max(int(request.query.get("count", str(MAX_PAGE))), 0), MAX_PAGE)
+        except ValueError:
+            return scim_error(400, "startIndex and count must be integers")
+        total, documents = await store.page(client.tenant_id, resource_type.value, start, count)
+        return web.json_response(
+            {
+                "schemas": [SCIM_LIST],
+                "totalResults": total,
+                "startIndex": start,
+                "itemsPerPage": len(documents),
+                "Resources": [{**d["body"], "id": d["resource_id"]} for d in documents],
+            },
+            content_type=SCIM_CONTENT_TYPE,
+        )
+
+    async def get_one(request: web.Request) -> web.Response:
+        client = request[CLIENT_KEY]
+        resource_type = resource_type_of(request)
+        document = await store.get(client.tenant_id, resource_type.value, request.match_info["id"])
+        if document is None:
+            return scim_error(404, f"{resource_type.value}/{request.match_info['id']} does not exist")
+        return web.json_response({**document["body"], "id": document["resource_id"]}, content_type=SCIM_CONTENT_TYPE)
+
+    app = web.Application(middlewares=[authenticate])
+    prefix = "/" + base_path.strip("/") if base_path.strip("/") else ""
+    app.router.add_post(prefix + "/{type}", post)
+    app.router.add_get(prefix + "/{type}", list_resources)
+    app.router.add_put(prefix + "/{type}/{id}", put)
+    app.router.add_delete(prefix + "/{type}/{id}", delete)
+    app.router.add_get(prefix + "/{type}/{id}", get_one)
+    return app
+
+
+def build(settings: EgilReceiverSettings) -> ServiceApp:
+    app = ServiceApp.create(SERVICE, settings)
+    app.add_indexes(INDEXES)
+    registry = ClientRegistry.from_file(
+        settings.egil_clients_file, federation_metadata=settings.egil_federation_metadata_file
+    )
+    store = ReceiverStore(
+        app.mongo,
+        app.db,
+        app.outbox,
+        exchange=app.topology.exchange("source"),
+        producer=SERVICE,
+        page_size=settings.egil_page_size,
+    )
+    pager = RunPager(
+        store,
+        idle_seconds=settings.egil_run_idle_seconds,
+        max_age_seconds=settings.egil_run_max_age_seconds,
+        page_seconds=settings.egil_page_seconds,
+    )
+    app.extensions["store"] = store
+    app.extensions["pager"] = pager
+    scim = build_scim_app(
+        store,
+        registry,
+        base_path=settings.egil_base_path,
+        api_key_header=settings.egil_api_key_header,
+        on_write=pager.written,
+    )
+    app.add_web_app(
+        scim, host=settings.egil_host, port=settings.egil_port, ssl_context=server_ssl_context(settings), server="scim"
+    )
+
+    async def page_what_is_left() -> None:
+        # At shutdown: what was acknowledged goes on its way now (the run stays open for the next process).
+        try:
+            await pager.flush_all()
+        except Exception:
+            log.exception("egil_paging_at_shutdown_failed")
+
+    app.add_background("run-pager", pager.run)
+    app.add_shutdown(page_what_is_left)
+    return app
+
+
+def main() -> None:
+    run_service(SERVICE, EgilReceiverSettings, build)

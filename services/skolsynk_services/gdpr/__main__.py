@@ -1,0 +1,3 @@
+from skolsynk_services.gdpr.app import main
+
+main()

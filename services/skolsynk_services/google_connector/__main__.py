@@ -1,0 +1,3 @@
+from skolsynk_services.google_connector.app import main
+
+main()

@@ -1,0 +1,218 @@
+"""Every configured Google source in one process: a client per source, one run at a time per source,
+the schedule (a full run every ``full_interval_seconds``, sooner again after a failed one), the Reports
+API poller that triggers a run early, and on-demand runs (``SyncRequested``); the plumbing is
+:class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from skolsynk.connectors.runs import aware
+from skolsynk.connectors.scheduling import SourceConnector, due_mode
+from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.logging import get_logger
+from skolsynk.messaging import MessageContext, PermanentError, Publisher
+from skolsynk_services.google_connector.auth import (
+    DIRECTORY_SCOPES,
+    REPORTS_SCOPE,
+    DelegatedCredentials,
+    GoogleReadError,
+)
+from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy
+from skolsynk_services.google_connector.runs import ConnectorMetrics, RunReport, SyncStateStore, full_run, utcnow
+from skolsynk_services.google_connector.sources import (
+    GOOGLE_TOKEN_URL,
+    ConfigurationError,
+    SourceConfig,
+    service_account_key,
+)
+
+log = get_logger(__name__)
+
+MAX_SEEN_EVENTS = 5000
+
+
+class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunReport]):
+    """The runs of every source; a run is asked for with its reason (``schedule``, ``reports``,
+    ``request:{requested_by}`` ...)."""
+
+    triggered_run_failed = "google_triggered_run_failed"
+    scheduled_run_failed = "google_scheduled_run_failed"
+    task_prefix = "google-run"
+    unknown_source = "no such Google source is configured"
+    state: SyncStateStore
+
+    def __init__(
+        self,
+        sources: list[SourceConfig],
+        *,
+        publisher: Publisher,
+        exchange: str,
+        state: SyncStateStore,
+        metrics: ConnectorMetrics,
+        environ: Mapping[str, str] | None = None,
+        request_timeout_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
+        members_concurrency: int = 4,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        clients: dict[str, DirectoryClient] = {}
+        for source in sources:
+            # Keys are read and checked now, so a missing or broken one stops start-up, not the first run.
+            key = service_account_key(source, environ)
+            token_url = source.token_url or str(key.get("token_uri") or GOOGLE_TOKEN_URL)
+            scopes = DIRECTORY_SCOPES + ((REPORTS_SCOPE,) if source.reports.enabled else ())
+            try:
+                credentials = DelegatedCredentials(
+                    key, subject=source.delegated_admin, scopes=scopes, token_url=token_url
+                )
+            except GoogleReadError:
+                raise ConfigurationError(f"{source.key}: the service-account key is not an RSA private key") from None
+            clients[source.key] = DirectoryClient(
+                source,
+                credentials,
+                request_timeout_seconds=request_timeout_seconds,
+                retry=retry,
+                on_throttled=lambda code: metrics.throttled.labels(code).inc(),
+            )
+        super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
+        self.metrics = metrics
+        self.members_concurrency = members_concurrency
+
+    # ------------------------------------------------------------------------------------------
+    # runs
+
+    async def _run(self, source: SourceConfig, request: str) -> RunReport:
+        return await full_run(
+            source,
+            client=self.clients[source.key],
+            publisher=self.publisher,
+            exchange=self.exchange,
+            state=self.state,
+            metrics=self.metrics,
+            reason=request,
+            members_concurrency=self.members_concurrency,
+            clock=self.clock,
+        )
+
+    async def run(self, source: SourceConfig, *, reason: str = "manual") -> RunReport:
+        """One full run of ``source`` (waits while another run of the same source is in progress)."""
+        return await self.run_now(source, reason)
+
+    def trigger(self, source: SourceConfig, *, reason: str) -> bool:
+        """Run soon, in the background. Triggers while one is queued are merged into it (the first reason
+        stays); one arriving during a run causes exactly one more run afterwards. False when merged."""
+        queued = self.run_soon(source, reason)
+        if queued:
+            self.metrics.triggered_runs.labels(reason.split(":", 1)[0]).inc()
+        return queued
+
+    async def on_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+        """``SyncRequested`` from this connector's queue: run the named source soon (Google has no delta,
+        so every run is a full one)."""
+        request = SyncRequested.from_envelope(envelope)
+        if envelope.tenant_id is None:
+            raise PermanentError("a sync request must name its tenant")
+        source = self.requested_source(envelope.tenant_id, request.source_id)
+        merged = not self.trigger(source, reason=f"request:{request.requested_by}")
+        log.info(
+            "google_sync_requested",
+            tenant_id=source.tenant_id,
+            source_id=source.source_id,
+            mode=request.mode,
+            requested_by=request.requested_by,
+            merged=merged,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # schedule
+
+    async def due(self, source: SourceConfig) -> bool:
+        """A full run is due when the last healthy one is older than ``full_interval_seconds`` (or there is
+        none), unless a run failed less than ``failed_retry_seconds`` ago."""
+        mode = due_mode(
+            await self.state.get(source) or {},
+            self.clock(),
+            full_interval_seconds=source.full_interval_seconds,
+            failed_retry_seconds=source.failed_retry_seconds,
+        )
+        return mode is not None
+
+    async def _due(self, source: SourceConfig) -> str | None:
+        return "schedule" if await self.due(source) else None
+
+    def _poll_interval(self, source: SourceConfig) -> float:
+        return min(source.full_interval_seconds, source.failed_retry_seconds)
+
+    # ------------------------------------------------------------------------------------------
+    # Reports API
+
+    async def poll_reports(self, source: SourceConfig) -> int:
+        """Read the admin audit log since the last poll (minus the overlap); the number of relevant events
+        not seen before. The first poll only sets the cursor (a run is due at start anyway)."""
+        doc = await self.state.get(source) or {}
+        now = self.clock()
+        cursor = doc.get("reports_cursor")
+        if not isinstance(cursor, datetime):
+            await self.state.set_reports_cursor(source, now, [])
+            return 0
+        start = aware(cursor) - timedelta(seconds=source.reports.overlap_seconds)
+        items = await self.clients[source.key].admin_activities(start, now)
+        seen = [s for s in doc.get("reports_seen") or [] if isinstance(s, str)]
+        known = set(seen)
+        wanted = set(source.reports.events)
+        new = 0
+        for item in items:
+            ident = item.get("id")
+            if not isinstance(ident, dict):
+                continue
+            key = f"{ident.get('time', '')}|{ident.get('uniqueQualifier', '')}"
+            if key in known:
+                continue
+            known.add(key)
+            seen.append(key)
+            events = item.get("events")
+            if isinstance(events, list) and any(isinstance(e, dict) and e.get("name") in wanted for e in events):
+                new += 1
+        await self.state.set_reports_cursor(source, now, _recent(seen, start))
+        return new
+
+    async def watch_reports(self, source: SourceConfig) -> None:
+        """Forever: poll the Reports API; relevant new events trigger a full run."""
+        while True:
+            try:
+                new = await self.poll_reports(source)
+                if new:
+                    log.info(
+                        "google_reports_events", tenant_id=source.tenant_id, source_id=source.source_id, events=new
+                    )
+                    self.trigger(source, reason="reports")
+            except asyncio.CancelledError:
+                raise
+            except GoogleReadError as error:
+                log.warning(
+                    "google_reports_poll_failed",
+                    tenant_id=source.tenant_id,
+                    source_id=source.source_id,
+                    code=error.qualified("activities"),
+                )
+            except Exception:
+                log.exception("google_reports_poll_failed", tenant_id=source.tenant_id, source_id=source.source_id)
+            await asyncio.sleep(source.reports.poll_interval_seconds)
+
+
+def _recent(seen: list[str], since: datetime) -> list[str]:
+    """The event keys (``time|qualifier``) still inside the overlap window, newest kept when too many."""
+    kept: list[str] = []
+    for key in seen:
+        stamp: Any = key.split("|", 1)[0]
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if aware(when) >= since:
+            kept.append(key)
+    return kept[-MAX_SEEN_EVENTS:]

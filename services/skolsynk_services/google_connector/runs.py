@@ -1,0 +1,292 @@
+"""Full snapshots of one Google Workspace tenant, published as one source run to the normaliser.
+
+Order of reading: ``orgunits.list`` (type=all) for the school units, ``groups.list`` and ``members.list``
+of the groups the mapping needs (class and teaching groups, role groups), then ``users.list`` page by page
+(one ``SourceRecordPage`` per Google page), then the groups and activities. Published as
+``SourceRunStarted(mode="full")``, the pages, ``SourceRunCompleted`` with the count per kind.
+
+Google has no user delta: only complete snapshots remove anything (the normaliser removes what a complete
+and healthy full run did not contain). So a run stops at its first read that fails for good (a permanent
+403, an auth error, throttling or 5xx beyond the retries) and completes with ``healthy=False`` and the error
+code: what it already sent is applied, nothing is removed. Leavers (suspended, archived users, as
+configured) are left out of the snapshot, and so removed by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+
+from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
+from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.connectors.runs import utcnow as utcnow
+from skolsynk.contracts.source import SourceRecord
+from skolsynk.logging import get_logger
+from skolsynk.messaging import Publisher
+from skolsynk.storage import Database, IndexSpec
+from skolsynk_services.google_connector.auth import GoogleReadError
+from skolsynk_services.google_connector.client import DirectoryClient
+from skolsynk_services.google_connector.mapping import DirectoryMapping, MappingStats, UnmappableUser, users_queries
+from skolsynk_services.google_connector.sources import SourceConfig
+
+log = get_logger(__name__)
+
+SOURCE_KIND = "google"
+PRODUCER = "google-connector"
+STATE_COLLECTION = "google_sync_state"
+MAX_PAGE_ITEMS = 2000  # well under SourceRecordPage's 5000
+INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
+
+
+class ConnectorMetrics:
+    """The connector's own metrics (labels: outcomes, kinds, error codes; never tenant data)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = PromCounter(
+            "skolsynk_google_runs", "Full runs by outcome (healthy, unhealthy).", ["outcome"], registry=registry
+        )
+        self.run_seconds = Histogram(
+            "skolsynk_google_run_seconds",
+            "Duration of full runs.",
+            registry=registry,
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+        )
+        self.records = PromCounter(
+            "skolsynk_google_records", "Records published, by kind.", ["kind"], registry=registry
+        )
+        self.run_errors = PromCounter(
+            "skolsynk_google_run_errors", "Error codes of unhealthy runs.", ["code"], registry=registry
+        )
+        self.throttled = PromCounter(
+            "skolsynk_google_throttled_requests",
+            "Requests Google throttled (and that were retried), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.users = PromCounter(
+            "skolsynk_google_users",
+            "Users read, by outcome (placed, unplaced: no school unit or role, leaver: left out).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.triggered_runs = PromCounter(
+            "skolsynk_google_triggered_runs",
+            "Runs asked for outside the schedule, by trigger (request, reports).",
+            ["trigger"],
+            registry=registry,
+        )
+
+
+@dataclass(kw_only=True)
+class RunReport(BaseRunReport):
+    """What one run did (ids, counts and codes only)."""
+
+    reason: str
+    leavers: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    stats: MappingStats = field(default_factory=MappingStats)
+
+
+class SyncStateStore(RunStateStore):
+    """Per tenant and source: the last full run, the last healthy one, the Reports API cursor."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, STATE_COLLECTION)
+
+    async def record_run(self, source: SourceConfig, report: RunReport, *, finished_at: datetime) -> None:
+        counts = {k.value: v for k, v in report.counts.items()}
+        fields = self.run_fields(
+            source, report, mode="full", finished_at=finished_at, reason=report.reason, counts=counts
+        )
+        await self.collection.update_one({"_id": source.key}, {"$set": fields}, upsert=True)
+
+    async def set_reports_cursor(self, source: SourceConfig, cursor: datetime, seen: list[str]) -> None:
+        await self.collection.update_one(
+            {"_id": source.key},
+            {
+                "$set": {
+                    "tenant_id": source.tenant_id,
+                    "source_id": source.source_id,
+                    "reports_cursor": cursor,
+                    "reports_seen": seen,
+                }
+            },
+            upsert=True,
+        )
+
+
+class SnapshotReader:
+    """Reads one full snapshot as batches of records (one batch per published page). :attr:`endpoint` is
+    what was being read when a :class:`GoogleReadError` escapes."""
+
+    def __init__(self, source: SourceConfig, client: DirectoryClient, *, members_concurrency: int = 4) -> None:
+        self.source = source
+        self.client = client
+        self.members_concurrency = members_concurrency
+        self.endpoint = "orgunits"
+        self.mapping: DirectoryMapping | None = None
+        self.leavers = 0
+        self.unmappable = 0
+
+    def _leaver(self, user: dict[str, Any]) -> bool:
+        leavers = self.source.leavers
+        return bool((leavers.suspended and user.get("suspended")) or (leavers.archived and user.get("archived")))
+
+    async def _members(self, groups: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        members: dict[str, list[dict[str, Any]]] = {}
+        limit = asyncio.Semaphore(self.members_concurrency)
+
+        async def read(group_id: str) -> None:
+            async with limit:
+                members[group_id] = await self.client.members(group_id)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for group in groups:
+                    tasks.create_task(read(str(group["id"])))
+        except ExceptionGroup as failed:
+            first = failed.exceptions[0]
+            raise first from None
+        return members
+
+    async def batches(self) -> AsyncGenerator[list[SourceRecord], None]:
+        config = self.source.mapping
+        self.endpoint = "orgunits"
+        mapping = DirectoryMapping(config, await self.client.org_units())
+        self.mapping = mapping
+        groups: list[dict[str, Any]] = []
+        members: dict[str, list[dict[str, Any]]] = {}
+        if config.groups or config.role_groups():
+            self.endpoint = "groups"
+            groups = [g for g in await self.client.groups() if g.get("id") and mapping.wants_members(g)]
+            self.endpoint = "members"
+            members = await self._members(groups)
+            for group in groups:
+                if mapping.is_role_group(group):
+                    mapping.add_role_group_members(group, members.get(str(group["id"]), []))
+            found = {str(g.get(k, "")).casefold() for g in groups for k in ("id", "email")}
+            missing = [name for name in config.role_groups() if name.casefold() not in found]
+            if missing:  # nobody gets the role from such a rule
+                mapping.stats.problems["role_group_missing"] += len(missing)
+        yield mapping.unit_records()
+        self.endpoint = "users"
+        schemas = config.custom_schemas()
+        seen: set[str] = set()
+        for query in users_queries(config):
+            pages = self.client.users(
+                query=query, projection="custom" if schemas else "basic", custom_field_mask=schemas
+            )
+            async with contextlib.aclosing(pages):
+                async for users in pages:
+                    records: list[SourceRecord] = []
+                    for user in users:
+                        user_id = str(user.get("id", ""))
+                        if user_id and user_id in seen:
+                            continue
+                        seen.add(user_id)
+                        if self._leaver(user):
+                            self.leavers += 1
+                            continue
+                        try:
+                            records += mapping.map_user(user)
+                        except UnmappableUser:
+                            self.unmappable += 1
+                    yield records
+        yield mapping.unit_records()  # school units found through a custom field
+        yield mapping.group_records(groups, members)
+
+
+async def full_run(
+    source: SourceConfig,
+    *,
+    client: DirectoryClient,
+    publisher: Publisher,
+    exchange: str,
+    state: SyncStateStore,
+    metrics: ConnectorMetrics | None = None,
+    reason: str = "schedule",
+    members_concurrency: int = 4,
+    clock: Callable[[], datetime] = utcnow,
+) -> RunReport:
+    """Read and publish one full snapshot. Read errors end the reading and make the run unhealthy;
+    publish errors propagate (the run is simply repeated later)."""
+    began = time.monotonic()
+    report = RunReport(
+        tenant_id=source.tenant_id, source_id=source.source_id, reason=reason, started_at=millis(clock())
+    )
+    requests_before = client.requests
+    out = RunPublisher(
+        publisher,
+        exchange,
+        source,
+        report.run_id,
+        source_kind=SOURCE_KIND,
+        producer=PRODUCER,
+        page_items=MAX_PAGE_ITEMS,
+    )
+    ids = {"tenant_id": source.tenant_id, "source_id": source.source_id, "run_id": str(report.run_id)}
+    log.info("google_run_started", reason=reason, **ids)
+    await out.started(report, mode="full")
+    reader = SnapshotReader(source, client, members_concurrency=members_concurrency)
+    try:
+        async with contextlib.aclosing(reader.batches()) as batches:
+            async for records in batches:
+                report.count(records)
+                await out.page(records)
+    except GoogleReadError as error:
+        report.add_error(error.qualified(reader.endpoint))
+        log.warning("google_read_failed", endpoint=error.step or reader.endpoint, code=error.code, **ids)
+    if reader.unmappable:
+        report.add_error("users:unmappable")  # users missing from the snapshot: it must not delete them
+    report.leavers = reader.leavers
+    if reader.mapping is not None:
+        report.stats = reader.mapping.stats
+    await out.completed(report)
+    report.requests = client.requests - requests_before
+    report.seconds = time.monotonic() - began
+    await state.record_run(source, report, finished_at=clock())
+    if metrics is not None:
+        _observe(metrics, report)
+    log.info(
+        "google_run_completed",
+        pages=report.pages,
+        counts={k.value: v for k, v in report.counts.items()},
+        healthy=report.healthy,
+        errors=report.errors,
+        leavers=report.leavers,
+        unplaced=report.stats.unplaced,
+        problems=dict(report.stats.problems),
+        per_school_unit={code: dict(roles) for code, roles in sorted(report.stats.by_school_unit.items())},
+        requests=report.requests,
+        seconds=round(report.seconds, 3),
+        **ids,
+    )
+    return report
+
+
+def _observe(metrics: ConnectorMetrics, report: RunReport) -> None:
+    metrics.runs.labels("healthy" if report.healthy else "unhealthy").inc()
+    metrics.run_seconds.observe(report.seconds)
+    for kind, count in report.counts.items():
+        metrics.records.labels(kind.value).inc(count)
+    for code in report.errors:
+        metrics.run_errors.labels(code).inc()
+    placed = Counter(
+        {
+            "placed": report.stats.users - report.stats.unplaced,
+            "unplaced": report.stats.unplaced,
+            "leaver": report.leavers,
+        }
+    )
+    for outcome, count in placed.items():
+        metrics.users.labels(outcome).inc(count)

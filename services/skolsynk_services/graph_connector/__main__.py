@@ -1,0 +1,3 @@
+from skolsynk_services.graph_connector.app import main
+
+main()

@@ -1,0 +1,3 @@
+from skolsynk_services.normaliser.app import main
+
+main()

@@ -1,0 +1,146 @@
+"""Composition root of the normaliser."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from pydantic import Field
+from pymongo import ReturnDocument
+
+from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.logging import get_logger
+from skolsynk.messaging import Topology, declare_topology, topology_for
+from skolsynk.runtime import run_service
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage import erasures, findings, history, holds, subscriptions
+from skolsynk_services.normaliser import state
+from skolsynk_services.normaliser.handlers import NormaliserHandlers
+from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
+from skolsynk_services.normaliser.projection import Projector
+from skolsynk_services.normaliser.runs import Runs
+
+SERVICE = "normaliser"
+log = get_logger(__name__)
+
+
+class NormaliserSettings(ServiceSettings):
+    date_check_interval_seconds: float = Field(
+        default=3600.0,
+        ge=1,
+        description="How often every tenant is projected again so passing end dates become removals.",
+    )
+    projection_timeout_seconds: float = Field(
+        default=1200.0,
+        gt=0,
+        le=1700,
+        description="Budget of one projection of a whole organiser (longer than other handlers: a large "
+        "organiser takes minutes; under RabbitMQ's 30-minute acknowledgement timeout).",
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
+    """The normaliser. ``clock`` is the time the selection rules judge dates by (tests move it)."""
+    app = ServiceApp.create(SERVICE, settings)
+    app.add_indexes(
+        [
+            *state.INDEXES,
+            *state.PROJECTION_INDEXES,
+            *subscriptions.INDEXES,
+            *findings.INDEXES,
+            *holds.INDEXES,
+            *erasures.INDEXES,
+            *history.INDEXES,
+        ]
+    )
+    declared_vendors: set[str] = set()
+    metrics = NormaliserMetrics(app.metrics.registry)
+    gauges = StateGauges(app.db, metrics)
+
+    async def ensure_vendor_queue(vendor_id: str) -> None:
+        """A vendor's change events need its queue before the first one is published (publishes are
+        mandatory): declare it, once per process, the first time a subscription names the vendor."""
+        if vendor_id in declared_vendors:
+            return
+        vendor_topology = topology_for(settings.broker, vendor_ids=[vendor_id])
+        spec = vendor_topology.queue(app.queue_name("dispatcher", vendor_id))
+        async with app.broker.connection.channel(publisher_confirms=False) as channel:
+            await declare_topology(channel, Topology(vendor_topology.namespace, vendor_topology.exchanges, (spec,)))
+        declared_vendors.add(vendor_id)
+
+    projector = Projector(
+        app.mongo,
+        app.db,
+        app.outbox,
+        exchange=app.topology.exchange("vendor"),
+        producer=SERVICE,
+        ensure_vendor_queue=ensure_vendor_queue,
+        gdpr_exchange=app.topology.exchange("gdpr"),
+        clock=clock,
+        metrics=metrics,
+    )
+    handlers = NormaliserHandlers(
+        Runs(app.db, metrics),
+        projector,
+        state.ProjectionLock(app.db, owner=uuid.uuid4().hex),
+        control_exchange=app.topology.exchange("control"),
+        today=lambda: clock().date(),
+        metrics=metrics,
+        gauges=gauges,
+    )
+    app.extensions["handlers"] = handlers
+
+    async def backfill_references() -> None:
+        """Entities stored by a version without dependency tokens get them before projections start."""
+        done = await state.EntityStore(app.db).backfill_references()
+        if done:
+            log.info("entity_references_backfilled", entities=done)
+
+    app.add_startup(backfill_references)
+    app.extensions["state_gauges"] = gauges
+    app.add_consumer(app.queue_name(SERVICE, "source-events"), handlers.source_event)
+    app.add_consumer(
+        app.queue_name(SERVICE, "projections"),
+        handlers.projection,
+        idempotent=False,
+        timeout_seconds=settings.projection_timeout_seconds,
+    )
+
+    async def date_check() -> None:
+        """Once per interval (one replica wins the slot), ask for a projection of every tenant."""
+        schedule = app.db["schedules"]
+        interval = timedelta(seconds=settings.date_check_interval_seconds)
+        # The first check is one interval after the first start (runs and subscription changes project
+        # on their own; the date check is for days that pass without them).
+        await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": clock() + interval}}, upsert=True)
+        while True:
+            current = clock()
+            slot = await schedule.find_one_and_update(
+                {"_id": "date-check", "next_at": {"$lte": current}},
+                {"$set": {"next_at": current + interval}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if slot is not None:
+                for tenant_id in await subscriptions.SubscriptionStore(app.db).tenants():
+                    await app.publisher.publish(
+                        ProjectionRequested(reason="dates").to_envelope(tenant_id=tenant_id, producer=SERVICE),
+                        exchange=app.topology.exchange("control"),
+                        routing_key=ProjectionRequested.message_type,
+                    )
+                log.info("date_check_requested")
+            await asyncio.sleep(min(settings.date_check_interval_seconds, 60.0))
+
+    app.add_background("date-check", date_check)
+    app.add_background("state-gauges", gauges.run_forever)
+    return app
+
+
+def main() -> None:
+    run_service(SERVICE, NormaliserSettings, build)

@@ -1,0 +1,161 @@
+"""Message handlers of the normaliser.
+
+``source-events`` (idempotent: each page is applied in one transaction with its inbox entry):
+run started, record pages, run completed. When a run has everything, a projection is requested
+through the outbox.
+
+``projections`` (not wrapped in a transaction: it commits its own batches and is idempotent by
+construction, since it sends only differences): finalise the run if there is one, then recompute
+and send what every vendor of the tenant should hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date
+from uuid import UUID
+
+from skolsynk.contracts import Envelope
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.logging import get_logger
+from skolsynk.messaging import MessageContext, PermanentError, TransientError
+from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
+from skolsynk_services.normaliser.projection import Projector
+from skolsynk_services.normaliser.runs import Runs
+from skolsynk_services.normaliser.state import ProjectionLock
+
+log = get_logger(__name__)
+
+#: Projection reasons that look only at what changed since the last projection.
+INCREMENTAL_REASONS = frozenset({"snapshot"})
+
+
+class NormaliserHandlers:
+    def __init__(
+        self,
+        runs: Runs,
+        projector: Projector,
+        lock: ProjectionLock,
+        *,
+        control_exchange: str,
+        today: Callable[[], date],
+        metrics: NormaliserMetrics | None = None,
+        gauges: StateGauges | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+        self.runs = runs
+        self.projector = projector
+        self.lock = lock
+        self.control_exchange = control_exchange
+        self.today = today
+
+    async def source_event(self, envelope: Envelope, context: MessageContext) -> None:
+        tenant_id = envelope.tenant_id
+        if tenant_id is None:
+            raise PermanentError("source events must name their tenant")
+        assert context.session is not None
+        session = context.session
+        if envelope.message_type == SourceRunStarted.message_type:
+            started = SourceRunStarted.from_envelope(envelope)
+            ready = await self.runs.start(tenant_id, started, session=session)
+            run_id = started.run_id
+        elif envelope.message_type == SourceRecordPage.message_type:
+            page = SourceRecordPage.from_envelope(envelope)
+            result = await self.runs.ingest(tenant_id, page, session=session)
+            log.info(
+                "page_ingested",
+                run_id=str(page.run_id),
+                page=page.page,
+                received=result.received,
+                valid=result.valid,
+                withheld=result.withheld,
+                deletions=result.deletions,
+                staged=result.staged,
+            )
+            ready, run_id = result.run_ready, page.run_id
+        elif envelope.message_type == SourceRunCompleted.message_type:
+            completed = SourceRunCompleted.from_envelope(envelope)
+            ready = await self.runs.complete(tenant_id, completed, session=session)
+            run_id = completed.run_id
+        else:
+            raise PermanentError(f"the normaliser does not read {envelope.message_type}")
+        if ready:
+            await context.emit(
+                ProjectionRequested(reason="snapshot", run_id=run_id).to_envelope(
+                    tenant_id=tenant_id, correlation_id=run_id, producer="normaliser"
+                ),
+                exchange=self.control_exchange,
+                routing_key=ProjectionRequested.message_type,
+            )
+
+    async def projection(self, envelope: Envelope, context: MessageContext) -> None:
+        request = ProjectionRequested.from_envelope(envelope)
+        tenant_id = envelope.tenant_id
+        if tenant_id is None:
+            raise PermanentError("projection requests must name their tenant")
+        await self.project(
+            tenant_id, reason=request.reason, correlation_id=request.run_id, resend_vendor_id=request.resend_vendor_id
+        )
+
+    async def finalise_ready_runs(self, tenant_id: str) -> None:
+        for run_id in await self.runs.runs.ready(tenant_id):
+            try:
+                await self.runs.finalise(run_id)
+            except TransientError:
+                log.info("run_waits_for_an_earlier_run", run_id=str(run_id))
+
+    async def project(
+        self,
+        tenant_id: str,
+        *,
+        reason: str,
+        correlation_id: UUID | None = None,
+        resend_vendor_id: str | None = None,
+    ) -> None:
+        resend = frozenset({resend_vendor_id} if resend_vendor_id else ())
+        # After a source run only what it changed is projected; anything else (a subscription or
+        # profile change, a hold decision, an erasure, the date check, a resend) needs the whole organiser.
+        whole = reason not in INCREMENTAL_REASONS
+        if not await self.lock.acquire(tenant_id, resend=resend, whole=whole):
+            log.info("projection_coalesced", tenant_id=tenant_id)
+            return
+        try:
+            while True:
+                # Under the tenant's lock: finalise every run that has all its messages (in the
+                # order they started), then project once for all of them.
+                await self.finalise_ready_runs(tenant_id)
+                started = time.monotonic()
+                await self.projector.project_tenant(
+                    tenant_id,
+                    today=self.today(),
+                    reason=reason,
+                    correlation_id=correlation_id,
+                    resend_vendor_ids=resend,
+                    whole=whole,
+                )
+                if self.metrics is not None:
+                    self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
+                await self._refresh_gauges(tenant_id)
+                # Requests that arrived meanwhile (with any resends, or a need for the whole
+                # organiser, they asked for) run once more.
+                again, resend, whole = await self.lock.release(tenant_id)
+                if not again:
+                    break
+        except BaseException:
+            await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})
+            raise
+
+    async def _refresh_gauges(self, tenant_id: str) -> None:
+        """The tenant's findings, and the runs and holds, as the projection left them (metrics only:
+        a failure is logged, never fails the projection)."""
+        if self.gauges is None:
+            return
+        try:
+            await self.gauges.refresh_findings(tenant_id)
+            await self.gauges.refresh_runs()
+            await self.gauges.refresh_holds()
+        except Exception:
+            log.warning("state_gauges_refresh_failed", exc_info=True)

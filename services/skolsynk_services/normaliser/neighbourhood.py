@@ -1,0 +1,163 @@
+"""The part of an organiser that an incremental projection reads: the entities whose projection is
+recomputed (the *outputs*) and every entity their selection, their minimised resources and their
+data-quality verdicts depend on, found with indexed queries on the dependency tokens
+(``skolsynk.domain.dependencies``) instead of reading the whole organiser.
+
+What an output needs, so that ``reconcile`` and ``project`` give it exactly what they would give it
+over the whole organiser:
+
+* a **person**: the school units of their enrolments, their duties and those duties' units (their
+  relations), and every person competing for one of their logins or e-mail addresses (who keeps
+  it, followed to a fixed point of at most :data:`UNIQUENESS_ROUNDS` rounds);
+* a **duty**: its person (as above) and its unit;
+* a **group**: its unit and every member (as persons above: whether they are selected, and with
+  one school unit per user, which units they keep);
+* an **activity**: its unit, its groups (with their units) and its teacher duties (as above);
+* a **school unit**: every unit with the same school-unit code (one per code), and its
+  organisation and school-unit group.
+
+Entities loaded only as inputs may come out of ``reconcile`` and ``project`` incomplete (a group
+loaded for an activity has none of its members): only the outputs' results are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from skolsynk.domain.dependencies import referenced_ids, stored, token, uniqueness_tokens
+from skolsynk.domain.selection import StoredEntity
+from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.storage import Document
+from skolsynk_services.normaliser.state import EntityStore
+
+#: Rounds of following shared logins and e-mail addresses between persons (a chain longer than
+#: this, A sharing with B sharing with C sharing with D, is left to the next whole projection).
+UNIQUENESS_ROUNDS = 3
+
+
+@dataclass
+class Neighbourhood:
+    tenant_id: str
+    store: EntityStore
+    #: Every entity read so far (None: the id was looked up and does not exist).
+    documents: dict[str, Document | None] = field(default_factory=dict)
+    #: Persons whose duties were looked up, tokens whose competitors were looked up.
+    _duties_read: set[str] = field(default_factory=set)
+    _tokens_read: set[str] = field(default_factory=set)
+
+    def remember(self, documents: Iterable[Document]) -> None:
+        for document in documents:
+            self.documents[document["_id"]] = document
+
+    async def fetch(self, ids: Iterable[str]) -> None:
+        missing = {i for i in ids if i not in self.documents}
+        if missing:
+            found = await self.store.by_ids(missing)
+            self.remember(found)
+            for i in missing:
+                self.documents.setdefault(i, None)
+
+    def existing(self, ids: Iterable[str]) -> list[Document]:
+        return [d for i in ids if (d := self.documents.get(i)) is not None]
+
+    async def duties_of(self, person_ids: Iterable[str]) -> set[str]:
+        """The ids of the duties of these persons (looked up once per person)."""
+        unread = sorted(set(person_ids) - self._duties_read)
+        if unread:
+            found = await self.store.referring(
+                self.tenant_id, [token(EntityKind.PERSON, p) for p in unread], [EntityKind.DUTY]
+            )
+            self.remember(found)
+            self._duties_read.update(unread)
+        wanted = {stored(EntityKind.DUTY, token(EntityKind.PERSON, p)) for p in person_ids}
+        return {
+            i
+            for i, d in self.documents.items()
+            if d is not None and d["kind"] == EntityKind.DUTY.value and wanted.intersection(d.get("refs", []))
+        }
+
+    async def referring(self, tokens: Iterable[str], kinds: Iterable[EntityKind]) -> set[str]:
+        """Ids of the entities of ``kinds`` that carry any of ``tokens`` (not cached: used once per
+        projection round for dependants)."""
+        found = await self.store.referring(self.tenant_id, tokens, kinds)
+        self.remember(found)
+        return {d["_id"] for d in found}
+
+    async def competitors(self, tokens: Iterable[str], kind: EntityKind) -> set[str]:
+        """Entities of ``kind`` sharing a (stored) uniqueness token (a login, an e-mail address, a
+        code) with the entities the tokens come from."""
+        unread = sorted(set(tokens) - self._tokens_read)
+        if unread:
+            self.remember(await self.store.carrying(self.tenant_id, unread))
+            self._tokens_read.update(unread)
+        wanted = set(tokens)
+        return {
+            i
+            for i, d in self.documents.items()
+            if d is not None and d["kind"] == kind.value and wanted.intersection(d.get("refs", []))
+        }
+
+    async def load(self, outputs: dict[str, EntityKind]) -> list[StoredEntity]:
+        """Read what ``outputs`` depend on; returns every entity read, as the domain sees them."""
+        persons = {i for i, k in outputs.items() if k is EntityKind.PERSON}
+        duties = {i for i, k in outputs.items() if k is EntityKind.DUTY}
+        output_groups = {i for i, k in outputs.items() if k is EntityKind.GROUP}
+        activities = {i for i, k in outputs.items() if k is EntityKind.ACTIVITY}
+        await self.fetch(outputs)
+        # A school unit's own projection needs its organisation and school-unit group.
+        units = {i for i, k in outputs.items() if k is EntityKind.SCHOOL_UNIT}
+        parents = {
+            p
+            for d in self.existing(units)
+            for kind in (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP)
+            for p in referenced_ids(d.get("refs", []), kind)
+        }
+        await self.fetch(parents)
+        input_groups: set[str] = set()
+        for document in self.existing(activities):
+            refs = document.get("refs", [])
+            units |= referenced_ids(refs, EntityKind.SCHOOL_UNIT)
+            input_groups |= referenced_ids(refs, EntityKind.GROUP)
+            duties |= referenced_ids(refs, EntityKind.DUTY)
+        for document in self.existing(output_groups):
+            refs = document.get("refs", [])
+            units |= referenced_ids(refs, EntityKind.SCHOOL_UNIT)
+            persons |= referenced_ids(refs, EntityKind.PERSON)
+        await self.fetch(input_groups | duties)
+        for document in self.existing(input_groups):
+            units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        # Persons and duties depend on each other (a duty on its person; a person on all its duties):
+        # follow both ways until nothing new turns up.
+        while True:
+            for document in self.existing(duties):
+                persons |= referenced_ids(document.get("refs", []), EntityKind.PERSON)
+            await self.fetch(persons)
+            more = await self.duties_of(persons) - duties
+            if not more:
+                break
+            duties |= more
+        for document in self.existing(duties):
+            units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        for document in self.existing(persons):
+            units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        # Who else holds the same logins and e-mail addresses (and who else holds theirs).
+        competing = set(persons)
+        for _ in range(UNIQUENESS_ROUNDS):
+            tokens = {t for d in self.existing(competing) for t in uniqueness_tokens(d.get("refs", []))}
+            found = await self.competitors(tokens, EntityKind.PERSON)
+            if found <= competing:
+                break
+            competing |= found
+        await self.fetch(units)
+        codes = {t for d in self.existing(units) for t in uniqueness_tokens(d.get("refs", []))}
+        await self.competitors(codes, EntityKind.SCHOOL_UNIT)
+        return [_stored(d) for d in self.documents.values() if d is not None]
+
+
+def _stored(document: Document) -> StoredEntity:
+    kind = EntityKind(document["kind"])
+    return StoredEntity(
+        UUID(document["_id"]), document["source_id"], ENTITY_MODELS[kind].model_validate(document["data"])
+    )

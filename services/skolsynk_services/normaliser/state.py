@@ -1,0 +1,444 @@
+"""The normaliser's collections and the queries it runs on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from bson import Binary
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from skolsynk.domain.dependencies import references, stored
+from skolsynk.domain.selection import StoredEntity
+from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.storage import Database, Document, IndexSpec, Session, entities, in_parts
+from skolsynk.storage.entities import EntityReader
+
+ENTITIES = entities.ENTITIES
+RUNS = "runs"
+RUN_PAGES = "run_pages"
+VENDOR_VIEWS = "vendor_views"
+LOCKS = "projection_locks"
+ENTITY_TOMBSTONES = "entity_tombstones"
+
+#: The entities of a tenant (and of one of its sources).
+SOURCE_INDEX = "by_source"
+#: A vendor's whole view (hinted where a query filters on more: see ``EntityStore.referring``).
+VENDOR_INDEX = "by_vendor"
+
+#: Page bookkeeping of finished runs is kept this long, for support.
+RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
+
+INDEXES = [
+    IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name=SOURCE_INDEX),
+    IndexSpec(RUNS, [("tenant_id", 1), ("source_id", 1), ("started_at", -1)], name="by_source"),
+    IndexSpec(RUNS, [("status", 1), ("claimed_at", 1)], name="by_status"),
+    IndexSpec(RUN_PAGES, [("run_id", 1), ("received", 1), ("page", 1)], name="by_run_page"),
+    IndexSpec(RUN_PAGES, [("created_at", 1)], name="created_at_ttl", expire_after_seconds=RUN_PAGES_RETENTION_SECONDS),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1)], name=VENDOR_INDEX),
+]
+
+REFERENCE_INDEX = "by_reference"
+POPULATION_INDEX = "by_school_unit"
+PERSON_VIEWS_INDEX = "by_person"
+
+#: What incremental projections query: an entity's dependants by token, the entities and tombstones a
+#: projection has not seen yet, a vendor's view of the entities it looks at, a school unit's population.
+PROJECTION_INDEXES = [
+    IndexSpec(ENTITIES, [("tenant_id", 1), ("refs", 1)], name=REFERENCE_INDEX),
+    IndexSpec(
+        ENTITIES, [("tenant_id", 1), ("pending", 1)], name="pending_projection", partial_filter={"pending": True}
+    ),
+    IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
+    # The GDPR service's purge: is the person still at any vendor (services/skolsynk_services/gdpr/purge.py).
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EntityStore:
+    """The canonical entities. Every write and delete also leaves what the next projection must look
+    at: a written entity is marked ``pending`` (with the tokens it referred to before the write kept in
+    ``stale_refs``), a deleted one leaves a tombstone with its last tokens. The projection clears both
+    once the vendors' changes are committed, so a projection that dies is simply done again."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.collection = db[ENTITIES]
+        self.tombstones = db[ENTITY_TOMBSTONES]
+
+    async def hashes(self, ids: Iterable[UUID], *, session: Session | None = None) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for part in in_parts(str(i) for i in ids):
+            cursor = self.collection.find({"_id": {"$in": part}}, {"hash": 1}, session=session)
+            found.update({doc["_id"]: doc["hash"] async for doc in cursor})
+        return found
+
+    async def write(self, documents: list[Document], *, session: Session | None = None) -> None:
+        """Upsert entities (one bulk write), each with its dependency tokens and marked pending."""
+        if documents:
+            operations = [_write_operation(d) for d in documents]
+            await self.collection.bulk_write(operations, ordered=False, session=session)
+
+    async def delete(self, ids: Iterable[str], *, session: Session | None = None) -> int:
+        """Delete entities, leaving a tombstone (kind and last tokens) for the next projection."""
+        doomed: list[Document] = []
+        for part in in_parts(ids):
+            doomed += await self.collection.find(
+                {"_id": {"$in": part}}, {"tenant_id": 1, "kind": 1, "refs": 1, "stale_refs": 1}, session=session
+            ).to_list(None)
+        if not doomed:
+            return 0
+        await self.tombstones.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": doc["_id"]},
+                    {
+                        "$set": {"tenant_id": doc["tenant_id"], "kind": doc["kind"], "deleted_at": now()},
+                        "$addToSet": {"refs": {"$each": sorted({*doc.get("refs", []), *doc.get("stale_refs", [])})}},
+                    },
+                    upsert=True,
+                )
+                for doc in doomed
+            ],
+            ordered=False,
+            session=session,
+        )
+        deleted = 0
+        for part in in_parts(d["_id"] for d in doomed):
+            result = await self.collection.delete_many({"_id": {"$in": part}}, session=session)
+            deleted += result.deleted_count
+        return deleted
+
+    async def ids_of_source(self, tenant_id: str, source_id: str) -> set[str]:
+        cursor = self.collection.find({"tenant_id": tenant_id, "source_id": source_id}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
+        return await EntityReader(self.db).load_tenant(tenant_id)
+
+    async def tenants(self) -> list[str]:
+        return sorted(await self.collection.distinct("tenant_id"))
+
+    # --- what projections read --------------------------------------------------------------------
+
+    async def pending(self, tenant_id: str, *, limit: int) -> tuple[list[Document], list[Document]] | None:
+        """The entities written and the tombstones left since the tenant's last projection; None when
+        there are more than ``limit`` of them together (a projection of the whole organiser is due)."""
+        written = await self.collection.find({"tenant_id": tenant_id, "pending": True}).limit(limit + 1).to_list(None)
+        if len(written) > limit:
+            return None
+        deleted = await self.tombstones.find({"tenant_id": tenant_id}).limit(limit + 1).to_list(None)
+        if len(written) + len(deleted) > limit:
+            return None
+        return written, deleted
+
+    async def projected(self, tenant_id: str, ids: Iterable[str] | None = None) -> None:
+        """Clear the pending marks and tombstones of ``ids`` (all of the tenant's when None)."""
+        clear = {"$unset": {"pending": "", "stale_refs": ""}}
+        if ids is None:
+            await self.collection.update_many({"tenant_id": tenant_id, "pending": True}, clear)
+            await self.tombstones.delete_many({"tenant_id": tenant_id})
+            return
+        # By ``_id`` alone (ids are unique across tenants): the Mongo wire server serves a write whose
+        # filter is ``_id`` and nothing else as point lookups, and walks the tenant's entities for
+        # one with another predicate (a minute per 1 % change set at 20,000 persons). Unsetting the
+        # marks of an entity that has none changes nothing.
+        for part in in_parts(ids):
+            await self.collection.update_many({"_id": {"$in": part}}, clear)
+            await self.tombstones.delete_many({"_id": {"$in": part}})
+
+    async def by_ids(self, ids: Iterable[str]) -> list[Document]:
+        found: list[Document] = []
+        for part in in_parts(ids):
+            found += await self.collection.find({"_id": {"$in": part}}).to_list(None)
+        return found
+
+    async def referring(self, tenant_id: str, targets: Iterable[str], kinds: Iterable[EntityKind]) -> list[Document]:
+        """Entities of ``kinds`` that refer to any of ``targets`` (tokens as :func:`token` makes them),
+        served by ``by_reference`` alone: the kind is part of the stored token."""
+        targets = sorted(set(targets))
+        return await self.carrying(tenant_id, [stored(k, t) for k in kinds for t in targets])
+
+    async def carrying(self, tenant_id: str, tokens: Iterable[str]) -> list[Document]:
+        """Entities that carry any of these stored tokens. In batches: a long ``$in`` costs the Mongo
+        wire server more than its length (1,000 tokens take 100 times as long as 100)."""
+        found: list[Document] = []
+        for part in in_parts(tokens):
+            found += await self.collection.find({"tenant_id": tenant_id, "refs": {"$in": part}}).to_list(None)
+        return found
+
+    async def backfill_references(self, *, batch: int = 500) -> int:
+        """Give entities stored before dependency tokens existed their tokens (once, at start-up)."""
+        done = 0
+        while True:
+            docs = await self.collection.find({"refs": {"$exists": False}}).limit(batch).to_list(None)
+            if not docs:
+                return done
+            await self.collection.bulk_write(
+                [UpdateOne({"_id": d["_id"]}, {"$set": {"refs": _references_of(d)}}) for d in docs], ordered=False
+            )
+            done += len(docs)
+
+
+def _references_of(document: Document) -> list[str]:
+    return references(document["tenant_id"], document["source_id"], EntityKind(document["kind"]), document["data"])
+
+
+def _write_operation(document: Document) -> UpdateOne:
+    """An upsert that keeps the tokens the entity had (``stale_refs``: a duty that moved to another
+    person must still bring the old person into the next projection) and marks it pending."""
+    fields: dict[str, Any] = {k: {"$literal": v} for k, v in document.items() if k != "_id"}
+    fields["refs"] = {"$literal": _references_of(document)}
+    fields["pending"] = True
+    return UpdateOne(
+        {"_id": document["_id"]},
+        [
+            {"$set": {"stale_refs": {"$setUnion": [{"$ifNull": ["$stale_refs", []]}, {"$ifNull": ["$refs", []]}]}}},
+            {"$set": fields},
+        ],
+        upsert=True,
+    )
+
+
+class RunStore:
+    """``runs``: one document per run, written by its start and its completion (and once more when it
+    becomes ready), never by its pages. ``run_pages``: one document per page, written by that page
+    only, so the pages of a run never contend. A page the run is still waiting for may already have a
+    placeholder (``received: False``): see :meth:`expect_pages`."""
+
+    def __init__(self, db: Database) -> None:
+        self.runs = db[RUNS]
+        self.pages = db[RUN_PAGES]
+
+    async def started(self, run_id: UUID, fields: dict[str, Any], *, session: Session) -> Document:
+        doc = await self.runs.find_one_and_update(
+            {"_id": str(run_id)},
+            {"$set": fields, "$setOnInsert": {"status": "running"}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        return doc
+
+    async def page_received(
+        self,
+        run_id: UUID,
+        page: int,
+        *,
+        seen: list[str],
+        withheld: list[str],
+        counts: dict[str, int],
+        documents: list[Document],
+        deletions: list[str],
+        session: Session,
+    ) -> None:
+        """Stage one page: only its own document is written. ``seen`` (every record id of the page, for
+        the absence check of a full snapshot) is stored as 16 bytes per id."""
+        await self.pages.update_one(
+            {"_id": f"{run_id}:{page}"},
+            {
+                "$set": {
+                    "run_id": str(run_id),
+                    "page": page,
+                    "received": True,
+                    "seen": pack_ids(seen),
+                    "withheld": withheld,
+                    "counts": counts,
+                    "documents": documents,
+                    "deletions": deletions,
+                    "created_at": now(),
+                }
+            },
+            upsert=True,
+            session=session,
+        )
+
+    async def received_pages(self, run_id: UUID, *, session: Session) -> set[int]:
+        """Numbers of the pages of the run that are in (an index-only read of ``by_run_page``)."""
+        criteria = {"run_id": str(run_id), "received": {"$ne": False}}
+        found = await self.pages.find(criteria, {"_id": 0, "page": 1}, session=session).to_list(None)
+        numbers = {int(doc["page"]) for doc in found if "page" in doc}
+        if len(numbers) < len(found):  # pages staged before page numbers were stored: from their ids
+            older = self.pages.find({**criteria, "page": {"$exists": False}}, {"_id": 1}, session=session)
+            numbers |= {int(doc["_id"].rsplit(":", 1)[1]) async for doc in older}
+        return numbers
+
+    async def expect_pages(self, run_id: UUID, pages: Iterable[int], *, session: Session) -> None:
+        """Write to the documents of pages the run still waits for (a placeholder when absent). A page
+        that arrives concurrently writes the same document, so one of the two transactions aborts and,
+        retried, sees the other: whichever commits last sees the run whole (the normaliser's ``runs.py``)."""
+        operations = [
+            UpdateOne(
+                {"_id": f"{run_id}:{page}"},
+                {
+                    "$inc": {"expected": 1},
+                    "$setOnInsert": {"run_id": str(run_id), "page": page, "received": False, "created_at": now()},
+                },
+                upsert=True,
+            )
+            for page in sorted(set(pages))
+        ]
+        if operations:
+            await self.pages.bulk_write(operations, ordered=False, session=session)
+
+    async def others_unfinished(
+        self, tenant_id: str, source_id: str, run_id: UUID, *, newer_than: datetime, session: Session
+    ) -> bool:
+        """Whether another run of the source (started after ``newer_than``) is not finalised yet."""
+        other = await self.runs.find_one(
+            {
+                "tenant_id": tenant_id,
+                "source_id": source_id,
+                "started_at": {"$gt": newer_than},
+                "_id": {"$ne": str(run_id)},
+                "status": {"$ne": "finalised"},
+            },
+            {"_id": 1},
+            session=session,
+        )
+        return other is not None
+
+    async def completed(self, run_id: UUID, completion: dict[str, Any], *, session: Session) -> Document:
+        doc = await self.runs.find_one_and_update(
+            {"_id": str(run_id)},
+            {"$set": {"completion": completion}, "$setOnInsert": {"status": "running"}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        assert doc is not None
+        return doc
+
+    async def mark_ready(self, run_id: UUID, *, session: Session) -> bool:
+        """running -> ready, once; True for the caller that made the change."""
+        result = await self.runs.update_one(
+            {"_id": str(run_id), "status": "running"}, {"$set": {"status": "ready"}}, session=session
+        )
+        return result.modified_count == 1
+
+    async def claim_for_finalising(self, run_id: UUID, *, stale_after: timedelta) -> Document | None:
+        """ready -> finalising (or a finalising claim older than ``stale_after``: its finaliser died)."""
+        return await self.runs.find_one_and_update(
+            {
+                "_id": str(run_id),
+                "$or": [{"status": "ready"}, {"status": "finalising", "claimed_at": {"$lt": now() - stale_after}}],
+            },
+            {"$set": {"status": "finalising", "claimed_at": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def ready(self, tenant_id: str) -> list[UUID]:
+        """Runs of the tenant that have all their messages (or whose finaliser died), oldest first."""
+        stale = now() - timedelta(minutes=10)
+        cursor = self.runs.find(
+            {
+                "tenant_id": tenant_id,
+                "$or": [{"status": "ready"}, {"status": "finalising", "claimed_at": {"$lt": stale}}],
+            },
+            {"_id": 1},
+        ).sort("started_at", 1)
+        return [UUID(doc["_id"]) async for doc in cursor]
+
+    async def unclaim(self, run_id: UUID) -> None:
+        await self.runs.update_one({"_id": str(run_id), "status": "finalising"}, {"$set": {"status": "ready"}})
+
+    async def earlier_unfinished(self, run: Document, *, newer_than: datetime) -> bool:
+        """Whether an earlier run of the same source (started after ``newer_than``) is unfinished."""
+        earlier = await self.runs.find_one(
+            {
+                "tenant_id": run["tenant_id"],
+                "source_id": run["source_id"],
+                "_id": {"$ne": run["_id"]},
+                "status": {"$ne": "finalised"},
+                "started_at": {"$lt": run["started_at"], "$gt": newer_than},
+            },
+            {"_id": 1},
+        )
+        return earlier is not None
+
+    async def forget_page_contents(self, run_id: UUID) -> None:
+        """Applied pages keep only ids and counts: the staged records held personal data."""
+        await self.pages.update_many({"run_id": str(run_id)}, {"$set": {"documents": [], "deletions": []}})
+
+    async def finalised(self, run_id: UUID, outcome: dict[str, Any]) -> None:
+        await self.runs.update_one(
+            {"_id": str(run_id)}, {"$set": {"status": "finalised", "outcome": outcome, "finalised_at": now()}}
+        )
+
+    async def page_documents(self, run_id: UUID) -> list[Document]:
+        """The pages received (not the placeholders of pages that never came)."""
+        return await self.pages.find({"run_id": str(run_id), "received": {"$ne": False}}).to_list(None)
+
+    async def get(self, run_id: UUID, *, session: Session | None = None) -> Document | None:
+        return await self.runs.find_one({"_id": str(run_id)}, session=session)
+
+
+def pack_ids(ids: Iterable[str]) -> Binary:
+    """Entity ids (UUIDs) as one binary value, 16 bytes each."""
+    return Binary(b"".join(UUID(i).bytes for i in ids))
+
+
+def unpack_ids(packed: Any) -> list[str]:
+    """The ids :func:`pack_ids` packed (or a list of ids, as pages staged before it were stored)."""
+    if isinstance(packed, list):
+        return [str(i) for i in packed]
+    raw = bytes(packed or b"")
+    return [str(UUID(bytes=raw[at : at + 16])) for at in range(0, len(raw), 16)]
+
+
+class ProjectionLock:
+    """One projection per tenant at a time, across replicas. A request that finds the tenant busy
+    marks it dirty (with any resend it asks for, and whether it needs the whole organiser projected);
+    the holder projects again before it lets go, so no request is lost."""
+
+    def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
+        self.collection = db[LOCKS]
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_seconds)
+
+    async def acquire(self, tenant_id: str, *, resend: frozenset[str] = frozenset(), whole: bool = False) -> bool:
+        """Take the tenant's lock; when busy, leave the request (its resends, and whether it needs a
+        projection of the whole organiser) with the holder and return False."""
+        current = now()
+        fresh = {"owner": self.owner, "lease_until": current + self.lease, "dirty": False, "resend": [], "whole": False}
+        try:
+            await self.collection.insert_one({"_id": tenant_id, **fresh})
+            return True
+        except DuplicateKeyError:
+            pass
+        taken = await self.collection.find_one_and_update(
+            {"_id": tenant_id, "lease_until": {"$lt": current}}, {"$set": fresh}
+        )
+        if taken is not None:
+            return True
+        update: dict[str, Any] = {"dirty": True}
+        if whole:
+            update["whole"] = True
+        await self.collection.update_one(
+            {"_id": tenant_id}, {"$set": update, "$addToSet": {"resend": {"$each": sorted(resend)}}}
+        )
+        return False
+
+    async def release(self, tenant_id: str) -> tuple[bool, frozenset[str], bool]:
+        """Let go unless someone asked meanwhile; returns whether the caller must project again, the
+        resends those requests asked for, and whether one of them needs the whole organiser."""
+        released = await self.collection.delete_one({"_id": tenant_id, "owner": self.owner, "dirty": False})
+        if released.deleted_count == 1:
+            return False, frozenset(), False
+        again = await self.collection.find_one_and_update(
+            {"_id": tenant_id, "owner": self.owner, "dirty": True},
+            {"$set": {"dirty": False, "resend": [], "whole": False, "lease_until": now() + self.lease}},
+        )
+        if again is None:
+            return False, frozenset(), False
+        return True, frozenset(again.get("resend", [])), bool(again.get("whole", False))

@@ -1,0 +1,96 @@
+"""The SS 12000 ``/subscriptions`` callback: ``POST /ss12000/notify/{tenant_id}/{source_id}``.
+
+The body (``{"modifiedEntites" | "modifiedEntities": [...], "deletedEntities": bool}``, both spellings,
+resource types as strings or ``{"resource": ...}`` objects) is only a trigger: it carries no ids, so the
+answer to any valid notice is an incremental pull of that source. The caller must present the source's
+shared secret in ``X-Skolsynk-Webhook-Secret`` or as ``Authorization: Bearer <secret>`` (missing: 401,
+wrong: 403). Sources without a configured secret have no webhook (404).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from skolsynk.connectors.scheduling import UnknownSource
+from skolsynk.logging import get_logger
+from skolsynk_services.ss12000_puller.puller import Puller
+
+log = get_logger(__name__)
+
+SECRET_HEADER = "X-Skolsynk-Webhook-Secret"  # noqa: S105 (a header name)
+MAX_BODY_BYTES = 64 * 1024
+PULLER_KEY = web.AppKey("puller", Puller)
+SECRETS_KEY: web.AppKey[dict[str, str]] = web.AppKey("webhook_secrets", dict)
+
+
+def _presented_secret(request: web.Request) -> str | None:
+    value = request.headers.get(SECRET_HEADER)
+    if value:
+        return value
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _resource_types(body: Mapping[str, Any]) -> list[str] | None:
+    raw = body.get("modifiedEntities", body.get("modifiedEntites", []))
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        return None
+    types: list[str] = []
+    for item in raw:
+        value = item.get("resource") if isinstance(item, Mapping) else item
+        if not isinstance(value, str):
+            return None
+        types.append(value)
+    return types
+
+
+async def notify(request: web.Request) -> web.Response:
+    puller = request.app[PULLER_KEY]
+    try:
+        source = puller.source(request.match_info["tenant_id"], request.match_info["source_id"])
+    except UnknownSource:
+        return web.json_response({"code": "not_found", "message": "unknown source"}, status=404)
+    expected = request.app[SECRETS_KEY].get(source.key)
+    if expected is None:
+        return web.json_response({"code": "not_found", "message": "no webhook for this source"}, status=404)
+    presented = _presented_secret(request)
+    if presented is None:
+        return web.json_response({"code": "unauthorized", "message": "secret missing"}, status=401)
+    if not secrets.compare_digest(presented.encode(), expected.encode()):
+        log.warning("ss12000_webhook_rejected", tenant_id=source.tenant_id, source_id=source.source_id)
+        return web.json_response({"code": "forbidden", "message": "secret not accepted"}, status=403)
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        return web.json_response({"code": "invalid_json", "message": "the body is not JSON"}, status=400)
+    types = _resource_types(body) if isinstance(body, Mapping) else None
+    deleted = body.get("deletedEntities", False) if isinstance(body, Mapping) else None
+    if types is None or not isinstance(deleted, bool):
+        return web.json_response({"code": "invalid_notice", "message": "not a subscription notice"}, status=400)
+    log.info(
+        "ss12000_webhook_notice",
+        tenant_id=source.tenant_id,
+        source_id=source.source_id,
+        resource_types=sorted(set(types))[:20],
+        deleted_entities=deleted,
+    )
+    puller.trigger_incremental(source)
+    return web.json_response({"status": "accepted"})
+
+
+def make_webhook_app(puller: Puller, webhook_secrets: dict[str, str]) -> web.Application:
+    """``webhook_secrets``: source key (``tenant:source``) -> shared secret."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[PULLER_KEY] = puller
+    app[SECRETS_KEY] = webhook_secrets
+    app.router.add_post("/ss12000/notify/{tenant_id}/{source_id}", notify)
+    return app

@@ -1,3 +1,0 @@
-from ss12000_puller.app import main
-
-main()
