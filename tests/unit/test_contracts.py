@@ -270,6 +270,8 @@ def test_schema_files_cover_the_envelope_and_every_contract() -> None:
     schemas = contract_schemas()
     expected = {"envelope.v1.schema.json"} | {f"{c.message_type}.v{c.schema_version}.schema.json" for c in CONTRACTS}
     expected |= {f"entity.{kind.value}.schema.json" for kind in EntityKind}
+    expected |= {f"record-fields.{kind.value}.schema.json" for kind in EntityKind}
+    expected |= {f"vendor-resource.{kind.value}.schema.json" for kind in EntityKind}
     assert set(schemas) == expected
     sync = schemas["sync.requested.v1.schema.json"]
     assert sync["x-message-type"] == "sync.requested"

@@ -134,7 +134,7 @@ def test_a_valid_person_is_normalised(validator: RecordValidator) -> None:
 
 
 def test_the_record_key_wins_over_a_key_in_the_data(validator: RecordValidator) -> None:
-    data = {**person_record().data, "key": "p-other", "kind": "group"}
+    data = {**person_record().data, "key": "p-other"}
     entity, _ = validator.validate(SourceRecord(kind=PERSON, key="p-7", data=data))
     assert entity is not None
     assert entity.key == "p-7"
@@ -270,7 +270,8 @@ def test_school_unit_without_a_proper_code_is_withheld(
         ({"birth_date": "2015-13-45"}, "birth_date"),
         ({"eppn": "ingrid@kommun-a.se"}, "eppn"),
         ({"security_marking": "Hemlig"}, "security_marking"),
-        ({"shoe_size": 38}, "shoe_size"),
+        # A field the kind does not have ({"shoe_size": 38}) never gets here: the source contract refuses it
+        # where the record is built (tests/unit/test_source_record_fields.py).
     ],
 )
 def test_person_that_does_not_fit_the_model_is_withheld(

@@ -9,9 +9,9 @@ from pydantic import BaseModel
 
 from skolsynk.contracts.envelope import Envelope, MessageContract
 from skolsynk.contracts.gdpr import DeletionReceipt, DeletionRequested, ErasureRequested, ErasureWithdrawn
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
+from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted, fields_schema
 from skolsynk.contracts.sync import SyncRequested
-from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
+from skolsynk.contracts.vendor import ProjectionRequested, VendorChange, resources_schema
 from skolsynk.domain.ss12000 import ENTITY_MODELS
 
 #: Every payload contract that crosses a service boundary. Add new contracts here.
@@ -46,6 +46,16 @@ def contract_schemas() -> dict[str, dict[str, object]]:
             schema["x-message-type"] = message_type
             schema["x-schema-version"] = version
         schemas[f"{name}.schema.json"] = schema
+    # The field names a source record of each kind may carry (SourceRecord.data), with their types.
+    for kind, schema in fields_schema().items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://skolsynk.org/contracts/record-fields.{kind}.schema.json"
+        schemas[f"record-fields.{kind}.schema.json"] = schema
+    # What a vendor receives for each kind (VendorChange.resource).
+    for kind, schema in resources_schema().items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://skolsynk.org/contracts/vendor-resource.{kind}.schema.json"
+        schemas[f"vendor-resource.{kind}.schema.json"] = schema
     return schemas
 
 

@@ -4,20 +4,160 @@ entity of its selection (exchange ``vendor``, routing key ``{vendor}.{tenant}``)
 ``version`` grows by one with every change to the same (tenant, vendor, entity): a consumer drops a
 change whose version is not greater than the last one it applied, so redeliveries and reordering
 never roll an entity back. Upserts carry the full minimised resource; deletes carry none.
+
+A resource is typed by kind (:class:`PersonResource`, :class:`GroupResource` ..., exported as
+``vendor-resource.<kind>.schema.json``): the canonical entity's fields that the vendor's profile and
+subscription allow, plus the stable ids skolsynk resolves references to (``id``, ``school_unit_id``,
+``member_ids`` ...). Which fields appear depends on the subscription; no other names ever do.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, with_config
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
 from skolsynk.contracts.envelope import MessageContract
+from skolsynk.contracts.source import (
+    CLOSED,
+    ActivityFields,
+    DateValue,
+    DutyFields,
+    EmailFields,
+    ExternalIdentifierFields,
+    GroupFields,
+    MembershipFields,
+    OrganisationFields,
+    SchoolUnitFields,
+    SchoolUnitGroupFields,
+)
 from skolsynk.domain.ss12000 import EntityKind
 
 
+# The ids skolsynk adds: every resource's own and the resolved references (entity UUIDs as text).
+@with_config(CLOSED)
+class ResourceIds(TypedDict, total=False):
+    id: str
+    kind: str
+
+
+@with_config(CLOSED)
+class OrganisationResource(ResourceIds, OrganisationFields, total=False):
+    pass
+
+
+@with_config(CLOSED)
+class SchoolUnitGroupResource(ResourceIds, SchoolUnitGroupFields, total=False):
+    pass
+
+
+@with_config(CLOSED)
+class SchoolUnitResource(ResourceIds, SchoolUnitFields, total=False):
+    organisation_id: str | None
+    school_unit_group_id: str | None
+
+
+@with_config(CLOSED)
+class EnrolmentResource(TypedDict, total=False):
+    school_unit_id: str
+    school_unit_code: str
+    school_type: str
+    school_year: int | None
+    programme_code: str | None
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
+class PersonResource(ResourceIds, total=False):
+    roles: list[str]
+    school_unit_ids: list[str]
+    key: str
+    given_name: str
+    family_name: str
+    middle_name: str | None
+    eppn: list[str]
+    emails: list[EmailFields]
+    civic_no: str | None
+    birth_date: DateValue | None
+    security_marking: str | None
+    external_identifiers: list[ExternalIdentifierFields]
+    enrolments: list[EnrolmentResource]
+
+
+@with_config(CLOSED)
+class DutyResource(ResourceIds, DutyFields, total=False):
+    person_id: str
+    school_unit_id: str
+
+
+@with_config(CLOSED)
+class GroupResource(ResourceIds, GroupFields, total=False):
+    school_unit_id: str
+    member_ids: list[str]
+
+
+@with_config(CLOSED)
+class ActivityResource(ResourceIds, ActivityFields, total=False):
+    school_unit_id: str
+    group_ids: list[str]
+    teacher_duty_ids: list[str]
+
+
+VendorResource: TypeAlias = (
+    OrganisationResource
+    | SchoolUnitGroupResource
+    | SchoolUnitResource
+    | PersonResource
+    | DutyResource
+    | GroupResource
+    | ActivityResource
+)
+
+#: The resource type of each kind.
+RESOURCES: dict[EntityKind, type[Any]] = {
+    EntityKind.ORGANISATION: OrganisationResource,
+    EntityKind.SCHOOL_UNIT_GROUP: SchoolUnitGroupResource,
+    EntityKind.SCHOOL_UNIT: SchoolUnitResource,
+    EntityKind.PERSON: PersonResource,
+    EntityKind.DUTY: DutyResource,
+    EntityKind.GROUP: GroupResource,
+    EntityKind.ACTIVITY: ActivityResource,
+}
+
+#: A resource's lists of objects and the names their objects may have.
+RESOURCE_NESTED: dict[str, type[Any]] = {
+    "emails": EmailFields,
+    "external_identifiers": ExternalIdentifierFields,
+    "enrolments": EnrolmentResource,
+    "memberships": MembershipFields,
+}
+
+
+def unknown_resource_fields(kind: EntityKind, resource: dict[str, Any]) -> list[str]:
+    """Names in ``resource`` that a ``kind`` resource does not have (nested as ``enrolments.0.x``)."""
+    allowed = RESOURCES[kind].__annotations__
+    unknown = [str(name) for name in resource if name not in allowed]
+    for name, fields in RESOURCE_NESTED.items():
+        items = resource.get(name) if name in allowed else None
+        if isinstance(items, list):
+            for position, item in enumerate(items):
+                if isinstance(item, dict):
+                    unknown += [f"{name}.{position}.{key}" for key in item if key not in fields.__annotations__]
+    return unknown
+
+
+def resources_schema() -> dict[str, Any]:
+    """JSON Schema of each kind's vendor resource: kind -> schema."""
+    return {kind.value: TypeAdapter(resource).json_schema() for kind, resource in RESOURCES.items()}
+
+
 class VendorChange(MessageContract):
+    # A refused resource's error names fields, never their values (personal data).
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     message_type: ClassVar[str] = "vendor.change"
     schema_version: ClassVar[int] = 1
 
@@ -26,10 +166,24 @@ class VendorChange(MessageContract):
     entity_id: UUID
     operation: Literal["upsert", "delete"]
     version: int = Field(ge=1)
-    resource: dict[str, Any] | None = Field(default=None, description="The minimised resource (upserts).")
+    resource: dict[str, Any] | None = Field(
+        default=None,
+        description="The minimised resource (upserts): the names of vendor-resource.<entity_kind>, nothing else.",
+        json_schema_extra={"x-fields-by-kind": "vendor-resource.<kind>.schema.json"},
+    )
     school_unit_ids: list[UUID] = Field(default_factory=list)
     test_mode: bool = Field(description="Record what would be sent; deliver nothing.")
     reason: str = Field(max_length=64, description="Why: 'snapshot', 'incremental', 'dates', 'subscription' ...")
+
+    @field_validator("resource")
+    @classmethod
+    def _names_of_the_kind(cls, resource: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        kind = info.data.get("entity_kind")
+        if resource is not None and isinstance(kind, EntityKind):
+            unknown = unknown_resource_fields(kind, resource)
+            if unknown:
+                raise ValueError(f"a {kind.value} resource has no field {', '.join(sorted(unknown))}")
+        return resource
 
 
 class ProjectionRequested(MessageContract):
