@@ -32,7 +32,11 @@ from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(90),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 TENANT, OTHER = "kommun-u", "kommun-v"
 SOURCE = "egil-1"
@@ -83,23 +87,27 @@ async def ui(settings: ServiceSettings) -> AsyncIterator[Ui]:
         {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY}
     )
     app = build(admin_settings, clock=lambda: datetime.now(UTC) + clock[0])
-    await app.start()
     service: AdminService = app.extensions["service"]
     tokens: TokenStore = app.extensions["tokens"]
-    root = web.Application()
-    root.add_subapp("/ui", build_ui(service, tokens))
-    client: TestClient[Any, Any] = TestClient(TestServer(root, host="127.0.0.1"))
-    await client.start_server()
-    operator, _ = await tokens.create(role=Role.OPERATOR, subject="ops@drift.example", tenant_id=None, created_by="t")
-    ui = Ui(app, client, service, tokens, clock, operator)
-    await ui.login(operator)
-    for tenant_id, name in ((TENANT, "Kommun U"), (OTHER, "Kommun V")):
-        response = await ui.post("/ui/tenants", {"tenant_id": tenant_id, "display_name": name})
-        assert response.status == 303, await response.text()
+    client: TestClient[Any, Any] | None = None
     try:
+        await app.start()
+        root = web.Application()
+        root.add_subapp("/ui", build_ui(service, tokens))
+        client = TestClient(TestServer(root, host="127.0.0.1"))
+        await client.start_server()
+        operator, _ = await tokens.create(
+            role=Role.OPERATOR, subject="ops@drift.example", tenant_id=None, created_by="t"
+        )
+        ui = Ui(app, client, service, tokens, clock, operator)
+        await ui.login(operator)
+        for tenant_id, name in ((TENANT, "Kommun U"), (OTHER, "Kommun V")):
+            response = await ui.post("/ui/tenants", {"tenant_id": tenant_id, "display_name": name})
+            assert response.status == 303, await response.text()
         yield ui
     finally:
-        await client.close()
+        if client is not None:
+            await client.close()
         await app.drain(1)
         await app.close()
         await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
@@ -186,8 +194,8 @@ async def seed_with_the_normaliser(settings: ServiceSettings, records: list[Sour
     normaliser = build_normaliser(
         NormaliserSettings.model_validate({**settings.model_dump(), "date_check_interval_seconds": 86400})
     )
-    await normaliser.start()
     try:
+        await normaliser.start()
         run_id = uuid.uuid4()
         for message in full_run(records, source_id=SOURCE, source_kind="egil", run_id=run_id):
             await normaliser.publisher.publish(
@@ -576,3 +584,28 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert "Begärde radering" in html
     assert "Godkände spärrade borttagningar" in html
     assert not [s for s in SECRETS if s in html]
+
+
+async def test_a_failed_run_shows_each_error_code_with_its_fix_hint_in_swedish(ui: Ui):
+    now = datetime.now(UTC)
+    await ui.app.db["runs"].insert_one(
+        {
+            "_id": str(uuid.uuid4()),
+            "tenant_id": TENANT,
+            "source_id": "google-1",
+            "source_kind": "google",
+            "mode": "full",
+            "status": "finalised",
+            "started_at": now - timedelta(minutes=1),
+            "finalised_at": now,
+            "completion": {"pages": 0, "counts": {}, "healthy": False, "errors": ["token:invalid_grant", "users:odd"]},
+            "outcome": {"complete": False, "reasons": []},
+        }
+    )
+    await ui.login(await ui.token_for(TENANT))
+    status, html = await ui.get(f"/ui/t/{TENANT}/sources")
+    assert status == 200
+    check_page("sources", html)
+    assert "<code>token:invalid_grant</code>: <strong>Google godtog inte tjänstekontots inloggning.</strong>" in html
+    assert "Kontrollera administratörskontot (delegated_admin" in html
+    assert "<li><code>users:odd</code></li>" in html  # a code without a hint is still shown

@@ -2,7 +2,8 @@
 
 Connectors report failures as short codes in ``SourceRunCompleted.errors`` (no personal data). A code
 is ``{endpoint or step}:{reason}`` or just ``{reason}``; the *reason* part is looked up here so the admin
-UI and the operator CLI can show a fix hint next to a failed run. Each connector owns its block.
+UI can show a fix hint next to each code of a failed run (on Källor; its Swedish wording is
+``SOURCE_ERROR_TEXTS`` in ``skolsynk_services/admin/ui/texts.py``). Each connector owns its block.
 """
 
 from __future__ import annotations

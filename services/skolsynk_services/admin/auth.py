@@ -17,9 +17,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from skolsynk.storage import Database, Document, IndexSpec
+from skolsynk.storage.admin import ADMIN_TOKENS
 from skolsynk_services.admin.problems import Forbidden, Unauthenticated
 
-TOKENS = "admin_tokens"
+TOKENS = ADMIN_TOKENS
 PREFIX = "skt_"
 INDEXES = [IndexSpec(TOKENS, [("tenant_id", 1)], name="by_tenant")]
 

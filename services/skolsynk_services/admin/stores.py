@@ -12,12 +12,13 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from skolsynk.storage import Database, Document, IndexSpec
+from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_SOURCES, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
 from skolsynk_services.admin.problems import Invalid
 
-TENANTS = "admin_tenants"
-SOURCES = "admin_sources"
-AUDIT = "admin_audit"
-LIFECYCLE = "subscription_lifecycle"
+TENANTS = ADMIN_TENANTS
+SOURCES = ADMIN_SOURCES
+AUDIT = ADMIN_AUDIT
+LIFECYCLE = SUBSCRIPTION_LIFECYCLE
 
 INDEXES = [
     IndexSpec(SOURCES, [("tenant_id", 1)], name="by_tenant"),

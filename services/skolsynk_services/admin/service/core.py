@@ -1,0 +1,116 @@
+"""What every area of the admin service shares: the stores, the clock, the check of who asks, the audit
+log and the commands sent to the other services over the broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from skolsynk.catalogue import VendorCatalogueEntry
+from skolsynk.contracts.envelope import MessageContract
+from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.messaging import Publisher, UnroutableMessage
+from skolsynk.storage import Database, Document
+from skolsynk.storage.entities import EntityReader
+from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
+from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.history import SyncHistory
+from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk_services.admin.auth import Principal, TokenStore
+from skolsynk_services.admin.problems import NotFound, Unavailable
+from skolsynk_services.admin.stores import AuditLog, LifecycleStore, SecretBox, SourceStore, TenantStore
+
+PRODUCER = "admin"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def since(hours: float, now: datetime | None = None) -> datetime:
+    return (now or utcnow()) - timedelta(hours=hours)
+
+
+@dataclass(frozen=True)
+class Exchanges:
+    control: str
+    gdpr: str
+
+
+class AdminCore:
+    """The state and the checks the use cases of every area build on."""
+
+    def __init__(
+        self,
+        db: Database,
+        publisher: Publisher,
+        exchanges: Exchanges,
+        catalogue: dict[str, VendorCatalogueEntry],
+        *,
+        secrets: SecretBox,
+        promotion_hours: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.publisher = publisher
+        self.exchanges = exchanges
+        self.catalogue = catalogue
+        self.promotion_hours = promotion_hours
+        self.clock = clock
+        self.tenants = TenantStore(db)
+        self.tokens = TokenStore(db)
+        self.sources = SourceStore(db, secrets)
+        self.audit_log = AuditLog(db)
+        self.lifecycle = LifecycleStore(db)
+        self.subscriptions = SubscriptionStore(db)
+        self.findings_store = FindingStore(db)
+        self.holds_store = HoldStore(db)
+        self.entities = EntityReader(db)
+        self.history = SyncHistory(db)
+        self.erasures = ErasureRequestStore(db)
+        self.ledger = ErasureLedger(db)
+
+    async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
+        principal.require_tenant(tenant_id)
+        tenant = await self.tenants.get(tenant_id)
+        if tenant is None:
+            raise NotFound(f"no organiser {tenant_id!r}")
+        return tenant
+
+    async def _audit(
+        self, principal: Principal, tenant_id: str | None, action: str, target: str, **values: Any
+    ) -> None:
+        await self.audit_log.record(
+            actor=principal.subject,
+            role=principal.role.value,
+            tenant_id=tenant_id,
+            action=action,
+            target=target,
+            **values,
+        )
+
+    async def _send(self, tenant_id: str, message: MessageContract, exchange: str, routing_key: str) -> uuid.UUID:
+        envelope = message.to_envelope(tenant_id=tenant_id, producer=PRODUCER)
+        try:
+            await self.publisher.publish(envelope, exchange=exchange, routing_key=routing_key)
+        except UnroutableMessage as error:
+            raise Unavailable("no service is consuming this request right now; it was not sent") from error
+        return envelope.message_id
+
+    async def _project(self, tenant_id: str, reason: str, resend_vendor_id: str | None = None) -> None:
+        await self._send(
+            tenant_id,
+            ProjectionRequested(reason=reason, resend_vendor_id=resend_vendor_id),
+            self.exchanges.control,
+            ProjectionRequested.message_type,
+        )
+
+    def _vendor(self, vendor_id: str) -> VendorCatalogueEntry:
+        vendor = self.catalogue.get(vendor_id)
+        if vendor is None:
+            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+        return vendor

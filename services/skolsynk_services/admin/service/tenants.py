@@ -1,0 +1,95 @@
+"""Organisers, who may reach them (API tokens) and what was done to them (the audit log)."""
+
+from __future__ import annotations
+
+from skolsynk.storage import Document
+from skolsynk_services.admin import models
+from skolsynk_services.admin.auth import Principal, Role
+from skolsynk_services.admin.problems import Conflict, NotFound
+from skolsynk_services.admin.service.core import AdminCore
+
+
+class TenantAdmin(AdminCore):
+    # --- organisers --------------------------------------------------------------------------------
+
+    async def list_tenants(self, principal: Principal) -> list[models.Tenant]:
+        docs = await self.tenants.list(None if principal.is_operator else principal.tenant_id)
+        return [
+            models.Tenant(
+                tenant_id=d["_id"], **{k: d[k] for k in ("display_name", "organisation_number", "created_at")}
+            )
+            for d in docs
+        ]
+
+    async def create_tenant(self, principal: Principal, body: models.TenantIn) -> models.Tenant:
+        principal.require_operator()
+        doc = await self.tenants.create(body.tenant_id, body.display_name, body.organisation_number)
+        if doc is None:
+            raise Conflict(f"an organiser {body.tenant_id!r} exists already")
+        await self._audit(principal, body.tenant_id, "tenant.create", body.tenant_id, after=body.model_dump())
+        return models.Tenant(
+            tenant_id=doc["_id"],
+            display_name=doc["display_name"],
+            organisation_number=doc["organisation_number"],
+            created_at=doc["created_at"],
+        )
+
+    async def get_tenant(self, principal: Principal, tenant_id: str) -> models.Tenant:
+        doc = await self._tenant(principal, tenant_id)
+        return models.Tenant(
+            tenant_id=doc["_id"],
+            display_name=doc["display_name"],
+            organisation_number=doc["organisation_number"],
+            created_at=doc["created_at"],
+        )
+
+    # --- tokens ------------------------------------------------------------------------------------
+
+    async def create_token(self, principal: Principal, tenant_id: str, body: models.TokenIn) -> models.TokenCreated:
+        await self._tenant(principal, tenant_id)
+        role = Role(body.role)
+        if role is Role.OPERATOR:
+            principal.require_operator()
+        token, record = await self.tokens.create(
+            role=role,
+            subject=body.subject,
+            tenant_id=None if role is Role.OPERATOR else tenant_id,
+            created_by=principal.subject,
+        )
+        await self._audit(
+            principal, tenant_id, "token.create", record["_id"], after={"role": role.value, "subject": body.subject}
+        )
+        return models.TokenCreated(
+            token=token, token_id=record["_id"], role=role.value, tenant_id=record["tenant_id"], subject=body.subject
+        )
+
+    async def list_tokens(self, principal: Principal, tenant_id: str) -> list[models.TokenInfo]:
+        await self._tenant(principal, tenant_id)
+        return [
+            models.TokenInfo(
+                token_id=d["_id"],
+                role=d["role"],
+                tenant_id=d["tenant_id"],
+                subject=d["subject"],
+                created_at=d["created_at"],
+                revoked_at=d["revoked_at"],
+            )
+            for d in await self.tokens.list(tenant_id)
+        ]
+
+    async def revoke_token(self, principal: Principal, tenant_id: str, token_id: str) -> None:
+        await self._tenant(principal, tenant_id)
+        record = await self.tokens.get(token_id)
+        if record is None or record["tenant_id"] != tenant_id:
+            raise NotFound("no such token for this organiser")
+        await self.tokens.revoke(token_id)
+        await self._audit(principal, tenant_id, "token.revoke", token_id)
+
+    # --- audit -------------------------------------------------------------------------------------
+
+    async def audit(self, principal: Principal, tenant_id: str | None) -> list[Document]:
+        if tenant_id is None:
+            principal.require_operator()
+        else:
+            await self._tenant(principal, tenant_id)
+        return await self.audit_log.entries(tenant_id)

@@ -1,0 +1,91 @@
+"""The UI's middleware, outermost first: security headers on every response, service errors as Swedish
+error pages, CSRF (a POST must come from a page of this host) and the session (the principal of the
+cookie ``skolsynk_session``; whoever lacks a valid one is sent to the sign-in page)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.page import PRINCIPAL, Handler, cookie_path, render, see_other, ui_of, url
+from skolsynk_services.admin.ui.texts import swedish
+
+COOKIE = "skolsynk_session"
+#: Routes that need no session.
+PUBLIC_ROUTES = frozenset({"login"})
+
+
+def _authority(scheme: str, netloc: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        return ("", -1)
+    default = {"http": 80, "https": 443}.get(scheme)
+    return ((parts.hostname or "").lower(), port if port is not None else default)
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether a state-changing request comes from a page of this host: its Origin (or, when the
+    browser sends none, its Referer) names the host and port the request was sent to."""
+    origin = request.headers.get("Origin")
+    claimed = origin if origin is not None else request.headers.get("Referer")
+    if not claimed or claimed == "null":
+        return False
+    parts = urlsplit(claimed)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    return _authority(parts.scheme, parts.netloc) == _authority(request.scheme, request.host)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@web.middleware
+async def problems_as_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A service error that reaches here (mostly on pages, GET) becomes a Swedish error page."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return render(request, "error.html", status=problem.status, message=swedish(problem))
+
+
+@web.middleware
+async def csrf_protection(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+        return render(
+            request,
+            "error.html",
+            status=403,
+            message="Begäran stoppades eftersom den inte kom från en sida i skolsynk. "
+            "Gå tillbaka, ladda om sidan och försök igen.",
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def session_required(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    name = resource.name if resource is not None else None
+    token = request.cookies.get(COOKIE)
+    principal = await ui_of(request).tokens.authenticate(token) if token else None
+    request[PRINCIPAL] = principal
+    if principal is not None and "tenant" in request.match_info:
+        principal.require_tenant(request.match_info["tenant"])  # before any form is read (the service checks too)
+    if principal is not None or name in PUBLIC_ROUTES or resource is None:
+        return await handler(request)
+    next_path = request.path_qs if request.method == "GET" else None
+    response = see_other(request, url(request, "login", {"next": next_path}))
+    if token:
+        response.del_cookie(COOKIE, path=cookie_path(request))
+    return response

@@ -1,0 +1,82 @@
+"""The UI as an aiohttp sub-application: its middleware, and every page's URL and route name (the names
+that ``url(...)`` and the templates use)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from skolsynk_services.admin.auth import TokenStore
+from skolsynk_services.admin.service import AdminService
+from skolsynk_services.admin.ui.middleware import csrf_protection, problems_as_pages, security_headers, session_required
+from skolsynk_services.admin.ui.page import UI_KEY, Handler, Ui, environment
+from skolsynk_services.admin.ui.views import (
+    access,
+    gdpr,
+    holds,
+    lifecycle,
+    log,
+    overview,
+    quality,
+    signin,
+    sources,
+    subscriptions,
+    tenants,
+)
+
+
+def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
+    """The UI as a sub-application; mount it with ``app.add_subapp("/ui", build_ui(...))``."""
+    app = web.Application(middlewares=[security_headers, problems_as_pages, csrf_protection, session_required])
+    app[UI_KEY] = Ui(service, tokens, environment())
+
+    def route(path: str, name: str, get: Handler | None = None, post: Handler | None = None) -> None:
+        resource = app.router.add_resource(path, name=name)
+        if get is not None:
+            resource.add_route("GET", get)
+        if post is not None:
+            resource.add_route("POST", post)
+
+    tenant = "/t/{tenant}"
+    route("/", "home", get=tenants.home)
+    route("/login", "login", get=signin.login_page, post=signin.login)
+    route("/logout", "logout", post=signin.logout)
+    route("/tenants", "tenants", post=tenants.create_tenant)
+    route("/log", "platform_log", get=log.platform_log)
+    route(tenant + "/", "overview", get=overview.overview)
+    route(tenant + "/sources", "sources", get=sources.sources)
+    route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)
+    route(tenant + "/sources/{source}/edit", "source_edit", get=sources.source_edit, post=sources.source_save)
+    route(tenant + "/sources/{source}/sync", "source_sync", post=sources.source_sync)
+    route(tenant + "/sources/{source}/delete", "source_delete", post=sources.source_delete)
+    route(tenant + "/quality", "quality", get=quality.quality)
+    route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv)
+    route(tenant + "/vendors", "vendors", get=subscriptions.vendors)
+    route(
+        tenant + "/vendors/new",
+        "subscription_new",
+        get=subscriptions.subscription_new,
+        post=subscriptions.subscription_post,
+    )
+    route(tenant + "/vendors/{vendor}", "subscription", get=lifecycle.subscription_page)
+    route(
+        tenant + "/vendors/{vendor}/edit",
+        "subscription_edit",
+        get=subscriptions.subscription_edit,
+        post=subscriptions.subscription_post,
+    )
+    route(tenant + "/vendors/{vendor}/review", "subscription_review", post=lifecycle.mark_reviewed)
+    route(tenant + "/vendors/{vendor}/go-live", "subscription_go_live", post=lifecycle.go_live)
+    route(tenant + "/vendors/{vendor}/test-mode", "subscription_test_mode", post=lifecycle.back_to_test)
+    route(
+        tenant + "/vendors/{vendor}/end", "subscription_end", get=lifecycle.end_confirm, post=lifecycle.end_subscription
+    )
+    route(tenant + "/vendors/{vendor}/report.csv", "delivery_report", get=lifecycle.delivery_report)
+    route(tenant + "/holds", "holds", get=holds.holds, post=holds.decide_hold)
+    route(tenant + "/gdpr", "gdpr", get=gdpr.gdpr)
+    route(tenant + "/gdpr/requests", "erasure_requests", post=gdpr.request_erasure)
+    route(tenant + "/gdpr/requests/{request_id}/withdraw", "erasure_withdraw", post=gdpr.withdraw_erasure)
+    route(tenant + "/gdpr/evidence.{format:csv|json}", "evidence", get=gdpr.evidence)
+    route(tenant + "/log", "log", get=log.log)
+    route(tenant + "/access", "access", get=access.access, post=access.create_token)
+    route(tenant + "/access/{token}/revoke", "token_revoke", post=access.revoke_token)
+    return app

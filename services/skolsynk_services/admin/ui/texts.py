@@ -1,0 +1,525 @@
+"""The UI's Swedish wording that is not in a template: labels of roles, kinds, statuses and reasons, the
+source forms' fields, the data-quality findings, the audit log's actions, the navigation, the fix hints
+of source-run error codes, and the service's (English) errors, gate blockers and validation errors as
+Swedish sentences."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from skolsynk.domain.quality import FindingCode, Severity
+from skolsynk.domain.source_errors import GOOGLE_HINTS, MICROSOFT_HINTS, SS12000_HINTS, SourceErrorHint, hint_for
+from skolsynk_services.admin import models
+from skolsynk_services.admin.auth import Role
+from skolsynk_services.admin.problems import Conflict, Forbidden, GateClosed, Invalid, NotFound, Problem, Unavailable
+from skolsynk_services.admin.ui.formatting import decimal, when
+
+ROLE_NAMES = {Role.OPERATOR.value: "driftoperatör", Role.ORGANISER_ADMIN.value: "administratör för huvudmannen"}
+PERSON_ROLES = {"student": "Elever", "teacher": "Lärare", "other_staff": "Övrig personal"}
+KIND_NAMES = {
+    "organisation": "Organisation",
+    "school_unit_group": "Skolenhetsgrupper",
+    "school_unit": "Skolenheter",
+    "person": "Personer",
+    "duty": "Tjänstgöringar",
+    "group": "Grupper",
+    "activity": "Aktiviteter",
+    **PERSON_ROLES,
+}
+SOURCE_KINDS = {
+    models.SourceKind.GOOGLE.value: (
+        "Google Workspace",
+        "Elever, personal och skolenheter läses från er Google Workspace-katalog med ett tjänstekonto.",
+    ),
+    models.SourceKind.MICROSOFT.value: (
+        "Microsoft 365 (School Data Sync)",
+        "Uppgifterna läses från Microsoft 365 och School Data Sync via en appregistrering i Microsoft Entra ID.",
+    ),
+    models.SourceKind.EGIL.value: (
+        "EGIL-klient",
+        "Ert elevadministrativa system skickar uppgifterna till skolsynk med en EGIL-klient. "
+        "Här behövs inga inställningar: driften ger er adressen och API-nyckeln som ska anges i EGIL-klienten.",
+    ),
+    models.SourceKind.SS12000.value: (
+        "SS 12000-API",
+        "Uppgifterna hämtas från ett API enligt SS 12000:2020 (till exempel från ert elevadministrativa system).",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    help: str = ""
+    input_type: str = "text"
+
+
+SETTING_FIELDS = {
+    "domain": FormField("domain", "Domän", "Er Google Workspace-domän, till exempel skola.kommun.se."),
+    "delegated_admin": FormField(
+        "delegated_admin",
+        "Administratörskonto",
+        "E-postadressen till det administratörskonto i Google Workspace som tjänstekontot får agera som "
+        "(domänövergripande delegering).",
+        "email",
+    ),
+    "azure_tenant_id": FormField(
+        "azure_tenant_id", "Katalog-ID (Directory ID)", "Finns i Microsoft Entra ID under Översikt."
+    ),
+    "client_id": FormField("client_id", "Klient-ID (Client ID)", "ID:t för appregistreringen eller API-klienten."),
+    "base_url": FormField(
+        "base_url",
+        "API-adress",
+        "Adressen till SS 12000-API:t, till exempel https://api.example.se/ss12000/v2.",
+        "url",
+    ),
+}
+SECRET_FIELDS = {
+    "service_account_key": FormField(
+        "service_account_key",
+        "Tjänstekontots nyckel (JSON)",
+        "Klistra in hela innehållet i nyckelfilen (JSON) som du laddade ner från Google Cloud.",
+    ),
+    "client_secret": FormField(
+        "client_secret", "Klienthemlighet", "Själva värdet för klienthemligheten (inte dess ID)."
+    ),
+}
+
+FINDINGS = {
+    FindingCode.RECORD_INVALID: (
+        "Posten följer inte modellen",
+        "Ett obligatoriskt fält saknas eller har fel format. Posten skickas inte.",
+    ),
+    FindingCode.EMAIL_INVALID: ("Ogiltig e-postadress", "Adressen tas bort; personen skickas utan den."),
+    FindingCode.EMAIL_MISSING: ("E-postadress saknas", "Leverantörer som kräver e-post kan inte skapa kontot."),
+    FindingCode.EMAIL_DUPLICATE: (
+        "Samma e-postadress som en annan person",
+        "Adressen tas bort från den här personen.",
+    ),
+    FindingCode.EPPN_MISSING: (
+        "Inloggnings-id (EPPN) saknas",
+        "Leverantörer som använder EGIL kan inte skapa kontot.",
+    ),
+    FindingCode.EPPN_DUPLICATE: (
+        "Samma inloggnings-id (EPPN) som en annan person",
+        "Den här personen skickas inte.",
+    ),
+    FindingCode.SCHOOL_UNIT_CODE_MISSING: ("Skolenhetskod saknas", "Skolenheten skickas inte."),
+    FindingCode.SCHOOL_UNIT_CODE_MALFORMED: (
+        "Felaktig skolenhetskod",
+        "Koden är inte 8 siffror; skolenheten skickas inte.",
+    ),
+    FindingCode.SCHOOL_UNIT_CODE_DUPLICATE: (
+        "Samma skolenhetskod som en annan skolenhet",
+        "Den här skolenheten skickas inte.",
+    ),
+    FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT: ("Inskrivning på okänd skolenhet", "Inskrivningen tas bort."),
+    FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: ("Tjänstgöring på okänd skolenhet", "Tjänstgöringen skickas inte."),
+    FindingCode.DUTY_UNKNOWN_PERSON: ("Tjänstgöring för okänd person", "Tjänstgöringen skickas inte."),
+    FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: ("Grupp på okänd skolenhet", "Gruppen skickas inte."),
+    FindingCode.GROUP_UNKNOWN_MEMBER: ("Okänd gruppmedlem", "Medlemskapet tas bort."),
+    FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: ("Aktivitet på okänd skolenhet", "Aktiviteten skickas inte."),
+    FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (
+        "Aktivitet med okänd grupp eller tjänstgöring",
+        "Hänvisningen tas bort.",
+    ),
+    FindingCode.PERSON_NO_ACTIVE_RELATION: (
+        "Ingen aktiv inskrivning eller tjänstgöring",
+        "Ingen leverantör får personen.",
+    ),
+    FindingCode.PERSON_CONFLICTING_ROLES: (
+        "Både elev och personal",
+        "Personen är i dag både inskriven som elev och anställd.",
+    ),
+    FindingCode.DATES_INVERTED: (
+        "Startdatum efter slutdatum",
+        "Inskrivningen, medlemskapet eller tjänstgöringen tas bort (en hel post med omvända datum skickas inte).",
+    ),
+    FindingCode.VALUE_UNKNOWN: (
+        "Okänt värde",
+        "Ett värde som SS 12000 inte känner till (till exempel en skolform) tas bort.",
+    ),
+    FindingCode.RUN_INCOMPLETE: (
+        "Ofullständig inläsning",
+        "Inläsningen från källan var ofullständig; ingenting togs bort på grund av den.",
+    ),
+}
+SEVERITIES = {
+    Severity.ERROR.value: ("Fel", "posten skickas inte"),
+    Severity.WARNING.value: ("Varning", "posten skickas, felaktiga värden tas bort"),
+}
+RUN_STATUSES = {
+    "running": "pågår",
+    "ready": "inläst, bearbetas",
+    "finalising": "bearbetas",
+    "finalised": "klar",
+}
+HOLD_STATUSES = {"pending": "Väntar på beslut", "approved": "Godkänd", "discarded": "Avvisad"}
+LEDGER_STATUSES = {
+    "pending": "Väntar på kvitto",
+    "overdue": "Försenad",
+    "completed": "Klar",
+    "superseded": "Ersatt (personen kom tillbaka)",
+}
+LEDGER_REASONS = {
+    "left_source": "Borta ur källan",
+    "left_selection": "Utanför leverantörens urval",
+    "subscription_ended": "Prenumerationen avslutades",
+    "erasure_request": "Begäran om radering",
+    "objection": "Invändning",
+}
+RECEIPT_OUTCOMES = {
+    "deleted": "Raderad hos leverantören",
+    "already_absent": "Fanns inte hos leverantören",
+    "queued": "Överlämnad i leverantörens kö",
+    "superseded": "Ersatt",
+}
+ERASURE_KINDS = {"erasure": "Radering", "objection": "Invändning"}
+REQUEST_STATUSES = {"active": "Gäller", "withdrawn": "Återkallad"}
+POLICIES = {
+    "exclude": "Skicka inte personer med skyddad identitet (rekommenderas)",
+    "pseudonymise": "Skicka dem med påhittade namn och ett id som bara gäller den här leverantören",
+    "minimal": "Skicka bara namn och inloggnings-id",
+}
+SCHOOL_YEARS = [(0, "Förskoleklass"), *((y, f"Årskurs {y}") for y in range(1, 11))]
+AUDIT_ACTIONS = {
+    "tenant.create": "Skapade huvudmannen",
+    "token.create": "Skapade en åtkomstnyckel",
+    "token.revoke": "Återkallade en åtkomstnyckel",
+    "source.create": "Lade till en källa",
+    "source.update": "Ändrade en källa",
+    "source.delete": "Tog bort en källa",
+    "source.sync": "Begärde synkronisering",
+    "subscription.create": "Skapade en prenumeration",
+    "subscription.update": "Ändrade en prenumeration",
+    "subscription.end": "Avslutade en prenumeration",
+    "subscription.review": "Markerade testrapporten som granskad",
+    "subscription.go_live": "Gick live",
+    "subscription.test_mode": "Tillbaka till testläge",
+    "subscription.resend": "Skickade allt igen",
+    "hold.approve": "Godkände spärrade borttagningar",
+    "hold.discard": "Avvisade spärrade borttagningar",
+    "gdpr.erasure": "Begärde radering",
+    "gdpr.objection": "Registrerade en invändning",
+    "gdpr.withdraw": "Återkallade en GDPR-begäran",
+}
+#: Tenant navigation: (section, label, route name).
+NAVIGATION = [
+    ("overview", "Översikt", "overview"),
+    ("sources", "Källor", "sources"),
+    ("quality", "Datakvalitet", "quality"),
+    ("vendors", "Leverantörer", "vendors"),
+    ("holds", "Spärrar", "holds"),
+    ("gdpr", "GDPR", "gdpr"),
+    ("log", "Logg", "log"),
+    ("access", "Åtkomst", "access"),
+]
+
+#: Service messages (English, for the API) -> what the UI says. The first pattern that matches wins.
+PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^this token is not allowed"), "Du har inte behörighet till den huvudmannen."),
+    (re.compile(r"^only operators"), "Det får bara driftoperatörer göra."),
+    (re.compile(r"^no organiser"), "Huvudmannen finns inte."),
+    (re.compile(r"^no source"), "Källan finns inte."),
+    (re.compile(r"^no subscription"), "Det finns ingen prenumeration för den leverantören."),
+    (re.compile(r"^no vendor"), "Leverantören finns inte i katalogen."),
+    (
+        re.compile(r"^no pending hold"),
+        "Det finns ingen spärr som väntar på beslut för den leverantören och skolenheten.",
+    ),
+    (re.compile(r"^no active erasure request"), "Det finns ingen gällande begäran med det id:t."),
+    (re.compile(r"^no such token"), "Åtkomstnyckeln finns inte."),
+    (re.compile(r"^an organiser .* exists already"), "Det finns redan en huvudman med det id:t."),
+    (re.compile(r"^a source .* exists already"), "Det finns redan en källa med det id:t."),
+    (
+        re.compile(r"^an EGIL source pushes"),
+        "En EGIL-källa skickar sina uppgifter själv: be huvudmannens EGIL-klient att skicka dem igen.",
+    ),
+    (
+        re.compile(r"^the subscription is live: there is no test report"),
+        "Prenumerationen är live; det finns ingen testrapport att granska.",
+    ),
+    (
+        re.compile(r"^the subscription has ended"),
+        "Prenumerationen är avslutad. Spara den igen för att börja om i testläge.",
+    ),
+    (re.compile(r"live already"), "Prenumerationen är redan live."),
+    (re.compile(r"in test mode already"), "Prenumerationen är redan i testläge."),
+    (
+        re.compile(r"^no service is consuming"),
+        "Ingen tjänst tar emot begäran just nu, så den skickades inte. Försök igen om en stund eller kontakta driften.",
+    ),
+    (
+        re.compile(r"^this installation stores no secrets"),
+        "Den här installationen lagrar inga hemligheter. Ange i stället var hemligheten finns "
+        "(en hänvisning under ”Hemligheten finns någon annanstans”), eller be driften konfigurera lagring.",
+    ),
+]
+PROBLEM_TITLES = {
+    Forbidden: "Du har inte behörighet till det här.",
+    NotFound: "Det du letar efter finns inte.",
+    Conflict: "Det gick inte just nu.",
+    Invalid: "Uppgifterna är inte giltiga.",
+    GateClosed: "Prenumerationen kan inte gå live än.",
+    Unavailable: "Tjänsten är tillfälligt otillgänglig.",
+}
+
+
+def swedish_blockers(blockers: Iterable[str], promotion: models.Promotion | None = None) -> list[str]:
+    """The promotion gate's blockers in Swedish."""
+    texts = []
+    for blocker in blockers:
+        ran = re.match(r"test mode has run ([\d.]+) of the ([\d.]+) hours required", blocker)
+        if blocker.startswith("the subscription has not run in test mode"):
+            texts.append("Prenumerationen har inte körts i testläge än.")
+        elif ran:
+            text = (
+                f"Testläget har pågått i {decimal(float(ran.group(1)))} av de "
+                f"{decimal(float(ran.group(2)))} timmar som krävs."
+            )
+            if promotion is not None and promotion.test_started_at is not None:
+                ready = promotion.test_started_at + timedelta(hours=promotion.test_hours_required)
+                text += f" Tidigast {when(ready)} kan prenumerationen gå live."
+            texts.append(text)
+        elif blocker.startswith("the test report has not been marked"):
+            texts.append("Testrapporten är inte markerad som granskad.")
+        else:
+            texts.append(blocker)
+    return texts
+
+
+def swedish(problem: Problem) -> str:
+    """A service error as a plain Swedish sentence for the person at the screen."""
+    if isinstance(problem, GateClosed):
+        return "Prenumerationen kan inte gå live än: " + " ".join(
+            swedish_blockers(problem.extra.get("blockers") or [problem.detail])
+        )
+    for pattern, text in PROBLEM_TEXTS:
+        if pattern.search(problem.detail):
+            return text
+    if isinstance(problem, Invalid) and problem.extra.get("errors"):
+        return "Kontrollera de markerade fälten."
+    title = next((t for cls, t in PROBLEM_TITLES.items() if isinstance(problem, cls)), "Det gick inte.")
+    return f"{title} (Tjänstens beskrivning: {problem.detail})"
+
+
+FIELD_MESSAGES = {
+    "tenant_id": "Använd små bokstäver a-z, siffror och bindestreck (högst 63 tecken), till exempel kommun-a.",
+    "source_id": "Använd små bokstäver a-z, siffror och bindestreck (högst 63 tecken), till exempel google-1.",
+    "display_name": "Skriv ett namn (högst 200 tecken).",
+    "organisation_number": "Skriv organisationsnumret som 10 siffror, till exempel 212000-0000.",
+    "subject": "Skriv vem nyckeln är till, till exempel en e-postadress (högst 120 tecken).",
+    "school_unit_codes": "Välj minst en skolenhet.",
+    "roles": "Välj minst en roll.",
+    "school_years": "Årskurserna är 0 (förskoleklass) till 10.",
+    "deletion_grace_hours": "Skriv ett antal timmar mellan 0 och 2160 (90 dagar).",
+    "protected_identity_policy": "Välj hur personer med skyddad identitet ska hanteras.",
+    "person_id": "Välj en person i sökresultatet.",
+    "vendor_ids": "Välj minst en leverantör, eller alla.",
+    "reference": "Ärendenumret får vara högst 64 tecken.",
+    "override_reason": "Skriv en motivering på 5-300 tecken.",
+}
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Validation errors (pydantic's or the service's ``errors``) as form field -> Swedish message.
+    Service fields such as ``settings.domain`` become the form's ``setting_domain``."""
+    found: dict[str, str] = {}
+    for error in errors:
+        location = error.get("loc")
+        name = str(location[0]) if location else str(error.get("field", ""))
+        if name in ("settings", "secrets") and location and len(location) > 1:
+            name = f"{name}.{location[1]}"
+        if name.startswith("settings."):
+            found.setdefault("setting_" + name.split(".", 1)[1], "Måste fyllas i.")
+        elif name.startswith("secrets."):
+            found.setdefault("secret_" + name.split(".", 1)[1], "Måste fyllas i (eller ange var hemligheten finns).")
+        else:
+            found.setdefault(name or "_form", FIELD_MESSAGES.get(name, "Värdet är inte giltigt."))
+    return found
+
+
+def subscription_state(subscription: models.Subscription) -> str:
+    if subscription.subscription.get("ended_at"):
+        return "Avslutad"
+    return "Testläge" if subscription.promotion.test_mode else "Live"
+
+
+# --- why a source run failed -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceErrorText:
+    """The fix hint of one error code of a source run, as the UI shows it."""
+
+    title: str
+    fix: str
+    #: True when retrying later cannot help until someone changes configuration or permissions.
+    needs_admin: bool
+
+
+_SS12000, _GOOGLE, _MICROSOFT = SS12000_HINTS, GOOGLE_HINTS, MICROSOFT_HINTS
+_RETRIED = "Försöks igen vid nästa körning."
+_CONSOLE = "(Security > Access and data control > API controls > Domain-wide delegation)"
+#: The connectors' hints (``skolsynk.domain.source_errors``, English) in Swedish. A hint missing here is
+#: shown in English.
+SOURCE_ERROR_TEXTS: dict[SourceErrorHint, tuple[str, str]] = {
+    # SS 12000 API
+    _SS12000["token_not_configured"]: (
+        "Inloggningsuppgifter till SS 12000-API:t saknas",
+        "Ange källans klient-id och klienthemlighet.",
+    ),
+    _SS12000["token_http_401"]: (
+        "SS 12000-API:t godtog inte inloggningsuppgifterna",
+        "Kontrollera klient-id och klienthemlighet med leverantören av det elevadministrativa systemet.",
+    ),
+    _SS12000["http_403"]: ("SS 12000-API:t nekade åtkomst", "Be leverantören ge klienten läsbehörighet."),
+    _SS12000["timeout"]: ("SS 12000-API:t svarade inte i tid", _RETRIED),
+    _SS12000["connection"]: ("SS 12000-API:t går inte att nå", _RETRIED),
+    # Google Workspace
+    _GOOGLE["invalid_grant"]: (
+        "Google godtog inte tjänstekontots inloggning",
+        "Kontrollera administratörskontot (delegated_admin måste vara adressen till en befintlig administratör) "
+        f"och omfattningarna (scopes) för domänövergripande delegering i Googles administratörskonsol {_CONSOLE}; "
+        "kontrollera också att nyckeln inte har tagits bort och att serverns klocka går rätt.",
+    ),
+    _GOOGLE["unauthorized_client"]: (
+        "Domänövergripande delegering saknas eller saknar en omfattning (scope)",
+        f"Lägg i administratörskonsolen {_CONSOLE} till tjänstekontots klient-id med alla omfattningar som står i "
+        "docs/google-connector.md. Det kan ta upp till 24 timmar innan en ändring gäller.",
+    ),
+    _GOOGLE["invalid_client"]: (
+        "Google känner inte till tjänstekontot",
+        "Skapa en ny JSON-nyckel för tjänstekontot och lagra den där källans key_env eller key_file pekar.",
+    ),
+    _GOOGLE["invalid_scope"]: (
+        "Google godtog inte de begärda omfattningarna (scopes)",
+        "Rapportera det till driften av skolsynk.",
+    ),
+    _GOOGLE["invalid_key"]: (
+        "Tjänstekontots nyckel går inte att läsa",
+        "Lagra tjänstekontots JSON-nyckelfil, oförändrad, där key_env eller key_file pekar.",
+    ),
+    _GOOGLE["forbidden"]: (
+        "Administratörskontot får inte läsa katalogen",
+        "Tjänstekontot agerar som det angivna administratörskontot (delegated_admin): gör det kontot till "
+        "administratör i Google Workspace med rätt att läsa användare, grupper och organisationsenheter "
+        "(superadministratör, eller en roll med Admin API-behörigheterna Users: Read, Groups: Read, "
+        "Organizational Units: Read).",
+    ),
+    _GOOGLE["insufficient_permissions"]: (
+        "En omfattning (scope) saknas i åtkomsttoken",
+        "Lägg till den omfattning som saknas (se docs/google-connector.md) i tjänstekontots domänövergripande "
+        "delegering.",
+    ),
+    _GOOGLE["auth_error"]: (
+        "Google avvisade åtkomsttoken två gånger",
+        f"{_RETRIED} Om det upprepas: kontrollera att tjänstekontot och dess nyckel fortfarande är aktiva.",
+    ),
+    _GOOGLE["quota_exceeded"]: (
+        "Google begränsade läsningarna gång på gång",
+        f"{_RETRIED} Om det fortsätter: begär en högre kvot för Admin SDK i tjänstekontots Google Cloud-projekt, "
+        "eller sänk SKOLSYNK_GOOGLE_MEMBERS_CONCURRENCY.",
+    ),
+    _GOOGLE["backend_error"]: ("Googles Admin SDK fick ett serverfel", _RETRIED),
+    _GOOGLE["not_found"]: (
+        "Google hittade inte kunden eller en grupp",
+        "Kontrollera källans kund (my_customer eller kund-id:t) och domän.",
+    ),
+    _GOOGLE["invalid"]: (
+        "Google avvisade en begäran som ogiltig",
+        "Kontrollera att varje organisationsenhet (OU) i mappningens omfattning finns, och inställningarna för "
+        "kund och domän.",
+    ),
+    _GOOGLE["bad_request"]: (
+        "Google avvisade en begäran",
+        "Kontrollera källans kund och domän; en sidtoken som har gått ut försöks igen vid nästa körning.",
+    ),
+    _GOOGLE["unmappable"]: (
+        "Google returnerade användare utan id",
+        "Försöks igen vid nästa körning; ingenting tas bort under tiden.",
+    ),
+    _GOOGLE["timeout"]: ("Googles Admin SDK svarade inte i tid", _RETRIED),
+    _GOOGLE["connection"]: ("Googles Admin SDK går inte att nå", _RETRIED),
+    # Microsoft 365 / School Data Sync (Graph)
+    _MICROSOFT["invalid_client"]: (
+        "Entra ID godtog inte appens inloggningsuppgifter",
+        "Kontrollera appregistreringens klienthemlighet (den kan ha gått ut) och variabeln client_secret_env.",
+    ),
+    _MICROSOFT["unauthorized_client"]: (
+        "Appen är okänd i huvudmannens Microsoft 365-klientorganisation",
+        "Kontrollera klient-id:t, och att huvudmannens administratör har godkänt appen i sin klientorganisation.",
+    ),
+    _MICROSOFT["invalid_scope"]: (
+        "Entra ID godtog inte den begärda omfattningen (scope)",
+        "Använd omfattningen https://graph.microsoft.com/.default.",
+    ),
+    _MICROSOFT["tenant_not_found"]: (
+        "Microsoft 365-klientorganisationen finns inte",
+        "Kontrollera azure_tenant_id: katalog-id:t (Directory ID) eller en verifierad domän hos huvudmannen.",
+    ),
+    _MICROSOFT["invalid_request"]: (
+        "Entra ID avvisade begäran om en token",
+        "Kontrollera azure_tenant_id, klient-id:t och tokenadressen.",
+    ),
+    _MICROSOFT["Authorization_RequestDenied"]: (
+        "Microsoft Graph nekade åtkomst",
+        "Ge appen programbehörigheterna EduRoster.Read.All (och EduAdministration.Read.All, samt "
+        "Member.Read.Hidden för klassernas medlemmar) med administratörsgodkännande i huvudmannens "
+        "klientorganisation.",
+    ),
+    _MICROSOFT["AccessDenied"]: (
+        "Microsoft Graph nekade åtkomst",
+        "Ge appen programbehörigheterna EduRoster.Read.All / EduAdministration.Read.All med administratörsgodkännande.",
+    ),
+    _MICROSOFT["http_403"]: (
+        "Microsoft Graph nekade åtkomst",
+        "Ge appen programbehörigheterna EduRoster.Read.All / EduAdministration.Read.All (och Member.Read.Hidden) "
+        "med administratörsgodkännande.",
+    ),
+    _MICROSOFT["InvalidAuthenticationToken"]: (
+        "Microsoft Graph avvisade en ny token",
+        "Kontrollera att tokenadressen och Graph-adressen hör till samma moln, och appens klientorganisation.",
+    ),
+    _MICROSOFT["http_401"]: (
+        "Microsoft Graph avvisade en ny token",
+        "Kontrollera katalog-id:t (azure_tenant_id) och appregistreringen.",
+    ),
+    _MICROSOFT["http_429"]: (
+        "Microsoft Graph begränsade anropen gång på gång",
+        f"{_RETRIED} Sänk antalet samtidiga anrop för huvudmannen.",
+    ),
+    _MICROSOFT["http_503"]: ("Microsoft Graph var inte tillgängligt", _RETRIED),
+    _MICROSOFT["http_504"]: ("Microsoft Graph svarade inte i tid", _RETRIED),
+    _MICROSOFT["http_500"]: ("Microsoft Graph fick ett fel", _RETRIED),
+    _MICROSOFT["timeout"]: ("Microsoft Graph svarade inte i tid", _RETRIED),
+    _MICROSOFT["connection"]: ("Microsoft Graph går inte att nå", _RETRIED),
+    _MICROSOFT["unmappable"]: (
+        "Graph returnerade ett objekt utan id",
+        "Ingenting togs bort; nästa körning läser det igen. Rapportera det om det fortsätter.",
+    ),
+    _MICROSOFT["syncStateNotFound"]: (
+        "Ändringstoken (delta) har gått ut",
+        "En fullständig omläsning görs automatiskt.",
+    ),
+    _MICROSOFT["resyncRequired"]: ("Graph begärde en omläsning", "En fullständig omläsning görs automatiskt."),
+    _MICROSOFT["foreign_link"]: (
+        "Graph returnerade en länk till en annan värd",
+        "Kontrollera graph_base_url: det måste vara den värd som Graphs nästa-länkar pekar på.",
+    ),
+}
+
+
+def source_error_hint(source_kind: str | None, code: str) -> SourceErrorText | None:
+    """What an error code of a source run means and how to fix it, in Swedish when there is a translation
+    (``users:quota_exceeded`` is looked up as ``quota_exceeded``); None for a code without a hint."""
+    hint = hint_for(source_kind or "", code)
+    if hint is None:
+        return None
+    title, fix = SOURCE_ERROR_TEXTS.get(hint, (hint.title, hint.fix))
+    return SourceErrorText(title, fix, hint.needs_admin)

@@ -1,0 +1,57 @@
+"""Åtkomst: the tenant's API tokens; a new token is shown once, revoking one takes effect at once."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from skolsynk_services.admin import models
+from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
+from skolsynk_services.admin.ui.texts import field_errors, swedish
+
+
+async def access(request: web.Request) -> web.StreamResponse:
+    frame = await tenant_frame(request, "access")
+    tokens = await service_of(request).list_tokens(principal_of(request), frame["tenant_id"])
+    return render(request, "access.html", **frame, tokens=tokens, created=None, form={}, errors={}, error=None)
+
+
+async def create_token(request: web.Request) -> web.StreamResponse:
+    """A new token is shown once, on the page that answers the POST (never in a redirect or cookie)."""
+    frame = await tenant_frame(request, "access")
+    principal, service = principal_of(request), service_of(request)
+    form = await request.post()
+    values = {"subject": str(form.get("subject", "")).strip(), "role": str(form.get("role", "organiser_admin"))}
+    created = None
+    errors: dict[str, str] = {}
+    error = None
+    status = 200
+    try:
+        created = await service.create_token(principal, frame["tenant_id"], models.TokenIn.model_validate(values))
+    except ValidationError as invalid:
+        errors, error, status = field_errors(invalid.errors()), "Kontrollera de markerade fälten.", 422
+    except Problem as problem:
+        error, status = swedish(problem), problem.status
+    tokens = await service.list_tokens(principal, frame["tenant_id"])
+    return render(
+        request,
+        "access.html",
+        status=status,
+        **frame,
+        tokens=tokens,
+        created=created,
+        form={} if created else values,
+        errors=errors,
+        error=error,
+    )
+
+
+async def revoke_token(request: web.Request) -> web.StreamResponse:
+    tenant_id = request.match_info["tenant"]
+    back = url(request, "access", tenant=tenant_id)
+    try:
+        await service_of(request).revoke_token(principal_of(request), tenant_id, request.match_info["token"])
+    except Problem as problem:
+        return refused(request, back, problem)
+    return see_other(request, back, "Nyckeln är återkallad och fungerar inte längre.")

@@ -1,0 +1,78 @@
+"""A tenant's home page: the onboarding checklist, the numbers and the sync-history chart."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from skolsynk_services.admin import models
+from skolsynk_services.admin.ui.chart import runs_chart
+from skolsynk_services.admin.ui.formatting import decimal
+from skolsynk_services.admin.ui.page import principal_of, render, service_of, tenant_frame, url
+from skolsynk_services.admin.ui.texts import subscription_state
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    frame = await tenant_frame(request, "overview")
+    tenant_id = frame["tenant_id"]
+    data = await service_of(request).overview(principal_of(request), tenant_id)
+    steps_done = data["steps"]
+    subscriptions: list[models.Subscription] = data["subscriptions"]
+    first = next((s for s in subscriptions if not s.subscription.get("ended_at")), None)
+    report = url(request, "subscription", tenant=tenant_id, vendor=first.vendor_id) if first else None
+    hours = decimal(service_of(request).promotion_hours)
+    steps = [
+        (
+            "source",
+            "Koppla en källa",
+            "Ange varifrån elever, personal och skolenheter hämtas: Google Workspace, Microsoft 365, "
+            "en EGIL-klient eller ett SS 12000-API.",
+            url(request, "sources", tenant=tenant_id),
+        ),
+        (
+            "data",
+            "Datakvalitet",
+            "När den första inläsningen är klar: läs rapporten om brister i uppgifterna och rätta dem i källan.",
+            url(request, "quality", tenant=tenant_id),
+        ),
+        (
+            "subscription",
+            "Välj leverantörer och skolenheter",
+            "Välj vilka läromedelsleverantörer som ska få uppgifter, och för vilka skolenheter och roller.",
+            url(request, "vendors", tenant=tenant_id),
+        ),
+        (
+            "test",
+            "Testläge",
+            "En ny prenumeration börjar i testläge: skolsynk räknar fram vad leverantören skulle få, "
+            "men skickar ingenting.",
+            url(request, "vendors", tenant=tenant_id),
+        ),
+        (
+            "reviewed",
+            "Granska testrapporten",
+            "Kontrollera i testrapporten att rätt elever och lärare kommer med, och markera den som granskad.",
+            report or url(request, "vendors", tenant=tenant_id),
+        ),
+        (
+            "live",
+            "Gå live",
+            f"När testläget har pågått i minst {hours} timmar och rapporten är granskad kan du gå live: "
+            "då skickas uppgifterna på riktigt.",
+            report or url(request, "vendors", tenant=tenant_id),
+        ),
+    ]
+    checklist = [
+        {"key": key, "title": title, "text": text, "href": href, "done": bool(steps_done.get(key))}
+        for key, title, text, href in steps
+    ]
+    next_step = next((s["key"] for s in checklist if not s["done"]), None)
+    return render(
+        request,
+        "overview.html",
+        **frame,
+        data=data,
+        checklist=checklist,
+        next_step=next_step,
+        subscriptions=[(s, subscription_state(s)) for s in subscriptions],
+        chart=runs_chart(data["runs"]),
+    )
