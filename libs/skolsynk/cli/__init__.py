@@ -54,6 +54,7 @@ from skolsynk.messaging import (
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, MongoClient, create_client
+from skolsynk.storage.subscriptions import SubscriptionStore
 
 PRODUCER = "skolsynk-cli"
 #: Connector kinds that take sync requests from a queue. The SS 12000 puller runs on its schedule and
@@ -180,7 +181,7 @@ class Operator:
         deliveries = await state.delivery_counts(self.db)
         holds = await state.pending_holds(self.db)
         overdue = await state.overdue_counts(self.db)
-        profiles = {str(doc["_id"]) async for doc in self.db["vendor_profiles"].find({}, {"_id": 1})}
+        profiles = await SubscriptionStore(self.db).profile_vendor_ids()
         catalogue = self.vendor_ids()
         vendors = sorted(set(catalogue) | profiles | {v for v, _ in deliveries})
         topology = skolsynk_topology(self.namespace, vendor_ids=vendors, connector_kinds=STATUS_CONNECTOR_KINDS)
@@ -290,8 +291,6 @@ class Operator:
         return 0
 
     async def resend(self, tenant_id: str, vendor_id: str) -> int:
-        from skolsynk.storage.subscriptions import SubscriptionStore
-
         if await SubscriptionStore(self.db).get(tenant_id, vendor_id) is None:
             raise CommandError(f"tenant {tenant_id!r} has no subscription to vendor {vendor_id!r}")
         request = ProjectionRequested(reason="resend", resend_vendor_id=vendor_id)

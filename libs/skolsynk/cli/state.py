@@ -1,20 +1,17 @@
 """What the operator command line reads from MongoDB: read-only queries on collections the services
 own (the normaliser's runs and holds, the dispatchers' delivery ledger, the GDPR service's erasure
-ledger). Ids, counts, statuses and times only."""
+ledger), each through its owner's repository in ``skolsynk.storage``. Ids, counts, statuses and times
+only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from skolsynk.storage import Database, Document
-from skolsynk.storage.deliveries import LEDGER
+from skolsynk.storage import Database, Document, deliveries
 from skolsynk.storage.erasures import ErasureLedger
-from skolsynk.storage.holds import HOLDS, HoldStore
-
-#: The normaliser's run bookkeeping (``services/skolsynk_services/normaliser/state.py``).
-RUNS = "runs"
+from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.runs import SourceRuns
 
 
 @dataclass(frozen=True)
@@ -32,28 +29,8 @@ class SourceRun:
 
 async def latest_runs(db: Database, tenant_id: str | None = None) -> list[SourceRun]:
     """Every source's latest run (by start), sorted by tenant and source."""
-    match: dict[str, Any] = {"tenant_id": {"$ne": None}, "source_id": {"$ne": None}}
-    if tenant_id is not None:
-        match["tenant_id"] = tenant_id
-    cursor = await db[RUNS].aggregate(
-        [
-            {"$match": match},
-            {"$sort": {"started_at": -1}},
-            {
-                "$group": {
-                    "_id": {"t": "$tenant_id", "s": "$source_id"},
-                    "kind": {"$first": "$source_kind"},
-                    "mode": {"$first": "$mode"},
-                    "status": {"$first": "$status"},
-                    "started_at": {"$first": "$started_at"},
-                    "finalised_at": {"$first": "$finalised_at"},
-                    "outcome": {"$first": "$outcome"},
-                }
-            },
-        ]
-    )
     runs = []
-    async for doc in cursor:
+    for doc in await SourceRuns(db).latest_per_source(tenant_id):
         outcome = doc.get("outcome") or {}
         runs.append(
             SourceRun(
@@ -73,8 +50,7 @@ async def latest_runs(db: Database, tenant_id: str | None = None) -> list[Source
 
 async def delivery_counts(db: Database) -> dict[tuple[str, str], int]:
     """(vendor, status) -> ledger entries, over every tenant (test-mode entries have status ``test``)."""
-    cursor = await db[LEDGER].aggregate([{"$group": {"_id": {"v": "$vendor_id", "s": "$status"}, "n": {"$sum": 1}}}])
-    return {(d["_id"]["v"], d["_id"]["s"]): d["n"] async for d in cursor}
+    return await deliveries.status_counts(db)
 
 
 @dataclass(frozen=True)
@@ -87,22 +63,9 @@ class PendingHolds:
 
 
 async def pending_holds(db: Database) -> list[PendingHolds]:
-    cursor = await db[HOLDS].aggregate(
-        [
-            {"$match": {"status": "pending"}},
-            {
-                "$group": {
-                    "_id": {"t": "$tenant_id", "v": "$vendor_id"},
-                    "n": {"$sum": 1},
-                    "removals": {"$sum": "$removals"},
-                    "oldest": {"$min": "$created_at"},
-                }
-            },
-        ]
-    )
     rows = [
         PendingHolds(d["_id"]["t"], d["_id"]["v"], d["n"], int(d.get("removals") or 0), d.get("oldest"))
-        async for d in cursor
+        for d in await HoldStore(db).pending_by_vendor()
     ]
     return sorted(rows, key=lambda r: (r.tenant_id, r.vendor_id))
 

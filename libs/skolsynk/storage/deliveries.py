@@ -1,7 +1,11 @@
-"""The delivery ledger, written by a vendor's dispatcher and read by the admin service and the operator
-CLI: per (tenant, vendor, entity), what was last delivered (or, in test mode, would have been), its
-version, hash, time and status. It drops stale updates, tells whether an
-entity exists at the vendor (references), and feeds the vendor report and the test-mode report.
+"""The delivery ledger (collection ``delivery_ledger``), written by a vendor's dispatcher and read by the
+admin service and the operator CLI: per (tenant, vendor, entity), what was last delivered (or, in test
+mode, would have been), its version, hash, time and status. It drops stale updates, tells whether an
+entity exists at the vendor (references), and feeds the vendor report, the test-mode report and the
+drift check.
+
+The dispatchers' drift reports (collection ``drift_reports``) are named here too; only the dispatcher
+reads and writes them (``services/skolsynk_services/dispatcher/drift.py``, with their indexes).
 
 No personal data: ids, kinds, school units, roles, versions, hashes, statuses and reasons only.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,6 +28,7 @@ from skolsynk.storage import Database, Document, IndexSpec, in_parts
 from skolsynk.storage.mongo import DUPLICATE_KEY
 
 LEDGER = "delivery_ledger"
+DRIFT_REPORTS = "drift_reports"
 #: The ledger's queries and what serves them (``_id`` is ``tenant:vendor:entity``):
 #:
 #: * the dispatcher's batch read of entries and references, and its upserts: ``_id`` (built in);
@@ -191,6 +196,16 @@ class DeliveryLedger:
             found.update([doc["entity_id"] async for doc in self.collection.find(criteria, {"entity_id": 1})])
         return found
 
+    async def delivered_live(self) -> AsyncIterator[Document]:
+        """The vendor's entries delivered live, of every tenant (the drift check; ``by_vendor_status``):
+        ``tenant_id``, ``entity_id``, ``kind`` and ``operation`` of each."""
+        cursor = self.collection.find(
+            {"vendor_id": self.vendor_id, "test": False, "status": "delivered"},
+            {"tenant_id": 1, "entity_id": 1, "kind": 1, "operation": 1},
+        )
+        async for entry in cursor:
+            yield entry
+
     async def entries(self, tenant_id: str, *, test: bool | None = None) -> list[Document]:
         criteria: dict[str, Any] = {"tenant_id": tenant_id, "vendor_id": self.vendor_id}
         if test is not None:
@@ -229,3 +244,9 @@ class DeliveryLedger:
             "per_school_unit_and_role": dict(sorted(per_unit_role.items())),
             "would_be_rejected": rejected,
         }
+
+
+async def status_counts(db: Database) -> dict[tuple[str, str], int]:
+    """(vendor, status) -> ledger entries, over every tenant (test-mode entries have status ``test``)."""
+    cursor = await db[LEDGER].aggregate([{"$group": {"_id": {"v": "$vendor_id", "s": "$status"}, "n": {"$sum": 1}}}])
+    return {(d["_id"]["v"], d["_id"]["s"]): d["n"] async for d in cursor}

@@ -1,7 +1,10 @@
-"""Reading the canonical state the normaliser keeps (collection ``entities``): the normaliser's own
-projections, the admin service's previews and person search go through here.
+"""The canonical state the normaliser keeps (collection ``entities``, and ``entity_tombstones``: per
+deleted entity its last dependency tokens until the next projection): named here, and read through
+here by the normaliser's own projections, the admin service's previews and person search, and the
+GDPR purge.
 
-The normaliser is the only writer (``services/skolsynk_services/normaliser/state.py``)."""
+The normaliser is the only writer (``services/skolsynk_services/normaliser/state.py``, with the indexes
+of its queries)."""
 
 from __future__ import annotations
 
@@ -14,14 +17,19 @@ from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
-from skolsynk.storage.mongo import Database
+from skolsynk.storage.mongo import Database, Session
 
 ENTITIES = "entities"
+ENTITY_TOMBSTONES = "entity_tombstones"
 
 
 class EntityReader:
     def __init__(self, db: Database) -> None:
         self.collection = db[ENTITIES]
+
+    async def exists(self, entity_id: str, *, session: Session | None = None) -> bool:
+        """Whether the entity is in the canonical state (by ``_id`` alone: ids are unique across tenants)."""
+        return bool(await self.collection.count_documents({"_id": entity_id}, session=session))
 
     async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
         cursor = self.collection.find({"tenant_id": tenant_id}, {"data": 1, "kind": 1, "source_id": 1})

@@ -1,5 +1,5 @@
-"""Data-quality findings in MongoDB: written by the normaliser, read by the admin service (report,
-CSV export, summary per school unit)."""
+"""Data-quality findings in MongoDB (collection ``dq_findings``): written by the normaliser, read by the
+admin service (report, CSV export, summary per school unit); the GDPR purge removes a purged person's."""
 
 from __future__ import annotations
 
@@ -86,6 +86,14 @@ class FindingStore:
         criteria["origin"] = "ingest"
         for part in in_parts(only_entities):
             await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
+
+    async def forget_entities(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
+        """Remove the findings of these entities of the tenant (the GDPR purge: a person's few ids);
+        returns how many were removed."""
+        result = await self.collection.delete_many(
+            {"tenant_id": tenant_id, "entity_id": {"$in": entity_ids}}, session=session
+        )
+        return result.deleted_count
 
     async def query(
         self,

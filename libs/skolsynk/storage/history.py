@@ -1,8 +1,8 @@
 """Sync history for the admin UI and the operator CLI.
 
-* **Source runs** (collection ``runs``, written by the normaliser): when a connector's run started and
-  was finalised, full or incremental, pages, counts per kind, whether it was complete and why not,
-  the source's error codes.
+* **Source runs** (collection ``runs``, written by the normaliser, read through
+  :class:`skolsynk.storage.runs.SourceRuns`): when a connector's run started and was finalised, full
+  or incremental, pages, counts per kind, whether it was complete and why not, the source's error codes.
 * **Projections** (collection ``projection_history``, written by the normaliser after every
   projection): per vendor, how many upserts, deletes, held and deferred removals, and why.
 
@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skolsynk.storage.mongo import Database, Document, IndexSpec
+from skolsynk.storage.runs import SourceRuns
 
-RUNS = "runs"
 PROJECTIONS = "projection_history"
 PROJECTION_RETENTION = timedelta(days=90)
 
@@ -34,7 +34,7 @@ def _seconds(start: Any, end: Any) -> float | None:
 
 class SyncHistory:
     def __init__(self, db: Database) -> None:
-        self.runs = db[RUNS]
+        self.runs = SourceRuns(db)
         self.projections = db[PROJECTIONS]
 
     async def record_projection(
@@ -55,11 +55,8 @@ class SyncHistory:
 
     async def source_runs(self, tenant_id: str, *, source_id: str | None = None, limit: int = 50) -> list[Document]:
         """The tenant's latest runs, newest first, flattened for display."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id}
-        if source_id is not None:
-            criteria["source_id"] = source_id
         runs = []
-        async for doc in self.runs.find(criteria).sort("started_at", -1).limit(limit):
+        for doc in await self.runs.recent(tenant_id, source_id=source_id, limit=limit):
             completion = doc.get("completion") or {}
             outcome = doc.get("outcome") or {}
             runs.append(

@@ -1,5 +1,6 @@
-"""Removals held by the mass-deletion guard: written by the normaliser, decided by an operator
-through the admin service.
+"""Removals held by the mass-deletion guard (collection ``holds``): written by the normaliser (its
+projection's queries are in ``services/skolsynk_services/normaliser/projection.py``), decided by an
+operator through the admin service, counted by the operator CLI.
 
 * **approve**: the held removals go out at the next projection, and the hold closes;
 * **discard**: the held removals are not sent; the hold stays (status ``discarded``) while the
@@ -37,6 +38,24 @@ class HoldStore:
         if status is not None:
             criteria["status"] = status
         return await self.collection.find(criteria).sort("_id", 1).to_list(None)
+
+    async def pending_by_vendor(self) -> list[Document]:
+        """Pending holds of every tenant, per (tenant, vendor): ``_id`` is ``{t: tenant, v: vendor}``,
+        then ``n`` (holds), ``removals`` (held removals) and ``oldest`` (when the oldest was created)."""
+        cursor = await self.collection.aggregate(
+            [
+                {"$match": {"status": "pending"}},
+                {
+                    "$group": {
+                        "_id": {"t": "$tenant_id", "v": "$vendor_id"},
+                        "n": {"$sum": 1},
+                        "removals": {"$sum": "$removals"},
+                        "oldest": {"$min": "$created_at"},
+                    }
+                },
+            ]
+        )
+        return [doc async for doc in cursor]
 
     async def decide(self, tenant_id: str, vendor_id: str, school_unit_id: str, decision: Decision, *, by: str) -> bool:
         """Record a decision on a pending hold; False when there is no such pending hold."""

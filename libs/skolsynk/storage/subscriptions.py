@@ -1,4 +1,5 @@
-"""Vendor subscriptions and vendor profiles as stored in MongoDB.
+"""Vendor subscriptions and vendor profiles as stored in MongoDB (collections ``subscriptions`` and
+``vendor_profiles``).
 
 The admin service writes them (issue 9); the normaliser and the dispatchers read them. A tenant
 without a subscription sends nothing to anyone. A vendor without a stored profile gets the default
@@ -57,6 +58,10 @@ class SubscriptionStore:
     async def profile(self, vendor_id: str) -> VendorProfile:
         doc = await self.profiles.find_one({"_id": vendor_id})
         return VendorProfile.model_validate(doc["profile"]) if doc else VendorProfile(vendor_id=vendor_id)
+
+    async def profile_vendor_ids(self) -> set[str]:
+        """The vendors that have a stored profile."""
+        return {str(doc["_id"]) async for doc in self.profiles.find({}, {"_id": 1})}
 
     async def get(self, tenant_id: str, vendor_id: str) -> VendorSubscription | None:
         doc = await self.subscriptions.find_one({"_id": f"{tenant_id}:{vendor_id}"})

@@ -20,27 +20,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
-from skolsynk.storage.deliveries import LEDGER
+from skolsynk.storage.deliveries import DRIFT_REPORTS, DeliveryLedger
+from skolsynk.storage.schedules import Schedules
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
 from skolsynk_services.dispatcher.scim import EgilScimClient
 
 log = get_logger(__name__)
 
-REPORTS = "drift_reports"
-SCHEDULES = "schedules"
 #: At most this many ids of each finding are kept in a report (the counts are complete).
 SAMPLE = 50
 INDEXES = [
-    IndexSpec(REPORTS, [("vendor_id", 1), ("at", -1)], name="by_vendor"),
-    IndexSpec(REPORTS, [("at", 1)], name="at_ttl", expire_after_seconds=90 * 24 * 3600),
+    IndexSpec(DRIFT_REPORTS, [("vendor_id", 1), ("at", -1)], name="by_vendor"),
+    IndexSpec(DRIFT_REPORTS, [("at", 1)], name="at_ttl", expire_after_seconds=90 * 24 * 3600),
 ]
 
 
@@ -92,9 +89,9 @@ class DriftChecker:
     ) -> None:
         self.vendor_id = vendor_id
         self.kinds = kinds
-        self.ledger = db[LEDGER]
-        self.reports = db[REPORTS]
-        self.schedules = db[SCHEDULES]
+        self.ledger = DeliveryLedger(db, vendor_id)
+        self.reports = db[DRIFT_REPORTS]
+        self.schedules = Schedules(db)
         self.scim = scim
         self.publisher = publisher
         self.control_exchange = control_exchange
@@ -107,26 +104,15 @@ class DriftChecker:
         after the first start (a fresh installation has nothing to compare yet)."""
         slot = f"drift:{self.vendor_id}"
         current = self.clock()
-        await self.schedules.update_one(
-            {"_id": slot}, {"$setOnInsert": {"next_at": current + self.interval}}, upsert=True
-        )
-        claimed = await self.schedules.find_one_and_update(
-            {"_id": slot, "next_at": {"$lte": current}},
-            {"$set": {"next_at": current + self.interval}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return claimed is not None
+        await self.schedules.ensure(slot, first_at=current + self.interval)
+        return await self.schedules.claim(slot, now=current, interval=self.interval)
 
     async def check(self) -> DriftReport:
         report = DriftReport(self.vendor_id, self.clock())
         types = {EgilResourceType.for_kind(kind) for kind in self.kinds}
         expected: dict[str, dict[str, str]] = {t.endpoint: {} for t in types}  # endpoint -> id -> tenant
         deleted: dict[str, dict[str, str]] = {t.endpoint: {} for t in types}
-        cursor = self.ledger.find(
-            {"vendor_id": self.vendor_id, "test": False, "status": "delivered"},
-            {"tenant_id": 1, "entity_id": 1, "kind": 1, "operation": 1},
-        )
-        async for entry in cursor:
+        async for entry in self.ledger.delivered_live():
             endpoint = EgilResourceType.for_kind(EntityKind(entry["kind"])).endpoint
             if endpoint not in expected:
                 continue

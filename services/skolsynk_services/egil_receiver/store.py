@@ -50,11 +50,12 @@ from skolsynk.contracts.source import (
 from skolsynk.logging import get_logger
 from skolsynk.messaging.outbox import Outbox, OutboxEntry
 from skolsynk.storage import Database, Document, IndexSpec, MongoClient, Session
+from skolsynk.storage.connector_state import EGIL_RESOURCES, EGIL_RUNS
 
 log = get_logger(__name__)
 
-RESOURCES = "egil_resources"
-BATCHES = "egil_runs"
+RESOURCES = EGIL_RESOURCES
+BATCHES = EGIL_RUNS
 
 INDEXES = [
     IndexSpec(RESOURCES, [("tenant_id", 1), ("type", 1), ("resource_id", 1)], name="by_type"),

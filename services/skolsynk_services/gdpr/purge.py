@@ -1,6 +1,8 @@
 """Purging a person's personal data once every vendor confirmed their deletion.
 
-Where personal data of a person can be, and how it leaves (docs/gdpr.md has the whole map):
+Where personal data of a person can be, and how it leaves (docs/gdpr.md has the whole map). Every
+collection is reached through its owner's repository in ``skolsynk.storage`` (the outbox through
+``skolsynk.messaging``), never by name:
 
 * ``entities`` (normaliser state): the person's record. Removed by the normaliser when the person
   leaves the source; while the person is still in the source it is current data, not purged here.
@@ -21,16 +23,15 @@ from dataclasses import dataclass
 
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox
+from skolsynk.messaging.outbox import OUTBOX_COLLECTION
 from skolsynk.storage import Database, Session
+from skolsynk.storage.entities import EntityReader
 from skolsynk.storage.erasures import ErasureLedger, TombstoneStore
+from skolsynk.storage.findings import FINDINGS, FindingStore
+from skolsynk.storage.runs import RUN_PAGES, SourceRuns
+from skolsynk.storage.vendor_views import VendorViews
 
 log = get_logger(__name__)
-
-# The collections of other services the purge reaches (by name: services share no code).
-ENTITIES = "entities"
-VENDOR_VIEWS = "vendor_views"
-RUN_PAGES = "run_pages"
-FINDINGS = "dq_findings"
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,18 @@ class PersonalDataPurger:
         self.db = db
         self.ledger = ledger
         self.tombstones = tombstones
+        self.entities = EntityReader(db)
+        self.views = VendorViews(db)
+        self.findings = FindingStore(db)
+        self.runs = SourceRuns(db)
 
     async def blocker(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> str | None:
         """Why the person's data must stay for now, or None."""
         if await self.ledger.open_for_person(tenant_id, person_id, session=session):
             return "deletions_pending"
-        if await self.db[ENTITIES].count_documents({"_id": person_id}, session=session):
+        if await self.entities.exists(person_id, session=session):
             return "still_in_source"
-        # Equality on the normaliser's (tenant_id, source_entity_id) index alone, ``present`` checked
-        # here: with the extra predicate the Mongo wire server walked every vendor view (seconds per
-        # receipt at 20,000 persons).
-        views = self.db[VENDOR_VIEWS].find(
-            {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1}, session=session
-        )
-        if any([doc.get("present") async for doc in views]):
+        if await self.views.present_anywhere(tenant_id, person_id, session=session):
             return "still_at_a_vendor"  # e.g. removals held by the mass-deletion guard
         return None
 
@@ -83,14 +82,9 @@ class PersonalDataPurger:
         return PurgeOutcome(True, "purged", counts)
 
     async def _purge(self, tenant_id: str, ids: list[str], *, session: Session | None) -> dict[str, int]:
+        """What was purged, by collection (the tombstone's ``purged``)."""
         counts: dict[str, int] = {}
-        counts["outbox"] = await Outbox(self.db).forget_sent(tenant_id, ids, session=session)
-        result = await self.db[FINDINGS].delete_many(
-            {"tenant_id": tenant_id, "entity_id": {"$in": ids}}, session=session
-        )
-        counts["dq_findings"] = result.deleted_count
-        pulled = await self.db[RUN_PAGES].update_many(
-            {"documents._id": {"$in": ids}}, {"$pull": {"documents": {"_id": {"$in": ids}}}}, session=session
-        )
-        counts["run_pages"] = pulled.modified_count
+        counts[OUTBOX_COLLECTION] = await Outbox(self.db).forget_sent(tenant_id, ids, session=session)
+        counts[FINDINGS] = await self.findings.forget_entities(tenant_id, ids, session=session)
+        counts[RUN_PAGES] = await self.runs.forget_staged(ids, session=session)
         return counts

@@ -12,19 +12,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from pymongo import ReturnDocument
-
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher, UnroutableMessage
 from skolsynk.storage import Database
 from skolsynk.storage.erasures import ErasureLedger
+from skolsynk.storage.schedules import Schedules
 from skolsynk_services.gdpr.metrics import GdprMetrics
 
 log = get_logger(__name__)
 
-SCHEDULES = "schedules"
+#: The sweep's slot in ``schedules``.
 SLOT = "gdpr-sweep"
 
 
@@ -46,7 +45,7 @@ class DeadlineSweeper:
         interval: timedelta,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.schedules = db[SCHEDULES]
+        self.schedules = Schedules(db)
         self.ledger = ledger
         self.publisher = publisher
         self.metrics = metrics
@@ -59,13 +58,8 @@ class DeadlineSweeper:
     async def claim_slot(self) -> bool:
         """One replica per interval does the sweep."""
         current = self.clock()
-        await self.schedules.update_one({"_id": SLOT}, {"$setOnInsert": {"next_at": current}}, upsert=True)
-        slot = await self.schedules.find_one_and_update(
-            {"_id": SLOT, "next_at": {"$lte": current}},
-            {"$set": {"next_at": current + self.interval}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return slot is not None
+        await self.schedules.ensure(SLOT, first_at=current)
+        return await self.schedules.claim(SLOT, now=current, interval=self.interval)
 
     async def sweep(self) -> dict[str, int]:
         current = self.clock()

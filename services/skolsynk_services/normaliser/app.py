@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
-from pymongo import ReturnDocument
 
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import get_logger
@@ -17,6 +16,7 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import erasures, findings, history, holds, subscriptions
+from skolsynk.storage.schedules import Schedules
 from skolsynk_services.normaliser import state
 from skolsynk_services.normaliser.handlers import NormaliserHandlers
 from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
@@ -24,6 +24,8 @@ from skolsynk_services.normaliser.projection import Projector
 from skolsynk_services.normaliser.runs import Runs
 
 SERVICE = "normaliser"
+#: The date check's slot in ``schedules``.
+DATE_CHECK_SLOT = "date-check"
 log = get_logger(__name__)
 
 
@@ -115,19 +117,13 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
 
     async def date_check() -> None:
         """Once per interval (one replica wins the slot), ask for a projection of every tenant."""
-        schedule = app.db["schedules"]
+        schedules = Schedules(app.db)
         interval = timedelta(seconds=settings.date_check_interval_seconds)
         # The first check is one interval after the first start (runs and subscription changes project
         # on their own; the date check is for days that pass without them).
-        await schedule.update_one({"_id": "date-check"}, {"$setOnInsert": {"next_at": clock() + interval}}, upsert=True)
+        await schedules.ensure(DATE_CHECK_SLOT, first_at=clock() + interval)
         while True:
-            current = clock()
-            slot = await schedule.find_one_and_update(
-                {"_id": "date-check", "next_at": {"$lte": current}},
-                {"$set": {"next_at": current + interval}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if slot is not None:
+            if await schedules.claim(DATE_CHECK_SLOT, now=clock(), interval=interval):
                 for tenant_id in await subscriptions.SubscriptionStore(app.db).tenants():
                     await app.publisher.publish(
                         ProjectionRequested(reason="dates").to_envelope(tenant_id=tenant_id, producer=SERVICE),

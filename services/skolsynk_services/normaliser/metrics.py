@@ -18,7 +18,7 @@ from skolsynk.logging import get_logger
 from skolsynk.storage import Database
 from skolsynk.storage.findings import FINDINGS
 from skolsynk.storage.holds import HOLDS
-from skolsynk_services.normaliser.state import RUNS
+from skolsynk.storage.runs import RUNS
 
 log = get_logger(__name__)
 

@@ -34,12 +34,12 @@ from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HOLDS
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendor_views import VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
 from skolsynk_services.normaliser.neighbourhood import Neighbourhood
 from skolsynk_services.normaliser.state import (
     SOURCE_INDEX,
     VENDOR_INDEX,
-    VENDOR_VIEWS,
     EntityStore,
     now,
 )

@@ -1,4 +1,7 @@
-"""The normaliser's collections and the queries it runs on them."""
+"""The queries the normaliser runs on its collections, and their indexes. The collections are named
+(and the queries other services need are offered) by their owner modules in ``skolsynk.storage``:
+``entities`` (with ``entity_tombstones``), ``runs`` (with ``run_pages``), ``vendor_views`` and
+``projection_locks``."""
 
 from __future__ import annotations
 
@@ -14,15 +17,11 @@ from pymongo.errors import DuplicateKeyError
 from skolsynk.domain.dependencies import references, stored
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.storage import Database, Document, IndexSpec, Session, entities, in_parts
-from skolsynk.storage.entities import EntityReader
-
-ENTITIES = entities.ENTITIES
-RUNS = "runs"
-RUN_PAGES = "run_pages"
-VENDOR_VIEWS = "vendor_views"
-LOCKS = "projection_locks"
-ENTITY_TOMBSTONES = "entity_tombstones"
+from skolsynk.storage import Database, Document, IndexSpec, Session, in_parts, vendor_views
+from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, EntityReader
+from skolsynk.storage.projection_locks import PROJECTION_LOCKS
+from skolsynk.storage.runs import RUN_PAGES, RUNS
+from skolsynk.storage.vendor_views import VENDOR_VIEWS
 
 #: The entities of a tenant (and of one of its sources).
 SOURCE_INDEX = "by_source"
@@ -43,7 +42,6 @@ INDEXES = [
 
 REFERENCE_INDEX = "by_reference"
 POPULATION_INDEX = "by_school_unit"
-PERSON_VIEWS_INDEX = "by_person"
 
 #: What incremental projections query: an entity's dependants by token, the entities and tombstones a
 #: projection has not seen yet, a vendor's view of the entities it looks at, a school unit's population.
@@ -55,8 +53,8 @@ PROJECTION_INDEXES = [
     IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
-    # The GDPR service's purge: is the person still at any vendor (services/skolsynk_services/gdpr/purge.py).
-    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX),
+    # The GDPR service's purge: is the person still at any vendor (VendorViews.present_anywhere).
+    *vendor_views.INDEXES,
 ]
 
 
@@ -402,7 +400,7 @@ class ProjectionLock:
     the holder projects again before it lets go, so no request is lost."""
 
     def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
-        self.collection = db[LOCKS]
+        self.collection = db[PROJECTION_LOCKS]
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
 

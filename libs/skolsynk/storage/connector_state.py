@@ -1,0 +1,21 @@
+"""The source connectors' own collections. Each is read and written by its connector alone, which keeps
+the queries and indexes beside its code; the names are kept here with every other collection's.
+
+* ``egil_resources``, ``egil_runs``: what each organiser's EGIL client pushed (its source snapshot),
+  and the open incremental run per source (``services/skolsynk_services/egil_receiver/store.py``);
+* ``ss12000_sync_state``: per source the high-water mark and the last runs
+  (``services/skolsynk_services/ss12000_puller/runs.py``);
+* ``google_sync_state``: per source the last runs and the Reports API cursor
+  (``services/skolsynk_services/google_connector/runs.py``);
+* ``graph_delta_links``, ``graph_sync_state``: per (tenant, source, resource) the Graph delta link, per
+  source the last runs and each teacher's schools (``services/skolsynk_services/graph_connector/runs.py``).
+"""
+
+from __future__ import annotations
+
+EGIL_RESOURCES = "egil_resources"
+EGIL_RUNS = "egil_runs"
+SS12000_SYNC_STATE = "ss12000_sync_state"
+GOOGLE_SYNC_STATE = "google_sync_state"
+GRAPH_DELTA_LINKS = "graph_delta_links"
+GRAPH_SYNC_STATE = "graph_sync_state"

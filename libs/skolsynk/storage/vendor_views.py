@@ -1,0 +1,38 @@
+"""The normaliser's vendor views (collection ``vendor_views``): per (tenant, vendor, entity) what the
+vendor was last sent (hash, version, present, school units, roles). Named here, with the query the
+GDPR service runs on it.
+
+The normaliser is the only writer; its projection's queries and their indexes are in
+``services/skolsynk_services/normaliser`` (``projection.py``, ``state.py``). Ids, hashes and versions
+only: no personal data.
+"""
+
+from __future__ import annotations
+
+from skolsynk.storage.mongo import Database, IndexSpec, Session
+
+VENDOR_VIEWS = "vendor_views"
+
+#: A person's views at every vendor (the GDPR purge: is the person still at any vendor).
+PERSON_VIEWS_INDEX = "by_person"
+
+#: Ensured by the normaliser (the owner of the collection) with its own indexes.
+INDEXES = [IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX)]
+
+
+class VendorViews:
+    """What components other than the normaliser read from its vendor views."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[VENDOR_VIEWS]
+
+    async def present_anywhere(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> bool:
+        """Whether any vendor view still holds the person as present (removals held by the mass-deletion
+        guard, for example)."""
+        # Equality on (tenant_id, source_entity_id) alone, served by ``by_person``, ``present`` checked
+        # here: with the extra predicate the Mongo wire server walked every vendor view (seconds per
+        # receipt at 20,000 persons).
+        views = self.collection.find(
+            {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1}, session=session
+        )
+        return any([doc.get("present") async for doc in views])
