@@ -16,27 +16,25 @@ from typing import Any
 import pytest
 import yaml
 
-from skolsynk.contracts import Envelope, SyncRequested
-from skolsynk.contracts.source import SourceRunCompleted
+from skolsynk.contracts import Envelope
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode
 from skolsynk.domain.source_errors import hint_for
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.messaging import MessageContext, sync_request_routing_key
+from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
 from skolsynk_services.google_connector.connector import GoogleConnector
-from skolsynk_services.google_connector.runs import STATE_COLLECTION, RunReport
+from skolsynk_services.google_connector.runs import SOURCE_KIND, STATE_COLLECTION, RunReport
 from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
-from skolsynk_services.normaliser.app import NormaliserSettings
-from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
-from tests.helpers import Collected, delete_topology, queue_depth, wait_for
+from tests.connectors_harness import ConnectorHarness, ConnectorTestbed, connector_settings, connector_testbed
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -46,6 +44,8 @@ SOURCE = "google-workspace"
 ADMIN = "admin@demo.skolsynk.example"
 KEY_ENV = "GOOGLE_DEMO_KOMMUN_SERVICE_ACCOUNT_KEY"
 ATTEMPTS = 6
+#: Throttling storms need more attempts than the other connectors' tests, and no time between them.
+RETRY = {"attempts": ATTEMPTS, "wait_initial_seconds": 0.002, "wait_max_seconds": 0.01}
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +53,9 @@ def key() -> dict[str, str]:
     return generate_service_account_key(client_email="skolsynk@demo-kommun.iam.gserviceaccount.com")
 
 
-@dataclass
-class Harness:
-    fake: FakeGoogleDirectory
-    app: ServiceApp
-    collected: Collected
-    source: SourceConfig
+@dataclass(kw_only=True)
+class Harness(ConnectorHarness[FakeGoogleDirectory, SourceConfig, GoogleConnector]):
     loaded: LoadedOrganiser
-
-    @property
-    def connector(self) -> GoogleConnector:
-        connector = self.app.extensions["connector"]
-        assert isinstance(connector, GoogleConnector)
-        return connector
-
-    async def run(self) -> tuple[RunReport, SourceRunCompleted]:
-        report = await self.connector.run(self.source, reason="test")
-        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
-        completed = self.collected.completed(report.run_id)
-        assert completed is not None
-        return report, completed
-
-    async def state(self) -> dict[str, Any]:
-        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"}) or {}
 
     def user_requests(self) -> list[Any]:
         return [r for r in self.fake.requests if r.endpoint == "users"]
@@ -87,25 +67,10 @@ def source_config(fake: FakeGoogleDirectory, **overrides: Any) -> SourceConfig:
     return parse_sources([raw])[0]
 
 
-def connector_settings(settings: ServiceSettings, *, schedule: bool, **overrides: Any) -> GoogleConnectorSettings:
-    return GoogleConnectorSettings.model_validate(
-        {
-            **settings.model_dump(),
-            "google_schedule": schedule,
-            "google_request_timeout_seconds": 5,
-            "google_retry_attempts": ATTEMPTS,
-            "google_retry_wait_initial_seconds": 0.002,
-            "google_retry_wait_max_seconds": 0.01,
-            **overrides,
-        }
-    )
-
-
 async def start_fake(
-    key: dict[str, str], organiser_options: dict[str, Any]
+    testbed: ConnectorTestbed, key: dict[str, str], organiser_options: dict[str, Any]
 ) -> tuple[FakeGoogleDirectory, LoadedOrganiser]:
-    fake = FakeGoogleDirectory(admins=[ADMIN])
-    await fake.start()
+    fake = await testbed.start_fake(FakeGoogleDirectory(admins=[ADMIN]))
     fake.add_service_account(key)
     fake.add_user(ADMIN, "Admin", "Demo", audit=False)
     loaded = fake.load_organiser(organiser(**organiser_options))
@@ -118,42 +83,44 @@ SMALL = {"seed": 3, "school_units": 2, "students_per_unit": 40, "teachers_per_un
 
 @pytest.fixture
 async def make_harness(settings: ServiceSettings, make_app: Any, key: dict[str, str]) -> AsyncIterator[HarnessFactory]:
-    fakes: list[FakeGoogleDirectory] = []
-    apps: list[ServiceApp] = []
-    collected = Collected()
+    async with connector_testbed(settings, make_app) as testbed:
 
-    async def factory(
-        *,
-        schedule: bool = False,
-        organiser_options: dict[str, Any] | None = None,
-        collector: bool = True,
-        connector_options: dict[str, Any] | None = None,
-        **source_overrides: Any,
-    ) -> Harness:
-        """``collector=False``: nothing takes the runs off the normaliser's queue (a normaliser will)."""
-        if collector:
-            await collected.start_collector(make_app("collector"))
-        fake, loaded = await start_fake(key, organiser_options or SMALL)
-        fakes.append(fake)
-        source = source_config(fake, **source_overrides)
-        app = build(
-            connector_settings(settings, schedule=schedule, **(connector_options or {})),
-            sources=[source],
-            environ={KEY_ENV: json.dumps(key)},
-        )
-        apps.append(app)
-        await app.start()
-        return Harness(fake, app, collected, source, loaded)
+        async def factory(
+            *,
+            schedule: bool = False,
+            organiser_options: dict[str, Any] | None = None,
+            collector: bool = True,
+            connector_options: dict[str, Any] | None = None,
+            **source_overrides: Any,
+        ) -> Harness:
+            """``collector=False``: nothing takes the runs off the normaliser's queue (a normaliser will)."""
+            if collector:
+                await testbed.collect()
+            fake, loaded = await start_fake(testbed, key, organiser_options or SMALL)
+            source = source_config(fake, **source_overrides)
+            app_settings = connector_settings(
+                GoogleConnectorSettings,
+                settings,
+                prefix="google",
+                schedule=schedule,
+                retry=RETRY,
+                **(connector_options or {}),
+            )
+            app = build(app_settings, sources=[source], environ={KEY_ENV: json.dumps(key)})
+            await testbed.start_app(app)
+            return Harness(
+                testbed=testbed,
+                fake=fake,
+                app=app,
+                source=source,
+                connector_type=GoogleConnector,
+                kind=SOURCE_KIND,
+                state_collection=STATE_COLLECTION,
+                run_options={"reason": "test"},
+                loaded=loaded,
+            )
 
-    try:
         yield factory
-    finally:
-        for app in apps:
-            await app.drain(1.0)
-            await app.close()
-            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
-        for fake in fakes:
-            await fake.stop()
 
 
 def counts_of(records: list[Any]) -> dict[EntityKind, int]:
@@ -270,41 +237,26 @@ async def test_auth_errors_abort_the_run_with_the_right_code(make_harness: Harne
     assert report.errors == [expected]
 
 
-async def test_a_sync_request_triggers_a_run(make_harness: HarnessFactory, settings: ServiceSettings) -> None:
+async def test_a_sync_request_triggers_a_run(make_harness: HarnessFactory) -> None:
     h = await make_harness()
-    exchange = h.app.topology.exchange("control")
     for source_id in ("no-such-source", SOURCE):
-        request = SyncRequested(source_id=source_id, requested_by="admin-ui")
-        await h.app.publisher.publish(
-            request.to_envelope(tenant_id=TENANT, producer="test"),
-            exchange=exchange,
-            routing_key=sync_request_routing_key("google"),
-        )
-    await wait_for(lambda: len(h.collected.runs()) == 1, what="a requested run")
-    [run_id] = h.collected.runs()
-    await wait_for(lambda: h.collected.complete(run_id), what="the requested run to complete")
+        await h.request_sync(source_id, tenant_id=TENANT, requested_by="admin-ui")
+    run_id = await h.nth_run(1, what="a requested run")
+    assert h.collected.runs() == [run_id]
     completed = h.collected.completed(run_id)
     assert completed is not None
     assert completed.healthy
     await wait_for(lambda: len(h.connector.reports) == 1, what="the run's report")
     assert h.connector.reports[-1].reason == "request:admin-ui"
     # A request for a source this connector does not have is dead-lettered, visibly.
-    dlq = h.app.topology.queue(h.app.queue_name("google", "sync-requests")).dead_letter_queue
-    amqp_url = settings.broker.amqp_url.get_secret_value()
-
-    async def dead_lettered() -> bool:
-        return await queue_depth(amqp_url, dlq) == 1
-
-    await wait_for(dead_lettered, what="the unknown source's request in the DLQ")
+    assert len(await h.dead_lettered_requests()) == 1
 
 
 async def test_schedule_runs_at_start_and_reports_events_trigger_an_early_run(make_harness: HarnessFactory) -> None:
     h = await make_harness(
         schedule=True, reports={"enabled": True, "poll_interval_seconds": 0.1, "overlap_seconds": 600}
     )
-    await wait_for(lambda: len(h.collected.runs()) >= 1, what="the scheduled run")
-    first = h.collected.runs()[0]
-    await wait_for(lambda: h.collected.complete(first), what="the scheduled run to complete")
+    await h.nth_run(1, what="the scheduled run")
     await wait_for(lambda: len(h.connector.reports) == 1, what="the run's report")
     assert h.connector.reports[0].reason == "schedule"
 
@@ -314,9 +266,7 @@ async def test_schedule_runs_at_start_and_reports_events_trigger_an_early_run(ma
     await wait_for(cursor_set, what="the first Reports API poll")
     leaver = h.loaded.user_ids["student-0-3"]
     h.fake.suspend_user(leaver)  # records a SUSPEND_USER audit event
-    await wait_for(lambda: len(h.collected.runs()) >= 2, what="a run triggered by the audit event")
-    second = h.collected.runs()[1]
-    await wait_for(lambda: h.collected.complete(second), what="the triggered run to complete")
+    second = await h.nth_run(2, what="a run triggered by the audit event")
     await wait_for(lambda: len(h.connector.reports) == 2, what="the run's report")
     assert h.connector.reports[1].reason == "reports"
     persons = {r.key for p in h.collected.pages(second) for r in p.records if r.kind is EntityKind.PERSON}
@@ -348,7 +298,7 @@ class NormalisedHarness:
         return value or 0.0
 
     async def run(self) -> tuple[RunReport, dict[str, Any]]:
-        report = await self.h.connector.run(self.h.source, reason="test")
+        report: RunReport = await self.h.connector.run(self.h.source, reason="test")
         runs = self.normaliser.db["runs"]
 
         async def settled() -> bool:
@@ -375,15 +325,13 @@ class NormalisedHarness:
 
 
 @pytest.fixture
-async def normalised(make_harness: HarnessFactory, settings: ServiceSettings) -> AsyncIterator[NormalisedHarness]:
+async def normalised(make_harness: HarnessFactory) -> NormalisedHarness:
     h = await make_harness(
         organiser_options={"seed": 11, "school_units": 2, "students_per_unit": 20, "teachers_per_unit": 1},
         collector=False,
     )
-    normaliser = build_normaliser(
-        NormaliserSettings.model_validate({**settings.model_dump(), "date_check_interval_seconds": 86400})
-    )
-    vendors = ServiceApp.create("vendor-collector", settings, vendor_ids=("binogi",))
+    normaliser = h.testbed.normaliser(date_check_interval_seconds=86400)
+    vendors = ServiceApp.create("vendor-collector", h.testbed.settings, vendor_ids=("binogi",))
     harness = NormalisedHarness(h, normaliser)
 
     async def collect(envelope: Envelope, context: MessageContext) -> None:
@@ -395,15 +343,9 @@ async def normalised(make_harness: HarnessFactory, settings: ServiceSettings) ->
     await SubscriptionStore(normaliser.db).save(
         VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=codes)
     )
-    await vendors.start()
-    await normaliser.start()
-    try:
-        yield harness
-    finally:
-        for app in (normaliser, vendors):
-            await app.drain(2)
-            await app.close()
-        await delete_topology(settings.broker.amqp_url.get_secret_value(), vendors.topology)
+    await h.testbed.start_app(vendors)
+    await h.testbed.start_app(normaliser)
+    return harness
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,24 @@ from typing import Any
 
 import pytest
 
-from skolsynk.contracts import SyncRequested
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
 from skolsynk.domain.ids import entity_id
-from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.messaging import sync_request_routing_key
-from skolsynk.service import ServiceApp
+from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
 from skolsynk_services.graph_connector.app import GraphConnectorSettings, build
-from skolsynk_services.graph_connector.connector import Connector
+from skolsynk_services.graph_connector.connector import GraphConnector
 from skolsynk_services.graph_connector.mapping import duty_key
-from skolsynk_services.graph_connector.state import DELTA_COLLECTION, STATE_COLLECTION, RunReport
-from skolsynk_services.graph_connector.tenants import TenantConfig, parse_tenants
-from skolsynk_services.normaliser.app import NormaliserSettings
-from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_services.graph_connector.runs import DELTA_COLLECTION, SOURCE_KIND, STATE_COLLECTION
+from skolsynk_services.graph_connector.sources import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 from skolsynk_testkit.synthetic import organiser
-from tests.helpers import Collected, delete_topology, wait_for
+from tests.connectors_harness import (
+    ConnectorHarness,
+    ConnectorTestbed,
+    connector_settings,
+    connector_testbed,
+    validate_records,
+)
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -42,7 +43,7 @@ def gid(kind: EntityKind, key: str) -> str:
     return FakeGraphEducation.graph_id(kind, key)
 
 
-def tenant_config(fake: FakeGraphEducation, **overrides: Any) -> TenantConfig:
+def source_config(fake: FakeGraphEducation, **overrides: Any) -> SourceConfig:
     raw: dict[str, Any] = {
         "tenant_id": TENANT,
         "source_id": SOURCE,
@@ -55,92 +56,63 @@ def tenant_config(fake: FakeGraphEducation, **overrides: Any) -> TenantConfig:
         "organisation_name": "Kommun A",
         **overrides,
     }
-    return parse_tenants([raw])[0]
+    return parse_sources([raw])[0]
 
 
-def connector_settings(settings: ServiceSettings, **overrides: Any) -> GraphConnectorSettings:
-    return GraphConnectorSettings.model_validate(
-        {
-            **settings.model_dump(),
-            "graph_schedule": False,
-            "graph_request_timeout_seconds": 5,
-            "graph_retry_attempts": 3,
-            "graph_retry_wait_initial_seconds": 0.01,
-            "graph_retry_wait_max_seconds": 0.05,
-            **overrides,
-        }
-    )
-
-
-@dataclass
-class Harness:
-    fake: FakeGraphEducation
-    app: ServiceApp
-    collected: Collected
-    tenant: TenantConfig
-
-    @property
-    def connector(self) -> Connector:
-        connector = self.app.extensions["connector"]
-        assert isinstance(connector, Connector)
-        return connector
-
-    async def run(self, mode: str = "incremental") -> tuple[RunReport, SourceRunCompleted]:
-        report = await self.connector.run(self.tenant, mode=mode)  # type: ignore[arg-type]
-        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
-        completed = self.collected.completed(report.run_id)
-        assert completed is not None
-        return report, completed
-
+@dataclass(kw_only=True)
+class Harness(ConnectorHarness[FakeGraphEducation, SourceConfig, GraphConnector]):
     async def delta_links(self) -> dict[str, str]:
         docs = self.app.db[DELTA_COLLECTION].find({"tenant_id": TENANT, "source_id": SOURCE})
         return {doc["resource"]: doc["delta_link"] async for doc in docs}
-
-    async def state(self) -> dict[str, Any]:
-        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"}) or {}
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
-async def start_fake(units: int = 1, students: int = 6, **options: Any) -> FakeGraphEducation:
+def graph_fake(units: int = 1, students: int = 6, **options: Any) -> FakeGraphEducation:
     fake = FakeGraphEducation(**options)
     fake.load_organiser(organiser(seed=7, school_units=units, students_per_unit=students, teachers_per_unit=2))
-    await fake.start()
     return fake
 
 
+async def start_harness(
+    testbed: ConnectorTestbed,
+    *,
+    schedule: bool = False,
+    fake_options: dict[str, Any] | None = None,
+    **source_overrides: Any,
+) -> Harness:
+    fake = await testbed.start_fake(graph_fake(**(fake_options or {})))
+    source = source_config(fake, **source_overrides)
+    app_settings = connector_settings(GraphConnectorSettings, testbed.settings, prefix="graph", schedule=schedule)
+    app = build(app_settings, sources=[source], environ={SECRET_ENV: fake.client_secret})
+    await testbed.start_app(app)
+    return Harness(
+        testbed=testbed,
+        fake=fake,
+        app=app,
+        source=source,
+        connector_type=GraphConnector,
+        kind=SOURCE_KIND,
+        state_collection=STATE_COLLECTION,
+        run_options={"mode": "incremental"},
+    )
+
+
 @pytest.fixture
-async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterator[HarnessFactory]:
-    fakes: list[FakeGraphEducation] = []
-    apps: list[ServiceApp] = []
-    collected = Collected()
-    await collected.start_collector(make_app("collector"))
-
-    async def factory(*, fake_options: dict[str, Any] | None = None, **tenant_overrides: Any) -> Harness:
-        fake = await start_fake(**(fake_options or {}))
-        fakes.append(fake)
-        tenant = tenant_config(fake, **tenant_overrides)
-        app = build(connector_settings(settings), tenants=[tenant], environ={SECRET_ENV: fake.client_secret})
-        apps.append(app)
-        await app.start()
-        return Harness(fake, app, collected, tenant)
-
-    try:
-        yield factory
-    finally:
-        for app in apps:
-            await app.drain(1.0)
-            await app.close()
-            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
-        for fake in fakes:
-            await fake.stop()
+async def testbed(settings: ServiceSettings, make_app: Any) -> AsyncIterator[ConnectorTestbed]:
+    async with connector_testbed(settings, make_app) as testbed:
+        yield testbed
 
 
-def validate(pages: list[SourceRecordPage]) -> None:
-    for page in pages:
-        for record in page.records:
-            ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind.value})
+@pytest.fixture
+async def make_harness(testbed: ConnectorTestbed) -> HarnessFactory:
+    await testbed.collect()
+
+    async def factory(**options: Any) -> Harness:
+        return await start_harness(testbed, **options)
+
+    return factory
 
 
 async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_harness: HarnessFactory) -> None:
@@ -163,7 +135,7 @@ async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_ha
     pages = h.collected.pages(report.run_id)
     assert [p.page for p in pages] == list(range(completed.pages))
     assert all(p.deletions == [] for p in pages)
-    validate(pages)
+    validate_records(pages)
     records = h.collected.records(report.run_id)
     kinds = [r.kind for p in pages for r in p.records]
     assert kinds.index(EntityKind.SCHOOL_UNIT) < kinds.index(PERSON) < kinds.index(DUTY) < kinds.index(GROUP)
@@ -219,7 +191,7 @@ async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFacto
     assert h.collected.started(report.run_id).mode == "incremental"
     assert completed.healthy
     pages = h.collected.pages(report.run_id)
-    validate(pages)
+    validate_records(pages)
     records = h.collected.records(report.run_id)
     assert set(records) == {(PERSON, changed), (PERSON, newcomer["id"]), (GROUP, klass), (ACTIVITY, klass)}
     assert records[(PERSON, changed)]["family_name"] == "Nyström"
@@ -330,79 +302,47 @@ async def test_an_unmappable_object_makes_the_run_unhealthy_but_the_rest_is_publ
 async def test_sync_requested_triggers_a_run(make_harness: HarnessFactory) -> None:
     h = await make_harness()
     for number, mode in enumerate(("full", "incremental"), start=1):
-        request = SyncRequested(source_id=SOURCE, mode=mode, requested_by="operator")  # type: ignore[arg-type]
-        await h.app.publisher.publish(
-            request.to_envelope(tenant_id=TENANT, producer="test"),
-            exchange=h.app.topology.exchange("control"),
-            routing_key=sync_request_routing_key("microsoft"),
-        )
+        await h.request_sync(SOURCE, tenant_id=TENANT, mode=mode)
         await wait_for(lambda n=number: len(h.connector.reports) == n, what=f"the requested {mode} run")
         report = h.connector.reports[-1]
         assert report.requested_mode == mode
-        await wait_for(lambda r=report: h.collected.complete(r.run_id), what="the requested run to arrive")
+        await h.arrived(report.run_id, what="the requested run to arrive")
         assert h.collected.started(report.run_id).mode == mode
 
 
-async def test_the_schedule_starts_with_a_full_run(settings: ServiceSettings, make_app: Any) -> None:
-    collected = Collected()
-    await collected.start_collector(make_app("collector"))
-    fake = await start_fake()
-    tenant = tenant_config(fake)
-    app = build(
-        connector_settings(settings, graph_schedule=True), tenants=[tenant], environ={SECRET_ENV: fake.client_secret}
-    )
-    try:
-        await app.start()
-        await wait_for(lambda: len(collected.runs()) >= 1, what="a scheduled run")
-        first = collected.runs()[0]
-        await wait_for(lambda: collected.complete(first), what="the scheduled run to complete")
-        assert collected.started(first).mode == "full"
-        completed = collected.completed(first)
-        assert completed is not None
-        assert completed.healthy
-    finally:
-        await app.drain(1.0)
-        await app.close()
-        await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
-        await fake.stop()
+async def test_the_schedule_starts_with_a_full_run(make_harness: HarnessFactory) -> None:
+    h = await make_harness(schedule=True)
+    first = await h.nth_run(1, what="a scheduled run")
+    assert h.collected.started(first).mode == "full"
+    completed = h.collected.completed(first)
+    assert completed is not None
+    assert completed.healthy
 
 
-async def test_through_the_normaliser_a_removed_user_leaves_its_state(settings: ServiceSettings, mongo: Any) -> None:
-    fake = await start_fake(students=8)
-    normaliser = build_normaliser(NormaliserSettings.model_validate(settings.model_dump()))
-    tenant = tenant_config(fake)
-    connector_app = build(connector_settings(settings), tenants=[tenant], environ={SECRET_ENV: fake.client_secret})
-    try:
-        await normaliser.start()
-        await connector_app.start()
-        connector = connector_app.extensions["connector"]
-        entities = normaliser.db["entities"]
-        runs = normaliser.db["runs"]
+async def test_through_the_normaliser_a_removed_user_leaves_its_state(testbed: ConnectorTestbed) -> None:
+    normaliser = await testbed.start_app(testbed.normaliser())
+    h = await start_harness(testbed, fake_options={"students": 8})
+    entities = normaliser.db["entities"]
+    runs = normaliser.db["runs"]
 
-        async def finalised(run_id: uuid.UUID) -> bool:
-            run = await runs.find_one({"_id": str(run_id)})
-            return run is not None and run.get("status") == "finalised"
+    async def finalised(run_id: uuid.UUID) -> bool:
+        run = await runs.find_one({"_id": str(run_id)})
+        return run is not None and run.get("status") == "finalised"
 
-        first = await connector.run(tenant, mode="incremental")
-        assert first.mode == "full"
-        assert first.healthy
-        await wait_for(lambda: finalised(first.run_id), timeout=60, what="the full run to be finalised")
-        leaving = gid(PERSON, "student-0-5")
-        person_id = str(entity_id(TENANT, SOURCE, PERSON, leaving))
-        assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 10
-        assert await entities.find_one({"_id": person_id}) is not None
+    first = await h.connector.run(h.source, mode="incremental")
+    assert first.mode == "full"
+    assert first.healthy
+    await wait_for(lambda: finalised(first.run_id), timeout=60, what="the full run to be finalised")
+    leaving = gid(PERSON, "student-0-5")
+    person_id = str(entity_id(TENANT, SOURCE, PERSON, leaving))
+    assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 10
+    assert await entities.find_one({"_id": person_id}) is not None
 
-        fake.remove_user(leaving)
-        second = await connector.run(tenant, mode="incremental")
-        assert (second.mode, second.healthy, second.deletions) == ("incremental", True, 1)
-        await wait_for(lambda: finalised(second.run_id), timeout=60, what="the delta run to be finalised")
-        assert await entities.find_one({"_id": person_id}) is None
-        assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 9
-        group = await entities.find_one({"_id": str(entity_id(TENANT, SOURCE, GROUP, gid(GROUP, "class-0-6")))})
-        assert group is not None
-    finally:
-        for app in (connector_app, normaliser):
-            await app.drain(1.0)
-            await app.close()
-        await delete_topology(settings.broker.amqp_url.get_secret_value(), connector_app.topology)
-        await fake.stop()
+    h.fake.remove_user(leaving)
+    second = await h.connector.run(h.source, mode="incremental")
+    assert (second.mode, second.healthy, second.deletions) == ("incremental", True, 1)
+    await wait_for(lambda: finalised(second.run_id), timeout=60, what="the delta run to be finalised")
+    assert await entities.find_one({"_id": person_id}) is None
+    assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 9
+    group = await entities.find_one({"_id": str(entity_id(TENANT, SOURCE, GROUP, gid(GROUP, "class-0-6")))})
+    assert group is not None

@@ -8,26 +8,21 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from skolsynk.contracts import SyncRequested
-from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
-from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.messaging import sync_request_routing_key
-from skolsynk.service import ServiceApp
+from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
-from skolsynk_services.ss12000_puller.app import PullerSettings, build
-from skolsynk_services.ss12000_puller.puller import Puller
-from skolsynk_services.ss12000_puller.runs import STATE_COLLECTION, RunReport
+from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings, build
+from skolsynk_services.ss12000_puller.connector import Ss12000Connector
+from skolsynk_services.ss12000_puller.runs import SOURCE_KIND, STATE_COLLECTION
 from skolsynk_services.ss12000_puller.sources import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
-from tests.helpers import Collected, delete_topology, drain_queue, wait_for
+from tests.connectors_harness import ConnectorHarness, connector_settings, connector_testbed, validate_records
+from tests.reference import SS12000_EXAMPLES as EXAMPLES
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -36,7 +31,6 @@ SOURCE = "ss12000-1"
 CLIENT_SECRET = "client-secret-value"
 HOOK_SECRET = "hook-secret-value"
 ENVIRON = {"SS12000_CLIENT_SECRET": CLIENT_SECRET, "SS12000_WEBHOOK_SECRET": HOOK_SECRET}
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "ref" / "ss12000" / "examples" / "examples-2.1.json"
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 
 HUVUDMAN_ID = "0f3c6c1e-6a51-4c1a-9d0e-2b7f4a1c9e01"
@@ -105,28 +99,7 @@ def person(n: int) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Harness:
-    fake: FakeSs12000Api
-    app: ServiceApp
-    collected: Collected
-    source: SourceConfig
-
-    @property
-    def puller(self) -> Puller:
-        puller = self.app.extensions["puller"]
-        assert isinstance(puller, Puller)
-        return puller
-
-    async def run(self, mode: str = "full") -> tuple[RunReport, SourceRunCompleted]:
-        report = await self.puller.pull(self.source, mode=mode)  # type: ignore[arg-type]
-        await wait_for(lambda: self.collected.complete(report.run_id), what=f"run {report.run_id}")
-        completed = self.collected.completed(report.run_id)
-        assert completed is not None
-        return report, completed
-
-    async def state(self) -> dict[str, Any] | None:
-        return await self.app.db[STATE_COLLECTION].find_one({"_id": f"{TENANT}:{SOURCE}"})
+Harness = ConnectorHarness[FakeSs12000Api, SourceConfig, Ss12000Connector]
 
 
 def source_config(fake: FakeSs12000Api, **overrides: Any) -> SourceConfig:
@@ -152,53 +125,39 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 @pytest.fixture
 async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterator[HarnessFactory]:
-    fakes: list[FakeSs12000Api] = []
-    apps: list[ServiceApp] = []
-    collected = Collected()
-    await collected.start_collector(make_app("collector"))
+    async with connector_testbed(settings, make_app) as testbed:
+        await testbed.collect()
 
-    async def factory(
-        *, schedule: bool = False, fake_options: dict[str, Any] | None = None, **source_overrides: Any
-    ) -> Harness:
-        fake = FakeSs12000Api(client_secret=CLIENT_SECRET, **(fake_options or {}))
-        await fake.start()
-        fakes.append(fake)
-        for endpoint, objects in example_objects().items():
-            for obj in objects:
-                fake.put(endpoint, obj, modified=LONG_AGO)
-        source = source_config(fake, **source_overrides)
-        puller_settings = PullerSettings.model_validate(
-            {
-                **settings.model_dump(),
-                "ss12000_webhook_host": "127.0.0.1",
-                "ss12000_webhook_port": 0,
-                "ss12000_schedule": schedule,
-                "ss12000_request_timeout_seconds": 5,
-                "ss12000_retry_attempts": 3,
-                "ss12000_retry_wait_initial_seconds": 0.01,
-                "ss12000_retry_wait_max_seconds": 0.05,
-            }
-        )
-        app = build(puller_settings, sources=[source], environ=ENVIRON)
-        apps.append(app)
-        await app.start()
-        return Harness(fake, app, collected, source)
+        async def factory(
+            *, schedule: bool = False, fake_options: dict[str, Any] | None = None, **source_overrides: Any
+        ) -> Harness:
+            fake = await testbed.start_fake(FakeSs12000Api(client_secret=CLIENT_SECRET, **(fake_options or {})))
+            for endpoint, objects in example_objects().items():
+                for obj in objects:
+                    fake.put(endpoint, obj, modified=LONG_AGO)
+            source = source_config(fake, **source_overrides)
+            app_settings = connector_settings(
+                Ss12000ConnectorSettings,
+                settings,
+                prefix="ss12000",
+                schedule=schedule,
+                ss12000_webhook_host="127.0.0.1",
+                ss12000_webhook_port=0,
+            )
+            app = build(app_settings, sources=[source], environ=ENVIRON)
+            await testbed.start_app(app)
+            return Harness(
+                testbed=testbed,
+                fake=fake,
+                app=app,
+                source=source,
+                connector_type=Ss12000Connector,
+                kind=SOURCE_KIND,
+                state_collection=STATE_COLLECTION,
+                run_options={"mode": "full"},
+            )
 
-    try:
         yield factory
-    finally:
-        for app in apps:
-            await app.drain(1.0)
-            await app.close()
-            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
-        for fake in fakes:
-            await fake.stop()
-
-
-def validate_records(pages: list[SourceRecordPage]) -> None:
-    for page in pages:
-        for record in page.records:
-            ENTITY_MODELS[record.kind].model_validate({**record.data, "key": record.key, "kind": record.kind.value})
 
 
 async def test_full_run_publishes_every_collection(make_harness: HarnessFactory) -> None:
@@ -229,7 +188,6 @@ async def test_full_run_publishes_every_collection(make_harness: HarnessFactory)
     assert h.fake.tokens_issued == 1
     assert all(r.status == 200 for r in h.fake.requests)
     state = await h.state()
-    assert state is not None
     assert state["high_water_mark"] is not None
 
 
@@ -314,7 +272,6 @@ async def test_a_page_failing_permanently_makes_the_run_unhealthy(make_harness: 
     assert len(h.collected.pages(report.run_id)) == completed.pages
     # No high-water mark from an unhealthy run.
     state = await h.state()
-    assert state is not None
     assert "high_water_mark" not in state
     assert state["last_full_run"]["healthy"] is False
     # An incremental run without a mark is a full one.
@@ -369,21 +326,19 @@ async def test_incremental_run_with_modifications_and_deletions(make_harness: Ha
     deleted_request = next(r for r in h.fake.requests if r.endpoint == "deletedEntities")
     assert deleted_request.query["after"] == first.query["meta.modified.after"]
     state = await h.state()
-    assert state is not None
     assert state["high_water_mark"] == report.started_at
 
 
 async def test_high_water_mark_advances_only_after_a_healthy_run(make_harness: HarnessFactory) -> None:
     h = await make_harness()
     full, _ = await h.run("full")
-    mark = (await h.state() or {})["high_water_mark"]
+    mark = (await h.state())["high_water_mark"]
 
     h.fake.fail_page("deletedEntities", 0, status=503)
     failed, completed = await h.run("incremental")
     assert not completed.healthy
     assert completed.errors == ["deletedEntities:http_503"]
     state = await h.state()
-    assert state is not None
     assert state["high_water_mark"] == mark
     assert state["last_incremental_run"]["healthy"] is False
 
@@ -395,7 +350,6 @@ async def test_high_water_mark_advances_only_after_a_healthy_run(make_harness: H
     assert ok.since == full.started_at - timedelta(minutes=5)
     assert ok.since == failed.since
     state = await h.state()
-    assert state is not None
     assert state["high_water_mark"] > mark
     assert ok.high_water_mark is not None
     assert ok.high_water_mark.replace(tzinfo=UTC) > full.started_at - timedelta(milliseconds=1)
@@ -423,9 +377,7 @@ async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory
 
         async with http.post(url, json={"modifiedEntites": ["Person"], "deletedEntities": False}, headers=good) as r:
             assert r.status == 200
-        await wait_for(lambda: len(h.collected.runs()) == 2, what="a triggered run")
-        triggered = h.collected.runs()[1]
-        await wait_for(lambda: h.collected.complete(triggered), what="the triggered run to complete")
+        triggered = await h.nth_run(2, what="a triggered run")
         assert h.collected.started(triggered).mode == "incremental"
         keys = {r.key for p in h.collected.pages(triggered) for r in p.records}
         assert keys == {uid(601)}
@@ -435,15 +387,12 @@ async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory
         body = {"modifiedEntities": [{"resource": "Group"}], "deletedEntities": True}
         async with http.post(url, json=body, headers=bearer) as r:
             assert r.status == 200
-        await wait_for(lambda: len(h.collected.runs()) == 3, what="a second triggered run")
-        await wait_for(lambda: h.collected.complete(h.collected.runs()[2]), what="the second run to complete")
+        await h.nth_run(3, what="a second triggered run")
 
 
 async def test_scheduler_runs_a_full_pull_first(make_harness: HarnessFactory) -> None:
     h = await make_harness(schedule=True)
-    await wait_for(lambda: len(h.collected.runs()) >= 1, what="a scheduled run")
-    first = h.collected.runs()[0]
-    await wait_for(lambda: h.collected.complete(first), what="the scheduled run to complete")
+    first = await h.nth_run(1, what="a scheduled run")
     assert h.collected.started(first).mode == "full"
     completed = h.collected.completed(first)
     assert completed is not None
@@ -452,25 +401,11 @@ async def test_scheduler_runs_a_full_pull_first(make_harness: HarnessFactory) ->
 
 async def test_a_sync_request_runs_the_source_in_the_mode_asked_for(make_harness: HarnessFactory) -> None:
     h = await make_harness()
-    control = h.app.topology.exchange("control")
-    routing_key = sync_request_routing_key("ss12000")
-    request = SyncRequested(source_id=SOURCE, mode="full", requested_by="operator")
-    await h.app.publisher.publish(request.to_envelope(tenant_id=TENANT), exchange=control, routing_key=routing_key)
-    await wait_for(lambda: len(h.collected.runs()) == 1, what="the requested run")
-    run_id = h.collected.runs()[0]
-    await wait_for(lambda: h.collected.complete(run_id), what="the requested run to complete")
+    await h.request_sync(SOURCE, tenant_id=TENANT, mode="full")
+    run_id = await h.nth_run(1, what="the requested run")
     assert h.collected.started(run_id).mode == "full"
 
     # An unknown source is refused for good: into the DLQ, nothing read.
-    unknown = SyncRequested(source_id="no-such-source", mode="full", requested_by="operator")
-    await h.app.publisher.publish(unknown.to_envelope(tenant_id=TENANT), exchange=control, routing_key=routing_key)
-    dlq = h.app.topology.queue(h.app.queue_name("ss12000", "sync-requests")).dead_letter_queue
-    url = h.app.settings.broker.amqp_url.get_secret_value()
-    dead: list[Any] = []
-
-    async def dead_lettered() -> bool:
-        dead.extend(await drain_queue(url, dlq))
-        return bool(dead)
-
-    await wait_for(dead_lettered, what="the unknown source's request in the DLQ")
+    await h.request_sync("no-such-source", tenant_id=TENANT, mode="full")
+    assert await h.dead_lettered_requests()
     assert h.collected.runs() == [run_id]

@@ -7,7 +7,7 @@ import pkgutil
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
+from pydantic import AliasChoices, BaseModel
 from pydantic_settings import BaseSettings
 
 from skolsynk.settings import ServiceSettings
@@ -19,11 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def env_names(settings_type: type[BaseSettings]) -> set[str]:
     prefix = settings_type.model_config.get("env_prefix", "")
+    delimiter = settings_type.model_config.get("env_nested_delimiter")
     names: set[str] = set()
     for field_name, field in settings_type.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
             names |= env_names(annotation)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and delimiter:
+            # A nested model (the connectors' retry settings): one variable per field of it.
+            names |= {f"{prefix}{field_name}{delimiter}{sub}".upper() for sub in annotation.model_fields}
         elif isinstance(field.validation_alias, AliasChoices):
             names.add(str(field.validation_alias.choices[0]))
         else:

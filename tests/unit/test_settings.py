@@ -9,6 +9,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
+from skolsynk.connectors.config import ConnectorSettings, RetrySettings
+from skolsynk.connectors.http import RetryPolicy
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
     DEFAULT_MONGODB_URL,
@@ -261,3 +263,57 @@ def test_shutdown_budget_is_the_sum_of_the_three_phases(
 ) -> None:
     s = LifecycleSettings(readiness_grace_seconds=grace, drain_timeout_seconds=drain, close_timeout_seconds=close)
     assert s.shutdown_budget_seconds == pytest.approx(budget)
+
+
+# ---------------------------------------------------------------------------
+# The pulling connectors: one nested retry model, each connector's defaults
+# ---------------------------------------------------------------------------
+
+
+def _connector_settings() -> dict[str, type[ConnectorSettings]]:
+    from skolsynk_services.google_connector.app import GoogleConnectorSettings
+    from skolsynk_services.graph_connector.app import GraphConnectorSettings
+    from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings
+
+    return {"google": GoogleConnectorSettings, "graph": GraphConnectorSettings, "ss12000": Ss12000ConnectorSettings}
+
+
+def test_each_connector_keeps_its_retry_defaults() -> None:
+    policies = {
+        prefix: getattr(settings_type(), f"{prefix}_retry").policy()
+        for prefix, settings_type in _connector_settings().items()
+    }
+    assert policies == {
+        "google": RetryPolicy(attempts=8, timeout_seconds=600, wait_initial_seconds=1, wait_max_seconds=64),
+        "graph": RetryPolicy(attempts=5, timeout_seconds=300, wait_initial_seconds=0.5, wait_max_seconds=30),
+        "ss12000": RetryPolicy(attempts=5, timeout_seconds=300, wait_initial_seconds=0.5, wait_max_seconds=30),
+    }
+    assert all(policy.max_retry_after_seconds == 120 for policy in policies.values())
+
+
+@pytest.mark.parametrize("prefix", ["google", "graph", "ss12000"])
+def test_one_retry_field_from_the_environment_keeps_the_other_defaults(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    settings_type = _connector_settings()[prefix]
+    default = getattr(settings_type(), f"{prefix}_retry")
+    monkeypatch.setenv(f"SKOLSYNK_{prefix.upper()}_RETRY__WAIT_MAX_SECONDS", "2.5")
+    monkeypatch.setenv(f"SKOLSYNK_{prefix.upper()}_RETRY__MAX_RETRY_AFTER_SECONDS", "7")
+    retry = getattr(settings_type(), f"{prefix}_retry")
+    assert retry == default.model_copy(update={"wait_max_seconds": 2.5, "max_retry_after_seconds": 7.0})
+    # Partial overrides by name work the same (the tests build settings so).
+    given = settings_type.model_validate({f"{prefix}_retry": {"attempts": 2}})
+    assert getattr(given, f"{prefix}_retry").attempts == 2
+    assert getattr(given, f"{prefix}_retry").timeout_seconds == default.timeout_seconds
+
+
+def test_a_bad_retry_value_is_rejected_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKOLSYNK_GRAPH_RETRY__ATTEMPTS", "0")
+    with pytest.raises(ValidationError) as raised:
+        _connector_settings()["graph"]()
+    assert {"graph_retry", "attempts"} <= _error_locations(raised.value)
+
+
+def test_retry_settings_refuse_unknown_fields() -> None:
+    with pytest.raises(ValidationError):
+        RetrySettings.model_validate({"attempts": 3, "retries": 4})

@@ -1,9 +1,13 @@
-"""A connector's sources file: YAML, a list of entries (or a mapping with the list under one key), each
-validated by the connector's pydantic model, each tenant and source once. Secrets are never in the file,
-only the names of the environment variables that hold them.
+"""A connector's configuration: its service settings and its sources file.
 
-Every problem is a :class:`ConfigurationError` whose message names the file, the entry or the variable,
-never a value that could be a secret; the service stops at start-up with it.
+- :class:`ConnectorSettings`: the base of every pulling connector's settings, which nest models
+  (``SKOLSYNK_{CONNECTOR}_RETRY__ATTEMPTS``); :class:`RetrySettings` is how one HTTP request is retried.
+- The sources file: YAML, a list of entries (or a mapping with the list under one key), each validated by
+  the connector's pydantic model (its ``SourceConfig``), each tenant and source once. Secrets are never in
+  the file, only the names of the environment variables that hold them.
+
+Every problem of the sources file is a :class:`ConfigurationError` whose message names the file, the entry
+or the variable, never a value that could be a secret; the service stops at start-up with it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,54 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from skolsynk.connectors.http import RetryPolicy
+from skolsynk.settings import ServiceSettings
 
 #: skolsynk's organiser (tenant) id.
 TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 #: The name of an environment variable.
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class RetrySettings(BaseModel):
+    """How a connector retries one HTTP request (stamina: exponential backoff with jitter, or the server's
+    ``Retry-After``). Every connector nests it in its settings as ``{connector}_retry`` with its API's
+    defaults; each field is the variable ``SKOLSYNK_{CONNECTOR}_RETRY__{FIELD}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(default=5, ge=1, le=30, description="Attempts per request (throttling, 5xx, timeouts).")
+    timeout_seconds: float = Field(default=300.0, gt=0, description="All attempts of one request together.")
+    wait_initial_seconds: float = Field(default=0.5, gt=0, description="First backoff.")
+    wait_max_seconds: float = Field(default=30.0, gt=0, description="Longest backoff.")
+    max_retry_after_seconds: float = Field(default=120.0, gt=0, description="A longer Retry-After is cut to this.")
+
+    def policy(self) -> RetryPolicy:
+        """The policy a :class:`~skolsynk.connectors.http.JsonApiClient` follows."""
+        return RetryPolicy(
+            attempts=self.attempts,
+            timeout_seconds=self.timeout_seconds,
+            wait_initial_seconds=self.wait_initial_seconds,
+            wait_max_seconds=self.wait_max_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds,
+        )
+
+
+class ConnectorSettings(ServiceSettings):
+    """The base of a pulling connector's settings: nested models are read from ``{FIELD}__{SUBFIELD}``
+    variables, and a variable overrides one field of a nested default (the rest keep the connector's
+    defaults)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_",
+        extra="ignore",
+        populate_by_name=True,
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
 
 
 class ConfigurationError(RuntimeError):

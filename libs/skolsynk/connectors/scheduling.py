@@ -3,7 +3,10 @@ source, one run at a time per source, runs triggered in the background (a reques
 equal one is still waiting is merged into it), the schedule loop, and the reports of finished runs.
 
 A connector subclasses :class:`SourceConnector` with what is its own: what a run is (:meth:`_run`), when
-one is due (:meth:`_due`, usually with :func:`due_mode`), which triggers merge, and its log events.
+one is due (:meth:`due`, usually with :func:`due_mode`), what a ``SyncRequested`` asks for
+(:meth:`handle_sync_requested`), which triggers merge, and its log events. Every connector adds the same
+two public methods around :meth:`run_now` and :meth:`run_soon`, with its own keyword arguments: ``run``
+(one run now) and ``trigger`` (one run soon, in the background).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from skolsynk.connectors.runs import Mode, RunStateStore, Source, aware, utcnow
+from skolsynk.contracts import Envelope
 from skolsynk.logging import get_logger
-from skolsynk.messaging import PermanentError, Publisher
+from skolsynk.messaging import MessageContext, PermanentError, Publisher
 
 #: How often a schedule looks whether a run is due (at most: shorter intervals look more often).
 SCHEDULE_POLL_SECONDS = 30.0
@@ -181,11 +185,20 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
             self.log.exception(self.triggered_run_failed, tenant_id=source.tenant_id, source_id=source.source_id)
 
     # ------------------------------------------------------------------------------------------
+    # sync requests
+
+    @abstractmethod
+    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+        """A ``SyncRequested`` from the connector's queue (the envelope names the tenant, the payload the
+        source and the mode): the run it asks for, in the background (a run can outlast a handler's budget).
+        A source that is not configured is refused with :meth:`requested_source`."""
+
+    # ------------------------------------------------------------------------------------------
     # schedule
 
     @abstractmethod
-    async def _due(self, source: SourceT) -> RequestT | None:
-        """The run that is due now, if any."""
+    async def due(self, source: SourceT) -> RequestT | None:
+        """The run that is due now, if any (what :meth:`schedule` runs)."""
 
     @abstractmethod
     def _poll_interval(self, source: SourceT) -> float:
@@ -197,7 +210,7 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
         wait = min(poll_seconds, self._poll_interval(source))
         while True:
             try:
-                request = await self._due(source)
+                request = await self.due(source)
                 if request is not None:
                     await self.run_now(source, request)
             except asyncio.CancelledError:

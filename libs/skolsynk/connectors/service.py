@@ -1,6 +1,7 @@
 """Wiring a pulling connector into its service, the same for every one: the app on the topology with the
-connector's kind, its ``SyncRequested`` queue, start and close with the app, a schedule per source, and
-``main`` stopping with a one-line message on a configuration error."""
+connector's kind, its ``SyncRequested`` queue consumed by the connector's ``handle_sync_requested``, start
+and close with the app, a schedule per source, and ``main`` stopping with a one-line message on a
+configuration error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any, TypeVar
 
 from skolsynk.connectors.config import ConfigurationError
 from skolsynk.connectors.scheduling import SourceConnector
-from skolsynk.messaging import Handler
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -30,16 +30,15 @@ def mount(
     connector: SourceConnector[Any, Any, Any, Any],
     *,
     kind: str,
-    on_sync_requested: Handler,
     schedule: bool,
-    extension: str = "connector",
     idempotent: bool = True,
 ) -> None:
-    """``connector`` in ``app``: as ``app.extensions[extension]``, consuming its kind's ``SyncRequested``
-    queue with ``on_sync_requested``, started and closed with the app, and (``schedule``) each source's
+    """``connector`` in ``app``: as ``app.extensions["connector"]``, consuming its kind's ``SyncRequested``
+    queue with its :meth:`~skolsynk.connectors.scheduling.SourceConnector.handle_sync_requested`, started
+    and closed with the app, and (``schedule``) each source's
     :meth:`~skolsynk.connectors.scheduling.SourceConnector.schedule` as a background task."""
-    app.extensions[extension] = connector
-    app.add_consumer(app.queue_name(kind, "sync-requests"), on_sync_requested, idempotent=idempotent)
+    app.extensions["connector"] = connector
+    app.add_consumer(app.queue_name(kind, "sync-requests"), connector.handle_sync_requested, idempotent=idempotent)
     app.add_startup(connector.start)
     app.add_shutdown(connector.close)
     if schedule:

@@ -8,18 +8,18 @@ from pathlib import Path
 
 from pydantic import Field
 
+from skolsynk.connectors.config import ConnectorSettings, RetrySettings
 from skolsynk.connectors.service import connector_app, mount, run_connector
 from skolsynk.service import ServiceApp
-from skolsynk.settings import ServiceSettings
-from skolsynk_services.google_connector.client import RetryPolicy
 from skolsynk_services.google_connector.connector import GoogleConnector
-from skolsynk_services.google_connector.runs import INDEXES, SOURCE_KIND, ConnectorMetrics, SyncStateStore, utcnow
+from skolsynk_services.google_connector.metrics import GoogleMetrics
+from skolsynk_services.google_connector.runs import INDEXES, SOURCE_KIND, SyncStateStore, utcnow
 from skolsynk_services.google_connector.sources import SourceConfig, load_sources
 
 SERVICE = "google-connector"
 
 
-class GoogleConnectorSettings(ServiceSettings):
+class GoogleConnectorSettings(ConnectorSettings):
     google_sources_file: Path = Field(
         default=Path("deploy/google-sources.yaml"),
         description="YAML list of the Google Workspace sources and their mappings.",
@@ -28,12 +28,10 @@ class GoogleConnectorSettings(ServiceSettings):
         default=True, description="Run full snapshots on their interval and poll the Reports API where enabled."
     )
     google_request_timeout_seconds: float = Field(default=30.0, gt=0, description="One HTTP request's budget.")
-    google_retry_attempts: int = Field(
-        default=8, ge=1, le=30, description="Attempts per request on throttling, 5xx, timeouts."
+    google_retry: RetrySettings = Field(
+        default=RetrySettings(attempts=8, timeout_seconds=600.0, wait_initial_seconds=1.0, wait_max_seconds=64.0),
+        description="How one request is retried on throttling, 5xx, timeouts (Google sends no Retry-After).",
     )
-    google_retry_timeout_seconds: float = Field(default=600.0, gt=0, description="All attempts of one request.")
-    google_retry_wait_initial_seconds: float = Field(default=1.0, gt=0, description="First backoff.")
-    google_retry_wait_max_seconds: float = Field(default=64.0, gt=0, description="Longest backoff.")
     google_members_concurrency: int = Field(
         default=4, ge=1, le=32, description="members.list requests in flight at once per run."
     )
@@ -54,26 +52,14 @@ def build(
         publisher=app.publisher,
         exchange=app.topology.exchange("source"),
         state=SyncStateStore(app.db),
-        metrics=ConnectorMetrics(app.metrics.registry),
+        metrics=GoogleMetrics(app.metrics.registry),
         environ=environ,
         request_timeout_seconds=settings.google_request_timeout_seconds,
-        retry=RetryPolicy(
-            attempts=settings.google_retry_attempts,
-            timeout_seconds=settings.google_retry_timeout_seconds,
-            wait_initial_seconds=settings.google_retry_wait_initial_seconds,
-            wait_max_seconds=settings.google_retry_wait_max_seconds,
-        ),
+        retry=settings.google_retry.policy(),
         members_concurrency=settings.google_members_concurrency,
         clock=clock,
     )
-    mount(
-        app,
-        connector,
-        kind=SOURCE_KIND,
-        on_sync_requested=connector.on_sync_requested,
-        schedule=settings.google_schedule,
-        idempotent=False,
-    )
+    mount(app, connector, kind=SOURCE_KIND, schedule=settings.google_schedule, idempotent=False)
     if settings.google_schedule:
         for source in configured:
             if source.reports.enabled:

@@ -64,7 +64,7 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-class DirectoryClient(JsonApiClient):
+class GoogleClient(JsonApiClient):
     """One source's Google APIs. Create, :meth:`start` (inside the event loop), use, :meth:`close`."""
 
     error_type = GoogleReadError
@@ -75,7 +75,7 @@ class DirectoryClient(JsonApiClient):
         credentials: DelegatedCredentials,
         *,
         request_timeout_seconds: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: http.RetryPolicy | None = None,
         on_throttled: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(request_timeout_seconds=request_timeout_seconds, retry=retry or RetryPolicy())

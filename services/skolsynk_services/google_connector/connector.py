@@ -1,7 +1,7 @@
-"""Every configured Google source in one process: a client per source, one run at a time per source,
-the schedule (a full run every ``full_interval_seconds``, sooner again after a failed one), the Reports
-API poller that triggers a run early, and on-demand runs (``SyncRequested``); the plumbing is
-:class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
+"""Every configured Google source in one process (:class:`GoogleConnector`): a client per source, one run at
+a time per source, the schedule (a full run every ``full_interval_seconds``, sooner again after a failed
+one), the Reports API poller that triggers a run early, and on-demand runs (``SyncRequested``); the
+plumbing is :class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from skolsynk.connectors.http import RetryPolicy
 from skolsynk.connectors.runs import aware
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
 from skolsynk.contracts import Envelope, SyncRequested
@@ -21,8 +22,9 @@ from skolsynk_services.google_connector.auth import (
     DelegatedCredentials,
     GoogleReadError,
 )
-from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy
-from skolsynk_services.google_connector.runs import ConnectorMetrics, RunReport, SyncStateStore, full_run, utcnow
+from skolsynk_services.google_connector.client import GoogleClient
+from skolsynk_services.google_connector.metrics import GoogleMetrics
+from skolsynk_services.google_connector.runs import RunReport, SyncStateStore, run_once, utcnow
 from skolsynk_services.google_connector.sources import (
     GOOGLE_TOKEN_URL,
     ConfigurationError,
@@ -35,9 +37,9 @@ log = get_logger(__name__)
 MAX_SEEN_EVENTS = 5000
 
 
-class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunReport]):
-    """The runs of every source; a run is asked for with its reason (``schedule``, ``reports``,
-    ``request:{requested_by}`` ...)."""
+class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport]):
+    """The runs of every source; every run is a full one, asked for with its reason (``schedule``,
+    ``reports``, ``request:{requested_by}`` ...)."""
 
     triggered_run_failed = "google_triggered_run_failed"
     scheduled_run_failed = "google_scheduled_run_failed"
@@ -52,14 +54,14 @@ class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunRep
         publisher: Publisher,
         exchange: str,
         state: SyncStateStore,
-        metrics: ConnectorMetrics,
+        metrics: GoogleMetrics,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         members_concurrency: int = 4,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        clients: dict[str, DirectoryClient] = {}
+        clients: dict[str, GoogleClient] = {}
         for source in sources:
             # Keys are read and checked now, so a missing or broken one stops start-up, not the first run.
             key = service_account_key(source, environ)
@@ -71,12 +73,12 @@ class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunRep
                 )
             except GoogleReadError:
                 raise ConfigurationError(f"{source.key}: the service-account key is not an RSA private key") from None
-            clients[source.key] = DirectoryClient(
+            clients[source.key] = GoogleClient(
                 source,
                 credentials,
                 request_timeout_seconds=request_timeout_seconds,
                 retry=retry,
-                on_throttled=lambda code: metrics.throttled.labels(code).inc(),
+                on_throttled=metrics.throttle,
             )
         super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
         self.metrics = metrics
@@ -86,7 +88,7 @@ class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunRep
     # runs
 
     async def _run(self, source: SourceConfig, request: str) -> RunReport:
-        return await full_run(
+        return await run_once(
             source,
             client=self.clients[source.key],
             publisher=self.publisher,
@@ -110,7 +112,7 @@ class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunRep
             self.metrics.triggered_runs.labels(reason.split(":", 1)[0]).inc()
         return queued
 
-    async def on_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
         """``SyncRequested`` from this connector's queue: run the named source soon (Google has no delta,
         so every run is a full one)."""
         request = SyncRequested.from_envelope(envelope)
@@ -130,19 +132,16 @@ class GoogleConnector(SourceConnector[SourceConfig, DirectoryClient, str, RunRep
     # ------------------------------------------------------------------------------------------
     # schedule
 
-    async def due(self, source: SourceConfig) -> bool:
-        """A full run is due when the last healthy one is older than ``full_interval_seconds`` (or there is
-        none), unless a run failed less than ``failed_retry_seconds`` ago."""
+    async def due(self, source: SourceConfig) -> str | None:
+        """A full run (reason ``schedule``) is due when the last healthy one is older than
+        ``full_interval_seconds`` (or there is none), unless a run failed less than ``failed_retry_seconds`` ago."""
         mode = due_mode(
             await self.state.get(source) or {},
             self.clock(),
             full_interval_seconds=source.full_interval_seconds,
             failed_retry_seconds=source.failed_retry_seconds,
         )
-        return mode is not None
-
-    async def _due(self, source: SourceConfig) -> str | None:
-        return "schedule" if await self.due(source) else None
+        return None if mode is None else "schedule"
 
     def _poll_interval(self, source: SourceConfig) -> float:
         return min(source.full_interval_seconds, source.failed_retry_seconds)

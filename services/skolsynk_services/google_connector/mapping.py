@@ -23,8 +23,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skolsynk.contracts.source import SourceRecord
-from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EntityKind, SchoolType
+from skolsynk.contracts.source import (
+    ActivityFields,
+    DutyFields,
+    EmailFields,
+    EnrolmentFields,
+    ExternalIdentifierFields,
+    GroupFields,
+    MembershipFields,
+    OrganisationFields,
+    PersonFields,
+    SchoolUnitFields,
+    SourceRecord,
+)
+from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, SchoolType
 from skolsynk_services.google_connector.sources import GroupRule, MappingConfig, RoleRule, SchoolUnitRule
 
 _SEGMENT = re.compile(r"([A-Za-z0-9_]+)(?:\[([A-Za-z0-9_]+)=([^\]]*)\])?\.?")
@@ -208,24 +220,24 @@ class DirectoryMapping:
         organisation = self.mapping.organisation
         if organisation is not None and organisation.key not in self._published_units:
             self._published_units.add(organisation.key)
-            data: dict[str, Any] = {"display_name": organisation.display_name}
+            organisation_fields = OrganisationFields(display_name=organisation.display_name)
             if organisation.organisation_number:
-                data["organisation_number"] = organisation.organisation_number
+                organisation_fields["organisation_number"] = organisation.organisation_number
             if organisation.municipality_code:
-                data["municipality_code"] = organisation.municipality_code
-            records.append(SourceRecord(kind=EntityKind.ORGANISATION, key=organisation.key, data=data))
+                organisation_fields["municipality_code"] = organisation.municipality_code
+            records.append(SourceRecord.of(EntityKind.ORGANISATION, organisation.key, organisation_fields))
         for unit in self.units.values():
             if unit.key in self._published_units:
                 continue
             self._published_units.add(unit.key)
-            data = {"display_name": unit.display_name, "school_types": [t.value for t in unit.school_types]}
+            data = SchoolUnitFields(display_name=unit.display_name, school_types=[t.value for t in unit.school_types])
             if unit.code is not None:
                 data["school_unit_code"] = unit.code
             if organisation is not None:
                 data["organisation"] = organisation.key
                 if organisation.municipality_code:
                     data["municipality_code"] = organisation.municipality_code
-            records.append(SourceRecord(kind=EntityKind.SCHOOL_UNIT, key=unit.key, data=data))
+            records.append(SourceRecord.of(EntityKind.SCHOOL_UNIT, unit.key, data))
         return records
 
     # ------------------------------------------------------------------------------------------
@@ -269,32 +281,37 @@ class DirectoryMapping:
         unit = self.unit_for(user)
         rule = self.role_for(user)
         role = rule.role if rule is not None else None
-        data: dict[str, Any] = {}
-        for name, path in (("given_name", fields.given_name), ("family_name", fields.family_name)):
-            value = read_path(user, path)
-            if value is not None:
-                data[name] = value
+        data = PersonFields()
+        given_name = read_path(user, fields.given_name)
+        if given_name is not None:
+            data["given_name"] = given_name
+        family_name = read_path(user, fields.family_name)
+        if family_name is not None:
+            data["family_name"] = family_name
         email = read_path(user, fields.email) if fields.email else None
         if email is not None:
-            data["emails"] = [{"value": email, "type": "Skola elev" if role == "student" else "Skola personal"}]
+            email_type = EmailType.SKOLA_ELEV if role == "student" else EmailType.SKOLA_PERSONAL
+            data["emails"] = [EmailFields(value=email, type=email_type.value)]
         eppn = read_path(user, fields.eppn) if fields.eppn else None
         if eppn is not None:
             data["eppn"] = [eppn]
         civic_no = read_path(user, fields.civic_no) if fields.civic_no else None
         if civic_no is not None:
             data["civic_no"] = civic_no
-        identifiers = [{"value": user_id, "context": fields.user_id_context, "globally_unique": True}]
+        identifiers = [ExternalIdentifierFields(value=user_id, context=fields.user_id_context, globally_unique=True)]
         for external in fields.external_ids:
             value = read_path(user, external.field)
             if value is not None:
                 identifiers.append(
-                    {"value": value, "context": external.context, "globally_unique": external.globally_unique}
+                    ExternalIdentifierFields(
+                        value=value, context=external.context, globally_unique=external.globally_unique
+                    )
                 )
         data["external_identifiers"] = identifiers
         records: list[SourceRecord] = []
         duty_key: str | None = None
         if unit is not None and role == "student":
-            enrolment: dict[str, Any] = {"school_unit": unit.key}
+            enrolment = EnrolmentFields(school_unit=unit.key)
             school_type = read_path(user, fields.school_type) if fields.school_type else None
             if school_type is None and unit.school_types:
                 school_type = unit.school_types[0].value
@@ -309,14 +326,9 @@ class DirectoryMapping:
             data["enrolments"] = [enrolment]
         elif unit is not None and rule is not None and role in ("teacher", "staff"):
             duty_key = f"{user_id}-duty"
-            records.append(
-                SourceRecord(
-                    kind=EntityKind.DUTY,
-                    key=duty_key,
-                    data={"person": user_id, "school_unit": unit.key, "role": rule.effective_duty_role.value},
-                )
-            )
-        records.insert(0, SourceRecord(kind=EntityKind.PERSON, key=user_id, data=data))
+            duty = DutyFields(person=user_id, school_unit=unit.key, role=rule.effective_duty_role.value)
+            records.append(SourceRecord.of(EntityKind.DUTY, duty_key, duty))
+        records.insert(0, SourceRecord.of(EntityKind.PERSON, user_id, data))
         self.placements[user_id] = Placement(user_id, role, unit, duty_key)
         stats = self.stats
         stats.users += 1
@@ -384,22 +396,22 @@ class DirectoryMapping:
                 self.stats.problems["group_without_school_unit"] += 1
             unit = self.units.get(unit_key) if unit_key is not None else None
             name = _scalar(group.get("name")) or str(group.get("email", group_id)).split("@")[0]
-            data: dict[str, Any] = {
-                "display_name": name,
-                "group_type": rule.group_type.value,
-                "memberships": [{"person": person} for person in sorted(students)],
-            }
+            data = GroupFields(
+                display_name=name,
+                group_type=rule.group_type.value,
+                memberships=[MembershipFields(person=person) for person in sorted(students)],
+            )
             if unit_key is not None:
                 data["school_unit"] = unit_key
             school_type = rule.school_type or (unit.school_types[0] if unit is not None and unit.school_types else None)
             if school_type is not None:
                 data["school_type"] = school_type.value
-            records.append(SourceRecord(kind=EntityKind.GROUP, key=group_id, data=data))
+            records.append(SourceRecord.of(EntityKind.GROUP, group_id, data))
             if rule.activity:
-                activity: dict[str, Any] = {"display_name": name, "groups": [group_id], "teachers": sorted(teachers)}
+                activity = ActivityFields(display_name=name, groups=[group_id], teachers=sorted(teachers))
                 if unit_key is not None:
                     activity["school_unit"] = unit_key
-                records.append(SourceRecord(kind=EntityKind.ACTIVITY, key=f"{group_id}-activity", data=activity))
+                records.append(SourceRecord.of(EntityKind.ACTIVITY, f"{group_id}-activity", activity))
         return records
 
 

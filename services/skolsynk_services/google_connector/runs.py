@@ -1,4 +1,5 @@
-"""Full snapshots of one Google Workspace tenant, published as one source run to the normaliser.
+"""One run of a Google Workspace source (:func:`run_once`): a full snapshot, published as one source run to
+the normaliser; its :class:`RunReport` and the :class:`SyncStateStore` (collection ``google_sync_state``).
 
 Order of reading: ``orgunits.list`` (type=all) for the school units, ``groups.list`` and ``members.list``
 of the groups the mapping needs (class and teaching groups, role groups), then ``users.list`` page by page
@@ -17,14 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client import Counter as PromCounter
 
 from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
 from skolsynk.connectors.runs import RunReport as BaseRunReport
@@ -33,57 +30,20 @@ from skolsynk.contracts.source import SourceRecord
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
+from skolsynk.storage.connector_state import GOOGLE_SYNC_STATE
 from skolsynk_services.google_connector.auth import GoogleReadError
-from skolsynk_services.google_connector.client import DirectoryClient
+from skolsynk_services.google_connector.client import GoogleClient
 from skolsynk_services.google_connector.mapping import DirectoryMapping, MappingStats, UnmappableUser, users_queries
+from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 
 SOURCE_KIND = "google"
 PRODUCER = "google-connector"
-STATE_COLLECTION = "google_sync_state"
+STATE_COLLECTION = GOOGLE_SYNC_STATE
 MAX_PAGE_ITEMS = 2000  # well under SourceRecordPage's 5000
 INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
-
-
-class ConnectorMetrics:
-    """The connector's own metrics (labels: outcomes, kinds, error codes; never tenant data)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = PromCounter(
-            "skolsynk_google_runs", "Full runs by outcome (healthy, unhealthy).", ["outcome"], registry=registry
-        )
-        self.run_seconds = Histogram(
-            "skolsynk_google_run_seconds",
-            "Duration of full runs.",
-            registry=registry,
-            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
-        )
-        self.records = PromCounter(
-            "skolsynk_google_records", "Records published, by kind.", ["kind"], registry=registry
-        )
-        self.run_errors = PromCounter(
-            "skolsynk_google_run_errors", "Error codes of unhealthy runs.", ["code"], registry=registry
-        )
-        self.throttled = PromCounter(
-            "skolsynk_google_throttled_requests",
-            "Requests Google throttled (and that were retried), by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        self.users = PromCounter(
-            "skolsynk_google_users",
-            "Users read, by outcome (placed, unplaced: no school unit or role, leaver: left out).",
-            ["outcome"],
-            registry=registry,
-        )
-        self.triggered_runs = PromCounter(
-            "skolsynk_google_triggered_runs",
-            "Runs asked for outside the schedule, by trigger (request, reports).",
-            ["trigger"],
-            registry=registry,
-        )
 
 
 @dataclass(kw_only=True)
@@ -129,7 +89,7 @@ class SnapshotReader:
     """Reads one full snapshot as batches of records (one batch per published page). :attr:`endpoint` is
     what was being read when a :class:`GoogleReadError` escapes."""
 
-    def __init__(self, source: SourceConfig, client: DirectoryClient, *, members_concurrency: int = 4) -> None:
+    def __init__(self, source: SourceConfig, client: GoogleClient, *, members_concurrency: int = 4) -> None:
         self.source = source
         self.client = client
         self.members_concurrency = members_concurrency
@@ -206,14 +166,14 @@ class SnapshotReader:
         yield mapping.group_records(groups, members)
 
 
-async def full_run(
+async def run_once(
     source: SourceConfig,
     *,
-    client: DirectoryClient,
+    client: GoogleClient,
     publisher: Publisher,
     exchange: str,
     state: SyncStateStore,
-    metrics: ConnectorMetrics | None = None,
+    metrics: GoogleMetrics | None = None,
     reason: str = "schedule",
     members_concurrency: int = 4,
     clock: Callable[[], datetime] = utcnow,
@@ -256,7 +216,7 @@ async def full_run(
     report.seconds = time.monotonic() - began
     await state.record_run(source, report, finished_at=clock())
     if metrics is not None:
-        _observe(metrics, report)
+        metrics.observe(report)
     log.info(
         "google_run_completed",
         pages=report.pages,
@@ -272,21 +232,3 @@ async def full_run(
         **ids,
     )
     return report
-
-
-def _observe(metrics: ConnectorMetrics, report: RunReport) -> None:
-    metrics.runs.labels("healthy" if report.healthy else "unhealthy").inc()
-    metrics.run_seconds.observe(report.seconds)
-    for kind, count in report.counts.items():
-        metrics.records.labels(kind.value).inc(count)
-    for code in report.errors:
-        metrics.run_errors.labels(code).inc()
-    placed = Counter(
-        {
-            "placed": report.stats.users - report.stats.unplaced,
-            "unplaced": report.stats.unplaced,
-            "leaver": report.leavers,
-        }
-    )
-    for outcome, count in placed.items():
-        metrics.users.labels(outcome).inc(count)

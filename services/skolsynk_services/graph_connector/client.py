@@ -33,7 +33,7 @@ from skolsynk.connectors.http import (
 from skolsynk.connectors.http import RetryPolicy as RetryPolicy
 from skolsynk.connectors.http import parse_retry_after as parse_retry_after
 from skolsynk.logging import get_logger
-from skolsynk_services.graph_connector.tenants import TenantConfig, secret
+from skolsynk_services.graph_connector.sources import SourceConfig, secret
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ class GraphClient(JsonApiClient):
 
     def __init__(
         self,
-        tenant: TenantConfig,
+        source: SourceConfig,
         *,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
@@ -106,13 +106,13 @@ class GraphClient(JsonApiClient):
         on_throttled: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(request_timeout_seconds=request_timeout_seconds, retry=retry)
-        self.tenant = tenant
+        self.source = source
         self._tokens = TokenCache(renew_margin_seconds=TOKEN_RENEW_MARGIN_SECONDS, clock=clock)
         self._on_throttled = on_throttled
-        self.base_url = tenant.graph_base_url.rstrip("/")
+        self.base_url = source.graph_base_url.rstrip("/")
         self._origin = URL(self.base_url).origin()
         # Resolve the secret now, so a missing variable fails at start-up and not at the first run.
-        self._client_secret = secret(tenant.client_secret_env, environ)
+        self._client_secret = secret(source.client_secret_env, environ)
 
     @property
     def tokens_fetched(self) -> int:
@@ -124,11 +124,11 @@ class GraphClient(JsonApiClient):
     async def _fetch_token(self) -> AccessToken:
         form = {
             "grant_type": "client_credentials",
-            "client_id": self.tenant.client_id,
+            "client_id": self.source.client_id,
             "client_secret": self._client_secret,
-            "scope": self.tenant.scope,
+            "scope": self.source.scope,
         }
-        async with self.session.post(self.tenant.resolved_token_url, data=form) as response:
+        async with self.session.post(self.source.resolved_token_url, data=form) as response:
             if response.status == 429 or response.status >= 500:
                 self._throttled(response.status)
                 raise Retryable(response.status, retry_after(response))
@@ -138,7 +138,7 @@ class GraphClient(JsonApiClient):
         token = access_token(body, default_lifetime=3599.0)
         if token is None:
             raise GraphReadError("token_missing")
-        log.info("graph_token_fetched", tenant_id=self.tenant.tenant_id, expires_in=token[1])
+        log.info("graph_token_fetched", tenant_id=self.source.tenant_id, expires_in=token[1])
         return token
 
     async def authorize(self, headers: dict[str, str], *, refused: str | None) -> str:
@@ -226,7 +226,7 @@ class GraphClient(JsonApiClient):
         """One delta round: from ``start`` (a resource's ``/delta`` path for the initial round, with
         ``params``; or a stored ``@odata.deltaLink``), through every ``@odata.nextLink`` (pages may be
         empty), until a page carries ``@odata.deltaLink``."""
-        prefer = f"odata.maxpagesize={self.tenant.page_size}"
+        prefer = f"odata.maxpagesize={self.source.page_size}"
         result = DeltaRound()
         link: str = start
         query: Mapping[str, str] | None = params

@@ -1,6 +1,6 @@
-"""One process's view of every configured tenant: a started Graph client per tenant, one run at a time
-per tenant, the schedule (delta interval, full reconciliation interval) and on-demand runs
-(``SyncRequested``); the plumbing is :class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
+"""Every configured Microsoft 365 tenant in one process (:class:`GraphConnector`): a started Graph client per
+source, one run at a time per source, the schedule (delta interval, full reconciliation interval) and
+on-demand runs (``SyncRequested``); the plumbing is :class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
 
 from __future__ import annotations
 
@@ -13,27 +13,28 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, Publisher
 from skolsynk_services.graph_connector.client import GraphClient, RetryPolicy
 from skolsynk_services.graph_connector.metrics import GraphMetrics
-from skolsynk_services.graph_connector.runs import sync
-from skolsynk_services.graph_connector.state import GraphStateStore, Mode, RunReport, utcnow
-from skolsynk_services.graph_connector.tenants import TenantConfig
+from skolsynk_services.graph_connector.runs import Mode, RunReport, SyncStateStore, run_once, utcnow
+from skolsynk_services.graph_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 
 
-class Connector(SourceConnector[TenantConfig, GraphClient, Mode, RunReport]):
+class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]):
+    """The runs of every source, each asked for in a mode (``full`` or ``incremental``: delta)."""
+
     triggered_run_failed = "graph_requested_run_failed"
     scheduled_run_failed = "graph_scheduled_run_failed"
     task_prefix = "graph-sync"
     unknown_source = "no Microsoft source of that id is configured for the tenant"
-    state: GraphStateStore
+    state: SyncStateStore
 
     def __init__(
         self,
-        tenants: list[TenantConfig],
+        sources: list[SourceConfig],
         *,
         publisher: Publisher,
         exchange: str,
-        state: GraphStateStore,
+        state: SyncStateStore,
         metrics: GraphMetrics | None = None,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
@@ -41,20 +42,23 @@ class Connector(SourceConnector[TenantConfig, GraphClient, Mode, RunReport]):
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         clients = {
-            tenant.key: GraphClient(
-                tenant,
+            source.key: GraphClient(
+                source,
                 environ=environ,
                 request_timeout_seconds=request_timeout_seconds,
                 retry=retry,
                 on_throttled=metrics.throttle if metrics is not None else None,
             )
-            for tenant in tenants
+            for source in sources
         }
-        super().__init__(tenants, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
+        super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
         self.metrics = metrics
 
-    async def _run(self, source: TenantConfig, request: Mode) -> RunReport:
-        return await sync(
+    # ------------------------------------------------------------------------------------------
+    # runs
+
+    async def _run(self, source: SourceConfig, request: Mode) -> RunReport:
+        return await run_once(
             source,
             mode=request,
             client=self.clients[source.key],
@@ -64,47 +68,47 @@ class Connector(SourceConnector[TenantConfig, GraphClient, Mode, RunReport]):
             metrics=self.metrics,
         )
 
-    async def run(self, tenant: TenantConfig, *, mode: Mode) -> RunReport:
-        """One run of ``tenant`` (waits while another run of the same tenant is in progress)."""
-        return await self.run_now(tenant, mode)
+    async def run(self, source: SourceConfig, *, mode: Mode) -> RunReport:
+        """One run of ``source`` (waits while another run of the same source is in progress)."""
+        return await self.run_now(source, mode)
 
-    def trigger(self, tenant: TenantConfig, mode: Mode) -> bool:
-        """Run soon, in the background. A request that arrives while the same one (tenant and mode) is still
+    def trigger(self, source: SourceConfig, *, mode: Mode) -> bool:
+        """Run soon, in the background. A request that arrives while the same one (source and mode) is still
         waiting is merged into it; one arriving during a run causes one more run afterwards. False when merged."""
-        return self.run_soon(tenant, mode)
+        return self.run_soon(source, mode)
 
-    def _slot(self, source: TenantConfig, request: Mode) -> str:
+    def _slot(self, source: SourceConfig, request: Mode) -> str:
         return f"{source.key}:{request}"
 
     async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
         """``SyncRequested`` from the connector's queue: the envelope names the organiser, the payload
         the source; the run happens in the background (a full run can outlast a handler's budget)."""
         request = SyncRequested.from_envelope(envelope)
-        tenant = self.requested_source(envelope.tenant_id or "", request.source_id)
-        queued = self.trigger(tenant, request.mode)
+        source = self.requested_source(envelope.tenant_id or "", request.source_id)
+        queued = self.trigger(source, mode=request.mode)
         log.info(
             "graph_sync_requested",
-            tenant_id=tenant.tenant_id,
-            source_id=tenant.source_id,
+            tenant_id=source.tenant_id,
+            source_id=source.source_id,
             mode=request.mode,
             requested_by=request.requested_by,
             merged=not queued,
         )
 
-    def _poll_interval(self, source: TenantConfig) -> float:
-        return source.delta_interval_seconds
+    # ------------------------------------------------------------------------------------------
+    # schedule
 
-    async def _due(self, source: TenantConfig) -> Mode | None:
-        return await self.due(source)
-
-    async def due(self, tenant: TenantConfig) -> Mode | None:
+    async def due(self, source: SourceConfig) -> Mode | None:
         """A full run when the last healthy full run is older than ``full_interval_seconds`` (or there is
         none; after a failed one, a delta interval later), otherwise a delta run every
         ``delta_interval_seconds``."""
         return due_mode(
-            await self.state.get(tenant) or {},
+            await self.state.get(source) or {},
             self.clock(),
-            full_interval_seconds=tenant.full_interval_seconds,
-            failed_retry_seconds=tenant.delta_interval_seconds,
-            incremental_interval_seconds=tenant.delta_interval_seconds,
+            full_interval_seconds=source.full_interval_seconds,
+            failed_retry_seconds=source.delta_interval_seconds,
+            incremental_interval_seconds=source.delta_interval_seconds,
         )
+
+    def _poll_interval(self, source: SourceConfig) -> float:
+        return source.delta_interval_seconds

@@ -34,9 +34,21 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from skolsynk.contracts.source import SourceRecord
-from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, GroupType, SchoolType
-from skolsynk_services.graph_connector.tenants import TenantConfig
+from skolsynk.contracts.source import (
+    ActivityFields,
+    DutyFields,
+    EmailFields,
+    EnrolmentFields,
+    ExternalIdentifierFields,
+    GroupFields,
+    MembershipFields,
+    OrganisationFields,
+    PersonFields,
+    SchoolUnitFields,
+    SourceRecord,
+)
+from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, GroupType, OrganisationType, SchoolType
+from skolsynk_services.graph_connector.sources import SourceConfig
 
 #: Context of the SIS id School Data Sync carries (``externalId``): not globally unique.
 SIS_CONTEXT = "urn:skolsynk:microsoft:sis-id"
@@ -95,10 +107,10 @@ def _date(value: Any) -> str | None:
     return None
 
 
-def issuer_context(tenant: TenantConfig) -> str:
+def issuer_context(source: SourceConfig) -> str:
     """The id space of Entra object ids: the tenant's token issuer (``iss`` of its v2 tokens), so a
     vendor can match a Microsoft sign-in (issuer + ``oid``) to the person."""
-    return f"https://login.microsoftonline.com/{tenant.azure_tenant_id}/v2.0"
+    return f"https://login.microsoftonline.com/{source.azure_tenant_id}/v2.0"
 
 
 def duty_key(user_id: str, school_id: str) -> str:
@@ -126,29 +138,29 @@ def in_filter(school: Mapping[str, Any], wanted: Iterable[str] | None) -> bool:
     return any(isinstance(c, str) and c.strip().lower() in names for c in candidates)
 
 
-def organisation_record(tenant: TenantConfig) -> SourceRecord | None:
-    if tenant.organisation_name is None:
+def organisation_record(source: SourceConfig) -> SourceRecord | None:
+    if source.organisation_name is None:
         return None
-    data: dict[str, Any] = {"display_name": tenant.organisation_name, "organisation_type": "Huvudman"}
-    if tenant.municipality_code is not None:
-        data["municipality_code"] = tenant.municipality_code
-    return SourceRecord(kind=EntityKind.ORGANISATION, key=ORGANISATION_KEY, data=data)
+    data = OrganisationFields(display_name=source.organisation_name, organisation_type=OrganisationType.HUVUDMAN.value)
+    if source.municipality_code is not None:
+        data["municipality_code"] = source.municipality_code
+    return SourceRecord.of(EntityKind.ORGANISATION, ORGANISATION_KEY, data)
 
 
-def map_school(school: Mapping[str, Any], tenant: TenantConfig) -> SourceRecord:
+def map_school(school: Mapping[str, Any], source: SourceConfig) -> SourceRecord:
     key = object_id(school)
     code = school_unit_code(school)
-    data: dict[str, Any] = {
-        "display_name": _text(school, "displayName") or code or key,
-        "school_types": [t.value for t in tenant.types_of(code)],
-    }
+    data = SchoolUnitFields(
+        display_name=_text(school, "displayName") or code or key,
+        school_types=[t.value for t in source.types_of(code)],
+    )
     if code is not None:
         data["school_unit_code"] = code
-    if tenant.municipality_code is not None:
-        data["municipality_code"] = tenant.municipality_code
-    if tenant.organisation_name is not None:
+    if source.municipality_code is not None:
+        data["municipality_code"] = source.municipality_code
+    if source.organisation_name is not None:
         data["organisation"] = ORGANISATION_KEY
-    return SourceRecord(kind=EntityKind.SCHOOL_UNIT, key=key, data=data)
+    return SourceRecord.of(EntityKind.SCHOOL_UNIT, key, data)
 
 
 @dataclass(frozen=True)
@@ -160,9 +172,9 @@ class SchoolInfo:
     school_type: SchoolType
 
 
-def school_info(school: Mapping[str, Any], tenant: TenantConfig) -> SchoolInfo:
+def school_info(school: Mapping[str, Any], source: SourceConfig) -> SchoolInfo:
     code = school_unit_code(school)
-    return SchoolInfo(object_id(school), code, tenant.types_of(code)[0])
+    return SchoolInfo(object_id(school), code, source.types_of(code)[0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -224,7 +236,7 @@ class UserRecords:
 def map_user(
     user: Mapping[str, Any],
     schools: Sequence[SchoolInfo],
-    tenant: TenantConfig,
+    source: SourceConfig,
     *,
     today: date,
     require_school: bool,
@@ -237,55 +249,55 @@ def map_user(
         return UserRecords(None, [])
     student = _section(user, "student")
     teacher = _section(user, "teacher")
-    data: dict[str, Any] = {}
-    for source, target in (("givenName", "given_name"), ("surname", "family_name"), ("middleName", "middle_name")):
-        value = _text(user, source)
-        if value is not None:
-            data[target] = value
+    data = PersonFields()
+    given_name = _text(user, "givenName")
+    if given_name is not None:
+        data["given_name"] = given_name
+    family_name = _text(user, "surname")
+    if family_name is not None:
+        data["family_name"] = family_name
+    middle_name = _text(user, "middleName")
+    if middle_name is not None:
+        data["middle_name"] = middle_name
     login = _text(user, "userPrincipalName")
     data["eppn"] = [login] if login else []
     mail = _text(user, "mail")
     email_type = EmailType.SKOLA_ELEV if role == STUDENT else EmailType.SKOLA_PERSONAL
-    data["emails"] = [{"value": mail, "type": email_type.value}] if mail else []
+    data["emails"] = [EmailFields(value=mail, type=email_type.value)] if mail else []
     birth = _date(student.get("birthDate"))
     if birth is not None:
         data["birth_date"] = birth
-    identifiers = [{"value": key, "context": issuer_context(tenant), "globally_unique": True}]
+    identifiers = [ExternalIdentifierFields(value=key, context=issuer_context(source), globally_unique=True)]
     sis_id = _text(student if role == STUDENT else teacher, "externalId") or _text(user, "externalId")
     if sis_id is not None:
-        identifiers.append({"value": sis_id, "context": SIS_CONTEXT, "globally_unique": False})
+        identifiers.append(ExternalIdentifierFields(value=sis_id, context=SIS_CONTEXT, globally_unique=False))
     data["external_identifiers"] = identifiers
     duties: list[SourceRecord] = []
-    enrolments: list[dict[str, Any]] = []
+    enrolments: list[EnrolmentFields] = []
     if role == STUDENT:
         for school in schools:
-            enrolment: dict[str, Any] = {"school_unit": school.id, "school_type": school.school_type.value}
+            enrolment = EnrolmentFields(school_unit=school.id, school_type=school.school_type.value)
             year = school_year(student, school.school_type, today)
             if year is not None:
                 enrolment["school_year"] = year
             enrolments.append(enrolment)
     else:
         for school in schools:
-            duties.append(
-                SourceRecord(
-                    kind=EntityKind.DUTY,
-                    key=duty_key(key, school.id),
-                    data={"person": key, "school_unit": school.id, "role": tenant.teacher_role.value},
-                )
-            )
+            duty = DutyFields(person=key, school_unit=school.id, role=source.teacher_role.value)
+            duties.append(SourceRecord.of(EntityKind.DUTY, duty_key(key, school.id), duty))
     data["enrolments"] = enrolments
-    return UserRecords(SourceRecord(kind=EntityKind.PERSON, key=key, data=data), duties)
+    return UserRecords(SourceRecord.of(EntityKind.PERSON, key, data), duties)
 
 
 # ---------------------------------------------------------------------------------------------------
 # classes
 
 
-def group_type(klass: Mapping[str, Any], tenant: TenantConfig) -> GroupType:
+def group_type(klass: Mapping[str, Any], source: SourceConfig) -> GroupType:
     name = _text(klass, "displayName")
-    if tenant.klass_pattern is not None and name is not None and re.fullmatch(tenant.klass_pattern, name):
+    if source.klass_pattern is not None and name is not None and re.fullmatch(source.klass_pattern, name):
         return GroupType.KLASS
-    return tenant.class_group_type
+    return source.class_group_type
 
 
 def map_class(
@@ -293,7 +305,7 @@ def map_class(
     schools: Sequence[SchoolInfo],
     members: Iterable[str],
     teachers: Iterable[str],
-    tenant: TenantConfig,
+    source: SourceConfig,
 ) -> list[SourceRecord]:
     """A class as a Group and an Activity; nothing when none of its schools is in scope. ``members`` and
     ``teachers`` are user ids."""
@@ -304,35 +316,24 @@ def map_class(
     teacher_ids = list(dict.fromkeys(t.lower() for t in teachers))
     member_ids = [m for m in dict.fromkeys(m.lower() for m in members) if m not in teacher_ids]
     name = _text(klass, "displayName") or _text(klass, "classCode") or _text(klass, "externalName") or key
-    dates: dict[str, Any] = {}
+    group_fields = GroupFields(
+        display_name=name,
+        group_type=group_type(klass, source).value,
+        school_type=school.school_type.value,
+        school_unit=school.id,
+        memberships=[MembershipFields(person=m) for m in member_ids],
+    )
+    activity_fields = ActivityFields(
+        display_name=name, school_unit=school.id, groups=[key], teachers=[duty_key(t, school.id) for t in teacher_ids]
+    )
     term = _section(klass, "term")
-    for source, target in (("startDate", "start_date"), ("endDate", "end_date")):
-        value = _date(term.get(source))
-        if value is not None:
-            dates[target] = value
-    group = SourceRecord(
-        kind=EntityKind.GROUP,
-        key=key,
-        data={
-            "display_name": name,
-            "group_type": group_type(klass, tenant).value,
-            "school_type": school.school_type.value,
-            "school_unit": school.id,
-            "memberships": [{"person": m} for m in member_ids],
-            **dates,
-        },
-    )
-    activity = SourceRecord(
-        kind=EntityKind.ACTIVITY,
-        key=key,
-        data={
-            "display_name": name,
-            "school_unit": school.id,
-            "groups": [key],
-            "teachers": [duty_key(t, school.id) for t in teacher_ids],
-            **dates,
-        },
-    )
+    start, end = _date(term.get("startDate")), _date(term.get("endDate"))
+    if start is not None:
+        group_fields["start_date"] = activity_fields["start_date"] = start
+    if end is not None:
+        group_fields["end_date"] = activity_fields["end_date"] = end
+    group = SourceRecord.of(EntityKind.GROUP, key, group_fields)
+    activity = SourceRecord.of(EntityKind.ACTIVITY, key, activity_fields)
     return [group, activity]
 
 

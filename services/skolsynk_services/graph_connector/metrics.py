@@ -3,9 +3,12 @@ reasons and status codes: never tenant-supplied values or personal data."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from skolsynk_services.graph_connector.state import RunReport
+if TYPE_CHECKING:
+    from skolsynk_services.graph_connector.runs import RunReport
 
 
 class GraphMetrics:

@@ -1,4 +1,5 @@
-"""Full and incremental (delta) runs of one tenant: read Graph, map, publish one source run.
+"""One run of a Microsoft 365 source (:func:`run_once`), full or incremental (delta): read Graph, map,
+publish one source run; its :class:`RunReport` and the :class:`SyncStateStore`.
 
 **Full run** (the first run of a tenant, the periodic reconciliation, a resync): the *initial* delta
 rounds of ``/education/schools/delta``, ``/education/users/delta`` and ``/education/classes/delta``
@@ -20,22 +21,38 @@ A run that fails to read anything publishes **no records**, only its start and a
 ``healthy=false`` and the error codes: a half-read run would rewrite persons with missing schools. An
 object that cannot be mapped at all makes the run unhealthy too, but the rest is published. Unhealthy
 runs store no delta links (the next run reads the same changes again).
+
+**State** (:class:`SyncStateStore`, MongoDB):
+
+* ``graph_delta_links``: one document per tenant, source and resource (``schools``, ``users``,
+  ``classes``) with the ``@odata.deltaLink`` of the last healthy run. Written only after that run's
+  messages were all confirmed by the broker, so a failed run is read again from the same links.
+* ``graph_sync_state``: one document per tenant and source: the last full and incremental run (ids,
+  times, health, error codes), ``last_full_success_at`` (the reconciliation schedule), and
+  ``teacher_schools`` (teacher id -> the schools skolsynk published a Duty at), so a removed or moved
+  teacher's duties can be deleted exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
-from skolsynk.connectors.runs import RunPublisher, millis
+from skolsynk.connectors.runs import Mode as Mode
+from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
+from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.connectors.runs import utcnow as utcnow
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
+from skolsynk.storage import Database, IndexSpec
+from skolsynk.storage.connector_state import GRAPH_DELTA_LINKS, GRAPH_SYNC_STATE
 from skolsynk_services.graph_connector.client import DeltaExpired, GraphClient, GraphReadError
 from skolsynk_services.graph_connector.mapping import (
     GraphMappingError,
@@ -50,14 +67,22 @@ from skolsynk_services.graph_connector.mapping import (
     school_info,
 )
 from skolsynk_services.graph_connector.metrics import GraphMetrics
-from skolsynk_services.graph_connector.state import RESOURCES, GraphStateStore, Mode, RunReport, utcnow
-from skolsynk_services.graph_connector.tenants import TenantConfig
+from skolsynk_services.graph_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 
 SOURCE_KIND = "microsoft"
 PRODUCER = "graph-connector"
 PAGE_ITEMS = 500
+DELTA_COLLECTION = GRAPH_DELTA_LINKS
+STATE_COLLECTION = GRAPH_SYNC_STATE
+RESOURCES: tuple[str, ...] = ("schools", "users", "classes")
+INDEXES = [
+    IndexSpec(
+        DELTA_COLLECTION, (("tenant_id", 1), ("source_id", 1), ("resource", 1)), "tenant_source_resource", unique=True
+    ),
+    IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True),
+]
 SCHOOL_SELECT = "id,displayName,externalId,schoolNumber,externalSource"
 USER_SELECT = (
     "id,primaryRole,accountEnabled,givenName,surname,middleName,displayName,mail,userPrincipalName,"
@@ -74,6 +99,78 @@ class ReadFailed(Exception):
     def __init__(self, code: str) -> None:
         self.code = code
         super().__init__(code)
+
+
+@dataclass(kw_only=True)
+class RunReport(BaseRunReport):
+    """What one run did (ids, counts and codes only)."""
+
+    mode: Mode
+    requested_mode: Mode
+    deletions: int = 0
+    #: Why an incremental run became a full one (``no_delta_links``, ``syncStateNotFound``, ``gone`` ...).
+    resync: str | None = None
+    #: ``@removed`` entries by resource and reason (``users:deleted`` -> 3).
+    removed: dict[str, int] = field(default_factory=dict)
+    delta_links_stored: bool = False
+
+
+class SyncStateStore(RunStateStore):
+    """Per tenant and source: the delta links of the last healthy run, what the last runs did, each teacher's
+    schools."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, STATE_COLLECTION)
+        self.links = db[DELTA_COLLECTION]
+
+    @staticmethod
+    def _link_id(source: SourceConfig, resource: str) -> str:
+        return f"{source.key}:{resource}"
+
+    async def delta_links(self, source: SourceConfig) -> dict[str, str]:
+        links: dict[str, str] = {}
+        async for doc in self.links.find({"tenant_id": source.tenant_id, "source_id": source.source_id}):
+            if isinstance(doc.get("delta_link"), str) and doc.get("resource") in RESOURCES:
+                links[doc["resource"]] = doc["delta_link"]
+        return links
+
+    async def store_delta_links(
+        self, source: SourceConfig, links: dict[str, str], *, run_id: uuid.UUID, at: datetime
+    ) -> None:
+        for resource, link in links.items():
+            await self.links.update_one(
+                {"_id": self._link_id(source, resource)},
+                {
+                    "$set": {
+                        "tenant_id": source.tenant_id,
+                        "source_id": source.source_id,
+                        "resource": resource,
+                        "delta_link": link,
+                        "run_id": str(run_id),
+                        "stored_at": at,
+                    }
+                },
+                upsert=True,
+            )
+
+    async def teacher_schools(self, source: SourceConfig) -> dict[str, list[str]]:
+        doc = await self.get(source) or {}
+        raw = doc.get("teacher_schools") or {}
+        return {str(k): [str(s) for s in v] for k, v in raw.items() if isinstance(v, list)}
+
+    async def record_run(
+        self,
+        source: SourceConfig,
+        report: RunReport,
+        *,
+        finished_at: datetime,
+        teacher_schools: dict[str, list[str]] | None,
+    ) -> None:
+        """The run's outcome; ``teacher_schools`` (healthy runs only) replaces the stored map."""
+        fields = self.run_fields(source, report, mode=report.mode, finished_at=finished_at, resync=report.resync)
+        if report.healthy and teacher_schools is not None:
+            fields["teacher_schools"] = teacher_schools
+        await self.collection.update_one({"_id": source.key}, {"$set": fields}, upsert=True)
 
 
 @dataclass
@@ -159,10 +256,10 @@ async def gather_limited(items: Iterable[T], work: Callable[[T], Awaitable[R]], 
 class _Reader:
     """The reads of one run, with the step name in every failure code."""
 
-    def __init__(self, tenant: TenantConfig, client: GraphClient) -> None:
-        self.tenant = tenant
+    def __init__(self, source: SourceConfig, client: GraphClient) -> None:
+        self.source = source
         self.client = client
-        self.top = {"$top": str(tenant.page_size)}
+        self.top = {"$top": str(source.page_size)}
 
     async def step(self, name: str, call: Awaitable[T]) -> T:
         try:
@@ -181,24 +278,24 @@ class _Reader:
         return await self.step(name, self.client.list_all(path, {"$select": select, **self.top}))
 
 
-def _scope(schools: Mapping[str, Mapping[str, Any]], tenant: TenantConfig) -> dict[str, SchoolInfo]:
-    return {sid: school_info(obj, tenant) for sid, obj in schools.items() if in_filter(obj, tenant.schools)}
+def _scope(schools: Mapping[str, Mapping[str, Any]], source: SourceConfig) -> dict[str, SchoolInfo]:
+    return {sid: school_info(obj, source) for sid, obj in schools.items() if in_filter(obj, source.schools)}
 
 
 def _infos(ids: Iterable[str], scope: Mapping[str, SchoolInfo]) -> list[SchoolInfo]:
     return [scope[s] for s in ids if s in scope]
 
 
-async def read_full(tenant: TenantConfig, client: GraphClient, *, today: date) -> RunContent:
+async def read_full(source: SourceConfig, client: GraphClient, *, today: date) -> RunContent:
     """Initial delta rounds of the three resources plus the relations; raises :class:`ReadFailed`."""
-    reader = _Reader(tenant, client)
+    reader = _Reader(source, client)
     content = RunContent()
     rounds = {}
     rounds["schools"] = await reader.step(
         "schools/delta", client.delta_round("education/schools/delta", {"$select": SCHOOL_SELECT})
     )
     schools = collapse(rounds["schools"].entries)
-    scope = _scope(schools.changed, tenant)
+    scope = _scope(schools.changed, source)
 
     user_schools: dict[str, list[str]] = {}
     class_schools: dict[str, list[str]] = {}
@@ -208,7 +305,7 @@ async def read_full(tenant: TenantConfig, client: GraphClient, *, today: date) -
         classes = await reader.ids("schools/classes", f"education/schools/{school_id}/classes")
         return school_id, users, classes
 
-    for school_id, user_ids, class_ids in await gather_limited(scope, school_relations, tenant.concurrency):
+    for school_id, user_ids, class_ids in await gather_limited(scope, school_relations, source.concurrency):
         for user_id in user_ids:
             user_schools.setdefault(user_id, []).append(school_id)
         for class_id in class_ids:
@@ -228,24 +325,24 @@ async def read_full(tenant: TenantConfig, client: GraphClient, *, today: date) -
         teachers = await reader.ids("classes/teachers", f"education/classes/{class_id}/teachers")
         return members, teachers
 
-    relations = await gather_limited(wanted_classes, class_relations, tenant.concurrency)
+    relations = await gather_limited(wanted_classes, class_relations, source.concurrency)
 
-    organisation = organisation_record(tenant)
+    organisation = organisation_record(source)
     if organisation is not None:
         content.upsert([organisation])
     for school_id in scope:
-        content.upsert([map_school(schools.changed[school_id], tenant)])
+        content.upsert([map_school(schools.changed[school_id], source)])
     for user_id, user in users.changed.items():
         with content.guard("users"):
             infos = _infos(user_schools.get(user_id, []), scope)
-            mapped = map_user(user, infos, tenant, today=today, require_school=bool(tenant.schools))
+            mapped = map_user(user, infos, source, today=today, require_school=bool(source.schools))
             content.upsert(mapped.records)
             if mapped.duties:
                 content.teacher_schools[user_id] = mapped.duty_schools
     for class_id, (members, teachers) in zip(wanted_classes, relations, strict=True):
         with content.guard("classes"):
             infos = _infos(class_schools.get(class_id, []), scope)
-            content.upsert(map_class(classes.changed[class_id], infos, members, teachers, tenant))
+            content.upsert(map_class(classes.changed[class_id], infos, members, teachers, source))
     for name, collapsed in (("schools", schools), ("users", users), ("classes", classes)):
         if collapsed.unmappable:
             content.unmappable.append(f"{name}:unmappable")
@@ -254,7 +351,7 @@ async def read_full(tenant: TenantConfig, client: GraphClient, *, today: date) -
 
 
 async def read_incremental(
-    tenant: TenantConfig,
+    source: SourceConfig,
     client: GraphClient,
     links: Mapping[str, str],
     teacher_schools: Mapping[str, list[str]],
@@ -264,7 +361,7 @@ async def read_incremental(
 ) -> RunContent:
     """The delta rounds from the stored links, then changed objects read again; raises
     :class:`DeltaExpired` (resync) or :class:`ReadFailed`."""
-    reader = _Reader(tenant, client)
+    reader = _Reader(source, client)
     content = RunContent(teacher_schools={k: list(v) for k, v in teacher_schools.items()})
     rounds = {}
     for name in RESOURCES:
@@ -280,7 +377,7 @@ async def read_incremental(
     for school in await reader.objects("schools", "education/schools", SCHOOL_SELECT):
         with content.guard("schools"):
             current[object_id(school)] = school
-    scope = _scope(current, tenant)
+    scope = _scope(current, source)
 
     def drop_duties(user_id: str, keep: Iterable[str] = ()) -> None:
         kept = set(keep)
@@ -291,7 +388,7 @@ async def read_incremental(
     # Schools.
     for school_id in changes["schools"].changed:
         if school_id in scope:
-            content.upsert([map_school(current[school_id], tenant)])
+            content.upsert([map_school(current[school_id], source)])
         elif school_id in current:  # left the school filter
             content.delete(EntityKind.SCHOOL_UNIT, school_id)
     for school_id in changes["schools"].removed:
@@ -312,14 +409,14 @@ async def read_incremental(
     for user_id in changes["users"].removed:
         content.delete(EntityKind.PERSON, user_id)
         drop_duties(user_id)
-    for user_id, user, school_ids in await gather_limited(changes["users"].changed, read_user, tenant.concurrency):
+    for user_id, user, school_ids in await gather_limited(changes["users"].changed, read_user, source.concurrency):
         if user is None:
             report.removed["users:gone"] = report.removed.get("users:gone", 0) + 1
             content.delete(EntityKind.PERSON, user_id)
             drop_duties(user_id)
             continue
         with content.guard("users"):
-            mapped = map_user(user, _infos(school_ids, scope), tenant, today=today, require_school=bool(tenant.schools))
+            mapped = map_user(user, _infos(school_ids, scope), source, today=today, require_school=bool(source.schools))
             if mapped.person is None:
                 content.delete(EntityKind.PERSON, user_id)
                 drop_duties(user_id)
@@ -347,10 +444,10 @@ async def read_incremental(
         content.delete(EntityKind.GROUP, class_id)
         content.delete(EntityKind.ACTIVITY, class_id)
     for class_id, klass, school_ids, members, teachers in await gather_limited(
-        changes["classes"].changed, read_class, tenant.concurrency
+        changes["classes"].changed, read_class, source.concurrency
     ):
         with content.guard("classes"):
-            records = map_class(klass, _infos(school_ids, scope), members, teachers, tenant) if klass else []
+            records = map_class(klass, _infos(school_ids, scope), members, teachers, source) if klass else []
             if records:
                 content.upsert(records)
             else:
@@ -360,14 +457,14 @@ async def read_incremental(
     return content
 
 
-async def sync(
-    tenant: TenantConfig,
+async def run_once(
+    source: SourceConfig,
     *,
     mode: Mode,
     client: GraphClient,
     publisher: Publisher,
     exchange: str,
-    state: GraphStateStore,
+    state: SyncStateStore,
     metrics: GraphMetrics | None = None,
     today: Callable[[], date] = lambda: utcnow().date(),
 ) -> RunReport:
@@ -376,8 +473,8 @@ async def sync(
     make it unhealthy); publish errors propagate (nothing is stored: the run is simply repeated)."""
     requested = mode
     report = RunReport(
-        tenant_id=tenant.tenant_id,
-        source_id=tenant.source_id,
+        tenant_id=source.tenant_id,
+        source_id=source.source_id,
         mode=mode,
         requested_mode=requested,
         started_at=millis(utcnow()),
@@ -385,21 +482,21 @@ async def sync(
     content: RunContent | None = None
     links: dict[str, str] = {}
     if mode == "incremental":
-        links = await state.delta_links(tenant)
+        links = await state.delta_links(source)
         if set(links) != set(RESOURCES):
             report.resync = "no_delta_links"
     began = asyncio.get_running_loop().time()
     if mode == "incremental" and report.resync is None:
         try:
             content = await read_incremental(
-                tenant, client, links, await state.teacher_schools(tenant), report, today=today()
+                source, client, links, await state.teacher_schools(source), report, today=today()
             )
         except DeltaExpired as expired:
             report.resync = expired.code
             log.info(
                 "graph_delta_expired",
-                tenant_id=tenant.tenant_id,
-                source_id=tenant.source_id,
+                tenant_id=source.tenant_id,
+                source_id=source.source_id,
                 code=expired.code,
                 location_given=expired.location is not None,
             )
@@ -412,7 +509,7 @@ async def sync(
             metrics.resyncs.labels(report.resync if report.resync == "no_delta_links" else "expired").inc()
     if report.mode == "full":
         try:
-            content = await read_full(tenant, client, today=today())
+            content = await read_full(source, client, today=today())
         except ReadFailed as failure:
             report.add_error(failure.code)
         except DeltaExpired as expired:  # a 410 in the middle of an initial round
@@ -423,12 +520,12 @@ async def sync(
         report.add_error(code)
 
     out = RunPublisher(
-        publisher, exchange, tenant, report.run_id, source_kind=SOURCE_KIND, producer=PRODUCER, page_items=PAGE_ITEMS
+        publisher, exchange, source, report.run_id, source_kind=SOURCE_KIND, producer=PRODUCER, page_items=PAGE_ITEMS
     )
     log.info(
         "graph_run_started",
-        tenant_id=tenant.tenant_id,
-        source_id=tenant.source_id,
+        tenant_id=source.tenant_id,
+        source_id=source.source_id,
         run_id=str(report.run_id),
         mode=report.mode,
         resync=report.resync,
@@ -446,17 +543,17 @@ async def sync(
     await out.completed(report)
     finished = utcnow()
     if report.healthy and content is not None:
-        await state.store_delta_links(tenant, content.delta_links, run_id=report.run_id, at=finished)
+        await state.store_delta_links(source, content.delta_links, run_id=report.run_id, at=finished)
         report.delta_links_stored = True
     await state.record_run(
-        tenant, report, finished_at=finished, teacher_schools=content.teacher_schools if content else None
+        source, report, finished_at=finished, teacher_schools=content.teacher_schools if content else None
     )
     if metrics is not None:
         metrics.observe(report, asyncio.get_running_loop().time() - began)
     log.info(
         "graph_run_completed",
-        tenant_id=tenant.tenant_id,
-        source_id=tenant.source_id,
+        tenant_id=source.tenant_id,
+        source_id=source.source_id,
         run_id=str(report.run_id),
         mode=report.mode,
         pages=report.pages,

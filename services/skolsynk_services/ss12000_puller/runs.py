@@ -1,4 +1,5 @@
-"""Full and incremental runs: read a source's SS 12000 API and publish one source run to the normaliser.
+"""One run of an SS 12000 source (:func:`run_once`), full or incremental: read its SS 12000 API and publish one
+source run to the normaliser; its :class:`RunReport` and the :class:`SyncStateStore`.
 
 * **full**: every collection (organisations, persons, duties, groups, activities), in that order;
   ``SourceRunStarted(mode="full")``, one ``SourceRecordPage`` per API page that maps to records,
@@ -19,25 +20,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
+from skolsynk.adapters.ss12000_api import Ss12000MappingError
 from skolsynk.connectors.runs import Mode, RunPublisher, RunStateStore, millis, utcnow
 from skolsynk.connectors.runs import RunReport as BaseRunReport
-from skolsynk.contracts.source import SourceRecord
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
+from skolsynk.storage.connector_state import SS12000_SYNC_STATE
 from skolsynk_services.ss12000_puller.client import Ss12000Client, Ss12000ReadError, format_time
+from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES, ENDPOINTS, map_deletions, map_page
 from skolsynk_services.ss12000_puller.sources import SourceConfig
 
 log = get_logger(__name__)
 
 SOURCE_KIND = "ss12000"
 PRODUCER = "ss12000-puller"
-STATE_COLLECTION = "ss12000_sync_state"
-#: Collections read, in the order the records are published (references point backwards).
-ENDPOINTS: tuple[str, ...] = ("organisations", "persons", "duties", "groups", "activities")
-#: ``/deletedEntities`` ``entities`` filter for the collections skolsynk provisions.
-DELETED_TYPES: tuple[str, ...] = ("Organisation", "Person", "Duty", "Group", "Activity")
+STATE_COLLECTION = SS12000_SYNC_STATE
 DEFAULT_OVERLAP = timedelta(minutes=5)
 
 INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
@@ -74,7 +72,7 @@ class SyncStateStore(RunStateStore):
         await self.collection.update_one({"_id": source.key}, update, upsert=True)
 
 
-async def pull(
+async def run_once(
     source: SourceConfig,
     *,
     mode: Mode,
@@ -143,23 +141,20 @@ async def _read_collection(
         async for data in client.pages(endpoint, filters):
             if not isinstance(data, list):
                 raise Ss12000ReadError("invalid_envelope")
-            records: list[SourceRecord] = []
-            for obj in data:
-                try:
-                    records += from_ss12000(endpoint, obj)
-                except Ss12000MappingError as error:
-                    # The object is missing from the run: a full run without it must not delete it.
-                    report.add_error(f"{endpoint}:unmappable")
-                    log.warning(
-                        "ss12000_object_unmappable",
-                        source_id=source.source_id,
-                        endpoint=endpoint,
-                        field=error.field,
-                        problem=error.problem,
-                    )
-            report.count(records)
-            if records:
-                await out.page(records, [])
+            mapped = map_page(endpoint, data)
+            for error in mapped.unmappable:
+                # The object is missing from the run: a full run without it must not delete it.
+                report.add_error(f"{endpoint}:unmappable")
+                log.warning(
+                    "ss12000_object_unmappable",
+                    source_id=source.source_id,
+                    endpoint=endpoint,
+                    field=error.field,
+                    problem=error.problem,
+                )
+            report.count(mapped.records)
+            if mapped.records:
+                await out.page(mapped.records, [])
     except Ss12000ReadError as error:
         report.add_error(f"{endpoint}:{error.code}")
         log.warning("ss12000_read_failed", source_id=source.source_id, endpoint=endpoint, code=error.code)
@@ -170,7 +165,7 @@ async def _read_deletions(since: datetime, client: Ss12000Client, out: RunPublis
     try:
         async for data in client.pages("deletedEntities", filters):
             try:
-                deletions = deleted_entities({"data": data})
+                deletions = map_deletions(data)
             except Ss12000MappingError:
                 report.add_error("deletedEntities:unmappable")
                 continue

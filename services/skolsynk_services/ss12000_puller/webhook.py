@@ -18,13 +18,13 @@ from aiohttp import web
 
 from skolsynk.connectors.scheduling import UnknownSource
 from skolsynk.logging import get_logger
-from skolsynk_services.ss12000_puller.puller import Puller
+from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 
 log = get_logger(__name__)
 
 SECRET_HEADER = "X-Skolsynk-Webhook-Secret"  # noqa: S105 (a header name)
 MAX_BODY_BYTES = 64 * 1024
-PULLER_KEY = web.AppKey("puller", Puller)
+CONNECTOR_KEY = web.AppKey("connector", Ss12000Connector)
 SECRETS_KEY: web.AppKey[dict[str, str]] = web.AppKey("webhook_secrets", dict)
 
 
@@ -54,9 +54,9 @@ def _resource_types(body: Mapping[str, Any]) -> list[str] | None:
 
 
 async def notify(request: web.Request) -> web.Response:
-    puller = request.app[PULLER_KEY]
+    connector = request.app[CONNECTOR_KEY]
     try:
-        source = puller.source(request.match_info["tenant_id"], request.match_info["source_id"])
+        source = connector.source(request.match_info["tenant_id"], request.match_info["source_id"])
     except UnknownSource:
         return web.json_response({"code": "not_found", "message": "unknown source"}, status=404)
     expected = request.app[SECRETS_KEY].get(source.key)
@@ -83,14 +83,14 @@ async def notify(request: web.Request) -> web.Response:
         resource_types=sorted(set(types))[:20],
         deleted_entities=deleted,
     )
-    puller.trigger_incremental(source)
+    connector.trigger(source, mode="incremental")
     return web.json_response({"status": "accepted"})
 
 
-def make_webhook_app(puller: Puller, webhook_secrets: dict[str, str]) -> web.Application:
+def make_webhook_app(connector: Ss12000Connector, webhook_secrets: dict[str, str]) -> web.Application:
     """``webhook_secrets``: source key (``tenant:source``) -> shared secret."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[PULLER_KEY] = puller
+    app[CONNECTOR_KEY] = connector
     app[SECRETS_KEY] = webhook_secrets
     app.router.add_post("/ss12000/notify/{tenant_id}/{source_id}", notify)
     return app

@@ -1,5 +1,6 @@
-"""The tenants file: which Microsoft 365 tenants (School Data Sync via Graph Education) to read, for which
-organiser, how to authenticate and how to map. Secrets are never in the file, only the names of the
+"""The sources file (``SKOLSYNK_GRAPH_SOURCES_FILE``, the "tenants file"): which Microsoft 365 tenants (School
+Data Sync via Graph Education) to read, one :class:`SourceConfig` each: for which organiser, how to
+authenticate and how to map. Secrets are never in the file, only the names of the
 environment variables that hold them.
 
 Validation errors name the entry and the field (``entry 2 (kommun-a/m365): azure_tenant_id: ...``),
@@ -28,8 +29,8 @@ DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 
-class TenantConfig(BaseModel):
-    """One organiser's Microsoft 365 tenant."""
+class SourceConfig(BaseModel):
+    """One source: an organiser's Microsoft 365 tenant."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,7 +114,7 @@ class TenantConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _intervals(self) -> TenantConfig:
+    def _intervals(self) -> SourceConfig:
         if self.delta_interval_seconds > self.full_interval_seconds:
             raise ValueError("delta_interval_seconds must not exceed full_interval_seconds")
         return self
@@ -132,7 +133,7 @@ class TenantConfig(BaseModel):
         return list(self.school_types)
 
 
-_TENANTS = TypeAdapter(list[TenantConfig])
+_SOURCES = TypeAdapter(list[SourceConfig])
 
 
 def _describe(error: ValidationError, raw: object) -> str:
@@ -156,16 +157,16 @@ def _describe(error: ValidationError, raw: object) -> str:
     return "; ".join(lines)
 
 
-def parse_tenants(raw: object) -> list[TenantConfig]:
+def parse_sources(raw: object) -> list[SourceConfig]:
     """Validate a parsed tenants document (a list, or ``{"tenants": [...]}``); tenant+source unique."""
     return parse_entries(
         raw,
-        _TENANTS,
+        _SOURCES,
         key="tenants",
         describe=_describe,
         not_a_list="the tenants file must be a list of tenants (or a mapping with 'tenants')",
     )
 
 
-def load_tenants(path: Path) -> list[TenantConfig]:
-    return parse_tenants(load_yaml(path, noun="tenants file"))
+def load_sources(path: Path) -> list[SourceConfig]:
+    return parse_sources(load_yaml(path, noun="tenants file"))

@@ -1,6 +1,7 @@
-"""One process's view of every configured source: a started client per source, one run at a time per
-source, the schedule (full and incremental intervals) and the webhook trigger (the plumbing is
-:class:`skolsynk.connectors.scheduling.SourceConnector`'s)."""
+"""Every configured SS 12000 source in one process (:class:`Ss12000Connector`): a started client per source,
+one run at a time per source, the schedule (full and incremental intervals), on-demand runs
+(``SyncRequested``) and the webhook trigger; the plumbing is
+:class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, Publisher
 from skolsynk_services.ss12000_puller.client import RetryPolicy, Ss12000Client
-from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunReport, SyncStateStore, pull
+from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunReport, SyncStateStore, run_once
 from skolsynk_services.ss12000_puller.sources import SourceConfig
 
 log = get_logger(__name__)
 
 
-class Puller(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
+class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
+    """The runs of every source, each asked for in a mode (``full`` or ``incremental``)."""
+
     triggered_run_failed = "ss12000_triggered_run_failed"
     scheduled_run_failed = "ss12000_scheduled_run_failed"
     task_prefix = "ss12000-trigger"
@@ -48,8 +51,11 @@ class Puller(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
         super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
         self.overlap = overlap
 
+    # ------------------------------------------------------------------------------------------
+    # runs
+
     async def _run(self, source: SourceConfig, request: Mode) -> RunReport:
-        return await pull(
+        return await run_once(
             source,
             mode=request,
             client=self.clients[source.key],
@@ -60,35 +66,31 @@ class Puller(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
             clock=self.clock,
         )
 
-    async def pull(self, source: SourceConfig, *, mode: Mode) -> RunReport:
+    async def run(self, source: SourceConfig, *, mode: Mode) -> RunReport:
         """One run of ``source`` (waits while another run of the same source is in progress)."""
         return await self.run_now(source, mode)
 
-    def trigger_incremental(self, source: SourceConfig) -> None:
-        """A webhook notice: run an incremental pull soon. Notices that arrive while one is queued
-        are coalesced into it; one arriving during a run causes exactly one more run afterwards."""
-        self.trigger(source, "incremental")
-
-    def trigger(self, source: SourceConfig, mode: Mode) -> bool:
-        """Run ``mode`` soon, in the background; False when a run of the source is queued already
-        (a queued incremental run becomes full if a full one is asked for)."""
+    def trigger(self, source: SourceConfig, *, mode: Mode) -> bool:
+        """Run ``mode`` soon, in the background (a webhook notice: ``incremental``). False when a run of the
+        source is queued already: the request is merged into it (a queued incremental run becomes full if a
+        full one is asked for); one arriving during a run causes exactly one more run afterwards."""
         return self.run_soon(source, mode)
 
     def _merge(self, waiting: Mode, new: Mode) -> Mode:
         return "full" if "full" in (waiting, new) else "incremental"
 
-    async def sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
-        """``SyncRequested`` from the puller's queue (admin UI, operator CLI): run in the background,
+    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+        """``SyncRequested`` from the connector's queue (admin UI, operator CLI): run in the background,
         since a full run can outlast a handler's budget."""
         request = SyncRequested.from_envelope(envelope)
         source = self.requested_source(envelope.tenant_id or "", request.source_id)
-        queued = self.trigger(source, request.mode)
+        queued = self.trigger(source, mode=request.mode)
         log.info("ss12000_sync_requested", source_id=source.source_id, mode=request.mode, queued=queued)
 
-    def _poll_interval(self, source: SourceConfig) -> float:
-        return source.incremental_interval_seconds
+    # ------------------------------------------------------------------------------------------
+    # schedule
 
-    async def _due(self, source: SourceConfig) -> Mode | None:
+    async def due(self, source: SourceConfig) -> Mode | None:
         """A full run when the last healthy full run is older than ``full_interval_seconds`` (or there is
         none; after a failed one, an incremental interval later), otherwise an incremental one every
         ``incremental_interval_seconds``."""
@@ -99,3 +101,6 @@ class Puller(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
             failed_retry_seconds=source.incremental_interval_seconds,
             incremental_interval_seconds=source.incremental_interval_seconds,
         )
+
+    def _poll_interval(self, source: SourceConfig) -> float:
+        return source.incremental_interval_seconds
