@@ -7,6 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
+# pytest in a temporary directory of its own (unique per run, removed after a green run, kept and named
+# after a failed one): two runs on one machine never share pytest's default /tmp/pytest-of-$USER.
+# $(1): pytest options of the target; PYTEST_ARGS follows them.
+define run_pytest
+	@basetemp="$$(mktemp -d "$${TMPDIR:-/tmp}/skolsynk-pytest.XXXXXX")"; \
+	$(BIN)/python -m pytest --basetemp="$$basetemp" $(1) $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 0 ]; then rm -rf "$$basetemp"; else echo "pytest's temporary files: $$basetemp"; fi; \
+	exit $$status
+endef
+
 .PHONY: install demo test test-unit test-connected lint check-deploy format contracts contracts-check bench up down lock clean test-chaos
 
 install: $(STAMP)
@@ -24,18 +34,19 @@ demo: install
 
 ## Every test: unit, connected (real RabbitMQ + Mongo wire server) and end-to-end (service processes).
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(call run_pytest,)
 
 test-unit: install
-	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+	$(call run_pytest,-m unit)
 
 ## Fault and fuzz tests at scale (make test runs them small): docs/reliability.md.
+test-chaos: export CHAOS_SCALE ?= 40
+test-chaos: export SKOLSYNK_FUZZ_EXAMPLES ?= 500
 test-chaos: install
-	CHAOS_SCALE=$${CHAOS_SCALE:-40} SKOLSYNK_FUZZ_EXAMPLES=$${SKOLSYNK_FUZZ_EXAMPLES:-500} \
-		$(BIN)/python -m pytest -m "chaos or fuzz" -o timeout=1200 $(PYTEST_ARGS)
+	$(call run_pytest,-m "chaos or fuzz" -o timeout=1200)
 
 test-connected: install
-	$(BIN)/python -m pytest -m "connected or e2e" $(PYTEST_ARGS)
+	$(call run_pytest,-m "connected or e2e")
 
 lint: install
 	$(BIN)/ruff check libs services testing tests tools

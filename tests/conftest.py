@@ -2,6 +2,8 @@
 
 Isolation: the test session gets its own RabbitMQ vhost (deleted at the end) and its own Mongo wire
 server process (in-memory); each test gets its own namespace (exchange/queue prefix) and database.
+A test (or module) marked ``@pytest.mark.queues(...)`` declares only the system work queues it names
+(see :func:`declare_only_the_queues_used`).
 
 ``SKOLSYNK_TEST_MONGODB_URL`` points the tests at an existing server (a real replica set) instead of
 starting one; ``AMQP_URL`` at another broker (without rabbitmqctl the tests share its vhost and rely
@@ -10,17 +12,22 @@ on namespaces).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from pymongo import AsyncMongoClient
 
+import skolsynk.service
 from skolsynk.logging import redact_personal_data
+from skolsynk.messaging import Topology
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
     BrokerSettings,
@@ -31,6 +38,7 @@ from skolsynk.settings import (
 )
 from skolsynk.storage import MongoClient
 from skolsynk_testkit.devstack import (
+    DevStackError,
     amqp_url_with_vhost,
     create_vhost,
     delete_vhost,
@@ -55,6 +63,40 @@ structlog.configure(
         structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
     ]
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "queues(*names): the system work queues (service.purpose) the apps a test builds declare; "
+        "without it, all of them",
+    )
+
+
+@pytest.fixture(autouse=True)
+def declare_only_the_queues_used(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``@pytest.mark.queues("connectors.sync-requests", ...)`` every :class:`ServiceApp` the test builds
+    (``ServiceApp.create``, so every service's ``build``) gets the system topology narrowed to the named work
+    queues, plus the queues of the vendors and connectors it is built for, instead of all of them: each
+    work queue is four quorum queues (with its DLQ and retry ladder) that the broker creates and deletes
+    per test. A queue left out fails loudly: consuming it raises KeyError, publishing to it
+    UnroutableMessage, a depth check NOT_FOUND. Unmarked tests (and the topology tests) declare it all."""
+    marker = request.node.get_closest_marker("queues")
+    if marker is None:
+        return
+    used: tuple[str, ...] = marker.args
+    whole = skolsynk.service.topology_for
+
+    def narrowed(broker: BrokerSettings, **queues_for: Any) -> Topology:
+        topology = whole(broker, **queues_for)
+        system = {spec.name for spec in whole(broker).queues}
+        keep = {f"{broker.namespace}.{name}" for name in used}
+        if unknown := keep - system:
+            raise ValueError(f"@pytest.mark.queues names no system work queue: {sorted(unknown)}")
+        queues = tuple(spec for spec in topology.queues if spec.name in keep or spec.name not in system)
+        return Topology(topology.namespace, dict(topology.exchanges), queues)
+
+    monkeypatch.setattr(skolsynk.service, "topology_for", narrowed)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +126,13 @@ def rabbitmq_vhost(amqp_base_url: str) -> Iterator[str | None]:
         yield None
         return
     vhost = f"skolsynk-test-{uuid.uuid4().hex[:8]}"
-    create_vhost(vhost)
+    try:
+        create_vhost(vhost)
+    except BaseException:
+        # A create that failed half-way or timed out may still have made the vhost: remove it.
+        with contextlib.suppress(DevStackError, subprocess.SubprocessError):
+            delete_vhost(vhost)
+        raise
     try:
         yield vhost
     finally:

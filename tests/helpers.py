@@ -4,7 +4,6 @@ the source runs the pulling connectors publish."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from skolsynk.contracts import Envelope
@@ -144,11 +142,3 @@ class Collected:
 
     def deletions(self, run_id: uuid.UUID) -> set[tuple[EntityKind, str]]:
         return {(d.kind, d.key) for p in self.pages(run_id) for d in p.deletions}
-
-
-def reference_missing(reason: str) -> None:
-    """A reference file (../shared/ref) is not there: skip on a developer's machine, fail in CI (where
-    CI is set), so a missing reference never turns tests green by skipping them."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: reference files must be present)")
-    pytest.skip(reason)

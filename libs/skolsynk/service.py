@@ -45,6 +45,11 @@ BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 class ServiceApp:
+    """A service's process. Building one opens no connection: the broker connection, the Mongo client's
+    connections (PyMongo's async client is a handle that connects when opened), the health server and
+    the APIs all open in :meth:`start`, so composition code may take ``app.db`` and ``app.mongo`` before.
+    :meth:`drain` then :meth:`close` release whatever it opened, also after a failed or partial start."""
+
     def __init__(self, name: str, settings: ServiceSettings, topology: Topology) -> None:
         self.name = name
         self.settings = settings
@@ -60,6 +65,7 @@ class ServiceApp:
         self.store_work = StoreWorkCounter(
             self.metrics.store_commands, self.metrics.store_documents_read, self.metrics.store_documents_written
         )
+        #: Not connected yet: :meth:`start` opens it (no I/O here).
         self.mongo: MongoClient = create_client(settings.store, app_name=name, listeners=[self.store_work])
         self.db: Database = self.mongo[settings.store.mongodb_database]
         self.outbox = Outbox(self.db)
@@ -168,9 +174,9 @@ class ServiceApp:
         return self.started.is_set()
 
     async def start(self) -> None:
-        """Connect, create indexes, run the start-up hooks, start the relay, the consumers, the
-        background tasks and the APIs, in that order. ``/readyz`` answers from the start (503) and
-        turns 200 only once all of it has run (the ``started`` check)."""
+        """Connect (the store, then the broker), create indexes, run the start-up hooks, start the relay,
+        the consumers, the background tasks and the APIs, in that order. ``/readyz`` answers from the
+        start (503) and turns 200 only once all of it has run (the ``started`` check)."""
         self.health.add_readiness_check("started", self._started)
         await self.health.start()
         self.health.add_readiness_check("mongodb", self._mongo_ready)
@@ -182,6 +188,7 @@ class ServiceApp:
             wait_max=5.0,
         ):
             with attempt:
+                await self.mongo.aconnect()
                 await ensure_indexes(self.db, self._indexes)
         async for attempt in stamina.retry_context(
             on=CONNECTION_EXCEPTIONS, attempts=None, timeout=STARTUP_CONNECT_TIMEOUT_SECONDS, wait_max=5.0

@@ -164,29 +164,29 @@ async def chaos_stack(
     """The stack with a proxy in front of RabbitMQ and the vendor; ``settings`` say which MongoDB."""
     broker_url = settings.broker.amqp_url.get_secret_value()
     parts = urlsplit(broker_url)
-    broker = await ChaosProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    broker = ChaosProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
     vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
-    await vendor.start()
-    vendor_port = int(urlsplit(vendor.base_url).port or 0)
-    vendor_proxy = await ChaosProxy("127.0.0.1", vendor_port).start()
-    monkeypatch.setenv("SKOLSYNK_TEST_CHAOS_VENDOR_KEY", API_KEY)
-    scim_url = vendor.base_url.replace(f":{vendor_port}", f":{vendor_proxy.port}")
-    catalogue = write_vendor_catalogue(
-        tmp_path / "vendors", VENDOR, scim_base_url=scim_url, api_key_env="SKOLSYNK_TEST_CHAOS_VENDOR_KEY"
-    )
-    proxied = settings.model_dump()
-    proxied["broker"] = {**proxied["broker"], "amqp_url": via(broker_url, broker)}
-    stack = ChaosStack(settings, broker, vendor, vendor_proxy)
-    stack.apps = [
-        build_normaliser(NormaliserSettings.model_validate({**proxied, "date_check_interval_seconds": 86400})),
-        build_dispatcher(
-            DispatcherSettings.model_validate(
-                {**proxied, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
-            )
-        ),
-        build_gdpr(GdprSettings.model_validate({**proxied, "gdpr_sweep_interval_seconds": 1})),
-    ]
+    vendor_proxy: ChaosProxy | None = None
+    stack: ChaosStack | None = None
     try:
+        await broker.start()
+        await vendor.start()
+        vendor_port = int(urlsplit(vendor.base_url).port or 0)
+        vendor_proxy = await ChaosProxy("127.0.0.1", vendor_port).start()
+        monkeypatch.setenv("SKOLSYNK_TEST_CHAOS_VENDOR_KEY", API_KEY)
+        scim_url = vendor.base_url.replace(f":{vendor_port}", f":{vendor_proxy.port}")
+        catalogue = write_vendor_catalogue(
+            tmp_path / "vendors", VENDOR, scim_base_url=scim_url, api_key_env="SKOLSYNK_TEST_CHAOS_VENDOR_KEY"
+        )
+        proxied = settings.model_dump()
+        proxied["broker"] = {**proxied["broker"], "amqp_url": via(broker_url, broker)}
+        dispatcher = {"vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
+        stack = ChaosStack(settings, broker, vendor, vendor_proxy)
+        stack.apps = [
+            build_normaliser(NormaliserSettings.model_validate({**proxied, "date_check_interval_seconds": 86400})),
+            build_dispatcher(DispatcherSettings.model_validate({**proxied, **dispatcher})),
+            build_gdpr(GdprSettings.model_validate({**proxied, "gdpr_sweep_interval_seconds": 1})),
+        ]
         for app in stack.apps:
             await app.start()
         records = the_organiser()
@@ -200,13 +200,16 @@ async def chaos_stack(
         )
         yield stack
     finally:
-        for app in stack.apps:
+        apps = stack.apps if stack is not None else []
+        for app in apps:
             await app.drain(2)
             await app.close()
-        await vendor_proxy.stop()
+        if vendor_proxy is not None:
+            await vendor_proxy.stop()
         await vendor.stop()
         await broker.stop()
-        await delete_topology(broker_url, stack.dispatcher.topology)
+        if apps:
+            await delete_topology(broker_url, apps[1].topology)  # the dispatcher's: the system's and the vendor's
 
 
 @pytest.fixture

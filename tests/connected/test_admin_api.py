@@ -33,7 +33,11 @@ from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, drain_queue, wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(120),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 TENANT, OTHER = "kommun-a", "kommun-b"
 SOURCE = "egil-1"
@@ -75,19 +79,22 @@ async def admin(settings: ServiceSettings) -> AsyncIterator[Admin]:
         {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY}
     )
     app = build(admin_settings, clock=lambda: datetime.now(UTC) + clock[0])
-    await app.start()
-    operator, _ = await TokenStore(app.db).create(
-        role=Role.OPERATOR, subject="ops-1", tenant_id=None, created_by="test"
-    )
-    session = aiohttp.ClientSession()
-    admin = Admin(app, f"http://127.0.0.1:{app.web_ports[0]}/api/v1", session, clock, operator, settings)
-    for tenant_id in (TENANT, OTHER):
-        status, _ = await admin.call("POST", "/tenants", operator, {"tenant_id": tenant_id, "display_name": tenant_id})
-        assert status == 201
+    session: aiohttp.ClientSession | None = None
     try:
+        await app.start()
+        operator, _ = await TokenStore(app.db).create(
+            role=Role.OPERATOR, subject="ops-1", tenant_id=None, created_by="test"
+        )
+        session = aiohttp.ClientSession()
+        admin = Admin(app, f"http://127.0.0.1:{app.web_ports[0]}/api/v1", session, clock, operator, settings)
+        for tenant_id in (TENANT, OTHER):
+            body = {"tenant_id": tenant_id, "display_name": tenant_id}
+            status, _ = await admin.call("POST", "/tenants", operator, body)
+            assert status == 201
         yield admin
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()
         await app.drain(1)
         await app.close()
         await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
@@ -173,8 +180,8 @@ async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin:
     status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources/graph-1/sync", token, {"mode": "full"})
     assert status == 503, problem
     connector = ServiceApp.create("fake-graph-connector", admin.settings, connector_kinds=["microsoft"])
-    await connector.start()
     try:
+        await connector.start()
         status, _ = await admin.call("POST", f"/tenants/{TENANT}/sources/graph-1/sync", token, {"mode": "full"})
         assert status == 202
         url = admin.settings.broker.amqp_url.get_secret_value()
@@ -195,8 +202,8 @@ async def seed_organiser(admin: Admin) -> list[Any]:
     normaliser = build_normaliser(
         NormaliserSettings.model_validate({**admin.settings.model_dump(), "date_check_interval_seconds": 86400})
     )
-    await normaliser.start()
     try:
+        await normaliser.start()
         run_id = uuid.uuid4()
         for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=50, run_id=run_id):
             await normaliser.publisher.publish(

@@ -17,7 +17,12 @@ from skolsynk_services.admin.auth import Role, TokenStore
 from skolsynk_services.admin.openapi import DOCUMENT
 from tests.helpers import delete_topology
 
-pytestmark = [pytest.mark.connected, pytest.mark.fuzz, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.fuzz,
+    pytest.mark.timeout(300),
+    pytest.mark.queues("normaliser.projections", "gdpr.events"),
+]
 
 
 async def test_generated_requests_never_get_a_server_error(settings: ServiceSettings, tmp_path: Path):
@@ -30,8 +35,8 @@ async def test_generated_requests_never_get_a_server_error(settings: ServiceSett
         }
     )
     app = build(admin_settings)
-    await app.start()
     try:
+        await app.start()
         token, _ = await TokenStore(app.db).create(role=Role.OPERATOR, subject="fuzzer", tenant_id=None, created_by="t")
         examples = os.environ.get("SKOLSYNK_FUZZ_EXAMPLES", "4")
         process = await asyncio.create_subprocess_exec(

@@ -53,10 +53,10 @@ async def topology(cli_settings: CliSettings) -> AsyncIterator[Topology]:
     broker = cli_settings.broker
     declared = topology_for(broker, vendor_ids=["acme"], connector_kinds=["google"])
     amqp_url = broker.amqp_url.get_secret_value()
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        await declare_topology(await connection.channel(), declared)
     try:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            await declare_topology(await connection.channel(), declared)
         yield declared
     finally:
         await delete_topology(amqp_url, declared)

@@ -39,7 +39,11 @@ from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(120),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 TENANT = "kommun-a"
 SOURCE = "egil-1"
@@ -135,32 +139,41 @@ async def start_stack(
     """The normaliser, the vendor's dispatcher and (unless ``queue_mode``) a fake EGIL SCIM vendor.
     ``consuming=False``: the dispatcher starts without consuming (its queue fills; see :func:`consume`)."""
     vendor: FakeEgilVendor | None = None
-    if queue_mode:
-        catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
-    else:
-        vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
-        await vendor.start()
-        monkeypatch.setenv("SKOLSYNK_TEST_VENDOR_KEY", API_KEY)
-        catalogue = write_vendor_catalogue(
-            tmp_path / "vendors", VENDOR, scim_base_url=vendor.base_url, api_key_env="SKOLSYNK_TEST_VENDOR_KEY"
+    stack: Stack | None = None
+    try:
+        if queue_mode:
+            catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
+        else:
+            vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
+            await vendor.start()
+            monkeypatch.setenv("SKOLSYNK_TEST_VENDOR_KEY", API_KEY)
+            catalogue = write_vendor_catalogue(
+                tmp_path / "vendors", VENDOR, scim_base_url=vendor.base_url, api_key_env="SKOLSYNK_TEST_VENDOR_KEY"
+            )
+        base = settings.model_dump()
+        normaliser = build_normaliser(
+            NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
+            clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC),
         )
-    base = settings.model_dump()
-    normaliser = build_normaliser(
-        NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
-        clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC),
-    )
-    dispatcher = build_dispatcher(
-        DispatcherSettings.model_validate(
-            {**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
+        dispatcher = build_dispatcher(
+            DispatcherSettings.model_validate(
+                {**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
+            )
         )
-    )
-    if not consuming:
-        dispatcher.extensions["held_consumers"] = list(dispatcher.consumers)
-        dispatcher.consumers.clear()
-    await dispatcher.start()
-    await normaliser.start()
-    records = records or organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
-    return Stack(normaliser, dispatcher, vendor, settings, records)
+        if not consuming:
+            dispatcher.extensions["held_consumers"] = list(dispatcher.consumers)
+            dispatcher.consumers.clear()
+        records = records or organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
+        stack = Stack(normaliser, dispatcher, vendor, settings, records)
+        await dispatcher.start()
+        await normaliser.start()
+    except BaseException:  # what started is stopped: a failed start leaves nothing behind
+        if stack is not None:
+            await stop_stack(stack)
+        elif vendor is not None:
+            await vendor.stop()
+        raise
+    return stack
 
 
 async def consume(stack: Stack) -> BatchConsumer:
@@ -448,8 +461,8 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
     namespace = settings.broker.namespace
     password = secrets.token_urlsafe(24)
-    await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
     try:
+        await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
         await stack.subscribe(test_mode=False)
         await stack.sync()
         await stack.settled()

@@ -17,7 +17,11 @@ from skolsynk_services.dispatcher.drift import DriftChecker
 from tests.connected.test_dispatcher import API_KEY, TENANT, Stack, person_id, start_stack, stop_stack
 from tests.helpers import wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(120),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 
 @pytest.fixture

@@ -83,21 +83,23 @@ async def intake(mongo_url: str, settings: ServiceSettings) -> AsyncIterator[Int
     log = CommandLog()
     client: MongoClient = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[log])
     db = client[settings.store.mongodb_database]
-    await ensure_indexes(db, [*INDEXES, *Outbox.index_specs(3600)])
-    log.commands.clear()  # start-up work is not a request's
     store = ReceiverStore(client, db, Outbox(db), exchange="source", producer="egil-receiver", page_size=10)
     # The pager's loop is not started: the test runs its passes, so every command in a request's
     # window is the request's own.
     pager = RunPager(store, idle_seconds=3600, max_age_seconds=86400, page_seconds=0.5)
     registry = ClientRegistry([EgilClient(tenant_id=TENANT, source_id=SOURCE, api_key_sha256=hash_key(API_KEY))])
     server = TestServer(build_scim_app(store, registry, on_write=pager.written))
-    await server.start_server()
-    # One kept-alive connection, one request at a time: how the EGIL client talks.
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), headers={"X-API-Key": API_KEY})
+    http: aiohttp.ClientSession | None = None
     try:
+        await ensure_indexes(db, [*INDEXES, *Outbox.index_specs(3600)])
+        log.commands.clear()  # start-up work is not a request's
+        await server.start_server()
+        # One kept-alive connection, one request at a time: how the EGIL client talks.
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), headers={"X-API-Key": API_KEY})
         yield Intake(http, server, store, pager, db, log)
     finally:
-        await http.close()
+        if http is not None:
+            await http.close()
         await server.close()
         await client.drop_database(settings.store.mongodb_database)
         await client.close()

@@ -32,11 +32,15 @@ from skolsynk_services.egil_receiver.clients import hash_key
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.fakes.egil_vendor import spki_sha256_pin
-from tests.helpers import reference_missing, wait_for
+from tests.helpers import delete_topology, wait_for
+from tests.reference import EGIL_CAPTURES
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(180),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "ref" / "egil-captures"
 TENANT = "gronkoping"
 SOURCE = "egil-ldap"
 API_KEY = "egil-test-key-0123456789"
@@ -76,14 +80,15 @@ async def running_receiver(
         )
     )  # fmt: skip
     normaliser = build_normaliser(NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}))
-    await normaliser.start()
-    await receiver_app.start()
     try:
+        await normaliser.start()
+        await receiver_app.start()
         yield receiver_app, normaliser, certificates
     finally:
         for app in (receiver_app, normaliser):
             await app.drain(2)
             await app.close()
+        await delete_topology(settings.broker.amqp_url.get_secret_value(), normaliser.topology)
 
 
 @pytest.fixture
@@ -123,13 +128,11 @@ def strict_answer(method: str, path: str, held: set[tuple[str, str]]) -> int:
 
 
 async def test_every_captured_request_of_the_real_client_is_answered_like_a_strict_server(receiver):
-    if not CAPTURES.is_dir():
-        reference_missing("reference captures not available")
     receiver_app, normaliser, certificates = receiver
     held: set[tuple[str, str]] = set()
     replayed = 0
     async with session_for(certificates) as http:
-        for step in sorted(p for p in CAPTURES.iterdir() if (p / "requests.jsonl").is_file()):
+        for step in sorted(p for p in EGIL_CAPTURES.iterdir() if (p / "requests.jsonl").is_file()):
             for line in (step / "requests.jsonl").read_text().splitlines():
                 captured = json.loads(line)
                 method, path = captured["method"], captured["path"].split("?")[0]

@@ -45,7 +45,11 @@ from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(120),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 TENANT = "kommun-g"
 SOURCE = "egil-1"
@@ -182,41 +186,49 @@ async def start_stack(
     settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **gdpr_overrides: Any
 ) -> Stack:
     vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
-    await vendor.start()
-    monkeypatch.setenv("SKOLSYNK_TEST_GDPR_VENDOR_KEY", API_KEY)
-    catalogue = tmp_path / "vendors"
-    write_vendor_catalogue(
-        catalogue, SCIM_VENDOR, scim_base_url=vendor.base_url, api_key_env="SKOLSYNK_TEST_GDPR_VENDOR_KEY"
-    )
-    write_vendor_catalogue(catalogue, QUEUE_VENDOR)
-    base = settings.model_dump()
-    clock = [timedelta(0)]  # the normaliser's clock runs ahead by this much (the grace-period test moves it)
-    normaliser = build_normaliser(
-        NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
-        clock=lambda: datetime.now(UTC) + clock[0],
-    )
-    dispatchers = [
-        build_dispatcher(
-            DispatcherSettings.model_validate(
-                {**base, "vendor_id": v, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 1}
+    stack: Stack | None = None
+    try:
+        await vendor.start()
+        monkeypatch.setenv("SKOLSYNK_TEST_GDPR_VENDOR_KEY", API_KEY)
+        catalogue = tmp_path / "vendors"
+        write_vendor_catalogue(
+            catalogue, SCIM_VENDOR, scim_base_url=vendor.base_url, api_key_env="SKOLSYNK_TEST_GDPR_VENDOR_KEY"
+        )
+        write_vendor_catalogue(catalogue, QUEUE_VENDOR)
+        base = settings.model_dump()
+        clock = [timedelta(0)]  # the normaliser's clock runs ahead by this much (the grace-period test moves it)
+        normaliser = build_normaliser(
+            NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
+            clock=lambda: datetime.now(UTC) + clock[0],
+        )
+        dispatchers = [
+            build_dispatcher(
+                DispatcherSettings.model_validate(
+                    {**base, "vendor_id": v, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 1}
+                )
+            )
+            for v in VENDORS
+        ]
+        gdpr = build_gdpr(
+            GdprSettings.model_validate(
+                {
+                    **base,
+                    "gdpr_deletion_deadline_hours": 24,
+                    "gdpr_retry_interval_minutes": 60,
+                    "gdpr_sweep_interval_seconds": 0.2,
+                    **gdpr_overrides,
+                }
             )
         )
-        for v in VENDORS
-    ]
-    gdpr = build_gdpr(
-        GdprSettings.model_validate(
-            {
-                **base,
-                "gdpr_deletion_deadline_hours": 24,
-                "gdpr_retry_interval_minutes": 60,
-                "gdpr_sweep_interval_seconds": 0.2,
-                **gdpr_overrides,
-            }
-        )
-    )
-    stack = Stack(settings, normaliser, dispatchers, gdpr, vendor, clock)
-    for app in stack.apps:
-        await app.start()
+        stack = Stack(settings, normaliser, dispatchers, gdpr, vendor, clock)
+        for app in stack.apps:
+            await app.start()
+    except BaseException:  # what started is stopped: a failed start leaves nothing behind
+        if stack is not None:
+            await stop_stack(stack)
+        else:
+            await vendor.stop()
+        raise
     return stack
 
 

@@ -34,7 +34,7 @@ from skolsynk.messaging.publisher import (
 from skolsynk.service import ServiceApp
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for, wait_for_depth
 
-pytestmark = pytest.mark.connected
+pytestmark = [pytest.mark.connected, pytest.mark.queues("connectors.sync-requests")]
 
 
 def sync_request(tenant: str = "kommun-a") -> Envelope:

@@ -39,7 +39,11 @@ from skolsynk_services.normaliser.app import NormaliserSettings, build
 from skolsynk_services.normaliser.runs import PageResult, Runs
 from tests.helpers import delete_topology, wait_for
 
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.connected,
+    pytest.mark.timeout(120),
+    pytest.mark.queues("normaliser.source-events", "normaliser.projections", "gdpr.events"),
+]
 
 TENANT = "kommun-a"
 SOURCE = "egil-1"
@@ -272,22 +276,23 @@ async def harness(settings: ServiceSettings):
 
     for vendor in vendors:
         collector.add_consumer(collector.queue_name("dispatcher", vendor), collect(vendor), idempotent=False)
-    await h.subscriptions.save(
-        VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=frozenset({U1, U2}))
-    )
-    await h.subscriptions.save(
-        VendorSubscription(
-            tenant_id=TENANT,
-            vendor_id="ilt",
-            school_unit_codes=frozenset({U1}),
-            roles=frozenset({Role.STUDENT}),
-            test_mode=False,
-        )
-    )
-    await h.subscriptions.save_profile(VendorProfile(vendor_id="ilt", kinds=frozenset(EntityKind) - {EntityKind.DUTY}))
-    await collector.start()
-    await normaliser.start()
     try:
+        await h.subscriptions.save(
+            VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=frozenset({U1, U2}))
+        )
+        await h.subscriptions.save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id="ilt",
+                school_unit_codes=frozenset({U1}),
+                roles=frozenset({Role.STUDENT}),
+                test_mode=False,
+            )
+        )
+        profile = VendorProfile(vendor_id="ilt", kinds=frozenset(EntityKind) - {EntityKind.DUTY})
+        await h.subscriptions.save_profile(profile)
+        await collector.start()
+        await normaliser.start()
         yield h
     finally:
         for app in (normaliser, collector):

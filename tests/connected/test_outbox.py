@@ -17,7 +17,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.storage import in_transaction
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.connected
+pytestmark = [pytest.mark.connected, pytest.mark.queues("connectors.sync-requests")]
 
 WRITER = Path(__file__).with_name("outbox_writer_that_dies.py")
 

@@ -14,7 +14,7 @@ from skolsynk.contracts import Envelope
 from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 
-pytestmark = pytest.mark.connected
+pytestmark = [pytest.mark.connected, pytest.mark.queues("connectors.sync-requests")]
 
 
 async def _get(port: int, path: str) -> tuple[int, Any]:

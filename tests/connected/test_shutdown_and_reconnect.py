@@ -12,7 +12,7 @@ from skolsynk.service import ServiceApp
 from skolsynk_testkit.devstack import rabbitmqctl
 from tests.helpers import queue_depth, wait_for, wait_for_depth
 
-pytestmark = pytest.mark.connected
+pytestmark = [pytest.mark.connected, pytest.mark.queues("connectors.sync-requests")]
 
 
 def numbered_requests(count: int, tenant: str = "kommun-a") -> list[Envelope]:

@@ -112,12 +112,12 @@ async def stack(settings: ServiceSettings) -> AsyncIterator[Stack]:
         DispatcherSettings.model_validate({**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue})
     )
     apps = [normaliser, dispatcher, admin]
-    for app in apps:
-        await app.start()
-    operator, _ = await TokenStore(admin.db).create(
-        role=Role.OPERATOR, subject="drift@skolsynk.example", tenant_id=None, created_by="test"
-    )
     try:
+        for app in apps:
+            await app.start()
+        operator, _ = await TokenStore(admin.db).create(
+            role=Role.OPERATOR, subject="drift@skolsynk.example", tenant_id=None, created_by="test"
+        )
         yield Stack(settings, admin, normaliser, dispatcher, clock, operator)
     finally:
         for app in apps:

@@ -65,9 +65,9 @@ def service_env(amqp_url: str, mongo_url: str, namespace: str) -> dict[str, str]
 def running(service_env: dict[str, str], tmp_path: Path):
     started: list[ServiceProcess] = []
     service_env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(write_vendor_catalogue(tmp_path / "vendors", "demo-vendor"))
-    for name, (module, extra) in SERVICES.items():
-        started.append(start_service(name, module, env={**service_env, **extra}, log_dir=tmp_path))
     try:
+        for name, (module, extra) in SERVICES.items():
+            started.append(start_service(name, module, env={**service_env, **extra}, log_dir=tmp_path))
         yield started
     finally:
         for service in started:

@@ -194,8 +194,8 @@ async def api() -> AsyncIterator[Api]:
     app = web.Application()
     app.router.add_get("/items", state.handle)
     state.server = test_utils.TestServer(app)
-    await state.server.start_server()
     try:
+        await state.server.start_server()
         yield state
     finally:
         await state.server.close()
@@ -479,6 +479,7 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
         self.active: set[str] = set()
         self.overlapped = False
         self.due_answers: list[str | Exception | None] = []
+        self.requested: list[Envelope] = []
         self.fail = False
 
     async def _run(self, source: Source, request: str) -> str:
@@ -498,7 +499,10 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
     def _merge(self, waiting: str, new: str) -> str:
         return "full" if "full" in (waiting, new) else waiting
 
-    async def _due(self, source: Source) -> str | None:
+    async def handle_sync_requested(self, envelope: Envelope, context: Any) -> None:
+        self.requested.append(envelope)
+
+    async def due(self, source: Source) -> str | None:
         answer = self.due_answers.pop(0) if self.due_answers else None
         if isinstance(answer, Exception):
             raise answer
@@ -654,7 +658,7 @@ def test_entries_are_validated_and_unique() -> None:
 class StubApp:
     def __init__(self) -> None:
         self.extensions: dict[str, Any] = {}
-        self.consumers: list[tuple[str, bool]] = []
+        self.consumers: list[tuple[str, Any, bool]] = []
         self.startup: list[Callable[[], Awaitable[None]]] = []
         self.shutdown: list[Callable[[], Awaitable[None]]] = []
         self.background: dict[str, Callable[[], Awaitable[None]]] = {}
@@ -663,7 +667,7 @@ class StubApp:
         return f"skolsynk.{service}.{purpose}"
 
     def add_consumer(self, queue_name: str, handler: Any, *, idempotent: bool = True) -> None:
-        self.consumers.append((queue_name, idempotent))
+        self.consumers.append((queue_name, handler, idempotent))
 
     def add_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
         self.startup.append(hook)
@@ -678,14 +682,10 @@ class StubApp:
 async def test_mount_wires_the_queue_the_lifecycle_and_a_schedule_per_source() -> None:
     demo = Demo([Source(), Source(source_id="b")])
     demo.due_answers = ["full"]
-
-    async def handler(envelope: Envelope, context: Any) -> None:
-        return None
-
     app = StubApp()
-    connector_service.mount(app, demo, kind="demo", on_sync_requested=handler, schedule=True, idempotent=False)  # type: ignore[arg-type]
+    connector_service.mount(app, demo, kind="demo", schedule=True, idempotent=False)  # type: ignore[arg-type]
     assert app.extensions == {"connector": demo}
-    assert app.consumers == [("skolsynk.demo.sync-requests", False)]
+    assert app.consumers == [("skolsynk.demo.sync-requests", demo.handle_sync_requested, False)]
     assert app.startup == [demo.start]
     assert app.shutdown == [demo.close]
     assert list(app.background) == ["schedule:kommun-a:api", "schedule:kommun-a:b"]
@@ -695,9 +695,9 @@ async def test_mount_wires_the_queue_the_lifecycle_and_a_schedule_per_source() -
     with pytest.raises(asyncio.CancelledError):
         await task
     unscheduled = StubApp()
-    connector_service.mount(unscheduled, demo, kind="demo", on_sync_requested=handler, schedule=False)  # type: ignore[arg-type]
+    connector_service.mount(unscheduled, demo, kind="demo", schedule=False)  # type: ignore[arg-type]
     assert unscheduled.background == {}
-    assert unscheduled.consumers == [("skolsynk.demo.sync-requests", True)]
+    assert unscheduled.consumers == [("skolsynk.demo.sync-requests", demo.handle_sync_requested, True)]
 
 
 def test_a_configuration_error_stops_the_service_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

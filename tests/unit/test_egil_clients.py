@@ -9,11 +9,9 @@ import pytest
 import yaml
 
 from skolsynk_services.egil_receiver.clients import ClientRegistry, federation_client_pins, hash_key
-from tests.helpers import reference_missing
+from tests.reference import EGIL_METADATA
 
 pytestmark = pytest.mark.unit
-
-METADATA = Path(__file__).resolve().parents[3] / "shared" / "ref" / "egil-captures" / "metadata.json"
 
 
 def write_clients(tmp_path: Path, clients: list[dict[str, object]]) -> Path:
@@ -42,13 +40,11 @@ def test_api_keys_are_matched_by_hash_and_pins_directly(tmp_path: Path) -> None:
 
 
 def test_pins_come_from_federation_metadata(tmp_path: Path) -> None:
-    if not METADATA.is_file():
-        reference_missing("reference metadata not available")
     path = write_clients(
         tmp_path,
         [{"tenant_id": "gronkoping", "source_id": "egil", "federation_entity_id": "https://egil.gronkoping.se"}],
     )
-    registry = ClientRegistry.from_file(path, federation_metadata=METADATA)
+    registry = ClientRegistry.from_file(path, federation_metadata=EGIL_METADATA)
     client = registry.by_pin("SzLHjE79PlF0YQ4uFVu0z6mnBdsbFo25TogfUV372qg=")
     assert client is not None
     assert client.tenant_id == "gronkoping"

@@ -14,7 +14,6 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -27,11 +26,9 @@ from skolsynk_testkit.fakes.egil_vendor import (
     server_ssl_context,
     spki_sha256_pin,
 )
+from tests.reference import egil_capture
 
 pytestmark = pytest.mark.unit
-
-REF = Path(__file__).resolve().parents[3] / "shared" / "ref"
-CAPTURES = REF / "egil-captures"
 
 KEY = "key-gronkoping"
 TENANT = "gronkoping"
@@ -187,8 +184,8 @@ class Api:
 @pytest.fixture
 async def vendor() -> AsyncIterator[FakeEgilVendor]:
     fake = FakeEgilVendor(api_keys={KEY: TENANT, OTHER_KEY: OTHER_TENANT})
-    await fake.start("127.0.0.1", 0)
     try:
+        await fake.start("127.0.0.1", 0)
         yield fake
     finally:
         await fake.stop()
@@ -213,9 +210,9 @@ async def make_api() -> AsyncIterator[Callable[..., Any]]:
     async def make(**options: Any) -> tuple[FakeEgilVendor, Api]:
         options.setdefault("api_keys", {KEY: TENANT})
         fake = FakeEgilVendor(**options)
-        await fake.start("127.0.0.1", 0)
         client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers={"X-API-Key": KEY})
-        started.append((fake, client))
+        started.append((fake, client))  # before the start: stopped at the end even when it fails to start
+        await fake.start("127.0.0.1", 0)
         return fake, Api(client, fake.base_url)
 
     try:
@@ -672,8 +669,8 @@ async def test_mtls_tenant_is_the_client_certificate_pin(pki: Pki, mtls_server_c
     entity = "https://egil.gronkoping.example"
     pin = spki_sha256_pin(pki.client.cert_chain_pems[0].bytes())
     vendor = FakeEgilVendor(client_pins={pin: entity})
-    await vendor.start("127.0.0.1", 0, ssl_context=mtls_server_context)
     try:
+        await vendor.start("127.0.0.1", 0, ssl_context=mtls_server_context)
         assert vendor.base_url.startswith("https://127.0.0.1:")
         for cert, expected in ((pki.client, 201), (pki.stranger, 403)):
             connector = aiohttp.TCPConnector(ssl=client_context(pki, cert))
@@ -925,9 +922,7 @@ async def test_seed_and_forget(api: Api, vendor: FakeEgilVendor) -> None:
 
 
 def _captured(step: str) -> list[dict[str, Any]]:
-    path = CAPTURES / step / "requests.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
+    path = egil_capture(step)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

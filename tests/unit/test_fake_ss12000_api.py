@@ -1,5 +1,5 @@
 """The fake SS 12000 2.1 source API: paging, change filters, deletions, authentication and faults; and
-(when the SIS OpenAPI file and jsonschema are available) its answers validated against the 2.1 schemas."""
+(when the SIS OpenAPI file is in the reference directory) its answers validated against the 2.1 schemas."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
+import yaml
 
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
+from tests.reference import SS12000_EXAMPLES, SS12000_OPENAPI, reference_file
 
 pytestmark = pytest.mark.unit
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "ref" / "ss12000"
-EXAMPLES = REF / "examples" / "examples-2.1.json"
 T0 = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
 
 
@@ -35,8 +37,8 @@ def person(n: int, *, modified: datetime = T0) -> dict[str, Any]:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSs12000Api]:
     api = FakeSs12000Api(auth="none")
-    await api.start()
     try:
+        await api.start()
         yield api
     finally:
         await api.stop()
@@ -110,8 +112,8 @@ async def test_modified_after_is_exclusive_and_before_inclusive(
 @pytest.mark.parametrize("key", ["activitites", "activities"])
 async def test_deleted_entities_after_with_either_spelling(key: str, http: aiohttp.ClientSession) -> None:
     fake = FakeSs12000Api(auth="none", deleted_activities_key=key)  # type: ignore[arg-type]
-    await fake.start()
     try:
+        await fake.start()
         fake.put("persons", person(1))
         fake.delete("persons", str(uuid.UUID(int=1)), at=T0 + timedelta(minutes=1))
         fake.delete("activities", "a-1", at=T0 + timedelta(minutes=2))
@@ -140,8 +142,8 @@ async def test_oauth2_client_credentials_and_expiry(http: aiohttp.ClientSession)
     fake = FakeSs12000Api(
         auth="oauth2", client_id="cid", client_secret="sec", token_ttl_seconds=60, clock=lambda: now[0]
     )
-    await fake.start()
     try:
+        await fake.start()
         fake.put("persons", person(1))
         status, _, headers = await get(http, f"{fake.base_url}/persons")
         assert status == 401
@@ -178,8 +180,8 @@ async def test_oauth2_client_credentials_and_expiry(http: aiohttp.ClientSession)
 
 async def test_api_key(http: aiohttp.ClientSession) -> None:
     fake = FakeSs12000Api(auth="api_key", api_key="k1", api_key_header="X-Key")
-    await fake.start()
     try:
+        await fake.start()
         assert (await get(http, f"{fake.base_url}/groups"))[0] == 401
         assert (await get(http, f"{fake.base_url}/groups", headers={"X-Key": "nope"}))[0] == 403
         assert (await get(http, f"{fake.base_url}/groups", headers={"X-Key": "k1"}))[0] == 200
@@ -210,16 +212,11 @@ async def test_faults(fake: FakeSs12000Api, http: aiohttp.ClientSession) -> None
 
 
 # ------------------------------------------------------------------------------------------------
-# Against the SS 12000 2.1 schemas (the SIS file is never committed; skipped without it)
+# Against the SS 12000 2.1 schemas (the SIS file is never committed: read from SKOLSYNK_REFERENCE_DIR)
 
 
 def _schema_validator(name: str) -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
-    referencing = pytest.importorskip("referencing")
-    yaml = pytest.importorskip("yaml")
-    spec_path = REF / "openapi_ss12000_version2_1_0.yaml"
-    if not spec_path.exists():
-        pytest.skip("the SS 12000 2.1 OpenAPI file is not available")
+    spec_path = reference_file(SS12000_OPENAPI)
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     # YAML turns example dates into date objects; they are not part of validation, so round-trip as text.
     spec = json.loads(json.dumps(spec, default=str))
@@ -256,9 +253,7 @@ async def test_list_answers_match_the_2_1_schemas(
     fake: FakeSs12000Api, http: aiohttp.ClientSession, endpoint: str, example: str, schema: str
 ) -> None:
     validator = _schema_validator(schema)
-    if not EXAMPLES.exists():
-        pytest.skip("the SS 12000 examples are not available")
-    obj = json.loads(EXAMPLES.read_text(encoding="utf-8"))[example]
+    obj = json.loads(SS12000_EXAMPLES.read_text(encoding="utf-8"))[example]
     fake.put(endpoint, obj)
     fake.put(endpoint, {**obj, "id": str(uuid.uuid4())}, modified=T0)
     _, body, _ = await get(http, f"{fake.base_url}/{endpoint}", {"limit": "1"})

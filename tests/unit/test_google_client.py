@@ -17,7 +17,7 @@ from skolsynk_services.google_connector.auth import (
     encode_jwt,
     load_signer,
 )
-from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy, error_reason, snake
+from skolsynk_services.google_connector.client import GoogleClient, RetryPolicy, error_reason, snake
 from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 
@@ -35,9 +35,9 @@ def key() -> dict[str, str]:
 @pytest.fixture
 async def fake(key: dict[str, str]) -> AsyncIterator[FakeGoogleDirectory]:
     directory = FakeGoogleDirectory(service_account_key=key, admins=[ADMIN], domain="kommun-a.se")
-    await directory.start()
-    directory.add_user(ADMIN, "Admin", "A", audit=False)
     try:
+        await directory.start()
+        directory.add_user(ADMIN, "Admin", "A", audit=False)
         yield directory
     finally:
         await directory.stop()
@@ -61,18 +61,18 @@ def source(fake: FakeGoogleDirectory, **overrides: Any) -> SourceConfig:
 
 
 @pytest.fixture
-async def client(fake: FakeGoogleDirectory, key: dict[str, str]) -> AsyncIterator[tuple[DirectoryClient, list[str]]]:
+async def client(fake: FakeGoogleDirectory, key: dict[str, str]) -> AsyncIterator[tuple[GoogleClient, list[str]]]:
     configured = source(fake)
     credentials = DelegatedCredentials(key, subject=ADMIN, scopes=DIRECTORY_SCOPES, token_url=fake.token_url)
     throttled: list[str] = []
-    directory = DirectoryClient(
+    directory = GoogleClient(
         configured,
         credentials,
         retry=RetryPolicy(attempts=ATTEMPTS, wait_initial_seconds=0.001, wait_max_seconds=0.01),
         on_throttled=throttled.append,
     )
-    await directory.start()
     try:
+        await directory.start()
         yield directory, throttled
     finally:
         await directory.close()
@@ -117,7 +117,7 @@ def test_error_codes() -> None:
 
 
 async def test_one_token_for_many_requests_and_a_new_one_after_a_401(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]]
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]]
 ) -> None:
     directory, _ = client
     for _ in range(3):
@@ -131,13 +131,11 @@ async def test_one_token_for_many_requests_and_a_new_one_after_a_401(
 
 async def test_a_token_refused_twice_is_an_auth_error(key: dict[str, str]) -> None:
     fake = FakeGoogleDirectory(service_account_key=key, admins=[ADMIN], token_ttl_seconds=0)
-    await fake.start()
     try:
+        await fake.start()
         fake.add_user(ADMIN, "A", "A", audit=False)
         credentials = DelegatedCredentials(key, subject=ADMIN, scopes=DIRECTORY_SCOPES, token_url=fake.token_url)
-        directory = DirectoryClient(
-            source(fake), credentials, retry=RetryPolicy(attempts=2, wait_initial_seconds=0.001)
-        )
+        directory = GoogleClient(source(fake), credentials, retry=RetryPolicy(attempts=2, wait_initial_seconds=0.001))
         await directory.start()
         with pytest.raises(GoogleReadError) as raised:
             await directory.org_units()
@@ -158,7 +156,7 @@ async def test_a_token_refused_twice_is_an_auth_error(key: dict[str, str]) -> No
     ],
 )
 async def test_throttling_is_retried_by_reason(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]], fault: str, code: str
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]], fault: str, code: str
 ) -> None:
     directory, throttled = client
     fake.fail_next(ATTEMPTS - 1, fault)
@@ -183,7 +181,7 @@ async def test_throttling_is_retried_by_reason(
     ],
 )
 async def test_server_errors_are_retried_permanent_403s_are_not(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]], fault: str, code: str, retried: bool
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]], fault: str, code: str, retried: bool
 ) -> None:
     directory, throttled = client
     fake.fail_next(100, fault)
@@ -200,7 +198,7 @@ async def test_server_errors_are_retried_permanent_403s_are_not(
     [("invalid_grant", "invalid_grant", False), ("unauthorized_client", "unauthorized_client", False)],
 )
 async def test_token_errors_end_the_read(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]], error: str, code: str, retried: bool
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]], error: str, code: str, retried: bool
 ) -> None:
     directory, _ = client
     fake.fail_token(error)
@@ -212,7 +210,7 @@ async def test_token_errors_end_the_read(
 
 
 async def test_an_unavailable_token_endpoint_is_retried(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]]
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]]
 ) -> None:
     directory, _ = client
     fake.fail_token("temporarily_unavailable", count=2)
@@ -221,7 +219,7 @@ async def test_an_unavailable_token_endpoint_is_retried(
 
 
 async def test_paging_follows_next_page_token(
-    fake: FakeGoogleDirectory, client: tuple[DirectoryClient, list[str]]
+    fake: FakeGoogleDirectory, client: tuple[GoogleClient, list[str]]
 ) -> None:
     directory, _ = client
     fake.add_org_unit("/Elever")

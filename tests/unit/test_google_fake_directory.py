@@ -39,9 +39,9 @@ def key() -> dict[str, str]:
 @pytest.fixture
 async def fake(key: dict[str, str]) -> AsyncIterator[FakeGoogleDirectory]:
     directory = FakeGoogleDirectory(service_account_key=key, admins=[ADMIN])
-    await directory.start()
-    directory.add_user(ADMIN, "Admin", "Istrator", audit=False)
     try:
+        await directory.start()
+        directory.add_user(ADMIN, "Admin", "Istrator", audit=False)
         yield directory
     finally:
         await directory.stop()

@@ -15,7 +15,7 @@ import yaml
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk_services.google_connector.auth import DIRECTORY_SCOPES, DelegatedCredentials
-from skolsynk_services.google_connector.client import DirectoryClient, RetryPolicy
+from skolsynk_services.google_connector.client import GoogleClient, RetryPolicy
 from skolsynk_services.google_connector.mapping import (
     DirectoryMapping,
     UnmappableUser,
@@ -287,10 +287,10 @@ def key() -> dict[str, str]:
 @pytest.fixture
 async def fake(key: dict[str, str]) -> AsyncIterator[FakeGoogleDirectory]:
     directory = FakeGoogleDirectory(admins=[ADMIN])
-    await directory.start()
-    directory.add_service_account(key)
-    directory.add_user(ADMIN, "Admin", "Demo", audit=False)
     try:
+        await directory.start()
+        directory.add_service_account(key)
+        directory.add_user(ADMIN, "Admin", "Demo", audit=False)
         yield directory
     finally:
         await directory.stop()
@@ -309,9 +309,9 @@ async def read_all(source: SourceConfig, key: dict[str, str]) -> tuple[list[Sour
     credentials = DelegatedCredentials(
         key, subject=source.delegated_admin, scopes=DIRECTORY_SCOPES, token_url=source.token_url
     )
-    client = DirectoryClient(source, credentials, retry=RetryPolicy(attempts=2, wait_initial_seconds=0.01))
-    await client.start()
+    client = GoogleClient(source, credentials, retry=RetryPolicy(attempts=2, wait_initial_seconds=0.01))
     try:
+        await client.start()
         reader = SnapshotReader(source, client)
         records = [record async for batch in reader.batches() for record in batch]
     finally:

@@ -1,4 +1,4 @@
-"""The Microsoft Graph connector's pure parts: the tenants file, Retry-After, the mapping of Graph
+"""The Microsoft Graph connector's pure parts: the sources (tenants) file, Retry-After, the mapping of Graph
 objects to canonical records, collapsing delta rounds; and its Graph client against the fake (token
 cache and refresh, throttling, expired delta tokens)."""
 
@@ -32,11 +32,11 @@ from skolsynk_services.graph_connector.mapping import (
     school_year,
 )
 from skolsynk_services.graph_connector.runs import collapse
-from skolsynk_services.graph_connector.tenants import (
+from skolsynk_services.graph_connector.sources import (
     ConfigurationError,
-    TenantConfig,
-    load_tenants,
-    parse_tenants,
+    SourceConfig,
+    load_sources,
+    parse_sources,
     secret,
 )
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
@@ -49,7 +49,7 @@ CLIENT = "7c2e4a10-0d3b-4b6f-8e21-9a4c5b6d7e02"
 TODAY = date(2026, 11, 26)
 
 
-def tenant(**overrides: Any) -> TenantConfig:
+def tenant(**overrides: Any) -> SourceConfig:
     raw = {
         "tenant_id": "kommun-a",
         "azure_tenant_id": AZURE,
@@ -57,14 +57,14 @@ def tenant(**overrides: Any) -> TenantConfig:
         "client_secret_env": "GRAPH_SECRET",
         **overrides,
     }
-    return parse_tenants([raw])[0]
+    return parse_sources([raw])[0]
 
 
 # --- configuration ---------------------------------------------------------------------------------
 
 
 def test_the_example_file_is_valid() -> None:
-    tenants = load_tenants(ROOT / "deploy" / "microsoft-sources.example.yaml")
+    tenants = load_sources(ROOT / "deploy" / "microsoft-sources.example.yaml")
     assert len(tenants) >= 2
     first = tenants[0]
     assert first.resolved_token_url == f"https://login.microsoftonline.com/{first.azure_tenant_id}/oauth2/v2.0/token"
@@ -107,18 +107,18 @@ def test_invalid_entries_are_named(overrides: dict[str, Any], message: str) -> N
 def test_documents_and_duplicates(tmp_path: Path) -> None:
     entry = {"tenant_id": "kommun-a", "azure_tenant_id": "kommun.onmicrosoft.com", "client_id": CLIENT,
              "client_secret_env": "S"}  # fmt: skip
-    assert parse_tenants({"tenants": [entry]})[0].azure_tenant_id == "kommun.onmicrosoft.com"
-    assert parse_tenants(None) == []
+    assert parse_sources({"tenants": [entry]})[0].azure_tenant_id == "kommun.onmicrosoft.com"
+    assert parse_sources(None) == []
     with pytest.raises(ConfigurationError, match="listed twice: kommun-a:microsoft"):
-        parse_tenants([entry, entry])
+        parse_sources([entry, entry])
     with pytest.raises(ConfigurationError, match="must be a list"):
-        parse_tenants("nonsense")
+        parse_sources("nonsense")
     bad = tmp_path / "tenants.yaml"
     bad.write_text("- tenant_id: [unclosed\n")
     with pytest.raises(ConfigurationError, match="not valid YAML"):
-        load_tenants(bad)
+        load_sources(bad)
     with pytest.raises(ConfigurationError, match="cannot read"):
-        load_tenants(tmp_path / "missing.yaml")
+        load_sources(tmp_path / "missing.yaml")
     with pytest.raises(ConfigurationError, match="GRAPH_SECRET is not set"):
         secret("GRAPH_SECRET", {})
 
@@ -339,8 +339,8 @@ def test_collapse_merges_entries_and_keeps_the_last_state() -> None:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGraphEducation]:
     api = FakeGraphEducation(default_page_size=2, delta_page_size=2)
-    await api.start()
     try:
+        await api.start()
         yield api
     finally:
         await api.stop()
@@ -434,20 +434,20 @@ class StubState:
     def __init__(self, doc: dict[str, Any] | None) -> None:
         self.doc = doc
 
-    async def get(self, tenant: TenantConfig) -> dict[str, Any] | None:
+    async def get(self, source: SourceConfig) -> dict[str, Any] | None:
         return self.doc
 
 
 async def test_schedule_full_reconciliation_and_delta_intervals() -> None:
     from datetime import timedelta
 
-    from skolsynk_services.graph_connector.connector import Connector
+    from skolsynk_services.graph_connector.connector import GraphConnector
 
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     config = tenant(full_interval_seconds=86400, delta_interval_seconds=900)
 
     async def due(doc: dict[str, Any] | None) -> str | None:
-        connector = Connector(
+        connector = GraphConnector(
             [config],
             publisher=None,  # type: ignore[arg-type]
             exchange="x",

@@ -33,8 +33,8 @@ def user(n: int, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGraphEducation]:
     api = FakeGraphEducation(default_page_size=3, delta_page_size=3)
-    await api.start()
     try:
+        await api.start()
         yield api
     finally:
         await api.stop()

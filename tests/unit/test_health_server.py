@@ -42,8 +42,8 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def server(metrics: Metrics) -> AsyncIterator[HealthServer]:
     health = HealthServer(host="127.0.0.1", port=0, metrics=metrics)
-    await health.start()
     try:
+        await health.start()
         assert health.bound_port
         yield health
     finally:
@@ -166,9 +166,9 @@ async def test_unknown_path_is_404(get: Get) -> None:
 
 async def test_stop_closes_the_port(metrics: Metrics) -> None:
     health = HealthServer(host="127.0.0.1", port=0, metrics=metrics)
-    await health.start()
-    port = health.bound_port
     try:
+        await health.start()
+        port = health.bound_port
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/livez") as response:
             assert response.status == 200
     finally:

@@ -36,11 +36,11 @@ async def base_url(metrics: Metrics) -> AsyncIterator[str]:
     app.router.add_get("/Users/{id}", _user)
     app.router.add_post("/boom", _boom)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +24,9 @@ from skolsynk.adapters.egil import (
 )
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType
-from tests.helpers import reference_missing
+from tests.reference import EGIL_CAPTURES, egil_capture
 
 pytestmark = pytest.mark.unit
-
-REF = Path(__file__).resolve().parents[3] / "shared" / "ref"
-CAPTURES = REF / "egil-captures"
 
 ORG = "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e"
 SUG = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
@@ -44,9 +40,7 @@ ACTIVITY_8B = "6de42408-d238-5b10-9262-e4daf20fd710"
 
 
 def _captured(step: str) -> list[dict[str, Any]]:
-    path = CAPTURES / step / "requests.jsonl"
-    if not path.is_file():
-        reference_missing(f"reference captures not available: {path}")
+    path = egil_capture(step)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -84,10 +78,8 @@ def test_every_initial_sync_body_maps_to_a_valid_canonical_record() -> None:
 
 
 def test_every_captured_post_and_put_of_every_step_maps() -> None:
-    if not CAPTURES.is_dir():
-        reference_missing("reference captures not available")
     count = 0
-    for path in sorted(CAPTURES.glob("*/requests.jsonl")):
+    for path in sorted(EGIL_CAPTURES.glob("*/requests.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             request = json.loads(line)
             if request["method"] in {"POST", "PUT"}:

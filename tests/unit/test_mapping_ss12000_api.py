@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +10,10 @@ import pytest
 from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType, SecurityMarking
-from tests.helpers import reference_missing
+from tests.reference import SS12000_EXAMPLES
 
 pytestmark = pytest.mark.unit
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "ref" / "ss12000" / "examples" / "examples-2.1.json"
 
 #: Example name -> the collection it comes from, for the provisioning types.
 PROVISIONING_EXAMPLES = {
@@ -39,9 +37,7 @@ ACTIVITY = "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a80"
 
 @pytest.fixture(scope="module")
 def examples() -> dict[str, Any]:
-    if not EXAMPLES.is_file():
-        reference_missing(f"reference examples not available: {EXAMPLES}")
-    data: dict[str, Any] = json.loads(EXAMPLES.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(SS12000_EXAMPLES.read_text(encoding="utf-8"))
     return data
 
 
