@@ -315,3 +315,33 @@ async def test_a_write_that_lands_while_its_resource_is_paged_goes_out_too(
     versions = [r["data"]["given_name"] for p in pages for r in p["records"] if r["key"] == pupil]
     assert versions[-1] == "Mitt"  # the normaliser applies pages in order: it ends with the latest write
     assert len({r["key"] for p in pages for r in p["records"]}) == 5
+
+
+async def test_a_post_after_a_delete_creates_even_when_the_tombstone_is_paged_away_in_between(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert finds the deleted resource's tombstone; before the tombstone can be replaced the pager
+    has paged and removed it. The client must get 201 (nothing exists), not 409."""
+    for endpoint, body in directory(1):
+        status, _ = await intake.request("POST", endpoint, body)
+        assert status == 201
+    pupil = str(uuid.UUID(int=1))
+    status, _ = await intake.request("DELETE", f"/Users/{pupil}")
+    assert status == 204
+    replace_tombstone = intake.store.resources.update_one
+    paged_away: list[int] = []
+
+    async def pager_removes_the_tombstone_first(criteria: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if not paged_away and criteria.get("deleted") is True:
+            removed = await intake.db[RESOURCES].delete_one({"_id": criteria["_id"], "deleted": True})
+            paged_away.append(removed.deleted_count)
+        return await replace_tombstone(criteria, *args, **kwargs)
+
+    monkeypatch.setattr(intake.store.resources, "update_one", pager_removes_the_tombstone_first)
+    status, _ = await intake.request("POST", "/Users", user(pupil, "Åter"))
+    assert paged_away == [1]
+    assert status == 201
+    held = await intake.db[RESOURCES].find_one({"resource_id": pupil, "deleted": False})
+    assert held is not None
+    status, _ = await intake.request("POST", "/Users", user(pupil, "Igen"))
+    assert status == 409  # a live resource is still a conflict

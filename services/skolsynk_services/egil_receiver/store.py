@@ -168,18 +168,22 @@ class ReceiverStore:
         record: SourceRecord,
     ) -> bool:
         """POST: store a resource that does not exist. One insert; only when the ``_id`` is taken, a
-        second command replaces a tombstone not yet paged (a resource deleted moments ago). False,
-        changing nothing, when the resource exists."""
+        second command replaces a tombstone not yet paged (a resource deleted moments ago). That second
+        command upserts, so a tombstone the pager removed between the two commands still ends in a
+        created resource; it fails on the ``_id`` only when a live resource holds it. False, changing
+        nothing, when the resource exists."""
         document_id = self._id(tenant_id, resource_type, resource_id)
         fields = {"tenant_id": tenant_id, "type": resource_type, "resource_id": resource_id, "body": body,
                   "record": record.model_dump(mode="json"), "deleted": False, **self._change(source_id)}  # fmt: skip
         try:
             await self.resources.insert_one({"_id": document_id, **fields})
         except DuplicateKeyError:
-            result = await self.resources.update_one(
-                {"_id": document_id, "deleted": True}, {"$set": fields, "$unset": {"deletion": ""}}
-            )
-            return result.matched_count == 1
+            try:
+                await self.resources.update_one(
+                    {"_id": document_id, "deleted": True}, {"$set": fields, "$unset": {"deletion": ""}}, upsert=True
+                )
+            except DuplicateKeyError:
+                return False  # a live resource: a conflict
         return True
 
     async def replace(
