@@ -242,8 +242,15 @@ async def test_broker_connections_dropped_three_times_during_a_sync(chaos: Chaos
     assert chaos.broker.stats.cuts >= 3
     duplicates = {k: n for k, n in chaos.creates_per_resource().items() if n > 1}
     assert duplicates == {}, f"created twice: {duplicates}"
-    for app in chaos.apps:
-        assert app.metrics.registry.get_sample_value("skolsynk_broker_reconnects_total") >= 1, app.name
+    # Every service was cut and came back (an idle one may still be reconnecting when the sync converged).
+    await wait_for(
+        lambda: all(
+            (app.metrics.registry.get_sample_value("skolsynk_broker_reconnects_total") or 0) >= 1 for app in chaos.apps
+        ),
+        timeout=60,
+        interval=0.1,
+        what="every service reconnected",
+    )
 
 
 async def test_duplicated_source_messages_change_nothing_twice(chaos: ChaosStack):
