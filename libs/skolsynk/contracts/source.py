@@ -181,19 +181,24 @@ NESTED: dict[str, type[Any]] = {
 }
 
 
-def unknown_fields(kind: EntityKind, data: Mapping[str, Any]) -> list[str]:
-    """The field names in ``data`` that ``kind`` does not have, nested ones as ``emails.0.typ``.
+def unknown_names(declared: type[Any], nested: Mapping[str, type[Any]], data: Mapping[str, Any]) -> list[str]:
+    """The names in ``data`` that the TypedDict ``declared`` does not have, and in its lists of objects
+    (``nested``: field -> TypedDict of the items) those the items may not have, as ``emails.0.typ``.
     Names only: never a value (they may be personal data)."""
-    allowed = FIELDS[kind].__annotations__
+    allowed = declared.__annotations__
     unknown = [str(name) for name in data if name not in allowed]
-    for name, fields in NESTED.items():
+    for name, fields in nested.items():
         items = data.get(name) if name in allowed else None
         if isinstance(items, list):
-            nested = fields.__annotations__
             for position, item in enumerate(items):
                 if isinstance(item, Mapping):
-                    unknown += [f"{name}.{position}.{key}" for key in item if key not in nested]
+                    unknown += [f"{name}.{position}.{key}" for key in item if key not in fields.__annotations__]
     return unknown
+
+
+def unknown_fields(kind: EntityKind, data: Mapping[str, Any]) -> list[str]:
+    """The field names in ``data`` that a ``kind`` record does not have."""
+    return unknown_names(FIELDS[kind], NESTED, data)
 
 
 def fields_schema() -> dict[str, Any]:

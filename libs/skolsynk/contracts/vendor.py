@@ -32,6 +32,7 @@ from skolsynk.contracts.source import (
     OrganisationFields,
     SchoolUnitFields,
     SchoolUnitGroupFields,
+    unknown_names,
 )
 from skolsynk.domain.ss12000 import EntityKind
 
@@ -138,15 +139,7 @@ RESOURCE_NESTED: dict[str, type[Any]] = {
 
 def unknown_resource_fields(kind: EntityKind, resource: dict[str, Any]) -> list[str]:
     """Names in ``resource`` that a ``kind`` resource does not have (nested as ``enrolments.0.x``)."""
-    allowed = RESOURCES[kind].__annotations__
-    unknown = [str(name) for name in resource if name not in allowed]
-    for name, fields in RESOURCE_NESTED.items():
-        items = resource.get(name) if name in allowed else None
-        if isinstance(items, list):
-            for position, item in enumerate(items):
-                if isinstance(item, dict):
-                    unknown += [f"{name}.{position}.{key}" for key in item if key not in fields.__annotations__]
-    return unknown
+    return unknown_names(RESOURCES[kind], RESOURCE_NESTED, resource)
 
 
 def resources_schema() -> dict[str, Any]:
