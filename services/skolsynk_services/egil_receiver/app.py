@@ -245,7 +245,7 @@ def build_scim_app(
             count = min(max(int(request.query.get("count", str(MAX_PAGE))), 0), MAX_PAGE)
         except ValueError:
             return scim_error(400, "startIndex and count must be integers")
-        total, documents = await store.page(client.tenant_id, resource_type.value, start, count)
+        total, documents = await store.page(client.tenant_id, client.source_id, resource_type.value, start, count)
         return web.json_response(
             {
                 "schemas": [SCIM_LIST],
@@ -260,7 +260,7 @@ def build_scim_app(
     async def get_one(request: web.Request) -> web.Response:
         client = request[CLIENT_KEY]
         resource_type = resource_type_of(request)
-        document = await store.get(client.tenant_id, resource_type.value, request.match_info["id"])
+        document = await store.get(client.tenant_id, client.source_id, resource_type.value, request.match_info["id"])
         if document is None:
             return scim_error(404, f"{resource_type.value}/{request.match_info['id']} does not exist")
         return web.json_response({**document["body"], "id": document["resource_id"]}, content_type=SCIM_CONTENT_TYPE)
@@ -297,6 +297,11 @@ def build(settings: EgilReceiverSettings) -> ServiceApp:
     )
     app.extensions["store"] = store
     app.extensions["pager"] = pager
+
+    async def separate_sources() -> None:
+        await store.migrate_to_source_ids()
+
+    app.add_startup(separate_sources)
     scim = build_scim_app(
         store,
         registry,

@@ -1,6 +1,10 @@
 """The receiver's state: every resource the organiser's EGIL client pushed (its source snapshot),
 and the incremental runs that carry the changes to the normaliser.
 
+Every EGIL client is a source of its own: a resource is identified by (tenant, source, type, id), so
+two clients of one organiser never see, change or delete each other's objects, and the same
+``externalId`` pushed by both is two resources (as it is two entities in the normaliser).
+
 The request path makes **one** store write per SCIM write and nothing else: a write whose result
 says whether the method's precondition held (POST: absent, an insert that fails on the unique
 ``_id`` when the resource exists, and only then a second command to replace a tombstone; PUT and
@@ -39,6 +43,7 @@ from bson import ObjectId
 from pymongo import DeleteOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.contracts.envelope import MessageContract
 from skolsynk.contracts.source import (
     SourceDeletion,
@@ -58,7 +63,7 @@ RESOURCES = EGIL_RESOURCES
 BATCHES = EGIL_RUNS
 
 INDEXES = [
-    IndexSpec(RESOURCES, [("tenant_id", 1), ("type", 1), ("resource_id", 1)], name="by_type"),
+    IndexSpec(RESOURCES, [("tenant_id", 1), ("source_id", 1), ("type", 1), ("resource_id", 1)], name="by_source_type"),
     IndexSpec(
         RESOURCES,
         [("tenant_id", 1), ("source_id", 1), ("seq", 1)],
@@ -82,6 +87,9 @@ DEFAULT_PAGE_SIZE = 500
 RECOVERY_SWEEP_SECONDS = 15.0
 
 SourceKey = tuple[str, str]  # (tenant_id, source_id)
+
+#: An ``_id`` of before sources were separated: "tenant:Type:id" (now "tenant:source:Type:id").
+OLD_ID_FORM = "^[^:]+:(" + "|".join(t.value for t in EgilResourceType) + "):"
 
 
 def now() -> datetime:
@@ -137,18 +145,37 @@ class ReceiverStore:
         self.page_size = page_size
 
     @staticmethod
-    def _id(tenant_id: str, resource_type: str, resource_id: str) -> str:
-        return f"{tenant_id}:{resource_type}:{resource_id}"
+    def _id(tenant_id: str, source_id: str, resource_type: str, resource_id: str) -> str:
+        return f"{tenant_id}:{source_id}:{resource_type}:{resource_id}"
+
+    async def migrate_to_source_ids(self) -> int:
+        """Give resources stored before sources were separated (``_id`` "tenant:Type:id", without the
+        source) their per-source ``_id``. Runs at every start, before the SCIM endpoints open: one query
+        for ``_id``s of the old form (a resource type, capitalised, right after the tenant, where a
+        source id, lower case, stands now), which finds nothing once they have moved. Returns how many
+        resources moved."""
+        moved = 0
+        async for document in self.resources.find({"_id": {"$regex": OLD_ID_FORM}}):
+            wanted = self._id(document["tenant_id"], document["source_id"], document["type"], document["resource_id"])
+            with contextlib.suppress(DuplicateKeyError):  # moved by a replica that started at the same time
+                await self.resources.insert_one({**document, "_id": wanted})
+            await self.resources.delete_one({"_id": document["_id"]})
+            moved += 1
+        if moved:
+            log.info("egil_resources_migrated_to_source_ids", moved=moved)
+        return moved
 
     # -- the request path: one write each -------------------------------------------------------
 
-    async def get(self, tenant_id: str, resource_type: str, resource_id: str) -> Document | None:
+    async def get(self, tenant_id: str, source_id: str, resource_type: str, resource_id: str) -> Document | None:
         return await self.resources.find_one(
-            {"_id": self._id(tenant_id, resource_type, resource_id), "deleted": {"$ne": True}}
+            {"_id": self._id(tenant_id, source_id, resource_type, resource_id), "deleted": {"$ne": True}}
         )
 
-    async def page(self, tenant_id: str, resource_type: str, start: int, count: int) -> tuple[int, list[Document]]:
-        criteria = {"tenant_id": tenant_id, "type": resource_type, "deleted": {"$ne": True}}
+    async def page(
+        self, tenant_id: str, source_id: str, resource_type: str, start: int, count: int
+    ) -> tuple[int, list[Document]]:
+        criteria = {"tenant_id": tenant_id, "source_id": source_id, "type": resource_type, "deleted": {"$ne": True}}
         total = await self.resources.count_documents(criteria)
         cursor = self.resources.find(criteria).sort("resource_id", 1).skip(max(start - 1, 0)).limit(count)
         return total, await cursor.to_list(None)
@@ -172,7 +199,7 @@ class ReceiverStore:
         command upserts, so a tombstone the pager removed between the two commands still ends in a
         created resource; it fails on the ``_id`` only when a live resource holds it. False, changing
         nothing, when the resource exists."""
-        document_id = self._id(tenant_id, resource_type, resource_id)
+        document_id = self._id(tenant_id, source_id, resource_type, resource_id)
         fields = {"tenant_id": tenant_id, "type": resource_type, "resource_id": resource_id, "body": body,
                   "record": record.model_dump(mode="json"), "deleted": False, **self._change(source_id)}  # fmt: skip
         try:
@@ -198,7 +225,7 @@ class ReceiverStore:
     ) -> bool:
         """PUT: replace an existing resource. One update; False when there is none."""
         result = await self.resources.update_one(
-            {"_id": self._id(tenant_id, resource_type, resource_id), "deleted": {"$ne": True}},
+            {"_id": self._id(tenant_id, source_id, resource_type, resource_id), "deleted": {"$ne": True}},
             {"$set": {"body": body, "record": record.model_dump(mode="json"), **self._change(source_id)}},
         )
         return result.matched_count == 1
@@ -209,7 +236,7 @@ class ReceiverStore:
         """DELETE: one update turning the resource into a tombstone (its body is gone at once); the
         tombstone itself is removed when its deletion has been paged. False when there is no resource."""
         result = await self.resources.update_one(
-            {"_id": self._id(tenant_id, resource_type, resource_id), "deleted": {"$ne": True}},
+            {"_id": self._id(tenant_id, source_id, resource_type, resource_id), "deleted": {"$ne": True}},
             {"$set": {"deleted": True, "deletion": deletion.model_dump(mode="json"), **self._change(source_id)},
              "$unset": {"body": "", "record": ""}},
         )  # fmt: skip
