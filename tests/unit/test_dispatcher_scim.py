@@ -3,7 +3,10 @@ and public-key pin, API keys, 409/404 recovery and the classification of failure
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -61,73 +64,76 @@ def mtls_delivery(base_url: str, pki: dict[str, Path | str], *, pin: str | None)
     )
 
 
-async def test_mutual_tls_with_the_right_pin_reaches_the_tenant(pki):
-    vendor = FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"})
-    await vendor.start(ssl_context=server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"])))
-    client = EgilScimClient(mtls_delivery(vendor.base_url, pki, pin=str(pki["server_pin"])), api_key=None)
-    await client.start()
+@contextlib.asynccontextmanager
+async def serving(vendor: FakeEgilVendor, **start: Any) -> AsyncIterator[FakeEgilVendor]:
+    """The fake vendor, started inside the ``try`` so that a failed start still releases it."""
     try:
-        resource_id = str(uuid4())
-        assert (
-            await client.upsert(EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False)
-            == "created"
-        )
-        assert resource_id in vendor.resources("kommun-a", "Organisations")
+        await vendor.start(**start)
+        yield vendor
+    finally:
+        await vendor.stop()
+
+
+@contextlib.asynccontextmanager
+async def started(client: EgilScimClient) -> AsyncIterator[EgilScimClient]:
+    try:
+        await client.start()
+        yield client
     finally:
         await client.close()
-        await vendor.stop()
+
+
+async def test_mutual_tls_with_the_right_pin_reaches_the_tenant(pki):
+    tls = server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"]))
+    async with serving(FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"}), ssl_context=tls) as vendor:
+        delivery = mtls_delivery(vendor.base_url, pki, pin=str(pki["server_pin"]))
+        async with started(EgilScimClient(delivery, api_key=None)) as client:
+            resource_id = str(uuid4())
+            assert (
+                await client.upsert(
+                    EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False
+                )
+                == "created"
+            )
+            assert resource_id in vendor.resources("kommun-a", "Organisations")
 
 
 async def test_a_server_without_the_pinned_key_is_refused(pki):
-    vendor = FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"})
-    await vendor.start(ssl_context=server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"])))
-    client = EgilScimClient(mtls_delivery(vendor.base_url, pki, pin=str(pki["other_server_pin"])), api_key=None)
-    await client.start()
-    try:
-        resource_id = str(uuid4())
-        with pytest.raises(PinMismatch):
-            await client.upsert(EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False)
-    finally:
-        await client.close()
-        await vendor.stop()
+    tls = server_ssl_context(str(pki["server"]), client_ca=str(pki["ca"]))
+    async with serving(FakeEgilVendor(client_pins={str(pki["client_pin"]): "kommun-a"}), ssl_context=tls) as vendor:
+        delivery = mtls_delivery(vendor.base_url, pki, pin=str(pki["other_server_pin"]))
+        async with started(EgilScimClient(delivery, api_key=None)) as client:
+            resource_id = str(uuid4())
+            with pytest.raises(PinMismatch):
+                await client.upsert(
+                    EgilResourceType.ORGANISATIONS, resource_id, organisation(resource_id), exists=False
+                )
 
 
 async def test_api_key_409_and_404_recovery_and_failure_classes():
-    vendor = FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})
-    await vendor.start()
-    delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
-    client = EgilScimClient(delivery, api_key="k" * 20, retry_timeout_seconds=2.0)
-    await client.start()
     org = EgilResourceType.ORGANISATIONS
-    try:
-        rid = str(uuid4())
-        assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
-        assert await client.upsert(org, rid, organisation(rid), exists=False) == "replaced"  # 409 -> PUT
-        vendor.forget("kommun-a", "Organisations", rid)
-        assert await client.upsert(org, rid, organisation(rid), exists=True) == "created"  # 404 -> POST
-        assert await client.delete(org, rid) == "deleted"
-        assert await client.delete(org, rid) == "absent"  # 404 on DELETE: already gone
-        vendor.faults.reject(rid, 422, "displayName is not allowed here")
-        with pytest.raises(VendorRejected, match="422"):
-            await client.upsert(org, rid, organisation(rid), exists=False)
-        vendor.faults.clear()
-        vendor.faults.fail_next(1000, 503)
-        with pytest.raises(VendorUnavailable):
-            await client.upsert(org, rid, organisation(rid), exists=False)
-        vendor.faults.clear()
-        vendor.faults.fail_next(2, 503)  # a short storm is ridden out inside one delivery
-        assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
-    finally:
-        await client.close()
-        await vendor.stop()
-    bad_key = EgilScimClient(delivery, api_key="wrong-" + "k" * 14)
-    vendor = FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})
-    await vendor.start()
-    bad_key.delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
-    await bad_key.start()
-    try:
-        with pytest.raises(VendorRejected, match="403"):
-            await bad_key.upsert(org, rid, organisation(rid), exists=False)
-    finally:
-        await bad_key.close()
-        await vendor.stop()
+    rid = str(uuid4())
+    async with serving(FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})) as vendor:
+        delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
+        async with started(EgilScimClient(delivery, api_key="k" * 20, retry_timeout_seconds=2.0)) as client:
+            assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
+            assert await client.upsert(org, rid, organisation(rid), exists=False) == "replaced"  # 409 -> PUT
+            vendor.forget("kommun-a", "Organisations", rid)
+            assert await client.upsert(org, rid, organisation(rid), exists=True) == "created"  # 404 -> POST
+            assert await client.delete(org, rid) == "deleted"
+            assert await client.delete(org, rid) == "absent"  # 404 on DELETE: already gone
+            vendor.faults.reject(rid, 422, "displayName is not allowed here")
+            with pytest.raises(VendorRejected, match="422"):
+                await client.upsert(org, rid, organisation(rid), exists=False)
+            vendor.faults.clear()
+            vendor.faults.fail_next(1000, 503)
+            with pytest.raises(VendorUnavailable):
+                await client.upsert(org, rid, organisation(rid), exists=False)
+            vendor.faults.clear()
+            vendor.faults.fail_next(2, 503)  # a short storm is ridden out inside one delivery
+            assert await client.upsert(org, rid, organisation(rid), exists=False) == "created"
+    async with serving(FakeEgilVendor(api_keys={"k" * 20: "kommun-a"})) as vendor:
+        delivery = ScimDelivery(base_url=vendor.base_url, auth=ScimAuth(api_key_env="SKOLSYNK_UNUSED"))
+        async with started(EgilScimClient(delivery, api_key="wrong-" + "k" * 14)) as bad_key:
+            with pytest.raises(VendorRejected, match="403"):
+                await bad_key.upsert(org, rid, organisation(rid), exists=False)

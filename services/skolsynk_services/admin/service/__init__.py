@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from skolsynk_services.admin.auth import Principal
-from skolsynk_services.admin.service.core import PRODUCER, AdminCore, Exchanges, since, utcnow
+from skolsynk_services.admin.service.core import PRODUCER, AdminCore, Exchanges, utcnow
 from skolsynk_services.admin.service.gdpr import GdprAdmin
 from skolsynk_services.admin.service.lifecycle import LifecycleAdmin
 from skolsynk_services.admin.service.quality import QualityAdmin
@@ -39,7 +39,6 @@ __all__ = [
     "SubscriptionAdmin",
     "TenantAdmin",
     "promotion_of",
-    "since",
     "source_view",
     "utcnow",
 ]

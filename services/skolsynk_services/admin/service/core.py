@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from skolsynk.catalogue import VendorCatalogueEntry
@@ -29,10 +29,6 @@ PRODUCER = "admin"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def since(hours: float, now: datetime | None = None) -> datetime:
-    return (now or utcnow()) - timedelta(hours=hours)
 
 
 @dataclass(frozen=True)
