@@ -3,7 +3,6 @@ and indexes beside its code (``services/skolsynk_services/admin``); the names ar
 other collection's.
 
 * ``admin_tenants``: organisers;
-* ``admin_sources``: connected sources (credentials encrypted or as references, never returned);
 * ``admin_tokens``: API tokens (SHA-256 of the secret);
 * ``admin_audit``: who changed what, when, from what to what;
 * ``subscription_lifecycle``: per subscription, test mode since, review, go-live, gate overrides.
@@ -12,7 +11,6 @@ other collection's.
 from __future__ import annotations
 
 ADMIN_TENANTS = "admin_tenants"
-ADMIN_SOURCES = "admin_sources"
 ADMIN_TOKENS = "admin_tokens"
 ADMIN_AUDIT = "admin_audit"
 SUBSCRIPTION_LIFECYCLE = "subscription_lifecycle"

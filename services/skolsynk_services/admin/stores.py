@@ -1,27 +1,26 @@
-"""The admin service's own collections: organisers (tenants), connected sources (with their secrets
-encrypted or referenced, never returned), the audit log and each subscription's way to going live.
+"""The admin service's own collections: organisers (tenants), the audit log and each subscription's way
+to going live. The sources it writes are the source registry (:mod:`skolsynk.storage.sources`), which the
+connectors read too.
 
 Everything else the admin shows it reads through the owners' repositories in ``skolsynk.storage``."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from skolsynk.storage import Database, Document, IndexSpec
-from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_SOURCES, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
-from skolsynk_services.admin.problems import Invalid
+from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
+from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
+from skolsynk.storage.sources import SecretBox as SecretBox
+from skolsynk.storage.sources import SourceStore as SourceStore
 
 TENANTS = ADMIN_TENANTS
-SOURCES = ADMIN_SOURCES
 AUDIT = ADMIN_AUDIT
 LIFECYCLE = SUBSCRIPTION_LIFECYCLE
 
 INDEXES = [
-    IndexSpec(SOURCES, [("tenant_id", 1)], name="by_tenant"),
+    *SOURCE_INDEXES,
     IndexSpec(AUDIT, [("tenant_id", 1), ("at", -1)], name="by_tenant_time"),
 ]
 
@@ -51,94 +50,6 @@ class TenantStore:
     async def list(self, only: str | None = None) -> list[Document]:
         criteria = {} if only is None else {"_id": only}
         return await self.collection.find(criteria).sort("_id", 1).to_list(None)
-
-
-class SecretBox:
-    """Encrypts source credentials at rest (Fernet: AES-128-CBC + HMAC-SHA256) with the key in
-    ``SKOLSYNK_ADMIN_SECRETS_KEY``; without a key, only secret references are accepted."""
-
-    def __init__(self, key: str | None) -> None:
-        self._fernet = Fernet(key.encode()) if key else None
-
-    @property
-    def enabled(self) -> bool:
-        return self._fernet is not None
-
-    def seal(self, secrets: dict[str, str]) -> str:
-        if self._fernet is None:
-            raise Invalid(
-                "this installation stores no secrets: give secret references instead "
-                "(or configure SKOLSYNK_ADMIN_SECRETS_KEY)"
-            )
-        return self._fernet.encrypt(json.dumps(secrets, sort_keys=True).encode()).decode()
-
-    def open(self, sealed: str) -> dict[str, str]:
-        if self._fernet is None:
-            raise RuntimeError("no secrets key configured")
-        try:
-            opened: dict[str, str] = json.loads(self._fernet.decrypt(sealed.encode()))
-        except InvalidToken as error:
-            raise RuntimeError("the stored secrets cannot be decrypted with the configured key") from error
-        return opened
-
-
-class SourceStore:
-    def __init__(self, db: Database, box: SecretBox) -> None:
-        self.collection = db[SOURCES]
-        self.box = box
-
-    @staticmethod
-    def _id(tenant_id: str, source_id: str) -> str:
-        return f"{tenant_id}:{source_id}"
-
-    async def save(
-        self,
-        tenant_id: str,
-        source_id: str,
-        *,
-        kind: str,
-        display_name: str,
-        settings: dict[str, Any],
-        secrets: dict[str, str],
-        secret_refs: dict[str, str],
-        create: bool,
-    ) -> Document | None:
-        """Create (``create``) or replace a source; None when creating an existing one or replacing a
-        missing one. Secrets given replace the stored ones by name; the others are kept."""
-        current = await self.collection.find_one({"_id": self._id(tenant_id, source_id)})
-        if (current is not None) == create:
-            return None
-        stored: dict[str, str] = {}
-        if current is not None and current.get("sealed"):
-            stored = self.box.open(current["sealed"])
-        stored.update(secrets)
-        for name in secret_refs:
-            stored.pop(name, None)
-        doc = {
-            "_id": self._id(tenant_id, source_id),
-            "tenant_id": tenant_id,
-            "source_id": source_id,
-            "kind": kind,
-            "display_name": display_name,
-            "settings": settings,
-            "secret_refs": secret_refs,
-            "secret_names": sorted(stored),
-            "sealed": self.box.seal(stored) if stored else None,
-            "created_at": current["created_at"] if current else utcnow(),
-            "updated_at": utcnow(),
-        }
-        await self.collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-        return doc
-
-    async def get(self, tenant_id: str, source_id: str) -> Document | None:
-        return await self.collection.find_one({"_id": self._id(tenant_id, source_id)})
-
-    async def list(self, tenant_id: str) -> list[Document]:
-        return await self.collection.find({"tenant_id": tenant_id}).sort("source_id", 1).to_list(None)
-
-    async def delete(self, tenant_id: str, source_id: str) -> bool:
-        result = await self.collection.delete_one({"_id": self._id(tenant_id, source_id)})
-        return result.deleted_count == 1
 
 
 class AuditLog:

@@ -7,6 +7,7 @@ import uuid
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.messaging import sync_request_routing_key
 from skolsynk.storage import Document
+from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Conflict, Invalid, NotFound
@@ -55,16 +56,19 @@ class SourceAdmin(AdminCore):
                 f"a {body.kind.value} source needs: {', '.join(missing)}",
                 errors=[{"field": m, "message": "required"} for m in missing],
             )
-        doc = await self.sources.save(
-            tenant_id,
-            body.source_id,
-            kind=body.kind.value,
-            display_name=body.display_name,
-            settings=body.settings,
-            secrets=body.secrets,
-            secret_refs=body.secret_refs,
-            create=create,
-        )
+        try:
+            doc = await self.sources.save(
+                tenant_id,
+                body.source_id,
+                kind=body.kind.value,
+                display_name=body.display_name,
+                settings=body.settings,
+                secrets=body.secrets,
+                secret_refs=body.secret_refs,
+                create=create,
+            )
+        except SecretsUnavailable as error:
+            raise Invalid(str(error)) from None
         if doc is None:
             raise (
                 Conflict(f"a source {body.source_id!r} exists already")
