@@ -30,7 +30,7 @@ from skolsynk.connectors.http import (
 )
 from skolsynk.connectors.runs import RunPublisher, RunReport, RunStateStore, aware, millis
 from skolsynk.connectors.scheduling import SourceConnector, UnknownSource, due_mode
-from skolsynk.contracts import Envelope
+from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.messaging import PermanentError
@@ -459,6 +459,7 @@ class StubState:
 
 
 class Demo(SourceConnector[Source, StubClient, str, str]):
+    sync_requested = "demo_sync_requested"
     triggered_run_failed = "demo_triggered_run_failed"
     scheduled_run_failed = "demo_scheduled_run_failed"
     task_prefix = "demo-run"
@@ -502,6 +503,9 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
     async def handle_sync_requested(self, envelope: Envelope, context: Any) -> None:
         self.requested.append(envelope)
 
+    def trigger_requested(self, source: Source, request: SyncRequested) -> bool:
+        return self.run_soon(source, request.mode)
+
     async def due(self, source: Source) -> str | None:
         answer = self.due_answers.pop(0) if self.due_answers else None
         if isinstance(answer, Exception):
@@ -510,6 +514,12 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
 
     def _poll_interval(self, source: Source) -> float:
         return 0.01
+
+
+class RequestedDemo(Demo):
+    """The base class's handling of sync requests (Demo records them instead)."""
+
+    handle_sync_requested = SourceConnector.handle_sync_requested  # type: ignore[assignment]
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -712,3 +722,17 @@ def test_a_configuration_error_stops_the_service_with_one_line(monkeypatch: pyte
 
 def test_run_ids_are_fresh_uuids() -> None:
     assert isinstance(RunReport(tenant_id="a", source_id="b", started_at=NOW).run_id, uuid.UUID)
+
+
+async def test_a_sync_request_runs_the_named_source_and_refuses_what_it_cannot_serve() -> None:
+    demo = RequestedDemo([Source(), Source(source_id="other")])
+    request = SyncRequested(source_id="other", mode="incremental", requested_by="admin-ui")
+    await demo.handle_sync_requested(request.to_envelope(tenant_id="kommun-a"), None)
+    await until(lambda: demo.runs == [("other", "incremental")], "the requested run")
+    with pytest.raises(PermanentError, match="no such demo source"):
+        await demo.handle_sync_requested(
+            request.model_copy(update={"source_id": "gone"}).to_envelope(tenant_id="kommun-a"), None
+        )
+    with pytest.raises(PermanentError, match="must name its tenant"):
+        await demo.handle_sync_requested(request.to_envelope(), None)
+    await demo.close()

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from skolsynk.connectors.runs import Mode, RunStateStore, Source, aware, utcnow
-from skolsynk.contracts import Envelope
+from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, PermanentError, Publisher
 
@@ -82,6 +82,8 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     state in ``state``. ``RequestT`` is what a run is asked with (a mode, a reason), ``ReportT`` what it
     returns. Create, :meth:`start` (inside the event loop), use, :meth:`close`."""
 
+    #: Log event of a sync request taken.
+    sync_requested: ClassVar[str]
     #: Log event of a triggered run that failed.
     triggered_run_failed: ClassVar[str]
     #: Log event of a scheduled run (or the look whether one is due) that failed.
@@ -187,11 +189,27 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     # ------------------------------------------------------------------------------------------
     # sync requests
 
-    @abstractmethod
     async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
-        """A ``SyncRequested`` from the connector's queue (the envelope names the tenant, the payload the
-        source and the mode): the run it asks for, in the background (a run can outlast a handler's budget).
-        A source that is not configured is refused with :meth:`requested_source`."""
+        """A ``SyncRequested`` from the connector's queue (admin UI, operator CLI): the envelope names the
+        tenant, the payload the source and the mode. The run happens in the background (a full run can
+        outlast a handler's budget); a source that is not configured is refused (:meth:`requested_source`)."""
+        request = SyncRequested.from_envelope(envelope)
+        if envelope.tenant_id is None:
+            raise PermanentError("a sync request must name its tenant")
+        source = self.requested_source(envelope.tenant_id, request.source_id)
+        queued = self.trigger_requested(source, request)
+        self.log.info(
+            self.sync_requested,
+            tenant_id=source.tenant_id,
+            source_id=source.source_id,
+            mode=request.mode,
+            requested_by=request.requested_by,
+            merged=not queued,
+        )
+
+    @abstractmethod
+    def trigger_requested(self, source: SourceT, request: SyncRequested) -> bool:
+        """The run ``request`` asks for, soon (the connector's ``trigger``); False when merged."""
 
     # ------------------------------------------------------------------------------------------
     # schedule

@@ -13,9 +13,9 @@ from typing import Any
 from skolsynk.connectors.http import RetryPolicy
 from skolsynk.connectors.runs import aware
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
-from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext, PermanentError, Publisher
+from skolsynk.messaging import Publisher
 from skolsynk_services.google_connector.auth import (
     DIRECTORY_SCOPES,
     REPORTS_SCOPE,
@@ -41,6 +41,7 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
     """The runs of every source; every run is a full one, asked for with its reason (``schedule``,
     ``reports``, ``request:{requested_by}`` ...)."""
 
+    sync_requested = "google_sync_requested"
     triggered_run_failed = "google_triggered_run_failed"
     scheduled_run_failed = "google_scheduled_run_failed"
     task_prefix = "google-run"
@@ -112,22 +113,9 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
             self.metrics.triggered_runs.labels(reason.split(":", 1)[0]).inc()
         return queued
 
-    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
-        """``SyncRequested`` from this connector's queue: run the named source soon (Google has no delta,
-        so every run is a full one)."""
-        request = SyncRequested.from_envelope(envelope)
-        if envelope.tenant_id is None:
-            raise PermanentError("a sync request must name its tenant")
-        source = self.requested_source(envelope.tenant_id, request.source_id)
-        merged = not self.trigger(source, reason=f"request:{request.requested_by}")
-        log.info(
-            "google_sync_requested",
-            tenant_id=source.tenant_id,
-            source_id=source.source_id,
-            mode=request.mode,
-            requested_by=request.requested_by,
-            merged=merged,
-        )
+    def trigger_requested(self, source: SourceConfig, request: SyncRequested) -> bool:
+        """Google has no delta: every requested run is a full one."""
+        return self.trigger(source, reason=f"request:{request.requested_by}")
 
     # ------------------------------------------------------------------------------------------
     # schedule

@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
-from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext, Publisher
+from skolsynk.messaging import Publisher
 from skolsynk_services.graph_connector.client import GraphClient, RetryPolicy
 from skolsynk_services.graph_connector.metrics import GraphMetrics
 from skolsynk_services.graph_connector.runs import Mode, RunReport, SyncStateStore, run_once, utcnow
@@ -22,6 +22,7 @@ log = get_logger(__name__)
 class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]):
     """The runs of every source, each asked for in a mode (``full`` or ``incremental``: delta)."""
 
+    sync_requested = "graph_sync_requested"
     triggered_run_failed = "graph_requested_run_failed"
     scheduled_run_failed = "graph_scheduled_run_failed"
     task_prefix = "graph-sync"
@@ -80,20 +81,8 @@ class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]
     def _slot(self, source: SourceConfig, request: Mode) -> str:
         return f"{source.key}:{request}"
 
-    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
-        """``SyncRequested`` from the connector's queue: the envelope names the organiser, the payload
-        the source; the run happens in the background (a full run can outlast a handler's budget)."""
-        request = SyncRequested.from_envelope(envelope)
-        source = self.requested_source(envelope.tenant_id or "", request.source_id)
-        queued = self.trigger(source, mode=request.mode)
-        log.info(
-            "graph_sync_requested",
-            tenant_id=source.tenant_id,
-            source_id=source.source_id,
-            mode=request.mode,
-            requested_by=request.requested_by,
-            merged=not queued,
-        )
+    def trigger_requested(self, source: SourceConfig, request: SyncRequested) -> bool:
+        return self.trigger(source, mode=request.mode)
 
     # ------------------------------------------------------------------------------------------
     # schedule

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 from skolsynk.connectors.runs import Mode, utcnow
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
-from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext, Publisher
+from skolsynk.messaging import Publisher
 from skolsynk_services.ss12000_puller.client import RetryPolicy, Ss12000Client
 from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunReport, SyncStateStore, run_once
 from skolsynk_services.ss12000_puller.sources import SourceConfig
@@ -23,6 +23,7 @@ log = get_logger(__name__)
 class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunReport]):
     """The runs of every source, each asked for in a mode (``full`` or ``incremental``)."""
 
+    sync_requested = "ss12000_sync_requested"
     triggered_run_failed = "ss12000_triggered_run_failed"
     scheduled_run_failed = "ss12000_scheduled_run_failed"
     task_prefix = "ss12000-trigger"
@@ -79,13 +80,8 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
     def _merge(self, waiting: Mode, new: Mode) -> Mode:
         return "full" if "full" in (waiting, new) else "incremental"
 
-    async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
-        """``SyncRequested`` from the connector's queue (admin UI, operator CLI): run in the background,
-        since a full run can outlast a handler's budget."""
-        request = SyncRequested.from_envelope(envelope)
-        source = self.requested_source(envelope.tenant_id or "", request.source_id)
-        queued = self.trigger(source, mode=request.mode)
-        log.info("ss12000_sync_requested", source_id=source.source_id, mode=request.mode, queued=queued)
+    def trigger_requested(self, source: SourceConfig, request: SyncRequested) -> bool:
+        return self.trigger(source, mode=request.mode)
 
     # ------------------------------------------------------------------------------------------
     # schedule
