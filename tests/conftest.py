@@ -65,14 +65,6 @@ structlog.configure(
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "queues(*names): the system work queues (service.purpose) the apps a test builds declare; "
-        "without it, all of them",
-    )
-
-
 @pytest.fixture(autouse=True)
 def declare_only_the_queues_used(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``@pytest.mark.queues("connectors.sync-requests", ...)`` every :class:`ServiceApp` the test builds

@@ -16,11 +16,11 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import erasures, history
+from skolsynk.storage.sources import SecretBox
 from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
 from skolsynk_services.admin.auth import Role, TokenStore
 from skolsynk_services.admin.service import AdminService, Exchanges
-from skolsynk_services.admin.stores import SecretBox
 
 SERVICE = "admin"
 log = get_logger(__name__)

@@ -12,8 +12,6 @@ from typing import Any
 from skolsynk.storage import Database, Document, IndexSpec
 from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
 from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
-from skolsynk.storage.sources import SecretBox as SecretBox
-from skolsynk.storage.sources import SourceStore as SourceStore
 
 TENANTS = ADMIN_TENANTS
 AUDIT = ADMIN_AUDIT

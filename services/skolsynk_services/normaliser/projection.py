@@ -39,7 +39,6 @@ from skolsynk_services.normaliser.metrics import NormaliserMetrics
 from skolsynk_services.normaliser.neighbourhood import Neighbourhood
 from skolsynk_services.normaliser.state import (
     SOURCE_INDEX,
-    VENDOR_INDEX,
     EntityStore,
     now,
 )
@@ -196,10 +195,8 @@ class Projector:
             vendor_id = subscription.vendor_id
             gone = _RemovalReasons(subscription, suppressed_for_vendor(suppressed, vendor_id), set())
             # Views of entities that no longer exist (deleted without a tombstone, or long ago).
-            async for doc in self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True}).hint(
-                VENDOR_INDEX
-            ):
-                if doc.get("source_entity_id", doc["entity_id"]) not in processed:
+            async for doc in self._vendor_views(tenant_id, vendor_id):
+                if doc.get("present") and doc.get("source_entity_id", doc["entity_id"]) not in processed:
                     removals[vendor_id].setdefault(doc["_id"], (doc, gone(doc)))
             vendor_report = report.vendors.setdefault(vendor_id, VendorReport())
             deletes = await self._removals(
@@ -260,17 +257,20 @@ class Projector:
         if chunk:
             yield chunk
 
+    def _vendor_views(self, tenant_id: str, vendor_id: str, projection: dict[str, int] | None = None) -> Any:
+        """A vendor's whole view. Bare equality on the fields of ``by_vendor``, ``present`` checked by the
+        caller: the Mongo wire server serves that as an index range, where a hint (or the extra predicate)
+        made it fetch every vendor view of the collection, of every tenant and vendor, for each vendor."""
+        return self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id}, projection)
+
     async def _populations(self, tenant_id: str, vendor_id: str) -> dict[str, int]:
         """What the vendor holds per school unit (for the mass-deletion guard), before any change."""
-        cursor = await self.views.aggregate(
-            [
-                {"$match": {"tenant_id": tenant_id, "vendor_id": vendor_id, "present": True}},
-                {"$unwind": "$school_unit_ids"},
-                {"$group": {"_id": "$school_unit_ids", "n": {"$sum": 1}}},
-            ],
-            hint=VENDOR_INDEX,
-        )
-        return {doc["_id"]: doc["n"] async for doc in cursor}
+        populations: dict[str, int] = defaultdict(int)
+        async for doc in self._vendor_views(tenant_id, vendor_id, {"present": 1, "school_unit_ids": 1}):
+            if doc.get("present"):
+                for unit in doc.get("school_unit_ids") or ():
+                    populations[unit] += 1
+        return dict(populations)
 
     async def _forget_findings_of_others(self, tenant_id: str, processed: set[str]) -> None:
         """Reconcile findings of entities a whole projection did not see (they no longer exist)."""

@@ -25,7 +25,7 @@ from skolsynk.storage.vendor_views import VENDOR_VIEWS
 
 #: The entities of a tenant (and of one of its sources).
 SOURCE_INDEX = "by_source"
-#: A vendor's whole view (hinted where a query filters on more: see ``EntityStore.referring``).
+#: A vendor's whole view: read with bare equality on its two fields (see ``Projector._vendor_views``).
 VENDOR_INDEX = "by_vendor"
 
 #: Page bookkeeping of finished runs is kept this long, for support.

@@ -19,10 +19,11 @@ from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.admin.auth import Principal, TokenStore
 from skolsynk_services.admin.problems import NotFound, Unavailable
-from skolsynk_services.admin.stores import AuditLog, LifecycleStore, SecretBox, SourceStore, TenantStore
+from skolsynk_services.admin.stores import AuditLog, LifecycleStore, TenantStore
 
 PRODUCER = "admin"
 
