@@ -39,10 +39,7 @@ from skolsynk_services.normaliser.state import EntityStore, now
 from skolsynk_services.normaliser.validation import RecordValidator
 from skolsynk_testkit.synthetic import SCHOOL_YEAR_START, SizeSpec, change_set, generate
 
-# A test here takes 5-9 s; the Mongo wire server at times serves the whole projection's reads ten times
-# slower (seen twice in a full suite: 50 s for a setup that takes 3 s). These tests count documents,
-# they do not time anything: a longer budget than the suite's 60 s keeps such a stall from failing them.
-pytestmark = [pytest.mark.connected, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.connected
 
 TENANT = "kommun-inc"
 SOURCE = "egil-1"
