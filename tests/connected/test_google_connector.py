@@ -30,7 +30,7 @@ from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.runs import SOURCE_KIND, STATE_COLLECTION, RunReport
-from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
+from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
 from tests.connectors_harness import ConnectorHarness, ConnectorTestbed, connector_settings, connector_testbed

@@ -19,7 +19,7 @@ from skolsynk_services.graph_connector.app import GraphConnectorSettings, build
 from skolsynk_services.graph_connector.connector import GraphConnector
 from skolsynk_services.graph_connector.mapping import duty_key
 from skolsynk_services.graph_connector.runs import DELTA_COLLECTION, SOURCE_KIND, STATE_COLLECTION
-from skolsynk_services.graph_connector.sources import SourceConfig, parse_sources
+from skolsynk.connectors.sources.microsoft import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 from skolsynk_testkit.synthetic import organiser
 from tests.connectors_harness import (

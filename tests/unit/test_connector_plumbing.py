@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import test_utils, web
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 import skolsynk.connectors.service as connector_service
 from skolsynk.connectors.config import ConfigurationError, load_yaml, parse_entries, secret
@@ -42,8 +42,12 @@ FAST = RetryPolicy(attempts=3, wait_initial_seconds=0.001, wait_max_seconds=0.01
 
 
 class Source(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     tenant_id: str = "kommun-a"
     source_id: str = "api"
+    url: str = "https://api.example"
+    broken: bool = False
 
     @property
     def key(self) -> str:
@@ -465,13 +469,13 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
     task_prefix = "demo-run"
     unknown_source = "no such demo source"
 
-    def __init__(self, sources: list[Source]) -> None:
+    def __init__(self, sources: list[Source], *, scheduling: bool = False) -> None:
         super().__init__(
             sources,
-            {s.key: StubClient() for s in sources},
             publisher=None,  # type: ignore[arg-type]
             exchange="x",
             state=StubState(),  # type: ignore[arg-type]
+            scheduling=scheduling,
             clock=lambda: NOW,
         )
         self.gate = asyncio.Event()
@@ -482,6 +486,11 @@ class Demo(SourceConnector[Source, StubClient, str, str]):
         self.due_answers: list[str | Exception | None] = []
         self.requested: list[Envelope] = []
         self.fail = False
+
+    def _client(self, source: Source) -> StubClient:
+        if source.broken:
+            raise ConfigurationError("the environment variable DEMO_SECRET is not set")
+        return StubClient()
 
     async def _run(self, source: Source, request: str) -> str:
         if source.key in self.active:
@@ -689,25 +698,102 @@ class StubApp:
         self.background[name] = task
 
 
-async def test_mount_wires_the_queue_the_lifecycle_and_a_schedule_per_source() -> None:
+class StubFollower:
+    async def load(self) -> None: ...
+
+    async def refresh(self) -> bool:
+        return False
+
+    async def follow(self) -> None: ...
+
+
+async def test_mount_wires_the_queue_the_lifecycle_and_the_registry() -> None:
     demo = Demo([Source(), Source(source_id="b")])
-    demo.due_answers = ["full"]
     app = StubApp()
-    connector_service.mount(app, demo, kind="demo", schedule=True, idempotent=False)  # type: ignore[arg-type]
-    assert app.extensions == {"connector": demo}
+    follower = StubFollower()
+    connector_service.mount(app, demo, kind="demo", registry=follower, idempotent=False)  # type: ignore[arg-type]
+    assert app.extensions == {"connector": demo, "registry": follower}
     assert app.consumers == [("skolsynk.demo.sync-requests", demo.handle_sync_requested, False)]
-    assert app.startup == [demo.start]
+    assert app.startup == [demo.start, follower.load]  # the sources are read before the service is ready
     assert app.shutdown == [demo.close]
-    assert list(app.background) == ["schedule:kommun-a:api", "schedule:kommun-a:b"]
-    task = asyncio.create_task(app.background["schedule:kommun-a:b"]())
-    await until(lambda: demo.runs == [("b", "full")], "the scheduled run of b")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    unscheduled = StubApp()
-    connector_service.mount(unscheduled, demo, kind="demo", schedule=False)  # type: ignore[arg-type]
-    assert unscheduled.background == {}
-    assert unscheduled.consumers == [("skolsynk.demo.sync-requests", demo.handle_sync_requested, True)]
+    assert list(app.background) == ["follow-sources"]
+    assert demo.refresh == follower.refresh
+    static = StubApp()
+    connector_service.mount(static, demo, kind="demo", registry=None)  # type: ignore[arg-type]
+    assert static.background == {}
+    assert static.consumers == [("skolsynk.demo.sync-requests", demo.handle_sync_requested, True)]
+
+
+async def test_scheduling_runs_a_loop_per_source_from_start_to_close() -> None:
+    demo = Demo([Source(), Source(source_id="b")], scheduling=True)
+    demo.due_answers = ["full", "full"]
+    await demo.start()
+    await until(lambda: sorted(demo.runs) == [("api", "full"), ("b", "full")], "a scheduled run of each")
+    assert set(demo._loop_tasks) == {"kommun-a:api", "kommun-a:b"}
+    await demo.close()
+    assert demo._loop_tasks == {}
+    assert [c.closed for c in demo.clients.values()] == [1, 1]
+
+
+async def test_set_sources_adds_replaces_and_retires_sources_while_running() -> None:
+    kept, changed, gone = Source(), Source(source_id="b"), Source(source_id="c")
+    demo = Demo([kept, changed, gone], scheduling=True)
+    await demo.start()
+    clients = dict(demo.clients)
+    demo.gate.clear()
+    assert demo.run_soon(gone, "full")  # a run in progress of a source that goes away is cancelled
+    await until(lambda: gone.key in demo.active, "the run of c to start")
+    assert demo.run_soon(gone, "incremental")  # ... and so is the one waiting behind it
+    new = Source(source_id="d")
+    problems = await demo.set_sources([kept, changed.model_copy(update={"url": "https://moved.example"}), new])
+    assert problems == {}
+    assert sorted(demo.sources) == ["kommun-a:api", "kommun-a:b", "kommun-a:d"]
+    assert demo.sources["kommun-a:b"].url == "https://moved.example"
+    assert demo.clients["kommun-a:api"] is clients["kommun-a:api"]  # unchanged: left alone
+    assert clients["kommun-a:b"].closed == 1 and demo.clients["kommun-a:b"] is not clients["kommun-a:b"]
+    assert demo.clients["kommun-a:b"].started == 1 and demo.clients["kommun-a:d"].started == 1
+    assert clients["kommun-a:c"].closed == 1
+    assert set(demo._loop_tasks) == {"kommun-a:api", "kommun-a:b", "kommun-a:d"}
+    assert demo._triggered == {} and demo._pending == {} and demo._slot_source == {}
+    assert gone.key not in demo.active
+    demo.gate.set()
+    demo.due_answers = ["full"]
+    await until(lambda: len(demo.runs) == 1, "a scheduled run after the change")
+    assert demo.runs[0][0] in {"api", "b", "d"}  # the cancelled run of c never finished
+    with pytest.raises(UnknownSource):
+        demo.source("kommun-a", "c")
+    await demo.close()
+
+
+async def test_a_source_that_cannot_be_served_is_reported_and_the_others_run_on() -> None:
+    demo = Demo([Source()], scheduling=True)
+    await demo.start()
+    problems = await demo.set_sources([Source(), Source(source_id="bad", broken=True)])
+    assert problems == {"kommun-a:bad": "the environment variable DEMO_SECRET is not set"}
+    assert list(demo.sources) == ["kommun-a:api"]
+    await demo.close()
+
+
+async def test_a_sync_request_for_a_source_not_served_yet_asks_the_registry_once() -> None:
+    demo = RequestedDemo([])
+    await demo.start()
+    asked: list[str] = []
+
+    async def refresh() -> None:
+        asked.append("refresh")
+        await demo.set_sources([Source()])
+
+    demo.refresh = refresh
+    request = SyncRequested(source_id="api", mode="full", requested_by="admin-ui")
+    await demo.handle_sync_requested(request.to_envelope(tenant_id="kommun-a"), None)
+    await until(lambda: demo.runs == [("api", "full")], "the requested run")
+    assert asked == ["refresh"]
+    with pytest.raises(PermanentError, match="no such demo source"):
+        await demo.handle_sync_requested(
+            request.model_copy(update={"source_id": "gone"}).to_envelope(tenant_id="kommun-a"), None
+        )
+    assert asked == ["refresh", "refresh"]
+    await demo.close()
 
 
 def test_a_configuration_error_stops_the_service_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

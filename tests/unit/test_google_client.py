@@ -18,7 +18,7 @@ from skolsynk_services.google_connector.auth import (
     load_signer,
 )
 from skolsynk_services.google_connector.client import GoogleClient, RetryPolicy, error_reason, snake
-from skolsynk_services.google_connector.sources import SourceConfig, parse_sources
+from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]

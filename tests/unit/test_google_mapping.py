@@ -24,7 +24,7 @@ from skolsynk_services.google_connector.mapping import (
     users_queries,
 )
 from skolsynk_services.google_connector.runs import SnapshotReader
-from skolsynk_services.google_connector.sources import MappingConfig, SourceConfig, parse_sources
+from skolsynk.connectors.sources.google import MappingConfig, SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from skolsynk.domain.ss12000 import DutyRole
-from skolsynk_services.google_connector.sources import (
+from skolsynk.connectors.sources.google import (
     ConfigurationError,
     MappingConfig,
     load_sources,

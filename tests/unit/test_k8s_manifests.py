@@ -142,7 +142,7 @@ def test_every_skolsynk_variable_a_manifest_sets_is_a_real_setting(rendered: lis
 
 def test_the_sources_file_variables_point_at_the_mounted_configmap(rendered: list[dict[str, Any]]) -> None:
     sources = by_kind(rendered, "ConfigMap")["skolsynk-sources"]["data"]
-    for name in ("egil-receiver", "ss12000-puller", "google-connector", "graph-connector"):
+    for name in ("egil-receiver",):
         pod = by_kind(rendered, "Deployment")[name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         mount = next(m for m in container["volumeMounts"] if m["name"] == "sources")
@@ -152,6 +152,22 @@ def test_the_sources_file_variables_point_at_the_mounted_configmap(rendered: lis
             if path.startswith(mount["mountPath"]):
                 assert Path(path).name in sources, f"{name}: {path} is not a key of skolsynk-sources"
                 yaml.safe_load(sources[Path(path).name])
+
+
+def test_the_pulling_connectors_follow_the_registry_and_open_sealed_secrets_with_the_admin_s_key(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployments = by_kind(rendered, "Deployment")
+    for name in ("admin", "ss12000-puller", "google-connector", "graph-connector"):
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["SKOLSYNK_ADMIN_SECRETS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "skolsynk-sources-key",
+            "key": "secrets-key",
+            "optional": True,
+        }, name
+        assert not [n for n in env if n.endswith(("_SOURCES_FILE", "_TENANTS_FILE"))], name
+        assert "sources" not in {m["name"] for m in container.get("volumeMounts", [])}, name
 
 
 def test_pods_are_locked_down(rendered: list[dict[str, Any]]) -> None:

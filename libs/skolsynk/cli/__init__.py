@@ -12,6 +12,8 @@ TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N),
 ``skolsynk resend TENANT VENDOR``              send a vendor the tenant's whole current selection again
 ``skolsynk holds TENANT``                      the tenant's mass-deletion holds
 ``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
+``skolsynk sources import KIND FILE``          put a sources file's sources (google, microsoft, ss12000) in the
+                                               source registry; idempotent, for GitOps
 =============================================  ===============================================================
 
 ``QUEUE`` is a work queue's name with or without the namespace (``normaliser.source-events``,
@@ -35,11 +37,13 @@ from typing import Any, TextIO
 import aio_pika
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pymongo.errors import PyMongoError
 
 from skolsynk.catalogue import DeliveryMode, load_catalogue
 from skolsynk.cli import output, queues, state
+from skolsynk.connectors.config import ConfigurationError, load_yaml
+from skolsynk.connectors.sources import SOURCE_KINDS, SourceKind
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.logging import configure_logging
@@ -54,6 +58,8 @@ from skolsynk.messaging import (
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, MongoClient, create_client
+from skolsynk.storage.admin import ADMIN_TENANTS
+from skolsynk.storage.sources import SecretBox, SecretsUnavailable, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 
 PRODUCER = "skolsynk-cli"
@@ -67,6 +73,9 @@ STATUS_CONNECTOR_KINDS = SYNC_KINDS
 class CliSettings(ServiceSettings):
     vendor_catalogue_dir: Path = Field(
         default=Path("deploy/vendors"), description="The vendor catalogue: which vendors' queues to show."
+    )
+    admin_secrets_key: SecretStr | None = Field(
+        default=None, description="The installation's key of sealed source secrets (kept when a source is updated)."
     )
 
 
@@ -113,6 +122,15 @@ def parser() -> argparse.ArgumentParser:
     overdue = commands.add_parser("overdue", help="the tenant's deletions past their deadline")
     overdue.add_argument("tenant")
     overdue.add_argument("--json", action="store_true", help="print JSON")
+
+    sources = commands.add_parser("sources", help="the source registry")
+    sources_commands = sources.add_subparsers(dest="sources_command", required=True, metavar="ACTION")
+    sources_import = sources_commands.add_parser(
+        "import", help="create or update the sources of a sources file (secrets as variable names only)"
+    )
+    sources_import.add_argument("source_kind", metavar="KIND", choices=SYNC_KINDS, help=" or ".join(SYNC_KINDS))
+    sources_import.add_argument("file", metavar="FILE", type=Path)
+    sources_import.add_argument("--dry-run", action="store_true", help="check the file and say what would change")
     return root
 
 
@@ -175,6 +193,15 @@ class Operator:
         self.out.write(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
     # -- commands ------------------------------------------------------------------------------------
+
+    async def import_sources(self, kind: str, path: Path, *, dry_run: bool) -> int:
+        key = self.settings.admin_secrets_key
+        box = SecretBox(key.get_secret_value() or None if key else None)
+        outcomes = await import_sources(self.db, box, SOURCE_KINDS[kind], path, dry_run=dry_run)
+        output.table(["SOURCE", "WOULD BE" if dry_run else "OUTCOME"], outcomes, out=self.out)
+        counts = {o: sum(1 for _, x in outcomes if x == o) for o in ("created", "updated", "unchanged")}
+        self.out.write(", ".join(f"{n} {o}" for o, n in counts.items()) + "\n")
+        return 0
 
     async def status(self, tenant_id: str | None, *, as_json: bool) -> int:
         runs = await state.latest_runs(self.db, tenant_id)
@@ -419,6 +446,47 @@ class Operator:
         return 0
 
 
+async def import_sources(
+    db: Database, box: SecretBox, kind: SourceKind, path: Path, *, dry_run: bool = False
+) -> list[tuple[str, str]]:
+    """The sources of a sources file put in the registry: ``(tenant:source, outcome)`` in file order, the
+    outcome ``created``, ``updated`` or ``unchanged`` (with ``dry_run``, what it would be). The whole file is
+    checked before anything is written; a tenant the admin does not know is an error."""
+    entries = kind.parse(load_yaml(path, noun="sources file"))
+    prepared = []
+    for entry in entries:
+        try:
+            settings, refs = kind.to_registry(entry)
+        except ValueError as error:
+            raise ConfigurationError(f"{path}: {entry.key}: {error}") from None
+        prepared.append((entry, settings, refs))
+    tenants = {str(doc["_id"]) async for doc in db[ADMIN_TENANTS].find({}, {"_id": 1})}
+    unknown = sorted({entry.tenant_id for entry, _, _ in prepared} - tenants)
+    if unknown:
+        raise ConfigurationError(f"{path}: no such organiser: {', '.join(unknown)} (create it in the admin first)")
+    store = SourceStore(db, box)
+    outcomes = []
+    for entry, settings, refs in prepared:
+        if dry_run:
+            current = await store.get(entry.tenant_id, entry.source_id)
+            same = current is not None and (current.get("settings"), current.get("secret_refs")) == (settings, refs)
+            outcome = "unchanged" if same else "updated" if current else "created"
+        else:
+            try:
+                outcome = await store.put(
+                    entry.tenant_id,
+                    entry.source_id,
+                    kind=kind.name,
+                    display_name=entry.source_id,
+                    settings=settings,
+                    secret_refs=refs,
+                )
+            except ValueError as error:
+                raise ConfigurationError(str(error)) from None
+        outcomes.append((entry.key, outcome))
+    return outcomes
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -438,12 +506,14 @@ async def execute(args: argparse.Namespace, settings: CliSettings, *, out: TextI
             return await operator.holds(args.tenant, as_json=args.json)
         if args.command == "overdue":
             return await operator.overdue(args.tenant, as_json=args.json)
+        if args.command == "sources":
+            return await operator.import_sources(args.source_kind, args.file, dry_run=args.dry_run)
         if args.dlq_command == "list":
             return await operator.dlq_list(args.queue, limit=args.limit, as_json=args.json)
         return await operator.dlq_replay(
             args.queue, reason_filter=args.filter_reason, limit=args.limit, dry_run=args.dry_run
         )
-    except (CommandError, queues.QueueNotFound) as error:
+    except (CommandError, queues.QueueNotFound, ConfigurationError, SecretsUnavailable) as error:
         err.write(f"skolsynk {args.command}: {error}\n")
         return 1
     except UnroutableMessage as error:

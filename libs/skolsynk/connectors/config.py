@@ -1,13 +1,15 @@
-"""A connector's configuration: its service settings and its sources file.
+"""A connector's configuration: its service settings, and the parts of a source every kind shares.
 
 - :class:`ConnectorSettings`: the base of every pulling connector's settings, which nest models
   (``SKOLSYNK_{CONNECTOR}_RETRY__ATTEMPTS``); :class:`RetrySettings` is how one HTTP request is retried.
-- The sources file: YAML, a list of entries (or a mapping with the list under one key), each validated by
-  the connector's pydantic model (its ``SourceConfig``), each tenant and source once. Secrets are never in
-  the file, only the names of the environment variables that hold them.
+- A source's secret: its value (sealed in the source registry) or the environment variable that holds it
+  (:func:`secret_value`).
+- Sources files (what ``skolsynk sources import`` reads): YAML, a list of entries (or a mapping with the list
+  under one key), each validated by the kind's model (its ``SourceConfig``), each tenant and source once.
+  Secrets are never in a file, only the names of the environment variables that hold them.
 
-Every problem of the sources file is a :class:`ConfigurationError` whose message names the file, the entry
-or the variable, never a value that could be a secret; the service stops at start-up with it.
+Every problem is a :class:`ConfigurationError` whose message names the file, the entry or the variable,
+never a value that could be a secret.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from skolsynk.connectors.http import RetryPolicy
@@ -67,6 +69,15 @@ class ConnectorSettings(ServiceSettings):
         nested_model_default_partial_update=True,
     )
 
+    admin_secrets_key: SecretStr | None = Field(
+        default=None,
+        description="The installation's Fernet key that opens the source credentials the admin sealed "
+        "(the admin's SKOLSYNK_ADMIN_SECRETS_KEY); without it only secret references can be served.",
+    )
+    sources_poll_seconds: float = Field(
+        default=30.0, gt=0, le=60, description="How often the connector looks for added, changed or removed sources."
+    )
+
 
 class ConfigurationError(RuntimeError):
     """The sources file, or an environment variable, key or file it names, is missing or invalid."""
@@ -91,6 +102,13 @@ def secret(name: str | None, environ: Mapping[str, str] | None = None) -> str:
     if not name or not env.get(name):
         raise ConfigurationError(f"the environment variable {name} is not set")
     return env[name]
+
+
+def secret_value(value: SecretStr | None, name: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """A secret given as its value (sealed in the source registry) or else as the environment variable ``name``."""
+    if value is not None:
+        return value.get_secret_value()
+    return secret(name, environ)
 
 
 def load_yaml(path: Path, *, noun: str = "sources file", not_yaml: str = "is not valid YAML") -> object:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from skolsynk.connectors.config import ConfigurationError
 from skolsynk.connectors.runs import Mode, RunStateStore, Source, aware, utcnow
 from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.logging import get_logger
@@ -78,9 +79,14 @@ def due_mode(
 
 
 class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
-    """Every configured source of one process, its runs published with ``publisher`` to ``exchange`` and its
-    state in ``state``. ``RequestT`` is what a run is asked with (a mode, a reason), ``ReportT`` what it
-    returns. Create, :meth:`start` (inside the event loop), use, :meth:`close`."""
+    """The sources one process serves, its runs published with ``publisher`` to ``exchange`` and its state
+    in ``state``. ``RequestT`` is what a run is asked with (a mode, a reason), ``ReportT`` what it returns.
+    Create (subclasses set what :meth:`_client` needs before calling this constructor), :meth:`start`
+    (inside the event loop), use, :meth:`close`.
+
+    The sources are not fixed: :meth:`set_sources` adds, replaces and retires them while the connector runs
+    (the source registry's follower calls it). Each source has its client, its lock and, with
+    ``scheduling``, its loops (:meth:`_loops`: the schedule, and whatever else the connector watches)."""
 
     #: Log event of a sync request taken.
     sync_requested: ClassVar[str]
@@ -96,26 +102,44 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     def __init__(
         self,
         sources: Iterable[SourceT],
-        clients: Mapping[str, ClientT],
         *,
         publisher: Publisher,
         exchange: str,
         state: RunStateStore,
+        scheduling: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.sources: dict[str, SourceT] = {source.key: source for source in sources}
-        self.clients: dict[str, ClientT] = dict(clients)
         self.publisher = publisher
         self.exchange = exchange
         self.state = state
+        self.scheduling = scheduling
         self.clock = clock
-        self._locks = {key: asyncio.Lock() for key in self.sources}
+        self.sources: dict[str, SourceT] = {}
+        self.clients: dict[str, ClientT] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Clients are built (and their secrets resolved) now: a static source that cannot be served stops
+        # start-up (ConfigurationError); sources from the registry are checked one by one (set_sources).
+        for source in sources:
+            self.sources[source.key] = source
+            self.clients[source.key] = self._client(source)
+            self._locks[source.key] = asyncio.Lock()
         self._pending: dict[str, RequestT] = {}
-        self._triggered: set[asyncio.Task[None]] = set()
+        self._slot_source: dict[str, str] = {}
+        self._triggered: dict[str, set[asyncio.Task[None]]] = {}
+        self._loop_tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._started = False
+        #: Asked once when a sync request names a source this process does not serve (yet): the registry
+        #: follower's refresh, so a source saved a moment ago is found.
+        self.refresh: Callable[[], Awaitable[object]] | None = None
         #: Reports of finished runs, newest last (the last :data:`REPORTS_KEPT`).
         self.reports: list[ReportT] = []
         # The connector's own logger, so its events keep their logger name.
         self.log = get_logger(type(self).__module__)
+
+    @abstractmethod
+    def _client(self, source: SourceT) -> ClientT:
+        """A new, unstarted client of ``source``, its secrets resolved (:class:`ConfigurationError` when
+        one is missing or broken)."""
 
     def source(self, tenant_id: str, source_id: str) -> SourceT:
         source = self.sources.get(f"{tenant_id}:{source_id}")
@@ -133,15 +157,78 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     async def start(self) -> None:
         for client in self.clients.values():
             await client.start()
+        self._started = True
+        for source in self.sources.values():
+            self._start_loops(source)
 
     async def close(self) -> None:
-        for task in list(self._triggered):
-            task.cancel()
-        for task in list(self._triggered):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._started = False
+        for key in list(self.sources):
+            await self._stop_tasks(key)
         for client in self.clients.values():
             await client.close()
+
+    # ------------------------------------------------------------------------------------------
+    # sources that come and go
+
+    async def set_sources(self, sources: Iterable[SourceT]) -> dict[str, str]:
+        """Serve exactly ``sources`` from now on: a source no longer listed is retired (its loops and runs
+        cancelled, its client closed), a changed one is retired and added again with the new settings, a
+        new one gets its client and loops. Unchanged sources are left alone, runs and all. Returns, per
+        source key, why a source could not be added (a missing secret ...): it is not served."""
+        wanted = {source.key: source for source in sources}
+        for key in [k for k, current in self.sources.items() if wanted.get(k) != current]:
+            await self._retire(key)
+        problems: dict[str, str] = {}
+        for key, source in wanted.items():
+            if key in self.sources:
+                continue
+            try:
+                client = self._client(source)
+            except ConfigurationError as error:
+                problems[key] = str(error)
+                continue
+            if self._started:
+                await client.start()
+            self.sources[key] = source
+            self.clients[key] = client
+            self._locks[key] = asyncio.Lock()
+            if self._started:
+                self._start_loops(source)
+        return problems
+
+    async def _retire(self, key: str) -> None:
+        await self._stop_tasks(key)
+        self.sources.pop(key, None)
+        self._locks.pop(key, None)
+        client = self.clients.pop(key, None)
+        if client is not None:
+            await client.close()
+
+    async def _stop_tasks(self, key: str) -> None:
+        """Cancel the source's loops and triggered runs, and forget what was waiting to run."""
+        tasks = [*self._loop_tasks.pop(key, []), *self._triggered.pop(key, set())]
+        for slot in [slot for slot, owner in self._slot_source.items() if owner == key]:
+            self._pending.pop(slot, None)
+            self._slot_source.pop(slot, None)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _loops(self, source: SourceT) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """What runs for as long as ``source`` is served (with ``scheduling``): its schedule; a connector
+        adds what else it watches."""
+        return [lambda: self.schedule(source)]
+
+    def _start_loops(self, source: SourceT) -> None:
+        if not self.scheduling:
+            return
+        self._loop_tasks[source.key] = [
+            asyncio.create_task(loop(), name=f"{self.task_prefix}-loop:{source.key}:{n}")
+            for n, loop in enumerate(self._loops(source))
+        ]
 
     # ------------------------------------------------------------------------------------------
     # runs
@@ -173,14 +260,23 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
             self._pending[slot] = self._merge(self._pending[slot], request)
             return False
         self._pending[slot] = request
+        self._slot_source[slot] = source.key
         task = asyncio.create_task(self._triggered_run(source, slot), name=f"{self.task_prefix}:{slot}")
-        self._triggered.add(task)
-        task.add_done_callback(self._triggered.discard)
+        self._triggered.setdefault(source.key, set()).add(task)
+        task.add_done_callback(lambda done: self._forget(source.key, done))
         return True
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        tasks = self._triggered.get(key)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._triggered[key]
 
     async def _triggered_run(self, source: SourceT, slot: str) -> None:
         async with self._locks[source.key]:
             request = self._pending.pop(slot)
+            self._slot_source.pop(slot, None)
         try:
             await self.run_now(source, request)
         except Exception:
@@ -192,10 +288,13 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
         """A ``SyncRequested`` from the connector's queue (admin UI, operator CLI): the envelope names the
         tenant, the payload the source and the mode. The run happens in the background (a full run can
-        outlast a handler's budget); a source that is not configured is refused (:meth:`requested_source`)."""
+        outlast a handler's budget); a source that is not served, even after asking the registry again
+        (:attr:`refresh`), is refused (:meth:`requested_source`)."""
         request = SyncRequested.from_envelope(envelope)
         if envelope.tenant_id is None:
             raise PermanentError("a sync request must name its tenant")
+        if f"{envelope.tenant_id}:{request.source_id}" not in self.sources and self.refresh is not None:
+            await self.refresh()
         source = self.requested_source(envelope.tenant_id, request.source_id)
         queued = self.trigger_requested(source, request)
         self.log.info(

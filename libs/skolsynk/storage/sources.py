@@ -83,10 +83,11 @@ class SourceStore:
         secrets: dict[str, str],
         secret_refs: dict[str, str],
         create: bool,
+        enabled: bool = True,
     ) -> Document | None:
         """Create (``create``) or replace a source; None when creating an existing one or replacing a
         missing one. Secrets given replace the stored ones by name; the others are kept. Every save
-        gives the source a new ``version``."""
+        gives the source a new ``version`` (and clears the problem a connector reported)."""
         current = await self.collection.find_one({"_id": self._id(tenant_id, source_id)})
         if (current is not None) == create:
             return None
@@ -102,6 +103,7 @@ class SourceStore:
             "source_id": source_id,
             "kind": kind,
             "display_name": display_name,
+            "enabled": enabled,
             "settings": settings,
             "secret_refs": secret_refs,
             "secret_names": sorted(stored),
@@ -134,6 +136,59 @@ class SourceStore:
     async def of_kind(self, kind: str) -> builtins.list[Document]:
         """Every source of ``kind``, in (tenant, source) order."""
         return await self.collection.find({"kind": kind}).sort("_id", 1).to_list(None)
+
+    async def by_keys(self, keys: builtins.list[str]) -> builtins.list[Document]:
+        """The sources of these ``tenant:source`` keys (the ones that exist)."""
+        if not keys:
+            return []
+        return await self.collection.find({"_id": {"$in": keys}}).to_list(None)
+
+    async def report_problem(self, key: str, version: int, problem: str | None) -> None:
+        """What the connector serving a source found wrong with this ``version`` of it (a missing secret,
+        settings it cannot run), or None when it serves it; shown with the source. A newer save replaces
+        the document, so a report about an older version is dropped."""
+        update: dict[str, Any] = (
+            {"$set": {"problem": {"message": problem, "at": utcnow()}}}
+            if problem is not None
+            else {"$unset": {"problem": ""}}
+        )
+        await self.collection.update_one({"_id": key, "version": version}, update)
+
+    async def put(
+        self,
+        tenant_id: str,
+        source_id: str,
+        *,
+        kind: str,
+        display_name: str,
+        settings: dict[str, Any],
+        secret_refs: dict[str, str],
+    ) -> str:
+        """Create or update a source from a sources file (secret references only): ``"created"``,
+        ``"updated"``, or ``"unchanged"`` when it already says exactly this (no new version: importing
+        the same file again changes nothing). A source of another kind under the same id is a
+        :class:`ValueError`. Sealed secrets the file now gives as references are dropped."""
+        current = await self.get(tenant_id, source_id)
+        if current is not None and current.get("kind") != kind:
+            raise ValueError(f"{tenant_id}:{source_id} is a {current.get('kind')} source, not {kind}")
+        if (
+            current is not None
+            and current.get("settings") == settings
+            and current.get("secret_refs") == secret_refs
+            and current.get("enabled", True)
+        ):
+            return "unchanged"
+        await self.save(
+            tenant_id,
+            source_id,
+            kind=kind,
+            display_name=str(current["display_name"]) if current else display_name,
+            settings=settings,
+            secrets={},
+            secret_refs=secret_refs,
+            create=current is None,
+        )
+        return "updated" if current else "created"
 
     def secrets_of(self, doc: Document) -> dict[str, str]:
         """The source's sealed secrets, opened (for the connector that serves it; never returned by the

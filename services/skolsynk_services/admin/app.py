@@ -52,7 +52,7 @@ def utcnow() -> datetime:
 def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes([*stores.INDEXES, *auth.INDEXES, *erasures.INDEXES, *history.INDEXES])
-    key = settings.admin_secrets_key.get_secret_value() if settings.admin_secrets_key else None
+    key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
     service = AdminService(
         app.db,
         app.publisher,

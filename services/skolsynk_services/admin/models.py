@@ -67,21 +67,15 @@ class SourceKind(StrEnum):
     SS12000 = "ss12000"
 
 
-#: Settings (non-secret) and secrets each kind of source needs.
-SOURCE_REQUIREMENTS: dict[SourceKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    SourceKind.GOOGLE: (("domain", "delegated_admin"), ("service_account_key",)),
-    SourceKind.MICROSOFT: (("azure_tenant_id", "client_id"), ("client_secret",)),
-    SourceKind.EGIL: ((), ()),
-    SourceKind.SS12000: (("base_url", "client_id"), ("client_secret",)),
-}
-
-
 class SourceIn(Body):
     source_id: str = Field(pattern=ID)
     kind: SourceKind
     display_name: str = Field(min_length=1, max_length=200)
-    settings: dict[str, str | int | bool | list[str]] = Field(
-        default_factory=dict, description="Non-secret settings, e.g. the Google domain or the Graph client id."
+    enabled: bool = Field(default=True, description="A disabled source is kept but not read by its connector.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Non-secret settings, as the kind's source model has them (JSON Schema: "
+        "docs/contracts/source-settings.<kind>.json), e.g. the Graph client id or the SS 12000 base_url and auth.",
     )
     secrets: dict[str, str] = Field(
         default_factory=dict, description="Write-only: stored encrypted, never returned. Replaces by name."
@@ -96,11 +90,16 @@ class Source(BaseModel):
     source_id: str
     kind: SourceKind
     display_name: str
+    enabled: bool
     settings: dict[str, Any]
     secrets_set: list[str] = Field(
         description="Names of the stored (encrypted) secrets; their values are never returned."
     )
     secret_refs: dict[str, str]
+    problem: str | None = Field(
+        default=None, description="Why the connector cannot read this version of the source (None: it reads it)."
+    )
+    problem_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

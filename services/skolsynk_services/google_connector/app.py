@@ -1,29 +1,26 @@
-"""Composition root of the Google connector: one process reads every source in the sources file."""
+"""Composition root of the Google connector: one process reads every Google Workspace source of the source
+registry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 
 from pydantic import Field
 
 from skolsynk.connectors.config import ConnectorSettings, RetrySettings
-from skolsynk.connectors.service import connector_app, mount, run_connector
+from skolsynk.connectors.service import connector_app, follow_registry, mount, run_connector
+from skolsynk.connectors.sources import GOOGLE
+from skolsynk.connectors.sources.google import SourceConfig
 from skolsynk.service import ServiceApp
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.runs import INDEXES, SOURCE_KIND, SyncStateStore, utcnow
-from skolsynk_services.google_connector.sources import SourceConfig, load_sources
 
 SERVICE = "google-connector"
 
 
 class GoogleConnectorSettings(ConnectorSettings):
-    google_sources_file: Path = Field(
-        default=Path("deploy/google-sources.yaml"),
-        description="YAML list of the Google Workspace sources and their mappings.",
-    )
     google_schedule: bool = Field(
         default=True, description="Run full snapshots on their interval and poll the Reports API where enabled."
     )
@@ -44,11 +41,11 @@ def build(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> ServiceApp:
-    """The connector. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
-    configured = sources if sources is not None else load_sources(settings.google_sources_file)
+    """The connector, following the source registry; ``sources`` replaces the registry and ``environ`` the
+    process environment (tests)."""
     app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     connector = GoogleConnector(
-        configured,
+        sources or [],
         publisher=app.publisher,
         exchange=app.topology.exchange("source"),
         state=SyncStateStore(app.db),
@@ -57,17 +54,11 @@ def build(
         request_timeout_seconds=settings.google_request_timeout_seconds,
         retry=settings.google_retry.policy(),
         members_concurrency=settings.google_members_concurrency,
+        scheduling=settings.google_schedule,
         clock=clock,
     )
-    mount(app, connector, kind=SOURCE_KIND, schedule=settings.google_schedule, idempotent=False)
-    if settings.google_schedule:
-        for source in configured:
-            if source.reports.enabled:
-
-                async def reports(source: SourceConfig = source) -> None:
-                    await connector.watch_reports(source)
-
-                app.add_background(f"reports:{source.key}", reports)
+    registry = None if sources is not None else follow_registry(app, settings, GOOGLE, connector)
+    mount(app, connector, kind=SOURCE_KIND, registry=registry, idempotent=False)
     return app
 
 

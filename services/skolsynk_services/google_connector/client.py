@@ -20,9 +20,9 @@ import aiohttp
 
 from skolsynk.connectors import http
 from skolsynk.connectors.http import JsonApiClient, json_or_none
+from skolsynk.connectors.sources.google import SourceConfig
 from skolsynk.logging import get_logger
 from skolsynk_services.google_connector.auth import DelegatedCredentials, GoogleReadError, Retryable
-from skolsynk_services.google_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 

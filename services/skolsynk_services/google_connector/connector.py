@@ -6,13 +6,19 @@ plumbing is :class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from skolsynk.connectors.http import RetryPolicy
 from skolsynk.connectors.runs import aware
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
+from skolsynk.connectors.sources.google import (
+    GOOGLE_TOKEN_URL,
+    ConfigurationError,
+    SourceConfig,
+    service_account_key,
+)
 from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
@@ -25,12 +31,6 @@ from skolsynk_services.google_connector.auth import (
 from skolsynk_services.google_connector.client import GoogleClient
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.runs import RunReport, SyncStateStore, run_once, utcnow
-from skolsynk_services.google_connector.sources import (
-    GOOGLE_TOKEN_URL,
-    ConfigurationError,
-    SourceConfig,
-    service_account_key,
-)
 
 log = get_logger(__name__)
 
@@ -60,30 +60,41 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
         request_timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         members_concurrency: int = 4,
+        scheduling: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        clients: dict[str, GoogleClient] = {}
-        for source in sources:
-            # Keys are read and checked now, so a missing or broken one stops start-up, not the first run.
-            key = service_account_key(source, environ)
-            token_url = source.token_url or str(key.get("token_uri") or GOOGLE_TOKEN_URL)
-            scopes = DIRECTORY_SCOPES + ((REPORTS_SCOPE,) if source.reports.enabled else ())
-            try:
-                credentials = DelegatedCredentials(
-                    key, subject=source.delegated_admin, scopes=scopes, token_url=token_url
-                )
-            except GoogleReadError:
-                raise ConfigurationError(f"{source.key}: the service-account key is not an RSA private key") from None
-            clients[source.key] = GoogleClient(
-                source,
-                credentials,
-                request_timeout_seconds=request_timeout_seconds,
-                retry=retry,
-                on_throttled=metrics.throttle,
-            )
-        super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
         self.metrics = metrics
+        self.environ = environ
+        self.request_timeout_seconds = request_timeout_seconds
+        self.retry = retry
         self.members_concurrency = members_concurrency
+        super().__init__(
+            sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
+        )
+
+    def _client(self, source: SourceConfig) -> GoogleClient:
+        # The key is read and checked now, so a missing or broken one is known before the first run.
+        key = service_account_key(source, self.environ)
+        token_url = source.token_url or str(key.get("token_uri") or GOOGLE_TOKEN_URL)
+        scopes = DIRECTORY_SCOPES + ((REPORTS_SCOPE,) if source.reports.enabled else ())
+        try:
+            credentials = DelegatedCredentials(key, subject=source.delegated_admin, scopes=scopes, token_url=token_url)
+        except GoogleReadError:
+            raise ConfigurationError(f"{source.key}: the service-account key is not an RSA private key") from None
+        return GoogleClient(
+            source,
+            credentials,
+            request_timeout_seconds=self.request_timeout_seconds,
+            retry=self.retry,
+            on_throttled=self.metrics.throttle,
+        )
+
+    def _loops(self, source: SourceConfig) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The schedule, and the Reports API watcher where the source has it enabled."""
+        loops = super()._loops(source)
+        if source.reports.enabled:
+            loops.append(lambda: self.watch_reports(source))
+        return loops
 
     # ------------------------------------------------------------------------------------------
     # runs

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from skolsynk.connectors.sources.google import GroupRule, MappingConfig, RoleRule, SchoolUnitRule
 from skolsynk.contracts.source import (
     ActivityFields,
     DutyFields,
@@ -37,7 +38,6 @@ from skolsynk.contracts.source import (
     SourceRecord,
 )
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, SchoolType
-from skolsynk_services.google_connector.sources import GroupRule, MappingConfig, RoleRule, SchoolUnitRule
 
 _SEGMENT = re.compile(r"([A-Za-z0-9_]+)(?:\[([A-Za-z0-9_]+)=([^\]]*)\])?\.?")
 

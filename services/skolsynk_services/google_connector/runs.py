@@ -26,6 +26,7 @@ from typing import Any
 from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
 from skolsynk.connectors.runs import RunReport as BaseRunReport
 from skolsynk.connectors.runs import utcnow as utcnow
+from skolsynk.connectors.sources.google import SourceConfig
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
@@ -35,7 +36,6 @@ from skolsynk_services.google_connector.auth import GoogleReadError
 from skolsynk_services.google_connector.client import GoogleClient
 from skolsynk_services.google_connector.mapping import DirectoryMapping, MappingStats, UnmappableUser, users_queries
 from skolsynk_services.google_connector.metrics import GoogleMetrics
-from skolsynk_services.google_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 

@@ -1,28 +1,25 @@
-"""Composition root of the Microsoft Graph (School Data Sync) connector: one process reads every source
-(Microsoft 365 tenant) in the sources file, on a schedule and on ``SyncRequested``."""
+"""Composition root of the Microsoft Graph (School Data Sync) connector: one process reads every Microsoft
+source (an organiser's Microsoft 365 tenant) of the source registry, on a schedule and on ``SyncRequested``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from pydantic import Field
 
 from skolsynk.connectors.config import ConnectorSettings, RetrySettings
-from skolsynk.connectors.service import connector_app, mount, run_connector
+from skolsynk.connectors.service import connector_app, follow_registry, mount, run_connector
+from skolsynk.connectors.sources import MICROSOFT
+from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.service import ServiceApp
 from skolsynk_services.graph_connector.connector import GraphConnector
 from skolsynk_services.graph_connector.metrics import GraphMetrics
 from skolsynk_services.graph_connector.runs import INDEXES, SOURCE_KIND, SyncStateStore
-from skolsynk_services.graph_connector.sources import SourceConfig, load_sources
 
 SERVICE = "graph-connector"
 
 
 class GraphConnectorSettings(ConnectorSettings):
-    graph_tenants_file: Path = Field(
-        default=Path("deploy/microsoft-sources.yaml"), description="YAML list of the Microsoft 365 tenants to read."
-    )
     graph_schedule: bool = Field(default=True, description="Run delta and full reconciliation runs on their intervals.")
     graph_request_timeout_seconds: float = Field(default=30.0, gt=0, description="One HTTP request's budget.")
     graph_retry: RetrySettings = Field(
@@ -43,20 +40,22 @@ def build(
     sources: list[SourceConfig] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ServiceApp:
-    """The connector. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
-    configured = sources if sources is not None else load_sources(settings.graph_tenants_file)
+    """The connector, following the source registry; ``sources`` replaces the registry and ``environ`` the
+    process environment (tests)."""
     app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     connector = GraphConnector(
-        configured,
+        sources or [],
         publisher=app.publisher,
         exchange=app.topology.exchange("source"),
         state=SyncStateStore(app.db),
         metrics=GraphMetrics(app.metrics.registry),
+        scheduling=settings.graph_schedule,
         environ=environ,
         request_timeout_seconds=settings.graph_request_timeout_seconds,
         retry=settings.graph_retry.policy(),
     )
-    mount(app, connector, kind=SOURCE_KIND, schedule=settings.graph_schedule)
+    registry = None if sources is not None else follow_registry(app, settings, MICROSOFT, connector)
+    mount(app, connector, kind=SOURCE_KIND, registry=registry)
     return app
 
 

@@ -32,8 +32,8 @@ from skolsynk.connectors.http import (
 )
 from skolsynk.connectors.http import RetryPolicy as RetryPolicy
 from skolsynk.connectors.http import parse_retry_after as parse_retry_after
+from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.logging import get_logger
-from skolsynk_services.graph_connector.sources import SourceConfig, secret
 
 log = get_logger(__name__)
 
@@ -112,7 +112,7 @@ class GraphClient(JsonApiClient):
         self.base_url = source.graph_base_url.rstrip("/")
         self._origin = URL(self.base_url).origin()
         # Resolve the secret now, so a missing variable fails at start-up and not at the first run.
-        self._client_secret = secret(source.client_secret_env, environ)
+        self._client_secret = source.client_secret_value(environ)
 
     @property
     def tokens_fetched(self) -> int:

@@ -8,13 +8,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
+from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk_services.graph_connector.client import GraphClient, RetryPolicy
 from skolsynk_services.graph_connector.metrics import GraphMetrics
 from skolsynk_services.graph_connector.runs import Mode, RunReport, SyncStateStore, run_once, utcnow
-from skolsynk_services.graph_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 
@@ -37,23 +37,28 @@ class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]
         exchange: str,
         state: SyncStateStore,
         metrics: GraphMetrics | None = None,
+        scheduling: bool = False,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        clients = {
-            source.key: GraphClient(
-                source,
-                environ=environ,
-                request_timeout_seconds=request_timeout_seconds,
-                retry=retry,
-                on_throttled=metrics.throttle if metrics is not None else None,
-            )
-            for source in sources
-        }
-        super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
         self.metrics = metrics
+        self.environ = environ
+        self.request_timeout_seconds = request_timeout_seconds
+        self.retry = retry
+        super().__init__(
+            sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
+        )
+
+    def _client(self, source: SourceConfig) -> GraphClient:
+        return GraphClient(
+            source,
+            environ=self.environ,
+            request_timeout_seconds=self.request_timeout_seconds,
+            retry=self.retry,
+            on_throttled=self.metrics.throttle if self.metrics is not None else None,
+        )
 
     # ------------------------------------------------------------------------------------------
     # runs

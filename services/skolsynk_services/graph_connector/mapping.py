@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.contracts.source import (
     ActivityFields,
     DutyFields,
@@ -48,7 +49,6 @@ from skolsynk.contracts.source import (
     SourceRecord,
 )
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, GroupType, OrganisationType, SchoolType
-from skolsynk_services.graph_connector.sources import SourceConfig
 
 #: Context of the SIS id School Data Sync carries (``externalId``): not globally unique.
 SIS_CONTEXT = "urn:skolsynk:microsoft:sis-id"

@@ -47,6 +47,7 @@ from skolsynk.connectors.runs import Mode as Mode
 from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
 from skolsynk.connectors.runs import RunReport as BaseRunReport
 from skolsynk.connectors.runs import utcnow as utcnow
+from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.logging import get_logger
@@ -67,7 +68,6 @@ from skolsynk_services.graph_connector.mapping import (
     school_info,
 )
 from skolsynk_services.graph_connector.metrics import GraphMetrics
-from skolsynk_services.graph_connector.sources import SourceConfig
 
 log = get_logger(__name__)
 

@@ -1,29 +1,26 @@
-"""Composition root of the SS 12000 puller (the SS 12000 connector): one process pulls every source in the
-sources file, on a schedule, on ``SyncRequested`` and on webhook notices."""
+"""Composition root of the SS 12000 puller (the SS 12000 connector): one process pulls every SS 12000 source
+of the source registry, on a schedule, on ``SyncRequested`` and on webhook notices."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 
 from pydantic import Field
 
 from skolsynk.connectors.config import ConnectorSettings, RetrySettings
-from skolsynk.connectors.service import connector_app, mount, run_connector
+from skolsynk.connectors.service import connector_app, follow_registry, mount, run_connector
+from skolsynk.connectors.sources import SS12000
+from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.service import ServiceApp
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.runs import INDEXES, SOURCE_KIND, SyncStateStore
-from skolsynk_services.ss12000_puller.sources import SourceConfig, load_sources, secret
 from skolsynk_services.ss12000_puller.webhook import make_webhook_app
 
 SERVICE = "ss12000-puller"
 
 
 class Ss12000ConnectorSettings(ConnectorSettings):
-    ss12000_sources_file: Path = Field(
-        default=Path("deploy/ss12000-sources.yaml"), description="YAML list of the SS 12000 sources to pull."
-    )
     ss12000_webhook_host: str = Field(default="0.0.0.0", description="Bind address of the webhook.")  # noqa: S104
     ss12000_webhook_port: int = Field(default=8082, ge=0, le=65535, description="Webhook port; 0 picks a free one.")
     ss12000_schedule: bool = Field(default=True, description="Run full and incremental pulls on their intervals.")
@@ -43,26 +40,24 @@ def build(
     sources: list[SourceConfig] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ServiceApp:
-    """The connector. ``sources`` replaces the sources file and ``environ`` the process environment (tests)."""
-    configured = sources if sources is not None else load_sources(settings.ss12000_sources_file)
+    """The connector, following the source registry; ``sources`` replaces the registry and ``environ`` the
+    process environment (tests)."""
     app = connector_app(SERVICE, settings, kind=SOURCE_KIND, indexes=INDEXES)
     connector = Ss12000Connector(
-        configured,
+        sources or [],
         publisher=app.publisher,
         exchange=app.topology.exchange("source"),
         state=SyncStateStore(app.db),
+        scheduling=settings.ss12000_schedule,
         environ=environ,
         request_timeout_seconds=settings.ss12000_request_timeout_seconds,
         retry=settings.ss12000_retry.policy(),
         overlap=timedelta(seconds=settings.ss12000_overlap_seconds),
     )
-    mount(app, connector, kind=SOURCE_KIND, schedule=settings.ss12000_schedule)
-    webhook_secrets: dict[str, str] = {}
-    for source in configured:
-        if source.webhook_secret_env is not None:
-            webhook_secrets[source.key] = secret(source.webhook_secret_env, environ)
+    registry = None if sources is not None else follow_registry(app, settings, SS12000, connector)
+    mount(app, connector, kind=SOURCE_KIND, registry=registry)
     app.add_web_app(
-        make_webhook_app(connector, webhook_secrets),
+        make_webhook_app(connector),
         host=settings.ss12000_webhook_host,
         port=settings.ss12000_webhook_port,
         server="webhook",

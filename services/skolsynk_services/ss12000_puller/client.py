@@ -28,8 +28,8 @@ from skolsynk.connectors.http import (
     retry_after,
 )
 from skolsynk.connectors.http import RetryPolicy as RetryPolicy
+from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.logging import get_logger
-from skolsynk_services.ss12000_puller.sources import SourceConfig, secret
 
 log = get_logger(__name__)
 
@@ -71,8 +71,10 @@ class Ss12000Client(JsonApiClient):
         self._tokens = TokenCache(renew_margin_seconds=TOKEN_RENEW_MARGIN_SECONDS, clock=clock)
         # Resolve secrets now, so a missing variable fails at start-up and not at the first run.
         auth = source.auth
-        self._client_secret = secret(auth.client_secret_env, environ) if auth.kind == "oauth2" else None
-        self._api_key = secret(auth.api_key_env, environ) if auth.kind == "api_key" else None
+        self._client_secret = auth.client_secret_value(environ) if auth.kind == "oauth2" else None
+        self._api_key = auth.api_key_value(environ) if auth.kind == "api_key" else None
+        #: The shared secret of the source's webhook; None: the source has no webhook.
+        self.webhook_secret = source.webhook_secret_value(environ)
 
     @property
     def tokens_fetched(self) -> int:

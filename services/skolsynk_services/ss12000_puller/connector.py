@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 
 from skolsynk.connectors.runs import Mode, utcnow
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
+from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk_services.ss12000_puller.client import RetryPolicy, Ss12000Client
 from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunReport, SyncStateStore, run_once
-from skolsynk_services.ss12000_puller.sources import SourceConfig
 
 log = get_logger(__name__)
 
@@ -37,20 +37,29 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
         publisher: Publisher,
         exchange: str,
         state: SyncStateStore,
+        scheduling: bool = False,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         overlap: timedelta = DEFAULT_OVERLAP,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        clients = {
-            source.key: Ss12000Client(
-                source, environ=environ, request_timeout_seconds=request_timeout_seconds, retry=retry
-            )
-            for source in sources
-        }
-        super().__init__(sources, clients, publisher=publisher, exchange=exchange, state=state, clock=clock)
+        self.environ = environ
+        self.request_timeout_seconds = request_timeout_seconds
+        self.retry = retry
         self.overlap = overlap
+        super().__init__(
+            sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
+        )
+
+    def _client(self, source: SourceConfig) -> Ss12000Client:
+        return Ss12000Client(
+            source, environ=self.environ, request_timeout_seconds=self.request_timeout_seconds, retry=self.retry
+        )
+
+    def webhook_secret(self, source: SourceConfig) -> str | None:
+        """The shared secret of the source's webhook (resolved with its client); None: no webhook."""
+        return self.clients[source.key].webhook_secret
 
     # ------------------------------------------------------------------------------------------
     # runs

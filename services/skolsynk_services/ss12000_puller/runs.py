@@ -23,13 +23,13 @@ from typing import Any
 from skolsynk.adapters.ss12000_api import Ss12000MappingError
 from skolsynk.connectors.runs import Mode, RunPublisher, RunStateStore, millis, utcnow
 from skolsynk.connectors.runs import RunReport as BaseRunReport
+from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
 from skolsynk.storage.connector_state import SS12000_SYNC_STATE
 from skolsynk_services.ss12000_puller.client import Ss12000Client, Ss12000ReadError, format_time
 from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES, ENDPOINTS, map_deletions, map_page
-from skolsynk_services.ss12000_puller.sources import SourceConfig
 
 log = get_logger(__name__)
 

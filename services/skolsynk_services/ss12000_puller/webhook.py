@@ -25,7 +25,6 @@ log = get_logger(__name__)
 SECRET_HEADER = "X-Skolsynk-Webhook-Secret"  # noqa: S105 (a header name)
 MAX_BODY_BYTES = 64 * 1024
 CONNECTOR_KEY = web.AppKey("connector", Ss12000Connector)
-SECRETS_KEY: web.AppKey[dict[str, str]] = web.AppKey("webhook_secrets", dict)
 
 
 def _presented_secret(request: web.Request) -> str | None:
@@ -59,7 +58,7 @@ async def notify(request: web.Request) -> web.Response:
         source = connector.source(request.match_info["tenant_id"], request.match_info["source_id"])
     except UnknownSource:
         return web.json_response({"code": "not_found", "message": "unknown source"}, status=404)
-    expected = request.app[SECRETS_KEY].get(source.key)
+    expected = connector.webhook_secret(source)
     if expected is None:
         return web.json_response({"code": "not_found", "message": "no webhook for this source"}, status=404)
     presented = _presented_secret(request)
@@ -87,10 +86,9 @@ async def notify(request: web.Request) -> web.Response:
     return web.json_response({"status": "accepted"})
 
 
-def make_webhook_app(connector: Ss12000Connector, webhook_secrets: dict[str, str]) -> web.Application:
-    """``webhook_secrets``: source key (``tenant:source``) -> shared secret."""
+def make_webhook_app(connector: Ss12000Connector) -> web.Application:
+    """The webhook of every source the connector serves that has a shared secret."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[CONNECTOR_KEY] = connector
-    app[SECRETS_KEY] = webhook_secrets
     app.router.add_post("/ss12000/notify/{tenant_id}/{source_id}", notify)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.messaging import sync_request_routing_key
 from skolsynk.storage import Document
@@ -22,9 +23,12 @@ def source_view(doc: Document) -> models.Source:
         source_id=doc["source_id"],
         kind=doc["kind"],
         display_name=doc["display_name"],
+        enabled=doc.get("enabled", True),
         settings=doc["settings"],
         secrets_set=doc.get("secret_names", []),
         secret_refs=doc.get("secret_refs", {}),
+        problem=(doc.get("problem") or {}).get("message"),
+        problem_at=(doc.get("problem") or {}).get("at"),
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )
@@ -46,21 +50,26 @@ class SourceAdmin(AdminCore):
         self, principal: Principal, tenant_id: str, body: models.SourceIn, *, create: bool
     ) -> models.Source:
         await self._tenant(principal, tenant_id)
-        settings_needed, secrets_needed = models.SOURCE_REQUIREMENTS[body.kind]
         current = await self.sources.get(tenant_id, body.source_id)
-        have = set(body.secrets) | set(body.secret_refs) | set((current or {}).get("secret_names", []))
-        missing = [f"settings.{n}" for n in settings_needed if not body.settings.get(n)]
-        missing += [f"secrets.{n}" for n in secrets_needed if n not in have]
-        if missing:
+        if current is not None and current.get("kind") != body.kind.value:
+            raise Conflict(f"the source {body.source_id!r} is of another kind ({current.get('kind')})")
+        stored = set((current or {}).get("secret_names", []))
+        problems = SOURCE_KINDS[body.kind.value].problems(
+            body.settings,
+            secret_names=(stored | set(body.secrets)) - set(body.secret_refs),
+            secret_refs=body.secret_refs,
+        )
+        if problems:
             raise Invalid(
-                f"a {body.kind.value} source needs: {', '.join(missing)}",
-                errors=[{"field": m, "message": "required"} for m in missing],
+                f"the {body.kind.value} source is not complete: {', '.join(p.field for p in problems)}",
+                errors=[{"field": p.field, "message": p.message} for p in problems],
             )
         try:
             doc = await self.sources.save(
                 tenant_id,
                 body.source_id,
                 kind=body.kind.value,
+                enabled=body.enabled,
                 display_name=body.display_name,
                 settings=body.settings,
                 secrets=body.secrets,
@@ -104,6 +113,11 @@ class SourceAdmin(AdminCore):
         kind = models.SourceKind(doc["kind"])
         if kind not in PULLED_KINDS:
             raise Conflict("an EGIL source pushes its data: ask the organiser's EGIL client to send it")
+        if not doc.get("enabled", True):
+            raise Conflict("the source is disabled: enable it before asking for a sync")
+        problem = (doc.get("problem") or {}).get("message")
+        if problem:
+            raise Conflict(f"the connector cannot read the source: {problem}")
         message_id = await self._send(
             tenant_id,
             SyncRequested(source_id=source_id, mode=mode, requested_by="admin-ui"),

@@ -38,6 +38,7 @@ from skolsynk_services.admin.ui.texts import (
     SCHOOL_YEARS,
     SEVERITIES,
     SOURCE_KINDS,
+    flat_settings,
     source_error_hint,
     swedish,
 )
@@ -93,6 +94,7 @@ def environment() -> jinja2.Environment:
         AUDIT_ACTIONS=AUDIT_ACTIONS,
         NAVIGATION=NAVIGATION,
         source_error_hint=source_error_hint,
+        flat_settings=flat_settings,
     )
     return env
 

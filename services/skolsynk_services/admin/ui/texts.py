@@ -53,31 +53,71 @@ SOURCE_KINDS = {
 
 @dataclass(frozen=True)
 class FormField:
+    """One field of a source form: ``name`` is the setting's path in the kind's settings
+    (``auth.token_url``) or a secret's name."""
+
     name: str
     label: str
     help: str = ""
     input_type: str = "text"
+    required: bool = False
+    #: For ``input_type="select"``: (value, label) pairs.
+    options: tuple[tuple[str, str], ...] = ()
 
 
-SETTING_FIELDS = {
-    "domain": FormField("domain", "Domän", "Er Google Workspace-domän, till exempel skola.kommun.se."),
-    "delegated_admin": FormField(
-        "delegated_admin",
-        "Administratörskonto",
-        "E-postadressen till det administratörskonto i Google Workspace som tjänstekontot får agera som "
-        "(domänövergripande delegering).",
-        "email",
+#: The settings each kind's form asks for (the API takes every setting of the kind's model; these are the
+#: ones an IT admin sets when connecting a source, the rest keep their defaults).
+SOURCE_FORMS: dict[str, tuple[FormField, ...]] = {
+    models.SourceKind.GOOGLE.value: (
+        FormField(
+            "delegated_admin",
+            "Administratörskonto",
+            "E-postadressen till det administratörskonto i Google Workspace som tjänstekontot får agera som "
+            "(domänövergripande delegering).",
+            "email",
+            required=True,
+        ),
+        FormField("customer", "Kund-id", "Lämna tomt för my_customer (den domän tjänstekontot tillhör)."),
+        FormField("domain", "Domän", "Bara användare i den här domänen, till exempel skola.kommun.se (valfritt)."),
+        FormField(
+            "mapping",
+            "Mappning (YAML)",
+            "Hur organisationsenheter, användare och grupper blir skolenheter, roller och grupper: se "
+            "deploy/google-sources.example.yaml (delen under mapping:).",
+            "textarea",
+            required=True,
+        ),
     ),
-    "azure_tenant_id": FormField(
-        "azure_tenant_id", "Katalog-ID (Directory ID)", "Finns i Microsoft Entra ID under Översikt."
+    models.SourceKind.MICROSOFT.value: (
+        FormField(
+            "azure_tenant_id",
+            "Katalog-ID (Directory ID)",
+            "Finns i Microsoft Entra ID under Översikt.",
+            required=True,
+        ),
+        FormField("client_id", "Klient-ID (Client ID)", "ID:t för appregistreringen.", required=True),
     ),
-    "client_id": FormField("client_id", "Klient-ID (Client ID)", "ID:t för appregistreringen eller API-klienten."),
-    "base_url": FormField(
-        "base_url",
-        "API-adress",
-        "Adressen till SS 12000-API:t, till exempel https://api.example.se/ss12000/v2.",
-        "url",
+    models.SourceKind.SS12000.value: (
+        FormField(
+            "base_url",
+            "API-adress",
+            "Adressen till SS 12000-API:t, till exempel https://api.example.se/ss12000v2-api/v2.0.",
+            "url",
+            required=True,
+        ),
+        FormField(
+            "auth.kind",
+            "Inloggning",
+            "Hur skolsynk loggar in mot API:t.",
+            "select",
+            required=True,
+            options=(("oauth2", "OAuth2 (klient-id och hemlighet)"), ("api_key", "API-nyckel"), ("none", "Ingen")),
+        ),
+        FormField("auth.token_url", "Token-adress", "OAuth2: adressen där skolsynk hämtar sin åtkomsttoken.", "url"),
+        FormField("auth.client_id", "Klient-ID", "OAuth2: API-klientens id."),
+        FormField("auth.scope", "Scope", "OAuth2: det scope som API:t kräver (valfritt)."),
     ),
+    models.SourceKind.EGIL.value: (),
 }
 SECRET_FIELDS = {
     "service_account_key": FormField(
@@ -88,7 +128,30 @@ SECRET_FIELDS = {
     "client_secret": FormField(
         "client_secret", "Klienthemlighet", "Själva värdet för klienthemligheten (inte dess ID)."
     ),
+    "api_key": FormField("api_key", "API-nyckel", "Om API:t använder API-nyckel i stället för OAuth2."),
+    "webhook_secret": FormField(
+        "webhook_secret",
+        "Hemlighet för webhook (valfri)",
+        "Om API:t meddelar ändringar: den delade hemlighet som notiserna skickas med.",
+    ),
 }
+
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A source's settings as ``(path, value)`` lines for a table: nested settings by their dotted path, a
+    list of plain values joined, a longer structure (a mapping's rules) by its size."""
+    lines: list[tuple[str, str]] = []
+    for key, value in settings.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and path != "mapping":
+            lines += flat_settings(value, path + ".")
+        elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+            lines.append((path, ", ".join(str(v) for v in value)))
+        elif isinstance(value, Mapping | list):
+            lines.append((path, f"({len(value)} delar)"))
+        else:
+            lines.append((path, str(value)))
+    return lines
+
 
 FINDINGS = {
     FindingCode.RECORD_INVALID: (
@@ -236,6 +299,11 @@ PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^no such token"), "Åtkomstnyckeln finns inte."),
     (re.compile(r"^an organiser .* exists already"), "Det finns redan en huvudman med det id:t."),
     (re.compile(r"^a source .* exists already"), "Det finns redan en källa med det id:t."),
+    (re.compile(r"^the source .* is of another kind"), "Det finns redan en källa av en annan typ med det id:t."),
+    (
+        re.compile(r"^the source is disabled"),
+        "Källan är avstängd. Slå på den (Ändra, kryssa i Aktiv) innan du begär en synkronisering.",
+    ),
     (
         re.compile(r"^an EGIL source pushes"),
         "En EGIL-källa skickar sina uppgifter själv: be huvudmannens EGIL-klient att skicka dem igen.",
@@ -302,6 +370,9 @@ def swedish(problem: Problem) -> str:
     for pattern, text in PROBLEM_TEXTS:
         if pattern.search(problem.detail):
             return text
+    if problem.detail.startswith("the connector cannot read the source: "):
+        reason = problem.detail.removeprefix("the connector cannot read the source: ")
+        return f"Kopplingen kan inte läsa källan: {reason}. Rätta källans inställningar och spara den igen."
     if isinstance(problem, Invalid) and problem.extra.get("errors"):
         return "Kontrollera de markerade fälten."
     title = next((t for cls, t in PROBLEM_TITLES.items() if isinstance(problem, cls)), "Det gick inte.")
@@ -336,7 +407,11 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         if name in ("settings", "secrets") and location and len(location) > 1:
             name = f"{name}.{location[1]}"
         if name.startswith("settings."):
-            found.setdefault("setting_" + name.split(".", 1)[1], "Måste fyllas i.")
+            message = str(error.get("message") or error.get("msg") or "required")
+            found.setdefault(
+                "setting_" + name.split(".", 1)[1],
+                "Måste fyllas i." if message in ("required", "Field required") else f"Värdet godtas inte: {message}.",
+            )
         elif name.startswith("secrets."):
             found.setdefault("secret_" + name.split(".", 1)[1], "Måste fyllas i (eller ange var hemligheten finns).")
         else:

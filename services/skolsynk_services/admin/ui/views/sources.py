@@ -3,25 +3,86 @@ source, and the run history with each failed run's error codes and their fix hin
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
+import yaml
 from aiohttp import web
 from multidict import MultiDictProxy
 from pydantic import ValidationError
 
+from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Conflict, Invalid, Problem
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
-from skolsynk_services.admin.ui.texts import SECRET_FIELDS, SETTING_FIELDS, FormField, field_errors, swedish
+from skolsynk_services.admin.ui.texts import SECRET_FIELDS, SOURCE_FORMS, FormField, field_errors, swedish
 
 
 def source_form_fields(kind: models.SourceKind) -> tuple[list[FormField], list[FormField]]:
-    settings, secret_names = models.SOURCE_REQUIREMENTS[kind]
+    """The settings the kind's form asks for, and its secrets (every secret the kind has)."""
+    secret_names = [slot.name for slot in SOURCE_KINDS[kind.value].secrets]
     return (
-        [SETTING_FIELDS.get(n, FormField(n, n)) for n in settings],
+        list(SOURCE_FORMS[kind.value]),
         [SECRET_FIELDS.get(n, FormField(n, n)) for n in secret_names],
     )
+
+
+def _path(name: str) -> tuple[str, ...]:
+    return tuple(name.split("."))
+
+
+def _setting(settings: Mapping[str, Any], name: str) -> Any:
+    current: Any = settings
+    for part in _path(name):
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    return current
+
+
+def _set_setting(settings: dict[str, Any], name: str, value: Any) -> None:
+    *parents, last = _path(name)
+    current = settings
+    for part in parents:
+        nested = current.get(part)
+        if not isinstance(nested, dict):
+            nested = {}
+            current[part] = nested
+        current = nested
+    if value is None:
+        current.pop(last, None)
+    else:
+        current[last] = value
+
+
+def _shown(field: FormField, value: Any) -> str:
+    """A stored setting as its form field shows it (a mapping as YAML)."""
+    if value is None:
+        return ""
+    if field.input_type == "textarea":
+        return yaml.safe_dump(value, allow_unicode=True, sort_keys=False)
+    return str(value)
+
+
+def _on_form(errors: dict[str, str], fields: list[FormField]) -> dict[str, str]:
+    """Errors of nested settings (``setting_mapping.roles.0.org_unit``) on the form field that holds them."""
+    names = sorted((f.name for f in fields), key=len, reverse=True)
+    placed: dict[str, str] = {}
+    for key, message in errors.items():
+        if key.startswith("setting_"):
+            path = key.removeprefix("setting_")
+            holder = next((n for n in names if path == n or path.startswith(n + ".")), None)
+            if holder is None:
+                placed.setdefault("_form", f"Inställningen {path}: {message}")
+                continue
+            if holder != path:
+                message = f"{path.removeprefix(holder + '.')}: {message}"
+            placed.setdefault("setting_" + holder, message)
+        else:
+            placed.setdefault(key, message)
+    return placed
 
 
 def _kind(value: str | None) -> models.SourceKind | None:
@@ -41,26 +102,36 @@ async def sources(request: web.Request) -> web.StreamResponse:
 
 def _source_form_values(form: MultiDictProxy[Any], kind: models.SourceKind) -> dict[str, str]:
     """What the admin typed, minus the secrets (never echoed back)."""
-    settings, _ = source_form_fields(kind)
+    settings, secret_fields = source_form_fields(kind)
     values = {k: str(form.get(k, "")).strip() for k in ("source_id", "display_name")}
+    values["enabled"] = "on" if form.get("enabled") else ""
     for setting in settings:
         values[f"setting_{setting.name}"] = str(form.get(f"setting_{setting.name}", "")).strip()
-    for name in models.SOURCE_REQUIREMENTS[kind][1]:
-        values[f"ref_{name}"] = str(form.get(f"ref_{name}", "")).strip()
+    for secret in secret_fields:
+        values[f"ref_{secret.name}"] = str(form.get(f"ref_{secret.name}", "")).strip()
     return values
 
 
 def _source_body(
     form: MultiDictProxy[Any], kind: models.SourceKind, source_id: str, current: models.Source | None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The API body the form stands for, and the errors of fields that cannot be read (a mapping that is
+    not YAML)."""
     settings_fields, secret_fields = source_form_fields(kind)
-    settings: dict[str, Any] = dict(current.settings) if current else {}
+    settings: dict[str, Any] = copy.deepcopy(current.settings) if current else {}
+    unreadable: dict[str, str] = {}
     for setting in settings_fields:
-        value = str(form.get(f"setting_{setting.name}", "")).strip()
-        if value:
-            settings[setting.name] = value
-        else:
-            settings.pop(setting.name, None)
+        value: Any = str(form.get(f"setting_{setting.name}", "")).strip() or None
+        if value is not None and setting.input_type == "textarea":
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                unreadable[f"setting_{setting.name}"] = "Texten är inte giltig YAML."
+                continue
+            if not isinstance(value, dict):
+                unreadable[f"setting_{setting.name}"] = "Skriv inställningarna som nycklar och värden (YAML)."
+                continue
+        _set_setting(settings, setting.name, value)
     secrets_given: dict[str, str] = {}
     refs = dict(current.secret_refs) if current else {}
     for secret in secret_fields:
@@ -73,14 +144,16 @@ def _source_body(
             refs[secret.name] = reference
         else:
             refs.pop(secret.name, None)
-    return {
+    body = {
         "source_id": source_id,
         "kind": kind.value,
         "display_name": str(form.get("display_name", "")).strip(),
+        "enabled": bool(form.get("enabled")),
         "settings": settings,
         "secrets": secrets_given,
         "secret_refs": refs,
     }
+    return body, unreadable
 
 
 def _render_source_form(
@@ -116,7 +189,9 @@ async def source_new(request: web.Request) -> web.StreamResponse:
     if kind is None:
         return see_other(request, url(request, "sources", tenant=frame["tenant_id"]))
     default_id = f"{kind.value}-1"
-    return _render_source_form(request, frame, kind, None, {"source_id": default_id, "display_name": ""})
+    return _render_source_form(
+        request, frame, kind, None, {"source_id": default_id, "display_name": "", "enabled": "on"}
+    )
 
 
 async def source_edit(request: web.Request) -> web.StreamResponse:
@@ -124,8 +199,13 @@ async def source_edit(request: web.Request) -> web.StreamResponse:
     current = await service_of(request).get_source(
         principal_of(request), frame["tenant_id"], request.match_info["source"]
     )
-    values = {"source_id": current.source_id, "display_name": current.display_name}
-    values |= {f"setting_{k}": str(v) for k, v in current.settings.items()}
+    settings, _ = source_form_fields(current.kind)
+    values = {
+        "source_id": current.source_id,
+        "display_name": current.display_name,
+        "enabled": "on" if current.enabled else "",
+    }
+    values |= {f"setting_{f.name}": _shown(f, _setting(current.settings, f.name)) for f in settings}
     values |= {f"ref_{k}": v for k, v in current.secret_refs.items()}
     return _render_source_form(request, frame, current.kind, current, values)
 
@@ -143,15 +223,22 @@ async def source_save(request: web.Request) -> web.StreamResponse:
     source_id = current.source_id if current else str(form.get("source_id", "")).strip()
     values = _source_form_values(form, kind)
     values["source_id"] = source_id
-    data = _source_body(form, kind, source_id, current)
-    settings_needed, secrets_needed = models.SOURCE_REQUIREMENTS[kind]
-    have = set(data["secrets"]) | set(data["secret_refs"]) | set(current.secrets_set if current else [])
-    missing = [{"field": f"settings.{n}"} for n in settings_needed if not data["settings"].get(n)]
-    missing += [{"field": f"secrets.{n}"} for n in secrets_needed if n not in have]
+    data, unreadable = _source_body(form, kind, source_id, current)
+    fields, _ = source_form_fields(kind)
+    stored = set(current.secrets_set) if current else set()
+    # The service checks the same; all errors at once reads better than one after the other.
+    missing = [
+        {"field": p.field, "message": p.message}
+        for p in SOURCE_KINDS[kind.value].problems(
+            data["settings"],
+            secret_names=(stored | set(data["secrets"])) - set(data["secret_refs"]),
+            secret_refs=data["secret_refs"],
+        )
+    ]
     try:
         body = models.SourceIn.model_validate(data)
-        if missing:  # the service checks the same; all errors at once reads better than one after the other
-            raise Invalid("required settings are missing", errors=missing)
+        if missing or unreadable:
+            raise Invalid("the source is not complete", errors=missing)
         saved = await service.save_source(principal, tenant_id, body, create=current is None)
     except ValidationError as invalid:
         return _render_source_form(
@@ -160,20 +247,22 @@ async def source_save(request: web.Request) -> web.StreamResponse:
             kind,
             current,
             values,
-            errors=field_errors([*invalid.errors(), *missing]),
+            errors=_on_form(unreadable | field_errors([*invalid.errors(), *missing]), fields),
             error="Kontrollera de markerade fälten.",
             status=422,
         )
     except Problem as problem:
-        errors = field_errors(problem.extra.get("errors") or [])
+        errors = _on_form(unreadable | field_errors(problem.extra.get("errors") or []), fields)
         if isinstance(problem, Conflict) and current is None:
             errors["source_id"] = swedish(problem)
         return _render_source_form(
             request, frame, kind, current, values, errors=errors, error=swedish(problem), status=problem.status
         )
     hint = (
-        " Tryck på ”Synkronisera nu” för att läsa in uppgifterna."
-        if saved.kind is not models.SourceKind.EGIL
+        " Kopplingen börjar läsa källan inom en minut; körningen syns i körhistoriken nedan."
+        if saved.kind is not models.SourceKind.EGIL and saved.enabled
+        else " Källan är avstängd och läses inte."
+        if not saved.enabled
         else " Uppgifterna kommer när huvudmannens EGIL-klient skickar dem."
     )
     return see_other(

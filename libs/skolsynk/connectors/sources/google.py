@@ -1,6 +1,8 @@
-"""The sources file: which Google Workspace tenants to read, how to authenticate, and each tenant's
-mapping from OUs, users and groups to SS 12000 records. Secrets are never in the file: the
-service-account key comes from an environment variable (or a mounted file) the file names.
+"""A Google Workspace source: which tenant to read, how to authenticate, and its mapping from OUs, users
+and groups to SS 12000 records. It comes from the source registry (:mod:`skolsynk.connectors.sources`),
+where the service-account key is sealed (``service_account.key``) or a reference (``key_env``, the
+environment variable holding it, or ``key_file``, a mounted file); a sources file (``skolsynk sources
+import``) names the variable or file only.
 
 Every problem is reported with the path of the bad field (``sources[0].mapping.roles[1].org_unit: ...``).
 """
@@ -13,7 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries, secret
 from skolsynk.connectors.config import ConfigurationError as ConfigurationError
@@ -248,14 +259,16 @@ class MappingConfig(Model):
 
 
 class ServiceAccountConfig(Model):
-    """The service account's JSON key: the content in an environment variable, or a mounted file."""
+    """The service account's JSON key: the content itself (sealed in the registry), in an environment
+    variable, or a mounted file."""
 
+    key: SecretStr | None = Field(default=None, description="The JSON key (from the registry).")
     key_env: str | None = Field(default=None, pattern=ENV_NAME)
     key_file: Path | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ServiceAccountConfig:
-        if (self.key_env is None) == (self.key_file is None):
+        if [self.key, self.key_env, self.key_file].count(None) != 2:
             raise ValueError("give exactly one of key_env or key_file")
         return self
 
@@ -333,7 +346,10 @@ def service_account_key(source: SourceConfig, environ: Mapping[str, str] | None 
     """The source's service-account key file content (never logged). :class:`ConfigurationError` names the
     variable or file, never the value."""
     config = source.service_account
-    if config.key_env is not None:
+    if config.key is not None:
+        where = "the stored service-account key"
+        text = config.key.get_secret_value()
+    elif config.key_env is not None:
         where = f"the environment variable {config.key_env}"
         text = secret(config.key_env, environ)
     else:

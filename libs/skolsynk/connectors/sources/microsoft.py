@@ -1,7 +1,8 @@
-"""The sources file (``SKOLSYNK_GRAPH_SOURCES_FILE``, the "tenants file"): which Microsoft 365 tenants (School
-Data Sync via Graph Education) to read, one :class:`SourceConfig` each: for which organiser, how to
-authenticate and how to map. Secrets are never in the file, only the names of the
-environment variables that hold them.
+"""A Microsoft 365 source (School Data Sync via Graph Education), one :class:`SourceConfig` per organiser's
+tenant: for which organiser, how to authenticate and how to map. It comes from the source registry
+(:mod:`skolsynk.connectors.sources`), where the client secret is sealed (``client_secret``) or a reference
+(``client_secret_env``, the environment variable that holds it); a tenants file (``skolsynk sources import``)
+names the variable only.
 
 Validation errors name the entry and the field (``entry 2 (kommun-a/m365): azure_tenant_id: ...``),
 never a value that could be a secret.
@@ -13,9 +14,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries
+from skolsynk.connectors.config import ENV_NAME, TENANT_ID, load_yaml, parse_entries, secret_value
 from skolsynk.connectors.config import ConfigurationError as ConfigurationError
 from skolsynk.connectors.config import secret as secret
 from skolsynk.contracts.source import SOURCE_ID
@@ -38,7 +48,10 @@ class SourceConfig(BaseModel):
     source_id: str = Field(default="microsoft", pattern=SOURCE_ID, description="This source within the organiser.")
     azure_tenant_id: str = Field(description="The Entra ID directory: a GUID or a verified domain.")
     client_id: str = Field(description="The app registration's application (client) id, a GUID.")
-    client_secret_env: str = Field(pattern=ENV_NAME, description="Environment variable holding the client secret.")
+    client_secret: SecretStr | None = Field(default=None, description="The client secret (from the registry).")
+    client_secret_env: str | None = Field(
+        default=None, pattern=ENV_NAME, description="Or the environment variable holding it."
+    )
     authority: str = Field(
         default=DEFAULT_AUTHORITY, pattern=r"^https?://", description="Entra authority (token host)."
     )
@@ -112,6 +125,15 @@ class SourceConfig(BaseModel):
             if not types:
                 raise ValueError(f"{code}: at least one school type")
         return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> SourceConfig:
+        if (self.client_secret is None) == (self.client_secret_env is None):
+            raise ValueError("give the client secret (client_secret_env) once")
+        return self
+
+    def client_secret_value(self, environ: Mapping[str, str] | None = None) -> str:
+        return secret_value(self.client_secret, self.client_secret_env, environ)
 
     @model_validator(mode="after")
     def _intervals(self) -> SourceConfig:
