@@ -148,7 +148,10 @@ async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin:
         "source_id": "graph-1",
         "kind": "microsoft",
         "display_name": "Microsoft 365",
-        "settings": {"azure_tenant_id": "00000000-0000-0000-0000-000000000001", "client_id": "app-1"},
+        "settings": {
+            "azure_tenant_id": "00000000-0000-0000-0000-000000000001",
+            "client_id": "00000000-0000-0000-0000-00000000000a",
+        },
         "secrets": {"client_secret": SECRET_VALUE},
     }
     status, created = await admin.call("POST", f"/tenants/{TENANT}/sources", token, source)
@@ -165,6 +168,18 @@ async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin:
         "settings.client_id",
         "secrets.client_secret",
     }
+    # Settings the connector would refuse are refused here, by field; a secret put among the settings too.
+    wrong = {"azure_tenant_id": "not a tenant", "client_id": "app-1", "client_secret": SECRET_VALUE}
+    status, problem = await admin.call(
+        "POST", f"/tenants/{TENANT}/sources", token, {**source, "source_id": "graph-2", "settings": wrong}
+    )
+    assert status == 422
+    assert {e["field"] for e in problem["errors"]} == {
+        "settings.azure_tenant_id",
+        "settings.client_id",
+        "settings.client_secret",
+    }
+    assert SECRET_VALUE not in json.dumps(problem)
     # An update without secrets keeps the stored one; a reference replaces it.
     update = {**source, "display_name": "M365", "secrets": {}}
     status, updated = await admin.call("PUT", f"/tenants/{TENANT}/sources/graph-1", token, update)

@@ -446,6 +446,20 @@ async def test_the_gate_holds_an_organiser_admin_and_an_operator_may_override_it
     assert subscription.ended_at is not None
 
 
+GOOGLE_MAPPING = """\
+scope: [/Skolor]
+school_units:
+  - from: org_units
+    path_pattern: /Skolor/[^/]+
+    code_from: description
+    code_pattern: (?P<code>[0-9]{8})
+    school_types: [GR]
+roles:
+  - role: student
+    org_unit: /Elever(/|$)
+"""
+
+
 async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settings: ServiceSettings):
     records = the_organiser()
     codes = school_unit_codes(records)
@@ -453,14 +467,16 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     base = f"/ui/t/{TENANT}"
 
     # Sources with secrets, through the forms.
-    google = {"kind": "google", "source_id": "google-1", "display_name": "Google",
+    google = {"kind": "google", "source_id": "google-1", "display_name": "Google", "enabled": "on",
               "setting_domain": "skola.example.se", "setting_delegated_admin": "admin@skola.example.se",
-              "secret_service_account_key": SECRETS[0]}  # fmt: skip
-    graph = {"kind": "microsoft", "source_id": "graph-1", "display_name": "Microsoft 365",
-             "setting_azure_tenant_id": "t-1", "setting_client_id": "c-1",
+              "setting_mapping": GOOGLE_MAPPING, "secret_service_account_key": SECRETS[0]}  # fmt: skip
+    graph = {"kind": "microsoft", "source_id": "graph-1", "display_name": "Microsoft 365", "enabled": "on",
+             "setting_azure_tenant_id": "kommun.onmicrosoft.com",
+             "setting_client_id": "7c2e4a10-0d3b-4b6f-8e21-9a4c5b6d7e02",
              "secret_client_secret": SECRETS[1]}  # fmt: skip
-    ss12000 = {"kind": "ss12000", "source_id": "ss12000-1", "display_name": "SS 12000",
-               "setting_base_url": "https://api.example.se/ss12000", "setting_client_id": "c-2",
+    ss12000 = {"kind": "ss12000", "source_id": "ss12000-1", "display_name": "SS 12000", "enabled": "on",
+               "setting_base_url": "https://api.example.se/ss12000", "setting_auth.kind": "oauth2",
+               "setting_auth.token_url": "https://idp.example.se/token", "setting_auth.client_id": "c-2",
                "secret_client_secret": SECRETS[2]}  # fmt: skip
     egil = {"kind": "egil", "source_id": SOURCE, "display_name": "EGIL-klienten"}
     for form in (google, graph, ss12000, egil):
@@ -468,13 +484,25 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
         assert response.status == 303, await response.text()
     # A form that fails validation shows the errors in Swedish, and never the secret typed into it.
     response = await ui.post(f"{base}/sources/google-1/edit", {**google, "display_name": "",
-                             "setting_domain": "", "secret_service_account_key": SECRETS[3]})  # fmt: skip
+                             "setting_delegated_admin": "", "secret_service_account_key": SECRETS[3]})  # fmt: skip
     html = await response.text()
     assert response.status == 422
-    assert "Måste fyllas i." in html
+    assert 'id="f-setting_delegated_admin-error">Måste fyllas i.' in html
     assert "Skriv ett namn (högst 200 tecken)." in html
     assert SECRETS[3] not in html
     check_page("google-1/edit (invalid)", html)
+    # A mapping that is not YAML, or one the connector would refuse, is named at the mapping's field.
+    response = await ui.post(f"{base}/sources/google-1/edit", {**google, "setting_mapping": "roles: [unclosed"})
+    assert response.status == 422
+    assert 'id="f-setting_mapping-error">Texten är inte giltig YAML.' in await response.text()
+    response = await ui.post(f"{base}/sources/google-1/edit", {**google, "setting_mapping": "roles: []"})
+    html = await response.text()
+    assert response.status == 422
+    assert 'id="f-setting_mapping-error">school_units: Måste fyllas i.' in html or "school_units" in html
+    check_page("google-1/edit (bad mapping)", html)
+    # A stored mapping is shown as YAML again, to edit.
+    status, html = await ui.get(f"{base}/sources/google-1/edit")
+    assert "path_pattern: /Skolor/[^/]+" in html
     # A missing secret of a new source is named next to its field.
     response = await ui.post(f"{base}/sources/new", {**ss12000, "source_id": "ss12000-2", "secret_client_secret": ""})
     html = await response.text()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ids import entity_id
@@ -30,7 +31,6 @@ from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.runs import SOURCE_KIND, STATE_COLLECTION, RunReport
-from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
 from tests.connectors_harness import ConnectorHarness, ConnectorTestbed, connector_settings, connector_testbed

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from skolsynk.connectors.sources.microsoft import SourceConfig, parse_sources
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
@@ -19,7 +20,6 @@ from skolsynk_services.graph_connector.app import GraphConnectorSettings, build
 from skolsynk_services.graph_connector.connector import GraphConnector
 from skolsynk_services.graph_connector.mapping import duty_key
 from skolsynk_services.graph_connector.runs import DELTA_COLLECTION, SOURCE_KIND, STATE_COLLECTION
-from skolsynk.connectors.sources.microsoft import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 from skolsynk_testkit.synthetic import organiser
 from tests.connectors_harness import (

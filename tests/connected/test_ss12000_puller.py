@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from skolsynk.connectors.sources.ss12000 import SourceConfig, parse_sources
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
 from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings, build
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.runs import SOURCE_KIND, STATE_COLLECTION
-from skolsynk.connectors.sources.ss12000 import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 from tests.connectors_harness import ConnectorHarness, connector_settings, connector_testbed, validate_records
 from tests.reference import SS12000_EXAMPLES as EXAMPLES

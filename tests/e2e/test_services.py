@@ -37,10 +37,7 @@ SERVICES = {
         "skolsynk_services.egil_receiver",
         {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"},
     ),
-    "ss12000-puller": (
-        "skolsynk_services.ss12000_puller",
-        {"SKOLSYNK_SS12000_SOURCES_FILE": "deploy/ss12000-sources.yaml"},
-    ),
+    "ss12000-puller": ("skolsynk_services.ss12000_puller", {"SKOLSYNK_SOURCES_POLL_SECONDS": "1"}),
 }
 BUDGET = {
     "SKOLSYNK_READINESS_GRACE_SECONDS": "0.5",

@@ -750,11 +750,15 @@ async def test_set_sources_adds_replaces_and_retires_sources_while_running() -> 
     assert sorted(demo.sources) == ["kommun-a:api", "kommun-a:b", "kommun-a:d"]
     assert demo.sources["kommun-a:b"].url == "https://moved.example"
     assert demo.clients["kommun-a:api"] is clients["kommun-a:api"]  # unchanged: left alone
-    assert clients["kommun-a:b"].closed == 1 and demo.clients["kommun-a:b"] is not clients["kommun-a:b"]
-    assert demo.clients["kommun-a:b"].started == 1 and demo.clients["kommun-a:d"].started == 1
+    assert clients["kommun-a:b"].closed == 1
+    assert demo.clients["kommun-a:b"] is not clients["kommun-a:b"]
+    assert demo.clients["kommun-a:b"].started == 1
+    assert demo.clients["kommun-a:d"].started == 1
     assert clients["kommun-a:c"].closed == 1
     assert set(demo._loop_tasks) == {"kommun-a:api", "kommun-a:b", "kommun-a:d"}
-    assert demo._triggered == {} and demo._pending == {} and demo._slot_source == {}
+    assert demo._triggered == {}
+    assert demo._pending == {}
+    assert demo._slot_source == {}
     assert gone.key not in demo.active
     demo.gate.set()
     demo.due_answers = ["full"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk_services.google_connector.auth import (
     DIRECTORY_SCOPES,
     DelegatedCredentials,
@@ -18,7 +19,6 @@ from skolsynk_services.google_connector.auth import (
     load_signer,
 )
 from skolsynk_services.google_connector.client import GoogleClient, RetryPolicy, error_reason, snake
-from skolsynk.connectors.sources.google import SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from skolsynk.connectors.sources.google import MappingConfig, SourceConfig, parse_sources
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk_services.google_connector.auth import DIRECTORY_SCOPES, DelegatedCredentials
@@ -24,7 +25,6 @@ from skolsynk_services.google_connector.mapping import (
     users_queries,
 )
 from skolsynk_services.google_connector.runs import SnapshotReader
-from skolsynk.connectors.sources.google import MappingConfig, SourceConfig, parse_sources
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
 

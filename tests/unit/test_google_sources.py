@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from skolsynk.domain.ss12000 import DutyRole
 from skolsynk.connectors.sources.google import (
     ConfigurationError,
     MappingConfig,
@@ -19,6 +18,7 @@ from skolsynk.connectors.sources.google import (
     parse_sources,
     service_account_key,
 )
+from skolsynk.domain.ss12000 import DutyRole
 
 pytestmark = pytest.mark.unit
 

@@ -12,6 +12,13 @@ from typing import Any
 
 import pytest
 
+from skolsynk.connectors.sources.microsoft import (
+    ConfigurationError,
+    SourceConfig,
+    load_sources,
+    parse_sources,
+    secret,
+)
 from skolsynk.domain.source_errors import MICROSOFT_HINTS, hint_for
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, SchoolType
 from skolsynk_services.graph_connector.client import (
@@ -32,13 +39,6 @@ from skolsynk_services.graph_connector.mapping import (
     school_year,
 )
 from skolsynk_services.graph_connector.runs import collapse
-from skolsynk.connectors.sources.microsoft import (
-    ConfigurationError,
-    SourceConfig,
-    load_sources,
-    parse_sources,
-    secret,
-)
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]

@@ -74,8 +74,8 @@ class SourceIn(Body):
     enabled: bool = Field(default=True, description="A disabled source is kept but not read by its connector.")
     settings: dict[str, Any] = Field(
         default_factory=dict,
-        description="Non-secret settings, as the kind's source model has them (JSON Schema: "
-        "docs/contracts/source-settings.<kind>.json), e.g. the Graph client id or the SS 12000 base_url and auth.",
+        description="Non-secret settings, as the kind's source model has them (JSON Schema: the component "
+        "SourceSettings.<kind>), e.g. the Graph client id, or the SS 12000 base_url and auth.",
     )
     secrets: dict[str, str] = Field(
         default_factory=dict, description="Write-only: stored encrypted, never returned. Replaces by name."

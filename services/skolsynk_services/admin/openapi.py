@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import skolsynk
+from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk_services.admin.api import ENDPOINTS, PREFIX, Endpoint
 from skolsynk_services.admin.problems import PROBLEM_TYPE_BASE
 
@@ -108,6 +109,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for point in ENDPOINTS:
         paths.setdefault(PREFIX + point.path, {})[point.method.lower()] = _operation(point, components)
+    for kind in SOURCE_KINDS.values():
+        components[f"SourceSettings.{kind.name}"] = kind.settings_schema()
     paths[PREFIX + "/openapi.json"] = {
         "get": {
             "operationId": "openapi",

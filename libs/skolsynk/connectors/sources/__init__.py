@@ -106,9 +106,11 @@ class SourceKind:
         """Everything wrong with a source's settings, secrets and references, each naming its field
         (never a value): what a connector would refuse to run."""
         found: list[SettingsProblem] = []
+        clean: dict[str, Any] = copy.deepcopy(dict(settings))
+        placeholders = dict.fromkeys(secret_names, PLACEHOLDER)
         for slot in self.secrets:
             for path in (slot.value, slot.reference):
-                if _get(settings, path) is not None:
+                if _pop(clean, path) is not None:
                     found.append(
                         SettingsProblem(
                             "settings." + ".".join(path), f"a secret: give it as secrets.{slot.name} or secret_refs"
@@ -116,16 +118,14 @@ class SourceKind:
                     )
             if slot.required(settings) and slot.name not in secret_names and slot.name not in secret_refs:
                 found.append(SettingsProblem(f"secrets.{slot.name}", "required"))
+                placeholders[slot.name] = PLACEHOLDER  # so the settings are checked as if it were there
         unknown = sorted((set(secret_names) | set(secret_refs)) - {slot.name for slot in self.secrets})
         found += [SettingsProblem(f"secrets.{name}", "not a secret of this kind of source") for name in unknown]
-        if found:
-            return found
-        placeholders = dict.fromkeys(secret_names, PLACEHOLDER)
         try:
-            self.model.model_validate(self._assemble("tenant", "source", settings, placeholders, secret_refs))
+            self.model.model_validate(self._assemble("tenant", "source", _prune(clean), placeholders, secret_refs))
         except ValidationError as error:
-            return [self._problem(problem) for problem in error.errors()]
-        return []
+            found += [self._problem(problem) for problem in error.errors()]
+        return list(dict.fromkeys(found))
 
     def _problem(self, problem: Mapping[str, Any]) -> SettingsProblem:
         location = tuple(str(part) for part in problem.get("loc", ()))
@@ -136,6 +136,21 @@ class SourceKind:
             if location[: len(slot.value)] == slot.value:
                 return SettingsProblem(f"secrets.{slot.name}", message)
         return SettingsProblem(".".join(("settings", *location)), message)
+
+    def settings_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the kind's ``settings`` (what the admin API takes): the model's, without the
+        ids and the secrets (they go in ``secrets`` or ``secret_refs``); self-contained (its own ``$defs``)."""
+        schema = self.model.model_json_schema()
+        definitions = schema.get("$defs", {})
+        for name in ("tenant_id", "source_id"):
+            _drop(schema, (name,), definitions)
+        for slot in self.secrets:
+            _drop(schema, slot.value, definitions)
+            _drop(schema, slot.reference, definitions)
+        schema["title"] = f"{self.name} source settings"
+        # Its own resource, so that its "#/$defs/..." references resolve inside it wherever it is embedded.
+        schema["$id"] = f"https://skolsynk.org/contracts/source-settings.{self.name}.schema.json"
+        return schema
 
     # -- a sources file entry -> registry settings and references -----------------------------------
 
@@ -151,6 +166,20 @@ class SourceKind:
             if reference is not None:
                 refs[slot.name] = str(reference)
         return _prune(settings), refs
+
+
+def _drop(schema: dict[str, Any], path: tuple[str, ...], definitions: dict[str, Any]) -> None:
+    """Remove the property at ``path`` from a JSON Schema, following ``$ref`` into ``definitions``."""
+    node = schema
+    for part in path[:-1]:
+        target = node.get("properties", {}).get(part, {})
+        ref = target.get("$ref") or next((a.get("$ref") for a in target.get("anyOf", []) if "$ref" in a), None)
+        if ref is None:
+            return
+        node = definitions[ref.rsplit("/", 1)[-1]]
+    node.get("properties", {}).pop(path[-1], None)
+    if path[-1] in node.get("required", []):
+        node["required"] = [name for name in node["required"] if name != path[-1]]
 
 
 def _get(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:

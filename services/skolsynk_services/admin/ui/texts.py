@@ -136,6 +136,7 @@ SECRET_FIELDS = {
     ),
 }
 
+
 def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """A source's settings as ``(path, value)`` lines for a table: nested settings by their dotted path, a
     list of plain values joined, a longer structure (a mapping's rules) by its size."""
