@@ -87,6 +87,7 @@ from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorSubscription
 from skolsynk.logging import configure_logging
 from skolsynk.settings import DEFAULT_AMQP_URL
+from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_testkit.devstack import DevStackError, ServiceProcess, amqp_url_with_vhost, ensure_rabbitmq, rabbitmqctl
 from skolsynk_testkit.synthetic import SizeSpec, change_set, full_run, generate, incremental_run, today
@@ -250,17 +251,16 @@ class Bench:
             (directory / f"{vendor.vendor_id}.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
         return directory
 
-    def write_egil_clients(self, path: Path) -> Path:
-        key_hash = hashlib.sha256(self.egil_key.encode()).hexdigest()
-        client = {
-            "tenant_id": EGIL_TENANT,
-            "source_id": EGIL_SOURCE,
-            "api_key_sha256": key_hash,
+    async def register_egil_client(self, db: Any) -> None:
+        """The bench's EGIL client, a source in the source registry (as the admin registers one)."""
+        settings = {
+            "api_key_sha256": hashlib.sha256(self.egil_key.encode()).hexdigest(),
             "rate_per_second": 1_000_000,
             "burst": 1_000_000,
         }
-        path.write_text(yaml.safe_dump([client], sort_keys=False))
-        return path
+        await SourceStore(db, SecretBox(None)).put(
+            EGIL_TENANT, EGIL_SOURCE, kind="egil", display_name="bench", settings=settings, secret_refs={}
+        )
 
     async def start(self, phases: list[str]) -> None:
         stack = self.stack
@@ -275,6 +275,8 @@ class Bench:
         store = SubscriptionStore(client[DATABASE])
         for vendor in self.vendors.values():
             await store.save(vendor.subscription)
+        if "egil" in phases:
+            await self.register_egil_client(client[DATABASE])
         await client.close()
         stack.env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(self.write_catalogue(stack.log_dir / "vendors"))
         stack.env |= {env_name(v.vendor_id): v.api_key for v in self.vendors.values() if v.api_key}
@@ -291,7 +293,6 @@ class Bench:
             stack.start_service(
                 "egil-receiver",
                 "skolsynk_services.egil_receiver",
-                SKOLSYNK_EGIL_CLIENTS_FILE=str(self.write_egil_clients(stack.log_dir / "egil-clients.yaml")),
                 SKOLSYNK_EGIL_TLS_CERT_FILE=str(self.pki.server_file),
             )
         await asyncio.gather(*(asyncio.to_thread(s.wait_ready, 180) for s in stack.services.values()))

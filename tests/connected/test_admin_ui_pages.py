@@ -523,6 +523,28 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     response = await ui.post(f"{base}/sources/{SOURCE}/sync", {})
     status, html = await ui.get(f"{base}/sources")
     assert "En EGIL-källa skickar sina uppgifter själv" in html
+    # An EGIL client's page: the API key is shown on the answer that created it and never again.
+    status, html = await ui.get(f"{base}/sources/{SOURCE}/egil")
+    assert status == 200
+    assert "Källan har ingen API-nyckel." in html
+    check_page("egil client", html)
+    response = await ui.post(f"{base}/sources/{SOURCE}/egil/api-key", {})
+    html = await response.text()
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    api_key = html.split('<code id="api-key">', 1)[1].split("</code>", 1)[0]
+    assert api_key.startswith("egil_")
+    assert f"http-auth-key-value = {api_key}" in html
+    check_page("egil client (new key)", html)
+    status, html = await ui.get(f"{base}/sources/{SOURCE}/egil")
+    assert api_key not in html
+    assert "Byt API-nyckel" in html
+    response = await ui.post(f"{base}/sources/{SOURCE}/egil/certificates", {"pem": "not a certificate"})
+    assert response.status == 422
+    assert "Klistra in certifikatet i PEM-format" in await response.text()
+    response = await ui.post(f"{base}/sources/google-1/egil/api-key", {})
+    status, html = await ui.get(f"{base}/sources")
+    assert "Bara en EGIL-källa har API-nyckel och klientcertifikat." in html
 
     # A subscription, previewed first, then saved.
     form = {"vendor_id": VENDOR, "school_unit_codes": codes, "roles": ["student", "teacher"],

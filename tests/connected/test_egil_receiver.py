@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
-import yaml
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -28,7 +27,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk_services.egil_receiver.app import EgilReceiverSettings
 from skolsynk_services.egil_receiver.app import build as build_receiver
-from skolsynk_services.egil_receiver.clients import hash_key
+from skolsynk_services.egil_receiver.clients import EgilClient, hash_key
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.fakes.egil_vendor import spki_sha256_pin
@@ -64,20 +63,16 @@ async def running_receiver(
     settings: ServiceSettings, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[tuple[ServiceApp, ServiceApp, dict[str, Any]]]:
     certificates = pki(tmp_path)
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(
-        yaml.safe_dump(
-            [{"tenant_id": TENANT, "source_id": SOURCE, "api_key_sha256": hash_key(API_KEY),
-              "client_pins": [certificates["client_pin"]], "rate_per_second": 500, "burst": 500}]
-        )
-    )  # fmt: skip
+    clients = [EgilClient(tenant_id=TENANT, source_id=SOURCE, api_key_sha256=hash_key(API_KEY),
+                          client_pins=(certificates["client_pin"],), rate_per_second=500, burst=500)]  # fmt: skip
     base = settings.model_dump()
     receiver_app = build_receiver(
         EgilReceiverSettings.model_validate(
-            {**base, "egil_clients_file": clients, "egil_port": 0, "egil_host": "127.0.0.1",
+            {**base, "egil_port": 0, "egil_host": "127.0.0.1",
              "egil_tls_cert_file": certificates["server"], "egil_client_ca_file": certificates["ca"],
              "egil_run_idle_seconds": 0.3, "egil_page_seconds": 0.1, **overrides}
-        )
+        ),
+        clients=clients,
     )  # fmt: skip
     normaliser = build_normaliser(NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}))
     try:

@@ -1,20 +1,26 @@
 """Sources come from the source registry and nowhere else: a source the organiser saves in the admin is read
 by its connector, an edited URL is used by the next run, a disabled source stops being served, a source the
 connector cannot serve shows why in the admin and a sync request for it is refused there, never queued to
-die; the YAML files become an idempotent import. Against the admin API, the real broker, the Mongo wire
-server and the fake source APIs (SS 12000, Microsoft Graph, Google)."""
+die; an EGIL client's API key and certificates are registered, rotated and revoked in the admin and the
+receiver follows; the YAML files become an idempotent import. Against the admin API, the real broker, the
+Mongo wire server and the fake source APIs (SS 12000, Microsoft Graph, Google)."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from skolsynk.cli import CliSettings, execute, import_sources, parser
 from skolsynk.connectors.config import ConfigurationError
@@ -22,10 +28,13 @@ from skolsynk.connectors.sources import SS12000
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.sources import SecretBox, SourceStore
+from skolsynk.tls import spki_sha256_pin
 from skolsynk_services.admin.app import AdminSettings
 from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.tokens import TokenStore
+from skolsynk_services.egil_receiver.app import EgilReceiverSettings
+from skolsynk_services.egil_receiver.app import build as build_receiver
 from skolsynk_services.google_connector.app import GoogleConnectorSettings
 from skolsynk_services.google_connector.app import build as build_google
 from skolsynk_services.graph_connector.app import GraphConnectorSettings
@@ -345,3 +354,85 @@ async def test_the_yaml_import_is_idempotent_and_checked_before_anything_is_writ
         == 1
     )
     assert "names the variable, never the secret" in err.getvalue()
+
+
+async def test_an_egil_client_is_registered_rotated_and_revoked_in_the_admin_without_a_restart(
+    settings: ServiceSettings, testbed: ConnectorTestbed, admin: AdminApi
+) -> None:
+    receiver = build_receiver(
+        EgilReceiverSettings.model_validate(
+            {**settings.model_dump(), "egil_port": 0, "egil_host": "127.0.0.1", "sources_poll_seconds": 0.2}
+        )
+    )
+    await testbed.start_app(receiver)
+    scim = f"http://127.0.0.1:{receiver.web_ports[0]}"
+
+    async def status_with(key: str) -> int:
+        async with aiohttp.ClientSession() as session, session.get(f"{scim}/Users", headers={"X-API-Key": key}) as r:
+            return r.status
+
+    body = {"source_id": "egil-ad", "kind": "egil", "display_name": "EGIL-klienten"}
+    assert (await admin.call("POST", f"/tenants/{TENANT}/sources", body))[0] == 201
+    # Without a key or a certificate the receiver cannot let it in, and the admin says so.
+    await wait_for(lambda: f"{TENANT}:egil-ad" in receiver.extensions["registry"].problems, what="the problem")
+    status, shown = await admin.call("GET", f"/tenants/{TENANT}/sources/egil-ad")
+    assert shown["problem"] == "no API key and no client certificate registered"
+
+    status, issued = await admin.call("POST", f"/tenants/{TENANT}/sources/egil-ad/api-key")
+    assert status == 201
+    first = issued["api_key"]
+    assert f"http-auth-key-value = {first}" in issued["configuration"]
+
+    async def let_in(key: str) -> bool:
+        return await status_with(key) == 200
+
+    async def refused(key: str) -> bool:
+        return await status_with(key) == 403
+
+    await wait_for(lambda: let_in(first), what="the client to be let in with its key")
+    assert (await admin.call("GET", f"/tenants/{TENANT}/sources/egil-ad"))[1]["problem"] is None
+    shown = await admin.call("GET", f"/tenants/{TENANT}/sources/egil-ad/egil-client")
+    assert first not in json.dumps(shown)  # shown once, never again
+    assert shown[1]["has_api_key"] is True
+
+    status, rotated = await admin.call("POST", f"/tenants/{TENANT}/sources/egil-ad/api-key")
+    second = rotated["api_key"]
+    await wait_for(lambda: let_in(second), what="the rotated key to be let in")
+    assert await refused(first)
+
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/api-key"))[0] == 204
+    await wait_for(lambda: refused(second), what="the revoked key to be refused")
+
+    # A certificate: its public-key pin is what the receiver knows the client by.
+    certificate = client_certificate_pem()
+    status, connection = await admin.call(
+        "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": certificate.decode()}
+    )
+    assert status == 201
+    [pin] = connection["client_pins"]
+    assert pin == spki_sha256_pin(certificate)
+    await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is not None, what="the pin to be known")
+    status, problem = await admin.call(
+        "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": "-----BEGIN CERTIFICATE-----\nnope"}
+    )
+    assert (status, problem["errors"]) == (422, [{"field": "pem", "message": "not a PEM certificate"}])
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad"))[0] == 204
+    await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is None, what="the removed client to go")
+
+
+def client_certificate_pem() -> bytes:
+    """A self-signed client certificate (only its public key matters here)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egil-client")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)

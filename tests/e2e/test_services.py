@@ -33,10 +33,7 @@ SERVICES = {
         "skolsynk_services.admin",
         {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value"},
     ),
-    "egil-receiver": (
-        "skolsynk_services.egil_receiver",
-        {"SKOLSYNK_EGIL_CLIENTS_FILE": "deploy/egil-clients.example.yaml"},
-    ),
+    "egil-receiver": ("skolsynk_services.egil_receiver", {"SKOLSYNK_SOURCES_POLL_SECONDS": "1"}),
     "ss12000-puller": ("skolsynk_services.ss12000_puller", {"SKOLSYNK_SOURCES_POLL_SECONDS": "1"}),
 }
 BUDGET = {

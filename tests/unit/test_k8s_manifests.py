@@ -140,20 +140,6 @@ def test_every_skolsynk_variable_a_manifest_sets_is_a_real_setting(rendered: lis
     assert sorted(names - vendor_keys - settings) == []
 
 
-def test_the_sources_file_variables_point_at_the_mounted_configmap(rendered: list[dict[str, Any]]) -> None:
-    sources = by_kind(rendered, "ConfigMap")["skolsynk-sources"]["data"]
-    for name in ("egil-receiver",):
-        pod = by_kind(rendered, "Deployment")[name]["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        mount = next(m for m in container["volumeMounts"] if m["name"] == "sources")
-        files = [e["value"] for e in container["env"] if e["name"].endswith(("_FILE",)) and "value" in e]
-        assert files, name
-        for path in files:
-            if path.startswith(mount["mountPath"]):
-                assert Path(path).name in sources, f"{name}: {path} is not a key of skolsynk-sources"
-                yaml.safe_load(sources[Path(path).name])
-
-
 def test_the_pulling_connectors_follow_the_registry_and_open_sealed_secrets_with_the_admin_s_key(
     rendered: list[dict[str, Any]],
 ) -> None:
@@ -168,6 +154,9 @@ def test_the_pulling_connectors_follow_the_registry_and_open_sealed_secrets_with
         }, name
         assert not [n for n in env if n.endswith(("_SOURCES_FILE", "_TENANTS_FILE"))], name
         assert "sources" not in {m["name"] for m in container.get("volumeMounts", [])}, name
+    (receiver,) = deployments["egil-receiver"]["spec"]["template"]["spec"]["containers"]
+    assert "SKOLSYNK_EGIL_CLIENTS_FILE" not in {e["name"] for e in receiver["env"]}  # its clients: the registry
+    assert "skolsynk-sources" not in by_kind(rendered, "ConfigMap")
 
 
 def test_pods_are_locked_down(rendered: list[dict[str, Any]]) -> None:

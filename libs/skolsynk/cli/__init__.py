@@ -12,8 +12,8 @@ TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N),
 ``skolsynk resend TENANT VENDOR``              send a vendor the tenant's whole current selection again
 ``skolsynk holds TENANT``                      the tenant's mass-deletion holds
 ``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
-``skolsynk sources import KIND FILE``          put a sources file's sources (google, microsoft, ss12000) in the
-                                               source registry; idempotent, for GitOps
+``skolsynk sources import KIND FILE``          put a sources file's sources (egil, google, microsoft, ss12000) in
+                                               the source registry; idempotent, for GitOps
 =============================================  ===============================================================
 
 ``QUEUE`` is a work queue's name with or without the namespace (``normaliser.source-events``,
@@ -128,7 +128,9 @@ def parser() -> argparse.ArgumentParser:
     sources_import = sources_commands.add_parser(
         "import", help="create or update the sources of a sources file (secrets as variable names only)"
     )
-    sources_import.add_argument("source_kind", metavar="KIND", choices=SYNC_KINDS, help=" or ".join(SYNC_KINDS))
+    sources_import.add_argument(
+        "source_kind", metavar="KIND", choices=sorted(SOURCE_KINDS), help=", ".join(sorted(SOURCE_KINDS))
+    )
     sources_import.add_argument("file", metavar="FILE", type=Path)
     sources_import.add_argument("--dry-run", action="store_true", help="check the file and say what would change")
     return root

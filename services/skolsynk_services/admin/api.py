@@ -187,6 +187,36 @@ async def sync(request: web.Request, principal: Principal, body: models.SyncIn) 
     return models.Accepted(message_id=message_id)
 
 
+@endpoint("GET", "/tenants/{tenant}/sources/{source_id}/egil-client", "What the EGIL client's configuration needs",
+          "sources", response=models.EgilConnection)  # fmt: skip
+async def egil_client(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).egil_client(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("POST", "/tenants/{tenant}/sources/{source_id}/api-key",
+          "A new API key for the EGIL client (shown once; replaces the old one)", "sources",
+          response=models.EgilApiKey, status=201)  # fmt: skip
+async def issue_api_key(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).issue_egil_api_key(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("DELETE", "/tenants/{tenant}/sources/{source_id}/api-key", "Revoke the EGIL client's API key",
+          "sources", status=204)  # fmt: skip
+async def revoke_api_key(request: web.Request, principal: Principal, _: Any) -> None:
+    info = request.match_info
+    await _service(request).revoke_egil_api_key(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("POST", "/tenants/{tenant}/sources/{source_id}/certificates",
+          "Register an EGIL client certificate (its public-key pin is kept)", "sources",
+          body=models.EgilCertificateIn, response=models.EgilConnection, status=201)  # fmt: skip
+async def add_certificate(request: web.Request, principal: Principal, body: models.EgilCertificateIn) -> Any:
+    info = request.match_info
+    return await _service(request).add_egil_certificate(principal, info["tenant"], info["source_id"], body.pem)
+
+
 @endpoint("GET", "/tenants/{tenant}/runs", "Sync history of the sources (newest first)", "history",
           response=list[JsonObject], query=(QueryParam("source_id", "Only this source."),))  # fmt: skip
 async def runs(request: web.Request, principal: Principal, _: Any) -> Any:

@@ -21,6 +21,7 @@ from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
 from skolsynk_services.admin.auth import Role, TokenStore
 from skolsynk_services.admin.service import AdminService, Exchanges
+from skolsynk_services.admin.service.core import EgilReceiver
 
 SERVICE = "admin"
 log = get_logger(__name__)
@@ -33,6 +34,14 @@ class AdminSettings(ServiceSettings):
         default=None,
         description="Fernet key (urlsafe base64, 32 bytes) that encrypts source credentials at rest; without it "
         "only secret references are accepted.",
+    )
+    admin_egil_url: str | None = Field(
+        default=None, pattern=r"^https://", description="The EGIL receiver's address as organisers' clients reach it."
+    )
+    admin_egil_server_pin: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="SHA-256 pin (base64) of the EGIL receiver's public key, for the clients' pinnedpubkey.",
     )
     admin_bootstrap_token: SecretStr | None = Field(
         default=None, description="An operator API token (skt_<id>.<secret>) registered at start, for the first login."
@@ -60,6 +69,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         load_catalogue(settings.vendor_catalogue_dir),
         secrets=SecretBox(key),
         promotion_hours=settings.admin_promotion_hours,
+        egil=EgilReceiver(url=settings.admin_egil_url, server_pin=settings.admin_egil_server_pin),
         clock=clock,
     )
     tokens = TokenStore(app.db)

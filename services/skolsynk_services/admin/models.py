@@ -104,6 +104,25 @@ class Source(BaseModel):
     updated_at: datetime
 
 
+class EgilConnection(BaseModel):
+    """What an organiser's EGIL client needs to push to this source: the lines of its configuration."""
+
+    scim_url: str | None = Field(description="The receiver's address (scim-url); None: not configured here.")
+    server_pin: str | None = Field(description="The receiver's public-key pin (pinnedpubkey = sha256//<pin>).")
+    api_key_header: str
+    has_api_key: bool
+    client_pins: list[str]
+    configuration: str = Field(description="The lines for the EGIL client's master.conf.")
+
+
+class EgilApiKey(EgilConnection):
+    api_key: str = Field(description="Shown once; only its SHA-256 is kept. A new key replaces the old one.")
+
+
+class EgilCertificateIn(Body):
+    pem: str = Field(min_length=20, max_length=20000, description="The client certificate (PEM); its key pin is kept.")
+
+
 class SyncIn(Body):
     mode: Literal["full", "incremental"] = "full"
 

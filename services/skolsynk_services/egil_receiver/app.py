@@ -14,14 +14,18 @@ from aiohttp import web
 from pydantic import Field
 
 from skolsynk.adapters.egil import EgilMappingError, EgilResourceType, from_egil
+from skolsynk.connectors.registry import RegistryFollower
+from skolsynk.connectors.sources import EGIL
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE
 from skolsynk.logging import bound_context, get_logger
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
+from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.tls import spki_sha256_pin
-from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient
+from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient, load_federation_pins
 from skolsynk_services.egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
 
 SERVICE = "egil-receiver"
@@ -40,7 +44,6 @@ CLIENT_KEY: web.RequestKey[EgilClient] = web.RequestKey("client", EgilClient)
 
 
 class EgilReceiverSettings(ServiceSettings):
-    egil_clients_file: Path = Field(description="YAML list of EGIL clients: tenant, source, API key hash, pins.")
     egil_host: str = Field(default="0.0.0.0", description="Bind address of the SCIM endpoints.")  # noqa: S104
     egil_port: int = Field(default=8443, ge=0, le=65535, description="Port of the SCIM endpoints.")
     egil_base_path: str = Field(default="", description="Path prefix of the SCIM endpoints, e.g. /egil/v1.")
@@ -52,6 +55,12 @@ class EgilReceiverSettings(ServiceSettings):
     egil_api_key_header: str = "X-API-Key"
     egil_federation_metadata_file: Path | None = Field(
         default=None, description="Verified federation metadata JSON (Skolfederation); adds its client pins."
+    )
+    sources_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=60,
+        description="How often the receiver looks for registered, changed or revoked clients.",
     )
     egil_run_idle_seconds: float = Field(
         default=2.0, gt=0, description="A run (the client's run: a burst of pushes) is completed after this quiet."
@@ -275,12 +284,22 @@ def build_scim_app(
     return app
 
 
-def build(settings: EgilReceiverSettings) -> ServiceApp:
+def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = None) -> ServiceApp:
+    """The receiver, its clients followed in the source registry; ``clients`` replaces the registry (tests)."""
     app = ServiceApp.create(SERVICE, settings)
-    app.add_indexes(INDEXES)
-    registry = ClientRegistry.from_file(
-        settings.egil_clients_file, federation_metadata=settings.egil_federation_metadata_file
+    app.add_indexes([*INDEXES, *SOURCE_INDEXES])
+    registry = ClientRegistry(
+        clients or [], federation_pins=load_federation_pins(settings.egil_federation_metadata_file)
     )
+    app.extensions["clients"] = registry
+    if clients is None:
+        # Pins and key hashes are not secrets: no key is needed to read them.
+        follower = RegistryFollower(
+            SourceStore(app.db, SecretBox(None)), EGIL, registry, poll_seconds=settings.sources_poll_seconds
+        )
+        app.extensions["registry"] = follower
+        app.add_startup(follower.load)
+        app.add_background("follow-sources", follower.follow)
     store = ReceiverStore(
         app.mongo,
         app.db,

@@ -1,16 +1,11 @@
-"""Who may push: the EGIL clients of each organiser, from a YAML file (``SKOLSYNK_EGIL_CLIENTS_FILE``).
+"""Who may push: the EGIL clients, each a source of its own in the source registry (kind ``egil``, model
+:class:`skolsynk.connectors.sources.egil.SourceConfig`), followed while the receiver runs
+(:class:`~skolsynk.connectors.registry.RegistryFollower` calls :meth:`ClientRegistry.set_sources`): a
+client registered, rotated or revoked in the admin takes effect within a poll, without a restart.
 
-```yaml
-- tenant_id: kommun-a
-  source_id: egil-ad            # the source its data belongs to
-  api_key_sha256: 9f86d08...     # sha256 hex of the API key (the key itself is never stored)
-  client_pins: [ "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=" ]   # SPKI SHA-256 pins (base64)
-  rate_per_second: 1000          # token bucket; a request over it waits for its turn (up to 10 s, then 429)
-  burst: 100
-```
-
-The tenant of a request comes from its client certificate's public-key pin (mutual TLS) or, without
-a certificate, from its API key. A client is never named in the URL or the body.
+The tenant and source of a request come from its client certificate's public-key pin (mutual TLS) or,
+without a certificate, from its API key (only its SHA-256 is known). A client is never named in the URL
+or the body.
 """
 
 from __future__ import annotations
@@ -18,26 +13,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiolimiter import AsyncLimiter
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from skolsynk.connectors.sources.egil import SourceConfig as EgilClient
 
-class EgilClient(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    source_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    api_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    client_pins: tuple[str, ...] = ()
-    federation_entity_id: str | None = Field(
-        default=None, description="The client's entity in federation metadata; its client pins count too."
-    )
-    rate_per_second: float = Field(default=1000.0, gt=0)
-    burst: int = Field(default=100, ge=1)
+__all__ = ["ClientRegistry", "EgilClient", "federation_client_pins", "hash_key", "load_federation_pins"]
 
 
 def federation_client_pins(metadata: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -57,29 +41,57 @@ def federation_client_pins(metadata: dict[str, Any]) -> dict[str, tuple[str, ...
     return pins
 
 
+def load_federation_pins(path: Path | None) -> dict[str, tuple[str, ...]]:
+    return federation_client_pins(json.loads(path.read_text(encoding="utf-8"))) if path is not None else {}
+
+
 def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 class ClientRegistry:
-    def __init__(self, clients: list[EgilClient]) -> None:
-        self.clients = clients
-        self._by_pin = {pin: c for c in clients for pin in c.client_pins}
-        self._limiters = {id(c): AsyncLimiter(c.burst, c.burst / c.rate_per_second) for c in clients}
+    """The clients the receiver serves; ``federation_pins`` (entity id -> pins, from verified federation
+    metadata) add to the pins of a client with a ``federation_entity_id``."""
 
-    @classmethod
-    def from_file(cls, path: Path, *, federation_metadata: Path | None = None) -> ClientRegistry:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-        clients = TypeAdapter(list[EgilClient]).validate_python(data)
-        if federation_metadata is not None:
-            pins = federation_client_pins(json.loads(federation_metadata.read_text(encoding="utf-8")))
-            clients = [
-                c.model_copy(update={"client_pins": (*c.client_pins, *pins.get(c.federation_entity_id, ()))})
-                if c.federation_entity_id
-                else c
-                for c in clients
-            ]
-        return cls(clients)
+    def __init__(
+        self, clients: Iterable[EgilClient] = (), *, federation_pins: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
+        self.federation_pins = federation_pins or {}
+        self.clients: list[EgilClient] = []
+        self._by_pin: dict[str, EgilClient] = {}
+        self._limiters: dict[str, tuple[tuple[float, int], AsyncLimiter]] = {}
+        self._serve(list(clients))
+
+    def _serve(self, clients: list[EgilClient]) -> None:
+        self.clients = clients
+        self._by_pin = {
+            pin: client
+            for client in clients
+            for pin in (*client.client_pins, *self.federation_pins.get(client.federation_entity_id or "", ()))
+        }
+        limiters: dict[str, tuple[tuple[float, int], AsyncLimiter]] = {}
+        for client in clients:
+            shape = (client.rate_per_second, client.burst)
+            kept = self._limiters.get(client.key)
+            limiters[client.key] = (
+                kept
+                if kept is not None and kept[0] == shape
+                else (shape, AsyncLimiter(client.burst, client.burst / client.rate_per_second))
+            )
+        self._limiters = limiters
+
+    async def set_sources(self, clients: Iterable[EgilClient]) -> dict[str, str]:
+        """Serve exactly ``clients`` from now on (a request in flight keeps the client it was let in as);
+        a client without any credential is not served and reported."""
+        served: list[EgilClient] = []
+        problems: dict[str, str] = {}
+        for client in clients:
+            if client.has_credentials:
+                served.append(client)
+            else:
+                problems[client.key] = "no API key and no client certificate registered"
+        self._serve(served)
+        return problems
 
     def by_pin(self, pin: str) -> EgilClient | None:
         return self._by_pin.get(pin)
@@ -92,4 +104,4 @@ class ClientRegistry:
         return None
 
     def limiter(self, client: EgilClient) -> AsyncLimiter:
-        return self._limiters[id(client)]
+        return self._limiters[client.key][1]

@@ -273,7 +273,7 @@ GOOGLE = SourceKind(
         ),
     ),
 )
-EGIL = SourceKind("egil", egil.SourceConfig)
+EGIL = SourceKind("egil", egil.SourceConfig, parse=egil.parse_sources)
 
 #: Every kind of source, by its name in the registry.
 SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (GOOGLE, MICROSOFT, EGIL, SS12000)}

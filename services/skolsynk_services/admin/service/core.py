@@ -33,6 +33,16 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
+class EgilReceiver:
+    """Where organisers' EGIL clients push (what the admin tells them): the receiver's public address, its
+    public-key pin and the header of API keys."""
+
+    url: str | None = None
+    server_pin: str | None = None
+    api_key_header: str = "X-API-Key"
+
+
+@dataclass(frozen=True)
 class Exchanges:
     control: str
     gdpr: str
@@ -50,8 +60,10 @@ class AdminCore:
         *,
         secrets: SecretBox,
         promotion_hours: float,
+        egil: EgilReceiver | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.egil = egil or EgilReceiver()
         self.db = db
         self.publisher = publisher
         self.exchanges = exchanges

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
+from typing import Any
 
 from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.messaging import sync_request_routing_key
 from skolsynk.storage import Document
 from skolsynk.storage.sources import SecretsUnavailable
+from skolsynk.tls import spki_sha256_pin
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Conflict, Invalid, NotFound
@@ -126,6 +130,105 @@ class SourceAdmin(AdminCore):
         )
         await self._audit(principal, tenant_id, "source.sync", source_id, after={"mode": mode})
         return message_id
+
+    # -- EGIL clients: API keys, certificates and what to put in the client's configuration -----------
+
+    async def _egil_source(self, principal: Principal, tenant_id: str, source_id: str) -> Document:
+        await self._tenant(principal, tenant_id)
+        doc = await self.sources.get(tenant_id, source_id)
+        if doc is None:
+            raise NotFound(f"no source {source_id!r}")
+        if doc["kind"] != models.SourceKind.EGIL.value:
+            raise Conflict("only an EGIL source has an API key or client certificates")
+        return doc
+
+    async def _resave(self, doc: Document, settings: dict[str, Any]) -> Document:
+        saved = await self.sources.save(
+            doc["tenant_id"],
+            doc["source_id"],
+            kind=doc["kind"],
+            enabled=doc.get("enabled", True),
+            display_name=doc["display_name"],
+            settings=settings,
+            secrets={},
+            secret_refs=doc.get("secret_refs", {}),
+            create=False,
+        )
+        if saved is None:
+            raise NotFound(f"no source {doc['source_id']!r}")
+        return saved
+
+    def egil_connection(self, doc: Document, api_key: str | None = None) -> models.EgilConnection:
+        settings = doc.get("settings") or {}
+        lines = ["# skolsynk: " + str(doc["display_name"]).replace("\n", " ")]
+        lines.append(f"scim-url = {self.egil.url}" if self.egil.url else "# scim-url = (ask the operator)")
+        if self.egil.server_pin:
+            lines.append(f"pinnedpubkey = sha256//{self.egil.server_pin}")
+        if settings.get("client_pins"):
+            lines += ["cert = <the client certificate>.pem", "key  = <its private key>.key"]
+        if settings.get("api_key_sha256") or api_key:
+            lines += [
+                f"http-auth-key-header = {self.egil.api_key_header}",
+                f"http-auth-key-value = {api_key or '<the API key shown when it was created>'}",
+            ]
+        return models.EgilConnection(
+            scim_url=self.egil.url,
+            server_pin=self.egil.server_pin,
+            api_key_header=self.egil.api_key_header,
+            has_api_key=bool(settings.get("api_key_sha256")),
+            client_pins=list(settings.get("client_pins") or []),
+            configuration="\n".join(lines) + "\n",
+        )
+
+    async def egil_client(self, principal: Principal, tenant_id: str, source_id: str) -> models.EgilConnection:
+        return self.egil_connection(await self._egil_source(principal, tenant_id, source_id))
+
+    async def issue_egil_api_key(self, principal: Principal, tenant_id: str, source_id: str) -> models.EgilApiKey:
+        """A new API key for the EGIL client (shown once; only its hash is kept): it replaces the old key at
+        the receiver's next look at the registry."""
+        doc = await self._egil_source(principal, tenant_id, source_id)
+        api_key = "egil_" + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        saved = await self._resave(doc, {**(doc.get("settings") or {}), "api_key_sha256": digest})
+        rotated = bool((doc.get("settings") or {}).get("api_key_sha256"))
+        await self._audit(principal, tenant_id, "source.api_key", source_id, after={"rotated": rotated})
+        return models.EgilApiKey(**self.egil_connection(saved, api_key).model_dump(), api_key=api_key)
+
+    async def revoke_egil_api_key(self, principal: Principal, tenant_id: str, source_id: str) -> None:
+        doc = await self._egil_source(principal, tenant_id, source_id)
+        settings = {k: v for k, v in (doc.get("settings") or {}).items() if k != "api_key_sha256"}
+        await self._resave(doc, settings)
+        await self._audit(principal, tenant_id, "source.api_key_revoked", source_id)
+
+    async def add_egil_certificate(
+        self, principal: Principal, tenant_id: str, source_id: str, pem: str
+    ) -> models.EgilConnection:
+        """The client certificate's public-key pin is registered (the certificate itself is not kept)."""
+        doc = await self._egil_source(principal, tenant_id, source_id)
+        try:
+            pin = spki_sha256_pin(pem.strip().encode())
+        except ValueError:
+            raise Invalid(
+                "not a PEM certificate", errors=[{"field": "pem", "message": "not a PEM certificate"}]
+            ) from None
+        settings = dict(doc.get("settings") or {})
+        pins = list(settings.get("client_pins") or [])
+        if pin not in pins:
+            pins.append(pin)
+        settings["client_pins"] = pins
+        saved = await self._resave(doc, settings)
+        await self._audit(principal, tenant_id, "source.certificate", source_id, after={"pin": pin})
+        return self.egil_connection(saved)
+
+    async def remove_egil_certificate(self, principal: Principal, tenant_id: str, source_id: str, pin: str) -> None:
+        doc = await self._egil_source(principal, tenant_id, source_id)
+        settings = dict(doc.get("settings") or {})
+        pins = [p for p in settings.get("client_pins") or [] if p != pin]
+        if len(pins) == len(settings.get("client_pins") or []):
+            raise NotFound("no such certificate pin")
+        settings["client_pins"] = pins
+        await self._resave(doc, settings)
+        await self._audit(principal, tenant_id, "source.certificate_removed", source_id, before={"pin": pin})
 
     async def runs(self, principal: Principal, tenant_id: str, source_id: str | None = None) -> list[Document]:
         await self._tenant(principal, tenant_id)

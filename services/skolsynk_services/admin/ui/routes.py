@@ -48,6 +48,15 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route(tenant + "/sources/{source}/edit", "source_edit", get=sources.source_edit, post=sources.source_save)
     route(tenant + "/sources/{source}/sync", "source_sync", post=sources.source_sync)
     route(tenant + "/sources/{source}/delete", "source_delete", post=sources.source_delete)
+    route(tenant + "/sources/{source}/egil", "egil_client", get=sources.egil_client)
+    route(tenant + "/sources/{source}/egil/api-key", "egil_api_key", post=sources.egil_api_key)
+    route(tenant + "/sources/{source}/egil/api-key/revoke", "egil_api_key_revoke", post=sources.egil_api_key_revoke)
+    route(tenant + "/sources/{source}/egil/certificates", "egil_certificate", post=sources.egil_certificate)
+    route(
+        tenant + "/sources/{source}/egil/certificates/remove",
+        "egil_certificate_remove",
+        post=sources.egil_certificate_remove,
+    )
     route(tenant + "/quality", "quality", get=quality.quality)
     route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv)
     route(tenant + "/vendors", "vendors", get=subscriptions.vendors)

@@ -41,8 +41,9 @@ SOURCE_KINDS = {
     ),
     models.SourceKind.EGIL.value: (
         "EGIL-klient",
-        "Ert elevadministrativa system skickar uppgifterna till skolsynk med en EGIL-klient. "
-        "Här behövs inga inställningar: driften ger er adressen och API-nyckeln som ska anges i EGIL-klienten.",
+        "Ert elevadministrativa system skickar uppgifterna till skolsynk med en EGIL-klient. När källan är sparad "
+        "skapar du en API-nyckel eller registrerar klientens certifikat; sidan visar raderna för EGIL-klientens "
+        "inställningar. Varje EGIL-klient är en egen källa.",
     ),
     models.SourceKind.SS12000.value: (
         "SS 12000-API",
@@ -143,7 +144,9 @@ def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[s
     lines: list[tuple[str, str]] = []
     for key, value in settings.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and path != "mapping":
+        if path == "api_key_sha256":
+            lines.append(("API-nyckel", "finns"))
+        elif isinstance(value, Mapping) and path != "mapping":
             lines += flat_settings(value, path + ".")
         elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
             lines.append((path, ", ".join(str(v) for v in value)))
@@ -259,6 +262,10 @@ AUDIT_ACTIONS = {
     "source.update": "Ändrade en källa",
     "source.delete": "Tog bort en källa",
     "source.sync": "Begärde synkronisering",
+    "source.api_key": "Skapade en API-nyckel för en EGIL-klient",
+    "source.api_key_revoked": "Återkallade en EGIL-klients API-nyckel",
+    "source.certificate": "Registrerade ett klientcertifikat för en EGIL-klient",
+    "source.certificate_removed": "Tog bort ett klientcertifikat för en EGIL-klient",
     "subscription.create": "Skapade en prenumeration",
     "subscription.update": "Ändrade en prenumeration",
     "subscription.end": "Avslutade en prenumeration",
@@ -301,6 +308,10 @@ PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^an organiser .* exists already"), "Det finns redan en huvudman med det id:t."),
     (re.compile(r"^a source .* exists already"), "Det finns redan en källa med det id:t."),
     (re.compile(r"^the source .* is of another kind"), "Det finns redan en källa av en annan typ med det id:t."),
+    (
+        re.compile(r"^only an EGIL source has"),
+        "Bara en EGIL-källa har API-nyckel och klientcertifikat.",
+    ),
     (
         re.compile(r"^the source is disabled"),
         "Källan är avstängd. Slå på den (Ändra, kryssa i Aktiv) innan du begär en synkronisering.",

@@ -295,3 +295,94 @@ async def source_delete(request: web.Request) -> web.StreamResponse:
     except Problem as problem:
         return refused(request, back, problem)
     return see_other(request, back, "Källan är borttagen.")
+
+
+# --- EGIL clients: the API key (shown once), certificates, the lines for the client's configuration ------
+
+
+async def _egil_page(
+    request: web.Request,
+    *,
+    api_key: str | None = None,
+    connection: models.EgilConnection | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    frame = await tenant_frame(request, "sources")
+    principal, service = principal_of(request), service_of(request)
+    source_id = request.match_info["source"]
+    source = await service.get_source(principal, frame["tenant_id"], source_id)
+    if connection is None:
+        connection = await service.egil_client(principal, frame["tenant_id"], source_id)
+    return render(
+        request,
+        "egil_client.html",
+        status=status,
+        **frame,
+        source=source,
+        connection=connection,
+        api_key=api_key,
+        errors=errors or {},
+    )
+
+
+async def egil_client(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _egil_page(request)
+    except Conflict as problem:
+        return refused(request, url(request, "sources", tenant=request.match_info["tenant"]), problem)
+
+
+async def egil_api_key(request: web.Request) -> web.StreamResponse:
+    """A new key, shown on this response only (never in a redirect, a cookie or a log)."""
+    tenant_id, source_id = request.match_info["tenant"], request.match_info["source"]
+    try:
+        issued = await service_of(request).issue_egil_api_key(principal_of(request), tenant_id, source_id)
+    except Problem as problem:
+        return refused(request, url(request, "sources", tenant=tenant_id), problem)
+    response = await _egil_page(request, api_key=issued.api_key, connection=issued)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def egil_api_key_revoke(request: web.Request) -> web.StreamResponse:
+    tenant_id, source_id = request.match_info["tenant"], request.match_info["source"]
+    back = url(request, "egil_client", tenant=tenant_id, source=source_id)
+    try:
+        await service_of(request).revoke_egil_api_key(principal_of(request), tenant_id, source_id)
+    except Problem as problem:
+        return refused(request, back, problem)
+    return see_other(request, back, "API-nyckeln är återkallad. EGIL-klienten släpps inte längre in med den.")
+
+
+async def egil_certificate(request: web.Request) -> web.StreamResponse:
+    tenant_id, source_id = request.match_info["tenant"], request.match_info["source"]
+    form = await request.post()
+    try:
+        await service_of(request).add_egil_certificate(
+            principal_of(request), tenant_id, source_id, str(form.get("pem", ""))
+        )
+    except Invalid:
+        return await _egil_page(
+            request, errors={"pem": "Klistra in certifikatet i PEM-format (-----BEGIN CERTIFICATE-----)."}, status=422
+        )
+    except Problem as problem:
+        return refused(request, url(request, "sources", tenant=tenant_id), problem)
+    return see_other(
+        request,
+        url(request, "egil_client", tenant=tenant_id, source=source_id),
+        "Certifikatet är registrerat. EGIL-klienten släpps in med det inom en minut.",
+    )
+
+
+async def egil_certificate_remove(request: web.Request) -> web.StreamResponse:
+    tenant_id, source_id = request.match_info["tenant"], request.match_info["source"]
+    back = url(request, "egil_client", tenant=tenant_id, source=source_id)
+    form = await request.post()
+    try:
+        await service_of(request).remove_egil_certificate(
+            principal_of(request), tenant_id, source_id, str(form.get("pin", ""))
+        )
+    except Problem as problem:
+        return refused(request, back, problem)
+    return see_other(request, back, "Certifikatet är borttaget. EGIL-klienten släpps inte längre in med det.")
