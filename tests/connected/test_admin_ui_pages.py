@@ -523,6 +523,14 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     response = await ui.post(f"{base}/sources/{SOURCE}/sync", {})
     status, html = await ui.get(f"{base}/sources")
     assert "En EGIL-källa skickar sina uppgifter själv" in html
+    # "Test connection" with no connector of the kind running: the page says why, in Swedish.
+    response = await ui.post(f"{base}/sources/ss12000-1/check", {})
+    status, html = await ui.get(f"{base}/sources")
+    assert "Ingen tjänst tar emot begäran just nu" in html
+    response = await ui.post(f"{base}/sources/ss12000-1/edit", {**ss12000, "action": "check"})
+    html = await response.text()
+    assert "Ingen tjänst tar emot begäran just nu" in html
+    assert SECRETS[2] not in html
     # An EGIL client's page: the API key is shown on the answer that created it and never again.
     status, html = await ui.get(f"{base}/sources/{SOURCE}/egil")
     assert status == 200

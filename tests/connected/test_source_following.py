@@ -275,6 +275,11 @@ async def test_microsoft_and_google_sources_are_followed_too(
         "secrets": {"service_account_key": json.dumps(key)},
     }  # fmt: skip
     for body in (microsoft, workspace):
+        status, checked = await admin.call("POST", f"/tenants/{TENANT}/source-checks", body)
+        assert status == 200, checked
+        assert checked["ok"], checked
+        assert checked["counts"]["school_units"] >= 1, checked
+        assert checked["counts"]["persons"] > 3, checked
         status, created = await admin.call("POST", f"/tenants/{TENANT}/sources", body)
         assert status == 201, created
         assert (await admin.call("POST", f"/tenants/{TENANT}/sources/{body['source_id']}/sync", {}))[0] == 202
@@ -436,3 +441,47 @@ def client_certificate_pem() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+async def test_test_connection_is_answered_by_the_connector_itself_before_and_after_saving(
+    settings: ServiceSettings, testbed: ConnectorTestbed, admin: AdminApi
+) -> None:
+    fake = await ss12000_fake(testbed, extra_students=2)
+    # No connector of the kind yet: the admin says so at once, nothing is queued.
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/source-checks", ss12000_body(fake))
+    assert status == 503, problem
+    app = build_ss12000(
+        follower_settings(
+            Ss12000ConnectorSettings, settings, "ss12000", ss12000_webhook_host="127.0.0.1", ss12000_webhook_port=0
+        )
+    )
+    await testbed.start_app(app)
+
+    # Before saving: the settings typed in, tried by the connector (token, first pages), counts back.
+    status, checked = await admin.call("POST", f"/tenants/{TENANT}/source-checks", ss12000_body(fake))
+    assert status == 200, checked
+    assert (checked["ok"], checked["counts"], checked["complete"]) == (True, {"school_units": 1, "persons": 3}, True)
+    # A wrong secret: the token endpoint's refusal, as a code the page explains.
+    status, checked = await admin.call(
+        "POST", f"/tenants/{TENANT}/source-checks", ss12000_body(fake, secrets={"client_secret": "wrong"})
+    )
+    assert (status, checked["ok"]) == (200, False)
+    assert "401" in checked["error_code"], checked
+    # A reference to a variable the connector does not have.
+    body = ss12000_body(fake, secrets={}, secret_refs={"client_secret": "SS12000_NOT_SET"})
+    status, checked = await admin.call("POST", f"/tenants/{TENANT}/source-checks", body)
+    assert (checked["ok"], checked["error_code"]) == (False, "configuration")
+    assert checked["detail"] == "the environment variable SS12000_NOT_SET is not set"
+    # Settings the kind refuses never leave the admin.
+    bad = ss12000_body(fake, settings={"base_url": "ftp://x", "auth": {"kind": "none"}})
+    assert (await admin.call("POST", f"/tenants/{TENANT}/source-checks", bad))[0] == 422
+
+    # After saving: the stored source (its sealed secret opened by the connector).
+    assert (await admin.call("POST", f"/tenants/{TENANT}/sources", ss12000_body(fake)))[0] == 201
+    status, checked = await admin.call("POST", f"/tenants/{TENANT}/sources/{SOURCE}/check")
+    assert (status, checked["ok"], checked["counts"]["persons"]) == (200, True, 3)
+    # An edit checked before it is saved keeps the stored secret for what the form leaves empty.
+    moved = await ss12000_fake(testbed)
+    status, checked = await admin.call("POST", f"/tenants/{TENANT}/source-checks", ss12000_body(moved, secrets={}))
+    assert (checked["ok"], checked["counts"]["persons"]) == (True, 1)
+    assert testbed.collected.runs() == []  # a check is not a run: nothing reached the normaliser

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -29,11 +30,13 @@ from skolsynk.connectors.http import (
     retry_after,
 )
 from skolsynk.connectors.runs import RunPublisher, RunReport, RunStateStore, aware, millis
-from skolsynk.connectors.scheduling import SourceConnector, UnknownSource, due_mode
+from skolsynk.connectors.scheduling import Checking, SourceConnector, UnknownSource, due_mode
+from skolsynk.connectors.sources import SS12000
 from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.messaging import PermanentError
+from skolsynk.storage.sources import SecretBox
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -699,6 +702,9 @@ class StubApp:
 
 
 class StubFollower:
+    kind = SS12000
+    store = SimpleNamespace(box=SecretBox(None))
+
     async def load(self) -> None: ...
 
     async def refresh(self) -> bool:
@@ -718,6 +724,7 @@ async def test_mount_wires_the_queue_the_lifecycle_and_the_registry() -> None:
     assert app.shutdown == [demo.close]
     assert list(app.background) == ["follow-sources"]
     assert demo.refresh == follower.refresh
+    assert demo.checking == Checking(SS12000, follower.store.box)  # checks build sources as the registry does
     static = StubApp()
     connector_service.mount(static, demo, kind="demo", registry=None)  # type: ignore[arg-type]
     assert static.background == {}

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from pydantic import ValidationError
+
 from skolsynk.connectors.config import ConfigurationError
+from skolsynk.connectors.http import SourceReadError
+from skolsynk.connectors.registry import describe as describe_invalid
 from skolsynk.connectors.runs import Mode, RunStateStore, Source, aware, utcnow
+from skolsynk.connectors.sources import SourceKind
 from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested
 from skolsynk.logging import get_logger
-from skolsynk.messaging import MessageContext, PermanentError, Publisher
+from skolsynk.messaging import MessageContext, PermanentError, Publisher, UnroutableMessage
+from skolsynk.storage.sources import SecretBox, SecretsUnavailable
 
 #: How often a schedule looks whether a run is due (at most: shorter intervals look more often).
 SCHEDULE_POLL_SECONDS = 30.0
@@ -40,6 +49,15 @@ SourceT = TypeVar("SourceT", bound=Source)
 ClientT = TypeVar("ClientT", bound=Client)
 RequestT = TypeVar("RequestT")
 ReportT = TypeVar("ReportT")
+
+
+@dataclass(frozen=True)
+class Checking:
+    """What a connector needs to try a source that is not (yet) its own: the kind's model and the
+    installation's secrets key."""
+
+    kind: SourceKind
+    box: SecretBox
 
 
 class UnknownSource(KeyError):
@@ -128,6 +146,8 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
         self._triggered: dict[str, set[asyncio.Task[None]]] = {}
         self._loop_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._started = False
+        #: How checks build a source from a request (set with the registry; None: checks are refused).
+        self.checking: Checking | None = None
         #: Asked once when a sync request names a source this process does not serve (yet): the registry
         #: follower's refresh, so a source saved a moment ago is found.
         self.refresh: Callable[[], Awaitable[object]] | None = None
@@ -286,6 +306,14 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
     # sync requests
 
     async def handle_sync_requested(self, envelope: Envelope, context: MessageContext) -> None:
+        """What arrives on the connector's queue: a ``SyncRequested``, or a ``SourceCheckRequested``
+        (:meth:`handle_check`)."""
+        if envelope.message_type == SourceCheckRequested.message_type:
+            await self.handle_check(envelope)
+            return
+        await self._handle_sync(envelope)
+
+    async def _handle_sync(self, envelope: Envelope) -> None:
         """A ``SyncRequested`` from the connector's queue (admin UI, operator CLI): the envelope names the
         tenant, the payload the source and the mode. The run happens in the background (a full run can
         outlast a handler's budget); a source that is not served, even after asking the registry again
@@ -305,6 +333,74 @@ class SourceConnector(ABC, Generic[SourceT, ClientT, RequestT, ReportT]):
             requested_by=request.requested_by,
             merged=not queued,
         )
+
+    # ------------------------------------------------------------------------------------------
+    # checks ("test connection")
+
+    async def _probe(self, source: SourceT, client: ClientT) -> tuple[dict[str, int], bool]:
+        """What a check reads with a started ``client``: counts (``persons``, ``school_units`` ...) and
+        whether they are the whole source (False: a first page). Each connector says how."""
+        raise NotImplementedError
+
+    async def check(self, request: SourceCheckRequested, tenant_id: str) -> SourceCheckCompleted:
+        """Try the settings of ``request`` as a run would (its own client, closed afterwards): the token, then
+        :meth:`_probe`, within the request's deadline. Never raises for what the source or its settings do."""
+        started = time.monotonic()
+
+        def answer(**fields: Any) -> SourceCheckCompleted:
+            return SourceCheckCompleted(
+                source_id=request.source_id, elapsed_seconds=round(time.monotonic() - started, 3), **fields
+            )
+
+        if self.checking is None:
+            return answer(ok=False, error_code="not_supported", detail="this connector does not read the registry")
+        remaining = (aware(request.deadline_at) - utcnow()).total_seconds()  # wall clock: the asker's deadline
+        try:
+            secrets = self.checking.box.open(request.sealed_secrets) if request.sealed_secrets else {}
+            doc = {"tenant_id": tenant_id, "source_id": request.source_id,
+                   "settings": request.settings, "secret_refs": request.secret_refs}  # fmt: skip
+            source = self.checking.kind.from_registry(doc, secrets)
+            client = self._client(source)
+        except ValidationError as error:
+            return answer(ok=False, error_code="settings_invalid", detail=describe_invalid(error)[:500])
+        except (ConfigurationError, SecretsUnavailable) as error:
+            return answer(ok=False, error_code="configuration", detail=str(error)[:500])
+        try:
+            await client.start()
+            async with asyncio.timeout(max(remaining, 0.1)):
+                counts, complete = await self._probe(source, client)
+        except TimeoutError:
+            return answer(ok=False, error_code="timeout", detail="no answer from the source before the deadline")
+        except SourceReadError as error:
+            return answer(ok=False, error_code=error.code)
+        except ConfigurationError as error:
+            return answer(ok=False, error_code="configuration", detail=str(error)[:500])
+        finally:
+            await client.close()
+        return answer(ok=True, counts=counts, complete=complete)
+
+    async def handle_check(self, envelope: Envelope) -> None:
+        """Answer a ``SourceCheckRequested`` on its ``reply_to`` queue, unless nobody waits any more."""
+        request = SourceCheckRequested.from_envelope(envelope)
+        if envelope.tenant_id is None:
+            raise PermanentError("a source check must name its tenant")
+        if aware(request.deadline_at) <= utcnow():
+            self.log.info("source_check_expired", tenant_id=envelope.tenant_id, source_id=request.source_id)
+            return
+        result = await self.check(request, envelope.tenant_id)
+        self.log.info(
+            "source_checked",
+            tenant_id=envelope.tenant_id,
+            source_id=request.source_id,
+            ok=result.ok,
+            error_code=result.error_code,
+            elapsed_seconds=result.elapsed_seconds,
+        )
+        reply = result.to_envelope(tenant_id=envelope.tenant_id, correlation_id=envelope.message_id)
+        try:
+            await self.publisher.publish(reply, exchange="", routing_key=request.reply_to)
+        except UnroutableMessage:
+            self.log.info("source_check_not_awaited", tenant_id=envelope.tenant_id, source_id=request.source_id)
 
     @abstractmethod
     def trigger_requested(self, source: SourceT, request: SyncRequested) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from skolsynk.connectors.config import ConfigurationError, ConnectorSettings
 from skolsynk.connectors.registry import RegistryFollower
-from skolsynk.connectors.scheduling import SourceConnector
+from skolsynk.connectors.scheduling import Checking, SourceConnector
 from skolsynk.connectors.sources import SourceKind
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
@@ -49,6 +49,7 @@ def mount(
     if registry is not None:
         app.extensions["registry"] = registry
         connector.refresh = registry.refresh
+        connector.checking = Checking(registry.kind, registry.store.box)
         app.add_startup(registry.load)
         app.add_background("follow-sources", registry.follow)
 

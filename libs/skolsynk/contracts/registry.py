@@ -10,13 +10,15 @@ from pydantic import BaseModel
 from skolsynk.contracts.envelope import Envelope, MessageContract
 from skolsynk.contracts.gdpr import DeletionReceipt, DeletionRequested, ErasureRequested, ErasureWithdrawn
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted, fields_schema
-from skolsynk.contracts.sync import SyncRequested
+from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested, SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange, resources_schema
 from skolsynk.domain.ss12000 import ENTITY_MODELS
 
 #: Every payload contract that crosses a service boundary. Add new contracts here.
 CONTRACTS: tuple[type[MessageContract], ...] = (
     SyncRequested,
+    SourceCheckRequested,
+    SourceCheckCompleted,
     SourceRunStarted,
     SourceRecordPage,
     SourceRunCompleted,

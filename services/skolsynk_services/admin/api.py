@@ -187,6 +187,21 @@ async def sync(request: web.Request, principal: Principal, body: models.SyncIn) 
     return models.Accepted(message_id=message_id)
 
 
+@endpoint("POST", "/tenants/{tenant}/sources/{source_id}/check",
+          "Test connection: the connector tries the saved source (token, first pages) and answers", "sources",
+          response=models.SourceCheck)  # fmt: skip
+async def check_source(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).check_source(principal, info["tenant"], info["source_id"])
+
+
+@endpoint("POST", "/tenants/{tenant}/source-checks",
+          "Test connection before saving: the connector tries these settings (stored secrets fill the gaps)",
+          "sources", body=models.SourceIn, response=models.SourceCheck)  # fmt: skip
+async def check_settings(request: web.Request, principal: Principal, body: models.SourceIn) -> Any:
+    return await _service(request).check_source(principal, request.match_info["tenant"], body.source_id, body)
+
+
 @endpoint("GET", "/tenants/{tenant}/sources/{source_id}/egil-client", "What the EGIL client's configuration needs",
           "sources", response=models.EgilConnection)  # fmt: skip
 async def egil_client(request: web.Request, principal: Principal, _: Any) -> Any:

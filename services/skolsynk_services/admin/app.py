@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 
 from skolsynk.catalogue import load_catalogue
 from skolsynk.logging import get_logger
+from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -43,6 +44,9 @@ class AdminSettings(ServiceSettings):
         pattern=r"^[A-Za-z0-9+/]{43}=$",
         description="SHA-256 pin (base64) of the EGIL receiver's public key, for the clients' pinnedpubkey.",
     )
+    admin_check_timeout_seconds: float = Field(
+        default=20.0, gt=0, le=120, description="How long 'test connection' waits for the connector's answer."
+    )
     admin_bootstrap_token: SecretStr | None = Field(
         default=None, description="An operator API token (skt_<id>.<secret>) registered at start, for the first login."
     )
@@ -62,6 +66,8 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes([*stores.INDEXES, *auth.INDEXES, *erasures.INDEXES, *history.INDEXES])
     key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
+    replies = ReplyInbox(app.broker)
+    app.add_shutdown(replies.close)
     service = AdminService(
         app.db,
         app.publisher,
@@ -70,6 +76,8 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         secrets=SecretBox(key),
         promotion_hours=settings.admin_promotion_hours,
         egil=EgilReceiver(url=settings.admin_egil_url, server_pin=settings.admin_egil_server_pin),
+        replies=replies,
+        check_timeout_seconds=settings.admin_check_timeout_seconds,
         clock=clock,
     )
     tokens = TokenStore(app.db)

@@ -123,6 +123,18 @@ class EgilCertificateIn(Body):
     pem: str = Field(min_length=20, max_length=20000, description="The client certificate (PEM); its key pin is kept.")
 
 
+class SourceCheck(BaseModel):
+    """What the connector of the source's kind found when it tried the settings (or why nobody answered)."""
+
+    source_id: str
+    ok: bool
+    error_code: str | None = Field(description="e.g. token_http_401, http_503, configuration, timeout, no_answer.")
+    detail: str | None = None
+    counts: dict[str, int] = Field(description="persons, school_units (on the first page unless complete).")
+    complete: bool
+    elapsed_seconds: float
+
+
 class SyncIn(Body):
     mode: Literal["full", "incremental"] = "full"
 

@@ -6,6 +6,7 @@ plumbing is :class:`skolsynk.connectors.scheduling.SourceConnector`'s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from skolsynk_services.google_connector.auth import (
     GoogleReadError,
 )
 from skolsynk_services.google_connector.client import GoogleClient
+from skolsynk_services.google_connector.mapping import DirectoryMapping, users_queries
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.runs import RunReport, SyncStateStore, run_once, utcnow
 
@@ -88,6 +90,22 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
             retry=self.retry,
             on_throttled=self.metrics.throttle,
         )
+
+    async def _probe(self, source: SourceConfig, client: GoogleClient) -> tuple[dict[str, int], bool]:
+        """The organisational units (the school units the mapping makes of them) and the first page of the
+        first users query (the delegation, its scopes and the mapping's scope all take part)."""
+        mapping = DirectoryMapping(source.mapping, await client.org_units())
+        schemas = source.mapping.custom_schemas()
+        queries = users_queries(source.mapping)
+        pages = client.users(query=queries[0], projection="custom" if schemas else "basic", custom_field_mask=schemas)
+        async with contextlib.aclosing(pages):
+            users = await anext(pages)
+            try:
+                await anext(pages)
+                complete = False
+            except StopAsyncIteration:
+                complete = len(queries) == 1
+        return {"school_units": len(mapping.units), "persons": len(users)}, complete
 
     def _loops(self, source: SourceConfig) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         """The schedule, and the Reports API watcher where the source has it enabled."""

@@ -60,6 +60,20 @@ class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]
             on_throttled=self.metrics.throttle if self.metrics is not None else None,
         )
 
+    async def _probe(self, source: SourceConfig, client: GraphClient) -> tuple[dict[str, int], bool]:
+        """Every school, and the first page of education users."""
+        schools = await client.list_all("education/schools", {"$select": "id"})
+        pages = client.pages("education/users", {"$top": str(source.page_size), "$select": "id"})
+        users = await anext(pages)
+        try:
+            await anext(pages)
+            complete = False
+        except StopAsyncIteration:
+            complete = True
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+        return {"school_units": len(schools), "persons": len(users)}, complete
+
     # ------------------------------------------------------------------------------------------
     # runs
 

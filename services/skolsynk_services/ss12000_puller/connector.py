@@ -57,6 +57,26 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
             source, environ=self.environ, request_timeout_seconds=self.request_timeout_seconds, retry=self.retry
         )
 
+    async def _probe(self, source: SourceConfig, client: Ss12000Client) -> tuple[dict[str, int], bool]:
+        """The first page of organisations (its school units counted) and of persons."""
+        counts: dict[str, int] = {}
+        complete = True
+        for name, path in (("school_units", "organisations"), ("persons", "persons")):
+            pages = client.pages(path)
+            page = await anext(pages)
+            items = page if isinstance(page, list) else []
+            if name == "school_units":
+                items = [o for o in items if isinstance(o, dict) and o.get("organisationType") == "Skolenhet"]
+            counts[name] = len(items)
+            try:
+                await anext(pages)
+                complete = False
+            except StopAsyncIteration:
+                pass
+            finally:
+                await pages.aclose()  # type: ignore[attr-defined]
+        return counts, complete
+
     def webhook_secret(self, source: SourceConfig) -> str | None:
         """The shared secret of the source's webhook (resolved with its client); None: no webhook."""
         return self.clients[source.key].webhook_secret

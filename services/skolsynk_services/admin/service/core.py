@@ -13,6 +13,7 @@ from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk.contracts.envelope import MessageContract
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.messaging import Publisher, UnroutableMessage
+from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.storage import Database, Document
 from skolsynk.storage.entities import EntityReader
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
@@ -61,9 +62,14 @@ class AdminCore:
         secrets: SecretBox,
         promotion_hours: float,
         egil: EgilReceiver | None = None,
+        replies: ReplyInbox | None = None,
+        check_timeout_seconds: float = 20.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.egil = egil or EgilReceiver()
+        #: Where the answers to source checks arrive (None: checks are unavailable).
+        self.replies = replies
+        self.check_timeout_seconds = check_timeout_seconds
         self.db = db
         self.publisher = publisher
         self.exchanges = exchanges

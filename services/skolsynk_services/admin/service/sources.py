@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from skolsynk.connectors.sources import SOURCE_KINDS
-from skolsynk.contracts.sync import SyncRequested
-from skolsynk.messaging import sync_request_routing_key
+from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested, SyncRequested
+from skolsynk.messaging import UnroutableMessage, sync_request_routing_key
 from skolsynk.storage import Document
 from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk.tls import spki_sha256_pin
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
-from skolsynk_services.admin.problems import Conflict, Invalid, NotFound
-from skolsynk_services.admin.service.core import AdminCore
+from skolsynk_services.admin.problems import Conflict, Invalid, NotFound, Unavailable
+from skolsynk_services.admin.service.core import PRODUCER, AdminCore, utcnow
 
 PULLED_KINDS = frozenset({models.SourceKind.GOOGLE, models.SourceKind.MICROSOFT, models.SourceKind.SS12000})
 
@@ -130,6 +131,74 @@ class SourceAdmin(AdminCore):
         )
         await self._audit(principal, tenant_id, "source.sync", source_id, after={"mode": mode})
         return message_id
+
+    # -- "test connection": the connector of the kind tries the settings and answers over RabbitMQ ----
+
+    async def check_source(
+        self, principal: Principal, tenant_id: str, source_id: str, body: models.SourceIn | None = None
+    ) -> models.SourceCheck:
+        """Ask the connector of the source's kind to try it (the saved source, or ``body``: settings not
+        saved yet, with the stored secrets for those the body leaves out) and wait for its answer."""
+        await self._tenant(principal, tenant_id)
+        current = await self.sources.get(tenant_id, source_id)
+        if body is None and current is None:
+            raise NotFound(f"no source {source_id!r}")
+        kind = models.SourceKind(body.kind if body is not None else current["kind"])  # type: ignore[index]
+        if kind not in PULLED_KINDS:
+            raise Conflict("an EGIL source pushes its data: it is tested by its client sending")
+        stored = self.sources.secrets_of(current) if current is not None and current["kind"] == kind.value else {}
+        if body is None:
+            assert current is not None
+            settings, secrets, refs = current["settings"], stored, current.get("secret_refs") or {}
+        else:
+            refs = body.secret_refs
+            secrets = {k: v for k, v in {**stored, **body.secrets}.items() if k not in refs}
+            problems = SOURCE_KINDS[kind.value].problems(body.settings, secret_names=set(secrets), secret_refs=refs)
+            if problems:
+                raise Invalid(
+                    f"the {kind.value} source is not complete: {', '.join(p.field for p in problems)}",
+                    errors=[{"field": p.field, "message": p.message} for p in problems],
+                )
+            settings = body.settings
+        try:
+            sealed = self.sources.box.seal(secrets) if secrets else None
+        except SecretsUnavailable as error:
+            raise Invalid(str(error)) from None
+        request = SourceCheckRequested(
+            source_id=source_id,
+            settings=settings,
+            sealed_secrets=sealed,
+            secret_refs=refs,
+            reply_to=await self._reply_queue(),
+            deadline_at=utcnow() + timedelta(seconds=self.check_timeout_seconds),  # wall clock: another process
+        )
+        envelope = request.to_envelope(tenant_id=tenant_id, producer=PRODUCER)
+        assert self.replies is not None
+        self.replies.expect(envelope.message_id)
+        try:
+            await self.publisher.publish(
+                envelope, exchange=self.exchanges.control, routing_key=sync_request_routing_key(kind.value)
+            )
+        except UnroutableMessage as error:
+            self.replies.forget(envelope.message_id)
+            raise Unavailable("no service is consuming this request right now; it was not sent") from error
+        try:
+            answer = await self.replies.wait(envelope.message_id, self.check_timeout_seconds + 2)
+        except TimeoutError:
+            return models.SourceCheck(
+                source_id=source_id, ok=False, error_code="no_answer", counts={}, complete=False,
+                detail=f"the {kind.value} connector did not answer within {self.check_timeout_seconds:g} s",
+                elapsed_seconds=self.check_timeout_seconds,
+            )  # fmt: skip
+        result = SourceCheckCompleted.from_envelope(answer)
+        await self._audit(principal, tenant_id, "source.check", source_id, after={"ok": result.ok})
+        return models.SourceCheck.model_validate(result.model_dump(exclude={"message_type", "schema_version"}))
+
+    async def _reply_queue(self) -> str:
+        if self.replies is None:
+            raise Unavailable("this admin cannot wait for answers")
+        await self.replies.start()
+        return self.replies.queue_name
 
     # -- EGIL clients: API keys, certificates and what to put in the client's configuration -----------
 

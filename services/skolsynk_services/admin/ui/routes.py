@@ -47,6 +47,7 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)
     route(tenant + "/sources/{source}/edit", "source_edit", get=sources.source_edit, post=sources.source_save)
     route(tenant + "/sources/{source}/sync", "source_sync", post=sources.source_sync)
+    route(tenant + "/sources/{source}/check", "source_check", post=sources.source_check)
     route(tenant + "/sources/{source}/delete", "source_delete", post=sources.source_delete)
     route(tenant + "/sources/{source}/egil", "egil_client", get=sources.egil_client)
     route(tenant + "/sources/{source}/egil/api-key", "egil_api_key", post=sources.egil_api_key)

@@ -16,7 +16,7 @@ from skolsynk.domain.source_errors import GOOGLE_HINTS, MICROSOFT_HINTS, SS12000
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.problems import Conflict, Forbidden, GateClosed, Invalid, NotFound, Problem, Unavailable
-from skolsynk_services.admin.ui.formatting import decimal, when
+from skolsynk_services.admin.ui.formatting import decimal, number, when
 
 ROLE_NAMES = {Role.OPERATOR.value: "driftoperatör", Role.ORGANISER_ADMIN.value: "administratör för huvudmannen"}
 PERSON_ROLES = {"student": "Elever", "teacher": "Lärare", "other_staff": "Övrig personal"}
@@ -262,6 +262,7 @@ AUDIT_ACTIONS = {
     "source.update": "Ändrade en källa",
     "source.delete": "Tog bort en källa",
     "source.sync": "Begärde synkronisering",
+    "source.check": "Testade anslutningen till en källa",
     "source.api_key": "Skapade en API-nyckel för en EGIL-klient",
     "source.api_key_revoked": "Återkallade en EGIL-klients API-nyckel",
     "source.certificate": "Registrerade ett klientcertifikat för en EGIL-klient",
@@ -610,3 +611,27 @@ def source_error_hint(source_kind: str | None, code: str) -> SourceErrorText | N
         return None
     title, fix = SOURCE_ERROR_TEXTS.get(hint, (hint.title, hint.fix))
     return SourceErrorText(title, fix, hint.needs_admin)
+
+
+def check_text(result: models.SourceCheck, source_kind: str) -> str:
+    """What a "test connection" found, as a sentence for the IT admin."""
+    if result.ok:
+        units = result.counts.get("school_units", 0)
+        persons = result.counts.get("persons", 0)
+        found = (
+            f"{number(units)} {'skolenhet' if units == 1 else 'skolenheter'} och "
+            f"{number(persons)} {'person' if persons == 1 else 'personer'}"
+        )
+        scope = "" if result.complete else " på första sidan"
+        return f"Anslutningen fungerar: källan svarade med {found}{scope}."
+    code = result.error_code or ""
+    if code == "no_answer":
+        return "Kopplingen svarade inte i tid. Försök igen om en stund; fortsätter det, kontakta driften."
+    if code == "timeout":
+        return "Källan svarade inte i tid. Kontrollera adressen och att källan är nåbar."
+    if code in ("configuration", "settings_invalid"):
+        return f"Inställningarna går inte att använda: {result.detail}."
+    hint = source_error_hint(source_kind, code)
+    if hint is not None:
+        return f"Anslutningen fungerar inte: {hint.title}. {hint.fix}"
+    return f"Anslutningen fungerar inte (felkod {code})."

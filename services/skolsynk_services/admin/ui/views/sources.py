@@ -17,7 +17,7 @@ from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Conflict, Invalid, Problem
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
-from skolsynk_services.admin.ui.texts import SECRET_FIELDS, SOURCE_FORMS, FormField, field_errors, swedish
+from skolsynk_services.admin.ui.texts import SECRET_FIELDS, SOURCE_FORMS, FormField, check_text, field_errors, swedish
 
 
 def source_form_fields(kind: models.SourceKind) -> tuple[list[FormField], list[FormField]]:
@@ -166,6 +166,9 @@ def _render_source_form(
     errors: dict[str, str] | None = None,
     error: str | None = None,
     status: int = 200,
+    check: str | None = None,
+    check_ok: bool = False,
+    typed_secrets: bool = False,
 ) -> web.Response:
     settings, secret_fields = source_form_fields(kind)
     return render(
@@ -180,6 +183,9 @@ def _render_source_form(
         values=values,
         errors=errors or {},
         error=error,
+        check=check,
+        check_ok=check_ok,
+        typed_secrets=typed_secrets,
     )
 
 
@@ -239,6 +245,10 @@ async def source_save(request: web.Request) -> web.StreamResponse:
         body = models.SourceIn.model_validate(data)
         if missing or unreadable:
             raise Invalid("the source is not complete", errors=missing)
+        if form.get("action") == "check":
+            result = await service.check_source(principal, tenant_id, source_id, body)
+            return _render_source_form(request, frame, kind, current, values, check=check_text(result, kind.value),
+                                       check_ok=result.ok, typed_secrets=bool(data["secrets"]))  # fmt: skip
         saved = await service.save_source(principal, tenant_id, body, create=current is None)
     except ValidationError as invalid:
         return _render_source_form(
@@ -281,6 +291,20 @@ async def source_sync(request: web.Request) -> web.StreamResponse:
         request,
         back,
         "Synkroniseringen är begärd. Den syns i körhistoriken nedan när källan har börjat skicka uppgifter.",
+    )
+
+
+async def source_check(request: web.Request) -> web.StreamResponse:
+    tenant_id, source_id = request.match_info["tenant"], request.match_info["source"]
+    back = url(request, "sources", tenant=tenant_id)
+    service, principal = service_of(request), principal_of(request)
+    try:
+        source = await service.get_source(principal, tenant_id, source_id)
+        result = await service.check_source(principal, tenant_id, source_id)
+    except Problem as problem:
+        return refused(request, back, problem)
+    return see_other(
+        request, back, f"{source.display_name}: {check_text(result, source.kind.value)}", error=not result.ok
     )
 
 
