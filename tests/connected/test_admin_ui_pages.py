@@ -523,6 +523,13 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     response = await ui.post(f"{base}/sources/{SOURCE}/sync", {})
     status, html = await ui.get(f"{base}/sources")
     assert "En EGIL-källa skickar sina uppgifter själv" in html
+    # Each source's latest run is on its row: the seeded EGIL run complete, the others not run yet.
+    status, html = await ui.get(f"{base}/sources")
+    egil_row = html.split("EGIL-klienten</strong>", 1)[1].split("</tr>", 1)[0]
+    assert '<span class="tag ok">komplett</span>' in egil_row
+    assert " poster</span>" in egil_row
+    google_row = html.split("Google</strong>", 1)[1].split("</tr>", 1)[0]
+    assert "Ingen körning än" in google_row
     # "Test connection" with no connector of the kind running: the page says why, in Swedish.
     response = await ui.post(f"{base}/sources/ss12000-1/check", {})
     status, html = await ui.get(f"{base}/sources")

@@ -97,7 +97,12 @@ async def sources(request: web.Request) -> web.StreamResponse:
     principal, service = principal_of(request), service_of(request)
     listed = await service.list_sources(principal, frame["tenant_id"])
     runs = await service.runs(principal, frame["tenant_id"])
-    return render(request, "sources.html", **frame, sources=listed, runs=runs, chart=runs_chart(runs))
+    latest: dict[str, Any] = {}
+    for run in runs:  # newest first: the first of each source is its latest
+        latest.setdefault(str(run.get("source_id")), run)
+    return render(
+        request, "sources.html", **frame, sources=listed, runs=runs, latest=latest, chart=runs_chart(runs)
+    )
 
 
 def _source_form_values(form: MultiDictProxy[Any], kind: models.SourceKind) -> dict[str, str]:
