@@ -15,7 +15,9 @@
      process as the vendor would; only the compulsory schools (GR), students and teachers;
    * ``demo-test``: a subscription left in test mode: nothing is delivered, the test report is shown.
 4. Onboarding through the admin API as an operator (the bootstrap token): the organiser, its two
-   sources, the three subscriptions, go-live for two of them (gate overridden, with a reason).
+   sources (the SS 12000 API's client secret sealed by the admin; the puller reads the source from the
+   source registry, no file), the three subscriptions, go-live for two of them (gate overridden, with a
+   reason).
 5. The first sync ("Synkronisera nu" for the SS 12000 source, a full push from the EGIL client), with
    progress, then a summary per vendor: persons and groups delivered, deletions, data-quality findings.
    What every vendor holds is checked against the normaliser's own rules computed here.
@@ -49,7 +51,7 @@ from typing import Any
 from uuid import UUID
 
 import aiohttp
-import yaml
+from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 from scenario import ROOT, Expectation, FeedConsumer, Stack, exactly, holding, metric, wait_for
 
@@ -286,7 +288,7 @@ class Demo:
         self.stack: Stack | None = None
         self.vendor_server: subprocess.Popen[bytes] | None = None
         self.subscriptions: dict[str, VendorSubscription] = {}
-        self.ss12000_url = ""
+        self.ss12000: FakeSs12000Api | None = None
 
     # -- helpers --
 
@@ -361,7 +363,7 @@ class Demo:
         )
         ss12000 = FakeSs12000Api(auth="oauth2", client_id="skolsynk-demo", client_secret=secrets.token_urlsafe(16))
         await ss12000.start()
-        self.ss12000_url = ss12000.base_url
+        self.ss12000 = ss12000
         ss12000.load_records(part_a, modified=datetime.now(UTC) - timedelta(hours=1))
         units_a = sum(1 for r in part_a if r.kind is EntityKind.SCHOOL_UNIT)
         units_b = sum(1 for r in part_b if r.kind is EntityKind.SCHOOL_UNIT)
@@ -384,31 +386,14 @@ class Demo:
         write_vendor_catalogue(catalogue, SCIM, scim_base_url=vendor_url, api_key_env="DEMO_SCIM_KEY")
         write_vendor_catalogue(catalogue, QUEUE)
         write_vendor_catalogue(catalogue, TEST, scim_base_url=vendor_url, api_key_env="DEMO_TEST_KEY")
-        sources_file = LOG_DIR / "ss12000-sources.yaml"
-        sources_file.write_text(
-            yaml.safe_dump(
-                [
-                    {
-                        "tenant_id": TENANT,
-                        "source_id": SS12000_SOURCE,
-                        "base_url": ss12000.base_url,
-                        "auth": {
-                            "kind": "oauth2",
-                            "token_url": ss12000.token_url,
-                            "client_id": ss12000.client_id,
-                            "client_secret_env": "DEMO_SS12000_CLIENT_SECRET",
-                        },
-                        "page_size": 500,
-                    }
-                ]
-            )
-        )
         operator_token = f"skt_demo{secrets.token_hex(4)}.{secrets.token_urlsafe(24)}"
         stack.env |= {
             "SKOLSYNK_VENDOR_CATALOGUE_DIR": str(catalogue),
             "DEMO_SCIM_KEY": keys[SCIM],
             "DEMO_TEST_KEY": keys[TEST],
-            "DEMO_SS12000_CLIENT_SECRET": ss12000.client_secret,
+            # The installation's key: the admin seals the sources' credentials with it, the connectors open them.
+            "SKOLSYNK_ADMIN_SECRETS_KEY": Fernet.generate_key().decode(),
+            "SKOLSYNK_SOURCES_POLL_SECONDS": "1",
         }
         screen.say("  [3/7] services, each its own process (python -m <service>) ...")
         launch = time.monotonic()
@@ -421,7 +406,6 @@ class Demo:
         stack.start_service(
             "ss12000-puller",
             "skolsynk_services.ss12000_puller",
-            SKOLSYNK_SS12000_SOURCES_FILE=str(sources_file),
             SKOLSYNK_SS12000_SCHEDULE="false",
             SKOLSYNK_SS12000_OVERLAP_SECONDS="2",
         )
@@ -478,6 +462,7 @@ class Demo:
     async def onboard(self, admin: Admin, organisation: SourceRecord, records: list[SourceRecord]) -> None:
         screen = self.screen
         screen.say("  [4/7] onboarding through the admin API (as an operator)")
+        assert self.ss12000 is not None
         await admin.call(
             "POST",
             "/tenants",
@@ -494,8 +479,16 @@ class Demo:
                 "source_id": SS12000_SOURCE,
                 "kind": "ss12000",
                 "display_name": "Elevregister (SS 12000 API)",
-                "settings": {"base_url": self.ss12000_url, "client_id": "skolsynk-demo"},
-                "secret_refs": {"client_secret": "env:DEMO_SS12000_CLIENT_SECRET"},
+                "settings": {
+                    "base_url": self.ss12000.base_url,
+                    "auth": {
+                        "kind": "oauth2",
+                        "token_url": self.ss12000.token_url,
+                        "client_id": self.ss12000.client_id,
+                    },
+                    "page_size": 500,
+                },
+                "secrets": {"client_secret": self.ss12000.client_secret},  # sealed by the admin
             },
         )
         await admin.call(
