@@ -516,6 +516,11 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert ui.service.sources.box.open(source["sealed"]) == {"service_account_key": SECRETS[0]}
     status, html = await ui.get(f"{base}/sources/google-1/edit")
     assert "lagrad" in html
+    # What to enter in Google Admin's domain-wide delegation: the key's client id (this key is no JSON, so the
+    # page says where to find it) and the exact scopes.
+    assert "Domänövergripande delegering" in html
+    assert "står under <code>client_id</code>" in html
+    assert "admin.directory.group.member.readonly</code>" in html
     # A sync is requested for a pulled source; an EGIL source pushes, and the page says so in Swedish.
     response = await ui.post(f"{base}/sources/ss12000-1/sync", {})
     status, html = await ui.get(f"{base}/sources")

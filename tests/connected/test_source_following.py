@@ -283,6 +283,16 @@ async def test_microsoft_and_google_sources_are_followed_too(
         status, created = await admin.call("POST", f"/tenants/{TENANT}/sources", body)
         assert status == 201, created
         assert (await admin.call("POST", f"/tenants/{TENANT}/sources/{body['source_id']}/sync", {}))[0] == 202
+    # What the organiser's Google admin pastes into domain-wide delegation: the key's client id, the scopes.
+    shown = (await admin.call("GET", f"/tenants/{TENANT}/sources/workspace"))[1]["delegation"]
+    assert shown["client_id"] == key["client_id"]
+    assert shown["scopes"] == [
+        "https://www.googleapis.com/auth/admin.directory.user.readonly",
+        "https://www.googleapis.com/auth/admin.directory.orgunit.readonly",
+        "https://www.googleapis.com/auth/admin.directory.group.readonly",
+        "https://www.googleapis.com/auth/admin.directory.group.member.readonly",
+    ]
+    assert (await admin.call("GET", f"/tenants/{TENANT}/sources/m365"))[1]["delegation"] is None
     await wait_for(lambda: len(testbed.collected.runs()) == 2, what="a run of each source", timeout=60)
     for run in testbed.collected.runs():
         await wait_for(lambda run=run: testbed.collected.complete(run), what="both runs to complete", timeout=60)

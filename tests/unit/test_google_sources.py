@@ -172,7 +172,7 @@ def test_defaults() -> None:
         ),
         (
             minimal(service_account={"key_env": "A", "key_file": "/k.json"}),
-            "sources[0].service_account: give exactly one of key_env or key_file",
+            "sources[0].service_account: give the service-account key once: stored (secrets), key_env or key_file",
         ),
         (
             minimal(service_account={"key_env": "NOT A NAME"}),

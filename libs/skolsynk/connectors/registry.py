@@ -8,8 +8,9 @@ variable that is not set) is left out, logged without values, and reported to th
 (:meth:`~skolsynk.storage.sources.SourceStore.report_problem`) so the admin shows why; it is tried again at
 every poll. Every other source keeps running.
 
-The store offers no change stream here (the embedded wire server has none, and a replica set's would need
-a resume token kept per replica), so the poll is the mechanism: one indexed read per kind and interval.
+A versioned poll rather than a change stream: a stream needs a resume token kept per replica and a full
+read at start and after an invalidation anyway, and the sources with problems must be retried on a timer
+regardless; the poll is one indexed read of ``(_id, version)`` per kind and interval.
 """
 
 from __future__ import annotations

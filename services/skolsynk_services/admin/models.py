@@ -82,8 +82,18 @@ class SourceIn(Body):
     )
     secret_refs: dict[str, str] = Field(
         default_factory=dict,
-        description="Secrets held elsewhere: name -> reference (a Kubernetes secret key or environment variable).",
+        description="Secrets held elsewhere: name -> the environment variable of the connector that holds it "
+        "(e.g. filled from a Kubernetes secret).",
     )
+
+
+class GoogleDelegation(BaseModel):
+    """What the organiser's Google admin enters in Google Admin (Security > API controls > Domain-wide
+    delegation) for a Google source."""
+
+    client_id: str | None = Field(description="The service account's client id (from its key; None: no key yet).")
+    scopes: list[str] = Field(description="The OAuth scopes to grant, exactly these (read only).")
+    console_url: str = "https://admin.google.com/ac/owl/domainwidedelegation"
 
 
 class Source(BaseModel):
@@ -100,6 +110,7 @@ class Source(BaseModel):
         default=None, description="Why the connector cannot read this version of the source (None: it reads it)."
     )
     problem_at: datetime | None = None
+    delegation: GoogleDelegation | None = Field(default=None, description="Google sources: what to delegate.")
     created_at: datetime
     updated_at: datetime
 

@@ -21,19 +21,13 @@ from google.auth import jwt as google_jwt
 
 from skolsynk.connectors import http
 from skolsynk.connectors.http import AccessToken, SourceReadError, TokenCache, access_token, json_or_none
+from skolsynk.connectors.sources.google import DIRECTORY_SCOPES as DIRECTORY_SCOPES
+from skolsynk.connectors.sources.google import REPORTS_SCOPE as REPORTS_SCOPE
 from skolsynk.logging import get_logger
 
 log = get_logger(__name__)
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-SCOPE_PREFIX = "https://www.googleapis.com/auth/"
-DIRECTORY_SCOPES: tuple[str, ...] = (
-    SCOPE_PREFIX + "admin.directory.user.readonly",
-    SCOPE_PREFIX + "admin.directory.orgunit.readonly",
-    SCOPE_PREFIX + "admin.directory.group.readonly",
-    SCOPE_PREFIX + "admin.directory.group.member.readonly",
-)
-REPORTS_SCOPE = SCOPE_PREFIX + "admin.reports.audit.readonly"
 ASSERTION_LIFETIME_SECONDS = 3600
 #: A token is renewed this long before it expires (at most half its lifetime).
 TOKEN_RENEW_MARGIN_SECONDS = 300.0

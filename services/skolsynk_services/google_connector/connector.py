@@ -18,14 +18,13 @@ from skolsynk.connectors.sources.google import (
     GOOGLE_TOKEN_URL,
     ConfigurationError,
     SourceConfig,
+    delegation_scopes,
     service_account_key,
 )
 from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk_services.google_connector.auth import (
-    DIRECTORY_SCOPES,
-    REPORTS_SCOPE,
     DelegatedCredentials,
     GoogleReadError,
 )
@@ -78,7 +77,7 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
         # The key is read and checked now, so a missing or broken one is known before the first run.
         key = service_account_key(source, self.environ)
         token_url = source.token_url or str(key.get("token_uri") or GOOGLE_TOKEN_URL)
-        scopes = DIRECTORY_SCOPES + ((REPORTS_SCOPE,) if source.reports.enabled else ())
+        scopes = delegation_scopes(reports=source.reports.enabled)
         try:
             credentials = DelegatedCredentials(key, subject=source.delegated_admin, scopes=scopes, token_url=token_url)
         except GoogleReadError:

@@ -111,7 +111,7 @@ class GraphClient(JsonApiClient):
         self._on_throttled = on_throttled
         self.base_url = source.graph_base_url.rstrip("/")
         self._origin = URL(self.base_url).origin()
-        # Resolve the secret now, so a missing variable fails at start-up and not at the first run.
+        # Resolve the secret now, so a missing variable keeps the source from being served, not fail its first run.
         self._client_secret = source.client_secret_value(environ)
 
     @property

@@ -69,7 +69,7 @@ class Ss12000Client(JsonApiClient):
         super().__init__(request_timeout_seconds=request_timeout_seconds, retry=retry)
         self.source = source
         self._tokens = TokenCache(renew_margin_seconds=TOKEN_RENEW_MARGIN_SECONDS, clock=clock)
-        # Resolve secrets now, so a missing variable fails at start-up and not at the first run.
+        # Resolve secrets now, so a missing variable keeps the source from being served, not fail its first run.
         auth = source.auth
         self._client_secret = auth.client_secret_value(environ) if auth.kind == "oauth2" else None
         self._api_key = auth.api_key_value(environ) if auth.kind == "api_key" else None

@@ -34,6 +34,16 @@ from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, DutyRole, GroupType, Schoo
 EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 GOOGLE_API_BASE_URL = "https://admin.googleapis.com"
+SCOPE_PREFIX = "https://www.googleapis.com/auth/"
+#: What the service account is granted in Google Admin's domain-wide delegation (read only).
+DIRECTORY_SCOPES: tuple[str, ...] = (
+    SCOPE_PREFIX + "admin.directory.user.readonly",
+    SCOPE_PREFIX + "admin.directory.orgunit.readonly",
+    SCOPE_PREFIX + "admin.directory.group.readonly",
+    SCOPE_PREFIX + "admin.directory.group.member.readonly",
+)
+#: Also granted when the source polls the Reports API (``reports.enabled``).
+REPORTS_SCOPE = SCOPE_PREFIX + "admin.reports.audit.readonly"
 #: Admin audit events that make the connector read the tenant again before the next scheduled run.
 DEFAULT_TRIGGER_EVENTS: tuple[str, ...] = (
     "CREATE_USER",
@@ -269,7 +279,7 @@ class ServiceAccountConfig(Model):
     @model_validator(mode="after")
     def _one(self) -> ServiceAccountConfig:
         if [self.key, self.key_env, self.key_file].count(None) != 2:
-            raise ValueError("give exactly one of key_env or key_file")
+            raise ValueError("give the service-account key once: stored (secrets), key_env or key_file")
         return self
 
 
@@ -340,6 +350,12 @@ def parse_sources(raw: object) -> list[SourceConfig]:
 
 def load_sources(path: Path) -> list[SourceConfig]:
     return parse_sources(load_yaml(path, noun="sources file", not_yaml="is not YAML"))
+
+
+def delegation_scopes(*, reports: bool) -> tuple[str, ...]:
+    """The OAuth scopes a source's service account needs in domain-wide delegation (``reports``: the source
+    polls the Reports API)."""
+    return DIRECTORY_SCOPES + ((REPORTS_SCOPE,) if reports else ())
 
 
 def service_account_key(source: SourceConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

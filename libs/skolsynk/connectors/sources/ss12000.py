@@ -36,9 +36,9 @@ class AuthConfig(BaseModel):
         if self.kind == "oauth2" and not (self.token_url and self.client_id):
             raise ValueError("oauth2 needs token_url and client_id")
         if self.kind == "oauth2" and self.client_secret is None and self.client_secret_env is None:
-            raise ValueError("oauth2 needs a client secret (client_secret_env)")
+            raise ValueError("oauth2 needs a client secret (stored, or client_secret_env)")
         if self.kind == "api_key" and self.api_key is None and self.api_key_env is None:
-            raise ValueError("api_key needs an API key (api_key_env)")
+            raise ValueError("api_key needs an API key (stored, or api_key_env)")
         return self
 
     def client_secret_value(self, environ: Mapping[str, str] | None = None) -> str:

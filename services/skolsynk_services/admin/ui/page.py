@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from skolsynk.connectors.sources.google import delegation_scopes
 from skolsynk_services.admin.auth import Principal, TokenStore
 from skolsynk_services.admin.problems import Forbidden, Problem
 from skolsynk_services.admin.service import AdminService
@@ -95,6 +96,7 @@ def environment() -> jinja2.Environment:
         NAVIGATION=NAVIGATION,
         source_error_hint=source_error_hint,
         flat_settings=flat_settings,
+        GOOGLE_SCOPES=list(delegation_scopes(reports=False)),
     )
     return env
 

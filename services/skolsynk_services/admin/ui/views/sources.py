@@ -100,9 +100,7 @@ async def sources(request: web.Request) -> web.StreamResponse:
     latest: dict[str, Any] = {}
     for run in runs:  # newest first: the first of each source is its latest
         latest.setdefault(str(run.get("source_id")), run)
-    return render(
-        request, "sources.html", **frame, sources=listed, runs=runs, latest=latest, chart=runs_chart(runs)
-    )
+    return render(request, "sources.html", **frame, sources=listed, runs=runs, latest=latest, chart=runs_chart(runs))
 
 
 def _source_form_values(form: MultiDictProxy[Any], kind: models.SourceKind) -> dict[str, str]:
