@@ -6,18 +6,19 @@
    realistic data-quality defects) split between two sources by school unit:
    * an **SS 12000:2020 API** (``skolsynk_testkit.fakes.ss12000_api``, OAuth2, served from this process) read
      by the real ``ss12000_puller`` service;
-   * an **EGIL client** (a fake one: this process publishes its full and incremental runs on the
-     source exchange, as the EGIL receiver does for a real client).
-3. Every service as its own process: the normaliser, a dispatcher per vendor, gdpr, admin and the
-   SS 12000 puller. Three vendors:
+   * an **EGIL client** (scripted, ``tools/egil_push.py``: the requests the real EgilSCIM client sends,
+     one at a time over one TLS connection with its client certificate, POST/PUT/DELETE from its cache)
+     pushing to the real ``egil_receiver`` service.
+3. Every service as its own process: the normaliser, a dispatcher per vendor, gdpr, admin, the
+   SS 12000 puller and the EGIL receiver. Three vendors:
    * ``demo-scim``: EGIL SCIM push to a fake vendor server (``skolsynk_testkit.fakes.egil_vendor``);
    * ``demo-queue``: the vendor's own queue (``vendor-feed.demo-queue``), read by a consumer in this
      process as the vendor would; only the compulsory schools (GR), students and teachers;
    * ``demo-test``: a subscription left in test mode: nothing is delivered, the test report is shown.
 4. Onboarding through the admin API as an operator (the bootstrap token): the organiser, its two
-   sources (the SS 12000 API's client secret sealed by the admin; the puller reads the source from the
-   source registry, no file), the three subscriptions, go-live for two of them (gate overridden, with a
-   reason).
+   sources (the SS 12000 API's client secret sealed by the admin; the EGIL client's certificate
+   registered, and the lines of its configuration shown; the puller and the receiver follow the source
+   registry, no file), the three subscriptions, go-live for two of them (gate overridden, with a reason).
 5. The first sync ("Synkronisera nu" for the SS 12000 source, a full push from the EGIL client), with
    progress, then a summary per vendor: persons and groups delivered, deletions, data-quality findings.
    What every vendor holds is checked against the normaliser's own rules computed here.
@@ -41,20 +42,27 @@ import os
 import re
 import secrets
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import aiohttp
+import trustme
 from cryptography.fernet import Fernet
+from egil_push import EgilObject, ScriptedEgilClient, egil_objects
 from pymongo import AsyncMongoClient
 from scenario import ROOT, Expectation, FeedConsumer, Stack, exactly, holding, metric, wait_for
 
+from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import CATALOGUE, FindingCode
@@ -62,16 +70,15 @@ from skolsynk.domain.selection import ProjectedResource
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import Role, VendorSubscription
 from skolsynk.storage.erasures import ErasureLedger
+from skolsynk.tls import spki_sha256_pin
 from skolsynk_services.dispatcher.onboarding import feed_queue_name
-from skolsynk_testkit.devstack import DevStackError, publish_messages, write_vendor_catalogue
+from skolsynk_testkit.devstack import DevStackError, write_vendor_catalogue
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 from skolsynk_testkit.synthetic import (
     ChangeSet,
     SizeSpec,
     change_set,
-    full_run,
     generate,
-    incremental_run,
     split_school_units,
     today,
 )
@@ -203,6 +210,47 @@ def _cell(value: object) -> str:
 # --- the fakes ----------------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class EgilTls:
+    """A private CA: the EGIL receiver's server certificate (for 127.0.0.1) and the organiser's EGIL client's
+    certificate, as an organiser's PKI and skolsynk's operator would issue them."""
+
+    ca_file: Path
+    server_file: Path  # key and certificate chain
+    client_file: Path  # key and certificate chain
+    client_certificate: str  # PEM, what the organiser's IT admin uploads
+    server_pin: str
+
+    @classmethod
+    def make(cls, directory: Path) -> EgilTls:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1")
+        client = ca.issue_cert("egil-klient.demo-kommun.example")
+        tls = cls(
+            directory / "ca.pem",
+            directory / "egil-receiver.pem",
+            directory / "egil-client.pem",
+            client.cert_chain_pems[0].bytes().decode(),
+            spki_sha256_pin(server.cert_chain_pems[0].bytes()),
+        )
+        ca.cert_pem.write_to_path(str(tls.ca_file))
+        server.private_key_and_cert_chain_pem.write_to_path(str(tls.server_file))
+        client.private_key_and_cert_chain_pem.write_to_path(str(tls.client_file))
+        return tls
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.client_file))
+        return context
+
+
 def start_vendor_server(keys: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     """The fake EGIL SCIM vendor server (``python -m skolsynk_testkit.fakes.egil_vendor``), one API key per tenant."""
     log_path = LOG_DIR / "fake-vendor.log"
@@ -289,8 +337,19 @@ class Demo:
         self.vendor_server: subprocess.Popen[bytes] | None = None
         self.subscriptions: dict[str, VendorSubscription] = {}
         self.ss12000: FakeSs12000Api | None = None
+        self.egil_client: ScriptedEgilClient | None = None
+        self.egil_certificate = ""
 
     # -- helpers --
+
+    def egil_objects(self, records: list[SourceRecord]) -> dict[tuple[EgilResourceType, str], EgilObject]:
+        """What the organiser's EGIL client renders from its directory (these records): every object of
+        every school unit, as SS 12000 (2018) SCIM bodies with UUIDs."""
+        codes = frozenset(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
+        everything = VendorSubscription(
+            tenant_id=TENANT, vendor_id="egil-client", school_unit_codes=codes, test_mode=False
+        )
+        return egil_objects(Expectation(TENANT, {EGIL_SOURCE: records}, self.day).desired(everything).values())
 
     def acked(self, vendor: str) -> float:
         assert self.stack is not None
@@ -372,7 +431,8 @@ class Demo:
             f"{sum(1 for r in part_a if r.kind is EntityKind.PERSON):,} persons"
         )
         screen.say(
-            f"        an EGIL client (fake, publishes its runs like the EGIL receiver): {units_b} school units, "
+            f"        an EGIL client (scripted, sends what EgilSCIM sends, over HTTPS with a client certificate "
+            f"to the EGIL receiver): {units_b} school units, "
             f"{sum(1 for r in part_b if r.kind is EntityKind.PERSON):,} persons"
         )
         keys = {vendor: secrets.token_urlsafe(24) for vendor in (SCIM, TEST)}
@@ -386,6 +446,12 @@ class Demo:
         write_vendor_catalogue(catalogue, SCIM, scim_base_url=vendor_url, api_key_env="DEMO_SCIM_KEY")
         write_vendor_catalogue(catalogue, QUEUE)
         write_vendor_catalogue(catalogue, TEST, scim_base_url=vendor_url, api_key_env="DEMO_TEST_KEY")
+        # The EGIL receiver serves TLS with client certificates; the organiser's EGIL client has one.
+        egil_tls = EgilTls.make(LOG_DIR / "pki")
+        egil_port = free_port()
+        egil_url = f"https://127.0.0.1:{egil_port}"
+        self.egil_client = ScriptedEgilClient(egil_url, egil_tls.client_context())
+        self.egil_certificate = egil_tls.client_certificate
         operator_token = f"skt_demo{secrets.token_hex(4)}.{secrets.token_urlsafe(24)}"
         stack.env |= {
             "SKOLSYNK_VENDOR_CATALOGUE_DIR": str(catalogue),
@@ -402,7 +468,22 @@ class Demo:
         for vendor in VENDORS:
             stack.start_service(f"dispatcher-{vendor}", "skolsynk_services.dispatcher", SKOLSYNK_VENDOR_ID=vendor)
         stack.start_service("gdpr", "skolsynk_services.gdpr")
-        stack.start_service("admin", "skolsynk_services.admin", SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token)
+        stack.start_service(
+            "admin",
+            "skolsynk_services.admin",
+            SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token,
+            SKOLSYNK_ADMIN_EGIL_URL=egil_url,
+            SKOLSYNK_ADMIN_EGIL_SERVER_PIN=egil_tls.server_pin,
+        )
+        stack.start_service(
+            "egil-receiver",
+            "skolsynk_services.egil_receiver",
+            SKOLSYNK_EGIL_HOST="127.0.0.1",
+            SKOLSYNK_EGIL_PORT=str(egil_port),
+            SKOLSYNK_EGIL_TLS_CERT_FILE=str(egil_tls.server_file),
+            SKOLSYNK_EGIL_TLS_KEY_FILE=str(egil_tls.server_file),
+            SKOLSYNK_EGIL_CLIENT_CA_FILE=str(egil_tls.ca_file),
+        )
         stack.start_service(
             "ss12000-puller",
             "skolsynk_services.ss12000_puller",
@@ -424,10 +505,21 @@ class Demo:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
                 admin = Admin(http, admin_url, operator_token)
                 await self.onboard(admin, organisation, records)
-                expectation = Expectation(TENANT, {SS12000_SOURCE: part_a, EGIL_SOURCE: part_b}, self.day)
+                objects_b = self.egil_objects(part_b)
+                records_b = [obj.record() for obj in objects_b.values()]
+                expectation = Expectation(TENANT, {SS12000_SOURCE: part_a, EGIL_SOURCE: records_b}, self.day)
                 expected = {v: expectation.desired(s) for v, s in self.subscriptions.items()}
                 await self.first_sync(
-                    admin, http, mongo, feed, (part_a, part_b), expectation, expected, vendor_url, keys[SCIM]
+                    admin,
+                    http,
+                    mongo,
+                    feed,
+                    (part_a, records_b),
+                    objects_b,
+                    expectation,
+                    expected,
+                    vendor_url,
+                    keys[SCIM],
                 )
                 before = expected
                 changed_a = change_set(part_a, seed=self.seed, on=self.day)
@@ -496,6 +588,14 @@ class Demo:
             f"/tenants/{TENANT}/sources",
             {"source_id": EGIL_SOURCE, "kind": "egil", "display_name": "Personalsystem (EGIL-klient)"},
         )
+        connection = await admin.call(
+            "POST", f"/tenants/{TENANT}/sources/{EGIL_SOURCE}/certificates", {"pem": self.egil_certificate}
+        )
+        screen.say("        the EGIL client's certificate registered (its public-key pin); its configuration:")
+        for line in connection["configuration"].splitlines():
+            if not line.startswith("#"):
+                screen.say(f"          {line}")
+        await wait_for(self.egil_client.is_let_in, timeout=30, what="the EGIL receiver to know the client")
         all_codes = sorted(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
         gr_codes = sorted(
             str(r.data["school_unit_code"])
@@ -530,6 +630,7 @@ class Demo:
         mongo: AsyncMongoClient[dict[str, Any]],
         feed: FeedConsumer,
         parts: tuple[list[SourceRecord], list[SourceRecord]],
+        objects_b: dict[tuple[EgilResourceType, str], EgilObject],
         expectation: Expectation,
         expected: dict[str, dict[UUID, ProjectedResource]],
         vendor_url: str,
@@ -539,10 +640,14 @@ class Demo:
         screen = self.screen
         part_a, part_b = parts
         records = part_a + [r for r in part_b if r.kind is not EntityKind.ORGANISATION]
-        screen.say("  [5/7] first sync: 'Synkronisera nu' for the SS 12000 source, a full push from the EGIL client")
+        screen.say("  [5/7] first sync: 'Synkronisera nu' for the SS 12000 source, the EGIL client's first run")
         await admin.call("POST", f"/tenants/{TENANT}/sources/{SS12000_SOURCE}/sync", {"mode": "full"})
-        egil = list(full_run(part_b, source_id=EGIL_SOURCE, source_kind="egil", page_size=500))
-        await publish_messages(self.stack.amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", egil, tenant_id=TENANT)
+        pushing = time.monotonic()
+        sent = await self.egil_client.run(objects_b)
+        screen.say(
+            f"        the EGIL client pushed {sent['POST']:,} objects over HTTPS with its client certificate "
+            f"in {time.monotonic() - pushing:.0f}s, one request at a time"
+        )
         took = await self.settle(
             mongo,
             expected,
@@ -695,15 +800,20 @@ class Demo:
         ss12000.apply_changes(changed_a.changed, changed_a.deleted)
         phase_start = datetime.now(UTC)
         await admin.call("POST", f"/tenants/{TENANT}/sources/{SS12000_SOURCE}/sync", {"mode": "incremental"})
-        egil = list(incremental_run(changed_b.changed, changed_b.deleted, source_id=EGIL_SOURCE, source_kind="egil"))
-        await publish_messages(self.stack.amqp_url, f"{NAMESPACE}.source", f"egil.{TENANT}", egil, tenant_id=TENANT)
+        objects_b = self.egil_objects(changed_b.records)
+        sent = await self.egil_client.run(objects_b)
+        screen.say(
+            f"        the EGIL client's next run: {sent['POST']} POST, {sent['PUT']} PUT, {sent['DELETE']} DELETE "
+            "(what changed since its cache)"
+        )
         request = await admin.call(
             "POST",
             f"/tenants/{TENANT}/erasure-requests",
             {"person_id": str(erased), "vendor_ids": None, "reference": "DEMO-2026-1"},
         )
         screen.say(f"        erasure request {request['request_id']} for person {erased} (admin API, all vendors)")
-        expectation = Expectation(TENANT, {SS12000_SOURCE: changed_a.records, EGIL_SOURCE: changed_b.records}, self.day)
+        records_b = [obj.record() for obj in objects_b.values()]
+        expectation = Expectation(TENANT, {SS12000_SOURCE: changed_a.records, EGIL_SOURCE: records_b}, self.day)
         after = {v: expectation.desired(s, excluded=[str(erased)]) for v, s in self.subscriptions.items()}
         plan: dict[str, dict[str, int]] = {}
         for vendor in VENDORS:
