@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from yarl import URL
 
 from skolsynk.cli import CliSettings, execute, import_sources, parser
 from skolsynk.connectors.config import ConfigurationError
@@ -495,3 +496,96 @@ async def test_test_connection_is_answered_by_the_connector_itself_before_and_af
     status, checked = await admin.call("POST", f"/tenants/{TENANT}/source-checks", ss12000_body(moved, secrets={}))
     assert (checked["ok"], checked["counts"]["persons"]) == (True, 1)
     assert testbed.collected.runs() == []  # a check is not a run: nothing reached the normaliser
+
+
+async def test_microsoft_365_is_connected_by_admin_consent_to_skolsynks_app(
+    settings: ServiceSettings, testbed: ConnectorTestbed
+) -> None:
+    graph = await testbed.start_fake(FakeGraphEducation())
+    graph.load_organiser(organiser(seed=5, school_units=1, students_per_unit=3, teachers_per_unit=1))
+    admin_app = build_admin(
+        AdminSettings.model_validate(
+            {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY,
+             "admin_microsoft_app_client_id": graph.client_id}
+        )
+    )  # fmt: skip
+    await testbed.start_app(admin_app)
+    token, _ = await TokenStore(admin_app.db).create(role=Role.OPERATOR, subject="ops", tenant_id=None, created_by="t")
+    base = f"http://127.0.0.1:{admin_app.web_ports[0]}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for 127.0.0.1
+        api = AdminApi(base + "/api/v1", http, token)
+        assert (await api.call("POST", "/tenants", {"tenant_id": TENANT, "display_name": "Kommun A"}))[0] == 201
+        # The link to Microsoft's admin consent, for skolsynk's app, back to the admin UI.
+        status, consent = await api.call(
+            "POST", f"/tenants/{TENANT}/microsoft-consents", {"source_id": "m365", "display_name": "Microsoft 365"}
+        )
+        assert status == 201, consent
+        link = URL(consent["consent_url"])
+        assert str(link.with_query(None)) == "https://login.microsoftonline.com/organizations/v2.0/adminconsent"
+        assert link.query["client_id"] == graph.client_id
+        assert link.query["redirect_uri"] == consent["redirect_uri"] == f"{base}/ui/consent/microsoft"
+        assert consent["permissions"] == ["EduRoster.Read.All", "EduAdministration.Read.All", "Member.Read.Hidden"]
+        state = link.query["state"]
+
+        # The organiser's admin consents at Microsoft, which sends the browser back (signed in to the admin).
+        login = await http.post(
+            f"{base}/ui/login", data={"token": token}, headers={"Origin": base}, allow_redirects=False
+        )
+        assert login.status == 303
+        # The form offers it first, with the permissions in Swedish; its button leads to Microsoft.
+        page = await (await http.get(f"{base}/ui/t/{TENANT}/sources/new", params={"kind": "microsoft"})).text()
+        assert "Godkänn i Microsoft Entra" in page
+        assert "<code>Member.Read.Hidden</code>: se vilka som är medlemmar i klasserna" in page
+        started = await http.post(
+            f"{base}/ui/t/{TENANT}/sources/consent",
+            data={"display_name": "Microsoft 365", "source_id": "m365"},
+            headers={"Origin": base},
+            allow_redirects=False,
+        )
+        assert started.status == 303
+        assert started.headers["Location"].startswith("https://login.microsoftonline.com/organizations/v2.0/")
+        back = f"{base}/ui/consent/microsoft"
+        refused = await http.get(back, params={"error": "access_denied", "state": state})
+        assert "Godkännandet gjordes inte i Microsoft" in await refused.text()
+        status, _ = await api.call("GET", f"/tenants/{TENANT}/sources/m365")
+        assert status == 404  # nothing saved without consent; the state is used up
+        _, consent = await api.call(
+            "POST", f"/tenants/{TENANT}/microsoft-consents", {"source_id": "m365", "display_name": "Microsoft 365"}
+        )
+        state = URL(consent["consent_url"]).query["state"]
+        done = await http.get(
+            back,
+            params={"tenant": graph.azure_tenant_id, "admin_consent": "True", "state": state},
+            allow_redirects=True,
+        )
+        assert "Microsoft 365 är godkänt för skolsynk och källan Microsoft 365 är sparad." in await done.text()
+        again = await http.get(
+            back,
+            params={"tenant": graph.azure_tenant_id, "admin_consent": "True", "state": state},
+            allow_redirects=True,
+        )
+        assert "har gått ut eller redan använts" in await again.text()
+
+        status, source = await api.call("GET", f"/tenants/{TENANT}/sources/m365")
+        assert source["settings"] == {"azure_tenant_id": graph.azure_tenant_id}
+        assert source["secrets_set"] == []  # no client id or secret of its own: skolsynk's app reads
+        # (The fake Graph stands in for Microsoft's hosts.)
+        hosts = {"authority": graph.authority, "graph_base_url": graph.graph_base_url}
+        body = {"source_id": "m365", "kind": "microsoft", "display_name": "Microsoft 365",
+                "settings": {**source["settings"], **hosts}}  # fmt: skip
+        assert (await api.call("PUT", f"/tenants/{TENANT}/sources/m365", body))[0] == 200
+
+        connector = build_graph(
+            follower_settings(GraphConnectorSettings, settings, "graph", graph_app_client_id=graph.client_id,
+                              graph_app_client_secret=graph.client_secret)
+        )  # fmt: skip
+        await testbed.start_app(connector)
+        status, checked = await api.call("POST", f"/tenants/{TENANT}/sources/m365/check")
+        assert checked["ok"], checked
+        assert (await api.call("POST", f"/tenants/{TENANT}/sources/m365/sync", {}))[0] == 202
+        await wait_for(lambda: len(testbed.collected.runs()) == 1, what="the run with skolsynk's app")
+        run = testbed.collected.runs()[0]
+        await wait_for(lambda: testbed.collected.complete(run), what="the run to complete")
+        completed = testbed.collected.completed(run)
+        assert completed is not None
+        assert completed.healthy, completed

@@ -93,7 +93,7 @@ def test_defaults() -> None:
         ({"school_types": ["XX"]}, "school_types.0: Input should be"),
         ({"delta_interval_seconds": 90000}, "delta_interval_seconds must not exceed full_interval_seconds"),
         ({"schools": []}, "schools: List should have at least 1 item"),
-        ({"client_secret": "oops"}, "give the client secret (client_secret_env) once"),
+        ({"client_secret": "oops"}, "give the client secret (stored, or client_secret_env) once"),
         ({"graph_base_url": "graph.microsoft.com"}, "graph_base_url: String should match pattern"),
     ],
 )

@@ -471,8 +471,11 @@ async def import_sources(
     for entry, settings, refs in prepared:
         if dry_run:
             current = await store.get(entry.tenant_id, entry.source_id)
-            same = current is not None and current.get("enabled", True)
-            same = same and (current.get("settings"), current.get("secret_refs")) == (settings, refs)
+            same = (
+                current is not None
+                and bool(current.get("enabled", True))
+                and (current.get("settings"), current.get("secret_refs")) == (settings, refs)
+            )
             outcome = "unchanged" if same else "updated" if current else "created"
         else:
             try:

@@ -5,7 +5,8 @@ other collection's.
 * ``admin_tenants``: organisers;
 * ``admin_tokens``: API tokens (SHA-256 of the secret);
 * ``admin_audit``: who changed what, when, from what to what;
-* ``subscription_lifecycle``: per subscription, test mode since, review, go-live, gate overrides.
+* ``subscription_lifecycle``: per subscription, test mode since, review, go-live, gate overrides;
+* ``admin_consents``: Microsoft admin consents in flight (the state sent, for which organiser and source).
 """
 
 from __future__ import annotations
@@ -14,3 +15,4 @@ ADMIN_TENANTS = "admin_tenants"
 ADMIN_TOKENS = "admin_tokens"
 ADMIN_AUDIT = "admin_audit"
 SUBSCRIPTION_LIFECYCLE = "subscription_lifecycle"
+ADMIN_CONSENTS = "admin_consents"

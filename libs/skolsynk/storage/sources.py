@@ -84,6 +84,7 @@ class SourceStore:
         secret_refs: dict[str, str],
         create: bool,
         enabled: bool = True,
+        drop_secrets: builtins.list[str] | tuple[str, ...] = (),
     ) -> Document | None:
         """Create (``create``) or replace a source; None when creating an existing one or replacing a
         missing one. Secrets given replace the stored ones by name; the others are kept. Every save
@@ -95,7 +96,7 @@ class SourceStore:
         if current is not None and current.get("sealed"):
             stored = self.box.open(current["sealed"])
         stored.update(secrets)
-        for name in secret_refs:
+        for name in (*secret_refs, *drop_secrets):
             stored.pop(name, None)
         doc = {
             "_id": self._id(tenant_id, source_id),

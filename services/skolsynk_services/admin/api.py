@@ -202,6 +202,17 @@ async def check_settings(request: web.Request, principal: Principal, body: model
     return await _service(request).check_source(principal, request.match_info["tenant"], body.source_id, body)
 
 
+@endpoint("POST", "/tenants/{tenant}/microsoft-consents",
+          "Connect Microsoft 365 with skolsynk's app: the admin-consent link (the source is saved on return)",
+          "sources", body=models.MicrosoftConsentIn, response=models.MicrosoftConsent, status=201)  # fmt: skip
+async def microsoft_consent(request: web.Request, principal: Principal, body: models.MicrosoftConsentIn) -> Any:
+    service = _service(request)
+    redirect_uri = service.consent_redirect_uri(str(request.url.origin()))
+    return await service.start_microsoft_consent(
+        principal, request.match_info["tenant"], body, redirect_uri=redirect_uri
+    )
+
+
 @endpoint("GET", "/tenants/{tenant}/sources/{source_id}/egil-client", "What the EGIL client's configuration needs",
           "sources", response=models.EgilConnection)  # fmt: skip
 async def egil_client(request: web.Request, principal: Principal, _: Any) -> Any:

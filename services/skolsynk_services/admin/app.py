@@ -44,6 +44,17 @@ class AdminSettings(ServiceSettings):
         pattern=r"^[A-Za-z0-9+/]{43}=$",
         description="SHA-256 pin (base64) of the EGIL receiver's public key, for the clients' pinnedpubkey.",
     )
+    admin_microsoft_app_client_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
+        description="skolsynk's multi-tenant Microsoft app (the graph-connector's SKOLSYNK_GRAPH_APP_CLIENT_ID): "
+        "organisers connect Microsoft 365 by admin consent to it.",
+    )
+    admin_public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The admin's address as browsers reach it (the consent redirect); default: the request's.",
+    )
     admin_check_timeout_seconds: float = Field(
         default=20.0, gt=0, le=120, description="How long 'test connection' waits for the connector's answer."
     )
@@ -78,6 +89,8 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         egil=EgilReceiver(url=settings.admin_egil_url, server_pin=settings.admin_egil_server_pin),
         replies=replies,
         check_timeout_seconds=settings.admin_check_timeout_seconds,
+        microsoft_app_client_id=settings.admin_microsoft_app_client_id,
+        public_url=settings.admin_public_url,
         clock=clock,
     )
     tokens = TokenStore(app.db)

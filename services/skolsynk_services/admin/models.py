@@ -146,6 +146,20 @@ class SourceCheck(BaseModel):
     elapsed_seconds: float
 
 
+class MicrosoftConsentIn(Body):
+    """A Microsoft 365 source read with skolsynk's multi-tenant app: the organiser's admin consents at
+    Microsoft, and the directory (tenant) id comes back with the consent."""
+
+    source_id: str = Field(pattern=ID)
+    display_name: str = Field(min_length=1, max_length=200)
+
+
+class MicrosoftConsent(BaseModel):
+    consent_url: str = Field(description="Open in the browser of a Global Administrator of the organiser's tenant.")
+    permissions: list[str] = Field(description="The Microsoft Graph application permissions the app asks for.")
+    redirect_uri: str
+
+
 class SyncIn(Body):
     mode: Literal["full", "incremental"] = "full"
 

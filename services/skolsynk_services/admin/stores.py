@@ -6,11 +6,12 @@ Everything else the admin shows it reads through the owners' repositories in ``s
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from skolsynk.storage import Database, Document, IndexSpec
-from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
+from skolsynk.storage.admin import ADMIN_AUDIT, ADMIN_CONSENTS, ADMIN_TENANTS, SUBSCRIPTION_LIFECYCLE
 from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
 
 TENANTS = ADMIN_TENANTS
@@ -20,7 +21,11 @@ LIFECYCLE = SUBSCRIPTION_LIFECYCLE
 INDEXES = [
     *SOURCE_INDEXES,
     IndexSpec(AUDIT, [("tenant_id", 1), ("at", -1)], name="by_tenant_time"),
+    IndexSpec(ADMIN_CONSENTS, [("created_at", 1)], name="expire", expire_after_seconds=3600),
 ]
+
+#: How long a consent started in the admin may take at Microsoft.
+CONSENT_SECONDS = 3600
 
 
 def utcnow() -> datetime:
@@ -130,3 +135,28 @@ class LifecycleStore:
             {"$set": {"live_at": at, "live_by": by, "override_reason": override}},
             upsert=True,
         )
+
+
+class ConsentStore:
+    """Microsoft admin consents in flight: the random ``state`` sent along binds Microsoft's redirect back to
+    the organiser and source it was started for (and is used once)."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[ADMIN_CONSENTS]
+
+    async def start(self, tenant_id: str, source_id: str, display_name: str, *, actor: str) -> str:
+        state = secrets.token_urlsafe(24)
+        await self.collection.insert_one(
+            {"_id": state, "tenant_id": tenant_id, "source_id": source_id, "display_name": display_name,
+             "actor": actor, "created_at": utcnow()}
+        )  # fmt: skip
+        return state
+
+    async def take(self, state: str) -> Document | None:
+        """The consent started with ``state``, once (None: unknown, used or older than an hour)."""
+        doc = await self.collection.find_one_and_delete({"_id": state})
+        if doc is None:
+            return None
+        created = doc["created_at"]
+        created = created if created.tzinfo is not None else created.replace(tzinfo=UTC)
+        return doc if (utcnow() - created).total_seconds() <= CONSENT_SECONDS else None

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from skolsynk.connectors.config import ConnectorSettings, RetrySettings
 from skolsynk.connectors.service import connector_app, follow_registry, mount, run_connector
 from skolsynk.connectors.sources import MICROSOFT
 from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.service import ServiceApp
-from skolsynk_services.graph_connector.connector import GraphConnector
+from skolsynk_services.graph_connector.connector import GraphConnector, InstallationApp
 from skolsynk_services.graph_connector.metrics import GraphMetrics
 from skolsynk_services.graph_connector.runs import INDEXES, SOURCE_KIND, SyncStateStore
 
@@ -20,6 +20,13 @@ SERVICE = "graph-connector"
 
 
 class GraphConnectorSettings(ConnectorSettings):
+    graph_app_client_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
+        description="skolsynk's multi-tenant app registration: what sources without a client id of their own "
+        "read with (the organiser's admin consented to it).",
+    )
+    graph_app_client_secret: SecretStr | None = Field(default=None, description="That app's client secret.")
     graph_schedule: bool = Field(default=True, description="Run delta and full reconciliation runs on their intervals.")
     graph_request_timeout_seconds: float = Field(default=30.0, gt=0, description="One HTTP request's budget.")
     graph_retry: RetrySettings = Field(
@@ -50,6 +57,7 @@ def build(
         state=SyncStateStore(app.db),
         metrics=GraphMetrics(app.metrics.registry),
         scheduling=settings.graph_schedule,
+        app=InstallationApp.of(settings.graph_app_client_id, settings.graph_app_client_secret),
         environ=environ,
         request_timeout_seconds=settings.graph_request_timeout_seconds,
         retry=settings.graph_retry.policy(),

@@ -5,8 +5,12 @@ on-demand runs (``SyncRequested``); the plumbing is :class:`skolsynk.connectors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import SecretStr
+
+from skolsynk.connectors.config import ConfigurationError
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
 from skolsynk.connectors.sources.microsoft import SourceConfig
 from skolsynk.contracts import SyncRequested
@@ -17,6 +21,23 @@ from skolsynk_services.graph_connector.metrics import GraphMetrics
 from skolsynk_services.graph_connector.runs import Mode, RunReport, SyncStateStore, run_once, utcnow
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class InstallationApp:
+    """skolsynk's multi-tenant app registration: the sources without a client id of their own read with it,
+    in each organiser's tenant, once the organiser's admin has consented."""
+
+    client_id: str
+    client_secret: SecretStr
+
+    @classmethod
+    def of(cls, client_id: str | None, client_secret: SecretStr | None) -> InstallationApp | None:
+        if client_id is None:
+            return None
+        if client_secret is None or not client_secret.get_secret_value():
+            raise ConfigurationError("SKOLSYNK_GRAPH_APP_CLIENT_ID needs SKOLSYNK_GRAPH_APP_CLIENT_SECRET")
+        return cls(client_id, client_secret)
 
 
 class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]):
@@ -38,12 +59,14 @@ class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]
         state: SyncStateStore,
         metrics: GraphMetrics | None = None,
         scheduling: bool = False,
+        app: InstallationApp | None = None,
         environ: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.metrics = metrics
+        self.app = app
         self.environ = environ
         self.request_timeout_seconds = request_timeout_seconds
         self.retry = retry
@@ -52,6 +75,16 @@ class GraphConnector(SourceConnector[SourceConfig, GraphClient, Mode, RunReport]
         )
 
     def _client(self, source: SourceConfig) -> GraphClient:
+        if source.uses_installation_app:
+            if self.app is None:
+                raise ConfigurationError(
+                    "the source has no client id of its own and this installation has no multi-tenant app "
+                    "(SKOLSYNK_GRAPH_APP_CLIENT_ID)"
+                )
+            # The client reads with the installation's app in the organiser's tenant; the source stays as saved.
+            source = source.model_copy(
+                update={"client_id": self.app.client_id, "client_secret": self.app.client_secret}
+            )
         return GraphClient(
             source,
             environ=self.environ,

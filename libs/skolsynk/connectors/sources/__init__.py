@@ -255,7 +255,8 @@ MICROSOFT = SourceKind(
             "client_secret",
             ("client_secret",),
             ("client_secret_env",),
-            description="Appregistreringens klienthemlighet",
+            lambda settings: settings.get("client_id") is not None,
+            "Appregistreringens klienthemlighet (bara med en egen appregistrering)",
         ),
     ),
 )

@@ -47,7 +47,11 @@ class SourceConfig(BaseModel):
     tenant_id: str = Field(pattern=TENANT_ID, description="skolsynk's organiser (tenant) id.")
     source_id: str = Field(default="microsoft", pattern=SOURCE_ID, description="This source within the organiser.")
     azure_tenant_id: str = Field(description="The Entra ID directory: a GUID or a verified domain.")
-    client_id: str = Field(description="The app registration's application (client) id, a GUID.")
+    client_id: str | None = Field(
+        default=None,
+        description="The organiser's own app registration (a GUID); none: skolsynk's multi-tenant app, which "
+        "the organiser's admin consented to (the connector's SKOLSYNK_GRAPH_APP_CLIENT_ID and secret).",
+    )
     client_secret: SecretStr | None = Field(default=None, description="The client secret (from the registry).")
     client_secret_env: str | None = Field(
         default=None, pattern=ENV_NAME, description="Or the environment variable holding it."
@@ -94,8 +98,8 @@ class SourceConfig(BaseModel):
 
     @field_validator("client_id")
     @classmethod
-    def _client_id(cls, value: str) -> str:
-        if not GUID.match(value):
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not GUID.match(value):
             raise ValueError("must be the app registration's application (client) id, a GUID")
         return value
 
@@ -128,9 +132,17 @@ class SourceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _secret(self) -> SourceConfig:
-        if (self.client_secret is None) == (self.client_secret_env is None):
-            raise ValueError("give the client secret (client_secret_env) once")
+        given = (self.client_secret is not None) + (self.client_secret_env is not None)
+        if self.client_id is not None and given != 1:
+            raise ValueError("give the client secret (stored, or client_secret_env) once")
+        if self.client_id is None and given:
+            raise ValueError("a client secret belongs to the source's own client_id")
         return self
+
+    @property
+    def uses_installation_app(self) -> bool:
+        """The source reads with skolsynk's multi-tenant app (admin consent), not an app of its own."""
+        return self.client_id is None
 
     def client_secret_value(self, environ: Mapping[str, str] | None = None) -> str:
         return secret_value(self.client_secret, self.client_secret_env, environ)

@@ -24,7 +24,7 @@ from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.admin.auth import Principal, TokenStore
 from skolsynk_services.admin.problems import NotFound, Unavailable
-from skolsynk_services.admin.stores import AuditLog, LifecycleStore, TenantStore
+from skolsynk_services.admin.stores import AuditLog, ConsentStore, LifecycleStore, TenantStore
 
 PRODUCER = "admin"
 
@@ -64,8 +64,14 @@ class AdminCore:
         egil: EgilReceiver | None = None,
         replies: ReplyInbox | None = None,
         check_timeout_seconds: float = 20.0,
+        microsoft_app_client_id: str | None = None,
+        public_url: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        #: The admin's address as browsers reach it (None: the request's own).
+        self.public_url = public_url.rstrip("/") if public_url else None
+        #: skolsynk's multi-tenant Microsoft app (admin consent); None: organisers bring their own.
+        self.microsoft_app_client_id = microsoft_app_client_id
         self.egil = egil or EgilReceiver()
         #: Where the answers to source checks arrive (None: checks are unavailable).
         self.replies = replies
@@ -79,6 +85,7 @@ class AdminCore:
         self.tenants = TenantStore(db)
         self.tokens = TokenStore(db)
         self.sources = SourceStore(db, secrets)
+        self.consents = ConsentStore(db)
         self.audit_log = AuditLog(db)
         self.lifecycle = LifecycleStore(db)
         self.subscriptions = SubscriptionStore(db)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk.connectors.sources.google import delegation_scopes
@@ -20,6 +22,14 @@ from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Conflict, Invalid, NotFound, Unavailable
 from skolsynk_services.admin.service.core import PRODUCER, AdminCore, utcnow
+
+#: Microsoft's admin-consent endpoint (v2: the permissions come from the app registration, ``.default``).
+MICROSOFT_CONSENT_URL = "https://login.microsoftonline.com/organizations/v2.0/adminconsent"
+#: The Microsoft Graph application permissions skolsynk's app asks for (docs/graph-connector.md).
+MICROSOFT_PERMISSIONS = ("EduRoster.Read.All", "EduAdministration.Read.All", "Member.Read.Hidden")
+#: The admin UI's page Microsoft redirects to after a consent.
+CONSENT_PATH = "/ui/consent/microsoft"
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 PULLED_KINDS = frozenset({models.SourceKind.GOOGLE, models.SourceKind.MICROSOFT, models.SourceKind.SS12000})
 
@@ -216,6 +226,70 @@ class SourceAdmin(AdminCore):
             raise Unavailable("this admin cannot wait for answers")
         await self.replies.start()
         return self.replies.queue_name
+
+    # -- Microsoft 365 through skolsynk's multi-tenant app: admin consent --------------------------
+
+    def consent_redirect_uri(self, request_origin: str) -> str:
+        """Where Microsoft sends the organiser's admin back (registered as a redirect URI of the app)."""
+        return f"{self.public_url or request_origin.rstrip('/')}{CONSENT_PATH}"
+
+    async def start_microsoft_consent(
+        self, principal: Principal, tenant_id: str, body: models.MicrosoftConsentIn, *, redirect_uri: str
+    ) -> models.MicrosoftConsent:
+        """The admin-consent link for a Microsoft source read with skolsynk's app; the source is saved when
+        Microsoft sends the organiser's admin back (:meth:`finish_microsoft_consent`)."""
+        await self._tenant(principal, tenant_id)
+        if self.microsoft_app_client_id is None:
+            raise Unavailable(
+                "this installation has no multi-tenant Microsoft app (SKOLSYNK_ADMIN_MICROSOFT_APP_CLIENT_ID): "
+                "connect the source with an app registration of the organiser's own"
+            )
+        current = await self.sources.get(tenant_id, body.source_id)
+        if current is not None and current["kind"] != models.SourceKind.MICROSOFT.value:
+            raise Conflict(f"the source {body.source_id!r} is of another kind ({current['kind']})")
+        state = await self.consents.start(tenant_id, body.source_id, body.display_name, actor=principal.subject)
+        query = urlencode(
+            {"client_id": self.microsoft_app_client_id, "scope": "https://graph.microsoft.com/.default",
+             "redirect_uri": redirect_uri, "state": state}
+        )  # fmt: skip
+        return models.MicrosoftConsent(
+            consent_url=f"{MICROSOFT_CONSENT_URL}?{query}",
+            permissions=list(MICROSOFT_PERMISSIONS),
+            redirect_uri=redirect_uri,
+        )
+
+    async def finish_microsoft_consent(
+        self, principal: Principal, state: str, *, azure_tenant_id: str | None, consented: bool, error: str | None
+    ) -> tuple[str, models.Source]:
+        """Microsoft's redirect after the consent: the source saved with the organiser's directory id, read
+        with skolsynk's app (a client id and secret of its own are dropped); the organiser and the source."""
+        consent = await self.consents.take(state)
+        if consent is None:
+            raise Invalid("the consent link has expired or was used already: start it again")
+        tenant_id, source_id = consent["tenant_id"], consent["source_id"]
+        await self._tenant(principal, tenant_id)
+        if error is not None or not consented:
+            raise Conflict(f"consent was not given at Microsoft ({(error or 'no consent')[:60]})")
+        if azure_tenant_id is None or not GUID.match(azure_tenant_id):
+            raise Invalid("Microsoft did not send the directory (tenant) id back")
+        current = await self.sources.get(tenant_id, source_id)
+        settings = {k: v for k, v in ((current or {}).get("settings") or {}).items() if k != "client_id"}
+        settings["azure_tenant_id"] = azure_tenant_id
+        doc = await self.sources.save(
+            tenant_id,
+            source_id,
+            kind=models.SourceKind.MICROSOFT.value,
+            enabled=(current or {}).get("enabled", True),
+            display_name=(current or {}).get("display_name") or consent["display_name"],
+            settings=settings,
+            secrets={},
+            secret_refs={k: v for k, v in ((current or {}).get("secret_refs") or {}).items() if k != "client_secret"},
+            drop_secrets=["client_secret"],
+            create=current is None,
+        )
+        assert doc is not None
+        await self._audit(principal, tenant_id, "source.consent", source_id, after={"azure_tenant_id": azure_tenant_id})
+        return tenant_id, self._source(doc)
 
     # -- EGIL clients: API keys, certificates and what to put in the client's configuration -----------
 

@@ -45,6 +45,8 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route(tenant + "/", "overview", get=overview.overview)
     route(tenant + "/sources", "sources", get=sources.sources)
     route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)
+    route(tenant + "/sources/consent", "microsoft_consent", post=sources.microsoft_consent)
+    route("/consent/microsoft", "microsoft_consent_done", get=sources.microsoft_consent_done)
     route(tenant + "/sources/{source}/edit", "source_edit", get=sources.source_edit, post=sources.source_save)
     route(tenant + "/sources/{source}/sync", "source_sync", post=sources.source_sync)
     route(tenant + "/sources/{source}/check", "source_check", post=sources.source_check)

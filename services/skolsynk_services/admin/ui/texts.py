@@ -96,7 +96,11 @@ SOURCE_FORMS: dict[str, tuple[FormField, ...]] = {
             "Finns i Microsoft Entra ID under Översikt.",
             required=True,
         ),
-        FormField("client_id", "Klient-ID (Client ID)", "ID:t för appregistreringen.", required=True),
+        FormField(
+            "client_id",
+            "Klient-ID (Client ID)",
+            "ID:t för er egen appregistrering. Lämna tomt om ni godkänner skolsynks app (ovan) i stället.",
+        ),
     ),
     models.SourceKind.SS12000.value: (
         FormField(
@@ -127,7 +131,9 @@ SECRET_FIELDS = {
         "Klistra in hela innehållet i nyckelfilen (JSON) som du laddade ner från Google Cloud.",
     ),
     "client_secret": FormField(
-        "client_secret", "Klienthemlighet", "Själva värdet för klienthemligheten (inte dess ID)."
+        "client_secret",
+        "Klienthemlighet",
+        "Själva värdet för klienthemligheten (inte dess ID). Behövs inte med skolsynks app.",
     ),
     "api_key": FormField("api_key", "API-nyckel", "Om API:t använder API-nyckel i stället för OAuth2."),
     "webhook_secret": FormField(
@@ -156,6 +162,13 @@ def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[s
             lines.append((path, str(value)))
     return lines
 
+
+#: The Microsoft Graph application permissions skolsynk's app asks for, as the organiser's admin reads them.
+MICROSOFT_PERMISSION_TEXTS = {
+    "EduRoster.Read.All": "läsa elever, lärare, klasser och skolor i School Data Sync",
+    "EduAdministration.Read.All": "läsa skolornas administrativa uppgifter (skolenhetskoder, årskurser)",
+    "Member.Read.Hidden": "se vilka som är medlemmar i klasserna (klassgrupper döljer sina medlemmar)",
+}
 
 FINDINGS = {
     FindingCode.RECORD_INVALID: (
@@ -263,6 +276,7 @@ AUDIT_ACTIONS = {
     "source.delete": "Tog bort en källa",
     "source.sync": "Begärde synkronisering",
     "source.check": "Testade anslutningen till en källa",
+    "source.consent": "Kopplade Microsoft 365 med administratörsgodkännande",
     "source.api_key": "Skapade en API-nyckel för en EGIL-klient",
     "source.api_key_revoked": "Återkallade en EGIL-klients API-nyckel",
     "source.certificate": "Registrerade ett klientcertifikat för en EGIL-klient",
@@ -309,6 +323,19 @@ PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^an organiser .* exists already"), "Det finns redan en huvudman med det id:t."),
     (re.compile(r"^a source .* exists already"), "Det finns redan en källa med det id:t."),
     (re.compile(r"^the source .* is of another kind"), "Det finns redan en källa av en annan typ med det id:t."),
+    (
+        re.compile(r"^consent was not given at Microsoft"),
+        "Godkännandet gjordes inte i Microsoft. Det måste göras av en global administratör (eller en "
+        "administratör för privilegierade roller) i er Microsoft Entra-katalog: be hen öppna länken och godkänna.",
+    ),
+    (
+        re.compile(r"^the consent link has expired"),
+        "Länken till godkännandet har gått ut eller redan använts. Starta godkännandet igen.",
+    ),
+    (
+        re.compile(r"^this installation has no multi-tenant Microsoft app"),
+        "Den här installationen har ingen gemensam Microsoft-app: koppla källan med en egen appregistrering.",
+    ),
     (
         re.compile(r"^only an EGIL source has"),
         "Bara en EGIL-källa har API-nyckel och klientcertifikat.",

@@ -17,7 +17,15 @@ from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Conflict, Invalid, Problem
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
-from skolsynk_services.admin.ui.texts import SECRET_FIELDS, SOURCE_FORMS, FormField, check_text, field_errors, swedish
+from skolsynk_services.admin.ui.texts import (
+    MICROSOFT_PERMISSION_TEXTS,
+    SECRET_FIELDS,
+    SOURCE_FORMS,
+    FormField,
+    check_text,
+    field_errors,
+    swedish,
+)
 
 
 def source_form_fields(kind: models.SourceKind) -> tuple[list[FormField], list[FormField]]:
@@ -189,6 +197,8 @@ def _render_source_form(
         check=check,
         check_ok=check_ok,
         typed_secrets=typed_secrets,
+        microsoft_app=service_of(request).microsoft_app_client_id is not None,
+        permissions=MICROSOFT_PERMISSION_TEXTS,
     )
 
 
@@ -413,3 +423,53 @@ async def egil_certificate_remove(request: web.Request) -> web.StreamResponse:
     except Problem as problem:
         return refused(request, back, problem)
     return see_other(request, back, "Certifikatet är borttaget. EGIL-klienten släpps inte längre in med det.")
+
+
+# --- Microsoft 365 through skolsynk's app: admin consent at Microsoft, then back here -----------------
+
+
+async def microsoft_consent(request: web.Request) -> web.StreamResponse:
+    """Off to Microsoft's admin-consent page (the source is saved when Microsoft sends the admin back)."""
+    tenant_id = request.match_info["tenant"]
+    form = await request.post()
+    back = url(request, "source_new", {"kind": "microsoft"}, tenant=tenant_id)
+    service = service_of(request)
+    try:
+        body = models.MicrosoftConsentIn.model_validate(
+            {
+                "source_id": str(form.get("source_id", "")).strip(),
+                "display_name": str(form.get("display_name", "")).strip(),
+            }
+        )
+        consent = await service.start_microsoft_consent(
+            principal_of(request), tenant_id, body, redirect_uri=service.consent_redirect_uri(str(request.url.origin()))
+        )
+    except ValidationError:
+        return see_other(request, back, "Fyll i namn och id (små bokstäver a-z, siffror och bindestreck).", error=True)
+    except Problem as problem:
+        return refused(request, back, problem)
+    raise web.HTTPSeeOther(consent.consent_url)
+
+
+async def microsoft_consent_done(request: web.Request) -> web.StreamResponse:
+    """Microsoft's redirect after the consent (``tenant``, ``admin_consent``, ``state``; or ``error``)."""
+    query = request.query
+    service, principal = service_of(request), principal_of(request)
+    try:
+        tenant_id, source = await service.finish_microsoft_consent(
+            principal,
+            query.get("state", ""),
+            azure_tenant_id=query.get("tenant"),
+            consented=query.get("admin_consent", "").lower() == "true",
+            error=query.get("error"),
+        )
+    except Problem as problem:
+        tenant = principal.tenant_id
+        back = url(request, "sources", tenant=tenant) if tenant else url(request, "home")
+        return refused(request, back, problem)
+    return see_other(
+        request,
+        url(request, "sources", tenant=tenant_id),
+        f"Microsoft 365 är godkänt för skolsynk och källan {source.display_name} är sparad. "
+        "Kopplingen börjar läsa källan inom en minut.",
+    )
