@@ -37,3 +37,12 @@ def test_failures_say_what_to_do() -> None:
     )
     assert "svarade inte i tid" in check_text(result(ok=False, error_code="no_answer"), "google")
     assert check_text(result(ok=False, error_code="weird"), "google") == "Anslutningen fungerar inte (felkod weird)."
+
+
+def test_a_google_check_previews_what_the_mapping_makes_of_the_first_users() -> None:
+    counts = {"school_units": 2, "persons": 10, "students": 6, "teachers": 2, "staff": 0, "without_role": 2,
+              "without_school_unit": 1}  # fmt: skip
+    text = check_text(result(counts=counts), "google")
+    assert text.endswith(
+        "Enligt mappningen: 6 elever, 2 lärare, 0 övrig personal; 2 utan roll och 1 utan skolenhet (de läses inte in)."
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,7 +105,13 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
                 complete = False
             except StopAsyncIteration:
                 complete = len(queries) == 1
-        return {"school_units": len(mapping.units), "persons": len(users)}, complete
+        counts = {"school_units": len(mapping.units), "persons": len(users)}
+        if not source.mapping.role_groups():  # a preview of the mapping (role groups would need the groups read)
+            roles = Counter((rule.role if rule else None) for rule in map(mapping.role_for, users))
+            counts |= {"students": roles["student"], "teachers": roles["teacher"], "staff": roles["staff"],
+                       "without_role": roles[None],
+                       "without_school_unit": sum(1 for user in users if mapping.unit_for(user) is None)}  # fmt: skip
+        return counts, complete
 
     def _loops(self, source: SourceConfig) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         """The schedule, and the Reports API watcher where the source has it enabled."""

@@ -240,7 +240,7 @@ class SourceAdmin(AdminCore):
         Microsoft sends the organiser's admin back (:meth:`finish_microsoft_consent`)."""
         await self._tenant(principal, tenant_id)
         if self.microsoft_app_client_id is None:
-            raise Unavailable(
+            raise Conflict(
                 "this installation has no multi-tenant Microsoft app (SKOLSYNK_ADMIN_MICROSOFT_APP_CLIENT_ID): "
                 "connect the source with an app registration of the organiser's own"
             )

@@ -650,7 +650,15 @@ def check_text(result: models.SourceCheck, source_kind: str) -> str:
             f"{number(persons)} {'person' if persons == 1 else 'personer'}"
         )
         scope = "" if result.complete else " på första sidan"
-        return f"Anslutningen fungerar: källan svarade med {found}{scope}."
+        text = f"Anslutningen fungerar: källan svarade med {found}{scope}."
+        if "students" in result.counts:  # a mapping's preview (Google)
+            c = result.counts
+            text += (
+                f" Enligt mappningen: {number(c['students'])} elever, {number(c['teachers'])} lärare, "
+                f"{number(c.get('staff', 0))} övrig personal; {number(c.get('without_role', 0))} utan roll och "
+                f"{number(c.get('without_school_unit', 0))} utan skolenhet (de läses inte in)."
+            )
+        return text
     code = result.error_code or ""
     if code == "no_answer":
         return "Kopplingen svarade inte i tid. Försök igen om en stund; fortsätter det, kontakta driften."
