@@ -33,6 +33,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import in_transaction
 from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.normaliser.app import NormaliserSettings, build
@@ -829,3 +830,30 @@ async def test_touched_entity_ids_name_what_a_run_changed_deleted_and_removed(ha
     assert (await entities.find_one({"_id": direct_id("a")}))["data"]["given_name"] == "Ändrad"
     assert await entities.count_documents({"_id": direct_id("c")}) == 1
     assert {direct_id("a"), direct_id("c")} <= outcome.touched_entity_ids
+
+
+async def test_a_run_still_coming_in_shows_how_far_it_has_come(harness: Harness):
+    """What the sources page shows of a run in progress: the pages and records in so far."""
+    h = harness
+    records = list(base_snapshot().values())
+    run_id = uuid.uuid4()
+    exchange = h.normaliser.topology.exchange("source")
+    for message in (
+        SourceRunStarted(
+            run_id=run_id, source_id=SOURCE, source_kind="egil", mode="full", started_at=datetime.now(UTC)
+        ),
+        SourceRecordPage(run_id=run_id, source_id=SOURCE, page=0, records=records[:3]),
+        SourceRecordPage(run_id=run_id, source_id=SOURCE, page=1, records=records[3:5]),
+    ):
+        await h.normaliser.publisher.publish(
+            message.to_envelope(tenant_id=TENANT, producer="test"), exchange=exchange, routing_key=f"egil.{TENANT}"
+        )
+    history = SyncHistory(h.normaliser.db)
+
+    async def both_pages_in() -> bool:
+        runs = await history.source_runs(TENANT)
+        return bool(runs) and runs[0]["progress"] == {"pages": 2, "records": 5}
+
+    await wait_for(both_pages_in, what="the run's progress")
+    [run] = await history.source_runs(TENANT)
+    assert (run["status"], run["complete"]) == ("running", None)

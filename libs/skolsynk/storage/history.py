@@ -32,6 +32,10 @@ def _seconds(start: Any, end: Any) -> float | None:
     return None
 
 
+#: Runs in progress among this many of the latest get their progress read.
+PROGRESS_OF_LATEST = 10
+
+
 class SyncHistory:
     def __init__(self, db: Database) -> None:
         self.runs = SourceRuns(db)
@@ -55,7 +59,7 @@ class SyncHistory:
 
     async def source_runs(self, tenant_id: str, *, source_id: str | None = None, limit: int = 50) -> list[Document]:
         """The tenant's latest runs, newest first, flattened for display."""
-        runs = []
+        runs: list[Document] = []
         for doc in await self.runs.recent(tenant_id, source_id=source_id, limit=limit):
             completion = doc.get("completion") or {}
             outcome = doc.get("outcome") or {}
@@ -76,6 +80,10 @@ class SyncHistory:
                     "complete": outcome.get("complete"),
                     "reasons": outcome.get("reasons", []),
                     "removed": outcome.get("removed"),
+                    # A run still coming in: how far it has come (the latest few only, to keep the page cheap).
+                    "progress": await self.runs.progress(str(doc["_id"]))
+                    if doc.get("status") == "running" and len(runs) < PROGRESS_OF_LATEST
+                    else None,
                 }
             )
         return runs

@@ -35,6 +35,18 @@ class SourceRuns:
             criteria["source_id"] = source_id
         return [doc async for doc in self.runs.find(criteria).sort("started_at", -1).limit(limit)]
 
+    async def progress(self, run_id: str) -> dict[str, int]:
+        """How far a run in progress has come: the pages in, and their records by kind (only the pages'
+        ``counts`` are read, never their records)."""
+        pages = 0
+        records: dict[str, int] = {}
+        cursor = self.pages.find({"run_id": run_id, "received": {"$ne": False}}, {"_id": 0, "counts": 1})
+        async for doc in cursor:
+            pages += 1
+            for kind, count in (doc.get("counts") or {}).items():
+                records[kind] = records.get(kind, 0) + int(count)
+        return {"pages": pages, "records": sum(records.values())}
+
     async def latest_per_source(self, tenant_id: str | None = None) -> list[Document]:
         """Every source's latest run (by start), of every tenant or of one: ``_id`` is ``{t: tenant,
         s: source}``, then ``kind``, ``mode``, ``status``, ``started_at``, ``finalised_at``, ``outcome``."""
