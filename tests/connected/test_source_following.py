@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -430,6 +431,14 @@ async def test_an_egil_client_is_registered_rotated_and_revoked_in_the_admin_wit
     [pin] = connection["client_pins"]
     assert pin == spki_sha256_pin(certificate)
     await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is not None, what="the pin to be known")
+    status, _ = await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/certificates?pin={quote(pin)}")
+    assert status == 204
+    await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is None, what="the removed pin to go")
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/certificates?pin={quote(pin)}"))[0] == 404
+    status, connection = await admin.call(
+        "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": certificate.decode()}
+    )
+    assert status == 201
     status, problem = await admin.call(
         "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": "-----BEGIN CERTIFICATE-----\nnope"}
     )

@@ -10,7 +10,6 @@ A screenshot of every step is saved under ``$SKOLSYNK_TEST_ARTEFACTS/admin-ui`` 
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.service import ServiceApp
@@ -36,14 +35,13 @@ from skolsynk_services.dispatcher.onboarding import feed_queue_name
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
+from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("SKOLSYNK_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTEFACTS = Path(os.environ.get("SKOLSYNK_TEST_ARTEFACTS") or REPO_ROOT / "tests" / "artefacts") / "admin-ui"
+ARTEFACTS = E2E_ARTEFACTS / "admin-ui"
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 
 TENANT = "demo-kommun"
@@ -130,23 +128,6 @@ async def stack(settings: ServiceSettings) -> AsyncIterator[Stack]:
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(feed_queue_name(settings.broker.namespace, VENDOR))
-
-
-@pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; or set SKOLSYNK_CHROMIUM)")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Screens:

@@ -8,7 +8,6 @@ Screenshots under ``$SKOLSYNK_TEST_ARTEFACTS/source-onboarding`` (default ``test
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -28,14 +27,13 @@ from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings
 from skolsynk_services.ss12000_puller.app import build as build_puller
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
+from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.helpers import delete_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("SKOLSYNK_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTEFACTS = Path(os.environ.get("SKOLSYNK_TEST_ARTEFACTS") or REPO_ROOT / "tests" / "artefacts") / "source-onboarding"
+ARTEFACTS = E2E_ARTEFACTS / "source-onboarding"
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 TENANT = "demo-kommun"
 SECRET = "the-api-client-secret"
@@ -94,23 +92,6 @@ async def stack(settings: ServiceSettings) -> AsyncIterator[Stack]:
             await app.close()
         await delete_topology(settings.broker.amqp_url.get_secret_value(), puller.topology)
         await api.stop()
-
-
-@pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; or set SKOLSYNK_CHROMIUM)")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def test_a_source_is_connected_tested_and_read_to_its_first_complete_run_in_the_browser(

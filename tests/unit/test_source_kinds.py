@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from skolsynk.connectors.sources import GOOGLE, MICROSOFT, SOURCE_KINDS, SS12000, SettingsProblem
@@ -139,3 +140,23 @@ def test_the_settings_schema_has_neither_ids_nor_secrets() -> None:
     assert "mapping" in google["required"]
     assert "key" not in google["$defs"]["ServiceAccountConfig"]["properties"]
     assert "client_secret" not in MICROSOFT.settings_schema()["properties"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"),
+    [
+        ("ss12000", "ss12000-sources.example.yaml"),
+        ("microsoft", "microsoft-sources.example.yaml"),
+        ("google", "google-sources.example.yaml"),
+        ("egil", "egil-clients.example.yaml"),
+    ],
+)
+def test_every_example_file_is_an_import_of_its_kind(kind: str, example: str) -> None:
+    """What `skolsynk sources import KIND FILE` reads: each example parses and becomes registry settings that
+    the admin's check accepts (with its references)."""
+    source_kind = SOURCE_KINDS[kind]
+    entries = source_kind.parse(yaml.safe_load((ROOT / "deploy" / example).read_text(encoding="utf-8")))
+    assert entries
+    for entry in entries:
+        settings, refs = source_kind.to_registry(entry)
+        assert source_kind.problems(settings, secret_names=set(), secret_refs=refs) == [], entry.key

@@ -243,6 +243,17 @@ async def add_certificate(request: web.Request, principal: Principal, body: mode
     return await _service(request).add_egil_certificate(principal, info["tenant"], info["source_id"], body.pem)
 
 
+@endpoint("DELETE", "/tenants/{tenant}/sources/{source_id}/certificates",
+          "Remove an EGIL client certificate by its public-key pin", "sources", status=204,
+          query=(QueryParam("pin", "The certificate's SHA-256 public-key pin (base64), as listed."),))  # fmt: skip
+async def remove_certificate(request: web.Request, principal: Principal, _: Any) -> None:
+    info = request.match_info
+    pin = request.query.get("pin")
+    if not pin:
+        raise Invalid("give the certificate's pin", errors=[{"field": "pin", "message": "required"}])
+    await _service(request).remove_egil_certificate(principal, info["tenant"], info["source_id"], pin)
+
+
 @endpoint("GET", "/tenants/{tenant}/runs", "Sync history of the sources (newest first)", "history",
           response=list[JsonObject], query=(QueryParam("source_id", "Only this source."),))  # fmt: skip
 async def runs(request: web.Request, principal: Principal, _: Any) -> Any:

@@ -44,6 +44,12 @@ class AdminSettings(ServiceSettings):
         pattern=r"^[A-Za-z0-9+/]{43}=$",
         description="SHA-256 pin (base64) of the EGIL receiver's public key, for the clients' pinnedpubkey.",
     )
+    admin_egil_api_key_header: str = Field(
+        default="X-API-Key",
+        min_length=1,
+        max_length=100,
+        description="The header EGIL clients send their API key in (the receiver's SKOLSYNK_EGIL_API_KEY_HEADER).",
+    )
     admin_microsoft_app_client_id: str | None = Field(
         default=None,
         pattern=r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
@@ -86,7 +92,11 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         load_catalogue(settings.vendor_catalogue_dir),
         secrets=SecretBox(key),
         promotion_hours=settings.admin_promotion_hours,
-        egil=EgilReceiver(url=settings.admin_egil_url, server_pin=settings.admin_egil_server_pin),
+        egil=EgilReceiver(
+            url=settings.admin_egil_url,
+            server_pin=settings.admin_egil_server_pin,
+            api_key_header=settings.admin_egil_api_key_header,
+        ),
         replies=replies,
         check_timeout_seconds=settings.admin_check_timeout_seconds,
         microsoft_app_client_id=settings.admin_microsoft_app_client_id,
