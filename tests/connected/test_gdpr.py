@@ -23,7 +23,7 @@ from bson import json_util
 from pymongo.errors import OperationFailure
 
 from skolsynk.contracts.envelope import MessageContract
-from skolsynk.contracts.gdpr import ErasureRequested, ErasureWithdrawn
+from skolsynk.contracts.gdpr import DeletionReceipt, DeletionRequested, ErasureRequested, ErasureWithdrawn
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.domain.ids import entity_id
@@ -118,8 +118,7 @@ class Stack:
                 tenant_id=TENANT,
                 vendor_id=vendor_id,
                 school_unit_codes=frozenset(school_unit_codes(self.records)),
-                test_mode=False,
-                **fields,
+                **{"test_mode": False, **fields},
             )
         )
 
@@ -551,3 +550,101 @@ async def test_the_operator_cli_requests_an_erasure_and_exports_the_evidence(
     arguments = ["evidence", "--tenant", TENANT, "--since", since, "--output", str(later)]
     assert await asyncio.to_thread(cli.main, arguments) == 0
     assert later.read_text(encoding="utf-8").splitlines() == [",".join(EVIDENCE_COLUMNS)]
+
+
+async def test_a_leaver_also_selected_by_a_test_mode_subscription_is_purged(stack: Stack):
+    """A test-mode subscription delivers nothing, so it never holds a purge back (issue 24)."""
+    await stack.subscribe(SCIM_VENDOR)
+    await stack.subscribe(QUEUE_VENDOR, test_mode=True)
+    await stack.sync(stack.records)
+    await stack.settled()
+    assert str(person_id(LEAVER)) in stack.vendor.resources(TENANT, "Users")
+    await stack.sync(without(stack.records, LEAVER))
+    await stack.settled()
+    [entry] = await stack.finished(LEAVER, 1)  # the live vendor's deletion only: test mode has no ledger entry
+    assert entry["vendor_id"] == SCIM_VENDOR
+
+    async def tombstone() -> bool:
+        return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person_id(LEAVER))) is not None
+
+    await wait_for(tombstone, timeout=20, what="the purge")
+    needles = [LEAVER_DATA["given_name"], LEAVER_DATA["family_name"], LEAVER_DATA["civic_no"], "ellinor.raderasson"]
+    assert await stack.scan(*needles) == {}
+
+
+async def publish_gdpr(stack: Stack, message: MessageContract) -> None:
+    await stack.publish(message, "gdpr", message.message_type)
+
+
+def deletion(person: uuid.UUID, vendor_entity: uuid.UUID) -> tuple[DeletionRequested, DeletionReceipt]:
+    at = datetime.now(UTC)
+    request = DeletionRequested(vendor_id=SCIM_VENDOR, person_id=person, vendor_entity_id=vendor_entity, version=3,
+                                reason="left_source", requested_at=at, removed_at=at)  # fmt: skip
+    receipt = DeletionReceipt(
+        vendor_id=SCIM_VENDOR,
+        entity_kind="person",
+        vendor_entity_id=vendor_entity,
+        version=3,
+        outcome="deleted",
+        delivered_at=at,
+        vendor_status=204,
+    )
+    return request, receipt
+
+
+async def test_a_receipt_before_its_request_still_ends_in_the_purge(stack: Stack):
+    """The receipt and the request travel separately; whichever comes last completes the purge."""
+    person = uuid.uuid4()
+    request, receipt = deletion(person, person)
+    await publish_gdpr(stack, receipt)
+
+    async def receipted() -> bool:
+        entry = await stack.gdpr.db["erasure_ledger"].find_one({"vendor_entity_id": str(person)})
+        return entry is not None and entry["status"] == "completed"
+
+    await wait_for(receipted, what="the early receipt")
+    assert await TombstoneStore(stack.gdpr.db).get(TENANT, str(person)) is None  # no person known yet
+    await publish_gdpr(stack, request)
+
+    async def tombstone() -> bool:
+        return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person)) is not None
+
+    await wait_for(tombstone, timeout=20, what="the purge at the request")
+
+
+async def test_the_sweep_purges_what_no_event_completed_and_reports_purges_overdue(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A person whose last receipt found them still held at a live vendor (e.g. a removal held by the
+    mass-deletion guard, later dropped) is purged by the sweep once nothing blocks it; while blocked past the
+    deadline they count in ``skolsynk_gdpr_purges_overdue``."""
+    stack = await start_stack(settings, tmp_path, monkeypatch, gdpr_deletion_deadline_hours=SECONDS)
+    try:
+        person = uuid.uuid4()
+        views = stack.normaliser.db["vendor_views"]
+        view = {"_id": f"{TENANT}:{SCIM_VENDOR}:{person}", "tenant_id": TENANT, "vendor_id": SCIM_VENDOR,
+                "entity_id": str(person), "source_entity_id": str(person), "kind": "person", "present": True,
+                "test_mode": False, "version": 2}  # fmt: skip
+        await views.insert_one(view)  # the person is still held at the live vendor
+        request, receipt = deletion(person, person)
+        await publish_gdpr(stack, request)
+        await publish_gdpr(stack, receipt)
+        metrics = stack.gdpr.metrics.registry
+
+        def overdue() -> bool:
+            return metrics.get_sample_value("skolsynk_gdpr_purges_overdue", {"tenant": TENANT}) == 1
+
+        await wait_for(overdue, timeout=20, what="the purge to be reported overdue")
+        assert await TombstoneStore(stack.gdpr.db).get(TENANT, str(person)) is None
+        await views.update_one({"_id": view["_id"]}, {"$set": {"present": False}})  # no event says so
+
+        async def tombstone() -> bool:
+            return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person)) is not None
+
+        await wait_for(tombstone, timeout=20, what="the sweep's purge")
+        await wait_for(
+            lambda: metrics.get_sample_value("skolsynk_gdpr_purges_overdue", {"tenant": TENANT}) is None,
+            what="the overdue purge to be cleared",
+        )
+    finally:
+        await stop_stack(stack)

@@ -39,6 +39,7 @@ INDEXES = [
     IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("status", 1)], name="by_vendor_status"),
     IndexSpec(LEDGER, [("tenant_id", 1), ("person_id", 1)], name="by_person"),
     IndexSpec(LEDGER, [("status", 1), ("requested_at", 1)], name="by_status_age"),
+    IndexSpec(LEDGER, [("purged", 1), ("finished_at", 1)], name="awaiting_purge"),
     IndexSpec(LEDGER, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
     IndexSpec(REQUESTS, [("tenant_id", 1), ("status", 1)], name="by_tenant_status"),
     IndexSpec(TOMBSTONES, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
@@ -186,6 +187,27 @@ class ErasureLedger:
     async def for_person(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> list[Document]:
         criteria = {"tenant_id": tenant_id, "person_id": person_id}
         return await self.collection.find(criteria, session=session).to_list(None)
+
+    async def mark_purged(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> None:
+        """The person's data is purged: their entries no longer wait for it."""
+        await self.collection.update_many(
+            {"tenant_id": tenant_id, "person_id": person_id}, {"$set": {"purged": True}}, session=session
+        )
+
+    async def awaiting_purge(self, *, limit: int = 500) -> list[tuple[str, str, datetime]]:
+        """``(tenant, person, last finished)`` of persons with a finished deletion whose data is not purged
+        yet, oldest first: what the sweep tries again (a purge blocked by another open deletion, by the
+        person still being in the source or at a vendor, or that no event completed)."""
+        criteria = {"purged": {"$ne": True}, "status": {"$in": ["completed", "superseded"]}, "person_id": {"$ne": None}}
+        persons: dict[tuple[str, str], datetime] = {}
+        cursor = self.collection.find(criteria, {"tenant_id": 1, "person_id": 1, "finished_at": 1})
+        async for doc in cursor.sort("finished_at", 1).limit(limit * 4):
+            key = (str(doc["tenant_id"]), str(doc["person_id"]))
+            finished = doc.get("finished_at")
+            if isinstance(finished, datetime):
+                finished = finished if finished.tzinfo else finished.replace(tzinfo=UTC)
+                persons[key] = max(persons.get(key, finished), finished)
+        return [(t, p, at) for (t, p), at in list(persons.items())[:limit]]
 
     async def mark_overdue(self, deadline: timedelta, *, now: datetime | None = None) -> int:
         """Pending entries requested longer ago than the deadline become overdue."""

@@ -26,13 +26,14 @@ class VendorViews:
     def __init__(self, db: Database) -> None:
         self.collection = db[VENDOR_VIEWS]
 
-    async def present_anywhere(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> bool:
-        """Whether any vendor view still holds the person as present (removals held by the mass-deletion
-        guard, for example)."""
-        # Equality on (tenant_id, source_entity_id) alone, served by ``by_person``, ``present`` checked
-        # here: with the extra predicate the Mongo wire server walked every vendor view (seconds per
-        # receipt at 20,000 persons).
+    async def present_at_a_live_vendor(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> bool:
+        """Whether a live subscription's view still holds the person as present (a removal held by the
+        mass-deletion guard, for example). A test-mode subscription's view never counts: nothing was
+        delivered, so nothing waits there for a deletion."""
+        # Equality on (tenant_id, source_entity_id) alone, served by ``by_person``, ``present`` and
+        # ``test_mode`` checked here: with extra predicates the Mongo wire server walked every vendor view
+        # (seconds per receipt at 20,000 persons).
         views = self.collection.find(
-            {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1}, session=session
+            {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1, "test_mode": 1}, session=session
         )
-        return any([doc.get("present") async for doc in views])
+        return any([bool(doc.get("present")) and not doc.get("test_mode") async for doc in views])

@@ -60,6 +60,8 @@ def build(settings: GdprSettings, *, clock: Callable[[], datetime] = utcnow) -> 
         ledger,
         app.publisher,
         metrics,
+        mongo=app.mongo,
+        purger=purger,
         vendor_exchange=app.topology.exchange("vendor"),
         deadline=timedelta(hours=settings.gdpr_deletion_deadline_hours),
         retry_after=timedelta(minutes=settings.gdpr_retry_interval_minutes),

@@ -1,7 +1,7 @@
 """Message handlers of the GDPR service (queue ``gdpr.events``, every message in a transaction with
 its inbox entry, so a redelivery has its effect once).
 
-* ``gdpr.deletion.requested``: open a ledger entry;
+* ``gdpr.deletion.requested``: open a ledger entry (and purge, when its receipt came first);
 * ``gdpr.deletion.receipt``: finish it; when the person has no open deletion left and is gone from
   the source and from every vendor, purge their personal data and leave a tombstone;
 * ``gdpr.erasure.requested`` / ``gdpr.erasure.withdrawn``: record or lift the suppression and ask
@@ -73,7 +73,13 @@ class GdprHandlers:
             session=context.session,
         )
         self.metrics.requested.labels(message.vendor_id, message.reason.value).inc()
-        log.info("deletion_requested", vendor_id=message.vendor_id, person_id=str(message.person_id))
+        # The receipt may have come first (they travel separately): then this request is the last event.
+        outcome = await self.purger.purge_if_done(tenant_id, str(message.person_id), session=context.session)
+        if outcome.purged:
+            context.after_commit(self.metrics.purged.inc)
+        log.info(
+            "deletion_requested", vendor_id=message.vendor_id, person_id=str(message.person_id), purge=outcome.reason
+        )
 
     async def deletion_receipt(self, tenant_id: str, message: DeletionReceipt, context: MessageContext) -> None:
         entry = await self.ledger.receipt(

@@ -38,6 +38,13 @@ class GdprMetrics:
             "skolsynk_gdpr_persons_purged", "Persons whose personal data was purged (tombstone left).",
             registry=registry,
         )  # fmt: skip
+        self.purges_overdue = Gauge(
+            "skolsynk_gdpr_purges_overdue",
+            "Persons whose last deletion receipt is older than the deletion deadline and whose personal data is "
+            "still not purged (blocked: still in the source or at a live vendor).",
+            ["tenant"],
+            registry=registry,
+        )
         self.erasure_requests = Counter(
             "skolsynk_gdpr_erasure_requests", "Erasure and objection requests received.", ["kind"], registry=registry
         )

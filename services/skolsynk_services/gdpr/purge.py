@@ -15,6 +15,12 @@ collection is reached through its owner's repository in ``skolsynk.storage`` (th
 
 What stays is pseudonymous: the vendor views' ids and hashes, the delivery and erasure ledgers, and a
 tombstone; the ledger entries and the tombstone expire by TTL after the retention period.
+
+When: the purge is decided by the erasure ledger (no live deletion of the person still open) and the
+person being gone from the source and from every live subscription's view; a test-mode subscription
+never blocks it (nothing was delivered there). It is tried on every event that can complete it (a
+deletion request, a receipt, whichever comes last) and by the sweep (:class:`PurgeSweep`), so no order
+of events leaves a person unpurged.
 """
 
 from __future__ import annotations
@@ -57,8 +63,8 @@ class PersonalDataPurger:
             return "deletions_pending"
         if await self.entities.exists(person_id, session=session):
             return "still_in_source"
-        if await self.views.present_anywhere(tenant_id, person_id, session=session):
-            return "still_at_a_vendor"  # e.g. removals held by the mass-deletion guard
+        if await self.views.present_at_a_live_vendor(tenant_id, person_id, session=session):
+            return "still_at_a_vendor"  # e.g. removals held by the mass-deletion guard (test mode never blocks)
         return None
 
     async def purge_if_done(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> PurgeOutcome:
@@ -78,6 +84,7 @@ class PersonalDataPurger:
             deletions=len(entries),
             session=session,
         )
+        await self.ledger.mark_purged(tenant_id, person_id, session=session)
         log.info("personal_data_purged", tenant_id=tenant_id, person_id=person_id, **counts)
         return PurgeOutcome(True, "purged", counts)
 

@@ -53,7 +53,7 @@ PROJECTION_INDEXES = [
     IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
-    # The GDPR service's purge: is the person still at any vendor (VendorViews.present_anywhere).
+    # The GDPR service's purge: is the person still at a live vendor (VendorViews.present_at_a_live_vendor).
     *vendor_views.INDEXES,
 ]
 
