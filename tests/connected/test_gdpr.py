@@ -284,6 +284,22 @@ async def test_a_leaver_is_deleted_everywhere_with_receipts_and_purged(stack: St
         return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person_id(LEAVER))) is not None
 
     await wait_for(tombstone, timeout=20, what="the purge")
+    # What stays of the person is ids, and those expire too: the vendors' delivery ledger rows of the
+    # deletion with the tombstone's retention, the vendor views a week later (a comeback is always newer).
+    db = stack.normaliser.db
+    soon, later = datetime.now(UTC) + timedelta(days=182), datetime.now(UTC) + timedelta(days=191)
+    leaver = str(person_id(LEAVER))
+    rows = (
+        await db["delivery_ledger"].find({"entity_id": {"$in": [e["vendor_entity_id"] for e in entries]}}).to_list(None)
+    )
+    assert len(rows) == 2
+    assert all(r["operation"] == "delete" and soon < r["expires_at"] < later for r in rows)
+    views = await db["vendor_views"].find({"source_entity_id": leaver}).to_list(None)
+    assert len(views) == 2
+    assert all(not v["present"] and rows[0]["expires_at"] < v["expires_at"] < later for v in views)
+    staying = await db["vendor_views"].find_one({"present": True, "kind": "person"})
+    assert staying is not None
+    assert staying["expires_at"] is None
     needles = [
         LEAVER_DATA["given_name"],
         LEAVER_DATA["family_name"],

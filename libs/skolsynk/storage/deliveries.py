@@ -25,6 +25,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from skolsynk.storage import Database, Document, IndexSpec, in_parts
+from skolsynk.storage.erasures import DEFAULT_RETENTION
 from skolsynk.storage.mongo import DUPLICATE_KEY
 
 LEDGER = "delivery_ledger"
@@ -39,7 +40,12 @@ INDEXES = [
     IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("kind", 1)], name="by_vendor"),
     IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("test", 1), ("kind", 1)], name="by_vendor_test"),
     IndexSpec(LEDGER, [("vendor_id", 1), ("status", 1), ("test", 1)], name="by_vendor_status"),
+    # The entry of a deleted entity expires with the tombstone's retention (ids outlive nothing).
+    IndexSpec(LEDGER, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
 ]
+
+#: How long the entry of a deleted entity is kept: the erasure ledger's and the tombstones' retention.
+DELETED_RETENTION = DEFAULT_RETENTION
 
 Status = Literal["delivered", "test", "test_rejected", "rejected"]
 
@@ -178,6 +184,8 @@ class DeliveryLedger:
             "school_unit_ids": list(record.school_unit_ids),
             "roles": list(record.roles),
             "reason": record.reason,
+            # A deletion's entry goes after the retention; an upsert (a comeback) keeps it again.
+            "expires_at": record.at + DELETED_RETENTION if record.operation == "delete" else None,
         }
 
     async def present_live(self, tenant_id: str, entity_ids: Iterable[str]) -> set[str]:

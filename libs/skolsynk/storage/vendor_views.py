@@ -9,6 +9,9 @@ only: no personal data.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from skolsynk.storage.erasures import DEFAULT_RETENTION
 from skolsynk.storage.mongo import Database, IndexSpec, Session
 
 VENDOR_VIEWS = "vendor_views"
@@ -16,8 +19,17 @@ VENDOR_VIEWS = "vendor_views"
 #: A person's views at every vendor (the GDPR purge: is the person still at any vendor).
 PERSON_VIEWS_INDEX = "by_person"
 
+#: How long the view of an entity the vendor no longer holds is kept: a week longer than the delivery
+#: ledger's entry of its deletion (``deliveries.DELETED_RETENTION``), so that an entity coming back is
+#: always sent with a version newer than the dispatcher has recorded.
+ABSENT_RETENTION = DEFAULT_RETENTION + timedelta(days=7)
+
 #: Ensured by the normaliser (the owner of the collection) with its own indexes.
-INDEXES = [IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX)]
+INDEXES = [
+    IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("source_entity_id", 1)], name=PERSON_VIEWS_INDEX),
+    # Views written absent carry ``expires_at`` (``ABSENT_RETENTION``); a present view has none.
+    IndexSpec(VENDOR_VIEWS, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
+]
 
 
 class VendorViews:

@@ -34,7 +34,7 @@ from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HOLDS
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.storage.vendor_views import VENDOR_VIEWS
+from skolsynk.storage.vendor_views import ABSENT_RETENTION, VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
 from skolsynk_services.normaliser.neighbourhood import Neighbourhood
 from skolsynk_services.normaliser.state import (
@@ -694,6 +694,8 @@ class Projector:
                     "present": change.operation == "upsert",
                     "test_mode": subscription.test_mode,
                     "updated_at": now(),
+                    # The view of an entity the vendor no longer holds expires (its ids outlive nothing).
+                    "expires_at": None if change.operation == "upsert" else now() + ABSENT_RETENTION,
                     "removal_pending_since": None,
                 }
                 if resource is not None:
