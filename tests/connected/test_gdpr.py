@@ -664,3 +664,98 @@ async def test_the_sweep_purges_what_no_event_completed_and_reports_purges_overd
         )
     finally:
         await stop_stack(stack)
+
+
+ERASED = "student-0-3"
+#: The erased person's personal data, unique in the organiser.
+ERASED_DATA = {
+    "given_name": "Edvin-Unik",
+    "family_name": "Utplanasson",
+    "eppn": ["edvin.utplanasson@demo.skolsynk.example"],
+    "emails": [{"value": "edvin.utplanasson@elev.demo.skolsynk.example", "type": "Skola elev"}],
+    "civic_no": "201402028899",
+}
+
+
+class _Template:
+    """The message properties ``publish_raw`` copies (none of interest here)."""
+
+    content_type = content_encoding = message_id = correlation_id = type = timestamp = app_id = None
+
+
+async def queued_bodies(stack: Stack) -> dict[str, list[bytes]]:
+    """Every message waiting in every queue of the stack (work queues, retry queues, dead letters, the
+    queue vendor's feed), read without taking it: queue -> bodies."""
+    names = {
+        name
+        for app in stack.apps
+        for spec in app.topology.queues
+        for name in (
+            spec.name,
+            spec.dead_letter_queue,
+            *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
+        )
+    }
+    names.add(feed_queue_name(stack.settings.broker.namespace, QUEUE_VENDOR))
+    found: dict[str, list[bytes]] = {}
+    connection = await aio_pika.connect(stack.settings.broker.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        for name in sorted(names):
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()  # a queue nobody declared: nothing waits there
+                continue
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                found.setdefault(name, []).append(message.body)
+        # Closing the connection hands every message back to its queue.
+    return found
+
+
+async def test_after_leavers_an_erasure_and_a_test_mode_subscription_no_personal_data_is_left_behind(stack: Stack):
+    """The privacy scan (issue 24): every collection and every queue, for the person who left and the person
+    whose erasure was requested. The leaver is purged: nothing of them anywhere. The erased person is still in
+    the source, so their record stays where the source's data lives (``entities``) and, until its TTL, in the
+    sent outbox entries (docs/gdpr.md); nothing of them waits in any queue, and nothing at the vendors."""
+    stack.records = [
+        SourceRecord(kind=r.kind, key=r.key, data={**r.data, **ERASED_DATA}) if r.key == ERASED else r
+        for r in stack.records
+    ]
+    await stack.subscribe(SCIM_VENDOR)
+    await stack.subscribe(QUEUE_VENDOR, test_mode=True)
+    await stack.sync(stack.records)
+    await stack.settled()
+    erasure = ErasureRequested(
+        request_id=uuid.uuid4(), person_id=person_id(ERASED), vendor_ids=None, requested_by="admin-1"
+    )
+    await stack.publish(erasure, "gdpr", ErasureRequested.message_type)
+    await stack.sync(without(stack.records, LEAVER))
+    await stack.settled()
+    await stack.finished(LEAVER, 1)
+    await stack.finished(ERASED, 1)
+
+    async def tombstone() -> bool:
+        return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person_id(LEAVER))) is not None
+
+    await wait_for(tombstone, timeout=20, what="the leaver's purge")
+    left = [LEAVER_DATA["given_name"], LEAVER_DATA["family_name"], LEAVER_DATA["civic_no"], "ellinor.raderasson"]
+    erased = [ERASED_DATA["given_name"], ERASED_DATA["family_name"], ERASED_DATA["civic_no"], "edvin.utplanasson"]
+    in_store = await stack.scan(*left, *erased)
+    assert set(in_store) <= {"entities", "outbox"}, in_store
+    assert not any(needle in hits for hits in in_store.values() for needle in left), in_store
+    assert "entities" in in_store  # the scan does find what is there: the erased person is still in the source
+    # The scan reads what waits in queues: a marker left in the GDPR service's dead letters is found there.
+    dead_letters = stack.gdpr.topology.queue(stack.gdpr.queue_name("gdpr", "events")).dead_letter_queue
+    await stack.gdpr.publisher.publish_raw(
+        b"marker-of-the-scan", exchange="", routing_key=dead_letters, headers={}, template=_Template()
+    )
+    queued = await queued_bodies(stack)
+    assert queued.pop(dead_letters) == [b"marker-of-the-scan"]
+    in_queues = {
+        name: [n for n in left + erased if any(n.encode() in body for body in bodies)]
+        for name, bodies in queued.items()
+    }
+    assert {name: hits for name, hits in in_queues.items() if hits} == {}
+    assert str(person_id(ERASED)) not in stack.vendor.resources(TENANT, "Users")
+    assert str(person_id(LEAVER)) not in stack.vendor.resources(TENANT, "Users")
