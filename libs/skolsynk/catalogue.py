@@ -67,6 +67,13 @@ class VendorCatalogueEntry(BaseModel):
     display_name: str = Field(min_length=1, max_length=100)
     delivery: DeliveryMode
     scim: ScimDelivery | None = None
+    feed_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 90,
+        description="Queue vendors: a message left unread in the feed this long expires (its personal data "
+        "leaves the broker); the vendor then needs a resend. Default: the deletion deadline.",
+    )
     profile: VendorProfile
 
     @model_validator(mode="before")

@@ -135,6 +135,7 @@ async def start_stack(
     queue_mode: bool = False,
     consuming: bool = True,
     records: list[SourceRecord] | None = None,
+    feed_retention_hours: float | None = None,
 ) -> Stack:
     """The normaliser, the vendor's dispatcher and (unless ``queue_mode``) a fake EGIL SCIM vendor.
     ``consuming=False``: the dispatcher starts without consuming (its queue fills; see :func:`consume`)."""
@@ -143,6 +144,10 @@ async def start_stack(
     try:
         if queue_mode:
             catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
+            if feed_retention_hours is not None:
+                entry = catalogue / f"{VENDOR}.yaml"
+                with entry.open("a", encoding="utf-8") as file:
+                    file.write(f"feed_retention_hours: {feed_retention_hours}\n")
         else:
             vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
             await vendor.start()
@@ -666,3 +671,38 @@ async def test_the_ledger_inserts_entries_believed_new_and_still_never_moves_bac
     entries = await ledger.get_many(believed_new)
     assert {key[1]: doc["version"] for key, doc in entries.items()} == {str(raced): 5, str(fresh): 1, str(older): 2}
     assert (await ledger.get(TENANT, raced) or {}).get("hash") == "hash-5"
+
+
+async def test_a_feed_nobody_reads_lets_its_messages_expire_after_the_vendors_retention(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Personal data does not wait in a vendor's feed without limit: every message carries the vendor's
+    ``feed_retention_hours`` as its TTL (issue 24); a vendor that reads nothing finds its feed empty after it."""
+    stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True, feed_retention_hours=10 / 3600)
+    queue = feed_queue_name(settings.broker.namespace, VENDOR)
+    url = settings.broker.amqp_url.get_secret_value()
+    try:
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        await stack.settled()
+        delivered = len(await stack.ledger.entries(TENANT))
+        assert delivered > 0  # every change went into the feed ("queued")
+
+        async def waiting() -> int:
+            connection = await aio_pika.connect(url)
+            async with connection:
+                channel = await connection.channel()
+                declared = await channel.declare_queue(queue, passive=True)
+                return int(declared.declaration_result.message_count or 0)
+
+        assert await waiting() > 0  # unread for now
+
+        async def expired() -> bool:
+            return await waiting() == 0
+
+        await wait_for(expired, timeout=45, what="the unread feed to expire")
+    finally:
+        await stop_stack(stack)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            await (await connection.channel()).queue_delete(queue)

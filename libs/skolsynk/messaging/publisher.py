@@ -90,7 +90,10 @@ class OutgoingMessage:
     headers: Mapping[str, Any] = field(default_factory=dict)
 
 
-def build_amqp_message(envelope: Envelope, headers: Mapping[str, Any] | None = None) -> aio_pika.Message:
+def build_amqp_message(
+    envelope: Envelope, headers: Mapping[str, Any] | None = None, *, expiration: float | None = None
+) -> aio_pika.Message:
+    """The AMQP message of ``envelope``; ``expiration`` (seconds) is its per-message TTL in the queue."""
     all_headers: dict[str, Any] = {HEADER_SCHEMA_VERSION: envelope.schema_version}
     if envelope.tenant_id:
         all_headers[HEADER_TENANT] = envelope.tenant_id
@@ -106,6 +109,7 @@ def build_amqp_message(envelope: Envelope, headers: Mapping[str, Any] | None = N
         timestamp=envelope.produced_at,
         app_id=envelope.producer,
         headers=all_headers,
+        expiration=expiration,
     )
 
 
@@ -142,9 +146,11 @@ class Publisher:
         exchange: str,
         routing_key: str,
         headers: Mapping[str, Any] | None = None,
+        expiration: float | None = None,
     ) -> None:
-        """Publish and wait for the confirm, retrying across reconnects."""
-        await self._publish(lambda: build_amqp_message(envelope, headers), exchange, routing_key)
+        """Publish and wait for the confirm, retrying across reconnects. ``expiration`` (seconds): the
+        message leaves its queue unread after this long (per-message TTL)."""
+        await self._publish(lambda: build_amqp_message(envelope, headers, expiration=expiration), exchange, routing_key)
 
     async def publish_raw(
         self,

@@ -346,7 +346,12 @@ class VendorDeliverer:
         assert self.publisher is not None
         assert self.feed_queue is not None
         try:
-            await self.publisher.publish(d.envelope, exchange="", routing_key=self.feed_queue)
+            await self.publisher.publish(
+                d.envelope,
+                exchange="",
+                routing_key=self.feed_queue,
+                expiration=self.vendor.feed_retention_hours * 3600,  # unread personal data does not stay
+            )
         except Exception as error:  # noqa: BLE001 - retried along the ladder
             d.error = error
             return
