@@ -79,7 +79,8 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
 
     def webhook_secret(self, source: SourceConfig) -> str | None:
         """The shared secret of the source's webhook (resolved with its client); None: no webhook."""
-        return self.clients[source.key].webhook_secret
+        client = self.clients.get(source.key)  # None: the source was retired a moment ago
+        return client.webhook_secret if client is not None else None
 
     # ------------------------------------------------------------------------------------------
     # runs
