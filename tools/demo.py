@@ -882,8 +882,7 @@ class Demo:
         self, mongo: AsyncMongoClient[dict[str, Any]], before: list[SourceRecord], after: list[SourceRecord]
     ) -> None:
         """Every leaver deleted at a live vendor is purged (a tombstone), and no civic number or login of any
-        leaver is left in any collection of the store but the sent outbox entries, which docs/gdpr.md allows
-        until their TTL."""
+        leaver is left in any collection of the store (docs/gdpr.md)."""
         assert self.stack is not None
         db = mongo[self.stack.database]
         deleted = {r["person_id"] for r in await ErasureLedger(db).evidence(TENANT) if r["reason"] == "left_source"}
@@ -906,15 +905,11 @@ class Demo:
             hits = sum(1 for needle in needles if needle in text)
             if hits:
                 found[name] = hits
-        # Sent outbox entries keep their messages until the outbox's TTL (24 h, docs/gdpr.md): the EGIL
-        # receiver's source pages among them are not pulled by the purge yet.
-        outbox = found.pop("outbox", 0)
         if found:
             raise DevStackError(f"personal data of persons who left is still in {found}")
         self.screen.say(
             f"        privacy: {len(deleted)} leavers purged (tombstones); none of the {len(needles)} civic numbers "
-            f"and logins of the persons who left is in any collection but the outbox ({outbox} of them in sent "
-            "EGIL source pages, until its 24 h TTL)"
+            "and logins of the persons who left is in any collection"
         )
 
 

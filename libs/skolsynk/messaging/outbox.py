@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import UpdateOne
+
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.logging import get_logger
 from skolsynk.messaging.publisher import OutgoingMessage, Publisher, UnroutableMessage
@@ -53,6 +55,10 @@ class OutboxEntry:
     exchange: str
     routing_key: str
     headers: Mapping[str, Any] = field(default_factory=dict)
+    #: Payload fields emptied once the message is sent (by whichever relay sends it): what no one needs
+    #: after the broker confirmed it and would otherwise stay until the outbox's TTL (the EGIL receiver's
+    #: source pages: whole records, personal data included).
+    forget_when_sent: tuple[str, ...] = ()
 
 
 class Outbox:
@@ -90,7 +96,12 @@ class Outbox:
         """One document holding several messages, in the order they are to be published."""
         return {
             "_id": f"{BUNDLE_PREFIX}{uuid.uuid4()}",
-            "messages": [_message(e.envelope, e.exchange, e.routing_key, e.headers) for e in entries],
+            "messages": [
+                {**_message(e.envelope, e.exchange, e.routing_key, e.headers), "forget": list(e.forget_when_sent)}
+                if e.forget_when_sent
+                else _message(e.envelope, e.exchange, e.routing_key, e.headers)
+                for e in entries
+            ],
             "size": len(entries),
             **_pending(),
         }
@@ -297,8 +308,33 @@ class OutboxRelay:
         if sent:
             self.round_trips += 1
             await self.mark_sent(sent)
+            await self._forget_sent_payloads([d for d in documents if d["_id"] in set(sent)])
         self._metrics.outbox_relayed.inc(confirmed)
         return len(messages), confirmed
+
+    async def _forget_sent_payloads(self, documents: list[Document]) -> None:
+        """Empty the fields the messages just sent asked to forget (``OutboxEntry.forget_when_sent``), in
+        one bulk write."""
+        operations = []
+        for document in documents:
+            messages = Outbox.messages_of(document)
+            if not any(m.get("forget") for m in messages):
+                continue
+            stripped = [self._stripped(m) for m in messages]
+            update = {"messages": stripped} if "messages" in document else {"envelope": stripped[0]["envelope"]}
+            operations.append(UpdateOne({"_id": document["_id"]}, {"$set": update}))
+        if operations:
+            self.round_trips += 1
+            await self._outbox.collection.bulk_write(operations, ordered=False)
+
+    @staticmethod
+    def _stripped(message: Document) -> Document:
+        envelope = message["envelope"]
+        fields = message.get("forget") or ()
+        if not fields:
+            return message
+        payload = {**envelope.get("payload", {}), **{name: [] for name in fields}}
+        return {**message, "envelope": {**envelope, "payload": payload}}
 
     async def mark_sent(self, ids: list[Any]) -> None:
         await self._outbox.collection.update_many(

@@ -385,6 +385,9 @@ class ReceiverStore:
                     envelope=message.to_envelope(tenant_id=tenant_id, producer=self.producer),
                     exchange=self.exchange,
                     routing_key=f"egil.{tenant_id}",
+                    # A page's records (what the client pushed, personal data included) are not kept once
+                    # the broker has them: the sent page keeps its run and number until the TTL (docs/gdpr.md).
+                    forget_when_sent=("records",) if isinstance(message, SourceRecordPage) else (),
                 )
                 for message in messages
             ],
