@@ -64,7 +64,7 @@ async def test_process_dies_after_commit_before_publish_message_still_published_
 class RelayThatDiesBeforeMarkingSent(OutboxRelay):
     """Publishes, then 'dies' before it can record that it did."""
 
-    async def mark_sent(self, ids: list[object]) -> None:
+    async def mark_sent(self, documents: list[dict[str, object]]) -> None:
         raise ConnectionError("process killed")
 
 

@@ -469,26 +469,18 @@ async def import_sources(
     store = SourceStore(db, box)
     outcomes = []
     for entry, settings, refs in prepared:
-        if dry_run:
-            current = await store.get(entry.tenant_id, entry.source_id)
-            same = (
-                current is not None
-                and bool(current.get("enabled", True))
-                and (current.get("settings"), current.get("secret_refs")) == (settings, refs)
+        try:
+            outcome = await store.put(
+                entry.tenant_id,
+                entry.source_id,
+                kind=kind.name,
+                display_name=entry.source_id,
+                settings=settings,
+                secret_refs=refs,
+                dry_run=dry_run,
             )
-            outcome = "unchanged" if same else "updated" if current else "created"
-        else:
-            try:
-                outcome = await store.put(
-                    entry.tenant_id,
-                    entry.source_id,
-                    kind=kind.name,
-                    display_name=entry.source_id,
-                    settings=settings,
-                    secret_refs=refs,
-                )
-            except ValueError as error:
-                raise ConfigurationError(str(error)) from None
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
         outcomes.append((entry.key, outcome))
     return outcomes
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.logging import get_logger
@@ -97,10 +97,7 @@ class Outbox:
         return {
             "_id": f"{BUNDLE_PREFIX}{uuid.uuid4()}",
             "messages": [
-                {**_message(e.envelope, e.exchange, e.routing_key, e.headers), "forget": list(e.forget_when_sent)}
-                if e.forget_when_sent
-                else _message(e.envelope, e.exchange, e.routing_key, e.headers)
-                for e in entries
+                _message(e.envelope, e.exchange, e.routing_key, e.headers, e.forget_when_sent) for e in entries
             ],
             "size": len(entries),
             **_pending(),
@@ -289,7 +286,7 @@ class OutboxRelay:
             for message in part
         ]
         results = iter(await self._publisher.publish_many(messages))
-        sent: list[Any] = []
+        sent: list[Document] = []
         confirmed = 0
         for document, part in zip(documents, parts, strict=True):
             failed = 0
@@ -303,43 +300,39 @@ class OutboxRelay:
                     log.warning("outbox_publish_failed", message_id=message["_id"], error_type=type(error).__name__)
                 failed += error is not None
             if not failed:
-                sent.append(document["_id"])
+                sent.append(document)
                 confirmed += len(part)
         if sent:
             self.round_trips += 1
             await self.mark_sent(sent)
-            await self._forget_sent_payloads([d for d in documents if d["_id"] in set(sent)])
         self._metrics.outbox_relayed.inc(confirmed)
         return len(messages), confirmed
 
-    async def _forget_sent_payloads(self, documents: list[Document]) -> None:
-        """Empty the fields the messages just sent asked to forget (``OutboxEntry.forget_when_sent``), in
-        one bulk write."""
-        operations = []
-        for document in documents:
-            messages = Outbox.messages_of(document)
-            if not any(m.get("forget") for m in messages):
-                continue
-            stripped = [self._stripped(m) for m in messages]
-            update = {"messages": stripped} if "messages" in document else {"envelope": stripped[0]["envelope"]}
-            operations.append(UpdateOne({"_id": document["_id"]}, {"$set": update}))
-        if operations:
-            self.round_trips += 1
-            await self._outbox.collection.bulk_write(operations, ordered=False)
+    async def mark_sent(self, documents: list[Document]) -> None:
+        """Mark these documents sent, in one write. A message that asked to forget fields once sent
+        (``OutboxEntry.forget_when_sent``) has them emptied in the same write."""
+        marked = {"sent_at": datetime.now(UTC), "lease_owner": None}
+        forgetting = [d for d in documents if any(m.get("forget") for m in Outbox.messages_of(d))]
+        if not forgetting:
+            await self._outbox.collection.update_many({"_id": {"$in": [d["_id"] for d in documents]}}, {"$set": marked})
+            return
+        operations: list[UpdateOne | UpdateMany] = [
+            UpdateOne({"_id": d["_id"]}, {"$set": {**marked, **self._forgotten(d)}}) for d in forgetting
+        ]
+        others = [d["_id"] for d in documents if d not in forgetting]
+        if others:
+            operations.append(UpdateMany({"_id": {"$in": others}}, {"$set": marked}))
+        await self._outbox.collection.bulk_write(operations, ordered=False)
 
     @staticmethod
-    def _stripped(message: Document) -> Document:
-        envelope = message["envelope"]
-        fields = message.get("forget") or ()
-        if not fields:
-            return message
-        payload = {**envelope.get("payload", {}), **{name: [] for name in fields}}
-        return {**message, "envelope": {**envelope, "payload": payload}}
-
-    async def mark_sent(self, ids: list[Any]) -> None:
-        await self._outbox.collection.update_many(
-            {"_id": {"$in": ids}}, {"$set": {"sent_at": datetime.now(UTC), "lease_owner": None}}
-        )
+    def _forgotten(document: Document) -> Document:
+        """The ``$set`` that empties the fields the document's messages asked to forget."""
+        stripped = []
+        for message in Outbox.messages_of(document):
+            envelope = message["envelope"]
+            forget: dict[str, list[Any]] = {name: [] for name in message.get("forget") or ()}
+            stripped.append({**message, "envelope": {**envelope, "payload": {**envelope.get("payload", {}), **forget}}})
+        return {"messages": stripped} if "messages" in document else {"envelope": stripped[0]["envelope"]}
 
     def _gauge_due_in(self) -> float | None:
         """Seconds until the pending gauge should be counted again; None when it is up to date."""
@@ -399,14 +392,21 @@ class OutboxRelay:
         self._outbox.notify()
 
 
-def _message(envelope: Envelope, exchange: str, routing_key: str, headers: Mapping[str, Any] | None) -> Document:
-    return {
+def _message(
+    envelope: Envelope,
+    exchange: str,
+    routing_key: str,
+    headers: Mapping[str, Any] | None,
+    forget: tuple[str, ...] = (),
+) -> Document:
+    message = {
         "_id": str(envelope.message_id),
         "exchange": exchange,
         "routing_key": routing_key,
         "envelope": envelope.model_dump(mode="json"),
         "headers": dict(headers or {}),
     }
+    return {**message, "forget": list(forget)} if forget else message
 
 
 def _pending() -> Document:

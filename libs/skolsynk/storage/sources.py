@@ -164,6 +164,7 @@ class SourceStore:
         display_name: str,
         settings: dict[str, Any],
         secret_refs: dict[str, str],
+        dry_run: bool = False,
     ) -> str:
         """Create or update a source from a sources file (secret references only): ``"created"``,
         ``"updated"``, or ``"unchanged"`` when it already says exactly this (no new version: importing
@@ -179,6 +180,8 @@ class SourceStore:
             and current.get("enabled", True)
         ):
             return "unchanged"
+        if dry_run:  # what it would be, nothing written
+            return "updated" if current else "created"
         await self.save(
             tenant_id,
             source_id,
