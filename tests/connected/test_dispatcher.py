@@ -14,6 +14,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
@@ -136,6 +137,7 @@ async def start_stack(
     consuming: bool = True,
     records: list[SourceRecord] | None = None,
     feed_retention_hours: float | None = None,
+    feed_compaction_seconds: float = 60.0,
 ) -> Stack:
     """The normaliser, the vendor's dispatcher and (unless ``queue_mode``) a fake EGIL SCIM vendor.
     ``consuming=False``: the dispatcher starts without consuming (its queue fills; see :func:`consume`)."""
@@ -162,7 +164,13 @@ async def start_stack(
         )
         dispatcher = build_dispatcher(
             DispatcherSettings.model_validate(
-                {**base, "vendor_id": VENDOR, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 2}
+                {
+                    **base,
+                    "vendor_id": VENDOR,
+                    "vendor_catalogue_dir": catalogue,
+                    "vendor_retry_timeout_seconds": 2,
+                    "feed_compaction_seconds": feed_compaction_seconds,
+                }
             )
         )
         if not consuming:
@@ -701,6 +709,140 @@ async def test_a_feed_nobody_reads_lets_its_messages_expire_after_the_vendors_re
             return await waiting() == 0
 
         await wait_for(expired, timeout=45, what="the unread feed to expire")
+    finally:
+        await stop_stack(stack)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            await (await connection.channel()).queue_delete(queue)
+
+
+def without_person(records: list[SourceRecord], key: str) -> list[SourceRecord]:
+    """The organiser without one person: their record and their group memberships."""
+    kept = []
+    for record in records:
+        if record.key == key:
+            continue
+        if record.kind is EntityKind.GROUP:
+            members = [m for m in record.data["memberships"] if m["person"] != key]
+            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "memberships": members})
+        kept.append(record)
+    return kept
+
+
+async def feed_messages(url: str, queue: str) -> list[AbstractIncomingMessage]:
+    """Every message waiting in the feed, in order, read without taking it (closing hands them back)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        feed = await channel.declare_queue(queue, passive=True)
+        found = []
+        while (message := await feed.get(no_ack=False, fail=False)) is not None:
+            found.append(message)
+    return found
+
+
+async def test_a_delete_takes_the_upsert_it_supersedes_out_of_a_feed_nobody_reads(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 24: a leaver's upsert (name, e-mail, login) that still waits in an unread feed is taken out
+    once their delete is forwarded. Everything else stays, in publication order, with what is left of its
+    retention; the delete stays too (the vendor may hold an upsert from before it stopped reading)."""
+    stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True, feed_compaction_seconds=0.2)
+    queue = feed_queue_name(settings.broker.namespace, VENDOR)
+    url = settings.broker.amqp_url.get_secret_value()
+    leaver = str(person_id("student-0-1"))
+    compactor = stack.dispatcher.extensions["feed_compactor"]
+    unique = {"given_name": "Feedina-Unika", "family_name": "Komprimeradsson"}
+    stack.records = [
+        SourceRecord(kind=r.kind, key=r.key, data={**r.data, **unique}) if r.key == "student-0-1" else r
+        for r in stack.records
+    ]
+    # What went into the feed, in order (reading the feed to find out would change its order: a quorum
+    # queue hands back what a reader held in an order of its own).
+    published: list[Envelope] = []
+    publish = stack.dispatcher.publisher.publish
+
+    async def recording(envelope: Envelope, **kwargs: Any) -> None:
+        await publish(envelope, **kwargs)
+        if kwargs.get("routing_key") == queue:
+            published.append(envelope)
+
+    monkeypatch.setattr(stack.dispatcher.publisher, "publish", recording)
+    try:
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        await stack.settled()
+        first = [VendorChange.from_envelope(e) for e in published]
+        assert [c.operation for c in first] == ["upsert"] * len(first)
+        assert sum(b"Komprimeradsson" in e.model_dump_json().encode() for e in published) == 1
+        assert leaver in {str(c.entity_id) for c in first}
+
+        await stack.sync(without_person(stack.records, "student-0-1"))
+        await stack.settled()
+
+        async def compacted() -> bool:
+            return not compactor.pending and bool(
+                stack.dispatcher.metrics.registry.get_sample_value(
+                    "skolsynk_feed_compactions_total", {"vendor": VENDOR, "outcome": "compacted"}
+                )
+            )
+
+        await wait_for(compacted, timeout=30, what="the feed to be compacted")
+        messages = await feed_messages(url, queue)
+        changes = [VendorChange.from_envelope(Envelope.model_validate_json(m.body)) for m in messages]
+        # Every message once (a pass acknowledges all it took), the leaver's upsert gone, its delete kept.
+        assert len({m.message_id for m in messages}) == len(messages) == len(published) - 1
+        assert [(c.operation, c.version) for c in changes if str(c.entity_id) == leaver] == [("delete", 2)]
+        assert not any(b"Komprimeradsson" in m.body or b"Feedina" in m.body for m in messages)
+        # What was there before the delete is still there, in the order it was published.
+        before = {e.message_id for e in published[: len(first)]}
+        kept = [m.message_id for m in messages if m.message_id in {str(i) for i in before}]
+        assert kept == [
+            str(e.message_id) for e in published[: len(first)] if str(VendorChange.from_envelope(e).entity_id) != leaver
+        ]
+        # Nothing gained retention by being published again: at most the vendor's 24 hours, counted from then.
+        assert all(m.expiration is not None and 0 < m.expiration <= 24 * 3600 for m in messages)
+        assert all(isinstance((m.headers or {}).get("x-skolsynk-queued-at"), int) for m in messages)
+        dropped = stack.dispatcher.metrics.registry.get_sample_value(
+            "skolsynk_feed_compacted_messages_total", {"vendor": VENDOR}
+        )
+        assert dropped == 1
+    finally:
+        await stop_stack(stack)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            await (await connection.channel()).queue_delete(queue)
+
+
+async def test_a_feed_being_read_is_not_compacted(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A vendor that reads gets the upsert and the delete right behind it: compacting under its consumer
+    would only reorder what it reads, so the pass is skipped and the pending deletes forgotten."""
+    stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
+    queue = feed_queue_name(settings.broker.namespace, VENDOR)
+    url = settings.broker.amqp_url.get_secret_value()
+    compactor = stack.dispatcher.extensions["feed_compactor"]
+    try:
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        await stack.settled()
+        waiting = len(await feed_messages(url, queue))
+        compactor.deleted(TENANT, str(person_id("student-0-1")), 99)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=1)
+            feed = await channel.declare_queue(queue, passive=True)
+
+            async def hold(message: AbstractIncomingMessage) -> None:
+                """Takes one message and never acks it: the vendor is reading, slowly."""
+
+            await feed.consume(hold)
+            result = await compactor.compact(stack.dispatcher.broker.connection)
+        assert result.skipped == "consumed"
+        assert compactor.pending == {}
+        assert len(await feed_messages(url, queue)) == waiting
     finally:
         await stop_stack(stack)
         connection = await aio_pika.connect(url)

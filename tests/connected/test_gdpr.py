@@ -203,7 +203,13 @@ async def start_stack(
         dispatchers = [
             build_dispatcher(
                 DispatcherSettings.model_validate(
-                    {**base, "vendor_id": v, "vendor_catalogue_dir": catalogue, "vendor_retry_timeout_seconds": 1}
+                    {
+                        **base,
+                        "vendor_id": v,
+                        "vendor_catalogue_dir": catalogue,
+                        "vendor_retry_timeout_seconds": 1,
+                        "feed_compaction_seconds": 0.2,
+                    }
                 )
             )
             for v in VENDORS
@@ -713,32 +719,50 @@ async def queued_bodies(stack: Stack) -> dict[str, list[bytes]]:
     return found
 
 
-async def test_after_leavers_an_erasure_and_a_test_mode_subscription_no_personal_data_is_left_behind(stack: Stack):
+@pytest.mark.parametrize("queue_vendor", ["test_mode", "live_unread"])
+async def test_after_leavers_an_erasure_and_a_test_mode_subscription_no_personal_data_is_left_behind(
+    stack: Stack, queue_vendor: str
+):
     """The privacy scan (issue 24): every collection and every queue, for the person who left and the person
     whose erasure was requested. The leaver is purged: nothing of them anywhere. The erased person is still in
     the source, so their record stays where the source's data lives (``entities``) and, until its TTL, in the
-    sent outbox entries (docs/gdpr.md); nothing of them waits in any queue, and nothing at the vendors."""
+    sent outbox entries (docs/gdpr.md); nothing of them waits in any queue, and nothing at the vendors.
+
+    The queue vendor is subscribed in test mode, or live with nobody reading its feed: their upserts wait
+    there until the deletes that follow take them out (the feed's compaction)."""
     stack.records = [
         SourceRecord(kind=r.kind, key=r.key, data={**r.data, **ERASED_DATA}) if r.key == ERASED else r
         for r in stack.records
     ]
+    live = queue_vendor == "live_unread"
     await stack.subscribe(SCIM_VENDOR)
-    await stack.subscribe(QUEUE_VENDOR, test_mode=True)
+    await stack.subscribe(QUEUE_VENDOR, test_mode=not live)
     await stack.sync(stack.records)
     await stack.settled()
+    if live:  # the feed holds both persons' upserts, unread
+        queue = feed_queue_name(stack.settings.broker.namespace, QUEUE_VENDOR)
+        feed = (await queued_bodies(stack)).get(queue, [])
+        assert any(LEAVER_DATA["family_name"].encode() in b for b in feed)
+        assert any(ERASED_DATA["family_name"].encode() in b for b in feed)
     erasure = ErasureRequested(
         request_id=uuid.uuid4(), person_id=person_id(ERASED), vendor_ids=None, requested_by="admin-1"
     )
     await stack.publish(erasure, "gdpr", ErasureRequested.message_type)
     await stack.sync(without(stack.records, LEAVER))
     await stack.settled()
-    await stack.finished(LEAVER, 1)
-    await stack.finished(ERASED, 1)
+    await stack.finished(LEAVER, 2 if live else 1)
+    await stack.finished(ERASED, 2 if live else 1)
 
     async def tombstone() -> bool:
         return await TombstoneStore(stack.gdpr.db).get(TENANT, str(person_id(LEAVER))) is not None
 
     await wait_for(tombstone, timeout=20, what="the leaver's purge")
+    compactor = stack.dispatchers[VENDORS.index(QUEUE_VENDOR)].extensions["feed_compactor"]
+
+    async def compacted() -> bool:
+        return not compactor.pending
+
+    await wait_for(compacted, timeout=20, what="the queue vendor's feed to be compacted")
     left = [LEAVER_DATA["given_name"], LEAVER_DATA["family_name"], LEAVER_DATA["civic_no"], "ellinor.raderasson"]
     erased = [ERASED_DATA["given_name"], ERASED_DATA["family_name"], ERASED_DATA["civic_no"], "edvin.utplanasson"]
     in_store = await stack.scan(*left, *erased)

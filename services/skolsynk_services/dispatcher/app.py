@@ -20,6 +20,7 @@ from skolsynk.storage import deliveries as ledger
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.delivery import VendorDeliverer
+from skolsynk_services.dispatcher.feed import FeedCompactionMetrics, FeedCompactor
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
 from skolsynk_services.dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from skolsynk_services.dispatcher.scim import EgilScimClient
@@ -35,6 +36,12 @@ class DispatcherSettings(ServiceSettings):
     )
     vendor_retry_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long one delivery retries an unavailable vendor before requeueing."
+    )
+    feed_compaction_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A queue vendor's unread feed is compacted this long after a delete (upserts the delete "
+        "supersedes are taken out, docs/gdpr.md); 0: never.",
     )
     drift_check_hours: float = Field(
         default=24.0,
@@ -60,6 +67,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
     metrics = DispatcherMetrics(app.metrics.registry)
     scim: EgilScimClient | None = None
     feed_queue: str | None = None
+    compactor: FeedCompactor | None = None
     if vendor.delivery is DeliveryMode.EGIL_SCIM:
         assert vendor.scim is not None
         env = vendor.scim.auth.api_key_env
@@ -75,6 +83,15 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         )
     else:
         feed_queue = feed_queue_name(settings.broker.namespace, vendor.vendor_id)
+        if settings.feed_compaction_seconds > 0:
+            compactor = FeedCompactor(
+                vendor.vendor_id,
+                feed_queue,
+                retention_seconds=vendor.feed_retention_hours * 3600,
+                interval_seconds=settings.feed_compaction_seconds,
+                metrics=FeedCompactionMetrics(app.metrics.registry),
+            )
+            app.extensions["feed_compactor"] = compactor
     deliverer = VendorDeliverer(
         vendor,
         delivery_ledger,
@@ -85,6 +102,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
         # waiting for references in flight must leave the batch time within the handler's timeout
         dependency_wait_seconds=min(10.0, settings.broker.handler_timeout_seconds / 3),
         metrics=metrics,
+        compactor=compactor,
     )
     app.extensions["deliverer"] = deliverer
     # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
@@ -119,6 +137,14 @@ def build(settings: DispatcherSettings) -> ServiceApp:
                 await declare_feed_queue(channel, settings.broker.namespace, vendor.vendor_id)
 
     app.add_startup(prepare)
+    if compactor is not None:
+        feed_compactor = compactor
+
+        async def compact_forever() -> None:
+            await feed_compactor.run_forever(app.broker.connection)
+
+        app.add_background("feed-compaction", compact_forever)
+        app.add_shutdown(feed_compactor.close)
     if scim is not None:
         app.add_shutdown(scim.close)
         if settings.drift_check_hours > 0:

@@ -12,6 +12,7 @@ as soon as they are at the vendor. See docs/dispatcher.md.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import Deferred, MessageContext, PermanentError, Publisher
 from skolsynk.storage import Document
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord, Status
+from skolsynk_services.dispatcher.feed import HEADER_QUEUED_AT, FeedCompactor
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
 from skolsynk_services.dispatcher.scim import EgilScimClient, VendorRejected, VendorUnavailable
 
@@ -146,8 +148,11 @@ class VendorDeliverer:
         receipts_exchange: str | None = None,
         dependency_wait_seconds: float = 10.0,
         metrics: DispatcherMetrics | None = None,
+        compactor: FeedCompactor | None = None,
     ) -> None:
         self.metrics = metrics
+        #: Told of every delete forwarded to the feed, to take what it supersedes out of an unread feed.
+        self.compactor = compactor
         if receipts_exchange is not None and publisher is None:
             raise ValueError("deletion receipts need a publisher")
         self.receipts_exchange = receipts_exchange
@@ -350,11 +355,14 @@ class VendorDeliverer:
                 d.envelope,
                 exchange="",
                 routing_key=self.feed_queue,
+                headers={HEADER_QUEUED_AT: int(time.time() * 1000)},
                 expiration=self.vendor.feed_retention_hours * 3600,  # unread personal data does not stay
             )
         except Exception as error:  # noqa: BLE001 - retried along the ladder
             d.error = error
             return
+        if self.compactor is not None and d.change.operation == "delete":
+            self.compactor.deleted(d.tenant_id, str(d.change.entity_id), d.change.version)
         await self._delivered(d, "queued", records)
 
     async def _push_all(
