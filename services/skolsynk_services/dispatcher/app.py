@@ -20,8 +20,8 @@ from skolsynk.storage import deliveries as ledger
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.delivery import VendorDeliverer
-from skolsynk_services.dispatcher.feed import FeedCompactionMetrics, FeedCompactor
-from skolsynk_services.dispatcher.metrics import DispatcherMetrics
+from skolsynk_services.dispatcher.feed import FeedCompactor
+from skolsynk_services.dispatcher.metrics import DispatcherMetrics, FeedCompactionMetrics
 from skolsynk_services.dispatcher.onboarding import declare_feed_queue, feed_queue_name
 from skolsynk_services.dispatcher.scim import EgilScimClient
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from prometheus_client import CollectorRegistry, Counter
 
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.logging import get_logger
+from skolsynk_services.dispatcher.metrics import FeedCompactionMetrics
 
 log = get_logger(__name__)
 
@@ -56,23 +56,6 @@ class CompactionPass:
     dropped: int
     expired: int
     skipped: str | None = None  # why no pass ran: "no_messages", "consumed", "nothing_pending"
-
-
-class FeedCompactionMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.passes = Counter(
-            "skolsynk_feed_compactions",
-            "Compaction passes over a queue vendor's unread feed, by vendor and outcome: compacted, or skipped "
-            "(no_messages, consumed: the vendor is reading).",
-            ["vendor", "outcome"],
-            registry=registry,
-        )
-        self.dropped = Counter(
-            "skolsynk_feed_compacted_messages",
-            "Upserts taken out of a queue vendor's unread feed because a later delete of the same entity followed.",
-            ["vendor"],
-            registry=registry,
-        )
 
 
 class FeedCompactor:

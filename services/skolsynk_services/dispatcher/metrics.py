@@ -47,3 +47,20 @@ class DispatcherMetrics:
             ["vendor", "outcome"],
             registry=registry,
         )
+
+
+class FeedCompactionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.passes = Counter(
+            "skolsynk_feed_compactions",
+            "Compaction passes over a queue vendor's unread feed, by vendor and outcome: compacted, or skipped "
+            "(no_messages, consumed: the vendor is reading).",
+            ["vendor", "outcome"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "skolsynk_feed_compacted_messages",
+            "Upserts taken out of a queue vendor's unread feed because a later delete of the same entity followed.",
+            ["vendor"],
+            registry=registry,
+        )
