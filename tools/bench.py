@@ -35,7 +35,8 @@ messages), ``BENCH_DOCUMENTS`` (5000 raw Mongo documents), ``BENCH_TRANSACTIONS`
 transactions and inserts), ``BENCH_TRICKLE_SECONDS`` (60), ``BENCH_TRICKLE_RATE`` (1),
 ``BENCH_PUSH_PERSONS`` (2000: the organiser of the SCIM push and EGIL intake phases),
 ``BENCH_PUSH_CONCURRENCY`` (32), ``BENCH_EGIL_OBJECTS`` (2000), ``BENCH_TIMEOUT`` (3600 s per phase; also
-the normaliser's handler and projection budget, the latter at most 1700 s), ``BENCH_PHASES``.
+the normaliser's handler and projection budget, the latter at most 1700 s), ``BENCH_PHASES``,
+``BENCH_TTL_SWEEP_SECONDS`` (the Mongo wire server's TTL sweep; its default 60 s when unset).
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ PUSH_PERSONS = int(os.environ.get("BENCH_PUSH_PERSONS", "2000"))
 PUSH_CONCURRENCY = int(os.environ.get("BENCH_PUSH_CONCURRENCY", "32"))
 EGIL_OBJECTS = int(os.environ.get("BENCH_EGIL_OBJECTS", "2000"))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
+#: How often the Mongo wire server sweeps its TTL indexes (unset: its default, 60 s, like mongod's).
+TTL_SWEEP_SECONDS = float(os.environ["BENCH_TTL_SWEEP_SECONDS"]) if os.environ.get("BENCH_TTL_SWEEP_SECONDS") else None
 VHOST_TIMEOUT = 300.0  # rabbitmqctl add_vhost / delete_vhost on a busy broker
 PROJECTION_TIMEOUT = min(TIMEOUT, 1700.0)  # the normaliser's bound: under RabbitMQ's acknowledgement timeout
 
@@ -835,6 +838,7 @@ async def run(stack: Stack, records: list[SourceRecord], size: str, phases: list
         "machine": machine(),
         "started_at": datetime.now(UTC).isoformat(),
         "timeout_seconds": {"phase": TIMEOUT, "normaliser_projection": PROJECTION_TIMEOUT},
+        "mongo_ttl_sweep_seconds": TTL_SWEEP_SECONDS if TTL_SWEEP_SECONDS is not None else "server default (60)",
     }
     ceiling_args = {
         "page_body": page_body,
@@ -1104,7 +1108,13 @@ def main() -> int:
     )
     vhost = None if os.environ.get("AMQP_URL") else own_vhost()
     try:
-        stack = Stack.start(log_dir=OUT / "logs", namespace=NAMESPACE, database=DATABASE, vhost=vhost or "")
+        stack = Stack.start(
+            log_dir=OUT / "logs",
+            namespace=NAMESPACE,
+            database=DATABASE,
+            vhost=vhost or "",
+            ttl_sweep_seconds=TTL_SWEEP_SECONDS,
+        )
         try:
             results = asyncio.run(run(stack, records, size_arg, phases))
         finally:

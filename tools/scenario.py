@@ -69,7 +69,9 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, *, log_dir: Path, namespace: str, database: str, vhost: str) -> Stack:
+    def start(
+        cls, *, log_dir: Path, namespace: str, database: str, vhost: str, ttl_sweep_seconds: float | None = None
+    ) -> Stack:
         log_dir.mkdir(parents=True, exist_ok=True)
         amqp_url = os.environ.get("AMQP_URL", "")
         own_vhost: str | None = None
@@ -83,7 +85,7 @@ class Stack:
         mongo: MongoWireServer | None = None
         mongo_url = os.environ.get("MONGODB_URL", "")
         if not mongo_url:
-            mongo = start_mongo_wire_server(log_path=log_dir / "secantusd.log")
+            mongo = start_mongo_wire_server(log_path=log_dir / "secantusd.log", ttl_sweep_seconds=ttl_sweep_seconds)
             mongo_url = mongo.url
         env = {
             "AMQP_URL": amqp_url,

@@ -127,15 +127,30 @@ def mongo_ping(url: str) -> bool:
 
 
 def start_mongo_wire_server(
-    *, port: int | None = None, log_path: Path | None = None, timeout: float = 60.0, storage_path: Path | None = None
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+    storage_path: Path | None = None,
+    ttl_sweep_seconds: float | None = None,
 ) -> MongoWireServer:
     """Start ``secantusd-py`` and wait until it answers ``ping``: in memory, or on disk in
-    ``storage_path`` (so a restart on the same port and path keeps the data, for fault tests)."""
+    ``storage_path`` (so a restart on the same port and path keeps the data, for fault tests).
+
+    ``ttl_sweep_seconds``: how often the server expires TTL-indexed documents (its default, like mongod's,
+    is 60 s; 0 never). Its sweep decodes every document of every TTL-indexed collection under the server's
+    one lock (about 2 s per 80,000 documents here), which mongod's index-driven TTL monitor does not: the
+    benchmark can move it out of the way of a latency measurement (docs/benchmarks.md)."""
     port = port or free_port()
     executable = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(executable).exists():
         raise DevStackError("secantusd-py not found: install the dev dependencies (make install)")
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"secantusd-{port}.log"  # noqa: S108
+    config: list[str] = []
+    if ttl_sweep_seconds is not None:
+        toml = log_path.with_suffix(".toml")
+        toml.write_text(f"[storage]\nttl_sweep_seconds = {float(ttl_sweep_seconds)}\n", encoding="utf-8")
+        config = ["--config", str(toml)]
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [
@@ -148,6 +163,7 @@ def start_mongo_wire_server(
                 str(storage_path) if storage_path is not None else ":memory:",
                 "--log-level",
                 "WARNING",
+                *config,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

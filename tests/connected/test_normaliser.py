@@ -857,3 +857,20 @@ async def test_a_run_still_coming_in_shows_how_far_it_has_come(harness: Harness)
     await wait_for(both_pages_in, what="the run's progress")
     [run] = await history.source_runs(TENANT)
     assert (run["status"], run["complete"]) == ("running", None)
+
+
+async def test_a_run_whose_completion_came_before_its_start_does_not_break_the_run_gauges(harness: Harness):
+    """Messages of a run can come in any order: a completion first leaves a run document with neither tenant
+    nor source yet. The state gauges skip it (they raised KeyError, and every gauge refresh failed)."""
+    h = harness
+    await h.send_run(list(base_snapshot().values()))
+    await h.normaliser.db["runs"].insert_one({"_id": "completion-first", "status": "running", "completion": {}})
+    gauges = h.normaliser.extensions["state_gauges"]
+    await gauges.refresh_runs()
+    source = {"tenant": TENANT, "source": SOURCE, "source_kind": "egil"}
+
+    async def refreshed() -> bool:
+        await gauges.refresh_runs()
+        return bool(metric(h, "skolsynk_source_last_run_timestamp_seconds", **source))
+
+    await wait_for(refreshed, timeout=30, what="the run to be finalised and counted")

@@ -189,7 +189,7 @@ class StateGauges:
                 {"$group": {"_id": {"t": "$tenant_id", "s": "$source_id"}, "at": {"$max": "$finalised_at"}}},
             ]
         )
-        last_complete = {(d["_id"]["t"], d["_id"]["s"]): d["at"] async for d in complete_cursor}
+        last_complete = {(d["_id"].get("t"), d["_id"].get("s")): d["at"] async for d in complete_cursor}
         open_cursor = await self.runs.aggregate(
             [
                 {"$match": {"status": {"$ne": "finalised"}}},
@@ -207,7 +207,9 @@ class StateGauges:
                       m.oldest_open_run):  # fmt: skip
             gauge.clear()
         for doc in last:
-            tenant, source = doc["_id"]["t"], doc["_id"]["s"]
+            tenant, source = doc["_id"].get("t"), doc["_id"].get("s")
+            if tenant is None or source is None:
+                continue
             kind = str(doc.get("kind") or "unknown")
             at = _timestamp(doc.get("at"))
             if at is not None:
@@ -217,7 +219,8 @@ class StateGauges:
             if complete_at is not None:
                 m.last_complete_run_timestamp.labels(tenant, source, kind).set(complete_at)
         for doc in opened:
-            tenant, source = doc["_id"]["t"], doc["_id"]["s"]
+            # A run whose completion came before its start has neither yet (the group's _id lacks them).
+            tenant, source = doc["_id"].get("t"), doc["_id"].get("s")
             if tenant is None or source is None:
                 continue
             m.runs_open.labels(tenant, source).set(doc["n"])
