@@ -83,8 +83,9 @@ def data_requests(fake: FakeGoogleDirectory) -> list[int]:
 
 
 def test_the_assertion_is_a_delegated_rs256_jwt(key: dict[str, str]) -> None:
+    # Posted to another address (a proxy, the fake): the audience is still Google's one.
     credentials = DelegatedCredentials(
-        key, subject=ADMIN, scopes=DIRECTORY_SCOPES, token_url="https://oauth2.googleapis.com/token", clock=lambda: 1000
+        key, subject=ADMIN, scopes=DIRECTORY_SCOPES, token_url="https://token-proxy.example/token", clock=lambda: 1000
     )
     header, claims, signature = (
         json.loads(base64.urlsafe_b64decode(part + "==")) if n < 2 else part

@@ -133,7 +133,7 @@ def test_read_path() -> None:
 def test_users_queries_read_each_scope_root_once() -> None:
     assert users_queries(MAPPING) == ["orgUnitPath='/Gymnasiet'", "orgUnitPath='/Skolor'", "orgUnitPath='/Övrigt'"]
     everything = MAPPING.model_copy(update={"scope": ["/A", "/"]})
-    assert users_queries(everything) == ["orgUnitPath='/'"]
+    assert users_queries(everything) == [None]  # the whole domain: listed by customer, not searched
     quoted = MAPPING.model_copy(update={"scope": ["/Åk 7 O'Neil"]})
     assert users_queries(quoted) == ["orgUnitPath='/Åk 7 O\\'Neil'"]
 

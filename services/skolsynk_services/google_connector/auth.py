@@ -1,6 +1,7 @@
 """Service account with domain-wide delegation: the OAuth 2.0 JWT bearer grant (RFC 7523).
 
-The assertion is an RS256 JWT ``{iss: client_email, sub: delegated admin, scope, aud: token URL, iat, exp}``
+The assertion is an RS256 JWT ``{iss: client_email, sub: delegated admin, scope, aud, iat, exp}`` (``aud`` is
+always Google's ``https://oauth2.googleapis.com/token``, the one audience Google accepts)
 with ``kid`` = the key's ``private_key_id``, posted to the token URL as
 ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=...``. The access token is reused until
 shortly before it expires.
@@ -22,6 +23,7 @@ from google.auth import jwt as google_jwt
 from skolsynk.connectors import http
 from skolsynk.connectors.http import AccessToken, SourceReadError, TokenCache, access_token, json_or_none
 from skolsynk.connectors.sources.google import DIRECTORY_SCOPES as DIRECTORY_SCOPES
+from skolsynk.connectors.sources.google import GOOGLE_TOKEN_URL
 from skolsynk.connectors.sources.google import REPORTS_SCOPE as REPORTS_SCOPE
 from skolsynk.logging import get_logger
 
@@ -114,7 +116,10 @@ class DelegatedCredentials:
             "iss": self.client_email,
             "sub": self.subject,
             "scope": " ".join(self.scopes),
-            "aud": self.token_url,
+            # Google accepts exactly this audience (developers.google.com/identity/protocols/oauth2/
+            # service-account: "this value is always https://oauth2.googleapis.com/token"), wherever the
+            # token is asked for: token_url only says where to post the assertion.
+            "aud": GOOGLE_TOKEN_URL,
             "iat": now,
             "exp": now + ASSERTION_LIFETIME_SECONDS,
         }

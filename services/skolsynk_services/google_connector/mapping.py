@@ -415,9 +415,16 @@ class DirectoryMapping:
         return records
 
 
-def users_queries(mapping: MappingConfig) -> list[str]:
+def users_queries(mapping: MappingConfig) -> list[str | None]:
     """The ``users.list`` ``query`` per scope root; a root inside another root is read with it. Leavers are
-    read too and left out here, so a run can say how many there were."""
+    read too and left out here, so a run can say how many there were.
+
+    The whole domain (``/`` in scope) is read with no query at all, listed by customer: a ``query`` goes
+    through Google's search index, whose results "can take up to 36 hours" to include a new or changed
+    user (developers.google.com/admin-sdk/directory/v1/guides/search-users), and a complete snapshot
+    missing a user removes them at every vendor."""
     roots = sorted(set(mapping.scope))
-    roots = [r for r in roots if not any(r != o and (o == "/" or r.startswith(o + "/")) for o in roots)]
+    if "/" in roots:
+        return [None]
+    roots = [r for r in roots if not any(r != o and r.startswith(o + "/") for o in roots)]
     return [f"orgUnitPath={quote_query_value(root)}" for root in roots]

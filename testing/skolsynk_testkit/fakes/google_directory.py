@@ -7,8 +7,8 @@ third-party code. Behaviour:
 * **Token** ``POST /token`` (form ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>``):
   the assertion must be an RS256 JWT of a registered service account (:meth:`add_service_account`), its
   signature valid against the account's public key (``kid``, when present, naming the account's key),
-  ``aud`` the fake's token URL or Google's ``https://oauth2.googleapis.com/token`` (google-auth always
-  sends the latter), ``exp - iat`` at most one hour and within a 5 minute clock skew, and every requested
+  ``aud`` exactly Google's ``https://oauth2.googleapis.com/token`` (the only audience Google accepts, also
+  when the token is asked for at another address, as from this fake), ``exp - iat`` at most one hour and within a 5 minute clock skew, and every requested
   ``scope`` on the account's domain-wide-delegation allow-list. Answers ``{"access_token", "expires_in",
   "token_type": "Bearer"}``; errors as Google's: ``400 invalid_grant`` (bad signature, unknown account,
   bad ``aud``, stale or long-lived token, unknown ``sub``), ``401 unauthorized_client`` (a scope not
@@ -29,7 +29,12 @@ third-party code. Behaviour:
   (``=`` exact, ``:`` prefix), ``externalId`` and ``Schema.field`` (``=``, ``:``); clauses separated by
   spaces are ANDed; values with spaces in single quotes, ``\\'`` escapes a quote. Anything else, and
   an ``orgUnitPath`` that does not exist, is ``400 invalid``. No snapshot: a mutation between pages
-  shifts what the next page holds, as on Google.
+  shifts what the next page holds, as on Google. A ``query`` goes through a search index that can be made
+  to lag (:meth:`FakeGoogleDirectory.lag_search_index`: new and moved users missing from or misplaced in
+  search results, as Google documents for up to 36 hours); a list without ``query`` is always current.
+  Every user has ``emails[]`` with its primary address (``primary: true``), as Google returns it.
+* ``GET /admin/directory/v1/users/{userKey}`` (id or primary address; ``projection``, ``customFieldMask``):
+  one user, current (never through the search index), ``404 notFound`` when there is none.
 * ``GET /admin/directory/v1/customer/{customer}/orgunits?orgUnitPath=&type=children|all|allIncludingParent``
   (not paged; ``organizationUnits`` omitted when empty), ``GET .../customer/{customer}/schemas``.
 * ``GET /admin/directory/v1/groups`` (``customer``/``domain``/``userKey``, ``maxResults`` <= 200,
@@ -449,6 +454,9 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         self.org_units: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.deleted_users: dict[str, dict[str, Any]] = {}
+        #: The search index as it lags (:meth:`lag_search_index`): the users as a ``query`` finds them, or
+        #: None when the index is current.
+        self.search_index: dict[str, dict[str, Any]] | None = None
         self.groups: dict[str, dict[str, Any]] = {}
         #: group id -> member key (user or group id) -> role
         self.members: dict[str, dict[str, str]] = {}
@@ -558,10 +566,22 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         stored.setdefault("archived", False)
         stored.setdefault("includeInGlobalAddressList", True)
         stored.setdefault("creationTime", _rfc3339(self._clock()))
+        # Google always returns the primary address in emails[] too (with aliases and others beside it).
+        stored.setdefault("emails", [{"address": email, "primary": True}])
         stored.pop("etag", None)
         stored["etag"] = _etag(stored)
         self.users[str(stored["id"])] = stored
         return stored
+
+    def lag_search_index(self) -> None:
+        """From now on a ``users.list`` with a ``query`` sees the users as they are now: created and moved
+        users do not show in (or move within) search results until :meth:`catch_up_search_index`. Google:
+        "it can take up to 36 hours for a new user or a change to appear in search results". Listing by
+        customer or domain without a query, and ``users.get``, always see the current state."""
+        self.search_index = copy.deepcopy(self.users)
+
+    def catch_up_search_index(self) -> None:
+        self.search_index = None
 
     def add_user(
         self,
@@ -880,6 +900,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_get(f"{DIRECTORY}/users", self._users)
+        app.router.add_get(f"{DIRECTORY}/users/{{user}}", self._user_get)
         app.router.add_get(f"{DIRECTORY}/customer/{{customer}}/orgunits", self._orgunits)
         app.router.add_get(f"{DIRECTORY}/customer/{{customer}}/schemas", self._schemas)
         app.router.add_get(f"{DIRECTORY}/groups", self._groups)
@@ -930,7 +951,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
             )
         except InvalidSignature:
             return self._token_error(request, "invalid_grant", "Invalid JWT Signature.")
-        if claims.get("aud") not in (self.token_url, GOOGLE_TOKEN_URI):
+        if claims.get("aud") != GOOGLE_TOKEN_URI:  # Google's one audience, wherever the token is asked for
             return self._token_error(request, "invalid_grant", "Invalid JWT: Failed audience check.")
         iat, exp, now = claims.get("iat"), claims.get("exp"), self._clock()
         if (
@@ -1086,9 +1107,14 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
                     raise _BadRequest("Invalid Input: INVALID_OU_ID")
             deleted = query.get("showDeleted", "false").lower() == "true"
             pool = self.deleted_users if deleted else self.users
+            searched = pool
+            if clauses and not deleted and self.search_index is not None:
+                # A query goes through the search index: a lagging index matches users as they were, and
+                # does not know new ones yet (what is returned is the user as it is now).
+                searched = {k: v for k, v in self.search_index.items() if k in pool}
             selected = [
-                u
-                for u in pool.values()
+                pool[k]
+                for k, u in searched.items()
                 if (domain is None or u["primaryEmail"].casefold().endswith("@" + domain.casefold()))
                 and _user_matches(u, clauses)
             ]
@@ -1110,6 +1136,27 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
                 raise _BadRequest("Invalid Input: customFieldMask required for projection custom")
             shown = [self._project(u, projection, mask) for u in selected]
             return self._page(request, "users", "users", shown, limit, "users", "admin#directory#users")
+
+        return await self._guarded(request, "users", answer)
+
+    async def _user_get(self, request: web.Request) -> web.Response:
+        """``users.get``: one user by id or primary address, straight from the directory (never
+        through the search index); ``404 notFound`` when there is none."""
+
+        def answer() -> web.Response:
+            query = request.query
+            projection = query.get("projection", "basic")
+            if projection not in ("basic", "custom", "full"):
+                raise _BadRequest("Invalid value for: projection")
+            mask = {s for s in query.get("customFieldMask", "").split(",") if s}
+            if projection == "custom" and not mask:
+                raise _BadRequest("Invalid Input: customFieldMask required for projection custom")
+            try:
+                user = self._user(request.match_info["user"])
+            except KeyError:
+                raise _BadRequest("Resource Not Found: userKey", "notFound", 404) from None
+            self._record(request, "users", 200)
+            return web.json_response(self._project(user, projection, mask))
 
         return await self._guarded(request, "users", answer)
 
