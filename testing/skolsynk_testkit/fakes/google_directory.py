@@ -8,7 +8,8 @@ third-party code. Behaviour:
   the assertion must be an RS256 JWT of a registered service account (:meth:`add_service_account`), its
   signature valid against the account's public key (``kid``, when present, naming the account's key),
   ``aud`` exactly Google's ``https://oauth2.googleapis.com/token`` (the only audience Google accepts, also
-  when the token is asked for at another address, as from this fake), ``exp - iat`` at most one hour and within a 5 minute clock skew, and every requested
+  when the token is asked for at another address, as from this fake), ``exp - iat`` at most one hour and
+  within a 5 minute clock skew, and every requested
   ``scope`` on the account's domain-wide-delegation allow-list. Answers ``{"access_token", "expires_in",
   "token_type": "Bearer"}``; errors as Google's: ``400 invalid_grant`` (bad signature, unknown account,
   bad ``aud``, stale or long-lived token, unknown ``sub``), ``401 unauthorized_client`` (a scope not
