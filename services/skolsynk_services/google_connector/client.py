@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -166,6 +167,19 @@ class GoogleClient(JsonApiClient):
         if query:
             params["query"] = query
         return self.pages(f"{DIRECTORY}/users", params, "users")
+
+    async def user(self, user_key: str, *, projection: str, custom_field_mask: list[str]) -> dict[str, Any] | None:
+        """``users.get``: one user as the directory has it now (not through the search index); None when
+        Google answers 404 (deleted)."""
+        params = {"projection": projection}
+        if custom_field_mask:
+            params["customFieldMask"] = ",".join(custom_field_mask)
+        try:
+            return await self.get_json(f"{DIRECTORY}/users/{quote(user_key, safe='@')}", params)
+        except GoogleReadError as error:
+            if error.code == "not_found":
+                return None
+            raise
 
     async def groups(self) -> list[dict[str, Any]]:
         params = {**self._owner(), "maxResults": str(GROUPS_PAGE_SIZE)}

@@ -428,3 +428,11 @@ def users_queries(mapping: MappingConfig) -> list[str | None]:
         return [None]
     roots = [r for r in roots if not any(r != o and r.startswith(o + "/") for o in roots)]
     return [f"orgUnitPath={quote_query_value(root)}" for root in roots]
+
+
+def in_scope(org_unit_path: str, mapping: MappingConfig) -> bool:
+    """Whether a user in ``org_unit_path`` is read by a run (inside one of the scope's OU subtrees; Google
+    compares OU paths case-insensitively)."""
+    path = "/" + org_unit_path.strip("/").casefold()
+    roots = {"/" + root.strip("/").casefold() for root in mapping.scope}
+    return "/" in roots or any(path == root or path.startswith(root + "/") for root in roots)

@@ -34,7 +34,13 @@ from skolsynk.storage import Database, IndexSpec
 from skolsynk.storage.connector_state import GOOGLE_SYNC_STATE
 from skolsynk_services.google_connector.auth import GoogleReadError
 from skolsynk_services.google_connector.client import GoogleClient
-from skolsynk_services.google_connector.mapping import DirectoryMapping, MappingStats, UnmappableUser, users_queries
+from skolsynk_services.google_connector.mapping import (
+    DirectoryMapping,
+    MappingStats,
+    UnmappableUser,
+    in_scope,
+    users_queries,
+)
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 
 log = get_logger(__name__)
@@ -52,6 +58,7 @@ class RunReport(BaseRunReport):
 
     reason: str
     leavers: int = 0
+    index_lag: int = 0  # users the search missed and a direct read found (searched scopes)
     requests: int = 0
     seconds: float = 0.0
     stats: MappingStats = field(default_factory=MappingStats)
@@ -69,6 +76,18 @@ class SyncStateStore(RunStateStore):
             source, report, mode="full", finished_at=finished_at, reason=report.reason, counts=counts
         )
         await self.collection.update_one({"_id": source.key}, {"$set": fields}, upsert=True)
+
+    async def present_users(self, source: SourceConfig) -> frozenset[str]:
+        """The Google user ids in the last healthy snapshot of a searched scope (none for the whole domain)."""
+        doc = await self.collection.find_one({"_id": source.key}, {"users_present": 1})
+        return frozenset((doc or {}).get("users_present") or ())
+
+    async def set_present_users(self, source: SourceConfig, user_ids: set[str] | None) -> None:
+        """Kept for searched scopes only (about 30 bytes a user in the state document); None forgets them."""
+        if user_ids is None:
+            await self.collection.update_one({"_id": source.key}, {"$unset": {"users_present": ""}})
+        else:
+            await self.collection.update_one({"_id": source.key}, {"$set": {"users_present": sorted(user_ids)}})
 
     async def set_reports_cursor(self, source: SourceConfig, cursor: datetime, seen: list[str]) -> None:
         await self.collection.update_one(
@@ -89,14 +108,30 @@ class SnapshotReader:
     """Reads one full snapshot as batches of records (one batch per published page). :attr:`endpoint` is
     what was being read when a :class:`GoogleReadError` escapes."""
 
-    def __init__(self, source: SourceConfig, client: GoogleClient, *, members_concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        source: SourceConfig,
+        client: GoogleClient,
+        *,
+        members_concurrency: int = 4,
+        previous: frozenset[str] = frozenset(),
+    ) -> None:
         self.source = source
         self.client = client
         self.members_concurrency = members_concurrency
+        #: The users of the last healthy snapshot (searched scopes only): the ones a search misses are
+        #: read directly before they count as gone.
+        self.previous = previous
         self.endpoint = "orgunits"
         self.mapping: DirectoryMapping | None = None
         self.leavers = 0
         self.unmappable = 0
+        #: The users in this snapshot (kept for the next run when the scope is searched).
+        self.present: set[str] = set()
+        #: Whether users were read through the search index (a scope narrower than the whole domain).
+        self.searched = False
+        #: Users the search did not return but a direct read found in scope: the index lagged.
+        self.index_lag = 0
 
     def _leaver(self, user: dict[str, Any]) -> bool:
         leavers = self.source.leavers
@@ -118,6 +153,37 @@ class SnapshotReader:
             first = failed.exceptions[0]
             raise first from None
         return members
+
+    def _user_records(self, mapping: DirectoryMapping, user: dict[str, Any]) -> list[SourceRecord]:
+        if self._leaver(user):
+            self.leavers += 1
+            return []
+        try:
+            records = mapping.map_user(user)
+        except UnmappableUser:
+            self.unmappable += 1
+            return []
+        self.present.add(str(user.get("id", "")))
+        return records
+
+    async def _direct(self, user_ids: list[str], projection: str, schemas: list[str]) -> list[dict[str, Any]]:
+        """``users.get`` of each (a few at a time); the ones Google no longer has are left out."""
+        found: list[dict[str, Any]] = []
+        limit = asyncio.Semaphore(self.members_concurrency)
+
+        async def read(user_id: str) -> None:
+            async with limit:
+                user = await self.client.user(user_id, projection=projection, custom_field_mask=schemas)
+            if user is not None:
+                found.append(user)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for user_id in user_ids:
+                    tasks.create_task(read(user_id))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return sorted(found, key=lambda u: str(u.get("id", "")))
 
     async def batches(self) -> AsyncGenerator[list[SourceRecord], None]:
         config = self.source.mapping
@@ -141,11 +207,12 @@ class SnapshotReader:
         yield mapping.unit_records()
         self.endpoint = "users"
         schemas = config.custom_schemas()
+        projection = "custom" if schemas else "basic"
         seen: set[str] = set()
-        for query in users_queries(config):
-            pages = self.client.users(
-                query=query, projection="custom" if schemas else "basic", custom_field_mask=schemas
-            )
+        queries = users_queries(config)
+        self.searched = None not in queries
+        for query in queries:
+            pages = self.client.users(query=query, projection=projection, custom_field_mask=schemas)
             async with contextlib.aclosing(pages):
                 async for users in pages:
                     records: list[SourceRecord] = []
@@ -154,14 +221,19 @@ class SnapshotReader:
                         if user_id and user_id in seen:
                             continue
                         seen.add(user_id)
-                        if self._leaver(user):
-                            self.leavers += 1
-                            continue
-                        try:
-                            records += mapping.map_user(user)
-                        except UnmappableUser:
-                            self.unmappable += 1
+                        records += self._user_records(mapping, user)
                     yield records
+        if self.searched:
+            # Google's search results can lag a change by up to 36 hours: a user of the last snapshot that
+            # the search did not return is read directly, and stays if they are still in scope.
+            missing = sorted(self.previous - seen)
+            records = []
+            for user in await self._direct(missing, projection, schemas):
+                if in_scope(str(user.get("orgUnitPath") or "/"), config):
+                    self.index_lag += 1
+                    records += self._user_records(mapping, user)
+            if records:
+                yield records
         yield mapping.unit_records()  # school units found through a custom field
         yield mapping.group_records(groups, members)
 
@@ -197,7 +269,8 @@ async def run_once(
     ids = {"tenant_id": source.tenant_id, "source_id": source.source_id, "run_id": str(report.run_id)}
     log.info("google_run_started", reason=reason, **ids)
     await out.started(report, mode="full")
-    reader = SnapshotReader(source, client, members_concurrency=members_concurrency)
+    previous = await state.present_users(source)
+    reader = SnapshotReader(source, client, members_concurrency=members_concurrency, previous=previous)
     try:
         async with contextlib.aclosing(reader.batches()) as batches:
             async for records in batches:
@@ -209,12 +282,15 @@ async def run_once(
     if reader.unmappable:
         report.add_error("users:unmappable")  # users missing from the snapshot: it must not delete them
     report.leavers = reader.leavers
+    report.index_lag = reader.index_lag
     if reader.mapping is not None:
         report.stats = reader.mapping.stats
     await out.completed(report)
     report.requests = client.requests - requests_before
     report.seconds = time.monotonic() - began
     await state.record_run(source, report, finished_at=clock())
+    if report.healthy:
+        await state.set_present_users(source, reader.present if reader.searched else None)
     if metrics is not None:
         metrics.observe(report)
     log.info(
@@ -224,6 +300,7 @@ async def run_once(
         healthy=report.healthy,
         errors=report.errors,
         leavers=report.leavers,
+        index_lag=report.index_lag,
         unplaced=report.stats.unplaced,
         problems=dict(report.stats.problems),
         per_school_unit={code: dict(roles) for code, roles in sorted(report.stats.by_school_unit.items())},
