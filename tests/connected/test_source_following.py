@@ -535,7 +535,7 @@ async def test_microsoft_365_is_connected_by_admin_consent_to_skolsynks_app(
         assert str(link.with_query(None)) == "https://login.microsoftonline.com/organizations/v2.0/adminconsent"
         assert link.query["client_id"] == graph.client_id
         assert link.query["redirect_uri"] == consent["redirect_uri"] == f"{base}/ui/consent/microsoft"
-        assert consent["permissions"] == ["EduRoster.Read.All", "EduAdministration.Read.All", "Member.Read.Hidden"]
+        assert consent["permissions"] == ["EduRoster.Read.All", "Member.Read.Hidden"]
         state = link.query["state"]
 
         # The organiser's admin consents at Microsoft, which sends the browser back (signed in to the admin).

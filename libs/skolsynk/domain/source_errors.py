@@ -147,19 +147,18 @@ MICROSOFT_HINTS: dict[str, SourceErrorHint] = {
     ),
     "Authorization_RequestDenied": SourceErrorHint(
         "Microsoft Graph denied access",
-        "Grant the app the application permissions EduRoster.Read.All (and EduAdministration.Read.All, and "
-        "Member.Read.Hidden for class members) with admin consent in the organiser's tenant.",
+        "Grant the app the application permissions EduRoster.Read.All and Member.Read.Hidden (class members) "
+        "with admin consent in the organiser's tenant.",
         needs_admin=True,
     ),
     "AccessDenied": SourceErrorHint(
         "Microsoft Graph denied access",
-        "Grant the app EduRoster.Read.All / EduAdministration.Read.All application permissions with admin consent.",
+        "Grant the app the EduRoster.Read.All application permission with admin consent.",
         needs_admin=True,
     ),
     "http_403": SourceErrorHint(
         "Microsoft Graph denied access",
-        "Grant the app EduRoster.Read.All / EduAdministration.Read.All (and Member.Read.Hidden) application "
-        "permissions with admin consent.",
+        "Grant the app the EduRoster.Read.All and Member.Read.Hidden application permissions with admin consent.",
         needs_admin=True,
     ),
     "InvalidAuthenticationToken": SourceErrorHint(

@@ -26,7 +26,9 @@ from skolsynk_services.admin.service.core import PRODUCER, AdminCore, utcnow
 #: Microsoft's admin-consent endpoint (v2: the permissions come from the app registration, ``.default``).
 MICROSOFT_CONSENT_URL = "https://login.microsoftonline.com/organizations/v2.0/adminconsent"
 #: The Microsoft Graph application permissions skolsynk's app asks for (docs/graph-connector.md).
-MICROSOFT_PERMISSIONS = ("EduRoster.Read.All", "EduAdministration.Read.All", "Member.Read.Hidden")
+#: The least the connector needs (issue 23): EduRoster.Read.All for every /education endpoint it reads,
+#: Member.Read.Hidden for class members and teachers. EduAdministration.Read.All is for no endpoint it uses.
+MICROSOFT_PERMISSIONS = ("EduRoster.Read.All", "Member.Read.Hidden")
 #: The admin UI's page Microsoft redirects to after a consent.
 CONSENT_PATH = "/ui/consent/microsoft"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")

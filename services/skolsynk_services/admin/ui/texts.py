@@ -37,7 +37,9 @@ SOURCE_KINDS = {
     ),
     models.SourceKind.MICROSOFT.value: (
         "Microsoft 365 (School Data Sync)",
-        "Uppgifterna läses från Microsoft 365 och School Data Sync via en appregistrering i Microsoft Entra ID.",
+        "Uppgifterna läses från Microsoft 365 och School Data Sync via en appregistrering i Microsoft Entra ID. "
+        "Skolorna måste finnas som administrativa enheter i Microsoft Entra (att skapa dem är ett val i School "
+        "Data Sync): utan dem hittas inga skolor och ingen person kan placeras.",
     ),
     models.SourceKind.EGIL.value: (
         "EGIL-klient",
@@ -166,7 +168,6 @@ def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[s
 #: The Microsoft Graph application permissions skolsynk's app asks for, as the organiser's admin reads them.
 MICROSOFT_PERMISSION_TEXTS = {
     "EduRoster.Read.All": "läsa elever, lärare, klasser och skolor i School Data Sync",
-    "EduAdministration.Read.All": "läsa skolornas administrativa uppgifter (skolenhetskoder, årskurser)",
     "Member.Read.Hidden": "se vilka som är medlemmar i klasserna (klassgrupper döljer sina medlemmar)",
 }
 
@@ -584,18 +585,16 @@ SOURCE_ERROR_TEXTS: dict[SourceErrorHint, tuple[str, str]] = {
     ),
     _MICROSOFT["Authorization_RequestDenied"]: (
         "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheterna EduRoster.Read.All (och EduAdministration.Read.All, samt "
-        "Member.Read.Hidden för klassernas medlemmar) med administratörsgodkännande i huvudmannens "
-        "klientorganisation.",
+        "Ge appen programbehörigheterna EduRoster.Read.All och Member.Read.Hidden (klassernas medlemmar) "
+        "med administratörsgodkännande i huvudmannens klientorganisation.",
     ),
     _MICROSOFT["AccessDenied"]: (
         "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheterna EduRoster.Read.All / EduAdministration.Read.All med administratörsgodkännande.",
+        "Ge appen programbehörigheten EduRoster.Read.All med administratörsgodkännande.",
     ),
     _MICROSOFT["http_403"]: (
         "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheterna EduRoster.Read.All / EduAdministration.Read.All (och Member.Read.Hidden) "
-        "med administratörsgodkännande.",
+        "Ge appen programbehörigheterna EduRoster.Read.All och Member.Read.Hidden med administratörsgodkännande.",
     ),
     _MICROSOFT["InvalidAuthenticationToken"]: (
         "Microsoft Graph avvisade en ny token",
