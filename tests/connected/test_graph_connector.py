@@ -163,8 +163,13 @@ async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_ha
     assert state["teacher_schools"] == {gid(PERSON, f"teacher-0-{n}"): [unit] for n in (0, 1)}
 
 
-async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFactory) -> None:
-    h = await make_harness()
+@pytest.mark.parametrize("removals", ["as_documented", "in_delta_too"])
+async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFactory, removals: str) -> None:
+    """Deleted users reach the normaliser within one incremental run whether or not user delta reports them
+    (Microsoft promises only "newly created or updated" users: the run lists the ids and compares them with
+    the last healthy run's). Issue 23."""
+    in_delta = removals == "in_delta_too"
+    h = await make_harness(fake_options={"removals_in_delta": ("schools", "users", "classes")} if in_delta else {})
     await h.run("full")
     links = await h.delta_links()
     fake = h.fake
@@ -207,7 +212,7 @@ async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFacto
         (DUTY, duty_key(teacher, unit)),
     }
     assert completed.counts == {PERSON: 2, GROUP: 1, ACTIVITY: 1}
-    assert report.removed == {"users:deleted": 2, "users:changed": 1}
+    assert report.removed == ({"users:deleted": 2, "users:changed": 1} if in_delta else {"users:listed": 3})
     new_links = await h.delta_links()
     assert all(new_links[r] != links[r] for r in links)
     assert teacher not in (await h.state())["teacher_schools"]
@@ -346,3 +351,21 @@ async def test_through_the_normaliser_a_removed_user_leaves_its_state(testbed: C
     assert await entities.count_documents({"tenant_id": TENANT, "kind": "person"}) == 9
     group = await entities.find_one({"_id": str(entity_id(TENANT, SOURCE, GROUP, gid(GROUP, "class-0-6")))})
     assert group is not None
+
+
+async def test_a_deleted_class_reaches_the_normaliser_in_the_next_incremental_run(make_harness: HarnessFactory) -> None:
+    """Microsoft documents that educationClass delta "does not include deleted classes" (the fake behaves so):
+    the incremental run lists the class ids and deletes what is gone, within the same cycle. Issue 23."""
+    h = await make_harness()
+    await h.run("full")
+    klass = gid(GROUP, "class-0-4")
+    h.fake.remove_class(klass)
+    report, completed = await h.run("incremental")
+    assert completed.healthy
+    assert h.collected.deletions(report.run_id) == {(GROUP, klass), (ACTIVITY, klass)}
+    assert report.removed == {"classes:listed": 1}
+    listings = [r for r in h.fake.requests if r.path.endswith("/education/classes") and r.method == "GET"]
+    assert listings  # an id-only listing, each incremental run
+    # Nothing changed since: nothing deleted again.
+    report, completed = await h.run("incremental")
+    assert h.collected.deletions(report.run_id) == set()

@@ -168,6 +168,7 @@ async def test_listing_pages_with_absolute_next_links_and_top(graph: Graph) -> N
 @pytest.mark.parametrize("suffix", ["delta", "delta()", "microsoft.graph.delta"])
 async def test_delta_rounds_report_changes_removals_and_membership(graph: Graph, suffix: str) -> None:
     fake = graph.fake
+    fake.removals_in_delta = frozenset({"schools", "users", "classes"})  # the kinder behaviour, asked for
     fake.empty_delta_pages = 1
     for n in range(1, 6):
         fake.put_user(user(n))
@@ -297,3 +298,26 @@ async def test_load_organiser_mirrors_the_canonical_records(graph: Graph) -> Non
     _, body, _ = await graph.get(f"classes/{klass}/members", {"$top": "50"})
     assert student["id"] in [u["id"] for u in body["value"]]
     assert teacher_id in [u["id"] for u in body["value"]]  # teachers are members too
+
+
+async def test_by_default_user_and_class_delta_leave_removals_out_as_documented(graph: Graph) -> None:
+    """Microsoft: educationClass delta "does not include deleted classes"; user delta returns newly created
+    or updated users. A listing shows what is gone. Schools' removals are still reported. Issue 23."""
+    fake = graph.fake
+    for n in range(1, 4):
+        fake.put_user(user(n))
+    fake.put_class({"id": "c1", "displayName": "7A"})
+    fake.put_class({"id": "c2", "displayName": "7B"})
+    _, users_link = await graph.round("users/delta")
+    _, classes_link = await graph.round("classes/delta")
+    fake.remove_user(user(1)["id"])
+    fake.remove_user(user(2)["id"], reason="changed")
+    fake.remove_class("c1")
+    fake.update_user(user(3)["id"], surname="Kvar")
+    pages, _ = await graph.round(users_link)
+    assert [e["id"] for page in pages for e in page] == [user(3)["id"]]
+    pages, _ = await graph.round(classes_link)
+    assert [e for page in pages for e in page] == []
+    status, body, _ = await graph.get("classes", {"$select": "id"})
+    assert status == 200
+    assert [c["id"] for c in body["value"]] == ["c2"]

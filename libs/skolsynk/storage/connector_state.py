@@ -7,8 +7,9 @@ the queries and indexes beside its code; the names are kept here with every othe
   (``services/skolsynk_services/ss12000_puller/runs.py``);
 * ``google_sync_state``: per source the last runs and the Reports API cursor
   (``services/skolsynk_services/google_connector/runs.py``);
-* ``graph_delta_links``, ``graph_sync_state``: per (tenant, source, resource) the Graph delta link, per
-  source the last runs and each teacher's schools (``services/skolsynk_services/graph_connector/runs.py``).
+* ``graph_delta_links``, ``graph_sync_state``, ``graph_known_ids``: per (tenant, source, resource) the Graph
+  delta link, per source the last runs and each teacher's schools, and per (tenant, source, resource) the
+  user and class ids of the last healthy run (``services/skolsynk_services/graph_connector/runs.py``).
 """
 
 from __future__ import annotations
@@ -19,3 +20,4 @@ SS12000_SYNC_STATE = "ss12000_sync_state"
 GOOGLE_SYNC_STATE = "google_sync_state"
 GRAPH_DELTA_LINKS = "graph_delta_links"
 GRAPH_SYNC_STATE = "graph_sync_state"
+GRAPH_KNOWN_IDS = "graph_known_ids"

@@ -11,6 +11,8 @@ not contain. The three delta links are stored afterwards, so the next run is inc
 **Incremental run**: the stored delta links, each followed until a new ``@odata.deltaLink``; then
 every changed user and class is read again in full (a delta entry carries only the changed
 properties, and school and class relations are not on it), and the current school list gives the scope.
+Deletions delta does not promise (deleted classes, deleted users) are found by listing the ids of users
+and classes and comparing them with those of the last healthy run (``graph_known_ids``).
 ``@removed`` entries become deletions: ``reason: deleted`` (gone for good) and ``reason: changed``
 (soft-deleted or out of the application's scope, restorable) are both removals from this source's view;
 they are counted apart. A class with ``members@delta`` is a changed class (its members are read again).
@@ -53,7 +55,7 @@ from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
-from skolsynk.storage.connector_state import GRAPH_DELTA_LINKS, GRAPH_SYNC_STATE
+from skolsynk.storage.connector_state import GRAPH_DELTA_LINKS, GRAPH_KNOWN_IDS, GRAPH_SYNC_STATE
 from skolsynk_services.graph_connector.client import DeltaExpired, GraphClient, GraphReadError
 from skolsynk_services.graph_connector.mapping import (
     GraphMappingError,
@@ -77,11 +79,18 @@ PAGE_ITEMS = 500
 DELTA_COLLECTION = GRAPH_DELTA_LINKS
 STATE_COLLECTION = GRAPH_SYNC_STATE
 RESOURCES: tuple[str, ...] = ("schools", "users", "classes")
+#: Resources whose deletions delta does not promise (Microsoft: educationClass delta "does not include
+#: deleted classes"; user delta returns "newly created or updated" users): every incremental run lists their
+#: ids and compares them with the ids of the last healthy run (kept beside the delta links).
+LISTED: tuple[str, ...] = ("users", "classes")
 INDEXES = [
     IndexSpec(
         DELTA_COLLECTION, (("tenant_id", 1), ("source_id", 1), ("resource", 1)), "tenant_source_resource", unique=True
     ),
     IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True),
+    IndexSpec(
+        GRAPH_KNOWN_IDS, (("tenant_id", 1), ("source_id", 1), ("resource", 1)), "tenant_source_resource", unique=True
+    ),
 ]
 SCHOOL_SELECT = "id,displayName,externalId,schoolNumber,externalSource"
 USER_SELECT = (
@@ -122,6 +131,7 @@ class SyncStateStore(RunStateStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db, STATE_COLLECTION)
         self.links = db[DELTA_COLLECTION]
+        self.known = db[GRAPH_KNOWN_IDS]
 
     @staticmethod
     def _link_id(source: SourceConfig, resource: str) -> str:
@@ -148,6 +158,30 @@ class SyncStateStore(RunStateStore):
                         "delta_link": link,
                         "run_id": str(run_id),
                         "stored_at": at,
+                    }
+                },
+                upsert=True,
+            )
+
+    async def known_ids(self, source: SourceConfig) -> dict[str, frozenset[str]]:
+        """The ids of :data:`LISTED` resources Graph had at the last healthy run (none stored: empty)."""
+        known: dict[str, frozenset[str]] = {}
+        async for doc in self.known.find({"tenant_id": source.tenant_id, "source_id": source.source_id}):
+            if doc.get("resource") in LISTED:
+                known[str(doc["resource"])] = frozenset(doc.get("ids") or ())
+        return known
+
+    async def store_known_ids(self, source: SourceConfig, known: Mapping[str, set[str]]) -> None:
+        """One document per resource (about 40 bytes an id; 150,000 users are 6 MB, under the 16 MB limit)."""
+        for resource, ids in known.items():
+            await self.known.update_one(
+                {"_id": self._link_id(source, resource)},
+                {
+                    "$set": {
+                        "tenant_id": source.tenant_id,
+                        "source_id": source.source_id,
+                        "resource": resource,
+                        "ids": sorted(ids),
                     }
                 },
                 upsert=True,
@@ -182,6 +216,8 @@ class RunContent:
     delta_links: dict[str, str] = field(default_factory=dict)
     teacher_schools: dict[str, list[str]] = field(default_factory=dict)
     unmappable: list[str] = field(default_factory=list)
+    #: The ids of the :data:`LISTED` resources Graph has now (stored when the run is healthy).
+    known: dict[str, set[str]] = field(default_factory=dict)
 
     def upsert(self, records: Iterable[SourceRecord]) -> None:
         for record in records:
@@ -347,6 +383,7 @@ async def read_full(source: SourceConfig, client: GraphClient, *, today: date) -
         if collapsed.unmappable:
             content.unmappable.append(f"{name}:unmappable")
     content.delta_links = {name: rounds[name].delta_link for name in RESOURCES}
+    content.known = {"users": set(users.changed), "classes": set(classes.changed)}
     return content
 
 
@@ -358,6 +395,7 @@ async def read_incremental(
     report: RunReport,
     *,
     today: date,
+    known: Mapping[str, frozenset[str]] | None = None,
 ) -> RunContent:
     """The delta rounds from the stored links, then changed objects read again; raises
     :class:`DeltaExpired` (resync) or :class:`ReadFailed`."""
@@ -372,6 +410,17 @@ async def read_incremental(
             report.removed[f"{name}:{reason}"] = report.removed.get(f"{name}:{reason}", 0) + 1
         if collapsed.unmappable:
             content.unmappable.append(f"{name}:unmappable")
+
+    # Deletions delta does not report: the ids Graph has now against those of the last healthy run.
+    gone: dict[str, list[str]] = {}
+    for name in LISTED:
+        listed = set(await reader.ids(name, f"education/{name}"))
+        content.known[name] = listed
+        before = (known or {}).get(name)
+        reported = set(changes[name].changed) | set(changes[name].removed)
+        gone[name] = sorted(before - listed - reported) if before else []
+        if gone[name]:
+            report.removed[f"{name}:listed"] = len(gone[name])
 
     current: dict[str, dict[str, Any]] = {}
     for school in await reader.objects("schools", "education/schools", SCHOOL_SELECT):
@@ -406,7 +455,7 @@ async def read_incremental(
             return user_id, None, []
         return user_id, user, await reader.ids("users/schools", f"education/users/{user_id}/schools")
 
-    for user_id in changes["users"].removed:
+    for user_id in [*changes["users"].removed, *gone["users"]]:
         content.delete(EntityKind.PERSON, user_id)
         drop_duties(user_id)
     for user_id, user, school_ids in await gather_limited(changes["users"].changed, read_user, source.concurrency):
@@ -441,6 +490,9 @@ async def read_incremental(
         return class_id, klass, school_ids, members, teachers
 
     for class_id in changes["classes"].removed:
+        content.delete(EntityKind.GROUP, class_id)
+        content.delete(EntityKind.ACTIVITY, class_id)
+    for class_id in gone["classes"]:
         content.delete(EntityKind.GROUP, class_id)
         content.delete(EntityKind.ACTIVITY, class_id)
     for class_id, klass, school_ids, members, teachers in await gather_limited(
@@ -489,7 +541,13 @@ async def run_once(
     if mode == "incremental" and report.resync is None:
         try:
             content = await read_incremental(
-                source, client, links, await state.teacher_schools(source), report, today=today()
+                source,
+                client,
+                links,
+                await state.teacher_schools(source),
+                report,
+                today=today(),
+                known=await state.known_ids(source),
             )
         except DeltaExpired as expired:
             report.resync = expired.code
@@ -544,6 +602,7 @@ async def run_once(
     finished = utcnow()
     if report.healthy and content is not None:
         await state.store_delta_links(source, content.delta_links, run_id=report.run_id, at=finished)
+        await state.store_known_ids(source, content.known)
         report.delta_links_stored = True
     await state.record_run(
         source, report, finished_at=finished, teacher_schools=content.teacher_schools if content else None

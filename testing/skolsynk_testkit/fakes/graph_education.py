@@ -24,7 +24,9 @@ third-party code. Behaviour:
 * **Delta**: ``/education/{users,classes,schools}/delta`` (also ``delta()`` and ``microsoft.graph.delta``).
   A round without a token returns every object (full, ``$select`` honoured); later rounds (``$deltatoken``)
   only what changed since: a new object in full, an update with ``id`` and the changed properties only
-  (merge, don't replace), a removal as ``{"id", "@removed": {"reason": "changed" | "deleted"}}``, a class
+  (merge, don't replace), a removal as ``{"id", "@removed": {"reason": "changed" | "deleted"}}`` (schools
+  only, by default: Microsoft documents that class delta does not include deleted classes and promises
+  only new and updated users; ``removals_in_delta`` widens it), a class
   membership change as ``members@delta`` (``{"@odata.type": "#microsoft.graph.user", "id"}``, with
   ``@removed`` for a member who left). Pages hold ``delta_page_size`` entries (or ``$top`` /
   ``Prefer: odata.maxpagesize``); ``empty_delta_pages`` empty pages with a next link start every round,
@@ -217,6 +219,7 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
         empty_delta_pages: int = 0,
         delta_token_ttl_seconds: float = SEVEN_DAYS,
         replay_changes: bool = False,
+        removals_in_delta: Iterable[str] = ("schools",),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -230,6 +233,10 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
         self.empty_delta_pages = empty_delta_pages
         self.delta_token_ttl_seconds = delta_token_ttl_seconds
         self.replay_changes = replay_changes
+        #: The resources whose delta reports removals (``@removed``). Microsoft documents that educationClass
+        #: delta "does not include deleted classes" and promises "newly created or updated" users only, so by
+        #: default only schools do; pass ("schools", "users", "classes") for the kinder behaviour.
+        self.removals_in_delta = frozenset(removals_in_delta)
         self._clock = clock
         self.objects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in RESOURCES}
         self.school_users: dict[str, list[str]] = {}
@@ -837,6 +844,8 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
         for object_id, changes in ordered:
             last = changes[-1]
             if last.what == "removed" or object_id not in self.objects[resource]:
+                if resource not in self.removals_in_delta:
+                    continue  # gone without a trace in delta: a listing shows it
                 entries.append(
                     {"id": object_id, "@removed": {"reason": last.reason if last.what == "removed" else "deleted"}}
                 )
