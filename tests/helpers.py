@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,22 +74,45 @@ async def wait_for_depth(amqp_url: str, queue: str, expected: int, *, timeout: f
     await wait_for(reached, timeout=timeout, interval=0.1, what=f"{expected} message(s) in {queue}")
 
 
+def queue_names(topology: Topology) -> list[str]:
+    """Every queue a topology declares: work queues, their dead letters and retry queues."""
+    return [
+        name
+        for spec in topology.queues
+        for name in (
+            spec.name,
+            spec.dead_letter_queue,
+            *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
+        )
+    ]
+
+
+async def peek_queues(amqp_url: str, names: Iterable[str]) -> dict[str, list[bytes]]:
+    """The bodies of every message waiting in each queue, read without taking them (closing the connection
+    hands them back, in an order of the broker's choosing on a quorum queue): queue -> bodies. A queue
+    nobody declared holds nothing."""
+    found: dict[str, list[bytes]] = {}
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in sorted(set(names)):
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()
+                continue
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                found.setdefault(name, []).append(message.body)
+    return found
+
+
 async def delete_topology(amqp_url: str, topology: Topology) -> None:
     """Delete a test's queues and exchanges: quorum queues are broker processes, and hundreds of
     leftovers slow the broker down for every later test."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        names = [
-            name
-            for spec in topology.queues
-            for name in (
-                spec.name,
-                spec.dead_letter_queue,
-                *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
-            )
-        ]
-        for name in names:
+        for name in queue_names(topology):
             await channel.queue_delete(name)
         for exchange in topology.exchanges:
             await channel.exchange_delete(exchange)

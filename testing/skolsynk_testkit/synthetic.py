@@ -1045,3 +1045,16 @@ def incremental_run(
 
 def today() -> date:
     return datetime.now(UTC).date()
+
+
+def without_person(records: Iterable[SourceRecord], key: str) -> list[SourceRecord]:
+    """The organiser without one person (a leaver): their record and their group memberships."""
+    kept = []
+    for record in records:
+        if record.key == key:
+            continue
+        if record.kind is EntityKind.GROUP:
+            members = [m for m in record.data["memberships"] if m["person"] != key]
+            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "memberships": members})
+        kept.append(record)
+    return kept

@@ -37,7 +37,7 @@ from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import amqp_url_with_vhost, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
-from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
 
 pytestmark = [
@@ -714,19 +714,6 @@ async def test_a_feed_nobody_reads_lets_its_messages_expire_after_the_vendors_re
         connection = await aio_pika.connect(url)
         async with connection:
             await (await connection.channel()).queue_delete(queue)
-
-
-def without_person(records: list[SourceRecord], key: str) -> list[SourceRecord]:
-    """The organiser without one person: their record and their group memberships."""
-    kept = []
-    for record in records:
-        if record.key == key:
-            continue
-        if record.kind is EntityKind.GROUP:
-            members = [m for m in record.data["memberships"] if m["person"] != key]
-            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "memberships": members})
-        kept.append(record)
-    return kept
 
 
 async def feed_messages(url: str, queue: str) -> list[AbstractIncomingMessage]:

@@ -42,8 +42,8 @@ from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
-from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
-from tests.helpers import delete_topology, wait_for
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
+from tests.helpers import delete_topology, peek_queues, queue_names, wait_for
 
 pytestmark = [
     pytest.mark.connected,
@@ -78,19 +78,6 @@ def the_organiser() -> list[SourceRecord]:
     return [
         SourceRecord(kind=r.kind, key=r.key, data={**r.data, **LEAVER_DATA}) if r.key == LEAVER else r for r in records
     ]
-
-
-def without(records: list[SourceRecord], key: str) -> list[SourceRecord]:
-    """The organiser without one person (their record and their class memberships)."""
-    kept = []
-    for record in records:
-        if record.key == key:
-            continue
-        if record.kind is EntityKind.GROUP:
-            members = [m for m in record.data["memberships"] if m["person"] != key]
-            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "memberships": members})
-        kept.append(record)
-    return kept
 
 
 @dataclass
@@ -270,7 +257,7 @@ async def provision(stack: Stack, **subscription: Any) -> None:
 
 async def test_a_leaver_is_deleted_everywhere_with_receipts_and_purged(stack: Stack):
     await provision(stack)
-    await stack.sync(without(stack.records, LEAVER))
+    await stack.sync(without_person(stack.records, LEAVER))
     await stack.settled()
     entries = await stack.finished(LEAVER, 2)
 
@@ -435,7 +422,7 @@ async def test_an_unreachable_vendor_keeps_the_deletion_pending_overdue_and_retr
     try:
         await provision(stack)
         stack.vendor.down()
-        await stack.sync(without(stack.records, LEAVER))
+        await stack.sync(without_person(stack.records, LEAVER))
 
         async def overdue_and_retried() -> bool:
             entries = await stack.entries_of(LEAVER)
@@ -473,7 +460,7 @@ async def test_an_unreachable_vendor_keeps_the_deletion_pending_overdue_and_retr
 async def test_two_phase_deletion_waits_for_the_grace_period_and_forgives_a_comeback(stack: Stack):
     await provision(stack, deletion_grace_hours=1.0)
     comeback = "student-0-3"
-    await stack.sync(without(without(stack.records, LEAVER), comeback))
+    await stack.sync(without_person(without_person(stack.records, LEAVER), comeback))
     await stack.settled()
     users = stack.vendor.resources(TENANT, "Users")
     assert {str(person_id(LEAVER)), str(person_id(comeback))} <= set(users), "deleted before the grace period"
@@ -483,7 +470,7 @@ async def test_two_phase_deletion_waits_for_the_grace_period_and_forgives_a_come
     assert pending["removal_pending_since"] is not None
 
     # The comeback returns within the grace period; then the grace period passes.
-    await stack.sync(without(stack.records, LEAVER))
+    await stack.sync(without_person(stack.records, LEAVER))
     await stack.settled()
     stack.clock[0] += timedelta(hours=2)
     await stack.project("dates")
@@ -517,7 +504,7 @@ async def test_tombstones_and_finished_entries_expire(
     stack = await start_stack(settings, tmp_path, monkeypatch, gdpr_retention_days=1 / 86400)
     try:
         await provision(stack)
-        await stack.sync(without(stack.records, LEAVER))
+        await stack.sync(without_person(stack.records, LEAVER))
         await stack.settled()
         await stack.finished(LEAVER, 2)
         tombstones = stack.gdpr.db["gdpr_tombstones"]
@@ -581,7 +568,7 @@ async def test_a_leaver_also_selected_by_a_test_mode_subscription_is_purged(stac
     await stack.sync(stack.records)
     await stack.settled()
     assert str(person_id(LEAVER)) in stack.vendor.resources(TENANT, "Users")
-    await stack.sync(without(stack.records, LEAVER))
+    await stack.sync(without_person(stack.records, LEAVER))
     await stack.settled()
     [entry] = await stack.finished(LEAVER, 1)  # the live vendor's deletion only: test mode has no ledger entry
     assert entry["vendor_id"] == SCIM_VENDOR
@@ -692,31 +679,9 @@ class _Template:
 async def queued_bodies(stack: Stack) -> dict[str, list[bytes]]:
     """Every message waiting in every queue of the stack (work queues, retry queues, dead letters, the
     queue vendor's feed), read without taking it: queue -> bodies."""
-    names = {
-        name
-        for app in stack.apps
-        for spec in app.topology.queues
-        for name in (
-            spec.name,
-            spec.dead_letter_queue,
-            *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
-        )
-    }
+    names = {name for app in stack.apps for name in queue_names(app.topology)}
     names.add(feed_queue_name(stack.settings.broker.namespace, QUEUE_VENDOR))
-    found: dict[str, list[bytes]] = {}
-    connection = await aio_pika.connect(stack.settings.broker.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        for name in sorted(names):
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()  # a queue nobody declared: nothing waits there
-                continue
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                found.setdefault(name, []).append(message.body)
-        # Closing the connection hands every message back to its queue.
-    return found
+    return await peek_queues(stack.settings.broker.amqp_url.get_secret_value(), names)
 
 
 @pytest.mark.parametrize("queue_vendor", ["test_mode", "live_unread"])
@@ -748,7 +713,7 @@ async def test_after_leavers_an_erasure_and_a_test_mode_subscription_no_personal
         request_id=uuid.uuid4(), person_id=person_id(ERASED), vendor_ids=None, requested_by="admin-1"
     )
     await stack.publish(erasure, "gdpr", ErasureRequested.message_type)
-    await stack.sync(without(stack.records, LEAVER))
+    await stack.sync(without_person(stack.records, LEAVER))
     await stack.settled()
     await stack.finished(LEAVER, 2 if live else 1)
     await stack.finished(ERASED, 2 if live else 1)

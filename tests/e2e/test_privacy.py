@@ -30,8 +30,8 @@ from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher.onboarding import feed_queue_name
 from skolsynk_testkit.devstack import ServiceProcess, publish_messages, start_service, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
-from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
-from tests.helpers import delete_topology, wait_for
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
+from tests.helpers import delete_topology, peek_queues, queue_names, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -83,18 +83,6 @@ def the_organiser() -> list[SourceRecord]:
         SourceRecord(kind=r.kind, key=r.key, data={**r.data, **PERSONAL[r.key]}) if r.key in PERSONAL else r
         for r in records
     ]
-
-
-def without(records: list[SourceRecord], key: str) -> list[SourceRecord]:
-    kept = []
-    for record in records:
-        if record.key == key:
-            continue
-        if record.kind is EntityKind.GROUP:
-            members = [m for m in record.data["memberships"] if m["person"] != key]
-            record = SourceRecord(kind=record.kind, key=record.key, data={**record.data, "memberships": members})
-        kept.append(record)
-    return kept
 
 
 @pytest.fixture
@@ -163,31 +151,10 @@ async def _delete_queues(amqp_url: str, namespace: str) -> None:
 
 async def queued_bodies(amqp_url: str, namespace: str) -> dict[str, list[bytes]]:
     """Every message waiting in every queue skolsynk declares (work, retry and dead-letter queues, the
-    vendors' feeds), read without taking it: closing the connection hands them back."""
-    topology = skolsynk_topology(namespace, vendor_ids=list(VENDORS))
-    names = {
-        name
-        for spec in topology.queues
-        for name in (
-            spec.name,
-            spec.dead_letter_queue,
-            *(spec.retry_queue(n) for n in range(len(spec.retry_delays_seconds))),
-        )
-    }
-    names |= {feed_queue_name(namespace, v) for v in (LIVE_QUEUE, TEST_QUEUE)}
-    found: dict[str, list[bytes]] = {}
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in sorted(names):
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()  # never declared: nothing waits there
-                continue
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                found.setdefault(name, []).append(message.body)
-    return found
+    vendors' feeds), read without taking it."""
+    names = queue_names(skolsynk_topology(namespace, vendor_ids=list(VENDORS)))
+    names += [feed_queue_name(namespace, v) for v in (LIVE_QUEUE, TEST_QUEUE)]
+    return await peek_queues(amqp_url, names)
 
 
 def metric(service: ServiceProcess, name: str, **labels: str) -> float:
@@ -247,7 +214,7 @@ async def test_after_a_leaver_an_erasure_and_a_test_mode_subscription_no_persona
             erasure = {"person_id": str(person_id(ERASED)), "reference": "e2e-privacy"}
             async with http.post(f"{admin}/tenants/{TENANT}/erasure-requests", json=erasure) as r:
                 assert r.status in (200, 201, 202), await r.text()
-            run = full_run(without(records, LEAVER), source_id=SOURCE, source_kind="egil", page_size=10)
+            run = full_run(without_person(records, LEAVER), source_id=SOURCE, source_kind="egil", page_size=10)
             await publish_messages(amqp_url, f"{namespace}.source", f"egil.{TENANT}", run, tenant_id=TENANT)
 
             async def finished() -> bool:

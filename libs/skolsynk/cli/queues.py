@@ -25,6 +25,7 @@ from skolsynk.messaging.publisher import (
     HEADER_FAILURE_TYPE,
     HEADER_ORIGINAL_QUEUE,
     HEADER_TENANT,
+    copy_message,
 )
 
 #: Set on a replayed message: when, and how many times it was replayed.
@@ -161,18 +162,7 @@ def replay_message(message: AbstractIncomingMessage, *, now: datetime | None = N
     headers[HEADER_REPLAYS] = (previous if isinstance(previous, int) else 0) + 1
     headers[HEADER_REPLAYED_AT] = (now or datetime.now(UTC)).isoformat()
     headers[HEADER_ATTEMPT] = 0
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        app_id=message.app_id,
-    )
+    return copy_message(message, headers=headers)
 
 
 @dataclass(frozen=True)

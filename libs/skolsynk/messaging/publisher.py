@@ -113,6 +113,31 @@ def build_amqp_message(
     )
 
 
+def copy_message(
+    template: AbstractIncomingMessage,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, Any],
+    expiration: float | None = None,
+) -> aio_pika.Message:
+    """A received message as it is published again (persistent): its body (or ``body``), content type and
+    encoding, message and correlation ids, type, timestamp and producer, with ``headers`` and, if given, a
+    new per-message TTL (``expiration`` seconds)."""
+    return aio_pika.Message(
+        body=template.body if body is None else body,
+        headers=dict(headers),
+        content_type=template.content_type,
+        content_encoding=template.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=template.message_id,
+        correlation_id=template.correlation_id,
+        type=template.type,
+        timestamp=template.timestamp,
+        app_id=template.app_id,
+        expiration=expiration,
+    )
+
+
 class Publisher:
     """One confirming channel per process. Safe for concurrent use; at most ``max_in_flight``
     publishes wait for confirms at once (pipelining is ~8x faster than awaiting one by one)."""
@@ -164,21 +189,7 @@ class Publisher:
         """Re-publish a received message's exact body and properties with new headers (retry queues and
         dead letters keep even a body that does not parse)."""
 
-        def build() -> aio_pika.Message:
-            return aio_pika.Message(
-                body=body,
-                headers=dict(headers),
-                content_type=template.content_type,
-                content_encoding=template.content_encoding,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=template.message_id,
-                correlation_id=template.correlation_id,
-                type=template.type,
-                timestamp=template.timestamp,
-                app_id=template.app_id,
-            )
-
-        await self._publish(build, exchange, routing_key)
+        await self._publish(lambda: copy_message(template, body=body, headers=headers), exchange, routing_key)
 
     async def _publish(self, build: Callable[[], aio_pika.Message], exchange: str, routing_key: str) -> None:
         if self._channel is None:

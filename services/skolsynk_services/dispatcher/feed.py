@@ -33,6 +33,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.logging import get_logger
+from skolsynk.messaging.publisher import copy_message
 from skolsynk_services.dispatcher.metrics import FeedCompactionMetrics
 
 log = get_logger(__name__)
@@ -211,16 +212,4 @@ class FeedCompactor:
         if left <= 0:
             return None
         headers[HEADER_QUEUED_AT] = int(now * 1000)  # the new message's retention counts from now
-        return aio_pika.Message(
-            body=message.body,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-            expiration=max(left, 0.001),
-        )
+        return copy_message(message, headers=headers, expiration=max(left, 0.001))

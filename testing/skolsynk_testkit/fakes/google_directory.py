@@ -1129,12 +1129,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
                 if order not in sort_keys:
                     raise _BadRequest("Invalid value for: orderBy")
                 selected.sort(key=sort_keys[order], reverse=query.get("sortOrder", "ASCENDING") == "DESCENDING")
-            projection = query.get("projection", "basic")
-            if projection not in ("basic", "custom", "full"):
-                raise _BadRequest("Invalid value for: projection")
-            mask = {s for s in query.get("customFieldMask", "").split(",") if s}
-            if projection == "custom" and not mask:
-                raise _BadRequest("Invalid Input: customFieldMask required for projection custom")
+            projection, mask = self._projection(query)
             shown = [self._project(u, projection, mask) for u in selected]
             return self._page(request, "users", "users", shown, limit, "users", "admin#directory#users")
 
@@ -1146,12 +1141,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
 
         def answer() -> web.Response:
             query = request.query
-            projection = query.get("projection", "basic")
-            if projection not in ("basic", "custom", "full"):
-                raise _BadRequest("Invalid value for: projection")
-            mask = {s for s in query.get("customFieldMask", "").split(",") if s}
-            if projection == "custom" and not mask:
-                raise _BadRequest("Invalid Input: customFieldMask required for projection custom")
+            projection, mask = self._projection(query)
             try:
                 user = self._user(request.match_info["user"])
             except KeyError:
@@ -1160,6 +1150,17 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
             return web.json_response(self._project(user, projection, mask))
 
         return await self._guarded(request, "users", answer)
+
+    @staticmethod
+    def _projection(query: Mapping[str, str]) -> tuple[str, set[str]]:
+        """``projection`` and ``customFieldMask`` of a users request, checked as Google does."""
+        projection = query.get("projection", "basic")
+        if projection not in ("basic", "custom", "full"):
+            raise _BadRequest("Invalid value for: projection")
+        mask = {s for s in query.get("customFieldMask", "").split(",") if s}
+        if projection == "custom" and not mask:
+            raise _BadRequest("Invalid Input: customFieldMask required for projection custom")
+        return projection, mask
 
     @staticmethod
     def _project(user: dict[str, Any], projection: str, mask: set[str]) -> dict[str, Any]:
