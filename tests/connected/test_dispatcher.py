@@ -3,7 +3,9 @@ behaves like the reference server, and forwarding to a vendor's own queue."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -32,7 +34,14 @@ from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
-from skolsynk_services.dispatcher.onboarding import feed_queue_name, offboard_vendor, onboard_vendor, vendor_user_name
+from skolsynk_services.dispatcher.feed import FeedCompactor
+from skolsynk_services.dispatcher.onboarding import (
+    feed_queue_arguments,
+    feed_queue_name,
+    offboard_vendor,
+    onboard_vendor,
+    vendor_user_name,
+)
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import amqp_url_with_vhost, write_vendor_catalogue
@@ -781,12 +790,11 @@ async def test_a_delete_takes_the_upsert_it_supersedes_out_of_a_feed_nobody_read
         assert len({m.message_id for m in messages}) == len(messages) == len(published) - 1
         assert [(c.operation, c.version) for c in changes if str(c.entity_id) == leaver] == [("delete", 2)]
         assert not any(b"Komprimeradsson" in m.body or b"Feedina" in m.body for m in messages)
-        # What was there before the delete is still there, in the order it was published.
-        before = {e.message_id for e in published[: len(first)]}
-        kept = [m.message_id for m in messages if m.message_id in {str(i) for i in before}]
-        assert kept == [
+        # What was there before the delete is still there (the order is pinned by the pass's own test below).
+        before = {str(e.message_id) for e in published[: len(first)]}
+        assert {m.message_id for m in messages if m.message_id in before} == {
             str(e.message_id) for e in published[: len(first)] if str(VendorChange.from_envelope(e).entity_id) != leaver
-        ]
+        }
         # Nothing gained retention by being published again: at most the vendor's 24 hours, counted from then.
         assert all(m.expiration is not None and 0 < m.expiration <= 24 * 3600 for m in messages)
         assert all(isinstance((m.headers or {}).get("x-skolsynk-queued-at"), int) for m in messages)
@@ -835,3 +843,57 @@ async def test_a_feed_being_read_is_not_compacted(
         connection = await aio_pika.connect(url)
         async with connection:
             await (await connection.channel()).queue_delete(queue)
+
+
+async def test_a_compaction_pass_keeps_the_feed_in_order_and_takes_out_only_superseded_upserts(
+    settings: ServiceSettings,
+):
+    """The pass itself on a quorum queue like a feed, messages published one by one (so their order is
+    known): upserts older than a noted delete go; a newer upsert, the delete, other entities and a body that
+    does not parse stay, in order, each once; a message past its retention is not published again."""
+    url = settings.broker.amqp_url.get_secret_value()
+    queue = f"{settings.broker.namespace}.vendor-feed.compaction-order"
+    tenant, person, other = "kommun-c", str(uuid.uuid4()), str(uuid.uuid4())
+
+    def change(entity: str, operation: str, version: int, *, age: float = 0.0) -> aio_pika.Message:
+        payload = {"entity_id": entity, "operation": operation, "version": version}
+        return aio_pika.Message(
+            json.dumps({"tenant_id": tenant, "payload": payload}).encode(),
+            type="vendor.change",
+            message_id=f"{entity[:8]}-{operation}-{version}",
+            headers={"x-skolsynk-queued-at": int((time.time() - age) * 1000)},
+            expiration=3600,
+        )
+
+    sent = [
+        change(person, "upsert", 1),
+        change(other, "upsert", 1),
+        change(person, "upsert", 2),
+        aio_pika.Message(b"not json", type="vendor.change", message_id="garbled", expiration=3600),
+        change(person, "delete", 3),
+        change(person, "upsert", 4),  # back again after the delete: stays
+        change(other, "upsert", 2),
+    ]
+    expired = change(other, "upsert", 3, age=7200)  # published two hours ago, retention one hour
+    superseded = {f"{person[:8]}-upsert-1", f"{person[:8]}-upsert-2"}
+    connection = await aio_pika.connect_robust(url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True, arguments=feed_queue_arguments())
+        for message in [*sent, expired]:
+            await channel.default_exchange.publish(message, routing_key=queue)
+        compactor = FeedCompactor("compaction-order", queue, retention_seconds=3600, interval_seconds=60)
+        compactor.deleted(tenant, person, 3)
+        result = await compactor.compact(connection)
+        assert (result.taken, result.dropped, result.expired) == (8, 2, 1)
+        assert compactor.pending == {}
+        await compactor.close()
+        feed = await channel.declare_queue(queue, passive=True)
+        left = []
+        while (message := await feed.get(no_ack=True, fail=False)) is not None:
+            left.append(message.message_id)
+        assert left == [m.message_id for m in sent if m.message_id not in superseded]
+    finally:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        await connection.close()

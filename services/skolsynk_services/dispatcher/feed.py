@@ -114,8 +114,7 @@ class FeedCompactor:
         except BaseException:
             # What the pass holds goes back to the feed with the channel (in the broker's order).
             channel, self._channel = self._channel, None
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await _close(channel)
             raise
         self._forget(superseding)
         self._count(result.skipped or "compacted")
@@ -130,9 +129,9 @@ class FeedCompactor:
 
     async def close(self) -> None:
         """At shutdown, after the background task stopped."""
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await _close(channel)
 
     async def _pass(self, channel: AbstractChannel, superseding: dict[Key, int]) -> CompactionPass:
         queue = await channel.declare_queue(self.feed_queue, passive=True)
@@ -213,3 +212,15 @@ class FeedCompactor:
             return None
         headers[HEADER_QUEUED_AT] = int(now * 1000)  # the new message's retention counts from now
         return copy_message(message, headers=headers, expiration=max(left, 0.001))
+
+
+#: Longest wait for the broker to confirm a channel's close: a quorum queue settling what the channel held
+#: has been seen to keep it waiting for minutes; the connection's close returns the messages anyway.
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+async def _close(channel: AbstractChannel) -> None:
+    if channel.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(channel.close(), CLOSE_TIMEOUT_SECONDS)
