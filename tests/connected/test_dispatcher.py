@@ -834,7 +834,7 @@ async def test_a_feed_being_read_is_not_compacted(
                 """Takes one message and never acks it: the vendor is reading, slowly."""
 
             await feed.consume(hold)
-            result = await compactor.compact(stack.dispatcher.broker.connection)
+            result = await compactor.compact()
         assert result.skipped == "consumed"
         assert compactor.pending == {}
         assert len(await feed_messages(url, queue)) == waiting
@@ -882,9 +882,9 @@ async def test_a_compaction_pass_keeps_the_feed_in_order_and_takes_out_only_supe
         await channel.declare_queue(queue, durable=True, arguments=feed_queue_arguments())
         for message in [*sent, expired]:
             await channel.default_exchange.publish(message, routing_key=queue)
-        compactor = FeedCompactor("compaction-order", queue, retention_seconds=3600, interval_seconds=60)
+        compactor = FeedCompactor("compaction-order", queue, retention_seconds=3600, interval_seconds=60, amqp_url=url)
         compactor.deleted(tenant, person, 3)
-        result = await compactor.compact(connection)
+        result = await compactor.compact()
         assert (result.taken, result.dropped, result.expired) == (8, 2, 1)
         assert compactor.pending == {}
         await compactor.close()

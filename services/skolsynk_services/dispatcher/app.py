@@ -89,6 +89,7 @@ def build(settings: DispatcherSettings) -> ServiceApp:
                 feed_queue,
                 retention_seconds=vendor.feed_retention_hours * 3600,
                 interval_seconds=settings.feed_compaction_seconds,
+                amqp_url=settings.broker.amqp_url.get_secret_value(),
                 metrics=FeedCompactionMetrics(app.metrics.registry),
             )
             app.extensions["feed_compactor"] = compactor
@@ -138,13 +139,8 @@ def build(settings: DispatcherSettings) -> ServiceApp:
 
     app.add_startup(prepare)
     if compactor is not None:
-        feed_compactor = compactor
-
-        async def compact_forever() -> None:
-            await feed_compactor.run_forever(app.broker.connection)
-
-        app.add_background("feed-compaction", compact_forever)
-        app.add_shutdown(feed_compactor.close)
+        app.add_background("feed-compaction", compactor.run_forever)
+        app.add_shutdown(compactor.close)
     if scim is not None:
         app.add_shutdown(scim.close)
         if settings.drift_check_hours > 0:

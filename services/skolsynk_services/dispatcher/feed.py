@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.logging import get_logger
@@ -45,6 +45,9 @@ HEADER_QUEUED_AT = "x-skolsynk-queued-at"
 #: Messages taken (and held unacknowledged) before the kept ones are published again and the batch is
 #: acknowledged: bounds memory and what a dying pass leaves twice.
 CHUNK = 500
+
+#: Longest wait for the broker to confirm the compactor's connection's close (it returns what a pass held).
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 Key = tuple[str, str]  # (tenant, entity id)
 
@@ -70,6 +73,7 @@ class FeedCompactor:
         *,
         retention_seconds: float,
         interval_seconds: float,
+        amqp_url: str,
         metrics: FeedCompactionMetrics | None = None,
     ) -> None:
         self.vendor_id = vendor_id
@@ -80,7 +84,11 @@ class FeedCompactor:
         #: Deletes forwarded and not yet compacted: (tenant, entity) -> the delete's version.
         self.pending: dict[Key, int] = {}
         self._wake = asyncio.Event()
-        #: One channel for every pass, kept open between them (see :meth:`_pass`).
+        self._amqp_url = amqp_url
+        #: A connection of the compactor's own, and one channel on it for every pass, kept open between passes
+        #: (see :meth:`_pass`). Not the service's connection: a quorum queue settling what a pass took has
+        #: been seen to hold a connection's close for minutes, and the service must stop in its budget.
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
 
     def deleted(self, tenant_id: str, entity_id: str, version: int) -> None:
@@ -90,31 +98,32 @@ class FeedCompactor:
             self.pending[key] = version
         self._wake.set()
 
-    async def run_forever(self, connection: AbstractRobustConnection) -> None:
+    async def run_forever(self) -> None:
         """The background task: a pass at most every ``interval_seconds``, only when deletes are pending."""
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.interval_seconds)  # deletes of one change set go in one pass
             self._wake.clear()
             try:
-                await self.compact(connection)
+                await self.compact()
             except Exception:  # the broker: the pending deletes stay for the next pass
                 log.exception("feed_compaction_failed", vendor_id=self.vendor_id)
                 self._wake.set()
 
-    async def compact(self, connection: AbstractRobustConnection) -> CompactionPass:
+    async def compact(self) -> CompactionPass:
         """One pass over the feed as it is now (see the module docstring)."""
         if not self.pending:
             return CompactionPass(0, 0, 0, skipped="nothing_pending")
         superseding = dict(self.pending)
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await connection.channel(publisher_confirms=True)
         try:
+            if self._connection is None or self._connection.is_closed:
+                self._connection = await aio_pika.connect(self._amqp_url)
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._connection.channel(publisher_confirms=True)
             result = await self._pass(self._channel, superseding)
         except BaseException:
-            # What the pass holds goes back to the feed with the channel (in the broker's order).
-            channel, self._channel = self._channel, None
-            await _close(channel)
+            # What the pass holds goes back to the feed with the connection (in the broker's order).
+            await self.close()
             raise
         self._forget(superseding)
         self._count(result.skipped or "compacted")
@@ -128,10 +137,11 @@ class FeedCompactor:
         return result
 
     async def close(self) -> None:
-        """At shutdown, after the background task stopped."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await _close(channel)
+        """At shutdown, after the background task stopped (and after a failed pass)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_SECONDS)
 
     async def _pass(self, channel: AbstractChannel, superseding: dict[Key, int]) -> CompactionPass:
         queue = await channel.declare_queue(self.feed_queue, passive=True)
@@ -212,15 +222,3 @@ class FeedCompactor:
             return None
         headers[HEADER_QUEUED_AT] = int(now * 1000)  # the new message's retention counts from now
         return copy_message(message, headers=headers, expiration=max(left, 0.001))
-
-
-#: Longest wait for the broker to confirm a channel's close: a quorum queue settling what the channel held
-#: has been seen to keep it waiting for minutes; the connection's close returns the messages anyway.
-CLOSE_TIMEOUT_SECONDS = 5.0
-
-
-async def _close(channel: AbstractChannel) -> None:
-    if channel.is_closed:
-        return
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(channel.close(), CLOSE_TIMEOUT_SECONDS)
