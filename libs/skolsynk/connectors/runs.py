@@ -8,11 +8,12 @@ What a run reads, in which order, and when it is unhealthy is the connector's; s
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from skolsynk.contracts.envelope import MessageContract
 from skolsynk.contracts.source import (
@@ -33,6 +34,9 @@ MAX_ERRORS = 50
 
 #: A full run is a complete snapshot (it removes by absence); an incremental one carries changes.
 Mode = Literal["full", "incremental"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Source(Protocol):
@@ -193,3 +197,23 @@ class RunStateStore:
         if report.healthy and mode == "full":
             fields["last_full_success_at"] = report.started_at
         return fields
+
+
+async def gather_limited(items: Iterable[T], work: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    """``work`` for every item, at most ``limit`` at a time, results in order; the first failure cancels
+    the rest and is raised as itself."""
+    pending = list(items)
+    results: dict[int, R] = {}
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(index: int, item: T) -> None:
+        async with semaphore:
+            results[index] = await work(item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index, item in enumerate(pending):
+                group.create_task(one(index, item))
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [results[i] for i in range(len(pending))]

@@ -319,7 +319,8 @@ class OutboxRelay:
         operations: list[UpdateOne | UpdateMany] = [
             UpdateOne({"_id": d["_id"]}, {"$set": {**marked, **self._forgotten(d)}}) for d in forgetting
         ]
-        others = [d["_id"] for d in documents if d not in forgetting]
+        forgetting_ids = {d["_id"] for d in forgetting}
+        others = [d["_id"] for d in documents if d["_id"] not in forgetting_ids]
         if others:
             operations.append(UpdateMany({"_id": {"$in": others}}, {"$set": marked}))
         await self._outbox.collection.bulk_write(operations, ordered=False)

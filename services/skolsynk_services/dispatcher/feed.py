@@ -221,4 +221,4 @@ class FeedCompactor:
         if left <= 0:
             return None
         headers[HEADER_QUEUED_AT] = int(now * 1000)  # the new message's retention counts from now
-        return copy_message(message, headers=headers, expiration=max(left, 0.001))
+        return copy_message(message, headers=headers, expiration=left)

@@ -15,7 +15,6 @@ configured) are left out of the snapshot, and so removed by it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
+from skolsynk.connectors.runs import RunPublisher, RunStateStore, gather_limited, millis
 from skolsynk.connectors.runs import RunReport as BaseRunReport
 from skolsynk.connectors.runs import utcnow as utcnow
 from skolsynk.connectors.sources.google import SourceConfig
@@ -70,24 +69,26 @@ class SyncStateStore(RunStateStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db, STATE_COLLECTION)
 
-    async def record_run(self, source: SourceConfig, report: RunReport, *, finished_at: datetime) -> None:
+    async def record_run(
+        self, source: SourceConfig, report: RunReport, *, finished_at: datetime, present: set[str] | None = None
+    ) -> None:
+        """The run's outcome, in one write. A healthy run also replaces the user ids kept for the next run's
+        direct reads (``present``: a searched scope's users, about 30 bytes each; None: none kept)."""
         counts = {k.value: v for k, v in report.counts.items()}
         fields = self.run_fields(
             source, report, mode="full", finished_at=finished_at, reason=report.reason, counts=counts
         )
-        await self.collection.update_one({"_id": source.key}, {"$set": fields}, upsert=True)
+        update: dict[str, Any] = {"$set": fields}
+        if report.healthy and present is not None:
+            fields["users_present"] = sorted(present)
+        elif report.healthy:
+            update["$unset"] = {"users_present": ""}
+        await self.collection.update_one({"_id": source.key}, update, upsert=True)
 
     async def present_users(self, source: SourceConfig) -> frozenset[str]:
         """The Google user ids in the last healthy snapshot of a searched scope (none for the whole domain)."""
         doc = await self.collection.find_one({"_id": source.key}, {"users_present": 1})
         return frozenset((doc or {}).get("users_present") or ())
-
-    async def set_present_users(self, source: SourceConfig, user_ids: set[str] | None) -> None:
-        """Kept for searched scopes only (about 30 bytes a user in the state document); None forgets them."""
-        if user_ids is None:
-            await self.collection.update_one({"_id": source.key}, {"$unset": {"users_present": ""}})
-        else:
-            await self.collection.update_one({"_id": source.key}, {"$set": {"users_present": sorted(user_ids)}})
 
     async def set_reports_cursor(self, source: SourceConfig, cursor: datetime, seen: list[str]) -> None:
         await self.collection.update_one(
@@ -138,21 +139,9 @@ class SnapshotReader:
         return bool((leavers.suspended and user.get("suspended")) or (leavers.archived and user.get("archived")))
 
     async def _members(self, groups: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        members: dict[str, list[dict[str, Any]]] = {}
-        limit = asyncio.Semaphore(self.members_concurrency)
-
-        async def read(group_id: str) -> None:
-            async with limit:
-                members[group_id] = await self.client.members(group_id)
-
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                for group in groups:
-                    tasks.create_task(read(str(group["id"])))
-        except ExceptionGroup as failed:
-            first = failed.exceptions[0]
-            raise first from None
-        return members
+        ids = [str(group["id"]) for group in groups]
+        found = await gather_limited(ids, self.client.members, self.members_concurrency)
+        return dict(zip(ids, found, strict=True))
 
     def _user_records(self, mapping: DirectoryMapping, user: dict[str, Any]) -> list[SourceRecord]:
         if self._leaver(user):
@@ -168,22 +157,12 @@ class SnapshotReader:
 
     async def _direct(self, user_ids: list[str], projection: str, schemas: list[str]) -> list[dict[str, Any]]:
         """``users.get`` of each (a few at a time); the ones Google no longer has are left out."""
-        found: list[dict[str, Any]] = []
-        limit = asyncio.Semaphore(self.members_concurrency)
 
-        async def read(user_id: str) -> None:
-            async with limit:
-                user = await self.client.user(user_id, projection=projection, custom_field_mask=schemas)
-            if user is not None:
-                found.append(user)
+        async def read(user_id: str) -> dict[str, Any] | None:
+            return await self.client.user(user_id, projection=projection, custom_field_mask=schemas)
 
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                for user_id in user_ids:
-                    tasks.create_task(read(user_id))
-        except ExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-        return sorted(found, key=lambda u: str(u.get("id", "")))
+        found = await gather_limited(user_ids, read, self.members_concurrency)
+        return [user for user in found if user is not None]
 
     async def batches(self) -> AsyncGenerator[list[SourceRecord], None]:
         config = self.source.mapping
@@ -288,9 +267,7 @@ async def run_once(
     await out.completed(report)
     report.requests = client.requests - requests_before
     report.seconds = time.monotonic() - began
-    await state.record_run(source, report, finished_at=clock())
-    if report.healthy:
-        await state.set_present_users(source, reader.present if reader.searched else None)
+    await state.record_run(source, report, finished_at=clock(), present=reader.present if reader.searched else None)
     if metrics is not None:
         metrics.observe(report)
     log.info(

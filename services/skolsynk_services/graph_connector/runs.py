@@ -46,7 +46,7 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 from skolsynk.connectors.runs import Mode as Mode
-from skolsynk.connectors.runs import RunPublisher, RunStateStore, millis
+from skolsynk.connectors.runs import RunPublisher, RunStateStore, gather_limited, millis
 from skolsynk.connectors.runs import RunReport as BaseRunReport
 from skolsynk.connectors.runs import utcnow as utcnow
 from skolsynk.connectors.sources.microsoft import SourceConfig
@@ -99,7 +99,6 @@ USER_SELECT = (
 )
 CLASS_SELECT = "id,displayName,classCode,externalId,externalName,mailNickname,externalSource,term"
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class ReadFailed(Exception):
@@ -216,7 +215,7 @@ class RunContent:
     delta_links: dict[str, str] = field(default_factory=dict)
     teacher_schools: dict[str, list[str]] = field(default_factory=dict)
     unmappable: list[str] = field(default_factory=list)
-    #: The ids of the :data:`LISTED` resources Graph has now (stored when the run is healthy).
+    #: The ids of the :data:`LISTED` resources Graph has now, where they changed (stored when the run is healthy).
     known: dict[str, set[str]] = field(default_factory=dict)
 
     def upsert(self, records: Iterable[SourceRecord]) -> None:
@@ -267,26 +266,6 @@ def collapse(entries: Iterable[Any]) -> Collapsed:
         result.removed.pop(key, None)
         result.changed[key] = {**result.changed.get(key, {}), **entry}
     return result
-
-
-async def gather_limited(items: Iterable[T], work: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
-    """``work`` for every item, at most ``limit`` at a time, results in order; the first failure cancels
-    the rest and is raised as itself."""
-    pending = list(items)
-    results: dict[int, R] = {}
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(index: int, item: T) -> None:
-        async with semaphore:
-            results[index] = await work(item)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for index, item in enumerate(pending):
-                group.create_task(one(index, item))
-    except ExceptionGroup as failures:
-        raise failures.exceptions[0] from None
-    return [results[i] for i in range(len(pending))]
 
 
 class _Reader:
@@ -415,8 +394,9 @@ async def read_incremental(
     gone: dict[str, list[str]] = {}
     for name in LISTED:
         listed = set(await reader.ids(name, f"education/{name}"))
-        content.known[name] = listed
         before = (known or {}).get(name)
+        if before is None or frozenset(listed) != before:
+            content.known[name] = listed  # stored after a healthy run; unchanged ids are not written again
         reported = set(changes[name].changed) | set(changes[name].removed)
         gone[name] = sorted(before - listed - reported) if before else []
         if gone[name]:
@@ -489,10 +469,7 @@ async def read_incremental(
         teachers = await reader.ids("classes/teachers", f"education/classes/{class_id}/teachers")
         return class_id, klass, school_ids, members, teachers
 
-    for class_id in changes["classes"].removed:
-        content.delete(EntityKind.GROUP, class_id)
-        content.delete(EntityKind.ACTIVITY, class_id)
-    for class_id in gone["classes"]:
+    for class_id in [*changes["classes"].removed, *gone["classes"]]:
         content.delete(EntityKind.GROUP, class_id)
         content.delete(EntityKind.ACTIVITY, class_id)
     for class_id, klass, school_ids, members, teachers in await gather_limited(
