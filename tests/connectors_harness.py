@@ -2,7 +2,8 @@
 ``test_graph_connector.py``, ``test_ss12000_puller.py``): a :class:`ConnectorTestbed` that starts the fake
 API, the connector's app (and a normaliser where a test wants one) and stops them all afterwards, the runs
 the connector publishes collected from the normaliser's queue, and a :class:`ConnectorHarness` per connector
-app that runs its source and waits for the run to arrive.
+app that runs its source and waits for the run to arrive; a :class:`VendorFeed` runs the real normaliser
+with one vendor's subscription and collects what reaches that vendor's dispatcher queue.
 
 Every connector has the same shape (``docs/architecture.md``), so the harness speaks it: the connector is
 ``app.extensions["connector"]``, ``run(source, ...)`` runs its source, its settings are
@@ -21,12 +22,15 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from skolsynk.connectors.runs import Source
 from skolsynk.connectors.scheduling import SourceConnector
-from skolsynk.contracts import SyncRequested
+from skolsynk.contracts import Envelope, SyncRequested
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted
+from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ss12000 import ENTITY_MODELS
-from skolsynk.messaging import sync_request_routing_key
+from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.messaging import MessageContext, sync_request_routing_key
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.fakes._server import FakeHttpServer
@@ -117,6 +121,70 @@ class ConnectorTestbed:
             await delete_topology(self.amqp_url, app.topology)
         for fake in self.fakes:
             await fake.stop()
+
+
+@dataclass
+class VendorFeed:
+    """The real normaliser, one vendor subscribed to some school units, and the changes that reach the
+    vendor's dispatcher queue (a collector consumes it in place of the dispatcher)."""
+
+    normaliser: ServiceApp
+    received: list[VendorChange] = field(default_factory=list)
+    received_total: int = 0
+
+    def published(self) -> float:
+        value = self.normaliser.metrics.registry.get_sample_value(
+            "skolsynk_messages_published_total",
+            {"exchange": self.normaliser.topology.exchange("vendor"), "outcome": "confirmed"},
+        )
+        return value or 0.0
+
+    async def settled(self, run_id: uuid.UUID) -> dict[str, Any]:
+        """Wait until the run is finalised, projected, and everything published reached the queue; the
+        run's outcome."""
+        runs = self.normaliser.db["runs"]
+
+        async def settled() -> bool:
+            run = await runs.find_one({"_id": str(run_id)})
+            return (
+                run is not None
+                and run.get("status") == "finalised"
+                and await self.normaliser.db["projection_locks"].count_documents({}) == 0
+                and await self.normaliser.outbox.pending_count() == 0  # type: ignore[attr-defined]
+                and self.received_total >= self.published()
+            )
+
+        await wait_for(settled, timeout=60, interval=0.1, what="the normaliser to settle")
+        run = await runs.find_one({"_id": str(run_id)})
+        assert run is not None
+        outcome: dict[str, Any] = run["outcome"]
+        return outcome
+
+    def take(self) -> set[tuple[str, str, uuid.UUID]]:
+        """(entity kind, operation, entity id) of what arrived since the last take."""
+        events, self.received = self.received, []
+        return {(e.entity_kind.value, e.operation, e.entity_id) for e in events}
+
+
+async def start_vendor_feed(
+    testbed: ConnectorTestbed, *, tenant_id: str, school_unit_codes: Iterable[str], vendor_id: str = "binogi"
+) -> VendorFeed:
+    """Start the normaliser (no date checks) with ``vendor_id`` subscribed to ``school_unit_codes``."""
+    normaliser = testbed.normaliser(date_check_interval_seconds=86400)
+    vendors = ServiceApp.create("vendor-collector", testbed.settings, vendor_ids=(vendor_id,))
+    feed = VendorFeed(normaliser)
+
+    async def collect(envelope: Envelope, context: MessageContext) -> None:
+        feed.received.append(VendorChange.from_envelope(envelope))
+        feed.received_total += 1
+
+    vendors.add_consumer(vendors.queue_name("dispatcher", vendor_id), collect, idempotent=False)
+    await SubscriptionStore(normaliser.db).save(
+        VendorSubscription(tenant_id=tenant_id, vendor_id=vendor_id, school_unit_codes=frozenset(school_unit_codes))
+    )
+    await testbed.start_app(vendors)
+    await testbed.start_app(normaliser)
+    return feed
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,23 +17,25 @@ import pytest
 import yaml
 
 from skolsynk.connectors.sources.google import SourceConfig, parse_sources
-from skolsynk.contracts import Envelope
-from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode
 from skolsynk.domain.source_errors import hint_for
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.domain.subscription import VendorSubscription
-from skolsynk.messaging import MessageContext
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.runs import SOURCE_KIND, STATE_COLLECTION, RunReport
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
-from tests.connectors_harness import ConnectorHarness, ConnectorTestbed, connector_settings, connector_testbed
+from tests.connectors_harness import (
+    ConnectorHarness,
+    ConnectorTestbed,
+    VendorFeed,
+    connector_settings,
+    connector_testbed,
+    start_vendor_feed,
+)
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
@@ -286,39 +288,18 @@ async def test_schedule_runs_at_start_and_reports_events_trigger_an_early_run(ma
 @dataclass
 class NormalisedHarness:
     h: Harness
-    normaliser: ServiceApp
-    received: list[VendorChange] = field(default_factory=list)
-    received_total: int = 0
+    feed: VendorFeed
 
-    def published(self) -> float:
-        value = self.normaliser.metrics.registry.get_sample_value(
-            "skolsynk_messages_published_total",
-            {"exchange": self.normaliser.topology.exchange("vendor"), "outcome": "confirmed"},
-        )
-        return value or 0.0
+    @property
+    def normaliser(self) -> ServiceApp:
+        return self.feed.normaliser
 
     async def run(self) -> tuple[RunReport, dict[str, Any]]:
         report: RunReport = await self.h.connector.run(self.h.source, reason="test")
-        runs = self.normaliser.db["runs"]
-
-        async def settled() -> bool:
-            run = await runs.find_one({"_id": str(report.run_id)})
-            return (
-                run is not None
-                and run.get("status") == "finalised"
-                and await self.normaliser.db["projection_locks"].count_documents({}) == 0
-                and await self.normaliser.outbox.pending_count() == 0
-                and self.received_total >= self.published()
-            )
-
-        await wait_for(settled, timeout=60, interval=0.1, what="the normaliser to settle")
-        run = await runs.find_one({"_id": str(report.run_id)})
-        assert run is not None
-        return report, run["outcome"]
+        return report, await self.feed.settled(report.run_id)
 
     def take(self) -> set[tuple[str, str, uuid.UUID]]:
-        events, self.received = self.received, []
-        return {(e.entity_kind.value, e.operation, e.entity_id) for e in events}
+        return self.feed.take()
 
     async def entity(self, kind: EntityKind, key: str) -> dict[str, Any] | None:
         return await self.normaliser.db["entities"].find_one({"_id": str(entity_id(TENANT, SOURCE, kind, key))})
@@ -330,22 +311,8 @@ async def normalised(make_harness: HarnessFactory) -> NormalisedHarness:
         organiser_options={"seed": 11, "school_units": 2, "students_per_unit": 20, "teachers_per_unit": 1},
         collector=False,
     )
-    normaliser = h.testbed.normaliser(date_check_interval_seconds=86400)
-    vendors = ServiceApp.create("vendor-collector", h.testbed.settings, vendor_ids=("binogi",))
-    harness = NormalisedHarness(h, normaliser)
-
-    async def collect(envelope: Envelope, context: MessageContext) -> None:
-        harness.received.append(VendorChange.from_envelope(envelope))
-        harness.received_total += 1
-
-    vendors.add_consumer(vendors.queue_name("dispatcher", "binogi"), collect, idempotent=False)
-    codes = frozenset(unit.school_unit_code for unit in _units(organiser(seed=11, school_units=2)))
-    await SubscriptionStore(normaliser.db).save(
-        VendorSubscription(tenant_id=TENANT, vendor_id="binogi", school_unit_codes=codes)
-    )
-    await h.testbed.start_app(vendors)
-    await h.testbed.start_app(normaliser)
-    return harness
+    codes = [unit.school_unit_code for unit in _units(organiser(seed=11, school_units=2))]
+    return NormalisedHarness(h, await start_vendor_feed(h.testbed, tenant_id=TENANT, school_unit_codes=codes))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from tests.connectors_harness import (
     ConnectorTestbed,
     connector_settings,
     connector_testbed,
+    start_vendor_feed,
     validate_records,
 )
 from tests.helpers import wait_for
@@ -116,7 +117,7 @@ async def make_harness(testbed: ConnectorTestbed) -> HarnessFactory:
 
 
 async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_harness: HarnessFactory) -> None:
-    h = await make_harness(fake_options={"empty_delta_pages": 1}, page_size=3)
+    h = await make_harness(fake_options={"empty_delta_pages": 1, "delta_page_size": 3}, page_size=3)
     report, completed = await h.run("incremental")
     started = h.collected.started(report.run_id)
     assert (started.mode, started.source_kind) == ("full", "microsoft")
@@ -155,6 +156,11 @@ async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_ha
     assert h.fake.tokens_issued == 1
     assert {r.status for r in h.fake.requests} == {200}
     assert max(r.page or 0 for r in h.fake.requests if r.resource == "users/delta") >= 3
+    # The education delta functions document no query options and no page-size preference: none are sent
+    # (the next and delta links carry only Graph's own tokens).
+    delta_requests = [r for r in h.fake.requests if r.resource.endswith("/delta")]
+    assert delta_requests
+    assert all(set(r.query) <= {"$skiptoken", "$deltatoken"} and r.prefer is None for r in delta_requests)
     links = await h.delta_links()
     assert set(links) == {"schools", "users", "classes"}
     assert all("$deltatoken=" in link for link in links.values())
@@ -262,7 +268,7 @@ async def test_throttling_is_ridden_out(
 
 
 async def test_a_partial_failure_publishes_no_records_and_stores_no_links(make_harness: HarnessFactory) -> None:
-    h = await make_harness(page_size=3)
+    h = await make_harness(fake_options={"delta_page_size": 3})
     h.fake.fail_page("users/delta", 2, status=500)
     report, completed = await h.run("incremental")
     assert not completed.healthy
@@ -369,3 +375,46 @@ async def test_a_deleted_class_reaches_the_normaliser_in_the_next_incremental_ru
     # Nothing changed since: nothing deleted again.
     report, completed = await h.run("incremental")
     assert h.collected.deletions(report.run_id) == set()
+
+
+async def test_a_deleted_class_a_changed_membership_a_removed_and_a_moved_user_reach_the_vendor_in_one_cycle(
+    testbed: ConnectorTestbed,
+) -> None:
+    """The fake behaves as Microsoft documents: class delta reports no deleted class, user delta no removed
+    user and no move between schools (a school membership is the administrative unit's, not the user's),
+    membership changes only as class delta sends them without options. One incremental run after the
+    changes, and each has reached the vendor's queue. Issue 23."""
+    feed = await start_vendor_feed(testbed, tenant_id=TENANT, school_unit_codes=["90007000"])
+    h = await start_harness(testbed, fake_options={"units": 2, "students": 8})
+    first = await h.connector.run(h.source, mode="incremental")
+    assert (first.mode, first.healthy) == ("full", True)
+    assert (await feed.settled(first.run_id))["complete"] is True
+    assert feed.take()
+
+    def eid(kind: EntityKind, key: str) -> uuid.UUID:
+        return entity_id(TENANT, SOURCE, kind, key)
+
+    deleted_class, joined_class = gid(GROUP, "class-0-4"), gid(GROUP, "class-0-6")
+    leaver, joiner, mover = gid(PERSON, "student-0-7"), gid(PERSON, "student-0-1"), gid(PERSON, "student-0-2")
+    h.fake.remove_class(deleted_class)
+    h.fake.change_class_members(joined_class, add=[joiner])
+    h.fake.remove_user(leaver)
+    h.fake.put_user(h.fake.objects["users"][mover], schools=[gid(EntityKind.SCHOOL_UNIT, "unit-1")])
+    second = await h.connector.run(h.source, mode="incremental")
+    assert (second.mode, second.healthy, second.school_moves) == ("incremental", True, 1)
+    await feed.settled(second.run_id)
+    arrived = feed.take()
+    assert ("group", "delete", eid(GROUP, deleted_class)) in arrived
+    assert ("person", "delete", eid(PERSON, leaver)) in arrived
+    assert ("group", "upsert", eid(GROUP, joined_class)) in arrived
+    assert ("person", "delete", eid(PERSON, mover)) in arrived  # now at a school this vendor does not get
+    joined = await feed.normaliser.db["entities"].find_one({"_id": str(eid(GROUP, joined_class))})
+    assert joined is not None
+    assert joiner in {m["person"] for m in joined["data"]["memberships"]}
+    moved = await feed.normaliser.db["entities"].find_one({"_id": str(eid(PERSON, mover))})
+    assert moved is not None
+    assert moved["data"]["enrolments"][0]["school_unit"] == gid(EntityKind.SCHOOL_UNIT, "unit-1")
+
+    # Nothing changed since: no school listed differently, nothing read again.
+    third = await h.connector.run(h.source, mode="incremental")
+    assert (third.healthy, third.school_moves) == (True, 0)

@@ -220,6 +220,36 @@ async def test_delta_rounds_report_changes_removals_and_membership(graph: Graph,
     assert [e["id"] for page in pages for e in page] == [user(5)["id"], user(5)["id"]]
 
 
+async def test_a_select_limits_what_delta_tracks(graph: Graph) -> None:
+    """As Graph documents for groups: with a ``$select`` only changes of the selected properties are
+    reported, and membership changes only when ``members`` is selected; without one, class delta reports
+    membership changes ("including membership changes") and user delta every property. Issue 23."""
+    fake = graph.fake
+    fake.put_user(user(1))
+    fake.put_user(user(2))
+    fake.put_class({"id": "c1", "displayName": "7A"}, members=[user(1)["id"]])
+    _, selected_users = await graph.round("users/delta", {"$select": "id,surname"})
+    _, all_users = await graph.round("users/delta")
+    _, selected_classes = await graph.round("classes/delta", {"$select": "id,displayName"})
+    _, member_classes = await graph.round("classes/delta", {"$select": "id,displayName,members"})
+    _, all_classes = await graph.round("classes/delta")
+
+    fake.update_user(user(1)["id"], givenName="Ny")  # not selected in selected_users
+    fake.update_user(user(2)["id"], surname="Nyström")
+    fake.change_class_members("c1", add=[user(2)["id"]])
+
+    async def entries(link: str) -> list[dict[str, Any]]:
+        pages, _ = await graph.round(link)
+        return [e for page in pages for e in page]
+
+    assert [e["id"] for e in await entries(selected_users)] == [user(2)["id"]]
+    assert {e["id"] for e in await entries(all_users)} == {user(1)["id"], user(2)["id"]}
+    assert await entries(selected_classes) == []
+    for link in (member_classes, all_classes):
+        (klass,) = await entries(link)
+        assert klass["members@delta"] == [{"@odata.type": "#microsoft.graph.user", "id": user(2)["id"]}]
+
+
 async def test_expired_delta_tokens(graph: Graph) -> None:
     graph.fake.put_user(user(1))
     _, link = await graph.round("users/delta", {"$select": "id,surname"})

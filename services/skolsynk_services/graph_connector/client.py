@@ -225,13 +225,13 @@ class GraphClient(JsonApiClient):
     async def delta_round(self, start: str, params: Mapping[str, str] | None = None) -> DeltaRound:
         """One delta round: from ``start`` (a resource's ``/delta`` path for the initial round, with
         ``params``; or a stored ``@odata.deltaLink``), through every ``@odata.nextLink`` (pages may be
-        empty), until a page carries ``@odata.deltaLink``."""
-        prefer = f"odata.maxpagesize={self.source.page_size}"
+        empty), until a page carries ``@odata.deltaLink``. No ``Prefer: odata.maxpagesize``: the education
+        delta functions document no query options or preferences, so Graph chooses the page size."""
         result = DeltaRound()
         link: str = start
         query: Mapping[str, str] | None = params
         while True:
-            body = await self.get_json(link, query, prefer=prefer)
+            body = await self.get_json(link, query)
             result.pages += 1
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):
                 raise GraphReadError("invalid_envelope")

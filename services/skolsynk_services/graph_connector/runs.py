@@ -12,7 +12,10 @@ not contain. The three delta links are stored afterwards, so the next run is inc
 every changed user and class is read again in full (a delta entry carries only the changed
 properties, and school and class relations are not on it), and the current school list gives the scope.
 Deletions delta does not promise (deleted classes, deleted users) are found by listing the ids of users
-and classes and comparing them with those of the last healthy run (``graph_known_ids``).
+and classes and comparing them with those of the last healthy run (``graph_known_ids``); moves between
+schools (a membership of the school, not a property of the user) by listing each school's user ids. Delta
+rounds carry no query options (none are documented for the education delta functions; class delta reports
+membership changes only when nothing limits what it tracks).
 ``@removed`` entries become deletions: ``reason: deleted`` (gone for good) and ``reason: changed``
 (soft-deleted or out of the application's scope, restorable) are both removals from this source's view;
 they are counted apart. A class with ``members@delta`` is a changed class (its members are read again).
@@ -83,6 +86,19 @@ RESOURCES: tuple[str, ...] = ("schools", "users", "classes")
 #: deleted classes"; user delta returns "newly created or updated" users): every incremental run lists their
 #: ids and compares them with the ids of the last healthy run (kept beside the delta links).
 LISTED: tuple[str, ...] = ("users", "classes")
+
+
+def school_users_resource(school_id: str) -> str:
+    """The known-ids key of a school's users. A user's schools are memberships of the school (an Entra
+    administrative unit), not properties of the user, so user delta does not report a move between schools:
+    every incremental run lists each school's user ids and compares them with the last healthy run's."""
+    return f"schools/{school_id}/users"
+
+
+def _is_listed(resource: str) -> bool:
+    return resource in LISTED or (resource.startswith("schools/") and resource.endswith("/users"))
+
+
 INDEXES = [
     IndexSpec(
         DELTA_COLLECTION, (("tenant_id", 1), ("source_id", 1), ("resource", 1)), "tenant_source_resource", unique=True
@@ -120,6 +136,8 @@ class RunReport(BaseRunReport):
     resync: str | None = None
     #: ``@removed`` entries by resource and reason (``users:deleted`` -> 3).
     removed: dict[str, int] = field(default_factory=dict)
+    #: Users who joined or left a school (not reported by user delta; found by listing each school's users).
+    school_moves: int = 0
     delta_links_stored: bool = False
 
 
@@ -163,10 +181,11 @@ class SyncStateStore(RunStateStore):
             )
 
     async def known_ids(self, source: SourceConfig) -> dict[str, frozenset[str]]:
-        """The ids of :data:`LISTED` resources Graph had at the last healthy run (none stored: empty)."""
+        """The ids of :data:`LISTED` resources (and of each school's users) Graph had at the last healthy run
+        (none stored: empty)."""
         known: dict[str, frozenset[str]] = {}
         async for doc in self.known.find({"tenant_id": source.tenant_id, "source_id": source.source_id}):
-            if doc.get("resource") in LISTED:
+            if isinstance(doc.get("resource"), str) and _is_listed(doc["resource"]):
                 known[str(doc["resource"])] = frozenset(doc.get("ids") or ())
         return known
 
@@ -306,9 +325,7 @@ async def read_full(source: SourceConfig, client: GraphClient, *, today: date) -
     reader = _Reader(source, client)
     content = RunContent()
     rounds = {}
-    rounds["schools"] = await reader.step(
-        "schools/delta", client.delta_round("education/schools/delta", {"$select": SCHOOL_SELECT})
-    )
+    rounds["schools"] = await reader.step("schools/delta", client.delta_round("education/schools/delta"))
     schools = collapse(rounds["schools"].entries)
     scope = _scope(schools.changed, source)
 
@@ -321,17 +338,14 @@ async def read_full(source: SourceConfig, client: GraphClient, *, today: date) -
         return school_id, users, classes
 
     for school_id, user_ids, class_ids in await gather_limited(scope, school_relations, source.concurrency):
+        content.known[school_users_resource(school_id)] = set(user_ids)
         for user_id in user_ids:
             user_schools.setdefault(user_id, []).append(school_id)
         for class_id in class_ids:
             class_schools.setdefault(class_id, []).append(school_id)
 
-    rounds["users"] = await reader.step(
-        "users/delta", client.delta_round("education/users/delta", {"$select": USER_SELECT})
-    )
-    rounds["classes"] = await reader.step(
-        "classes/delta", client.delta_round("education/classes/delta", {"$select": CLASS_SELECT})
-    )
+    rounds["users"] = await reader.step("users/delta", client.delta_round("education/users/delta"))
+    rounds["classes"] = await reader.step("classes/delta", client.delta_round("education/classes/delta"))
     users, classes = collapse(rounds["users"].entries), collapse(rounds["classes"].entries)
     wanted_classes = [c for c in classes.changed if _infos(class_schools.get(c, []), scope)]
 
@@ -362,8 +376,39 @@ async def read_full(source: SourceConfig, client: GraphClient, *, today: date) -
         if collapsed.unmappable:
             content.unmappable.append(f"{name}:unmappable")
     content.delta_links = {name: rounds[name].delta_link for name in RESOURCES}
-    content.known = {"users": set(users.changed), "classes": set(classes.changed)}
+    content.known.update({"users": set(users.changed), "classes": set(classes.changed)})
     return content
+
+
+async def _school_moves(
+    reader: _Reader, scope: Mapping[str, SchoolInfo], known: Mapping[str, frozenset[str]], content: RunContent
+) -> set[str]:
+    """The users who joined or left a school in scope since the last healthy run (each school's user ids
+    listed, ``$select=id``); a school that left the scope counts as left by all its users, a school new in
+    scope as joined by all of its. Without any school's ids stored (state from before this check) nothing
+    counts as moved: the ids are only stored."""
+    listed = dict(
+        await gather_limited(scope, lambda school_id: _school_users(reader, school_id), reader.source.concurrency)
+    )
+    stored = {r: ids for r, ids in known.items() if r.startswith("schools/")}
+    baseline = bool(stored)
+    moved: set[str] = set()
+    for school_id, user_ids in listed.items():
+        resource = school_users_resource(school_id)
+        before, now = stored.pop(resource, None), frozenset(user_ids)
+        if before != now:
+            content.known[resource] = set(now)
+        if baseline:
+            moved |= (before or frozenset()) ^ now
+    for resource, before in stored.items():  # schools no longer in scope
+        if before:
+            content.known[resource] = set()
+            moved |= before
+    return moved
+
+
+async def _school_users(reader: _Reader, school_id: str) -> tuple[str, list[str]]:
+    return school_id, await reader.ids("schools/users", f"education/schools/{school_id}/users")
 
 
 async def read_incremental(
@@ -407,6 +452,9 @@ async def read_incremental(
         with content.guard("schools"):
             current[object_id(school)] = school
     scope = _scope(current, source)
+    moved = await _school_moves(reader, scope, known or {}, content)
+    moved -= set(changes["users"].changed) | set(changes["users"].removed) | set(gone["users"])
+    report.school_moves = len(moved)
 
     def drop_duties(user_id: str, keep: Iterable[str] = ()) -> None:
         kept = set(keep)
@@ -438,7 +486,8 @@ async def read_incremental(
     for user_id in [*changes["users"].removed, *gone["users"]]:
         content.delete(EntityKind.PERSON, user_id)
         drop_duties(user_id)
-    for user_id, user, school_ids in await gather_limited(changes["users"].changed, read_user, source.concurrency):
+    to_read = [*changes["users"].changed, *sorted(moved)]
+    for user_id, user, school_ids in await gather_limited(to_read, read_user, source.concurrency):
         if user is None:
             report.removed["users:gone"] = report.removed.get("users:gone", 0) + 1
             content.delete(EntityKind.PERSON, user_id)
@@ -596,6 +645,7 @@ async def run_once(
         counts={k.value: v for k, v in report.counts.items()},
         deletions=report.deletions,
         removed=report.removed,
+        school_moves=report.school_moves,
         healthy=report.healthy,
         errors=report.errors,
     )

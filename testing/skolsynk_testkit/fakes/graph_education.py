@@ -28,7 +28,10 @@ third-party code. Behaviour:
   only, by default: Microsoft documents that class delta does not include deleted classes and promises
   only new and updated users; ``removals_in_delta`` widens it), a class
   membership change as ``members@delta`` (``{"@odata.type": "#microsoft.graph.user", "id"}``, with
-  ``@removed`` for a member who left). Pages hold ``delta_page_size`` entries (or ``$top`` /
+  ``@removed`` for a member who left). A ``$select`` on the first request is kept in the token and, as
+  Graph documents for groups, limits tracking: a change of unselected properties is not reported, and
+  membership changes only when ``members`` is selected or nothing is (class delta without options
+  reports "membership changes", as its documentation says). Pages hold ``delta_page_size`` entries (or ``$top`` /
   ``Prefer: odata.maxpagesize``); ``empty_delta_pages`` empty pages with a next link start every round,
   and the round ends with an empty page carrying ``@odata.deltaLink`` (``$deltatoken``).
   :attr:`replay_changes` repeats every change entry of a round (Graph may replay). Delta tokens are
@@ -95,14 +98,15 @@ ID_NAMESPACE: Final = uuid.UUID("3b0f5a52-6c4e-4d0b-9a53-2f1f0c6c7e11")
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request the fake answered: method, path below ``/v1.0`` (or the token path), query, status
-    and, for pages of a listing or delta round, the 0-based page number."""
+    """One request the fake answered: method, path below ``/v1.0`` (or the token path), query, status,
+    for pages of a listing or delta round the 0-based page number, and the ``Prefer`` header if sent."""
 
     method: str
     path: str
     query: dict[str, str]
     status: int
     page: int | None = None
+    prefer: str | None = None
 
     @property
     def resource(self) -> str:
@@ -569,7 +573,8 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
 
     def _record(self, request: web.Request, status: int, page: int | None = None) -> None:
         path = request.path.removeprefix("/v1.0")
-        self.requests.append(RequestRecord(request.method, path, dict(request.query), status, page))
+        prefer = request.headers.get("Prefer")
+        self.requests.append(RequestRecord(request.method, path, dict(request.query), status, page, prefer))
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -867,7 +872,12 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
                         if k in obj and (select is None or k in select)
                     }
                 )
-            member_changes = [c for c in changes if c.what == "members"]
+            # As Graph tracks groups: a $select limits what is tracked, and membership is tracked only when
+            # ``members`` is selected (or nothing is); a change of nothing tracked is not reported at all.
+            tracks_members = select is None or "members" in select
+            member_changes = [c for c in changes if c.what == "members"] if tracks_members else []
+            if not whole and len(entry) == 2 and not member_changes:
+                continue
             if member_changes:
                 delta: list[dict[str, Any]] = []
                 for change in member_changes:

@@ -71,7 +71,7 @@ class SourceConfig(BaseModel):
     )
     full_interval_seconds: float = Field(default=86400.0, ge=60, description="Full reconciliation interval.")
     delta_interval_seconds: float = Field(default=900.0, ge=10, description="Delta (incremental) interval.")
-    page_size: int = Field(default=999, ge=1, le=999, description="$top / odata.maxpagesize.")
+    page_size: int = Field(default=999, ge=1, le=999, description="$top on listings (delta rounds: Graph chooses).")
     concurrency: int = Field(default=4, ge=1, le=16, description="Parallel per-object requests (members ...).")
     school_types: list[SchoolType] = Field(
         default_factory=lambda: [SchoolType.GR], min_length=1, description="School types of every school."
