@@ -37,6 +37,7 @@ from tests.connectors_harness import (
     start_vendor_feed,
 )
 from tests.helpers import wait_for
+from tests.official_clients import discovery_document, google_request_problems
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -123,6 +124,26 @@ async def make_harness(settings: ServiceSettings, make_app: Any, key: dict[str, 
             )
 
         yield factory
+
+
+def assert_requests_are_defined_by_discovery(fake: FakeGoogleDirectory) -> None:
+    """Every request the connector made is a method of Google's discovery documents (as shipped with
+    google-api-python-client), with declared parameters and valid values. Issue 23."""
+    problems = [
+        problem
+        for record in fake.requests
+        if record.path != "/token"
+        for problem in google_request_problems(
+            discovery_document(
+                "admin.reports_v1" if record.path.startswith("/admin/reports/") else "admin.directory_v1"
+            ),
+            record.method,
+            record.path,
+            record.query,
+        )
+    ]
+    assert problems == []
+    assert any(r.path != "/token" for r in fake.requests)
 
 
 def counts_of(records: list[Any]) -> dict[EntityKind, int]:
@@ -280,6 +301,7 @@ async def test_schedule_runs_at_start_and_reports_events_trigger_an_early_run(ma
         lambda: sum(1 for r in h.fake.requests if r.endpoint == "activities") >= polls + 3, what="three more polls"
     )
     assert len(h.collected.runs()) == 2
+    assert_requests_are_defined_by_discovery(h.fake)
 
 
 # --- with the real normaliser ---------------------------------------------------------------------
@@ -406,6 +428,7 @@ async def test_the_whole_domain_is_listed_not_searched_so_index_lag_loses_no_one
     assert all("query" not in r.query for r in h.user_requests())
     persons = [r for p in h.collected.pages(report.run_id) for r in p.records if r.kind is EntityKind.PERSON]
     assert any(newcomer["primaryEmail"] in json.dumps(r.data) for r in persons)
+    assert_requests_are_defined_by_discovery(h.fake)
 
 
 async def test_a_user_the_lagging_search_misses_is_read_directly_before_counting_as_gone(
@@ -440,3 +463,4 @@ async def test_a_user_the_lagging_search_misses_is_read_directly_before_counting
     assert deleted["primaryEmail"] not in emails
     assert left["primaryEmail"] not in emails
     assert completed.counts[EntityKind.PERSON] == before.counts[EntityKind.PERSON] - 2
+    assert_requests_are_defined_by_discovery(h.fake)

@@ -31,6 +31,7 @@ from tests.connectors_harness import (
     validate_records,
 )
 from tests.helpers import wait_for
+from tests.official_clients import graph_client, graph_request_problems
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(90)]
 
@@ -58,6 +59,19 @@ def source_config(fake: FakeGraphEducation, **overrides: Any) -> SourceConfig:
         **overrides,
     }
     return parse_sources([raw])[0]
+
+
+async def assert_requests_are_sdk_requests(fake: FakeGraphEducation) -> None:
+    """Every Graph request the connector made is one a request builder of the Microsoft Graph SDK
+    (msgraph-sdk) makes: its path and its ``$`` options. Issue 23."""
+    async with graph_client(fake.graph_base_url, "unused") as client:
+        problems = [
+            problem
+            for record in fake.requests
+            if "/oauth2/" not in record.path
+            for problem in graph_request_problems(client, record.path, record.query)
+        ]
+    assert problems == []
 
 
 @dataclass(kw_only=True)
@@ -167,6 +181,7 @@ async def test_first_run_is_a_full_snapshot_that_initialises_delta_links(make_ha
     state = await h.state()
     assert state["last_full_run"]["healthy"] is True
     assert state["teacher_schools"] == {gid(PERSON, f"teacher-0-{n}"): [unit] for n in (0, 1)}
+    await assert_requests_are_sdk_requests(h.fake)
 
 
 @pytest.mark.parametrize("removals", ["as_documented", "in_delta_too"])
@@ -228,6 +243,7 @@ async def test_delta_rounds_with_changes_and_removals(make_harness: HarnessFacto
     assert completed.healthy
     assert completed.pages == 0
     assert completed.counts == {}
+    await assert_requests_are_sdk_requests(h.fake)
 
 
 @pytest.mark.parametrize("expiry", ["syncStateNotFound", "gone"])
@@ -418,3 +434,4 @@ async def test_a_deleted_class_a_changed_membership_a_removed_and_a_moved_user_r
     # Nothing changed since: no school listed differently, nothing read again.
     third = await h.connector.run(h.source, mode="incremental")
     assert (third.healthy, third.school_moves) == (True, 0)
+    await assert_requests_are_sdk_requests(h.fake)
