@@ -346,6 +346,8 @@ async def test_the_example_mapping_reads_back_a_synthetic_organiser(
         assert person["eppn"] == data["eppn"]
         assert person["emails"] == data["emails"]
         assert person.get("civic_no") == data.get("civic_no")
+        sis_id = {"value": key_, "context": "urn:demo-kommun:sis-id", "globally_unique": False}
+        assert sis_id in person["external_identifiers"]
         if data.get("enrolments"):
             [enrolment] = data["enrolments"]
             assert person["enrolments"] == [

@@ -62,6 +62,7 @@ third-party code. Behaviour:
   ``Skolenhetskod {code}`` and the sub-OUs ``Elever`` and ``Personal``;
 * a person with an enrolment is a user in ``/Skolor/{unit}/Elever``, a person with a duty one in
   ``/Skolor/{unit}/Personal``, anyone else one in ``/Skolor`` (no school unit);
+* ``externalIds`` holds the person's key as ``{"type": "organization", "value": key}`` (a SIS id);
 * ``primaryEmail`` is the person's first e-mail address (else the first eppn); custom schema ``SS12000``
   holds ``EPPN`` (the first eppn), ``Personnummer`` (civic number), ``Arskurs`` (school year) and
   ``Skolform`` (school type of the first enrolment);
@@ -818,6 +819,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
                 str(data.get("family_name", "")),
                 org_unit_path=path,
                 custom_schemas={schema: fields} if fields else None,
+                external_ids=[{"type": "organization", "value": person.key}],  # the SIS id, as GCDS often sets it
                 audit=False,
             )
             if len(emails) > 1:
