@@ -508,12 +508,17 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     html = await response.text()
     assert response.status == 422
     assert 'id="f-secret_client_secret-error">Måste fyllas i' in html
-    # Editing without retyping the secret keeps it, and the page says it is stored.
-    response = await ui.post(f"{base}/sources/google-1/edit", {**google, "secret_service_account_key": ""})
+    # Editing without retyping the secret keeps it, and the page says it is stored. Push notifications turned
+    # off in the form are off in the stored settings the connector reads, and shown so again.
+    edit = {**google, "secret_service_account_key": "", "setting_watch.enabled": "false"}
+    response = await ui.post(f"{base}/sources/google-1/edit", edit)
     assert response.status == 303
     source = await ui.service.sources.get(TENANT, "google-1")
     assert source is not None
     assert ui.service.sources.box.open(source["sealed"]) == {"service_account_key": SECRETS[0]}
+    assert source["settings"]["watch"] == {"enabled": "false"}  # as typed; the connector reads it as false
+    status, html = await ui.get(f"{base}/sources/google-1/edit")
+    assert '<option value="false" selected>Av</option>' in html
     status, html = await ui.get(f"{base}/sources/google-1/edit")
     assert "lagrad" in html
     # What to enter in Google Admin's domain-wide delegation: the key's client id (this key is no JSON, so the

@@ -9,14 +9,15 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
-from skolsynk.connectors.sources.google import SourceConfig, parse_sources
+from skolsynk.connectors.sources.google import SourceConfig, WatchConfig, parse_sources
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode
 from skolsynk.domain.source_errors import hint_for
@@ -26,6 +27,7 @@ from skolsynk.settings import ServiceSettings
 from skolsynk_services.google_connector.app import GoogleConnectorSettings, build
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.runs import SOURCE_KIND, STATE_COLLECTION, RunReport
+from skolsynk_testkit.devstack import free_port
 from skolsynk_testkit.fakes.google_directory import FakeGoogleDirectory, LoadedOrganiser, generate_service_account_key
 from skolsynk_testkit.synthetic import organiser
 from tests.connectors_harness import (
@@ -464,3 +466,95 @@ async def test_a_user_the_lagging_search_misses_is_read_directly_before_counting
     assert left["primaryEmail"] not in emails
     assert completed.counts[EntityKind.PERSON] == before.counts[EntityKind.PERSON] - 2
     assert_requests_are_defined_by_discovery(h.fake)
+
+
+# --- Directory push notifications (users.watch) ------------------------------------------------------
+
+
+async def test_push_notifications_trigger_a_run_and_channels_are_kept_and_stopped(make_harness: HarnessFactory) -> None:
+    """Where the operator exposes the webhook, each watched event has a channel; a user added in Google is
+    in a run within seconds of the notification (not at the next scheduled snapshot); a forged notification
+    is refused; turning the source's watch off stops its channels at Google. Issue 23."""
+    port = free_port()
+    h = await make_harness(
+        schedule=True,
+        connector_options={
+            "google_webhook_url": f"http://127.0.0.1:{port}/google/notifications",
+            "google_webhook_port": port,
+        },
+    )
+    await wait_for(lambda: len(h.connector.reports) == 1, what="the scheduled run at start")
+    await wait_for(lambda: len(h.fake.channels) == 4, what="a channel per watched event")
+    assert {c.event for c in h.fake.channels.values()} == {"add", "delete", "update", "undelete"}
+    await wait_for(
+        lambda: [(n.state, n.status) for n in h.fake.notifications] == [("sync", 200)] * 4,
+        what="each channel's sync message acknowledged",
+    )
+    assert len(h.connector.reports) == 1  # a sync message triggers nothing
+
+    student = next(u for u in h.fake.users.values() if "customSchemas" in u and "/Elever" in u["orgUnitPath"])
+    newcomer = h.fake.add_user(
+        "ny.elev@demo.skolsynk.example",
+        "Ny",
+        "Elev",
+        org_unit_path=student["orgUnitPath"],
+        custom_schemas=student["customSchemas"],
+        audit=False,  # no audit event: the notification alone triggers the run
+    )
+    await wait_for(lambda: len(h.connector.reports) == 2, what="a run triggered by the notification")
+    assert h.connector.reports[1].reason == "watch"
+    run_id = h.connector.reports[1].run_id
+    await h.arrived(run_id, what="the triggered run")
+    persons = {r.key for p in h.collected.pages(run_id) for r in p.records if r.kind is EntityKind.PERSON}
+    assert newcomer["id"] in persons
+    assert ("add", 200) in [(n.state, n.status) for n in h.fake.notifications]
+
+    # A notification with a wrong token, or for a channel skolsynk never opened, is refused alike.
+    channel = next(iter(h.fake.channels.values()))
+    async with aiohttp.ClientSession() as http:
+        for channel_id, token in ((channel.channel_id, "not-the-token"), ("made-up", channel.token)):
+            headers = {
+                "X-Goog-Channel-ID": channel_id,
+                "X-Goog-Channel-Token": token or "",
+                "X-Goog-Resource-State": "add",
+            }
+            async with http.post(f"http://127.0.0.1:{port}/google/notifications", headers=headers, json={}) as answer:
+                assert answer.status == 403
+    assert len(h.connector.reports) == 2
+
+    # The source's watch turned off (as an admin saves it): its channels are stopped at Google and forgotten.
+    await h.connector.set_sources([h.source.model_copy(update={"watch": WatchConfig(enabled=False)})])
+    await wait_for(lambda: h.fake.channels == {}, what="the channels stopped")
+
+    async def forgotten() -> bool:
+        return await h.app.db["google_watch_channels"].count_documents({}) == 0
+
+    await wait_for(forgotten, what="the stored channels removed")
+    assert_requests_are_defined_by_discovery(h.fake)
+
+
+async def test_channels_are_renewed_before_they_expire(make_harness: HarnessFactory) -> None:
+    """A channel is replaced before it expires: the new one first, then the old one stopped. Issue 23."""
+    port = free_port()
+    h = await make_harness(
+        connector_options={
+            "google_webhook_url": f"https://127.0.0.1:{port}/google/notifications",  # TLS as Google demands
+            "google_webhook_port": port,
+        }
+    )
+    watch = h.connector.watch
+    assert watch is not None
+    now = datetime.now(UTC)
+    watch.clock = lambda: now
+    renew_at = await watch.refresh(h.source)
+    first = set(h.fake.channels)
+    assert len(first) == 4
+    assert renew_at <= now + timedelta(seconds=21600)
+    assert await watch.refresh(h.source) == renew_at  # nothing due: nothing opened
+    assert set(h.fake.channels) == first
+    now = renew_at + timedelta(seconds=1)  # within the margin before expiry
+    await watch.refresh(h.source)
+    assert len(h.fake.channels) == 4
+    assert not set(h.fake.channels) & first
+    stored = await watch.store.of_source(h.source)
+    assert {c.channel_id for c in stored} == set(h.fake.channels)

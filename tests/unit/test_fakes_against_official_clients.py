@@ -140,6 +140,24 @@ async def google_calls(fake: FakeGoogleDirectory, directory: Resource, reports: 
     assert google_response_problems(discovery_document("admin.reports_v1"), "GET", path, events) == []
     assert events["items"]
 
+    # Push notifications: users.watch answers a Channel; channels.stop ends it (and 404s once it is gone).
+    body = {
+        "id": "c-1",
+        "type": "web_hook",
+        "address": "https://127.0.0.1:9/hook",
+        "token": "t",
+        "params": {"ttl": "900"},
+    }
+    channel = await execute(directory.users().watch(customer="my_customer", event="add", body=body))
+    assert google_response_problems(document, "POST", "/admin/directory/v1/users/watch", channel) == []
+    assert channel["id"] == "c-1"
+    assert int(channel["expiration"]) > 0
+    stop = {"id": "c-1", "resourceId": channel["resourceId"]}
+    await execute(directory.channels().stop(body=stop))
+    with pytest.raises(HttpError) as stopped:
+        await execute(directory.channels().stop(body=stop))
+    assert stopped.value.status_code == 404
+
     # Errors in the shape the official client reads: status, message and reason.
     with pytest.raises(HttpError) as missing:
         await execute(directory.users().get(userKey="nobody@demo.skolsynk.example"))

@@ -149,7 +149,7 @@ class JsonApiClient(ABC):
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
         self.retry = retry or RetryPolicy()
         self._session: aiohttp.ClientSession | None = None
-        #: GET requests sent (every attempt).
+        #: Requests sent (every attempt).
         self.requests = 0
 
     async def start(self) -> None:
@@ -194,13 +194,15 @@ class JsonApiClient(ABC):
     # ------------------------------------------------------------------------------------------
     # requests
 
-    async def _get_once(self, url: str | URL, params: Params, headers: Mapping[str, str]) -> Any:
+    async def _send_once(
+        self, method: str, url: str | URL, params: Params, headers: Mapping[str, str], body: Any
+    ) -> Any:
         refused: str | None = None
         while True:
             sent = {"Accept": "application/json", **headers}
             token = await self.authorize(sent, refused=refused)
             self.requests += 1
-            async with self.session.get(url, params=params, headers=sent) as response:
+            async with self.session.request(method, url, params=params, headers=sent, json=body) as response:
                 if response.status == 401 and token is not None and refused is None:
                     # The token expired early or was revoked: a new one, once.
                     refused = token
@@ -215,9 +217,17 @@ class JsonApiClient(ABC):
         return isinstance(error, TimeoutError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
 
     async def fetch_json(
-        self, url: str | URL, params: Params = None, *, headers: Mapping[str, str] | None = None
+        self,
+        url: str | URL,
+        params: Params = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        body: Any = None,
     ) -> Any:
-        """GET ``url`` with retries; :attr:`error_type` (or what :meth:`interpret` raises) when it fails for good."""
+        """``method`` (GET unless said; ``body`` sent as JSON) ``url`` with retries; :attr:`error_type` (or what
+        :meth:`interpret` raises) when it fails for good. Only requests that are safe to repeat may be
+        retried: a POST here is one whose repetition does no harm (its effect is keyed by the caller)."""
         policy = self.retry
         try:
             async for attempt in stamina.retry_context(
@@ -229,7 +239,7 @@ class JsonApiClient(ABC):
                 wait_jitter=min(1.0, policy.wait_initial_seconds),
             ):
                 with attempt:
-                    return await self._get_once(url, params, headers or {})
+                    return await self._send_once(method, url, params, headers or {}, body)
         except Retryable as error:
             raise self.exhausted(error) from error
         except TimeoutError as error:

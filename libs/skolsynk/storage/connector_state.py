@@ -7,6 +7,8 @@ the queries and indexes beside its code; the names are kept here with every othe
   (``services/skolsynk_services/ss12000_puller/runs.py``);
 * ``google_sync_state``: per source the last runs and the Reports API cursor
   (``services/skolsynk_services/google_connector/runs.py``);
+* ``google_watch_channels``: the Directory push-notification channels open per source (id, event, Google's
+  resource id, a hash of the channel token, expiry) (``services/skolsynk_services/google_connector/watch.py``);
 * ``graph_delta_links``, ``graph_sync_state``, ``graph_known_ids``: per (tenant, source, resource) the Graph
   delta link, per source the last runs and each teacher's schools, and per (tenant, source, resource) the
   user and class ids of the last healthy run (``services/skolsynk_services/graph_connector/runs.py``).
@@ -18,6 +20,7 @@ EGIL_RESOURCES = "egil_resources"
 EGIL_RUNS = "egil_runs"
 SS12000_SYNC_STATE = "ss12000_sync_state"
 GOOGLE_SYNC_STATE = "google_sync_state"
+GOOGLE_WATCH_CHANNELS = "google_watch_channels"
 GRAPH_DELTA_LINKS = "graph_delta_links"
 GRAPH_SYNC_STATE = "graph_sync_state"
 GRAPH_KNOWN_IDS = "graph_known_ids"

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from yarl import URL
 
 from skolsynk.connectors.config import ConnectorSettings, RetrySettings
 from skolsynk.connectors.service import connector_app, follow_registry, mount, run_connector
@@ -16,6 +17,8 @@ from skolsynk.service import ServiceApp
 from skolsynk_services.google_connector.connector import GoogleConnector
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.runs import INDEXES, SOURCE_KIND, SyncStateStore, utcnow
+from skolsynk_services.google_connector.watch import INDEXES as WATCH_INDEXES
+from skolsynk_services.google_connector.watch import DirectoryWatch, WatchChannelStore, make_webhook_app
 
 SERVICE = "google-connector"
 
@@ -32,6 +35,29 @@ class GoogleConnectorSettings(ConnectorSettings):
     google_members_concurrency: int = Field(
         default=4, ge=1, le=32, description="members.list requests in flight at once per run."
     )
+    google_webhook_url: str | None = Field(
+        default=None,
+        description="The public HTTPS address of the webhook (ending in /google/notifications) where Google posts "
+        "Directory push notifications; unset: no channels are opened.",
+    )
+    google_webhook_host: str = Field(default="0.0.0.0", description="Bind address of the webhook.")  # noqa: S104
+    google_webhook_port: int = Field(default=8083, ge=0, le=65535, description="Webhook port; 0 picks a free one.")
+    google_watch_ttl_seconds: int = Field(
+        default=21600, ge=600, le=172800, description="Lifetime asked for a notification channel (renewed before)."
+    )
+
+    @field_validator("google_webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: str | None) -> str | None:
+        """Google delivers only to HTTPS with a valid certificate; plain HTTP is accepted for a loopback host
+        (a local fake), nowhere else."""
+        if value is None or not value.strip():
+            return None
+        url = URL(value.strip())
+        loopback = url.host in ("127.0.0.1", "localhost", "::1")
+        if not url.is_absolute() or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+            raise ValueError("must be an https:// address (http:// only for a loopback host)")
+        return str(url)
 
 
 def build(
@@ -57,6 +83,24 @@ def build(
         scheduling=settings.google_schedule,
         clock=clock,
     )
+    if settings.google_webhook_url is not None:
+        app.add_indexes(WATCH_INDEXES)
+        watch = DirectoryWatch(
+            connector,
+            WatchChannelStore(app.db),
+            address=settings.google_webhook_url,
+            ttl_seconds=settings.google_watch_ttl_seconds,
+            metrics=connector.metrics,
+            clock=clock,
+            serving=app.started.wait,
+        )
+        connector.watch = watch
+        app.add_web_app(
+            make_webhook_app(watch),
+            host=settings.google_webhook_host,
+            port=settings.google_webhook_port,
+            server="webhook",
+        )
     registry = None if sources is not None else follow_registry(app, settings, GOOGLE, connector)
     mount(app, connector, kind=SOURCE_KIND, registry=registry, idempotent=False)
     return app

@@ -29,6 +29,8 @@ log = get_logger(__name__)
 
 DIRECTORY = "/admin/directory/v1"
 REPORTS = "/admin/reports/v1"
+#: channels.stop lives under the API's own name, not ``directory/v1`` (the discovery document's path).
+CHANNELS = "/admin/directory_v1/channels"
 #: ``error.errors[0].reason`` values that mean "slow down" (Google: retry with exponential backoff).
 THROTTLING_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
 GROUPS_PAGE_SIZE = 200
@@ -95,6 +97,8 @@ class GoogleClient(JsonApiClient):
         return token
 
     async def interpret(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+        if response.status == 204:  # channels.stop: no content
+            return {}
         body = await json_or_none(response)
         if response.status == 200:
             if not isinstance(body, dict):
@@ -203,3 +207,41 @@ class GoogleClient(JsonApiClient):
             params["customerId"] = self.source.customer
         path = f"{REPORTS}/activity/users/all/applications/admin"
         return [item async for page in self.pages(path, params, "items") for item in page]
+
+    # ------------------------------------------------------------------------------------------
+    # push notifications (users.watch)
+
+    async def watch_users(
+        self, event: str, *, channel_id: str, address: str, token: str, ttl_seconds: int
+    ) -> dict[str, Any]:
+        """``users.watch`` for one ``event`` (``add``, ``delete``, ``update``, ``undelete``): Google posts a
+        notification to ``address`` on every such change of the customer's users, carrying ``token``. The
+        answer is the Channel (``resourceId``, ``expiration`` in epoch milliseconds). A repeated attempt
+        reuses ``channel_id``, so a retry never opens a second channel."""
+        channel = {
+            "id": channel_id,
+            "type": "web_hook",
+            "address": address,
+            "token": token,
+            "params": {"ttl": str(ttl_seconds)},
+        }
+        body: dict[str, Any] = await self.fetch_json(
+            self.source.api_base_url.rstrip("/") + f"{DIRECTORY}/users/watch",
+            {**self._owner(), "event": event},
+            method="POST",
+            body=channel,
+        )
+        return body
+
+    async def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        """``channels.stop``: no more notifications through this channel (a channel Google no longer knows,
+        ``not_found``, is stopped already)."""
+        try:
+            await self.fetch_json(
+                self.source.api_base_url.rstrip("/") + f"{CHANNELS}/stop",
+                method="POST",
+                body={"id": channel_id, "resourceId": resource_id},
+            )
+        except GoogleReadError as error:
+            if error.code != "not_found":
+                raise

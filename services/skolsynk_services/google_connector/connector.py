@@ -10,7 +10,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skolsynk.connectors.http import RetryPolicy
 from skolsynk.connectors.runs import aware
@@ -33,6 +33,9 @@ from skolsynk_services.google_connector.client import GoogleClient
 from skolsynk_services.google_connector.mapping import DirectoryMapping, users_queries
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 from skolsynk_services.google_connector.runs import RunReport, SyncStateStore, run_once, utcnow
+
+if TYPE_CHECKING:
+    from skolsynk_services.google_connector.watch import DirectoryWatch
 
 log = get_logger(__name__)
 
@@ -70,6 +73,8 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
         self.request_timeout_seconds = request_timeout_seconds
         self.retry = retry
         self.members_concurrency = members_concurrency
+        #: Directory push notifications, where the operator exposes the webhook (set by the composition root).
+        self.watch: DirectoryWatch | None = None
         super().__init__(
             sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
         )
@@ -114,10 +119,14 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
         return counts, complete
 
     def _loops(self, source: SourceConfig) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        """The schedule, and the Reports API watcher where the source has it enabled."""
+        """The schedule, the Reports API watcher where the source has it enabled, and its push-notification
+        channels where the operator exposes the webhook (stopped when the source turned its watch off)."""
         loops = super()._loops(source)
         if source.reports.enabled:
             loops.append(lambda: self.watch_reports(source))
+        watch = self.watch
+        if watch is not None:
+            loops.append(lambda: watch.keep(source) if source.watch.enabled else watch.stop_all(source))
         return loops
 
     # ------------------------------------------------------------------------------------------

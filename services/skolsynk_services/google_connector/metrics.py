@@ -46,8 +46,22 @@ class GoogleMetrics:
         )
         self.triggered_runs = PromCounter(
             "skolsynk_google_triggered_runs",
-            "Runs asked for outside the schedule, by trigger (request, reports).",
+            "Runs asked for outside the schedule, by trigger (request, reports, watch).",
             ["trigger"],
+            registry=registry,
+        )
+
+        self.watch_notifications = PromCounter(
+            "skolsynk_google_watch_notifications",
+            "Directory push notifications received, by resource state (sync, add, delete, update, undelete) and "
+            "outcome (triggered, merged into a waiting run, sync, ignored: source not served, refused).",
+            ["state", "outcome"],
+            registry=registry,
+        )
+        self.watch_operations = PromCounter(
+            "skolsynk_google_watch_channel_operations",
+            "Notification channels opened (users.watch) and stopped (channels.stop), by outcome.",
+            ["operation", "outcome"],
             registry=registry,
         )
 

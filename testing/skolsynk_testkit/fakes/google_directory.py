@@ -42,6 +42,16 @@ third-party code. Behaviour:
   ``pageToken``, ``query`` with ``email:``/``name:`` prefixes) and ``GET .../groups/{groupKey}/members``
   (``roles``, ``includeDerivedMembership`` expanding nested groups, ``maxResults`` <= 200, ``pageToken``;
   an unknown group is ``404 notFound``).
+* ``POST /admin/directory/v1/users/watch?customer=…&event=add|delete|update|undelete|makeAdmin`` (push
+  notifications): body ``{"id", "type": "web_hook", "address", "token", "params": {"ttl"}}``; the address
+  must be HTTPS (plain HTTP only for a loopback host), a channel id is usable once (``channelIdNotUnique``),
+  the lifetime is ``params.ttl`` capped at 6 hours. Answers the Channel (``resourceId``, ``resourceUri``,
+  ``expiration`` in epoch milliseconds), then POSTs ``sync`` and, on every matching change made through the
+  mutation helpers, the event to the address with ``X-Goog-Channel-ID``, ``X-Goog-Channel-Token``,
+  ``X-Goog-Channel-Expiration``, ``X-Goog-Resource-ID``, ``X-Goog-Resource-URI``, ``X-Goog-Resource-State``
+  and ``X-Goog-Message-Number``, the user (``kind``, ``id``, ``etag``, ``primaryEmail``) as the body; every
+  delivery is in :attr:`FakeGoogleDirectory.notifications` (no retries). ``POST
+  /admin/directory_v1/channels/stop`` with ``{"id", "resourceId"}``: ``204``, ``404 notFound`` when unknown.
 * ``GET /admin/reports/v1/activity/users/{userKey}/applications/admin`` (``eventName``, ``startTime``,
   ``endTime``, ``maxResults`` <= 1000, ``pageToken``): admin audit events, newest first, in Google's item
   shape. The mutation helpers record the matching event (``MOVE_USER_TO_ORG_UNIT``, ``SUSPEND_USER``,
@@ -91,13 +101,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from yarl import URL
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
@@ -122,6 +135,13 @@ SCOPE_PREFIX: Final = "https://www.googleapis.com/auth/"
 DIRECTORY: Final = "/admin/directory/v1"
 REPORTS: Final = "/admin/reports/v1"
 MAX_TOKEN_LIFETIME_SECONDS: Final = 3600
+#: Where channels.stop lives (the discovery document's path: the API name, not ``directory/v1``).
+CHANNELS: Final = "/admin/directory_v1/channels"
+#: users.watch events (the discovery document's enum).
+WATCH_EVENTS: Final = frozenset({"add", "delete", "makeAdmin", "undelete", "update"})
+#: A channel lives ``params.ttl`` seconds, 6 hours when not given and at most 6 hours here (the stricter
+#: limit Google states for Admin SDK channels; the Channel schema's generic text allows up to 2 days).
+WATCH_MAX_TTL_SECONDS: Final = 21600
 CLOCK_SKEW_SECONDS: Final = 300
 
 #: Scopes an endpoint accepts (any one of them is enough), without the prefix.
@@ -207,6 +227,29 @@ class RequestRecord:
     query: dict[str, list[str]]
     status: int
     page: int | None = None
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One push notification the fake delivered: the channel, the resource state (``sync``, ``add`` ...),
+    the message number and the receiver's answer (0: it could not be reached)."""
+
+    channel_id: str
+    state: str
+    message_number: int
+    status: int
+
+
+@dataclass
+class _Channel:
+    channel_id: str
+    event: str
+    address: str
+    token: str | None
+    resource_id: str
+    resource_uri: str
+    expires_at: float
+    messages: int = 0
 
 
 @dataclass
@@ -465,6 +508,11 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         self.schemas: dict[str, list[str]] = {}
         self.events: list[dict[str, Any]] = []
         self.tokens_issued = 0
+        #: Open users.watch channels by id, and every notification delivered through them.
+        self.channels: dict[str, _Channel] = {}
+        self.notifications: list[NotificationRecord] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._push_session: aiohttp.ClientSession | None = None
         self._accounts: dict[str, _Account] = {}
         self._tokens: dict[str, _Token] = {}
         self._cursors: dict[str, _Cursor] = {}
@@ -572,7 +620,9 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         stored.setdefault("emails", [{"address": email, "primary": True}])
         stored.pop("etag", None)
         stored["etag"] = _etag(stored)
+        event = "update" if str(stored["id"]) in self.users else "add"
         self.users[str(stored["id"])] = stored
+        self._notify(event, stored)
         return stored
 
     def lag_search_index(self) -> None:
@@ -626,6 +676,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         user.update(copy.deepcopy(dict(changes)))
         user.pop("etag", None)
         user["etag"] = _etag(user)
+        self._notify("update", user)
         return user
 
     def move_user(self, key: str, org_unit_path: str, *, audit: bool = True) -> dict[str, Any]:
@@ -672,6 +723,7 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
         del self.users[user["id"]]
         user["deletionTime"] = _rfc3339(self._clock())
         self.deleted_users[user["id"]] = user
+        self._notify("delete", user)
         for members in self.members.values():
             members.pop(user["id"], None)
         if audit:
@@ -899,10 +951,146 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
     def token_url(self) -> str:
         return f"{self.base_url}/token"
 
+    # ------------------------------------------------------------------------------------------
+    # push notifications (users.watch)
+
+    def _notify(self, event: str, user: Mapping[str, Any]) -> None:
+        """Deliver ``event`` about ``user`` through every open channel watching it (in the background)."""
+        now = self._clock()
+        for channel in list(self.channels.values()):
+            if channel.event == event and channel.expires_at > now:
+                body = {k: user[k] for k in ("kind", "id", "etag", "primaryEmail") if k in user}
+                self._deliver(channel, event, body)
+
+    def _deliver(self, channel: _Channel, state: str, body: Mapping[str, Any] | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (a fake filled before it runs): nothing can be delivered
+        channel.messages += 1
+        task = loop.create_task(self._post(channel, state, channel.messages, body))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _post(self, channel: _Channel, state: str, number: int, body: Mapping[str, Any] | None) -> None:
+        if self._push_session is None:
+            self._push_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        headers = {
+            "X-Goog-Channel-ID": channel.channel_id,
+            "X-Goog-Channel-Expiration": formatdate(channel.expires_at, usegmt=True),
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-URI": channel.resource_uri,
+            "X-Goog-Resource-State": state,
+            "X-Goog-Message-Number": str(number),
+        }
+        if channel.token is not None:
+            headers["X-Goog-Channel-Token"] = channel.token
+        status = 0
+        try:
+            async with self._push_session.post(channel.address, json=body, headers=headers) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.notifications.append(NotificationRecord(channel.channel_id, state, number, status))
+
+    async def stop(self) -> None:
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        if self._push_session is not None:
+            await self._push_session.close()
+            self._push_session = None
+        await super().stop()
+
+    async def _users_watch(self, request: web.Request) -> web.Response:
+        """``users.watch``: open a channel for one ``event`` of the customer's users; a ``sync`` message
+        follows at once. The address must be HTTPS (plain HTTP only for a loopback host: the tests' own
+        webhook); a channel id may be used once."""
+        try:
+            raw = await request.json()
+        except ValueError:
+            raw = None
+
+        def answer() -> web.Response:
+            query = request.query
+            if query.get("customer") is None and query.get("domain") is None:
+                raise _BadRequest("Bad Request", "badRequest")
+            self._check_customer(query.get("customer"))
+            event = query.get("event")
+            if event not in WATCH_EVENTS:
+                raise _BadRequest("Invalid value for: event")
+            if not isinstance(raw, dict):
+                raise _BadRequest("Invalid JSON payload received.", "parseError")
+            channel_id, address, token = raw.get("id"), raw.get("address"), raw.get("token")
+            if not isinstance(channel_id, str) or not channel_id or len(channel_id) > 64:
+                raise _BadRequest("Invalid Input: id", "required")
+            if channel_id in self.channels:
+                raise _BadRequest(f"Channel id {channel_id} not unique", "channelIdNotUnique")
+            if raw.get("type") != "web_hook":
+                raise _BadRequest("Invalid Input: type", "invalid")
+            target = URL(address) if isinstance(address, str) else None
+            loopback = target is not None and target.host in ("127.0.0.1", "localhost", "::1")
+            if target is None or not (target.scheme == "https" or (target.scheme == "http" and loopback)):
+                raise _BadRequest("WebHook callback must be HTTPS: " + str(address)[:100], "push.webhookUrlNotHttps")
+            if token is not None and (not isinstance(token, str) or len(token) > 256):
+                raise _BadRequest("Invalid Input: token", "invalid")
+            ttl_raw = (raw.get("params") or {}).get("ttl", WATCH_MAX_TTL_SECONDS)
+            try:
+                ttl = min(int(ttl_raw), WATCH_MAX_TTL_SECONDS)
+            except (TypeError, ValueError):
+                raise _BadRequest("Invalid Input: params.ttl", "invalid") from None
+            owner = query.get("domain") or self.customer_id
+            channel = _Channel(
+                channel_id=channel_id,
+                event=event,
+                address=str(target),
+                token=token,
+                resource_id=_short_id(f"watch:{owner}:{event}", 27),
+                resource_uri=f"https://admin.googleapis.com{DIRECTORY}/users?alt=json&customer={owner}&event={event}",
+                expires_at=self._clock() + max(ttl, 1),
+            )
+            self.channels[channel_id] = channel
+            self._deliver(channel, "sync", None)
+            self._record(request, "watch", 200)
+            return web.json_response(
+                {
+                    "kind": "api#channel",
+                    "id": channel.channel_id,
+                    "resourceId": channel.resource_id,
+                    "resourceUri": channel.resource_uri,
+                    **({"token": token} if token is not None else {}),
+                    "expiration": str(int(channel.expires_at * 1000)),
+                }
+            )
+
+        return await self._guarded(request, "users", answer)
+
+    async def _channels_stop(self, request: web.Request) -> web.Response:
+        """``channels.stop``: ``{"id", "resourceId"}`` of an open channel; ``204``, or ``404`` for a channel
+        the fake does not know (never opened, stopped, or its resource id does not match)."""
+        try:
+            raw = await request.json()
+        except ValueError:
+            raw = None
+
+        def answer() -> web.Response:
+            if not isinstance(raw, dict):
+                raise _BadRequest("Invalid JSON payload received.", "parseError")
+            channel = self.channels.get(str(raw.get("id")))
+            if channel is None or channel.resource_id != raw.get("resourceId"):
+                raise _BadRequest(f"Channel '{raw.get('id')}' not found for project", "notFound", 404)
+            del self.channels[channel.channel_id]
+            self._record(request, "channels", 204)
+            return web.Response(status=204)
+
+        return await self._guarded(request, "users", answer)
+
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_get(f"{DIRECTORY}/users", self._users)
+        app.router.add_post(f"{DIRECTORY}/users/watch", self._users_watch)
+        app.router.add_post(f"{CHANNELS}/stop", self._channels_stop)
         app.router.add_get(f"{DIRECTORY}/users/{{user}}", self._user_get)
         app.router.add_get(f"{DIRECTORY}/customer/{{customer}}/orgunits", self._orgunits)
         app.router.add_get(f"{DIRECTORY}/customer/{{customer}}/schemas", self._schemas)

@@ -299,6 +299,14 @@ class ReportsConfig(Model):
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_EVENTS), min_length=1)
 
 
+class WatchConfig(Model):
+    """Directory push notifications (``users.watch``): a user added, changed, deleted or restored triggers a
+    full run within seconds. Takes effect only where the operator exposes the connector's webhook
+    (``SKOLSYNK_GOOGLE_WEBHOOK_URL``); the schedule runs either way."""
+
+    enabled: bool = True
+
+
 class SourceConfig(Model):
     tenant_id: str = Field(pattern=TENANT_ID)
     source_id: str = Field(pattern=SOURCE_ID)
@@ -314,6 +322,7 @@ class SourceConfig(Model):
     include_derived_membership: bool = True
     leavers: LeaversConfig = Field(default_factory=LeaversConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     mapping: MappingConfig
 
     @property

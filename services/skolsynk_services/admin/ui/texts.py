@@ -83,6 +83,15 @@ SOURCE_FORMS: dict[str, tuple[FormField, ...]] = {
         FormField("customer", "Kund-id", "Lämna tomt för my_customer (den domän tjänstekontot tillhör)."),
         FormField("domain", "Domän", "Bara användare i den här domänen, till exempel skola.kommun.se (valfritt)."),
         FormField(
+            "watch.enabled",
+            "Direktaviseringar från Google",
+            "Google meddelar skolsynk inom sekunder när en användare läggs till, ändras eller tas bort, så att "
+            "ändringen når leverantörerna direkt. Gäller där driften har öppnat skolsynks webbkrok mot Google; "
+            "annars, och om du stänger av det, läses katalogen enligt schemat.",
+            "select",
+            options=(("true", "På"), ("false", "Av")),
+        ),
+        FormField(
             "mapping",
             "Mappning (YAML)",
             "Hur organisationsenheter, användare och grupper blir skolenheter, roller och grupper: se "

@@ -69,6 +69,8 @@ def _shown(field: FormField, value: Any) -> str:
     """A stored setting as its form field shows it (a mapping as YAML)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if field.input_type == "textarea":
         return yaml.safe_dump(value, allow_unicode=True, sort_keys=False)
     return str(value)
