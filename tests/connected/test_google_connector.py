@@ -148,6 +148,19 @@ def assert_requests_are_defined_by_discovery(fake: FakeGoogleDirectory) -> None:
     assert any(r.path != "/token" for r in fake.requests)
 
 
+def add_student(fake: FakeGoogleDirectory, email: str) -> dict[str, Any]:
+    """A new student in the same OU and with the same custom fields as a loaded one (no audit event)."""
+    student = next(u for u in fake.users.values() if "customSchemas" in u and "/Elever" in u["orgUnitPath"])
+    return fake.add_user(
+        email,
+        "Ny",
+        "Elev",
+        org_unit_path=student["orgUnitPath"],
+        custom_schemas=student["customSchemas"],
+        audit=False,
+    )
+
+
 def counts_of(records: list[Any]) -> dict[EntityKind, int]:
     counts: dict[EntityKind, int] = {}
     for record in records:
@@ -415,16 +428,8 @@ async def test_the_whole_domain_is_listed_not_searched_so_index_lag_loses_no_one
     snapshot (a complete snapshot without them would delete them at every vendor). Issue 23."""
     mapping = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["sources"][0]["mapping"]
     h = await make_harness(mapping={**mapping, "scope": ["/"]})
-    student = next(u for u in h.fake.users.values() if "customSchemas" in u and "/Skolor/" in u["orgUnitPath"])
     h.fake.lag_search_index()
-    newcomer = h.fake.add_user(
-        "nykomling@demo.skolsynk.example",
-        "Ny",
-        "Komling",
-        org_unit_path=student["orgUnitPath"],
-        custom_schemas=student["customSchemas"],
-        audit=False,
-    )
+    newcomer = add_student(h.fake, "nykomling@demo.skolsynk.example")
     report, completed = await h.run()
     assert completed.healthy
     assert all("query" not in r.query for r in h.user_requests())
@@ -492,15 +497,7 @@ async def test_push_notifications_trigger_a_run_and_channels_are_kept_and_stoppe
     )
     assert len(h.connector.reports) == 1  # a sync message triggers nothing
 
-    student = next(u for u in h.fake.users.values() if "customSchemas" in u and "/Elever" in u["orgUnitPath"])
-    newcomer = h.fake.add_user(
-        "ny.elev@demo.skolsynk.example",
-        "Ny",
-        "Elev",
-        org_unit_path=student["orgUnitPath"],
-        custom_schemas=student["customSchemas"],
-        audit=False,  # no audit event: the notification alone triggers the run
-    )
+    newcomer = add_student(h.fake, "ny.elev@demo.skolsynk.example")  # no audit event: the notification alone
     await wait_for(lambda: len(h.connector.reports) == 2, what="a run triggered by the notification")
     assert h.connector.reports[1].reason == "watch"
     run_id = h.connector.reports[1].run_id

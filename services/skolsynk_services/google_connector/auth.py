@@ -13,8 +13,8 @@ the JWT: the token request itself is a plain aiohttp POST (google-auth's transpo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from google.auth import crypt
@@ -27,7 +27,11 @@ from skolsynk.connectors.sources.google import GOOGLE_TOKEN_URL
 from skolsynk.connectors.sources.google import REPORTS_SCOPE as REPORTS_SCOPE
 from skolsynk.logging import get_logger
 
+if TYPE_CHECKING:
+    from skolsynk.connectors.sources.google import SourceConfig
+
 log = get_logger(__name__)
+T = TypeVar("T")
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME_SECONDS = 3600
@@ -49,6 +53,18 @@ class GoogleReadError(SourceReadError):
 
     def qualified(self, endpoint: str) -> str:
         return f"{self.step or endpoint}:{self.code}"
+
+
+async def attempt(source: SourceConfig, event: str, endpoint: str, work: Callable[[], Awaitable[T]]) -> T | None:
+    """``work`` once, for a background loop: a failure is logged as ``event`` (a read error with its code
+    qualified by ``endpoint``, anything else with its traceback) and gives ``None``; cancellation passes."""
+    try:
+        return await work()
+    except GoogleReadError as error:
+        log.warning(event, tenant_id=source.tenant_id, source_id=source.source_id, code=error.qualified(endpoint))
+    except Exception:
+        log.exception(event, tenant_id=source.tenant_id, source_id=source.source_id)
+    return None
 
 
 class Retryable(http.Retryable):

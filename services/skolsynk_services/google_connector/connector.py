@@ -28,6 +28,7 @@ from skolsynk.messaging import Publisher
 from skolsynk_services.google_connector.auth import (
     DelegatedCredentials,
     GoogleReadError,
+    attempt,
 )
 from skolsynk_services.google_connector.client import GoogleClient
 from skolsynk_services.google_connector.mapping import DirectoryMapping, users_queries
@@ -214,24 +215,10 @@ class GoogleConnector(SourceConnector[SourceConfig, GoogleClient, str, RunReport
     async def watch_reports(self, source: SourceConfig) -> None:
         """Forever: poll the Reports API; relevant new events trigger a full run."""
         while True:
-            try:
-                new = await self.poll_reports(source)
-                if new:
-                    log.info(
-                        "google_reports_events", tenant_id=source.tenant_id, source_id=source.source_id, events=new
-                    )
-                    self.trigger(source, reason="reports")
-            except asyncio.CancelledError:
-                raise
-            except GoogleReadError as error:
-                log.warning(
-                    "google_reports_poll_failed",
-                    tenant_id=source.tenant_id,
-                    source_id=source.source_id,
-                    code=error.qualified("activities"),
-                )
-            except Exception:
-                log.exception("google_reports_poll_failed", tenant_id=source.tenant_id, source_id=source.source_id)
+            new = await attempt(source, "google_reports_poll_failed", "activities", lambda: self.poll_reports(source))
+            if new:
+                log.info("google_reports_events", tenant_id=source.tenant_id, source_id=source.source_id, events=new)
+                self.trigger(source, reason="reports")
             await asyncio.sleep(source.reports.poll_interval_seconds)
 
 

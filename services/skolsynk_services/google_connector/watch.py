@@ -43,7 +43,7 @@ from skolsynk.connectors.sources.google import SourceConfig
 from skolsynk.logging import get_logger
 from skolsynk.storage import Database, IndexSpec
 from skolsynk.storage.connector_state import GOOGLE_WATCH_CHANNELS
-from skolsynk_services.google_connector.auth import GoogleReadError
+from skolsynk_services.google_connector.auth import GoogleReadError, attempt
 from skolsynk_services.google_connector.metrics import GoogleMetrics
 
 if TYPE_CHECKING:
@@ -243,23 +243,11 @@ class DirectoryWatch:
         if self.serving is not None:
             await self.serving()
         while True:
-            try:
-                renew_at = await self.refresh(source)
-                delay = (renew_at - self.clock()).total_seconds()
-                delay = max(MIN_CHECK_SECONDS, min(MAX_CHECK_SECONDS, delay))
-            except asyncio.CancelledError:
-                raise
-            except GoogleReadError as error:
-                log.warning(
-                    "google_watch_failed",
-                    tenant_id=source.tenant_id,
-                    source_id=source.source_id,
-                    code=error.qualified("users.watch"),
-                )
+            renew_at = await attempt(source, "google_watch_failed", "users.watch", lambda: self.refresh(source))
+            if renew_at is None:
                 delay = source.failed_retry_seconds
-            except Exception:
-                log.exception("google_watch_failed", tenant_id=source.tenant_id, source_id=source.source_id)
-                delay = source.failed_retry_seconds
+            else:
+                delay = max(MIN_CHECK_SECONDS, min(MAX_CHECK_SECONDS, (renew_at - self.clock()).total_seconds()))
             await self.sleep(delay)
 
     async def stop_all(self, source: SourceConfig) -> None:
