@@ -32,7 +32,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -166,29 +166,32 @@ class DirectoryWatch:
     # channels
 
     async def open(self, source: SourceConfig, event: str) -> WatchChannel:
+        """A new channel for ``event``. It is stored before Google is asked (Google posts ``sync``, and may
+        post a change, before its answer arrives), without a resource id until the answer."""
         token = secrets.token_urlsafe(32)
-        channel_id = str(uuid.uuid4())
-        try:
-            answer = await self.connector.clients[source.key].watch_users(
-                event, channel_id=channel_id, address=self.address, token=token, ttl_seconds=self.ttl_seconds
-            )
-        except GoogleReadError:
-            self.metrics.watch_operations.labels("open", "failed").inc()
-            raise
-        resource_id = answer.get("resourceId")
-        if not isinstance(resource_id, str) or not resource_id:
-            self.metrics.watch_operations.labels("open", "failed").inc()
-            raise GoogleReadError("invalid_channel")
-        channel = WatchChannel(
-            channel_id=channel_id,
+        pending = WatchChannel(
+            channel_id=str(uuid.uuid4()),
             tenant_id=source.tenant_id,
             source_id=source.source_id,
             event=event,
-            resource_id=resource_id,
+            resource_id="",
             token_sha256=_token_hash(token),
             address=self.address,
-            expires_at=_expiry(answer, self.clock() + timedelta(seconds=self.ttl_seconds)),
+            expires_at=self.clock() + timedelta(seconds=self.ttl_seconds),
         )
+        await self.store.save(pending)
+        try:
+            answer = await self.connector.clients[source.key].watch_users(
+                event, channel_id=pending.channel_id, address=self.address, token=token, ttl_seconds=self.ttl_seconds
+            )
+            resource_id = answer.get("resourceId")
+            if not isinstance(resource_id, str) or not resource_id:
+                raise GoogleReadError("invalid_channel")
+        except BaseException:
+            self.metrics.watch_operations.labels("open", "failed").inc()
+            await asyncio.shield(self.store.delete(pending.channel_id))
+            raise
+        channel = replace(pending, resource_id=resource_id, expires_at=_expiry(answer, pending.expires_at))
         await self.store.save(channel)
         self.metrics.watch_operations.labels("open", "ok").inc()
         log.info(
@@ -196,7 +199,7 @@ class DirectoryWatch:
             tenant_id=source.tenant_id,
             source_id=source.source_id,
             watched_event=event,
-            channel_id=channel_id,
+            channel_id=channel.channel_id,
             expires_at=channel.expires_at.isoformat(),
         )
         return channel
@@ -205,7 +208,7 @@ class DirectoryWatch:
         """Stop the channel at Google (a failure is logged: the channel then simply expires) and forget it."""
         client = self.connector.clients.get(source.key)
         try:
-            if client is not None:
+            if client is not None and channel.resource_id:  # without one, Google never confirmed it
                 await client.stop_channel(channel.channel_id, channel.resource_id)
             self.metrics.watch_operations.labels("stop", "ok").inc()
         except GoogleReadError as error:
@@ -226,7 +229,12 @@ class DirectoryWatch:
         kept: dict[str, WatchChannel] = {}
         replaced: list[WatchChannel] = []
         for channel in sorted(await self.store.of_source(source), key=lambda c: c.expires_at, reverse=True):
-            fit = channel.address == self.address and channel.event in EVENTS and channel.expires_at > soon
+            fit = (
+                channel.address == self.address
+                and channel.event in EVENTS
+                and channel.expires_at > soon
+                and bool(channel.resource_id)  # an answer that never came (a crash while opening)
+            )
             if fit and channel.event not in kept:
                 kept[channel.event] = channel
             else:
