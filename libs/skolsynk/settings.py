@@ -10,6 +10,7 @@ for every service; everything else is prefixed ``SKOLSYNK_``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -146,3 +147,16 @@ class ServiceSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+
+
+class CatalogueSettings(ServiceSettings):
+    """A service that follows the vendor catalogue in the store (the admin, the dispatchers)."""
+
+    vendor_catalogue_dir: Path | None = Field(
+        default=Path("deploy/vendors"),
+        description="Catalogue files (one YAML file per vendor) added to the store at start when it does not "
+        "have them yet; never overwriting or reviving one (edit vendors in the admin or with skolsynk vendors import).",
+    )
+    vendors_poll_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How often the catalogue in the store is looked at for changes."
+    )

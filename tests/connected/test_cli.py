@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -34,15 +33,12 @@ Run = Callable[..., Coroutine[Any, Any, tuple[int, str, str]]]
 
 
 @pytest.fixture
-def cli_settings(settings: ServiceSettings, tmp_path: Path) -> CliSettings:
-    catalogue = tmp_path / "vendors"
-    catalogue.mkdir()
+def cli_settings(settings: ServiceSettings) -> CliSettings:
     return CliSettings(
         broker=settings.broker,
         store=settings.store,
         observability=settings.observability,
         lifecycle=settings.lifecycle,
-        vendor_catalogue_dir=catalogue,
     )
 
 

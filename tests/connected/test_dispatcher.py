@@ -183,8 +183,7 @@ async def start_stack(
             )
         )
         if not consuming:
-            dispatcher.extensions["held_consumers"] = list(dispatcher.consumers)
-            dispatcher.consumers.clear()
+            dispatcher.extensions["pool"].consuming = False
         records = records or organiser(seed=5, school_units=2, students_per_unit=6, teachers_per_unit=1)
         stack = Stack(normaliser, dispatcher, vendor, settings, records)
         await dispatcher.start()
@@ -200,10 +199,8 @@ async def start_stack(
 
 async def consume(stack: Stack) -> BatchConsumer:
     """Start the dispatcher's consumer held back by ``start_stack(consuming=False)``."""
-    [consumer] = stack.dispatcher.extensions.pop("held_consumers")
+    [consumer] = await stack.dispatcher.extensions["pool"].start_consuming()
     assert isinstance(consumer, BatchConsumer)
-    await consumer.start()
-    stack.dispatcher.consumers.append(consumer)
     return consumer
 
 

@@ -1,6 +1,6 @@
 """``skolsynk``: the operator's command line for everyday tasks. Settings come from the same environment
 variables as the services (``AMQP_URL``, ``MONGODB_URL``, ``MONGODB_DATABASE``, ``SKOLSYNK_NAMESPACE``,
-``SKOLSYNK_VENDOR_CATALOGUE_DIR``).
+the vendor catalogue from the store).
 
 =============================================  ===============================================================
 ``skolsynk status [--tenant T]``               sources' latest runs, work queues (depth, consumers, DLQ),
@@ -14,6 +14,9 @@ TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N),
 ``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
 ``skolsynk sources import KIND FILE``          put a sources file's sources (egil, google, microsoft, ss12000) in
                                                the source registry; idempotent, for GitOps
+``skolsynk vendors import DIR [--dry-run]``     put a folder of vendor catalogue files (``deploy/vendors``) in the
+                                               store: create, update, leave alone; a retired vendor stays retired
+``skolsynk vendors list``                      the vendor catalogue in the store, retired vendors too
 =============================================  ===============================================================
 
 ``QUEUE`` is a work queue's name with or without the namespace (``normaliser.source-events``,
@@ -40,7 +43,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import Field, SecretStr
 from pymongo.errors import PyMongoError
 
-from skolsynk.catalogue import DeliveryMode, load_catalogue
+from skolsynk.catalogue import CatalogueError, DeliveryMode, load_catalogue
 from skolsynk.cli import output, queues, state
 from skolsynk.connectors.config import ConfigurationError, load_yaml
 from skolsynk.connectors.sources import SOURCE_KINDS, SourceKind
@@ -61,6 +64,7 @@ from skolsynk.storage import Database, MongoClient, create_client
 from skolsynk.storage.admin import ADMIN_TENANTS
 from skolsynk.storage.sources import SecretBox, SecretsUnavailable, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendors import VendorStore
 
 PRODUCER = "skolsynk-cli"
 #: Connector kinds that take sync requests from a queue. The SS 12000 puller runs on its schedule and
@@ -71,9 +75,6 @@ STATUS_CONNECTOR_KINDS = SYNC_KINDS
 
 
 class CliSettings(ServiceSettings):
-    vendor_catalogue_dir: Path = Field(
-        default=Path("deploy/vendors"), description="The vendor catalogue: which vendors' queues to show."
-    )
     admin_secrets_key: SecretStr | None = Field(
         default=None, description="The installation's key of sealed source secrets (kept when a source is updated)."
     )
@@ -133,6 +134,15 @@ def parser() -> argparse.ArgumentParser:
     )
     sources_import.add_argument("file", metavar="FILE", type=Path)
     sources_import.add_argument("--dry-run", action="store_true", help="check the file and say what would change")
+    vendors = commands.add_parser("vendors", help="the vendor catalogue")
+    vendors_commands = vendors.add_subparsers(dest="vendors_command", required=True, metavar="ACTION")
+    vendors_import = vendors_commands.add_parser(
+        "import", help="create or update the vendors of a folder of catalogue files (secrets as variable names only)"
+    )
+    vendors_import.add_argument("folder", metavar="DIR", type=Path)
+    vendors_import.add_argument("--dry-run", action="store_true", help="check the files and say what would change")
+    vendors_list = vendors_commands.add_parser("list", help="every vendor of the catalogue in the store")
+    vendors_list.add_argument("--json", action="store_true", help="print JSON")
     return root
 
 
@@ -185,11 +195,9 @@ class Operator:
             await publisher.close()
             await broker.close()
 
-    def vendor_ids(self) -> dict[str, DeliveryMode | None]:
-        directory = self.settings.vendor_catalogue_dir
-        if not directory.is_dir():
-            return {}
-        return {vendor_id: entry.delivery for vendor_id, entry in load_catalogue(directory).items()}
+    async def vendor_ids(self) -> dict[str, DeliveryMode | None]:
+        """The catalogue's vendors (in the store) and their delivery modes."""
+        return {vendor_id: entry.delivery for vendor_id, entry in (await VendorStore(self.db).active()).items()}
 
     def write_json(self, value: Any) -> None:
         self.out.write(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False) + "\n")
@@ -205,13 +213,63 @@ class Operator:
         self.out.write(", ".join(f"{n} {o}" for o, n in counts.items()) + "\n")
         return 0
 
+    async def import_vendors(self, folder: Path, *, dry_run: bool) -> int:
+        try:
+            if not folder.is_dir():  # noqa: ASYNC240 (a command line: nothing else runs meanwhile)
+                raise CommandError(f"{folder}: not a folder of vendor catalogue files")
+            entries = list(load_catalogue(folder).values())
+        except CatalogueError as error:
+            raise CommandError(str(error)) from None
+        store = VendorStore(self.db)
+        if dry_run:
+            outcomes: dict[str, str] = {}
+            for entry in entries:
+                current = await store.get(entry.vendor_id)
+                if current is None:
+                    outcomes[entry.vendor_id] = "created"
+                elif not current.active:
+                    outcomes[entry.vendor_id] = "retired"
+                else:
+                    same = current.entry.model_dump(mode="json") == entry.model_dump(mode="json")
+                    outcomes[entry.vendor_id] = "unchanged" if same else "updated"
+        else:
+            outcomes = dict(await store.import_entries(entries, by="skolsynk vendors import"))
+        output.table(["VENDOR", "WOULD BE" if dry_run else "OUTCOME"], sorted(outcomes.items()), out=self.out)
+        counts = {
+            o: sum(1 for x in outcomes.values() if x == o) for o in ("created", "updated", "unchanged", "retired")
+        }
+        self.out.write(", ".join(f"{n} {o}" for o, n in counts.items() if n or o != "retired") + "\n")
+        return 0
+
+    async def list_vendors(self, *, as_json: bool) -> int:
+        vendors = await VendorStore(self.db).all()
+        rows = [
+            {
+                "vendor": v.entry.vendor_id,
+                "name": v.entry.display_name,
+                "delivery": v.entry.delivery.value,
+                "version": v.version,
+                "retired_at": v.retired_at,
+            }
+            for v in vendors
+        ]
+        if as_json:
+            self.write_json(rows)
+            return 0
+        output.table(
+            ["VENDOR", "NAME", "DELIVERY", "VERSION", "RETIRED"],
+            [(r["vendor"], r["name"], r["delivery"], r["version"], r["retired_at"] or "") for r in rows],
+            out=self.out,
+        )
+        return 0
+
     async def status(self, tenant_id: str | None, *, as_json: bool) -> int:
         runs = await state.latest_runs(self.db, tenant_id)
         deliveries = await state.delivery_counts(self.db)
         holds = await state.pending_holds(self.db)
         overdue = await state.overdue_counts(self.db)
         profiles = await SubscriptionStore(self.db).profile_vendor_ids()
-        catalogue = self.vendor_ids()
+        catalogue = await self.vendor_ids()
         vendors = sorted(set(catalogue) | profiles | {v for v, _ in deliveries})
         topology = skolsynk_topology(self.namespace, vendor_ids=vendors, connector_kinds=STATUS_CONNECTOR_KINDS)
         names = [name for spec in topology.queues for name in (spec.name, spec.dead_letter_queue)]
@@ -506,6 +564,10 @@ async def execute(args: argparse.Namespace, settings: CliSettings, *, out: TextI
             return await operator.overdue(args.tenant, as_json=args.json)
         if args.command == "sources":
             return await operator.import_sources(args.source_kind, args.file, dry_run=args.dry_run)
+        if args.command == "vendors" and args.vendors_command == "import":
+            return await operator.import_vendors(args.folder, dry_run=args.dry_run)
+        if args.command == "vendors":
+            return await operator.list_vendors(as_json=args.json)
         if args.dlq_command == "list":
             return await operator.dlq_list(args.queue, limit=args.limit, as_json=args.json)
         return await operator.dlq_replay(

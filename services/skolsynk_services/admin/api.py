@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import skolsynk
+from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk.domain.quality import FindingCode, Severity
 from skolsynk.logging import get_logger
 from skolsynk_services.admin import models
@@ -316,6 +317,30 @@ async def persons(request: web.Request, principal: Principal, _: Any) -> Any:
 @endpoint("GET", "/vendors", "The vendor catalogue", "subscriptions", response=list[models.Vendor])
 async def vendors(request: web.Request, principal: Principal, _: Any) -> Any:
     return _service(request).vendors()
+
+
+@endpoint("GET", "/catalogue/vendors", "Every vendor of the catalogue, retired ones too (operators)", "vendors",
+          response=list[models.CatalogueVendor], operator_only=True)  # fmt: skip
+async def catalogue_vendors(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).catalogue_vendors(principal)
+
+
+@endpoint("GET", "/catalogue/vendors/{vendor}", "One vendor of the catalogue (operators)", "vendors",
+          response=models.CatalogueVendor, operator_only=True)  # fmt: skip
+async def catalogue_vendor(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).catalogue_vendor(principal, request.match_info["vendor"])
+
+
+@endpoint("PUT", "/catalogue/vendors/{vendor}", "Add or edit a vendor; served without a restart (operators)",
+          "vendors", body=VendorCatalogueEntry, response=models.CatalogueVendor, operator_only=True)  # fmt: skip
+async def put_vendor(request: web.Request, principal: Principal, body: VendorCatalogueEntry) -> Any:
+    return await _service(request).put_vendor(principal, request.match_info["vendor"], body)
+
+
+@endpoint("DELETE", "/catalogue/vendors/{vendor}", "Retire a vendor: no longer served (operators)", "vendors",
+          response=models.CatalogueVendor, operator_only=True)  # fmt: skip
+async def retire_vendor(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).retire_vendor(principal, request.match_info["vendor"])
 
 
 @endpoint("GET", "/tenants/{tenant}/subscriptions", "The organiser's vendor subscriptions", "subscriptions",

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aiohttp import web
 from pydantic import Field, SecretStr
 
-from skolsynk.catalogue import load_catalogue
 from skolsynk.logging import get_logger
 from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
-from skolsynk.settings import ServiceSettings
+from skolsynk.settings import CatalogueSettings
 from skolsynk.storage import erasures, history
+from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
 from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
@@ -28,7 +27,7 @@ SERVICE = "admin"
 log = get_logger(__name__)
 
 
-class AdminSettings(ServiceSettings):
+class AdminSettings(CatalogueSettings):
     admin_host: str = Field(default="0.0.0.0", description="Bind address of the admin API and UI.")  # noqa: S104
     admin_port: int = Field(default=8080, ge=0, le=65535, description="Port of the admin API and UI.")
     admin_secrets_key: SecretStr | None = Field(
@@ -70,9 +69,6 @@ class AdminSettings(ServiceSettings):
     admin_promotion_hours: float = Field(
         default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
     )
-    vendor_catalogue_dir: Path = Field(
-        default=Path("deploy/vendors"), description="Folder of the vendor catalogue (one YAML file per vendor)."
-    )
 
 
 def utcnow() -> datetime:
@@ -83,13 +79,24 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app = ServiceApp.create(SERVICE, settings)
     app.add_indexes([*stores.INDEXES, *auth.INDEXES, *erasures.INDEXES, *history.INDEXES])
     key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
+    app.add_indexes(vendor_store.INDEXES)
+    catalogue = vendor_store.CatalogueFollower(
+        vendor_store.VendorStore(app.db), poll_seconds=settings.vendors_poll_seconds
+    )
+
+    async def seed() -> None:
+        await vendor_store.seed_catalogue(catalogue.store, settings.vendor_catalogue_dir)
+        await catalogue.refresh()
+
+    app.add_startup(seed)
+    app.add_background("vendor-catalogue", catalogue.run_forever)
     replies = ReplyInbox(app.broker)
     app.add_shutdown(replies.close)
     service = AdminService(
         app.db,
         app.publisher,
         Exchanges(control=app.topology.exchange("control"), gdpr=app.topology.exchange("gdpr")),
-        load_catalogue(settings.vendor_catalogue_dir),
+        catalogue,
         secrets=SecretBox(key),
         promotion_hours=settings.admin_promotion_hours,
         egil=EgilReceiver(

@@ -250,3 +250,17 @@ class Vendor(BaseModel):
     vendor_id: str
     display_name: str
     delivery: str
+
+
+class CatalogueVendor(BaseModel):
+    """A vendor of the catalogue as operators see it: its catalogue entry (the format of
+    ``deploy/vendors/*.yaml``), version, and when it was retired (if it was)."""
+
+    vendor_id: str
+    entry: dict[str, Any]
+    version: int
+    retired_at: datetime | None = None
+    updated_at: datetime
+    updated_by: str
+    #: What a write did: created, updated, unchanged, retired.
+    outcome: str | None = None

@@ -9,7 +9,8 @@ One area per module, each a class on the shared :class:`AdminCore` (stores, chec
 * ``quality``: data-quality findings, school units, held deletions;
 * ``subscriptions``: vendors, subscriptions, the preview, the promotion gate as shown;
 * ``lifecycle``: test report, review, go-live, back to test mode, resend, end;
-* ``gdpr``: person search, erasure requests and objections, the deletion ledger and its evidence.
+* ``gdpr``: person search, erasure requests and objections, the deletion ledger and its evidence;
+* ``vendors``: the vendor catalogue (operators).
 
 :class:`AdminService` puts them together, plus the overview that spans them all."""
 
@@ -25,6 +26,7 @@ from skolsynk_services.admin.service.quality import QualityAdmin
 from skolsynk_services.admin.service.sources import PULLED_KINDS, SourceAdmin, source_view
 from skolsynk_services.admin.service.subscriptions import SubscriptionAdmin, promotion_of
 from skolsynk_services.admin.service.tenants import TenantAdmin
+from skolsynk_services.admin.service.vendors import VendorAdmin
 
 __all__ = [
     "PRODUCER",
@@ -38,13 +40,14 @@ __all__ = [
     "SourceAdmin",
     "SubscriptionAdmin",
     "TenantAdmin",
+    "VendorAdmin",
     "promotion_of",
     "source_view",
     "utcnow",
 ]
 
 
-class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, LifecycleAdmin, GdprAdmin):
+class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin):
     """Every use case of the admin API and UI (built with :class:`AdminCore`'s arguments)."""
 
     async def overview(self, principal: Principal, tenant_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendors import CatalogueFollower
 from skolsynk_services.admin.auth import Principal, TokenStore
 from skolsynk_services.admin.problems import NotFound, Unavailable
 from skolsynk_services.admin.stores import AuditLog, ConsentStore, LifecycleStore, TenantStore
@@ -57,7 +58,7 @@ class AdminCore:
         db: Database,
         publisher: Publisher,
         exchanges: Exchanges,
-        catalogue: dict[str, VendorCatalogueEntry],
+        catalogue: CatalogueFollower,
         *,
         secrets: SecretBox,
         promotion_hours: float,
@@ -79,7 +80,9 @@ class AdminCore:
         self.db = db
         self.publisher = publisher
         self.exchanges = exchanges
+        #: The vendors not retired, as the store has them (refreshed by a poll, and at once after an edit here).
         self.catalogue = catalogue
+        self.vendor_store = catalogue.store
         self.promotion_hours = promotion_hours
         self.clock = clock
         self.tenants = TenantStore(db)

@@ -1,0 +1,75 @@
+"""The vendor catalogue, as operators keep it: list every vendor (retired ones too), add or edit one
+(validated as a catalogue entry), retire one. The catalogue lives in the store (``vendors``); dispatchers
+and every admin replica follow it within their poll interval, this replica at once."""
+
+from __future__ import annotations
+
+from skolsynk.catalogue import VendorCatalogueEntry
+from skolsynk.storage.vendors import StoredVendor
+from skolsynk_services.admin import models
+from skolsynk_services.admin.auth import Principal
+from skolsynk_services.admin.problems import Invalid, NotFound
+from skolsynk_services.admin.service.core import AdminCore
+
+
+def vendor_view(stored: StoredVendor, outcome: str | None = None) -> models.CatalogueVendor:
+    return models.CatalogueVendor(
+        vendor_id=stored.entry.vendor_id,
+        entry=stored.entry.model_dump(mode="json"),
+        version=stored.version,
+        retired_at=stored.retired_at,
+        updated_at=stored.updated_at,
+        updated_by=stored.updated_by,
+        outcome=outcome,
+    )
+
+
+class VendorAdmin(AdminCore):
+    async def catalogue_vendors(self, principal: Principal) -> list[models.CatalogueVendor]:
+        principal.require_operator()
+        return [vendor_view(v) for v in await self.vendor_store.all()]
+
+    async def catalogue_vendor(self, principal: Principal, vendor_id: str) -> models.CatalogueVendor:
+        principal.require_operator()
+        stored = await self.vendor_store.get(vendor_id)
+        if stored is None:
+            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+        return vendor_view(stored)
+
+    async def put_vendor(
+        self, principal: Principal, vendor_id: str, entry: VendorCatalogueEntry
+    ) -> models.CatalogueVendor:
+        """Add or replace a vendor (a retired one is revived). Dispatchers serve the new settings within
+        their poll interval, without a restart."""
+        principal.require_operator()
+        if entry.vendor_id != vendor_id:
+            raise Invalid("vendor_id in the body must be the one in the path")
+        before = await self.vendor_store.get(vendor_id)
+        outcome = await self.vendor_store.put(entry, by=principal.subject)
+        stored = await self.vendor_store.get(vendor_id)
+        assert stored is not None
+        if outcome != "unchanged":
+            await self._audit(
+                principal,
+                None,
+                "vendor.put",
+                vendor_id,
+                before=before.entry.model_dump(mode="json") if before else None,
+                after=stored.entry.model_dump(mode="json"),
+            )
+        await self.catalogue.refresh()
+        return vendor_view(stored, outcome)
+
+    async def retire_vendor(self, principal: Principal, vendor_id: str) -> models.CatalogueVendor:
+        """Retire a vendor: no dispatcher serves it any more; its subscriptions, ledger and receipts stay."""
+        principal.require_operator()
+        if not await self.vendor_store.retire(vendor_id, by=principal.subject):
+            stored = await self.vendor_store.get(vendor_id)
+            if stored is None:
+                raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+            return vendor_view(stored, "unchanged")
+        await self._audit(principal, None, "vendor.retire", vendor_id)
+        await self.catalogue.refresh()
+        stored = await self.vendor_store.get(vendor_id)
+        assert stored is not None
+        return vendor_view(stored, "retired")

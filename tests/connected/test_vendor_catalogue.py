@@ -1,0 +1,221 @@
+"""Vendors as data (issue 18): the catalogue lives in the store. An operator adds a vendor through the admin
+API and a running dispatcher (serving every vendor of the catalogue) delivers to it without a restart; an
+edit restarts only that vendor's worker; retiring stops it; an organiser's token cannot touch the catalogue;
+``skolsynk vendors import`` puts a folder of catalogue files in the store and never revives a retired vendor.
+Against the admin API, the normaliser, a dispatcher and the fake EGIL SCIM vendor, on the real broker and
+the Mongo wire server."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from skolsynk.cli import CliSettings, execute, parser
+from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.service import ServiceApp
+from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendors import VendorStore
+from skolsynk_services.admin.app import AdminSettings
+from skolsynk_services.admin.app import build as build_admin
+from skolsynk_services.admin.auth import Role
+from skolsynk_services.admin.tokens import TokenStore
+from skolsynk_services.dispatcher.app import DispatcherSettings
+from skolsynk_services.dispatcher.app import build as build_dispatcher
+from skolsynk_services.dispatcher.vendors import VendorPool
+from skolsynk_services.normaliser.app import NormaliserSettings
+from skolsynk_services.normaliser.app import build as build_normaliser
+from skolsynk_testkit.devstack import write_vendor_catalogue
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
+from tests.helpers import delete_topology, wait_for
+
+pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
+
+TENANT = "kommun-a"
+SOURCE = "egil-1"
+VENDOR = "nyleverantor"
+API_KEY = "test-key-" + "1" * 16
+KEY_ENV = "SKOLSYNK_TEST_NEW_VENDOR_KEY"
+
+
+@dataclass
+class Stack:
+    admin: ServiceApp
+    normaliser: ServiceApp
+    dispatcher: ServiceApp
+    vendor: FakeEgilVendor
+    session: aiohttp.ClientSession
+    operator: str
+
+    @property
+    def pool(self) -> VendorPool:
+        pool: VendorPool = self.dispatcher.extensions["pool"]
+        return pool
+
+    async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> tuple[int, Any]:
+        base = f"http://127.0.0.1:{self.admin.web_ports[0]}/api/v1"
+        headers = {"Authorization": f"Bearer {token or self.operator}"}
+        async with self.session.request(method, base + path, json=body, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+@pytest.fixture
+async def stack(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+    base = settings.model_dump()
+    vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
+    await vendor.start()
+    apps: list[ServiceApp] = []
+    session = aiohttp.ClientSession()
+    try:
+        admin = build_admin(
+            AdminSettings.model_validate(
+                {
+                    **base,
+                    "admin_port": 0,
+                    "admin_host": "127.0.0.1",
+                    "vendor_catalogue_dir": None,
+                    "vendors_poll_seconds": 0.2,
+                }
+            )
+        )
+        normaliser = build_normaliser(
+            NormaliserSettings.model_validate({**base, "date_check_interval_seconds": 86400}),
+            clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC),
+        )
+        # One dispatcher for every vendor of the catalogue, which is empty at start.
+        dispatcher = build_dispatcher(
+            DispatcherSettings.model_validate(
+                {**base, "vendor_catalogue_dir": None, "vendors_poll_seconds": 0.2, "vendor_retry_timeout_seconds": 2}
+            )
+        )
+        for app in (admin, normaliser, dispatcher):
+            apps.append(app)
+            await app.start()
+        operator, _ = await TokenStore(admin.db).create(
+            role=Role.OPERATOR, subject="ops-1", tenant_id=None, created_by="test"
+        )
+        stack = Stack(admin, normaliser, dispatcher, vendor, session, operator)
+        status, _ = await stack.call("POST", "/tenants", {"tenant_id": TENANT, "display_name": "Kommun A"})
+        assert status == 201
+        yield stack
+    finally:
+        await session.close()
+        for app in reversed(apps):
+            await app.drain(1)
+            await app.close()
+            await delete_topology(settings.broker.amqp_url.get_secret_value(), app.topology)
+        await vendor.stop()
+
+
+def catalogue_entry(tmp_path: Path, base_url: str) -> dict[str, Any]:
+    """A catalogue entry as a file in deploy/vendors holds it (EGIL SCIM push with an API key)."""
+    folder = write_vendor_catalogue(tmp_path / "vendors", VENDOR, scim_base_url=base_url, api_key_env=KEY_ENV)
+    entry: dict[str, Any] = yaml.safe_load((folder / f"{VENDOR}.yaml").read_text(encoding="utf-8"))
+    return entry
+
+
+async def test_a_vendor_added_in_the_admin_is_delivered_to_without_a_restart(stack: Stack, tmp_path: Path) -> None:
+    assert stack.pool.workers == {}
+    entry = catalogue_entry(tmp_path, stack.vendor.base_url)
+
+    # An organiser's admin cannot touch the catalogue; a wrong body is a clear 422 naming the field.
+    status, body = await stack.call("POST", f"/tenants/{TENANT}/tokens", {"subject": "it-admin"})
+    assert status == 201
+    status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry, token=body["token"])
+    assert status == 403
+    status, problem = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", {**entry, "delivery": "fax"})
+    assert status == 422
+    assert "delivery" in str(problem)
+    status, _ = await stack.call("PUT", "/catalogue/vendors/another-id", entry)
+    assert status == 422
+
+    status, created = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
+    assert (status, created["outcome"], created["version"]) == (200, "created", 1)
+    status, listed = await stack.call("GET", "/vendors")
+    assert VENDOR in {v["vendor_id"] for v in listed}  # this admin at once
+    await wait_for(lambda: VENDOR in stack.pool.workers, what="the dispatcher to serve the new vendor")
+
+    # The organiser subscribes and syncs: the first delivery reaches the new vendor.
+    records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+    await SubscriptionStore(stack.normaliser.db).save(
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records)), test_mode=False
+        )
+    )
+    for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
+        await stack.normaliser.publisher.publish(
+            message.to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=stack.normaliser.topology.exchange("source"),
+            routing_key=f"egil.{TENANT}",
+        )
+    await wait_for(
+        lambda: len(stack.vendor.resources(TENANT, "Users")) == 5, timeout=60, what="the persons at the vendor"
+    )
+
+    # An edit restarts that vendor's worker with the new settings; unchanged, it writes nothing.
+    worker = stack.pool.workers[VENDOR]
+    status, same = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
+    assert (status, same["outcome"], same["version"]) == (200, "unchanged", 1)
+    status, edited = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", {**entry, "display_name": "Ny AB"})
+    assert (status, edited["outcome"], edited["version"]) == (200, "updated", 2)
+    await wait_for(lambda: stack.pool.workers.get(VENDOR) not in (None, worker), what="the worker restarted")
+    assert stack.pool.workers[VENDOR].vendor.display_name == "Ny AB"
+
+    # Retired: no longer served, no longer offered to organisers; its history stays.
+    status, retired = await stack.call("DELETE", f"/catalogue/vendors/{VENDOR}")
+    assert (status, retired["outcome"]) == (200, "retired")
+    assert retired["retired_at"] is not None
+    await wait_for(lambda: VENDOR not in stack.pool.workers, what="the dispatcher to stop serving the vendor")
+    status, listed = await stack.call("GET", "/vendors")
+    assert VENDOR not in {v["vendor_id"] for v in listed}
+    status, everything = await stack.call("GET", "/catalogue/vendors")
+    assert [v["vendor_id"] for v in everything] == [VENDOR]
+    audit = [e async for e in stack.admin.db["admin_audit"].find({"target": VENDOR})]
+    assert {e["action"] for e in audit} == {"vendor.put", "vendor.retire"}
+
+
+async def test_the_import_command_fills_the_store_and_never_revives_a_retired_vendor(
+    settings: ServiceSettings, tmp_path: Path, mongo: Any
+) -> None:
+    db = mongo[settings.store.mongodb_database]
+    folder = write_vendor_catalogue(tmp_path / "vendors", "queuevendor")
+    write_vendor_catalogue(folder, "scimvendor", scim_base_url="https://vendor.example/scim", api_key_env=KEY_ENV)
+    cli = CliSettings(
+        broker=settings.broker, store=settings.store, observability=settings.observability, lifecycle=settings.lifecycle
+    )
+
+    async def run(*argv: str) -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = await execute(parser().parse_args(list(argv)), cli, out=out, err=err)
+        return code, out.getvalue() + err.getvalue()
+
+    code, text = await run("vendors", "import", str(folder), "--dry-run")
+    assert code == 0
+    assert "2 created" in text
+    assert await VendorStore(db).all() == []
+    code, text = await run("vendors", "import", str(folder))
+    assert (code, "2 created" in text) == (0, True)
+    code, text = await run("vendors", "import", str(folder))
+    assert (code, "2 unchanged" in text) == (0, True)
+    assert await VendorStore(db).retire("queuevendor", by="test")
+    code, text = await run("vendors", "import", str(folder))
+    assert "1 retired" in text
+    assert set(await VendorStore(db).active()) == {"scimvendor"}
+    code, text = await run("vendors", "list")
+    assert "queuevendor" in text
+    assert "scimvendor" in text
+    (folder / "broken.yaml").write_text("vendor_id: broken\n", encoding="utf-8")
+    code, text = await run("vendors", "import", str(folder))
+    assert code == 1
+    assert "broken.yaml" in text
