@@ -219,3 +219,37 @@ async def test_the_import_command_fills_the_store_and_never_revives_a_retired_ve
     code, text = await run("vendors", "import", str(folder))
     assert code == 1
     assert "broken.yaml" in text
+
+
+async def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(stack: Stack, tmp_path: Path) -> None:
+    """One dispatcher serving two vendors: each has its own queue, consumer and SCIM client, so a vendor
+    whose server takes seconds per request holds up only its own deliveries."""
+    fast = FakeEgilVendor(api_keys={API_KEY: TENANT})
+    await fast.start()
+    try:
+        slow_entry = catalogue_entry(tmp_path, stack.vendor.base_url)
+        slow_entry["scim"]["concurrency"] = 1
+        fast_entry = {**catalogue_entry(tmp_path, fast.base_url), "vendor_id": "snabb", "display_name": "Snabb AB"}
+        for entry in (slow_entry, fast_entry):
+            status, body = await stack.call("PUT", f"/catalogue/vendors/{entry['vendor_id']}", entry)
+            assert status == 200, body
+        await wait_for(lambda: set(stack.pool.workers) == {VENDOR, "snabb"}, what="both vendors served")
+        stack.vendor.faults.delay(3.0)  # every request to the slow vendor takes three seconds
+
+        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+        codes = frozenset(school_unit_codes(records))
+        for vendor_id in (VENDOR, "snabb"):
+            await SubscriptionStore(stack.normaliser.db).save(
+                VendorSubscription(tenant_id=TENANT, vendor_id=vendor_id, school_unit_codes=codes, test_mode=False)
+            )
+        for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
+            await stack.normaliser.publisher.publish(
+                message.to_envelope(tenant_id=TENANT, producer="test"),
+                exchange=stack.normaliser.topology.exchange("source"),
+                routing_key=f"egil.{TENANT}",
+            )
+        await wait_for(lambda: len(fast.resources(TENANT, "Users")) == 5, timeout=60, what="the fast vendor's persons")
+        assert len(stack.vendor.resources(TENANT, "Users")) < 5  # the slow one is still at it
+    finally:
+        stack.vendor.faults.delay(0)
+        await fast.stop()
