@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -684,3 +685,48 @@ async def test_a_failed_run_shows_each_error_code_with_its_fix_hint_in_swedish(u
     assert "<code>token:invalid_grant</code>: <strong>Google godtog inte tjänstekontots inloggning.</strong>" in html
     assert "Kontrollera administratörskontot (delegated_admin" in html
     assert "<li><code>users:odd</code></li>" in html  # a code without a hint is still shown
+
+
+async def test_an_operator_keeps_the_vendor_catalogue_in_the_ui(ui: Ui) -> None:
+    """Issue 18: vendors are added, edited and retired in the UI as their catalogue entry (YAML); what
+    cannot be used is named, nothing is stored; an organiser's admin cannot reach the page."""
+    entry = {"vendor_id": "ny-leverantor", "display_name": "Ny leverantör AB", "delivery": "queue", "profile": {}}
+    status, html = await ui.get("/ui/catalogue")
+    assert status == 200
+    check_page("catalogue", html)
+    # The seeded files are there (deploy/vendors: the admin's default folder).
+    assert "binogi" in html
+    response = await ui.post("/ui/catalogue", {"entry": "vendor_id: [unclosed"})
+    assert response.status == 422
+    assert "Texten är inte giltig YAML." in await response.text()
+    response = await ui.post("/ui/catalogue", {"entry": yaml.safe_dump({**entry, "delivery": "fax"})})
+    html = await response.text()
+    assert response.status == 422
+    assert "delivery" in html
+    check_page("catalogue (invalid)", html)
+    assert await ui.service.vendor_store.get("ny-leverantor") is None
+
+    response = await ui.post("/ui/catalogue", {"entry": yaml.safe_dump(entry, allow_unicode=True)})
+    assert response.status == 303, await response.text()
+    stored = await ui.service.vendor_store.get("ny-leverantor")
+    assert stored is not None
+    assert stored.entry.display_name == "Ny leverantör AB"
+    status, html = await ui.get("/ui/catalogue/ny-leverantor")
+    assert "display_name: Ny leverantör AB" in html
+    check_page("catalogue edit", html)
+    response = await ui.post("/ui/catalogue", {"entry": yaml.safe_dump({**entry, "display_name": "Omdöpt AB"})})
+    assert response.status == 303
+    stored = await ui.service.vendor_store.get("ny-leverantor")
+    assert stored is not None
+    assert (stored.entry.display_name, stored.version) == ("Omdöpt AB", 2)
+    response = await ui.post("/ui/catalogue/ny-leverantor/retire", {})
+    assert response.status == 303
+    stored = await ui.service.vendor_store.get("ny-leverantor")
+    assert stored is not None
+    assert stored.retired_at is not None
+    status, html = await ui.get("/ui/catalogue")
+    assert "Avvecklad" in html
+
+    await ui.login(await ui.token_for(TENANT))
+    status, _ = await ui.get("/ui/catalogue")
+    assert status == 403

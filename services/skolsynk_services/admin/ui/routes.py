@@ -11,6 +11,7 @@ from skolsynk_services.admin.ui.middleware import csrf_protection, problems_as_p
 from skolsynk_services.admin.ui.page import UI_KEY, Handler, Ui, environment
 from skolsynk_services.admin.ui.views import (
     access,
+    catalogue,
     gdpr,
     holds,
     lifecycle,
@@ -42,6 +43,9 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route("/logout", "logout", post=signin.logout)
     route("/tenants", "tenants", post=tenants.create_tenant)
     route("/log", "platform_log", get=log.platform_log)
+    route("/catalogue", "catalogue", get=catalogue.catalogue, post=catalogue.catalogue_save)
+    route("/catalogue/{vendor}", "catalogue_edit", get=catalogue.catalogue_edit)
+    route("/catalogue/{vendor}/retire", "catalogue_retire", post=catalogue.catalogue_retire)
     route(tenant + "/", "overview", get=overview.overview)
     route(tenant + "/sources", "sources", get=sources.sources)
     route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)

@@ -1,0 +1,79 @@
+"""The vendor catalogue, for operators: every vendor (retired ones too), adding or editing one as its
+catalogue entry (the YAML of ``deploy/vendors/<vendor_id>.yaml``), retiring one. What is saved here is
+what the dispatchers serve, within their poll interval, without a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from aiohttp import web
+from pydantic import ValidationError
+
+from skolsynk.catalogue import VendorCatalogueEntry
+from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, url
+from skolsynk_services.admin.ui.texts import swedish
+
+OUTCOMES = {
+    "created": "är tillagd",
+    "updated": "är ändrad",
+    "unchanged": "var redan sparad så",
+    "retired": "är avvecklad",
+}
+
+
+def _yaml(entry: dict[str, Any]) -> str:
+    return yaml.safe_dump(entry, allow_unicode=True, sort_keys=False)
+
+
+async def _page(request: web.Request, *, status: int = 200, text: str = "", error: str | None = None,
+                problems: list[str] | None = None, editing: str | None = None) -> web.Response:  # fmt: skip
+    vendors = await service_of(request).catalogue_vendors(principal_of(request))
+    return render(request, "catalogue.html", status=status, vendors=vendors, text=text, error=error,
+                  problems=problems or [], editing=editing)  # fmt: skip
+
+
+async def catalogue(request: web.Request) -> web.StreamResponse:
+    return await _page(request)
+
+
+async def catalogue_edit(request: web.Request) -> web.StreamResponse:
+    vendor = await service_of(request).catalogue_vendor(principal_of(request), request.match_info["vendor"])
+    return await _page(request, text=_yaml(vendor.entry), editing=vendor.vendor_id)
+
+
+async def catalogue_save(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    text = str(form.get("entry", ""))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return await _page(request, status=422, text=text, error="Texten är inte giltig YAML.")
+    if not isinstance(data, dict):
+        return await _page(request, status=422, text=text, error="Skriv leverantörens post som nycklar och värden.")
+    try:
+        entry = VendorCatalogueEntry.model_validate(data)
+    except ValidationError as invalid:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(posten)'}: {e['msg']}" for e in invalid.errors()]
+        return await _page(request, status=422, text=text, error="Posten går inte att använda:", problems=problems)
+    try:
+        saved = await service_of(request).put_vendor(principal_of(request), entry.vendor_id, entry)
+    except Problem as problem:
+        return await _page(request, status=problem.status, text=text, error=swedish(problem))
+    done = OUTCOMES.get(saved.outcome or "", "är sparad")
+    return see_other(
+        request,
+        url(request, "catalogue"),
+        f"Leverantören {entry.display_name} {done}. Dispatchern levererar enligt den inom några sekunder.",
+    )
+
+
+async def catalogue_retire(request: web.Request) -> web.StreamResponse:
+    vendor = await service_of(request).retire_vendor(principal_of(request), request.match_info["vendor"])
+    return see_other(
+        request,
+        url(request, "catalogue"),
+        f"Leverantören {vendor.entry.get('display_name', vendor.vendor_id)} är avvecklad: ingen dispatcher levererar "
+        "till den längre. Prenumerationer, leveranslogg och raderingskvitton finns kvar.",
+    )
