@@ -8,6 +8,7 @@ the Mongo wire server."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from skolsynk.cli import CliSettings, execute, parser
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -86,6 +88,7 @@ async def stack(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> A
                     "admin_host": "127.0.0.1",
                     "vendor_catalogue_dir": None,
                     "vendors_poll_seconds": 0.2,
+                    "delivery_failing_minutes": 0.05,  # three seconds of retrying is failing here
                 }
             )
         )
@@ -123,6 +126,15 @@ def catalogue_entry(tmp_path: Path, base_url: str) -> dict[str, Any]:
     folder = write_vendor_catalogue(tmp_path / "vendors", VENDOR, scim_base_url=base_url, api_key_env=KEY_ENV)
     entry: dict[str, Any] = yaml.safe_load((folder / f"{VENDOR}.yaml").read_text(encoding="utf-8"))
     return entry
+
+
+async def sync(stack: Stack, records: list[Any]) -> None:
+    for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
+        await stack.normaliser.publisher.publish(
+            message.to_envelope(tenant_id=TENANT, producer="test"),
+            exchange=stack.normaliser.topology.exchange("source"),
+            routing_key=f"egil.{TENANT}",
+        )
 
 
 async def test_a_vendor_added_in_the_admin_is_delivered_to_without_a_restart(stack: Stack, tmp_path: Path) -> None:
@@ -253,3 +265,88 @@ async def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(stack: St
     finally:
         stack.vendor.faults.delay(0)
         await fast.stop()
+
+
+async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: Stack, tmp_path: Path) -> None:
+    """Issue 18: the organiser sees, on the subscription (API, vendor page, overview) and the operator in
+    `skolsynk status` and the metric, that deliveries go through, are retrying (with the last error in
+    Swedish and English), are failing past the threshold, and are fine again once the vendor answers."""
+    status, _ = await stack.call(
+        "PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, stack.vendor.base_url)
+    )
+    assert status == 200
+    await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
+    records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+    await SubscriptionStore(stack.normaliser.db).save(
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records)), test_mode=False
+        )
+    )
+
+    async def health() -> dict[str, Any]:
+        status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
+        assert status == 200, body
+        result: dict[str, Any] = body["health"]
+        return result
+
+    assert (await health())["state"] == "unknown"
+    await sync(stack, records)
+    await wait_for(lambda: len(stack.vendor.resources(TENANT, "Users")) == 5, timeout=60, what="the first delivery")
+
+    async def state_is(expected: str) -> bool:
+        return (await health())["state"] == expected
+
+    await wait_for(lambda: state_is("ok"), what="the pair to be ok")
+    assert (await health())["last_success_at"] is not None
+
+    stack.vendor.faults.error_rate(1.0, status=503)  # the vendor's server fails every request
+    renamed = [
+        SourceRecord(kind=r.kind, key=r.key, data={**r.data, "family_name": "Nyström"}) if r.key == "student-0-0" else r
+        for r in records
+    ]
+    await sync(stack, renamed)
+    await wait_for(lambda: state_is("retrying"), timeout=60, what="the pair to be retrying")
+    failing = await health()
+    assert failing["last_error"] == "http_503"
+    assert failing["last_error_sv"] == "Leverantörens server svarade med ett fel (503)."
+    assert failing["last_error_en"] == "The vendor's server answered with an error (503)."
+    await wait_for(lambda: state_is("failing"), timeout=30, what="retrying past the threshold: failing")
+    await stack.pool.refresh_health()
+    gauge = stack.dispatcher.metrics.registry.get_sample_value(
+        "skolsynk_delivery_retrying_seconds", {"tenant": TENANT, "vendor": VENDOR}
+    )
+    assert gauge is not None
+    assert gauge > 0
+    out, err = io.StringIO(), io.StringIO()
+    cli = CliSettings.model_validate({**stack.dispatcher.settings.model_dump(), "delivery_failing_minutes": 0.05})
+    assert await execute(parser().parse_args(["status", "--json"]), cli, out=out, err=err) == 0
+    rows = json.loads(out.getvalue())["delivery_states"]
+    assert [(r["tenant_id"], r["vendor_id"], r["state"], r["last_error"]) for r in rows] == [
+        (TENANT, VENDOR, "failing", "http_503")
+    ]
+
+    # The subscription's page and the overview say so, in Swedish (and the error in English too).
+    origin = f"http://127.0.0.1:{stack.admin.web_ports[0]}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        login = {"token": stack.operator}
+        async with browser.post(f"{origin}/ui/login", data=login, headers={"Origin": origin}) as response:
+            assert response.status == 200, await response.text()  # redirected to the start page
+        async with browser.get(f"{origin}/ui/t/{TENANT}/vendors/{VENDOR}") as response:
+            page = await response.text()
+        assert "Misslyckas" in page
+        assert "Leverantörens server svarade med ett fel (503)." in page
+        assert "The vendor&#39;s server answered with an error (503)." in page
+        async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
+            assert "Misslyckas" in await response.text()
+
+    stack.vendor.faults.error_rate(0)  # back: the retried change goes through
+    await wait_for(lambda: state_is("ok"), timeout=90, what="the pair to be ok again")
+    names = [u.get("name", {}).get("familyName") for u in stack.vendor.resources(TENANT, "Users").values()]
+    assert "Nyström" in names
+    await stack.pool.refresh_health()
+    assert (
+        stack.dispatcher.metrics.registry.get_sample_value(
+            "skolsynk_delivery_retrying_seconds", {"tenant": TENANT, "vendor": VENDOR}
+        )
+        == 0.0
+    )

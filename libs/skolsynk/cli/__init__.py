@@ -33,7 +33,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -77,6 +77,9 @@ STATUS_CONNECTOR_KINDS = SYNC_KINDS
 class CliSettings(ServiceSettings):
     admin_secrets_key: SecretStr | None = Field(
         default=None, description="The installation's key of sealed source secrets (kept when a source is updated)."
+    )
+    delivery_failing_minutes: float = Field(
+        default=15.0, gt=0, description="Deliveries retrying this long are shown as failing (as in the admin)."
     )
 
 
@@ -302,12 +305,15 @@ class Operator:
             for v in vendors
             if any(deliveries.get((v, s)) for s in statuses) or v in profiles
         ]
+        failing_after = timedelta(minutes=self.settings.delivery_failing_minutes)
+        health = await state.delivery_health(self.db, tenant_id, now=datetime.now(UTC), failing_after=failing_after)
         if as_json:
             self.write_json(
                 {
                     "sources": [asdict(r) for r in runs],
                     "queues": queue_rows,
                     "vendors": vendor_rows,
+                    "delivery_states": [asdict(h) for h in health],
                     "holds_pending": [asdict(h) for h in holds],
                     "deletions_overdue": [
                         {"tenant_id": t, "vendor_id": v, "overdue": n} for (t, v), n in sorted(overdue.items())
@@ -351,6 +357,22 @@ class Operator:
         )
         self.out.write("\nVendors (delivery ledger entries, every tenant)\n")
         output.table(("vendor", *statuses), [tuple(row.values()) for row in vendor_rows], out=self.out)
+        self.out.write("\nDelivery health (each tenant and vendor; failing: retrying past the threshold)\n")
+        output.table(
+            ("tenant", "vendor", "state", "since", "last error", "last success"),
+            [
+                (
+                    h.tenant_id,
+                    h.vendor_id,
+                    h.state,
+                    output.age(h.since, now=now) + " ago" if h.since else None,
+                    f"{h.last_error} ({output.age(h.last_error_at, now=now)} ago)" if h.last_error else None,
+                    output.age(h.last_success_at, now=now) + " ago" if h.last_success_at else None,
+                )
+                for h in health
+            ],
+            out=self.out,
+        )
         self.out.write("\nHolds pending\n")
         output.table(
             ("tenant", "vendor", "holds", "removals", "oldest"),

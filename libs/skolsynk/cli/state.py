@@ -6,9 +6,10 @@ only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from skolsynk.storage import Database, Document, deliveries
+from skolsynk.storage.delivery_health import DEFAULT_FAILING_AFTER, DeliveryHealth, state_of
 from skolsynk.storage.erasures import ErasureLedger
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.runs import SourceRuns
@@ -82,3 +83,34 @@ async def overdue_counts(db: Database) -> dict[tuple[str, str], int]:
 
 async def overdue_deletions(db: Database, tenant_id: str) -> list[Document]:
     return await ErasureLedger(db).entries(tenant_id, status="overdue")
+
+
+@dataclass(frozen=True)
+class PairHealth:
+    tenant_id: str
+    vendor_id: str
+    state: str
+    since: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+
+
+async def delivery_health(
+    db: Database, tenant_id: str | None, *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER
+) -> list[PairHealth]:
+    """Each (tenant, vendor) pair's delivery state (``ok``, ``retrying``, ``failing`` past ``failing_after``)."""
+    rows = [
+        PairHealth(
+            str(doc["tenant_id"]),
+            str(doc["vendor_id"]),
+            state_of(doc, now=now, failing_after=failing_after),
+            doc.get("since"),
+            doc.get("last_error"),
+            doc.get("last_error_at"),
+            doc.get("last_success_at"),
+        )
+        for doc in await DeliveryHealth(db).all()
+        if tenant_id is None or doc.get("tenant_id") == tenant_id
+    ]
+    return sorted(rows, key=lambda r: (r.tenant_id, r.vendor_id))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from pydantic import Field, SecretStr
@@ -69,6 +69,12 @@ class AdminSettings(CatalogueSettings):
     admin_promotion_hours: float = Field(
         default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
     )
+    delivery_failing_minutes: float = Field(
+        default=15.0,
+        gt=0,
+        description="An organiser's deliveries to a vendor retrying this long are shown as failing (the alert "
+        "SkolsynkDeliveryFailing uses the same 15 minutes).",
+    )
 
 
 def utcnow() -> datetime:
@@ -108,6 +114,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         check_timeout_seconds=settings.admin_check_timeout_seconds,
         microsoft_app_client_id=settings.admin_microsoft_app_client_id,
         public_url=settings.admin_public_url,
+        delivery_failing_after=timedelta(minutes=settings.delivery_failing_minutes),
         clock=clock,
     )
     tokens = TokenStore(app.db)

@@ -218,11 +218,26 @@ class Promotion(BaseModel):
     blockers: list[str]
 
 
+class DeliveryHealthView(BaseModel):
+    """How the organiser's deliveries to the vendor fare: ``unknown`` (nothing delivered yet), ``ok``,
+    ``retrying`` (the vendor cannot be reached; changes wait and are retried) or ``failing`` (retrying for
+    longer than the threshold)."""
+
+    state: Literal["unknown", "ok", "retrying", "failing"]
+    since: datetime | None = None
+    last_error: str | None = None
+    last_error_en: str | None = None
+    last_error_sv: str | None = None
+    last_error_at: datetime | None = None
+    last_success_at: datetime | None = None
+
+
 class Subscription(BaseModel):
     vendor_id: str
     vendor_name: str
     subscription: dict[str, Any]
     promotion: Promotion
+    health: DeliveryHealthView | None = None
 
 
 class GoLiveIn(Body):

@@ -13,6 +13,7 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
 from skolsynk.storage import deliveries as ledger
+from skolsynk.storage import delivery_health
 from skolsynk.storage import vendors as vendor_store
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.vendors import SERVICE, VendorPool
@@ -49,7 +50,7 @@ class ConfigurationError(RuntimeError):
 def build(settings: DispatcherSettings) -> ServiceApp:
     name = f"{SERVICE}-{settings.vendor_id}" if settings.vendor_id else SERVICE
     app = ServiceApp.create(name, settings, vendor_ids=[settings.vendor_id] if settings.vendor_id else [])
-    app.add_indexes([*ledger.INDEXES, *vendor_store.INDEXES, *drift.INDEXES])
+    app.add_indexes([*ledger.INDEXES, *vendor_store.INDEXES, *drift.INDEXES, *delivery_health.INDEXES])
     store = vendor_store.VendorStore(app.db)
     pool = VendorPool(app, settings, store, only=settings.vendor_id, poll_seconds=settings.vendors_poll_seconds)
     app.extensions["pool"] = pool

@@ -33,9 +33,10 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import Deferred, MessageContext, PermanentError, Publisher
 from skolsynk.storage import Document
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord, Status
+from skolsynk.storage.delivery_health import DeliveryHealth
 from skolsynk_services.dispatcher.feed import HEADER_QUEUED_AT, FeedCompactor
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
-from skolsynk_services.dispatcher.scim import EgilScimClient, VendorRejected, VendorUnavailable
+from skolsynk_services.dispatcher.scim import EgilScimClient, PinMismatch, VendorRejected, VendorUnavailable
 
 log = get_logger(__name__)
 
@@ -65,6 +66,11 @@ RECEIPT_OUTCOMES: dict[str, Any] = {
     "superseded": "superseded",
 }
 
+#: The code of a change held back for a reference still on its way (not a failure of the vendor).
+REFERENCE_WAITING = "reference_waiting"
+#: While a pair's state does not change, its health document is written at most this often.
+HEALTH_WRITE_SECONDS = 60.0
+
 #: What a delivery in flight ends as, for the deliveries that refer to its entity.
 LIVE = "live"  # at the vendor now
 REFUSED = "refused"  # the vendor refused it for good: leave it out of lists
@@ -72,6 +78,15 @@ UNAVAILABLE = "unavailable"  # the vendor was unavailable: the referrer waits fo
 NOT_LIVE = "not_live"  # deleted, failed otherwise, or not delivered at all
 
 Key = tuple[str, str]  # (tenant, entity id)
+
+
+def _vendor_failure(error: BaseException | None) -> str | None:
+    """The code of a failure that is the vendor's (or its connection's), else None."""
+    if isinstance(error, VendorUnavailable) and error.code != REFERENCE_WAITING:
+        return error.code
+    if isinstance(error, PinMismatch):
+        return "pin_mismatch"
+    return None
 
 
 class DependencyNotReady(Deferred):
@@ -149,8 +164,12 @@ class VendorDeliverer:
         dependency_wait_seconds: float = 10.0,
         metrics: DispatcherMetrics | None = None,
         compactor: FeedCompactor | None = None,
+        health: DeliveryHealth | None = None,
     ) -> None:
         self.metrics = metrics
+        #: How each organiser's deliveries to this vendor fare (docs/dispatcher.md, "Delivery health").
+        self.health = health
+        self._health_written: dict[str, tuple[str, float]] = {}
         #: Told of every delete forwarded to the feed, to take what it supersedes out of an unread feed.
         self.compactor = compactor
         if receipts_exchange is not None and publisher is None:
@@ -190,7 +209,39 @@ class VendorDeliverer:
         # a million of them); the counts per outcome are also in skolsynk_deliveries_total.
         outcomes = Counter(d.status for d in deliveries)
         log.info("batch_delivered", changes=len(contexts), invalid=len(contexts) - len(deliveries), **outcomes)
+        await self._note_health(deliveries)
         return failures
+
+    async def _note_health(self, deliveries: list[Delivery]) -> None:
+        """Per tenant of the batch: did it reach the vendor (a real delivery), or fail for the vendor's sake
+        (unreachable, 5xx, 429, TLS, the server pin)? Written when the state changes, else once a minute.
+        A health write that fails is logged: it never fails the batch."""
+        if self.health is None:
+            return
+        verdicts: dict[str, str | None] = {}  # tenant -> None (ok) or the failure code
+        for d in deliveries:
+            if d.change.test_mode:
+                continue
+            code = _vendor_failure(d.error)
+            if code is not None:
+                verdicts[d.tenant_id] = code
+            elif d.status == "delivered":
+                verdicts.setdefault(d.tenant_id, None)
+        now, clock = datetime.now(UTC), time.monotonic()
+        for tenant_id, code in verdicts.items():
+            state = "ok" if code is None else "retrying"
+            last = self._health_written.get(tenant_id)
+            if last is not None and last[0] == state and clock - last[1] < HEALTH_WRITE_SECONDS:
+                continue
+            try:
+                if code is None:
+                    await self.health.succeeded(self.vendor.vendor_id, tenant_id, at=now)
+                else:
+                    await self.health.failed(self.vendor.vendor_id, tenant_id, code=code, at=now)
+            except Exception:
+                log.warning("delivery_health_write_failed", tenant_id=tenant_id, exc_info=True)
+                continue
+            self._health_written[tenant_id] = (state, clock)
 
     def _parse(self, index: int, envelope: Envelope) -> Delivery:
         change = VendorChange.from_envelope(envelope)
@@ -443,7 +494,9 @@ class VendorDeliverer:
         if waiting:
             outcomes = await self._wait_for(tenant_id, waiting)
             if any(outcome == UNAVAILABLE for outcome in outcomes.values()):
-                raise VendorUnavailable(f"{d.change.entity_kind.value}: a referenced entity waits for the vendor")
+                raise VendorUnavailable(
+                    f"{d.change.entity_kind.value}: a referenced entity waits for the vendor", code=REFERENCE_WAITING
+                )
             refused_ids |= {r for r, outcome in outcomes.items() if outcome == REFUSED}
             missing = {r for r, outcome in outcomes.items() if outcome not in (LIVE, REFUSED)}
         kind = d.change.entity_kind.value

@@ -41,6 +41,14 @@ class DispatcherMetrics:
             ["vendor", "finding"],
             registry=registry,
         )
+        self.delivery_retrying_seconds = Gauge(
+            "skolsynk_delivery_retrying_seconds",
+            "How long an organiser's deliveries to a vendor have been retrying (the vendor unreachable, 5xx, 429, "
+            "TLS or pin failures), by tenant and vendor; 0 while they go through. From the store, so every "
+            "replica reports the same: take the max.",
+            ["tenant", "vendor"],
+            registry=registry,
+        )
         self.drift_checks = Counter(
             "skolsynk_vendor_drift_checks",
             "Drift checks run, by vendor and outcome (clean, repaired).",

@@ -38,7 +38,21 @@ MAX_VENDOR_TEXT = 300
 
 
 class VendorUnavailable(TransientError):
-    """The vendor did not answer usefully (5xx, 429, timeout, connection refused)."""
+    """The vendor did not answer usefully (5xx, 429, timeout, connection refused). ``code`` says which,
+    without anything the vendor wrote: ``http_503``, ``http_429``, ``timeout``, ``connection``, ``tls``."""
+
+    def __init__(self, message: str, *, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def failure_code(error: BaseException) -> str:
+    """A connection failure as a short code (``timeout``, ``tls``, ``connection``)."""
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return "tls"
+    return "connection"
 
 
 class VendorRejected(PermanentError):
@@ -134,10 +148,12 @@ class EgilScimClient:
                     status = response.status
             except (aiohttp.ClientConnectionError, TimeoutError) as error:
                 self._observe(method, "error", started)
-                raise VendorUnavailable(f"{method} {path.split('/')[0]}: {type(error).__name__}") from error
+                raise VendorUnavailable(
+                    f"{method} {path.split('/')[0]}: {type(error).__name__}", code=failure_code(error)
+                ) from error
             self._observe(method, f"{status // 100}xx", started)
         if status == 429 or status >= 500:
-            raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}")
+            raise VendorUnavailable(f"{method} {path.split('/')[0]}: vendor answered {status}", code=f"http_{status}")
         return status, text
 
     def _observe(self, method: str, status_class: str, started: float) -> None:

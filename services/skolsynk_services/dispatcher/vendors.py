@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
@@ -26,6 +26,7 @@ from skolsynk.messaging import BatchConsumer
 from skolsynk.messaging.topology import Topology, declare_topology, skolsynk_topology
 from skolsynk.service import ServiceApp
 from skolsynk.storage import deliveries as ledger
+from skolsynk.storage.delivery_health import DeliveryHealth
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import VendorStore
 from skolsynk_services.dispatcher import drift
@@ -72,6 +73,7 @@ class VendorWorker:
         vendor: VendorCatalogueEntry,
         metrics: DispatcherMetrics,
         feed_metrics: FeedCompactionMetrics,
+        health: DeliveryHealth | None = None,
     ) -> None:
         self.app = app
         self.vendor = vendor
@@ -128,6 +130,7 @@ class VendorWorker:
             dependency_wait_seconds=min(10.0, broker.handler_timeout_seconds / 3),
             metrics=metrics,
             compactor=self.compactor,
+            health=health,
         )
         # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
         # up to SKOLSYNK_PREFETCH changes, two in flight (docs/dispatcher.md); both must get through the
@@ -218,6 +221,7 @@ class VendorPool:
         self.only = only
         self.poll_seconds = poll_seconds
         self.metrics = DispatcherMetrics(app.metrics.registry)
+        self.health = DeliveryHealth(app.db)
         self.feed_metrics = FeedCompactionMetrics(app.metrics.registry)
         self.workers: dict[str, VendorWorker] = {}
         self._served: dict[str, int] = {}  # vendor id -> the catalogue version its worker runs
@@ -247,7 +251,7 @@ class VendorPool:
                     continue
                 worker = None
                 try:
-                    worker = VendorWorker(self.app, self.settings, entry, self.metrics, self.feed_metrics)
+                    worker = VendorWorker(self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health)
                     await worker.start(consume=self.consuming)
                 except Exception as error:  # one vendor's broken settings never keep the others from being served
                     problem = str(error) if isinstance(error, VendorNotServable) else type(error).__name__
@@ -280,11 +284,21 @@ class VendorPool:
         if worker is not None:
             await worker.stop(self.settings.lifecycle.drain_timeout_seconds)
 
+    async def refresh_health(self) -> None:
+        """The delivery-health gauge of every (tenant, served vendor) pair, from the store."""
+        now = datetime.now(UTC)
+        cursor = self.health.collection.find({"vendor_id": {"$in": sorted(self.workers)}})
+        async for doc in cursor:
+            since = doc.get("since") if doc.get("state") == "retrying" else None
+            seconds = (now - (since if since.tzinfo else since.replace(tzinfo=UTC))).total_seconds() if since else 0.0
+            self.metrics.delivery_retrying_seconds.labels(doc["tenant_id"], doc["vendor_id"]).set(max(seconds, 0.0))
+
     async def run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.sync()
+                await self.refresh_health()
             except Exception:  # the store or the broker is away for a moment: the next poll tries again
                 log.warning("vendor_pool_sync_failed", exc_info=True)
 

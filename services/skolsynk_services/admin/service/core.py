@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skolsynk.catalogue import VendorCatalogueEntry
@@ -15,6 +15,7 @@ from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.messaging import Publisher, UnroutableMessage
 from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.storage import Database, Document
+from skolsynk.storage.delivery_health import DEFAULT_FAILING_AFTER, DeliveryHealth
 from skolsynk.storage.entities import EntityReader
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.findings import FindingStore
@@ -67,8 +68,11 @@ class AdminCore:
         check_timeout_seconds: float = 20.0,
         microsoft_app_client_id: str | None = None,
         public_url: str | None = None,
+        delivery_failing_after: timedelta = DEFAULT_FAILING_AFTER,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        #: A pair retrying its deliveries this long is shown as failing.
+        self.delivery_failing_after = delivery_failing_after
         #: The admin's address as browsers reach it (None: the request's own).
         self.public_url = public_url.rstrip("/") if public_url else None
         #: skolsynk's multi-tenant Microsoft app (admin consent); None: organisers bring their own.
@@ -98,6 +102,7 @@ class AdminCore:
         self.history = SyncHistory(db)
         self.erasures = ErasureRequestStore(db)
         self.ledger = ErasureLedger(db)
+        self.delivery_health = DeliveryHealth(db)
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
         principal.require_tenant(tenant_id)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from skolsynk.domain.delivery_errors import error_text
 from skolsynk.domain.selection import ProjectedResource, compare, project
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.storage import Document
+from skolsynk.storage.delivery_health import state_of
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Invalid, NotFound
@@ -76,6 +78,20 @@ class SubscriptionAdmin(AdminCore):
             vendor_name=vendor.display_name if vendor else subscription.vendor_id,
             subscription=subscription.model_dump(mode="json"),
             promotion=promotion_of(subscription, lifecycle, now=self.clock(), required_hours=self.promotion_hours),
+            health=await self._health(subscription.tenant_id, subscription.vendor_id),
+        )
+
+    async def _health(self, tenant_id: str, vendor_id: str) -> models.DeliveryHealthView:
+        doc = await self.delivery_health.get(vendor_id, tenant_id)
+        text = error_text(doc.get("last_error") if doc else None)
+        return models.DeliveryHealthView(
+            state=state_of(doc, now=self.clock(), failing_after=self.delivery_failing_after),
+            since=doc.get("since") if doc else None,
+            last_error=doc.get("last_error") if doc else None,
+            last_error_en=text.en if text else None,
+            last_error_sv=text.sv if text else None,
+            last_error_at=doc.get("last_error_at") if doc else None,
+            last_success_at=doc.get("last_success_at") if doc else None,
         )
 
     async def list_subscriptions(self, principal: Principal, tenant_id: str) -> list[models.Subscription]:
