@@ -76,6 +76,8 @@ async def test_drift_is_found_and_repaired(stack: Stack):
     stored = await stack.dispatcher.db["drift_reports"].find_one({"vendor_id": report.vendor_id})
     assert stored is not None
     assert (stored["missing"], stored["ghosts"], stored["unmanaged"]) == (1, 1, 1)
+    # Per organiser too: what the admin shows on the subscription's page (issue 18).
+    assert (stored["missing_by_tenant"], stored["ghosts_by_tenant"]) == ({TENANT: 1}, {TENANT: 1})
     registry = stack.dispatcher.metrics.registry
     labels = {"vendor": report.vendor_id, "finding": "missing"}
     assert registry.get_sample_value("skolsynk_vendor_drift", labels) == 1

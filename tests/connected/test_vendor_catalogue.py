@@ -325,6 +325,20 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: S
         (TENANT, VENDOR, "failing", "http_503")
     ]
 
+    # The vendor's last drift check, as it concerns this organiser, is there too.
+    await stack.dispatcher.db["drift_reports"].insert_one(
+        {
+            "vendor_id": VENDOR,
+            "at": datetime.now(UTC),
+            "missing": 3,
+            "ghosts": 0,
+            "missing_by_tenant": {TENANT: 2, "kommun-b": 1},
+            "ghosts_by_tenant": {},
+        }
+    )
+    drift = await health()
+    assert (drift["drift_missing"], drift["drift_ghosts"]) == (2, 0)
+
     # The subscription's page and the overview say so, in Swedish (and the error in English too).
     origin = f"http://127.0.0.1:{stack.admin.web_ports[0]}"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
@@ -336,6 +350,7 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: S
         assert "Misslyckas" in page
         assert "Leverantörens server svarade med ett fel (503)." in page
         assert "The vendor&#39;s server answered with an error (503)." in page
+        assert "2 saknades hos leverantören" in page
         async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
             assert "Misslyckas" in await response.text()
 

@@ -258,3 +258,8 @@ async def status_counts(db: Database) -> dict[tuple[str, str], int]:
     """(vendor, status) -> ledger entries, over every tenant (test-mode entries have status ``test``)."""
     cursor = await db[LEDGER].aggregate([{"$group": {"_id": {"v": "$vendor_id", "s": "$status"}, "n": {"$sum": 1}}}])
     return {(d["_id"]["v"], d["_id"]["s"]): d["n"] async for d in cursor}
+
+
+async def latest_drift_report(db: Database, vendor_id: str) -> Document | None:
+    """The vendor's last drift check (``drift_reports``), or None."""
+    return await db[DRIFT_REPORTS].find_one({"vendor_id": vendor_id}, sort=[("at", -1)])

@@ -230,6 +230,11 @@ class DeliveryHealthView(BaseModel):
     last_error_sv: str | None = None
     last_error_at: datetime | None = None
     last_success_at: datetime | None = None
+    #: The vendor's last drift check (EGIL SCIM vendors): when, and what it found of this organiser's data
+    #: (missing: delivered but gone at the vendor, resent; ghosts: deleted but still there, deleted again).
+    drift_checked_at: datetime | None = None
+    drift_missing: int | None = None
+    drift_ghosts: int | None = None
 
 
 class Subscription(BaseModel):

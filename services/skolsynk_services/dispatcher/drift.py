@@ -68,6 +68,8 @@ class DriftReport:
             "unmanaged": self.unmanaged,
             "redeleted": self.redeleted,
             "resend_requested": self.resend_requested,
+            "missing_by_tenant": {t: len(ids) for t, ids in self.missing.items()},
+            "ghosts_by_tenant": {t: len(ids) for t, ids in self.ghosts.items()},
             "missing_sample": {t: ids[:SAMPLE] for t, ids in self.missing.items()},
             "ghost_sample": {t: ids[:SAMPLE] for t, ids in self.ghosts.items()},
         }

@@ -11,6 +11,7 @@ from skolsynk.domain.selection import ProjectedResource, compare, project
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.storage import Document
+from skolsynk.storage.deliveries import latest_drift_report
 from skolsynk.storage.delivery_health import state_of
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
@@ -84,7 +85,11 @@ class SubscriptionAdmin(AdminCore):
     async def _health(self, tenant_id: str, vendor_id: str) -> models.DeliveryHealthView:
         doc = await self.delivery_health.get(vendor_id, tenant_id)
         text = error_text(doc.get("last_error") if doc else None)
+        drift = await latest_drift_report(self.db, vendor_id)
         return models.DeliveryHealthView(
+            drift_checked_at=drift.get("at") if drift else None,
+            drift_missing=int((drift.get("missing_by_tenant") or {}).get(tenant_id, 0)) if drift else None,
+            drift_ghosts=int((drift.get("ghosts_by_tenant") or {}).get(tenant_id, 0)) if drift else None,
             state=state_of(doc, now=self.clock(), failing_after=self.delivery_failing_after),
             since=doc.get("since") if doc else None,
             last_error=doc.get("last_error") if doc else None,
