@@ -730,3 +730,27 @@ async def test_an_operator_keeps_the_vendor_catalogue_in_the_ui(ui: Ui) -> None:
     await ui.login(await ui.token_for(TENANT))
     status, _ = await ui.get("/ui/catalogue")
     assert status == 403
+
+
+async def test_an_organiser_sets_who_is_told_when_deliveries_fail(ui: Ui) -> None:
+    """Issue 18: the overview's notification recipients, one address a line; a wrong one is refused."""
+    await ui.login(await ui.token_for(TENANT))
+    response = await ui.post(
+        f"/ui/t/{TENANT}/contacts", {"notify_emails": "it@kommun.example\nrektor@kommun.example\n"}
+    )
+    assert response.status == 303
+    tenant = await ui.service.tenants.get(TENANT)
+    assert tenant is not None
+    assert tenant["notify_emails"] == ["it@kommun.example", "rektor@kommun.example"]
+    status, html = await ui.get(f"/ui/t/{TENANT}/")
+    assert status == 200
+    assert "it@kommun.example\nrektor@kommun.example" in html
+    check_page("overview with contacts", html)
+    response = await ui.post(f"/ui/t/{TENANT}/contacts", {"notify_emails": "inte en adress"})
+    assert response.status == 303
+    tenant = await ui.service.tenants.get(TENANT)
+    assert tenant is not None
+    assert tenant["notify_emails"] == ["it@kommun.example", "rektor@kommun.example"]
+    # Another organiser's contacts are out of reach.
+    response = await ui.post(f"/ui/t/{OTHER}/contacts", {"notify_emails": "x@y.example"})
+    assert response.status == 403

@@ -10,15 +10,19 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from aiosmtpd.controller import Controller
 
 from skolsynk.cli import CliSettings, execute, parser
 from skolsynk.contracts.source import SourceRecord
@@ -30,13 +34,14 @@ from skolsynk.storage.vendors import VendorStore
 from skolsynk_services.admin.app import AdminSettings
 from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Role
+from skolsynk_services.admin.notify import Mailer, Notifier
 from skolsynk_services.admin.tokens import TokenStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
 from skolsynk_services.dispatcher.vendors import VendorPool
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
-from skolsynk_testkit.devstack import write_vendor_catalogue
+from skolsynk_testkit.devstack import free_port, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
@@ -69,6 +74,30 @@ class Stack:
         headers = {"Authorization": f"Bearer {token or self.operator}"}
         async with self.session.request(method, base + path, json=body, headers=headers) as response:
             return response.status, await response.json(content_type=None)
+
+
+class Inbox:
+    """A local SMTP server (aiosmtpd, in its own thread) keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield handler, controller.port
+    finally:
+        controller.stop()
 
 
 @pytest.fixture
@@ -267,7 +296,9 @@ async def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(stack: St
         await fast.stop()
 
 
-async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: Stack, tmp_path: Path) -> None:
+async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
+    stack: Stack, tmp_path: Path, inbox: tuple[Inbox, int]
+) -> None:
     """Issue 18: the organiser sees, on the subscription (API, vendor page, overview) and the operator in
     `skolsynk status` and the metric, that deliveries go through, are retrying (with the last error in
     Swedish and English), are failing past the threshold, and are fine again once the vendor answers."""
@@ -290,6 +321,17 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: S
         return result
 
     assert (await health())["state"] == "unknown"
+    # The organiser's contacts, and the admin's notifier on the local SMTP server.
+    server, smtp_port = inbox
+    mails = server.messages
+    status, contacts = await stack.call(
+        "PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["it@kommun-a.example"]}
+    )
+    assert (status, contacts) == (200, {"notify_emails": ["it@kommun-a.example"]})
+    status, _ = await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["inte en adress"]})
+    assert status == 422
+    notifier: Notifier = stack.admin.extensions["notifier"]
+    notifier.mailer = Mailer(host="127.0.0.1", port=smtp_port, sender="skolsynk@drift.example", starttls=False)
     await sync(stack, records)
     await wait_for(lambda: len(stack.vendor.resources(TENANT, "Users")) == 5, timeout=60, what="the first delivery")
 
@@ -311,6 +353,13 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: S
     assert failing["last_error_sv"] == "Leverantörens server svarade med ett fel (503)."
     assert failing["last_error_en"] == "The vendor's server answered with an error (503)."
     await wait_for(lambda: state_is("failing"), timeout=30, what="retrying past the threshold: failing")
+    await notifier.check()
+    await notifier.check()  # the same episode: nothing more
+    assert [m["Subject"] for m in mails] == ["skolsynk: leveranserna till nyleverantor (demo) misslyckas"]
+    assert mails[0]["To"] == "it@kommun-a.example"
+    text = mails[0].get_content()
+    assert "Leverantörens server svarade med ett fel (503)." in text
+    assert "The vendor's server answered with an error (503)." in text
     await stack.pool.refresh_health()
     gauge = stack.dispatcher.metrics.registry.get_sample_value(
         "skolsynk_delivery_retrying_seconds", {"tenant": TENANT, "vendor": VENDOR}
@@ -352,10 +401,21 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(stack: S
         assert "The vendor&#39;s server answered with an error (503)." in page
         assert "2 saknades hos leverantören" in page
         async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
-            assert "Misslyckas" in await response.text()
+            overview = await response.text()
+        assert "Misslyckas" in overview
+        assert "Leveranserna till nyleverantor (demo) misslyckas" in overview  # the notification, listed
+        assert "till 1 mottagare" in overview
 
     stack.vendor.faults.error_rate(0)  # back: the retried change goes through
     await wait_for(lambda: state_is("ok"), timeout=90, what="the pair to be ok again")
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in mails][1:] == ["skolsynk: leveranserna till nyleverantor (demo) fungerar igen"]
+    status, told = await stack.call("GET", f"/tenants/{TENANT}/notifications")
+    assert status == 200
+    assert [(n["kind"], n["subject"], n["recipients"]) for n in told] == [("delivery_failing", VENDOR, 1)]
+    assert told[0]["recovered_at"] is not None
+    assert told[0]["recovery_sent_at"] is not None
     names = [u.get("name", {}).get("familyName") for u in stack.vendor.resources(TENANT, "Users").values()]
     assert "Nyström" in names
     await stack.pool.refresh_health()

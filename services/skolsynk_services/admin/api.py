@@ -128,6 +128,24 @@ async def overview(request: web.Request, principal: Principal, _: Any) -> Any:
     return await _service(request).overview(principal, request.match_info["tenant"])
 
 
+@endpoint("GET", "/tenants/{tenant}/contacts", "Who is told when deliveries fail and recover", "tenants",
+          response=models.Contacts)  # fmt: skip
+async def get_contacts(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).get_contacts(principal, request.match_info["tenant"])
+
+
+@endpoint("PUT", "/tenants/{tenant}/contacts", "Set who is told when deliveries fail and recover", "tenants",
+          body=models.ContactsIn, response=models.Contacts)  # fmt: skip
+async def set_contacts(request: web.Request, principal: Principal, body: models.ContactsIn) -> Any:
+    return await _service(request).set_contacts(principal, request.match_info["tenant"], body)
+
+
+@endpoint("GET", "/tenants/{tenant}/notifications", "What the organiser was told (failing and recovered deliveries)",
+          "tenants", response=list[models.Notification])  # fmt: skip
+async def notifications(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).notifications(principal, request.match_info["tenant"])
+
+
 @endpoint("GET", "/tenants/{tenant}/tokens", "API tokens of the organiser (no secrets)", "tokens",
           response=list[models.TokenInfo])  # fmt: skip
 async def list_tokens(request: web.Request, principal: Principal, _: Any) -> Any:

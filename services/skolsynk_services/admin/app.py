@@ -15,11 +15,13 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
 from skolsynk.storage import erasures, history
+from skolsynk.storage import notifications as notification_store
 from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
 from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
 from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.notify import Mailer, Notifier
 from skolsynk_services.admin.service import AdminService, Exchanges
 from skolsynk_services.admin.service.core import EgilReceiver
 
@@ -69,6 +71,15 @@ class AdminSettings(CatalogueSettings):
     admin_promotion_hours: float = Field(
         default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
     )
+    smtp_host: str | None = Field(default=None, description="SMTP server for notifications; unset: no e-mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port.")
+    smtp_from: str = Field(default="skolsynk@localhost", description="Sender address of notifications.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = Field(default=None, description="SMTP user, if the server wants one.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    notify_interval_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="How often delivery health is checked for notifications."
+    )
     delivery_failing_minutes: float = Field(
         default=15.0,
         gt=0,
@@ -117,6 +128,29 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         delivery_failing_after=timedelta(minutes=settings.delivery_failing_minutes),
         clock=clock,
     )
+    mailer = (
+        Mailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        )
+        if settings.smtp_host
+        else None
+    )
+    notifier = Notifier(
+        app.db,
+        catalogue,
+        mailer=mailer,
+        failing_after=timedelta(minutes=settings.delivery_failing_minutes),
+        public_url=settings.admin_public_url,
+        clock=clock,
+    )
+    app.extensions["notifier"] = notifier
+    app.add_indexes(notification_store.INDEXES)
+    app.add_background("notifications", lambda: notifier.run_forever(settings.notify_interval_seconds))
     tokens = TokenStore(app.db)
     app.extensions["service"] = service
     app.extensions["tokens"] = tokens

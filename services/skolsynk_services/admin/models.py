@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
@@ -36,6 +37,43 @@ class Tenant(BaseModel):
     display_name: str
     organisation_number: str | None
     created_at: datetime
+
+
+class ContactsIn(Body):
+    notify_emails: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Who is e-mailed when the organiser's deliveries to a vendor fail for longer than the "
+        "threshold, and when they work again (empty: nobody).",
+    )
+
+    @field_validator("notify_emails")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        cleaned = [address.strip() for address in value if address.strip()]
+        for address in cleaned:
+            if not re.fullmatch(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}", address) or len(address) > 254:
+                raise ValueError("each address must be an e-mail address")
+        return list(dict.fromkeys(cleaned))
+
+
+class Contacts(BaseModel):
+    notify_emails: list[str]
+
+
+class Notification(BaseModel):
+    """One episode of a problem the organiser was told about (no addresses)."""
+
+    kind: str
+    subject: str
+    began_at: datetime
+    opened_at: datetime
+    sent_at: datetime | None = None
+    recipients: int | None = None
+    send_error: str | None = None
+    recovered_at: datetime | None = None
+    recovery_sent_at: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class TokenIn(Body):

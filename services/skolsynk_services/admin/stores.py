@@ -50,6 +50,10 @@ class TenantStore:
     async def get(self, tenant_id: str) -> Document | None:
         return await self.collection.find_one({"_id": tenant_id})
 
+    async def set_contacts(self, tenant_id: str, emails: list[str]) -> None:
+        """Who is told when the organiser's deliveries fail and recover (admin.notify)."""
+        await self.collection.update_one({"_id": tenant_id}, {"$set": {"notify_emails": emails}})
+
     async def list(self, only: str | None = None) -> list[Document]:
         criteria = {} if only is None else {"_id": only}
         return await self.collection.find(criteria).sort("_id", 1).to_list(None)

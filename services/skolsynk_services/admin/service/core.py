@@ -21,6 +21,7 @@ from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.notifications import NotificationLog
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import CatalogueFollower
@@ -103,6 +104,7 @@ class AdminCore:
         self.erasures = ErasureRequestStore(db)
         self.ledger = ErasureLedger(db)
         self.delivery_health = DeliveryHealth(db)
+        self.notification_log = NotificationLog(db)
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
         principal.require_tenant(tenant_id)

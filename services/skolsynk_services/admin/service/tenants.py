@@ -43,6 +43,32 @@ class TenantAdmin(AdminCore):
             created_at=doc["created_at"],
         )
 
+    # --- who is told when deliveries fail ------------------------------------------------------------
+
+    async def get_contacts(self, principal: Principal, tenant_id: str) -> models.Contacts:
+        tenant = await self._tenant(principal, tenant_id)
+        return models.Contacts(notify_emails=[str(a) for a in tenant.get("notify_emails") or []])
+
+    async def set_contacts(self, principal: Principal, tenant_id: str, body: models.ContactsIn) -> models.Contacts:
+        tenant = await self._tenant(principal, tenant_id)
+        before = [str(a) for a in tenant.get("notify_emails") or []]
+        await self.tenants.set_contacts(tenant_id, body.notify_emails)
+        if before != body.notify_emails:
+            # Addresses are personal data: the audit log records how many, not which.
+            await self._audit(
+                principal,
+                tenant_id,
+                "contacts.set",
+                tenant_id,
+                before={"count": len(before)},
+                after={"count": len(body.notify_emails)},
+            )
+        return models.Contacts(notify_emails=body.notify_emails)
+
+    async def notifications(self, principal: Principal, tenant_id: str) -> list[models.Notification]:
+        await self._tenant(principal, tenant_id)
+        return [models.Notification.model_validate(d) for d in await self.notification_log.for_tenant(tenant_id)]
+
     # --- tokens ------------------------------------------------------------------------------------
 
     async def create_token(self, principal: Principal, tenant_id: str, body: models.TokenIn) -> models.TokenCreated:

@@ -47,6 +47,7 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route("/catalogue/{vendor}", "catalogue_edit", get=catalogue.catalogue_edit)
     route("/catalogue/{vendor}/retire", "catalogue_retire", post=catalogue.catalogue_retire)
     route(tenant + "/", "overview", get=overview.overview)
+    route(tenant + "/contacts", "contacts", post=overview.contacts_save)
     route(tenant + "/sources", "sources", get=sources.sources)
     route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)
     route(tenant + "/sources/consent", "microsoft_consent", post=sources.microsoft_consent)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from skolsynk_services.admin import models
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.formatting import decimal
-from skolsynk_services.admin.ui.page import principal_of, render, service_of, tenant_frame, url
+from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, tenant_frame, url
 from skolsynk_services.admin.ui.texts import subscription_state
 
 
@@ -66,6 +67,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         for key, title, text, href in steps
     ]
     next_step = next((s["key"] for s in checklist if not s["done"]), None)
+    service = service_of(request)
     return render(
         request,
         "overview.html",
@@ -75,4 +77,30 @@ async def overview(request: web.Request) -> web.StreamResponse:
         next_step=next_step,
         subscriptions=[(s, subscription_state(s)) for s in subscriptions],
         chart=runs_chart(data["runs"]),
+        notifications=await service.notifications(principal_of(request), tenant_id),
+        contacts=await service.get_contacts(principal_of(request), tenant_id),
+        vendor_names={v.vendor_id: v.display_name for v in service.catalogue.values()},
+        contacts_error=None,
+    )
+
+
+async def contacts_save(request: web.Request) -> web.StreamResponse:
+    """Who is e-mailed when deliveries fail and recover: one address a line."""
+    tenant_id = request.match_info["tenant"]
+    form = await request.post()
+    addresses = [line.strip() for line in str(form.get("notify_emails", "")).splitlines() if line.strip()]
+    try:
+        body = models.ContactsIn(notify_emails=addresses)
+    except ValidationError:
+        return see_other(
+            request,
+            url(request, "overview", tenant=tenant_id) + "#aviseringar",
+            "Skriv en e-postadress per rad (högst tio).",
+            error=True,
+        )
+    await service_of(request).set_contacts(principal_of(request), tenant_id, body)
+    return see_other(
+        request,
+        url(request, "overview", tenant=tenant_id) + "#aviseringar",
+        f"Sparat: {len(body.notify_emails)} mottagare av aviseringar.",
     )
