@@ -29,6 +29,7 @@ from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import VendorStore
 from skolsynk_services.admin.app import AdminSettings
@@ -425,3 +426,40 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
         )
         == 0.0
     )
+
+
+async def test_a_hold_waiting_for_a_decision_is_told_once_and_its_decision_once(
+    stack: Stack, tmp_path: Path, inbox: tuple[Inbox, int]
+) -> None:
+    server, smtp_port = inbox
+    status, _ = await stack.call(
+        "PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, stack.vendor.base_url)
+    )
+    assert status == 200
+    status, _ = await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["it@kommun-a.example"]})
+    assert status == 200
+    notifier: Notifier = stack.admin.extensions["notifier"]
+    notifier.mailer = Mailer(host="127.0.0.1", port=smtp_port, sender="skolsynk@drift.example", starttls=False)
+    holds = HoldStore(stack.admin.db)
+    unit = str(uuid.uuid4())
+    await holds.collection.insert_one(
+        {
+            "_id": HoldStore.hold_id(TENANT, VENDOR, unit),
+            "tenant_id": TENANT,
+            "vendor_id": VENDOR,
+            "school_unit_id": unit,
+            "status": "pending",
+            "removals": 120,
+            "created_at": datetime.now(UTC),
+        }
+    )
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in server.messages] == [
+        "skolsynk: raderingar hos nyleverantor (demo) väntar på ditt beslut"
+    ]
+    assert "120 raderingar" in server.messages[0].get_content()
+    assert await holds.decide(TENANT, VENDOR, unit, "approved", by="it-admin")
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: spärren för nyleverantor (demo) är beslutad"]

@@ -1,5 +1,6 @@
-"""E-mail notifications to an organiser's contacts: when its deliveries to a vendor have been failing for
-longer than ``SKOLSYNK_DELIVERY_FAILING_MINUTES``, once per episode, and once more when they work again.
+"""E-mail notifications to an organiser's contacts, once per episode and once more when it ends: its
+deliveries to a vendor failing for longer than ``SKOLSYNK_DELIVERY_FAILING_MINUTES`` (until they work again),
+and mass-deletion holds waiting for a decision (until decided).
 
 Every ``SKOLSYNK_NOTIFY_INTERVAL_SECONDS`` the admin compares each (organiser, vendor) pair's delivery
 health (``delivery_health``) with the open episodes (``notifications``): a failing pair without one opens
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
 
@@ -24,6 +26,7 @@ from skolsynk.domain.delivery_errors import error_text
 from skolsynk.logging import get_logger
 from skolsynk.storage import Database
 from skolsynk.storage.delivery_health import DeliveryHealth, state_of
+from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
 from skolsynk.storage.vendors import CatalogueFollower
 from skolsynk_services.admin.stores import TenantStore
@@ -31,6 +34,7 @@ from skolsynk_services.admin.stores import TenantStore
 log = get_logger(__name__)
 
 DELIVERY_FAILING = "delivery_failing"
+HOLDS_WAITING = "holds_waiting"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Notifier:
         self.health = DeliveryHealth(db)
         self.log = NotificationLog(db)
         self.tenants = TenantStore(db)
+        self.holds = HoldStore(db)
         self.catalogue = catalogue
         self.mailer = mailer
         self.failing_after = failing_after
@@ -87,32 +92,83 @@ class Notifier:
         self.clock = clock
 
     async def check(self) -> None:
-        """Open and mail the episodes of pairs that became failing, close and mail those that recovered."""
+        """Open and mail the episodes of problems that began, close and mail those that ended: deliveries
+        failing (per organiser and vendor) and mass-deletion holds waiting for a decision."""
         now = self.clock()
-        open_episodes = {(d["tenant_id"], d["subject"]): d for d in await self.log.open_episodes(DELIVERY_FAILING)}
+        failing: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
         for doc in await self.health.all():
-            tenant_id, vendor_id = str(doc["tenant_id"]), str(doc["vendor_id"])
-            state = state_of(doc, now=now, failing_after=self.failing_after)
-            episode = open_episodes.get((tenant_id, vendor_id))
-            if state == "failing" and episode is None:
-                since = doc["since"]
-                ident = await self.log.open(
-                    tenant_id,
-                    DELIVERY_FAILING,
-                    vendor_id,
-                    began_at=since,
-                    at=now,
-                    details={"last_error": doc.get("last_error")},
+            if state_of(doc, now=now, failing_after=self.failing_after) == "failing":
+                key = (str(doc["tenant_id"]), str(doc["vendor_id"]))
+                failing[key] = (doc["since"], {"last_error": doc.get("last_error")})
+        await self._episodes(DELIVERY_FAILING, failing, now)
+        holds = {
+            (str(d["_id"]["t"]), str(d["_id"]["v"])): (d["oldest"], {"holds": d["n"], "removals": d.get("removals", 0)})
+            for d in await self.holds.pending_by_vendor()
+            if isinstance(d.get("oldest"), datetime)
+        }
+        await self._episodes(HOLDS_WAITING, holds, now)
+
+    async def _episodes(
+        self, kind: str, current: dict[tuple[str, str], tuple[datetime, dict[str, Any]]], now: datetime
+    ) -> None:
+        """``current``: (tenant, subject) -> (when the problem began, details) of the problems there are now."""
+        open_episodes = {(d["tenant_id"], d["subject"]): d for d in await self.log.open_episodes(kind)}
+        for (tenant_id, subject), (began_at, details) in current.items():
+            if (tenant_id, subject) in open_episodes:
+                continue
+            ident = await self.log.open(tenant_id, kind, subject, began_at=began_at, at=now, details=details)
+            if ident is not None:
+                recipients, error = await self._mail(kind, tenant_id, subject, began_at, details, recovered=False)
+                await self.log.sent(ident, at=self.clock(), recipients=recipients, error=error)
+        for (tenant_id, subject), episode in open_episodes.items():
+            if (tenant_id, subject) not in current and await self.log.close(episode["_id"], at=now):
+                recipients, error = await self._mail(
+                    kind, tenant_id, subject, episode["began_at"], episode.get("details") or {}, recovered=True
                 )
-                if ident is not None:
-                    recipients, error = await self._mail(tenant_id, vendor_id, since, doc.get("last_error"), False)
-                    await self.log.sent(ident, at=self.clock(), recipients=recipients, error=error)
-            elif state == "ok" and episode is not None and await self.log.close(episode["_id"], at=now):
-                recipients, error = await self._mail(tenant_id, vendor_id, episode["began_at"], None, True)
                 await self.log.recovery_sent(episode["_id"], at=self.clock(), recipients=recipients, error=error)
 
+    def _message(
+        self, kind: str, tenant: str, vendor: str, since: datetime, details: dict[str, Any], recovered: bool
+    ) -> tuple[str, str]:
+        """The subject and the body (Swedish, then English) of a notification."""
+        if kind == HOLDS_WAITING:
+            if recovered:
+                return (
+                    f"skolsynk: spärren för {vendor} är beslutad",
+                    f"Spärrade raderingar för {tenant} hos {vendor} (sedan {_when(since)}) är beslutade.\n"
+                    f"\n---\nThe held deletions of {tenant} at {vendor} (since {_when(since)}) have been decided.\n",
+                )
+            removals = int(details.get("removals") or 0)
+            return (
+                f"skolsynk: raderingar hos {vendor} väntar på ditt beslut",
+                f"skolsynk har spärrat {removals} raderingar för {tenant} hos {vendor} sedan {_when(since)}: fler "
+                "personer än vanligt skulle tas bort på en gång. Inget raderas förrän någon har beslutat om "
+                "spärren i skolsynk (Spärrar).\n"
+                f"\n---\nskolsynk holds {removals} deletions of {tenant} at {vendor} since {_when(since)} (more "
+                "persons than usual would be removed at once). Nothing is deleted until someone decides in skolsynk.\n",
+            )
+        if recovered:
+            return (
+                f"skolsynk: leveranserna till {vendor} fungerar igen",
+                f"Leveranserna från {tenant} till {vendor} fungerar igen (de misslyckades från {_when(since)}). "
+                "Ändringarna som väntade har skickats.\n"
+                f"\n---\nDeliveries from {tenant} to {vendor} work again (they failed from {_when(since)}). "
+                "The changes that waited have been sent.\n",
+            )
+        text = error_text(details.get("last_error"))
+        return (
+            f"skolsynk: leveranserna till {vendor} misslyckas",
+            f"Leveranserna från {tenant} till {vendor} har misslyckats sedan {_when(since)}.\n"
+            f"Senaste felet: {text.sv if text else 'okänt'}\n"
+            "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
+            "Kontakta leverantören om felet består.\n"
+            f"\n---\nDeliveries from {tenant} to {vendor} have been failing since {_when(since)}.\n"
+            f"Last error: {text.en if text else 'unknown'}\n"
+            "The changes wait and are sent as soon as the vendor answers; nothing is lost.\n",
+        )
+
     async def _mail(
-        self, tenant_id: str, vendor_id: str, since: datetime, code: str | None, recovered: bool
+        self, kind: str, tenant_id: str, vendor_id: str, since: datetime, details: dict[str, Any], *, recovered: bool
     ) -> tuple[int, str | None]:
         """Mail the organiser's contacts; (how many, the failure's type name or None)."""
         tenant = await self.tenants.get(tenant_id) or {}
@@ -120,37 +176,23 @@ class Notifier:
         if self.mailer is None or not contacts:
             return 0, None
         vendor = self.catalogue.get(vendor_id)
-        vendor_name = vendor.display_name if vendor else vendor_id
-        tenant_name = str(tenant.get("display_name") or tenant_id)
-        page = f"{self.public_url}/ui/t/{tenant_id}/vendors/{vendor_id}" if self.public_url else None
-        if recovered:
-            subject = f"skolsynk: leveranserna till {vendor_name} fungerar igen"
-            body = (
-                f"Leveranserna från {tenant_name} till {vendor_name} fungerar igen (de misslyckades från "
-                f"{_when(since)}). Ändringarna som väntade har skickats.\n"
-                + (f"\n{page}\n" if page else "")
-                + f"\n---\nDeliveries from {tenant_name} to {vendor_name} work again (they failed from {_when(since)})."
-                " The changes that waited have been sent.\n"
-            )
-        else:
-            text = error_text(code)
-            subject = f"skolsynk: leveranserna till {vendor_name} misslyckas"
-            body = (
-                f"Leveranserna från {tenant_name} till {vendor_name} har misslyckats sedan {_when(since)}.\n"
-                f"Senaste felet: {text.sv if text else 'okänt'}\n"
-                "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
-                "Kontakta leverantören om felet består.\n"
-                + (f"\n{page}\n" if page else "")
-                + f"\n---\nDeliveries from {tenant_name} to {vendor_name} have been failing since {_when(since)}.\n"
-                f"Last error: {text.en if text else 'unknown'}\n"
-                "The changes wait and are sent as soon as the vendor answers; nothing is lost.\n"
-            )
+        subject, body = self._message(
+            kind,
+            str(tenant.get("display_name") or tenant_id),
+            vendor.display_name if vendor else vendor_id,
+            since,
+            details,
+            recovered,
+        )
+        if self.public_url:
+            page = "holds" if kind == HOLDS_WAITING else f"vendors/{vendor_id}"
+            body += f"\n{self.public_url}/ui/t/{tenant_id}/{page}\n"
         try:
             await self.mailer.send(contacts, subject, body)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            log.warning("notification_not_sent", tenant_id=tenant_id, vendor_id=vendor_id, error=type(error).__name__)
+            log.warning("notification_not_sent", tenant_id=tenant_id, kind=kind, error=type(error).__name__)
             return 0, type(error).__name__
-        log.info("notification_sent", tenant_id=tenant_id, vendor_id=vendor_id, recovered=recovered)
+        log.info("notification_sent", tenant_id=tenant_id, kind=kind, vendor_id=vendor_id, recovered=recovered)
         return len(contacts), None
 
     async def run_forever(self, interval_seconds: float) -> None:
