@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -463,3 +463,46 @@ async def test_a_hold_waiting_for_a_decision_is_told_once_and_its_decision_once(
     await notifier.check()
     await notifier.check()
     assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: spärren för nyleverantor (demo) är beslutad"]
+
+
+async def test_a_source_failing_past_the_threshold_is_told_once_and_its_recovery_once(
+    stack: Stack, inbox: tuple[Inbox, int]
+) -> None:
+    """A source whose runs have been incomplete for longer than the threshold: one mail (with the fix for
+    its error code), none while a new run is still in progress, one when a run is complete again."""
+    server, smtp_port = inbox
+    status, _ = await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["it@kommun-a.example"]})
+    assert status == 200
+    notifier: Notifier = stack.admin.extensions["notifier"]
+    notifier.mailer = Mailer(host="127.0.0.1", port=smtp_port, sender="skolsynk@drift.example", starttls=False)
+    runs = stack.admin.db["runs"]
+    now = datetime.now(UTC)
+
+    async def run(minutes_ago: float, *, complete: bool | None, status: str = "finalised") -> None:
+        await runs.insert_one(
+            {
+                "_id": str(uuid.uuid4()),
+                "tenant_id": TENANT,
+                "source_id": "google-1",
+                "source_kind": "google",
+                "mode": "full",
+                "status": status,
+                "started_at": now - timedelta(minutes=minutes_ago),
+                "outcome": {"complete": complete, "reasons": ["token:unauthorized_client"]},
+            }
+        )
+
+    await run(120, complete=True)
+    await run(60, complete=False)
+    await run(30, complete=False)
+    await run(1, complete=None, status="receiving")  # in progress: passed over
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in server.messages] == ["skolsynk: inläsningen från google-1 misslyckas"]
+    text = server.messages[0].get_content()
+    assert "token:unauthorized_client" in text
+    assert "delegering" in text.lower()  # the fix for the code, from the source-error hints
+    await run(0, complete=True)
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: inläsningen från google-1 fungerar igen"]

@@ -23,18 +23,25 @@ from typing import Any
 import aiosmtplib
 
 from skolsynk.domain.delivery_errors import error_text
+from skolsynk.domain.source_errors import hint_for
 from skolsynk.logging import get_logger
 from skolsynk.storage import Database
 from skolsynk.storage.delivery_health import DeliveryHealth, state_of
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
+from skolsynk.storage.runs import SourceRuns
+from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.vendors import CatalogueFollower
 from skolsynk_services.admin.stores import TenantStore
+from skolsynk_services.admin.ui.texts import source_error_hint
 
 log = get_logger(__name__)
 
 DELIVERY_FAILING = "delivery_failing"
 HOLDS_WAITING = "holds_waiting"
+SOURCE_FAILING = "source_failing"
+#: How far back a source's runs are looked at to find when its failures began.
+RUNS_LOOKED_AT = 30
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class Notifier:
         self.log = NotificationLog(db)
         self.tenants = TenantStore(db)
         self.holds = HoldStore(db)
+        self.runs = SourceRuns(db)
+        self.sources = SourceStore(db, SecretBox(None))
         self.catalogue = catalogue
         self.mailer = mailer
         self.failing_after = failing_after
@@ -107,6 +116,29 @@ class Notifier:
             if isinstance(d.get("oldest"), datetime)
         }
         await self._episodes(HOLDS_WAITING, holds, now)
+        sources: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
+        for latest in await self.runs.latest_per_source():
+            tenant_id, source_id = str(latest["_id"]["t"]), str(latest["_id"]["s"])
+            failing_since = await self._source_failing_since(tenant_id, source_id)
+            if failing_since is not None and now - failing_since[0] >= self.failing_after:
+                sources[(tenant_id, source_id)] = failing_since
+        await self._episodes(SOURCE_FAILING, sources, now)
+
+    async def _source_failing_since(self, tenant_id: str, source_id: str) -> tuple[datetime, dict[str, Any]] | None:
+        """When the source's current streak of incomplete runs began (runs still in progress are passed
+        over), with the last failed run's reasons and the source's kind; None when its last finished run
+        was complete."""
+        streak: list[Any] = []
+        for run in await self.runs.recent(tenant_id, source_id=source_id, limit=RUNS_LOOKED_AT):
+            if run.get("status") != "finalised":
+                continue
+            if (run.get("outcome") or {}).get("complete") is not False:
+                break
+            streak.append(run)
+        if not streak or not isinstance(streak[-1].get("started_at"), datetime):
+            return None
+        reasons = [str(r) for r in (streak[0].get("outcome") or {}).get("reasons") or []][:5]
+        return streak[-1]["started_at"], {"reasons": reasons, "source_kind": streak[0].get("source_kind")}
 
     async def _episodes(
         self, kind: str, current: dict[tuple[str, str], tuple[datetime, dict[str, Any]]], now: datetime
@@ -131,6 +163,31 @@ class Notifier:
         self, kind: str, tenant: str, vendor: str, since: datetime, details: dict[str, Any], recovered: bool
     ) -> tuple[str, str]:
         """The subject and the body (Swedish, then English) of a notification."""
+        if kind == SOURCE_FAILING:
+            if recovered:
+                return (
+                    f"skolsynk: inläsningen från {vendor} fungerar igen",
+                    f"Inläsningen från källan {vendor} för {tenant} fungerar igen (den misslyckades från "
+                    f"{_when(since)}).\n"
+                    f"\n---\nReading the source {vendor} of {tenant} works again (it failed from {_when(since)}).\n",
+                )
+            codes = [str(c) for c in details.get("reasons") or []]
+            kind_of_source = str(details.get("source_kind") or "")
+            swedish = [source_error_hint(kind_of_source, code) for code in codes]
+            english = [hint_for(kind_of_source, code) for code in codes]
+            fixes_sv = "\n".join(f"- {h.title}: {h.fix}" for h in swedish if h is not None)
+            fixes_en = "\n".join(f"- {h.title}: {h.fix}" for h in english if h is not None)
+            return (
+                f"skolsynk: inläsningen från {vendor} misslyckas",
+                f"Inläsningen från källan {vendor} för {tenant} har misslyckats sedan {_when(since)}. Inget tas bort "
+                "hos leverantörerna medan det pågår, men ändringar i källan når dem inte.\n"
+                + (f"Fel: {', '.join(codes)}\n" if codes else "")
+                + (f"Så rättar du det:\n{fixes_sv}\n" if fixes_sv else "")
+                + f"\n---\nReading the source {vendor} of {tenant} has been failing since {_when(since)}. Nothing is "
+                "removed at vendors meanwhile, but changes in the source do not reach them.\n"
+                + (f"Errors: {', '.join(codes)}\n" if codes else "")
+                + (f"How to fix it:\n{fixes_en}\n" if fixes_en else ""),
+            )
         if kind == HOLDS_WAITING:
             if recovered:
                 return (
@@ -175,17 +232,22 @@ class Notifier:
         contacts = [str(a) for a in tenant.get("notify_emails") or []]
         if self.mailer is None or not contacts:
             return 0, None
-        vendor = self.catalogue.get(vendor_id)
+        if kind == SOURCE_FAILING:
+            source = await self.sources.get(tenant_id, vendor_id) or {}
+            name = str(source.get("display_name") or vendor_id)
+        else:
+            vendor = self.catalogue.get(vendor_id)
+            name = vendor.display_name if vendor else vendor_id
         subject, body = self._message(
             kind,
             str(tenant.get("display_name") or tenant_id),
-            vendor.display_name if vendor else vendor_id,
+            name,
             since,
             details,
             recovered,
         )
         if self.public_url:
-            page = "holds" if kind == HOLDS_WAITING else f"vendors/{vendor_id}"
+            page = {HOLDS_WAITING: "holds", SOURCE_FAILING: "sources"}.get(kind, f"vendors/{vendor_id}")
             body += f"\n{self.public_url}/ui/t/{tenant_id}/{page}\n"
         try:
             await self.mailer.send(contacts, subject, body)
