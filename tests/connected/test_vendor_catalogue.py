@@ -36,6 +36,7 @@ from skolsynk_services.admin.app import AdminSettings
 from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.notify import Mailer, Notifier
+from skolsynk_services.admin.stores import LifecycleStore
 from skolsynk_services.admin.tokens import TokenStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
@@ -506,3 +507,45 @@ async def test_a_source_failing_past_the_threshold_is_told_once_and_its_recovery
     await notifier.check()
     await notifier.check()
     assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: inläsningen från google-1 fungerar igen"]
+
+
+async def test_overdue_deletions_and_an_open_promotion_gate_are_told(
+    stack: Stack, tmp_path: Path, inbox: tuple[Inbox, int]
+) -> None:
+    """Deletions not confirmed in time: one mail, and one when they are all confirmed. A test period that
+    is over: one mail saying the subscription can go live (its end, going live, needs no mail)."""
+    server, smtp_port = inbox
+    entry = catalogue_entry(tmp_path, stack.vendor.base_url)
+    assert (await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry))[0] == 200
+    assert (await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["dpo@kommun-a.example"]}))[
+        0
+    ] == 200
+    notifier: Notifier = stack.admin.extensions["notifier"]
+    notifier.mailer = Mailer(host="127.0.0.1", port=smtp_port, sender="skolsynk@drift.example", starttls=False)
+    now = datetime.now(UTC)
+    ledger = stack.admin.db["erasure_ledger"]
+    await ledger.insert_one(
+        {"_id": "e-1", "tenant_id": TENANT, "vendor_id": VENDOR, "status": "overdue", "overdue_at": now}
+    )
+    await SubscriptionStore(stack.admin.db).save(
+        VendorSubscription(tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset({"90005000"}))
+    )
+    await LifecycleStore(stack.admin.db).test_started(TENANT, VENDOR, now - timedelta(hours=25))
+    await notifier.check()
+    await notifier.check()
+    assert sorted(m["Subject"] for m in server.messages) == [
+        "skolsynk: nyleverantor (demo) kan gå live",
+        "skolsynk: raderingar hos nyleverantor (demo) är försenade",
+    ]
+    await ledger.update_one({"_id": "e-1"}, {"$set": {"status": "completed"}})
+    await stack.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/review", {})
+    await SubscriptionStore(stack.admin.db).save(
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset({"90005000"}), test_mode=False
+        )
+    )
+    await notifier.check()
+    await notifier.check()
+    assert [m["Subject"] for m in server.messages][2:] == [
+        "skolsynk: raderingarna hos nyleverantor (demo) är kvitterade"
+    ]

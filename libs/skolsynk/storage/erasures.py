@@ -236,6 +236,23 @@ class ErasureLedger:
             {"$set": {"last_retry_at": now or utcnow()}, "$inc": {"retries": 1}},
         )
 
+    async def overdue_by_vendor(self) -> list[Document]:
+        """Overdue deletions of every tenant per (tenant, vendor): ``_id`` ``{t, v}``, ``n``, and ``oldest``
+        (when the first of them became overdue)."""
+        cursor = await self.collection.aggregate(
+            [
+                {"$match": {"status": "overdue"}},
+                {
+                    "$group": {
+                        "_id": {"t": "$tenant_id", "v": "$vendor_id"},
+                        "n": {"$sum": 1},
+                        "oldest": {"$min": "$overdue_at"},
+                    }
+                },
+            ]
+        )
+        return [doc async for doc in cursor]
+
     async def counts(self, tenant_id: str | None = None) -> dict[tuple[str, str, str], int]:
         """(tenant, vendor, status) -> entries."""
         match: dict[str, Any] = {} if tenant_id is None else {"tenant_id": tenant_id}

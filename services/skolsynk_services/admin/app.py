@@ -147,6 +147,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         failing_after=timedelta(minutes=settings.delivery_failing_minutes),
         public_url=settings.admin_public_url,
         clock=clock,
+        promotion_hours=settings.admin_promotion_hours,
     )
     app.extensions["notifier"] = notifier
     app.add_indexes(notification_store.INDEXES)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -27,12 +27,14 @@ from skolsynk.domain.source_errors import hint_for
 from skolsynk.logging import get_logger
 from skolsynk.storage import Database
 from skolsynk.storage.delivery_health import DeliveryHealth, state_of
+from skolsynk.storage.erasures import ErasureLedger
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
 from skolsynk.storage.runs import SourceRuns
 from skolsynk.storage.sources import SecretBox, SourceStore
+from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import CatalogueFollower
-from skolsynk_services.admin.stores import TenantStore
+from skolsynk_services.admin.stores import LifecycleStore, TenantStore
 from skolsynk_services.admin.ui.texts import source_error_hint
 
 log = get_logger(__name__)
@@ -40,6 +42,10 @@ log = get_logger(__name__)
 DELIVERY_FAILING = "delivery_failing"
 HOLDS_WAITING = "holds_waiting"
 SOURCE_FAILING = "source_failing"
+DELETIONS_OVERDUE = "deletions_overdue"
+GATE_OPEN = "gate_open"
+#: Episodes whose end is news worth a mail (a gate closes by going live: the admin did that themselves).
+ENDS_MAILED = frozenset({"delivery_failing", "holds_waiting", "source_failing", "deletions_overdue"})
 #: How far back a source's runs are looked at to find when its failures began.
 RUNS_LOOKED_AT = 30
 
@@ -87,12 +93,17 @@ class Notifier:
         failing_after: timedelta,
         public_url: str | None,
         clock: Callable[[], datetime],
+        promotion_hours: float = 24.0,
     ) -> None:
         self.health = DeliveryHealth(db)
         self.log = NotificationLog(db)
         self.tenants = TenantStore(db)
         self.holds = HoldStore(db)
         self.runs = SourceRuns(db)
+        self.erasures = ErasureLedger(db)
+        self.subscriptions = SubscriptionStore(db)
+        self.lifecycle = LifecycleStore(db)
+        self.promotion_hours = promotion_hours
         self.sources = SourceStore(db, SecretBox(None))
         self.catalogue = catalogue
         self.mailer = mailer
@@ -123,6 +134,34 @@ class Notifier:
             if failing_since is not None and now - failing_since[0] >= self.failing_after:
                 sources[(tenant_id, source_id)] = failing_since
         await self._episodes(SOURCE_FAILING, sources, now)
+        overdue = {
+            (str(d["_id"]["t"]), str(d["_id"]["v"])): (d["oldest"], {"overdue": d["n"]})
+            for d in await self.erasures.overdue_by_vendor()
+            if isinstance(d.get("oldest"), datetime)
+        }
+        await self._episodes(DELETIONS_OVERDUE, overdue, now)
+        await self._episodes(GATE_OPEN, await self._open_gates(now), now)
+
+    async def _open_gates(self, now: datetime) -> dict[tuple[str, str], tuple[datetime, dict[str, Any]]]:
+        """Subscriptions in test mode whose test period is over: they may go live once reviewed."""
+        gates: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
+        for tenant in await self.tenants.list():
+            tenant_id = str(tenant["_id"])
+            for subscription, _ in await self.subscriptions.for_tenant(tenant_id):
+                if not subscription.test_mode or subscription.ended_at is not None:
+                    continue
+                lifecycle = await self.lifecycle.get(tenant_id, subscription.vendor_id)
+                started = lifecycle.get("test_started_at")
+                if not isinstance(started, datetime):
+                    continue
+                started = started if started.tzinfo else started.replace(tzinfo=UTC)
+                opened = started + timedelta(hours=self.promotion_hours)
+                if opened <= now:
+                    gates[(tenant_id, subscription.vendor_id)] = (
+                        opened,
+                        {"reviewed": bool(lifecycle.get("reviewed_at"))},
+                    )
+        return gates
 
     async def _source_failing_since(self, tenant_id: str, source_id: str) -> tuple[datetime, dict[str, Any]] | None:
         """When the source's current streak of incomplete runs began (runs still in progress are passed
@@ -154,6 +193,8 @@ class Notifier:
                 await self.log.sent(ident, at=self.clock(), recipients=recipients, error=error)
         for (tenant_id, subject), episode in open_episodes.items():
             if (tenant_id, subject) not in current and await self.log.close(episode["_id"], at=now):
+                if kind not in ENDS_MAILED:
+                    continue
                 recipients, error = await self._mail(
                     kind, tenant_id, subject, episode["began_at"], episode.get("details") or {}, recovered=True
                 )
@@ -187,6 +228,33 @@ class Notifier:
                 "removed at vendors meanwhile, but changes in the source do not reach them.\n"
                 + (f"Errors: {', '.join(codes)}\n" if codes else "")
                 + (f"How to fix it:\n{fixes_en}\n" if fixes_en else ""),
+            )
+        if kind == DELETIONS_OVERDUE:
+            if recovered:
+                return (
+                    f"skolsynk: raderingarna hos {vendor} är kvitterade",
+                    f"Alla försenade raderingar för {tenant} hos {vendor} har nu kvitterats av leverantören.\n"
+                    f"\n---\nEvery overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
+                )
+            count = int(details.get("overdue") or 0)
+            return (
+                f"skolsynk: raderingar hos {vendor} är försenade",
+                f"{count} raderingar för {tenant} hos {vendor} har inte kvitterats inom tidsgränsen (sedan "
+                f"{_when(since)}). skolsynk försöker igen; se GDPR-sidan för underlaget till leverantören.\n"
+                f"\n---\n{count} deletions of {tenant} at {vendor} were not confirmed in time (since "
+                f"{_when(since)}). skolsynk keeps retrying; the GDPR page has the evidence for the vendor.\n",
+            )
+        if kind == GATE_OPEN:
+            return (
+                f"skolsynk: {vendor} kan gå live",
+                f"Testperioden för {tenant} hos {vendor} är slut ({_when(since)}). "
+                + (
+                    "Testrapporten är granskad: prenumerationen kan gå live."
+                    if details.get("reviewed")
+                    else "Granska testrapporten; därefter kan prenumerationen gå live."
+                )
+                + f"\n\n---\nThe test period of {tenant} at {vendor} is over ({_when(since)}). Review the test report "
+                "if not done yet; the subscription can then go live.\n",
             )
         if kind == HOLDS_WAITING:
             if recovered:
@@ -247,7 +315,9 @@ class Notifier:
             recovered,
         )
         if self.public_url:
-            page = {HOLDS_WAITING: "holds", SOURCE_FAILING: "sources"}.get(kind, f"vendors/{vendor_id}")
+            page = {HOLDS_WAITING: "holds", SOURCE_FAILING: "sources", DELETIONS_OVERDUE: "gdpr"}.get(
+                kind, f"vendors/{vendor_id}"
+            )
             body += f"\n{self.public_url}/ui/t/{tenant_id}/{page}\n"
         try:
             await self.mailer.send(contacts, subject, body)
