@@ -55,6 +55,7 @@ SOURCE = "egil-1"
 VENDOR = "nyleverantor"
 API_KEY = "test-key-" + "1" * 16
 KEY_ENV = "SKOLSYNK_TEST_NEW_VENDOR_KEY"
+SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 
 
 @dataclass
@@ -120,6 +121,7 @@ async def stack(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> A
                     "vendor_catalogue_dir": None,
                     "vendors_poll_seconds": 0.2,
                     "delivery_failing_minutes": 0.05,  # three seconds of retrying is failing here
+                    "admin_secrets_key": SECRETS_KEY,
                 }
             )
         )
@@ -130,7 +132,13 @@ async def stack(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> A
         # One dispatcher for every vendor of the catalogue, which is empty at start.
         dispatcher = build_dispatcher(
             DispatcherSettings.model_validate(
-                {**base, "vendor_catalogue_dir": None, "vendors_poll_seconds": 0.2, "vendor_retry_timeout_seconds": 2}
+                {
+                    **base,
+                    "vendor_catalogue_dir": None,
+                    "vendors_poll_seconds": 0.2,
+                    "vendor_retry_timeout_seconds": 2,
+                    "admin_secrets_key": SECRETS_KEY,
+                }
             )
         )
         for app in (admin, normaliser, dispatcher):
@@ -159,12 +167,13 @@ def catalogue_entry(tmp_path: Path, base_url: str) -> dict[str, Any]:
     return entry
 
 
-async def sync(stack: Stack, records: list[Any]) -> None:
+async def sync(stack: Stack, records: list[Any], tenant_id: str = TENANT) -> None:
+    """A full run of the organiser's EGIL source, as the receiver publishes it."""
     for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
         await stack.normaliser.publisher.publish(
-            message.to_envelope(tenant_id=TENANT, producer="test"),
+            message.to_envelope(tenant_id=tenant_id, producer="test"),
             exchange=stack.normaliser.topology.exchange("source"),
-            routing_key=f"egil.{TENANT}",
+            routing_key=f"egil.{tenant_id}",
         )
 
 
@@ -196,12 +205,7 @@ async def test_a_vendor_added_in_the_admin_is_delivered_to_without_a_restart(sta
             tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records)), test_mode=False
         )
     )
-    for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
-        await stack.normaliser.publisher.publish(
-            message.to_envelope(tenant_id=TENANT, producer="test"),
-            exchange=stack.normaliser.topology.exchange("source"),
-            routing_key=f"egil.{TENANT}",
-        )
+    await sync(stack, records)
     await wait_for(
         lambda: len(stack.vendor.resources(TENANT, "Users")) == 5, timeout=60, what="the persons at the vendor"
     )
@@ -285,12 +289,7 @@ async def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(stack: St
             await SubscriptionStore(stack.normaliser.db).save(
                 VendorSubscription(tenant_id=TENANT, vendor_id=vendor_id, school_unit_codes=codes, test_mode=False)
             )
-        for message in full_run(records, source_id=SOURCE, source_kind="egil", page_size=25, run_id=uuid.uuid4()):
-            await stack.normaliser.publisher.publish(
-                message.to_envelope(tenant_id=TENANT, producer="test"),
-                exchange=stack.normaliser.topology.exchange("source"),
-                routing_key=f"egil.{TENANT}",
-            )
+        await sync(stack, records)
         await wait_for(lambda: len(fast.resources(TENANT, "Users")) == 5, timeout=60, what="the fast vendor's persons")
         assert len(stack.vendor.resources(TENANT, "Users")) < 5  # the slow one is still at it
     finally:
@@ -549,3 +548,68 @@ async def test_overdue_deletions_and_an_open_promotion_gate_are_told(
     assert [m["Subject"] for m in server.messages][2:] == [
         "skolsynk: raderingarna hos nyleverantor (demo) är kvitterade"
     ]
+
+
+async def test_two_organisers_at_one_vendor_land_in_two_tenants_there(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: each (organiser, vendor) pair has its own API key, set (and rotated) by an operator in the
+    admin, sealed in the store: the vendor server keeps a tenant per key, so each organiser's data lands in
+    its own tenant, exactly; the drift check compares each pair with its own key and finds nothing amiss."""
+    shared, key_a, key_b, key_a2 = ("shared-key-" + c * 16 for c in "0abz")
+    vendor = FakeEgilVendor(api_keys={shared: "shared", key_a: "vendor-a", key_b: "vendor-b"})
+    await vendor.start()
+    monkeypatch.setenv(KEY_ENV, shared)
+    try:
+        other = "kommun-b"
+        status, _ = await stack.call("POST", "/tenants", {"tenant_id": other, "display_name": "Kommun B"})
+        assert status == 201
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, vendor.base_url))
+        assert status == 200
+        for tenant_id, key in ((TENANT, key_a), (other, key_b)):
+            status, listed = await stack.call(
+                "PUT", f"/catalogue/vendors/{VENDOR}/credentials/{tenant_id}", {"api_key": key}
+            )
+            assert status == 200, listed
+        assert key_a not in str(listed)
+        assert key_b not in str(listed)
+        assert {c["tenant_id"] for c in listed} == {TENANT, other}
+        stored = [d async for d in stack.admin.db["vendor_credentials"].find({})]
+        assert all(key_a not in str(d) and key_b not in str(d) for d in stored)  # sealed at rest
+
+        await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
+        worker = stack.pool.workers[VENDOR]
+        assert worker.scim is not None
+        await wait_for(lambda: len(worker.scim.tenant_keys) == 2, what="the pairs' keys in the dispatcher")
+        organisers = {TENANT: organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1),
+                      other: organiser(seed=6, school_units=1, students_per_unit=3, teachers_per_unit=1)}  # fmt: skip
+        for tenant_id, records in organisers.items():
+            codes = frozenset(school_unit_codes(records))
+            await SubscriptionStore(stack.normaliser.db).save(
+                VendorSubscription(tenant_id=tenant_id, vendor_id=VENDOR, school_unit_codes=codes, test_mode=False)
+            )
+            await sync(stack, records, tenant_id)
+        await wait_for(
+            lambda: (len(vendor.resources("vendor-a", "Users")), len(vendor.resources("vendor-b", "Users"))) == (5, 4),
+            timeout=60,
+            what="each organiser's persons in its own tenant",
+        )
+        assert vendor.resources("shared", "Users") == {}
+        a_ids = set(vendor.resources("vendor-a", "Users"))
+        b_ids = set(vendor.resources("vendor-b", "Users"))
+        assert not a_ids & b_ids
+
+        assert worker.drift is not None
+        report = await worker.drift.check()
+        assert (report.missing, report.ghosts, report.unmanaged) == ({}, {}, 0)
+
+        # Rotation: a new key for kommun-a (the vendor knows both for a moment), the old one withdrawn.
+        vendor.api_keys[key_a2] = "vendor-a"
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}/credentials/{TENANT}", {"api_key": key_a2})
+        assert status == 200
+        await wait_for(lambda: worker.scim.tenant_keys.get(TENANT) == key_a2, what="the rotated key in use")
+        del vendor.api_keys[key_a]
+        report = await worker.drift.check()
+        assert (report.missing, report.ghosts) == ({}, {})
+    finally:
+        await vendor.stop()

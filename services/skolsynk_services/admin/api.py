@@ -361,6 +361,27 @@ async def retire_vendor(request: web.Request, principal: Principal, _: Any) -> A
     return await _service(request).retire_vendor(principal, request.match_info["vendor"])
 
 
+@endpoint("GET", "/catalogue/vendors/{vendor}/credentials", "Organisers with their own credentials at the vendor "
+          "(operators; no secrets)", "vendors", response=list[models.VendorCredential], operator_only=True)  # fmt: skip
+async def vendor_credentials(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).vendor_credentials(principal, request.match_info["vendor"])
+
+
+@endpoint("PUT", "/catalogue/vendors/{vendor}/credentials/{tenant}", "Set or rotate an organiser's own API key at "
+          "the vendor: its own tenant there (operators)", "vendors", body=models.VendorCredentialIn,
+          response=list[models.VendorCredential], operator_only=True)  # fmt: skip
+async def put_vendor_credential(request: web.Request, principal: Principal, body: models.VendorCredentialIn) -> Any:
+    info = request.match_info
+    return await _service(request).put_vendor_credential(principal, info["vendor"], info["tenant"], body)
+
+
+@endpoint("DELETE", "/catalogue/vendors/{vendor}/credentials/{tenant}", "Remove an organiser's own credentials at "
+          "the vendor (operators)", "vendors", status=204, operator_only=True)  # fmt: skip
+async def delete_vendor_credential(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    await _service(request).delete_vendor_credential(principal, info["vendor"], info["tenant"])
+
+
 @endpoint("GET", "/tenants/{tenant}/subscriptions", "The organiser's vendor subscriptions", "subscriptions",
           response=list[models.Subscription])  # fmt: skip
 async def list_subscriptions(request: web.Request, principal: Principal, _: Any) -> Any:

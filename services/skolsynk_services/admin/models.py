@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
@@ -308,6 +308,27 @@ class Vendor(BaseModel):
     vendor_id: str
     display_name: str
     delivery: str
+
+
+class VendorCredentialIn(Body):
+    api_key: SecretStr = Field(description="The organiser's own API key at the vendor (write-only; stored sealed).")
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if not 16 <= len(value.get_secret_value()) <= 512:
+            raise ValueError("an API key has 16 to 512 characters")
+        return value
+
+
+class VendorCredential(BaseModel):
+    """That an organiser has its own credentials at a vendor (never the secret)."""
+
+    vendor_id: str
+    tenant_id: str
+    version: int
+    updated_at: datetime
+    updated_by: str
 
 
 class CatalogueVendor(BaseModel):

@@ -6,14 +6,14 @@ restart (:class:`~skolsynk_services.dispatcher.vendors.VendorPool`). The catalog
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from skolsynk.logging import get_logger
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
 from skolsynk.storage import deliveries as ledger
-from skolsynk.storage import delivery_health
+from skolsynk.storage import delivery_health, vendor_credentials
 from skolsynk.storage import vendors as vendor_store
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.vendors import SERVICE, VendorPool
@@ -26,6 +26,10 @@ class DispatcherSettings(CatalogueSettings):
         default=None,
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         description="The one vendor this dispatcher serves; unset: every vendor of the catalogue.",
+    )
+    admin_secrets_key: SecretStr | None = Field(
+        default=None,
+        description="The installation's key that opens the per-organiser vendor credentials the admin sealed.",
     )
     vendor_retry_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long one delivery retries an unavailable vendor before requeueing."
@@ -50,7 +54,9 @@ class ConfigurationError(RuntimeError):
 def build(settings: DispatcherSettings) -> ServiceApp:
     name = f"{SERVICE}-{settings.vendor_id}" if settings.vendor_id else SERVICE
     app = ServiceApp.create(name, settings, vendor_ids=[settings.vendor_id] if settings.vendor_id else [])
-    app.add_indexes([*ledger.INDEXES, *vendor_store.INDEXES, *drift.INDEXES, *delivery_health.INDEXES])
+    app.add_indexes(
+        [*ledger.INDEXES, *vendor_store.INDEXES, *drift.INDEXES, *delivery_health.INDEXES, *vendor_credentials.INDEXES]
+    )
     store = vendor_store.VendorStore(app.db)
     pool = VendorPool(app, settings, store, only=settings.vendor_id, poll_seconds=settings.vendors_poll_seconds)
     app.extensions["pool"] = pool

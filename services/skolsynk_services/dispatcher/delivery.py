@@ -457,12 +457,16 @@ class VendorDeliverer:
         result = NOT_LIVE
         try:
             if change.operation == "delete":
-                outcome = await self.scim.delete(EgilResourceType.for_kind(change.entity_kind), str(change.entity_id))
+                outcome = await self.scim.delete(
+                    EgilResourceType.for_kind(change.entity_kind), str(change.entity_id), tenant_id=d.tenant_id
+                )
             else:
                 resource = await self._resolved(d, needed, live, refused)
                 egil_type, body = to_egil(resource)
                 exists = current is not None and _is_live(current)
-                outcome = await self.scim.upsert(egil_type, str(change.entity_id), body, exists=exists)
+                outcome = await self.scim.upsert(
+                    egil_type, str(change.entity_id), body, exists=exists, tenant_id=d.tenant_id
+                )
                 result = LIVE
         except (VendorRejected, EgilMappingError, ReferenceRefused) as error:
             result = REFUSED

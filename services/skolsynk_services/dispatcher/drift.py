@@ -120,19 +120,32 @@ class DriftChecker:
                 continue
             target = expected if entry["operation"] == "upsert" else deleted
             target[endpoint][entry["entity_id"]] = entry["tenant_id"]
+        # Organisers with their own credentials are a tenant of their own at the vendor: each is compared
+        # alone, with its key; the others together, with the catalogue entry's key.
+        own = set(self.scim.tenant_keys)
+        groups: list[str | None] = [None, *sorted(own)]
         for egil_type in sorted(types, key=lambda t: t.endpoint):
             endpoint = egil_type.endpoint
-            held = await self.scim.list_ids(egil_type)
-            for entity_id in sorted(set(expected[endpoint]) - held):
-                report.missing.setdefault(expected[endpoint][entity_id], []).append(entity_id)
-            for entity_id in sorted(held - set(expected[endpoint])):
-                tenant_id = deleted[endpoint].get(entity_id)
-                if tenant_id is None:
-                    report.unmanaged += 1
+            for group in groups:
+
+                def mine(tenant_id: str, group: str | None = group) -> bool:
+                    return tenant_id == group if group is not None else tenant_id not in own
+
+                want = {e: t for e, t in expected[endpoint].items() if mine(t)}
+                gone = {e: t for e, t in deleted[endpoint].items() if mine(t)}
+                if group is not None and not want and not gone:
                     continue
-                report.ghosts.setdefault(tenant_id, []).append(entity_id)
-                await self.scim.delete(egil_type, entity_id)
-                report.redeleted += 1
+                held = await self.scim.list_ids(egil_type, tenant_id=group)
+                for entity_id in sorted(set(want) - held):
+                    report.missing.setdefault(want[entity_id], []).append(entity_id)
+                for entity_id in sorted(held - set(want)):
+                    tenant_id = gone.get(entity_id)
+                    if tenant_id is None:
+                        report.unmanaged += 1
+                        continue
+                    report.ghosts.setdefault(tenant_id, []).append(entity_id)
+                    await self.scim.delete(egil_type, entity_id, tenant_id=group)
+                    report.redeleted += 1
         for tenant_id in sorted(report.missing):
             await self.publisher.publish(
                 ProjectionRequested(reason="drift", resend_vendor_id=self.vendor_id).to_envelope(

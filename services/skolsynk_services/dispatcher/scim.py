@@ -111,6 +111,8 @@ class EgilScimClient:
         self.delivery = delivery
         self._api_key = api_key
         self._retry_timeout = retry_timeout_seconds
+        #: tenant -> its own API key at this vendor (``vendor_credentials``; refreshed by the vendor pool).
+        self.tenant_keys: dict[str, str] = {}
         self._limiter = AsyncLimiter(delivery.burst, delivery.burst / delivery.rate_per_second)
         self._slots = asyncio.Semaphore(delivery.concurrency)
         self._session: aiohttp.ClientSession | None = None
@@ -135,14 +137,25 @@ class EgilScimClient:
             await self._session.close()
             self._session = None
 
-    async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, str]:
+    def _headers(self, tenant_id: str | None) -> dict[str, str] | None:
+        """The organiser's own API key, where the pair has one (:attr:`tenant_keys`): its data lands in its
+        own tenant at the vendor. Otherwise the session's (the catalogue entry's key)."""
+        key = self.tenant_keys.get(tenant_id) if tenant_id is not None else None
+        return {self.delivery.auth.api_key_header: key} if key else None
+
+    async def _once(
+        self, method: str, path: str, body: dict[str, Any] | None, tenant_id: str | None = None
+    ) -> tuple[int, str]:
         if self._session is None:
             raise RuntimeError("the SCIM client is not started")
         async with self._slots, self._limiter:
             started = time.monotonic()
             try:
                 async with self._session.request(
-                    method, path, data=json.dumps(body).encode() if body is not None else None
+                    method,
+                    path,
+                    data=json.dumps(body).encode() if body is not None else None,
+                    headers=self._headers(tenant_id),
                 ) as response:
                     text = await response.text()
                     status = response.status
@@ -161,36 +174,46 @@ class EgilScimClient:
             self.metrics.vendor_requests.labels(self.vendor_id, method, status_class).inc()
             self.metrics.vendor_request_seconds.labels(self.vendor_id, method).observe(time.monotonic() - started)
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, tenant_id: str | None = None
+    ) -> tuple[int, str]:
         async for attempt in stamina.retry_context(
             on=VendorUnavailable, attempts=None, timeout=self._retry_timeout, wait_initial=0.2, wait_max=5.0
         ):
             with attempt:
-                return await self._once(method, path, body)
+                return await self._once(method, path, body, tenant_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def upsert(self, egil_type: EgilResourceType, resource_id: str, body: dict[str, Any], *, exists: bool) -> str:
-        """Create or replace; returns "created" or "replaced"."""
+    async def upsert(
+        self,
+        egil_type: EgilResourceType,
+        resource_id: str,
+        body: dict[str, Any],
+        *,
+        exists: bool,
+        tenant_id: str | None = None,
+    ) -> str:
+        """Create or replace (as ``tenant_id``'s pair where it has its own key); "created" or "replaced"."""
         collection, item = egil_type.endpoint, f"{egil_type.endpoint}/{resource_id}"
         if exists:
-            status, text = await self._request("PUT", item, body)
+            status, text = await self._request("PUT", item, body, tenant_id)
             if status == 404:
-                status, text = await self._request("POST", collection, body)
+                status, text = await self._request("POST", collection, body, tenant_id)
                 return self._expect(status, text, {201, 200}, "created")
             return self._expect(status, text, {200, 204}, "replaced")
-        status, text = await self._request("POST", collection, body)
+        status, text = await self._request("POST", collection, body, tenant_id)
         if status == 409:
-            status, text = await self._request("PUT", item, body)
+            status, text = await self._request("PUT", item, body, tenant_id)
             return self._expect(status, text, {200, 204}, "replaced")
         return self._expect(status, text, {201, 200}, "created")
 
-    async def delete(self, egil_type: EgilResourceType, resource_id: str) -> str:
-        status, text = await self._request("DELETE", f"{egil_type.endpoint}/{resource_id}")
+    async def delete(self, egil_type: EgilResourceType, resource_id: str, *, tenant_id: str | None = None) -> str:
+        status, text = await self._request("DELETE", f"{egil_type.endpoint}/{resource_id}", None, tenant_id)
         if status == 404:
             return "absent"
         return self._expect(status, text, {200, 204}, "deleted")
 
-    async def list_ids(self, egil_type: EgilResourceType) -> set[str]:
+    async def list_ids(self, egil_type: EgilResourceType, *, tenant_id: str | None = None) -> set[str]:
         """Every id the vendor holds of a type (``GET /{Type}``), following ``startIndex`` as the
         reference client does; a server that ignores it (and answers everything at once) ends the
         paging when a page brings nothing new."""
@@ -198,7 +221,7 @@ class EgilScimClient:
         start = 1
         while True:
             path = egil_type.endpoint if start == 1 else f"{egil_type.endpoint}?startIndex={start}"
-            status, text = await self._request("GET", path)
+            status, text = await self._request("GET", path, None, tenant_id)
             if status != 200:
                 raise VendorRejected(status, text)
             try:

@@ -27,7 +27,9 @@ from skolsynk.messaging.topology import Topology, declare_topology, skolsynk_top
 from skolsynk.service import ServiceApp
 from skolsynk.storage import deliveries as ledger
 from skolsynk.storage.delivery_health import DeliveryHealth
+from skolsynk.storage.sources import SecretBox
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendor_credentials import VendorCredentials
 from skolsynk.storage.vendors import VendorStore
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.delivery import VendorDeliverer
@@ -222,6 +224,8 @@ class VendorPool:
         self.poll_seconds = poll_seconds
         self.metrics = DispatcherMetrics(app.metrics.registry)
         self.health = DeliveryHealth(app.db)
+        key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
+        self.credentials = VendorCredentials(app.db, SecretBox(key))
         self.feed_metrics = FeedCompactionMetrics(app.metrics.registry)
         self.workers: dict[str, VendorWorker] = {}
         self._served: dict[str, int] = {}  # vendor id -> the catalogue version its worker runs
@@ -252,6 +256,8 @@ class VendorPool:
                 worker = None
                 try:
                     worker = VendorWorker(self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health)
+                    if worker.scim is not None:
+                        worker.scim.tenant_keys = await self.credentials.api_keys(vendor_id)
                     await worker.start(consume=self.consuming)
                 except Exception as error:  # one vendor's broken settings never keep the others from being served
                     problem = str(error) if isinstance(error, VendorNotServable) else type(error).__name__
@@ -284,6 +290,13 @@ class VendorPool:
         if worker is not None:
             await worker.stop(self.settings.lifecycle.drain_timeout_seconds)
 
+    async def refresh_credentials(self) -> None:
+        """Each SCIM worker's per-organiser API keys (``vendor_credentials``): a key set or rotated in the
+        admin is used from the next poll on, without a restart."""
+        for vendor_id, worker in list(self.workers.items()):
+            if worker.scim is not None:
+                worker.scim.tenant_keys = await self.credentials.api_keys(vendor_id)
+
     async def refresh_health(self) -> None:
         """The delivery-health gauge of every (tenant, served vendor) pair, from the store."""
         now = datetime.now(UTC)
@@ -298,6 +311,7 @@ class VendorPool:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.sync()
+                await self.refresh_credentials()
                 await self.refresh_health()
             except Exception:  # the store or the broker is away for a moment: the next poll tries again
                 log.warning("vendor_pool_sync_failed", exc_info=True)

@@ -24,6 +24,7 @@ from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk.storage.vendor_credentials import VendorCredentials
 from skolsynk.storage.vendors import CatalogueFollower
 from skolsynk_services.admin.auth import Principal, TokenStore
 from skolsynk_services.admin.problems import NotFound, Unavailable
@@ -105,6 +106,7 @@ class AdminCore:
         self.ledger = ErasureLedger(db)
         self.delivery_health = DeliveryHealth(db)
         self.notification_log = NotificationLog(db)
+        self.credentials = VendorCredentials(db, secrets)
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
         principal.require_tenant(tenant_id)

@@ -5,10 +5,11 @@ and every admin replica follow it within their poll interval, this replica at on
 from __future__ import annotations
 
 from skolsynk.catalogue import VendorCatalogueEntry
+from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk.storage.vendors import StoredVendor
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
-from skolsynk_services.admin.problems import Invalid, NotFound
+from skolsynk_services.admin.problems import Invalid, NotFound, Unavailable
 from skolsynk_services.admin.service.core import AdminCore
 
 
@@ -73,3 +74,42 @@ class VendorAdmin(AdminCore):
         stored = await self.vendor_store.get(vendor_id)
         assert stored is not None
         return vendor_view(stored, "retired")
+
+    # --- one tenant per organiser at each vendor ---------------------------------------------------------
+
+    async def vendor_credentials(self, principal: Principal, vendor_id: str) -> list[models.VendorCredential]:
+        principal.require_operator()
+        return [
+            models.VendorCredential(
+                vendor_id=vendor_id,
+                tenant_id=d["tenant_id"],
+                version=int(d.get("version") or 1),
+                updated_at=d["updated_at"],
+                updated_by=str(d.get("updated_by") or ""),
+            )
+            for d in await self.credentials.listed(vendor_id)
+        ]
+
+    async def put_vendor_credential(
+        self, principal: Principal, vendor_id: str, tenant_id: str, body: models.VendorCredentialIn
+    ) -> list[models.VendorCredential]:
+        """Set or rotate an organiser's own API key at a vendor: its data goes to its own tenant there. The
+        dispatchers use it from their next poll on."""
+        principal.require_operator()
+        if await self.vendor_store.get(vendor_id) is None:
+            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+        await self._tenant(principal, tenant_id)
+        try:
+            await self.credentials.put(
+                vendor_id, tenant_id, api_key=body.api_key.get_secret_value(), by=principal.subject
+            )
+        except SecretsUnavailable as error:
+            raise Unavailable(str(error)) from None
+        await self._audit(principal, tenant_id, "vendor.credential.set", f"{vendor_id}:{tenant_id}")
+        return await self.vendor_credentials(principal, vendor_id)
+
+    async def delete_vendor_credential(self, principal: Principal, vendor_id: str, tenant_id: str) -> None:
+        principal.require_operator()
+        if not await self.credentials.delete(vendor_id, tenant_id):
+            raise NotFound(f"{tenant_id!r} has no credentials of its own at {vendor_id!r}")
+        await self._audit(principal, tenant_id, "vendor.credential.delete", f"{vendor_id}:{tenant_id}")
