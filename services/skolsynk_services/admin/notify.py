@@ -39,6 +39,17 @@ from skolsynk_services.admin.ui.texts import source_error_hint
 
 log = get_logger(__name__)
 
+
+@dataclass(frozen=True)
+class Template:
+    """A notification's subject and body, Swedish then English (``str.format`` fields: ``tenant``,
+    ``vendor``, ``since``, ``count`` and the kind's own)."""
+
+    subject: str
+    sv: str
+    en: str
+
+
 DELIVERY_FAILING = "delivery_failing"
 HOLDS_WAITING = "holds_waiting"
 SOURCE_FAILING = "source_failing"
@@ -48,6 +59,68 @@ GATE_OPEN = "gate_open"
 ENDS_MAILED = frozenset({"delivery_failing", "holds_waiting", "source_failing", "deletions_overdue"})
 #: How far back a source's runs are looked at to find when its failures began.
 RUNS_LOOKED_AT = 30
+
+
+MESSAGES: dict[tuple[str, bool], Template] = {
+    ("delivery_failing", False): Template(
+        "skolsynk: leveranserna till {vendor} misslyckas",
+        "Leveranserna från {tenant} till {vendor} har misslyckats sedan {since}.\nSenaste felet: {error_sv}\n"
+        "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
+        "Kontakta leverantören om felet består.\n",
+        "Deliveries from {tenant} to {vendor} have been failing since {since}.\nLast error: {error_en}\n"
+        "The changes wait and are sent as soon as the vendor answers; nothing is lost.\n",
+    ),
+    ("delivery_failing", True): Template(
+        "skolsynk: leveranserna till {vendor} fungerar igen",
+        "Leveranserna från {tenant} till {vendor} fungerar igen (de misslyckades från {since}). "
+        "Ändringarna som väntade har skickats.\n",
+        "Deliveries from {tenant} to {vendor} work again (they failed from {since}). "
+        "The changes that waited have been sent.\n",
+    ),
+    ("source_failing", False): Template(
+        "skolsynk: inläsningen från {vendor} misslyckas",
+        "Inläsningen från källan {vendor} för {tenant} har misslyckats sedan {since}. Inget tas bort hos "
+        "leverantörerna medan det pågår, men ändringar i källan når dem inte.\nFel: {codes}\n{fixes_sv}",
+        "Reading the source {vendor} of {tenant} has been failing since {since}. Nothing is removed at vendors "
+        "meanwhile, but changes in the source do not reach them.\nErrors: {codes}\n{fixes_en}",
+    ),
+    ("source_failing", True): Template(
+        "skolsynk: inläsningen från {vendor} fungerar igen",
+        "Inläsningen från källan {vendor} för {tenant} fungerar igen (den misslyckades från {since}).\n",
+        "Reading the source {vendor} of {tenant} works again (it failed from {since}).\n",
+    ),
+    ("deletions_overdue", False): Template(
+        "skolsynk: raderingar hos {vendor} är försenade",
+        "{count} raderingar för {tenant} hos {vendor} har inte kvitterats inom tidsgränsen (sedan {since}). "
+        "skolsynk försöker igen; se GDPR-sidan för underlaget till leverantören.\n",
+        "{count} deletions of {tenant} at {vendor} were not confirmed in time (since {since}). skolsynk keeps "
+        "retrying; the GDPR page has the evidence for the vendor.\n",
+    ),
+    ("deletions_overdue", True): Template(
+        "skolsynk: raderingarna hos {vendor} är kvitterade",
+        "Alla försenade raderingar för {tenant} hos {vendor} har nu kvitterats av leverantören.\n",
+        "Every overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
+    ),
+    ("holds_waiting", False): Template(
+        "skolsynk: raderingar hos {vendor} väntar på ditt beslut",
+        "skolsynk har spärrat {count} raderingar för {tenant} hos {vendor} sedan {since}: fler personer än "
+        "vanligt skulle tas bort på en gång. Inget raderas förrän någon har beslutat om spärren i skolsynk "
+        "(Spärrar).\n",
+        "skolsynk holds {count} deletions of {tenant} at {vendor} since {since} (more persons than usual would "
+        "be removed at once). Nothing is deleted until someone decides in skolsynk.\n",
+    ),
+    ("holds_waiting", True): Template(
+        "skolsynk: spärren för {vendor} är beslutad",
+        "Spärrade raderingar för {tenant} hos {vendor} (sedan {since}) är beslutade.\n",
+        "The held deletions of {tenant} at {vendor} (since {since}) have been decided.\n",
+    ),
+    ("gate_open", False): Template(
+        "skolsynk: {vendor} kan gå live",
+        "Testperioden för {tenant} hos {vendor} är slut ({since}). {review}\n",
+        "The test period of {tenant} at {vendor} is over ({since}). Review the test report if not done yet; the "
+        "subscription can then go live.\n",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -203,94 +276,33 @@ class Notifier:
     def _message(
         self, kind: str, tenant: str, vendor: str, since: datetime, details: dict[str, Any], recovered: bool
     ) -> tuple[str, str]:
-        """The subject and the body (Swedish, then English) of a notification."""
-        if kind == SOURCE_FAILING:
-            if recovered:
-                return (
-                    f"skolsynk: inläsningen från {vendor} fungerar igen",
-                    f"Inläsningen från källan {vendor} för {tenant} fungerar igen (den misslyckades från "
-                    f"{_when(since)}).\n"
-                    f"\n---\nReading the source {vendor} of {tenant} works again (it failed from {_when(since)}).\n",
-                )
+        """The subject and the body (Swedish, then English) of a notification, from :data:`MESSAGES`."""
+        values: dict[str, Any] = {"tenant": tenant, "vendor": vendor, "since": _when(since), "count": 0}
+        if kind == DELIVERY_FAILING:
+            text = error_text(details.get("last_error"))
+            values |= {"error_sv": text.sv if text else "okänt", "error_en": text.en if text else "unknown"}
+        elif kind == SOURCE_FAILING:
             codes = [str(c) for c in details.get("reasons") or []]
-            kind_of_source = str(details.get("source_kind") or "")
-            swedish = [source_error_hint(kind_of_source, code) for code in codes]
-            english = [hint_for(kind_of_source, code) for code in codes]
-            fixes_sv = "\n".join(f"- {h.title}: {h.fix}" for h in swedish if h is not None)
-            fixes_en = "\n".join(f"- {h.title}: {h.fix}" for h in english if h is not None)
-            return (
-                f"skolsynk: inläsningen från {vendor} misslyckas",
-                f"Inläsningen från källan {vendor} för {tenant} har misslyckats sedan {_when(since)}. Inget tas bort "
-                "hos leverantörerna medan det pågår, men ändringar i källan når dem inte.\n"
-                + (f"Fel: {', '.join(codes)}\n" if codes else "")
-                + (f"Så rättar du det:\n{fixes_sv}\n" if fixes_sv else "")
-                + f"\n---\nReading the source {vendor} of {tenant} has been failing since {_when(since)}. Nothing is "
-                "removed at vendors meanwhile, but changes in the source do not reach them.\n"
-                + (f"Errors: {', '.join(codes)}\n" if codes else "")
-                + (f"How to fix it:\n{fixes_en}\n" if fixes_en else ""),
+            source_kind = str(details.get("source_kind") or "")
+            swedish = [h for h in (source_error_hint(source_kind, c) for c in codes) if h is not None]
+            english = [h for h in (hint_for(source_kind, c) for c in codes) if h is not None]
+            values |= {
+                "codes": ", ".join(codes) or "-",
+                "fixes_sv": "".join(f"- {h.title}: {h.fix}\n" for h in swedish),
+                "fixes_en": "".join(f"- {h.title}: {h.fix}\n" for h in english),
+            }
+        elif kind == DELETIONS_OVERDUE:
+            values["count"] = int(details.get("overdue") or 0)
+        elif kind == HOLDS_WAITING:
+            values["count"] = int(details.get("removals") or 0)
+        elif kind == GATE_OPEN:
+            values["review"] = (
+                "Testrapporten är granskad: prenumerationen kan gå live."
+                if details.get("reviewed")
+                else "Granska testrapporten; därefter kan prenumerationen gå live."
             )
-        if kind == DELETIONS_OVERDUE:
-            if recovered:
-                return (
-                    f"skolsynk: raderingarna hos {vendor} är kvitterade",
-                    f"Alla försenade raderingar för {tenant} hos {vendor} har nu kvitterats av leverantören.\n"
-                    f"\n---\nEvery overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
-                )
-            count = int(details.get("overdue") or 0)
-            return (
-                f"skolsynk: raderingar hos {vendor} är försenade",
-                f"{count} raderingar för {tenant} hos {vendor} har inte kvitterats inom tidsgränsen (sedan "
-                f"{_when(since)}). skolsynk försöker igen; se GDPR-sidan för underlaget till leverantören.\n"
-                f"\n---\n{count} deletions of {tenant} at {vendor} were not confirmed in time (since "
-                f"{_when(since)}). skolsynk keeps retrying; the GDPR page has the evidence for the vendor.\n",
-            )
-        if kind == GATE_OPEN:
-            return (
-                f"skolsynk: {vendor} kan gå live",
-                f"Testperioden för {tenant} hos {vendor} är slut ({_when(since)}). "
-                + (
-                    "Testrapporten är granskad: prenumerationen kan gå live."
-                    if details.get("reviewed")
-                    else "Granska testrapporten; därefter kan prenumerationen gå live."
-                )
-                + f"\n\n---\nThe test period of {tenant} at {vendor} is over ({_when(since)}). Review the test report "
-                "if not done yet; the subscription can then go live.\n",
-            )
-        if kind == HOLDS_WAITING:
-            if recovered:
-                return (
-                    f"skolsynk: spärren för {vendor} är beslutad",
-                    f"Spärrade raderingar för {tenant} hos {vendor} (sedan {_when(since)}) är beslutade.\n"
-                    f"\n---\nThe held deletions of {tenant} at {vendor} (since {_when(since)}) have been decided.\n",
-                )
-            removals = int(details.get("removals") or 0)
-            return (
-                f"skolsynk: raderingar hos {vendor} väntar på ditt beslut",
-                f"skolsynk har spärrat {removals} raderingar för {tenant} hos {vendor} sedan {_when(since)}: fler "
-                "personer än vanligt skulle tas bort på en gång. Inget raderas förrän någon har beslutat om "
-                "spärren i skolsynk (Spärrar).\n"
-                f"\n---\nskolsynk holds {removals} deletions of {tenant} at {vendor} since {_when(since)} (more "
-                "persons than usual would be removed at once). Nothing is deleted until someone decides in skolsynk.\n",
-            )
-        if recovered:
-            return (
-                f"skolsynk: leveranserna till {vendor} fungerar igen",
-                f"Leveranserna från {tenant} till {vendor} fungerar igen (de misslyckades från {_when(since)}). "
-                "Ändringarna som väntade har skickats.\n"
-                f"\n---\nDeliveries from {tenant} to {vendor} work again (they failed from {_when(since)}). "
-                "The changes that waited have been sent.\n",
-            )
-        text = error_text(details.get("last_error"))
-        return (
-            f"skolsynk: leveranserna till {vendor} misslyckas",
-            f"Leveranserna från {tenant} till {vendor} har misslyckats sedan {_when(since)}.\n"
-            f"Senaste felet: {text.sv if text else 'okänt'}\n"
-            "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
-            "Kontakta leverantören om felet består.\n"
-            f"\n---\nDeliveries from {tenant} to {vendor} have been failing since {_when(since)}.\n"
-            f"Last error: {text.en if text else 'unknown'}\n"
-            "The changes wait and are sent as soon as the vendor answers; nothing is lost.\n",
-        )
+        template = MESSAGES[(kind, recovered)]
+        return template.subject.format(**values), (template.sv + "\n---\n" + template.en).format(**values)
 
     async def _mail(
         self, kind: str, tenant_id: str, vendor_id: str, since: datetime, details: dict[str, Any], *, recovered: bool
