@@ -248,16 +248,35 @@ def _vendor_credentials(vendor_id: str, entry: dict[str, Any]) -> tuple[list[Any
     return env, mounts, volumes
 
 
-def dispatcher_manifests(vendor_id: str, entry: dict[str, Any] | None = None) -> list[Manifest]:
-    """The Deployment, PodDisruptionBudget and KEDA ScaledObject of one vendor's dispatcher."""
-    credentials_env, credentials_mounts, credentials_volumes = _vendor_credentials(vendor_id, entry or {})
-    name = f"dispatcher-{vendor_id}"
+#: The dispatcher that serves every vendor of the catalogue in the store (SKOLSYNK_VENDOR_ID unset): a vendor
+#: an operator adds in the admin is delivered to by it, without a new Deployment.
+SHARED_DISPATCHER = "dispatcher-shared"
+
+
+def dispatcher_manifests(vendor_id: str | None, entry: dict[str, Any] | None = None) -> list[Manifest]:
+    """The Deployment, PodDisruptionBudget and KEDA ScaledObject of one vendor's dispatcher; for
+    ``vendor_id=None`` the Deployment and budget of the shared one (every vendor; each has its own queue, so
+    no single queue to scale it on: its replicas are set by hand)."""
+    credentials_env, credentials_mounts, credentials_volumes = (
+        _vendor_credentials(vendor_id, entry or {}) if vendor_id is not None else ([], [], [])
+    )
+    name = f"dispatcher-{vendor_id}" if vendor_id is not None else SHARED_DISPATCHER
     labels = {
         "app.kubernetes.io/name": name,
         "app.kubernetes.io/component": "dispatcher",
         "app.kubernetes.io/part-of": "skolsynk",
-        "skolsynk/vendor": vendor_id,
+        **({"skolsynk/vendor": vendor_id} if vendor_id is not None else {}),
     }
+    which = (
+        [{"name": "SKOLSYNK_VENDOR_ID", "value": vendor_id}]
+        if vendor_id is not None
+        else [
+            {
+                "name": "SKOLSYNK_ADMIN_SECRETS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "skolsynk-sources-key", "key": "secrets-key", "optional": True}},
+            }
+        ]
+    )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -299,7 +318,7 @@ def dispatcher_manifests(vendor_id: str, entry: dict[str, Any] | None = None) ->
                             "envFrom": [{"configMapRef": {"name": "skolsynk-config"}}],
                             "env": [
                                 {"name": "SKOLSYNK_HEALTH_PORT", "value": "8081"},
-                                {"name": "SKOLSYNK_VENDOR_ID", "value": vendor_id},
+                                *which,
                                 *credentials_env,
                                 *_connection_env(),
                             ],
@@ -351,7 +370,7 @@ def dispatcher_manifests(vendor_id: str, entry: dict[str, Any] | None = None) ->
             ],
         },
     }
-    return [deployment, budget, scaled]
+    return [deployment, budget] if vendor_id is None else [deployment, budget, scaled]
 
 
 def _connection_env() -> list[dict[str, Any]]:
@@ -409,10 +428,14 @@ def derived_files() -> dict[Path, str]:
         )
         for vendor, entry in vendors().items()
     }
-    names = [f"dispatcher-{vendor}.yaml" for vendor in vendor_ids()]
+    files[BASE / "dispatchers" / f"{SHARED_DISPATCHER}.yaml"] = dump(
+        dispatcher_manifests(None), header=HEADER.format(source="tools/k8s.py (the shared dispatcher)")
+    )
+    names = [f"dispatcher-{vendor}.yaml" for vendor in vendor_ids()] + [f"{SHARED_DISPATCHER}.yaml"]
     files[BASE / "dispatchers" / "kustomization.yaml"] = dump(
         [{"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": names}],
-        header=HEADER.format(source="deploy/vendors") + "# One dispatcher per vendor of the catalogue.\n",
+        header=HEADER.format(source="deploy/vendors")
+        + "# One dispatcher per vendor of the catalogue files, and one for every vendor in the store.\n",
     )
     files[BASE / "prometheusrule.yaml"] = dump(
         [prometheus_rule()], header=HEADER.format(source="deploy/prometheus/rules/*.yml")

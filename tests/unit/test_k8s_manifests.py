@@ -78,8 +78,12 @@ def test_cross_references_resolve(rendered: list[dict[str, Any]]) -> None:
 
 def test_every_service_and_every_vendor_has_its_deployment(rendered: list[dict[str, Any]]) -> None:
     deployments = by_kind(rendered, "Deployment")
-    expected = set(SERVICES) | {f"dispatcher-{v}" for v in k8s.vendor_ids()}
+    expected = set(SERVICES) | {f"dispatcher-{v}" for v in k8s.vendor_ids()} | {k8s.SHARED_DISPATCHER}
     assert set(deployments) == expected
+    # The shared dispatcher serves every vendor of the catalogue in the store (issue 18).
+    (shared,) = deployments[k8s.SHARED_DISPATCHER]["spec"]["template"]["spec"]["containers"]
+    assert shared["args"] == ["skolsynk_services.dispatcher"]
+    assert "SKOLSYNK_VENDOR_ID" not in {e["name"] for e in shared["env"]}
     for name, module in SERVICES.items():
         (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
         assert container["args"] == [f"skolsynk_services.{module}"]
