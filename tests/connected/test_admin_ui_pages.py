@@ -719,6 +719,23 @@ async def test_an_operator_keeps_the_vendor_catalogue_in_the_ui(ui: Ui) -> None:
     stored = await ui.service.vendor_store.get("ny-leverantor")
     assert stored is not None
     assert (stored.entry.display_name, stored.version) == ("Omdöpt AB", 2)
+    # An organiser's own API key at the vendor: set (never shown again), refused when too short, removed.
+    secret_key = "organiser-key-" + "k" * 20
+    form = {"tenant_id": TENANT, "api_key": secret_key}
+    response = await ui.post("/ui/catalogue/ny-leverantor/credentials", form)
+    assert response.status == 303
+    assert [c["tenant_id"] for c in await ui.service.credentials.listed("ny-leverantor")] == [TENANT]
+    status, html = await ui.get("/ui/catalogue/ny-leverantor")
+    assert f"Ta bort nyckeln för {TENANT}" in html
+    assert secret_key not in html
+    check_page("catalogue edit with keys", html)
+    response = await ui.post("/ui/catalogue/ny-leverantor/credentials", {"tenant_id": OTHER, "api_key": "kort"})
+    assert response.status == 303
+    assert [c["tenant_id"] for c in await ui.service.credentials.listed("ny-leverantor")] == [TENANT]
+    response = await ui.post(f"/ui/catalogue/ny-leverantor/credentials/{TENANT}/delete", {})
+    assert response.status == 303
+    assert await ui.service.credentials.listed("ny-leverantor") == []
+
     response = await ui.post("/ui/catalogue/ny-leverantor/retire", {})
     assert response.status == 303
     stored = await ui.service.vendor_store.get("ny-leverantor")

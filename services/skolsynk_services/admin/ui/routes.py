@@ -46,6 +46,8 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     route("/catalogue", "catalogue", get=catalogue.catalogue, post=catalogue.catalogue_save)
     route("/catalogue/{vendor}", "catalogue_edit", get=catalogue.catalogue_edit)
     route("/catalogue/{vendor}/retire", "catalogue_retire", post=catalogue.catalogue_retire)
+    route("/catalogue/{vendor}/credentials", "credential_save", post=catalogue.credential_save)
+    route("/catalogue/{vendor}/credentials/{tenant}/delete", "credential_delete", post=catalogue.credential_delete)
     route(tenant + "/", "overview", get=overview.overview)
     route(tenant + "/contacts", "contacts", post=overview.contacts_save)
     route(tenant + "/sources", "sources", get=sources.sources)

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from skolsynk.catalogue import VendorCatalogueEntry
+from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Problem
 from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, url
 from skolsynk_services.admin.ui.texts import swedish
@@ -29,9 +30,12 @@ def _yaml(entry: dict[str, Any]) -> str:
 
 async def _page(request: web.Request, *, status: int = 200, text: str = "", error: str | None = None,
                 problems: list[str] | None = None, editing: str | None = None) -> web.Response:  # fmt: skip
-    vendors = await service_of(request).catalogue_vendors(principal_of(request))
+    service, principal = service_of(request), principal_of(request)
+    vendors = await service.catalogue_vendors(principal)
+    credentials = await service.vendor_credentials(principal, editing) if editing else []
+    tenants = await service.list_tenants(principal) if editing else []
     return render(request, "catalogue.html", status=status, vendors=vendors, text=text, error=error,
-                  problems=problems or [], editing=editing)  # fmt: skip
+                  problems=problems or [], editing=editing, credentials=credentials, tenants=tenants)  # fmt: skip
 
 
 async def catalogue(request: web.Request) -> web.StreamResponse:
@@ -76,4 +80,31 @@ async def catalogue_retire(request: web.Request) -> web.StreamResponse:
         url(request, "catalogue"),
         f"Leverantören {vendor.entry.get('display_name', vendor.vendor_id)} är avvecklad: ingen dispatcher levererar "
         "till den längre. Prenumerationer, leveranslogg och raderingskvitton finns kvar.",
+    )
+
+
+async def credential_save(request: web.Request) -> web.StreamResponse:
+    """An organiser's own API key at the vendor (write-only): set or rotated."""
+    vendor_id = request.match_info["vendor"]
+    form = await request.post()
+    tenant_id, api_key = str(form.get("tenant_id", "")).strip(), str(form.get("api_key", "")).strip()
+    back = url(request, "catalogue_edit", vendor=vendor_id) + "#nycklar"
+    try:
+        body = models.VendorCredentialIn.model_validate({"api_key": api_key})
+    except ValidationError:
+        return see_other(request, back, "En API-nyckel har 16 till 512 tecken.", error=True)
+    try:
+        await service_of(request).put_vendor_credential(principal_of(request), vendor_id, tenant_id, body)
+    except Problem as problem:
+        return see_other(request, back, swedish(problem), error=True)
+    return see_other(request, back, f"Nyckeln för {tenant_id} är sparad. Dispatchern använder den inom några sekunder.")
+
+
+async def credential_delete(request: web.Request) -> web.StreamResponse:
+    vendor_id, tenant_id = request.match_info["vendor"], request.match_info["tenant"]
+    await service_of(request).delete_vendor_credential(principal_of(request), vendor_id, tenant_id)
+    return see_other(
+        request,
+        url(request, "catalogue_edit", vendor=vendor_id) + "#nycklar",
+        f"{tenant_id} använder nu leverantörens gemensamma nyckel igen.",
     )
