@@ -7,6 +7,8 @@ the Mongo wire server."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import uuid
@@ -22,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from skolsynk.cli import CliSettings, execute, parser
@@ -328,7 +331,7 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     status, contacts = await stack.call(
         "PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["it@kommun-a.example"]}
     )
-    assert (status, contacts) == (200, {"notify_emails": ["it@kommun-a.example"]})
+    assert (status, contacts["notify_emails"], contacts["webhook_url"]) == (200, ["it@kommun-a.example"], None)
     status, _ = await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["inte en adress"]})
     assert status == 422
     notifier: Notifier = stack.admin.extensions["notifier"]
@@ -431,12 +434,30 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
 async def test_a_hold_waiting_for_a_decision_is_told_once_and_its_decision_once(
     stack: Stack, tmp_path: Path, inbox: tuple[Inbox, int]
 ) -> None:
+    """By e-mail, and by a signed webhook POST the organiser can verify with the secret it got once."""
     server, smtp_port = inbox
+    posts: list[tuple[dict[str, str], bytes]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        posts.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    hook = web.Application()
+    hook.router.add_post("/hook", receive)
+    runner = web.AppRunner(hook)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    webhook = {"notify_emails": ["it@kommun-a.example"], "webhook_url": f"http://127.0.0.1:{hook_port}/hook"}
+    status, contacts = await stack.call("PUT", f"/tenants/{TENANT}/contacts", webhook)
+    assert status == 200, contacts
+    secret = contacts["webhook_secret"]
+    assert secret
+    status, again = await stack.call("GET", f"/tenants/{TENANT}/contacts")
+    assert (again["webhook_url"], again["webhook_secret"]) == (webhook["webhook_url"], None)  # shown once
     status, _ = await stack.call(
         "PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, stack.vendor.base_url)
     )
-    assert status == 200
-    status, _ = await stack.call("PUT", f"/tenants/{TENANT}/contacts", {"notify_emails": ["it@kommun-a.example"]})
     assert status == 200
     notifier: Notifier = stack.admin.extensions["notifier"]
     notifier.mailer = Mailer(host="127.0.0.1", port=smtp_port, sender="skolsynk@drift.example", starttls=False)
@@ -463,6 +484,17 @@ async def test_a_hold_waiting_for_a_decision_is_told_once_and_its_decision_once(
     await notifier.check()
     await notifier.check()
     assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: spärren för nyleverantor (demo) är beslutad"]
+    assert len(posts) == 2
+    for headers, body in posts:
+        expected = hmac.new(
+            secret.encode(), headers["X-Skolsynk-Timestamp"].encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
+        assert headers["X-Skolsynk-Signature"] == f"sha256={expected}"
+    assert [(json.loads(b)["kind"], json.loads(b)["resolved"]) for _, b in posts] == [
+        ("holds_waiting", False),
+        ("holds_waiting", True),
+    ]
+    await runner.cleanup()
 
 
 async def test_a_source_failing_past_the_threshold_is_told_once_and_its_recovery_once(

@@ -148,6 +148,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         public_url=settings.admin_public_url,
         clock=clock,
         promotion_hours=settings.admin_promotion_hours,
+        box=SecretBox(key),
     )
     app.extensions["notifier"] = notifier
     app.add_indexes(notification_store.INDEXES)

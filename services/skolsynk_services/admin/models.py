@@ -56,9 +56,30 @@ class ContactsIn(Body):
                 raise ValueError("each address must be an e-mail address")
         return list(dict.fromkeys(cleaned))
 
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Also POST each notification, signed, to this HTTPS address (None: no webhook). A new "
+        "address gets a new signing secret, shown once in the answer.",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        loopback = re.match(r"^http://(127\.0\.0\.1|localhost)(:\d+)?/", value)
+        if not value.startswith("https://") and not loopback:
+            raise ValueError("the webhook must be an https:// address")
+        return value
+
 
 class Contacts(BaseModel):
     notify_emails: list[str]
+    webhook_url: str | None = None
+    #: Only in the answer that set a new webhook address: the secret its notifications are signed with.
+    webhook_secret: str | None = None
 
 
 class Notification(BaseModel):

@@ -14,12 +14,17 @@ the organiser, the vendor, since when, and the error in Swedish and English.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import aiohttp
 import aiosmtplib
 
 from skolsynk.domain.delivery_errors import error_text
@@ -167,12 +172,14 @@ class Notifier:
         public_url: str | None,
         clock: Callable[[], datetime],
         promotion_hours: float = 24.0,
+        box: SecretBox | None = None,
     ) -> None:
         self.health = DeliveryHealth(db)
         self.log = NotificationLog(db)
         self.tenants = TenantStore(db)
         self.holds = HoldStore(db)
         self.runs = SourceRuns(db)
+        self.box = box or SecretBox(None)
         self.erasures = ErasureLedger(db)
         self.subscriptions = SubscriptionStore(db)
         self.lifecycle = LifecycleStore(db)
@@ -307,8 +314,10 @@ class Notifier:
     async def _mail(
         self, kind: str, tenant_id: str, vendor_id: str, since: datetime, details: dict[str, Any], *, recovered: bool
     ) -> tuple[int, str | None]:
-        """Mail the organiser's contacts; (how many, the failure's type name or None)."""
+        """Mail the organiser's contacts (and post to its webhook); (how many mails, the failure's type name
+        or None)."""
         tenant = await self.tenants.get(tenant_id) or {}
+        await self._post(tenant, kind, vendor_id, since, recovered)
         contacts = [str(a) for a in tenant.get("notify_emails") or []]
         if self.mailer is None or not contacts:
             return 0, None
@@ -338,6 +347,46 @@ class Notifier:
             return 0, type(error).__name__
         log.info("notification_sent", tenant_id=tenant_id, kind=kind, vendor_id=vendor_id, recovered=recovered)
         return len(contacts), None
+
+    async def _post(self, tenant: dict[str, Any], kind: str, subject: str, since: datetime, resolved: bool) -> None:
+        """POST the notification to the organiser's webhook, if it has one: JSON (kind, subject, tenant, since,
+        resolved), signed: ``X-Skolsynk-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`` with
+        ``X-Skolsynk-Timestamp`` (epoch seconds), so the receiver can check it and refuse replays. Failures are
+        logged; the e-mail goes regardless."""
+        url, sealed = tenant.get("notify_webhook_url"), tenant.get("notify_webhook_secret")
+        if not url or not sealed:
+            return
+        try:
+            secret = self.box.open(str(sealed))["webhook_secret"]
+        except (ValueError, KeyError):
+            log.warning("notification_webhook_secret_unavailable", tenant_id=str(tenant.get("_id")))
+            return
+        body = json.dumps(
+            {
+                "kind": kind,
+                "subject": subject,
+                "tenant_id": str(tenant.get("_id")),
+                "since": since.isoformat(),
+                "resolved": resolved,
+            },
+            sort_keys=True,
+        ).encode()
+        timestamp = str(int(time.time()))
+        signature = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Skolsynk-Timestamp": timestamp,
+            "X-Skolsynk-Signature": f"sha256={signature}",
+        }
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(str(url), data=body, headers=headers) as response,
+            ):
+                ok = response.status < 300
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        log.log(20 if ok else 30, "notification_webhook_posted", tenant_id=str(tenant.get("_id")), kind=kind, ok=ok)
 
     async def run_forever(self, interval_seconds: float) -> None:
         while True:

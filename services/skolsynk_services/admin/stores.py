@@ -54,6 +54,12 @@ class TenantStore:
         """Who is told when the organiser's deliveries fail and recover (admin.notify)."""
         await self.collection.update_one({"_id": tenant_id}, {"$set": {"notify_emails": emails}})
 
+    async def set_webhook(self, tenant_id: str, url: str | None, sealed_secret: str | None) -> None:
+        """Where notifications are also posted, signed with the (sealed) secret; None: nowhere."""
+        await self.collection.update_one(
+            {"_id": tenant_id}, {"$set": {"notify_webhook_url": url, "notify_webhook_secret": sealed_secret}}
+        )
+
     async def list(self, only: str | None = None) -> list[Document]:
         criteria = {} if only is None else {"_id": only}
         return await self.collection.find(criteria).sort("_id", 1).to_list(None)

@@ -107,6 +107,7 @@ class AdminCore:
         self.delivery_health = DeliveryHealth(db)
         self.notification_log = NotificationLog(db)
         self.credentials = VendorCredentials(db, secrets)
+        self.secret_box = secrets
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
         principal.require_tenant(tenant_id)

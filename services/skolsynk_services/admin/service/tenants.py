@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+
 from skolsynk.storage import Document
+from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal, Role
-from skolsynk_services.admin.problems import Conflict, NotFound
+from skolsynk_services.admin.problems import Conflict, NotFound, Unavailable
 from skolsynk_services.admin.service.core import AdminCore
 
 
@@ -47,7 +50,10 @@ class TenantAdmin(AdminCore):
 
     async def get_contacts(self, principal: Principal, tenant_id: str) -> models.Contacts:
         tenant = await self._tenant(principal, tenant_id)
-        return models.Contacts(notify_emails=[str(a) for a in tenant.get("notify_emails") or []])
+        return models.Contacts(
+            notify_emails=[str(a) for a in tenant.get("notify_emails") or []],
+            webhook_url=tenant.get("notify_webhook_url"),
+        )
 
     async def set_contacts(self, principal: Principal, tenant_id: str, body: models.ContactsIn) -> models.Contacts:
         tenant = await self._tenant(principal, tenant_id)
@@ -63,7 +69,19 @@ class TenantAdmin(AdminCore):
                 before={"count": len(before)},
                 after={"count": len(body.notify_emails)},
             )
-        return models.Contacts(notify_emails=body.notify_emails)
+        secret: str | None = None
+        if "webhook_url" in body.model_fields_set and body.webhook_url != tenant.get("notify_webhook_url"):
+            sealed: str | None = None
+            if body.webhook_url is not None:
+                secret = secrets.token_urlsafe(32)
+                try:
+                    sealed = self.secret_box.seal({"webhook_secret": secret})
+                except SecretsUnavailable as error:
+                    raise Unavailable(str(error)) from None
+            await self.tenants.set_webhook(tenant_id, body.webhook_url, sealed)
+            await self._audit(principal, tenant_id, "contacts.webhook", tenant_id, after={"set": secret is not None})
+        current = await self.get_contacts(principal, tenant_id)
+        return current.model_copy(update={"webhook_secret": secret})
 
     async def notifications(self, principal: Principal, tenant_id: str) -> list[models.Notification]:
         await self._tenant(principal, tenant_id)
