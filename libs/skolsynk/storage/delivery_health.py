@@ -30,6 +30,12 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def retrying_seconds(doc: Document, *, now: datetime) -> float:
+    """How long the pair has been retrying; 0 while it is ok."""
+    since = _aware(doc.get("since")) if doc.get("state") == "retrying" else None
+    return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
+
+
 def state_of(doc: Document | None, *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER) -> State:
     """``unknown`` (nothing delivered yet), ``ok``, ``retrying`` or, retrying longer than ``failing_after``,
     ``failing``."""
@@ -37,8 +43,7 @@ def state_of(doc: Document | None, *, now: datetime, failing_after: timedelta = 
         return "unknown"
     if doc.get("state") != "retrying":
         return "ok"
-    since = _aware(doc.get("since"))
-    return "failing" if since is not None and now - since >= failing_after else "retrying"
+    return "failing" if retrying_seconds(doc, now=now) >= failing_after.total_seconds() else "retrying"
 
 
 class DeliveryHealth:
@@ -83,6 +88,9 @@ class DeliveryHealth:
     async def for_tenant(self, tenant_id: str) -> dict[str, Document]:
         """The tenant's pairs, by vendor."""
         return {str(doc["vendor_id"]): doc async for doc in self.collection.find({"tenant_id": tenant_id})}
+
+    async def of_vendors(self, vendor_ids: builtins.list[str]) -> builtins.list[Document]:
+        return [doc async for doc in self.collection.find({"vendor_id": {"$in": vendor_ids}})]
 
     async def all(self) -> builtins.list[Document]:
         return [doc async for doc in self.collection.find({}).sort("_id", 1)]

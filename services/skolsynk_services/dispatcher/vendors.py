@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.logging import get_logger
 from skolsynk.messaging import BatchConsumer
-from skolsynk.messaging.topology import Topology, declare_topology, skolsynk_topology
+from skolsynk.messaging.topology import Topology, declare_topology, topology_for
 from skolsynk.service import ServiceApp
 from skolsynk.storage import deliveries as ledger
-from skolsynk.storage.delivery_health import DeliveryHealth
+from skolsynk.storage.delivery_health import DeliveryHealth, retrying_seconds
 from skolsynk.storage.sources import SecretBox
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_credentials import VendorCredentials
@@ -51,16 +51,9 @@ class VendorNotServable(RuntimeError):
 
 
 def vendor_topology(app: ServiceApp, vendor_id: str) -> Topology:
-    """The system's exchanges with the vendor's work queue (and its DLQ and retry queues)."""
-    broker = app.settings.broker
-    ttl = round(broker.dlq_retention_days * 24 * 3600 * 1000)
-    spec = skolsynk_topology(
-        broker.namespace,
-        delivery_limit=broker.delivery_limit,
-        retry_delays_seconds=broker.retry_delays_seconds,
-        vendor_ids=[vendor_id],
-        dead_letter_ttl_ms=ttl or None,
-    ).queue(app.queue_name(SERVICE, vendor_id))
+    """The system's exchanges with the vendor's work queue (and its DLQ and retry queues), with the queue
+    arguments of the broker settings, as every process declares it."""
+    spec = topology_for(app.settings.broker, vendor_ids=[vendor_id]).queue(app.queue_name(SERVICE, vendor_id))
     return Topology(app.topology.namespace, dict(app.topology.exchanges), (spec,))
 
 
@@ -300,11 +293,9 @@ class VendorPool:
     async def refresh_health(self) -> None:
         """The delivery-health gauge of every (tenant, served vendor) pair, from the store."""
         now = datetime.now(UTC)
-        cursor = self.health.collection.find({"vendor_id": {"$in": sorted(self.workers)}})
-        async for doc in cursor:
-            since = doc.get("since") if doc.get("state") == "retrying" else None
-            seconds = (now - (since if since.tzinfo else since.replace(tzinfo=UTC))).total_seconds() if since else 0.0
-            self.metrics.delivery_retrying_seconds.labels(doc["tenant_id"], doc["vendor_id"]).set(max(seconds, 0.0))
+        for doc in await self.health.of_vendors(sorted(self.workers)):
+            seconds = retrying_seconds(doc, now=now)
+            self.metrics.delivery_retrying_seconds.labels(doc["tenant_id"], doc["vendor_id"]).set(seconds)
 
     async def run_forever(self) -> None:
         while True:
@@ -323,7 +314,6 @@ class VendorPool:
         return not self.consuming or all([await w.consumer.ready() for w in self.workers.values()])
 
     async def stop(self) -> None:
+        """Stop every worker at once: they drain within one budget, not one budget each."""
         async with self._lock:
-            for vendor_id in list(self.workers):
-                with contextlib.suppress(Exception):
-                    await self._retire(vendor_id)
+            await asyncio.gather(*(self._retire(v) for v in list(self.workers)), return_exceptions=True)
