@@ -7,6 +7,7 @@ the Mongo wire server."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
@@ -34,7 +35,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.storage.vendors import VendorStore
+from skolsynk.storage.vendors import VendorStore, seed_catalogue
 from skolsynk_services.admin.app import AdminSettings
 from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Role
@@ -249,6 +250,12 @@ async def test_the_import_command_fills_the_store_and_never_revives_a_retired_ve
         out, err = io.StringIO(), io.StringIO()
         code = await execute(parser().parse_args(list(argv)), cli, out=out, err=err)
         return code, out.getvalue() + err.getvalue()
+
+    # Services seeding from their folder at the same start race: the first one creates, nobody fails.
+    seeded = await asyncio.gather(*(seed_catalogue(VendorStore(db), folder) for _ in range(4)), return_exceptions=True)
+    assert not [r for r in seeded if isinstance(r, BaseException)]
+    assert sorted(v for r in seeded if isinstance(r, list) for v in r) == ["queuevendor", "scimvendor"]
+    await db["vendors"].delete_many({})
 
     code, text = await run("vendors", "import", str(folder), "--dry-run")
     assert code == 0

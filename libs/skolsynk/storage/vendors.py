@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from skolsynk.catalogue import VendorCatalogueEntry, load_catalogue
 from skolsynk.logging import get_logger
@@ -97,18 +98,12 @@ class VendorStore:
         data = entry.model_dump(mode="json")
         current = await self.collection.find_one({"_id": entry.vendor_id})
         if current is None:
-            await self.collection.insert_one(
-                {
-                    "_id": entry.vendor_id,
-                    "entry": data,
-                    "version": 1,
-                    "retired_at": None,
-                    "updated_at": now,
-                    "updated_by": by,
-                    "created_at": now,
-                }
-            )
-            return "created"
+            try:
+                await self.collection.insert_one(self._new(entry, by, now))
+                return "created"
+            except DuplicateKeyError:  # another process created it meanwhile: update it as it is now
+                current = await self.collection.find_one({"_id": entry.vendor_id})
+                assert current is not None
         retired = current.get("retired_at") is not None
         if current.get("entry") == data and (not retired or not revive):
             return "retired" if retired else "unchanged"
@@ -117,6 +112,18 @@ class VendorStore:
             changes["retired_at"] = None
         await self.collection.update_one({"_id": entry.vendor_id}, {"$set": changes, "$inc": {"version": 1}})
         return "retired" if retired and not revive else "updated"
+
+    @staticmethod
+    def _new(entry: VendorCatalogueEntry, by: str, now: datetime) -> Document:
+        return {
+            "_id": entry.vendor_id,
+            "entry": entry.model_dump(mode="json"),
+            "version": 1,
+            "retired_at": None,
+            "updated_at": now,
+            "updated_by": by,
+            "created_at": now,
+        }
 
     async def retire(self, vendor_id: str, *, by: str) -> bool:
         """Retire a vendor (no dispatcher serves it any more); False when there is none or it is retired."""
@@ -134,8 +141,13 @@ class VendorStore:
         other (a service seeding the store from its folder at start)."""
         outcomes: dict[str, Outcome] = {}
         for entry in entries:
-            if create_only and await self.collection.find_one({"_id": entry.vendor_id}, {"_id": 1}):
-                outcomes[entry.vendor_id] = "unchanged"
+            if create_only:
+                # Insert or nothing: services seeding at the same start race here, and the first one wins.
+                try:
+                    await self.collection.insert_one(self._new(entry, by, utcnow()))
+                    outcomes[entry.vendor_id] = "created"
+                except DuplicateKeyError:
+                    outcomes[entry.vendor_id] = "unchanged"
                 continue
             outcomes[entry.vendor_id] = await self.put(entry, by=by, revive=False)
         return outcomes
