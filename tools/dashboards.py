@@ -432,6 +432,29 @@ def vendors() -> Any:
             12,
             8,
         ),
+        lay.place(
+            timeseries(
+                "Pending changes by tenant and vendor",
+                (f"max by (tenant, vendor) (skolsynk_delivery_pending_changes{{{sel}}})", "{{tenant}} {{vendor}}"),
+                description="Changes queued for the vendor and not yet done with (docs/dispatcher.md, What waits).",
+            ),
+            12,
+            8,
+        ),
+        lay.place(
+            timeseries(
+                "Oldest pending change's age",
+                (
+                    f"max by (tenant, vendor) (skolsynk_delivery_oldest_pending_seconds{{{sel}}})",
+                    "{{tenant}} {{vendor}}",
+                ),
+                unit="s",
+                description="How long the oldest change pending for the vendor has waited (alert: "
+                "SkolsynkDeliveryBacklogOld past two hours while the vendor answers).",
+            ),
+            12,
+            8,
+        ),
         lay.row("The vendor's server (EGIL SCIM)"),
         lay.place(
             timeseries(

@@ -33,6 +33,7 @@ from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import VendorStore, seed_catalogue
@@ -349,8 +350,13 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     async def state_is(expected: str) -> bool:
         return (await health())["state"] == expected
 
+    async def pending_is(expected: int) -> bool:
+        return int((await health())["pending"]) == expected
+
     await wait_for(lambda: state_is("ok"), what="the pair to be ok")
     assert (await health())["last_success_at"] is not None
+
+    await wait_for(lambda: pending_is(0), what="nothing pending once everything is at the vendor")
 
     stack.vendor.faults.error_rate(1.0, status=503)  # the vendor's server fails every request
     renamed = [
@@ -361,6 +367,12 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     await wait_for(lambda: state_is("retrying"), timeout=60, what="the pair to be retrying")
     failing = await health()
     assert failing["last_error"] == "http_503"
+    # The renamed student waits (and whatever else the rename changed): counted, with when it was queued.
+    assert failing["pending"] >= 1
+    assert failing["oldest_pending_at"] is not None
+    assert not failing["oldest_pending_at_least"]
+    waiting_since = datetime.fromisoformat(failing["oldest_pending_at"])
+    assert timedelta(0) <= datetime.now(UTC) - waiting_since < timedelta(minutes=2)
     assert failing["last_error_sv"] == "Leverantörens server svarade med ett fel (503)."
     assert failing["last_error_en"] == "The vendor's server answered with an error (503)."
     await wait_for(lambda: state_is("failing"), timeout=30, what="retrying past the threshold: failing")
@@ -384,6 +396,15 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     assert [(r["tenant_id"], r["vendor_id"], r["state"], r["last_error"]) for r in rows] == [
         (TENANT, VENDOR, "failing", "http_503")
     ]
+    assert rows[0]["pending"] == failing["pending"]
+    assert rows[0]["oldest_pending_at"] is not None
+    assert await stack.pool.refresh_backlog() == 0  # busy (retrying): the counts are not levelled
+    samples = {
+        name: stack.dispatcher.metrics.registry.get_sample_value(name, {"tenant": TENANT, "vendor": VENDOR})
+        for name in ("skolsynk_delivery_pending_changes", "skolsynk_delivery_oldest_pending_seconds")
+    }
+    assert samples["skolsynk_delivery_pending_changes"] == failing["pending"]
+    assert (samples["skolsynk_delivery_oldest_pending_seconds"] or 0) > 0
 
     # The vendor's last drift check, as it concerns this organiser, is there too.
     await stack.dispatcher.db["drift_reports"].insert_one(
@@ -411,14 +432,23 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
         assert "Leverantörens server svarade med ett fel (503)." in page
         assert "The vendor&#39;s server answered with an error (503)." in page
         assert "2 saknades hos leverantören" in page
+        assert "väntar på att nå nyleverantor (demo)" in page
         async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
             overview = await response.text()
         assert "Misslyckas" in overview
+        assert "äldsta från" in overview  # the pending changes of the pair
         assert "Leveranserna till nyleverantor (demo) misslyckas" in overview  # the notification, listed
         assert "till 1 mottagare" in overview
 
     stack.vendor.faults.error_rate(0)  # back: the retried change goes through
     await wait_for(lambda: state_is("ok"), timeout=90, what="the pair to be ok again")
+    await wait_for(lambda: pending_is(0), what="nothing pending once the retried changes are through")
+    # Counts that drifted (a crash between a delivery and its count) are levelled while the vendor is idle.
+    await DeliveryBacklog(stack.normaliser.db).queued(VENDOR, TENANT, 3, at=datetime.now(UTC), session=None)
+    await wait_for(lambda: pending_is(0), what="the drifted counts levelled")
+    settled = await stack.dispatcher.db["delivery_backlog"].find_one({"_id": f"{VENDOR}:{TENANT}:settled"})
+    assert settled is not None
+    assert settled["leveled_at"] is not None
     await notifier.check()
     await notifier.check()
     assert [m["Subject"] for m in mails][1:] == ["skolsynk: leveranserna till nyleverantor (demo) fungerar igen"]

@@ -359,7 +359,7 @@ class Operator:
         output.table(("vendor", *statuses), [tuple(row.values()) for row in vendor_rows], out=self.out)
         self.out.write("\nDelivery health (each tenant and vendor; failing: retrying past the threshold)\n")
         output.table(
-            ("tenant", "vendor", "state", "since", "last error", "last success"),
+            ("tenant", "vendor", "state", "since", "last error", "last success", "pending", "oldest pending"),
             [
                 (
                     h.tenant_id,
@@ -368,6 +368,10 @@ class Operator:
                     output.age(h.since, now=now) + " ago" if h.since else None,
                     f"{h.last_error} ({output.age(h.last_error_at, now=now)} ago)" if h.last_error else None,
                     output.age(h.last_success_at, now=now) + " ago" if h.last_success_at else None,
+                    h.pending,
+                    (">" if h.oldest_pending_at_least else "") + output.age(h.oldest_pending_at, now=now) + " ago"
+                    if h.oldest_pending_at
+                    else None,
                 )
                 for h in health
             ],

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from skolsynk.storage import Database, Document, deliveries
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DEFAULT_FAILING_AFTER, DeliveryHealth, state_of
 from skolsynk.storage.erasures import ErasureLedger
 from skolsynk.storage.holds import HoldStore
@@ -94,23 +95,43 @@ class PairHealth:
     last_error: str | None
     last_error_at: datetime | None
     last_success_at: datetime | None
+    #: Changes queued for the vendor and not yet done with; when the oldest was queued (or before).
+    pending: int = 0
+    oldest_pending_at: datetime | None = None
+    oldest_pending_at_least: bool = False
 
 
 async def delivery_health(
     db: Database, tenant_id: str | None, *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER
 ) -> list[PairHealth]:
-    """Each (tenant, vendor) pair's delivery state (``ok``, ``retrying``, ``failing`` past ``failing_after``)."""
-    rows = [
-        PairHealth(
-            str(doc["tenant_id"]),
-            str(doc["vendor_id"]),
-            state_of(doc, now=now, failing_after=failing_after),
-            doc.get("since"),
-            doc.get("last_error"),
-            doc.get("last_error_at"),
-            doc.get("last_success_at"),
-        )
+    """Each (tenant, vendor) pair's delivery state (``ok``, ``retrying``, ``failing`` past ``failing_after``)
+    and backlog (``delivery_backlog``)."""
+    docs = {
+        (str(doc["tenant_id"]), str(doc["vendor_id"])): doc
         for doc in await DeliveryHealth(db).all()
         if tenant_id is None or doc.get("tenant_id") == tenant_id
-    ]
+    }
+    backlogs = {
+        (b.tenant_id, b.vendor_id): b
+        for b in await DeliveryBacklog(db).all()
+        if tenant_id is None or b.tenant_id == tenant_id
+    }
+    rows = []
+    for key in sorted(docs.keys() | backlogs.keys()):
+        doc, backlog = docs.get(key), backlogs.get(key)
+        pending = backlog.pending if backlog is not None else 0
+        rows.append(
+            PairHealth(
+                key[0],
+                key[1],
+                state_of(doc, now=now, failing_after=failing_after),
+                doc.get("since") if doc else None,
+                doc.get("last_error") if doc else None,
+                doc.get("last_error_at") if doc else None,
+                doc.get("last_success_at") if doc else None,
+                pending,
+                backlog.oldest_queued_at if backlog is not None and pending else None,
+                bool(backlog is not None and pending and backlog.oldest_at_least),
+            )
+        )
     return sorted(rows, key=lambda r: (r.tenant_id, r.vendor_id))

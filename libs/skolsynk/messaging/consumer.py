@@ -501,6 +501,11 @@ class BatchConsumer(Consumer):
         self._buffer: list[AbstractIncomingMessage] = []
         self._linger_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def inflight(self) -> int:
+        """Batches being handled, and messages received but not yet in a batch."""
+        return len(self._inflight) + len(self._buffer)
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
             await self._settle(message.nack(requeue=True), "requeue_shutdown")

@@ -289,6 +289,11 @@ class DeliveryHealthView(BaseModel):
     last_error_sv: str | None = None
     last_error_at: datetime | None = None
     last_success_at: datetime | None = None
+    #: Changes queued for the vendor and not yet done with, and when the oldest of them was queued (before
+    #: that, when ``oldest_pending_at_least``: a backlog longer than the batches whose times are kept).
+    pending: int = 0
+    oldest_pending_at: datetime | None = None
+    oldest_pending_at_least: bool = False
     #: The vendor's last drift check (EGIL SCIM vendors): when, and what it found of this organiser's data
     #: (missing: delivered but gone at the vendor, resent; ghosts: deleted but still there, deleted again).
     drift_checked_at: datetime | None = None

@@ -13,7 +13,7 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
 from skolsynk.storage import deliveries as ledger
-from skolsynk.storage import delivery_health, vendor_credentials
+from skolsynk.storage import delivery_backlog, delivery_health, vendor_credentials
 from skolsynk.storage import vendors as vendor_store
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.vendors import SERVICE, VendorPool
@@ -55,7 +55,14 @@ def build(settings: DispatcherSettings) -> ServiceApp:
     name = f"{SERVICE}-{settings.vendor_id}" if settings.vendor_id else SERVICE
     app = ServiceApp.create(name, settings, vendor_ids=[settings.vendor_id] if settings.vendor_id else [])
     app.add_indexes(
-        [*ledger.INDEXES, *vendor_store.INDEXES, *drift.INDEXES, *delivery_health.INDEXES, *vendor_credentials.INDEXES]
+        [
+            *ledger.INDEXES,
+            *vendor_store.INDEXES,
+            *drift.INDEXES,
+            *delivery_health.INDEXES,
+            *delivery_backlog.INDEXES,
+            *vendor_credentials.INDEXES,
+        ]
     )
     store = vendor_store.VendorStore(app.db)
     pool = VendorPool(app, settings, store, only=settings.vendor_id, poll_seconds=settings.vendors_poll_seconds)

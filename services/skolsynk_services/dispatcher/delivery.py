@@ -33,6 +33,7 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import Deferred, MessageContext, PermanentError, Publisher
 from skolsynk.storage import Document
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord, Status
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DeliveryHealth
 from skolsynk_services.dispatcher.feed import HEADER_QUEUED_AT, FeedCompactor
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
@@ -128,6 +129,8 @@ class Delivery:
     tenant_id: str
     status: str = "retry"
     error: BaseException | None = None
+    #: The same version as the ledger's entry: a copy of a change already done (not counted done twice).
+    replay: bool = False
 
     @property
     def key(self) -> Key:
@@ -165,8 +168,11 @@ class VendorDeliverer:
         metrics: DispatcherMetrics | None = None,
         compactor: FeedCompactor | None = None,
         health: DeliveryHealth | None = None,
+        backlog: DeliveryBacklog | None = None,
     ) -> None:
         self.metrics = metrics
+        #: What waits for this vendor per organiser: the changes done with are counted here.
+        self.backlog = backlog
         #: How each organiser's deliveries to this vendor fare (docs/dispatcher.md, "Delivery health").
         self.health = health
         self._health_written: dict[str, tuple[str, float]] = {}
@@ -210,7 +216,20 @@ class VendorDeliverer:
         outcomes = Counter(d.status for d in deliveries)
         log.info("batch_delivered", changes=len(contexts), invalid=len(contexts) - len(deliveries), **outcomes)
         await self._note_health(deliveries)
+        await self._count_settled(deliveries)
         return failures
+
+    async def _count_settled(self, deliveries: list[Delivery]) -> None:
+        """Count, per tenant, the changes this batch is done with (anything but a retry, and not a copy of
+        a change already counted) in the pair's backlog. A failed count is logged: it never fails the batch
+        (the dispatcher levels the counts when the vendor is idle)."""
+        if self.backlog is None:
+            return
+        counts = Counter(d.tenant_id for d in deliveries if d.status != "retry" and not d.replay)
+        try:
+            await self.backlog.settled(self.vendor.vendor_id, dict(counts), at=datetime.now(UTC))
+        except Exception:
+            log.warning("delivery_backlog_write_failed", exc_info=True)
 
     async def _note_health(self, deliveries: list[Delivery]) -> None:
         """Per tenant of the batch: did it reach the vendor (a real delivery), or fail for the vendor's sake
@@ -336,6 +355,7 @@ class VendorDeliverer:
             return False
         log.debug("stale_change_dropped", version=change.version, delivered_version=current["version"])
         d.status = "stale"
+        d.replay = current["version"] == change.version and current["operation"] == change.operation
         if change.operation == "delete" and not change.test_mode and not current["test"]:
             # Asked again (the GDPR service retries overdue deletions): answer with the receipt.
             repeated = current["operation"] == "delete" and current["version"] == change.version

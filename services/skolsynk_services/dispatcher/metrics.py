@@ -49,6 +49,20 @@ class DispatcherMetrics:
             ["tenant", "vendor"],
             registry=registry,
         )
+        self.delivery_pending = Gauge(
+            "skolsynk_delivery_pending_changes",
+            "Changes queued for a vendor and not yet done with (delivered, recorded in test mode, refused or "
+            "superseded), by tenant and vendor. From the store, so every replica reports the same: take the max.",
+            ["tenant", "vendor"],
+            registry=registry,
+        )
+        self.delivery_oldest_pending_seconds = Gauge(
+            "skolsynk_delivery_oldest_pending_seconds",
+            "How long the oldest change pending for a vendor has waited, by tenant and vendor; 0 with nothing "
+            "pending. From the store: take the max.",
+            ["tenant", "vendor"],
+            registry=registry,
+        )
         self.drift_checks = Counter(
             "skolsynk_vendor_drift_checks",
             "Drift checks run, by vendor and outcome (clean, repaired).",

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from skolsynk.catalogue import DeliveryMode, VendorCatalogueEntry
 from skolsynk.logging import get_logger
 from skolsynk.messaging import BatchConsumer
+from skolsynk.messaging.outbox import Outbox
 from skolsynk.messaging.topology import Topology, declare_topology, topology_for
 from skolsynk.service import ServiceApp
 from skolsynk.storage import deliveries as ledger
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DeliveryHealth, retrying_seconds
 from skolsynk.storage.sources import SecretBox
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -69,6 +71,7 @@ class VendorWorker:
         metrics: DispatcherMetrics,
         feed_metrics: FeedCompactionMetrics,
         health: DeliveryHealth | None = None,
+        backlog: DeliveryBacklog | None = None,
     ) -> None:
         self.app = app
         self.vendor = vendor
@@ -126,6 +129,7 @@ class VendorWorker:
             metrics=metrics,
             compactor=self.compactor,
             health=health,
+            backlog=backlog,
         )
         # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
         # up to SKOLSYNK_PREFETCH changes, two in flight (docs/dispatcher.md); both must get through the
@@ -170,6 +174,20 @@ class VendorWorker:
         if self.drift is not None:
             self._background("drift-check", self._check_drift_forever)
         log.info("vendor_served", vendor_id=self.vendor.vendor_id, delivery=self.vendor.delivery.value)
+
+    async def idle(self) -> bool:
+        """Nothing waits for the vendor in this process or the broker: nothing in flight here, the work
+        queue and its retry queues empty (another replica's deliveries in flight are not seen)."""
+        if self.consumer.inflight:
+            return False
+        spec = self.topology.queues[0]
+        names = [spec.name, *(spec.retry_queue(step) for step in range(len(spec.retry_delays_seconds)))]
+        async with self.app.broker.connection.channel(publisher_confirms=False) as channel:
+            for name in names:
+                queue = await channel.declare_queue(name, passive=True)
+                if queue.declaration_result.message_count:
+                    return False
+        return True
 
     async def _check_drift_forever(self) -> None:
         checker = self.drift
@@ -217,6 +235,8 @@ class VendorPool:
         self.poll_seconds = poll_seconds
         self.metrics = DispatcherMetrics(app.metrics.registry)
         self.health = DeliveryHealth(app.db)
+        self.backlog = DeliveryBacklog(app.db)
+        self.outbox = Outbox(app.db)
         key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
         self.credentials = VendorCredentials(app.db, SecretBox(key))
         self.feed_metrics = FeedCompactionMetrics(app.metrics.registry)
@@ -248,7 +268,9 @@ class VendorPool:
                     continue
                 worker = None
                 try:
-                    worker = VendorWorker(self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health)
+                    worker = VendorWorker(
+                        self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health, self.backlog
+                    )
                     if worker.scim is not None:
                         worker.scim.tenant_keys = await self.credentials.api_keys(vendor_id)
                     await worker.start(consume=self.consuming)
@@ -297,6 +319,29 @@ class VendorPool:
             seconds = retrying_seconds(doc, now=now)
             self.metrics.delivery_retrying_seconds.labels(doc["tenant_id"], doc["vendor_id"]).set(seconds)
 
+    async def refresh_backlog(self) -> int:
+        """The backlog gauges of every (tenant, served vendor) pair, from the store; and, for a served vendor
+        whose counts disagree while it is idle (nothing unsent in the outbox, nothing queued or in flight),
+        the counts levelled (docs/dispatcher.md, "Delivery health"). Returns how many pairs were levelled."""
+        now = datetime.now(UTC)
+        backlogs = await self.backlog.of_vendors(sorted(self.workers))  # read before the idle check
+        for b in backlogs:
+            self.metrics.delivery_pending.labels(b.tenant_id, b.vendor_id).set(b.pending)
+            self.metrics.delivery_oldest_pending_seconds.labels(b.tenant_id, b.vendor_id).set(
+                b.oldest_pending_seconds(now=now)
+            )
+        uneven = sorted({b.vendor_id for b in backlogs if b.settled != b.queued})
+        if not uneven or await self.outbox.pending_count():
+            return 0
+        levelled = 0
+        for vendor_id in uneven:
+            worker = self.workers.get(vendor_id)
+            if worker is not None and await worker.idle():
+                levelled += await self.backlog.level(vendor_id, backlogs, at=now)
+        if levelled:
+            log.info("delivery_backlog_levelled", pairs=levelled)
+        return levelled
+
     async def run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
@@ -304,6 +349,7 @@ class VendorPool:
                 await self.sync()
                 await self.refresh_credentials()
                 await self.refresh_health()
+                await self.refresh_backlog()
             except Exception:  # the store or the broker is away for a moment: the next poll tries again
                 log.warning("vendor_pool_sync_failed", exc_info=True)
 

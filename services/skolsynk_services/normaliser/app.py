@@ -15,7 +15,7 @@ from skolsynk.messaging import Topology, declare_topology, topology_for
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage import erasures, findings, history, holds, subscriptions
+from skolsynk.storage import delivery_backlog, erasures, findings, history, holds, subscriptions
 from skolsynk.storage.schedules import Schedules
 from skolsynk_services.normaliser import state
 from skolsynk_services.normaliser.handlers import NormaliserHandlers
@@ -60,6 +60,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
             *holds.INDEXES,
             *erasures.INDEXES,
             *history.INDEXES,
+            *delivery_backlog.INDEXES,
         ]
     )
     declared_vendors: set[str] = set()

@@ -29,6 +29,7 @@ from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox, OutboxEntry
 from skolsynk.storage import Database, Document, MongoClient, in_parts
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
@@ -113,6 +114,8 @@ class Projector:
         self.subscriptions = SubscriptionStore(db)
         self.views = db[VENDOR_VIEWS]
         self.holds = db[HOLDS]
+        #: What waits for each vendor: counted here, in the transaction that queues the changes.
+        self.backlog = DeliveryBacklog(db)
 
     async def tenant_state(self, tenant_id: str, today: date) -> TenantState:
         state, _ = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
@@ -747,9 +750,11 @@ class Projector:
                             routing_key=DeletionRequested.message_type,
                         )
                     )
-            # One bulk write for the views and one for the outbox: a batch is two writes, not 2 per change.
+            # One bulk write for the views, one for the outbox and one count of what now waits for the
+            # vendor: a batch is three writes, not 2 per change.
             await self.views.bulk_write(operations, ordered=True, session=session)
             await self.outbox.add_many(entries, session=session)
+            await self.backlog.queued(vendor_id, tenant_id, len(batch), at=now(), session=session)
 
         async with self.mongo.start_session() as session:
             await session.with_transaction(unit_of_work)

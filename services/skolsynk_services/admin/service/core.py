@@ -15,6 +15,7 @@ from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.messaging import Publisher, UnroutableMessage
 from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.storage import Database, Document
+from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DEFAULT_FAILING_AFTER, DeliveryHealth
 from skolsynk.storage.entities import EntityReader
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
@@ -105,6 +106,7 @@ class AdminCore:
         self.erasures = ErasureRequestStore(db)
         self.ledger = ErasureLedger(db)
         self.delivery_health = DeliveryHealth(db)
+        self.delivery_backlog = DeliveryBacklog(db)
         self.notification_log = NotificationLog(db)
         self.credentials = VendorCredentials(db, secrets)
         self.secret_box = secrets

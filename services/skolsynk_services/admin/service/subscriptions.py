@@ -86,7 +86,11 @@ class SubscriptionAdmin(AdminCore):
         doc = await self.delivery_health.get(vendor_id, tenant_id)
         text = error_text(doc.get("last_error") if doc else None)
         drift = await latest_drift_report(self.db, vendor_id)
+        backlog = await self.delivery_backlog.get(vendor_id, tenant_id)
         return models.DeliveryHealthView(
+            pending=backlog.pending,
+            oldest_pending_at=backlog.oldest_queued_at if backlog.pending else None,
+            oldest_pending_at_least=backlog.oldest_at_least if backlog.pending else False,
             drift_checked_at=drift.get("at") if drift else None,
             drift_missing=int((drift.get("missing_by_tenant") or {}).get(tenant_id, 0)) if drift else None,
             drift_ghosts=int((drift.get("ghosts_by_tenant") or {}).get(tenant_id, 0)) if drift else None,
