@@ -35,6 +35,7 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import VendorStore, seed_catalogue
 from skolsynk_services.admin.app import AdminSettings
@@ -557,7 +558,10 @@ async def test_a_source_failing_past_the_threshold_is_told_once_and_its_recovery
                 "mode": "full",
                 "status": status,
                 "started_at": now - timedelta(minutes=minutes_ago),
-                "outcome": {"complete": complete, "reasons": ["token:unauthorized_client"]},
+                # As the normaliser writes a finalised run: the connector's error codes in the completion,
+                # why the run is incomplete (in English) in the outcome.
+                "completion": {"errors": [] if complete else ["token:unauthorized_client"]},
+                "outcome": {"complete": complete, "reasons": [] if complete else ["the source reported read errors"]},
             }
         )
 
@@ -571,10 +575,58 @@ async def test_a_source_failing_past_the_threshold_is_told_once_and_its_recovery
     text = server.messages[0].get_content()
     assert "token:unauthorized_client" in text
     assert "delegering" in text.lower()  # the fix for the code, from the source-error hints
+    assert "delegation" in text.lower()  # and in English
+
+    # The source's health where people look: the API, the sources page, the overview and skolsynk status.
+    await SourceStore(stack.admin.db, SecretBox(None)).save(
+        TENANT,
+        "google-1",
+        kind="google",
+        display_name="Google",
+        settings={},
+        secrets={},
+        secret_refs={},
+        create=True,
+        enabled=False,
+    )
+    status, source = await stack.call("GET", f"/tenants/{TENANT}/sources/google-1")
+    assert status == 200, source
+    health = source["health"]
+    assert (health["state"], health["failed_runs"]) == ("failing", 2)
+    assert abs(datetime.fromisoformat(health["failing_since"]) - (now - timedelta(minutes=60))) < timedelta(seconds=1)
+    assert health["errors"][0]["code"] == "token:unauthorized_client"
+    assert health["errors"][0]["needs_admin"] is True
+    assert health["reasons"] == ["the source reported read errors"]
+    assert abs(datetime.fromisoformat(health["last_complete_at"]) - (now - timedelta(minutes=120))) < timedelta(
+        seconds=1
+    )
+    assert health["running_since"] is not None
+    origin = f"http://127.0.0.1:{stack.admin.web_ports[0]}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        login = {"token": stack.operator}
+        async with browser.post(f"{origin}/ui/login", data=login, headers={"Origin": origin}) as response:
+            assert response.status == 200, await response.text()
+        async with browser.get(f"{origin}/ui/t/{TENANT}/sources") as response:
+            page = await response.text()
+        assert "Misslyckas" in page
+        assert "2 körningar i rad" in page
+        async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
+            overview = await response.text()
+        assert "<caption>Källor</caption>" in overview
+        assert "Misslyckas" in overview
+    out, err = io.StringIO(), io.StringIO()
+    cli = CliSettings.model_validate({**stack.dispatcher.settings.model_dump(), "delivery_failing_minutes": 0.05})
+    assert await execute(parser().parse_args(["status", "--json"]), cli, out=out, err=err) == 0
+    sources = json.loads(out.getvalue())["sources"]
+    assert [(r["source_id"], r["health"], r["errors"]) for r in sources] == [
+        ("google-1", "failing", ["token:unauthorized_client"])
+    ]
     await run(0, complete=True)
     await notifier.check()
     await notifier.check()
-    assert [m["Subject"] for m in server.messages][1:] == ["skolsynk: inläsningen från google-1 fungerar igen"]
+    assert [m["Subject"] for m in server.messages][1:] == [
+        "skolsynk: inläsningen från Google fungerar igen"
+    ]  # named as the admin calls it
 
 
 async def test_overdue_deletions_and_an_open_promotion_gate_are_told(

@@ -267,7 +267,8 @@ class Operator:
         return 0
 
     async def status(self, tenant_id: str | None, *, as_json: bool) -> int:
-        runs = await state.latest_runs(self.db, tenant_id)
+        failing_after = timedelta(minutes=self.settings.delivery_failing_minutes)
+        runs = await state.latest_runs(self.db, tenant_id, failing_after=failing_after)
         deliveries = await state.delivery_counts(self.db)
         holds = await state.pending_holds(self.db)
         overdue = await state.overdue_counts(self.db)
@@ -305,7 +306,6 @@ class Operator:
             for v in vendors
             if any(deliveries.get((v, s)) for s in statuses) or v in profiles
         ]
-        failing_after = timedelta(minutes=self.settings.delivery_failing_minutes)
         health = await state.delivery_health(self.db, tenant_id, now=datetime.now(UTC), failing_after=failing_after)
         if as_json:
             self.write_json(
@@ -324,7 +324,19 @@ class Operator:
         now = datetime.now(UTC)
         self.out.write("Sources (latest run each)\n")
         output.table(
-            ("tenant", "source", "kind", "mode", "status", "started", "finalised", "complete", "why not"),
+            (
+                "tenant",
+                "source",
+                "kind",
+                "mode",
+                "status",
+                "started",
+                "finalised",
+                "complete",
+                "why not",
+                "health",
+                "last complete",
+            ),
             [
                 (
                     r.tenant_id,
@@ -336,6 +348,10 @@ class Operator:
                     r.finalised_at,
                     r.complete,
                     "; ".join(r.reasons)[:80] or None,
+                    r.health
+                    + (f" since {output.age(r.failing_since, now=now)} ago" if r.failing_since else "")
+                    + (f" ({', '.join(r.errors)})" if r.errors else ""),
+                    output.age(r.last_complete_at, now=now) + " ago" if r.last_complete_at else None,
                 )
                 for r in runs
             ],

@@ -6,7 +6,7 @@ only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from skolsynk.storage import Database, Document, deliveries
 from skolsynk.storage.delivery_backlog import DeliveryBacklog
@@ -27,13 +27,29 @@ class SourceRun:
     finalised_at: datetime | None
     complete: bool | None
     reasons: tuple[str, ...]
+    #: How the source's latest runs fare (``skolsynk.storage.runs.SourceHealth``): ok, retrying, failing past
+    #: the threshold, or unknown; since when; the error codes of the latest failed run; the last complete run.
+    health: str = "unknown"
+    failing_since: datetime | None = None
+    errors: tuple[str, ...] = ()
+    last_complete_at: datetime | None = None
 
 
-async def latest_runs(db: Database, tenant_id: str | None = None) -> list[SourceRun]:
-    """Every source's latest run (by start), sorted by tenant and source."""
+async def latest_runs(
+    db: Database,
+    tenant_id: str | None = None,
+    *,
+    now: datetime | None = None,
+    failing_after: timedelta = DEFAULT_FAILING_AFTER,
+) -> list[SourceRun]:
+    """Every source's latest run (by start) and health, sorted by tenant and source."""
     runs = []
-    for doc in await SourceRuns(db).latest_per_source(tenant_id):
+    store = SourceRuns(db)
+    for doc in await store.latest_per_source(tenant_id):
         outcome = doc.get("outcome") or {}
+        health = await store.health(
+            doc["_id"]["t"], doc["_id"]["s"], now=now or datetime.now(UTC), failing_after=failing_after
+        )
         runs.append(
             SourceRun(
                 tenant_id=doc["_id"]["t"],
@@ -45,6 +61,10 @@ async def latest_runs(db: Database, tenant_id: str | None = None) -> list[Source
                 finalised_at=doc.get("finalised_at"),
                 complete=outcome.get("complete"),
                 reasons=tuple(outcome.get("reasons") or ()),
+                health=health.state,
+                failing_since=health.failing_since,
+                errors=tuple(health.errors),
+                last_complete_at=health.last_complete_at,
             )
         )
     return sorted(runs, key=lambda r: (r.tenant_id, r.source_id))

@@ -13,12 +13,88 @@ apart from the staged records.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from skolsynk.storage.mongo import Database, Document, Session
 
 RUNS = "runs"
 RUN_PAGES = "run_pages"
+#: How many of a source's latest runs are looked at to find when its current streak of failures began.
+RUNS_LOOKED_AT = 30
+#: A source whose runs have been incomplete this long is failing, unless the reader says otherwise (the
+#: same threshold as deliveries: ``SKOLSYNK_DELIVERY_FAILING_MINUTES``).
+DEFAULT_FAILING_AFTER = timedelta(minutes=15)
+
+SourceState = Literal["unknown", "ok", "retrying", "failing"]
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """How a source's runs fare, from its latest finished runs: ``unknown`` (none finished yet), ``ok`` (the
+    last finished run was complete), ``retrying`` (the latest finished runs were incomplete, since
+    ``failing_since``) or ``failing`` (so for longer than the threshold). ``errors``: the error codes the
+    connector reported for the latest failed run (never the source's own text), ``reasons``: why the run was
+    incomplete (counts and pages, in English); ``running_since``: a run in progress now."""
+
+    state: SourceState
+    failing_since: datetime | None = None
+    failed_runs: int = 0
+    errors: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    source_kind: str | None = None
+    last_complete_at: datetime | None = None
+    running_since: datetime | None = None
+
+
+def source_health_of(
+    runs: list[Document], *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER
+) -> SourceHealth:
+    """The health of a source from its latest runs, newest first (runs in progress are passed over)."""
+    streak: list[Document] = []
+    last_complete: Document | None = None
+    running_since: datetime | None = None
+    for run in runs:
+        if run.get("status") != "finalised":
+            if running_since is None and not streak and last_complete is None:
+                running_since = _aware(run.get("started_at"))
+            continue
+        if (run.get("outcome") or {}).get("complete") is not False:
+            last_complete = run
+            break
+        streak.append(run)
+    complete_at = (
+        _aware(last_complete.get("finalised_at") or last_complete.get("started_at")) if last_complete else None
+    )
+    if not streak:
+        return SourceHealth(
+            "ok" if last_complete is not None else "unknown",
+            last_complete_at=complete_at,
+            running_since=running_since,
+            source_kind=str(last_complete.get("source_kind")) if last_complete else None,
+        )
+    since = _aware(streak[-1].get("started_at"))
+    latest = streak[0]
+    errors = [str(c) for c in (latest.get("completion") or {}).get("errors") or []][:5]
+    reasons = [str(r) for r in (latest.get("outcome") or {}).get("reasons") or []][:5]
+    failing = since is not None and now - since >= failing_after
+    return SourceHealth(
+        "failing" if failing else "retrying",
+        failing_since=since,
+        failed_runs=len(streak),
+        errors=errors,
+        reasons=reasons,
+        source_kind=str(latest.get("source_kind") or "") or None,
+        last_complete_at=complete_at,
+        running_since=running_since,
+    )
 
 
 class SourceRuns:
@@ -34,6 +110,13 @@ class SourceRuns:
         if source_id is not None:
             criteria["source_id"] = source_id
         return [doc async for doc in self.runs.find(criteria).sort("started_at", -1).limit(limit)]
+
+    async def health(
+        self, tenant_id: str, source_id: str, *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER
+    ) -> SourceHealth:
+        """How the source's runs fare (:func:`source_health_of` over its latest :data:`RUNS_LOOKED_AT` runs)."""
+        runs = await self.recent(tenant_id, source_id=source_id, limit=RUNS_LOOKED_AT)
+        return source_health_of(runs, now=now, failing_after=failing_after)
 
     async def progress(self, run_id: str) -> dict[str, int]:
         """How far a run in progress has come: the pages in, and their records by kind (only the pages'

@@ -155,6 +155,31 @@ class GoogleDelegation(BaseModel):
     console_url: str = "https://admin.google.com/ac/owl/domainwidedelegation"
 
 
+class SourceErrorView(BaseModel):
+    """An error code of the source's latest failed run, with what it means and how to fix it (English; the
+    admin UI shows it in Swedish) when there is a hint for it."""
+
+    code: str
+    title: str | None = None
+    fix: str | None = None
+    needs_admin: bool | None = None
+
+
+class SourceHealthView(BaseModel):
+    """How the source's runs fare: ``unknown`` (no run finished yet), ``ok`` (the last finished run was
+    complete), ``retrying`` (the latest finished runs were incomplete, since ``failing_since``: nothing is
+    removed at vendors meanwhile) or ``failing`` (so for longer than the threshold: the organiser's contacts
+    are told)."""
+
+    state: Literal["unknown", "ok", "retrying", "failing"]
+    failing_since: datetime | None = None
+    failed_runs: int = 0
+    errors: list[SourceErrorView] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list, description="Why the latest failed run was incomplete.")
+    last_complete_at: datetime | None = None
+    running_since: datetime | None = None
+
+
 class Source(BaseModel):
     source_id: str
     kind: SourceKind
@@ -170,6 +195,7 @@ class Source(BaseModel):
     )
     problem_at: datetime | None = None
     delegation: GoogleDelegation | None = Field(default=None, description="Google sources: what to delegate.")
+    health: SourceHealthView | None = Field(default=None, description="How the source's latest runs fare.")
     created_at: datetime
     updated_at: datetime
 

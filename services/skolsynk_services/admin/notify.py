@@ -62,8 +62,6 @@ DELETIONS_OVERDUE = "deletions_overdue"
 GATE_OPEN = "gate_open"
 #: Episodes whose end is news worth a mail (a gate closes by going live: the admin did that themselves).
 ENDS_MAILED = frozenset({"delivery_failing", "holds_waiting", "source_failing", "deletions_overdue"})
-#: How far back a source's runs are looked at to find when its failures began.
-RUNS_LOOKED_AT = 30
 
 
 MESSAGES: dict[tuple[str, bool], Template] = {
@@ -210,9 +208,10 @@ class Notifier:
         sources: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
         for latest in await self.runs.latest_per_source():
             tenant_id, source_id = str(latest["_id"]["t"]), str(latest["_id"]["s"])
-            failing_since = await self._source_failing_since(tenant_id, source_id)
-            if failing_since is not None and now - failing_since[0] >= self.failing_after:
-                sources[(tenant_id, source_id)] = failing_since
+            health = await self.runs.health(tenant_id, source_id, now=now, failing_after=self.failing_after)
+            if health.state == "failing" and health.failing_since is not None:
+                details = {"errors": health.errors, "source_kind": health.source_kind}
+                sources[(tenant_id, source_id)] = (health.failing_since, details)
         await self._episodes(SOURCE_FAILING, sources, now)
         overdue = {
             (str(d["_id"]["t"]), str(d["_id"]["v"])): (d["oldest"], {"overdue": d["n"]})
@@ -242,22 +241,6 @@ class Notifier:
                         {"reviewed": bool(lifecycle.get("reviewed_at"))},
                     )
         return gates
-
-    async def _source_failing_since(self, tenant_id: str, source_id: str) -> tuple[datetime, dict[str, Any]] | None:
-        """When the source's current streak of incomplete runs began (runs still in progress are passed
-        over), with the last failed run's reasons and the source's kind; None when its last finished run
-        was complete."""
-        streak: list[Any] = []
-        for run in await self.runs.recent(tenant_id, source_id=source_id, limit=RUNS_LOOKED_AT):
-            if run.get("status") != "finalised":
-                continue
-            if (run.get("outcome") or {}).get("complete") is not False:
-                break
-            streak.append(run)
-        if not streak or not isinstance(streak[-1].get("started_at"), datetime):
-            return None
-        reasons = [str(r) for r in (streak[0].get("outcome") or {}).get("reasons") or []][:5]
-        return streak[-1]["started_at"], {"reasons": reasons, "source_kind": streak[0].get("source_kind")}
 
     async def _episodes(
         self, kind: str, current: dict[tuple[str, str], tuple[datetime, dict[str, Any]]], now: datetime
@@ -289,7 +272,7 @@ class Notifier:
             text = error_text(details.get("last_error"))
             values |= {"error_sv": text.sv if text else "okänt", "error_en": text.en if text else "unknown"}
         elif kind == SOURCE_FAILING:
-            codes = [str(c) for c in details.get("reasons") or []]
+            codes = [str(c) for c in details.get("errors") or []]
             source_kind = str(details.get("source_kind") or "")
             swedish = [h for h in (source_error_hint(source_kind, c) for c in codes) if h is not None]
             english = [h for h in (hint_for(source_kind, c) for c in codes) if h is not None]

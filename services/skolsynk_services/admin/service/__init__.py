@@ -72,7 +72,7 @@ class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, LifecycleAdmin, GdprA
         return {
             "tenant": tenant,
             "steps": steps,
-            "sources": [source_view(d) for d in sources],
+            "sources": [await self._with_health(tenant_id, source_view(d)) for d in sources],
             "runs": runs,
             "subscriptions": subscriptions,
             "findings": {"errors": errors, "by_unit": summary},

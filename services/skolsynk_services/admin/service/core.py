@@ -23,6 +23,7 @@ from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
+from skolsynk.storage.runs import SourceRuns
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_credentials import VendorCredentials
@@ -103,6 +104,7 @@ class AdminCore:
         self.holds_store = HoldStore(db)
         self.entities = EntityReader(db)
         self.history = SyncHistory(db)
+        self.source_runs = SourceRuns(db)
         self.erasures = ErasureRequestStore(db)
         self.ledger = ErasureLedger(db)
         self.delivery_health = DeliveryHealth(db)

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk.connectors.sources.google import delegation_scopes
 from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested, SyncRequested
+from skolsynk.domain.source_errors import hint_for
 from skolsynk.messaging import UnroutableMessage, sync_request_routing_key
 from skolsynk.storage import Document
 from skolsynk.storage.sources import SecretsUnavailable
@@ -69,16 +70,42 @@ class SourceAdmin(AdminCore):
         delegation = models.GoogleDelegation(client_id=client_id, scopes=list(delegation_scopes(reports=reports)))
         return view.model_copy(update={"delegation": delegation})
 
+    async def _with_health(self, tenant_id: str, view: models.Source) -> models.Source:
+        health = await self.source_runs.health(
+            tenant_id, view.source_id, now=self.clock(), failing_after=self.delivery_failing_after
+        )
+        errors = []
+        for code in health.errors:
+            hint = hint_for(view.kind.value, code)
+            errors.append(
+                models.SourceErrorView(code=code, title=hint.title, fix=hint.fix, needs_admin=hint.needs_admin)
+                if hint is not None
+                else models.SourceErrorView(code=code)
+            )
+        return view.model_copy(
+            update={
+                "health": models.SourceHealthView(
+                    state=health.state,
+                    failing_since=health.failing_since,
+                    failed_runs=health.failed_runs,
+                    errors=errors,
+                    reasons=health.reasons,
+                    last_complete_at=health.last_complete_at,
+                    running_since=health.running_since,
+                )
+            }
+        )
+
     async def list_sources(self, principal: Principal, tenant_id: str) -> list[models.Source]:
         await self._tenant(principal, tenant_id)
-        return [self._source(d) for d in await self.sources.list(tenant_id)]
+        return [await self._with_health(tenant_id, self._source(d)) for d in await self.sources.list(tenant_id)]
 
     async def get_source(self, principal: Principal, tenant_id: str, source_id: str) -> models.Source:
         await self._tenant(principal, tenant_id)
         doc = await self.sources.get(tenant_id, source_id)
         if doc is None:
             raise NotFound(f"no source {source_id!r}")
-        return self._source(doc)
+        return await self._with_health(tenant_id, self._source(doc))
 
     async def save_source(
         self, principal: Principal, tenant_id: str, body: models.SourceIn, *, create: bool
