@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -726,12 +727,28 @@ async def test_an_operator_keeps_the_vendor_catalogue_in_the_ui(ui: Ui) -> None:
     assert response.status == 303
     assert [c["tenant_id"] for c in await ui.service.credentials.listed("ny-leverantor")] == [TENANT]
     status, html = await ui.get("/ui/catalogue/ny-leverantor")
-    assert f"Ta bort nyckeln för {TENANT}" in html
+    assert f"Ta bort uppgifterna för {TENANT}" in html
+    assert "API-nyckel</span>" in html
     assert secret_key not in html
     check_page("catalogue edit with keys", html)
     response = await ui.post("/ui/catalogue/ny-leverantor/credentials", {"tenant_id": OTHER, "api_key": "kort"})
     assert response.status == 303
     assert [c["tenant_id"] for c in await ui.service.credentials.listed("ny-leverantor")] == [TENANT]
+    # A client certificate needs the vendor over https; nothing filled in is refused with what to fill in.
+    certificate = trustme.CA().issue_cert("kommun.skolsynk.example")
+    form = {
+        "tenant_id": OTHER,
+        "client_certificate_pem": certificate.cert_chain_pems[0].bytes().decode(),
+        "client_key_pem": certificate.private_key_pem.bytes().decode(),
+    }
+    response = await ui.post("/ui/catalogue/ny-leverantor/credentials", form)
+    assert response.status == 303
+    status, html = await ui.get("/ui/catalogue/ny-leverantor")
+    assert "Klientcertifikat går bara till en EGIL SCIM-leverantör över https." in html
+    assert [c["tenant_id"] for c in await ui.service.credentials.listed("ny-leverantor")] == [TENANT]
+    response = await ui.post("/ui/catalogue/ny-leverantor/credentials", {"tenant_id": OTHER})
+    status, html = await ui.get("/ui/catalogue/ny-leverantor")
+    assert "Fyll i en API-nyckel, eller ett klientcertifikat med dess privata nyckel." in html
     response = await ui.post(f"/ui/catalogue/ny-leverantor/credentials/{TENANT}/delete", {})
     assert response.status == 303
     assert await ui.service.credentials.listed("ny-leverantor") == []

@@ -24,9 +24,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 import yaml
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
 
 from skolsynk.cli import CliSettings, execute, parser
 from skolsynk.contracts.source import SourceRecord
@@ -50,7 +52,7 @@ from skolsynk_services.dispatcher.vendors import VendorPool
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import free_port, write_vendor_catalogue
-from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
+from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
 
@@ -730,6 +732,105 @@ async def test_two_organisers_at_one_vendor_land_in_two_tenants_there(
         assert status == 200
         await wait_for(lambda: worker.scim.tenant_keys.get(TENANT) == key_a2, what="the rotated key in use")
         del vendor.api_keys[key_a]
+        report = await worker.drift.check()
+        assert (report.missing, report.ghosts) == ({}, {})
+    finally:
+        await vendor.stop()
+
+
+async def test_organisers_with_their_own_client_certificates_land_in_their_own_tenants(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: a pair's credentials can be a client certificate and its key (mutual TLS, as EGIL vendor
+    servers keep a tenant per certificate pin), set and rotated by an operator in the admin, sealed in the
+    store; each organiser's data lands in its own tenant, and a rotated certificate is used without a
+    restart. A key that does not belong to the certificate, or is encrypted, is a 422 naming the field."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_file = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_file))
+    certs = {name: ca.issue_cert(f"{name}.skolsynk.example") for name in ("a", "b", "a2")}
+    pem = {
+        name: (c.cert_chain_pems[0].bytes().decode(), c.private_key_pem.bytes().decode()) for name, c in certs.items()
+    }
+    pins = {name: spki_sha256_pin(c.cert_chain_pems[0].bytes()) for name, c in certs.items()}
+    vendor = FakeEgilVendor(client_pins={pins["a"]: "vendor-a", pins["b"]: "vendor-b"})
+    await vendor.start(ssl_context=server_ssl_context(str(server_file), client_ca=str(ca_file)))
+    monkeypatch.setenv(KEY_ENV, "shared-key-" + "0" * 16)
+    try:
+        other = "kommun-b"
+        status, _ = await stack.call("POST", "/tenants", {"tenant_id": other, "display_name": "Kommun B"})
+        assert status == 201
+        entry = catalogue_entry(tmp_path, vendor.base_url)
+        entry["scim"]["auth"]["ca_file"] = str(ca_file)
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
+        assert status == 200
+        path = f"/catalogue/vendors/{VENDOR}/credentials"
+
+        # What is wrong is said, naming the field, never quoting the key.
+        status, problem = await stack.call(
+            "PUT", f"{path}/{TENANT}", {"client_certificate_pem": pem["a"][0], "client_key_pem": pem["b"][1]}
+        )
+        assert (status, problem["errors"][0]["field"]) == (422, "client_key_pem")
+        assert "does not belong" in problem["detail"]
+        assert "PRIVATE KEY" not in str(problem)
+        locked = serialization.load_pem_private_key(pem["a"][1].encode(), password=None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"hemligt"),
+        )
+        status, problem = await stack.call(
+            "PUT", f"{path}/{TENANT}", {"client_certificate_pem": pem["a"][0], "client_key_pem": locked.decode()}
+        )
+        assert (status, problem["errors"][0]["field"]) == (422, "client_key_pem")
+        status, problem = await stack.call("PUT", f"{path}/{TENANT}", {"client_certificate_pem": pem["a"][0]})
+        assert status == 422
+
+        for tenant_id, name in ((TENANT, "a"), (other, "b")):
+            status, listed = await stack.call(
+                "PUT", f"{path}/{tenant_id}", {"client_certificate_pem": pem[name][0], "client_key_pem": pem[name][1]}
+            )
+            assert status == 200, listed
+        shown = {c["tenant_id"]: c for c in listed}
+        assert (shown[TENANT]["kinds"], shown[TENANT]["certificate_pin"]) == (["client_certificate"], pins["a"])
+        assert shown[other]["certificate_not_after"] is not None
+        stored = [d async for d in stack.admin.db["vendor_credentials"].find({})]
+        assert all("PRIVATE KEY" not in str(d) for d in stored)  # sealed at rest
+
+        await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
+        worker = stack.pool.workers[VENDOR]
+        assert worker.scim is not None
+        scim = worker.scim
+        await wait_for(lambda: len(scim._tenant_sessions) == 2, what="a session per organiser's certificate")
+        organisers = {TENANT: organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1),
+                      other: organiser(seed=6, school_units=1, students_per_unit=3, teachers_per_unit=1)}  # fmt: skip
+        for tenant_id, records in organisers.items():
+            codes = frozenset(school_unit_codes(records))
+            await SubscriptionStore(stack.normaliser.db).save(
+                VendorSubscription(tenant_id=tenant_id, vendor_id=VENDOR, school_unit_codes=codes, test_mode=False)
+            )
+            await sync(stack, records, tenant_id)
+        await wait_for(
+            lambda: (len(vendor.resources("vendor-a", "Users")), len(vendor.resources("vendor-b", "Users"))) == (5, 4),
+            timeout=60,
+            what="each organiser's persons in its own tenant",
+        )
+        assert not set(vendor.resources("vendor-a", "Users")) & set(vendor.resources("vendor-b", "Users"))
+        assert worker.drift is not None
+        report = await worker.drift.check()
+        assert (report.missing, report.ghosts, report.unmanaged) == ({}, {}, 0)
+
+        # Rotation: kommun-a's new certificate (the vendor registers its pin), then the old pin withdrawn.
+        vendor.client_pins[pins["a2"]] = "vendor-a"
+        status, listed = await stack.call(
+            "PUT", f"{path}/{TENANT}", {"client_certificate_pem": pem["a2"][0], "client_key_pem": pem["a2"][1]}
+        )
+        assert status == 200
+        assert {c["tenant_id"]: c["certificate_pin"] for c in listed}[TENANT] == pins["a2"]
+        first = scim._tenant_sessions[TENANT][1]
+        await wait_for(lambda: scim._tenant_sessions[TENANT][1] is not first, what="the rotated certificate in use")
+        del vendor.client_pins[pins["a"]]
         report = await worker.drift.check()
         assert (report.missing, report.ghosts) == ({}, {})
     finally:

@@ -14,6 +14,7 @@ import trustme
 
 from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.catalogue import ScimAuth, ScimDelivery
+from skolsynk.storage.vendor_credentials import PairCredentials
 from skolsynk_services.dispatcher.scim import EgilScimClient, PinMismatch, VendorRejected, VendorUnavailable
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
 
@@ -137,3 +138,63 @@ async def test_api_key_409_and_404_recovery_and_failure_classes():
         async with started(EgilScimClient(delivery, api_key="wrong-" + "k" * 14)) as bad_key:
             with pytest.raises(VendorRejected, match="403"):
                 await bad_key.upsert(org, rid, organisation(rid), exists=False)
+
+
+async def test_each_organiser_presents_its_own_client_certificate_and_a_rotation_takes_over(pki, tmp_path):
+    """Issue 18: a pair's own certificate (held in memory, from the sealed store) gets its own TLS session;
+    the others use the catalogue entry's; a rotated certificate replaces the session, the old one is closed
+    once its requests can have ended."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "own-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_file = tmp_path / "own-server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_file))
+    own = {name: ca.issue_cert(f"{name}.skolsynk.example") for name in ("a", "a2")}
+    shared = ca.issue_cert("shared.skolsynk.example")
+    shared_cert, shared_key = tmp_path / "shared.pem", tmp_path / "shared.key"
+    shared.cert_chain_pems[0].write_to_path(str(shared_cert))
+    shared.private_key_pem.write_to_path(str(shared_key))
+
+    def pin(name: str) -> str:
+        return spki_sha256_pin(own[name].cert_chain_pems[0].bytes())
+
+    def credentials(name: str) -> PairCredentials:
+        cert = own[name]
+        return PairCredentials(
+            certificate_pem=cert.cert_chain_pems[0].bytes().decode(), key_pem=cert.private_key_pem.bytes().decode()
+        )
+
+    pins = {pin("a"): "tenant-a", spki_sha256_pin(shared.cert_chain_pems[0].bytes()): "shared"}
+    tls = server_ssl_context(str(server_file), client_ca=str(ca_file))
+    async with serving(FakeEgilVendor(client_pins=pins), ssl_context=tls) as vendor:
+        delivery = ScimDelivery(
+            base_url=vendor.base_url,
+            auth=ScimAuth(client_cert_file=shared_cert, client_key_file=shared_key, ca_file=ca_file),
+        )
+        async with started(EgilScimClient(delivery, api_key=None)) as client:
+            await client.use_credentials({"kommun-a": credentials("a")})
+            assert client.own_tenants == {"kommun-a"}
+            ids = [str(uuid4()) for _ in range(3)]
+            await client.upsert(
+                EgilResourceType.ORGANISATIONS, ids[0], organisation(ids[0]), exists=False, tenant_id="kommun-a"
+            )
+            await client.upsert(
+                EgilResourceType.ORGANISATIONS, ids[1], organisation(ids[1]), exists=False, tenant_id="kommun-b"
+            )
+            assert set(vendor.resources("tenant-a", "Organisations")) == {ids[0]}
+            assert set(vendor.resources("shared", "Organisations")) == {ids[1]}
+
+            vendor.client_pins[pin("a2")] = "tenant-a"
+            del vendor.client_pins[pin("a")]
+            old = client._tenant_sessions["kommun-a"][1]
+            await client.use_credentials({"kommun-a": credentials("a2")})
+            assert client._tenant_sessions["kommun-a"][1] is not old
+            assert not old.closed  # its requests may still be running
+            await client.upsert(
+                EgilResourceType.ORGANISATIONS, ids[2], organisation(ids[2]), exists=False, tenant_id="kommun-a"
+            )
+            assert set(vendor.resources("tenant-a", "Organisations")) == {ids[0], ids[2]}
+
+            await client.use_credentials({})  # removed: back to the catalogue entry's certificate
+            assert client.own_tenants == set()
+        assert old.closed  # closed with the client at the latest

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
@@ -363,22 +363,51 @@ class Vendor(BaseModel):
 
 
 class VendorCredentialIn(Body):
-    api_key: SecretStr = Field(description="The organiser's own API key at the vendor (write-only; stored sealed).")
+    """An organiser's own credentials at a vendor (write-only; stored sealed): an API key, a client
+    certificate with its private key (mutual TLS: the vendor registers the certificate's pin), or both.
+    What is not given stays as it was."""
+
+    api_key: SecretStr | None = Field(default=None, description="The organiser's own API key at the vendor.")
+    client_certificate_pem: str | None = Field(
+        default=None, max_length=20_000, description="PEM client certificate (the first one is used)."
+    )
+    client_key_pem: SecretStr | None = Field(
+        default=None, description="PEM private key of the client certificate, without a passphrase."
+    )
 
     @field_validator("api_key")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if not 16 <= len(value.get_secret_value()) <= 512:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 16 <= len(value.get_secret_value()) <= 512:
             raise ValueError("an API key has 16 to 512 characters")
         return value
 
+    @field_validator("client_key_pem")
+    @classmethod
+    def _key_size(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) > 20_000:
+            raise ValueError("a private key has at most 20000 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> VendorCredentialIn:
+        if (self.client_certificate_pem is None) != (self.client_key_pem is None):
+            raise ValueError("client_certificate_pem and client_key_pem go together")
+        if self.api_key is None and self.client_certificate_pem is None:
+            raise ValueError("give an api_key, or a client_certificate_pem with its client_key_pem")
+        return self
+
 
 class VendorCredential(BaseModel):
-    """That an organiser has its own credentials at a vendor (never the secret)."""
+    """That an organiser has its own credentials at a vendor (never the secret): which kinds, and the
+    client certificate's public-key pin (what the vendor registers) and expiry."""
 
     vendor_id: str
     tenant_id: str
     version: int
+    kinds: list[Literal["api_key", "client_certificate"]] = Field(default_factory=list)
+    certificate_pin: str | None = None
+    certificate_not_after: datetime | None = None
     updated_at: datetime
     updated_by: str
 

@@ -121,8 +121,10 @@ class DriftChecker:
             target = expected if entry["operation"] == "upsert" else deleted
             target[endpoint][entry["entity_id"]] = entry["tenant_id"]
         # Organisers with their own credentials are a tenant of their own at the vendor: each is compared
-        # alone, with its key; the others together, with the catalogue entry's key.
-        own = set(self.scim.tenant_keys)
+        # alone, with its key or certificate; the others together, with the catalogue entry's. A tenant with
+        # nothing expected or deleted there is not listed (with everyone on their own certificates, the
+        # catalogue entry may have none the vendor accepts).
+        own = self.scim.own_tenants
         groups: list[str | None] = [None, *sorted(own)]
         for egil_type in sorted(types, key=lambda t: t.endpoint):
             endpoint = egil_type.endpoint
@@ -133,7 +135,7 @@ class DriftChecker:
 
                 want = {e: t for e, t in expected[endpoint].items() if mine(t)}
                 gone = {e: t for e, t in deleted[endpoint].items() if mine(t)}
-                if group is not None and not want and not gone:
+                if not want and not gone:
                     continue
                 held = await self.scim.list_ids(egil_type, tenant_id=group)
                 for entity_id in sorted(set(want) - held):

@@ -19,6 +19,7 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,8 @@ from skolsynk.adapters.egil import EgilResourceType
 from skolsynk.catalogue import ScimDelivery
 from skolsynk.logging import get_logger, scrub
 from skolsynk.messaging import PermanentError, TransientError
-from skolsynk.tls import spki_sha256_pin
+from skolsynk.storage.vendor_credentials import PairCredentials
+from skolsynk.tls import load_client_identity, spki_sha256_pin
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics
 
 log = get_logger(__name__)
@@ -67,12 +69,16 @@ class PinMismatch(PermanentError):
     """The vendor's server certificate does not carry the pinned public key."""
 
 
-def ssl_context_for(delivery: ScimDelivery) -> ssl.SSLContext | None:
+def ssl_context_for(delivery: ScimDelivery, identity: PairCredentials | None = None) -> ssl.SSLContext | None:
+    """The TLS context of requests to the vendor: its CA, and the client certificate of the pair
+    (``identity``) or else of the catalogue entry."""
     if not delivery.base_url.startswith("https://"):
         return None
     auth = delivery.auth
     context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
-    if auth.client_cert_file and auth.client_key_file:
+    if identity is not None and identity.certificate_pem and identity.key_pem:
+        load_client_identity(context, identity.certificate_pem, identity.key_pem)
+    elif auth.client_cert_file and auth.client_key_file:
         context.load_cert_chain(str(auth.client_cert_file), str(auth.client_key_file))
     return context
 
@@ -113,29 +119,73 @@ class EgilScimClient:
         self._retry_timeout = retry_timeout_seconds
         #: tenant -> its own API key at this vendor (``vendor_credentials``; refreshed by the vendor pool).
         self.tenant_keys: dict[str, str] = {}
+        #: tenant -> (fingerprint of its own client certificate, the session that presents it).
+        self._tenant_sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
+        #: Sessions of rotated or removed certificates, closed once their requests can have ended.
+        self._retired: list[tuple[float, aiohttp.ClientSession]] = []
         self._limiter = AsyncLimiter(delivery.burst, delivery.burst / delivery.rate_per_second)
         self._slots = asyncio.Semaphore(delivery.concurrency)
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
+    def _new_session(self, identity: PairCredentials | None = None) -> aiohttp.ClientSession:
+        """A session to the vendor: the catalogue entry's API key and certificate, or (``identity``) a
+        pair's own certificate, without the catalogue entry's key (the certificate names the tenant)."""
         headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
-        if self._api_key is not None:
+        if self._api_key is not None and identity is None:
             headers[self.delivery.auth.api_key_header] = self._api_key
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             base_url=self.delivery.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.delivery.timeout_seconds),
             connector=PinnedConnector(
                 pin=self.delivery.auth.server_pin_sha256,
-                ssl=ssl_context_for(self.delivery) or False,
+                ssl=ssl_context_for(self.delivery, identity) or False,
                 limit=self.delivery.concurrency,
             ),
         )
 
+    async def start(self) -> None:
+        self._session = self._new_session()
+
+    @property
+    def own_tenants(self) -> set[str]:
+        """The organisers with credentials of their own at this vendor (a tenant of their own there)."""
+        return set(self.tenant_keys) | set(self._tenant_sessions)
+
+    async def use_credentials(self, credentials: Mapping[str, PairCredentials]) -> None:
+        """The organisers' own credentials at this vendor (``vendor_credentials``): API keys go in each
+        request's header; a pair with its own client certificate gets its own session (TLS presents the
+        certificate per connection). A rotated certificate gets a new session; the old one is closed once
+        its requests can have ended."""
+        self.tenant_keys = {t: c.api_key for t, c in credentials.items() if c.api_key}
+        now = time.monotonic()
+        for tenant, (fingerprint, session) in list(self._tenant_sessions.items()):
+            wanted = credentials.get(tenant)
+            if wanted is None or wanted.identity_fingerprint != fingerprint:
+                del self._tenant_sessions[tenant]
+                self._retired.append((now, session))
+        for tenant, wanted in credentials.items():
+            own = wanted.identity_fingerprint
+            if own is None or tenant in self._tenant_sessions:
+                continue
+            try:
+                self._tenant_sessions[tenant] = (own, self._new_session(wanted))
+            except (ssl.SSLError, ValueError):
+                log.warning("pair_certificate_unusable", tenant_id=tenant, vendor_id=self.vendor_id)
+        grace = self.delivery.timeout_seconds + 5
+        for retired_at, session in [r for r in self._retired if now - r[0] > grace]:
+            self._retired.remove((retired_at, session))
+            await session.close()
+
     async def close(self) -> None:
+        sessions = [s for _, s in self._tenant_sessions.values()] + [s for _, s in self._retired]
+        self._tenant_sessions.clear()
+        self._retired.clear()
         if self._session is not None:
-            await self._session.close()
+            sessions.append(self._session)
             self._session = None
+        for session in sessions:
+            await session.close()
 
     def _headers(self, tenant_id: str | None) -> dict[str, str] | None:
         """The organiser's own API key, where the pair has one (:attr:`tenant_keys`): its data lands in its
@@ -148,10 +198,12 @@ class EgilScimClient:
     ) -> tuple[int, str]:
         if self._session is None:
             raise RuntimeError("the SCIM client is not started")
+        own = self._tenant_sessions.get(tenant_id) if tenant_id is not None else None
+        session = own[1] if own is not None else self._session
         async with self._slots, self._limiter:
             started = time.monotonic()
             try:
-                async with self._session.request(
+                async with session.request(
                     method,
                     path,
                     data=json.dumps(body).encode() if body is not None else None,

@@ -272,7 +272,7 @@ class VendorPool:
                         self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health, self.backlog
                     )
                     if worker.scim is not None:
-                        worker.scim.tenant_keys = await self.credentials.api_keys(vendor_id)
+                        await worker.scim.use_credentials(await self.credentials.credentials(vendor_id))
                     await worker.start(consume=self.consuming)
                 except Exception as error:  # one vendor's broken settings never keep the others from being served
                     problem = str(error) if isinstance(error, VendorNotServable) else type(error).__name__
@@ -306,11 +306,11 @@ class VendorPool:
             await worker.stop(self.settings.lifecycle.drain_timeout_seconds)
 
     async def refresh_credentials(self) -> None:
-        """Each SCIM worker's per-organiser API keys (``vendor_credentials``): a key set or rotated in the
-        admin is used from the next poll on, without a restart."""
+        """Each SCIM worker's per-organiser API keys and client certificates (``vendor_credentials``): one
+        set or rotated in the admin is used from the next poll on, without a restart."""
         for vendor_id, worker in list(self.workers.items()):
             if worker.scim is not None:
-                worker.scim.tenant_keys = await self.credentials.api_keys(vendor_id)
+                await worker.scim.use_credentials(await self.credentials.credentials(vendor_id))
 
     async def refresh_health(self) -> None:
         """The delivery-health gauge of every (tenant, served vendor) pair, from the store."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk.storage.vendors import StoredVendor
+from skolsynk.tls import client_identity
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Invalid, NotFound, Unavailable
@@ -84,6 +85,9 @@ class VendorAdmin(AdminCore):
                 vendor_id=vendor_id,
                 tenant_id=d["tenant_id"],
                 version=int(d.get("version") or 1),
+                kinds=d.get("kinds") or ["api_key"],
+                certificate_pin=d.get("certificate_pin"),
+                certificate_not_after=d.get("certificate_not_after"),
                 updated_at=d["updated_at"],
                 updated_by=str(d.get("updated_by") or ""),
             )
@@ -93,15 +97,34 @@ class VendorAdmin(AdminCore):
     async def put_vendor_credential(
         self, principal: Principal, vendor_id: str, tenant_id: str, body: models.VendorCredentialIn
     ) -> list[models.VendorCredential]:
-        """Set or rotate an organiser's own API key at a vendor: its data goes to its own tenant there. The
-        dispatchers use it from their next poll on."""
+        """Set or rotate an organiser's own API key or client certificate at a vendor: its data goes to its
+        own tenant there. The dispatchers use it from their next poll on."""
         principal.require_operator()
-        if await self.vendor_store.get(vendor_id) is None:
+        stored = await self.vendor_store.get(vendor_id)
+        if stored is None:
             raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
         await self._tenant(principal, tenant_id)
+        identity = None
+        key_pem = body.client_key_pem.get_secret_value() if body.client_key_pem is not None else None
+        if body.client_certificate_pem is not None and key_pem is not None:
+            scim = stored.entry.scim
+            if scim is None or not scim.base_url.startswith("https://"):
+                message = "a client certificate needs an EGIL SCIM vendor reached over https"
+                raise Invalid(message, errors=[{"field": "client_certificate_pem", "message": message}])
+            try:
+                identity = client_identity(body.client_certificate_pem, key_pem)
+            except ValueError as error:
+                field = "client_certificate_pem" if "certificate is not" in str(error) else "client_key_pem"
+                raise Invalid(str(error), errors=[{"field": field, "message": str(error)}]) from None
         try:
             await self.credentials.put(
-                vendor_id, tenant_id, api_key=body.api_key.get_secret_value(), by=principal.subject
+                vendor_id,
+                tenant_id,
+                api_key=body.api_key.get_secret_value() if body.api_key is not None else None,
+                certificate_pem=body.client_certificate_pem if identity is not None else None,
+                key_pem=key_pem if identity is not None else None,
+                identity=identity,
+                by=principal.subject,
             )
         except SecretsUnavailable as error:
             raise Unavailable(str(error)) from None

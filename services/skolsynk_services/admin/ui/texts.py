@@ -324,6 +324,11 @@ PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^no source"), "Källan finns inte."),
     (re.compile(r"^no subscription"), "Det finns ingen prenumeration för den leverantören."),
     (re.compile(r"^no vendor"), "Leverantören finns inte i katalogen."),
+    (re.compile(r"^a client certificate needs"), "Klientcertifikat går bara till en EGIL SCIM-leverantör över https."),
+    (re.compile(r"^the client certificate is not"), "Klientcertifikatet är inte ett PEM-certifikat."),
+    (re.compile(r"^the private key is encrypted"), "Den privata nyckeln är krypterad: ange den utan lösenord."),
+    (re.compile(r"^the private key is not"), "Den privata nyckeln är inte en PEM-nyckel."),
+    (re.compile(r"^the private key does not belong"), "Den privata nyckeln hör inte till certifikatet."),
     (
         re.compile(r"^no pending hold"),
         "Det finns ingen spärr som väntar på beslut för den leverantören och skolenheten.",

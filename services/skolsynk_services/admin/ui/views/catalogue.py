@@ -84,20 +84,40 @@ async def catalogue_retire(request: web.Request) -> web.StreamResponse:
 
 
 async def credential_save(request: web.Request) -> web.StreamResponse:
-    """An organiser's own API key at the vendor (write-only): set or rotated."""
+    """An organiser's own API key and/or client certificate at the vendor (write-only): set or rotated."""
     vendor_id = request.match_info["vendor"]
     form = await request.post()
-    tenant_id, api_key = str(form.get("tenant_id", "")).strip(), str(form.get("api_key", "")).strip()
+    tenant_id = str(form.get("tenant_id", "")).strip()
+    given = {
+        name: str(form.get(name, "")).strip() or None
+        for name in ("api_key", "client_certificate_pem", "client_key_pem")
+    }
     back = url(request, "catalogue_edit", vendor=vendor_id) + "#nycklar"
     try:
-        body = models.VendorCredentialIn.model_validate({"api_key": api_key})
-    except ValidationError:
-        return see_other(request, back, "En API-nyckel har 16 till 512 tecken.", error=True)
+        body = models.VendorCredentialIn.model_validate(given)
+    except ValidationError as error:
+        return see_other(request, back, CREDENTIAL_FORM_TEXTS.get(_first_field(error), CREDENTIAL_MISSING), error=True)
     try:
         await service_of(request).put_vendor_credential(principal_of(request), vendor_id, tenant_id, body)
     except Problem as problem:
         return see_other(request, back, swedish(problem), error=True)
-    return see_other(request, back, f"Nyckeln för {tenant_id} är sparad. Dispatchern använder den inom några sekunder.")
+    return see_other(
+        request, back, f"Uppgifterna för {tenant_id} är sparade. Dispatchern använder dem inom några sekunder."
+    )
+
+
+#: What is wrong with the credential form, by the field pydantic names (the body's rules: models.VendorCredentialIn).
+CREDENTIAL_MISSING = "Fyll i en API-nyckel, eller ett klientcertifikat med dess privata nyckel."
+CREDENTIAL_FORM_TEXTS = {
+    "api_key": "En API-nyckel har 16 till 512 tecken.",
+    "client_key_pem": "Den privata nyckeln är för lång.",
+    "client_certificate_pem": "Certifikatet är för långt.",
+}
+
+
+def _first_field(error: ValidationError) -> str:
+    locations = [e["loc"] for e in error.errors(include_url=False, include_input=False)]
+    return str(locations[0][0]) if locations and locations[0] else ""
 
 
 async def credential_delete(request: web.Request) -> web.StreamResponse:
