@@ -74,6 +74,12 @@ class VendorCatalogueEntry(BaseModel):
         description="Queue vendors: a message left unread in the feed this long expires (its personal data "
         "leaves the broker); the vendor then needs a resend. Default: the deletion deadline.",
     )
+    feed_per_organiser: bool = Field(
+        default=False,
+        description="Queue vendors: a feed queue per organiser ({namespace}.vendor-feed.{vendor}.organiser."
+        "{tenant}) instead of one for all, so the vendor can read (and be behind on) each organiser on its own. "
+        "Every message names its organiser in the envelope's tenant_id either way.",
+    )
     profile: VendorProfile
 
     @model_validator(mode="before")

@@ -147,6 +147,7 @@ async def start_stack(
     records: list[SourceRecord] | None = None,
     feed_retention_hours: float | None = None,
     feed_compaction_seconds: float = 60.0,
+    feed_per_organiser: bool = False,
 ) -> Stack:
     """The normaliser, the vendor's dispatcher and (unless ``queue_mode``) a fake EGIL SCIM vendor.
     ``consuming=False``: the dispatcher starts without consuming (its queue fills; see :func:`consume`)."""
@@ -155,10 +156,11 @@ async def start_stack(
     try:
         if queue_mode:
             catalogue = write_vendor_catalogue(tmp_path / "vendors", VENDOR)
-            if feed_retention_hours is not None:
-                entry = catalogue / f"{VENDOR}.yaml"
-                with entry.open("a", encoding="utf-8") as file:
+            with (catalogue / f"{VENDOR}.yaml").open("a", encoding="utf-8") as file:
+                if feed_retention_hours is not None:
                     file.write(f"feed_retention_hours: {feed_retention_hours}\n")
+                if feed_per_organiser:
+                    file.write("feed_per_organiser: true\n")
         else:
             vendor = FakeEgilVendor(api_keys={API_KEY: TENANT})
             await vendor.start()
@@ -512,6 +514,61 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
     finally:
         await offboard_vendor(namespace, VENDOR)
         await stop_stack(stack)
+
+
+async def test_a_queue_vendor_may_have_a_feed_per_organiser(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
+):
+    """Issue 18: with ``feed_per_organiser`` a queue vendor reads each organiser from a queue of its own
+    (declared by the dispatcher, readable with the vendor's one user), every message naming the organiser;
+    nothing goes to the shared feed, and a leaver's upsert is compacted out of the organiser's feed."""
+    if rabbitmq_vhost is None:
+        pytest.skip("needs rabbitmqctl")
+    stack = await start_stack(
+        settings, tmp_path, monkeypatch, queue_mode=True, feed_per_organiser=True, feed_compaction_seconds=0.2
+    )
+    namespace = settings.broker.namespace
+    own, shared = feed_queue_name(namespace, VENDOR, TENANT), feed_queue_name(namespace, VENDOR)
+    url = settings.broker.amqp_url.get_secret_value()
+    password = secrets.token_urlsafe(24)
+    try:
+        await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+        await stack.settled()
+        expected = len(await stack.selection())
+        assert await queue_depth(url, shared) == 0
+        assert await queue_depth(url, own) == expected  # settled: every change is in the organiser's feed
+
+        leaver = str(person_id("student-0-1"))
+        await stack.sync(without_person(stack.records, "student-0-1"))
+        await stack.settled()
+        compactor = stack.dispatcher.extensions["feed_compactor"]
+
+        async def compacted() -> bool:
+            return not compactor.pending and bool(
+                stack.dispatcher.metrics.registry.get_sample_value(
+                    "skolsynk_feed_compactions_total", {"vendor": VENDOR, "outcome": "compacted"}
+                )
+            )
+
+        await wait_for(compacted, timeout=30, what="the organiser's feed compacted")
+        user_url = amqp_url_with_vhost(url, rabbitmq_vhost).replace(
+            "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
+        )
+        received = await read_feed(user_url, own)  # with the vendor's own credentials
+        assert len(received) >= expected  # the first sync's, less the leaver's upsert, and the second's
+        assert [c.operation for c in received if str(c.entity_id) == leaver] == ["delete"]
+        envelopes = await feed_messages(url, own)
+        assert envelopes == []  # read and acknowledged by the vendor
+    finally:
+        await offboard_vendor(namespace, VENDOR)
+        await stop_stack(stack)
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            for queue in (own, shared):
+                await channel.queue_delete(queue)
 
 
 async def test_a_change_older_than_what_was_delivered_is_dropped(stack: Stack):

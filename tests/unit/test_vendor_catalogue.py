@@ -78,6 +78,13 @@ def test_queue_vendors_get_a_feed_queue_only_they_can_read(catalogue: dict[str, 
         assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id) + ".dlq")
         assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id) + "-2")
         assert not re.search(permissions.read, "skolsynk.vendor-feedXne")  # the dots are escaped
+        # Its per-organiser feeds (feed_per_organiser) too, and no other vendor's.
+        assert re.fullmatch(permissions.read, feed_queue_name("skolsynk", vendor_id, "kommun-a"))
+        for other in catalogue:
+            if other != vendor_id:
+                assert not re.search(permissions.read, feed_queue_name("skolsynk", other, "kommun-a"))
+        assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id, "kommun-a") + ".dlq")
+        assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id) + ".kommun-a")
 
 
 def _walk(node: object, path: str = "") -> list[tuple[str, object]]:

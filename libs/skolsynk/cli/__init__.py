@@ -278,6 +278,13 @@ class Operator:
         topology = skolsynk_topology(self.namespace, vendor_ids=vendors, connector_kinds=STATUS_CONNECTOR_KINDS)
         names = [name for spec in topology.queues for name in (spec.name, spec.dead_letter_queue)]
         feeds = [f"{self.namespace}.vendor-feed.{v}" for v in vendors if catalogue.get(v) is DeliveryMode.QUEUE]
+        # A queue vendor with a feed per organiser (catalogue feed_per_organiser): each organiser's feed too.
+        for vendor_id, entry in sorted((await VendorStore(self.db).active()).items()):
+            if entry.delivery is DeliveryMode.QUEUE and entry.feed_per_organiser:
+                feeds += [
+                    f"{self.namespace}.vendor-feed.{vendor_id}.organiser.{t}"
+                    for t in await SubscriptionStore(self.db).tenants_of(vendor_id)
+                ]
         stats = {s.name: s for s in await queues.queue_stats(await self.amqp(), [*names, *feeds])}
         queue_rows = [
             {

@@ -84,3 +84,7 @@ class SubscriptionStore:
 
     async def tenants(self) -> list[str]:
         return sorted(await self.subscriptions.distinct("tenant_id"))
+
+    async def tenants_of(self, vendor_id: str) -> list[str]:
+        """The organisers with a subscription (live, in test mode or ended) to the vendor."""
+        return sorted(await self.subscriptions.distinct("tenant_id", {"vendor_id": vendor_id}))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,6 +169,7 @@ class VendorDeliverer:
         compactor: FeedCompactor | None = None,
         health: DeliveryHealth | None = None,
         backlog: DeliveryBacklog | None = None,
+        organiser_feed: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.metrics = metrics
         #: What waits for this vendor per organiser: the changes done with are counted here.
@@ -192,6 +193,8 @@ class VendorDeliverer:
         self.scim = scim
         self.publisher = publisher
         self.feed_queue = feed_queue
+        #: A queue vendor with a feed per organiser (``feed_per_organiser``): the organiser's feed, declared.
+        self.organiser_feed = organiser_feed
         #: SCIM deliveries running now in this process, by entity: what their referrers wait for.
         self._in_flight: dict[Key, asyncio.Future[str]] = {}
 
@@ -422,10 +425,11 @@ class VendorDeliverer:
         assert self.publisher is not None
         assert self.feed_queue is not None
         try:
+            feed = await self.organiser_feed(d.tenant_id) if self.organiser_feed is not None else self.feed_queue
             await self.publisher.publish(
                 d.envelope,
                 exchange="",
-                routing_key=self.feed_queue,
+                routing_key=feed,
                 headers={HEADER_QUEUED_AT: int(time.time() * 1000)},
                 expiration=self.vendor.feed_retention_hours * 3600,  # unread personal data does not stay
             )

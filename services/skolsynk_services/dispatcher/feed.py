@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aio_pika
@@ -63,8 +64,9 @@ class CompactionPass:
 
 
 class FeedCompactor:
-    """Collects the deletes forwarded to one vendor's feed and, every ``interval_seconds``, takes the
-    upserts they supersede out of the feed if nobody is reading it."""
+    """Collects the deletes forwarded to one vendor's feed (or, with ``queue_of``, to its per-organiser
+    feeds) and, every ``interval_seconds``, takes the upserts they supersede out of each feed nobody is
+    reading."""
 
     def __init__(
         self,
@@ -75,9 +77,12 @@ class FeedCompactor:
         interval_seconds: float,
         amqp_url: str,
         metrics: FeedCompactionMetrics | None = None,
+        queue_of: Callable[[str], str] | None = None,
     ) -> None:
         self.vendor_id = vendor_id
         self.feed_queue = feed_queue
+        #: tenant -> its own feed (``feed_per_organiser``); None: every tenant's deletes are in ``feed_queue``.
+        self.queue_of = queue_of
         self.retention_seconds = retention_seconds
         self.interval_seconds = interval_seconds
         self.metrics = metrics
@@ -120,7 +125,17 @@ class FeedCompactor:
                 self._connection = await aio_pika.connect(self._amqp_url)
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self._connection.channel(publisher_confirms=True)
-            result = await self._pass(self._channel, superseding)
+            by_queue: dict[str, dict[Key, int]] = {}
+            for key, version in superseding.items():
+                queue = self.queue_of(key[0]) if self.queue_of is not None else self.feed_queue
+                by_queue.setdefault(queue, {})[key] = version
+            passes = [await self._pass(self._channel, queue, deletes) for queue, deletes in sorted(by_queue.items())]
+            ran = [p for p in passes if p.skipped is None]
+            result = (
+                CompactionPass(sum(p.taken for p in ran), sum(p.dropped for p in ran), sum(p.expired for p in ran))
+                if ran
+                else passes[0]
+            )
         except BaseException:
             # What the pass holds goes back to the feed with the connection (in the broker's order).
             await self.close()
@@ -143,8 +158,8 @@ class FeedCompactor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_SECONDS)
 
-    async def _pass(self, channel: AbstractChannel, superseding: dict[Key, int]) -> CompactionPass:
-        queue = await channel.declare_queue(self.feed_queue, passive=True)
+    async def _pass(self, channel: AbstractChannel, name: str, superseding: dict[Key, int]) -> CompactionPass:
+        queue = await channel.declare_queue(name, passive=True)
         declared = queue.declaration_result
         if not declared.message_count or declared.consumer_count:
             # Nothing waits, or the vendor reads it with the delete right behind the upsert.
@@ -170,7 +185,7 @@ class FeedCompactor:
                     expired += 1
                 else:
                     keep.append(again)
-            await asyncio.gather(*(channel.default_exchange.publish(m, routing_key=self.feed_queue) for m in keep))
+            await asyncio.gather(*(channel.default_exchange.publish(m, routing_key=name) for m in keep))
             # Only once every kept message is confirmed, and one by one: on a quorum queue (RabbitMQ 3.10) a
             # multiple ack of messages taken with basic.get settles only some of them.
             for message in held:
@@ -179,7 +194,7 @@ class FeedCompactor:
             remaining -= len(held)
         # A synchronous round trip behind the acks. The channel stays open: a quorum queue's client may hold
         # acks back briefly, and closing the channel at once would hand those messages back (duplicates).
-        await channel.declare_queue(self.feed_queue, passive=True)
+        await channel.declare_queue(name, passive=True)
         return CompactionPass(taken, dropped, expired)
 
     def _forget(self, superseding: dict[Key, int]) -> None:

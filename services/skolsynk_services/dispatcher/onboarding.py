@@ -1,4 +1,4 @@
-"""Onboarding a queue-mode vendor: its feed queue and its own RabbitMQ user.
+r"""Onboarding a queue-mode vendor: its feed queue and its own RabbitMQ user.
 
 A vendor whose catalogue entry says ``delivery: queue`` consumes its changes from one queue on
 skolsynk's broker, ``{namespace}.vendor-feed.{vendor_id}``, as the user ``{namespace}-vendor-{vendor_id}``.
@@ -14,8 +14,9 @@ AMQP method touches:
 * write ``^$``: matches no exchange the vendor could publish to. The default exchange is checked
   under the name ``amq.default`` (not the empty string), so it is refused too, as are ``amq.*`` and
   skolsynk's own exchanges: the vendor cannot publish at all.
-* read ``^<its feed queue, escaped>$``: anchored at both ends, so it matches the vendor's feed queue
-  and nothing else (not ``<feed>.dlq``, not another vendor's feed whose name starts the same way).
+* read ``^<its feed queue, escaped>(\.organiser\.<tenant id>)?$``: anchored at both ends, so it matches
+  the vendor's feed queue and its per-organiser feeds (``feed_per_organiser``) and nothing else (not
+  ``<feed>.dlq``, not another vendor's feed whose name starts the same way).
   Reading allows ``basic.consume``/``basic.get`` with acks and nacks, and ``queue.purge``: the vendor
   can empty only its own feed, which is no more than consuming and acking everything.
 
@@ -87,10 +88,20 @@ def _check_names(namespace: str, vendor_id: str) -> None:
         raise ValueError(f"invalid vendor id {vendor_id!r}")
 
 
-def feed_queue_name(namespace: str, vendor_id: str) -> str:
-    """The queue the vendor consumes."""
+#: Between a vendor's feed and an organiser's id in the name of a per-organiser feed (catalogue
+#: ``feed_per_organiser``): a word no queue suffix of skolsynk's uses (``.dlq``, ``.retry.N``).
+ORGANISER_INFIX = "organiser"
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def feed_queue_name(namespace: str, vendor_id: str, tenant_id: str | None = None) -> str:
+    """The queue the vendor consumes: its one feed, or (``tenant_id``) the feed of one organiser."""
     _check_names(namespace, vendor_id)
-    return f"{namespace}.vendor-feed.{vendor_id}"
+    if tenant_id is None:
+        return f"{namespace}.vendor-feed.{vendor_id}"
+    if not _TENANT_ID.match(tenant_id):
+        raise ValueError(f"invalid tenant id {tenant_id!r}")
+    return f"{namespace}.vendor-feed.{vendor_id}.{ORGANISER_INFIX}.{tenant_id}"
 
 
 def vendor_user_name(namespace: str, vendor_id: str) -> str:
@@ -100,8 +111,12 @@ def vendor_user_name(namespace: str, vendor_id: str) -> str:
 
 
 def vendor_permissions(namespace: str, vendor_id: str) -> VendorPermissions:
-    """Declare nothing, publish nothing, read only the feed queue (see the module docstring)."""
-    return VendorPermissions(configure="^$", write="^$", read=f"^{re.escape(feed_queue_name(namespace, vendor_id))}$")
+    """Declare nothing, publish nothing, read only the feed queue and the vendor's per-organiser feeds
+    (see the module docstring): the same whether the catalogue gives it one feed or one per organiser, so
+    switching needs no new permissions."""
+    feed = re.escape(feed_queue_name(namespace, vendor_id))
+    organisers = rf"(\.{ORGANISER_INFIX}\.[a-z0-9][a-z0-9-]{{0,62}})?"
+    return VendorPermissions(configure="^$", write="^$", read=f"^{feed}{organisers}$")
 
 
 def feed_queue_arguments() -> dict[str, Any]:
@@ -110,11 +125,13 @@ def feed_queue_arguments() -> dict[str, Any]:
     return {"x-queue-type": "quorum", "x-delivery-limit": FEED_DELIVERY_LIMIT}
 
 
-async def declare_feed_queue(channel: AbstractChannel, namespace: str, vendor_id: str) -> AbstractQueue:
-    """Declare (idempotently) the vendor's feed queue: a durable quorum queue. skolsynk declares
-    it on its own channel; the vendor cannot."""
+async def declare_feed_queue(
+    channel: AbstractChannel, namespace: str, vendor_id: str, tenant_id: str | None = None
+) -> AbstractQueue:
+    """Declare (idempotently) the vendor's feed queue (or one organiser's): a durable quorum queue.
+    skolsynk declares it on its own channel; the vendor cannot."""
     return await channel.declare_queue(
-        feed_queue_name(namespace, vendor_id), durable=True, arguments=feed_queue_arguments()
+        feed_queue_name(namespace, vendor_id, tenant_id), durable=True, arguments=feed_queue_arguments()
     )
 
 

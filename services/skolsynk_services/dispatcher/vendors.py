@@ -81,6 +81,7 @@ class VendorWorker:
         self.compactor: FeedCompactor | None = None
         self.drift: drift.DriftChecker | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._declared_feeds: set[str] = set()
         if vendor.delivery is DeliveryMode.EGIL_SCIM:
             assert vendor.scim is not None
             env = vendor.scim.auth.api_key_env
@@ -106,7 +107,8 @@ class VendorWorker:
                     metrics=metrics,
                 )
         else:
-            self.feed_queue = feed_queue_name(settings.broker.namespace, vendor.vendor_id)
+            namespace = settings.broker.namespace
+            self.feed_queue = feed_queue_name(namespace, vendor.vendor_id)
             if settings.feed_compaction_seconds > 0:
                 self.compactor = FeedCompactor(
                     vendor.vendor_id,
@@ -115,6 +117,9 @@ class VendorWorker:
                     interval_seconds=settings.feed_compaction_seconds,
                     amqp_url=settings.broker.amqp_url.get_secret_value(),
                     metrics=feed_metrics,
+                    queue_of=(lambda tenant: feed_queue_name(namespace, vendor.vendor_id, tenant))
+                    if vendor.feed_per_organiser
+                    else None,
                 )
         broker = settings.broker
         self.deliverer = VendorDeliverer(
@@ -130,6 +135,7 @@ class VendorWorker:
             compactor=self.compactor,
             health=health,
             backlog=backlog,
+            organiser_feed=self.organiser_feed if vendor.feed_per_organiser else None,
         )
         # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
         # up to SKOLSYNK_PREFETCH changes, two in flight (docs/dispatcher.md); both must get through the
@@ -174,6 +180,16 @@ class VendorWorker:
         if self.drift is not None:
             self._background("drift-check", self._check_drift_forever)
         log.info("vendor_served", vendor_id=self.vendor.vendor_id, delivery=self.vendor.delivery.value)
+
+    async def organiser_feed(self, tenant_id: str) -> str:
+        """The organiser's own feed (``feed_per_organiser``), declared the first time this process forwards
+        to it (the vendor cannot declare queues)."""
+        name = feed_queue_name(self.app.settings.broker.namespace, self.vendor.vendor_id, tenant_id)
+        if name not in self._declared_feeds:
+            async with self.app.broker.connection.channel(publisher_confirms=False) as channel:
+                await declare_feed_queue(channel, self.app.settings.broker.namespace, self.vendor.vendor_id, tenant_id)
+            self._declared_feeds.add(name)
+        return name
 
     async def idle(self) -> bool:
         """Nothing waits for the vendor in this process or the broker: nothing in flight here, the work
