@@ -446,7 +446,9 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     stack.vendor.faults.error_rate(0)  # back: the retried change goes through
     await wait_for(lambda: state_is("ok"), timeout=90, what="the pair to be ok again")
     await wait_for(lambda: pending_is(0), what="nothing pending once the retried changes are through")
-    # Counts that drifted (a crash between a delivery and its count) are levelled while the vendor is idle.
+    # Counts that drifted (a crash between a delivery and its count) are levelled while the vendor is idle
+    # (at the pool's next reading of its gauges: every poll here).
+    stack.pool.gauge_seconds = stack.pool.poll_seconds
     await DeliveryBacklog(stack.normaliser.db).queued(VENDOR, TENANT, 3, at=datetime.now(UTC), session=None)
     await wait_for(lambda: pending_is(0), what="the drifted counts levelled")
     settled = await stack.dispatcher.db["delivery_backlog"].find_one({"_id": f"{VENDOR}:{TENANT}:settled"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 SERVICE = "dispatcher"
+#: The shortest interval between two readings of the delivery health and backlog gauges.
+GAUGE_SECONDS = 30.0
 
 
 class VendorNotServable(RuntimeError):
@@ -249,6 +252,9 @@ class VendorPool:
         self.store = store
         self.only = only
         self.poll_seconds = poll_seconds
+        #: How often the health and backlog gauges are read from the store (and idle counts levelled): they
+        #: read a document or two per (organiser, vendor) pair, so not every catalogue poll.
+        self.gauge_seconds = max(poll_seconds, GAUGE_SECONDS)
         self.metrics = DispatcherMetrics(app.metrics.registry)
         self.health = DeliveryHealth(app.db)
         self.backlog = DeliveryBacklog(app.db)
@@ -359,13 +365,16 @@ class VendorPool:
         return levelled
 
     async def run_forever(self) -> None:
+        gauges_read = 0.0
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.sync()
                 await self.refresh_credentials()
-                await self.refresh_health()
-                await self.refresh_backlog()
+                if time.monotonic() - gauges_read >= self.gauge_seconds:
+                    gauges_read = time.monotonic()
+                    await self.refresh_health()
+                    await self.refresh_backlog()
             except Exception:  # the store or the broker is away for a moment: the next poll tries again
                 log.warning("vendor_pool_sync_failed", exc_info=True)
 
