@@ -474,6 +474,16 @@ async def read_feed(user_url: str, queue: str) -> list[VendorChange]:
     return changes
 
 
+async def onboard_and_sync(stack: Stack, password: str, vhost: str) -> int:
+    """The queue vendor's own user, a live subscription and a full sync settled: how many entities the
+    vendor's selection holds."""
+    await onboard_vendor(stack.settings.broker.namespace, VENDOR, password, vhost=vhost)
+    await stack.subscribe(test_mode=False)
+    await stack.sync()
+    await stack.settled()
+    return len(await stack.selection())
+
+
 async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
     settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
 ):
@@ -483,11 +493,7 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
     namespace = settings.broker.namespace
     password = secrets.token_urlsafe(24)
     try:
-        await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
-        await stack.subscribe(test_mode=False)
-        await stack.sync()
-        await stack.settled()
-        expected = len(await stack.selection())
+        expected = await onboard_and_sync(stack, password, rabbitmq_vhost)
         base = settings.broker.amqp_url.get_secret_value()
         user_url = amqp_url_with_vhost(base, rabbitmq_vhost).replace(
             "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
@@ -532,11 +538,7 @@ async def test_a_queue_vendor_may_have_a_feed_per_organiser(
     url = settings.broker.amqp_url.get_secret_value()
     password = secrets.token_urlsafe(24)
     try:
-        await onboard_vendor(namespace, VENDOR, password, vhost=rabbitmq_vhost)
-        await stack.subscribe(test_mode=False)
-        await stack.sync()
-        await stack.settled()
-        expected = len(await stack.selection())
+        expected = await onboard_and_sync(stack, password, rabbitmq_vhost)
         assert await queue_depth(url, shared) == 0
         assert await queue_depth(url, own) == expected  # settled: every change is in the organiser's feed
 

@@ -16,9 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,6 @@ import pytest
 import trustme
 import yaml
 from aiohttp import web
-from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 
 from skolsynk.cli import CliSettings, execute, parser
@@ -55,6 +51,7 @@ from skolsynk_testkit.devstack import free_port, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor, server_ssl_context, spki_sha256_pin
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
+from tests.smtp import Inbox, local_smtp_server
 
 pytestmark = [pytest.mark.connected, pytest.mark.timeout(120)]
 
@@ -87,28 +84,10 @@ class Stack:
             return response.status, await response.json(content_type=None)
 
 
-class Inbox:
-    """A local SMTP server (aiosmtpd, in its own thread) keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted"
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield handler, controller.port
-    finally:
-        controller.stop()
+    with local_smtp_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -675,6 +654,24 @@ async def test_overdue_deletions_and_an_open_promotion_gate_are_told(
     ]
 
 
+async def deliver_two_organisers(stack: Stack, vendor: FakeEgilVendor, other: str) -> None:
+    """Two organisers subscribe to the vendor and sync: 5 persons land in tenant ``vendor-a`` at the vendor
+    server (kommun-a's own credentials) and 4 in ``vendor-b`` (the other's)."""
+    organisers = {TENANT: organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1),
+                  other: organiser(seed=6, school_units=1, students_per_unit=3, teachers_per_unit=1)}  # fmt: skip
+    for tenant_id, records in organisers.items():
+        codes = frozenset(school_unit_codes(records))
+        await SubscriptionStore(stack.normaliser.db).save(
+            VendorSubscription(tenant_id=tenant_id, vendor_id=VENDOR, school_unit_codes=codes, test_mode=False)
+        )
+        await sync(stack, records, tenant_id)
+    await wait_for(
+        lambda: (len(vendor.resources("vendor-a", "Users")), len(vendor.resources("vendor-b", "Users"))) == (5, 4),
+        timeout=60,
+        what="each organiser's persons in its own tenant",
+    )
+
+
 async def test_two_organisers_at_one_vendor_land_in_two_tenants_there(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -706,19 +703,7 @@ async def test_two_organisers_at_one_vendor_land_in_two_tenants_there(
         worker = stack.pool.workers[VENDOR]
         assert worker.scim is not None
         await wait_for(lambda: len(worker.scim.tenant_keys) == 2, what="the pairs' keys in the dispatcher")
-        organisers = {TENANT: organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1),
-                      other: organiser(seed=6, school_units=1, students_per_unit=3, teachers_per_unit=1)}  # fmt: skip
-        for tenant_id, records in organisers.items():
-            codes = frozenset(school_unit_codes(records))
-            await SubscriptionStore(stack.normaliser.db).save(
-                VendorSubscription(tenant_id=tenant_id, vendor_id=VENDOR, school_unit_codes=codes, test_mode=False)
-            )
-            await sync(stack, records, tenant_id)
-        await wait_for(
-            lambda: (len(vendor.resources("vendor-a", "Users")), len(vendor.resources("vendor-b", "Users"))) == (5, 4),
-            timeout=60,
-            what="each organiser's persons in its own tenant",
-        )
+        await deliver_two_organisers(stack, vendor, other)
         assert vendor.resources("shared", "Users") == {}
         a_ids = set(vendor.resources("vendor-a", "Users"))
         b_ids = set(vendor.resources("vendor-b", "Users"))
@@ -805,19 +790,7 @@ async def test_organisers_with_their_own_client_certificates_land_in_their_own_t
         assert worker.scim is not None
         scim = worker.scim
         await wait_for(lambda: len(scim._tenant_sessions) == 2, what="a session per organiser's certificate")
-        organisers = {TENANT: organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1),
-                      other: organiser(seed=6, school_units=1, students_per_unit=3, teachers_per_unit=1)}  # fmt: skip
-        for tenant_id, records in organisers.items():
-            codes = frozenset(school_unit_codes(records))
-            await SubscriptionStore(stack.normaliser.db).save(
-                VendorSubscription(tenant_id=tenant_id, vendor_id=VENDOR, school_unit_codes=codes, test_mode=False)
-            )
-            await sync(stack, records, tenant_id)
-        await wait_for(
-            lambda: (len(vendor.resources("vendor-a", "Users")), len(vendor.resources("vendor-b", "Users"))) == (5, 4),
-            timeout=60,
-            what="each organiser's persons in its own tenant",
-        )
+        await deliver_two_organisers(stack, vendor, other)
         assert not set(vendor.resources("vendor-a", "Users")) & set(vendor.resources("vendor-b", "Users"))
         assert worker.drift is not None
         report = await worker.drift.check()

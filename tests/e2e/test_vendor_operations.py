@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 from pymongo import AsyncMongoClient, MongoClient
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.messaging import skolsynk_topology
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk_testkit.devstack import ServiceProcess, free_port, publish_messages, start_service
+from skolsynk_testkit.devstack import ServiceProcess, publish_messages, start_service
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
 from tests.helpers import delete_topology, wait_for
+from tests.smtp import Inbox, local_smtp_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -45,28 +42,10 @@ FAST = {
 }
 
 
-class Inbox:
-    """A local SMTP server's handler keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield handler, controller.port
-    finally:
-        controller.stop()
+    with local_smtp_server() as server:
+        yield server
 
 
 async def test_an_operator_onboards_a_vendor_and_the_organiser_is_told_how_deliveries_fare(

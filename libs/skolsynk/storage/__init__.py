@@ -14,6 +14,7 @@ from skolsynk.storage.mongo import (
     in_transaction,
     indexes_of,
     ping,
+    stored_time,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "in_transaction",
     "indexes_of",
     "ping",
+    "stored_time",
 ]

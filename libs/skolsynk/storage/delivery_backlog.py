@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from skolsynk.storage import Database, Document, IndexSpec, Session
+from skolsynk.storage import Database, Document, IndexSpec, Session, stored_time
 
 DELIVERY_BACKLOG = "delivery_backlog"
 INDEXES = [IndexSpec(DELIVERY_BACKLOG, (("vendor_id", 1), ("tenant_id", 1)), "vendor_tenant")]
@@ -42,12 +41,6 @@ INDEXES = [IndexSpec(DELIVERY_BACKLOG, (("vendor_id", 1), ("tenant_id", 1)), "ve
 MARKS = 200
 
 QUEUED, SETTLED = "queued", "settled"
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -85,7 +78,7 @@ def backlog_of(tenant_id: str, vendor_id: str, queued: Document | None, settled:
         marks = (queued or {}).get("marks") or []
         for mark in reversed(marks):
             size = int(mark.get("n", 0))
-            oldest = _aware(mark.get("at")) or oldest
+            oldest = stored_time(mark.get("at")) or oldest
             if end - size < wanted <= end:
                 break
             end -= size
@@ -98,7 +91,7 @@ def backlog_of(tenant_id: str, vendor_id: str, queued: Document | None, settled:
         settled_n,
         oldest,
         at_least,
-        _aware((settled or {}).get("at")),
+        stored_time((settled or {}).get("at")),
     )
 
 

@@ -11,10 +11,10 @@ rewrite.
 from __future__ import annotations
 
 import builtins
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Literal
 
-from skolsynk.storage import Database, Document, IndexSpec
+from skolsynk.storage import Database, Document, IndexSpec, stored_time
 
 DELIVERY_HEALTH = "delivery_health"
 INDEXES = [IndexSpec(DELIVERY_HEALTH, (("tenant_id", 1), ("vendor_id", 1)), "tenant_vendor")]
@@ -24,15 +24,9 @@ DEFAULT_FAILING_AFTER = timedelta(minutes=15)
 State = Literal["ok", "retrying", "failing", "unknown"]
 
 
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def retrying_seconds(doc: Document, *, now: datetime) -> float:
     """How long the pair has been retrying; 0 while it is ok."""
-    since = _aware(doc.get("since")) if doc.get("state") == "retrying" else None
+    since = stored_time(doc.get("since")) if doc.get("state") == "retrying" else None
     return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from prometheus_client import Counter
@@ -226,3 +227,11 @@ def in_parts(values: Iterable[str], size: int = IN_PART_SIZE) -> list[list[str]]
 
 def indexes_of(*repositories: type[Repository]) -> list[IndexSpec]:
     return [spec for repo in repositories for spec in repo.indexes]
+
+
+def stored_time(value: Any) -> datetime | None:
+    """A time as read from the store, in UTC: the store keeps UTC and a client that is not ``tz_aware``
+    reads it naive. None for anything that is not a time (a field never written)."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

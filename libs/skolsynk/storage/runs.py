@@ -14,10 +14,10 @@ apart from the staged records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from skolsynk.storage.mongo import Database, Document, Session
+from skolsynk.storage.mongo import Database, Document, Session, stored_time
 
 RUNS = "runs"
 RUN_PAGES = "run_pages"
@@ -28,12 +28,6 @@ RUNS_LOOKED_AT = 30
 DEFAULT_FAILING_AFTER = timedelta(minutes=15)
 
 SourceState = Literal["unknown", "ok", "retrying", "failing"]
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -64,14 +58,14 @@ def source_health_of(
     for run in runs:
         if run.get("status") != "finalised":
             if running_since is None and not streak and last_complete is None:
-                running_since = _aware(run.get("started_at"))
+                running_since = stored_time(run.get("started_at"))
             continue
         if (run.get("outcome") or {}).get("complete") is not False:
             last_complete = run
             break
         streak.append(run)
     complete_at = (
-        _aware(last_complete.get("finalised_at") or last_complete.get("started_at")) if last_complete else None
+        stored_time(last_complete.get("finalised_at") or last_complete.get("started_at")) if last_complete else None
     )
     if not streak:
         return SourceHealth(
@@ -80,7 +74,7 @@ def source_health_of(
             running_since=running_since,
             source_kind=str(last_complete.get("source_kind")) if last_complete else None,
         )
-    since = _aware(streak[-1].get("started_at"))
+    since = stored_time(streak[-1].get("started_at"))
     latest = streak[0]
     errors = [str(c) for c in (latest.get("completion") or {}).get("errors") or []][:5]
     reasons = [str(r) for r in (latest.get("outcome") or {}).get("reasons") or []][:5]
