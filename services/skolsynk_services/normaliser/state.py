@@ -407,25 +407,35 @@ class ProjectionLock:
     async def acquire(self, tenant_id: str, *, resend: frozenset[str] = frozenset(), whole: bool = False) -> bool:
         """Take the tenant's lock; when busy, leave the request (its resends, and whether it needs a
         projection of the whole organiser) with the holder and return False."""
-        current = now()
-        fresh = {"owner": self.owner, "lease_until": current + self.lease, "dirty": False, "resend": [], "whole": False}
-        try:
-            await self.collection.insert_one({"_id": tenant_id, **fresh})
-            return True
-        except DuplicateKeyError:
-            pass
-        taken = await self.collection.find_one_and_update(
-            {"_id": tenant_id, "lease_until": {"$lt": current}}, {"$set": fresh}
-        )
-        if taken is not None:
-            return True
         update: dict[str, Any] = {"dirty": True}
         if whole:
             update["whole"] = True
-        await self.collection.update_one(
-            {"_id": tenant_id}, {"$set": update, "$addToSet": {"resend": {"$each": sorted(resend)}}}
-        )
-        return False
+        while True:
+            current = now()
+            fresh = {
+                "owner": self.owner,
+                "lease_until": current + self.lease,
+                "dirty": False,
+                "resend": [],
+                "whole": False,
+            }
+            try:
+                await self.collection.insert_one({"_id": tenant_id, **fresh})
+                return True
+            except DuplicateKeyError:
+                pass
+            taken = await self.collection.find_one_and_update(
+                {"_id": tenant_id, "lease_until": {"$lt": current}}, {"$set": fresh}
+            )
+            if taken is not None:
+                return True
+            marked = await self.collection.update_one(
+                {"_id": tenant_id}, {"$set": update, "$addToSet": {"resend": {"$each": sorted(resend)}}}
+            )
+            if marked.matched_count:
+                return False
+            # The holder let go between our insert and this mark (its projection did not include this
+            # request, and nobody would have projected it): take the lock again.
 
     async def release(self, tenant_id: str) -> tuple[bool, frozenset[str], bool]:
         """Let go unless someone asked meanwhile; returns whether the caller must project again, the
