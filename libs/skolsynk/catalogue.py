@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skolsynk.domain.subscription import VendorProfile
@@ -23,13 +24,20 @@ class DeliveryMode(StrEnum):
 
 class ScimAuth(BaseModel):
     """How the dispatcher authenticates to the vendor's SCIM server: mutual TLS (client certificate,
-    the server's CA, optionally the server's public-key pin) and/or an API key header."""
+    the server's CA, optionally the server's public-key pin) and/or an API key header. Without a client
+    certificate or an API key here, only organisers with credentials of their own at the vendor (set in
+    the admin) are delivered to; the others' changes wait (``no_credentials``) until they get them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     client_cert_file: Path | None = Field(default=None, description="PEM client certificate (mTLS).")
     client_key_file: Path | None = Field(default=None, description="PEM private key of the client certificate.")
     ca_file: Path | None = Field(default=None, description="PEM CA bundle that signs the vendor's server certificate.")
+    ca_pem: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="The same CA bundle given inline (PEM; what an operator pastes in the admin: no file needed).",
+    )
     server_pin_sha256: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9+/]{43}=$",
@@ -44,9 +52,19 @@ class ScimAuth(BaseModel):
     def _complete(self) -> ScimAuth:
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError("client_cert_file and client_key_file go together")
-        if self.client_cert_file is None and self.api_key_env is None:
-            raise ValueError("a SCIM vendor needs a client certificate or an API key")
+        if self.ca_file is not None and self.ca_pem is not None:
+            raise ValueError("give the CA as ca_file or as ca_pem, not both")
+        if self.ca_pem is not None:
+            try:
+                x509.load_pem_x509_certificates(self.ca_pem.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise ValueError("ca_pem is not a PEM certificate bundle") from None
         return self
+
+    @property
+    def shared_credential(self) -> bool:
+        """Whether the entry has a credential of its own for organisers without one (a key or certificate)."""
+        return self.api_key_env is not None or self.client_cert_file is not None
 
 
 class ScimDelivery(BaseModel):
@@ -58,6 +76,17 @@ class ScimDelivery(BaseModel):
     rate_per_second: float = Field(default=10.0, gt=0, description="Token bucket: sustained requests per second.")
     burst: int = Field(default=10, ge=1, description="Token bucket size.")
     timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class VendorSupport(BaseModel):
+    """Where an organiser's admin turns when deliveries to the vendor fail (the vendor's support desk, not a
+    person: no personal data)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=200)
+    url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{5,30}$")
 
 
 class VendorCatalogueEntry(BaseModel):
@@ -73,6 +102,9 @@ class VendorCatalogueEntry(BaseModel):
         le=24 * 90,
         description="Queue vendors: a message left unread in the feed this long expires (its personal data "
         "leaves the broker); the vendor then needs a resend. Default: the deletion deadline.",
+    )
+    support: VendorSupport | None = Field(
+        default=None, description="The vendor's support desk, shown to organisers when deliveries fail."
     )
     feed_per_organiser: bool = Field(
         default=False,

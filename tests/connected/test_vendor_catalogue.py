@@ -296,8 +296,9 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     """Issue 18: the organiser sees, on the subscription (API, vendor page, overview) and the operator in
     `skolsynk status` and the metric, that deliveries go through, are retrying (with the last error in
     Swedish and English), are failing past the threshold, and are fine again once the vendor answers."""
+    support = {"email": "support@leverantor.example", "phone": "+46 8 123 45 67"}
     status, _ = await stack.call(
-        "PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, stack.vendor.base_url)
+        "PUT", f"/catalogue/vendors/{VENDOR}", {**catalogue_entry(tmp_path, stack.vendor.base_url), "support": support}
     )
     assert status == 200
     await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
@@ -363,6 +364,7 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
     assert [m["Subject"] for m in mails] == ["skolsynk: leveranserna till nyleverantor (demo) misslyckas"]
     assert mails[0]["To"] == "it@kommun-a.example"
     text = mails[0].get_content()
+    assert "Leverantörens support: support@leverantor.example, +46 8 123 45 67." in text  # where to turn
     assert "Leverantörens server svarade med ett fel (503)." in text
     assert "The vendor's server answered with an error (503)." in text
     await stack.pool.refresh_health()
@@ -415,6 +417,7 @@ async def test_delivery_health_follows_a_vendor_that_fails_and_recovers(
         assert "The vendor&#39;s server answered with an error (503)." in page
         assert "2 saknades hos leverantören" in page
         assert "väntar på att nå nyleverantor (demo)" in page
+        assert 'href="mailto:support@leverantor.example"' in page
         async with browser.get(f"{origin}/ui/t/{TENANT}/") as response:
             overview = await response.text()
         assert "Misslyckas" in overview
@@ -750,7 +753,7 @@ async def test_organisers_with_their_own_client_certificates_land_in_their_own_t
         status, _ = await stack.call("POST", "/tenants", {"tenant_id": other, "display_name": "Kommun B"})
         assert status == 201
         entry = catalogue_entry(tmp_path, vendor.base_url)
-        entry["scim"]["auth"]["ca_file"] = str(ca_file)
+        entry["scim"]["auth"]["ca_pem"] = ca_file.read_text()  # pasted in the admin: no file on the dispatcher
         status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
         assert status == 200
         path = f"/catalogue/vendors/{VENDOR}/credentials"
@@ -808,5 +811,59 @@ async def test_organisers_with_their_own_client_certificates_land_in_their_own_t
         del vendor.client_pins[pins["a"]]
         report = await worker.drift.check()
         assert (report.missing, report.ghosts) == ({}, {})
+    finally:
+        await vendor.stop()
+
+
+async def test_a_vendor_without_a_shared_credential_serves_organisers_with_their_own(stack: Stack) -> None:
+    """Issue 18, without files: a vendor entered in the admin with no credential of its own (no key variable,
+    no certificate file on the dispatcher) delivers to each organiser by its own key; an organiser without
+    one waits, shown as ``no_credentials`` in Swedish and English, and is delivered once an operator sets it."""
+    own_key = "kommun-a-key-" + "a" * 16
+    vendor = FakeEgilVendor(api_keys={own_key: "vendor-a"})
+    await vendor.start()
+    try:
+        entry = {
+            "vendor_id": VENDOR,
+            "display_name": "Utan nyckel AB",
+            "delivery": "egil_scim",
+            "scim": {"base_url": vendor.base_url, "auth": {}, "rate_per_second": 200, "burst": 50},
+            "profile": {},
+        }
+        status, created = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
+        assert status == 200, created
+        await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served without a shared key")
+        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+        await SubscriptionStore(stack.normaliser.db).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
+            )
+        )
+        await sync(stack, records)
+
+        async def health() -> dict[str, Any]:
+            status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
+            assert status == 200, body
+            found: dict[str, Any] = body["health"]
+            return found
+
+        async def waiting_for_credentials() -> bool:
+            return (await health()).get("last_error") == "no_credentials"
+
+        await wait_for(waiting_for_credentials, timeout=30, what="the organiser waiting for credentials")
+        waiting = await health()
+        assert waiting["state"] in ("retrying", "failing")
+        assert waiting["pending"] >= 1
+        assert "inga egna inloggningsuppgifter" in waiting["last_error_sv"]
+        assert vendor.requests == []  # nothing was sent without credentials
+
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}/credentials/{TENANT}", {"api_key": own_key})
+        assert status == 200
+        await wait_for(
+            lambda: len(vendor.resources("vendor-a", "Users")) == 5, timeout=90, what="delivered with the new key"
+        )
     finally:
         await vendor.stop()

@@ -10,9 +10,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import trustme
 import yaml
 
-from skolsynk.catalogue import CatalogueError, DeliveryMode, VendorCatalogueEntry, load_catalogue, load_entry
+from skolsynk.catalogue import (
+    CatalogueError,
+    DeliveryMode,
+    ScimAuth,
+    VendorCatalogueEntry,
+    VendorSupport,
+    load_catalogue,
+    load_entry,
+)
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import OPTIONAL_FIELDS, SENSITIVE_FIELDS
 from skolsynk_services.dispatcher.onboarding import feed_queue_name, vendor_permissions
@@ -216,9 +225,9 @@ def test_the_valid_example_loads(tmp_path: Path) -> None:
             id="cert-without-key",
         ),
         pytest.param(
-            broken(scim__auth={"ca_file": "/etc/skolsynk/vendors/acme/ca.pem"}),
-            r"acme\.yaml: scim\.auth: .*needs a client certificate or an API key",
-            id="neither-cert-nor-api-key",
+            broken(scim__auth={"ca_file": "/etc/skolsynk/vendors/acme/ca.pem", "ca_pem": "x"}),
+            r"acme\.yaml: scim\.auth: .*ca_file or as ca_pem, not both",
+            id="ca-twice",
         ),
         pytest.param(
             broken(profile__kinds=["person", "pupil"]),
@@ -263,3 +272,24 @@ def test_a_queue_vendor_needs_no_scim_section(tmp_path: Path) -> None:
     entry = load_entry(write(tmp_path, "acme.yaml", broken(delivery="queue", scim=None)))
     assert entry.delivery is DeliveryMode.QUEUE
     assert entry.scim is None
+
+
+def test_a_scim_entry_may_have_no_shared_credential_and_an_inline_ca() -> None:
+    """Vendors entered in the admin need no file on the dispatcher: the CA inline, and no shared credential
+    (organisers then need their own)."""
+    ca = trustme.CA().cert_pem.bytes().decode()
+    auth = ScimAuth.model_validate({"ca_pem": ca})
+    assert (auth.shared_credential, auth.ca_pem) == (False, ca)
+    assert ScimAuth.model_validate({"api_key_env": "VENDOR_KEY"}).shared_credential
+    with pytest.raises(ValueError, match="not a PEM certificate bundle"):
+        ScimAuth.model_validate({"ca_pem": "inte ett certifikat"})
+    with pytest.raises(ValueError, match="not both"):
+        ScimAuth.model_validate({"ca_pem": ca, "ca_file": "/etc/ssl/ca.pem"})
+
+
+def test_a_vendors_support_desk_is_checked() -> None:
+    support = VendorSupport.model_validate({"email": "support@leverantor.example", "phone": "+46 8 123 45 67"})
+    assert support.url is None
+    for wrong in ({"email": "inte-en-adress"}, {"url": "ftp://x"}, {"phone": "ring mig"}):
+        with pytest.raises(ValueError, match="String should match pattern"):
+            VendorSupport.model_validate(wrong)

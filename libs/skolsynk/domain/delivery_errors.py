@@ -26,6 +26,10 @@ TEXTS: dict[str, DeliveryErrorText] = {
         "Leverantörens servercertifikat stämmer inte med den registrerade nyckeln (pin).",
         "The vendor's server certificate does not match the registered key pin.",
     ),
+    "no_credentials": DeliveryErrorText(
+        "Huvudmannen har inga egna inloggningsuppgifter hos leverantören än (en driftoperatör lägger in dem).",
+        "The organiser has no credentials of its own at the vendor yet (an operator sets them).",
+    ),
     "http_429": DeliveryErrorText(
         "Leverantören bad skolsynk att vänta (för många anrop).", "The vendor asked skolsynk to slow down (429)."
     ),

@@ -327,9 +327,18 @@ class DeliveryHealthView(BaseModel):
     drift_ghosts: int | None = None
 
 
+class VendorSupportView(BaseModel):
+    """The vendor's support desk (from its catalogue entry), for when deliveries fail."""
+
+    email: str | None = None
+    url: str | None = None
+    phone: str | None = None
+
+
 class Subscription(BaseModel):
     vendor_id: str
     vendor_name: str
+    vendor_support: VendorSupportView | None = None
     subscription: dict[str, Any]
     promotion: Promotion
     health: DeliveryHealthView | None = None

@@ -69,9 +69,9 @@ MESSAGES: dict[tuple[str, bool], Template] = {
         "skolsynk: leveranserna till {vendor} misslyckas",
         "Leveranserna från {tenant} till {vendor} har misslyckats sedan {since}.\nSenaste felet: {error_sv}\n"
         "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
-        "Kontakta leverantören om felet består.\n",
+        "Kontakta leverantören om felet består.{support_sv}\n",
         "Deliveries from {tenant} to {vendor} have been failing since {since}.\nLast error: {error_en}\n"
-        "The changes wait and are sent as soon as the vendor answers; nothing is lost.\n",
+        "The changes wait and are sent as soon as the vendor answers; nothing is lost.{support_en}\n",
     ),
     ("delivery_failing", True): Template(
         "skolsynk: leveranserna till {vendor} fungerar igen",
@@ -271,6 +271,11 @@ class Notifier:
         if kind == DELIVERY_FAILING:
             text = error_text(details.get("last_error"))
             values |= {"error_sv": text.sv if text else "okänt", "error_en": text.en if text else "unknown"}
+            desk = str(details.get("support") or "")
+            values |= {
+                "support_sv": f" Leverantörens support: {desk}." if desk else "",
+                "support_en": f" The vendor's support: {desk}." if desk else "",
+            }
         elif kind == SOURCE_FAILING:
             codes = [str(c) for c in details.get("errors") or []]
             source_kind = str(details.get("source_kind") or "")
@@ -310,6 +315,9 @@ class Notifier:
         else:
             vendor = self.catalogue.get(vendor_id)
             name = vendor.display_name if vendor else vendor_id
+            support = vendor.support if vendor is not None else None
+            if support is not None:  # where the organiser turns (the vendor's desk, from its catalogue entry)
+                details = {**details, "support": ", ".join(v for v in (support.email, support.phone, support.url) if v)}
         subject, body = self._message(
             kind,
             str(tenant.get("display_name") or tenant_id),

@@ -39,6 +39,10 @@ log = get_logger(__name__)
 MAX_VENDOR_TEXT = 300
 
 
+#: The failure code of an organiser without credentials at a vendor whose entry has none of its own.
+NO_CREDENTIALS = "no_credentials"
+
+
 class VendorUnavailable(TransientError):
     """The vendor did not answer usefully (5xx, 429, timeout, connection refused). ``code`` says which,
     without anything the vendor wrote: ``http_503``, ``http_429``, ``timeout``, ``connection``, ``tls``."""
@@ -75,7 +79,7 @@ def ssl_context_for(delivery: ScimDelivery, identity: PairCredentials | None = N
     if not delivery.base_url.startswith("https://"):
         return None
     auth = delivery.auth
-    context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
+    context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None, cadata=auth.ca_pem)
     if identity is not None and identity.certificate_pem and identity.key_pem:
         load_client_identity(context, identity.certificate_pem, identity.key_pem)
     elif auth.client_cert_file and auth.client_key_file:
@@ -146,6 +150,9 @@ class EgilScimClient:
 
     async def start(self) -> None:
         self._session = self._new_session()
+
+    def _has_own_credentials(self, tenant_id: str | None) -> bool:
+        return tenant_id is not None and (tenant_id in self.tenant_keys or tenant_id in self._tenant_sessions)
 
     @property
     def own_tenants(self) -> set[str]:
@@ -229,6 +236,10 @@ class EgilScimClient:
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, tenant_id: str | None = None
     ) -> tuple[int, str]:
+        if not self.delivery.auth.shared_credential and not self._has_own_credentials(tenant_id):
+            # The vendor's entry has no credential of its own and this organiser none yet: nothing to send
+            # with (not retried here). Its changes wait on the retry ladder until an operator sets them.
+            raise VendorUnavailable(f"{method} {path.split('/')[0]}: no credentials", code=NO_CREDENTIALS)
         async for attempt in stamina.retry_context(
             on=VendorUnavailable, attempts=None, timeout=self._retry_timeout, wait_initial=0.2, wait_max=5.0
         ):

@@ -77,6 +77,9 @@ class SubscriptionAdmin(AdminCore):
         return models.Subscription(
             vendor_id=subscription.vendor_id,
             vendor_name=vendor.display_name if vendor else subscription.vendor_id,
+            vendor_support=models.VendorSupportView(**vendor.support.model_dump())
+            if vendor is not None and vendor.support is not None
+            else None,
             subscription=subscription.model_dump(mode="json"),
             promotion=promotion_of(subscription, lifecycle, now=self.clock(), required_hours=self.promotion_hours),
             health=await self._health(subscription.tenant_id, subscription.vendor_id),
