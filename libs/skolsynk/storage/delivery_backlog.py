@@ -9,7 +9,8 @@ per pair instead, each with one writer, so neither ever conflicts with the other
 * ``{vendor}:{tenant}:queued``, written by the normaliser **in the transaction that writes the changes**
   (one update per batch): ``n``, the changes queued for the pair ever, and ``marks``, the last
   :data:`MARKS` batches as ``{at, n}`` (when, how many);
-* ``{vendor}:{tenant}:settled``, written by the dispatchers (one ``$inc`` per batch and tenant): ``n``, the
+* ``{vendor}:{tenant}:settled``, written by the dispatchers (one ``$inc`` per tenant every few seconds,
+  gathered over the batches meanwhile): ``n``, the
   changes that are done with (delivered, recorded in test mode, refused by the vendor, superseded or
   stale), and ``at``. A change still on the retry ladder is not settled; a duplicate of a change already
   done (the same version again: an outbox relay or broker redelivery) is not counted twice.

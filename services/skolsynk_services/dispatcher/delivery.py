@@ -71,6 +71,9 @@ RECEIPT_OUTCOMES: dict[str, Any] = {
 REFERENCE_WAITING = "reference_waiting"
 #: While a pair's state does not change, its health document is written at most this often.
 HEALTH_WRITE_SECONDS = 60.0
+#: The changes a dispatcher is done with are counted in the pairs' backlogs at most this often (one write
+#: per organiser then, not one per batch: a full sync's batches come several a second).
+SETTLED_FLUSH_SECONDS = 5.0
 
 #: What a delivery in flight ends as, for the deliveries that refer to its entity.
 LIVE = "live"  # at the vendor now
@@ -172,8 +175,12 @@ class VendorDeliverer:
         organiser_feed: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.metrics = metrics
-        #: What waits for this vendor per organiser: the changes done with are counted here.
+        #: What waits for this vendor per organiser: the changes done with are counted here, gathered for
+        #: up to ``SETTLED_FLUSH_SECONDS`` (:meth:`flush_settled`).
         self.backlog = backlog
+        self.unflushed: Counter[str] = Counter()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._flushing = False
         #: How each organiser's deliveries to this vendor fare (docs/dispatcher.md, "Delivery health").
         self.health = health
         self._health_written: dict[str, tuple[str, float]] = {}
@@ -224,15 +231,47 @@ class VendorDeliverer:
 
     async def _count_settled(self, deliveries: list[Delivery]) -> None:
         """Count, per tenant, the changes this batch is done with (anything but a retry, and not a copy of
-        a change already counted) in the pair's backlog. A failed count is logged: it never fails the batch
-        (the dispatcher levels the counts when the vendor is idle)."""
+        a change already counted), to be written to the pairs' backlogs within ``SETTLED_FLUSH_SECONDS``."""
         if self.backlog is None:
             return
-        counts = Counter(d.tenant_id for d in deliveries if d.status != "retry" and not d.replay)
+        self.unflushed.update(d.tenant_id for d in deliveries if d.status != "retry" and not d.replay)
+        if self.unflushed and self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_later(), name=f"backlog-{self.vendor.vendor_id}")
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(SETTLED_FLUSH_SECONDS)
+        self._flush_task = None
+        await self.flush_settled()
+
+    async def flush_settled(self) -> None:
+        """Write the counts gathered so far (also at stop). A failed write is logged and its counts kept for
+        the next flush: it never fails a batch (and the dispatcher levels the counts when the vendor is idle)."""
+        if self.backlog is None or not self.unflushed:
+            return
+        counts, self.unflushed = self.unflushed, Counter()
+        self._flushing = True
         try:
             await self.backlog.settled(self.vendor.vendor_id, dict(counts), at=datetime.now(UTC))
         except Exception:
             log.warning("delivery_backlog_write_failed", exc_info=True)
+            self.unflushed.update(counts)
+            if self._flush_task is None:
+                self._flush_task = asyncio.create_task(self._flush_later(), name=f"backlog-{self.vendor.vendor_id}")
+        finally:
+            self._flushing = False
+
+    @property
+    def counting(self) -> bool:
+        """Counts of changes done with are gathered or being written (not yet in the store)."""
+        return bool(self.unflushed) or self._flushing
+
+    async def close(self) -> None:
+        """At stop, once no batch runs: the counts gathered are written now."""
+        task, self._flush_task = self._flush_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.flush_settled()
 
     async def _note_health(self, deliveries: list[Delivery]) -> None:
         """Per tenant of the batch: did it reach the vendor (a real delivery), or fail for the vendor's sake

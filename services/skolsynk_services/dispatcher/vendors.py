@@ -197,7 +197,7 @@ class VendorWorker:
     async def idle(self) -> bool:
         """Nothing waits for the vendor in this process or the broker: nothing in flight here, the work
         queue and its retry queues empty (another replica's deliveries in flight are not seen)."""
-        if self.consumer.inflight:
+        if self.consumer.inflight or self.deliverer.counting:
             return False
         spec = self.topology.queues[0]
         names = [spec.name, *(spec.retry_queue(step) for step in range(len(spec.retry_delays_seconds)))]
@@ -223,6 +223,10 @@ class VendorWorker:
         """Stop consuming (in-flight batches finish within ``drain_timeout``, the rest is requeued), stop
         the background work, close the clients."""
         await self.consumer.stop(drain_timeout)
+        try:
+            await self.deliverer.close()
+        except Exception:  # the store is away: the counts are levelled later
+            log.warning("delivery_backlog_flush_failed", vendor_id=self.vendor.vendor_id, exc_info=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
