@@ -3,6 +3,7 @@ runs it publishes on the ``source`` exchange are collected from the normaliser's
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -129,7 +130,11 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
         await testbed.collect()
 
         async def factory(
-            *, schedule: bool = False, fake_options: dict[str, Any] | None = None, **source_overrides: Any
+            *,
+            schedule: bool = False,
+            fake_options: dict[str, Any] | None = None,
+            app_options: dict[str, Any] | None = None,
+            **source_overrides: Any,
         ) -> Harness:
             fake = await testbed.start_fake(FakeSs12000Api(client_secret=CLIENT_SECRET, **(fake_options or {})))
             for endpoint, objects in example_objects().items():
@@ -143,6 +148,7 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
                 schedule=schedule,
                 ss12000_webhook_host="127.0.0.1",
                 ss12000_webhook_port=0,
+                **(app_options or {}),
             )
             app = build(app_settings, sources=[source], environ=ENVIRON)
             await testbed.start_app(app)
@@ -279,6 +285,41 @@ async def test_a_page_failing_permanently_makes_the_run_unhealthy(make_harness: 
     report, completed = await h.run("incremental")
     assert h.collected.started(report.run_id).mode == "full"
     assert completed.healthy
+
+
+async def test_a_source_repeating_its_page_token_fails_the_run_instead_of_looping(
+    make_harness: HarnessFactory,
+) -> None:
+    """Issue 19: a source answering every page with the same ``pageToken`` (the spec's example answer is
+    ``"pageToken"``) made a run loop for ever; now the listing fails at the repeat, the run ends
+    incomplete (nothing removed) and the other listings are still read."""
+    h = await make_harness(page_size=5)
+    for n in range(1, 24):
+        h.fake.put("persons", person(n), modified=LONG_AGO)
+    h.fake.stick_page_token("persons")
+    _, completed = await asyncio.wait_for(h.run("full"), timeout=60)
+    assert not completed.healthy
+    assert completed.errors == ["persons:page_token_repeated"]
+    assert len([r for r in h.fake.requests if r.endpoint == "persons"]) == 2  # the first page, the repeat
+    assert completed.counts[EntityKind.ACTIVITY] == 1
+
+
+async def test_a_listing_past_its_page_cap_or_a_run_past_its_deadline_fails_the_run(
+    make_harness: HarnessFactory,
+) -> None:
+    """Issue 19: the other two bounds of a pulled run (settings): pages per listing, and the run's time."""
+    h = await make_harness(page_size=5, app_options={"ss12000_max_pages_per_listing": 2})
+    for n in range(1, 24):
+        h.fake.put("persons", person(n), modified=LONG_AGO)
+    _, completed = await h.run("full")
+    assert completed.errors == ["persons:page_cap_reached"]
+    assert len([r for r in h.fake.requests if r.endpoint == "persons"]) == 2
+
+    late = await make_harness(app_options={"ss12000_run_deadline_seconds": 1e-9})
+    _, completed = await late.run("full")
+    assert not completed.healthy
+    assert completed.errors == ["run_deadline_exceeded"]  # once, not once per listing
+    assert [r for r in late.fake.requests if r.path != "/token"] == []
 
 
 async def test_transient_server_errors_are_retried(make_harness: HarnessFactory) -> None:

@@ -34,6 +34,24 @@ SS12000_HINTS: dict[str, SourceErrorHint] = {
     ),
     "timeout": SourceErrorHint("The SS 12000 API timed out", "Retried at the next run.", needs_admin=False),
     "connection": SourceErrorHint("The SS 12000 API is unreachable", "Retried next run.", needs_admin=False),
+    "page_token_repeated": SourceErrorHint(
+        "The SS 12000 API sent the same page token twice",
+        "Its paging would never end, so the run was stopped with nothing removed. Report it to the school "
+        "administration system's supplier (the next page must come with a new pageToken).",
+        needs_admin=True,
+    ),
+    "page_cap_reached": SourceErrorHint(
+        "A listing of the SS 12000 API had more pages than allowed",
+        "The run was stopped with nothing removed. If the organiser really is that large, the operator raises "
+        "SKOLSYNK_SS12000_MAX_PAGES_PER_LISTING; otherwise the API's paging is wrong: report it to the supplier.",
+        needs_admin=True,
+    ),
+    "run_deadline_exceeded": SourceErrorHint(
+        "The run took longer than allowed",
+        "The run was stopped with nothing removed; the next one starts over. If the API is this slow, ask the "
+        "supplier why, or the operator raises SKOLSYNK_SS12000_RUN_DEADLINE_SECONDS.",
+        needs_admin=False,
+    ),
 }
 
 # --- Google Workspace connector (services/skolsynk_services/google_connector) -----------------------------------------

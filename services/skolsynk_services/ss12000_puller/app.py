@@ -14,7 +14,7 @@ from skolsynk.connectors.sources import SS12000
 from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.service import ServiceApp
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
-from skolsynk_services.ss12000_puller.runs import INDEXES, SOURCE_KIND, SyncStateStore
+from skolsynk_services.ss12000_puller.runs import INDEXES, SOURCE_KIND, RunBounds, SyncStateStore
 from skolsynk_services.ss12000_puller.webhook import make_webhook_app
 
 SERVICE = "ss12000-puller"
@@ -31,6 +31,14 @@ class Ss12000ConnectorSettings(ConnectorSettings):
     )
     ss12000_overlap_seconds: float = Field(
         default=300.0, ge=0, description="Incremental runs re-read this long before the high-water mark."
+    )
+    ss12000_max_pages_per_listing: int = Field(
+        default=100_000,
+        ge=1,
+        description="A listing (persons, groups, ...) with more pages than this fails the run (page_cap_reached).",
+    )
+    ss12000_run_deadline_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="A run still reading after this long fails (run_deadline_exceeded)."
     )
 
 
@@ -53,6 +61,9 @@ def build(
         request_timeout_seconds=settings.ss12000_request_timeout_seconds,
         retry=settings.ss12000_retry.policy(),
         overlap=timedelta(seconds=settings.ss12000_overlap_seconds),
+        bounds=RunBounds(
+            max_pages=settings.ss12000_max_pages_per_listing, deadline_seconds=settings.ss12000_run_deadline_seconds
+        ),
     )
     registry = None if sources is not None else follow_registry(app, settings, SS12000, connector)
     mount(app, connector, kind=SOURCE_KIND, registry=registry)

@@ -33,6 +33,9 @@ from skolsynk.logging import get_logger
 
 log = get_logger(__name__)
 
+#: The code of a run that went past its deadline (every listing not yet read fails with it).
+RUN_DEADLINE_EXCEEDED = "run_deadline_exceeded"
+
 #: A token is renewed this long before it expires (at most half its lifetime).
 TOKEN_RENEW_MARGIN_SECONDS = 60.0
 
@@ -137,16 +140,33 @@ class Ss12000Client(JsonApiClient):
         """GET ``{base_url}/{path}`` with retries; :class:`Ss12000ReadError` when it fails for good."""
         return await self.fetch_json(f"{self.source.base_url.rstrip('/')}/{path.lstrip('/')}", params)
 
-    async def pages(self, path: str, filters: Mapping[str, str | list[str]] | None = None) -> AsyncIterator[Any]:
+    async def pages(
+        self,
+        path: str,
+        filters: Mapping[str, str | list[str]] | None = None,
+        *,
+        max_pages: int | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Any]:
         """The ``data`` of every page of a listing: the filters go with the first request only, then
-        only ``pageToken`` and ``limit``."""
+        only ``pageToken`` and ``limit``. A listing always ends: a page token the source already gave
+        (``page_token_repeated``: it would loop for ever), more than ``max_pages`` pages
+        (``page_cap_reached``) or the run's ``deadline`` passed (``run_deadline_exceeded``, a
+        :func:`time.monotonic` instant) fail it."""
         limit = str(self.source.page_size)
         params: list[tuple[str, str]] = [("limit", limit)]
         for name, value in (filters or {}).items():
             for item in [value] if isinstance(value, str) else value:
                 params.append((name, item))
+        seen: set[str] = set()
+        fetched = 0
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise Ss12000ReadError(RUN_DEADLINE_EXCEEDED)
+            if max_pages is not None and fetched >= max_pages:
+                raise Ss12000ReadError("page_cap_reached")
             body = await self.get_json(path, params)
+            fetched += 1
             if not isinstance(body, dict) or "data" not in body:
                 raise Ss12000ReadError("invalid_envelope")
             yield body["data"]
@@ -155,4 +175,7 @@ class Ss12000Client(JsonApiClient):
                 return
             if not isinstance(token, str):
                 raise Ss12000ReadError("invalid_page_token")
+            if token in seen:
+                raise Ss12000ReadError("page_token_repeated")
+            seen.add(token)
             params = [("pageToken", token), ("limit", limit)]

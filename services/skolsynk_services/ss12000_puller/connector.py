@@ -15,7 +15,7 @@ from skolsynk.contracts import SyncRequested
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk_services.ss12000_puller.client import RetryPolicy, Ss12000Client
-from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunReport, SyncStateStore, run_once
+from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunBounds, RunReport, SyncStateStore, run_once
 
 log = get_logger(__name__)
 
@@ -43,8 +43,10 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
         retry: RetryPolicy | None = None,
         overlap: timedelta = DEFAULT_OVERLAP,
         clock: Callable[[], datetime] = utcnow,
+        bounds: RunBounds | None = None,
     ) -> None:
         self.environ = environ
+        self.bounds = bounds or RunBounds()
         self.request_timeout_seconds = request_timeout_seconds
         self.retry = retry
         self.overlap = overlap
@@ -95,6 +97,7 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
             state=self.state,
             overlap=self.overlap,
             clock=self.clock,
+            bounds=self.bounds,
         )
 
     async def run(self, source: SourceConfig, *, mode: Mode) -> RunReport:

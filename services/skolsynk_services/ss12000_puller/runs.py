@@ -15,6 +15,7 @@ only after a healthy run was completely published, so a failed run is simply rea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,12 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk.storage import Database, IndexSpec
 from skolsynk.storage.connector_state import SS12000_SYNC_STATE
-from skolsynk_services.ss12000_puller.client import Ss12000Client, Ss12000ReadError, format_time
+from skolsynk_services.ss12000_puller.client import (
+    RUN_DEADLINE_EXCEEDED,
+    Ss12000Client,
+    Ss12000ReadError,
+    format_time,
+)
 from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES, ENDPOINTS, map_deletions, map_page
 
 log = get_logger(__name__)
@@ -72,6 +78,15 @@ class SyncStateStore(RunStateStore):
         await self.collection.update_one({"_id": source.key}, update, upsert=True)
 
 
+@dataclass(frozen=True)
+class RunBounds:
+    """What makes a pulled run end whatever the source answers: at most ``max_pages`` pages per listing,
+    and ``deadline_seconds`` for the whole run."""
+
+    max_pages: int = 100_000
+    deadline_seconds: float = 6 * 3600.0
+
+
 async def run_once(
     source: SourceConfig,
     *,
@@ -82,10 +97,15 @@ async def run_once(
     state: SyncStateStore,
     overlap: timedelta = DEFAULT_OVERLAP,
     clock: Callable[[], datetime] = utcnow,
+    bounds: RunBounds | None = None,
 ) -> RunReport:
     """Run once and publish the run. An incremental run without a high-water mark (never a healthy
     run before) is run as a full one. Read errors end up in the report (and make it unhealthy);
-    publish errors propagate (the run is then simply repeated later: the mark has not moved)."""
+    publish errors propagate (the run is then simply repeated later: the mark has not moved). The run
+    always ends (``bounds``): a repeated page token, too many pages of a listing or the run's deadline
+    fail it, with no deletions, as any incomplete run."""
+    bounds = bounds or RunBounds()
+    deadline = time.monotonic() + bounds.deadline_seconds
     since: datetime | None = None
     if mode == "incremental":
         mark = await state.high_water_mark(source)
@@ -106,10 +126,14 @@ async def run_once(
     )
     await out.started(report, mode=mode)
     filters: Mapping[str, str] = {"meta.modified.after": format_time(since)} if since is not None else {}
+    limits = {"max_pages": bounds.max_pages, "deadline": deadline}
     for endpoint in ENDPOINTS:
-        await _read_collection(source, endpoint, filters, client, out, report)
-    if since is not None:
-        await _read_deletions(since, client, out, report)
+        if time.monotonic() > deadline:
+            report.add_error(RUN_DEADLINE_EXCEEDED)  # the listings not read yet: once, not one each
+            break
+        await _read_collection(source, endpoint, filters, client, out, report, limits)
+    if since is not None and time.monotonic() <= deadline:
+        await _read_deletions(since, client, out, report, limits)
     await out.completed(report)
     finished = clock()
     await state.record_run(source, report, finished_at=finished)
@@ -136,9 +160,10 @@ async def _read_collection(
     client: Ss12000Client,
     out: RunPublisher,
     report: RunReport,
+    limits: Mapping[str, Any],
 ) -> None:
     try:
-        async for data in client.pages(endpoint, filters):
+        async for data in client.pages(endpoint, filters, **limits):
             if not isinstance(data, list):
                 raise Ss12000ReadError("invalid_envelope")
             mapped = map_page(endpoint, data)
@@ -160,10 +185,12 @@ async def _read_collection(
         log.warning("ss12000_read_failed", source_id=source.source_id, endpoint=endpoint, code=error.code)
 
 
-async def _read_deletions(since: datetime, client: Ss12000Client, out: RunPublisher, report: RunReport) -> None:
+async def _read_deletions(
+    since: datetime, client: Ss12000Client, out: RunPublisher, report: RunReport, limits: Mapping[str, Any]
+) -> None:
     filters: dict[str, str | list[str]] = {"after": format_time(since), "entities": list(DELETED_TYPES)}
     try:
-        async for data in client.pages("deletedEntities", filters):
+        async for data in client.pages("deletedEntities", filters, **limits):
             try:
                 deletions = map_deletions(data)
             except Ss12000MappingError:

@@ -115,6 +115,7 @@ class _Faults:
     failing: int = 0
     failing_status: int = 503
     failing_pages: dict[tuple[str, int], int] = field(default_factory=dict)
+    stuck_endpoints: set[str] = field(default_factory=set)
 
 
 def _parse_time(value: str) -> datetime:
@@ -343,6 +344,12 @@ class FakeSs12000Api(FakeHttpServer[RequestRecord]):
         """Page ``page_number`` (0-based) of every listing of ``endpoint`` answers ``status``, always."""
         self._faults.failing_pages[(endpoint, page_number)] = status
 
+    def stick_page_token(self, endpoint: str) -> None:
+        """Listings of ``endpoint`` answer every page with the same ``pageToken`` (the literal
+        ``"pageToken"``, as the spec's own example answer), which leads back to the same page: a client
+        that follows any token loops for ever."""
+        self._faults.stuck_endpoints.add(endpoint)
+
     def clear_faults(self) -> None:
         self._faults = _Faults()
 
@@ -470,6 +477,9 @@ class FakeSs12000Api(FakeHttpServer[RequestRecord]):
         return _Cursor(endpoint, filters, 0, 0), limit
 
     def _next_token(self, cursor: _Cursor, taken: int, total: int) -> str | None:
+        if cursor.endpoint in self._faults.stuck_endpoints:
+            self._cursors["pageToken"] = cursor  # the same position again, for ever
+            return "pageToken"
         if cursor.offset + taken >= total:
             return None
         token = secrets.token_urlsafe(12)

@@ -511,6 +511,21 @@ SOURCE_ERROR_TEXTS: dict[SourceErrorHint, tuple[str, str]] = {
     _SS12000["http_403"]: ("SS 12000-API:t nekade åtkomst", "Be leverantören ge klienten läsbehörighet."),
     _SS12000["timeout"]: ("SS 12000-API:t svarade inte i tid", _RETRIED),
     _SS12000["connection"]: ("SS 12000-API:t går inte att nå", _RETRIED),
+    _SS12000["page_token_repeated"]: (
+        "SS 12000-API:t skickade samma sidmarkör (pageToken) två gånger",
+        "Bläddringen skulle aldrig ta slut, så körningen stoppades utan att något togs bort. Meddela leverantören "
+        "av det elevadministrativa systemet: nästa sida ska komma med en ny pageToken.",
+    ),
+    _SS12000["page_cap_reached"]: (
+        "En lista i SS 12000-API:t hade fler sidor än tillåtet",
+        "Körningen stoppades utan att något togs bort. Är huvudmannen verkligen så stor höjer driftoperatören "
+        "gränsen; annars bläddrar API:t fel: meddela leverantören.",
+    ),
+    _SS12000["run_deadline_exceeded"]: (
+        "Körningen tog längre tid än tillåtet",
+        "Körningen stoppades utan att något togs bort; nästa körning börjar om. Fråga leverantören varför API:t "
+        "är så långsamt, eller be driftoperatören höja tidsgränsen.",
+    ),
     # Google Workspace
     _GOOGLE["invalid_grant"]: (
         "Google godtog inte tjänstekontots inloggning",
