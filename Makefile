@@ -91,8 +91,8 @@ down:
 ## Re-pin dependencies after editing pyproject.toml.
 lock: install
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 --quiet
-	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 --quiet
+	$(BIN)/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 --quiet --generate-hashes
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 --quiet --generate-hashes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
