@@ -372,7 +372,15 @@ async def test_bad_bodies_and_unknown_things_get_specific_problems(admin: Admin)
     async with admin.session.post(f"{admin.base}/tenants/{TENANT}/sources", data=b"{not json", headers=headers) as r:
         assert r.status == 422
         assert r.content_type == "application/problem+json"
-        assert (await r.json())["detail"] == "the body is not JSON"
+        assert (await r.json())["detail"] == "the body is not usable JSON: malformed JSON at position 1"
+    # Hostile bodies (issue 19) that were 500s: deep nesting, a lone surrogate as a settings key.
+    for hostile, reason in (
+        (b'{"settings": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper than 32 levels"),
+        (b'{"source_id": "s", "kind": "egil", "display_name": "X", "settings": {"\\udc00": 1}}', "lone surrogate"),
+    ):
+        async with admin.session.post(f"{admin.base}/tenants/{TENANT}/sources", data=hostile, headers=headers) as r:
+            assert r.status == 422
+            assert reason in (await r.json())["detail"]
     status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources", token, {"kind": "fax"})
     assert status == 422
     assert {"source_id", "kind", "display_name"} <= {e["field"] for e in problem["errors"]}

@@ -201,6 +201,10 @@ async def test_pins_and_api_keys(receiver):
         async with http.get(url(receiver_app, "/Organisations")) as response:
             assert response.status == 200
             assert (await response.json())["totalResults"] == 1
+        # An index past 64 bits is an empty page, not a 500 (issue 19).
+        async with http.get(url(receiver_app, "/Organisations?startIndex=" + "9" * 30)) as response:
+            assert response.status == 200
+            assert (await response.json())["Resources"] == []
     async with session_for(certificates, cert=None, api_key="wrong-key-0123456789") as http:
         async with http.get(url(receiver_app, "/Organisations")) as response:
             assert response.status == 403
@@ -210,6 +214,11 @@ async def test_pins_and_api_keys(receiver):
     ("body", "detail"),
     [
         (b'{"externalId": ', "malformed JSON"),
+        # Hostile bodies (issue 19) that were 500s: deep nesting, a lone surrogate, a number past 64 bits.
+        (b'{"externalId": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper than 32 levels"),
+        (b'{"externalId": "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e", "displayName": "\\ud800"}', "lone surrogate"),
+        (b'{"externalId": "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e", "x": 99999999999999999999999}', "out of range"),
+        (b'{"externalId": "\xff"}', "not UTF-8"),
         (
             b'{"schemas": ["urn:example:unknown"], "externalId": "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e"}',
             "unknown schema",

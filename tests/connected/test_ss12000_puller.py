@@ -414,6 +414,9 @@ async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory
             assert response.status == 404
         async with http.post(url, data=b"not json", headers=good) as response:
             assert response.status == 400
+        async with http.post(url, data=b"[" * 5000 + b"]" * 5000, headers=good) as response:
+            assert response.status == 400  # was a RecursionError, a 500 (issue 19)
+            assert "nested deeper" in (await response.json())["message"]
         assert h.collected.runs() == [full.run_id]
 
         async with http.post(url, json={"modifiedEntites": ["Person"], "deletedEntities": False}, headers=good) as r:

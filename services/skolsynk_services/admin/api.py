@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 import skolsynk
 from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk.domain.quality import FindingCode, Severity
+from skolsynk.json_input import UnsafeJson, parse_json
 from skolsynk.logging import get_logger
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Authenticator, Principal, authenticate, bearer
@@ -565,9 +566,9 @@ async def _body(request: web.Request, model: type[BaseModel] | None) -> Any:
     if not raw:
         raw = b"{}"
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("the body is not JSON") from None
+        data = parse_json(raw)
+    except UnsafeJson as error:
+        raise Invalid(f"the body is not usable JSON: {error}") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:

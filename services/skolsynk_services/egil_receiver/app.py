@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from skolsynk.connectors.registry import RegistryFollower
 from skolsynk.connectors.sources import EGIL
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE
+from skolsynk.json_input import INT64_MAX, UnsafeJson, parse_json
 from skolsynk.logging import bound_context, get_logger
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
@@ -185,13 +185,10 @@ def build_scim_app(
             raise web.HTTPNotFound(text="unknown resource type") from None
 
     async def read_json(request: web.Request) -> Any:
-        raw = await request.read()
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise web.HTTPBadRequest(
-                text=f"malformed JSON: {type(error).__name__} at position {getattr(error, 'pos', '?')}"
-            ) from None
+            return parse_json(await request.read())
+        except UnsafeJson as error:
+            raise web.HTTPBadRequest(text=str(error)) from None
 
     async def write(request: web.Request, url_id: str | None, *, method: str) -> web.Response:
         client = request[CLIENT_KEY]
@@ -250,7 +247,8 @@ def build_scim_app(
         client = request[CLIENT_KEY]
         resource_type = resource_type_of(request)
         try:
-            start = max(int(request.query.get("startIndex", "1")), 1)
+            # Clamped before use: an index past any list (even past 64 bits) is simply an empty page.
+            start = min(max(int(request.query.get("startIndex", "1")), 1), INT64_MAX)
             count = min(max(int(request.query.get("count", str(MAX_PAGE))), 0), MAX_PAGE)
         except ValueError:
             return scim_error(400, "startIndex and count must be integers")

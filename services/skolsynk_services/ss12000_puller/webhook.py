@@ -9,7 +9,6 @@ wrong: 403). Sources without a configured secret have no webhook (404).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from skolsynk.connectors.scheduling import UnknownSource
+from skolsynk.json_input import UnsafeJson, parse_json
 from skolsynk.logging import get_logger
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 
@@ -68,9 +68,9 @@ async def notify(request: web.Request) -> web.Response:
         log.warning("ss12000_webhook_rejected", tenant_id=source.tenant_id, source_id=source.source_id)
         return web.json_response({"code": "forbidden", "message": "secret not accepted"}, status=403)
     try:
-        body = json.loads(await request.read() or b"{}")
-    except ValueError:
-        return web.json_response({"code": "invalid_json", "message": "the body is not JSON"}, status=400)
+        body = parse_json(await request.read() or b"{}")
+    except UnsafeJson as error:
+        return web.json_response({"code": "invalid_json", "message": str(error)}, status=400)
     types = _resource_types(body) if isinstance(body, Mapping) else None
     deleted = body.get("deletedEntities", False) if isinstance(body, Mapping) else None
     if types is None or not isinstance(deleted, bool):

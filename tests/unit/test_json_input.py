@@ -1,0 +1,36 @@
+"""Hostile JSON gets a reason, never a crash (libs/skolsynk/json_input.py, issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+from skolsynk.json_input import MAX_JSON_DEPTH, UnsafeJson, parse_json
+
+
+def test_ordinary_json_is_read() -> None:
+    body = b'{"a": [1, {"b": "[[[ {{{ not nesting \\" ]"}], "c": -9223372036854775808, "d": true}'
+    assert parse_json(body)["c"] == -(2**63)
+    assert parse_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), "nested deeper than 32 levels"),
+        (b"[" * 100_000, "nested deeper"),  # a RecursionError for the standard parser
+        (b'{"name": "\\ud800"}', "lone surrogate"),
+        (b'{"\\udfff": 1}', "lone surrogate"),  # a key too
+        (b'{"n": 9223372036854775808}', "out of range"),
+        (b"[-9223372036854775809]", "out of range"),
+        (b'{"name": "Karin \xff"}', "not UTF-8"),
+        (b'{"name": ', "malformed JSON at position 9"),
+    ],
+)
+def test_hostile_json_is_refused_with_a_reason_that_does_not_repeat_it(raw: bytes, reason: str) -> None:
+    with pytest.raises(UnsafeJson, match=reason) as refused:
+        parse_json(raw)
+    assert "Karin" not in str(refused.value)
+
+
+def test_a_surrogate_pair_is_one_character_and_fine() -> None:
+    assert parse_json(b'"\\ud83d\\ude00"') == "\U0001f600"
