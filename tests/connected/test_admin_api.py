@@ -381,6 +381,16 @@ async def test_bad_bodies_and_unknown_things_get_specific_problems(admin: Admin)
         async with admin.session.post(f"{admin.base}/tenants/{TENANT}/sources", data=hostile, headers=headers) as r:
             assert r.status == 422
             assert reason in (await r.json())["detail"]
+    # Settings keys the store would read as operators or paths, a NUL byte (schemathesis found it: a 500
+    # from the store), and a settings document of ~900 kB copied into the audit log on every change.
+    base = {"source_id": "hostile", "kind": "egil", "display_name": "X"}
+    for settings in ({"$where": 1}, {"auth": {"a.b": 1}}, {"a\u0000b": 1}, {"blob": "x" * 900_000}):
+        status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources", token, {**base, "settings": settings})
+        assert status == 422, problem
+        assert [e["field"] for e in problem["errors"]] == ["settings"]
+        assert "$where" not in str(problem)
+        assert "x" * 100 not in str(problem)
+    assert (await admin.call("GET", f"/tenants/{TENANT}/sources/hostile", token))[0] == 404  # nothing stored
     status, problem = await admin.call("POST", f"/tenants/{TENANT}/sources", token, {"kind": "fax"})
     assert status == 422
     assert {"source_id", "kind", "display_name"} <= {e["field"] for e in problem["errors"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -144,6 +145,35 @@ class SourceIn(Body):
         description="Secrets held elsewhere: name -> the environment variable of the connector that holds it "
         "(e.g. filled from a Kubernetes secret).",
     )
+
+    @field_validator("settings")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Settings are stored as they are (and copied into the audit log): keys the store reads as
+        operators or paths, control characters and oversized documents are refused here, by path, never
+        repeating the key."""
+        stack: list[tuple[str, Any]] = [("settings", value)]
+        while stack:
+            path, item = stack.pop()
+            if isinstance(item, dict):
+                for n, (key, inner) in enumerate(item.items()):
+                    if not SETTINGS_KEY.match(key):
+                        raise ValueError(
+                            f"{path}: key {n + 1} is not a settings name (1 to 128 characters, not starting with $, "
+                            "no dots or control characters)"
+                        )
+                    stack.append((f"{path}.{key}", inner))
+            elif isinstance(item, list):
+                stack.extend((f"{path}[{n}]", inner) for n, inner in enumerate(item))
+        if len(json.dumps(value, ensure_ascii=False)) > MAX_SETTINGS_CHARACTERS:
+            raise ValueError(f"settings are larger than {MAX_SETTINGS_CHARACTERS} characters")
+        return value
+
+
+#: A settings key the store takes as a plain field name (no operator, no path, no control characters).
+SETTINGS_KEY = re.compile(r"^(?!\$)[^.\x00-\x1f\x7f]{1,128}$")
+#: Settings are a handful of values; a source's whole settings document stays small.
+MAX_SETTINGS_CHARACTERS = 32_000
 
 
 class GoogleDelegation(BaseModel):
