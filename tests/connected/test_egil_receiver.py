@@ -362,3 +362,28 @@ async def test_a_long_initial_sync_with_a_pause_only_at_the_end_is_one_run(setti
         assert all(p["records"] == [] for p in pages)
         assert await normaliser.db["entities"].count_documents({"tenant_id": TENANT}) == len(pushes)
         assert await normaliser.db["runs"].count_documents({"source_id": SOURCE}) == 1
+
+
+async def test_an_id_in_upper_and_lower_case_is_one_object(receiver):
+    """Issue 19: "ABC..." and "abc..." were two objects at the receiver and one in the normaliser, so deleting
+    one deleted the person at vendors while the other still answered 200. Ids are compared lower-case
+    everywhere; an id in the URL that is not a UUID is a 400."""
+    receiver_app, _, certificates = receiver
+    upper = "9F8E7D6C-5B4A-4F3E-9D2C-1B0A9F8E7D6C"
+    body = {"externalId": upper, "displayName": "Norrskolan AB"}
+    async with session_for(certificates) as http:
+        async with http.post(url(receiver_app, "/Organisations"), json=body) as response:
+            assert response.status == 201, await response.text()
+        lower = {**body, "externalId": upper.lower()}
+        async with http.post(url(receiver_app, "/Organisations"), json=lower) as response:
+            assert response.status == 409  # the same object
+        async with http.get(url(receiver_app, f"/Organisations/{upper.lower()}")) as response:
+            assert response.status == 200
+            assert (await response.json())["externalId"] == upper.lower()
+        async with http.delete(url(receiver_app, f"/Organisations/{upper}")) as response:
+            assert response.status == 204
+        async with http.get(url(receiver_app, f"/Organisations/{upper.lower()}")) as response:
+            assert response.status == 404
+        async with http.get(url(receiver_app, "/Organisations/Karin%20Sundberg")) as response:
+            assert response.status == 400
+            assert "Karin" not in (await response.json())["detail"]

@@ -112,13 +112,18 @@ def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -
             raise ValueError("schemas must be a list of URNs")
         unknown = [s for s in schemas if not s.startswith(SCHEMA_PREFIXES)]
         if unknown:
-            raise ValueError(f"unknown schema: {unknown[0][:100]}")
+            # Never the value itself: a client has been seen to send a person's name there.
+            raise ValueError(f"unknown schema: schemas[{schemas.index(unknown[0])}] is not an EGIL or SCIM URN")
     external_id = body.get("externalId")
     if not isinstance(external_id, str) or not external_id:
         raise ValueError("missing required attribute externalId")
     if not UUID_PATTERN.match(external_id):
         raise ValueError("invalid UUID in externalId")
-    if url_id is not None and url_id != external_id:
+    # One canonical form (lower case, as RFC 4122 writes UUIDs): "ABC..." and "abc..." are one object here
+    # as they are in the normaliser, so deleting either deletes the one object.
+    external_id = external_id.lower()
+    body = {**body, "externalId": external_id}
+    if url_id is not None and url_id.lower() != external_id:
         raise ValueError("the id in the URL differs from externalId")
     if resource_type is EgilResourceType.SCHOOL_UNITS:
         code = body.get("schoolUnitCode")
@@ -202,6 +207,7 @@ def build_scim_app(
         except ValueError as error:
             log.info("push_rejected", method=method, resource_type=resource_type.value, reason=str(error))
             return scim_error(400, str(error))
+        body["externalId"] = resource_id  # stored in its canonical form, as it is known everywhere
         store_write = store.create if method == "POST" else store.replace
         stored = await store_write(
             tenant_id=client.tenant_id,
@@ -229,14 +235,16 @@ def build_scim_app(
     async def delete(request: web.Request) -> web.Response:
         client = request[CLIENT_KEY]
         resource_type = resource_type_of(request)
-        resource_id = request.match_info["id"]
+        resource_id = request.match_info["id"].lower()
         await request.read()  # the client sends an empty form-encoded body
+        if not UUID_PATTERN.match(resource_id):
+            return scim_error(400, "the id in the URL is not a UUID")
         deleted = await store.delete(
             tenant_id=client.tenant_id,
             source_id=client.source_id,
             resource_type=resource_type.value,
             resource_id=resource_id,
-            deletion=SourceDeletion(kind=resource_type.kind, key=resource_id.lower()),
+            deletion=SourceDeletion(kind=resource_type.kind, key=resource_id),
         )
         if not deleted:
             return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
@@ -267,9 +275,12 @@ def build_scim_app(
     async def get_one(request: web.Request) -> web.Response:
         client = request[CLIENT_KEY]
         resource_type = resource_type_of(request)
-        document = await store.get(client.tenant_id, client.source_id, resource_type.value, request.match_info["id"])
+        resource_id = request.match_info["id"].lower()
+        if not UUID_PATTERN.match(resource_id):
+            return scim_error(400, "the id in the URL is not a UUID")
+        document = await store.get(client.tenant_id, client.source_id, resource_type.value, resource_id)
         if document is None:
-            return scim_error(404, f"{resource_type.value}/{request.match_info['id']} does not exist")
+            return scim_error(404, f"{resource_type.value}/{resource_id} does not exist")
         return web.json_response({**document["body"], "id": document["resource_id"]}, content_type=SCIM_CONTENT_TYPE)
 
     app = web.Application(middlewares=[authenticate])
