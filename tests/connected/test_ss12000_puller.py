@@ -409,9 +409,12 @@ async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory
         async with http.post(url, json={"modifiedEntities": ["Person"]}, headers=bad) as response:
             assert response.status == 403
         good = {"X-Skolsynk-Webhook-Secret": HOOK_SECRET}
+        # Nothing tells a caller which sources exist (issue 19): an unknown one answers as a wrong secret does.
         other = f"http://127.0.0.1:{port}/ss12000/notify/{TENANT}/unknown"
+        async with http.post(other, json={"modifiedEntities": ["Person"]}) as response:
+            assert response.status == 401
         async with http.post(other, json={"modifiedEntities": ["Person"]}, headers=good) as response:
-            assert response.status == 404
+            assert response.status == 403
         async with http.post(url, data=b"not json", headers=good) as response:
             assert response.status == 400
         async with http.post(url, data=b"[" * 5000 + b"]" * 5000, headers=good) as response:

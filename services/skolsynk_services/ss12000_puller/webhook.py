@@ -53,19 +53,25 @@ def _resource_types(body: Mapping[str, Any]) -> list[str] | None:
 
 
 async def notify(request: web.Request) -> web.Response:
+    """A source's change notice. Who may call is checked before anything is told about the source: no
+    secret is a 401 and a wrong one a 403 whether the source exists or not, so the webhook never tells which
+    organisers and sources there are (why is logged for the operator; the ids only of a source that exists)."""
     connector = request.app[CONNECTOR_KEY]
-    try:
-        source = connector.source(request.match_info["tenant_id"], request.match_info["source_id"])
-    except UnknownSource:
-        return web.json_response({"code": "not_found", "message": "unknown source"}, status=404)
-    expected = connector.webhook_secret(source)
-    if expected is None:
-        return web.json_response({"code": "not_found", "message": "no webhook for this source"}, status=404)
+    tenant_id, source_id = request.match_info["tenant_id"], request.match_info["source_id"]
     presented = _presented_secret(request)
     if presented is None:
         return web.json_response({"code": "unauthorized", "message": "secret missing"}, status=401)
+    try:
+        source = connector.source(tenant_id, source_id)
+        expected = connector.webhook_secret(source)
+    except UnknownSource:
+        expected = None
+    if expected is None:
+        # The path is the caller's: not logged (it may be anything), only that no such webhook exists.
+        log.warning("ss12000_webhook_rejected", reason="no_such_webhook")
+        return web.json_response({"code": "forbidden", "message": "secret not accepted"}, status=403)
     if not secrets.compare_digest(presented.encode(), expected.encode()):
-        log.warning("ss12000_webhook_rejected", tenant_id=source.tenant_id, source_id=source.source_id)
+        log.warning("ss12000_webhook_rejected", tenant_id=tenant_id, source_id=source_id, reason="wrong_secret")
         return web.json_response({"code": "forbidden", "message": "secret not accepted"}, status=403)
     try:
         body = parse_json(await request.read() or b"{}")
