@@ -23,7 +23,9 @@ DEFAULT_MONGODB_URL = "mongodb://127.0.0.1:27017/?directConnection=true"
 class BrokerSettings(BaseSettings):
     """How to reach RabbitMQ and how consumers behave on it."""
 
-    model_config = SettingsConfigDict(env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = Field(
         default=SecretStr(DEFAULT_AMQP_URL),
@@ -77,7 +79,9 @@ class BrokerSettings(BaseSettings):
 class StoreSettings(BaseSettings):
     """How to reach MongoDB (a replica set in production: transactions and the outbox need one)."""
 
-    model_config = SettingsConfigDict(env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     mongodb_url: SecretStr = Field(
         default=SecretStr(DEFAULT_MONGODB_URL),
@@ -101,7 +105,9 @@ class StoreSettings(BaseSettings):
 
 
 class ObservabilitySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     health_host: str = Field(default="0.0.0.0", description="Bind address of /livez, /readyz, /metrics.")  # noqa: S104
     health_port: int = Field(default=8081, ge=0, le=65535, description="0 picks a free port (tests).")
@@ -118,7 +124,9 @@ class LifecycleSettings(BaseSettings):
     """The shutdown budget. Keep ``drain + close + readiness_grace`` under Kubernetes'
     ``terminationGracePeriodSeconds`` (a test checks the manifests in ``deploy/k8s``)."""
 
-    model_config = SettingsConfigDict(env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     readiness_grace_seconds: float = Field(
         default=2.0,
@@ -141,7 +149,9 @@ class LifecycleSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """What every service needs. Services subclass it to add their own fields."""
 
-    model_config = SettingsConfigDict(env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)

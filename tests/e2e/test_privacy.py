@@ -40,7 +40,7 @@ SOURCE = "egil-1"
 SCIM_VENDOR, LIVE_QUEUE, TEST_QUEUE = "scim-vendor", "queue-live", "queue-test"
 VENDORS = (SCIM_VENDOR, LIVE_QUEUE, TEST_QUEUE)
 API_KEY = "e2e-privacy-key-" + "7" * 16
-OPERATOR = "skt_e2eprivacy.e2e-privacy-operator-secret"
+OPERATOR = "skt_e2eprivacy.e2e-privacy-operator-secret-0123456789"
 LEAVER, ERASED = "student-0-1", "student-0-2"
 PERSONAL = {
     LEAVER: {

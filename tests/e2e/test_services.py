@@ -31,7 +31,7 @@ SERVICES = {
     "gdpr": ("skolsynk_services.gdpr", {}),
     "admin": (
         "skolsynk_services.admin",
-        {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value"},
+        {"SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN": "skt_e2eoperator.e2e-operator-secret-value-0123456789"},
     ),
     "egil-receiver": ("skolsynk_services.egil_receiver", {"SKOLSYNK_SOURCES_POLL_SECONDS": "1"}),
     "ss12000-puller": ("skolsynk_services.ss12000_puller", {"SKOLSYNK_SOURCES_POLL_SECONDS": "1"}),
@@ -83,7 +83,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
 
     admin_port = running[3].port_of("web_app_started")
     version = f"http://127.0.0.1:{admin_port}/api/v1/version"
-    operator = {"Authorization": "Bearer skt_e2eoperator.e2e-operator-secret-value"}
+    operator = {"Authorization": "Bearer skt_e2eoperator.e2e-operator-secret-value-0123456789"}
     async with aiohttp.ClientSession() as http:
         async with http.get(version) as response:
             assert response.status == 401
@@ -131,7 +131,7 @@ async def test_services_become_ready_consume_and_stop_cleanly(running, amqp_url,
             assert str(data["emails"][0]["value"]) not in log_text
             if data.get("civic_no"):
                 assert str(data["civic_no"]) not in log_text
-    assert "e2e-operator-secret-value" not in log_text
+    assert "e2e-operator-secret-value-0123456789" not in log_text
 
     budget = sum(float(v) for v in BUDGET.values()) + SHUTDOWN_MARGIN_SECONDS
     for service in running:

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
 TENANT = "kommun-a"
 VENDOR = "ny-leverantor"
-OPERATOR = "skt_e2eoperator.e2e-operator-secret-value"
+OPERATOR = "skt_e2eoperator.e2e-operator-secret-value-0123456789"
 SHARED_KEY = "shared-key-" + "0" * 16
 OWN_KEY = "kommun-a-key-" + "a" * 16
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests

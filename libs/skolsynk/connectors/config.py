@@ -67,6 +67,7 @@ class ConnectorSettings(ServiceSettings):
         populate_by_name=True,
         env_nested_delimiter="__",
         nested_model_default_partial_update=True,
+        hide_input_in_errors=True,
     )
 
     admin_secrets_key: SecretStr | None = Field(

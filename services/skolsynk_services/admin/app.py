@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from skolsynk.logging import get_logger
 from skolsynk.messaging.replies import ReplyInbox
@@ -20,13 +21,16 @@ from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
 from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
-from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.auth import TokenStore, parse_token
 from skolsynk_services.admin.notify import Mailer, Notifier
 from skolsynk_services.admin.service import AdminService, Exchanges
 from skolsynk_services.admin.service.core import EgilReceiver
 
 SERVICE = "admin"
 log = get_logger(__name__)
+#: The bootstrap operator token's id and the shortest secret it may have (it opens every organiser).
+BOOTSTRAP_ID = re.compile(r"^[a-z0-9]{4,32}$")
+MIN_BOOTSTRAP_SECRET = 32
 
 
 class AdminSettings(CatalogueSettings):
@@ -66,8 +70,25 @@ class AdminSettings(CatalogueSettings):
         default=20.0, gt=0, le=120, description="How long 'test connection' waits for the connector's answer."
     )
     admin_bootstrap_token: SecretStr | None = Field(
-        default=None, description="An operator API token (skt_<id>.<secret>) registered at start, for the first login."
+        default=None,
+        description="An operator API token (skt_<id>.<secret>, a secret of at least 32 characters) registered once, "
+        "for the first login; revoked, it stays revoked.",
     )
+
+    @field_validator("admin_bootstrap_token")
+    @classmethod
+    def _strong_bootstrap_token(cls, value: SecretStr | None) -> SecretStr | None:
+        parsed = parse_token(value.get_secret_value()) if value is not None else None
+        if value is not None and (
+            parsed is None or not BOOTSTRAP_ID.match(parsed[0]) or len(parsed[1]) < MIN_BOOTSTRAP_SECRET
+        ):
+            raise ValueError(
+                f"must be skt_<id>.<secret>: an id of 4 to 32 lower-case letters and digits, a secret of at least "
+                f"{MIN_BOOTSTRAP_SECRET} characters (generate one: python -c 'import secrets; "
+                'print("skt_ops" + secrets.token_hex(4) + "." + secrets.token_urlsafe(32))\')'
+            )
+        return value
+
     admin_promotion_hours: float = Field(
         default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
     )
@@ -160,14 +181,11 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
 
     async def bootstrap() -> None:
         if settings.admin_bootstrap_token is not None:
-            await tokens.create(
-                role=Role.OPERATOR,
-                subject="bootstrap-operator",
-                tenant_id=None,
-                created_by="bootstrap",
-                token=settings.admin_bootstrap_token.get_secret_value(),
-            )
-            log.info("bootstrap_token_registered")
+            outcome = await tokens.register_bootstrap(settings.admin_bootstrap_token.get_secret_value())
+            if outcome == "revoked":
+                log.warning("bootstrap_token_revoked", hint="it stays revoked; unset SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN")
+            else:
+                log.info("bootstrap_token_registered", outcome=outcome)
 
     app.add_startup(bootstrap)
     return app

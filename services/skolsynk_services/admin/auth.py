@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
+from pymongo.errors import DuplicateKeyError
+
 from skolsynk.storage import Database, Document, IndexSpec
 from skolsynk.storage.admin import ADMIN_TOKENS
 from skolsynk_services.admin.problems import Forbidden, Unauthenticated
@@ -97,6 +99,30 @@ class TokenStore:
         }
         await self.collection.replace_one({"_id": token_id}, record, upsert=True)
         return token, {k: v for k, v in record.items() if k != "hash"}
+
+    async def register_bootstrap(self, token: str) -> str:
+        """The bootstrap operator token, registered once: ``created`` the first time; ``known`` when the
+        store has it; ``revoked`` when it was revoked, which it stays (a restart never brings it back)."""
+        parsed = parse_token(token)
+        if parsed is None:
+            raise ValueError(f"a token looks like {PREFIX}<id>.<secret>")
+        token_id, secret = parsed
+        record = {
+            "_id": token_id,
+            "hash": _digest(secret),
+            "role": Role.OPERATOR.value,
+            "subject": "bootstrap-operator",
+            "tenant_id": None,
+            "created_by": "bootstrap",
+            "created_at": datetime.now(UTC),
+            "revoked_at": None,
+        }
+        try:
+            await self.collection.insert_one(record)
+            return "created"
+        except DuplicateKeyError:
+            existing = await self.collection.find_one({"_id": token_id}, {"revoked_at": 1})
+            return "revoked" if existing and existing.get("revoked_at") else "known"
 
     async def authenticate(self, credential: str) -> Principal | None:
         parsed = parse_token(credential)
