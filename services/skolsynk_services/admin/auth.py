@@ -61,6 +61,22 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _token_record(
+    token_id: str, secret: str, role: Role, subject: str, tenant_id: str | None, created_by: str
+) -> Document:
+    """A token as stored: its secret only as a digest."""
+    return {
+        "_id": token_id,
+        "hash": _digest(secret),
+        "role": role.value,
+        "subject": subject,
+        "tenant_id": tenant_id,
+        "created_by": created_by,
+        "created_at": datetime.now(UTC),
+        "revoked_at": None,
+    }
+
+
 def parse_token(token: str) -> tuple[str, str] | None:
     if not token.startswith(PREFIX) or "." not in token:
         return None
@@ -87,16 +103,7 @@ class TokenStore:
         if parsed is None:
             raise ValueError(f"a token looks like {PREFIX}<id>.<secret>")
         token_id, secret = parsed
-        record = {
-            "_id": token_id,
-            "hash": _digest(secret),
-            "role": role.value,
-            "subject": subject,
-            "tenant_id": tenant_id,
-            "created_by": created_by,
-            "created_at": datetime.now(UTC),
-            "revoked_at": None,
-        }
+        record = _token_record(token_id, secret, role, subject, tenant_id, created_by)
         await self.collection.replace_one({"_id": token_id}, record, upsert=True)
         return token, {k: v for k, v in record.items() if k != "hash"}
 
@@ -107,16 +114,7 @@ class TokenStore:
         if parsed is None:
             raise ValueError(f"a token looks like {PREFIX}<id>.<secret>")
         token_id, secret = parsed
-        record = {
-            "_id": token_id,
-            "hash": _digest(secret),
-            "role": Role.OPERATOR.value,
-            "subject": "bootstrap-operator",
-            "tenant_id": None,
-            "created_by": "bootstrap",
-            "created_at": datetime.now(UTC),
-            "revoked_at": None,
-        }
+        record = _token_record(token_id, secret, Role.OPERATOR, "bootstrap-operator", None, "bootstrap")
         try:
             await self.collection.insert_one(record)
             return "created"
