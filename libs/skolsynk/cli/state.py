@@ -126,16 +126,15 @@ async def delivery_health(
 ) -> list[PairHealth]:
     """Each (tenant, vendor) pair's delivery state (``ok``, ``retrying``, ``failing`` past ``failing_after``)
     and backlog (``delivery_backlog``)."""
-    docs = {
-        (str(doc["tenant_id"]), str(doc["vendor_id"])): doc
-        for doc in await DeliveryHealth(db).all()
-        if tenant_id is None or doc.get("tenant_id") == tenant_id
-    }
-    backlogs = {
-        (b.tenant_id, b.vendor_id): b
-        for b in await DeliveryBacklog(db).all()
-        if tenant_id is None or b.tenant_id == tenant_id
-    }
+    health_store, backlog_store = DeliveryHealth(db), DeliveryBacklog(db)
+    # One organiser's pairs are read by their index, not filtered out of every pair.
+    if tenant_id is None:
+        found, pairs = await health_store.all(), await backlog_store.all()
+    else:
+        found = list((await health_store.for_tenant(tenant_id)).values())
+        pairs = list((await backlog_store.for_tenant(tenant_id)).values())
+    docs = {(str(doc["tenant_id"]), str(doc["vendor_id"])): doc for doc in found}
+    backlogs = {(b.tenant_id, b.vendor_id): b for b in pairs}
     rows = []
     for key in sorted(docs.keys() | backlogs.keys()):
         doc, backlog = docs.get(key), backlogs.get(key)

@@ -36,7 +36,11 @@ from datetime import datetime
 from skolsynk.storage import Database, Document, IndexSpec, Session, stored_time
 
 DELIVERY_BACKLOG = "delivery_backlog"
-INDEXES = [IndexSpec(DELIVERY_BACKLOG, (("vendor_id", 1), ("tenant_id", 1)), "vendor_tenant")]
+#: A vendor's pairs (the dispatchers' gauges), one pair (the admin), an organiser's pairs (``skolsynk status``).
+INDEXES = [
+    IndexSpec(DELIVERY_BACKLOG, (("vendor_id", 1), ("tenant_id", 1)), "vendor_tenant"),
+    IndexSpec(DELIVERY_BACKLOG, (("tenant_id", 1),), "by_tenant"),
+]
 #: Batches whose time is kept per pair: the oldest pending change is dated exactly while the backlog spans
 #: fewer batches than this (a full sync of a large organiser is hundreds; then "at least" this old).
 MARKS = 200

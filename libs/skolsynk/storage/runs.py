@@ -72,7 +72,7 @@ def source_health_of(
             "ok" if last_complete is not None else "unknown",
             last_complete_at=complete_at,
             running_since=running_since,
-            source_kind=str(last_complete.get("source_kind")) if last_complete else None,
+            source_kind=str(last_complete.get("source_kind") or "") or None if last_complete else None,
         )
     since = stored_time(streak[-1].get("started_at"))
     latest = streak[0]

@@ -123,7 +123,3 @@ class VendorCredentials:
                 key_pem=secret.get("key_pem"),
             )
         return found
-
-    async def api_keys(self, vendor_id: str) -> dict[str, str]:
-        """tenant -> API key of the vendor's pairs that have one."""
-        return {t: c.api_key for t, c in (await self.credentials(vendor_id)).items() if c.api_key}
