@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from skolsynk.adapters.egil import EgilMappingError, EgilResourceType, from_egil
 from skolsynk.connectors.registry import RegistryFollower
@@ -24,9 +24,11 @@ from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
 from skolsynk.storage.sources import SecretBox, SourceStore
-from skolsynk.tls import spki_sha256_pin
+from skolsynk_services.egil_receiver.access import Caller, Gate, Refusal, identify, parse_networks
 from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient, load_federation_pins
+from skolsynk_services.egil_receiver.metrics import EgilReceiverMetrics
 from skolsynk_services.egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
+from skolsynk_services.egil_receiver.tls import ClientTrust, handshake_error
 
 SERVICE = "egil-receiver"
 log = get_logger(__name__)
@@ -50,9 +52,21 @@ class EgilReceiverSettings(ServiceSettings):
     egil_tls_cert_file: Path | None = Field(default=None, description="Server certificate (PEM); TLS when set.")
     egil_tls_key_file: Path | None = None
     egil_client_ca_file: Path | None = Field(
-        default=None, description="CA bundle of client certificates (mutual TLS); clients without one use API keys."
+        default=None,
+        description="CA bundle of client certificates (mutual TLS); not needed for certificates registered whole.",
     )
     egil_api_key_header: str = "X-API-Key"
+    egil_trusted_proxies: str = Field(
+        default="",
+        max_length=2000,
+        description="Comma-separated addresses or CIDRs of the TLS-terminating proxies whose client-certificate "
+        "header (and X-Forwarded-For, for the log) is believed; empty: none.",
+    )
+    egil_client_certificate_header: str = Field(
+        default="ssl-client-cert",
+        min_length=1,
+        description="Header a trusted proxy passes the client certificate in (ingress-nginx: ssl-client-cert).",
+    )
     egil_federation_metadata_file: Path | None = Field(
         default=None, description="Verified federation metadata JSON (Skolfederation); adds its client pins."
     )
@@ -80,6 +94,12 @@ class EgilReceiverSettings(ServiceSettings):
         description="Records per page at most (an outbox entry stays far below 16 MiB).",
     )
 
+    @field_validator("egil_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
 
 def scim_error(status: int, detail: str) -> web.Response:
     return web.json_response(
@@ -87,18 +107,6 @@ def scim_error(status: int, detail: str) -> web.Response:
         status=status,
         content_type=SCIM_CONTENT_TYPE,
     )
-
-
-def server_ssl_context(settings: EgilReceiverSettings) -> ssl.SSLContext | None:
-    if settings.egil_tls_cert_file is None:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(settings.egil_tls_cert_file), str(settings.egil_tls_key_file or "") or None)
-    if settings.egil_client_ca_file is not None:
-        context.load_verify_locations(cafile=str(settings.egil_client_ca_file))
-        context.verify_mode = ssl.CERT_OPTIONAL  # a client without a certificate may still use an API key
-    return context
 
 
 def check_body(resource_type: EgilResourceType, body: Any, url_id: str | None) -> tuple[str, SourceRecord]:
@@ -143,9 +151,12 @@ def build_scim_app(
     base_path: str = "",
     api_key_header: str = "X-API-Key",
     on_write: Callable[[str, str], None] | None = None,
+    gate: Gate | None = None,
 ) -> web.Application:
     """The SCIM endpoints. A write request makes one store write (see :mod:`egil_receiver.store`);
-    ``on_write(tenant_id, source_id)`` is told of each acknowledged write (the run pager)."""
+    ``on_write(tenant_id, source_id)`` is told of each acknowledged write (the run pager); ``gate`` finds
+    the certificate and logs (and counts) refusals."""
+    gate = gate or Gate(lambda reason: None)
 
     def written(client: EgilClient) -> None:
         if on_write is not None:
@@ -155,20 +166,13 @@ def build_scim_app(
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        client: EgilClient | None = None
-        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if certificate:
-            client = registry.by_pin(spki_sha256_pin(certificate))
-            if client is None:
-                return scim_error(403, "the client certificate is not registered for any organiser")
-        else:
-            key = request.headers.get(api_key_header)
-            if not key:
-                return scim_error(401, "a client certificate or an API key is required")
-            client = registry.by_api_key(key)
-            if client is None:
-                return scim_error(403, "unknown API key")
+        found = gate.caller(request)
+        if isinstance(found, tuple):
+            return gate.refuse(found[1], found[0])
+        caller: Caller = found
+        client = identify(registry, caller.pin, request.headers.get(api_key_header))
+        if isinstance(client, Refusal):
+            return gate.refuse(client, caller)
         limiter = registry.limiter(client)
         # Over its rate a client waits for its turn (a one-at-a-time client is paced, not failed: the
         # EGIL client does not retry within a run); only a wait beyond the bound is refused.
@@ -176,7 +180,7 @@ def build_scim_app(
             async with asyncio.timeout(RATE_LIMIT_WAIT_SECONDS):
                 await limiter.acquire()
         except TimeoutError:
-            response = scim_error(429, "too many requests for this organiser")
+            response = gate.refuse(Refusal.RATE_LIMITED, caller, tenant_id=client.tenant_id, source_id=client.source_id)
             response.headers["Retry-After"] = "1"
             return response
         request[CLIENT_KEY] = client
@@ -301,6 +305,32 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
         clients or [], federation_pins=load_federation_pins(settings.egil_federation_metadata_file)
     )
     app.extensions["clients"] = registry
+    metrics = EgilReceiverMetrics(app.metrics.registry)
+    app.extensions["metrics"] = metrics
+
+    def count(reason: Refusal) -> None:
+        metrics.refusals.labels(reason=reason.value).inc()
+
+    gate = Gate(
+        count,
+        certificate_header=settings.egil_client_certificate_header,
+        trusted_proxies=parse_networks(settings.egil_trusted_proxies),
+    )
+    ssl_context: ssl.SSLContext | None = None
+    if settings.egil_tls_cert_file is not None:
+
+        def handshake_refused(error: ssl.SSLError) -> None:
+            gate.refused(Refusal.TLS_HANDSHAKE, tls_error=handshake_error(error))
+
+        trust = ClientTrust(
+            settings.egil_tls_cert_file,
+            settings.egil_tls_key_file,
+            client_ca_file=settings.egil_client_ca_file,
+            on_refused=handshake_refused,
+        )
+        registry.watch_certificates(trust.update)
+        app.extensions["trust"] = trust
+        ssl_context = trust.context
     if clients is None:
         # Pins and key hashes are not secrets: no key is needed to read them.
         follower = RegistryFollower(
@@ -336,10 +366,9 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
         base_path=settings.egil_base_path,
         api_key_header=settings.egil_api_key_header,
         on_write=pager.written,
+        gate=gate,
     )
-    app.add_web_app(
-        scim, host=settings.egil_host, port=settings.egil_port, ssl_context=server_ssl_context(settings), server="scim"
-    )
+    app.add_web_app(scim, host=settings.egil_host, port=settings.egil_port, ssl_context=ssl_context, server="scim")
 
     async def page_what_is_left() -> None:
         # At shutdown: what was acknowledged goes on its way now (the run stays open for the next process).

@@ -3,9 +3,9 @@
 (:class:`~skolsynk.connectors.registry.RegistryFollower` calls :meth:`ClientRegistry.set_sources`): a
 client registered, rotated or revoked in the admin takes effect within a poll, without a restart.
 
-The tenant and source of a request come from its client certificate's public-key pin (mutual TLS) or,
-without a certificate, from its API key (only its SHA-256 is known). A client is never named in the URL
-or the body.
+The tenant and source of a request come from its client certificate's public-key pin (mutual TLS), from
+its API key (only its SHA-256 is known), or from both, which must then name the same client
+(:mod:`egil_receiver.access` decides). A client is never named in the URL or the body.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class ClientRegistry:
     ) -> None:
         self.federation_pins = federation_pins or {}
         self.clients: list[EgilClient] = []
+        #: Told of the registered certificates (PEM) whenever the clients change (the TLS trust anchors).
+        self.certificate_listeners: list[Callable[[list[str]], None]] = []
         self._by_pin: dict[str, EgilClient] = {}
         self._limiters: dict[str, tuple[tuple[float, int], AsyncLimiter]] = {}
         self._serve(list(clients))
@@ -67,7 +69,11 @@ class ClientRegistry:
         self._by_pin = {
             pin: client
             for client in clients
-            for pin in (*client.client_pins, *self.federation_pins.get(client.federation_entity_id or "", ()))
+            for pin in (
+                *client.client_pins,
+                *client.certificate_pins,
+                *self.federation_pins.get(client.federation_entity_id or "", ()),
+            )
         }
         limiters: dict[str, tuple[tuple[float, int], AsyncLimiter]] = {}
         for client in clients:
@@ -79,6 +85,18 @@ class ClientRegistry:
                 else (shape, AsyncLimiter(client.burst, client.burst / client.rate_per_second))
             )
         self._limiters = limiters
+        for listener in self.certificate_listeners:
+            listener(self.certificates)
+
+    @property
+    def certificates(self) -> list[str]:
+        """Every certificate (PEM) registered by a served client."""
+        return [pem for client in self.clients for pem in client.client_certificates]
+
+    def watch_certificates(self, listener: Callable[[list[str]], None]) -> None:
+        """``listener(certificates)`` now and whenever the clients change."""
+        self.certificate_listeners.append(listener)
+        listener(self.certificates)
 
     async def set_sources(self, clients: Iterable[EgilClient]) -> dict[str, str]:
         """Serve exactly ``clients`` from now on (a request in flight keeps the client it was let in as);
@@ -86,10 +104,11 @@ class ClientRegistry:
         served: list[EgilClient] = []
         problems: dict[str, str] = {}
         for client in clients:
-            if client.has_credentials:
+            problem = client.credentials_problem
+            if problem is None:
                 served.append(client)
             else:
-                problems[client.key] = "no API key and no client certificate registered"
+                problems[client.key] = problem
         self._serve(served)
         return problems
 
