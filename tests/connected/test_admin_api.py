@@ -4,6 +4,7 @@ log, commands reaching the other services' queues."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -72,12 +73,15 @@ class Admin:
         return str(body["token"])
 
 
-@pytest.fixture
-async def admin(settings: ServiceSettings) -> AsyncIterator[Admin]:
+@pytest.fixture(params=[{}])
+async def admin(settings: ServiceSettings, request: pytest.FixtureRequest) -> AsyncIterator[Admin]:
     clock = [timedelta(0)]
+    # The endpoint sweeps send bad tokens and many requests a second from one address: the limits are tested
+    # on their own (test_failed_authentications_and_busy_tokens_are_slowed_down).
     admin_settings = AdminSettings.model_validate(
-        {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY}
-    )
+        {**settings.model_dump(), "admin_port": 0, "admin_host": "127.0.0.1", "admin_secrets_key": SECRETS_KEY,
+         "admin_api_requests_per_second": 10_000, "admin_signin_failures_per_minute": 1000, **request.param}
+    )  # fmt: skip
     app = build(admin_settings, clock=lambda: datetime.now(UTC) + clock[0])
     session: aiohttp.ClientSession | None = None
     try:
@@ -140,6 +144,152 @@ async def test_an_organiser_admin_reaches_only_their_own_tenant(admin: Admin):
     token_id = next(t["token_id"] for t in tokens if t["subject"] == "it-admin-1")
     assert (await admin.call("DELETE", f"/tenants/{TENANT}/tokens/{token_id}", admin.operator))[0] == 204
     assert (await admin.call("GET", "/me", mine))[0] == 401
+
+
+async def test_tokens_are_listed_created_and_revoked_with_their_expiry_and_last_use(admin: Admin):
+    """Issue 19: operator tokens too are listed, created and revoked through the API (revoking one used to answer
+    404); every token has an expiry and shows its last use."""
+    status, created = await admin.call("POST", "/tokens", admin.operator, {"subject": "ops-2", "expires_in_days": 7})
+    assert status == 201, created
+    assert created["role"] == "operator"
+    assert created["tenant_id"] is None
+    expires = datetime.fromisoformat(created["expires_at"])
+    assert timedelta(days=6.99) < expires - datetime.now(UTC) <= timedelta(days=7)
+    ops2 = created["token"]
+    mine = await admin.token_for(TENANT)
+
+    status, tokens = await admin.call("GET", "/tokens", admin.operator)
+    assert status == 200
+    by_subject = {t["subject"]: t for t in tokens}
+    assert [t["role"] for t in tokens[:2]] == ["operator", "operator"]  # the operators' first
+    assert by_subject["ops-1"]["last_used_at"] is not None  # used for this very listing
+    assert by_subject["ops-2"]["last_used_at"] is None
+    assert by_subject["it-admin-1"]["tenant_id"] == TENANT
+    assert all(t["active"] for t in tokens)
+    assert "token" not in str(tokens).replace("token_id", "")  # never a secret
+    assert (await admin.call("GET", "/me", ops2))[0] == 200
+    status, tokens = await admin.call("GET", "/tokens", admin.operator)
+    assert next(t for t in tokens if t["subject"] == "ops-2")["last_used_at"] is not None
+
+    # Revoked at once, idempotently; an unknown id is a 404. Only operators reach these endpoints.
+    ops2_id = created["token_id"]
+    assert (await admin.call("DELETE", f"/tokens/{ops2_id}", admin.operator))[0] == 204
+    assert (await admin.call("GET", "/me", ops2))[0] == 401
+    assert (await admin.call("DELETE", f"/tokens/{ops2_id}", admin.operator))[0] == 204
+    assert (await admin.call("DELETE", "/tokens/nosuchtoken", admin.operator))[0] == 404
+    status, tokens = await admin.call("GET", "/tokens", admin.operator)
+    assert [t["active"] for t in tokens if t["subject"] == "ops-2"] == [False]
+    for method, path, body in (("GET", "/tokens", None), ("POST", "/tokens", {"subject": "x"}),
+                               ("DELETE", f"/tokens/{ops2_id}", None)):  # fmt: skip
+        assert (await admin.call(method, path, mine, body))[0] == 403, (method, path)
+    # An organiser admin cannot revoke another organiser's token through its own organiser.
+    other = await admin.token_for(OTHER, "it-admin-2")
+    other_id = next(t["token_id"] for t in (await admin.call("GET", "/tokens", admin.operator))[1]
+                    if t["subject"] == "it-admin-2")  # fmt: skip
+    assert (await admin.call("DELETE", f"/tenants/{TENANT}/tokens/{other_id}", mine))[0] == 404
+    assert (await admin.call("GET", "/me", other))[0] == 200
+
+    # Every token expires: the default 90 days, or what its creator chose (at most 365).
+    assert (await admin.call("POST", "/tokens", admin.operator, {"subject": "x", "expires_in_days": 366}))[0] == 422
+    admin.clock[0] = timedelta(days=91)
+    assert (await admin.call("GET", "/me", mine))[0] == 401
+    status, tokens = await admin.call("GET", f"/tenants/{TENANT}/tokens", admin.operator)
+    assert status == 401  # the fixture's operator token is 91 days old too
+
+
+async def test_a_viewer_reads_everything_of_its_organiser_and_changes_nothing(admin: Admin):
+    """Issue 19: the read-only role. Every state-changing endpoint refuses a viewer with 403; what only reads
+    answers (the person search is a POST that only reads); who holds tokens is not for viewers."""
+    status, created = await admin.call(
+        "POST", f"/tenants/{TENANT}/tokens", admin.operator, {"subject": "viewer-1", "role": "viewer"}
+    )
+    assert status == 201, created
+    viewer = created["token"]
+    assert (await admin.call("GET", "/me", viewer))[1] == {"subject": "viewer-1", "role": "viewer", "tenant_id": TENANT}
+    changing = [p for p in ENDPOINTS if p.method != "GET" and not p.read_only and "{tenant}" in p.path]
+    assert len(changing) > 15
+    for point in changing:
+        status, body = await admin.call(point.method, concrete(point.path), viewer, {} if point.body else None)
+        assert status == 403, (point.method, point.path, body)
+        assert "may only read" in body["detail"]
+    readable = ("", "/overview", "/sources", "/findings", "/holds", "/erasure-ledger")
+    for path in ("/tenants", *(f"/tenants/{TENANT}{page}" for page in readable)):
+        status, body = await admin.call("GET", path, viewer)
+        assert status == 200, (path, body)
+    status, found = await admin.call("POST", f"/tenants/{TENANT}/persons/search", viewer, {"q": "student"})
+    assert (status, found) == (200, [])
+    assert (await admin.call("GET", f"/tenants/{TENANT}/tokens", viewer))[0] == 403
+    assert (await admin.call("GET", f"/tenants/{OTHER}/overview", viewer))[0] == 403
+    # An organiser admin may create viewers of its own organiser, not operators.
+    mine = await admin.token_for(TENANT)
+    status, _ = await admin.call("POST", f"/tenants/{TENANT}/tokens", mine, {"subject": "v2", "role": "viewer"})
+    assert status == 201
+
+
+async def test_the_person_search_is_a_post_so_names_never_travel_in_a_url(admin: Admin):
+    token = await admin.token_for(TENANT)
+    status, found = await admin.call("POST", f"/tenants/{TENANT}/persons/search", token, {"q": "Alma Bergman"})
+    assert (status, found) == (200, [])
+    assert (await admin.call("GET", f"/tenants/{TENANT}/persons?q=Alma", token))[0] in (404, 405)
+    status, problem = await admin.call("POST", f"/tenants/{TENANT}/persons/search", token, {"q": ""})
+    assert status == 422
+    assert "Alma" not in str(problem)
+
+
+@pytest.mark.parametrize("admin", [{"admin_signin_failures_per_minute": 3}], indirect=True)
+async def test_an_address_with_many_failed_authentications_gets_429(admin: Admin):
+    for _ in range(5):  # no token at all is not a failed guess (a browser's or a probe's first request)
+        assert (await admin.call("GET", "/me", None))[0] == 401
+    for _ in range(3):
+        assert (await admin.call("GET", "/me", "skt_guess.guess"))[0] == 401
+    async with admin.session.get(admin.base + "/me", headers={"Authorization": f"Bearer {admin.operator}"}) as answer:
+        assert answer.status == 429  # before any token is looked at, even a good one
+        assert 1 <= int(answer.headers["Retry-After"]) <= 60
+        assert (await answer.json(content_type=None))["type"].endswith("/too-many-requests")
+
+
+@pytest.mark.parametrize("admin", [{"admin_api_requests_per_second": 5}], indirect=True)
+async def test_a_token_over_its_request_rate_gets_429_and_others_do_not(admin: Admin):
+    busy = await admin.token_for(TENANT)
+    answers = await asyncio.gather(*(admin.call("GET", "/me", busy) for _ in range(30)))
+    statuses = [status for status, _ in answers]
+    assert statuses.count(200) >= 5
+    assert 429 in statuses
+    assert set(statuses) == {200, 429}
+    assert (await admin.call("GET", "/me", admin.operator))[0] == 200  # another token has its own rate
+
+
+async def test_behind_a_trusted_proxy_the_browser_scheme_and_host_count_and_nowhere_else(admin: Admin):
+    """Issue 19: behind the TLS-terminating ingress every UI POST used to get 403 and the cookie had no
+    Secure flag; the origin check accepted https:// for an http:// request. Without a trusted proxy the
+    forwarded headers are ignored (test below with the proxy)."""
+    ui = admin.base.removesuffix("/api/v1") + "/ui/login"
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "admin.kommun.example"}
+    form = {"token": admin.operator}
+    async with admin.session.post(ui, data=form, headers={**forwarded, "Origin": "https://admin.kommun.example"},
+                                  allow_redirects=False) as answer:  # fmt: skip
+        assert answer.status == 403  # nobody is a trusted proxy here: the headers mean nothing
+    host = admin.base.removeprefix("http://").split("/")[0]
+    async with admin.session.post(ui, data=form, headers={"Origin": f"https://{host}"}, allow_redirects=False) as a:
+        assert a.status == 403  # the scheme is part of the origin
+    async with admin.session.post(ui, data=form, headers={"Origin": f"http://{host}"}, allow_redirects=False) as a:
+        assert a.status == 303
+        assert not a.cookies["skolsynk_session"]["secure"]
+
+
+@pytest.mark.parametrize("admin", [{"admin_trusted_proxies": "10.0.0.0/8, 127.0.0.1"}], indirect=True)
+async def test_a_trusted_proxy_forwards_https_and_the_session_cookie_is_secure(admin: Admin):
+    ui = admin.base.removesuffix("/api/v1") + "/ui/login"
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "admin.kommun.example",
+                 "X-Forwarded-For": "198.51.100.7, 10.1.2.3"}  # fmt: skip
+    form = {"token": admin.operator}
+    async with admin.session.post(ui, data=form, headers={**forwarded, "Origin": "https://admin.kommun.example"},
+                                  allow_redirects=False) as answer:  # fmt: skip
+        assert answer.status == 303, await answer.text()
+        assert answer.cookies["skolsynk_session"]["secure"]
+    async with admin.session.post(ui, data=form, headers={**forwarded, "Origin": "http://admin.kommun.example"},
+                                  allow_redirects=False) as answer:  # fmt: skip
+        assert answer.status == 403  # the browser was on https: an http origin is another site
 
 
 async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin: Admin):

@@ -26,7 +26,7 @@ from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.admin.app import AdminSettings, build
-from skolsynk_services.admin.auth import Role, TokenStore
+from skolsynk_services.admin.auth import Principal, Role, TokenStore, parse_token
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.ui import COOKIE, build_ui
 from skolsynk_services.normaliser.app import NormaliserSettings
@@ -95,7 +95,7 @@ async def ui(settings: ServiceSettings) -> AsyncIterator[Ui]:
     try:
         await app.start()
         root = web.Application()
-        root.add_subapp("/ui", build_ui(service, tokens))
+        root.add_subapp("/ui", build_ui(service, app.extensions["sessions"], tokens))
         client = TestClient(TestServer(root, host="127.0.0.1"))
         await client.start_server()
         operator, _ = await tokens.create(
@@ -306,7 +306,9 @@ async def test_without_a_session_every_page_leads_to_the_login_page(ui: Ui):
     assert response.status == 303
     assert response.headers["Location"] == f"/ui/t/{TENANT}/quality"
     cookie = response.cookies[COOKIE]
-    assert cookie.value == ui.operator
+    assert cookie.value  # a session's own secret, never the API token (issue 19)
+    assert ui.operator not in cookie.value
+    assert (parse_token(ui.operator) or ("", "missing"))[1] not in cookie.value
     assert cookie["httponly"]
     assert cookie["samesite"] == "Strict"
     assert cookie["path"] == "/ui"
@@ -318,12 +320,104 @@ async def test_without_a_session_every_page_leads_to_the_login_page(ui: Ui):
     assert status == 200
     assert "Huvudmän" in html
 
-    # Logging out ends the session.
+    # Logging out ends the session in the store, not only in the browser: the old cookie replayed is refused.
+    session = ui.client.session.cookie_jar.filter_cookies(ui.client.make_url("/ui/"))[COOKIE].value
     response = await ui.post("/ui/logout", {})
     assert response.status == 303
     assert response.cookies[COOKIE].value == ""
     ui.client.session.cookie_jar.clear()
     assert (await ui.get("/ui/"))[0] == 303
+    ui.client.session.cookie_jar.update_cookies({COOKIE: session})
+    assert (await ui.get("/ui/"))[0] == 303
+
+
+async def test_a_session_ends_when_idle_at_its_age_and_with_its_token(ui: Ui):
+    """Issue 19: the UI's session is server-side: 30 minutes without a request end it, and so do 12 hours
+    however busy, and revoking the token it was started with (the cookie alone no longer opens anything)."""
+    page = f"/ui/t/{TENANT}/log"
+    await ui.login(await ui.token_for(TENANT, "idle@kommun.example"))
+    for _ in range(3):  # busy: each request restarts the idle clock
+        ui.clock[0] += timedelta(minutes=25)
+        assert (await ui.get(page))[0] == 200
+    ui.clock[0] += timedelta(minutes=31)
+    status, _ = await ui.get(page)
+    assert status == 303  # idle too long
+
+    await ui.login(await ui.token_for(TENANT, "busy@kommun.example"))
+    for _ in range(int(12 * 60 / 25)):
+        ui.clock[0] += timedelta(minutes=25)
+        assert (await ui.get(page))[0] == 200
+    ui.clock[0] += timedelta(minutes=25)
+    assert (await ui.get(page))[0] == 303  # 12 hours old
+
+    token = await ui.token_for(TENANT, "revoked@kommun.example")
+    await ui.login(token)
+    assert (await ui.get(page))[0] == 200
+    record = next(t for t in await ui.service.list_tokens(ui_principal(ui), TENANT) if t.subject.startswith("revoked"))
+    await ui.service.revoke_token(ui_principal(ui), TENANT, record.token_id)
+    assert (await ui.get(page))[0] == 303
+    assert await ui.app.db["admin_sessions"].count_documents({"token_id": record.token_id}) == 0
+
+
+def ui_principal(ui: Ui) -> Principal:
+    return Principal("ops@drift.example", Role.OPERATOR, None, (parse_token(ui.operator) or ("", ""))[0])
+
+
+async def test_a_viewer_sees_the_pages_and_can_change_nothing(ui: Ui):
+    viewer, _ = await ui.tokens.create(role=Role.VIEWER, subject="las@kommun.example", tenant_id=TENANT, created_by="t")
+    await ui.login(viewer)
+    base = f"/ui/t/{TENANT}"
+    for page in ("/", "/sources", "/quality", "/vendors", "/holds", "/gdpr", "/log"):
+        status, html = await ui.get(base + page)
+        assert status == 200, page
+        assert "läsbehörighet" in html
+        assert f'href="{base}/access"' not in html  # who holds access is not for viewers
+    assert (await ui.get(base + "/access"))[0] == 403
+    response = await ui.post(f"{base}/sources/{SOURCE}/sync", {})
+    assert response.status == 403
+    assert "bara läsbehörighet" in await response.text()
+    response = await ui.post(f"{base}/access", {"subject": "x", "role": "viewer"})
+    assert response.status == 403
+    response = await ui.post(f"{base}/gdpr", {"q": "student"})  # the search only reads
+    assert response.status == 200
+    response = await ui.post("/ui/logout", {})
+    assert response.status == 303
+
+
+async def test_operators_see_every_token_with_expiry_and_last_use_and_revoke_any(ui: Ui):
+    """Issue 19: operator tokens were only reachable with the CLI."""
+    status, html = await ui.get("/ui/operators")
+    assert status == 200
+    assert "ops@drift.example" in html
+    assert "Senast använd" in html
+    response = await ui.post("/ui/operators", {"subject": "ops2@drift.example", "expires_in_days": "30"})
+    html = await response.text()
+    assert response.status == 200, html
+    created = re.search(r'id="new-token">(skt_[^<]+)<', html)
+    assert created is not None
+    new_token = created.group(1)
+    assert (await ui.tokens.authenticate(new_token)) is not None
+    assert "driftoperatör" in html
+    response = await ui.post("/ui/operators", {"subject": "x", "expires_in_days": "400"})
+    assert response.status == 422
+    assert "1 till 365" in await response.text()
+    token_id = (parse_token(new_token) or ("", ""))[0]
+    response = await ui.post(f"/ui/operators/{token_id}/revoke", {})
+    assert response.status == 303
+    assert (await ui.tokens.authenticate(new_token)) is None
+    # An organiser admin has no such page.
+    await ui.login(await ui.token_for(TENANT))
+    assert (await ui.get("/ui/operators"))[0] == 403
+
+
+async def test_many_failed_sign_ins_from_one_address_are_slowed_down(ui: Ui):
+    ui.client.session.cookie_jar.clear()
+    for _ in range(10):
+        assert (await ui.post("/ui/login", {"token": "skt_guess.guess"})).status == 401
+    response = await ui.post("/ui/login", {"token": ui.operator})
+    assert response.status == 429  # even the right token, until the window has passed
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert "För många misslyckade inloggningar" in await response.text()
 
 
 async def test_an_organiser_admin_reaches_only_their_own_tenant(ui: Ui):
@@ -597,8 +691,8 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
              "/sources/ss12000-1/edit", f"/sources/{SOURCE}/edit", "/quality", "/quality?severity=warning",
              "/quality?code=eppn.missing", f"/quality?school_unit={codes[0]}", "/quality?severity=bogus",
              "/vendors", "/vendors/new", "/vendors/new?vendor_id=binogi", f"/vendors/{VENDOR}",
-             f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", "/gdpr", "/gdpr?q=a",
-             f"/gdpr?q=student&person={uuid.uuid4()}", f"/gdpr?vendor={VENDOR}&status=pending", "/log",
+             f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", "/gdpr",
+             f"/gdpr?person={uuid.uuid4()}", f"/gdpr?vendor={VENDOR}&status=pending", "/log",
              "/access"]  # fmt: skip
     downloads = ["/findings.csv", f"/vendors/{VENDOR}/report.csv", "/gdpr/evidence.csv", "/gdpr/evidence.json",
                  f"/gdpr/evidence.csv?vendor={VENDOR}"]  # fmt: skip
@@ -630,8 +724,14 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert html.count('<span class="tag ok">Klart</span>') == 4  # source, data, subscription, test mode
     status, html = await ui.get(f"{base}/vendors/{VENDOR}")
     assert "Skulle avvisas av leverantören (1)" in html
+    response = await ui.post(f"{base}/gdpr", {"q": "student-0-1@elev"})  # a POST: names never in a URL
+    html = await response.text()
+    assert response.status == 200
+    assert "Sökresultat" in html
+    assert html.count('name="person" value=') == 1  # found by e-mail ...
+    assert "<td>student-0-1@elev" not in html  # ... shown by name and login
     status, html = await ui.get(f"{base}/gdpr?q=student-0-1")
-    assert "student-0-1@elev" not in html  # found by e-mail, shown by name and login
+    assert "Sökresultat" not in html  # a search in the URL is not run
     status, html = await ui.get(f"{base}/gdpr")
     assert "DNR-2026-17" in html
 
@@ -645,10 +745,11 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert "Godkänd" in html
     response = await ui.post(f"{base}/gdpr/requests/{seeded['request_id']}/withdraw", {})
     assert response.status == 303
-    status, html = await ui.get(f"{base}/gdpr?q=student-0-0")
-    chosen = re.search(r'href="([^"]*person=[^"#]*)', html)
+    response = await ui.post(f"{base}/gdpr", {"q": "student-0-0"})
+    chosen = re.search(r'name="person" value="([^"]+)"', await response.text())
     assert chosen is not None
-    status, html = await ui.get(chosen.group(1).replace("&amp;", "&"))
+    response = await ui.post(f"{base}/gdpr", {"q": "student-0-0", "person": chosen.group(1)})
+    html = await response.text()
     person_id = re.search(r'name="person_id" value="([^"]+)"', html)
     assert person_id is not None
     response = await ui.post(

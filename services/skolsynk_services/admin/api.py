@@ -22,7 +22,15 @@ from skolsynk.json_input import UnsafeJson, parse_json
 from skolsynk.logging import get_logger
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Authenticator, Principal, authenticate, bearer
-from skolsynk_services.admin.problems import Invalid, NotFound, Problem, problem_response
+from skolsynk_services.admin.limits import FailureGuard, RequestRate
+from skolsynk_services.admin.problems import (
+    Invalid,
+    NotFound,
+    Problem,
+    TooManyRequests,
+    Unauthenticated,
+    problem_response,
+)
 from skolsynk_services.admin.service import AdminService
 
 log = get_logger(__name__)
@@ -54,6 +62,8 @@ class Endpoint:
     status: int = 200
     query: tuple[QueryParam, ...] = ()
     operator_only: bool = False
+    #: A POST that changes nothing (a search whose terms are personal data): viewers may call it.
+    read_only: bool = False
     media_type: str = "application/json"
     params: tuple[str, ...] = field(default=())
 
@@ -159,9 +169,30 @@ async def create_token(request: web.Request, principal: Principal, body: models.
     return await _service(request).create_token(principal, request.match_info["tenant"], body)
 
 
-@endpoint("DELETE", "/tenants/{tenant}/tokens/{token_id}", "Revoke an API token", "tokens", status=204)
+@endpoint("DELETE", "/tenants/{tenant}/tokens/{token_id}", "Revoke an API token (its UI sessions end)", "tokens",
+          status=204)  # fmt: skip
 async def revoke_token(request: web.Request, principal: Principal, _: Any) -> None:
     await _service(request).revoke_token(principal, request.match_info["tenant"], request.match_info["token_id"])
+
+
+@endpoint("GET", "/tokens", "Every API token, operators' first (no secrets)", "tokens",
+          response=list[models.TokenInfo], operator_only=True)  # fmt: skip
+async def list_all_tokens(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_tokens(principal, None)
+
+
+@endpoint("POST", "/tokens", "Create an operator token (shown once)", "tokens", body=models.TokenIn,
+          response=models.TokenCreated, status=201, operator_only=True)  # fmt: skip
+async def create_operator_token(request: web.Request, principal: Principal, body: models.TokenIn) -> Any:
+    if "role" not in body.model_fields_set:
+        body = body.model_copy(update={"role": "operator"})
+    return await _service(request).create_token(principal, None, body)
+
+
+@endpoint("DELETE", "/tokens/{token_id}", "Revoke any API token (its UI sessions end)", "tokens", status=204,
+          operator_only=True)  # fmt: skip
+async def revoke_any_token(request: web.Request, principal: Principal, _: Any) -> None:
+    await _service(request).revoke_token(principal, None, request.match_info["token_id"])
 
 
 # --- sources and runs --------------------------------------------------------------------------
@@ -324,10 +355,11 @@ async def school_units(request: web.Request, principal: Principal, _: Any) -> An
     return await _service(request).school_units(principal, request.match_info["tenant"])
 
 
-@endpoint("GET", "/tenants/{tenant}/persons", "Find a person (for an erasure request)", "gdpr",
-          response=list[JsonObject], query=(QueryParam("q", "Part of a name, login or e-mail."),))  # fmt: skip
-async def persons(request: web.Request, principal: Principal, _: Any) -> Any:
-    return await _service(request).persons(principal, request.match_info["tenant"], _query(request, "q") or "")
+@endpoint("POST", "/tenants/{tenant}/persons/search", "Find a person (for an erasure request); POST, so that "
+          "names and addresses never travel in a URL", "gdpr", body=models.PersonSearchIn, response=list[JsonObject],
+          read_only=True)  # fmt: skip
+async def persons(request: web.Request, principal: Principal, body: models.PersonSearchIn) -> Any:
+    return await _service(request).persons(principal, request.match_info["tenant"], body.q)
 
 
 # --- vendors and subscriptions -------------------------------------------------------------------
@@ -582,6 +614,8 @@ def _adapter(point: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if not _matches(request.match_info["tenant"]):
                 raise NotFound(f"no organiser {request.match_info['tenant']!r}")
             principal.require_tenant(request.match_info["tenant"])  # before reading the body
+        if point.method != "GET" and not point.read_only:
+            principal.require_change()
         if point.operator_only:
             principal.require_operator()
         result = await point.call(request, principal, await _body(request, point.body))
@@ -600,15 +634,34 @@ def _matches(tenant_id: str) -> bool:
     return re.fullmatch(TENANT_ID, tenant_id) is not None
 
 
-def make_api(service: AdminService, authenticators: list[Authenticator]) -> web.Application:
-    """The API as an aiohttp sub-application for ``/api/v1``."""
+def make_api(
+    service: AdminService,
+    authenticators: list[Authenticator],
+    *,
+    guard: FailureGuard | None = None,
+    rate: RequestRate | None = None,
+) -> web.Application:
+    """The API as an aiohttp sub-application for ``/api/v1``. ``guard`` refuses a client address after
+    too many failed authentications, ``rate`` a token over its request rate (both 429 with Retry-After)."""
 
     @web.middleware
     async def problems(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        address = request.remote or "unknown"
         try:
-            request[PRINCIPAL] = await authenticate(authenticators, bearer(request.headers.get("Authorization")))
+            wait = guard.retry_after(address) if guard is not None else None
+            if wait is not None:
+                raise TooManyRequests("too many failed authentications from this address", retry_after=wait)
+            try:
+                principal = await authenticate(authenticators, bearer(request.headers.get("Authorization")))
+            except Unauthenticated:
+                if guard is not None and request.headers.get("Authorization"):
+                    guard.failed(address)
+                raise
+            if rate is not None and not await rate.admit(principal.token_id or principal.subject):
+                raise TooManyRequests("too many requests with this token; slow down", retry_after=1)
+            request[PRINCIPAL] = principal
             return await handler(request)
         except Problem as problem:
             return problem_response(problem, request)

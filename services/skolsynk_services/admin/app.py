@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from skolsynk.logging import get_logger
 from skolsynk.messaging.replies import ReplyInbox
+from skolsynk.proxies import TrustedProxies, parse_networks
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
@@ -21,7 +22,14 @@ from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
 from skolsynk_services.admin import auth, stores
 from skolsynk_services.admin.api import make_api
-from skolsynk_services.admin.auth import TokenStore, parse_token
+from skolsynk_services.admin.auth import (
+    DEFAULT_TOKEN_DAYS,
+    MAX_TOKEN_DAYS,
+    SessionStore,
+    TokenStore,
+    parse_token,
+)
+from skolsynk_services.admin.limits import FailureGuard, RequestRate
 from skolsynk_services.admin.notify import Mailer, Notifier
 from skolsynk_services.admin.service import AdminService, Exchanges
 from skolsynk_services.admin.service.core import EgilReceiver
@@ -89,6 +97,41 @@ class AdminSettings(CatalogueSettings):
             )
         return value
 
+    admin_token_days: int = Field(
+        default=DEFAULT_TOKEN_DAYS,
+        ge=1,
+        le=MAX_TOKEN_DAYS,
+        description="How long a new API token is valid unless its creator says otherwise.",
+    )
+    admin_session_idle_minutes: float = Field(
+        default=30.0, gt=0, le=1440, description="A UI session ends after this long without a request."
+    )
+    admin_session_max_hours: float = Field(
+        default=12.0, gt=0, le=168, description="A UI session ends at this age, however busy."
+    )
+    admin_trusted_proxies: str = Field(
+        default="",
+        max_length=2000,
+        description="Comma-separated addresses or CIDRs of the TLS-terminating proxies whose X-Forwarded-Proto, "
+        "-Host and -For are believed (the ingress); empty: none.",
+    )
+    admin_signin_failures_per_minute: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins (and failed API authentications) per client address per minute before it "
+        "gets 429.",
+    )
+    admin_api_requests_per_second: float = Field(
+        default=50.0, gt=0, le=10_000, description="API requests per token per second before it gets 429."
+    )
+
+    @field_validator("admin_trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        parse_networks(v for v in value.split(",") if v.strip())
+        return value
+
     admin_promotion_hours: float = Field(
         default=24.0, ge=0, description="How long a subscription must run in test mode before it may go live."
     )
@@ -130,6 +173,14 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app.add_background("vendor-catalogue", catalogue.run_forever)
     replies = ReplyInbox(app.broker)
     app.add_shutdown(replies.close)
+    tokens = TokenStore(app.db, default_days=settings.admin_token_days, clock=clock)
+    sessions = SessionStore(
+        app.db,
+        tokens,
+        idle=timedelta(minutes=settings.admin_session_idle_minutes),
+        absolute=timedelta(hours=settings.admin_session_max_hours),
+        clock=clock,
+    )
     service = AdminService(
         app.db,
         app.publisher,
@@ -148,6 +199,8 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         public_url=settings.admin_public_url,
         delivery_failing_after=timedelta(minutes=settings.delivery_failing_minutes),
         clock=clock,
+        tokens=tokens,
+        sessions=sessions,
     )
     mailer = (
         Mailer(
@@ -174,10 +227,19 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app.extensions["notifier"] = notifier
     app.add_indexes(notification_store.INDEXES)
     app.add_background("notifications", lambda: notifier.run_forever(settings.notify_interval_seconds))
-    tokens = TokenStore(app.db)
     app.extensions["service"] = service
     app.extensions["tokens"] = tokens
-    app.add_web_app(web_root(service, tokens), host=settings.admin_host, port=settings.admin_port, server="admin")
+    app.extensions["sessions"] = sessions
+    guard = FailureGuard(settings.admin_signin_failures_per_minute)
+    root = web_root(
+        service,
+        tokens,
+        sessions,
+        proxies=TrustedProxies(v for v in settings.admin_trusted_proxies.split(",") if v.strip()),
+        guard=guard,
+        rate=RequestRate(settings.admin_api_requests_per_second),
+    )
+    app.add_web_app(root, host=settings.admin_host, port=settings.admin_port, server="admin")
 
     async def bootstrap() -> None:
         if settings.admin_bootstrap_token is not None:
@@ -191,19 +253,28 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     return app
 
 
-def web_root(service: AdminService, tokens: TokenStore) -> web.Application:
+def web_root(
+    service: AdminService,
+    tokens: TokenStore,
+    sessions: SessionStore,
+    *,
+    proxies: TrustedProxies | None = None,
+    guard: FailureGuard | None = None,
+    rate: RequestRate | None = None,
+) -> web.Application:
     from skolsynk_services.admin.openapi import document
     from skolsynk_services.admin.ui import build_ui
 
-    root = web.Application()
-    api = make_api(service, [tokens])
+    guard = guard or FailureGuard(10)
+    root = web.Application(middlewares=[(proxies or TrustedProxies()).middleware()])
+    api = make_api(service, [tokens], guard=guard, rate=rate)
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document())
 
     api.router.add_get("/openapi.json", openapi)
     root.add_subapp("/api/v1", api)
-    root.add_subapp("/ui", build_ui(service, tokens))
+    root.add_subapp("/ui", build_ui(service, sessions, tokens, guard=guard))
 
     async def home(_request: web.Request) -> web.Response:
         raise web.HTTPFound("/ui/")

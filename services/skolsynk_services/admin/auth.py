@@ -1,9 +1,15 @@
-"""Who is asking: API tokens (hashed at rest) that carry a role and, for organiser admins, a tenant.
+"""Who is asking: API tokens (hashed at rest) that carry a role and, for organiser admins and viewers, a
+tenant; and the UI's server-side sessions, started by signing in with a token.
 
 Tokens look like ``skt_<id>.<secret>``; only SHA-256 of the secret is stored (a 256-bit random
-secret needs no slow hash). A :class:`Principal` is what the rest of the service sees, whatever
-authenticated it: an OIDC identity provider fits in by mapping a validated ID/access token's claims
-to the same ``Principal`` (subject, role, tenant) in another :class:`Authenticator`.
+secret needs no slow hash). Every token created has an expiry; its last use is kept (to the minute,
+so a busy token costs one write a minute). A :class:`Principal` is what the rest of the service sees,
+whatever authenticated it: an OIDC identity provider fits in by mapping a validated ID/access token's
+claims to the same ``Principal`` (subject, role, tenant) in another :class:`Authenticator`.
+
+A UI session is a random secret in an HttpOnly cookie (never the API token); the store keeps its
+SHA-256, the token it was started with, and ends it at logout, after ``idle`` without a request, at
+``absolute`` age, or as soon as its token is revoked or expires (docs/admin.md, "Accounts and sessions").
 """
 
 from __future__ import annotations
@@ -11,25 +17,46 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError
 
 from skolsynk.storage import Database, Document, IndexSpec
-from skolsynk.storage.admin import ADMIN_TOKENS
+from skolsynk.storage.admin import ADMIN_SESSIONS, ADMIN_TOKENS
 from skolsynk_services.admin.problems import Forbidden, Unauthenticated
 
 TOKENS = ADMIN_TOKENS
+SESSIONS = ADMIN_SESSIONS
 PREFIX = "skt_"
-INDEXES = [IndexSpec(TOKENS, [("tenant_id", 1)], name="by_tenant")]
+INDEXES = [
+    IndexSpec(TOKENS, [("tenant_id", 1)], name="by_tenant"),
+    IndexSpec(SESSIONS, [("token_id", 1)], name="by_token"),
+    # A session is gone from the store at its absolute end even if nobody asks for it again.
+    IndexSpec(SESSIONS, [("expires_at", 1)], name="expire", expire_after_seconds=0),
+]
+#: A token's last use is written when the stored one is older than this.
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+#: How long a new token is valid unless its creator says otherwise, and the longest it may be.
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 365
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class Role(StrEnum):
     OPERATOR = "operator"  # the platform team: every tenant
     ORGANISER_ADMIN = "organiser_admin"  # an organiser's IT admin: their own tenant
+    VIEWER = "viewer"  # reads one organiser's pages and API, changes nothing
 
 
 @dataclass(frozen=True)
@@ -42,6 +69,15 @@ class Principal:
     @property
     def is_operator(self) -> bool:
         return self.role is Role.OPERATOR
+
+    @property
+    def may_change(self) -> bool:
+        return self.role is not Role.VIEWER
+
+    def require_change(self) -> None:
+        """Viewers read; only admins and operators change anything."""
+        if not self.may_change:
+            raise Forbidden("this token may only read (role viewer)")
 
     def require_tenant(self, tenant_id: str) -> None:
         """Organiser admins reach only their own tenant; operators every tenant."""
@@ -62,7 +98,15 @@ def _digest(secret: str) -> str:
 
 
 def _token_record(
-    token_id: str, secret: str, role: Role, subject: str, tenant_id: str | None, created_by: str
+    token_id: str,
+    secret: str,
+    role: Role,
+    subject: str,
+    tenant_id: str | None,
+    created_by: str,
+    *,
+    now: datetime,
+    days: int,
 ) -> Document:
     """A token as stored: its secret only as a digest."""
     return {
@@ -72,9 +116,17 @@ def _token_record(
         "subject": subject,
         "tenant_id": tenant_id,
         "created_by": created_by,
-        "created_at": datetime.now(UTC),
+        "created_at": now,
+        "expires_at": now + timedelta(days=days),
+        "last_used_at": None,
         "revoked_at": None,
     }
+
+
+def token_active(record: Document, now: datetime) -> bool:
+    """Not revoked and not expired (a token stored before expiries existed has none)."""
+    expires_at = _aware(record.get("expires_at"))
+    return record.get("revoked_at") is None and (expires_at is None or now < expires_at)
 
 
 def parse_token(token: str) -> tuple[str, str] | None:
@@ -87,15 +139,27 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 
 class TokenStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, default_days: int = DEFAULT_TOKEN_DAYS, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.collection = db[TOKENS]
+        self.default_days = default_days
+        self.clock = clock
 
     async def create(
-        self, *, role: Role, subject: str, tenant_id: str | None, created_by: str, token: str | None = None
+        self,
+        *,
+        role: Role,
+        subject: str,
+        tenant_id: str | None,
+        created_by: str,
+        token: str | None = None,
+        days: int | None = None,
     ) -> tuple[str, Document]:
-        """A new token; returns the token (shown once) and its stored record (without the hash)."""
-        if role is Role.ORGANISER_ADMIN and tenant_id is None:
-            raise ValueError("an organiser admin token belongs to a tenant")
+        """A new token valid ``days`` (default: the store's); returns the token (shown once) and its stored
+        record (without the hash)."""
+        if role is not Role.OPERATOR and tenant_id is None:
+            raise ValueError("an organiser admin's or viewer's token belongs to a tenant")
         if token is None:
             token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
             token = f"{PREFIX}{token_id}.{secret}"
@@ -103,7 +167,9 @@ class TokenStore:
         if parsed is None:
             raise ValueError(f"a token looks like {PREFIX}<id>.<secret>")
         token_id, secret = parsed
-        record = _token_record(token_id, secret, role, subject, tenant_id, created_by)
+        record = _token_record(
+            token_id, secret, role, subject, tenant_id, created_by, now=self.clock(), days=days or self.default_days
+        )
         await self.collection.replace_one({"_id": token_id}, record, upsert=True)
         return token, {k: v for k, v in record.items() if k != "hash"}
 
@@ -114,7 +180,10 @@ class TokenStore:
         if parsed is None:
             raise ValueError(f"a token looks like {PREFIX}<id>.<secret>")
         token_id, secret = parsed
-        record = _token_record(token_id, secret, Role.OPERATOR, "bootstrap-operator", None, "bootstrap")
+        record = _token_record(
+            token_id, secret, Role.OPERATOR, "bootstrap-operator", None, "bootstrap",
+            now=self.clock(), days=self.default_days,
+        )  # fmt: skip
         try:
             await self.collection.insert_one(record)
             return "created"
@@ -130,11 +199,30 @@ class TokenStore:
         record = await self.collection.find_one({"_id": token_id, "revoked_at": None})
         if record is None or not hmac.compare_digest(record["hash"], _digest(secret)):
             return None
-        return Principal(record["subject"], Role(record["role"]), record["tenant_id"], token_id)
+        now = self.clock()
+        if not token_active(record, now):
+            return None
+        await self._used(record, now)
+        return principal_of_token(record)
+
+    async def active(self, token_id: str) -> Principal | None:
+        """The principal of a token that is neither revoked nor expired (a session's token, at each request);
+        counts as a use."""
+        record = await self.collection.find_one({"_id": token_id, "revoked_at": None}, {"hash": 0})
+        now = self.clock()
+        if record is None or not token_active(record, now):
+            return None
+        await self._used(record, now)
+        return principal_of_token(record)
+
+    async def _used(self, record: Document, now: datetime) -> None:
+        last = _aware(record.get("last_used_at"))
+        if last is None or now - last >= LAST_USE_RESOLUTION:
+            await self.collection.update_one({"_id": record["_id"]}, {"$set": {"last_used_at": now}})
 
     async def revoke(self, token_id: str) -> Document | None:
         return await self.collection.find_one_and_update(
-            {"_id": token_id, "revoked_at": None}, {"$set": {"revoked_at": datetime.now(UTC)}}
+            {"_id": token_id, "revoked_at": None}, {"$set": {"revoked_at": self.clock()}}
         )
 
     async def get(self, token_id: str) -> Document | None:
@@ -143,6 +231,71 @@ class TokenStore:
     async def list(self, tenant_id: str | None = None) -> list[Document]:
         criteria = {} if tenant_id is None else {"tenant_id": tenant_id}
         return await self.collection.find(criteria, {"hash": 0}).sort("created_at", 1).to_list(None)
+
+
+def principal_of_token(record: Document) -> Principal:
+    return Principal(record["subject"], Role(record["role"]), record["tenant_id"], record["_id"])
+
+
+class SessionStore:
+    """The UI's signed-in sessions (see the module docstring). ``idle`` and ``absolute`` bound a session;
+    the cookie holds only the random secret, the store only its digest."""
+
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenStore,
+        *,
+        idle: timedelta,
+        absolute: timedelta,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.collection = db[SESSIONS]
+        self.tokens = tokens
+        self.idle = idle
+        self.absolute = absolute
+        self.clock = clock
+
+    async def start(self, principal: Principal) -> str:
+        """A new session for a principal that has just signed in with its token; returns the cookie value."""
+        if principal.token_id is None:
+            raise ValueError("a session is started with a token")
+        secret = secrets.token_urlsafe(32)
+        now = self.clock()
+        await self.collection.insert_one(
+            {"_id": _digest(secret), "token_id": principal.token_id, "created_at": now, "seen_at": now,
+             "expires_at": now + self.absolute}
+        )  # fmt: skip
+        return secret
+
+    async def resume(self, secret: str) -> Principal | None:
+        """The principal of a live session (its idle clock restarts, to the minute); None when the session is
+        unknown, ended, idle too long, too old, or its token no longer valid (the session is then ended)."""
+        session_id = _digest(secret)
+        session = await self.collection.find_one({"_id": session_id})
+        if session is None:
+            return None
+        now = self.clock()
+        seen_at, expires_at = _aware(session["seen_at"]), _aware(session["expires_at"])
+        assert seen_at is not None
+        assert expires_at is not None
+        principal = (
+            await self.tokens.active(session["token_id"]) if now - seen_at < self.idle and now < expires_at else None
+        )
+        if principal is None:
+            await self.collection.delete_one({"_id": session_id})
+            return None
+        if now - seen_at >= LAST_USE_RESOLUTION:
+            await self.collection.update_one({"_id": session_id}, {"$set": {"seen_at": now}})
+        return principal
+
+    async def end(self, secret: str) -> None:
+        await self.collection.delete_one({"_id": _digest(secret)})
+
+    async def end_for_token(self, token_id: str) -> int:
+        """Every session started with a token (when it is revoked)."""
+        result = await self.collection.delete_many({"token_id": token_id})
+        return result.deleted_count
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
+from skolsynk_services.admin.auth import MAX_TOKEN_DAYS, token_active
 
 ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -100,7 +101,21 @@ class Notification(BaseModel):
 
 class TokenIn(Body):
     subject: str = Field(min_length=1, max_length=120, description="Who will use it (a user id).")
-    role: Literal["organiser_admin", "operator"] = "organiser_admin"
+    role: Literal["organiser_admin", "viewer", "operator"] = Field(
+        default="organiser_admin",
+        description="organiser_admin: changes its organiser; viewer: reads its organiser, changes nothing; "
+        "operator: every organiser and the platform (operators only).",
+    )
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKEN_DAYS,
+        description="How long the token is valid; default SKOLSYNK_ADMIN_TOKEN_DAYS.",
+    )
+
+
+class PersonSearchIn(Body):
+    q: str = Field(min_length=1, max_length=200, description="Part of a name, login or e-mail address.")
 
 
 class TokenCreated(BaseModel):
@@ -109,6 +124,7 @@ class TokenCreated(BaseModel):
     role: str
     tenant_id: str | None
     subject: str
+    expires_at: datetime
 
 
 class TokenInfo(BaseModel):
@@ -117,7 +133,26 @@ class TokenInfo(BaseModel):
     tenant_id: str | None
     subject: str
     created_at: datetime
+    created_by: str | None = None
+    expires_at: datetime | None = Field(default=None, description="None only for tokens made before expiries.")
+    last_used_at: datetime | None = Field(default=None, description="To the minute; None: never used.")
     revoked_at: datetime | None
+    active: bool = Field(description="Neither revoked nor expired.")
+
+    @classmethod
+    def of(cls, record: dict[str, Any], now: datetime) -> TokenInfo:
+        return cls(
+            token_id=record["_id"],
+            role=record["role"],
+            tenant_id=record["tenant_id"],
+            subject=record["subject"],
+            created_at=record["created_at"],
+            created_by=record.get("created_by"),
+            expires_at=record.get("expires_at"),
+            last_used_at=record.get("last_used_at"),
+            revoked_at=record["revoked_at"],
+            active=token_active(record, now),
+        )
 
 
 class SourceKind(StrEnum):

@@ -67,12 +67,22 @@ class GateClosed(Problem):
     status, kind, title = 409, "promotion-gate-closed", "Not ready to go live"
 
 
+class TooManyRequests(Problem):
+    status, kind, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Unavailable(Problem):
     status, kind, title = 503, "unavailable", "Temporarily unavailable"
 
 
 def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="skolsynk"'} if problem.status == 401 else None
+    if isinstance(problem, TooManyRequests):
+        headers = {"Retry-After": str(problem.retry_after)}
     return web.json_response(
         problem.body(request.path if request is not None else None),
         status=problem.status,

@@ -28,7 +28,7 @@ from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_credentials import VendorCredentials
 from skolsynk.storage.vendors import CatalogueFollower
-from skolsynk_services.admin.auth import Principal, TokenStore
+from skolsynk_services.admin.auth import DEFAULT_TOKEN_DAYS, Principal, SessionStore, TokenStore
 from skolsynk_services.admin.problems import NotFound, Unavailable
 from skolsynk_services.admin.stores import AuditLog, ConsentStore, LifecycleStore, TenantStore
 
@@ -74,6 +74,8 @@ class AdminCore:
         public_url: str | None = None,
         delivery_failing_after: timedelta = DEFAULT_FAILING_AFTER,
         clock: Callable[[], datetime] = utcnow,
+        tokens: TokenStore | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         #: A pair retrying its deliveries this long is shown as failing.
         self.delivery_failing_after = delivery_failing_after
@@ -94,7 +96,9 @@ class AdminCore:
         self.promotion_hours = promotion_hours
         self.clock = clock
         self.tenants = TenantStore(db)
-        self.tokens = TokenStore(db)
+        self.tokens = tokens or TokenStore(db, default_days=DEFAULT_TOKEN_DAYS, clock=clock)
+        #: The UI's sessions (None: the service is used without the UI); revoking a token ends them.
+        self.sessions = sessions
         self.sources = SourceStore(db, secrets)
         self.consents = ConsentStore(db)
         self.audit_log = AuditLog(db)

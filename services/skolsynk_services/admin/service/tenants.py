@@ -8,7 +8,7 @@ from skolsynk.storage import Document
 from skolsynk.storage.sources import SecretsUnavailable
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal, Role
-from skolsynk_services.admin.problems import Conflict, NotFound, Unavailable
+from skolsynk_services.admin.problems import Conflict, Invalid, NotFound, Unavailable
 from skolsynk_services.admin.service.core import AdminCore
 
 
@@ -89,45 +89,70 @@ class TenantAdmin(AdminCore):
 
     # --- tokens ------------------------------------------------------------------------------------
 
-    async def create_token(self, principal: Principal, tenant_id: str, body: models.TokenIn) -> models.TokenCreated:
-        await self._tenant(principal, tenant_id)
+    async def create_token(
+        self, principal: Principal, tenant_id: str | None, body: models.TokenIn
+    ) -> models.TokenCreated:
+        """A token of an organiser (``tenant_id``), or an operator token (``tenant_id`` None: operators only).
+        Organiser admins create admins and viewers of their own organiser; only operators create operators."""
+        principal.require_change()
         role = Role(body.role)
-        if role is Role.OPERATOR:
+        if tenant_id is None or role is Role.OPERATOR:
             principal.require_operator()
+        if tenant_id is not None:
+            await self._tenant(principal, tenant_id)
+        elif role is not Role.OPERATOR:
+            raise Invalid("a token of an organiser admin or viewer is created under its organiser")
         token, record = await self.tokens.create(
             role=role,
             subject=body.subject,
             tenant_id=None if role is Role.OPERATOR else tenant_id,
             created_by=principal.subject,
+            days=body.expires_in_days,
         )
         await self._audit(
-            principal, tenant_id, "token.create", record["_id"], after={"role": role.value, "subject": body.subject}
+            principal,
+            tenant_id,
+            "token.create",
+            record["_id"],
+            after={"role": role.value, "subject": body.subject, "expires_at": record["expires_at"]},
         )
         return models.TokenCreated(
-            token=token, token_id=record["_id"], role=role.value, tenant_id=record["tenant_id"], subject=body.subject
+            token=token,
+            token_id=record["_id"],
+            role=role.value,
+            tenant_id=record["tenant_id"],
+            subject=body.subject,
+            expires_at=record["expires_at"],
         )
 
-    async def list_tokens(self, principal: Principal, tenant_id: str) -> list[models.TokenInfo]:
-        await self._tenant(principal, tenant_id)
-        return [
-            models.TokenInfo(
-                token_id=d["_id"],
-                role=d["role"],
-                tenant_id=d["tenant_id"],
-                subject=d["subject"],
-                created_at=d["created_at"],
-                revoked_at=d["revoked_at"],
-            )
-            for d in await self.tokens.list(tenant_id)
-        ]
+    async def list_tokens(self, principal: Principal, tenant_id: str | None) -> list[models.TokenInfo]:
+        """An organiser's tokens, or (``tenant_id`` None, operators only) every token, operators' first."""
+        principal.require_change()  # who holds access is not for viewers
+        if tenant_id is None:
+            principal.require_operator()
+        else:
+            await self._tenant(principal, tenant_id)
+        now = self.clock()
+        records = await self.tokens.list(tenant_id)
+        if tenant_id is None:
+            records.sort(key=lambda d: (d["tenant_id"] is not None, d["tenant_id"] or ""))
+        return [models.TokenInfo.of(d, now) for d in records]
 
-    async def revoke_token(self, principal: Principal, tenant_id: str, token_id: str) -> None:
-        await self._tenant(principal, tenant_id)
+    async def revoke_token(self, principal: Principal, tenant_id: str | None, token_id: str) -> None:
+        """Revoke a token of the organiser (or, ``tenant_id`` None, any token: operators only); its UI
+        sessions end with it. Revoking an already revoked token is fine; an unknown one is a 404."""
+        principal.require_change()
+        if tenant_id is None:
+            principal.require_operator()
+        else:
+            await self._tenant(principal, tenant_id)
         record = await self.tokens.get(token_id)
-        if record is None or record["tenant_id"] != tenant_id:
-            raise NotFound("no such token for this organiser")
-        await self.tokens.revoke(token_id)
-        await self._audit(principal, tenant_id, "token.revoke", token_id)
+        if record is None or (tenant_id is not None and record["tenant_id"] != tenant_id):
+            raise NotFound("no such token for this organiser" if tenant_id else "no such token")
+        if await self.tokens.revoke(token_id) is not None:
+            await self._audit(principal, record["tenant_id"], "token.revoke", token_id)
+        if self.sessions is not None:
+            await self.sessions.end_for_token(token_id)
 
     # --- audit -------------------------------------------------------------------------------------
 

@@ -1,6 +1,10 @@
 """The UI's middleware, outermost first: security headers on every response, service errors as Swedish
-error pages, CSRF (a POST must come from a page of this host) and the session (the principal of the
-cookie ``skolsynk_session``; whoever lacks a valid one is sent to the sign-in page)."""
+error pages, CSRF (a POST must come from a page of this origin: scheme, host and port) and the session
+(the principal of the server-side session named by the cookie ``skolsynk_session``; whoever lacks a live
+one is sent to the sign-in page; a viewer's POST that would change something is refused).
+
+Behind a TLS-terminating proxy the request's scheme and host are the browser's (``skolsynk.proxies``,
+``SKOLSYNK_ADMIN_TRUSTED_PROXIES``), so the origin check and the cookie's ``Secure`` flag see HTTPS."""
 
 from __future__ import annotations
 
@@ -15,21 +19,25 @@ from skolsynk_services.admin.ui.texts import swedish
 COOKIE = "skolsynk_session"
 #: Routes that need no session.
 PUBLIC_ROUTES = frozenset({"login"})
+#: The POSTs a viewer may make: they change nothing (signing out; the GDPR person search, a POST so that
+#: names never travel in a URL).
+VIEWER_POSTS = frozenset({"logout", "gdpr"})
 
 
-def _authority(scheme: str, netloc: str) -> tuple[str, int | None]:
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:
     parts = urlsplit(f"{scheme}://{netloc}")
     try:
         port = parts.port
     except ValueError:
-        return ("", -1)
+        return ("", "", -1)
     default = {"http": 80, "https": 443}.get(scheme)
-    return ((parts.hostname or "").lower(), port if port is not None else default)
+    return (scheme, (parts.hostname or "").lower(), port if port is not None else default)
 
 
 def same_origin(request: web.Request) -> bool:
-    """Whether a state-changing request comes from a page of this host: its Origin (or, when the
-    browser sends none, its Referer) names the host and port the request was sent to."""
+    """Whether a state-changing request comes from a page of this origin: its Origin (or, when the
+    browser sends none, its Referer) names the scheme, host and port the request was sent to (as the
+    browser sent it: behind a trusted proxy, its forwarded scheme and host)."""
     origin = request.headers.get("Origin")
     claimed = origin if origin is not None else request.headers.get("Referer")
     if not claimed or claimed == "null":
@@ -37,7 +45,7 @@ def same_origin(request: web.Request) -> bool:
     parts = urlsplit(claimed)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
-    return _authority(parts.scheme, parts.netloc) == _authority(request.scheme, request.host)
+    return _origin(parts.scheme, parts.netloc) == _origin(request.scheme, request.host)
 
 
 @web.middleware
@@ -77,15 +85,17 @@ async def csrf_protection(request: web.Request, handler: Handler) -> web.StreamR
 async def session_required(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     name = resource.name if resource is not None else None
-    token = request.cookies.get(COOKIE)
-    principal = await ui_of(request).tokens.authenticate(token) if token else None
+    session = request.cookies.get(COOKIE)
+    principal = await ui_of(request).sessions.resume(session) if session else None
     request[PRINCIPAL] = principal
     if principal is not None and "tenant" in request.match_info:
         principal.require_tenant(request.match_info["tenant"])  # before any form is read (the service checks too)
+    if principal is not None and request.method == "POST" and name not in VIEWER_POSTS:
+        principal.require_change()  # a viewer's page may show a form; sending it is refused (403 page)
     if principal is not None or name in PUBLIC_ROUTES or resource is None:
         return await handler(request)
     next_path = request.path_qs if request.method == "GET" else None
     response = see_other(request, url(request, "login", {"next": next_path}))
-    if token:
+    if session:
         response.del_cookie(COOKIE, path=cookie_path(request))
     return response

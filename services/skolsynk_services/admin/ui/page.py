@@ -17,7 +17,8 @@ import jinja2
 from aiohttp import web
 
 from skolsynk.connectors.sources.google import delegation_scopes
-from skolsynk_services.admin.auth import Principal, TokenStore
+from skolsynk_services.admin.auth import Principal, SessionStore, TokenStore
+from skolsynk_services.admin.limits import FailureGuard
 from skolsynk_services.admin.problems import Forbidden, Problem
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.ui.formatting import decimal, number, when
@@ -54,7 +55,9 @@ MAX_ROWS = 500
 @dataclass(frozen=True)
 class Ui:
     service: AdminService
+    sessions: SessionStore
     tokens: TokenStore
+    guard: FailureGuard
     env: jinja2.Environment
 
 

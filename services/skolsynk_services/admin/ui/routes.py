@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from skolsynk_services.admin.auth import TokenStore
+from skolsynk_services.admin.auth import SessionStore, TokenStore
+from skolsynk_services.admin.limits import FailureGuard
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.ui.middleware import csrf_protection, problems_as_pages, security_headers, session_required
 from skolsynk_services.admin.ui.page import UI_KEY, Handler, Ui, environment
@@ -25,10 +26,13 @@ from skolsynk_services.admin.ui.views import (
 )
 
 
-def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
-    """The UI as a sub-application; mount it with ``app.add_subapp("/ui", build_ui(...))``."""
+def build_ui(
+    service: AdminService, sessions: SessionStore, tokens: TokenStore, *, guard: FailureGuard | None = None
+) -> web.Application:
+    """The UI as a sub-application; mount it with ``app.add_subapp("/ui", build_ui(...))``. ``guard`` counts
+    failed sign-ins per client address (shared with the API's failed authentications)."""
     app = web.Application(middlewares=[security_headers, problems_as_pages, csrf_protection, session_required])
-    app[UI_KEY] = Ui(service, tokens, environment())
+    app[UI_KEY] = Ui(service, sessions, tokens, guard or FailureGuard(10), environment())
 
     def route(path: str, name: str, get: Handler | None = None, post: Handler | None = None) -> None:
         resource = app.router.add_resource(path, name=name)
@@ -91,11 +95,13 @@ def build_ui(service: AdminService, tokens: TokenStore) -> web.Application:
     )
     route(tenant + "/vendors/{vendor}/report.csv", "delivery_report", get=lifecycle.delivery_report)
     route(tenant + "/holds", "holds", get=holds.holds, post=holds.decide_hold)
-    route(tenant + "/gdpr", "gdpr", get=gdpr.gdpr)
+    route(tenant + "/gdpr", "gdpr", get=gdpr.gdpr, post=gdpr.gdpr_search)
     route(tenant + "/gdpr/requests", "erasure_requests", post=gdpr.request_erasure)
     route(tenant + "/gdpr/requests/{request_id}/withdraw", "erasure_withdraw", post=gdpr.withdraw_erasure)
     route(tenant + "/gdpr/evidence.{format:csv|json}", "evidence", get=gdpr.evidence)
     route(tenant + "/log", "log", get=log.log)
     route(tenant + "/access", "access", get=access.access, post=access.create_token)
     route(tenant + "/access/{token}/revoke", "token_revoke", post=access.revoke_token)
+    route("/operators", "operators", get=access.operators, post=access.create_operator_token)
+    route("/operators/{token}/revoke", "operator_token_revoke", post=access.revoke_any_token)
     return app

@@ -18,7 +18,11 @@ from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.problems import Conflict, Forbidden, GateClosed, Invalid, NotFound, Problem, Unavailable
 from skolsynk_services.admin.ui.formatting import decimal, number, when
 
-ROLE_NAMES = {Role.OPERATOR.value: "driftoperatör", Role.ORGANISER_ADMIN.value: "administratör för huvudmannen"}
+ROLE_NAMES = {
+    Role.OPERATOR.value: "driftoperatör",
+    Role.ORGANISER_ADMIN.value: "administratör för huvudmannen",
+    Role.VIEWER.value: "läsbehörighet för huvudmannen",
+}
 PERSON_ROLES = {"student": "Elever", "teacher": "Lärare", "other_staff": "Övrig personal"}
 KIND_NAMES = {
     "organisation": "Organisation",
@@ -320,6 +324,8 @@ NAVIGATION = [
 PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^this token is not allowed"), "Du har inte behörighet till den huvudmannen."),
     (re.compile(r"^only operators"), "Det får bara driftoperatörer göra."),
+    (re.compile(r"^this token may only read"), "Du har bara läsbehörighet och kan inte ändra något här."),
+    (re.compile(r"^no such token"), "Nyckeln finns inte."),
     (re.compile(r"^no organiser"), "Huvudmannen finns inte."),
     (re.compile(r"^no source"), "Källan finns inte."),
     (re.compile(r"^no subscription"), "Det finns ingen prenumeration för den leverantören."),
@@ -440,6 +446,7 @@ FIELD_MESSAGES = {
     "display_name": "Skriv ett namn (högst 200 tecken).",
     "organisation_number": "Skriv organisationsnumret som 10 siffror, till exempel 212000-0000.",
     "subject": "Skriv vem nyckeln är till, till exempel en e-postadress (högst 120 tecken).",
+    "expires_in_days": "Skriv hur många dagar nyckeln ska gälla, 1 till 365.",
     "school_unit_codes": "Välj minst en skolenhet.",
     "roles": "Välj minst en roll.",
     "school_years": "Årskurserna är 0 (förskoleklass) till 10.",

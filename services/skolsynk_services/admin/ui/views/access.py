@@ -1,6 +1,9 @@
-"""Åtkomst: the tenant's API tokens; a new token is shown once, revoking one takes effect at once."""
+"""Åtkomst: the tenant's API tokens (admins and viewers), and the operators' page of every token; a new
+token is shown once, revoking one takes effect at once and ends its signed-in sessions."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -22,7 +25,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     frame = await tenant_frame(request, "access")
     principal, service = principal_of(request), service_of(request)
     form = await request.post()
-    values = {"subject": str(form.get("subject", "")).strip(), "role": str(form.get("role", "organiser_admin"))}
+    values = _token_form(form)
     created = None
     errors: dict[str, str] = {}
     error = None
@@ -52,6 +55,56 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     back = url(request, "access", tenant=tenant_id)
     try:
         await service_of(request).revoke_token(principal_of(request), tenant_id, request.match_info["token"])
+    except Problem as problem:
+        return refused(request, back, problem)
+    return see_other(request, back, "Nyckeln är återkallad och fungerar inte längre.")
+
+
+def _token_form(form: Any) -> dict[str, Any]:
+    days = str(form.get("expires_in_days", "")).strip()
+    return {
+        "subject": str(form.get("subject", "")).strip(),
+        "role": str(form.get("role", "organiser_admin")),
+        "expires_in_days": days or None,
+    }
+
+
+async def operators(request: web.Request) -> web.StreamResponse:
+    """Every token (operators only): the operators' own first, then each organiser's."""
+    principal = principal_of(request)
+    principal.require_operator()
+    tokens = await service_of(request).list_tokens(principal, None)
+    return render(request, "operators.html", tokens=tokens, created=None, form={}, errors={}, error=None)
+
+
+async def create_operator_token(request: web.Request) -> web.StreamResponse:
+    principal, service = principal_of(request), service_of(request)
+    principal.require_operator()
+    values = {**_token_form(await request.post()), "role": "operator"}
+    created, errors, error, status = None, {}, None, 200
+    try:
+        created = await service.create_token(principal, None, models.TokenIn.model_validate(values))
+    except ValidationError as invalid:
+        errors, error, status = field_errors(invalid.errors()), "Kontrollera de markerade fälten.", 422
+    except Problem as problem:
+        error, status = swedish(problem), problem.status
+    tokens = await service.list_tokens(principal, None)
+    return render(
+        request,
+        "operators.html",
+        status=status,
+        tokens=tokens,
+        created=created,
+        form={} if created else values,
+        errors=errors,
+        error=error,
+    )
+
+
+async def revoke_any_token(request: web.Request) -> web.StreamResponse:
+    back = url(request, "operators")
+    try:
+        await service_of(request).revoke_token(principal_of(request), None, request.match_info["token"])
     except Problem as problem:
         return refused(request, back, problem)
     return see_other(request, back, "Nyckeln är återkallad och fungerar inte längre.")

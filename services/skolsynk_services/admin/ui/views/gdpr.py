@@ -25,13 +25,23 @@ from skolsynk_services.admin.ui.texts import FIELD_MESSAGES, field_errors
 
 
 async def gdpr(request: web.Request) -> web.StreamResponse:
+    return await _gdpr_page(request, "", request.query.get("person"))
+
+
+async def gdpr_search(request: web.Request) -> web.StreamResponse:
+    """The person search is a POST: names and e-mail addresses never travel in a URL (proxies log URLs)."""
+    form = await request.post()
+    chosen = form.get("person")
+    return await _gdpr_page(request, str(form.get("q", ""))[:200], str(chosen) if chosen else None)
+
+
+async def _gdpr_page(request: web.Request, text: str, chosen: str | None) -> web.StreamResponse:
     frame = await tenant_frame(request, "gdpr")
     principal, service = principal_of(request), service_of(request)
     tenant_id = frame["tenant_id"]
     query = request.query
-    text = query.get("q", "").strip()
+    text = text.strip()
     persons = await service.persons(principal, tenant_id, text) if text else []
-    chosen = query.get("person")
     selected = next((p for p in persons if p["person_id"] == chosen), None)
     if selected is None and chosen:
         try:

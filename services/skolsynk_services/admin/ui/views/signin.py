@@ -1,4 +1,5 @@
-"""Signing in with an API token (it becomes the session cookie) and signing out."""
+"""Signing in with an API token (it starts a server-side session; the cookie holds only the session's
+random secret) and signing out (the session ends in the store, not only in the browser)."""
 
 from __future__ import annotations
 
@@ -22,26 +23,45 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
+    ui = ui_of(request)
+    address = request.remote or "unknown"
+    wait = ui.guard.retry_after(address)
+    if wait is not None:
+        response = render(
+            request,
+            "login.html",
+            status=429,
+            next="",
+            error=f"För många misslyckade inloggningar från din adress. Vänta {wait} sekunder och försök igen.",
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     form = await request.post()
-    token = str(form.get("token", "")).strip()
-    principal = await ui_of(request).tokens.authenticate(token) if token else None
+    token = str(form.get("token", "")).strip()[:500]
+    principal = await ui.tokens.authenticate(token) if token else None
     if principal is None:
+        ui.guard.failed(address)
         return render(
             request,
             "login.html",
             status=401,
             next=str(form.get("next", "")),
             error="Nyckeln känns inte igen. Kontrollera att du har klistrat in hela nyckeln (den börjar med skt_) "
-            "och att den inte har återkallats.",
+            "och att den varken har återkallats eller gått ut.",
         )
+    session = await ui.sessions.start(principal)
     response = see_other(request, _safe_next(request, str(form.get("next", ""))))
+    # No max-age: the cookie ends with the browser; the session ends in the store (idle, age, logout).
     response.set_cookie(
-        COOKIE, token, path=cookie_path(request), httponly=True, samesite="Strict", secure=request.secure
+        COOKIE, session, path=cookie_path(request), httponly=True, samesite="Strict", secure=request.secure
     )
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    session = request.cookies.get(COOKIE)
+    if session:
+        await ui_of(request).sessions.end(session)
     response = see_other(request, url(request, "login"), "Du är utloggad.")
     response.del_cookie(COOKIE, path=cookie_path(request))
     return response
