@@ -28,6 +28,12 @@ def spki_sha256_pin(certificate: bytes) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
+def first_certificate_pem(certificate: bytes) -> str:
+    """The first certificate of a PEM text (a chain, or one with comments around it), alone and in canonical
+    PEM. ``ValueError`` when there is none."""
+    return x509.load_pem_x509_certificate(certificate).public_bytes(Encoding.PEM).decode("ascii")
+
+
 @dataclass(frozen=True)
 class ClientIdentity:
     """What may be shown of a client certificate: its public-key pin and when it expires (never the key)."""

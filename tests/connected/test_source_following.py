@@ -422,18 +422,23 @@ async def test_an_egil_client_is_registered_rotated_and_revoked_in_the_admin_wit
     assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/api-key"))[0] == 204
     await wait_for(lambda: refused(second), what="the revoked key to be refused")
 
-    # A certificate: its public-key pin is what the receiver knows the client by.
+    # A certificate: its public-key pin is what the receiver knows the client by, and the certificate itself
+    # (the first of a chain) is what lets a self-signed one through the receiver's own TLS without a CA.
     certificate = client_certificate_pem()
     status, connection = await admin.call(
-        "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": certificate.decode()}
+        "POST",
+        f"/tenants/{TENANT}/sources/egil-ad/certificates",
+        {"pem": "a comment\n" + certificate.decode() + client_certificate_pem().decode()},
     )
     assert status == 201
     [pin] = connection["client_pins"]
     assert pin == spki_sha256_pin(certificate)
     await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is not None, what="the pin to be known")
+    assert receiver.extensions["clients"].certificates == [certificate.decode()]
     status, _ = await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/certificates?pin={quote(pin)}")
     assert status == 204
     await wait_for(lambda: receiver.extensions["clients"].by_pin(pin) is None, what="the removed pin to go")
+    assert receiver.extensions["clients"].certificates == []
     assert (await admin.call("DELETE", f"/tenants/{TENANT}/sources/egil-ad/certificates?pin={quote(pin)}"))[0] == 404
     status, connection = await admin.call(
         "POST", f"/tenants/{TENANT}/sources/egil-ad/certificates", {"pem": certificate.decode()}

@@ -12,13 +12,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from skolsynk.connectors.sources import SOURCE_KINDS
+from skolsynk.connectors.sources.egil import MAX_CLIENT_CERTIFICATES
 from skolsynk.connectors.sources.google import delegation_scopes
 from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested, SyncRequested
 from skolsynk.domain.source_errors import hint_for
 from skolsynk.messaging import UnroutableMessage, sync_request_routing_key
 from skolsynk.storage import Document
 from skolsynk.storage.sources import SecretsUnavailable
-from skolsynk.tls import spki_sha256_pin
+from skolsynk.tls import first_certificate_pem, spki_sha256_pin
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Conflict, Invalid, NotFound, Unavailable
@@ -392,11 +393,13 @@ class SourceAdmin(AdminCore):
     async def add_egil_certificate(
         self, principal: Principal, tenant_id: str, source_id: str, pem: str
     ) -> models.EgilConnection:
-        """The client certificate's public-key pin is registered (the certificate itself is not kept)."""
+        """The client certificate's public-key pin is registered, and the certificate itself (public): the
+        receiver's own TLS trusts it as its own issuer, so a self-signed certificate needs no CA."""
         doc = await self._egil_source(principal, tenant_id, source_id)
         try:
-            pin = spki_sha256_pin(pem.strip().encode())
-        except ValueError:
+            certificate = first_certificate_pem(pem.strip().encode())
+            pin = spki_sha256_pin(certificate.encode())
+        except (ValueError, UnicodeEncodeError):
             raise Invalid(
                 "not a PEM certificate", errors=[{"field": "pem", "message": "not a PEM certificate"}]
             ) from None
@@ -405,6 +408,11 @@ class SourceAdmin(AdminCore):
         if pin not in pins:
             pins.append(pin)
         settings["client_pins"] = pins
+        kept = [c for c in settings.get("client_certificates") or [] if spki_sha256_pin(c.encode()) != pin]
+        if len(kept) >= MAX_CLIENT_CERTIFICATES:
+            message = f"at most {MAX_CLIENT_CERTIFICATES} client certificates: remove an old one first"
+            raise Invalid(message, errors=[{"field": "pem", "message": message}])
+        settings["client_certificates"] = [*kept, certificate]
         saved = await self._resave(doc, settings)
         await self._audit(principal, tenant_id, "source.certificate", source_id, after={"pin": pin})
         return self.egil_connection(saved)
@@ -413,9 +421,13 @@ class SourceAdmin(AdminCore):
         doc = await self._egil_source(principal, tenant_id, source_id)
         settings = dict(doc.get("settings") or {})
         pins = [p for p in settings.get("client_pins") or [] if p != pin]
-        if len(pins) == len(settings.get("client_pins") or []):
+        certificates = [c for c in settings.get("client_certificates") or [] if spki_sha256_pin(c.encode()) != pin]
+        if len(pins) + len(certificates) == len(settings.get("client_pins") or []) + len(
+            settings.get("client_certificates") or []
+        ):
             raise NotFound("no such certificate pin")
         settings["client_pins"] = pins
+        settings["client_certificates"] = certificates
         await self._resave(doc, settings)
         await self._audit(principal, tenant_id, "source.certificate_removed", source_id, before={"pin": pin})
 
