@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from skolsynk.connectors.sources.egil import load_sources
 from skolsynk.tls import spki_sha256_pin
-from skolsynk_services.egil_receiver.access import parse_networks, pin_of_forwarded_certificate
+from skolsynk_services.egil_receiver.access import pin_of_forwarded_certificate, proxy_list
+from skolsynk_services.egil_receiver.app import EgilReceiverSettings
 from skolsynk_services.egil_receiver.clients import (
     ClientRegistry,
     EgilClient,
@@ -184,6 +185,7 @@ def test_a_certificate_a_proxy_passes_is_read_as_ingress_nginx_or_traefik_send_i
 
 
 def test_trusted_proxies_are_addresses_or_networks() -> None:
-    assert [str(n) for n in parse_networks("10.0.0.0/8, 192.0.2.1,")] == ["10.0.0.0/8", "192.0.2.1/32"]
-    with pytest.raises(ValueError, match="entry 2"):
-        parse_networks("10.0.0.0/8,ingress.example")
+    settings = EgilReceiverSettings(egil_trusted_proxies="10.0.0.0/8, 192.0.2.1,")
+    assert proxy_list(settings.egil_trusted_proxies) == ["10.0.0.0/8", "192.0.2.1"]
+    with pytest.raises(ValidationError, match="not an IP address or network"):
+        EgilReceiverSettings(egil_trusted_proxies="10.0.0.0/8,ingress.example")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,12 +23,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from skolsynk.logging import get_logger
+from skolsynk.proxies import TrustedProxies
 from skolsynk.tls import spki_sha256_pin
 from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient
 
 log = get_logger(__name__)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Refusal(StrEnum):
@@ -103,31 +101,17 @@ def pin_of_forwarded_certificate(value: str, *, now: datetime | None = None) -> 
     return spki_sha256_pin(certificate.public_bytes(Encoding.DER))
 
 
-def parse_networks(value: str) -> list[Network]:
-    """Comma-separated addresses or CIDRs (``10.0.0.0/8, 192.0.2.1``); ValueError names the entry by position."""
-    networks = []
-    for n, entry in enumerate(e for e in value.split(",") if e.strip()):
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"entry {n + 1} is not an IP address or network") from None
-    return networks
-
-
-def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
+def proxy_list(value: str) -> list[str]:
+    """The entries of a comma-separated list of addresses or CIDRs (as SKOLSYNK_ADMIN_TRUSTED_PROXIES)."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 @dataclass(frozen=True)
 class Caller:
-    """What a request presented: the pin of its certificate (None without one) and where it came from."""
+    """What a request presented: the pin of its certificate (None without one) and the peer's address."""
 
     pin: str | None
     peer: str | None
-    forwarded_for: str | None = None
 
 
 class Gate:
@@ -138,48 +122,36 @@ class Gate:
         on_refused: Callable[[Refusal], None],
         *,
         certificate_header: str = "ssl-client-cert",
-        trusted_proxies: Sequence[Network] = (),
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.on_refused = on_refused
         self.certificate_header = certificate_header
-        self.trusted_proxies = list(trusted_proxies)
-
-    def _trusted(self, address: str | None) -> bool:
-        parsed = _address(address) if address else None
-        return parsed is not None and any(parsed in network for network in self.trusted_proxies)
+        self.proxies = TrustedProxies(trusted_proxies)
 
     def caller(self, request: web.Request) -> Caller | tuple[Caller, Refusal]:
-        """The request's pin and origin, or a refusal (a certificate header from elsewhere than a trusted
+        """The request's pin and peer, or a refusal (a certificate header from elsewhere than a trusted
         proxy, or one that cannot be read)."""
         transport = request.transport
         peername = transport.get_extra_info("peername") if transport is not None else None
         peer = str(peername[0]) if isinstance(peername, tuple | list) and peername else None
         forwarded = request.headers.get(self.certificate_header)
         if forwarded:
-            if not self._trusted(peer):
+            if not self.proxies.trusts(peer):
                 return Caller(None, peer), Refusal.UNTRUSTED_PROXY
-            forwarded_for = self._forwarded_for(request)
             try:
-                return Caller(pin_of_forwarded_certificate(forwarded), peer, forwarded_for)
+                return Caller(pin_of_forwarded_certificate(forwarded), peer)
             except ValueError:
-                return Caller(None, peer, forwarded_for), Refusal.INVALID_CERTIFICATE
+                return Caller(None, peer), Refusal.INVALID_CERTIFICATE
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        forwarded_for = self._forwarded_for(request) if self._trusted(peer) else None
-        return Caller(spki_sha256_pin(certificate) if certificate else None, peer, forwarded_for)
+        return Caller(spki_sha256_pin(certificate) if certificate else None, peer)
 
-    def _forwarded_for(self, request: web.Request) -> str | None:
-        """The client's address as the trusted proxies saw it: the right-most X-Forwarded-For entry that is
-        not itself a trusted proxy (for the log only)."""
-        for entry in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
-            parsed = _address(entry)
-            if parsed is not None and not any(parsed in network for network in self.trusted_proxies):
-                return str(parsed)
-        return None
-
-    def refuse(self, reason: Refusal, caller: Caller, **ids: str | None) -> web.Response:
-        """Log and count the refusal; the SCIM error the client gets."""
-        self.refused(reason, pin=caller.pin, peer=caller.peer, forwarded_for=caller.forwarded_for, **ids)
+    def refuse(self, reason: Refusal, request: web.Request, caller: Caller, **ids: str | None) -> web.Response:
+        """Log and count the refusal; the SCIM error the client gets. Through a trusted proxy the log also
+        has the client's address as the proxy saw it (``X-Forwarded-For``, walked past trusted proxies)."""
+        resolved = self.proxies.resolve(request)
+        forwarded_for = resolved.remote if resolved.remote != request.remote else None
+        self.refused(reason, pin=caller.pin, peer=caller.peer, forwarded_for=forwarded_for, **ids)
         status, detail = ANSWERS[reason]
         return web.json_response(
             {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status), "detail": detail},

@@ -19,12 +19,13 @@ from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE
 from skolsynk.json_input import INT64_MAX, UnsafeJson, parse_json
 from skolsynk.logging import bound_context, get_logger
+from skolsynk.proxies import parse_networks
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.sources import INDEXES as SOURCE_INDEXES
 from skolsynk.storage.sources import SecretBox, SourceStore
-from skolsynk_services.egil_receiver.access import Caller, Gate, Refusal, identify, parse_networks
+from skolsynk_services.egil_receiver.access import Caller, Gate, Refusal, identify, proxy_list
 from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient, load_federation_pins
 from skolsynk_services.egil_receiver.metrics import EgilReceiverMetrics
 from skolsynk_services.egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
@@ -97,7 +98,7 @@ class EgilReceiverSettings(ServiceSettings):
     @field_validator("egil_trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
-        parse_networks(value)
+        parse_networks(proxy_list(value))
         return value
 
 
@@ -168,11 +169,11 @@ def build_scim_app(
     ) -> web.StreamResponse:
         found = gate.caller(request)
         if isinstance(found, tuple):
-            return gate.refuse(found[1], found[0])
+            return gate.refuse(found[1], request, found[0])
         caller: Caller = found
         client = identify(registry, caller.pin, request.headers.get(api_key_header))
         if isinstance(client, Refusal):
-            return gate.refuse(client, caller)
+            return gate.refuse(client, request, caller)
         limiter = registry.limiter(client)
         # Over its rate a client waits for its turn (a one-at-a-time client is paced, not failed: the
         # EGIL client does not retry within a run); only a wait beyond the bound is refused.
@@ -180,7 +181,9 @@ def build_scim_app(
             async with asyncio.timeout(RATE_LIMIT_WAIT_SECONDS):
                 await limiter.acquire()
         except TimeoutError:
-            response = gate.refuse(Refusal.RATE_LIMITED, caller, tenant_id=client.tenant_id, source_id=client.source_id)
+            response = gate.refuse(
+                Refusal.RATE_LIMITED, request, caller, tenant_id=client.tenant_id, source_id=client.source_id
+            )
             response.headers["Retry-After"] = "1"
             return response
         request[CLIENT_KEY] = client
@@ -314,7 +317,7 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
     gate = Gate(
         count,
         certificate_header=settings.egil_client_certificate_header,
-        trusted_proxies=parse_networks(settings.egil_trusted_proxies),
+        trusted_proxies=proxy_list(settings.egil_trusted_proxies),
     )
     ssl_context: ssl.SSLContext | None = None
     if settings.egil_tls_cert_file is not None:
