@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from pymongo import AsyncMongoClient
 import skolsynk.service
 from skolsynk.logging import redact_personal_data
 from skolsynk.messaging import Topology
+from skolsynk.messaging.vhosts import amqp_url_with_vhost as vendor_amqp_url
+from skolsynk.messaging.vhosts import amqp_user
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
     BrokerSettings,
@@ -37,6 +39,7 @@ from skolsynk.settings import (
     StoreSettings,
 )
 from skolsynk.storage import MongoClient
+from skolsynk_services.dispatcher.onboarding import delete_vendor_vhost, prepare_vendor_vhost
 from skolsynk_testkit.devstack import (
     DevStackError,
     amqp_url_with_vhost,
@@ -159,6 +162,31 @@ def settings(amqp_url: str, mongo_url: str, namespace: str) -> ServiceSettings:
         observability=ObservabilitySettings(health_host="127.0.0.1", health_port=0, log_format="console"),
         lifecycle=LifecycleSettings(readiness_grace_seconds=0, drain_timeout_seconds=2, close_timeout_seconds=5),
     )
+
+
+@pytest.fixture
+async def vendor_vhosts(
+    rabbitmq_vhost: str | None, settings: ServiceSettings
+) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """``await vendor_vhosts(vendor_id)``: the queue vendor's own vhost in the test's namespace (where the
+    dispatcher puts its feeds, docs/decisions.md #23), made as onboarding makes it for the dispatcher's user;
+    returns the dispatcher's URL pointing at it. Unique to the test (its namespace), deleted afterwards."""
+    if rabbitmq_vhost is None:
+        pytest.skip("needs rabbitmqctl to create the vendors' vhosts")
+    url = settings.broker.amqp_url.get_secret_value()
+    namespace = settings.broker.namespace
+    made: list[str] = []
+
+    async def make(vendor_id: str) -> str:
+        made.append(vendor_id)
+        vhost = await prepare_vendor_vhost(namespace, vendor_id, dispatcher_user=amqp_user(url))
+        return vendor_amqp_url(url, vhost)
+
+    try:
+        yield make
+    finally:
+        for vendor_id in made:
+            await delete_vendor_vhost(namespace, vendor_id)
 
 
 @pytest.fixture

@@ -289,6 +289,9 @@ class Bench:
             SKOLSYNK_HANDLER_TIMEOUT_SECONDS=str(int(TIMEOUT)),
             SKOLSYNK_PROJECTION_TIMEOUT_SECONDS=str(int(PROJECTION_TIMEOUT)),
         )
+        for vendor in self.vendors.values():
+            if vendor.feed is not None:  # onboarded first: its feed lives in a vhost of its own, read as the vendor
+                vendor.feed.amqp_url = await stack.onboard_queue_vendor(vendor.vendor_id)
         for vendor_id in self.vendors:
             stack.start_service(f"dispatcher-{vendor_id}", "skolsynk_services.dispatcher", SKOLSYNK_VENDOR_ID=vendor_id)
         stack.start_service("gdpr", "skolsynk_services.gdpr")

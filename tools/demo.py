@@ -462,6 +462,9 @@ class Demo:
             "SKOLSYNK_ADMIN_SECRETS_KEY": Fernet.generate_key().decode(),
             "SKOLSYNK_SOURCES_POLL_SECONDS": "1",
         }
+        # The queue vendor is onboarded as an operator does it: a vhost of its own for its feed, a user of its own.
+        feed_url = await stack.onboard_queue_vendor(QUEUE)
+        screen.say(f"        {QUEUE} onboarded: its feed in a broker vhost of its own, read with its own user")
         screen.say("  [3/7] services, each its own process (python -m <service>) ...")
         launch = time.monotonic()
         # A projection of a whole organiser outlasts the default 60 s handler budget on the wire server.
@@ -500,7 +503,7 @@ class Demo:
         admin_port = await asyncio.to_thread(stack.services["admin"].port_of, "web_app_started")
         admin_url = f"http://127.0.0.1:{admin_port}"
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
-        feed = FeedConsumer(stack.amqp_url, feed_queue_name(NAMESPACE, QUEUE))
+        feed = FeedConsumer(feed_url, feed_queue_name(NAMESPACE, QUEUE))  # as the vendor reads it
         await feed.start()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:

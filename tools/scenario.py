@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 from uuid import UUID
 
 import aio_pika
@@ -32,8 +34,10 @@ from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import ProjectedResource, StoredEntity, TenantState, project
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.messaging.vhosts import amqp_user
 from skolsynk.settings import DEFAULT_AMQP_URL
 from skolsynk.storage.deliveries import DeliveryLedger
+from skolsynk_services.dispatcher.onboarding import onboard_vendor, vendor_user_name, vendor_vhost
 from skolsynk_services.normaliser.validation import RecordValidator
 from skolsynk_testkit.devstack import (
     DevStackError,
@@ -43,6 +47,7 @@ from skolsynk_testkit.devstack import (
     create_vhost,
     delete_vhost,
     ensure_rabbitmq,
+    rabbitmqctl,
     start_mongo_wire_server,
     start_service,
 )
@@ -67,6 +72,8 @@ class Stack:
     mongo: MongoWireServer | None = None
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    #: The queue vendors onboarded (:meth:`onboard_queue_vendor`): their users and vhosts go at :meth:`close`.
+    queue_vendors: list[str] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -105,11 +112,28 @@ class Stack:
         """SIGTERM to every service (drain, then close); their exit codes."""
         return {name: service.terminate(timeout=timeout) for name, service in self.services.items()}
 
+    async def onboard_queue_vendor(self, vendor_id: str) -> str:
+        """As an operator onboards a queue vendor (docs/vendors.md), before its dispatcher starts: the vendor's
+        own vhost, where the dispatcher puts its feed, and its own user, which may read that feed and nothing
+        else. Returns the URL the vendor reads its feed with (its user, its vhost)."""
+        password = secrets.token_urlsafe(24)
+        await onboard_vendor(self.namespace, vendor_id, password, dispatcher_user=amqp_user(self.amqp_url))
+        self.queue_vendors.append(vendor_id)
+        parts = urlsplit(amqp_url_with_vhost(self.amqp_url, vendor_vhost(self.namespace, vendor_id)))
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        credentials = f"{quote(vendor_user_name(self.namespace, vendor_id), safe='')}:{quote(password, safe='')}"
+        return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, parts.fragment))
+
     def close(self) -> None:
         for service in self.services.values():
             service.terminate(timeout=10)
         if self.mongo is not None:
             self.mongo.stop()
+        for vendor_id in self.queue_vendors:  # offboarded, with the feeds
+            with contextlib.suppress(DevStackError):
+                rabbitmqctl("delete_user", vendor_user_name(self.namespace, vendor_id))
+            with contextlib.suppress(DevStackError):
+                rabbitmqctl("delete_vhost", vendor_vhost(self.namespace, vendor_id))
         if self.vhost is not None:
             with contextlib.suppress(DevStackError):
                 delete_vhost(self.vhost)

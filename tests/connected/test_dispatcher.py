@@ -3,11 +3,13 @@ behaves like the reference server, and forwarding to a vendor's own queue."""
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
+from skolsynk.cli import CliSettings, execute, parser
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
@@ -31,6 +34,7 @@ from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord
+from skolsynk.storage.delivery_health import DeliveryHealth
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
@@ -41,7 +45,9 @@ from skolsynk_services.dispatcher.onboarding import (
     offboard_vendor,
     onboard_vendor,
     vendor_user_name,
+    vendor_vhost,
 )
+from skolsynk_services.dispatcher.vendor_feed import FEED_VHOST_MISSING
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import amqp_url_with_vhost, write_vendor_catalogue
@@ -59,6 +65,8 @@ TENANT = "kommun-a"
 SOURCE = "egil-1"
 VENDOR = "fakevendor"
 API_KEY = "test-key-" + "0" * 16
+#: ``await vendor_vhosts(vendor_id)``: the queue vendor's own vhost, made; the dispatcher's URL to it.
+VendorVhosts = Callable[[str], Awaitable[str]]
 
 
 def person_id(key: str) -> uuid.UUID:
@@ -474,10 +482,10 @@ async def read_feed(user_url: str, queue: str) -> list[VendorChange]:
     return changes
 
 
-async def onboard_and_sync(stack: Stack, password: str, vhost: str) -> int:
+async def onboard_and_sync(stack: Stack, password: str) -> int:
     """The queue vendor's own user, a live subscription and a full sync settled: how many entities the
     vendor's selection holds."""
-    await onboard_vendor(stack.settings.broker.namespace, VENDOR, password, vhost=vhost)
+    await onboard_vendor(stack.settings.broker.namespace, VENDOR, password, dispatcher_user="guest")
     await stack.subscribe(test_mode=False)
     await stack.sync()
     await stack.settled()
@@ -485,17 +493,16 @@ async def onboard_and_sync(stack: Stack, password: str, vhost: str) -> int:
 
 
 async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
 ):
-    if rabbitmq_vhost is None:
-        pytest.skip("needs rabbitmqctl")
+    await vendor_vhosts(VENDOR)
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
     namespace = settings.broker.namespace
     password = secrets.token_urlsafe(24)
     try:
-        expected = await onboard_and_sync(stack, password, rabbitmq_vhost)
+        expected = await onboard_and_sync(stack, password)
         base = settings.broker.amqp_url.get_secret_value()
-        user_url = amqp_url_with_vhost(base, rabbitmq_vhost).replace(
+        user_url = amqp_url_with_vhost(base, vendor_vhost(namespace, VENDOR)).replace(
             "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
         )
         received = await read_feed(user_url, feed_queue_name(namespace, VENDOR))
@@ -523,23 +530,22 @@ async def test_queue_vendor_reads_its_own_queue_with_its_own_credentials(
 
 
 async def test_a_queue_vendor_may_have_a_feed_per_organiser(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rabbitmq_vhost: str | None
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
 ):
     """Issue 18: with ``feed_per_organiser`` a queue vendor reads each organiser from a queue of its own
     (declared by the dispatcher, readable with the vendor's one user), every message naming the organiser;
     nothing goes to the shared feed, and a leaver's upsert is compacted out of the organiser's feed."""
-    if rabbitmq_vhost is None:
-        pytest.skip("needs rabbitmqctl")
+    url = await vendor_vhosts(VENDOR)  # the feeds' vhost
     stack = await start_stack(
         settings, tmp_path, monkeypatch, queue_mode=True, feed_per_organiser=True, feed_compaction_seconds=0.2
     )
     namespace = settings.broker.namespace
     own, shared = feed_queue_name(namespace, VENDOR, TENANT), feed_queue_name(namespace, VENDOR)
-    url = settings.broker.amqp_url.get_secret_value()
     password = secrets.token_urlsafe(24)
     try:
-        expected = await onboard_and_sync(stack, password, rabbitmq_vhost)
-        assert await queue_depth(url, shared) == 0
+        expected = await onboard_and_sync(stack, password)
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await queue_depth(url, shared)  # never declared
         assert await queue_depth(url, own) == expected  # settled: every change is in the organiser's feed
 
         leaver = str(person_id("student-0-1"))
@@ -555,9 +561,7 @@ async def test_a_queue_vendor_may_have_a_feed_per_organiser(
             )
 
         await wait_for(compacted, timeout=30, what="the organiser's feed compacted")
-        user_url = amqp_url_with_vhost(url, rabbitmq_vhost).replace(
-            "guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@"
-        )
+        user_url = url.replace("guest:guest@", f"{vendor_user_name(namespace, VENDOR)}:{password}@")
         received = await read_feed(user_url, own)  # with the vendor's own credentials
         assert len(received) >= expected  # the first sync's, less the leaver's upsert, and the second's
         assert [c.operation for c in received if str(c.entity_id) == leaver] == ["delete"]
@@ -566,11 +570,6 @@ async def test_a_queue_vendor_may_have_a_feed_per_organiser(
     finally:
         await offboard_vendor(namespace, VENDOR)
         await stop_stack(stack)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            for queue in (own, shared):
-                await channel.queue_delete(queue)
 
 
 async def test_a_change_older_than_what_was_delivered_is_dropped(stack: Stack):
@@ -747,13 +746,13 @@ async def test_the_ledger_inserts_entries_believed_new_and_still_never_moves_bac
 
 
 async def test_a_feed_nobody_reads_lets_its_messages_expire_after_the_vendors_retention(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
 ):
     """Personal data does not wait in a vendor's feed without limit: every message carries the vendor's
     ``feed_retention_hours`` as its TTL (issue 24); a vendor that reads nothing finds its feed empty after it."""
+    url = await vendor_vhosts(VENDOR)
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True, feed_retention_hours=10 / 3600)
     queue = feed_queue_name(settings.broker.namespace, VENDOR)
-    url = settings.broker.amqp_url.get_secret_value()
     try:
         await stack.subscribe(test_mode=False)
         await stack.sync()
@@ -776,9 +775,59 @@ async def test_a_feed_nobody_reads_lets_its_messages_expire_after_the_vendors_re
         await wait_for(expired, timeout=45, what="the unread feed to expire")
     finally:
         await stop_stack(stack)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            await (await connection.channel()).queue_delete(queue)
+
+
+async def feed_status(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The queues as ``skolsynk status --json`` reports them: name -> row."""
+    out, err = io.StringIO(), io.StringIO()
+    cli = CliSettings.model_validate(stack.dispatcher.settings.model_dump())
+    assert await execute(parser().parse_args(["status", "--json"]), cli, out=out, err=err) == 0, err.getvalue()
+    return {row["queue"]: row for row in json.loads(out.getvalue())["queues"]}
+
+
+async def test_a_queue_vendor_without_its_vhost_has_its_changes_wait_until_it_is_onboarded(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
+):
+    """The dispatcher does not create a vendor's vhost (onboarding does, docs/decisions.md #23). Before it
+    exists the dispatcher still starts and serves the vendor, the changes wait on the retry ladder (none
+    lost, none dead-lettered) and the organiser's delivery state says why; once the operator onboards the
+    vendor, they go into its feed there."""
+    url = amqp_url_with_vhost(
+        settings.broker.amqp_url.get_secret_value(), vendor_vhost(settings.broker.namespace, VENDOR)
+    )
+    stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
+    health = DeliveryHealth(stack.dispatcher.db)
+    try:
+        assert await stack.dispatcher.extensions["pool"].ready()
+        await stack.subscribe(test_mode=False)
+        await stack.sync()
+
+        async def waiting() -> bool:
+            doc = await health.get(VENDOR, TENANT)
+            return doc is not None and doc.get("state") == "retrying" and doc.get("last_error") == FEED_VHOST_MISSING
+
+        await wait_for(waiting, timeout=30, what="the delivery state to say the vendor's vhost is missing")
+        assert await stack.ledger.entries(TENANT) == []  # nothing recorded as delivered
+        feed = feed_queue_name(settings.broker.namespace, VENDOR)
+        assert (await feed_status(stack))[feed]["exists"] is False
+        queue = stack.dispatcher.queue_name("dispatcher", VENDOR)
+        dead_letters = stack.dispatcher.topology.queue(queue).dead_letter_queue
+        assert await queue_depth(settings.broker.amqp_url.get_secret_value(), dead_letters) == 0
+
+        assert await vendor_vhosts(VENDOR) == url  # the operator onboards the vendor
+        await stack.settled()
+        expected = len(await stack.selection())
+        assert await queue_depth(url, feed) == expected
+        assert ((await health.get(VENDOR, TENANT)) or {}).get("state") == "ok"
+        assert (await feed_status(stack))[feed] == {  # skolsynk status looks in the vendor's vhost
+            "queue": feed,
+            "exists": True,
+            "ready": expected,
+            "consumers": 0,
+            "dead_letters": None,
+        }
+    finally:
+        await stop_stack(stack)
 
 
 async def feed_messages(url: str, queue: str) -> list[AbstractIncomingMessage]:
@@ -794,14 +843,14 @@ async def feed_messages(url: str, queue: str) -> list[AbstractIncomingMessage]:
 
 
 async def test_a_delete_takes_the_upsert_it_supersedes_out_of_a_feed_nobody_reads(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
 ):
     """Issue 24: a leaver's upsert (name, e-mail, login) that still waits in an unread feed is taken out
     once their delete is forwarded. Everything else stays, in publication order, with what is left of its
     retention; the delete stays too (the vendor may hold an upsert from before it stopped reading)."""
+    url = await vendor_vhosts(VENDOR)
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True, feed_compaction_seconds=0.2)
     queue = feed_queue_name(settings.broker.namespace, VENDOR)
-    url = settings.broker.amqp_url.get_secret_value()
     leaver = str(person_id("student-0-1"))
     compactor = stack.dispatcher.extensions["feed_compactor"]
     unique = {"given_name": "Feedina-Unika", "family_name": "Komprimeradsson"}
@@ -812,14 +861,15 @@ async def test_a_delete_takes_the_upsert_it_supersedes_out_of_a_feed_nobody_read
     # What went into the feed, in order (reading the feed to find out would change its order: a quorum
     # queue hands back what a reader held in an order of its own).
     published: list[Envelope] = []
-    publish = stack.dispatcher.publisher.publish
+    feed_publisher = stack.dispatcher.extensions["pool"].workers[VENDOR].feed.publisher
+    publish = feed_publisher.publish
 
     async def recording(envelope: Envelope, **kwargs: Any) -> None:
         await publish(envelope, **kwargs)
         if kwargs.get("routing_key") == queue:
             published.append(envelope)
 
-    monkeypatch.setattr(stack.dispatcher.publisher, "publish", recording)
+    monkeypatch.setattr(feed_publisher, "publish", recording)
     try:
         await stack.subscribe(test_mode=False)
         await stack.sync()
@@ -860,19 +910,16 @@ async def test_a_delete_takes_the_upsert_it_supersedes_out_of_a_feed_nobody_read
         assert dropped == 1
     finally:
         await stop_stack(stack)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            await (await connection.channel()).queue_delete(queue)
 
 
 async def test_a_feed_being_read_is_not_compacted(
-    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vendor_vhosts: VendorVhosts
 ):
     """A vendor that reads gets the upsert and the delete right behind it: compacting under its consumer
     would only reorder what it reads, so the pass is skipped and the pending deletes forgotten."""
+    url = await vendor_vhosts(VENDOR)
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
     queue = feed_queue_name(settings.broker.namespace, VENDOR)
-    url = settings.broker.amqp_url.get_secret_value()
     compactor = stack.dispatcher.extensions["feed_compactor"]
     try:
         await stack.subscribe(test_mode=False)
@@ -896,9 +943,6 @@ async def test_a_feed_being_read_is_not_compacted(
         assert len(await feed_messages(url, queue)) == waiting
     finally:
         await stop_stack(stack)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            await (await connection.channel()).queue_delete(queue)
 
 
 async def test_a_compaction_pass_keeps_the_feed_in_order_and_takes_out_only_superseded_upserts(

@@ -11,13 +11,12 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 from bson import json_util
 from pymongo.errors import OperationFailure
@@ -29,13 +28,14 @@ from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.messaging.vhosts import amqp_url_with_vhost
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.erasures import EVIDENCE_COLUMNS, ErasureLedger, TombstoneStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
-from skolsynk_services.dispatcher.onboarding import feed_queue_name
+from skolsynk_services.dispatcher.onboarding import feed_queue_name, vendor_vhost
 from skolsynk_services.gdpr.app import GdprSettings
 from skolsynk_services.gdpr.app import build as build_gdpr
 from skolsynk_services.normaliser.app import NormaliserSettings
@@ -237,10 +237,12 @@ async def stop_stack(stack: Stack) -> None:
     url = stack.settings.broker.amqp_url.get_secret_value()
     for app in stack.dispatchers:
         await delete_topology(url, app.topology)
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(feed_queue_name(stack.settings.broker.namespace, QUEUE_VENDOR))
+
+
+@pytest.fixture(autouse=True)
+async def queue_vendor_vhost(vendor_vhosts: Callable[[str], Awaitable[str]]) -> str:
+    """The queue vendor's own vhost, where its feed lives (deleted with everything in it afterwards)."""
+    return await vendor_vhosts(QUEUE_VENDOR)
 
 
 @pytest.fixture
@@ -698,8 +700,11 @@ async def queued_bodies(stack: Stack) -> dict[str, list[bytes]]:
     """Every message waiting in every queue of the stack (work queues, retry queues, dead letters, the
     queue vendor's feed), read without taking it: queue -> bodies."""
     names = {name for app in stack.apps for name in queue_names(app.topology)}
-    names.add(feed_queue_name(stack.settings.broker.namespace, QUEUE_VENDOR))
-    return await peek_queues(stack.settings.broker.amqp_url.get_secret_value(), names)
+    url = stack.settings.broker.amqp_url.get_secret_value()
+    namespace = stack.settings.broker.namespace
+    feed = feed_queue_name(namespace, QUEUE_VENDOR)
+    in_feed = await peek_queues(amqp_url_with_vhost(url, vendor_vhost(namespace, QUEUE_VENDOR)), [feed])
+    return {**await peek_queues(url, names), **in_feed}
 
 
 @pytest.mark.parametrize("queue_vendor", ["test_mode", "live_unread"])

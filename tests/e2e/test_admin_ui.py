@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aio_pika
 import pytest
 from playwright.async_api import Browser, Page, expect
 
@@ -31,7 +30,6 @@ from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Role, TokenStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
-from skolsynk_services.dispatcher.onboarding import feed_queue_name
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
@@ -96,7 +94,8 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(settings: ServiceSettings) -> AsyncIterator[Stack]:
+async def stack(settings: ServiceSettings, vendor_vhosts: Callable[[str], Awaitable[str]]) -> AsyncIterator[Stack]:
+    await vendor_vhosts(VENDOR)  # the queue vendor's own vhost, for its feed (deleted with it afterwards)
     base = settings.model_dump()
     clock = [timedelta(0)]  # how far the admin service's clock runs ahead (the gate's test period)
     catalogue = REPO_ROOT / "deploy" / "vendors"
@@ -124,10 +123,6 @@ async def stack(settings: ServiceSettings) -> AsyncIterator[Stack]:
             await app.close()
         url = settings.broker.amqp_url.get_secret_value()
         await delete_topology(url, dispatcher.topology)  # the system topology plus the vendor's queues
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            await channel.queue_delete(feed_queue_name(settings.broker.namespace, VENDOR))
 
 
 class Screens:

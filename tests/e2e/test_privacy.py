@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from bson import json_util
@@ -26,8 +25,9 @@ from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.messaging import skolsynk_topology
+from skolsynk.messaging.vhosts import amqp_url_with_vhost
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk_services.dispatcher.onboarding import feed_queue_name
+from skolsynk_services.dispatcher.onboarding import feed_queue_name, vendor_vhost
 from skolsynk_testkit.devstack import ServiceProcess, publish_messages, start_service, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
@@ -97,8 +97,15 @@ async def scim_vendor() -> Any:
 
 @pytest.fixture
 def services(
-    amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path, scim_vendor: FakeEgilVendor
+    amqp_url: str,
+    mongo_url: str,
+    namespace: str,
+    tmp_path: Path,
+    scim_vendor: FakeEgilVendor,
+    vendor_vhosts: Callable[[str], Awaitable[str]],
 ) -> Iterator[dict[str, ServiceProcess]]:
+    for vendor in (LIVE_QUEUE, TEST_QUEUE):  # the queue vendors' own vhosts, as onboarding makes them
+        asyncio.run(vendor_vhosts(vendor))
     catalogue = tmp_path / "vendors"
     write_vendor_catalogue(catalogue, SCIM_VENDOR, scim_base_url=scim_vendor.base_url, api_key_env="E2E_VENDOR_KEY")
     write_vendor_catalogue(catalogue, LIVE_QUEUE)
@@ -142,19 +149,16 @@ def services(
 
 async def _delete_queues(amqp_url: str, namespace: str) -> None:
     await delete_topology(amqp_url, skolsynk_topology(namespace, vendor_ids=list(VENDORS)))
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for vendor in (LIVE_QUEUE, TEST_QUEUE):
-            await channel.queue_delete(feed_queue_name(namespace, vendor))
 
 
 async def queued_bodies(amqp_url: str, namespace: str) -> dict[str, list[bytes]]:
     """Every message waiting in every queue skolsynk declares (work, retry and dead-letter queues, the
     vendors' feeds), read without taking it."""
-    names = queue_names(skolsynk_topology(namespace, vendor_ids=list(VENDORS)))
-    names += [feed_queue_name(namespace, v) for v in (LIVE_QUEUE, TEST_QUEUE)]
-    return await peek_queues(amqp_url, names)
+    found = await peek_queues(amqp_url, queue_names(skolsynk_topology(namespace, vendor_ids=list(VENDORS))))
+    for vendor in (LIVE_QUEUE, TEST_QUEUE):  # each in its own vhost
+        feed_url = amqp_url_with_vhost(amqp_url, vendor_vhost(namespace, vendor))
+        found.update(await peek_queues(feed_url, [feed_queue_name(namespace, vendor)]))
+    return found
 
 
 def metric(service: ServiceProcess, name: str, **labels: str) -> float:

@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -56,8 +57,9 @@ def service_env(amqp_url: str, mongo_url: str, namespace: str) -> dict[str, str]
 
 
 @pytest.fixture
-def running(service_env: dict[str, str], tmp_path: Path):
+def running(service_env: dict[str, str], tmp_path: Path, vendor_vhosts: Callable[[str], Awaitable[str]]):
     started: list[ServiceProcess] = []
+    asyncio.run(vendor_vhosts("demo-vendor"))  # the queue vendor's own vhost, as onboarding makes it
     service_env["SKOLSYNK_VENDOR_CATALOGUE_DIR"] = str(write_vendor_catalogue(tmp_path / "vendors", "demo-vendor"))
     try:
         for name, (module, extra) in SERVICES.items():

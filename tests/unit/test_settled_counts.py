@@ -42,7 +42,7 @@ async def test_counts_of_many_batches_go_in_one_write_per_organiser() -> None:
     vendor = VendorCatalogueEntry.model_validate(
         {"vendor_id": "ne", "display_name": "NE", "delivery": "queue", "profile": {}}
     )
-    deliverer = VendorDeliverer(vendor, ledger=Any, publisher=object(), feed_queue="feed", backlog=backlog)  # type: ignore[arg-type]
+    deliverer = VendorDeliverer(vendor, ledger=Any, publisher=object(), feed=object(), backlog=backlog)  # type: ignore[arg-type]
     for _ in range(3):  # three batches
         await deliverer._count_settled(
             [

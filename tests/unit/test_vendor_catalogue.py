@@ -24,7 +24,13 @@ from skolsynk.catalogue import (
 )
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import OPTIONAL_FIELDS, SENSITIVE_FIELDS
-from skolsynk_services.dispatcher.onboarding import feed_queue_name, vendor_permissions
+from skolsynk.messaging.vhosts import amqp_url_with_vhost, amqp_user
+from skolsynk_services.dispatcher.onboarding import (
+    dispatcher_permissions,
+    feed_queue_name,
+    vendor_permissions,
+    vendor_vhost,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -94,6 +100,26 @@ def test_queue_vendors_get_a_feed_queue_only_they_can_read(catalogue: dict[str, 
                 assert not re.search(permissions.read, feed_queue_name("skolsynk", other, "kommun-a"))
         assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id, "kommun-a") + ".dlq")
         assert not re.search(permissions.read, feed_queue_name("skolsynk", vendor_id) + ".kommun-a")
+
+
+def test_each_queue_vendor_has_a_vhost_of_its_own(catalogue: dict[str, VendorCatalogueEntry]) -> None:
+    """Issue 19: no two vendors (nor the system, nor another installation's namespace) share a feed's vhost,
+    and the dispatcher's URL to it keeps its own credentials, host and query."""
+    queue_vendors = [e.vendor_id for e in catalogue.values() if e.delivery is DeliveryMode.QUEUE]
+    vhosts = {vendor_vhost("skolsynk", v) for v in queue_vendors} | {vendor_vhost("other", v) for v in queue_vendors}
+    assert len(vhosts) == 2 * len(queue_vendors)
+    assert vendor_vhost("skolsynk", "ne") == "skolsynk-vendor-ne"
+    system = "amqps://dispatcher:p%40ss@rabbit.example:5671/skolsynk?heartbeat=10"
+    url = amqp_url_with_vhost(system, "skolsynk-vendor-ne")
+    assert url == "amqps://dispatcher:p%40ss@rabbit.example:5671/skolsynk-vendor-ne?heartbeat=10"
+    assert amqp_user(url) == "dispatcher"
+    assert amqp_user("amqp://rabbit.example/") == "guest"
+    # The dispatcher's rights there: the vendor's feeds only, and publishing through the default exchange.
+    allowed = dispatcher_permissions("skolsynk", "ne")
+    assert re.fullmatch(allowed.configure, feed_queue_name("skolsynk", "ne", "kommun-a"))
+    assert not re.search(allowed.configure, feed_queue_name("skolsynk", "ne") + ".dlq")
+    assert re.fullmatch(allowed.write, "amq.default")
+    assert not re.search(allowed.write, "amq.topic")
 
 
 def _walk(node: object, path: str = "") -> list[tuple[str, object]]:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import Field, SecretStr
@@ -58,6 +59,7 @@ from skolsynk.messaging import (
     sync_request_routing_key,
     topology_for,
 )
+from skolsynk.messaging.vhosts import amqp_url_with_vhost, vendor_vhost_name
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, MongoClient, create_client
@@ -176,6 +178,17 @@ class Operator:
             )
         return self._amqp
 
+    async def feed_stats(self, vendor_id: str, feeds: list[str]) -> list[queues.QueueStats]:
+        """A queue vendor's feeds, in its own vhost; all missing when that vhost is (not onboarded yet)."""
+        vhost = vendor_vhost_name(self.namespace, vendor_id)
+        url = amqp_url_with_vhost(self.settings.broker.amqp_url.get_secret_value(), vhost)
+        try:
+            connection = await aio_pika.connect(url, client_properties={"connection_name": PRODUCER})
+        except (*CONNECTION_EXCEPTIONS, aiormq.exceptions.AMQPError):
+            return [queues.QueueStats(feed, exists=False) for feed in feeds]
+        async with connection:
+            return await queues.queue_stats(connection, feeds)
+
     async def close(self) -> None:
         if self._amqp is not None:
             await self._amqp.close()
@@ -277,15 +290,19 @@ class Operator:
         vendors = sorted(set(catalogue) | profiles | {v for v, _ in deliveries})
         topology = skolsynk_topology(self.namespace, vendor_ids=vendors, connector_kinds=STATUS_CONNECTOR_KINDS)
         names = [name for spec in topology.queues for name in (spec.name, spec.dead_letter_queue)]
-        feeds = [f"{self.namespace}.vendor-feed.{v}" for v in vendors if catalogue.get(v) is DeliveryMode.QUEUE]
+        # Each queue vendor's feeds, in the vendor's own vhost (docs/decisions.md #23).
+        feeds_of = {v: [f"{self.namespace}.vendor-feed.{v}"] for v in vendors if catalogue.get(v) is DeliveryMode.QUEUE}
         # A queue vendor with a feed per organiser (catalogue feed_per_organiser): each organiser's feed too.
         for vendor_id, entry in sorted((await VendorStore(self.db).active()).items()):
             if entry.delivery is DeliveryMode.QUEUE and entry.feed_per_organiser:
-                feeds += [
+                feeds_of.setdefault(vendor_id, []).extend(
                     f"{self.namespace}.vendor-feed.{vendor_id}.organiser.{t}"
                     for t in await SubscriptionStore(self.db).tenants_of(vendor_id)
-                ]
-        stats = {s.name: s for s in await queues.queue_stats(await self.amqp(), [*names, *feeds])}
+                )
+        feeds = [feed for vendor_feeds in feeds_of.values() for feed in vendor_feeds]
+        stats = {s.name: s for s in await queues.queue_stats(await self.amqp(), names)}
+        for vendor_id, vendor_feeds in feeds_of.items():
+            stats |= {s.name: s for s in await self.feed_stats(vendor_id, vendor_feeds)}
         queue_rows = [
             {
                 "queue": spec.name,

@@ -30,6 +30,14 @@ TEXTS: dict[str, DeliveryErrorText] = {
         "Huvudmannen har inga egna inloggningsuppgifter hos leverantören än (en driftoperatör lägger in dem).",
         "The organiser has no credentials of its own at the vendor yet (an operator sets them).",
     ),
+    "feed_vhost_missing": DeliveryErrorText(
+        "Leverantörens kö är inte upprättad än (en driftoperatör ansluter leverantören); ändringarna väntar.",
+        "The vendor's feed is not set up yet (an operator onboards the vendor); the changes wait.",
+    ),
+    "feed_unavailable": DeliveryErrorText(
+        "Ändringar kunde inte läggas i leverantörens kö just nu; de försöks igen.",
+        "Changes could not be put into the vendor's feed just now; they are tried again.",
+    ),
     "http_429": DeliveryErrorText(
         "Leverantören bad skolsynk att vänta (för många anrop).", "The vendor asked skolsynk to slow down (429)."
     ),

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -82,6 +82,14 @@ UNAVAILABLE = "unavailable"  # the vendor was unavailable: the referrer waits fo
 NOT_LIVE = "not_live"  # deleted, failed otherwise, or not delivered at all
 
 Key = tuple[str, str]  # (tenant, entity id)
+
+
+class Feed(Protocol):
+    """Where a queue vendor's changes go (:class:`~skolsynk_services.dispatcher.vendor_feed.VendorFeed`)."""
+
+    async def publish(self, tenant_id: str, envelope: Envelope, *, headers: dict[str, Any], expiration: float) -> str:
+        """Publish into the organiser's feed, confirmed; the feed's name. Raises to retry."""
+        ...
 
 
 def _vendor_failure(error: BaseException | None) -> str | None:
@@ -165,14 +173,13 @@ class VendorDeliverer:
         *,
         scim: EgilScimClient | None = None,
         publisher: Publisher | None = None,
-        feed_queue: str | None = None,
+        feed: Feed | None = None,
         receipts_exchange: str | None = None,
         dependency_wait_seconds: float = 10.0,
         metrics: DispatcherMetrics | None = None,
         compactor: FeedCompactor | None = None,
         health: DeliveryHealth | None = None,
         backlog: DeliveryBacklog | None = None,
-        organiser_feed: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.metrics = metrics
         #: What waits for this vendor per organiser: the changes done with are counted here, gathered for
@@ -193,15 +200,14 @@ class VendorDeliverer:
         self.dependency_wait_seconds = dependency_wait_seconds
         if vendor.delivery is DeliveryMode.EGIL_SCIM and scim is None:
             raise ValueError("an EGIL SCIM vendor needs a SCIM client")
-        if vendor.delivery is DeliveryMode.QUEUE and (publisher is None or feed_queue is None):
-            raise ValueError("a queue vendor needs a publisher and its feed queue")
+        if vendor.delivery is DeliveryMode.QUEUE and feed is None:
+            raise ValueError("a queue vendor needs its feed")
         self.vendor = vendor
         self.ledger = ledger
         self.scim = scim
         self.publisher = publisher
-        self.feed_queue = feed_queue
-        #: A queue vendor with a feed per organiser (``feed_per_organiser``): the organiser's feed, declared.
-        self.organiser_feed = organiser_feed
+        #: A queue vendor's feeds, in its own vhost (the organiser's own with ``feed_per_organiser``).
+        self.feed = feed
         #: SCIM deliveries running now in this process, by entity: what their referrers wait for.
         self._in_flight: dict[Key, asyncio.Future[str]] = {}
 
@@ -461,14 +467,11 @@ class VendorDeliverer:
         d.status = "delivered"
 
     async def _forward(self, d: Delivery, records: list[LedgerRecord]) -> None:
-        assert self.publisher is not None
-        assert self.feed_queue is not None
+        assert self.feed is not None
         try:
-            feed = await self.organiser_feed(d.tenant_id) if self.organiser_feed is not None else self.feed_queue
-            await self.publisher.publish(
+            await self.feed.publish(
+                d.tenant_id,
                 d.envelope,
-                exchange="",
-                routing_key=feed,
                 headers={HEADER_QUEUED_AT: int(time.time() * 1000)},
                 expiration=self.vendor.feed_retention_hours * 3600,  # unread personal data does not stay
             )

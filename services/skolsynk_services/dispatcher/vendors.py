@@ -38,8 +38,9 @@ from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.delivery import VendorDeliverer
 from skolsynk_services.dispatcher.feed import FeedCompactor
 from skolsynk_services.dispatcher.metrics import DispatcherMetrics, FeedCompactionMetrics
-from skolsynk_services.dispatcher.onboarding import declare_feed_queue, feed_queue_name
+from skolsynk_services.dispatcher.onboarding import feed_queue_name
 from skolsynk_services.dispatcher.scim import EgilScimClient
+from skolsynk_services.dispatcher.vendor_feed import VendorFeed
 
 if TYPE_CHECKING:
     from skolsynk_services.dispatcher.app import DispatcherSettings
@@ -80,11 +81,10 @@ class VendorWorker:
         self.vendor = vendor
         self.topology = vendor_topology(app, vendor.vendor_id)
         self.scim: EgilScimClient | None = None
-        self.feed_queue: str | None = None
+        self.feed: VendorFeed | None = None
         self.compactor: FeedCompactor | None = None
         self.drift: drift.DriftChecker | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._declared_feeds: set[str] = set()
         if vendor.delivery is DeliveryMode.EGIL_SCIM:
             assert vendor.scim is not None
             env = vendor.scim.auth.api_key_env
@@ -111,14 +111,17 @@ class VendorWorker:
                 )
         else:
             namespace = settings.broker.namespace
-            self.feed_queue = feed_queue_name(namespace, vendor.vendor_id)
+            # The vendor's feeds live in a vhost of its own (docs/decisions.md #23).
+            self.feed = VendorFeed(
+                settings.broker, vendor.vendor_id, app.metrics, per_organiser=vendor.feed_per_organiser
+            )
             if settings.feed_compaction_seconds > 0:
                 self.compactor = FeedCompactor(
                     vendor.vendor_id,
-                    self.feed_queue,
+                    feed_queue_name(namespace, vendor.vendor_id),
                     retention_seconds=vendor.feed_retention_hours * 3600,
                     interval_seconds=settings.feed_compaction_seconds,
-                    amqp_url=settings.broker.amqp_url.get_secret_value(),
+                    amqp_url=self.feed.amqp_url,
                     metrics=feed_metrics,
                     queue_of=(lambda tenant: feed_queue_name(namespace, vendor.vendor_id, tenant))
                     if vendor.feed_per_organiser
@@ -130,7 +133,7 @@ class VendorWorker:
             ledger.DeliveryLedger(app.db, vendor.vendor_id),
             scim=self.scim,
             publisher=app.publisher,
-            feed_queue=self.feed_queue,
+            feed=self.feed,
             receipts_exchange=app.topology.exchange("gdpr"),
             # waiting for references in flight must leave the batch time within the handler's timeout
             dependency_wait_seconds=min(10.0, broker.handler_timeout_seconds / 3),
@@ -138,7 +141,6 @@ class VendorWorker:
             compactor=self.compactor,
             health=health,
             backlog=backlog,
-            organiser_feed=self.organiser_feed if vendor.feed_per_organiser else None,
         )
         # Deliveries have effects outside MongoDB: idempotency comes from the ledger's versions. Batches of
         # up to SKOLSYNK_PREFETCH changes, two in flight (docs/dispatcher.md); both must get through the
@@ -164,16 +166,17 @@ class VendorWorker:
 
     async def start(self, *, consume: bool = True) -> None:
         """Publish the vendor's profile for the normaliser, declare its queues (work queue bound to the
-        vendor exchange; a queue vendor's feed), start the SCIM client, the consumer (``consume=False``:
-        later, :meth:`VendorPool.start_consuming`) and the background work."""
+        vendor exchange; a queue vendor's feed, in its vhost: if that is missing, its deliveries wait),
+        start the SCIM client, the consumer (``consume=False``: later, :meth:`VendorPool.start_consuming`)
+        and the background work."""
         await SubscriptionStore(self.app.db).save_profile(self.vendor.profile)
         spec = self.topology.queues[0]
         if spec.name not in {q.name for q in self.app.topology.queues}:  # the app's topology names what it uses
             self.app.topology = self.app.topology.with_queues([spec])
         async with self.app.broker.connection.channel(publisher_confirms=False) as channel:
             await declare_topology(channel, self.topology)
-            if self.feed_queue is not None:
-                await declare_feed_queue(channel, self.app.settings.broker.namespace, self.vendor.vendor_id)
+        if self.feed is not None:
+            await self.feed.open()
         if self.scim is not None:
             await self.scim.start()
         if consume:
@@ -183,16 +186,6 @@ class VendorWorker:
         if self.drift is not None:
             self._background("drift-check", self._check_drift_forever)
         log.info("vendor_served", vendor_id=self.vendor.vendor_id, delivery=self.vendor.delivery.value)
-
-    async def organiser_feed(self, tenant_id: str) -> str:
-        """The organiser's own feed (``feed_per_organiser``), declared the first time this process forwards
-        to it (the vendor cannot declare queues)."""
-        name = feed_queue_name(self.app.settings.broker.namespace, self.vendor.vendor_id, tenant_id)
-        if name not in self._declared_feeds:
-            async with self.app.broker.connection.channel(publisher_confirms=False) as channel:
-                await declare_feed_queue(channel, self.app.settings.broker.namespace, self.vendor.vendor_id, tenant_id)
-            self._declared_feeds.add(name)
-        return name
 
     async def idle(self) -> bool:
         """Nothing waits for the vendor in this process or the broker: nothing in flight here, the work
@@ -233,6 +226,8 @@ class VendorWorker:
         self._tasks.clear()
         if self.compactor is not None:
             await self.compactor.close()
+        if self.feed is not None:
+            await self.feed.close()
         if self.scim is not None:
             await self.scim.close()
         log.info("vendor_no_longer_served", vendor_id=self.vendor.vendor_id)
