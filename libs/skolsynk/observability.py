@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from skolsynk.http_limits import ClientClosed
 from skolsynk.logging import get_logger
 
 log = get_logger(__name__)
@@ -186,6 +187,11 @@ def http_metrics_middleware(metrics: Metrics, *, server: str) -> Callable[..., A
         except asyncio.CancelledError:
             outcome = "cancelled"  # the server is stopping, or the client went away
             raise
+        except ClientClosed:
+            outcome = "client_closed"  # went away mid-body: not a server error, nobody to answer
+            response = web.Response(status=400)
+            response.force_close()
+            return response
         finally:
             route = route_template(request)
             metrics.http_inflight.labels(server).dec()

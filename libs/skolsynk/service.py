@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import stamina
@@ -18,6 +18,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 from pymongo.errors import PyMongoError
 
+from skolsynk.http_limits import body_limits, bound_connections, runner_options
 from skolsynk.logging import get_logger
 from skolsynk.messaging import (
     Broker,
@@ -32,6 +33,7 @@ from skolsynk.messaging import (
     topology_for,
 )
 from skolsynk.observability import HealthServer, Metrics, http_metrics_middleware
+from skolsynk.proxies import TrustedProxies
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import Database, IndexSpec, MongoClient, create_client, ensure_indexes, ping
 from skolsynk.storage.mongo import StoreWorkCounter
@@ -146,12 +148,20 @@ class ServiceApp:
         port: int,
         ssl_context: ssl.SSLContext | None = None,
         server: str = "api",
+        route_body_caps: Mapping[str, int] | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         """Serve an HTTP application (an API) next to the health port, over TLS with ``ssl_context``.
         It starts after the broker and the store are connected and stops first at shutdown: in-flight
         requests finish, new ones are refused. Its requests are counted and timed by route template
-        (``skolsynk_http_requests_total``, ``skolsynk_http_request_seconds``), labelled ``server``."""
+        (``skolsynk_http_requests_total``, ``skolsynk_http_request_seconds``), labelled ``server``, and
+        hardened (:mod:`skolsynk.http_limits`: head and body timeouts, body caps, here and per route
+        template in ``route_body_caps``, bounded connections). Behind a TLS-terminating proxy, ``proxies``
+        (:mod:`skolsynk.proxies`) gives every middleware and handler the browser's scheme, host and address."""
         web_app.middlewares.insert(0, http_metrics_middleware(self.metrics, server=server))
+        web_app.middlewares.insert(1, body_limits(self.settings.http, route_caps=route_body_caps))
+        if proxies is not None:  # first: a request is cloned before anything reads its body
+            web_app.middlewares.insert(0, proxies.middleware())
         self._web_apps.append((web_app, host, port, ssl_context))
 
     def add_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
@@ -206,9 +216,14 @@ class ServiceApp:
             self._tasks.append(asyncio.create_task(task(), name=f"{self.name}:{name}"))
         for web_app, host, port, ssl_context in self._web_apps:
             runner = web.AppRunner(
-                web_app, access_log=None, shutdown_timeout=self.settings.lifecycle.drain_timeout_seconds
+                web_app,
+                access_log=None,
+                shutdown_timeout=self.settings.lifecycle.drain_timeout_seconds,
+                **runner_options(self.settings.http),
             )
             await runner.setup()
+            assert runner.server is not None
+            bound_connections(runner.server, self.settings.http.max_connections)
             site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
             await site.start()
             self._web_runners.append(runner)

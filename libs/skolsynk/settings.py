@@ -146,6 +146,35 @@ class LifecycleSettings(BaseSettings):
         return self.readiness_grace_seconds + self.drain_timeout_seconds + self.close_timeout_seconds
 
 
+class HttpLimitSettings(BaseSettings):
+    """Limits of every HTTP server of a service (not of the health port, which only Kubernetes and
+    Prometheus reach); applied by :mod:`skolsynk.http_limits`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKOLSYNK_HTTP_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
+
+    header_timeout_seconds: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description="A connection that sends no whole request head this long (from its start, or since its last "
+        "answer) is closed; keep it above the ingress's upstream keep-alive (nginx: 60 s).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="A request body not fully arrived this long is answered 408."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest request body (bytes) unless a route sets its own; larger gets 413.",
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="Open connections per HTTP server at most; more are closed."
+    )
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs. Services subclass it to add their own fields."""
 
@@ -157,6 +186,7 @@ class ServiceSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    http: HttpLimitSettings = Field(default_factory=HttpLimitSettings)
 
 
 class CatalogueSettings(ServiceSettings):

@@ -100,7 +100,7 @@ def _uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise NotFound(f"no {what} {value!r}") from None
+        raise NotFound(f"no {what} with that id") from None
 
 
 # --- identity and tenants ----------------------------------------------------------------------
@@ -612,7 +612,7 @@ def _adapter(point: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         principal = request[PRINCIPAL]
         if "tenant" in point.params:
             if not _matches(request.match_info["tenant"]):
-                raise NotFound(f"no organiser {request.match_info['tenant']!r}")
+                raise NotFound("no organiser with that id")
             principal.require_tenant(request.match_info["tenant"])  # before reading the body
         if point.method != "GET" and not point.read_only:
             principal.require_change()

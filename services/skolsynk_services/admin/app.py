@@ -231,15 +231,9 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app.extensions["tokens"] = tokens
     app.extensions["sessions"] = sessions
     guard = FailureGuard(settings.admin_signin_failures_per_minute)
-    root = web_root(
-        service,
-        tokens,
-        sessions,
-        proxies=TrustedProxies(v for v in settings.admin_trusted_proxies.split(",") if v.strip()),
-        guard=guard,
-        rate=RequestRate(settings.admin_api_requests_per_second),
-    )
-    app.add_web_app(root, host=settings.admin_host, port=settings.admin_port, server="admin")
+    root = web_root(service, tokens, sessions, guard=guard, rate=RequestRate(settings.admin_api_requests_per_second))
+    proxies = TrustedProxies(v for v in settings.admin_trusted_proxies.split(",") if v.strip())
+    app.add_web_app(root, host=settings.admin_host, port=settings.admin_port, server="admin", proxies=proxies)
 
     async def bootstrap() -> None:
         if settings.admin_bootstrap_token is not None:
@@ -258,7 +252,6 @@ def web_root(
     tokens: TokenStore,
     sessions: SessionStore,
     *,
-    proxies: TrustedProxies | None = None,
     guard: FailureGuard | None = None,
     rate: RequestRate | None = None,
 ) -> web.Application:
@@ -266,7 +259,7 @@ def web_root(
     from skolsynk_services.admin.ui import build_ui
 
     guard = guard or FailureGuard(10)
-    root = web.Application(middlewares=[(proxies or TrustedProxies()).middleware()])
+    root = web.Application()
     api = make_api(service, [tokens], guard=guard, rate=rate)
 
     async def openapi(_request: web.Request) -> web.Response:

@@ -121,7 +121,7 @@ class AdminCore:
         principal.require_tenant(tenant_id)
         tenant = await self.tenants.get(tenant_id)
         if tenant is None:
-            raise NotFound(f"no organiser {tenant_id!r}")
+            raise NotFound("no organiser with that id")
         return tenant
 
     async def _audit(
@@ -155,5 +155,5 @@ class AdminCore:
     def _vendor(self, vendor_id: str) -> VendorCatalogueEntry:
         vendor = self.catalogue.get(vendor_id)
         if vendor is None:
-            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+            raise NotFound("no vendor with that id in the catalogue")
         return vendor

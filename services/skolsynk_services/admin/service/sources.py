@@ -105,7 +105,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         doc = await self.sources.get(tenant_id, source_id)
         if doc is None:
-            raise NotFound(f"no source {source_id!r}")
+            raise NotFound("no source with that id")
         return await self._with_health(tenant_id, self._source(doc))
 
     async def save_source(
@@ -114,7 +114,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         current = await self.sources.get(tenant_id, body.source_id)
         if current is not None and current.get("kind") != body.kind.value:
-            raise Conflict(f"the source {body.source_id!r} is of another kind ({current.get('kind')})")
+            raise Conflict(f"the source with that id is of another kind ({current.get('kind')})")
         stored = set((current or {}).get("secret_names", []))
         problems = SOURCE_KINDS[body.kind.value].problems(
             body.settings,
@@ -142,9 +142,9 @@ class SourceAdmin(AdminCore):
             raise Invalid(str(error)) from None
         if doc is None:
             raise (
-                Conflict(f"a source {body.source_id!r} exists already")
+                Conflict("a source with that id exists already")
                 if create
-                else NotFound(f"no source {body.source_id!r}")
+                else NotFound("no source with that id")
             )
         after = source_view(doc).model_dump(mode="json", exclude={"created_at", "updated_at"})
         before = source_view(current).model_dump(mode="json", exclude={"created_at", "updated_at"}) if current else None
@@ -162,7 +162,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         current = await self.sources.get(tenant_id, source_id)
         if current is None or not await self.sources.delete(tenant_id, source_id):
-            raise NotFound(f"no source {source_id!r}")
+            raise NotFound("no source with that id")
         await self._audit(
             principal, tenant_id, "source.delete", source_id, before=source_view(current).model_dump(mode="json")
         )
@@ -171,7 +171,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         doc = await self.sources.get(tenant_id, source_id)
         if doc is None:
-            raise NotFound(f"no source {source_id!r}")
+            raise NotFound("no source with that id")
         kind = models.SourceKind(doc["kind"])
         if kind not in PULLED_KINDS:
             raise Conflict("an EGIL source pushes its data: ask the organiser's EGIL client to send it")
@@ -199,7 +199,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         current = await self.sources.get(tenant_id, source_id)
         if body is None and current is None:
-            raise NotFound(f"no source {source_id!r}")
+            raise NotFound("no source with that id")
         kind = models.SourceKind(body.kind if body is not None else current["kind"])  # type: ignore[index]
         if kind not in PULLED_KINDS:
             raise Conflict("an EGIL source pushes its data: it is tested by its client sending")
@@ -276,7 +276,7 @@ class SourceAdmin(AdminCore):
             )
         current = await self.sources.get(tenant_id, body.source_id)
         if current is not None and current["kind"] != models.SourceKind.MICROSOFT.value:
-            raise Conflict(f"the source {body.source_id!r} is of another kind ({current['kind']})")
+            raise Conflict(f"the source with that id is of another kind ({current['kind']})")
         state = await self.consents.start(tenant_id, body.source_id, body.display_name, actor=principal.subject)
         query = urlencode(
             {"client_id": self.microsoft_app_client_id, "scope": "https://graph.microsoft.com/.default",
@@ -327,7 +327,7 @@ class SourceAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         doc = await self.sources.get(tenant_id, source_id)
         if doc is None:
-            raise NotFound(f"no source {source_id!r}")
+            raise NotFound("no source with that id")
         if doc["kind"] != models.SourceKind.EGIL.value:
             raise Conflict("only an EGIL source has an API key or client certificates")
         return doc
@@ -345,7 +345,7 @@ class SourceAdmin(AdminCore):
             create=False,
         )
         if saved is None:
-            raise NotFound(f"no source {doc['source_id']!r}")
+            raise NotFound("no source with that id")
         return saved
 
     def egil_connection(self, doc: Document, api_key: str | None = None) -> models.EgilConnection:

@@ -68,7 +68,7 @@ class SubscriptionAdmin(AdminCore):
     async def _subscription(self, tenant_id: str, vendor_id: str) -> VendorSubscription:
         subscription = await self.subscriptions.get(tenant_id, vendor_id)
         if subscription is None:
-            raise NotFound(f"no subscription for {vendor_id!r}")
+            raise NotFound("no subscription for that vendor")
         return subscription
 
     async def _view(self, subscription: VendorSubscription) -> models.Subscription:

@@ -28,7 +28,7 @@ class TenantAdmin(AdminCore):
         principal.require_operator()
         doc = await self.tenants.create(body.tenant_id, body.display_name, body.organisation_number)
         if doc is None:
-            raise Conflict(f"an organiser {body.tenant_id!r} exists already")
+            raise Conflict("an organiser with that id exists already")
         await self._audit(principal, body.tenant_id, "tenant.create", body.tenant_id, after=body.model_dump())
         return models.Tenant(
             tenant_id=doc["_id"],

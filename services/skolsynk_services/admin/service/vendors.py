@@ -35,7 +35,7 @@ class VendorAdmin(AdminCore):
         principal.require_operator()
         stored = await self.vendor_store.get(vendor_id)
         if stored is None:
-            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+            raise NotFound("no vendor with that id in the catalogue")
         return vendor_view(stored)
 
     async def put_vendor(
@@ -68,7 +68,7 @@ class VendorAdmin(AdminCore):
         if not await self.vendor_store.retire(vendor_id, by=principal.subject):
             stored = await self.vendor_store.get(vendor_id)
             if stored is None:
-                raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+                raise NotFound("no vendor with that id in the catalogue")
             return vendor_view(stored, "unchanged")
         await self._audit(principal, None, "vendor.retire", vendor_id)
         await self.catalogue.refresh()
@@ -102,7 +102,7 @@ class VendorAdmin(AdminCore):
         principal.require_operator()
         stored = await self.vendor_store.get(vendor_id)
         if stored is None:
-            raise NotFound(f"no vendor {vendor_id!r} in the catalogue")
+            raise NotFound("no vendor with that id in the catalogue")
         await self._tenant(principal, tenant_id)
         identity = None
         key_pem = body.client_key_pem.get_secret_value() if body.client_key_pem is not None else None
@@ -134,5 +134,5 @@ class VendorAdmin(AdminCore):
     async def delete_vendor_credential(self, principal: Principal, vendor_id: str, tenant_id: str) -> None:
         principal.require_operator()
         if not await self.credentials.delete(vendor_id, tenant_id):
-            raise NotFound(f"{tenant_id!r} has no credentials of its own at {vendor_id!r}")
+            raise NotFound("the organiser has no credentials of its own at that vendor")
         await self._audit(principal, tenant_id, "vendor.credential.delete", f"{vendor_id}:{tenant_id}")
