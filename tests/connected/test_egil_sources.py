@@ -3,6 +3,7 @@ each other's objects, and resources stored before sources were separated move to
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -120,3 +121,26 @@ async def test_resources_stored_before_sources_were_separated_move_to_their_sour
     assert (await clients.request("egil-south", "GET", f"/Users/{PUPIL}"))[0] == 404
     assert await clients.db[RESOURCES].count_documents({}) == 1
     assert await clients.store.migrate_to_source_ids() == 0, "nothing of the old form is left"
+
+
+async def test_resources_stored_with_upper_case_ids_are_found_by_their_canonical_id(clients: TwoClients) -> None:
+    """Issue 19: ids are lower-case UUIDs everywhere now; what was stored before under an upper-case
+    externalId moves to its lower-case id at start (a twin in both cases becomes one resource)."""
+    upper, twin = PUPIL.upper(), str(uuid.uuid4())
+    stored = []
+    for resource_id, name in ((upper, "Gammal"), (twin.upper(), "Versal"), (twin, "Gemen")):
+        body = {**pupil(name), "externalId": resource_id}
+        stored.append({"_id": f"{TENANT}:egil-north:Users:{resource_id}", "tenant_id": TENANT,
+                       "source_id": "egil-north", "type": "Users", "resource_id": resource_id, "body": body,
+                       "record": {}, "deleted": False, "pending": False})  # fmt: skip
+    await clients.db[RESOURCES].insert_many(stored)
+    assert (await clients.request("egil-north", "GET", f"/Users/{PUPIL}"))[0] == 404  # before: not found
+    assert await clients.store.migrate_to_lower_case_ids() == 2
+    status, text = await clients.request("egil-north", "GET", f"/Users/{upper}")
+    assert status == 200
+    assert '"Gammal"' in text
+    assert PUPIL in text  # the stored body carries the canonical id too
+    status, text = await clients.request("egil-north", "GET", f"/Users/{twin}")
+    assert (status, '"Gemen"' in text) == (200, True)
+    assert await clients.db[RESOURCES].count_documents({}) == 2
+    assert await clients.store.migrate_to_lower_case_ids() == 0

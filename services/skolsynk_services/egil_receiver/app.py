@@ -361,6 +361,7 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
 
     async def separate_sources() -> None:
         await store.migrate_to_source_ids()
+        await store.migrate_to_lower_case_ids()
 
     app.add_startup(separate_sources)
     scim = build_scim_app(

@@ -90,6 +90,8 @@ SourceKey = tuple[str, str]  # (tenant_id, source_id)
 
 #: An ``_id`` of before sources were separated: "tenant:Type:id" (now "tenant:source:Type:id").
 OLD_ID_FORM = "^[^:]+:(" + "|".join(t.value for t in EgilResourceType) + "):"
+#: A resource id stored before ids were kept in one canonical form (lower-case UUIDs).
+UPPER_CASE_ID = "[A-F]"
 
 
 def now() -> datetime:
@@ -163,6 +165,27 @@ class ReceiverStore:
             moved += 1
         if moved:
             log.info("egil_resources_migrated_to_source_ids", moved=moved)
+        return moved
+
+    async def migrate_to_lower_case_ids(self) -> int:
+        """Give resources stored before ids were canonical (an upper-case ``externalId`` kept as sent) their
+        lower-case id, as every request now looks them up. Runs at every start, before the SCIM endpoints
+        open; finds nothing once done. Where the lower-case twin exists too (the same person pushed in both
+        cases: one person in the normaliser, two objects here), the twin is kept and the upper-case one
+        removed, without a deletion: the normaliser never had two. Returns how many moved or merged."""
+        moved = 0
+        async for document in self.resources.find({"resource_id": {"$regex": UPPER_CASE_ID}}):
+            lower = document["resource_id"].lower()
+            wanted = self._id(document["tenant_id"], document["source_id"], document["type"], lower)
+            body = document.get("body")
+            if isinstance(body, dict) and isinstance(body.get("externalId"), str):
+                body = {**body, "externalId": body["externalId"].lower()}
+            with contextlib.suppress(DuplicateKeyError):  # the twin exists, or another replica moved it
+                await self.resources.insert_one({**document, "_id": wanted, "resource_id": lower, "body": body})
+            await self.resources.delete_one({"_id": document["_id"]})
+            moved += 1
+        if moved:
+            log.info("egil_resources_migrated_to_lower_case_ids", moved=moved)
         return moved
 
     # -- the request path: one write each -------------------------------------------------------
