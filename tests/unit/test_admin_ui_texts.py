@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from skolsynk.domain.source_errors import HINTS_BY_SOURCE_KIND
-from skolsynk_services.admin.ui.texts import SOURCE_ERROR_TEXTS, source_error_hint
+from skolsynk_services.admin.ui.texts import SOURCE_ERROR_TEXTS, flat_settings, source_error_hint
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +32,9 @@ def test_a_code_is_looked_up_by_its_reason_and_a_code_without_a_hint_has_none() 
     assert source_error_hint("google", "users:something_new") is None
     assert source_error_hint("egil", "timeout") is None
     assert source_error_hint(None, "timeout") is None
+
+
+def test_an_egil_clients_certificates_are_counted_in_the_settings_summary_not_shown_whole() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    lines = flat_settings({"api_key_sha256": "ab" * 32, "client_certificates": [pem, pem]})
+    assert lines == [("API-nyckel", "finns"), ("Klientcertifikat", "2")]

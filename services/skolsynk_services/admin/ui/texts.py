@@ -167,6 +167,8 @@ def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[s
         path = f"{prefix}{key}"
         if path == "api_key_sha256":
             lines.append(("API-nyckel", "finns"))
+        elif path == "client_certificates" and isinstance(value, list):
+            lines.append(("Klientcertifikat", str(len(value))))  # their pins are on the EGIL client's page
         elif isinstance(value, Mapping) and path != "mapping":
             lines += flat_settings(value, path + ".")
         elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
