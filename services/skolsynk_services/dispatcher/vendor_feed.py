@@ -13,6 +13,7 @@ feeds again after every reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -73,6 +74,8 @@ class VendorFeed:
         )
         self.publisher = Publisher(self._broker, metrics, timeout_seconds=settings.publish_timeout_seconds)
         self._connected = False
+        #: One connection attempt at a time: the forwards of a batch run concurrently.
+        self._opening = asyncio.Lock()
         self._last_attempt = -RECONNECT_SECONDS
         self._refused_logged = False
 
@@ -119,11 +122,14 @@ class VendorFeed:
         """Publish into the organiser's feed (declared first if this connection has not yet) and wait for the
         broker's confirm; returns the feed's name. Raises :class:`VendorUnavailable` (``feed_vhost_missing``,
         ``feed_unavailable``): the change goes back to the retry ladder."""
-        waited = time.monotonic() - self._last_attempt
-        if not self._connected and (waited < RECONNECT_SECONDS or not await self.open()):
-            raise VendorUnavailable(
-                f"the vendor's vhost {self.vhost} is missing or refuses the dispatcher", code=FEED_VHOST_MISSING
-            )
+        if not self._connected:
+            async with self._opening:  # the first of a batch tries; the others take its answer
+                waited = time.monotonic() - self._last_attempt
+                if not self._connected and (waited < RECONNECT_SECONDS or not await self.open()):
+                    raise VendorUnavailable(
+                        f"the vendor's vhost {self.vhost} is missing or refuses the dispatcher",
+                        code=FEED_VHOST_MISSING,
+                    )
         key = tenant_id if self.per_organiser else None
         queue = self.queue_name(tenant_id)
         try:
