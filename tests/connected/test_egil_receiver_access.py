@@ -119,8 +119,8 @@ def session(pki: dict[str, Any], cert: Path | None = None, *, headers: dict[str,
     return aiohttp.ClientSession(connector=connector, headers=headers or {})
 
 
-async def status(app: ServiceApp, http: aiohttp.ClientSession) -> int:
-    async with http.get(f"https://127.0.0.1:{app.web_ports[0]}/Organisations") as response:
+async def status(app: ServiceApp, http: aiohttp.ClientSession, *, port: int = 0) -> int:
+    async with http.get(f"https://127.0.0.1:{app.web_ports[port]}/Organisations") as response:
         return response.status
 
 
@@ -229,6 +229,28 @@ async def test_certificates_and_keys_combine_per_client(settings, pki) -> None:
         for reason in ("unknown_pin", "credentials_mismatch", "no_credentials", "unknown_api_key"):
             assert refusals(app, reason) >= 1, reason
         assert refusals(app, "certificate_and_key_required") == 2
+
+
+async def test_the_api_key_port_asks_for_no_certificate(settings, pki) -> None:
+    """Once the main port asks for certificates, an API-key client whose certificate it cannot check is refused
+    by the handshake there; on SKOLSYNK_EGIL_API_KEY_PORT it is never asked for one (as Windermere's API-key
+    listener), so its key lets it in. A client that needs both cannot use that port."""
+    key, both_key = "key-of-keyed-0123456789", "key-of-both-0123456789"
+    clients = [
+        client("alpha", client_certificates=(pki["alpha"]["pem"],)),  # so the main port asks for certificates
+        client("keyed", api_key_sha256=hash_key(key)),
+        client("both", client_certificates=(pki["both"]["pem"],), api_key_sha256=hash_key(both_key),
+               require_certificate_and_key=True),
+    ]  # fmt: skip
+    async with serving(settings, pki, clients, egil_api_key_port=0) as app:
+        async with session(pki, pki["stranger"]["file"], headers={"X-API-Key": key}) as http:
+            assert await handshake_refused(app, http)
+        async with session(pki, pki["stranger"]["file"], headers={"X-API-Key": key}) as http:
+            assert await status(app, http, port=1) == 200
+        with refusal_log() as refused:
+            async with session(pki, pki["both"]["file"], headers={"X-API-Key": both_key}) as http:
+                assert await status(app, http, port=1) == 403
+        assert [(r["reason"], r.get("pin")) for r in refused] == [("certificate_and_key_required", None)]
 
 
 async def test_behind_a_tls_proxy_a_registered_pin_is_enough(settings, pki) -> None:

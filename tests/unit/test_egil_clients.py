@@ -189,3 +189,8 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert proxy_list(settings.egil_trusted_proxies) == ["10.0.0.0/8", "192.0.2.1"]
     with pytest.raises(ValidationError, match="not an IP address or network"):
         EgilReceiverSettings(egil_trusted_proxies="10.0.0.0/8,ingress.example")
+
+
+def test_the_api_key_port_needs_tls() -> None:
+    with pytest.raises(ValidationError, match="egil_api_key_port needs TLS"):
+        EgilReceiverSettings(egil_api_key_port=8444)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from skolsynk.adapters.egil import EgilMappingError, EgilResourceType, from_egil
 from skolsynk.connectors.registry import RegistryFollower
@@ -29,7 +29,7 @@ from skolsynk_services.egil_receiver.access import Caller, Gate, Refusal, identi
 from skolsynk_services.egil_receiver.clients import ClientRegistry, EgilClient, load_federation_pins
 from skolsynk_services.egil_receiver.metrics import EgilReceiverMetrics
 from skolsynk_services.egil_receiver.store import DEFAULT_PAGE_SIZE, INDEXES, ReceiverStore, RunPager
-from skolsynk_services.egil_receiver.tls import ClientTrust, handshake_error
+from skolsynk_services.egil_receiver.tls import ClientTrust, handshake_error, server_context
 
 SERVICE = "egil-receiver"
 log = get_logger(__name__)
@@ -63,6 +63,13 @@ class EgilReceiverSettings(ServiceSettings):
         description="Comma-separated addresses or CIDRs of the TLS-terminating proxies whose client-certificate "
         "header (and X-Forwarded-For, for the log) is believed; empty: none.",
     )
+    egil_api_key_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A second TLS port serving the same endpoints without asking for client certificates: "
+        "API keys only, for clients whose certificate the main port cannot check.",
+    )
     egil_client_certificate_header: str = Field(
         default="ssl-client-cert",
         min_length=1,
@@ -94,6 +101,14 @@ class EgilReceiverSettings(ServiceSettings):
         le=2000,
         description="Records per page at most (an outbox entry stays far below 16 MiB).",
     )
+
+    @model_validator(mode="after")
+    def _key_port_over_tls(self) -> EgilReceiverSettings:
+        if self.egil_api_key_port is not None and self.egil_tls_cert_file is None:
+            raise ValueError(
+                "egil_api_key_port needs TLS (egil_tls_cert_file): without it no port asks for certificates"
+            )
+        return self
 
     @field_validator("egil_trusted_proxies")
     @classmethod
@@ -319,12 +334,12 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
         certificate_header=settings.egil_client_certificate_header,
         trusted_proxies=proxy_list(settings.egil_trusted_proxies),
     )
+
+    def handshake_refused(error: ssl.SSLError) -> None:
+        gate.refused(Refusal.TLS_HANDSHAKE, tls_error=handshake_error(error))
+
     ssl_context: ssl.SSLContext | None = None
     if settings.egil_tls_cert_file is not None:
-
-        def handshake_refused(error: ssl.SSLError) -> None:
-            gate.refused(Refusal.TLS_HANDSHAKE, tls_error=handshake_error(error))
-
         trust = ClientTrust(
             settings.egil_tls_cert_file,
             settings.egil_tls_key_file,
@@ -373,6 +388,19 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
         gate=gate,
     )
     app.add_web_app(scim, host=settings.egil_host, port=settings.egil_port, ssl_context=ssl_context, server="scim")
+    if settings.egil_api_key_port is not None and settings.egil_tls_cert_file is not None:
+        keys_only = build_scim_app(
+            store,
+            registry,
+            base_path=settings.egil_base_path,
+            api_key_header=settings.egil_api_key_header,
+            on_write=pager.written,
+            gate=gate,
+        )
+        context = server_context(settings.egil_tls_cert_file, settings.egil_tls_key_file, on_refused=handshake_refused)
+        app.add_web_app(
+            keys_only, host=settings.egil_host, port=settings.egil_api_key_port, ssl_context=context, server="scim"
+        )
 
     async def page_what_is_left() -> None:
         # At shutdown: what was acknowledged goes on its way now (the run stays open for the next process).

@@ -12,6 +12,10 @@ Client certificates are asked for (``CERT_OPTIONAL``: a client without one may u
 something to check them against (a CA bundle or a registered certificate); until then none is asked for, so
 an API-key client that always presents a certificate (the EGIL client does) is not refused by the handshake.
 
+An API-key client that presents a certificate this context cannot check (the EGIL client always presents
+one once asked) is refused by the handshake; ``SKOLSYNK_EGIL_API_KEY_PORT`` serves the same endpoints on a
+second port whose context asks for none (as Windermere's API-key listener), for such clients.
+
 A refused handshake never reaches aiohttp (and asyncio reports it only in debug mode): the context's
 ``sslobject_class`` watches the handshake and reports the refusal with OpenSSL's reason. Which address it came
 from is not known there (the TLS object works on memory buffers; asyncio keeps the connection to itself).
@@ -37,6 +41,29 @@ def handshake_error(error: ssl.SSLError) -> str:
     return str(message or error.reason or type(error).__name__)
 
 
+def server_context(
+    cert_file: Path, key_file: Path | None, *, on_refused: Callable[[ssl.SSLError], None]
+) -> ssl.SSLContext:
+    """A server context (TLS 1.2 at least) that asks for no client certificate and reports every refused
+    handshake to ``on_refused``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+
+    class WatchedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except _AGAIN:
+                raise
+            except ssl.SSLError as error:
+                on_refused(error)
+                raise
+
+    context.sslobject_class = WatchedSSLObject
+    return context
+
+
 class ClientTrust:
     """The serving context and what it trusts; :meth:`update` with the registered certificates (PEM)."""
 
@@ -48,9 +75,7 @@ class ClientTrust:
         client_ca_file: Path | None,
         on_refused: Callable[[ssl.SSLError], None],
     ) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        context = server_context(cert_file, key_file, on_refused=on_refused)
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         if client_ca_file is not None:
             context.load_verify_locations(cafile=str(client_ca_file))
@@ -59,18 +84,6 @@ class ClientTrust:
         self._anchors: set[str] = set()
         self._registered = False
         self._apply_mode()
-
-        class WatchedSSLObject(ssl.SSLObject):
-            def do_handshake(self) -> None:
-                try:
-                    super().do_handshake()
-                except _AGAIN:
-                    raise
-                except ssl.SSLError as error:
-                    on_refused(error)
-                    raise
-
-        context.sslobject_class = WatchedSSLObject
 
     def _apply_mode(self) -> None:
         asks = self.has_ca or self._registered
