@@ -50,7 +50,7 @@ from skolsynk_services.dispatcher.onboarding import (
 from skolsynk_services.dispatcher.vendor_feed import FEED_VHOST_MISSING
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
-from skolsynk_testkit.devstack import amqp_url_with_vhost, write_vendor_catalogue
+from skolsynk_testkit.devstack import amqp_url_with_vhost, rabbitmqctl, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
@@ -797,6 +797,7 @@ async def test_a_queue_vendor_without_its_vhost_has_its_changes_wait_until_it_is
     )
     stack = await start_stack(settings, tmp_path, monkeypatch, queue_mode=True)
     health = DeliveryHealth(stack.dispatcher.db)
+    stopped = False
     try:
         assert await stack.dispatcher.extensions["pool"].ready()
         await stack.subscribe(test_mode=False)
@@ -826,8 +827,19 @@ async def test_a_queue_vendor_without_its_vhost_has_its_changes_wait_until_it_is
             "consumers": 0,
             "dead_letters": None,
         }
-    finally:
+        vhost = vendor_vhost(settings.broker.namespace, VENDOR)
+        assert vhost in connected_vhosts()  # the dispatcher's connection to the vendor's vhost
         await stop_stack(stack)
+        stopped = True
+        assert vhost not in connected_vhosts()  # closed at stop, not left to the broker's heartbeat
+    finally:
+        if not stopped:
+            await stop_stack(stack)
+
+
+def connected_vhosts() -> list[str]:
+    """The vhost of every connection the broker has open."""
+    return rabbitmqctl("list_connections", "vhost").split()
 
 
 async def feed_messages(url: str, queue: str) -> list[AbstractIncomingMessage]:
