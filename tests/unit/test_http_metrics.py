@@ -90,6 +90,7 @@ async def test_service_app_installs_the_middleware_on_every_web_app() -> None:
     try:
         api = web.Application()
         app.add_web_app(api, host="127.0.0.1", port=0, server="api")
-        assert len(api.middlewares) == 1
+        # The metrics outermost, then the request limits (skolsynk.http_limits).
+        assert [m.__qualname__.split(".")[0] for m in api.middlewares] == ["http_metrics_middleware", "body_limits"]
     finally:
         await app.mongo.close()

@@ -19,7 +19,7 @@ def _safe_next(request: web.Request, target: str | None) -> str:
 async def login_page(request: web.Request) -> web.StreamResponse:
     if request.get(PRINCIPAL) is not None:
         return see_other(request, _safe_next(request, request.query.get("next")))
-    return render(request, "login.html", next=request.query.get("next", ""), error=None)
+    return render(request, "login.html", next=request.query.get("next", ""), error=None, **_session_terms(request))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -30,6 +30,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response = render(
             request,
             "login.html",
+            **_session_terms(request),
             status=429,
             next="",
             error=f"För många misslyckade inloggningar från din adress. Vänta {wait} sekunder och försök igen.",
@@ -44,6 +45,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return render(
             request,
             "login.html",
+            **_session_terms(request),
             status=401,
             next=str(form.get("next", "")),
             error="Nyckeln känns inte igen. Kontrollera att du har klistrat in hela nyckeln (den börjar med skt_) "
@@ -65,3 +67,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = see_other(request, url(request, "login"), "Du är utloggad.")
     response.del_cookie(COOKIE, path=cookie_path(request))
     return response
+
+
+def _session_terms(request: web.Request) -> dict[str, int]:
+    """How long a session lasts, for the sign-in page."""
+    sessions = ui_of(request).sessions
+    return {
+        "idle_minutes": round(sessions.idle.total_seconds() / 60),
+        "max_hours": round(sessions.absolute.total_seconds() / 3600),
+    }
