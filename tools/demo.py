@@ -12,8 +12,9 @@
 3. Every service as its own process: the normaliser, a dispatcher per vendor, gdpr, admin, the
    SS 12000 puller and the EGIL receiver. Three vendors:
    * ``demo-scim``: EGIL SCIM push to a fake vendor server (``skolsynk_testkit.fakes.egil_vendor``);
-   * ``demo-queue``: the vendor's own queue (``vendor-feed.demo-queue``), read by a consumer in this
-     process as the vendor would; only the compulsory schools (GR), students and teachers;
+   * ``demo-queue``: the vendor's own queue (``vendor-feed.demo-queue``, in the vhost
+     ``demo-vendor-demo-queue`` that onboarding makes for it), read by a consumer in this process with the
+     vendor's own user, as the vendor would; only the compulsory schools (GR), students and teachers;
    * ``demo-test``: a subscription left in test mode: nothing is delivered, the test report is shown.
 4. Onboarding through the admin API as an operator (the bootstrap token): the organiser, its two
    sources (the SS 12000 API's client secret sealed by the admin; the EGIL client's certificate
