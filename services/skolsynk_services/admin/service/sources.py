@@ -141,11 +141,7 @@ class SourceAdmin(AdminCore):
         except SecretsUnavailable as error:
             raise Invalid(str(error)) from None
         if doc is None:
-            raise (
-                Conflict("a source with that id exists already")
-                if create
-                else NotFound("no source with that id")
-            )
+            raise (Conflict("a source with that id exists already") if create else NotFound("no source with that id"))
         after = source_view(doc).model_dump(mode="json", exclude={"created_at", "updated_at"})
         before = source_view(current).model_dump(mode="json", exclude={"created_at", "updated_at"}) if current else None
         await self._audit(
