@@ -379,17 +379,9 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
         await store.migrate_to_lower_case_ids()
 
     app.add_startup(separate_sources)
-    scim = build_scim_app(
-        store,
-        registry,
-        base_path=settings.egil_base_path,
-        api_key_header=settings.egil_api_key_header,
-        on_write=pager.written,
-        gate=gate,
-    )
-    app.add_web_app(scim, host=settings.egil_host, port=settings.egil_port, ssl_context=ssl_context, server="scim")
-    if settings.egil_api_key_port is not None and settings.egil_tls_cert_file is not None:
-        keys_only = build_scim_app(
+
+    def scim_app() -> web.Application:
+        return build_scim_app(
             store,
             registry,
             base_path=settings.egil_base_path,
@@ -397,6 +389,11 @@ def build(settings: EgilReceiverSettings, *, clients: list[EgilClient] | None = 
             on_write=pager.written,
             gate=gate,
         )
+
+    scim = scim_app()
+    app.add_web_app(scim, host=settings.egil_host, port=settings.egil_port, ssl_context=ssl_context, server="scim")
+    if settings.egil_api_key_port is not None and settings.egil_tls_cert_file is not None:
+        keys_only = scim_app()
         context = server_context(settings.egil_tls_cert_file, settings.egil_tls_key_file, on_refused=handshake_refused)
         app.add_web_app(
             keys_only, host=settings.egil_host, port=settings.egil_api_key_port, ssl_context=context, server="scim"

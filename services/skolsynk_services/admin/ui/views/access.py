@@ -23,23 +23,26 @@ async def access(request: web.Request) -> web.StreamResponse:
 async def create_token(request: web.Request) -> web.StreamResponse:
     """A new token is shown once, on the page that answers the POST (never in a redirect or cookie)."""
     frame = await tenant_frame(request, "access")
+    return await _create(request, "access.html", frame["tenant_id"], _token_form(await request.post()), frame)
+
+
+async def _create(
+    request: web.Request, template: str, tenant_id: str | None, values: dict[str, Any], frame: dict[str, Any]
+) -> web.StreamResponse:
+    """Create a token from the form (of an organiser, or ``tenant_id`` None: an operator's) and render the
+    page with it shown once, or with what was wrong."""
     principal, service = principal_of(request), service_of(request)
-    form = await request.post()
-    values = _token_form(form)
-    created = None
-    errors: dict[str, str] = {}
-    error = None
-    status = 200
+    created, errors, error, status = None, {}, None, 200
     try:
-        created = await service.create_token(principal, frame["tenant_id"], models.TokenIn.model_validate(values))
+        created = await service.create_token(principal, tenant_id, models.TokenIn.model_validate(values))
     except ValidationError as invalid:
         errors, error, status = field_errors(invalid.errors()), "Kontrollera de markerade fälten.", 422
     except Problem as problem:
         error, status = swedish(problem), problem.status
-    tokens = await service.list_tokens(principal, frame["tenant_id"])
+    tokens = await service.list_tokens(principal, tenant_id)
     return render(
         request,
-        "access.html",
+        template,
         status=status,
         **frame,
         tokens=tokens,
@@ -78,27 +81,9 @@ async def operators(request: web.Request) -> web.StreamResponse:
 
 
 async def create_operator_token(request: web.Request) -> web.StreamResponse:
-    principal, service = principal_of(request), service_of(request)
-    principal.require_operator()
+    principal_of(request).require_operator()
     values = {**_token_form(await request.post()), "role": "operator"}
-    created, errors, error, status = None, {}, None, 200
-    try:
-        created = await service.create_token(principal, None, models.TokenIn.model_validate(values))
-    except ValidationError as invalid:
-        errors, error, status = field_errors(invalid.errors()), "Kontrollera de markerade fälten.", 422
-    except Problem as problem:
-        error, status = swedish(problem), problem.status
-    tokens = await service.list_tokens(principal, None)
-    return render(
-        request,
-        "operators.html",
-        status=status,
-        tokens=tokens,
-        created=created,
-        form={} if created else values,
-        errors=errors,
-        error=error,
-    )
+    return await _create(request, "operators.html", None, values, {})
 
 
 async def revoke_any_token(request: web.Request) -> web.StreamResponse:
