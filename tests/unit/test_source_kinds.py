@@ -88,6 +88,15 @@ def test_secrets_are_refused_in_settings_and_unknown_secrets_named() -> None:
         secret_names={"client_secret", "password"},
         secret_refs={},
     ) == [SettingsProblem("secrets.password", "not a secret of this kind of source")]
+    # A name not spelled like a secret's is counted, never repeated (the admin fuzz, issue 19).
+    assert MICROSOFT.problems(
+        {"azure_tenant_id": "kommun.onmicrosoft.com", "client_id": CLIENT},
+        secret_names={"client_secret", "Karin Sundberg"},
+        secret_refs={"$where": "X"},
+    ) == [
+        SettingsProblem("secrets", f"secret name {n} (in alphabetical order) is not a secret of this kind")
+        for n in (1, 2)
+    ]
     assert SOURCE_KINDS["egil"].problems({}, secret_names=set(), secret_refs={}) == []
     assert SOURCE_KINDS["egil"].problems({"url": "x"}, secret_names=set(), secret_refs={})[0].field == "settings.url"
 

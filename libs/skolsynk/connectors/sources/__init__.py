@@ -15,6 +15,7 @@ The models are in this package, one module per kind: ``ss12000``, ``microsoft``,
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ from skolsynk.connectors.sources import egil, google, microsoft, ss12000
 
 #: What a secret stands in for while the settings are checked (its value is never needed for that).
 PLACEHOLDER = "placeholder"
+#: A secret's name as the kinds spell them: an unknown name of this shape is named in the problem (a typo the
+#: organiser can see), any other by its position only (an answer never repeats what was sent).
+SECRET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def _always(settings: Mapping[str, Any]) -> bool:
@@ -120,7 +124,12 @@ class SourceKind:
                 found.append(SettingsProblem(f"secrets.{slot.name}", "required"))
                 placeholders[slot.name] = PLACEHOLDER  # so the settings are checked as if it were there
         unknown = sorted((set(secret_names) | set(secret_refs)) - {slot.name for slot in self.secrets})
-        found += [SettingsProblem(f"secrets.{name}", "not a secret of this kind of source") for name in unknown]
+        found += [
+            SettingsProblem(f"secrets.{name}", "not a secret of this kind of source")
+            if SECRET_NAME.match(name)
+            else SettingsProblem("secrets", f"secret name {n} (in alphabetical order) is not a secret of this kind")
+            for n, name in enumerate(unknown, start=1)
+        ]
         try:
             self.model.model_validate(self._assemble("tenant", "source", _prune(clean), placeholders, secret_refs))
         except ValidationError as error:

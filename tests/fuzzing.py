@@ -1,0 +1,97 @@
+"""What the fuzz tests share (``tests/connected/test_*_fuzz.py``): their size, their seed and the tally of inputs
+they tried (printed at the end of the session, see ``tests/connected/conftest.py``; docs/reliability.md).
+
+Size: ``SKOLSYNK_FUZZ_EXAMPLES`` (``make test-chaos`` sets it; ``make test`` leaves it unset and runs each fuzz
+test small). Seed: fixed at ``make test`` size, so a red ``make test`` is the same red on every machine; random at
+chaos size, so every chaos run explores anew; the seed is printed with the tally, and ``SKOLSYNK_FUZZ_SEED``
+replays it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+EXAMPLES_ENV = "SKOLSYNK_FUZZ_EXAMPLES"
+SEED_ENV = "SKOLSYNK_FUZZ_SEED"
+#: The seed of every fuzz test at ``make test`` size.
+FIXED_SEED = 12000
+
+
+def chaos_size() -> bool:
+    """True when the suite runs the fuzz tests at scale (``SKOLSYNK_FUZZ_EXAMPLES`` is set)."""
+    return bool(os.environ.get(EXAMPLES_ENV))
+
+
+def examples(default: int) -> int:
+    """Examples per fuzz test (per operation for the admin API): ``SKOLSYNK_FUZZ_EXAMPLES`` or ``default``."""
+    return int(os.environ.get(EXAMPLES_ENV) or default)
+
+
+def seed() -> int:
+    """``SKOLSYNK_FUZZ_SEED``; else the fixed seed at ``make test`` size and a random one at chaos size."""
+    if os.environ.get(SEED_ENV):
+        return int(os.environ[SEED_ENV])
+    return random.SystemRandom().randrange(2**32) if chaos_size() else FIXED_SEED
+
+
+def timeout_seconds(small: float) -> float:
+    """A fuzz test's timeout: ``small`` at ``make test`` size, an hour at chaos size."""
+    return 3600.0 if chaos_size() else small
+
+
+def hypothesis_profile(max_examples: int) -> hypothesis_settings:
+    """Hypothesis settings of a fuzz test that drives a server: no deadline (a slow store is not a failure),
+    no health checks (the strategies are deliberately large), no example database (the seed says it all)."""
+    return hypothesis_settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        print_blob=True,
+    )
+
+
+@dataclass
+class Target:
+    """One fuzzed server: inputs tried, responses >= 500 seen, and the seed."""
+
+    inputs: int = 0
+    server_errors: int = 0
+    seed: int | None = None
+
+
+@dataclass
+class Tally:
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def target(self, name: str, *, seed: int | None = None) -> Target:
+        target = self.targets.setdefault(name, Target())
+        target.seed = seed
+        return target
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"{name}: {t.inputs} inputs, {t.server_errors} responses >= 500"
+            + (f" (seed {t.seed})" if t.seed is not None else "")
+            for name, t in sorted(self.targets.items())
+        ]
+        total = sum(t.inputs for t in self.targets.values())
+        errors = sum(t.server_errors for t in self.targets.values())
+        return [*lines, f"total: {total} inputs, {errors} responses >= 500"]
+
+    def write(self, path: Path) -> None:
+        path.write_text(
+            json.dumps({name: vars(t) for name, t in self.targets.items()}, indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+
+
+#: The session's tally.
+TALLY = Tally()
