@@ -9,12 +9,15 @@ for every HTTP server, so hostile bodies get a clear 400 everywhere instead of a
 * a lone surrogate (``"\\ud800"``): the parser accepts the escape, the store cannot encode it (a 500 at
   write time);
 * an integer outside 64 bits: the store cannot hold it (an ``OverflowError`` at write time);
+* ``NaN``, ``Infinity`` and a number too large for a float (``1e400``, read as infinity): not JSON, which the
+  standard parser accepts anyway; stored, they would go out again as invalid JSON (the receiver fuzz found it);
 * anything that is not JSON (with the position only).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 #: Deep enough for every body skolsynk takes (an EGIL SCIM resource nests about five levels).
@@ -35,10 +38,21 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if _depth(text) > max_depth:
         raise UnsafeJson(f"the JSON is nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError as error:
         raise UnsafeJson(f"malformed JSON at position {error.pos}") from None
     _check(value)
+    return value
+
+
+def _not_a_number(token: str) -> Any:
+    raise UnsafeJson(f"{token} is not a JSON number")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise UnsafeJson("a number is out of range (too large for a float)")
     return value
 
 

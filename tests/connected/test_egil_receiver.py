@@ -230,6 +230,9 @@ async def test_pins_and_api_keys(receiver):
             "attribute names must not contain control characters",
         ),
         (b'{"displayName": "X"}', "externalId"),
+        # Not JSON, yet read and stored (the fuzz suite found it): NaN, and a number past a float, read as infinity.
+        (b'{"externalId": "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e", "x": NaN}', "NaN is not a JSON number"),
+        (b'{"externalId": "4f3d2c1b-8a9e-4b7c-9d6e-5f4a3b2c1d0e", "x": 1e400}', "too large for a float"),
     ],
 )
 async def test_bad_input_is_refused_at_the_door_with_a_precise_detail(receiver, body, detail):

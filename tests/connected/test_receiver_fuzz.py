@@ -386,12 +386,14 @@ def organisation(body: bytes, *, method: str = "POST", path: str = "/Organisatio
     return Call(method, path, query, "own", "application/scim+json", body, "Organisations", None, None)
 
 
-#: What the fuzzing found, pinned (each was a 500), and the hostile inputs of issue 19.
+#: What the fuzzing found, pinned (a 500; a NaN or infinity accepted and stored), and the hostile inputs of issue 19.
 FOUND = [
     organisation(b'{"externalId": "' + IDS[2].encode() + b'", "displayName": "X", "a": [{"b\\u0000c": 1}]}'),
     organisation(b'{"externalId": "' + IDS[2].encode() + b'", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
     organisation(b'{"externalId": "' + IDS[2].encode() + b'", "displayName": "\\ud800"}'),
     organisation(b"", method="GET", query="startIndex=" + "9" * 30),
+    organisation(b'{"externalId": "' + IDS[2].encode() + b'", "displayName": "X", "f": NaN}'),  # stored, not JSON
+    organisation(b'{"externalId": "' + IDS[2].encode() + b'", "displayName": "X", "f": 1e400}'),
 ]
 
 

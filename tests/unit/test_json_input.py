@@ -8,8 +8,9 @@ from skolsynk.json_input import MAX_JSON_DEPTH, UnsafeJson, parse_json
 
 
 def test_ordinary_json_is_read() -> None:
-    body = b'{"a": [1, {"b": "[[[ {{{ not nesting \\" ]"}], "c": -9223372036854775808, "d": true}'
+    body = b'{"a": [1, {"b": "[[[ {{{ not nesting \\" ]"}], "c": -9223372036854775808, "d": true, "e": -1.5e300}'
     assert parse_json(body)["c"] == -(2**63)
+    assert parse_json(body)["e"] == -1.5e300
     assert parse_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
 
 
@@ -24,6 +25,12 @@ def test_ordinary_json_is_read() -> None:
         (b"[-9223372036854775809]", "out of range"),
         (b'{"name": "Karin \xff"}', "not UTF-8"),
         (b'{"name": ', "malformed JSON at position 9"),
+        # Not JSON, but the standard parser reads them: the receiver stored a NaN (the receiver fuzz found it).
+        (b'{"f": NaN}', "NaN is not a JSON number"),
+        (b"[Infinity]", "Infinity is not a JSON number"),
+        (b"[-Infinity]", "-Infinity is not a JSON number"),
+        (b'{"f": 1e400}', "too large for a float"),
+        (b'{"f": -1.5e999}', "too large for a float"),
     ],
 )
 def test_hostile_json_is_refused_with_a_reason_that_does_not_repeat_it(raw: bytes, reason: str) -> None:
