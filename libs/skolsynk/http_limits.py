@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from skolsynk.logging import get_logger
 from skolsynk.settings import HttpLimitSettings
@@ -86,9 +88,12 @@ def runner_options(settings: HttpLimitSettings) -> dict[str, Any]:
 
 
 def bound_connections(server: web.Server, limit: int) -> None:
-    """Close a new connection at once when ``limit`` are open already (``web.Server`` keeps them).
+    """Close a new connection at once when ``limit`` are open already (``web.Server`` keeps them), and answer
+    a request that cannot be read without repeating it (:class:`QuietRequestHandler`).
 
-    aiohttp has no such option; the server's ``connection_made`` hook is wrapped on this one instance."""
+    aiohttp has no such option; the server's ``connection_made`` hook is wrapped on this one instance, and the
+    instance made a :class:`QuietServer` (the factory of its connections' handlers)."""
+    server.__class__ = QuietServer
     accept = server.connection_made
 
     def connection_made(handler: Any, transport: Any) -> None:
@@ -98,3 +103,28 @@ def bound_connections(server: web.Server, limit: int) -> None:
             transport.close()
 
     server.connection_made = connection_made  # type: ignore[method-assign]
+
+
+class QuietRequestHandler(RequestHandler):
+    """aiohttp answers a request it cannot parse (a request line or header longer than 8190 bytes, a control
+    character in a header, a malformed head) with a 400 whose text is the parser's message, which quotes the
+    request (query strings, header values: what was sent), and logs that with a traceback. Here such a request
+    is answered with its status and a fixed text, and logged with the kind of reason only. (A 500 keeps
+    aiohttp's answer, which repeats nothing.)"""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        log.info("http_request_unreadable", status=status, reason=type(exc).__name__)
+        response = web.Response(status=status, text=f"{status}: the request could not be read")
+        response.force_close()
+        return response
+
+
+class QuietServer(web.Server):
+    """A ``web.Server`` whose connections are handled by :class:`QuietRequestHandler`."""
+
+    def __call__(self) -> RequestHandler:
+        return QuietRequestHandler(self, loop=self._loop, **self._kwargs)

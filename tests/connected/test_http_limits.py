@@ -136,3 +136,27 @@ async def test_a_client_that_goes_away_mid_body_is_not_a_server_error(
     assert server.requests("5xx") == 0
     assert not [r for r in caplog.records if "Error handling request" in r.getMessage()]
     assert server.bodies == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /echo?q=Karin+Sundberg" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a line too long
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Name: Karin Sundberg\x00\r\n\r\n",  # a NUL byte in a header
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Name: Karin Sundberg" + b"a" * 9000 + b"\r\n\r\n",  # a header too long
+    ],
+)
+async def test_a_request_that_cannot_be_read_is_a_400_that_repeats_nothing(
+    server: Server, head: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's own answer quoted the request (the receiver fuzz found it: a query string came back in the 400)
+    and logged it with a traceback."""
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await server.connect()
+    writer.write(head)
+    await writer.drain()
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.split(b" ")[1] == b"400", answer  # HTTP/1.0 when even the request line could not be read
+    assert b"Karin" not in answer
+    assert "Karin" not in caplog.text
