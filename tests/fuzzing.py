@@ -9,14 +9,19 @@ replays it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, example, given
+from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 EXAMPLES_ENV = "SKOLSYNK_FUZZ_EXAMPLES"
 SEED_ENV = "SKOLSYNK_FUZZ_SEED"
@@ -97,3 +102,28 @@ class Tally:
 
 #: The session's tally.
 TALLY = Tally()
+
+
+async def send_generated_sequences(
+    send: Callable[[Any], Awaitable[None]],
+    calls: st.SearchStrategy[Any],
+    found: Sequence[Any],
+    *,
+    target: Target,
+    default_examples: int,
+) -> None:
+    """Send hypothesis-generated sequences of one to four calls (``found``: a sequence pinned as an example,
+    what the fuzzing found before) with ``send``, which checks each answer. Hypothesis drives a plain function
+    in a worker thread; the calls run on the test's event loop."""
+    loop = asyncio.get_running_loop()
+    target.seed = seed()
+
+    @hypothesis_seed(target.seed)
+    @hypothesis_profile(examples(default_examples, scale=4))
+    @given(sequence=st.lists(calls, min_size=1, max_size=4))
+    @example(sequence=list(found))
+    def run(sequence: list[Any]) -> None:
+        for call in sequence:
+            asyncio.run_coroutine_threadsafe(send(call), loop).result(timeout=60)
+
+    await asyncio.to_thread(run)

@@ -26,7 +26,6 @@ the inputs tried are tallied (``tests/fuzzing.py``).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import io
 import json
@@ -39,8 +38,6 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from hypothesis import example, given
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from yarl import URL
 
@@ -426,18 +423,5 @@ async def receiver(settings: ServiceSettings) -> AsyncIterator[Receiver]:
 
 
 async def test_generated_requests_never_get_a_server_error_nor_store_what_was_refused(receiver: Receiver):
-    loop = asyncio.get_running_loop()
-    seed = fuzzing.seed()
-    receiver.tally.seed = seed
-
-    @hypothesis_seed(seed)
-    @fuzzing.hypothesis_profile(fuzzing.examples(40, scale=4))
-    @given(sequence=st.lists(calls(), min_size=1, max_size=4))
-    @example(sequence=FOUND)
-    def requests(sequence: list[Call]) -> None:
-        # Hypothesis drives a plain function in a worker thread; the requests run on the loop.
-        for call in sequence:
-            asyncio.run_coroutine_threadsafe(receiver.send(call), loop).result(timeout=60)
-
-    await asyncio.to_thread(requests)
+    await fuzzing.send_generated_sequences(receiver.send, calls(), FOUND, target=receiver.tally, default_examples=40)
     print("answers (method, status): count", sorted(receiver.statuses.items()))

@@ -24,7 +24,6 @@ inputs tried are tallied (``tests/fuzzing.py``).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections import Counter
@@ -35,8 +34,6 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from hypothesis import example, given
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from yarl import URL
 
@@ -324,19 +321,6 @@ FOUND = [
 
 
 async def test_generated_calls_never_get_a_server_error_nor_trigger_anything_when_refused(webhook: Webhook):
-    loop = asyncio.get_running_loop()
-    seed = fuzzing.seed()
-    webhook.tally.seed = seed
-
-    @hypothesis_seed(seed)
-    @fuzzing.hypothesis_profile(fuzzing.examples(40, scale=4))
-    @given(sequence=st.lists(calls(), min_size=1, max_size=4))
-    @example(sequence=FOUND)
-    def notices(sequence: list[Call]) -> None:
-        # Hypothesis drives a plain function in a worker thread; the calls run on the loop.
-        for call in sequence:
-            asyncio.run_coroutine_threadsafe(webhook.send(call), loop).result(timeout=60)
-
-    await asyncio.to_thread(notices)
+    await fuzzing.send_generated_sequences(webhook.send, calls(), FOUND, target=webhook.tally, default_examples=40)
     print("answers (status: count)", sorted(webhook.statuses.items()), "runs triggered:", webhook.runs)
     assert webhook.runs >= 1  # the pinned valid notice at least
