@@ -49,14 +49,27 @@ class TrustedProxies:
         return any(ip in network for network in self.networks)
 
     def resolve(self, request: web.Request) -> web.Request:
-        """The request as the browser made it, when a trusted proxy forwarded it; else unchanged.
+        """The request as the browser made it, when a trusted proxy forwarded it; else unchanged. (Before
+        its body is read: a request cannot be cloned after.)"""
+        changes = self.forwarded(request)
+        return request.clone(**changes) if changes else request
+
+    def client_address(self, request: web.Request) -> str | None:
+        """The client's address as a trusted proxy forwarded it (None: not forwarded by one), without
+        cloning the request (so also after its body was read)."""
+        address = self.forwarded(request).get("remote")
+        return str(address) if address is not None else None
+
+    def forwarded(self, request: web.Request) -> dict[str, Any]:
+        """What a trusted proxy says of the request: ``scheme``, ``host`` and ``remote`` (the client), each only
+        when given and well-formed; nothing when the peer is not a trusted proxy.
 
         Of a comma-separated list the last value is the one our proxy added; ``X-Forwarded-For`` is walked
         from the right past trusted proxies to the first address that is not one (the client)."""
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         peer_address = peer[0] if isinstance(peer, tuple) and peer else None
         if not self.trusts(peer_address):
-            return request
+            return {}
         changes: dict[str, Any] = {}
         proto = _last(request.headers.get("X-Forwarded-Proto"))
         if proto in ("http", "https"):
@@ -70,7 +83,7 @@ class TrustedProxies:
                 with contextlib.suppress(ValueError):
                     changes["remote"] = str(ipaddress.ip_address(hop))
                 break
-        return request.clone(**changes) if changes else request
+        return changes
 
     def middleware(self) -> Middleware:
         @web.middleware

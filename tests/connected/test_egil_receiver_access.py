@@ -267,9 +267,14 @@ async def test_behind_a_tls_proxy_a_registered_pin_is_enough(settings, pki) -> N
                 assert await status(app, http) == 403
             async with session(pki, headers={"ssl-client-cert": "not%20a%20certificate"}) as http:
                 assert await status(app, http) == 403
+            async with session(pki, headers=stranger) as http:  # a push with a body: refused, not a 500
+                url = f"https://127.0.0.1:{app.web_ports[0]}/Organisations"
+                async with http.post(url, json={"externalId": "x"}) as response:
+                    assert response.status == 403
         assert [(r["reason"], r.get("pin"), r["peer"], r.get("forwarded_for")) for r in refused] == [
             ("unknown_pin", pki["stranger"]["pin"], "127.0.0.1", "198.51.100.8"),
             ("invalid_certificate", None, "127.0.0.1", None),
+            ("unknown_pin", pki["stranger"]["pin"], "127.0.0.1", "198.51.100.8"),
         ]
     async with serving(settings, pki, clients, egil_trusted_proxies="192.0.2.1") as app:  # we are not
         with refusal_log() as refused:

@@ -149,8 +149,7 @@ class Gate:
     def refuse(self, reason: Refusal, request: web.Request, caller: Caller, **ids: str | None) -> web.Response:
         """Log and count the refusal; the SCIM error the client gets. Through a trusted proxy the log also
         has the client's address as the proxy saw it (``X-Forwarded-For``, walked past trusted proxies)."""
-        resolved = self.proxies.resolve(request)
-        forwarded_for = resolved.remote if resolved.remote != request.remote else None
+        forwarded_for = self.proxies.client_address(request)  # the body may have been read: no clone
         self.refused(reason, pin=caller.pin, peer=caller.peer, forwarded_for=forwarded_for, **ids)
         status, detail = ANSWERS[reason]
         return web.json_response(
