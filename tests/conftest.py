@@ -28,8 +28,7 @@ from pymongo import AsyncMongoClient
 import skolsynk.service
 from skolsynk.logging import redact_personal_data
 from skolsynk.messaging import Topology
-from skolsynk.messaging.vhosts import amqp_url_with_vhost as vendor_amqp_url
-from skolsynk.messaging.vhosts import amqp_user
+from skolsynk.messaging.vhosts import amqp_url_with_vhost, amqp_user
 from skolsynk.settings import (
     DEFAULT_AMQP_URL,
     BrokerSettings,
@@ -42,7 +41,6 @@ from skolsynk.storage import MongoClient
 from skolsynk_services.dispatcher.onboarding import delete_vendor_vhost, prepare_vendor_vhost
 from skolsynk_testkit.devstack import (
     DevStackError,
-    amqp_url_with_vhost,
     create_vhost,
     delete_vhost,
     ensure_rabbitmq,
@@ -180,7 +178,7 @@ async def vendor_vhosts(
     async def make(vendor_id: str) -> str:
         made.append(vendor_id)
         vhost = await prepare_vendor_vhost(namespace, vendor_id, dispatcher_user=amqp_user(url))
-        return vendor_amqp_url(url, vhost)
+        return amqp_url_with_vhost(url, vhost)
 
     try:
         yield make

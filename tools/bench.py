@@ -87,10 +87,11 @@ from skolsynk.domain.selection import ProjectedResource
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorSubscription
 from skolsynk.logging import configure_logging
+from skolsynk.messaging.vhosts import amqp_url_with_vhost
 from skolsynk.settings import DEFAULT_AMQP_URL
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk_testkit.devstack import DevStackError, ServiceProcess, amqp_url_with_vhost, ensure_rabbitmq, rabbitmqctl
+from skolsynk_testkit.devstack import DevStackError, ServiceProcess, ensure_rabbitmq, rabbitmqctl
 from skolsynk_testkit.synthetic import SizeSpec, change_set, full_run, generate, incremental_run, today
 
 OUT = ROOT / ".bench"

@@ -34,7 +34,7 @@ from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import ProjectedResource, StoredEntity, TenantState, project
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorProfile, VendorSubscription
-from skolsynk.messaging.vhosts import amqp_user
+from skolsynk.messaging.vhosts import amqp_url_with_vhost, amqp_user
 from skolsynk.settings import DEFAULT_AMQP_URL
 from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk_services.dispatcher.onboarding import onboard_vendor, vendor_user_name, vendor_vhost
@@ -43,7 +43,6 @@ from skolsynk_testkit.devstack import (
     DevStackError,
     MongoWireServer,
     ServiceProcess,
-    amqp_url_with_vhost,
     create_vhost,
     delete_vhost,
     ensure_rabbitmq,

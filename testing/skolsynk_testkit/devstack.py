@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import yaml
@@ -89,11 +88,6 @@ def create_vhost(name: str, user: str = "guest") -> None:
 
 def delete_vhost(name: str) -> None:
     rabbitmqctl("delete_vhost", name)
-
-
-def amqp_url_with_vhost(base_url: str, vhost: str) -> str:
-    parts = urlsplit(base_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, parts.fragment))
 
 
 # --- the Mongo wire server --------------------------------------------------------------------

@@ -31,6 +31,7 @@ from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.messaging import BatchConsumer
 from skolsynk.messaging.publisher import HEADER_FAILURE_REASON
+from skolsynk.messaging.vhosts import amqp_url_with_vhost
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.deliveries import DeliveryLedger, LedgerRecord
@@ -50,7 +51,7 @@ from skolsynk_services.dispatcher.onboarding import (
 from skolsynk_services.dispatcher.vendor_feed import FEED_VHOST_MISSING
 from skolsynk_services.normaliser.app import NormaliserSettings
 from skolsynk_services.normaliser.app import build as build_normaliser
-from skolsynk_testkit.devstack import amqp_url_with_vhost, rabbitmqctl, write_vendor_catalogue
+from skolsynk_testkit.devstack import rabbitmqctl, write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes, without_person
 from tests.helpers import delete_topology, drain_queue, queue_depth, wait_for
