@@ -877,3 +877,73 @@ async def test_a_vendor_without_a_shared_credential_serves_organisers_with_their
         )
     finally:
         await vendor.stop()
+
+
+async def test_an_organiser_whose_own_credentials_cannot_be_opened_waits_and_is_never_sent_as_the_shared_tenant(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: an organiser's own credentials that this installation cannot open (sealed with another
+    secrets key, or damaged) never make its data go out with the catalogue entry's credentials, into the
+    vendor's shared tenant: its deliveries wait as ``own_credentials_unusable`` (Swedish and English), the
+    admin lists the pair as unreadable, and setting them again delivers to its own tenant."""
+    shared, own_key = "shared-key-" + "0" * 16, "kommun-a-key-" + "a" * 16
+    vendor = FakeEgilVendor(api_keys={shared: "shared", own_key: "vendor-a"})
+    await vendor.start()
+    monkeypatch.setenv(KEY_ENV, shared)
+    try:
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, vendor.base_url))
+        assert status == 200
+        path = f"/catalogue/vendors/{VENDOR}/credentials"
+        status, _ = await stack.call("PUT", f"{path}/{TENANT}", {"api_key": own_key})
+        assert status == 200
+        # Sealed with a key this installation does not have (as after a secrets key changed without re-sealing).
+        await stack.admin.db["vendor_credentials"].update_one(
+            {"tenant_id": TENANT}, {"$set": {"sealed": "gAAAAAB-sealed-with-another-key"}}
+        )
+        status, listed = await stack.call("GET", path)
+        assert status == 200
+        assert [(c["tenant_id"], c["readable"]) for c in listed] == [(TENANT, False)]
+
+        await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
+        worker = stack.pool.workers[VENDOR]
+        assert worker.scim is not None
+        scim = worker.scim
+        await wait_for(lambda: scim.unusable_tenants == {TENANT}, what="the pair known as unusable")
+        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+        await SubscriptionStore(stack.normaliser.db).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
+            )
+        )
+        await sync(stack, records)
+
+        async def health() -> dict[str, Any]:
+            status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
+            assert status == 200, body
+            found: dict[str, Any] = body["health"]
+            return found
+
+        async def waiting() -> bool:
+            return (await health()).get("last_error") == "own_credentials_unusable"
+
+        await wait_for(waiting, timeout=30, what="the organiser waiting for usable credentials")
+        state = await health()
+        assert "går inte att använda" in state["last_error_sv"]
+        assert "cannot be used" in state["last_error_en"]
+        assert vendor.requests == []  # nothing went out, least of all with the shared key
+        assert worker.drift is not None
+        report = await worker.drift.check()  # its tenant cannot be read: not compared, not mixed with the shared
+        assert (report.missing, report.ghosts) == ({}, {})
+
+        status, listed = await stack.call("PUT", f"{path}/{TENANT}", {"api_key": own_key})
+        assert status == 200
+        assert [(c["tenant_id"], c["readable"]) for c in listed] == [(TENANT, True)]
+        await wait_for(
+            lambda: len(vendor.resources("vendor-a", "Users")) == 5, timeout=90, what="delivered with the key set again"
+        )
+        assert vendor.resources("shared", "Users") == {}
+    finally:
+        await vendor.stop()

@@ -30,6 +30,12 @@ TEXTS: dict[str, DeliveryErrorText] = {
         "Huvudmannen har inga egna inloggningsuppgifter hos leverantören än (en driftoperatör lägger in dem).",
         "The organiser has no credentials of its own at the vendor yet (an operator sets them).",
     ),
+    "own_credentials_unusable": DeliveryErrorText(
+        "Huvudmannens egna inloggningsuppgifter hos leverantören går inte att använda (sparade med en annan "
+        "nyckel eller skadade); en driftoperatör lägger in dem igen. Ändringarna väntar.",
+        "The organiser's own credentials at the vendor cannot be used (sealed with another key, or damaged); "
+        "an operator sets them again. The changes wait.",
+    ),
     "feed_vhost_missing": DeliveryErrorText(
         "Leverantörens kö är inte upprättad än (en driftoperatör ansluter leverantören); ändringarna väntar.",
         "The vendor's feed is not set up yet (an operator onboards the vendor); the changes wait.",

@@ -30,6 +30,10 @@ class PairCredentials:
     api_key: str | None = None
     certificate_pem: str | None = None
     key_pem: str | None = None
+    #: The pair has credentials of its own that this installation cannot open (sealed with another secrets
+    #: key, or damaged): its organiser is not delivered at all until an operator sets them again, never with
+    #: the catalogue entry's credentials (that would put its data in another tenant at the vendor).
+    unusable: bool = False
 
     @property
     def identity_fingerprint(self) -> str | None:
@@ -104,18 +108,27 @@ class VendorCredentials:
         return result.deleted_count == 1
 
     async def listed(self, vendor_id: str) -> builtins.list[Document]:
-        """The vendor's pairs without their secrets: tenant, version, when and by whom set."""
-        cursor = self.collection.find({"vendor_id": vendor_id}, {"sealed": 0}).sort("tenant_id", 1)
-        return [doc async for doc in cursor]
+        """The vendor's pairs without their secrets: tenant, version, when and by whom set, and ``readable``:
+        whether this installation can open them (False: sealed with another secrets key, or damaged)."""
+        listed: builtins.list[Document] = []
+        async for doc in self.collection.find({"vendor_id": vendor_id}).sort("tenant_id", 1):
+            try:
+                self.box.open(str(doc.pop("sealed", "")))
+                doc["readable"] = True
+            except (ValueError, KeyError, TypeError):
+                doc["readable"] = False
+            listed.append(doc)
+        return listed
 
     async def credentials(self, vendor_id: str) -> dict[str, PairCredentials]:
         """tenant -> the opened credentials of the vendor's pairs (a pair this installation cannot open is
-        left out: its organiser is delivered with the catalogue entry's credentials, and the admin says why)."""
+        marked ``unusable``: its organiser waits, and the admin says why)."""
         found: dict[str, PairCredentials] = {}
         async for doc in self.collection.find({"vendor_id": vendor_id}):
             try:
                 secret = self.box.open(str(doc["sealed"]))
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError):
+                found[str(doc["tenant_id"])] = PairCredentials(unusable=True)
                 continue
             found[str(doc["tenant_id"])] = PairCredentials(
                 api_key=secret.get("api_key"),

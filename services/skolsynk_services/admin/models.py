@@ -484,6 +484,9 @@ class VendorCredential(BaseModel):
     certificate_not_after: datetime | None = None
     updated_at: datetime
     updated_by: str
+    #: False when this installation cannot open them (sealed with another secrets key, or damaged): the
+    #: organiser's deliveries to the vendor wait (``own_credentials_unusable``) until they are set again.
+    readable: bool = True
 
 
 class CatalogueVendor(BaseModel):

@@ -41,6 +41,9 @@ MAX_VENDOR_TEXT = 300
 
 #: The failure code of an organiser without credentials at a vendor whose entry has none of its own.
 NO_CREDENTIALS = "no_credentials"
+#: The organiser has credentials of its own at the vendor that cannot be used (sealed with another secrets
+#: key, damaged, or a certificate TLS refuses to load): it waits, never sent with the catalogue entry's.
+OWN_CREDENTIALS_UNUSABLE = "own_credentials_unusable"
 
 
 class VendorUnavailable(TransientError):
@@ -127,6 +130,8 @@ class EgilScimClient:
         self._tenant_sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
         #: Sessions of rotated or removed certificates, closed once their requests can have ended.
         self._retired: list[tuple[float, aiohttp.ClientSession]] = []
+        #: Organisers whose own credentials cannot be used: nothing is sent for them.
+        self.unusable_tenants: set[str] = set()
         self._limiter = AsyncLimiter(delivery.burst, delivery.burst / delivery.rate_per_second)
         self._slots = asyncio.Semaphore(delivery.concurrency)
         self._session: aiohttp.ClientSession | None = None
@@ -156,8 +161,9 @@ class EgilScimClient:
 
     @property
     def own_tenants(self) -> set[str]:
-        """The organisers with credentials of their own at this vendor (a tenant of their own there)."""
-        return set(self.tenant_keys) | set(self._tenant_sessions)
+        """The organisers with credentials of their own at this vendor (a tenant of their own there), those
+        whose credentials cannot be used included."""
+        return set(self.tenant_keys) | set(self._tenant_sessions) | self.unusable_tenants
 
     async def use_credentials(self, credentials: Mapping[str, PairCredentials]) -> None:
         """The organisers' own credentials at this vendor (``vendor_credentials``): API keys go in each
@@ -165,6 +171,7 @@ class EgilScimClient:
         certificate per connection). A rotated certificate gets a new session; the old one is closed once
         its requests can have ended."""
         self.tenant_keys = {t: c.api_key for t, c in credentials.items() if c.api_key}
+        unusable = {t for t, c in credentials.items() if c.unusable}
         now = time.monotonic()
         for tenant, (fingerprint, session) in list(self._tenant_sessions.items()):
             wanted = credentials.get(tenant)
@@ -178,7 +185,10 @@ class EgilScimClient:
             try:
                 self._tenant_sessions[tenant] = (own, self._new_session(wanted))
             except (ssl.SSLError, ValueError):
-                log.warning("pair_certificate_unusable", tenant_id=tenant, vendor_id=self.vendor_id)
+                unusable.add(tenant)  # TLS refuses the certificate or key: logged below, once
+        for tenant in sorted(unusable - self.unusable_tenants):
+            log.warning("pair_credentials_unusable", tenant_id=tenant, vendor_id=self.vendor_id)
+        self.unusable_tenants = unusable
         grace = self.delivery.timeout_seconds + 5
         for retired_at, session in [r for r in self._retired if now - r[0] > grace]:
             self._retired.remove((retired_at, session))
@@ -236,6 +246,12 @@ class EgilScimClient:
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, tenant_id: str | None = None
     ) -> tuple[int, str]:
+        if tenant_id is not None and tenant_id in self.unusable_tenants:
+            # Its own credentials exist but cannot be used: never fall back to the catalogue entry's (its data
+            # would land in another tenant at the vendor). Its changes wait until an operator sets them again.
+            raise VendorUnavailable(
+                f"{method} {path.split('/')[0]}: own credentials unusable", code=OWN_CREDENTIALS_UNUSABLE
+            )
         if not self.delivery.auth.shared_credential and not self._has_own_credentials(tenant_id):
             # The vendor's entry has no credential of its own and this organiser none yet: nothing to send
             # with (not retried here). Its changes wait on the retry ladder until an operator sets them.

@@ -90,6 +90,7 @@ class VendorAdmin(AdminCore):
                 certificate_not_after=d.get("certificate_not_after"),
                 updated_at=d["updated_at"],
                 updated_by=str(d.get("updated_by") or ""),
+                readable=bool(d.get("readable", True)),
             )
             for d in await self.credentials.listed(vendor_id)
         ]
