@@ -11,15 +11,14 @@ from datetime import date
 
 import pytest
 
-from skolsynk.adapters.ss12000_api import from_ss12000
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity
-from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
+from skolsynk.domain.ss12000 import EMAIL, ENTITY_MODELS, EntityKind
 from skolsynk_services.normaliser.validation import RecordValidator
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
-from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api, to_ss12000
+from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api, is_mailbox
 from skolsynk_testkit.synthetic import (
     DEFECTS,
     SIZES,
@@ -211,12 +210,19 @@ def test_the_ss12000_fake_serves_the_organiser_and_the_puller_mapping_reads_it_b
     fake = FakeSs12000Api(auth="none")
     counts = fake.load_records(small)
     assert counts["persons"] == sum(1 for r in small if r.kind is EntityKind.PERSON)
+    back = {(r.kind, r.key): r.data for r in fake.records()}
+    assert len(back) == len(small)
+    dropped = 0
     for record in small:
-        endpoint, obj = to_ss12000(record)
-        (back,) = from_ss12000(endpoint, obj)
-        assert (back.kind, back.key) == (record.kind, record.key)
-        defaults = {"external_identifiers": []} if record.kind is EntityKind.PERSON else {}
-        assert back.data == {**defaults, **record.data}, record.kind
+        expected = dict(record.data)
+        if record.kind is EntityKind.PERSON:
+            expected.setdefault("external_identifiers", [])
+            # What 2.1 cannot carry: an e-mail address that is not one (the normaliser drops it anyway).
+            expected["emails"] = [e for e in record.data["emails"] if is_mailbox(e["value"])]
+            dropped += len(record.data["emails"]) - len(expected["emails"])
+            assert not any(EMAIL.match(e["value"]) for e in record.data["emails"] if e not in expected["emails"])
+        assert back[(record.kind, record.key)] == expected, record.kind
+    assert dropped > 0
     changes = change_set(small, seed=1, on=DAY)
     fake.apply_changes(changes.changed, changes.deleted)
     assert {d[2] for d in fake.deletions} == changes.left

@@ -29,7 +29,9 @@ third-party code. Behaviour:
   :func:`skolsynk_testkit.synthetic.generate`), :meth:`FakeSs12000Api.apply_changes` applies a
   :class:`~skolsynk_testkit.synthetic.ChangeSet`'s changes and deletions;
   :func:`to_ss12000` is the mapping (the inverse of
-  ``skolsynk.adapters.ss12000_api.from_ss12000``).
+  ``skolsynk.adapters.ss12000_api.from_ss12000``); what it makes is valid against the 2.1 OpenAPI for
+  every record the synthetic generator makes (``tests/unit/test_fake_ss12000_schema.py``).
+  :meth:`FakeSs12000Api.records` is what a full pull reads back.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import base64
 import binascii
 import copy
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,16 +51,19 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
+from skolsynk.adapters.ss12000_api import from_ss12000
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk_testkit.fakes._server import FakeHttpServer, query_lists
 
 __all__ = [
+    "CALENDAR_EVENTS_REQUIRED",
     "DELETED_LIST_KEYS",
     "ENDPOINTS",
     "ENDPOINT_TYPES",
     "FakeSs12000Api",
     "RequestRecord",
+    "is_mailbox",
     "to_ss12000",
 ]
 
@@ -147,16 +153,43 @@ def _present(data: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, An
     return {target: data[source] for source, target in fields.items() if data.get(source) is not None}
 
 
-def _reference(value: Any) -> dict[str, Any] | None:
-    return None if value is None else {"id": str(value)}
+def _references(data: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+    """The canonical ``data``'s present references as SS 12000 ObjectReferences (a missing one is left
+    out: 2.1 allows no ``null`` reference)."""
+    return {target: {"id": str(data[source])} for source, target in fields.items() if data.get(source) is not None}
+
+
+#: An e-mail address as 2.1's ``format: email`` accepts it (RFC 5321 Mailbox), in its common form:
+#: a dot-atom local part, ``@`` and a domain of host-name labels. Quoted local parts and address
+#: literals are valid too but not served (nothing skolsynk makes has them).
+_ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_MAILBOX: Final = re.compile(rf"(?=.{{1,64}}@){_ATEXT}(?:\.{_ATEXT})*@(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
+
+
+def is_mailbox(value: Any) -> bool:
+    """Whether ``value`` is an e-mail address 2.1 lets a source serve (``Email.value``, ``format: email``)."""
+    return isinstance(value, str) and _MAILBOX.match(value) is not None
+
+
+#: ``Activity.calendarEventsRequired`` is required in 2.1 and the canonical model has no such field: the
+#: fake serves no calendar events, so none are required.
+CALENDAR_EVENTS_REQUIRED: Final = False
 
 
 def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
     """A canonical record as the SS 12000 2.1 object a source API would serve, and its collection: the
     inverse of :func:`skolsynk.adapters.ss12000_api.from_ss12000` (organisation -> ``Huvudman``, school unit
     -> ``Skolenhet`` under its organisation, persons with ``civicNo``, e-mails and enrolments, duties,
-    groups with memberships, activities with groups and teachers). Values are not validated, so a
-    defect in the record reaches the puller and the normaliser as it is."""
+    groups with memberships, activities with groups and teachers).
+
+    What it makes is valid against the 2.1 OpenAPI for every record the synthetic generator makes
+    (``tests/unit/test_fake_ss12000_schema.py`` checks it): a missing reference is left out, never
+    ``null``; ``Activity.calendarEventsRequired``, which the canonical model lacks, is
+    :data:`CALENDAR_EVENTS_REQUIRED`; an e-mail address that is not one (:func:`is_mailbox`, the
+    generator's ``email.invalid`` defect) is left out, as a source that keeps to the schema cannot serve
+    it. Other values are not validated, so any other defect reaches the puller and the normaliser as it
+    is; to serve an object 2.1 does not allow, :meth:`FakeSs12000Api.put` it."""
     data, kind = record.data, record.kind
     obj: dict[str, Any] = {"id": record.key}
     if kind is EntityKind.ORGANISATION:
@@ -181,8 +214,7 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
                 **_DATES,
             },
         )
-        if data.get("organisation") is not None:
-            obj["parentOrganisation"] = _reference(data["organisation"])
+        obj |= _references(data, {"organisation": "parentOrganisation"})
     elif kind is EntityKind.PERSON:
         obj |= _present(
             data,
@@ -192,10 +224,15 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
                 "middle_name": "middleName",
                 "birth_date": "birthDate",
                 "security_marking": "securityMarking",
+                "person_status": "personStatus",
             },
         )
         obj["eduPersonPrincipalNames"] = list(data.get("eppn") or [])
-        obj["emails"] = [_present(e, {"value": "value", "type": "type"}) for e in data.get("emails") or []]
+        obj["emails"] = [
+            _present(e, {"value": "value", "type": "type"})
+            for e in data.get("emails") or []
+            if is_mailbox(e.get("value"))
+        ]
         if data.get("civic_no") is not None:
             obj["civicNo"] = {"value": data["civic_no"], "nationality": "SE"}
         obj["externalIdentifiers"] = [
@@ -204,7 +241,7 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
         ]
         obj["enrolments"] = [
             {
-                "enroledAt": _reference(e.get("school_unit")),
+                **_references(e, {"school_unit": "enroledAt"}),
                 **_present(
                     e,
                     {
@@ -219,19 +256,20 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
             for e in data.get("enrolments") or []
         ]
     elif kind is EntityKind.DUTY:
-        obj |= {"person": _reference(data.get("person")), "dutyAt": _reference(data.get("school_unit"))}
+        obj |= _references(data, {"person": "person", "school_unit": "dutyAt"})
         obj |= _present(data, {"role": "dutyRole", "signature": "signature", **_DATES})
     elif kind is EntityKind.GROUP:
         obj |= _present(
             data, {"display_name": "displayName", "group_type": "groupType", "school_type": "schoolType", **_DATES}
         )
-        obj["organisation"] = _reference(data.get("school_unit"))
+        obj |= _references(data, {"school_unit": "organisation"})
         obj["groupMemberships"] = [
-            {"person": _reference(m.get("person")), **_present(m, _DATES)} for m in data.get("memberships") or []
+            {**_references(m, {"person": "person"}), **_present(m, _DATES)} for m in data.get("memberships") or []
         ]
     elif kind is EntityKind.ACTIVITY:
         obj |= _present(data, {"display_name": "displayName", **_DATES})
-        obj["organisation"] = _reference(data.get("school_unit"))
+        obj["calendarEventsRequired"] = CALENDAR_EVENTS_REQUIRED
+        obj |= _references(data, {"school_unit": "organisation"})
         obj["groups"] = [{"id": str(g)} for g in data.get("groups") or []]
         obj["teachers"] = [{"duty": {"id": str(t)}} for t in data.get("teachers") or []]
     else:
@@ -326,6 +364,17 @@ class FakeSs12000Api(FakeHttpServer[RequestRecord]):
         self.load_records(changed, modified=stamp)
         for deletion in deleted:
             self.delete(KIND_ENDPOINTS[deletion.kind], deletion.key, at=stamp)
+
+    def records(self) -> list[SourceRecord]:
+        """What a full pull reads from the fake now: every object it serves, through the puller's mapping
+        (:func:`~skolsynk.adapters.ss12000_api.from_ss12000`). The records loaded, less what 2.1 cannot
+        carry (see :func:`to_ss12000`)."""
+        return [
+            record
+            for endpoint in ENDPOINTS
+            for obj in self.data[endpoint].values()
+            for record in from_ss12000(endpoint, obj)
+        ]
 
     # ------------------------------------------------------------------------------------------
     # faults
