@@ -55,6 +55,7 @@ from skolsynk.adapters.ss12000_api import from_ss12000
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk_testkit.fakes._server import FakeHttpServer, query_lists
+from skolsynk_testkit.fakes.ss12000_subscriptions import FakeSubscriptions
 
 __all__ = [
     "CALENDAR_EVENTS_REQUIRED",
@@ -313,6 +314,8 @@ class FakeSs12000Api(FakeHttpServer[RequestRecord]):
         self._tokens: dict[str, float] = {}
         self._cursors: dict[str, _Cursor] = {}
         self._faults = _Faults()
+        #: ``/subscriptions`` and ``/log`` (:mod:`skolsynk_testkit.fakes.ss12000_subscriptions`).
+        self.subscriptions = FakeSubscriptions(self)
 
     # ------------------------------------------------------------------------------------------
     # data
@@ -431,6 +434,7 @@ class FakeSs12000Api(FakeHttpServer[RequestRecord]):
         for endpoint in ENDPOINTS:
             app.router.add_get(f"{self.base_path}/{endpoint}", self._list)
         app.router.add_get(f"{self.base_path}/deletedEntities", self._deleted)
+        self.subscriptions.add_routes(app, self.base_path)
         return app
 
     # ------------------------------------------------------------------------------------------
