@@ -251,6 +251,10 @@ def _vendor_credentials(vendor_id: str, entry: dict[str, Any]) -> tuple[list[Any
 #: The dispatcher that serves every vendor of the catalogue in the store (SKOLSYNK_VENDOR_ID unset): a vendor
 #: an operator adds in the admin is delivered to by it, without a new Deployment.
 SHARED_DISPATCHER = "dispatcher-shared"
+#: The Secret whose keys organisers' own vendor credentials may name instead of sealed values (optional; each
+#: key a file, updated in place by the kubelet, so a rotation needs no restart: docs/vendors.md).
+PAIR_CREDENTIALS_SECRET = "skolsynk-pair-credentials"  # noqa: S105 (a Secret's name)
+PAIR_CREDENTIALS_DIR = "/var/run/skolsynk/pair-credentials"
 
 
 def dispatcher_manifests(vendor_id: str | None, entry: dict[str, Any] | None = None) -> list[Manifest]:
@@ -258,7 +262,18 @@ def dispatcher_manifests(vendor_id: str | None, entry: dict[str, Any] | None = N
     ``vendor_id=None`` the Deployment and budget of the shared one (every vendor; each has its own queue, so
     no single queue to scale it on: its replicas are set by hand)."""
     credentials_env, credentials_mounts, credentials_volumes = (
-        _vendor_credentials(vendor_id, entry or {}) if vendor_id is not None else ([], [], [])
+        _vendor_credentials(vendor_id, entry or {})
+        if vendor_id is not None
+        else (
+            [{"name": "SKOLSYNK_VENDOR_SECRETS_DIR", "value": PAIR_CREDENTIALS_DIR}],
+            [{"name": "pair-credentials", "mountPath": PAIR_CREDENTIALS_DIR, "readOnly": True}],
+            [
+                {
+                    "name": "pair-credentials",
+                    "secret": {"secretName": PAIR_CREDENTIALS_SECRET, "optional": True, "defaultMode": 0o440},
+                }
+            ],
+        )
     )
     name = f"dispatcher-{vendor_id}" if vendor_id is not None else SHARED_DISPATCHER
     labels = {

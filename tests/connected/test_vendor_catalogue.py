@@ -947,3 +947,68 @@ async def test_an_organiser_whose_own_credentials_cannot_be_opened_waits_and_is_
         assert vendor.resources("shared", "Users") == {}
     finally:
         await vendor.stop()
+
+
+async def test_an_organisers_credentials_as_references_to_a_mounted_secret_are_read_and_rotated_from_it(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: a pair's credentials can be secret references, the keys of the Kubernetes Secret mounted in
+    the dispatchers (``SKOLSYNK_VENDOR_SECRETS_DIR``): nothing secret is stored, the dispatcher reads the
+    files at every poll (a rotated Secret is used without a restart), and a reference naming nothing readable
+    makes the organiser wait (``own_credentials_unusable``), never go out with the shared credentials."""
+    shared, key_a, key_a2 = ("shared-key-" + c * 16 for c in "0az")
+    vendor = FakeEgilVendor(api_keys={shared: "shared", key_a: "vendor-a"})
+    await vendor.start()
+    monkeypatch.setenv(KEY_ENV, shared)
+    mounted = tmp_path / "vendor-credentials"
+    mounted.mkdir()
+    stack.pool.secrets_dir = mounted
+    try:
+        status, _ = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", catalogue_entry(tmp_path, vendor.base_url))
+        assert status == 200
+        path = f"/catalogue/vendors/{VENDOR}/credentials"
+        for wrong in ({"api_key_ref": "../etc/passwd"}, {"api_key": key_a, "api_key_ref": "a"},
+                      {"client_certificate_ref": "cert"}):  # fmt: skip
+            status, problem = await stack.call("PUT", f"{path}/{TENANT}", wrong)
+            assert status == 422, problem
+        status, listed = await stack.call("PUT", f"{path}/{TENANT}", {"api_key_ref": "kommun-a-api-key"})
+        assert status == 200, listed
+        assert [(c["kinds"], c["secret_refs"], c["readable"]) for c in listed] == [
+            (["api_key"], {"api_key": "kommun-a-api-key"}, True)
+        ]
+        stored = await stack.admin.db["vendor_credentials"].find_one({"tenant_id": TENANT})
+        assert stored is not None
+        assert stored["sealed"] is None  # nothing secret in the store
+
+        await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served")
+        worker = stack.pool.workers[VENDOR]
+        assert worker.scim is not None
+        scim = worker.scim
+        # Not in the Secret yet: the organiser waits.
+        await wait_for(lambda: scim.unusable_tenants == {TENANT}, what="a reference naming nothing readable")
+        (mounted / "kommun-a-api-key").write_text(key_a + "\n")
+        await wait_for(lambda: scim.tenant_keys.get(TENANT) == key_a, what="the key read from the Secret")
+        assert scim.unusable_tenants == set()
+        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+        await SubscriptionStore(stack.normaliser.db).save(
+            VendorSubscription(
+                tenant_id=TENANT,
+                vendor_id=VENDOR,
+                school_unit_codes=frozenset(school_unit_codes(records)),
+                test_mode=False,
+            )
+        )
+        await sync(stack, records)
+        await wait_for(lambda: len(vendor.resources("vendor-a", "Users")) == 5, timeout=60, what="delivered")
+
+        # Rotation in the Secret alone (as the kubelet updates the mounted file): used within a poll.
+        vendor.api_keys[key_a2] = "vendor-a"
+        (mounted / "kommun-a-api-key").write_text(key_a2)
+        await wait_for(lambda: scim.tenant_keys.get(TENANT) == key_a2, what="the rotated key in use")
+        del vendor.api_keys[key_a]
+        assert worker.drift is not None
+        report = await worker.drift.check()
+        assert (report.missing, report.ghosts) == ({}, {})
+        assert vendor.resources("shared", "Users") == {}
+    finally:
+        await vendor.stop()

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -436,10 +436,16 @@ class Vendor(BaseModel):
     delivery: str
 
 
+#: A secret reference: a key of the Kubernetes Secret mounted in the dispatchers (SKOLSYNK_VENDOR_SECRETS_DIR).
+SecretReference = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
+
+
 class VendorCredentialIn(Body):
     """An organiser's own credentials at a vendor (write-only; stored sealed): an API key, a client
     certificate with its private key (mutual TLS: the vendor registers the certificate's pin), or both.
-    What is not given stays as it was."""
+    Each can instead be a secret reference (``*_ref``): the name of a key of the Kubernetes Secret mounted
+    in the dispatchers, read there at every poll (nothing secret in the store; the admin cannot check a
+    referenced certificate, the dispatcher does). What is not given stays as it was."""
 
     api_key: SecretStr | None = Field(default=None, description="The organiser's own API key at the vendor.")
     client_certificate_pem: str | None = Field(
@@ -447,6 +453,13 @@ class VendorCredentialIn(Body):
     )
     client_key_pem: SecretStr | None = Field(
         default=None, description="PEM private key of the client certificate, without a passphrase."
+    )
+    api_key_ref: SecretReference | None = Field(default=None, description="The Secret's key holding the API key.")
+    client_certificate_ref: SecretReference | None = Field(
+        default=None, description="The Secret's key holding the PEM client certificate."
+    )
+    client_key_ref: SecretReference | None = Field(
+        default=None, description="The Secret's key holding the certificate's PEM private key."
     )
 
     @field_validator("api_key")
@@ -465,11 +478,25 @@ class VendorCredentialIn(Body):
 
     @model_validator(mode="after")
     def _something(self) -> VendorCredentialIn:
-        if (self.client_certificate_pem is None) != (self.client_key_pem is None):
+        if self.api_key is not None and self.api_key_ref is not None:
+            raise ValueError("give api_key or api_key_ref, not both")
+        by_value = (self.client_certificate_pem is not None, self.client_key_pem is not None)
+        by_reference = (self.client_certificate_ref is not None, self.client_key_ref is not None)
+        if any(by_value) and any(by_reference):
+            raise ValueError("give the client certificate and its key as values or as references, not both")
+        if by_value[0] != by_value[1]:
             raise ValueError("client_certificate_pem and client_key_pem go together")
-        if self.api_key is None and self.client_certificate_pem is None:
-            raise ValueError("give an api_key, or a client_certificate_pem with its client_key_pem")
+        if by_reference[0] != by_reference[1]:
+            raise ValueError("client_certificate_ref and client_key_ref go together")
+        if self.api_key is None and self.api_key_ref is None and not any(by_value) and not any(by_reference):
+            raise ValueError("give an api_key, or a client_certificate_pem with its client_key_pem (or references)")
         return self
+
+    def secret_refs(self) -> dict[str, str]:
+        """The references given, by the part of the credentials they name."""
+        named = {"api_key": self.api_key_ref, "certificate_pem": self.client_certificate_ref,
+                 "key_pem": self.client_key_ref}  # fmt: skip
+        return {part: name for part, name in named.items() if name is not None}
 
 
 class VendorCredential(BaseModel):
@@ -482,6 +509,8 @@ class VendorCredential(BaseModel):
     kinds: list[Literal["api_key", "client_certificate"]] = Field(default_factory=list)
     certificate_pin: str | None = None
     certificate_not_after: datetime | None = None
+    #: Parts kept as secret references (part -> the Secret's key), read by the dispatchers.
+    secret_refs: dict[str, str] = Field(default_factory=dict)
     updated_at: datetime
     updated_by: str
     #: False when this installation cannot open them (sealed with another secrets key, or damaged): the

@@ -6,6 +6,8 @@ restart (:class:`~skolsynk_services.dispatcher.vendors.VendorPool`). The catalog
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from skolsynk.logging import get_logger
@@ -30,6 +32,11 @@ class DispatcherSettings(CatalogueSettings):
     admin_secrets_key: SecretStr | None = Field(
         default=None,
         description="The installation's key that opens the per-organiser vendor credentials the admin sealed.",
+    )
+    vendor_secrets_dir: Path | None = Field(
+        default=None,
+        description="Folder of the mounted Kubernetes Secret whose keys per-organiser vendor credentials may "
+        "reference (each key a file, read at every poll: a rotated Secret is used without a restart).",
     )
     vendor_retry_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long one delivery retries an unavailable vendor before requeueing."

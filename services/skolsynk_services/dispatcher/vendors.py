@@ -32,7 +32,7 @@ from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DeliveryHealth, retrying_seconds
 from skolsynk.storage.sources import SecretBox
 from skolsynk.storage.subscriptions import SubscriptionStore
-from skolsynk.storage.vendor_credentials import VendorCredentials
+from skolsynk.storage.vendor_credentials import PairCredentials, VendorCredentials
 from skolsynk.storage.vendors import VendorStore
 from skolsynk_services.dispatcher import drift
 from skolsynk_services.dispatcher.delivery import VendorDeliverer
@@ -260,6 +260,7 @@ class VendorPool:
         self.outbox = Outbox(app.db)
         key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
         self.credentials = VendorCredentials(app.db, SecretBox(key))
+        self.secrets_dir = settings.vendor_secrets_dir
         self.feed_metrics = FeedCompactionMetrics(app.metrics.registry)
         self.workers: dict[str, VendorWorker] = {}
         self._served: dict[str, int] = {}  # vendor id -> the catalogue version its worker runs
@@ -267,6 +268,10 @@ class VendorPool:
         self._lock = asyncio.Lock()
         #: False: workers start without consuming until :meth:`start_consuming` (a queue fills meanwhile).
         self.consuming = True
+
+    async def _pair_credentials(self, vendor_id: str) -> dict[str, PairCredentials]:
+        """The vendor's pairs' own credentials, secret references read from the mounted Secret."""
+        return await self.credentials.credentials(vendor_id, secrets_dir=self.secrets_dir)
 
     async def sync(self) -> dict[str, str]:
         """Start, restart and stop workers to match the catalogue; the vendors that could not be served,
@@ -293,7 +298,7 @@ class VendorPool:
                         self.app, self.settings, entry, self.metrics, self.feed_metrics, self.health, self.backlog
                     )
                     if worker.scim is not None:
-                        await worker.scim.use_credentials(await self.credentials.credentials(vendor_id))
+                        await worker.scim.use_credentials(await self._pair_credentials(vendor_id))
                     await worker.start(consume=self.consuming)
                 except Exception as error:  # one vendor's broken settings never keep the others from being served
                     problem = str(error) if isinstance(error, VendorNotServable) else type(error).__name__
@@ -331,7 +336,7 @@ class VendorPool:
         set or rotated in the admin is used from the next poll on, without a restart."""
         for vendor_id, worker in list(self.workers.items()):
             if worker.scim is not None:
-                await worker.scim.use_credentials(await self.credentials.credentials(vendor_id))
+                await worker.scim.use_credentials(await self._pair_credentials(vendor_id))
 
     async def refresh_health(self) -> None:
         """The delivery-health gauge of every (tenant, served vendor) pair, from the store."""

@@ -88,6 +88,7 @@ class VendorAdmin(AdminCore):
                 kinds=d.get("kinds") or ["api_key"],
                 certificate_pin=d.get("certificate_pin"),
                 certificate_not_after=d.get("certificate_not_after"),
+                secret_refs={str(k): str(v) for k, v in (d.get("secret_refs") or {}).items()},
                 updated_at=d["updated_at"],
                 updated_by=str(d.get("updated_by") or ""),
                 readable=bool(d.get("readable", True)),
@@ -107,11 +108,14 @@ class VendorAdmin(AdminCore):
         await self._tenant(principal, tenant_id)
         identity = None
         key_pem = body.client_key_pem.get_secret_value() if body.client_key_pem is not None else None
-        if body.client_certificate_pem is not None and key_pem is not None:
+        refs = body.secret_refs()
+        if body.client_certificate_pem is not None or "certificate_pem" in refs:
             scim = stored.entry.scim
             if scim is None or not scim.base_url.startswith("https://"):
+                field = "client_certificate_ref" if body.client_certificate_pem is None else "client_certificate_pem"
                 message = "a client certificate needs an EGIL SCIM vendor reached over https"
-                raise Invalid(message, errors=[{"field": "client_certificate_pem", "message": message}])
+                raise Invalid(message, errors=[{"field": field, "message": message}])
+        if body.client_certificate_pem is not None and key_pem is not None:
             try:
                 identity = client_identity(body.client_certificate_pem, key_pem)
             except ValueError as error:
@@ -125,6 +129,7 @@ class VendorAdmin(AdminCore):
                 certificate_pem=body.client_certificate_pem if identity is not None else None,
                 key_pem=key_pem if identity is not None else None,
                 identity=identity,
+                refs=refs,
                 by=principal.subject,
             )
         except SecretsUnavailable as error:

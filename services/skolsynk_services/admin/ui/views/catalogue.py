@@ -90,7 +90,14 @@ async def credential_save(request: web.Request) -> web.StreamResponse:
     tenant_id = str(form.get("tenant_id", "")).strip()
     given = {
         name: str(form.get(name, "")).strip() or None
-        for name in ("api_key", "client_certificate_pem", "client_key_pem")
+        for name in (
+            "api_key",
+            "client_certificate_pem",
+            "client_key_pem",
+            "api_key_ref",
+            "client_certificate_ref",
+            "client_key_ref",
+        )
     }
     back = url(request, "catalogue_edit", vendor=vendor_id) + "#nycklar"
     try:
@@ -107,9 +114,16 @@ async def credential_save(request: web.Request) -> web.StreamResponse:
 
 
 #: What is wrong with the credential form, by the field pydantic names (the body's rules: models.VendorCredentialIn).
-CREDENTIAL_MISSING = "Fyll i en API-nyckel, eller ett klientcertifikat med dess privata nyckel."
+CREDENTIAL_MISSING = (
+    "Fyll i en API-nyckel, eller ett klientcertifikat med dess privata nyckel. Värden eller hänvisningar "
+    "till hemligheten, inte blandat."
+)
+REFERENCE_TEXT = "En hänvisning är namnet på en nyckel i hemligheten: bokstäver, siffror, punkt, - och _."
 CREDENTIAL_FORM_TEXTS = {
     "api_key": "En API-nyckel har 16 till 512 tecken.",
+    "api_key_ref": REFERENCE_TEXT,
+    "client_certificate_ref": REFERENCE_TEXT,
+    "client_key_ref": REFERENCE_TEXT,
     "client_key_pem": "Den privata nyckeln är för lång.",
     "client_certificate_pem": "Certifikatet är för långt.",
 }
