@@ -4,7 +4,8 @@ the queries and indexes beside its code; the names are kept here with every othe
 * ``egil_resources``, ``egil_runs``: what each organiser's EGIL client pushed (its source snapshot),
   and the open incremental run per source (``services/skolsynk_services/egil_receiver/store.py``);
 * ``ss12000_sync_state``: per source the high-water mark and the last runs
-  (``services/skolsynk_services/ss12000_puller/runs.py``);
+  (``services/skolsynk_services/ss12000_puller/runs.py``), its subscription at the source and what the source
+  does not offer (``services/skolsynk_services/ss12000_puller/subscriptions.py``);
 * ``google_sync_state``: per source the last runs and the Reports API cursor
   (``services/skolsynk_services/google_connector/runs.py``);
 * ``google_watch_channels``: the Directory push-notification channels open per source (id, event, Google's

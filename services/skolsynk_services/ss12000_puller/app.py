@@ -14,7 +14,10 @@ from skolsynk.connectors.sources import SS12000
 from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.service import ServiceApp
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
+from skolsynk_services.ss12000_puller.metrics import Ss12000Metrics
 from skolsynk_services.ss12000_puller.runs import INDEXES, SOURCE_KIND, RunBounds, SyncStateStore
+from skolsynk_services.ss12000_puller.source_log import SourceLog
+from skolsynk_services.ss12000_puller.subscriptions import SubscriptionKeeper, SubscriptionStore
 from skolsynk_services.ss12000_puller.webhook import make_webhook_app
 
 SERVICE = "ss12000-puller"
@@ -39,6 +42,19 @@ class Ss12000ConnectorSettings(ConnectorSettings):
     )
     ss12000_run_deadline_seconds: float = Field(
         default=6 * 3600.0, gt=0, description="A run still reading after this long fails (run_deadline_exceeded)."
+    )
+    ss12000_subscription_renew_before_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="A source's subscription is renewed this long before it expires (halfway, if it lasts less).",
+    )
+    ss12000_subscription_check_seconds: float = Field(
+        default=3600.0, gt=0, description="How often a subscription is looked at between renewals (GET)."
+    )
+    ss12000_capability_recheck_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="A source that answered /subscriptions or /log/ with 404, 405 or 501 is asked again after this.",
     )
 
 
@@ -65,6 +81,18 @@ def build(
             max_pages=settings.ss12000_max_pages_per_listing, deadline_seconds=settings.ss12000_run_deadline_seconds
         ),
     )
+    metrics = Ss12000Metrics(app.metrics.registry)
+    store = SubscriptionStore(app.db)
+    connector.subscriptions = SubscriptionKeeper(
+        connector,
+        store,
+        metrics,
+        renew_before_seconds=settings.ss12000_subscription_renew_before_seconds,
+        check_seconds=settings.ss12000_subscription_check_seconds,
+        recheck_seconds=settings.ss12000_capability_recheck_seconds,
+        serving=app.started.wait,
+    )
+    connector.source_log = SourceLog(store, metrics, recheck_seconds=settings.ss12000_capability_recheck_seconds)
     registry = None if sources is not None else follow_registry(app, settings, SS12000, connector)
     mount(app, connector, kind=SOURCE_KIND, registry=registry)
     app.add_web_app(

@@ -9,6 +9,7 @@ a response body: bodies may contain personal data.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,6 +36,9 @@ log = get_logger(__name__)
 
 #: The code of a run that went past its deadline (every listing not yet read fails with it).
 RUN_DEADLINE_EXCEEDED = "run_deadline_exceeded"
+
+#: What a source answers for a call it does not offer (``/subscriptions``, ``/log/``): never retried.
+NOT_OFFERED: frozenset[int] = frozenset({404, 405, 501})
 
 #: A token is renewed this long before it expires (at most half its lifetime).
 TOKEN_RENEW_MARGIN_SECONDS = 60.0
@@ -125,12 +129,16 @@ class Ss12000Client(JsonApiClient):
     # requests
 
     async def interpret(self, response: aiohttp.ClientResponse) -> Any:
+        if response.status in NOT_OFFERED:
+            raise Ss12000ReadError(f"http_{response.status}")  # not a passing fault: the source has no such call
         if response.status == 429 or response.status >= 500:
             raise Retryable(response.status, retry_after(response))
         if response.status == 408:
             raise Retryable(response.status, None)
-        if response.status != 200:
+        if response.status not in (200, 201, 204):
             raise Ss12000ReadError(f"http_{response.status}")
+        if response.status == 204 or not await response.read():
+            return None  # a write without an answer (DELETE, POST /log/)
         try:
             return await response.json(content_type=None)
         except ValueError as error:
@@ -139,6 +147,23 @@ class Ss12000Client(JsonApiClient):
     async def get_json(self, path: str, params: list[tuple[str, str]]) -> Any:
         """GET ``{base_url}/{path}`` with retries; :class:`Ss12000ReadError` when it fails for good."""
         return await self.fetch_json(f"{self.source.base_url.rstrip('/')}/{path.lstrip('/')}", params)
+
+    async def send(self, method: str, path: str, body: Any = None, *, repeat: bool = True) -> Any:
+        """``method`` (POST, PATCH, DELETE) ``{base_url}/{path}`` with ``body`` as JSON; the answer's JSON, None
+        for an empty one. ``repeat=False`` sends once (a POST whose repetition would create a second
+        subscription or log entry); :class:`Ss12000ReadError` when it fails."""
+        url = f"{self.source.base_url.rstrip('/')}/{path.lstrip('/')}"
+        if repeat:
+            return await self.fetch_json(url, method=method, body=body)
+        try:
+            async with asyncio.timeout(self.retry.timeout_seconds):
+                return await self._send_once(method, url, None, {}, body)
+        except Retryable as error:
+            raise self.exhausted(error) from error
+        except TimeoutError as error:
+            raise Ss12000ReadError("timeout") from error
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+            raise Ss12000ReadError("connection") from error
 
     async def pages(
         self,

@@ -5,8 +5,10 @@ one run at a time per source, the schedule (full and incremental intervals), on-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from skolsynk.connectors.runs import Mode, utcnow
 from skolsynk.connectors.scheduling import SourceConnector, due_mode
@@ -16,6 +18,10 @@ from skolsynk.logging import get_logger
 from skolsynk.messaging import Publisher
 from skolsynk_services.ss12000_puller.client import RetryPolicy, Ss12000Client
 from skolsynk_services.ss12000_puller.runs import DEFAULT_OVERLAP, RunBounds, RunReport, SyncStateStore, run_once
+
+if TYPE_CHECKING:
+    from skolsynk_services.ss12000_puller.source_log import SourceLog
+    from skolsynk_services.ss12000_puller.subscriptions import SubscriptionKeeper
 
 log = get_logger(__name__)
 
@@ -50,6 +56,10 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
         self.request_timeout_seconds = request_timeout_seconds
         self.retry = retry
         self.overlap = overlap
+        #: The sources' subscriptions (set by ``build``; None: none are made).
+        self.subscriptions: SubscriptionKeeper | None = None
+        #: Posts failed runs to the sources' ``/log/`` (set by ``build``; None: nothing is posted).
+        self.source_log: SourceLog | None = None
         super().__init__(
             sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
         )
@@ -88,10 +98,11 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
     # runs
 
     async def _run(self, source: SourceConfig, request: Mode) -> RunReport:
-        return await run_once(
+        client = self.clients[source.key]
+        report = await run_once(
             source,
             mode=request,
-            client=self.clients[source.key],
+            client=client,
             publisher=self.publisher,
             exchange=self.exchange,
             state=self.state,
@@ -99,6 +110,14 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
             clock=self.clock,
             bounds=self.bounds,
         )
+        if not report.healthy and self.source_log is not None:
+            try:
+                await self.source_log.run_failed(source, client, report, at=self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the run is done and published: telling the source is best effort
+                log.exception("ss12000_log_post_failed", tenant_id=source.tenant_id, source_id=source.source_id)
+        return report
 
     async def run(self, source: SourceConfig, *, mode: Mode) -> RunReport:
         """One run of ``source`` (waits while another run of the same source is in progress)."""
@@ -133,3 +152,28 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
 
     def _poll_interval(self, source: SourceConfig) -> float:
         return source.incremental_interval_seconds
+
+    # ------------------------------------------------------------------------------------------
+    # subscriptions
+
+    def _start_loops(self, source: SourceConfig) -> None:
+        """The schedule (with ``scheduling``) and, whether or not it runs, the source's subscription: a puller
+        that only answers webhooks needs it most."""
+        super()._start_loops(source)
+        if self.subscriptions is not None:
+            keeper = self.subscriptions
+            self._loop_tasks.setdefault(source.key, []).append(
+                asyncio.create_task(keeper.keep(source), name=f"{self.task_prefix}-subscription:{source.key}")
+            )
+
+    async def set_sources(self, sources: Iterable[SourceConfig]) -> dict[str, str]:
+        """As every connector's; a source that leaves (removed, disabled, no longer servable) first has its
+        subscription deleted at the source, while its client is still open."""
+        listed = list(sources)
+        keys = {source.key for source in listed}
+        if self.subscriptions is not None and self._started:
+            for key, source in list(self.sources.items()):
+                if key not in keys:
+                    await self._stop_tasks(key)  # its keeper first: the removal is then the only change
+                    await self.subscriptions.remove(source)
+        return await super().set_sources(listed)

@@ -5,6 +5,7 @@ shares; this module says which collections the connector reads, in which order, 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,9 @@ class MappedPage:
 
     records: list[SourceRecord] = field(default_factory=list)
     unmappable: list[Ss12000MappingError] = field(default_factory=list)
+    #: The ``id`` of each unmappable object when it is a UUID (anything else is left out: an id is not
+    #: checked, and a source could put a civic number there), in the order of :attr:`unmappable`.
+    unmappable_ids: list[str | None] = field(default_factory=list)
 
 
 def map_page(endpoint: str, objects: Iterable[Any]) -> MappedPage:
@@ -35,7 +39,18 @@ def map_page(endpoint: str, objects: Iterable[Any]) -> MappedPage:
             page.records += from_ss12000(endpoint, obj)
         except Ss12000MappingError as error:
             page.unmappable.append(error)
+            page.unmappable_ids.append(uuid_or_none(obj.get("id") if isinstance(obj, dict) else None))
     return page
+
+
+def uuid_or_none(value: Any) -> str | None:
+    """``value`` as a canonical UUID string, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
 def map_deletions(data: Any) -> list[SourceDeletion]:

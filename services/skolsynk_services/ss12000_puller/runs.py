@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,8 @@ SOURCE_KIND = "ss12000"
 PRODUCER = "ss12000-puller"
 STATE_COLLECTION = SS12000_SYNC_STATE
 DEFAULT_OVERLAP = timedelta(minutes=5)
+#: Unmappable objects a report keeps (ids for the source's log).
+UNMAPPABLE_KEPT = 20
 
 INDEXES = [IndexSpec(STATE_COLLECTION, (("tenant_id", 1), ("source_id", 1)), "tenant_source", unique=True)]
 
@@ -55,6 +58,9 @@ class RunReport(BaseRunReport):
     deletions: int = 0
     since: datetime | None = None
     high_water_mark: datetime | None = None
+    #: Objects that could not be mapped (the first :data:`UNMAPPABLE_KEPT`): endpoint, the object's id when it
+    #: is a UUID, and ``field: problem`` (no value), for the source's ``/log/``.
+    unmappable: list[tuple[str, str | None, str]] = dc_field(default_factory=list)
 
 
 class SyncStateStore(RunStateStore):
@@ -167,9 +173,11 @@ async def _read_collection(
             if not isinstance(data, list):
                 raise Ss12000ReadError("invalid_envelope")
             mapped = map_page(endpoint, data)
-            for error in mapped.unmappable:
+            for error, object_id in zip(mapped.unmappable, mapped.unmappable_ids, strict=True):
                 # The object is missing from the run: a full run without it must not delete it.
                 report.add_error(f"{endpoint}:unmappable")
+                if len(report.unmappable) < UNMAPPABLE_KEPT:
+                    report.unmappable.append((endpoint, object_id, f"{error.field}: {error.problem}"))
                 log.warning(
                     "ss12000_object_unmappable",
                     source_id=source.source_id,

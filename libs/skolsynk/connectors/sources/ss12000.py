@@ -62,6 +62,21 @@ class SourceConfig(BaseModel):
     webhook_secret_env: str | None = Field(
         default=None, pattern=ENV_NAME, description="Or the variable holding it; neither = webhook disabled."
     )
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2000,
+        description=(
+            "The public address at which the source reaches this source's webhook: registered with the source's "
+            "/subscriptions (kept, renewed, removed by the puller); none = no subscription. Needs the webhook secret."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _subscription_needs_secret(self) -> SourceConfig:
+        if self.webhook_url is not None and self.webhook_secret is None and self.webhook_secret_env is None:
+            raise ValueError("webhook_url needs the webhook secret (webhook_secret or webhook_secret_env)")
+        return self
 
     @property
     def key(self) -> str:

@@ -136,6 +136,14 @@ SOURCE_FORMS: dict[str, tuple[FormField, ...]] = {
         FormField("auth.token_url", "Token-adress", "OAuth2: adressen där skolsynk hämtar sin åtkomsttoken.", "url"),
         FormField("auth.client_id", "Klient-ID", "OAuth2: API-klientens id."),
         FormField("auth.scope", "Scope", "OAuth2: det scope som API:t kräver (valfritt)."),
+        FormField(
+            "webhook_url",
+            "Publik webhook-adress (valfri)",
+            "Om API:t kan meddela ändringar: adressen där det når skolsynks webhook för den här källan "
+            "(…/ss12000/notify/organisation/källa, bakom er proxy som lägger till hemligheten). skolsynk "
+            "registrerar, förnyar och tar bort prenumerationen själv. Kräver hemligheten för webhook.",
+            "url",
+        ),
     ),
     models.SourceKind.EGIL.value: (),
 }
