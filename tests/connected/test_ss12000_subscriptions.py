@@ -141,6 +141,21 @@ async def test_subscribes_renews_before_expiry_and_notices_trigger_runs(make_har
     assert keys == {"2d3c4b5a-6978-4a6b-9c8d-7e6f5a4b3c20"}
 
 
+async def test_a_source_without_patch_is_renewed_by_replacement(make_harness: HarnessFactory) -> None:
+    h = await make_harness(lifetime_seconds=4.0, ss12000_subscription_check_seconds=0.2)
+    h.fake.subscriptions.renew_offered = False
+    h.fake.subscriptions.unsupported_status = 501
+    await wait_for(lambda: len(h.fake.subscriptions.live()) == 1, what="a subscription")
+    first = h.fake.subscriptions.live()[0]
+    await wait_for(lambda: calls(h.fake, "DELETE") >= 1, what="the first replaced and deleted")
+    assert calls(h.fake, "PATCH") >= 1
+    assert datetime.now(UTC) < first.expires  # a new one took over before the first ran out
+    live = h.fake.subscriptions.live()
+    assert len(live) == 1
+    assert live[0].id != first.id
+    await wait_for(lambda: _stored_id(h, live[0].id), what="the replacement stored")
+
+
 async def test_a_lost_subscription_is_made_again_and_a_restart_adds_none(make_harness: HarnessFactory) -> None:
     public = f"https://skolsynk.example.se/ss12000/notify/{TENANT}/{SOURCE}"  # behind the operator's proxy
     h = await make_harness(webhook_url=public, ss12000_subscription_check_seconds=0.2)

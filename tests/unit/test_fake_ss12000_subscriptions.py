@@ -134,6 +134,15 @@ async def test_a_source_that_offers_neither(fake: FakeSs12000Api, http: aiohttp.
     assert (await call(http, "POST", f"{fake.base_url}/log/", entry))[0] == status
 
 
+async def test_a_source_that_cannot_renew(fake: FakeSs12000Api, http: aiohttp.ClientSession) -> None:
+    fake.subscriptions.renew_offered = False
+    fake.subscriptions.unsupported_status = 405
+    status, created = await call(http, "POST", f"{fake.base_url}/subscriptions", subscription())
+    assert status == 201
+    assert (await call(http, "PATCH", f"{fake.base_url}/subscriptions/{created['id']}"))[0] == 405
+    assert (await call(http, "GET", f"{fake.base_url}/subscriptions/{created['id']}"))[0] == 200
+
+
 async def test_log_entries_are_recorded_and_checked(fake: FakeSs12000Api, http: aiohttp.ClientSession) -> None:
     good = {
         "message": "skolsynk could not read persons",

@@ -14,7 +14,9 @@ subscription the source no longer has (it expired, or the source lost it) is a 4
   crash between the source's answer and the store cannot leave a duplicate behind.
 * **Renewed well before expiry**: at ``expires - min(renew_before, lifetime / 2)``; between renewals the
   subscription is looked at (``GET``) every ``check_seconds``. A 404 on either (the source lost it, or it
-  expired while the puller was down) makes a new one at once. A changed ``webhook_url`` gets a new
+  expired while the puller was down) makes a new one at once. A source without ``PATCH`` (405, 501) has it
+  renewed by replacement (a new one, then the old one deleted); one without ``GET /subscriptions/{id}`` is
+  simply not looked at between renewals. A changed ``webhook_url`` gets a new
   subscription first, then the old one is deleted, so no change falls between.
 * **Removed** when the source loses its ``webhook_url`` (or its webhook) or leaves the registry (removed,
   disabled, or no longer servable): ``DELETE`` (a 404 counts as done).
@@ -308,10 +310,12 @@ class SubscriptionKeeper:
     def _count(self, operation: str, outcome: str) -> None:
         self.metrics.subscription_operations.labels(operation, outcome).inc()
 
-    async def _create(self, source: SourceConfig, client: Ss12000Client, target: str) -> Subscription | None:
-        """A subscription to ``target``: one the source already has for it (adopted), or a new one; None when
-        the source does not offer subscriptions (remembered)."""
-        adopted = await self._adopt(source, client, target)
+    async def _create(
+        self, source: SourceConfig, client: Ss12000Client, target: str, *, adopt: bool = True
+    ) -> Subscription | None:
+        """A subscription to ``target``: one the source already has for it (adopted, unless ``adopt`` is False),
+        or a new one; None when the source does not offer subscriptions (remembered)."""
+        adopted = await self._adopt(source, client, target) if adopt else None
         if adopted is not None:
             return adopted
         body = {
@@ -397,6 +401,8 @@ class SubscriptionKeeper:
             else:
                 answer = await client.get_json(f"subscriptions/{stored.id}", [])
         except Ss12000ReadError as error:
+            if error.code in NOT_OFFERED_CODES - {"http_404"}:
+                return await self._without(source, client, stored, operation=operation, code=error.code)
             if error.code != "http_404":
                 self._count(operation, "failed")
                 raise
@@ -429,6 +435,29 @@ class SubscriptionKeeper:
                 expires_at=renewed.expires_at.isoformat(),
             )
         return renewed
+
+    async def _without(
+        self, source: SourceConfig, client: Ss12000Client, stored: Subscription, *, operation: str, code: str
+    ) -> Subscription | None:
+        """The source offers subscriptions but not this call (405/501). Without ``GET /subscriptions/{id}`` the
+        stored one is taken as it is (the renewal finds out whether the source still has it); without ``PATCH``
+        it is renewed by replacement: a new one first, then the old one deleted."""
+        self._count(operation, "not_offered")
+        if operation == "check":
+            return stored
+        replacement = await self._create(source, client, stored.target, adopt=False)
+        if replacement is not None:
+            await self._delete(source, client, stored, keep_stored=True)
+            log.info(
+                "ss12000_subscription_replaced",
+                tenant_id=source.tenant_id,
+                source_id=source.source_id,
+                subscription_id=replacement.id,
+                replaced=stored.id,
+                reason="renew_not_offered",
+                code=code,
+            )
+        return replacement
 
     async def _delete(
         self, source: SourceConfig, client: Ss12000Client, subscription: Subscription, *, keep_stored: bool = False

@@ -23,7 +23,8 @@ Built from the 2.1 and 2.0 OpenAPI descriptions (``/subscriptions``, ``/subscrip
 * ``POST /log/`` (and ``/log``) a ``LogEntry`` (``message`` and ``severityLevel`` required, the enums checked)
   -> ``201``; :attr:`FakeSubscriptions.log_entries` keeps them.
 * Not offered: :attr:`FakeSubscriptions.offered` / :attr:`FakeSubscriptions.log_offered` ``False`` make every
-  such call answer :attr:`FakeSubscriptions.unsupported_status` (404, or 405 / 501).
+  such call answer :attr:`FakeSubscriptions.unsupported_status` (404, or 405 / 501);
+  :attr:`FakeSubscriptions.renew_offered` ``False`` only the ``PATCH``.
 
 Authentication is the fake API's (token, API key); its injected faults apply to the data endpoints only.
 """
@@ -136,6 +137,8 @@ class FakeSubscriptions:
         self.clock = clock
         self.offered = True
         self.log_offered = True
+        #: False: ``PATCH /subscriptions/{id}`` answers :attr:`unsupported_status` (renewal not offered).
+        self.renew_offered = True
         self.unsupported_status = 404
         self.notice_key = "modifiedEntites"
         self.notify_headers: dict[str, str] = {}
@@ -336,7 +339,7 @@ class FakeSubscriptions:
         return self._answer(request, web.json_response(found.document()))
 
     async def _renew(self, request: web.Request) -> web.Response:
-        if (refused := self._refused(request, offered=self.offered)) is not None:
+        if (refused := self._refused(request, offered=self.offered and self.renew_offered)) is not None:
             return refused
         found = self._found(request)
         if isinstance(found, web.Response):
