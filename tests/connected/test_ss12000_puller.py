@@ -21,6 +21,7 @@ from skolsynk.settings import ServiceSettings
 from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings, build
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.runs import SOURCE_KIND, STATE_COLLECTION
+from skolsynk_services.ss12000_puller.webhook import notice_token
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 from tests.connectors_harness import ConnectorHarness, connector_settings, connector_testbed, validate_records
 from tests.reference import SS12000_EXAMPLES as EXAMPLES
@@ -435,6 +436,19 @@ async def test_webhook_triggers_an_incremental_pull(make_harness: HarnessFactory
         async with http.post(url, json=body, headers=bearer) as r:
             assert r.status == 200
         await h.nth_run(3, what="a second triggered run")
+
+        # The notice address the puller's subscription names: a token derived from the secret in the path
+        # (a source cannot be told to send a header). A wrong token, another source's, or an unknown
+        # source's is a 403, as a wrong secret; nothing is triggered by them.
+        token = notice_token(HOOK_SECRET, TENANT, SOURCE)
+        for refused in (f"{url}/{'0' * 64}", f"{url}/{notice_token(HOOK_SECRET, TENANT, 'unknown')}",
+                        f"{other}/{notice_token(HOOK_SECRET, TENANT, 'unknown')}", f"{url}/{HOOK_SECRET}"):  # fmt: skip
+            async with http.post(refused, json={"modifiedEntities": ["Person"]}) as r:
+                assert r.status == 403
+        assert len(h.collected.runs()) == 3
+        async with http.post(f"{url}/{token}", json={"modifiedEntities": ["Person"]}) as r:
+            assert r.status == 200
+        await h.nth_run(4, what="a run triggered through the notice address")
 
 
 async def test_scheduler_runs_a_full_pull_first(make_harness: HarnessFactory) -> None:

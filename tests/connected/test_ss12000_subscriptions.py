@@ -15,6 +15,7 @@ from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings, build
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.runs import SOURCE_KIND, STATE_COLLECTION
 from skolsynk_services.ss12000_puller.subscriptions import RESOURCE_TYPES, SubscriptionKeeper
+from skolsynk_services.ss12000_puller.webhook import notice_address
 from skolsynk_testkit.devstack import free_port
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api
 from tests.connectors_harness import ConnectorHarness, connector_settings, connector_testbed
@@ -67,8 +68,8 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
             if "fake" not in fakes:  # one source API per test; a second app (a restart) reads the same one
                 fake = await testbed.start_fake(FakeSs12000Api(auth="none"))
                 fake.subscriptions.lifetime_seconds = lifetime_seconds
-                # The spec defines no authentication of notices: the operator's proxy adds the secret.
-                fake.subscriptions.notify_headers = {"X-Skolsynk-Webhook-Secret": HOOK_SECRET}
+                # The spec defines no authentication of notices and a source sends no header of ours: the
+                # subscription names the source's notice address (a token derived from the secret).
                 fake.put("organisations", {"id": UNIT_ID, "organisationType": "Skolenhet"}, modified=LONG_AGO)
                 fake.put("persons", student(), modified=LONG_AGO)
                 fakes["fake"] = fake
@@ -101,6 +102,12 @@ async def make_harness(settings: ServiceSettings, make_app: Any) -> AsyncIterato
         yield factory
 
 
+def address(source: SourceConfig) -> str:
+    """The notice address the subscription names: the source's webhook URL and its token."""
+    assert source.webhook_url is not None
+    return notice_address(source.webhook_url, HOOK_SECRET, source.tenant_id, source.source_id)
+
+
 def calls(fake: FakeSs12000Api, method: str, endpoint: str = "subscriptions") -> int:
     return sum(1 for r in fake.requests if r.method == method and r.endpoint == endpoint)
 
@@ -119,13 +126,14 @@ async def test_subscribes_renews_before_expiry_and_notices_trigger_runs(make_har
     h = await make_harness(lifetime_seconds=3.0, ss12000_subscription_check_seconds=0.2)
     await wait_for(lambda: len(h.fake.subscriptions.live()) == 1, what="a subscription at the source")
     made = h.fake.subscriptions.live()[0]
-    assert made.target == h.source.webhook_url
+    assert made.target == address(h.source)
+    assert HOOK_SECRET not in made.target  # the secret itself never travels in a URL
     assert made.resource_types == list(RESOURCE_TYPES)
     first_expiry = made.expires
     stored = await stored_subscription(h)
     assert stored is not None
     assert stored["id"] == made.id
-    assert stored["target"] == h.source.webhook_url
+    assert stored["target"] == address(h.source)
 
     await wait_for(lambda: calls(h.fake, "PATCH") >= 1, what="a renewal")
     await wait_for(lambda: datetime.now(UTC) > first_expiry, what="the first expiry to pass")
@@ -194,9 +202,7 @@ async def test_a_new_url_replaces_it_and_a_removed_source_deletes_it(make_harnes
 
     moved = h.source.model_copy(update={"webhook_url": "https://skolsynk.example.se/ss12000/notify/a/b"})
     await h.connector.set_sources([moved])
-    await wait_for(
-        lambda: [s.target for s in h.fake.subscriptions.live()] == [moved.webhook_url], what="the replacement"
-    )
+    await wait_for(lambda: [s.target for s in h.fake.subscriptions.live()] == [address(moved)], what="the replacement")
     assert old.id not in h.fake.subscriptions.subscriptions
 
     await h.connector.set_sources([moved.model_copy(update={"webhook_url": None})])  # webhook turned off

@@ -26,8 +26,10 @@ subscription the source no longer has (it expired, or the source lost it) is a 4
 * Both spellings the spec uses for ``resourceTypes`` are read: objects ``[{"resource": "Person"}]`` (its
   schema, what the puller sends) and plain strings (its example, with the misspelt ``Organsation``).
 
-The notices themselves carry no authentication in the spec: ``webhook_url`` must reach the webhook with the
-source's shared secret (a proxy that adds ``X-Skolsynk-Webhook-Secret``, or a source that sends it).
+The notices themselves carry no authentication in the spec, and a source cannot be told to send a header:
+the subscription's target is the source's **notice address**, ``webhook_url`` with a token derived from the
+webhook secret appended (:func:`~skolsynk_services.ss12000_puller.webhook.notice_address`), which the
+webhook accepts in place of the secret. A new secret gives a new address, so the subscription is replaced.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from skolsynk.storage.connector_state import SS12000_SYNC_STATE
 from skolsynk_services.ss12000_puller.client import NOT_OFFERED, Ss12000Client, Ss12000ReadError
 from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES
 from skolsynk_services.ss12000_puller.metrics import Ss12000Metrics
+from skolsynk_services.ss12000_puller.webhook import notice_address
 
 if TYPE_CHECKING:
     from skolsynk_services.ss12000_puller.connector import Ss12000Connector
@@ -281,7 +284,12 @@ class SubscriptionKeeper:
     async def _maintain(self, source: SourceConfig, client: Ss12000Client) -> float | None:
         state = await self.store.get(source)
         stored = Subscription.from_state(state)
-        target = source.webhook_url
+        secret = client.webhook_secret
+        target = (
+            notice_address(source.webhook_url, secret, source.tenant_id, source.source_id)
+            if source.webhook_url is not None and secret
+            else None
+        )
         if target is None:
             if stored is not None:
                 await self._delete(source, client, stored)

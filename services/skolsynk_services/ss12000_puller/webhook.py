@@ -4,11 +4,16 @@ The body (``{"modifiedEntites" | "modifiedEntities": [...], "deletedEntities": b
 resource types as strings or ``{"resource": ...}`` objects) is only a trigger: it carries no ids, so the
 answer to any valid notice is an incremental pull of that source. The caller must present the source's
 shared secret in ``X-Skolsynk-Webhook-Secret`` or as ``Authorization: Bearer <secret>`` (missing: 401,
-wrong: 403). Sources without a configured secret have no webhook (404).
+wrong: 403), or call the **notice address** ``POST /ss12000/notify/{tenant_id}/{source_id}/{token}`` whose
+last segment is :func:`notice_token`, derived from the secret: the spec gives notices no authentication,
+so the subscription the puller makes at the source names that address (a source can send no header). A
+wrong token is a 403, as a wrong secret. Sources without a configured secret have no webhook.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +30,18 @@ log = get_logger(__name__)
 SECRET_HEADER = "X-Skolsynk-Webhook-Secret"  # noqa: S105 (a header name)
 MAX_BODY_BYTES = 64 * 1024
 CONNECTOR_KEY = web.AppKey("connector", Ss12000Connector)
+
+
+def notice_token(secret: str, tenant_id: str, source_id: str) -> str:
+    """The last segment of the source's notice address: an HMAC-SHA256 of its ids keyed by its webhook secret
+    (so the secret itself never travels in a URL; a new secret gives a new address)."""
+    message = f"ss12000-notice:{tenant_id}/{source_id}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def notice_address(webhook_url: str, secret: str, tenant_id: str, source_id: str) -> str:
+    """The address the source's subscription names: ``webhook_url`` with the notice token appended."""
+    return f"{webhook_url.rstrip('/')}/{notice_token(secret, tenant_id, source_id)}"
 
 
 def _presented_secret(request: web.Request) -> str | None:
@@ -58,14 +75,16 @@ async def notify(request: web.Request) -> web.Response:
     organisers and sources there are (why is logged for the operator; the ids only of a source that exists)."""
     connector = request.app[CONNECTOR_KEY]
     tenant_id, source_id = request.match_info["tenant_id"], request.match_info["source_id"]
-    presented = _presented_secret(request)
+    token = request.match_info.get("token")
+    presented = token if token is not None else _presented_secret(request)
     if presented is None:
         return web.json_response({"code": "unauthorized", "message": "secret missing"}, status=401)
     try:
         source = connector.source(tenant_id, source_id)
-        expected = connector.webhook_secret(source)
+        secret = connector.webhook_secret(source)
     except UnknownSource:
-        expected = None
+        secret = None
+    expected = secret if secret is None or token is None else notice_token(secret, tenant_id, source_id)
     if expected is None:
         # The path is the caller's: not logged (it may be anything), only that no such webhook exists.
         log.warning("ss12000_webhook_rejected", reason="no_such_webhook")
@@ -97,4 +116,5 @@ def make_webhook_app(connector: Ss12000Connector) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[CONNECTOR_KEY] = connector
     app.router.add_post("/ss12000/notify/{tenant_id}/{source_id}", notify)
+    app.router.add_post("/ss12000/notify/{tenant_id}/{source_id}/{token}", notify)
     return app
