@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient, monitoring
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.reconcile import reconcile
-from skolsynk.domain.selection import project
+from skolsynk.domain.selection import duty_at_unit_id, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind, GroupType, SchoolType
 from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
 from skolsynk.messaging import Outbox
@@ -370,3 +370,75 @@ async def test_a_whole_projection_in_chunks_sends_references_first(
     assert len(kinds) > 40 * 5
     ranks = [KIND_ORDER.index(EntityKind(k)) for k in kinds]
     assert ranks == sorted(ranks)
+
+
+async def test_a_teacher_at_a_skola_is_resolved_incrementally_as_a_whole_projection_resolves_it(organiser: Organiser):
+    """Issue 20: a Skola between the Huvudman and two school units; a duty at the Skola is a teacher at
+    both units (one duty per unit at the vendor), one at a Skola with no unit beneath is a finding, and
+    the incremental projection of the new teacher reads their neighbourhood only (the Skola and what is
+    beneath it) and sends what a whole projection sends."""
+    units = organiser.of_kind(EntityKind.SCHOOL_UNIT)[:2]
+    huvudman = organiser.of_kind(EntityKind.ORGANISATION)[0].key
+    skola = {"organisation_type": "Skola", "parent": huvudman}
+    await organiser.write(
+        [
+            SourceRecord(kind=EntityKind.ORGANISATION, key="skola-1", data={"display_name": "Skola 1", **skola}),
+            SourceRecord(kind=EntityKind.ORGANISATION, key="skola-tom", data={"display_name": "Tom", **skola}),
+            *(organiser.edited(EntityKind.SCHOOL_UNIT, u.key, organisation="skola-1") for u in units),
+        ]
+    )
+    await organiser.project_changes_then_check_whole()  # the tree changed: the whole organiser
+
+    def staff(key: str) -> SourceRecord:
+        return SourceRecord(
+            kind=EntityKind.PERSON,
+            key=key,
+            data={
+                "given_name": "Lärare",
+                "family_name": key,
+                "eppn": [f"{key}@skolsynk.test"],
+                "emails": [{"value": f"{key}@skolsynk.test", "type": "Skola personal"}],
+                "security_marking": "Ingen",
+            },
+        )
+
+    def duty(key: str, person: str, at: str) -> SourceRecord:
+        data = {"person": person, "school_unit": at, "role": "Lärare", "start_date": "2020-08-01"}
+        return SourceRecord(kind=EntityKind.DUTY, key=key, data=data)
+
+    await organiser.write(
+        [
+            staff("tea-skola"),
+            duty("d-skola", "tea-skola", "skola-1"),
+            staff("tea-tom"),
+            duty("d-tom", "tea-tom", "skola-tom"),
+        ]
+    )
+    before = organiser.reads.documents
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+    assert organiser.reads.documents - before <= 100
+    assert report.vendors["everything"].upserts == 3  # the teacher and their duty at each unit
+
+    teacher = str(entity_id(TENANT, SOURCE, EntityKind.PERSON, "tea-skola"))
+    duty_id = entity_id(TENANT, SOURCE, EntityKind.DUTY, "d-skola")
+    unit_ids = sorted(str(entity_id(TENANT, SOURCE, EntityKind.SCHOOL_UNIT, u.key)) for u in units)
+    views = organiser.projector.views
+    held = {
+        d["entity_id"]: d
+        async for d in views.find({"tenant_id": TENANT, "vendor_id": "everything", "present": True})
+        if d["source_entity_id"] in (teacher, str(duty_id))
+    }
+    assert sorted(held[teacher]["school_unit_ids"]) == unit_ids
+    assert {i for i in held if i != teacher} == {str(duty_at_unit_id(duty_id, UUID(u))) for u in unit_ids}
+    tom = str(entity_id(TENANT, SOURCE, EntityKind.DUTY, "d-tom"))
+    assert ("duty.unresolved_organisation", tom, None) in await organiser.findings()
+
+    # Nothing left for a whole projection, and a one-person change stays proportional.
+    whole = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="check", whole=True)
+    assert not any(r.upserts or r.deletes for r in whole.vendors.values())
+    await organiser.write([organiser.edited(EntityKind.PERSON, "tea-skola", family_name="Bytt")])
+    before = organiser.reads.documents
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+    assert organiser.reads.documents - before <= 100
+    assert report.vendors["everything"].upserts == 1
+    await organiser.project_changes_then_check_whole()

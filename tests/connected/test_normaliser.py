@@ -25,7 +25,7 @@ from skolsynk.contracts.source import (
 from skolsynk.contracts.vendor import ProjectionRequested, VendorChange
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode, Severity
-from skolsynk.domain.selection import preview_subscription_change
+from skolsynk.domain.selection import duty_at_unit_id, preview_subscription_change
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
 from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile, VendorSubscription
 from skolsynk.messaging import MessageContext, Outbox
@@ -874,3 +874,36 @@ async def test_a_run_whose_completion_came_before_its_start_does_not_break_the_r
         return bool(metric(h, "skolsynk_source_last_run_timestamp_seconds", **source))
 
     await wait_for(refreshed, timeout=30, what="the run to be finalised and counted")
+
+
+async def test_the_organisation_tree_resolves_and_an_organisation_of_unknown_type_is_a_finding(harness: Harness):
+    """Issue 20: the levels above the school units are kept; a teacher whose duty is at a Skola reaches
+    the vendors of the school units beneath it (one duty per unit), the units go out under their
+    Huvudman and the levels between are not sent; an organisation of unknown type is a finding of the run."""
+    h = harness
+    snapshot = base_snapshot()
+    level = {"organisation_type": "Skola", "parent": "hm"}
+    snapshot["sk"] = SourceRecord(kind=EntityKind.ORGANISATION, key="sk", data={"display_name": "Skolan", **level})
+    unknown = {"display_name": "Okänd", "organisation_type": "Kommundel", "parent": "hm"}
+    snapshot["x"] = SourceRecord(kind=EntityKind.ORGANISATION, key="x", data=unknown)
+    for key in ("u1", "u2"):
+        snapshot[key] = snapshot[key].model_copy(update={"data": {**snapshot[key].data, "organisation": "sk"}})
+    snapshot["t3"], snapshot["d3"] = teacher("t3"), duty("d3", "t3", "sk")
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    binogi = h.take("binogi")
+    units = sorted(str(eid(EntityKind.SCHOOL_UNIT, k)) for k in ("u1", "u2"))
+    [t3] = [e for e in binogi if e.entity_id == eid(EntityKind.PERSON, "t3")]
+    assert t3.resource is not None
+    assert (t3.resource["roles"], t3.resource["school_unit_ids"]) == (["teacher"], units)
+    duties = {e.entity_id for e in binogi if e.entity_kind is EntityKind.DUTY and e.resource is not None}
+    assert duties >= {duty_at_unit_id(eid(EntityKind.DUTY, "d3"), uuid.UUID(u)) for u in units}
+    sent_units = [e.resource for e in binogi if e.entity_kind is EntityKind.SCHOOL_UNIT and e.resource]
+    assert {u["organisation_id"] for u in sent_units} == {str(eid(EntityKind.ORGANISATION, "hm"))}
+    organisations = {e.entity_id for e in binogi if e.entity_kind is EntityKind.ORGANISATION}
+    assert organisations == {eid(EntityKind.ORGANISATION, "hm")}
+    store = FindingStore(h.normaliser.db)
+    [finding] = await store.query(TENANT, code=FindingCode.ORGANISATION_TYPE_UNKNOWN)
+    assert (finding.source_key, finding.field, finding.run_id) == ("x", "organisation_type", run)
+    assert "Kommundel" not in finding.detail
+    assert not [f for f in await store.query(TENANT) if f.source_key in ("t3", "d3")]

@@ -77,7 +77,8 @@ class MembershipFields(TypedDict, total=False):
 class OrganisationFields(TypedDict, total=False):
     key: str
     display_name: str
-    organisation_type: str
+    organisation_type: str | None
+    parent: str | None
     organisation_number: str | None
     organisation_code: str | None
     municipality_code: str | None

@@ -4,10 +4,10 @@ data-quality verdict they can change, with indexed queries instead of reading th
 
 A token is ``"<kind>:<entity id>"`` for a reference to another entity (a duty's person and school
 unit, a group's members, an activity's groups and teacher duties, a person's enrolment units, a
-school unit's organisation and school-unit group), or ``"<key>:<digest of the value>"`` for a value
-that must be unique across the organiser (a person's logins and e-mail addresses, a school unit's
-code), so that the entities that compete for it are found together. Each is stored qualified by
-the kind of the entity that carries it (:func:`stored`).
+school unit's organisation and school-unit group, an organisation's parent), or
+``"<key>:<digest of the value>"`` for a value that must be unique across the organiser (a person's
+logins and e-mail addresses, a school unit's code), so that the entities that compete for it are
+found together. Each is stored qualified by the kind of the entity that carries it (:func:`stored`).
 
 Pure: the normaliser writes the tokens with every entity and reads them back in
 ``services/skolsynk_services/normaliser/neighbourhood.py``.
@@ -86,9 +86,29 @@ def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str,
         tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
         tokens.update(ref(EntityKind.GROUP, g) for g in data.get("groups") or [])
         tokens.update(ref(EntityKind.DUTY, t) for t in data.get("teachers") or [])
+    elif kind is EntityKind.ORGANISATION:
+        tokens.add(ref(EntityKind.ORGANISATION, data.get("parent")))
     elif kind is EntityKind.SCHOOL_UNIT:
         tokens.add(ref(EntityKind.ORGANISATION, data.get("organisation")))
         tokens.add(ref(EntityKind.SCHOOL_UNIT_GROUP, data.get("school_unit_group")))
         if data.get("school_unit_code"):
             tokens.add(unique_token(SCHOOL_UNIT_CODE, str(data["school_unit_code"])))
     return sorted(stored(kind, t) for t in tokens if t is not None)
+
+
+def place_organisations(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str, Any]) -> set[str]:
+    """The ids that the places of one stored entity (a duty's ``dutyAt``, a group's or an activity's
+    organisation, a person's enrolments) have if they are organisations above school units rather than
+    school units: what an incremental projection reads, with everything beneath, to resolve them.
+    Computed from the keys, so entities stored before organisations were kept need no new tokens."""
+    if kind is EntityKind.PERSON:
+        keys = [e.get("school_unit") for e in data.get("enrolments") or [] if isinstance(e, dict)]
+    elif kind in (EntityKind.DUTY, EntityKind.GROUP, EntityKind.ACTIVITY):
+        keys = [data.get("school_unit")]
+    else:
+        return set()
+    return {
+        str(entity_id(tenant_id, source_id, EntityKind.ORGANISATION, key))
+        for key in keys
+        if isinstance(key, str) and key
+    }

@@ -35,12 +35,17 @@ class FindingCode(StrEnum):
     SCHOOL_UNIT_CODE_MISSING = "school_unit_code.missing"
     SCHOOL_UNIT_CODE_MALFORMED = "school_unit_code.malformed"
     SCHOOL_UNIT_CODE_DUPLICATE = "school_unit_code.duplicate"
+    ORGANISATION_TYPE_UNKNOWN = "organisation.type_unknown"
     ENROLMENT_UNKNOWN_SCHOOL_UNIT = "enrolment.unknown_school_unit"
+    ENROLMENT_UNRESOLVED_ORGANISATION = "enrolment.unresolved_organisation"
     DUTY_UNKNOWN_SCHOOL_UNIT = "duty.unknown_school_unit"
+    DUTY_UNRESOLVED_ORGANISATION = "duty.unresolved_organisation"
     DUTY_UNKNOWN_PERSON = "duty.unknown_person"
     GROUP_UNKNOWN_SCHOOL_UNIT = "group.unknown_school_unit"
+    GROUP_UNRESOLVED_ORGANISATION = "group.unresolved_organisation"
     GROUP_UNKNOWN_MEMBER = "group.unknown_member"
     ACTIVITY_UNKNOWN_SCHOOL_UNIT = "activity.unknown_school_unit"
+    ACTIVITY_UNRESOLVED_ORGANISATION = "activity.unresolved_organisation"
     ACTIVITY_UNKNOWN_REFERENCE = "activity.unknown_reference"
     PERSON_NO_ACTIVE_RELATION = "person.no_active_relation"
     PERSON_CONFLICTING_ROLES = "person.conflicting_roles"
@@ -60,12 +65,17 @@ CATALOGUE: dict[FindingCode, tuple[Severity, str]] = {
     FindingCode.SCHOOL_UNIT_CODE_MISSING: (Severity.ERROR, "The school unit has no school-unit code; withheld."),
     FindingCode.SCHOOL_UNIT_CODE_MALFORMED: (Severity.ERROR, "The school-unit code is not 8 digits; withheld."),
     FindingCode.SCHOOL_UNIT_CODE_DUPLICATE: (Severity.ERROR, "Another school unit has the same code; this one is withheld."),
+    FindingCode.ORGANISATION_TYPE_UNKNOWN: (Severity.WARNING, "The organisation has no organisationType, or one SS 12000 does not have; kept as a level of unknown type (what is beneath it still resolves through it), never as a school unit."),
     FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT: (Severity.WARNING, "An enrolment refers to a school unit the organiser does not have; the enrolment is dropped."),
+    FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION: (Severity.WARNING, "An enrolment is at an organisation above school units (the detail names its type) with no or several school units beneath it; the enrolment is dropped."),
     FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The duty refers to an unknown school unit; withheld."),
+    FindingCode.DUTY_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The duty is at an organisation (the detail names its type) with no school unit beneath it; withheld."),
     FindingCode.DUTY_UNKNOWN_PERSON: (Severity.ERROR, "The duty refers to an unknown person; withheld."),
     FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The group refers to an unknown school unit; withheld."),
+    FindingCode.GROUP_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The group is at an organisation above school units (the detail names its type) with no or several school units beneath it; withheld."),
     FindingCode.GROUP_UNKNOWN_MEMBER: (Severity.WARNING, "A membership refers to an unknown person; the membership is dropped."),
     FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The activity refers to an unknown school unit; withheld."),
+    FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The activity is at an organisation above school units (the detail names its type) with no or several school units beneath it; withheld."),
     FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (Severity.WARNING, "The activity refers to an unknown group or duty; the reference is dropped."),
     FindingCode.PERSON_NO_ACTIVE_RELATION: (Severity.WARNING, "The person has no active enrolment or duty; no vendor receives them."),
     FindingCode.PERSON_CONFLICTING_ROLES: (Severity.WARNING, "The person is both enrolled as a student and employed as staff today."),

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+from skolsynk.domain.organisation_tree import SCHOOL_UNIT_LEVEL, OrganisationTree
 from skolsynk.domain.quality import Finding, FindingCode
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import Activity, Duty, Entity, EntityKind, Group, Person, SchoolUnit
@@ -61,6 +62,32 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         unit = units.get((source_id, key))
         return unit.school_unit_code if unit else None
 
+    # The organisation tree (withheld school units included: what resolves to one is withheld with it).
+    tree = OrganisationTree(
+        (s.source_id, s.entity) for kind in (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT) for s in by_kind[kind]
+    )
+
+    def above_units(source_id: str, key: str) -> bool:
+        """Whether ``key`` is an organisation above school units (not a school unit, not unknown)."""
+        return tree.level(source_id, key) not in (None, SCHOOL_UNIT_LEVEL)
+
+    def unresolved(source_id: str, key: str, field: str) -> str:
+        count = len(tree.units_beneath(source_id, key))
+        beneath = "no school unit" if count == 0 else f"{count} school units"
+        return f"{field} is an organisation of type {tree.level(source_id, key)} with {beneath} beneath it"
+
+    def one_unit_or_withhold(stored: StoredEntity, key: str, code: FindingCode, field: str) -> str | None:
+        """The school unit a group or activity at ``key`` belongs to: ``key`` itself unless it is an
+        organisation above school units, then the only school unit beneath it; None (withheld, a
+        finding naming the level) when there are none or several."""
+        if not above_units(stored.source_id, key):
+            return key
+        unit_key = tree.resolve_one(stored.source_id, key)
+        if unit_key is None:
+            withheld.add(stored.id)
+            finding(code, stored, field=field, detail=unresolved(stored.source_id, key, field))
+        return unit_key
+
     def unit_code_or_withhold(stored: StoredEntity, unit_key: str, unknown: FindingCode) -> str | None:
         """The code of the school unit ``stored`` belongs to; None (and ``stored`` withheld) when the
         unit is unknown (a finding) or itself withheld (no finding: the unit's own explains it)."""
@@ -79,7 +106,17 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.PERSON]:
         person = stored.entity
         assert isinstance(person, Person)
-        unit_code = next((code_of(stored.source_id, e.school_unit) for e in person.enrolments), None)
+        # Enrolments at an organisation above school units resolve to the only school unit beneath it.
+        enrolments = []
+        for enrolment in person.enrolments:
+            if not above_units(stored.source_id, enrolment.school_unit):
+                enrolments.append(enrolment)
+            elif (unit_key := tree.resolve_one(stored.source_id, enrolment.school_unit)) is not None:
+                enrolments.append(enrolment.model_copy(update={"school_unit": unit_key}))
+            else:
+                detail = unresolved(stored.source_id, enrolment.school_unit, "enroledAt")
+                finding(FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION, stored, field="enrolments", detail=detail)
+        unit_code = next((code_of(stored.source_id, e.school_unit) for e in enrolments), None)
         if any(e.lower() in eppns for e in person.eppn):
             withheld.add(stored.id)
             finding(FindingCode.EPPN_DUPLICATE, stored, school_unit_code=unit_code, field="eppn")
@@ -96,28 +133,41 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
                 kept_emails.append(email)
         if not kept_emails:
             finding(FindingCode.EMAIL_MISSING, stored, school_unit_code=unit_code, field="emails")
-        if any((stored.source_id, e.school_unit) in withheld_units for e in person.enrolments):
+        if any((stored.source_id, e.school_unit) in withheld_units for e in enrolments):
             withheld.add(stored.id)  # depends on a withheld school unit: the vendor keeps what it has
             continue
         kept_enrolments = []
-        for enrolment in person.enrolments:
+        for enrolment in enrolments:
             if (stored.source_id, enrolment.school_unit) in units:
                 kept_enrolments.append(enrolment)
             else:
                 finding(FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, stored, field="enrolments")
-        if len(kept_emails) != len(person.emails) or len(kept_enrolments) != len(person.enrolments):
+        if len(kept_emails) != len(person.emails) or kept_enrolments != list(person.enrolments):
             person = person.model_copy(update={"emails": kept_emails, "enrolments": kept_enrolments})
             replaced[stored.id] = person
         persons[(stored.source_id, person.key)] = person
 
-    # Duties: known unit and person.
+    # Duties: known unit (or an organisation with school units beneath it) and person.
     active_duty_units: dict[tuple[str, str], str | None] = {}
     for stored in by_kind[EntityKind.DUTY]:
         duty = stored.entity
         assert isinstance(duty, Duty)
-        unit_code = unit_code_or_withhold(stored, duty.school_unit, FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
+        if above_units(stored.source_id, duty.school_unit):
+            beneath = tree.units_beneath(stored.source_id, duty.school_unit)
+            if not beneath:
+                withheld.add(stored.id)
+                detail = unresolved(stored.source_id, duty.school_unit, "dutyAt")
+                finding(FindingCode.DUTY_UNRESOLVED_ORGANISATION, stored, field="dutyAt", detail=detail)
+                continue
+            # Every unit beneath withheld: so is the duty (no finding: the units' own explain it).
+            unit_code = next((c for u in beneath if (c := code_of(stored.source_id, u))), None)
+            if unit_code is None:
+                withheld.add(stored.id)
+                continue
+        else:
+            unit_code = unit_code_or_withhold(stored, duty.school_unit, FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT)
+            if unit_code is None:
+                continue
         if (stored.source_id, duty.person) not in known_persons:
             withheld.add(stored.id)
             finding(FindingCode.DUTY_UNKNOWN_PERSON, stored, school_unit_code=unit_code)
@@ -146,9 +196,16 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.GROUP]:
         group = stored.entity
         assert isinstance(group, Group)
-        unit_code = unit_code_or_withhold(stored, group.school_unit, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT)
+        unit_key = one_unit_or_withhold(
+            stored, group.school_unit, FindingCode.GROUP_UNRESOLVED_ORGANISATION, "organisation"
+        )
+        if unit_key is None:
+            continue
+        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT)
         if unit_code is None:
             continue
+        if unit_key != group.school_unit:
+            group = replaced[stored.id] = group.model_copy(update={"school_unit": unit_key})
         groups.add((stored.source_id, group.key))
         members = [m for m in group.memberships if (stored.source_id, m.person) in known_persons]
         if len(members) != len(group.memberships):
@@ -164,9 +221,16 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
     for stored in by_kind[EntityKind.ACTIVITY]:
         activity = stored.entity
         assert isinstance(activity, Activity)
-        unit_code = unit_code_or_withhold(stored, activity.school_unit, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT)
+        unit_key = one_unit_or_withhold(
+            stored, activity.school_unit, FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION, "organisation"
+        )
+        if unit_key is None:
+            continue
+        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT)
         if unit_code is None:
             continue
+        if unit_key != activity.school_unit:
+            activity = replaced[stored.id] = activity.model_copy(update={"school_unit": unit_key})
         kept_groups = [g for g in activity.groups if (stored.source_id, g) in groups]
         kept_teachers = [t for t in activity.teachers if (stored.source_id, t) in duties]
         if len(kept_groups) != len(activity.groups) or len(kept_teachers) != len(activity.teachers):
@@ -184,9 +248,11 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
 
 def school_unit_codes_by_entity(state: TenantState) -> dict[str, str]:
     """entity id -> the school-unit code it belongs to (a person: their first enrolment's unit, else
-    their first duty's; duties, groups and activities: their unit; a unit: itself), for placing
-    findings in the per-school-unit report."""
+    their first duty's; duties, groups and activities: their unit, for a duty at an organisation above
+    school units the first unit beneath it by code; a unit: itself), for placing findings in the
+    per-school-unit report."""
     codes: dict[tuple[str, str], str] = {}
+    tree = OrganisationTree((s.source_id, s.entity) for s in state.entities)
     for stored in state.entities:
         if isinstance(stored.entity, SchoolUnit):
             codes[(stored.source_id, stored.entity.key)] = stored.entity.school_unit_code
@@ -197,10 +263,13 @@ def school_unit_codes_by_entity(state: TenantState) -> dict[str, str]:
         code: str | None = None
         if isinstance(entity, SchoolUnit):
             code = entity.school_unit_code
-        elif isinstance(entity, Duty | Group | Activity):
-            code = codes.get((stored.source_id, entity.school_unit))
-            if isinstance(entity, Duty) and code is not None:
+        elif isinstance(entity, Duty):
+            beneath = tree.units_beneath(stored.source_id, entity.school_unit)
+            code = next((c for u in beneath if (c := codes.get((stored.source_id, u)))), None)
+            if code is not None:
                 duty_units.setdefault((stored.source_id, entity.person), code)
+        elif isinstance(entity, Group | Activity):
+            code = codes.get((stored.source_id, entity.school_unit))
         elif isinstance(entity, Person):
             code = next((c for e in entity.enrolments if (c := codes.get((stored.source_id, e.school_unit)))), None)
         if code is not None:

@@ -6,8 +6,10 @@ Rules (docs/selection.md has the prose):
 * **School units**: those whose code the subscription lists and that are active today.
 * **Persons**: a *student* relation is an active, not cancelled enrolment at an included unit whose
   school type and year pass the filters; a *teacher* / *other staff* relation is an active duty at an
-  included unit (teaching roles make teachers). A person is selected when a relation's role is in
-  the subscription's roles, or when explicitly included; explicitly excluded persons never are.
+  included unit (teaching roles make teachers); a duty at an organisation above school units (a Skola
+  ...) is a relation at every included unit beneath it (``skolsynk.domain.organisation_tree``). A
+  person is selected when a relation's role is in the subscription's roles, or when explicitly
+  included; explicitly excluded persons never are.
   With ``single_school_unit_per_user`` only the relations of the lowest school-unit code are kept.
 * **Protected identities** (securityMarking other than "Ingen") follow the subscription's policy:
   excluded (default), pseudonymised (a vendor-specific id, alias names, only the login kept) or
@@ -15,7 +17,9 @@ Rules (docs/selection.md has the prose):
 * **Duties** of selected staff at included units; **groups** at included units that are active and of
   an allowed type (``classes_only``: Klass only), with their active memberships of selected persons;
   **activities** at included units that have at least one selected group, with selected groups and
-  teachers (duties) only; the **school-unit groups** and **organisations** the units refer to.
+  teachers (duties) only; the **school-unit groups** the units refer to and the **organisation** each
+  unit goes out under (the nearest Huvudman above it; the levels between are not sent). A duty at a
+  level above goes out once per selected unit beneath it (:func:`duty_at_unit_id`).
 * **Minimisation**: a resource carries ids, references, roles and school units, plus only the fields
   both the vendor's profile and the subscription allow.
 """
@@ -30,6 +34,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from skolsynk.domain.ids import SKOLSYNK_NAMESPACE, content_hash, entity_id
+from skolsynk.domain.organisation_tree import OrganisationTree
 from skolsynk.domain.ss12000 import (
     TEACHING_ROLES,
     Activity,
@@ -91,6 +96,12 @@ def pseudonym_id(tenant_id: str, vendor_id: str, person_id: UUID) -> UUID:
     return uuid5(SKOLSYNK_NAMESPACE, f"pseudonym\x1f{tenant_id}\x1f{vendor_id}\x1f{person_id}")
 
 
+def duty_at_unit_id(duty_id: UUID, school_unit_id: UUID) -> UUID:
+    """The id vendors see for a duty at an organisation above school units, at one school unit beneath
+    it (a duty at a school unit keeps its own id): one per unit, the same on every projection."""
+    return uuid5(SKOLSYNK_NAMESPACE, f"duty-at\x1f{duty_id}\x1f{school_unit_id}")
+
+
 class _Index:
     def __init__(self, state: TenantState) -> None:
         self.tenant_id = state.tenant_id
@@ -119,6 +130,7 @@ def project(
 ) -> dict[UUID, ProjectedResource]:
     """Everything ``subscription``'s vendor should hold today, by the id the vendor sees."""
     index = _Index(state)
+    tree = OrganisationTree((s.source_id, s.entity) for s in state.entities)
     out: dict[UUID, ProjectedResource] = {}
     allowed = {kind: subscription.allowed_fields(kind, profile) for kind in EntityKind}
 
@@ -164,11 +176,14 @@ def project(
         for duty_stored in index.duties_of.get((stored.source_id, person.key), []):
             duty = duty_stored.entity
             assert isinstance(duty, Duty)
-            unit_stored = unit_of(stored.source_id, duty.school_unit)
-            if unit_stored is None or not duty.active_on(today):
+            if not duty.active_on(today):
                 continue
             role = Role.TEACHER if duty.role in TEACHING_ROLES else Role.OTHER_STAFF
-            relations.append((role, unit_stored, duty_stored))
+            # A duty at an organisation above school units is a relation at every school unit beneath it.
+            for unit_key in tree.units_beneath(stored.source_id, duty.school_unit):
+                unit_stored = unit_of(stored.source_id, unit_key)
+                if unit_stored is not None:
+                    relations.append((role, unit_stored, duty_stored))
         relations = [r for r in relations if r[0] in subscription.roles]
         explicitly_included = str(stored.id) in subscription.include_persons
         if not relations and not explicitly_included:
@@ -220,16 +235,16 @@ def project(
 
     # Duties (a pseudonymised person's duties get vendor-specific ids and no signature, which
     # would otherwise link the pseudonym to the real person)
-    duty_ids: dict[tuple[str, str], UUID] = {}
+    duty_ids: dict[tuple[str, str], dict[str, UUID]] = defaultdict(dict)  # (source, key) -> unit key -> id
     if EntityKind.DUTY in profile.kinds:
         for duty_stored, unit_stored in selected_staff_duties:
             duty = duty_stored.entity
             assert isinstance(duty, Duty)
             hidden = (duty_stored.source_id, duty.person) in pseudonymised
-            duty_emitted = (
-                pseudonym_id(state.tenant_id, subscription.vendor_id, duty_stored.id) if hidden else duty_stored.id
-            )
-            duty_ids[(duty_stored.source_id, duty.key)] = duty_emitted
+            at_unit = duty.school_unit == unit_stored.entity.key
+            duty_own = duty_stored.id if at_unit else duty_at_unit_id(duty_stored.id, unit_stored.id)
+            duty_emitted = pseudonym_id(state.tenant_id, subscription.vendor_id, duty_own) if hidden else duty_own
+            duty_ids[(duty_stored.source_id, duty.key)][unit_stored.entity.key] = duty_emitted
             duty_allowed = allowed[EntityKind.DUTY] - {"signature"} if hidden else allowed[EntityKind.DUTY]
             resource = {
                 "id": str(duty_emitted),
@@ -301,8 +316,12 @@ def project(
             )
             if not groups:
                 continue
+            # A teacher's duty at the activity's unit; a duty elsewhere as it is delivered (one id).
             teachers = sorted(
-                str(duty_ids[(stored.source_id, t)]) for t in activity.teachers if (stored.source_id, t) in duty_ids
+                str(duty_id)
+                for t in activity.teachers
+                for unit_key, duty_id in duty_ids.get((stored.source_id, t), {}).items()
+                if unit_key == activity.school_unit or activity.school_unit not in duty_ids[(stored.source_id, t)]
             )
             resource = {
                 "id": str(stored.id),
@@ -316,13 +335,14 @@ def project(
                 stored.id, EntityKind.ACTIVITY, resource, (str(unit_stored.id),), (code_of(unit_stored),)
             )
 
-    # School units and what they refer to
+    # School units and what they refer to: the organisation a unit is delivered under is the nearest
+    # Huvudman above it (the levels between are not delivered).
     for unit_stored in units.values():
         unit = unit_stored.entity
         assert isinstance(unit, SchoolUnit)
         references: dict[str, str | None] = {"organisation_id": None, "school_unit_group_id": None}
         for kind, key, name in (
-            (EntityKind.ORGANISATION, unit.organisation, "organisation_id"),
+            (EntityKind.ORGANISATION, tree.huvudman(unit_stored.source_id, unit), "organisation_id"),
             (EntityKind.SCHOOL_UNIT_GROUP, unit.school_unit_group, "school_unit_group_id"),
         ):
             parent = index.ref(unit_stored.source_id, kind, key)

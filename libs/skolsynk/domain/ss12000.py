@@ -158,7 +158,23 @@ def _school_type(value: Any) -> Any:
 
 
 def _organisation_type(value: Any) -> Any:
-    return LEGACY_ORGANISATION_TYPES.get(value, value) if isinstance(value, str) else value
+    # Spelling as 2.1 has it, in any case; 2.0's Stadsdel as Förvaltning. Anything else fails validation
+    # (the normaliser makes that an ``organisation.type_unknown`` finding and keeps the organisation).
+    if isinstance(value, str):
+        folded = value.strip().casefold()
+        for known in OrganisationType:
+            if known.value.casefold() == folded:
+                return known
+        for legacy, known in LEGACY_ORGANISATION_TYPES.items():
+            if legacy.casefold() == folded:
+                return known
+    return value
+
+
+def known_organisation_type(value: Any) -> OrganisationType | None:
+    """The OrganisationType ``value`` names (2.1's spelling in any case, or 2.0's), or None."""
+    normalised = _organisation_type(value)
+    return normalised if isinstance(normalised, OrganisationType) else None
 
 
 def _security_marking(value: Any) -> Any:
@@ -222,7 +238,10 @@ class ExternalIdentifier(Model):
 
 
 class Enrolment(Dated):
-    school_unit: KEY = Field(description="Source key of the SchoolUnit.")
+    school_unit: KEY = Field(
+        description="Source key of the SchoolUnit (SS 12000 enroledAt); an organisation above school units "
+        "resolves only when exactly one school unit is beneath it."
+    )
     school_type: SchoolTypeField
     school_year: int | None = Field(default=None, ge=0, le=10)
     cancelled: bool = False
@@ -233,10 +252,17 @@ class Enrolment(Dated):
 
 
 class Organisation(Model):
+    """Any organisation of the organiser's tree that is not a school unit: the huvudman and every level
+    between it and the school units (Förvaltning, Rektorsområde, Skola ...), linked by ``parent``."""
+
     kind: Literal[EntityKind.ORGANISATION] = EntityKind.ORGANISATION
     key: KEY
     display_name: str = Field(min_length=1, max_length=200)
-    organisation_type: Annotated[OrganisationType, BeforeValidator(_organisation_type)] = OrganisationType.HUVUDMAN
+    organisation_type: Annotated[OrganisationType | None, BeforeValidator(_organisation_type)] = Field(
+        default=OrganisationType.HUVUDMAN,
+        description="None: the source gave no type, or one SS 12000 does not have (a data-quality finding).",
+    )
+    parent: KEY | None = Field(default=None, description="Source key of the organisation above (parentOrganisation).")
     organisation_number: str | None = Field(default=None, max_length=20)
     organisation_code: str | None = Field(default=None, max_length=40)
     municipality_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
@@ -255,7 +281,10 @@ class SchoolUnit(Dated):
     school_unit_code: str = Field(description="Skolverket's skolenhetskod: 8 digits.")
     school_types: list[SchoolTypeField] = Field(default_factory=list)
     municipality_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
-    organisation: KEY | None = None
+    organisation: KEY | None = Field(
+        default=None,
+        description="Source key of the Organisation above (parentOrganisation): the huvudman or a level below it.",
+    )
     school_unit_group: KEY | None = None
 
     @field_validator("school_unit_code")
@@ -299,7 +328,10 @@ class Duty(Dated):
     kind: Literal[EntityKind.DUTY] = EntityKind.DUTY
     key: KEY
     person: KEY
-    school_unit: KEY
+    school_unit: KEY = Field(
+        description="Source key of where the duty is (SS 12000 dutyAt): a SchoolUnit, or an Organisation above "
+        "school units, which resolves to every school unit beneath it."
+    )
     role: DutyRole
     signature: str | None = Field(default=None, max_length=20)
 
@@ -314,7 +346,10 @@ class Group(Dated):
     display_name: str = Field(min_length=1, max_length=200)
     group_type: GroupType
     school_type: SchoolTypeField | None = None
-    school_unit: KEY
+    school_unit: KEY = Field(
+        description="Source key of the SchoolUnit (SS 12000 organisation); an organisation above school units "
+        "resolves only when exactly one school unit is beneath it."
+    )
     memberships: list[Membership] = Field(default_factory=list)
 
 
@@ -322,7 +357,10 @@ class Activity(Dated):
     kind: Literal[EntityKind.ACTIVITY] = EntityKind.ACTIVITY
     key: KEY
     display_name: str = Field(min_length=1, max_length=200)
-    school_unit: KEY
+    school_unit: KEY = Field(
+        description="Source key of the SchoolUnit (SS 12000 organisation); an organisation above school units "
+        "resolves only when exactly one school unit is beneath it."
+    )
     groups: list[KEY] = Field(default_factory=list)
     teachers: list[KEY] = Field(default_factory=list, description="Source keys of Duties.")
 

@@ -13,8 +13,12 @@ over the whole organiser:
 * a **group**: its unit and every member (as persons above: whether they are selected, and with
   one school unit per user, which units they keep);
 * an **activity**: its unit, its groups (with their units) and its teacher duties (as above);
-* a **school unit**: every unit with the same school-unit code (one per code), and its
-  organisation and school-unit group.
+* a **school unit**: every unit with the same school-unit code (one per code), its school-unit group
+  and the organisations above it (the nearest Huvudman is what vendors get);
+* a place that is an **organisation above school units** (a duty's ``dutyAt``, an enrolment, a
+  group's or an activity's organisation): that organisation and every organisation and school unit
+  beneath it (:meth:`Neighbourhood.beneath`, one indexed query per level), which is what it resolves
+  to (``skolsynk.domain.organisation_tree``).
 
 Entities loaded only as inputs may come out of ``reconcile`` and ``project`` incomplete (a group
 loaded for an activity has none of its members): only the outputs' results are used.
@@ -26,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from skolsynk.domain.dependencies import referenced_ids, stored, token, uniqueness_tokens
+from skolsynk.domain.dependencies import place_organisations, referenced_ids, stored, token, uniqueness_tokens
+from skolsynk.domain.organisation_tree import MAX_DEPTH
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
 from skolsynk.storage import Document
@@ -35,6 +40,8 @@ from skolsynk_services.normaliser.state import EntityStore
 #: Rounds of following shared logins and e-mail addresses between persons (a chain longer than
 #: this, A sharing with B sharing with C sharing with D, is left to the next whole projection).
 UNIQUENESS_ROUNDS = 3
+#: What hangs beneath an organisation.
+_TREE_KINDS = (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT)
 
 
 @dataclass
@@ -46,6 +53,8 @@ class Neighbourhood:
     #: Persons whose duties were looked up, tokens whose competitors were looked up.
     _duties_read: set[str] = field(default_factory=set)
     _tokens_read: set[str] = field(default_factory=set)
+    #: Organisations whose children were looked up.
+    _children_read: set[str] = field(default_factory=set)
 
     def remember(self, documents: Iterable[Document]) -> None:
         for document in documents:
@@ -99,6 +108,62 @@ class Neighbourhood:
             if d is not None and d["kind"] == kind.value and wanted.intersection(d.get("refs", []))
         }
 
+    async def beneath(self, organisations: Iterable[str]) -> set[str]:
+        """Read the organisations and school units beneath ``organisations`` (level by level, at most
+        :data:`MAX_DEPTH` levels, each organisation's children looked up once); returns the ids of the
+        school units among them."""
+        units: set[str] = set()
+        frontier = set(organisations)
+        seen = set(frontier)
+        for _ in range(MAX_DEPTH):
+            unread = sorted(frontier - self._children_read)
+            if unread:
+                self.remember(
+                    await self.store.referring(
+                        self.tenant_id,
+                        [token(EntityKind.ORGANISATION, o) for o in unread],
+                        _TREE_KINDS,
+                    )
+                )
+                self._children_read.update(unread)
+            wanted = {stored(k, token(EntityKind.ORGANISATION, o)) for o in frontier for k in _TREE_KINDS}
+            below = {
+                i: d["kind"]
+                for i, d in self.documents.items()
+                if d is not None and wanted.intersection(d.get("refs", []))
+            }
+            units |= {i for i, k in below.items() if k == EntityKind.SCHOOL_UNIT.value}
+            frontier = {i for i, k in below.items() if k == EntityKind.ORGANISATION.value} - seen
+            if not frontier:
+                break
+            seen |= frontier
+        return units
+
+    async def places(self, documents: Iterable[Document]) -> set[str]:
+        """Read the organisations ``documents`` are placed at (when their places are organisations above
+        school units) and what is beneath them; returns the ids of the school units beneath."""
+        organisations = {
+            i
+            for d in documents
+            for i in place_organisations(self.tenant_id, d["source_id"], EntityKind(d["kind"]), d.get("data", {}))
+        }
+        await self.fetch(organisations)
+        return await self.beneath(d["_id"] for d in self.existing(organisations))
+
+    async def ancestors(self, units: Iterable[str]) -> None:
+        """Read the organisations above these school units, up to the top (at most :data:`MAX_DEPTH`)."""
+        frontier = {p for d in self.existing(units) for p in referenced_ids(d.get("refs", []), EntityKind.ORGANISATION)}
+        seen: set[str] = set()
+        for _ in range(MAX_DEPTH):
+            frontier -= seen
+            if not frontier:
+                break
+            await self.fetch(frontier)
+            seen |= frontier
+            frontier = {
+                p for d in self.existing(frontier) for p in referenced_ids(d.get("refs", []), EntityKind.ORGANISATION)
+            }
+
     async def load(self, outputs: dict[str, EntityKind]) -> list[StoredEntity]:
         """Read what ``outputs`` depend on; returns every entity read, as the domain sees them."""
         persons = {i for i, k in outputs.items() if k is EntityKind.PERSON}
@@ -106,15 +171,12 @@ class Neighbourhood:
         output_groups = {i for i, k in outputs.items() if k is EntityKind.GROUP}
         activities = {i for i, k in outputs.items() if k is EntityKind.ACTIVITY}
         await self.fetch(outputs)
-        # A school unit's own projection needs its organisation and school-unit group.
+        # A school unit's own projection needs its school-unit group and the organisations above it.
         units = {i for i, k in outputs.items() if k is EntityKind.SCHOOL_UNIT}
-        parents = {
-            p
-            for d in self.existing(units)
-            for kind in (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP)
-            for p in referenced_ids(d.get("refs", []), kind)
-        }
-        await self.fetch(parents)
+        await self.fetch(
+            p for d in self.existing(units) for p in referenced_ids(d.get("refs", []), EntityKind.SCHOOL_UNIT_GROUP)
+        )
+        await self.ancestors(units)
         input_groups: set[str] = set()
         for document in self.existing(activities):
             refs = document.get("refs", [])
@@ -128,6 +190,7 @@ class Neighbourhood:
         await self.fetch(input_groups | duties)
         for document in self.existing(input_groups):
             units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        units |= await self.places(self.existing(activities | output_groups | input_groups))
         # Persons and duties depend on each other (a duty on its person; a person on all its duties):
         # follow both ways until nothing new turns up.
         while True:
@@ -142,6 +205,7 @@ class Neighbourhood:
             units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
         for document in self.existing(persons):
             units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        units |= await self.places(self.existing(duties | persons))
         # Who else holds the same logins and e-mail addresses (and who else holds theirs).
         competing = set(persons)
         for _ in range(UNIQUENESS_ROUNDS):

@@ -29,6 +29,7 @@ from skolsynk.domain.ss12000 import (
     EntityKind,
     Membership,
     SchoolType,
+    known_organisation_type,
 )
 
 
@@ -77,6 +78,13 @@ class RecordValidator:
             if data.get("school_type") is not None and not _known_school_type(data["school_type"]):
                 findings.append(self._finding(FindingCode.VALUE_UNKNOWN, record, field="school_type"))
                 data["school_type"] = None
+        elif record.kind is EntityKind.ORGANISATION and "organisation_type" in data:
+            # Kept whatever its type (what is beneath it resolves through it), but never silently: a
+            # missing or unknown type is a finding and the organisation a level of unknown type.
+            organisation_type = known_organisation_type(data["organisation_type"])
+            if organisation_type is None:
+                findings.append(self._finding(FindingCode.ORGANISATION_TYPE_UNKNOWN, record, field="organisation_type"))
+            data["organisation_type"] = organisation_type
         elif record.kind is EntityKind.SCHOOL_UNIT:
             code = data.get("school_unit_code")
             if isinstance(code, str):

@@ -222,12 +222,32 @@ FINDINGS = {
         "Samma skolenhetskod som en annan skolenhet",
         "Den här skolenheten skickas inte.",
     ),
+    FindingCode.ORGANISATION_TYPE_UNKNOWN: (
+        "Organisation utan känd organisationstyp",
+        "Organisationen behålls som en nivå av okänd typ, aldrig som skolenhet.",
+    ),
     FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT: ("Inskrivning på okänd skolenhet", "Inskrivningen tas bort."),
+    FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION: (
+        "Inskrivning på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; inskrivningen tas bort.",
+    ),
     FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: ("Tjänstgöring på okänd skolenhet", "Tjänstgöringen skickas inte."),
+    FindingCode.DUTY_UNRESOLVED_ORGANISATION: (
+        "Tjänstgöring på en organisation utan skolenheter",
+        "Ingen skolenhet finns under den; tjänstgöringen skickas inte.",
+    ),
     FindingCode.DUTY_UNKNOWN_PERSON: ("Tjänstgöring för okänd person", "Tjänstgöringen skickas inte."),
     FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: ("Grupp på okänd skolenhet", "Gruppen skickas inte."),
+    FindingCode.GROUP_UNRESOLVED_ORGANISATION: (
+        "Grupp på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; gruppen skickas inte.",
+    ),
     FindingCode.GROUP_UNKNOWN_MEMBER: ("Okänd gruppmedlem", "Medlemskapet tas bort."),
     FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: ("Aktivitet på okänd skolenhet", "Aktiviteten skickas inte."),
+    FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION: (
+        "Aktivitet på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; aktiviteten skickas inte.",
+    ),
     FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (
         "Aktivitet med okänd grupp eller tjänstgöring",
         "Hänvisningen tas bort.",
