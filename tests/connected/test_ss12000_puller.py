@@ -470,3 +470,31 @@ async def test_a_sync_request_runs_the_source_in_the_mode_asked_for(make_harness
     await h.request_sync("no-such-source", tenant_id=TENANT, mode="full")
     assert await h.dead_lettered_requests()
     assert h.collected.runs() == [run_id]
+
+
+async def test_every_level_of_the_organisation_tree_is_published_and_none_silently_dropped(
+    make_harness: HarnessFactory,
+) -> None:
+    """Issue 20: a Skola between the Huvudman and the school unit, and organisations without a type or
+    of a type SS 12000 does not have, are published as organisations with their type and parent (the
+    normaliser reports the unknown ones); the source's counts include them, so the run is healthy."""
+    h = await make_harness()
+    skola, no_type, odd_type = uid(910), uid(911), uid(912)
+    h.fake.put(
+        "organisations",
+        {"id": skola, "displayName": "Skolan", "organisationType": "Skola", "parentOrganisation": {"id": HUVUDMAN_ID}},
+        modified=LONG_AGO,
+    )
+    h.fake.put("organisations", {"id": no_type, "displayName": "Utan typ"}, modified=LONG_AGO)
+    h.fake.put(
+        "organisations", {"id": odd_type, "displayName": "Udda", "organisationType": "Kommundel"}, modified=LONG_AGO
+    )
+    report, completed = await h.run("full")
+    assert completed.healthy
+    assert completed.counts[EntityKind.ORGANISATION] == 4
+    organisations = {
+        r.key: r.data for p in h.collected.pages(report.run_id) for r in p.records if r.kind is EntityKind.ORGANISATION
+    }
+    assert organisations[skola] == {"organisation_type": "Skola", "display_name": "Skolan", "parent": HUVUDMAN_ID}
+    assert organisations[no_type]["organisation_type"] is None
+    assert organisations[odd_type]["organisation_type"] == "Kommundel"

@@ -9,7 +9,15 @@ import pytest
 
 from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
-from skolsynk.domain.ss12000 import ENTITY_MODELS, DutyRole, EntityKind, GroupType, SchoolType, SecurityMarking
+from skolsynk.domain.ss12000 import (
+    ENTITY_MODELS,
+    DutyRole,
+    EntityKind,
+    GroupType,
+    OrganisationType,
+    SchoolType,
+    SecurityMarking,
+)
 from tests.reference import SS12000_EXAMPLES
 
 pytestmark = pytest.mark.unit
@@ -129,10 +137,59 @@ def test_ids_are_lower_case_keys_and_references() -> None:
     assert (group.key, group.school_unit, group.memberships[0].person) == (GROUP, SKOLENHET, STUDENT)
 
 
-def test_version_2_0_and_other_organisation_types() -> None:
-    for organisation_type in ("Skola", "Rektorsområde", "Förvaltning", "Stadsdel", "Övrigt", None):
-        obj = {"id": HUVUDMAN, "displayName": "X", "organisationType": organisation_type}
-        assert from_ss12000("organisations", obj) == []
+SKOLA = "c4d5e6f7-0819-4a2b-8c3d-4e5f60718293"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("Huvudman", OrganisationType.HUVUDMAN),
+        ("Skola", OrganisationType.SKOLA),
+        ("Rektorsområde", OrganisationType.REKTORSOMRADE),
+        ("Förvaltning", OrganisationType.FORVALTNING),
+        ("Stadsdel", OrganisationType.FORVALTNING),  # 2.0
+        ("Verksamhetsområde", OrganisationType.VERKSAMHETSOMRADE),
+        ("Övrigt", OrganisationType.OVRIGT),
+        (" skola ", OrganisationType.SKOLA),
+    ],
+)
+def test_every_level_above_school_units_is_kept_with_its_type_and_parent(given: str, kept: OrganisationType) -> None:
+    obj = {"id": SKOLA, "displayName": "X", "organisationType": given, "parentOrganisation": {"id": HUVUDMAN.upper()}}
+    [record] = from_ss12000("organisations", obj)
+    organisation = _validate(record)
+    assert (record.kind, organisation.organisation_type, organisation.parent) == (
+        EntityKind.ORGANISATION,
+        kept,
+        HUVUDMAN,
+    )
+
+
+@pytest.mark.parametrize("given", [None, "", "Kommundel", "Skolenheten"])
+def test_a_missing_or_unknown_organisation_type_is_passed_on_for_the_normaliser_to_report(given: str | None) -> None:
+    # Not dropped (the normaliser reports it as organisation.type_unknown and keeps the organisation);
+    # the model refuses it, so the record cannot pass as a Huvudman by default.
+    obj = {"id": SKOLA, "displayName": "X", "organisationType": given}
+    [record] = from_ss12000("organisations", obj)
+    assert record.kind is EntityKind.ORGANISATION
+    assert record.data["organisation_type"] == (given or None)
+    if given:
+        with pytest.raises(ValueError, match="organisation_type"):
+            _validate(record)
+
+
+def test_a_school_unit_beneath_a_skola_refers_to_the_skola() -> None:
+    obj = {
+        "id": SKOLENHET,
+        "displayName": "X",
+        "organisationType": "skolenhet",
+        "schoolUnitCode": "12345678",
+        "parentOrganisation": {"id": SKOLA},
+    }
+    unit = _one("organisations", obj)
+    assert (unit.kind, unit.organisation) == (EntityKind.SCHOOL_UNIT, SKOLA)
+
+
+def test_version_2_0_tolerances() -> None:
     person = _one(
         "persons",
         {

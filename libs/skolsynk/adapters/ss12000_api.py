@@ -44,7 +44,7 @@ IGNORED_ENDPOINTS: Final = frozenset(
 )  # fmt: skip
 
 #: ``deletedEntities`` list name -> the canonical kinds it may delete. An organisation id can be a
-#: huvudman or a school unit (the list does not say which), so it deletes either.
+#: school unit or any other level (the list does not say which), so it deletes either.
 DELETED_KINDS: Final[dict[str, tuple[EntityKind, ...]]] = {
     "persons": (EntityKind.PERSON,),
     "organisations": (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT),
@@ -103,8 +103,12 @@ def _organisation(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
     if raw_type is not None and not isinstance(raw_type, str):
         raise Ss12000MappingError("organisationType", "not a string")
     org_type = (raw_type or "").strip()
-    if org_type == OrganisationType.HUVUDMAN.value:
-        data: dict[str, Any] = {"organisation_type": org_type}
+    parent = _ref(obj, "parentOrganisation", "parentOrganisation")
+    if org_type.casefold() != OrganisationType.SKOLENHET.value.casefold():
+        # Every other level (Huvudman, Förvaltning, Skola, Rektorsområde, 2.0's Stadsdel ...) is kept with
+        # its type and parent. A missing type travels as None and an unknown one verbatim: the
+        # normaliser reports both (organisation.type_unknown) and keeps the organisation.
+        data: dict[str, Any] = {"organisation_type": org_type or None}
         _copy(
             obj,
             data,
@@ -115,29 +119,27 @@ def _organisation(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
                 "municipalityCode": "municipality_code",
             },
         )
-        return [SourceRecord(kind=EntityKind.ORGANISATION, key=key, data=data)]
-    if org_type == OrganisationType.SKOLENHET.value:
-        data = {}
-        _copy(
-            obj,
-            data,
-            {
-                "displayName": "display_name",
-                "schoolUnitCode": "school_unit_code",
-                "municipalityCode": "municipality_code",
-                **_DATES,
-            },
-        )
-        school_types = obj.get("schoolTypes")
-        if school_types is not None and not isinstance(school_types, list):
-            raise Ss12000MappingError("schoolTypes", "not a list")
-        data["school_types"] = list(school_types or [])
-        parent = _ref(obj, "parentOrganisation", "parentOrganisation")
         if parent is not None:
-            data["organisation"] = parent
-        return [SourceRecord(kind=EntityKind.SCHOOL_UNIT, key=key, data=data)]
-    # Förvaltning, Skola, Rektorsområde, 2.0's Stadsdel ...: structure skolsynk does not provision.
-    return []
+            data["parent"] = parent
+        return [SourceRecord(kind=EntityKind.ORGANISATION, key=key, data=data)]
+    data = {}
+    _copy(
+        obj,
+        data,
+        {
+            "displayName": "display_name",
+            "schoolUnitCode": "school_unit_code",
+            "municipalityCode": "municipality_code",
+            **_DATES,
+        },
+    )
+    school_types = obj.get("schoolTypes")
+    if school_types is not None and not isinstance(school_types, list):
+        raise Ss12000MappingError("schoolTypes", "not a list")
+    data["school_types"] = list(school_types or [])
+    if parent is not None:
+        data["organisation"] = parent
+    return [SourceRecord(kind=EntityKind.SCHOOL_UNIT, key=key, data=data)]
 
 
 def _person(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
@@ -272,8 +274,9 @@ def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
     ``endpoint`` is the collection (``organisations``, ``persons``, ``duties``, ``groups``,
     ``activities``; a leading ``/`` and case are ignored).
 
-    * organisations: ``Huvudman`` -> Organisation; ``Skolenhet`` -> SchoolUnit, whose ``organisation`` is
-      the ``parentOrganisation`` id; every other organisation type -> no record;
+    * organisations: ``Skolenhet`` -> SchoolUnit, whose ``organisation`` is the ``parentOrganisation``
+      id; every other level (Huvudman, Förvaltning, Skola ..., or a missing or unknown type, which
+      the normaliser reports) -> Organisation with its ``organisation_type`` and ``parent``;
     * persons -> Person (``civicNo.value``, ``eduPersonPrincipalNames``, e-mails with their types,
       external identifiers, enrolments with ``enroledAt.id`` as the school unit and ``educationCode`` as
       the programme code);
@@ -298,7 +301,7 @@ def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
 def deleted_entities(payload: Mapping[str, Any]) -> list[SourceDeletion]:
     """A ``/deletedEntities`` answer (the whole ``{"data": {...}, "pageToken": ...}`` or just its
     ``data``) as deletions: persons, organisations (as both Organisation and SchoolUnit: the answer does
-    not say which), groups, duties and activities, under the spec's ``activitites`` or ``activities``.
+    not say which level), groups, duties and activities, under the spec's ``activitites`` or ``activities``.
     Other lists (placements, absences ...) are ignored; duplicates are dropped."""
     if not isinstance(payload, Mapping):
         raise Ss12000MappingError("deletedEntities", "not a JSON object")
