@@ -92,6 +92,7 @@ def organiser(
                         "eppn": [f"{key}@demo.skolsynk.example"],
                         "emails": [{"value": f"{key}@elev.demo.skolsynk.example", "type": "Skola elev"}],
                         "civic_no": civic_number(rng, 2026 - 7 - year),
+                        "security_marking": "Ingen",  # said by the source: a missing one is unknown
                         "enrolments": [
                             {"school_unit": unit, "school_type": "GR", "school_year": year, "start_date": "2026-08-18"}
                         ],
@@ -111,6 +112,7 @@ def organiser(
                         "family_name": rng.choice(FAMILY_NAMES),
                         "eppn": [f"{key}@demo.skolsynk.example"],
                         "emails": [{"value": f"{key}@demo.skolsynk.example", "type": "Skola personal"}],
+                        "security_marking": "Ingen",
                     },
                 )
             )
@@ -629,6 +631,9 @@ class _Generator:
             "civic_no": civic,
             "birth_date": f"{civic[:4]}-{civic[4:6]}-{civic[6:8]}",
         }
+        # The synthetic sources say every person's marking ("Ingen" too): a missing one is unknown and, by
+        # default, treated as protected.
+        data["security_marking"] = "Ingen"
         if self.rng.random() < self.spec.protected_rate:
             data["security_marking"] = "Skyddad folkbokföring"
             self.manifest.protected += 1

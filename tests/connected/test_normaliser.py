@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from skolsynk.contracts import Envelope
+from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.source import (
     SourceDeletion,
     SourceRecord,
@@ -27,15 +28,23 @@ from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import FindingCode, Severity
 from skolsynk.domain.selection import duty_at_unit_id, preview_subscription_change
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
-from skolsynk.domain.subscription import MassDeletionGuard, Role, VendorProfile, VendorSubscription
+from skolsynk.domain.subscription import (
+    MassDeletionGuard,
+    MissingMarkingPolicy,
+    Role,
+    VendorProfile,
+    VendorSubscription,
+)
 from skolsynk.messaging import MessageContext, Outbox
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import in_transaction
+from skolsynk.storage.admin import OrganiserSettings
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.subscriptions import SubscriptionStore
+from skolsynk_services.admin.stores import TenantStore
 from skolsynk_services.normaliser.app import NormaliserSettings, build
 from skolsynk_services.normaliser.runs import PageResult, Runs
 from tests.helpers import delete_topology, wait_for
@@ -56,7 +65,17 @@ def eid(kind: EntityKind, key: str) -> uuid.UUID:
     return entity_id(TENANT, SOURCE, kind, key)
 
 
-def student(key: str, unit: str, year: int, *, given: str | None = None, end: date | None = None) -> SourceRecord:
+def student(
+    key: str,
+    unit: str,
+    year: int,
+    *,
+    given: str | None = None,
+    end: date | None = None,
+    marking: str | None = "Ingen",
+    status: str | None = None,
+) -> SourceRecord:
+    """A student; ``marking`` None: the source does not give the securityMarking (unknown)."""
     enrolment: dict[str, Any] = {
         "school_unit": unit,
         "school_type": "GR",
@@ -74,11 +93,13 @@ def student(key: str, unit: str, year: int, *, given: str | None = None, end: da
             "eppn": [f"{key}@kommun-a.se"],
             "emails": [{"value": f"{key}@elev.kommun-a.se", "type": "Skola elev"}],
             "enrolments": [enrolment],
+            **({} if marking is None else {"security_marking": marking}),
+            **({} if status is None else {"person_status": status}),
         },
     )
 
 
-def teacher(key: str) -> SourceRecord:
+def teacher(key: str, *, status: str | None = None) -> SourceRecord:
     return SourceRecord(
         kind=EntityKind.PERSON,
         key=key,
@@ -87,6 +108,8 @@ def teacher(key: str) -> SourceRecord:
             "family_name": "Testsson",
             "eppn": [f"{key}@kommun-a.se"],
             "emails": [{"value": f"{key}@kommun-a.se"}],
+            "security_marking": "Ingen",
+            **({} if status is None else {"person_status": status}),
         },
     )
 
@@ -874,6 +897,111 @@ async def test_a_run_whose_completion_came_before_its_start_does_not_break_the_r
         return bool(metric(h, "skolsynk_source_last_run_timestamp_seconds", **source))
 
     await wait_for(refreshed, timeout=30, what="the run to be finalised and counted")
+
+
+# --- persons without a securityMarking; personStatus ------------------------------------------------
+
+
+def gdpr_deletions(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(vendor, person id, reason) of the GDPR deletion requests in these outbox documents."""
+    return {
+        (
+            m["envelope"]["payload"]["vendor_id"],
+            m["envelope"]["payload"]["person_id"],
+            m["envelope"]["payload"]["reason"],
+        )
+        for d in documents
+        for m in Outbox.messages_of(d)
+        if m["envelope"]["message_type"] == DeletionRequested.message_type
+    }
+
+
+async def test_persons_without_a_marking_follow_the_organisers_setting_without_a_restart(harness: Harness):
+    """A source that does not give s1's securityMarking: by default s1 is a protected identity (excluded);
+    the organiser's setting, read at the next projection, lets s1 in and takes them out again."""
+    h = harness
+    await TenantStore(h.normaliser.db).create(TENANT, "Kommun A", None)
+    settings = OrganiserSettings(h.normaliser.db)
+    snapshot = base_snapshot()
+    snapshot["s1"] = student("s1", "u1", 7, marking=None)
+    run = await h.send_run(list(snapshot.values()))
+    await h.settled(run)
+    s1, g1 = eid(EntityKind.PERSON, "s1"), eid(EntityKind.GROUP, "g1")
+    for vendor in ("binogi", "ilt"):
+        sent = h.take(vendor)
+        assert s1 not in {e.entity_id for e in sent}
+        [klass] = [e for e in sent if e.entity_id == g1]
+        assert str(s1) not in klass.resource["member_ids"]  # type: ignore[index]
+    store = FindingStore(h.normaliser.db)
+    [missing] = await store.query(TENANT, code=FindingCode.SECURITY_MARKING_MISSING)
+    assert (missing.origin, missing.source_id, missing.entity_id) == ("summary", SOURCE, None)
+    assert (
+        missing.detail
+        == "1 of 8 persons have no securityMarking; treated as protected identities (the organiser's setting)"
+    )
+
+    async def projected_after(setting: MissingMarkingPolicy, count: int) -> None:
+        assert await settings.set_missing_marking(TENANT, setting)
+        await h.request_projection("privacy")
+        await wait_for(lambda: len(h.received.get("ilt", [])) >= count, what="the projection after the setting")
+        await h.settled()
+
+    await projected_after(MissingMarkingPolicy.NOT_PROTECTED, 2)
+    binogi, ilt = h.take("binogi"), h.take("ilt")
+    assert (
+        summary(binogi)
+        == summary(ilt)
+        == {
+            ("person", "upsert", str(s1)),
+            ("group", "upsert", str(g1)),
+        }
+    )
+    [person] = [e for e in binogi if e.entity_id == s1]
+    assert person.resource is not None
+    assert person.resource["security_marking"] is None, "unknown is never sent as 'Ingen'"
+    [missing] = await store.query(TENANT, code=FindingCode.SECURITY_MARKING_MISSING)
+    assert missing.detail.endswith("treated as not protected (the organiser's setting)")
+
+    outbox_before = {d["_id"] for d in await h.normaliser.outbox.collection.find({}, {"_id": 1}).to_list(None)}
+    await projected_after(MissingMarkingPolicy.PROTECTED, 2)
+    assert (
+        summary(h.take("binogi"))
+        == summary(h.take("ilt"))
+        == {
+            ("person", "delete", str(s1)),
+            ("group", "upsert", str(g1)),
+        }
+    )
+    # A live vendor's deletion goes to the GDPR ledger as any person leaving its selection does.
+    documents = await h.normaliser.outbox.collection.find({"_id": {"$nin": sorted(outbox_before)}}).to_list(None)
+    assert gdpr_deletions(documents) == {("ilt", str(s1), DeletionReason.LEFT_SELECTION.value)}
+
+
+async def test_a_person_who_emigrates_or_dies_is_deleted_at_every_vendor_that_had_them(harness: Harness):
+    h = harness
+    await h.provision(base_snapshot())
+    outbox_before = {d["_id"] for d in await h.normaliser.outbox.collection.find({}, {"_id": 1}).to_list(None)}
+    changed = [
+        student("s2", "u1", 7, status="Avliden"),
+        student("s3", "u1", 7, status="Utflyttad"),  # not an SS 12000 value: a finding, and kept out
+        teacher("t1", status="Utvandrad"),
+    ]
+    run = await h.send_run(changed, mode="incremental")
+    await h.settled(run)
+    binogi, ilt = h.take("binogi"), h.take("ilt")
+    gone = {eid(EntityKind.PERSON, k) for k in ("s2", "s3", "t1")}
+    assert {e.entity_id for e in binogi if e.operation == "delete"} == gone | {eid(EntityKind.DUTY, "d1")}
+    assert {e.entity_id for e in ilt if e.operation == "delete"} == gone - {eid(EntityKind.PERSON, "t1")}
+    for events in (binogi, ilt):
+        [klass] = [e for e in events if e.entity_id == eid(EntityKind.GROUP, "g1")]
+        assert klass.resource is not None
+        assert klass.resource["member_ids"] == [str(eid(EntityKind.PERSON, "s1"))]
+    documents = await h.normaliser.outbox.collection.find({"_id": {"$nin": sorted(outbox_before)}}).to_list(None)
+    reason = DeletionReason.LEFT_SELECTION.value
+    assert gdpr_deletions(documents) == {("ilt", str(eid(EntityKind.PERSON, k)), reason) for k in ("s2", "s3")}
+    findings = await FindingStore(h.normaliser.db).query(TENANT, code=FindingCode.PERSON_STATUS_UNKNOWN)
+    assert [(f.source_key, f.field) for f in findings] == [("s3", "person_status")]
+    assert "Utflyttad" not in findings[0].detail
 
 
 async def test_the_organisation_tree_resolves_and_an_organisation_of_unknown_type_is_a_finding(harness: Harness):

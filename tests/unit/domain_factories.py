@@ -100,6 +100,8 @@ def person(key: str, *enrolments: Enrolment, **extra: Any) -> Person:
         "family_name": f"Efternamn-{key}",
         "eppn": [f"{key}@kommun-a.se"],
         "emails": [Email(value=f"{key}@skola.kommun-a.se", type=EmailType.SKOLA_ELEV)],
+        # The fixture's sources say every person's marking: a missing one is unknown (security_marking=None).
+        "security_marking": SecurityMarking.INGEN,
         "enrolments": list(enrolments),
     }
     values.update(extra)
@@ -267,6 +269,7 @@ def person_record(key: str = "p-1", **data: Any) -> SourceRecord:
         "eppn": ["ingrid.lindqvist@kommun-a.se"],
         "emails": [{"value": "ingrid.lindqvist@skola.kommun-a.se", "type": "Skola elev"}],
         "civic_no": "20150101-2384",
+        "security_marking": "Ingen",
         "enrolments": [{"school_unit": "su-a", "school_type": "GR", "school_year": 3, "start_date": "2024-08-15"}],
     }
     values.update(data)

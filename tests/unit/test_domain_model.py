@@ -30,6 +30,7 @@ from skolsynk.domain.ss12000 import (
     Organisation,
     OrganisationType,
     Person,
+    PersonStatus,
     SchoolType,
     SchoolUnit,
     SecurityMarking,
@@ -107,8 +108,8 @@ def test_unknown_organisation_types_are_rejected(bad: str) -> None:
     [
         (True, SecurityMarking.SKYDDAD_FOLKBOKFORING, True),  # 2018 boolean: the strictest level
         (False, SecurityMarking.INGEN, False),
-        (None, SecurityMarking.INGEN, False),
         ("Ingen", SecurityMarking.INGEN, False),
+        (" ingen ", SecurityMarking.INGEN, False),
         ("Sekretessmarkering", SecurityMarking.SEKRETESSMARKERING, True),
         ("Skyddad folkbokföring", SecurityMarking.SKYDDAD_FOLKBOKFORING, True),
     ],
@@ -118,13 +119,49 @@ def test_security_marking_accepts_the_2018_boolean(
 ) -> None:
     person = _person(security_marking=given_value)
     assert person.security_marking is expected
-    assert person.protected is protected
+    assert person.marking_known
+    # A known marking decides by itself, whatever the organiser chose for unknown ones.
+    assert person.is_protected() is protected
+    assert person.is_protected(unknown_is_protected=False) is protected
 
 
-def test_security_marking_defaults_to_none_and_rejects_other_values() -> None:
-    assert _person().security_marking is SecurityMarking.INGEN
+@pytest.mark.parametrize("given", [{}, {"security_marking": None}])
+def test_a_missing_security_marking_is_unknown_not_ingen(given: dict[str, Any]) -> None:
+    person = _person(**given)
+    assert person.security_marking is None
+    assert not person.marking_known
+    assert person.is_protected()  # the safe default
+    assert not person.is_protected(unknown_is_protected=False)
+    assert person.model_dump(mode="json")["security_marking"] is None  # stored as unknown, not "Ingen"
+
+
+def test_security_marking_rejects_other_values() -> None:
     with pytest.raises(ValidationError):
         _person(security_marking="Hemlig")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "active"),
+    [
+        ({}, PersonStatus.AKTIV, True),  # SS 12000's default
+        ({"person_status": "Aktiv"}, PersonStatus.AKTIV, True),
+        ({"person_status": " aktiv"}, PersonStatus.AKTIV, True),
+        ({"person_status": "Utvandrad"}, PersonStatus.UTVANDRAD, False),
+        ({"person_status": "Avliden"}, PersonStatus.AVLIDEN, False),
+        ({"person_status": None}, None, False),  # a value SS 12000 does not know, as ingest keeps it
+    ],
+)
+def test_person_status_is_the_2_1_values_and_only_aktiv_is_active(
+    given: dict[str, Any], expected: PersonStatus | None, active: bool
+) -> None:
+    person = _person(**given)
+    assert person.person_status is expected
+    assert person.active is active
+
+
+def test_person_status_rejects_values_ss12000_does_not_know() -> None:
+    with pytest.raises(ValidationError):
+        _person(person_status="Utflyttad")
 
 
 def test_duty_roles_are_the_2_1_values_verbatim() -> None:

@@ -32,12 +32,14 @@ from skolsynk.domain.ss12000 import (
     EntityKind,
     GroupType,
     Person,
+    PersonStatus,
     SchoolType,
     SecurityMarking,
 )
 from skolsynk.domain.subscription import (
     OPTIONAL_FIELDS,
     SENSITIVE_FIELDS,
+    MissingMarkingPolicy,
     ProtectedIdentityPolicy,
     Role,
     VendorProfile,
@@ -660,6 +662,81 @@ def test_marking_change_under_pseudonymise_replaces_the_person() -> None:
     assert [e.id for e in added] == [pseudonym_id(TENANT, VENDOR, eid("prot-a"))]
     assert all(e.kind is not PERSON for e in preview.changed)
     assert eid("klass-3a", GROUP) in {e.id for e in preview.changed}  # its member id changed
+
+
+# --- persons without a securityMarking and personStatus ----------------------------------------
+
+
+def _unmarked(key: str = "stu-a1") -> Person:
+    """A fixture person whose source did not give the securityMarking."""
+    person = entity_by_key(key)
+    assert isinstance(person, Person)
+    return person.model_copy(update={"security_marking": None})
+
+
+def _with_setting(st8: TenantState, setting: MissingMarkingPolicy) -> TenantState:
+    st8.missing_marking = setting
+    return st8
+
+
+def test_a_person_without_a_marking_is_protected_by_default() -> None:
+    st8 = state(replace=[_unmarked()])
+    assert st8.missing_marking is MissingMarkingPolicy.PROTECTED
+    resources = run(st8)
+    assert "stu-a1" not in person_keys(resources)
+    assert eid("stu-a1") not in members(resources, "klass-3a")
+    assert str(eid("stu-a1")) not in as_text(resources)
+    # every other subscription policy applies to them as to a marked person
+    pseudonymised = run(st8, subscription(protected_identity_policy=ProtectedIdentityPolicy.PSEUDONYMISE))
+    alias = pseudonymised[pseudonym_id(TENANT, VENDOR, eid("stu-a1"))]
+    assert alias.resource["given_name"] == PSEUDONYM_GIVEN_NAME
+    assert "security_marking" not in alias.resource
+    minimal = run(st8, subscription(protected_identity_policy=ProtectedIdentityPolicy.MINIMAL))
+    assert set(resource(minimal, "stu-a1", PERSON)) == STRUCTURAL[PERSON] | {
+        "given_name",
+        "family_name",
+        "eppn",
+        "enrolments",
+    }
+
+
+def test_the_organiser_may_treat_persons_without_a_marking_as_not_protected() -> None:
+    st8 = _with_setting(state(replace=[_unmarked()]), MissingMarkingPolicy.NOT_PROTECTED)
+    prof = profile(accepted_fields={PERSON: OPTIONAL_FIELDS[PERSON] - SENSITIVE_FIELDS})
+    resources = run(st8, prof=prof)
+    sent = resource(resources, "stu-a1", PERSON)
+    assert sent["security_marking"] is None, "an unknown marking is never sent as 'Ingen'"
+    assert eid("stu-a1") in members(resources, "klass-3a")
+    # a known marking still decides by itself
+    assert not {"prot-a", "prot-t"} & person_keys(resources)
+    assert resource(resources, "stu-a2", PERSON)["security_marking"] == SecurityMarking.INGEN.value
+
+
+def test_the_setting_changes_only_persons_without_a_marking() -> None:
+    protected = run(state(replace=[_unmarked()]))
+    not_protected = run(_with_setting(state(replace=[_unmarked()]), MissingMarkingPolicy.NOT_PROTECTED))
+    preview = compare(protected, not_protected)
+    assert {e.id for e in preview.added} == {eid("stu-a1")}
+    assert not preview.removed
+    assert {e.kind for e in preview.changed} <= {GROUP}  # the groups gain them as a member
+
+
+@pytest.mark.parametrize("status", [PersonStatus.UTVANDRAD, PersonStatus.AVLIDEN, None])
+def test_a_person_who_is_not_active_is_in_no_selection(status: PersonStatus | None) -> None:
+    student, teacher = entity_by_key("stu-a1"), entity_by_key("tea-a")
+    assert isinstance(student, Person)
+    assert isinstance(teacher, Person)
+    gone = [p.model_copy(update={"person_status": status}) for p in (student, teacher)]
+    sub = subscription(include_persons={str(eid("stu-a1"))})  # not even when named
+    for policy in ProtectedIdentityPolicy:
+        resources = run(state(replace=gone), sub.model_copy(update={"protected_identity_policy": policy}))
+        assert not {"stu-a1", "tea-a"} & person_keys(resources)
+        assert "d-tea-a" not in keys_of(resources, DUTY)
+        assert eid("stu-a1") not in members(resources, "klass-3a")
+        assert str(eid("stu-a1")) not in as_text(resources)
+    before, after = run(), run(state(replace=gone))
+    removed = {e.id for e in compare(before, after).removed}
+    assert removed == {eid("stu-a1"), eid("tea-a"), eid("d-tea-a", DUTY)}  # a deletion for the vendor
 
 
 # --- previews -------------------------------------------------------------------------------------

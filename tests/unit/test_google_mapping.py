@@ -138,6 +138,27 @@ def test_users_queries_read_each_scope_root_once() -> None:
     assert users_queries(quoted) == ["orgUnitPath='/Åk 7 O\\'Neil'"]
 
 
+def test_a_mapped_security_marking_field_is_read_and_its_absence_is_unknown() -> None:
+    fields = MAPPING.fields.model_copy(update={"security_marking": "customSchemas.SS12000.Skyddsmarkering"})
+    marked = MAPPING.model_copy(update={"fields": fields})
+    assert "SS12000" in marked.custom_schemas()
+    mapping = DirectoryMapping(marked, ORG_UNITS)
+    path = "/Skolor/Norr/Elever/Åk 7"
+
+    def marking_of(**extra: Any) -> Any:
+        [person] = [r for r in mapping.map_user(user("1", path, **extra)) if r.kind is EntityKind.PERSON]
+        return person.data.get("security_marking", "absent")
+
+    assert marking_of(customSchemas={"SS12000": {"Skyddsmarkering": "Skyddad folkbokföring"}}) == (
+        "Skyddad folkbokföring"
+    )
+    assert marking_of(customSchemas={"SS12000": {"Skyddsmarkering": "Ingen"}}) == "Ingen"
+    assert marking_of(customSchemas={"SS12000": {"Skyddsmarkering": True}}) is True  # a boolean custom field
+    assert marking_of(customSchemas={"SS12000": {"Skyddsmarkering": False}}) is False
+    assert marking_of(customSchemas={"SS12000": {}}) == "absent"  # unknown: the organiser's setting decides
+    assert marking_of() == "absent"
+
+
 def test_school_units_roles_and_persons() -> None:
     mapping = DirectoryMapping(MAPPING, ORG_UNITS)
     mapping.add_role_group_members(
@@ -203,7 +224,15 @@ def test_school_units_roles_and_persons() -> None:
     assert (EntityKind.SCHOOL_UNIT, "44444444") in by_key(mapping.unit_records())
     assert mapping.units["44444444"].display_name == "Fjärrskolan"
     # No school unit and no role: still a person, without enrolment or duty (the normaliser reports it).
-    assert set(got[(EntityKind.PERSON, "5")]) == {"given_name", "family_name", "emails", "eppn", "external_identifiers"}
+    assert set(got[(EntityKind.PERSON, "5")]) == {
+        "given_name",
+        "family_name",
+        "emails",
+        "eppn",
+        "external_identifiers",
+        "security_marking",  # "Ingen": Google has no marking and the mapping names no field for it
+    }
+    assert got[(EntityKind.PERSON, "5")]["security_marking"] == "Ingen"
     assert (EntityKind.DUTY, "5-duty") not in got
     assert got[(EntityKind.PERSON, "6")]["enrolments"] == [{"school_unit": "ou-id:ny", "school_type": "GR"}]
     # A malformed code in the custom field places nobody.

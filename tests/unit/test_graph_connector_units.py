@@ -223,6 +223,7 @@ def test_student_maps_to_a_person_with_enrolments() -> None:
         "eppn": ["alva@kommun.se"],
         "emails": [{"value": "alva@elev.kommun.se", "type": "Skola elev"}],
         "birth_date": "2013-04-05",
+        "security_marking": "Ingen",  # Graph has no securityMarking: as before it could be unknown
         "external_identifiers": [
             {"value": "u1", "context": f"https://login.microsoftonline.com/{AZURE}/v2.0", "globally_unique": True},
             {"value": "sis-1", "context": "urn:skolsynk:microsoft:sis-id", "globally_unique": False},

@@ -107,6 +107,11 @@ def test_captured_bodies_map_field_by_field() -> None:
     [enrolment] = elsa.enrolments
     assert (enrolment.school_unit, enrolment.school_year, enrolment.school_type) == (CENTRAL, 7, SchoolType.GR)
 
+    # The captured client's template has no securityMarking: unknown, not "Ingen".
+    assert "securityMarking" not in json.dumps(bodies[ELSA][1])
+    assert elsa.security_marking is None
+    assert not elsa.marking_known
+
     eva = _validate(from_egil(*bodies[EVA]))
     assert eva.enrolments == []
     assert [e.type.value for e in eva.emails] == ["Skola personal"]  # no type, no enrolments: staff
@@ -307,6 +312,12 @@ def test_minimised_and_protected_users_omit_what_they_lack() -> None:
     _, body = to_egil(minimal)
     assert body["externalId"] == ELSA
     assert set(body) == {"schemas", "externalId", "userName", "displayName", "name"}
+
+    # An unknown marking (a person the organiser treats as not protected) is never sent as false.
+    _, body = to_egil(_student_resource(security_marking=None))
+    assert "securityMarking" not in body[USER_EXTENSION]
+    _, body = to_egil(_student_resource(security_marking="Ingen"))
+    assert body[USER_EXTENSION]["securityMarking"] is False
 
     _, body = to_egil(_student_resource(security_marking="Sekretessmarkering", civic_no=None, emails=[]))
     assert body[USER_EXTENSION]["securityMarking"] is True

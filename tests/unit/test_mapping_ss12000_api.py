@@ -15,6 +15,7 @@ from skolsynk.domain.ss12000 import (
     EntityKind,
     GroupType,
     OrganisationType,
+    PersonStatus,
     SchoolType,
     SecurityMarking,
 )
@@ -282,3 +283,38 @@ def test_deleted_entities_accepts_both_spellings_and_the_bare_data() -> None:
     assert deleted_entities({"data": {}, "pageToken": None}) == []
     with pytest.raises(Ss12000MappingError, match=r"data\.persons: not a list"):
         deleted_entities({"data": {"persons": STUDENT}})
+
+
+# --- securityMarking and personStatus ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "marking"),
+    [
+        ({"securityMarking": "Skyddad folkbokföring"}, SecurityMarking.SKYDDAD_FOLKBOKFORING),
+        ({"securityMarking": "Ingen"}, SecurityMarking.INGEN),
+        ({"securityMarking": None}, None),  # null: not given
+        ({}, None),  # withheld (an attribute scope): unknown, which is not "Ingen"
+    ],
+)
+def test_a_person_without_security_marking_has_an_unknown_one(
+    given: dict[str, Any], marking: SecurityMarking | None
+) -> None:
+    person = _one("persons", {"id": STUDENT, "givenName": "A", "familyName": "B", **given})
+    assert person.security_marking is marking
+
+
+@pytest.mark.parametrize(
+    ("given", "status"),
+    [
+        ({}, PersonStatus.AKTIV),  # the spec's default
+        ({"personStatus": None}, PersonStatus.AKTIV),
+        ({"personStatus": "Aktiv"}, PersonStatus.AKTIV),
+        ({"personStatus": "Utvandrad"}, PersonStatus.UTVANDRAD),
+        ({"personStatus": "Avliden"}, PersonStatus.AVLIDEN),
+    ],
+)
+def test_person_status_is_mapped(given: dict[str, Any], status: PersonStatus) -> None:
+    [record] = from_ss12000("persons", {"id": STUDENT, "givenName": "A", "familyName": "B", **given})
+    assert record.data.get("person_status") == given.get("personStatus")  # null is not copied
+    assert _validate(record).person_status is status

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.quality import Finding, FindingCode, Severity
-from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.reconcile import missing_marking_summary, reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState, project
 from skolsynk.domain.ss12000 import (
     Activity,
@@ -32,10 +32,13 @@ from skolsynk.domain.ss12000 import (
     Membership,
     Organisation,
     Person,
+    PersonStatus,
     SchoolType,
     SchoolUnit,
     SchoolUnitGroup,
+    SecurityMarking,
 )
+from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk_services.normaliser.validation import RecordValidator
 from tests.unit.domain_factories import (
     CODE_A,
@@ -130,7 +133,8 @@ def test_a_valid_person_is_normalised(validator: RecordValidator) -> None:
     assert entity.emails == [Email(value="ingrid.lindqvist@skola.kommun-a.se", type=EmailType.SKOLA_ELEV)]
     assert entity.civic_no == "201501012384"
     assert entity.enrolments[0].school_type is SchoolType.FKLASS
-    assert not entity.protected
+    assert entity.security_marking is SecurityMarking.INGEN
+    assert not entity.is_protected()
 
 
 def test_the_record_key_wins_over_a_key_in_the_data(validator: RecordValidator) -> None:
@@ -283,6 +287,59 @@ def test_person_that_does_not_fit_the_model_is_withheld(
     assert findings[0].severity is Severity.ERROR
     assert findings[0].field == field
     assert findings[0].detail
+
+
+@pytest.mark.parametrize(
+    ("changes", "marking"),
+    [
+        ({"security_marking": ...}, None),  # not given: unknown
+        ({"security_marking": None}, None),
+        ({"security_marking": False}, SecurityMarking.INGEN),
+        ({"security_marking": "Ingen"}, SecurityMarking.INGEN),
+        ({"security_marking": True}, SecurityMarking.SKYDDAD_FOLKBOKFORING),
+    ],
+)
+def test_a_missing_security_marking_is_stored_as_unknown_without_a_finding_per_person(
+    validator: RecordValidator, changes: dict[str, Any], marking: SecurityMarking | None
+) -> None:
+    entity, findings = validator.validate(person_record(**changes))
+    assert isinstance(entity, Person)
+    assert entity.security_marking is marking
+    assert entity.model_dump(mode="json")["security_marking"] == (marking.value if marking else None)
+    assert findings == []  # the organiser's summary counts them (origin summary), not one finding each
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({}, PersonStatus.AKTIV),
+        ({"person_status": None}, PersonStatus.AKTIV),  # null: not given, SS 12000's default
+        ({"person_status": "Avliden"}, PersonStatus.AVLIDEN),
+        ({"person_status": "utvandrad "}, PersonStatus.UTVANDRAD),
+    ],
+)
+def test_a_known_person_status_is_kept(
+    validator: RecordValidator, changes: dict[str, Any], status: PersonStatus
+) -> None:
+    entity, findings = validator.validate(person_record(**changes))
+    assert isinstance(entity, Person)
+    assert entity.person_status is status
+    assert findings == []
+
+
+@pytest.mark.parametrize("bad", ["Utflyttad", "Död", "", 3])
+def test_an_unknown_person_status_is_a_finding_and_keeps_the_person_out(validator: RecordValidator, bad: Any) -> None:
+    entity, findings = validator.validate(person_record(person_status=bad))
+    assert isinstance(entity, Person), "stored (not withheld: a vendor that has them must get the deletion)"
+    assert entity.person_status is None
+    assert not entity.active
+    assert codes(findings) == [FindingCode.PERSON_STATUS_UNKNOWN]
+    assert findings[0].severity is Severity.WARNING
+    assert findings[0].field == "person_status"
+    selected = project(state(add=[entity]), subscription(), profile(), TODAY)
+    active = entity.model_copy(update={"person_status": PersonStatus.AKTIV})
+    assert eid("p-1") not in selected
+    assert eid("p-1") in project(state(add=[active]), subscription(), profile(), TODAY)
 
 
 @pytest.mark.parametrize(
@@ -728,3 +785,30 @@ def test_entities_are_placed_in_their_school_units_for_the_findings_report():
     nowhere = stored(Person(key="x1", given_name="E", family_name="F"))
     codes = school_unit_codes_by_entity(TenantState("t", [unit, student, teacher, duty, nowhere]))
     assert codes == {str(e.id): "12345678" for e in (unit, student, teacher, duty)}
+
+
+# --- the summary of persons without a securityMarking ---------------------------------------------
+
+
+@pytest.mark.parametrize("setting", list(MissingMarkingPolicy))
+def test_persons_without_a_marking_are_summarised_per_source(setting: MissingMarkingPolicy) -> None:
+    findings = missing_marking_summary(TENANT, {SOURCE: (412, 1830), "google": (0, 90), "ss12000": (1, 1)}, setting)
+    assert [(f.source_id, f.code) for f in findings] == [
+        (SOURCE, FindingCode.SECURITY_MARKING_MISSING),
+        ("ss12000", FindingCode.SECURITY_MARKING_MISSING),
+    ]
+    first = findings[0]
+    assert first.origin == "summary"
+    assert first.severity is Severity.WARNING
+    assert (first.entity_id, first.source_key, first.school_unit_code) == (None, None, None)
+    assert first.detail.startswith("412 of 1830 persons have no securityMarking")
+    assert ("as protected" in first.detail) is (setting is MissingMarkingPolicy.PROTECTED)
+
+
+def test_reconcile_carries_the_organisers_setting_to_the_selection() -> None:
+    unmarked = person("p-x", enrolment("su-a"), security_marking=None)
+    for setting in MissingMarkingPolicy:
+        st8, _ = reconcile(TENANT, [stored(e) for e in [*entities(), unmarked]], TODAY, missing_marking=setting)
+        assert st8.missing_marking is setting
+        selected = eid("p-x") in project(st8, subscription(), profile(), TODAY)
+        assert selected is (setting is MissingMarkingPolicy.NOT_PROTECTED)

@@ -372,7 +372,8 @@ def to_egil(resource: Mapping[str, Any]) -> tuple[EgilResourceType, dict[str, An
     * Users: ``userName`` is the first eduPersonPrincipalName, ``displayName`` "given family"; the
       extension object carries the enrolments (school unit id, ``schoolYear`` as an integer, the 2018
       school type, ``programCode``), ``civicNo`` and ``securityMarking`` (a boolean: anything but "Ingen"
-      is true) only when the resource has them, and is left out when empty.
+      is true) only when the resource has them (an unknown marking, null, is left out: never sent as
+      false), and is left out when empty.
     * StudentGroups: ``studentMemberships`` are the resource's ``member_ids``. EGIL groups hold
       **students only** (teachers reach a group through Activities): a caller that cares passes a resource
       whose ``member_ids`` are the students' ids only; this function sends what it is given.
@@ -613,7 +614,9 @@ def from_egil(resource_type: EgilResourceType | str, body: Mapping[str, Any]) ->
     enrolment's ``value`` (the school unit), an Employment's ``user``/``employedAt``, a StudentGroup's
     ``owner``/``studentMemberships``, an Activity's ``owner``/``groups`` (or the old single ``group``)/
     ``teachers`` (Employments, i.e. duties). 2018 school types become 2.1 ones, the boolean
-    ``securityMarking`` true becomes "Skyddad folkbokföring", SCIM e-mail types become SS 12000 ones.
+    ``securityMarking`` true becomes "Skyddad folkbokföring" and false "Ingen"; a User without it (the
+    captured client does not send it unless its template has it) has an unknown marking, not "Ingen".
+    SCIM e-mail types become SS 12000 ones.
     A missing ``studentGroupType`` is "Övrigt". A User's ``displayName`` is not kept (the model has given
     and family names); unknown attributes (``schemas``, ``userRelations``, ``parentActivity`` ...) are
     ignored. Content is not validated here (the normaliser does that); only

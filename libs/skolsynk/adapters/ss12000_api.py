@@ -152,7 +152,9 @@ def _person(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
             "familyName": "family_name",
             "middleName": "middle_name",
             "birthDate": "birth_date",
+            # Absent or null: not given (unknown, which is not "Ingen"); personStatus absent: Aktiv.
             "securityMarking": "security_marking",
+            "personStatus": "person_status",
         },
     )
     eppn = obj.get("eduPersonPrincipalNames")

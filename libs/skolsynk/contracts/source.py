@@ -114,6 +114,7 @@ class PersonFields(TypedDict, total=False):
     civic_no: str | None
     birth_date: DateValue | None
     security_marking: str | bool | None
+    person_status: str | None
     external_identifiers: list[ExternalIdentifierFields]
     enrolments: list[EnrolmentFields]
 

@@ -51,6 +51,8 @@ class FindingCode(StrEnum):
     PERSON_CONFLICTING_ROLES = "person.conflicting_roles"
     DATES_INVERTED = "dates.inverted"
     VALUE_UNKNOWN = "value.unknown"
+    PERSON_STATUS_UNKNOWN = "person_status.unknown"
+    SECURITY_MARKING_MISSING = "security_marking.missing"
     RUN_INCOMPLETE = "run.incomplete"
 
 
@@ -81,6 +83,8 @@ CATALOGUE: dict[FindingCode, tuple[Severity, str]] = {
     FindingCode.PERSON_CONFLICTING_ROLES: (Severity.WARNING, "The person is both enrolled as a student and employed as staff today."),
     FindingCode.DATES_INVERTED: (Severity.WARNING, "A start date is after its end date; the enrolment, membership or duty is dropped (a whole record with inverted dates is withheld)."),
     FindingCode.VALUE_UNKNOWN: (Severity.WARNING, "A value is not one SS 12000 knows (for example a school type); the value is dropped."),
+    FindingCode.PERSON_STATUS_UNKNOWN: (Severity.WARNING, "The person's personStatus is not one SS 12000 knows (Aktiv, Utvandrad, Avliden); the person is treated as not active and kept out of every vendor's selection."),
+    FindingCode.SECURITY_MARKING_MISSING: (Severity.WARNING, "A summary per source: how many of its persons have no securityMarking; they are treated as protected identities unless the organiser chose otherwise."),
     FindingCode.RUN_INCOMPLETE: (Severity.ERROR, "The source read was incomplete or unhealthy; nothing was removed because of it."),
 }  # fmt: skip
 
@@ -89,7 +93,7 @@ class Finding(Model):
     tenant_id: str
     source_id: str | None = None
     run_id: UUID | None = None
-    origin: Literal["ingest", "reconcile", "run"]
+    origin: Literal["ingest", "reconcile", "run", "summary"]
     code: FindingCode
     severity: Severity
     entity_kind: EntityKind | None = None

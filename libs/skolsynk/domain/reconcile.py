@@ -18,10 +18,18 @@ from skolsynk.domain.organisation_tree import SCHOOL_UNIT_LEVEL, OrganisationTre
 from skolsynk.domain.quality import Finding, FindingCode
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import Activity, Duty, Entity, EntityKind, Group, Person, SchoolUnit
+from skolsynk.domain.subscription import MissingMarkingPolicy
 
 
-def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> tuple[TenantState, list[Finding]]:
-    """Cross-record checks over the organiser's whole state."""
+def reconcile(
+    tenant_id: str,
+    entities: Iterable[StoredEntity],
+    today: date,
+    *,
+    missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED,
+) -> tuple[TenantState, list[Finding]]:
+    """Cross-record checks over the organiser's whole state; the state carries the organiser's
+    ``missing_marking`` setting to the selection."""
     findings: list[Finding] = []
     by_kind: dict[EntityKind, list[StoredEntity]] = defaultdict(list)
     for stored in sorted(entities, key=lambda s: (s.source_id, s.entity.key)):
@@ -243,7 +251,35 @@ def reconcile(tenant_id: str, entities: Iterable[StoredEntity], today: date) -> 
         for s in kind
         if s.id not in withheld
     ]
-    return TenantState(tenant_id=tenant_id, entities=cleaned, withheld=withheld), findings
+    state = TenantState(tenant_id=tenant_id, entities=cleaned, withheld=withheld, missing_marking=missing_marking)
+    return state, findings
+
+
+def missing_marking_summary(
+    tenant_id: str, counts: dict[str, tuple[int, int]], policy: MissingMarkingPolicy
+) -> list[Finding]:
+    """One ``security_marking.missing`` finding per source with persons whose securityMarking the source
+    did not give: ``counts`` is source id -> (persons without a marking, persons). A summary, not a
+    finding per person: a source that withholds the field (an attribute scope, an EGIL client's template)
+    withholds it for everyone."""
+    treated = (
+        "treated as protected identities (the organiser's setting)"
+        if policy.unknown_is_protected
+        else "treated as not protected (the organiser's setting)"
+    )
+    return [
+        Finding.of(
+            FindingCode.SECURITY_MARKING_MISSING,
+            tenant_id=tenant_id,
+            source_id=source_id,
+            origin="summary",
+            entity_kind=EntityKind.PERSON,
+            field="security_marking",
+            detail=f"{missing} of {persons} persons have no securityMarking; {treated}",
+        )
+        for source_id, (missing, persons) in sorted(counts.items())
+        if missing
+    ]
 
 
 def school_unit_codes_by_entity(state: TenantState) -> dict[str, str]:

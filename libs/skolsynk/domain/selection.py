@@ -11,9 +11,12 @@ Rules (docs/selection.md has the prose):
   person is selected when a relation's role is in the subscription's roles, or when explicitly
   included; explicitly excluded persons never are.
   With ``single_school_unit_per_user`` only the relations of the lowest school-unit code are kept.
-* **Protected identities** (securityMarking other than "Ingen") follow the subscription's policy:
-  excluded (default), pseudonymised (a vendor-specific id, alias names, only the login kept) or
-  minimal (names and login only).
+* **personStatus**: a person whose status is not Aktiv (Utvandrad, Avliden, or a value SS 12000 does not
+  know) is in no vendor's selection, whatever else says so (an explicit include too).
+* **Protected identities** (securityMarking "Sekretessmarkering" or "Skyddad folkbokföring"; a person
+  whose marking the source did not give while the organiser's ``missing_marking`` is ``protected``, the
+  default) follow the subscription's policy: excluded (default), pseudonymised (a vendor-specific id,
+  alias names, only the login kept) or minimal (names and login only).
 * **Duties** of selected staff at included units; **groups** at included units that are active and of
   an allowed type (``classes_only``: Klass only), with their active memberships of selected persons;
   **activities** at included units that have at least one selected group, with selected groups and
@@ -48,7 +51,13 @@ from skolsynk.domain.ss12000 import (
     SchoolUnit,
     SchoolUnitGroup,
 )
-from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
+from skolsynk.domain.subscription import (
+    MissingMarkingPolicy,
+    ProtectedIdentityPolicy,
+    Role,
+    VendorProfile,
+    VendorSubscription,
+)
 
 PSEUDONYM_GIVEN_NAME = "Skyddad"
 PSEUDONYM_FAMILY_NAME = "Identitet"
@@ -73,6 +82,8 @@ class TenantState:
     entities: list[StoredEntity]
     #: Entities a data-quality error withholds: their vendor views are left as they are.
     withheld: set[UUID] = field(default_factory=set)
+    #: The organiser's setting for persons whose source did not give their securityMarking.
+    missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED
 
 
 @dataclass(frozen=True)
@@ -158,10 +169,11 @@ def project(
     for stored in index.of_kind[EntityKind.PERSON]:
         person = stored.entity
         assert isinstance(person, Person)
-        if str(stored.id) in subscription.exclude_persons:
+        if str(stored.id) in subscription.exclude_persons or not person.active:
             continue
         policy = subscription.protected_identity_policy
-        if person.protected and policy is ProtectedIdentityPolicy.EXCLUDE:
+        protected = person.is_protected(unknown_is_protected=state.missing_marking.unknown_is_protected)
+        if protected and policy is ProtectedIdentityPolicy.EXCLUDE:
             continue
         relations: list[tuple[Role, StoredEntity, Any]] = []
         for enrolment in person.enrolments:
@@ -193,7 +205,7 @@ def project(
             relations = [r for r in relations if code_of(r[1]) == first]
 
         emitted_id = stored.id
-        data: dict[str, Any] = person.model_dump(mode="json", exclude={"kind", "key", "enrolments"})
+        data: dict[str, Any] = person.model_dump(mode="json", exclude={"kind", "key", "enrolments", "person_status"})
         data["enrolments"] = [
             {
                 "school_unit_id": str(unit_stored.id),
@@ -204,7 +216,7 @@ def project(
             if role is Role.STUDENT
         ]
         person_allowed = allowed[EntityKind.PERSON]
-        if person.protected and policy is ProtectedIdentityPolicy.PSEUDONYMISE:
+        if protected and policy is ProtectedIdentityPolicy.PSEUDONYMISE:
             emitted_id = pseudonym_id(state.tenant_id, subscription.vendor_id, stored.id)
             data = {
                 "given_name": PSEUDONYM_GIVEN_NAME,
@@ -212,7 +224,7 @@ def project(
                 "eppn": person.eppn[:1],
                 "enrolments": data["enrolments"],
             }
-        elif person.protected and policy is ProtectedIdentityPolicy.MINIMAL:
+        elif protected and policy is ProtectedIdentityPolicy.MINIMAL:
             person_allowed = person_allowed & frozenset({"given_name", "family_name", "eppn", "enrolments"})
         person_ids[(stored.source_id, person.key)] = emitted_id
         if emitted_id != stored.id:

@@ -143,6 +143,14 @@ class SecurityMarking(StrEnum):
     SKYDDAD_FOLKBOKFORING = "Skyddad folkbokföring"
 
 
+class PersonStatus(StrEnum):
+    """SS 12000:2.1's ``personStatus`` (absent: ``Aktiv``, the spec's default)."""
+
+    AKTIV = "Aktiv"
+    UTVANDRAD = "Utvandrad"
+    AVLIDEN = "Avliden"
+
+
 class EmailType(StrEnum):
     PRIVAT = "Privat"
     SKOLA_ELEV = "Skola elev"
@@ -178,15 +186,24 @@ def known_organisation_type(value: Any) -> OrganisationType | None:
 
 
 def _security_marking(value: Any) -> Any:
-    # SS 12000:2018 has a boolean: true cannot tell the two levels apart, so take the strictest.
+    # SS 12000:2018 has a boolean: true cannot tell the two levels apart, so take the strictest. None
+    # (the source did not say) stays None: unknown, which is not "Ingen".
     if value is True:
         return SecurityMarking.SKYDDAD_FOLKBOKFORING
-    if value is False or value is None:
+    if value is False:
         return SecurityMarking.INGEN
     if isinstance(value, str):
         for marking in SecurityMarking:
             if marking.value.casefold() == value.strip().casefold():
                 return marking
+    return value
+
+
+def _person_status(value: Any) -> Any:
+    if isinstance(value, str):
+        for status in PersonStatus:
+            if status.value.casefold() == value.strip().casefold():
+                return status
     return value
 
 
@@ -305,7 +322,16 @@ class Person(Model):
     emails: list[Email] = Field(default_factory=list)
     civic_no: str | None = Field(default=None, description="Personnummer, 12 characters; sensitive.")
     birth_date: date | None = None
-    security_marking: Annotated[SecurityMarking, BeforeValidator(_security_marking)] = SecurityMarking.INGEN
+    security_marking: Annotated[SecurityMarking | None, BeforeValidator(_security_marking)] = Field(
+        default=None,
+        description="None: the source did not say (absent in the record), which is not 'Ingen': the organiser's "
+        "setting decides whether such a person is treated as protected (by default they are).",
+    )
+    person_status: Annotated[PersonStatus | None, BeforeValidator(_person_status)] = Field(
+        default=PersonStatus.AKTIV,
+        description="Absent: Aktiv (SS 12000's default). None: a value SS 12000 does not know (a data-quality "
+        "finding). Anything but Aktiv keeps the person out of every vendor's selection.",
+    )
     external_identifiers: list[ExternalIdentifier] = Field(default_factory=list)
     enrolments: list[Enrolment] = Field(default_factory=list)
 
@@ -320,8 +346,22 @@ class Person(Model):
         return compact
 
     @property
-    def protected(self) -> bool:
+    def marking_known(self) -> bool:
+        """Whether the source said what the person's securityMarking is ("Ingen" included)."""
+        return self.security_marking is not None
+
+    def is_protected(self, *, unknown_is_protected: bool = True) -> bool:
+        """Marked "Sekretessmarkering" or "Skyddad folkbokföring" (a 2018 ``true`` included); a person whose
+        marking is unknown counts as protected unless ``unknown_is_protected`` is False (the organiser's
+        choice, :class:`skolsynk.domain.subscription.MissingMarkingPolicy`)."""
+        if self.security_marking is None:
+            return unknown_is_protected
         return self.security_marking is not SecurityMarking.INGEN
+
+    @property
+    def active(self) -> bool:
+        """personStatus Aktiv: anything else (Utvandrad, Avliden, a value SS 12000 does not know) is not."""
+        return self.person_status is PersonStatus.AKTIV
 
 
 class Duty(Dated):

@@ -18,11 +18,24 @@ class Role(StrEnum):
 
 
 class ProtectedIdentityPolicy(StrEnum):
-    """What a vendor gets for a person whose securityMarking is not "Ingen"."""
+    """What a vendor gets for a protected person: securityMarking "Sekretessmarkering" or "Skyddad
+    folkbokföring", or unknown while the organiser's :class:`MissingMarkingPolicy` is ``protected``."""
 
     EXCLUDE = "exclude"  # not provisioned at all (default)
     PSEUDONYMISE = "pseudonymise"  # a vendor-specific id, alias names, only the login (eppn) kept
     MINIMAL = "minimal"  # real names and login, nothing else
+
+
+class MissingMarkingPolicy(StrEnum):
+    """An organiser's setting: how a person whose source did not say their securityMarking is treated by
+    every vendor's selection."""
+
+    PROTECTED = "protected"  # like a protected identity: the subscription's policy applies (default)
+    NOT_PROTECTED = "not_protected"  # like "Ingen" (the vendor still never receives "Ingen" for them)
+
+    @property
+    def unknown_is_protected(self) -> bool:
+        return self is MissingMarkingPolicy.PROTECTED
 
 
 #: Every field a vendor can be given, per kind (structural fields such as ids, references, roles and

@@ -17,6 +17,7 @@ from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
+from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk.storage.mongo import Database, Session
 
 ENTITIES = "entities"
@@ -40,9 +41,16 @@ class EntityReader:
             async for doc in cursor
         ]
 
-    async def tenant_state(self, tenant_id: str, today: date) -> tuple[TenantState, list[Finding]]:
-        """The reconciled state, exactly as the normaliser projects it."""
-        return reconcile(tenant_id, await self.load_tenant(tenant_id), today)
+    async def tenant_state(
+        self,
+        tenant_id: str,
+        today: date,
+        *,
+        missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED,
+    ) -> tuple[TenantState, list[Finding]]:
+        """The reconciled state, exactly as the normaliser projects it (given the organiser's
+        ``missing_marking`` setting, :class:`skolsynk.storage.admin.OrganiserSettings`)."""
+        return reconcile(tenant_id, await self.load_tenant(tenant_id), today, missing_marking=missing_marking)
 
     async def counts(self, tenant_id: str) -> dict[str, int]:
         """Entities per kind."""

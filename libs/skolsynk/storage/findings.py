@@ -42,6 +42,12 @@ class FindingStore:
                 await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
         await self.add(findings)
 
+    async def replace_summaries(self, tenant_id: str, findings: list[Finding]) -> None:
+        """The summaries over the organiser's whole state (origin ``summary``, counted at every whole
+        projection) replace the previous ones."""
+        await self.collection.delete_many({"tenant_id": tenant_id, "origin": "summary"})
+        await self.add(findings)
+
     async def place_in_school_units(
         self, tenant_id: str, codes: dict[str, str], *, only_entities: Iterable[str] | None = None
     ) -> int:

@@ -37,7 +37,7 @@ from skolsynk.contracts.source import (
     SchoolUnitFields,
     SourceRecord,
 )
-from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, SchoolType
+from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, SchoolType, SecurityMarking
 
 _SEGMENT = re.compile(r"([A-Za-z0-9_]+)(?:\[([A-Za-z0-9_]+)=([^\]]*)\])?\.?")
 
@@ -298,6 +298,14 @@ class DirectoryMapping:
         civic_no = read_path(user, fields.civic_no) if fields.civic_no else None
         if civic_no is not None:
             data["civic_no"] = civic_no
+        if fields.security_marking:
+            marking = read_path(user, fields.security_marking)
+            if marking is not None:  # absent: unknown (the organiser's setting decides)
+                data["security_marking"] = {"true": True, "false": False}.get(marking.casefold(), marking)
+        else:
+            # Google Workspace has no securityMarking: without a mapped field every person is "Ingen", as
+            # before the marking could be unknown (docs/google-connector.md).
+            data["security_marking"] = SecurityMarking.INGEN.value
         identifiers = [ExternalIdentifierFields(value=user_id, context=fields.user_id_context, globally_unique=True)]
         for external in fields.external_ids:
             value = read_path(user, external.field)

@@ -48,7 +48,15 @@ from skolsynk.contracts.source import (
     SchoolUnitFields,
     SourceRecord,
 )
-from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EmailType, EntityKind, GroupType, OrganisationType, SchoolType
+from skolsynk.domain.ss12000 import (
+    SCHOOL_UNIT_CODE,
+    EmailType,
+    EntityKind,
+    GroupType,
+    OrganisationType,
+    SchoolType,
+    SecurityMarking,
+)
 
 #: Context of the SIS id School Data Sync carries (``externalId``): not globally unique.
 SIS_CONTEXT = "urn:skolsynk:microsoft:sis-id"
@@ -267,6 +275,9 @@ def map_user(
     birth = _date(student.get("birthDate"))
     if birth is not None:
         data["birth_date"] = birth
+    # Graph Education has no securityMarking: every person is "Ingen", as before the marking could be
+    # unknown (docs/graph-connector.md says what an organiser with protected identities does).
+    data["security_marking"] = SecurityMarking.INGEN.value
     identifiers = [ExternalIdentifierFields(value=key, context=issuer_context(source), globally_unique=True)]
     sis_id = _text(student if role == STUDENT else teacher, "externalId") or _text(user, "externalId")
     if sis_id is not None:

@@ -22,13 +22,14 @@ from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
 from skolsynk.domain.dependencies import referenced_ids, stored, token, uniqueness_tokens
 from skolsynk.domain.quality import Finding
-from skolsynk.domain.reconcile import reconcile, school_unit_codes_by_entity
+from skolsynk.domain.reconcile import missing_marking_summary, reconcile, school_unit_codes_by_entity
 from skolsynk.domain.selection import ProjectedResource, TenantState, project
-from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind
-from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind, Person
+from skolsynk.domain.subscription import MissingMarkingPolicy, VendorProfile, VendorSubscription
 from skolsynk.logging import get_logger
 from skolsynk.messaging import Outbox, OutboxEntry
 from skolsynk.storage import Database, Document, MongoClient, in_parts
+from skolsynk.storage.admin import OrganiserSettings
 from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
@@ -112,13 +113,18 @@ class Projector:
         self.entities = EntityStore(db)
         self.findings = FindingStore(db)
         self.subscriptions = SubscriptionStore(db)
+        #: The organiser's selection settings, read at every projection (a change needs no restart).
+        self.organiser_settings = OrganiserSettings(db)
         self.views = db[VENDOR_VIEWS]
         self.holds = db[HOLDS]
         #: What waits for each vendor: counted here, in the transaction that queues the changes.
         self.backlog = DeliveryBacklog(db)
 
     async def tenant_state(self, tenant_id: str, today: date) -> TenantState:
-        state, _ = reconcile(tenant_id, await self.entities.load_tenant(tenant_id), today)
+        missing_marking = await self.organiser_settings.missing_marking(tenant_id)
+        state, _ = reconcile(
+            tenant_id, await self.entities.load_tenant(tenant_id), today, missing_marking=missing_marking
+        )
         return state
 
     async def project_tenant(
@@ -163,8 +169,11 @@ class Projector:
         chunk; removals are gathered and judged together at the end (the mass-deletion guard sees a
         school unit's removals at once), with the views of entities that no longer exist."""
         report = ProjectionReport(tenant_id=tenant_id)
+        missing_marking = await self.organiser_settings.missing_marking(tenant_id)
         subscriptions = await self.subscriptions.for_tenant(tenant_id)
         suppressed = await self.erasure_requests.suppressed(tenant_id)
+        #: Per source: persons without a securityMarking, persons (each person is an output of one chunk).
+        marking_counts: dict[str, tuple[int, int]] = {}
         populations = {s.vendor_id: await self._populations(tenant_id, s.vendor_id) for s, _ in subscriptions}
         removals: dict[str, dict[str, tuple[Document, DeletionReason]]] = {s.vendor_id: {} for s, _ in subscriptions}
         resent: dict[str, set[str]] = {v: set() for v in resend_vendor_ids}
@@ -173,8 +182,9 @@ class Projector:
             processed |= set(outputs)
             neighbourhood = Neighbourhood(tenant_id, self.entities)
             state, findings, plans = await self._plan_changes(
-                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today, missing_marking
             )
+            _count_markings(state, outputs, marking_counts)
             report.findings += await self._keep_findings(tenant_id, state, findings, outputs)
             for plan in plans:
                 vendor_id = plan.subscription.vendor_id
@@ -210,6 +220,9 @@ class Projector:
             )
             await self._send(subscription, [], deletes, vendor_report, reason, correlation_id)
         await self._forget_findings_of_others(tenant_id, processed)
+        summary = missing_marking_summary(tenant_id, marking_counts, missing_marking)
+        await self.findings.replace_summaries(tenant_id, summary)
+        report.findings += len(summary)
         await self.entities.projected(tenant_id)
         await self._record(report, reason=reason, mode="whole", outputs=len(processed))
         return report
@@ -322,10 +335,11 @@ class Projector:
         persons = [i for i, k in outputs.items() if k is EntityKind.PERSON]
         _add(outputs, await neighbourhood.duties_of(persons), EntityKind.DUTY)
 
+        missing_marking = await self.organiser_settings.missing_marking(tenant_id)
         subscriptions = await self.subscriptions.for_tenant(tenant_id)
         suppressed = await self.erasure_requests.suppressed(tenant_id)
         state, findings, plans = await self._plan_changes(
-            tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+            tenant_id, neighbourhood, outputs, subscriptions, suppressed, today, missing_marking
         )
         # A person or duty whose selection changed at some vendor changes their groups' members and
         # their activities' teachers: project those too (their own selection does not depend on it).
@@ -338,7 +352,7 @@ class Projector:
         if set(escalated) - set(outputs):
             outputs.update({i: k for i, k in escalated.items() if i not in outputs})
             state, findings, plans = await self._plan_changes(
-                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today
+                tenant_id, neighbourhood, outputs, subscriptions, suppressed, today, missing_marking
             )
         report.findings = await self._keep_findings(tenant_id, state, findings, outputs)
         for plan in plans:
@@ -368,10 +382,13 @@ class Projector:
         subscriptions: list[tuple[VendorSubscription, VendorProfile]],
         suppressed: dict[str, dict[str, str]],
         today: date,
+        missing_marking: MissingMarkingPolicy,
     ) -> tuple[TenantState, list[Finding], list[_VendorPlan]]:
         """The reconciled neighbourhood, its findings, and for every subscription what it should hold
         of ``outputs`` now and its view of them."""
-        state, findings = reconcile(tenant_id, await neighbourhood.load(outputs), today)
+        state, findings = reconcile(
+            tenant_id, await neighbourhood.load(outputs), today, missing_marking=missing_marking
+        )
         person_ids = {str(s.id) for s in state.entities if s.kind is EntityKind.PERSON}
         plans = []
         for subscription, profile in subscriptions:
@@ -787,6 +804,16 @@ class _RemovalReasons:
         if view["kind"] == EntityKind.PERSON.value and source_id not in self.persons_in_source:
             return DeletionReason.LEFT_SOURCE
         return DeletionReason.LEFT_SELECTION
+
+
+def _count_markings(state: TenantState, outputs: dict[str, EntityKind], counts: dict[str, tuple[int, int]]) -> None:
+    """Add the persons among ``outputs`` (those not withheld) to ``counts``: source id -> (persons without a
+    securityMarking, persons)."""
+    for entity in state.entities:
+        if entity.kind is EntityKind.PERSON and str(entity.id) in outputs:
+            assert isinstance(entity.entity, Person)
+            missing, persons = counts.get(entity.source_id, (0, 0))
+            counts[entity.source_id] = (missing + (not entity.entity.marking_known), persons + 1)
 
 
 #: More entities written or deleted than this since the last projection: project the whole organiser.

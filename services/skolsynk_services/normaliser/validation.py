@@ -3,7 +3,8 @@ before every projection (reconcile, in ``skolsynk.domain.reconcile``: the admin'
 too). Both produce findings; neither ever drops a record silently.
 
 Ingest drops bad values (invalid e-mail addresses, unknown school types, sub-items with inverted
-dates) with a warning, and withholds a record that still does not fit the model (error). Reconcile
+dates) with a warning (a personStatus SS 12000 does not know is kept as unknown instead: dropping it
+would make the person active), and withholds a record that still does not fit the model (error). Reconcile
 checks what needs the whole picture: duplicates, references to unknown entities, persons without an
 active relation, conflicting roles; it returns a cleaned state for the projections and the set of
 withheld entity ids, whose vendor copies are left as they are.
@@ -28,6 +29,7 @@ from skolsynk.domain.ss12000 import (
     Entity,
     EntityKind,
     Membership,
+    PersonStatus,
     SchoolType,
     known_organisation_type,
 )
@@ -71,6 +73,13 @@ class RecordValidator:
         if record.kind is EntityKind.PERSON:
             data["emails"] = self._clean_items(record, data.get("emails"), Email, "emails", findings)
             data["enrolments"] = self._clean_items(record, data.get("enrolments"), Enrolment, "enrolments", findings)
+            status = data.get("person_status")
+            if status is None:
+                data.pop("person_status", None)  # absent (or null): Aktiv, SS 12000's default
+            elif not _known_person_status(status):
+                # Not dropped (that would make the person Aktiv): unknown, and kept out of every selection.
+                findings.append(self._finding(FindingCode.PERSON_STATUS_UNKNOWN, record, field="person_status"))
+                data["person_status"] = None
         elif record.kind is EntityKind.GROUP:
             data["memberships"] = self._clean_items(
                 record, data.get("memberships"), Membership, "memberships", findings
@@ -141,3 +150,7 @@ def _known_school_type(value: Any) -> bool:
         return False
     normalised = value.strip().upper()
     return normalised in SchoolType.__members__ or normalised in LEGACY_SCHOOL_TYPES
+
+
+def _known_person_status(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().casefold() in {s.value.casefold() for s in PersonStatus}

@@ -230,6 +230,12 @@ class FieldsConfig(Model):
     email: FieldPath | None = "primaryEmail"
     eppn: FieldPath | None = "primaryEmail"
     civic_no: FieldPath | None = None
+    security_marking: FieldPath | None = Field(
+        default=None,
+        description="A custom field holding the person's securityMarking (Ingen, Sekretessmarkering, Skyddad "
+        "folkbokföring; a boolean field: true is protected). Set: a user without a value has an unknown marking "
+        "(treated as the organiser decided). None: Google has no such attribute and every person is 'Ingen'.",
+    )
     school_year: FieldPath | None = None
     school_type: FieldPath | None = None
     external_ids: list[ExternalIdRule] = Field(default_factory=list)

@@ -268,6 +268,20 @@ FINDINGS = {
         "Okänt värde",
         "Ett värde som SS 12000 inte känner till (till exempel en skolform) tas bort.",
     ),
+    FindingCode.PERSON_STATUS_UNKNOWN: (
+        "Okänd personstatus",
+        "Personens status (personStatus) är inte Aktiv, Utvandrad eller Avliden. Personen behandlas som inte "
+        "aktiv och skickas inte till någon leverantör. Rätta statusen i källan.",
+    ),
+    FindingCode.SECURITY_MARKING_MISSING: (
+        "Skyddsmarkering saknas",
+        "Källan anger inte skyddsmarkering (securityMarking) för de här personerna. Som standard behandlas de som "
+        "personer med skyddad identitet och skickas enligt prenumerationens regel för skyddade personer (normalt "
+        "inte alls). Rätta det i källan: för en EGIL-klient, lägg till securityMarking i mallen för användare; för "
+        "ett SS 12000-API, ge skolsynks klient behörighet att läsa securityMarking; för Google Workspace, ange "
+        "fältet under mapping.fields.security_marking. Vet ni att källan saknar personer med skyddad identitet kan "
+        "ni i stället välja att behandla dem som utan skyddsmarkering (Översikt, Skyddade personuppgifter).",
+    ),
     FindingCode.RUN_INCOMPLETE: (
         "Ofullständig inläsning",
         "Inläsningen från källan var ofullständig; ingenting togs bort på grund av den.",
