@@ -19,6 +19,7 @@ import pytest
 
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.gdpr import ErasureRequested
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.domain.ids import entity_id
@@ -366,9 +367,15 @@ async def test_sources_keep_their_secrets_encrypted_and_never_return_them(admin:
     assert (await admin.call("GET", f"/tenants/{TENANT}/sources/graph-1", token))[0] == 404
 
 
-async def seed_organiser(admin: Admin) -> list[Any]:
-    """Run the real normaliser on a small organiser so there are school units and persons."""
+async def seed_organiser(admin: Admin, *, markings: bool = True) -> list[Any]:
+    """Run the real normaliser on a small organiser so there are school units and persons (``markings``
+    False: a source that gives no person's securityMarking)."""
     records = organiser(seed=21, school_units=2, students_per_unit=3, teachers_per_unit=1)
+    if not markings:
+        records = [
+            SourceRecord(kind=r.kind, key=r.key, data={k: v for k, v in r.data.items() if k != "security_marking"})
+            for r in records
+        ]
     normaliser = build_normaliser(
         NormaliserSettings.model_validate({**admin.settings.model_dump(), "date_check_interval_seconds": 86400})
     )
@@ -462,6 +469,49 @@ async def test_onboarding_preview_promotion_gate_and_audit(admin: Admin):
     # Ending the subscription is audited and asks for the deletions.
     status, ended = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/end", token)
     assert (status, ended["subscription"]["ended_at"] is not None) == (200, True)
+
+
+async def test_persons_without_a_marking_are_protected_until_the_organiser_chooses_otherwise(admin: Admin):
+    records = await seed_organiser(admin, markings=False)
+    token = await admin.token_for(TENANT)
+    privacy = f"/tenants/{TENANT}/privacy"
+    assert await admin.call("GET", privacy, token) == (200, {"missing_marking": "protected"})
+    wanted = {"school_unit_codes": school_unit_codes(records), "roles": ["student"]}
+    preview_path = f"/tenants/{TENANT}/subscriptions/{VENDOR}/preview"
+    status, preview = await admin.call("POST", preview_path, token, wanted)
+    assert (status, preview["totals"].get("student", 0)) == (200, 0)  # every student is unmarked: protected
+
+    status, viewer = await admin.call(
+        "POST", f"/tenants/{TENANT}/tokens", admin.operator, {"subject": "reader", "role": "viewer"}
+    )
+    assert status == 201
+    assert (await admin.call("PUT", privacy, viewer["token"], {"missing_marking": "not_protected"}))[0] == 403
+    status, problem = await admin.call("PUT", privacy, token, {"missing_marking": "maybe"})
+    assert status == 422
+    assert "missing_marking" in json.dumps(problem)
+    other = await admin.token_for(OTHER)
+    assert (await admin.call("PUT", privacy, other, {"missing_marking": "not_protected"}))[0] == 403
+
+    for _ in range(2):  # the second save changes nothing and asks for no projection
+        status, saved = await admin.call("PUT", privacy, token, {"missing_marking": "not_protected"})
+        assert (status, saved) == (200, {"missing_marking": "not_protected"})
+    assert await admin.call("GET", privacy, token) == (200, {"missing_marking": "not_protected"})
+    assert await admin.call("GET", f"/tenants/{OTHER}/privacy", admin.operator) == (
+        200,
+        {"missing_marking": "protected"},
+    )
+    status, preview = await admin.call("POST", preview_path, token, wanted)
+    assert preview["totals"]["student"] == 6  # the preview follows the setting, as the normaliser will
+    url = admin.settings.broker.amqp_url.get_secret_value()
+    messages = await drain_queue(url, admin.app.queue_name("normaliser", "projections"))
+    reasons = [ProjectionRequested.from_envelope(Envelope.model_validate_json(m.body)).reason for m in messages]
+    assert reasons == ["privacy"]
+    _, audit = await admin.call("GET", f"/tenants/{TENANT}/audit", token)
+    [change] = [e for e in audit if e["action"] == "tenant.privacy"]
+    assert (change["before"], change["after"]) == (
+        {"missing_marking": "protected"},
+        {"missing_marking": "not_protected"},
+    )
 
 
 async def test_an_operator_may_override_the_gate_with_a_reason_an_organiser_may_not(admin: Admin):

@@ -20,8 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from skolsynk.contracts.source import SourceRecord
+from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.admin import OrganiserSettings
 from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk.storage.erasures import ErasureLedger, ErasureRequestStore
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -889,3 +891,26 @@ async def test_an_organiser_sets_who_is_told_when_deliveries_fail(ui: Ui) -> Non
     # Another organiser's contacts are out of reach.
     response = await ui.post(f"/ui/t/{OTHER}/contacts", {"notify_emails": "x@y.example"})
     assert response.status == 403
+
+
+async def test_an_organiser_chooses_how_persons_without_a_marking_are_treated(ui: Ui) -> None:
+    """Issue 20: the overview's choice for persons whose source gives no securityMarking (protected by
+    default); a value that is not one of the choices is refused, another organiser's is out of reach."""
+    await ui.login(await ui.token_for(TENANT))
+    status, html = await ui.get(f"/ui/t/{TENANT}/")
+    assert status == 200
+    assert 'value="protected" checked' in html
+    assert "Skyddade personuppgifter" in html
+    check_page("overview with the marking choice", html)
+    response = await ui.post(f"/ui/t/{TENANT}/privacy", {"missing_marking": "not_protected"})
+    assert response.status == 303
+    assert await OrganiserSettings(ui.service.db).missing_marking(TENANT) is MissingMarkingPolicy.NOT_PROTECTED
+    status, html = await ui.get(f"/ui/t/{TENANT}/")
+    assert 'value="not_protected" checked' in html
+    assert "Leverantörernas urval räknas om" in html
+    response = await ui.post(f"/ui/t/{TENANT}/privacy", {"missing_marking": "kanske"})
+    assert response.status == 303
+    assert await OrganiserSettings(ui.service.db).missing_marking(TENANT) is MissingMarkingPolicy.NOT_PROTECTED
+    response = await ui.post(f"/ui/t/{OTHER}/privacy", {"missing_marking": "not_protected"})
+    assert response.status == 403
+    assert await OrganiserSettings(ui.service.db).missing_marking(OTHER) is MissingMarkingPolicy.PROTECTED

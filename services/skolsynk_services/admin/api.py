@@ -151,6 +151,18 @@ async def set_contacts(request: web.Request, principal: Principal, body: models.
     return await _service(request).set_contacts(principal, request.match_info["tenant"], body)
 
 
+@endpoint("GET", "/tenants/{tenant}/privacy", "How persons without a securityMarking are treated", "tenants",
+          response=models.Privacy)  # fmt: skip
+async def get_privacy(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).get_privacy(principal, request.match_info["tenant"])
+
+
+@endpoint("PUT", "/tenants/{tenant}/privacy", "Set how persons without a securityMarking are treated", "tenants",
+          body=models.PrivacyIn, response=models.Privacy)  # fmt: skip
+async def set_privacy(request: web.Request, principal: Principal, body: models.PrivacyIn) -> Any:
+    return await _service(request).set_privacy(principal, request.match_info["tenant"], body)
+
+
 @endpoint("GET", "/tenants/{tenant}/notifications", "What the organiser was told (failing and recovered deliveries)",
           "tenants", response=list[models.Notification])  # fmt: skip
 async def notifications(request: web.Request, principal: Principal, _: Any) -> Any:

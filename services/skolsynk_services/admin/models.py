@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
-from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role
+from skolsynk.domain.subscription import MissingMarkingPolicy, ProtectedIdentityPolicy, Role
 from skolsynk_services.admin.auth import MAX_TOKEN_DAYS, token_active
 
 ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -82,6 +82,19 @@ class Contacts(BaseModel):
     webhook_url: str | None = None
     #: Only in the answer that set a new webhook address: the secret its notifications are signed with.
     webhook_secret: str | None = None
+
+
+class PrivacyIn(Body):
+    missing_marking: MissingMarkingPolicy = Field(
+        description="How a person whose source does not give their securityMarking is treated by every vendor's "
+        "selection: 'protected' (default: like a protected identity, the subscription's protected-identity "
+        "policy applies) or 'not_protected' (like 'Ingen'; vendors still never receive 'Ingen' for them). "
+        "A change projects the organiser again."
+    )
+
+
+class Privacy(BaseModel):
+    missing_marking: MissingMarkingPolicy
 
 
 class Notification(BaseModel):

@@ -15,6 +15,7 @@ from skolsynk.contracts.vendor import ProjectionRequested
 from skolsynk.messaging import Publisher, UnroutableMessage
 from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.storage import Database, Document
+from skolsynk.storage.admin import OrganiserSettings
 from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.delivery_health import DEFAULT_FAILING_AFTER, DeliveryHealth
 from skolsynk.storage.entities import EntityReader
@@ -96,6 +97,7 @@ class AdminCore:
         self.promotion_hours = promotion_hours
         self.clock = clock
         self.tenants = TenantStore(db)
+        self.organiser_settings = OrganiserSettings(db)
         self.tokens = tokens or TokenStore(db, default_days=DEFAULT_TOKEN_DAYS, clock=clock)
         #: The UI's sessions (None: the service is used without the UI); revoking a token ends them.
         self.sessions = sessions

@@ -142,7 +142,8 @@ class SubscriptionAdmin(AdminCore):
         proposed = self._proposed(tenant_id, vendor_id, body, test_mode=current.test_mode if current else True)
         profile = await self.subscriptions.profile(vendor_id) if current else vendor.profile
         today: date = self.clock().date()
-        state, _ = await self.entities.tenant_state(tenant_id, today)
+        missing_marking = await self.organiser_settings.missing_marking(tenant_id)
+        state, _ = await self.entities.tenant_state(tenant_id, today, missing_marking=missing_marking)
         before = project(state, current, profile, today) if current is not None and current.ended_at is None else {}
         after = project(state, proposed, profile, today)
         preview = compare(before, after)

@@ -83,6 +83,32 @@ class TenantAdmin(AdminCore):
         current = await self.get_contacts(principal, tenant_id)
         return current.model_copy(update={"webhook_secret": secret})
 
+    # --- what vendors receive of persons the source says too little about --------------------------
+
+    async def get_privacy(self, principal: Principal, tenant_id: str) -> models.Privacy:
+        await self._tenant(principal, tenant_id)
+        return models.Privacy(missing_marking=await self.organiser_settings.missing_marking(tenant_id))
+
+    async def set_privacy(self, principal: Principal, tenant_id: str, body: models.PrivacyIn) -> models.Privacy:
+        """Store the organiser's choice for persons without a securityMarking and, when it changed, project
+        the organiser again: the choice changes every vendor's selection (the mass-deletion guard holds a
+        school unit's removals as after any change)."""
+        await self._tenant(principal, tenant_id)
+        principal.require_change()
+        before = await self.organiser_settings.missing_marking(tenant_id)
+        if body.missing_marking is not before:
+            await self.organiser_settings.set_missing_marking(tenant_id, body.missing_marking)
+            await self._audit(
+                principal,
+                tenant_id,
+                "tenant.privacy",
+                tenant_id,
+                before={"missing_marking": before.value},
+                after={"missing_marking": body.missing_marking.value},
+            )
+            await self._project(tenant_id, "privacy")
+        return models.Privacy(missing_marking=body.missing_marking)
+
     async def notifications(self, principal: Principal, tenant_id: str) -> list[models.Notification]:
         await self._tenant(principal, tenant_id)
         return [models.Notification.model_validate(d) for d in await self.notification_log.for_tenant(tenant_id)]

@@ -54,6 +54,7 @@ def build_ui(
     route("/catalogue/{vendor}/credentials/{tenant}/delete", "credential_delete", post=catalogue.credential_delete)
     route(tenant + "/", "overview", get=overview.overview)
     route(tenant + "/contacts", "contacts", post=overview.contacts_save)
+    route(tenant + "/privacy", "privacy", post=overview.privacy_save)
     route(tenant + "/sources", "sources", get=sources.sources)
     route(tenant + "/sources/new", "source_new", get=sources.source_new, post=sources.source_save)
     route(tenant + "/sources/consent", "microsoft_consent", post=sources.microsoft_consent)

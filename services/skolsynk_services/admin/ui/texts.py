@@ -324,6 +324,11 @@ POLICIES = {
     "pseudonymise": "Skicka dem med påhittade namn och ett id som bara gäller den här leverantören",
     "minimal": "Skicka bara namn och inloggnings-id",
 }
+#: The organiser's choice for persons whose source does not say whether they have a protected identity.
+MISSING_MARKING = {
+    "protected": "Behandla dem som personer med skyddad identitet (rekommenderas)",
+    "not_protected": "Behandla dem som personer utan skyddsmarkering",
+}
 SCHOOL_YEARS = [(0, "Förskoleklass"), *((y, f"Årskurs {y}") for y in range(1, 11))]
 AUDIT_ACTIONS = {
     "tenant.create": "Skapade huvudmannen",
@@ -348,6 +353,7 @@ AUDIT_ACTIONS = {
     "subscription.resend": "Skickade allt igen",
     "hold.approve": "Godkände spärrade borttagningar",
     "hold.discard": "Avvisade spärrade borttagningar",
+    "tenant.privacy": "Ändrade hur personer utan skyddsmarkering behandlas",
     "gdpr.erasure": "Begärde radering",
     "gdpr.objection": "Registrerade en invändning",
     "gdpr.withdraw": "Återkallade en GDPR-begäran",

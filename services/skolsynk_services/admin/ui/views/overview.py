@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
+from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk_services.admin import models
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.formatting import decimal
 from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, tenant_frame, url
-from skolsynk_services.admin.ui.texts import subscription_state
+from skolsynk_services.admin.ui.texts import MISSING_MARKING, subscription_state
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
@@ -79,6 +80,8 @@ async def overview(request: web.Request) -> web.StreamResponse:
         chart=runs_chart(data["runs"]),
         notifications=await service.notifications(principal_of(request), tenant_id),
         contacts=await service.get_contacts(principal_of(request), tenant_id),
+        privacy=await service.get_privacy(principal_of(request), tenant_id),
+        missing_marking_options=MISSING_MARKING,
         vendor_names={v.vendor_id: v.display_name for v in service.catalogue.values()},
         contacts_error=None,
     )
@@ -103,4 +106,22 @@ async def contacts_save(request: web.Request) -> web.StreamResponse:
         request,
         url(request, "overview", tenant=tenant_id) + "#aviseringar",
         f"Sparat: {len(body.notify_emails)} mottagare av aviseringar.",
+    )
+
+
+async def privacy_save(request: web.Request) -> web.StreamResponse:
+    """How persons without a securityMarking are treated; a change projects the organiser again."""
+    tenant_id = request.match_info["tenant"]
+    form = await request.post()
+    try:
+        body = models.PrivacyIn(missing_marking=MissingMarkingPolicy(str(form.get("missing_marking", ""))))
+    except ValueError:
+        return see_other(
+            request, url(request, "overview", tenant=tenant_id) + "#skyddade", "Välj ett av alternativen.", error=True
+        )
+    await service_of(request).set_privacy(principal_of(request), tenant_id, body)
+    return see_other(
+        request,
+        url(request, "overview", tenant=tenant_id) + "#skyddade",
+        "Sparat. Leverantörernas urval räknas om.",
     )
