@@ -5,7 +5,8 @@ key, sealed by the installation's secrets key (``SecretBox``: never stored or re
 kinds it holds, the certificate's public-key pin and expiry (shown; the vendor registers the pin), when
 and by whom it was set. Instead of a value, each of the three can be a **secret reference**: the name of a
 key of the Kubernetes Secret mounted in the dispatchers (``SKOLSYNK_VENDOR_SECRETS_DIR``: each key a file),
-read at every poll, so that a rotated Secret is used without a restart and nothing secret is in the store. Written by the admin (operators); read by the dispatchers, which use a pair's key
+read at every poll, so that a rotated Secret is used without a restart and nothing secret is in the store.
+Written by the admin (operators); read by the dispatchers, which use a pair's key
 and certificate for that organiser's requests (and the catalogue entry's for organisers without their
 own), and pick up a new or rotated credential within their poll interval.
 """
