@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from skolsynk.contracts import ContractMismatch, Envelope, MessageContract, SyncRequested
 from skolsynk.contracts.__main__ import main as contracts_main
 from skolsynk.contracts.registry import CONTRACTS, contract_schemas, export, stale_files
-from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.ss12000 import VENDOR_KINDS, EntityKind
 
 pytestmark = pytest.mark.unit
 
@@ -271,7 +271,7 @@ def test_schema_files_cover_the_envelope_and_every_contract() -> None:
     expected = {"envelope.v1.schema.json"} | {f"{c.message_type}.v{c.schema_version}.schema.json" for c in CONTRACTS}
     expected |= {f"entity.{kind.value}.schema.json" for kind in EntityKind}
     expected |= {f"record-fields.{kind.value}.schema.json" for kind in EntityKind}
-    expected |= {f"vendor-resource.{kind.value}.schema.json" for kind in EntityKind}
+    expected |= {f"vendor-resource.{kind.value}.schema.json" for kind in VENDOR_KINDS}
     assert set(schemas) == expected
     sync = schemas["sync.requested.v1.schema.json"]
     assert sync["x-message-type"] == "sync.requested"

@@ -120,12 +120,21 @@ class PersonFields(TypedDict, total=False):
 
 
 @with_config(CLOSED)
+class AssignmentRoleFields(TypedDict, total=False):
+    group: str
+    assignment_role_type: str
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
 class DutyFields(TypedDict, total=False):
     key: str
     person: str
     school_unit: str
     role: str
     signature: str | None
+    assignment_roles: list[AssignmentRoleFields]
     start_date: DateValue | None
     end_date: DateValue | None
 
@@ -143,12 +152,44 @@ class GroupFields(TypedDict, total=False):
 
 
 @with_config(CLOSED)
+class SyllabusFields(TypedDict, total=False):
+    key: str
+    subject_name: str
+    subject_code: str | None
+    subject_designation: str | None
+    course_code: str | None
+    course_name: str | None
+    school_type: str | None
+    official: bool | None
+
+
+@with_config(CLOSED)
+class TeacherAssignmentFields(TypedDict, total=False):
+    duty: str
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
 class ActivityFields(TypedDict, total=False):
     key: str
     display_name: str
     school_unit: str
     groups: list[str]
     teachers: list[str]
+    teacher_assignments: list[TeacherAssignmentFields]
+    syllabus: str | None
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
+class PlacementFields(TypedDict, total=False):
+    key: str
+    child: str
+    school_unit: str
+    school_type: str
+    group: str | None
     start_date: DateValue | None
     end_date: DateValue | None
 
@@ -160,7 +201,9 @@ RecordFields: TypeAlias = (
     | PersonFields
     | DutyFields
     | GroupFields
+    | SyllabusFields
     | ActivityFields
+    | PlacementFields
 )
 
 #: The fields type of each kind.
@@ -171,7 +214,9 @@ FIELDS: dict[EntityKind, type[Any]] = {
     EntityKind.PERSON: PersonFields,
     EntityKind.DUTY: DutyFields,
     EntityKind.GROUP: GroupFields,
+    EntityKind.SYLLABUS: SyllabusFields,
     EntityKind.ACTIVITY: ActivityFields,
+    EntityKind.PLACEMENT: PlacementFields,
 }
 
 #: Fields whose value is a list of objects with closed field names of their own.
@@ -180,6 +225,8 @@ NESTED: dict[str, type[Any]] = {
     "external_identifiers": ExternalIdentifierFields,
     "enrolments": EnrolmentFields,
     "memberships": MembershipFields,
+    "assignment_roles": AssignmentRoleFields,
+    "teacher_assignments": TeacherAssignmentFields,
 }
 
 

@@ -22,9 +22,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's TypedDict onl
 from skolsynk.contracts.envelope import MessageContract
 from skolsynk.contracts.source import (
     CLOSED,
-    ActivityFields,
     DateValue,
-    DutyFields,
     EmailFields,
     ExternalIdentifierFields,
     GroupFields,
@@ -72,6 +70,19 @@ class EnrolmentResource(TypedDict, total=False):
 
 
 @with_config(CLOSED)
+class PlacementResource(TypedDict, total=False):
+    """A child's placement at a förskola or fritidshem (subscriptions that ask for placements only)."""
+
+    id: str
+    school_unit_id: str
+    school_unit_code: str
+    school_type: str
+    group_id: str | None
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
 class PersonResource(ResourceIds, total=False):
     roles: list[str]
     school_unit_ids: list[str]
@@ -86,12 +97,31 @@ class PersonResource(ResourceIds, total=False):
     security_marking: str | None
     external_identifiers: list[ExternalIdentifierFields]
     enrolments: list[EnrolmentResource]
+    placements: list[PlacementResource]
 
 
 @with_config(CLOSED)
-class DutyResource(ResourceIds, DutyFields, total=False):
+class AssignmentRoleResource(TypedDict, total=False):
+    """A duty's task towards a group the vendor also receives (the mentor of a class ...)."""
+
+    group_id: str
+    assignment_role_type: str
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
+class DutyResource(ResourceIds, total=False):
     person_id: str
     school_unit_id: str
+    key: str
+    person: str
+    school_unit: str
+    role: str
+    signature: str | None
+    assignment_roles: list[AssignmentRoleResource]
+    start_date: DateValue | None
+    end_date: DateValue | None
 
 
 @with_config(CLOSED)
@@ -101,10 +131,42 @@ class GroupResource(ResourceIds, GroupFields, total=False):
 
 
 @with_config(CLOSED)
-class ActivityResource(ResourceIds, ActivityFields, total=False):
+class TeacherAssignmentResource(TypedDict, total=False):
+    """When one of the activity's teachers (``teacher_duty_ids``) takes part, when the source says."""
+
+    duty_id: str
+    start_date: DateValue | None
+    end_date: DateValue | None
+
+
+@with_config(CLOSED)
+class SyllabusResource(TypedDict, total=False):
+    """The subject or course of an activity, resolved from the organiser's syllabuses."""
+
+    id: str
+    subject_name: str
+    subject_code: str | None
+    subject_designation: str | None
+    course_code: str | None
+    course_name: str | None
+    school_type: str | None
+    official: bool | None
+
+
+@with_config(CLOSED)
+class ActivityResource(ResourceIds, total=False):
     school_unit_id: str
     group_ids: list[str]
     teacher_duty_ids: list[str]
+    key: str
+    display_name: str
+    school_unit: str
+    groups: list[str]
+    teachers: list[str]
+    teacher_assignments: list[TeacherAssignmentResource]
+    syllabus: SyllabusResource | None
+    start_date: DateValue | None
+    end_date: DateValue | None
 
 
 VendorResource: TypeAlias = (
@@ -117,7 +179,7 @@ VendorResource: TypeAlias = (
     | ActivityResource
 )
 
-#: The resource type of each kind.
+#: The resource type of each kind a vendor receives (``skolsynk.domain.ss12000.VENDOR_KINDS``).
 RESOURCES: dict[EntityKind, type[Any]] = {
     EntityKind.ORGANISATION: OrganisationResource,
     EntityKind.SCHOOL_UNIT_GROUP: SchoolUnitGroupResource,
@@ -134,6 +196,9 @@ RESOURCE_NESTED: dict[str, type[Any]] = {
     "external_identifiers": ExternalIdentifierFields,
     "enrolments": EnrolmentResource,
     "memberships": MembershipFields,
+    "assignment_roles": AssignmentRoleResource,
+    "teacher_assignments": TeacherAssignmentResource,
+    "placements": PlacementResource,
 }
 
 

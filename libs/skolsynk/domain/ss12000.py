@@ -29,11 +29,19 @@ class EntityKind(StrEnum):
     PERSON = "person"
     DUTY = "duty"
     GROUP = "group"
+    SYLLABUS = "syllabus"
     ACTIVITY = "activity"
+    PLACEMENT = "placement"
 
 
 #: The order in which upserts are sent (references first); deletions go in reverse.
 KIND_ORDER: tuple[EntityKind, ...] = tuple(EntityKind)
+
+#: Kinds kept in the canonical state but never delivered as resources of their own: a syllabus goes out
+#: resolved onto its activities, a placement onto its child's person resource.
+RESOLVED_KINDS: frozenset[EntityKind] = frozenset({EntityKind.SYLLABUS, EntityKind.PLACEMENT})
+#: Kinds a vendor receives as resources.
+VENDOR_KINDS: tuple[EntityKind, ...] = tuple(k for k in EntityKind if k not in RESOLVED_KINDS)
 
 
 class SchoolType(StrEnum):
@@ -137,6 +145,26 @@ class GroupType(StrEnum):
     OVRIGT = "Övrigt"
 
 
+class AssignmentRoleType(StrEnum):
+    """SS 12000:2.1's ``AssignmentRoleTypeEnum``: a duty's task towards a group (teaching is not one: it
+    is an Activity)."""
+
+    MENTOR = "Mentor"
+    FORSKOLLARARE = "Förskollärare"
+    BARNSKOTARE = "Barnskötare"
+    FRITIDSPEDAGOG = "Fritidspedagog"
+    SPECIALPEDAGOG = "Specialpedagog"
+    ELEVHALSOPERSONAL = "Elevhälsopersonal"
+    PEDAGOGISK_LEDARE = "Pedagogisk ledare"
+    SCHEMALAGGARE = "Schemaläggare"
+    LARARASSISTENT = "Lärarassistent"
+    ADMINISTRATIV_PERSONAL = "Administrativ personal"
+
+
+#: The school types a Placement may have (förskola, fritidshem, öppen fritidsverksamhet).
+PLACEMENT_SCHOOL_TYPES: frozenset[SchoolType] = frozenset({SchoolType.FS, SchoolType.FTH, SchoolType.OPPFTH})
+
+
 class SecurityMarking(StrEnum):
     INGEN = "Ingen"
     SEKRETESSMARKERING = "Sekretessmarkering"
@@ -183,6 +211,17 @@ def known_organisation_type(value: Any) -> OrganisationType | None:
     """The OrganisationType ``value`` names (2.1's spelling in any case, or 2.0's), or None."""
     normalised = _organisation_type(value)
     return normalised if isinstance(normalised, OrganisationType) else None
+
+
+def _casefold_enum(enum: type[StrEnum]) -> Any:
+    def normalise(value: Any) -> Any:
+        if isinstance(value, str):
+            for member in enum:
+                if member.value.casefold() == value.strip().casefold():
+                    return member
+        return value
+
+    return normalise
 
 
 def _security_marking(value: Any) -> Any:
@@ -364,6 +403,14 @@ class Person(Model):
         return self.person_status is PersonStatus.AKTIV
 
 
+class AssignmentRole(Dated):
+    """One task of a duty towards a group (SS 12000 ``Duty.assignmentRole``): the mentor of a class, the
+    förskollärare of an avdelning ... Dates are the relation's (inclusive)."""
+
+    group: KEY = Field(description="Source key of the Group.")
+    assignment_role_type: Annotated[AssignmentRoleType, BeforeValidator(_casefold_enum(AssignmentRoleType))]
+
+
 class Duty(Dated):
     kind: Literal[EntityKind.DUTY] = EntityKind.DUTY
     key: KEY
@@ -374,6 +421,9 @@ class Duty(Dated):
     )
     role: DutyRole
     signature: str | None = Field(default=None, max_length=20)
+    assignment_roles: list[AssignmentRole] = Field(
+        default_factory=list, description="Tasks towards groups (SS 12000 assignmentRole): mentors and the like."
+    )
 
 
 class Membership(Dated):
@@ -393,6 +443,27 @@ class Group(Dated):
     memberships: list[Membership] = Field(default_factory=list)
 
 
+class Syllabus(Model):
+    """A subject or course (SS 12000 ``Syllabus``, from ``/syllabuses``) that activities refer to: what
+    learning-material vendors license by. Vendors get it resolved onto each activity, never on its own."""
+
+    kind: Literal[EntityKind.SYLLABUS] = EntityKind.SYLLABUS
+    key: KEY
+    subject_name: str = Field(min_length=1, max_length=200, description="Matematik, Svenska som andraspråk ...")
+    subject_code: str | None = Field(default=None, max_length=40, description="Skolverket's code, e.g. GRGRMAT01.")
+    subject_designation: str | None = Field(default=None, max_length=20, description="The short code, e.g. MA.")
+    course_code: str | None = Field(default=None, max_length=40, description="Set for a course, e.g. MATMAT01a.")
+    course_name: str | None = Field(default=None, max_length=200, description="Set for a course, e.g. Matematik 1a.")
+    school_type: SchoolTypeField | None = None
+    official: bool | None = Field(default=None, description="Defined by Skolverket (or another authority).")
+
+
+class TeacherAssignment(Dated):
+    """When one teacher takes part in an activity (SS 12000 ``DutyAssignment`` startDate / endDate)."""
+
+    duty: KEY = Field(description="Source key of the Duty; one of the activity's teachers.")
+
+
 class Activity(Dated):
     kind: Literal[EntityKind.ACTIVITY] = EntityKind.ACTIVITY
     key: KEY
@@ -403,9 +474,44 @@ class Activity(Dated):
     )
     groups: list[KEY] = Field(default_factory=list)
     teachers: list[KEY] = Field(default_factory=list, description="Source keys of Duties.")
+    teacher_assignments: list[TeacherAssignment] = Field(
+        default_factory=list,
+        description="The dates of teachers' assignments, for the teachers whose source gives them: a teacher "
+        "counts only while theirs is active; a teacher without an entry teaches the whole activity.",
+    )
+    syllabus: KEY | None = Field(default=None, description="Source key of the Syllabus (subject or course).")
+
+    @model_validator(mode="after")
+    def _assignments_of_teachers(self) -> Activity:
+        if any(a.duty not in self.teachers for a in self.teacher_assignments):
+            raise ValueError("teacher_assignments names a duty that is not among teachers")
+        return self
+
+    def teaching_on(self, duty: str, day: date) -> bool:
+        """Whether the teacher with duty ``duty`` takes part on ``day`` (their assignment's dates)."""
+        return all(a.active_on(day) for a in self.teacher_assignments if a.duty == duty)
 
 
-Entity = Organisation | SchoolUnitGroup | SchoolUnit | Person | Duty | Group | Activity
+class Placement(Dated):
+    """A child's place at a förskola or fritidshem (SS 12000 ``Placement``, from ``/placements``): a
+    relation like an enrolment, selected only for subscriptions that ask for placements."""
+
+    kind: Literal[EntityKind.PLACEMENT] = EntityKind.PLACEMENT
+    key: KEY
+    child: KEY = Field(description="Source key of the Person placed.")
+    school_unit: KEY = Field(description="Source key of the SchoolUnit (SS 12000 placedAt).")
+    school_type: SchoolTypeField = Field(description="FS, FTH or OPPFTH.")
+    group: KEY | None = Field(default=None, description="Source key of the Group (the avdelning), if any.")
+
+    @field_validator("school_type")
+    @classmethod
+    def _placement_school_type(cls, value: SchoolType) -> SchoolType:
+        if value not in PLACEMENT_SCHOOL_TYPES:
+            raise ValueError("a placement's school type is FS, FTH or OPPFTH")
+        return value
+
+
+Entity = Organisation | SchoolUnitGroup | SchoolUnit | Person | Duty | Group | Syllabus | Activity | Placement
 ENTITY_MODELS: dict[EntityKind, type[Entity]] = {
     EntityKind.ORGANISATION: Organisation,
     EntityKind.SCHOOL_UNIT_GROUP: SchoolUnitGroup,
@@ -413,5 +519,7 @@ ENTITY_MODELS: dict[EntityKind, type[Entity]] = {
     EntityKind.PERSON: Person,
     EntityKind.DUTY: Duty,
     EntityKind.GROUP: Group,
+    EntityKind.SYLLABUS: Syllabus,
     EntityKind.ACTIVITY: Activity,
+    EntityKind.PLACEMENT: Placement,
 }

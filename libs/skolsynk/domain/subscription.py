@@ -64,6 +64,9 @@ OPTIONAL_FIELDS: dict[EntityKind, frozenset[str]] = {
     EntityKind.DUTY: frozenset({"role", "signature", "start_date", "end_date"}),
     EntityKind.GROUP: frozenset({"display_name", "group_type", "school_type", "start_date", "end_date"}),
     EntityKind.ACTIVITY: frozenset({"display_name", "start_date", "end_date"}),
+    # Never delivered on their own (skolsynk.domain.ss12000.RESOLVED_KINDS).
+    EntityKind.SYLLABUS: frozenset(),
+    EntityKind.PLACEMENT: frozenset(),
 }
 #: Fields nobody gets unless both the vendor's profile and the subscription name them.
 SENSITIVE_FIELDS: frozenset[str] = frozenset({"civic_no", "birth_date"})

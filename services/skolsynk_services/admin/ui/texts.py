@@ -31,7 +31,9 @@ KIND_NAMES = {
     "person": "Personer",
     "duty": "Tjänstgöringar",
     "group": "Grupper",
+    "syllabus": "Ämnen och kurser",
     "activity": "Aktiviteter",
+    "placement": "Placeringar",
     **PERSON_ROLES,
 }
 SOURCE_KINDS = {
