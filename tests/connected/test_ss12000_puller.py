@@ -17,7 +17,9 @@ import pytest
 
 from skolsynk.connectors.sources.ss12000 import SourceConfig, parse_sources
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.ss12000_puller.app import Ss12000ConnectorSettings, build
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.runs import SOURCE_KIND, STATE_COLLECTION
@@ -498,3 +500,74 @@ async def test_every_level_of_the_organisation_tree_is_published_and_none_silent
     assert organisations[skola] == {"organisation_type": "Skola", "display_name": "Skolan", "parent": HUVUDMAN_ID}
     assert organisations[no_type]["organisation_type"] is None
     assert organisations[odd_type]["organisation_type"] == "Kommundel"
+
+
+SYLLABUS = {
+    "id": "f0e1d2c3-b4a5-4968-8776-655443322110",
+    "schoolType": "GR",
+    "subjectName": "Matematik",
+    "subjectCode": "GRGRMAT01",
+    "subjectDesignation": "MA",
+    "official": True,
+}
+
+
+async def test_syllabuses_always_and_placements_only_while_a_subscription_asks_for_them(
+    make_harness: HarnessFactory,
+) -> None:
+    """Issue 20, item 3: /syllabuses is read in every run (before the activities that refer to it);
+    /placements (children's data) only while a subscription of the organiser asks for placements, in
+    full and incremental runs and in /deletedEntities alike."""
+    h = await make_harness()
+    placement = {
+        "id": uid(920),
+        "child": {"id": uid(902)},
+        "placedAt": {"id": UNIT_ID},
+        "schoolType": "FTH",
+        "startDate": "2025-08-18",
+    }
+    h.fake.put("syllabuses", SYLLABUS, modified=LONG_AGO)
+    h.fake.put("placements", placement, modified=LONG_AGO)
+
+    report, completed = await h.run("full")
+    assert completed.healthy
+    assert completed.counts[EntityKind.SYLLABUS] == 1
+    assert EntityKind.PLACEMENT not in completed.counts
+    assert not [r for r in h.fake.requests if r.endpoint == "placements"]
+    records = [r for p in h.collected.pages(report.run_id) for r in p.records]
+    kinds = [r.kind for r in records]
+    assert kinds.index(EntityKind.SYLLABUS) < kinds.index(EntityKind.ACTIVITY)
+    syllabus = next(r for r in records if r.kind is EntityKind.SYLLABUS)
+    assert syllabus.data["subject_code"] == "GRGRMAT01"
+    activity = next(r for r in records if r.kind is EntityKind.ACTIVITY)
+    if EXAMPLES.exists():  # the 2.1 example activity names its syllabus and dates its teacher
+        assert activity.data["syllabus"] == SYLLABUS["id"]
+        assert activity.data["teacher_assignments"][0]["start_date"] == "2025-08-18"
+
+    # A subscription asks for placements: the next runs read them.
+    store = SubscriptionStore(h.app.db)
+    await store.save(
+        VendorSubscription(tenant_id=TENANT, vendor_id="forskolan", school_unit_codes={"87654321"}, placements=True)
+    )
+    h.fake.requests.clear()
+    report, completed = await h.run("full")
+    assert completed.healthy
+    assert completed.counts[EntityKind.PLACEMENT] == 1
+    placed = next(r for p in h.collected.pages(report.run_id) for r in p.records if r.kind is EntityKind.PLACEMENT)
+    assert placed.data == {"child": uid(902), "school_unit": UNIT_ID, "school_type": "FTH", "start_date": "2025-08-18"}
+
+    h.fake.delete("placements", placement["id"])
+    h.fake.delete("syllabuses", SYLLABUS["id"])
+    h.fake.requests.clear()
+    report, completed = await h.run("incremental")
+    assert completed.healthy
+    deletions = {(d.kind, d.key) for p in h.collected.pages(report.run_id) for d in p.deletions}
+    assert deletions == {(EntityKind.PLACEMENT, placement["id"]), (EntityKind.SYLLABUS, SYLLABUS["id"])}
+    deleted_request = next(r for r in h.fake.requests if r.endpoint == "deletedEntities")
+    assert "Placement" in deleted_request.query["entities"]
+
+    # Ended: placements are not read any more.
+    await store.end(TENANT, "forskolan")
+    h.fake.requests.clear()
+    await h.run("full")
+    assert not [r for r in h.fake.requests if r.endpoint == "placements"]

@@ -76,8 +76,8 @@ def test_every_provisioning_example_maps_and_validates(examples: dict[str, Any])
         "Group_klass": EntityKind.GROUP,
         "Activity": EntityKind.ACTIVITY,
     }
-    # Placements are not provisioned.
-    assert from_ss12000("/placements", examples["Placement"]) == []
+    # Placements are records of their own (selected only for subscriptions that ask for them).
+    assert _one("/placements", examples["Placement"]).kind is EntityKind.PLACEMENT
 
 
 def test_examples_map_field_by_field(examples: dict[str, Any]) -> None:
@@ -279,6 +279,7 @@ def test_deleted_entities_accepts_both_spellings_and_the_bare_data() -> None:
         SourceDeletion(kind=EntityKind.SCHOOL_UNIT, key=SKOLENHET),
         SourceDeletion(kind=EntityKind.GROUP, key=GROUP),
         SourceDeletion(kind=EntityKind.DUTY, key=DUTY),
+        SourceDeletion(kind=EntityKind.PLACEMENT, key="b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d50"),
     ]
     assert deleted_entities({"data": {}, "pageToken": None}) == []
     with pytest.raises(Ss12000MappingError, match=r"data\.persons: not a list"):

@@ -3,11 +3,14 @@ teacher assignment dates and placements, from the canonical model to what vendor
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
 from pydantic import ValidationError
 
+from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
+from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import (
     RESOLVED_KINDS,
     VENDOR_KINDS,
@@ -19,6 +22,10 @@ from skolsynk.domain.ss12000 import (
     SchoolType,
     Syllabus,
 )
+from skolsynk_services.ss12000_puller.mapping import deleted_types, endpoints
+from skolsynk_testkit.fakes.ss12000_api import to_ss12000
+from tests import ss12000_openapi
+from tests.reference import SS12000_EXAMPLES
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +117,150 @@ def test_syllabuses_and_placements_are_stored_but_never_delivered_on_their_own()
     assert {EntityKind.SYLLABUS, EntityKind.PLACEMENT} == RESOLVED_KINDS
     assert not RESOLVED_KINDS & set(VENDOR_KINDS)
     assert set(VENDOR_KINDS) | RESOLVED_KINDS == set(EntityKind)
+
+
+# --- SS 12000:2020 objects as records, and back as the fake serves them ------------------------------
+
+EXAMPLES = json.loads(SS12000_EXAMPLES.read_text(encoding="utf-8"))
+META = {"created": "2026-01-01T08:00:00+01:00", "modified": "2026-01-01T08:00:00+01:00"}
+
+
+def only(records: list[SourceRecord]) -> SourceRecord:
+    (record,) = records
+    return record
+
+
+def test_a_duty_s_assignment_roles_are_read() -> None:
+    record = only(from_ss12000("duties", EXAMPLES["Duty"]))
+    (role,) = record.data["assignment_roles"]
+    assert role["group"] == EXAMPLES["Duty"]["assignmentRole"][0]["group"]["id"]
+    assert role["assignment_role_type"] == "Mentor"
+    assert Duty.model_validate({**record.data, "key": record.key}).assignment_roles[0].group == role["group"]
+
+
+def test_an_assignment_role_without_a_group_cannot_be_mapped() -> None:
+    duty = {**EXAMPLES["Duty"], "assignmentRole": [{"assignmentRoleType": "Mentor"}]}
+    with pytest.raises(Ss12000MappingError, match=r"assignmentRole\[0\]\.group: missing"):
+        from_ss12000("duties", duty)
+
+
+def test_an_activity_s_syllabus_and_dated_teachers_are_read() -> None:
+    activity = EXAMPLES["Activity"]
+    record = only(from_ss12000("activities", activity))
+    assert record.data["syllabus"] == activity["syllabus"]["id"]
+    duty = activity["teachers"][0]["duty"]["id"]
+    assert record.data["teacher_assignments"] == [{"duty": duty, "start_date": "2025-08-18"}]
+    # A teacher without dates gets no entry: they teach the whole activity.
+    undated = {**activity, "teachers": [{"duty": {"id": duty}}]}
+    assert "teacher_assignments" not in only(from_ss12000("activities", undated)).data
+
+
+def test_syllabuses_and_placements_are_read() -> None:
+    syllabus = {
+        "id": "F0E1D2C3-B4A5-4968-8776-655443322110",
+        "meta": META,
+        "schoolType": "GY",
+        "subjectName": "Matematik",
+        "subjectCode": "MAT",
+        "subjectDesignation": "MA",
+        "courseCode": "MATMAT01a",
+        "courseName": "Matematik 1a",
+        "official": True,
+        "points": 100,
+    }
+    record = only(from_ss12000("syllabuses", syllabus))
+    assert record.key == "f0e1d2c3-b4a5-4968-8776-655443322110"
+    assert record.data == {
+        "subject_name": "Matematik",
+        "subject_code": "MAT",
+        "subject_designation": "MA",
+        "course_code": "MATMAT01a",
+        "course_name": "Matematik 1a",
+        "school_type": "GY",
+        "official": True,
+    }
+    placement = EXAMPLES["Placement"]
+    record = only(from_ss12000("placements", placement))
+    assert record.kind is EntityKind.PLACEMENT
+    assert record.data == {
+        "child": placement["child"]["id"],
+        "school_unit": placement["placedAt"]["id"],
+        "group": placement["group"]["id"],
+        "school_type": "FS",
+        "start_date": "2025-04-01",
+    }
+    assert from_ss12000("placements", {k: v for k, v in placement.items() if k != "child"}) == []
+
+
+def test_deleted_syllabuses_and_placements_are_deletions() -> None:
+    deletions = deleted_entities({"data": {"syllabuses": ["s1"], "placements": ["p1"], "absences": ["x"]}})
+    assert {(d.kind, d.key) for d in deletions} == {(EntityKind.SYLLABUS, "s1"), (EntityKind.PLACEMENT, "p1")}
+
+
+def test_placements_are_read_only_when_asked_for() -> None:
+    assert "placements" not in endpoints(placements=False)
+    assert "Placement" not in deleted_types(placements=False)
+    assert endpoints(placements=True)[-1] == "placements"
+    assert "Placement" in deleted_types(placements=True)
+    # A syllabus is read before the activities that refer to it.
+    assert endpoints(placements=False).index("syllabuses") < endpoints(placements=False).index("activities")
+
+
+ROUND_TRIP = [
+    SourceRecord(
+        kind=EntityKind.DUTY,
+        key="0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a01",
+        data={
+            "person": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a02",
+            "school_unit": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a03",
+            "role": "Lärare",
+            "start_date": "2025-08-01",
+            "assignment_roles": [
+                {
+                    "group": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a04",
+                    "assignment_role_type": "Mentor",
+                    "start_date": "2025-08-15",
+                    "end_date": "2026-06-10",
+                }
+            ],
+        },
+    ),
+    SourceRecord(
+        kind=EntityKind.SYLLABUS,
+        key="0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a05",
+        data={"subject_name": "Matematik", "subject_code": "GRGRMAT01", "school_type": "GR", "official": True},
+    ),
+    SourceRecord(
+        kind=EntityKind.ACTIVITY,
+        key="0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a06",
+        data={
+            "display_name": "Ma 7A",
+            "school_unit": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a03",
+            "start_date": "2025-08-18",
+            "groups": ["0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a04"],
+            "teachers": ["0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a01", "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a07"],
+            "teacher_assignments": [{"duty": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a07", "end_date": "2026-01-31"}],
+            "syllabus": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a05",
+        },
+    ),
+    SourceRecord(
+        kind=EntityKind.PLACEMENT,
+        key="0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a08",
+        data={
+            "child": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a09",
+            "school_unit": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a03",
+            "group": "0b8e2f6a-1c4d-4e5f-8a9b-0c1d2e3f4a0a",
+            "school_type": "FTH",
+            "start_date": "2025-08-01",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("record", ROUND_TRIP, ids=lambda r: r.kind.value)
+def test_the_fake_serves_valid_2_1_that_maps_back_to_the_record(record: SourceRecord) -> None:
+    endpoint, obj = to_ss12000(record)
+    schema = {"duties": "Duty", "syllabuses": "Syllabus", "activities": "Activity", "placements": "Placement"}
+    problems = ss12000_openapi.violations(ss12000_openapi.component(schema[endpoint]), {**obj, "meta": META})
+    assert not problems, problems
+    assert from_ss12000(endpoint, obj) == [record]

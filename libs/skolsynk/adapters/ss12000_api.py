@@ -1,8 +1,9 @@
 """SS 12000:2020 REST API objects (2.1, tolerant of 2.0) as canonical source records: pure functions for
 the SS 12000 source connector.
 
-* :func:`from_ss12000` maps one object of ``/organisations``, ``/persons``, ``/duties``, ``/groups`` or
-  ``/activities`` to zero or more :class:`~skolsynk.contracts.source.SourceRecord`;
+* :func:`from_ss12000` maps one object of ``/organisations``, ``/persons``, ``/duties``, ``/groups``,
+  ``/syllabuses``, ``/activities`` or ``/placements`` to zero or more
+  :class:`~skolsynk.contracts.source.SourceRecord`;
 * :func:`deleted_entities` maps a ``/deletedEntities`` answer to
   :class:`~skolsynk.contracts.source.SourceDeletion`.
 
@@ -37,7 +38,7 @@ class Ss12000MappingError(ValueError):
 #: SS 12000 endpoints whose objects skolsynk does not provision: mapped to no records.
 IGNORED_ENDPOINTS: Final = frozenset(
     {
-        "placements", "programmes", "syllabuses", "schoolunitofferings", "studyplans", "calendarevents",
+        "programmes", "schoolunitofferings", "studyplans", "calendarevents",
         "attendances", "attendanceevents", "attendanceschedules", "absences", "grades", "aggregatedattendance",
         "resources", "rooms",
     }
@@ -52,6 +53,8 @@ DELETED_KINDS: Final[dict[str, tuple[EntityKind, ...]]] = {
     "duties": (EntityKind.DUTY,),
     "activities": (EntityKind.ACTIVITY,),
     "activitites": (EntityKind.ACTIVITY,),  # the spec's spelling (sic)
+    "syllabuses": (EntityKind.SYLLABUS,),
+    "placements": (EntityKind.PLACEMENT,),
 }
 
 
@@ -217,6 +220,16 @@ def _duty(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
     if school_unit is not None:
         data["school_unit"] = school_unit
     _copy(obj, data, {"dutyRole": "role", "signature": "signature", **_DATES})
+    roles: list[dict[str, Any]] = []
+    for index, raw in enumerate(_objects(obj, "assignmentRole", "assignmentRole")):
+        group = _ref(raw, "group", f"assignmentRole[{index}].group")
+        if group is None:
+            raise Ss12000MappingError(f"assignmentRole[{index}].group", "missing")
+        role: dict[str, Any] = {"group": group}
+        _copy(raw, role, {"assignmentRoleType": "assignment_role_type", **_DATES})
+        roles.append(role)
+    if roles:
+        data["assignment_roles"] = roles
     return [SourceRecord(kind=EntityKind.DUTY, key=key, data=data)]
 
 
@@ -251,14 +264,58 @@ def _activity(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
             groups.append(group)
     data["groups"] = groups
     teachers: list[str] = []
+    assignments: list[dict[str, Any]] = []
     for index, raw in enumerate(_objects(obj, "teachers", "teachers")):
         duty = _ref(raw, "duty", f"teachers[{index}].duty")
         if duty is None:
             raise Ss12000MappingError(f"teachers[{index}].duty", "missing")
         if duty not in teachers:
             teachers.append(duty)
+            # A DutyAssignment's dates limit when the teacher counts; without them, the whole activity.
+            dates: dict[str, Any] = {}
+            _copy(raw, dates, _DATES)
+            if dates:
+                assignments.append({"duty": duty, **dates})
     data["teachers"] = teachers
+    if assignments:
+        data["teacher_assignments"] = assignments
+    syllabus = _ref(obj, "syllabus", "syllabus")
+    if syllabus is not None:
+        data["syllabus"] = syllabus
     return [SourceRecord(kind=EntityKind.ACTIVITY, key=key, data=data)]
+
+
+def _syllabus(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    data: dict[str, Any] = {}
+    _copy(
+        obj,
+        data,
+        {
+            "subjectName": "subject_name",
+            "subjectCode": "subject_code",
+            "subjectDesignation": "subject_designation",
+            "courseCode": "course_code",
+            "courseName": "course_name",
+            "schoolType": "school_type",
+            "official": "official",
+        },
+    )
+    return [SourceRecord(kind=EntityKind.SYLLABUS, key=key, data=data)]
+
+
+def _placement(obj: Mapping[str, Any], key: str) -> list[SourceRecord]:
+    child = _ref(obj, "child", "child")
+    if child is None:
+        return []  # required by the spec; a placement of nobody provisions nothing
+    data: dict[str, Any] = {"child": child}
+    school_unit = _ref(obj, "placedAt", "placedAt")
+    if school_unit is not None:
+        data["school_unit"] = school_unit
+    group = _ref(obj, "group", "group")
+    if group is not None:
+        data["group"] = group
+    _copy(obj, data, {"schoolType": "school_type", **_DATES})
+    return [SourceRecord(kind=EntityKind.PLACEMENT, key=key, data=data)]
 
 
 _MAPPERS: Final = {
@@ -266,15 +323,17 @@ _MAPPERS: Final = {
     "persons": _person,
     "duties": _duty,
     "groups": _group,
+    "syllabuses": _syllabus,
     "activities": _activity,
+    "placements": _placement,
 }
 
 
 def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
     """One object of an SS 12000 collection as canonical source records (none, or one).
 
-    ``endpoint`` is the collection (``organisations``, ``persons``, ``duties``, ``groups``,
-    ``activities``; a leading ``/`` and case are ignored).
+    ``endpoint`` is the collection (``organisations``, ``persons``, ``duties``, ``groups``, ``syllabuses``,
+    ``activities``, ``placements``; a leading ``/`` and case are ignored).
 
     * organisations: ``Skolenhet`` -> SchoolUnit, whose ``organisation`` is the ``parentOrganisation``
       id; every other level (Huvudman, Förvaltning, Skola ..., or a missing or unknown type, which
@@ -282,11 +341,16 @@ def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
     * persons -> Person (``civicNo.value``, ``eduPersonPrincipalNames``, e-mails with their types,
       external identifiers, enrolments with ``enroledAt.id`` as the school unit and ``educationCode`` as
       the programme code);
-    * duties -> Duty (``person.id``, ``dutyAt.id``, ``dutyRole``); a duty without a person -> no record;
+    * duties -> Duty (``person.id``, ``dutyAt.id``, ``dutyRole``, ``assignmentRole[]`` as assignment roles:
+      ``group.id``, ``assignmentRoleType``, dates); a duty without a person -> no record;
     * groups -> Group (``organisation.id`` as the school unit, memberships by ``person.id`` with dates);
-    * activities -> Activity (``organisation.id``, group ids, ``teachers[].duty.id``).
+    * syllabuses -> Syllabus (subject name, code and designation, course code and name, school type, official);
+    * activities -> Activity (``organisation.id``, group ids, ``teachers[].duty.id`` with the dates of those
+      that have them as teacher assignments, ``syllabus.id``);
+    * placements -> Placement (``child.id``, ``placedAt.id``, ``schoolType``, ``group.id``, dates); a
+      placement without a child -> no record.
 
-    Endpoints skolsynk does not provision (placements, syllabuses ...) map to no records; an unknown
+    Endpoints skolsynk does not provision (programmes, grades ...) map to no records; an unknown
     endpoint or an object that cannot be mapped raises :class:`Ss12000MappingError`.
     """
     name = endpoint.strip().strip("/").lower()
@@ -303,8 +367,8 @@ def from_ss12000(endpoint: str, obj: Mapping[str, Any]) -> list[SourceRecord]:
 def deleted_entities(payload: Mapping[str, Any]) -> list[SourceDeletion]:
     """A ``/deletedEntities`` answer (the whole ``{"data": {...}, "pageToken": ...}`` or just its
     ``data``) as deletions: persons, organisations (as both Organisation and SchoolUnit: the answer does
-    not say which level), groups, duties and activities, under the spec's ``activitites`` or ``activities``.
-    Other lists (placements, absences ...) are ignored; duplicates are dropped."""
+    not say which level), groups, duties, activities (under the spec's ``activitites`` or ``activities``),
+    syllabuses and placements. Other lists (absences ...) are ignored; duplicates are dropped."""
     if not isinstance(payload, Mapping):
         raise Ss12000MappingError("deletedEntities", "not a JSON object")
     data = payload.get("data", payload)

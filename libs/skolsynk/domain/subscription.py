@@ -113,6 +113,11 @@ class VendorSubscription(Model):
     school_types: frozenset[SchoolType] | None = Field(default=None, description="None: every school type.")
     school_years: frozenset[int] | None = Field(default=None, description="None: every school year.")
     group_types: frozenset[GroupType] | None = Field(default=None, description="None: every group type.")
+    placements: bool = Field(
+        default=False,
+        description="Also children placed at a förskola or fritidshem (SS 12000 Placement, school types FS, FTH, "
+        "OPPFTH) of the listed school units, as students. Off: placements are not even read from SS 12000 sources.",
+    )
     include_persons: frozenset[str] = Field(default_factory=frozenset, description="Person ids always included.")
     exclude_persons: frozenset[str] = Field(default_factory=frozenset, description="Person ids never included.")
     fields: dict[EntityKind, frozenset[str]] | None = Field(

@@ -1,7 +1,8 @@
 """Vendor subscriptions and vendor profiles as stored in MongoDB (collections ``subscriptions`` and
 ``vendor_profiles``).
 
-The admin service writes them (issue 9); the normaliser and the dispatchers read them. A tenant
+The admin service writes them (issue 9); the normaliser and the dispatchers read them, the SS 12000
+puller whether any asks for placements. A tenant
 without a subscription sends nothing to anyone. A vendor without a stored profile gets the default
 profile (every kind, every non-sensitive field).
 """
@@ -49,6 +50,14 @@ class SubscriptionStore:
     async def delete(self, tenant_id: str, vendor_id: str) -> None:
         """Forget a subscription. Its vendor keeps what it was sent: use :meth:`end` to delete that first."""
         await self.subscriptions.delete_one({"_id": f"{tenant_id}:{vendor_id}"})
+
+    async def wants_placements(self, tenant_id: str) -> bool:
+        """Whether a subscription of the tenant that has not ended asks for placements (the SS 12000 puller
+        reads ``/placements`` only then)."""
+        doc = await self.subscriptions.find_one(
+            {"tenant_id": tenant_id, "subscription.placements": True, "subscription.ended_at": None}, {"_id": 1}
+        )
+        return doc is not None
 
     async def save_profile(self, profile: VendorProfile) -> None:
         await self.profiles.replace_one(

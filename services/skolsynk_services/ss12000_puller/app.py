@@ -13,6 +13,7 @@ from skolsynk.connectors.service import connector_app, follow_registry, mount, r
 from skolsynk.connectors.sources import SS12000
 from skolsynk.connectors.sources.ss12000 import SourceConfig
 from skolsynk.service import ServiceApp
+from skolsynk.storage.subscriptions import SubscriptionStore as VendorSubscriptionStore
 from skolsynk_services.ss12000_puller.connector import Ss12000Connector
 from skolsynk_services.ss12000_puller.metrics import Ss12000Metrics
 from skolsynk_services.ss12000_puller.runs import INDEXES, SOURCE_KIND, RunBounds, SyncStateStore
@@ -93,6 +94,7 @@ def build(
         serving=app.started.wait,
     )
     connector.source_log = SourceLog(store, metrics, recheck_seconds=settings.ss12000_capability_recheck_seconds)
+    connector.placements_wanted = VendorSubscriptionStore(app.db).wants_placements
     registry = None if sources is not None else follow_registry(app, settings, SS12000, connector)
     mount(app, connector, kind=SOURCE_KIND, registry=registry)
     app.add_web_app(

@@ -6,7 +6,7 @@ one run at a time per source, the schedule (full and incremental intervals), on-
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,8 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
         self.subscriptions: SubscriptionKeeper | None = None
         #: Posts failed runs to the sources' ``/log/`` (set by ``build``; None: nothing is posted).
         self.source_log: SourceLog | None = None
+        #: Whether a subscription of the tenant asks for placements (set by ``build``; None: never read).
+        self.placements_wanted: Callable[[str], Awaitable[bool]] | None = None
         super().__init__(
             sources, publisher=publisher, exchange=exchange, state=state, scheduling=scheduling, clock=clock
         )
@@ -99,6 +101,7 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
 
     async def _run(self, source: SourceConfig, request: Mode) -> RunReport:
         client = self.clients[source.key]
+        placements = self.placements_wanted is not None and await self.placements_wanted(source.tenant_id)
         report = await run_once(
             source,
             mode=request,
@@ -109,6 +112,7 @@ class Ss12000Connector(SourceConnector[SourceConfig, Ss12000Client, Mode, RunRep
             overlap=self.overlap,
             clock=self.clock,
             bounds=self.bounds,
+            placements=placements,
         )
         if not report.healthy and self.source_log is not None:
             try:

@@ -1,7 +1,8 @@
 """SS 12000:2020 API objects as canonical source records. The wire format's mapping itself is
 :mod:`skolsynk.adapters.ss12000_api` (``from_ss12000``, ``deleted_entities``: Huvudman -> Organisation,
-Skolenhet -> SchoolUnit, persons, duties, groups, activities), a wire adapter the test kit's fake API
-shares; this module says which collections the connector reads, in which order, and maps one page of them."""
+Skolenhet -> SchoolUnit, persons, duties, groups, syllabuses, activities, placements), a wire adapter the
+test kit's fake API shares; this module says which collections the connector reads, in which order, and maps
+one page of them."""
 
 from __future__ import annotations
 
@@ -14,9 +15,23 @@ from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities,
 from skolsynk.contracts.source import SourceDeletion, SourceRecord
 
 #: Collections read, in the order the records are published (references point backwards).
-ENDPOINTS: tuple[str, ...] = ("organisations", "persons", "duties", "groups", "activities")
+ENDPOINTS: tuple[str, ...] = ("organisations", "persons", "duties", "groups", "syllabuses", "activities")
 #: ``/deletedEntities`` ``entities`` filter for the collections skolsynk provisions.
-DELETED_TYPES: tuple[str, ...] = ("Organisation", "Person", "Duty", "Group", "Activity")
+DELETED_TYPES: tuple[str, ...] = ("Organisation", "Person", "Duty", "Group", "Syllabus", "Activity")
+#: Read as well only while a subscription of the organiser asks for placements (children's data is
+#: not read for nobody).
+PLACEMENTS_ENDPOINT = "placements"
+PLACEMENTS_DELETED_TYPE = "Placement"
+
+
+def endpoints(*, placements: bool) -> tuple[str, ...]:
+    """The collections a run reads, in order."""
+    return (*ENDPOINTS, PLACEMENTS_ENDPOINT) if placements else ENDPOINTS
+
+
+def deleted_types(*, placements: bool) -> tuple[str, ...]:
+    """The ``entities`` filter of a run's ``/deletedEntities`` read."""
+    return (*DELETED_TYPES, PLACEMENTS_DELETED_TYPE) if placements else DELETED_TYPES
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """One run of an SS 12000 source (:func:`run_once`), full or incremental: read its SS 12000 API and publish one
 source run to the normaliser; its :class:`RunReport` and the :class:`SyncStateStore`.
 
-* **full**: every collection (organisations, persons, duties, groups, activities), in that order;
+* **full**: every collection (organisations, persons, duties, groups, syllabuses, activities, and
+  placements when a subscription of the organiser asks for them), in that order;
   ``SourceRunStarted(mode="full")``, one ``SourceRecordPage`` per API page that maps to records,
   ``SourceRunCompleted`` with the record count per kind.
 * **incremental**: the same collections with ``meta.modified.after`` = high-water mark minus the
@@ -36,7 +37,7 @@ from skolsynk_services.ss12000_puller.client import (
     Ss12000ReadError,
     format_time,
 )
-from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES, ENDPOINTS, map_deletions, map_page
+from skolsynk_services.ss12000_puller.mapping import deleted_types, endpoints, map_deletions, map_page
 
 log = get_logger(__name__)
 
@@ -104,8 +105,11 @@ async def run_once(
     overlap: timedelta = DEFAULT_OVERLAP,
     clock: Callable[[], datetime] = utcnow,
     bounds: RunBounds | None = None,
+    placements: bool = False,
 ) -> RunReport:
-    """Run once and publish the run. An incremental run without a high-water mark (never a healthy
+    """Run once and publish the run (``/placements`` too when ``placements``: a subscription of the
+    organiser asks for them; otherwise a full run leaves them out, so the normaliser removes any read
+    before). An incremental run without a high-water mark (never a healthy
     run before) is run as a full one. Read errors end up in the report (and make it unhealthy);
     publish errors propagate (the run is then simply repeated later: the mark has not moved). The run
     always ends (``bounds``): a repeated page token, too many pages of a listing or the run's deadline
@@ -133,13 +137,13 @@ async def run_once(
     await out.started(report, mode=mode)
     filters: Mapping[str, str] = {"meta.modified.after": format_time(since)} if since is not None else {}
     limits = {"max_pages": bounds.max_pages, "deadline": deadline}
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints(placements=placements):
         if time.monotonic() > deadline:
             report.add_error(RUN_DEADLINE_EXCEEDED)  # the listings not read yet: once, not one each
             break
         await _read_collection(source, endpoint, filters, client, out, report, limits)
     if since is not None and time.monotonic() <= deadline:
-        await _read_deletions(since, client, out, report, limits)
+        await _read_deletions(since, client, out, report, limits, placements=placements)
     await out.completed(report)
     finished = clock()
     await state.record_run(source, report, finished_at=finished)
@@ -194,9 +198,18 @@ async def _read_collection(
 
 
 async def _read_deletions(
-    since: datetime, client: Ss12000Client, out: RunPublisher, report: RunReport, limits: Mapping[str, Any]
+    since: datetime,
+    client: Ss12000Client,
+    out: RunPublisher,
+    report: RunReport,
+    limits: Mapping[str, Any],
+    *,
+    placements: bool,
 ) -> None:
-    filters: dict[str, str | list[str]] = {"after": format_time(since), "entities": list(DELETED_TYPES)}
+    filters: dict[str, str | list[str]] = {
+        "after": format_time(since),
+        "entities": list(deleted_types(placements=placements)),
+    }
     try:
         async for data in client.pages("deletedEntities", filters, **limits):
             try:
