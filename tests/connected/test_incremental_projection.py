@@ -241,6 +241,30 @@ async def test_a_duty_handed_to_another_teacher_and_deleted_members_groups_and_d
     await organiser.project_changes_then_check_whole()
 
 
+async def test_deleting_a_person_and_a_duty_no_vendor_had_reports_what_referred_to_them(organiser: Organiser):
+    """A person who is not active (Utvandrad, Avliden) is no vendor's: deleting them, or their duty,
+    changes no selection, yet their groups now list someone unknown and their activities a duty that is
+    gone."""
+    group = next(g for g in organiser.of_kind(EntityKind.GROUP) if len(g.data.get("memberships") or []) > 3)
+    student = group.data["memberships"][-1]["person"]
+    taught = {t for a in organiser.of_kind(EntityKind.ACTIVITY) for t in a.data.get("teachers") or []}
+    duty = next(d for d in organiser.of_kind(EntityKind.DUTY) if d.key in taught)
+    await organiser.write(
+        [
+            organiser.edited(EntityKind.PERSON, student, person_status="Utvandrad"),
+            organiser.edited(EntityKind.PERSON, duty.data["person"], person_status="Avliden"),
+        ]
+    )
+    await organiser.project_changes_then_check_whole()
+    before = {code for code, _, _ in await organiser.findings()}
+    assert not {"group.unknown_member", "activity.unknown_reference"} & before
+    await organiser.delete(EntityKind.PERSON, student)
+    await organiser.delete(EntityKind.DUTY, duty.key)
+    await organiser.project_changes_then_check_whole()
+    codes = {code for code, _, _ in await organiser.findings()}
+    assert {"group.unknown_member", "activity.unknown_reference"} <= codes
+
+
 async def test_a_teacher_turning_protected_is_pseudonymised_in_groups_and_activities(organiser: Organiser):
     teacher_keys = {d.data["person"] for d in organiser.of_kind(EntityKind.DUTY) if d.data.get("role") == "Lärare"}
     members = {m["person"] for g in organiser.of_kind(EntityKind.GROUP) for m in g.data.get("memberships") or []}

@@ -332,6 +332,13 @@ class Projector:
         # Whoever competes for the same logins and e-mail addresses may win or lose them now.
         _add(outputs, await neighbourhood.competitors(person_tokens, EntityKind.PERSON), EntityKind.PERSON)
         _add(outputs, await neighbourhood.referring(group_tokens, [EntityKind.ACTIVITY]), EntityKind.ACTIVITY)
+        # The groups of a deleted person and the activities of a deleted duty now refer to nothing (a
+        # finding), whether or not any vendor had them: one no vendor had (not active, withheld, protected
+        # and excluded) changes no selection below, so they are projected here.
+        for gone, dependant in ((EntityKind.PERSON, EntityKind.GROUP), (EntityKind.DUTY, EntityKind.ACTIVITY)):
+            tokens = [token(gone, d["_id"]) for d in deleted if d["kind"] == gone.value]
+            if tokens:
+                _add(outputs, await neighbourhood.referring(tokens, [dependant]), dependant)
         persons = [i for i, k in outputs.items() if k is EntityKind.PERSON]
         _add(outputs, await neighbourhood.duties_of(persons), EntityKind.DUTY)
 
