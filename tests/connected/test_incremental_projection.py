@@ -26,7 +26,14 @@ from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import duty_at_unit_id, project
 from skolsynk.domain.ss12000 import KIND_ORDER, EntityKind, GroupType, SchoolType
-from skolsynk.domain.subscription import ProtectedIdentityPolicy, Role, VendorProfile, VendorSubscription
+from skolsynk.domain.subscription import (
+    OPTIONAL_FIELDS,
+    SENSITIVE_FIELDS,
+    ProtectedIdentityPolicy,
+    Role,
+    VendorProfile,
+    VendorSubscription,
+)
 from skolsynk.messaging import Outbox
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage.findings import ENTITY_INDEX
@@ -466,3 +473,74 @@ async def test_a_teacher_at_a_skola_is_resolved_incrementally_as_a_whole_project
     assert organiser.reads.documents - before <= 100
     assert report.vendors["everything"].upserts == 1
     await organiser.project_changes_then_check_whole()
+
+
+async def test_syllabuses_mentors_and_placements_are_projected_incrementally_as_a_whole_projection_does(
+    organiser: Organiser,
+):
+    """Issue 20, item 3: a changed syllabus re-projects its activities, a group that ends its mentors'
+    duties, a placement its child; each reading a neighbourhood only, and leaving nothing for a whole
+    projection (a vendor whose profile takes the opt-in fields and whose subscription asks for placements)."""
+    fields = {k: v - SENSITIVE_FIELDS for k, v in OPTIONAL_FIELDS.items()}
+    subscriptions = SubscriptionStore(organiser.projector.db)
+    await subscriptions.save_profile(VendorProfile(vendor_id="subjects", accepted_fields=fields))
+    codes = sorted(str(r.data["school_unit_code"]) for r in organiser.of_kind(EntityKind.SCHOOL_UNIT))
+    await subscriptions.save(
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id="subjects", school_unit_codes=frozenset(codes), placements=True, test_mode=False
+        )
+    )
+    activity = next(a for a in organiser.of_kind(EntityKind.ACTIVITY) if a.data.get("teachers") and a.data["groups"])
+    duty, group = activity.data["teachers"][0], activity.data["groups"][0]
+    unit = activity.data["school_unit"]
+    child = SourceRecord(
+        kind=EntityKind.PERSON,
+        key="child-1",
+        data={
+            "given_name": "Barn",
+            "family_name": "Ett",
+            "eppn": ["child-1@skolsynk.test"],
+            "security_marking": "Ingen",
+        },
+    )
+    placement = SourceRecord(
+        kind=EntityKind.PLACEMENT,
+        key="pl-1",
+        data={"child": "child-1", "school_unit": unit, "school_type": "FS", "start_date": "2020-08-01"},
+    )
+    syllabus = SourceRecord(
+        kind=EntityKind.SYLLABUS, key="syl-1", data={"subject_name": "Matematik", "school_type": "GR"}
+    )
+    mentor = [{"group": group, "assignment_role_type": "Mentor"}]
+    await organiser.write(
+        [
+            syllabus,
+            organiser.edited(EntityKind.ACTIVITY, activity.key, syllabus="syl-1"),
+            organiser.edited(EntityKind.DUTY, duty, assignment_roles=mentor),
+            child,
+            placement,
+        ]
+    )
+    await organiser.projector.project_tenant(TENANT, today=TODAY, reason="subscription", whole=True)
+
+    async def changes_read_a_neighbourhood(*records: SourceRecord, limit: int | None = 100) -> ProjectionReport:
+        await organiser.write(records)
+        before = organiser.reads.documents
+        report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
+        assert limit is None or organiser.reads.documents - before <= limit, [r.kind for r in records]
+        whole = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="check", whole=True)
+        assert not any(r.upserts or r.deletes for r in whole.vendors.values()), "the incremental projection missed some"
+        return report
+
+    report = await changes_read_a_neighbourhood(organiser.edited(EntityKind.SYLLABUS, "syl-1", subject_name="Matte"))
+    assert report.vendors["subjects"].upserts == 1  # the activity, with the syllabus's new name
+    assert report.vendors["everything"].upserts == 0  # a profile that does not take syllabuses
+
+    report = await changes_read_a_neighbourhood(organiser.edited(EntityKind.PLACEMENT, "pl-1", group="avdelning-2"))
+    assert report.vendors["subjects"].upserts == 1  # the child, placed in another group
+    assert report.vendors["everything"].upserts == 0  # a subscription that does not ask for placements
+
+    group_ended = organiser.edited(EntityKind.GROUP, group, end_date=(TODAY - timedelta(days=1)).isoformat())
+    # A group's own projection reads its members (as before): the bound is for the other changes.
+    report = await changes_read_a_neighbourhood(group_ended, limit=None)
+    assert report.vendors["subjects"].upserts >= 1  # the mentor's duty names the group no more

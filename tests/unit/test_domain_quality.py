@@ -329,7 +329,7 @@ def test_default_profile_accepts_everything_but_the_sensitive_fields() -> None:
     profile = VendorProfile(vendor_id="laromedel-ab")
     assert profile.kinds == frozenset(EntityKind)
     assert set(profile.accepted_fields) == set(EntityKind)
-    assert profile.accepted_fields[EntityKind.PERSON] == PERSON_FIELDS - SENSITIVE_FIELDS
+    assert profile.accepted_fields[EntityKind.PERSON] == PERSON_FIELDS - SENSITIVE_FIELDS - {"placements"}
     assert not any(SENSITIVE_FIELDS & fields for fields in profile.accepted_fields.values())
     assert {"civic_no", "birth_date"} == SENSITIVE_FIELDS
     assert SENSITIVE_FIELDS <= PERSON_FIELDS
@@ -342,7 +342,7 @@ FULL_PROFILE = VendorProfile(vendor_id="laromedel-ab", accepted_fields=dict(OPTI
 @pytest.mark.parametrize(
     ("profile", "fields", "expected"),
     [
-        (VendorProfile(vendor_id="v"), None, PERSON_FIELDS - SENSITIVE_FIELDS),
+        (VendorProfile(vendor_id="v"), None, PERSON_FIELDS - SENSITIVE_FIELDS - {"placements"}),  # opt-in
         (FULL_PROFILE, None, PERSON_FIELDS - SENSITIVE_FIELDS),  # sensitive only when named
         (FULL_PROFILE, {PERSON: frozenset({"civic_no", "given_name"})}, {"civic_no", "given_name"}),
         (VendorProfile(vendor_id="v"), {PERSON: frozenset({"civic_no", "given_name"})}, {"given_name"}),

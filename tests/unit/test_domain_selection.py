@@ -38,6 +38,7 @@ from skolsynk.domain.ss12000 import (
     SecurityMarking,
 )
 from skolsynk.domain.subscription import (
+    OPT_IN_FIELDS,
     OPTIONAL_FIELDS,
     SENSITIVE_FIELDS,
     MissingMarkingPolicy,
@@ -479,7 +480,9 @@ def test_a_resource_carries_only_structural_and_allowed_fields(kind: EntityKind)
         assert set(r.resource) == STRUCTURAL[kind]
     everything = run()
     for r in of_kind(everything, kind).values():
-        assert set(r.resource) == STRUCTURAL[kind] | (OPTIONAL_FIELDS[kind] - SENSITIVE_FIELDS)
+        assert set(r.resource) == STRUCTURAL[kind] | (
+            OPTIONAL_FIELDS[kind] - SENSITIVE_FIELDS - OPT_IN_FIELDS.get(kind, frozenset())
+        )
 
 
 def test_fields_are_the_intersection_of_profile_and_subscription() -> None:
@@ -640,7 +643,7 @@ def test_minimal_policy_sends_real_names_login_and_enrolments_only() -> None:
     assert eid("prot-a") in members(resources, "klass-3a")
     # unprotected persons are unaffected by the policy
     assert set(resource(resources, "stu-a1", PERSON)) == STRUCTURAL[PERSON] | (
-        OPTIONAL_FIELDS[PERSON] - SENSITIVE_FIELDS
+        OPTIONAL_FIELDS[PERSON] - SENSITIVE_FIELDS - OPT_IN_FIELDS[PERSON]
     )
 
 

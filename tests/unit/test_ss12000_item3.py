@@ -5,23 +5,41 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from typing import Any
+from uuid import UUID
 
 import pytest
 from pydantic import ValidationError
 
+from skolsynk.adapters.egil import USER_EXTENSION, to_egil
 from skolsynk.adapters.ss12000_api import Ss12000MappingError, deleted_entities, from_ss12000
 from skolsynk.contracts.source import SourceRecord
+from skolsynk.contracts.vendor import VendorChange, unknown_resource_fields
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.quality import FindingCode
+from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.selection import ProjectedResource, StoredEntity, project
 from skolsynk.domain.ss12000 import (
     RESOLVED_KINDS,
     VENDOR_KINDS,
     Activity,
     AssignmentRoleType,
     Duty,
+    DutyRole,
+    Enrolment,
+    Entity,
     EntityKind,
+    Group,
+    GroupType,
+    Membership,
+    Organisation,
+    Person,
     Placement,
     SchoolType,
+    SchoolUnit,
     Syllabus,
 )
+from skolsynk.domain.subscription import OPTIONAL_FIELDS, SENSITIVE_FIELDS, VendorProfile, VendorSubscription
 from skolsynk_services.ss12000_puller.mapping import deleted_types, endpoints
 from skolsynk_testkit.fakes.ss12000_api import to_ss12000
 from tests import ss12000_openapi
@@ -264,3 +282,187 @@ def test_the_fake_serves_valid_2_1_that_maps_back_to_the_record(record: SourceRe
     problems = ss12000_openapi.violations(ss12000_openapi.component(schema[endpoint]), {**obj, "meta": META})
     assert not problems, problems
     assert from_ss12000(endpoint, obj) == [record]
+
+
+# --- selection: what vendors get -------------------------------------------------------------------
+
+TENANT, SOURCE, CODE = "kommun-a", "ss12000-1", "12345678"
+ENTITIES: list[Entity] = [
+    Organisation(key="hm", display_name="Kommunen"),
+    SchoolUnit(key="su", display_name="Skolan", school_unit_code=CODE, school_types=["GR", "FS"], organisation="hm"),
+    Person(key="t1", given_name="Lärare", family_name="Ett", eppn=["t1@k.se"], security_marking="Ingen"),
+    Person(key="t2", given_name="Lärare", family_name="Två", eppn=["t2@k.se"], security_marking="Ingen"),
+    Person(
+        key="s1",
+        given_name="Elev",
+        family_name="Ett",
+        eppn=["s1@k.se"],
+        security_marking="Ingen",
+        enrolments=[Enrolment(school_unit="su", school_type="GR", school_year=7)],
+    ),
+    Person(key="c1", given_name="Barn", family_name="Ett", eppn=["c1@k.se"], security_marking="Ingen"),
+    Duty.model_validate(
+        {
+            "key": "d1",
+            "person": "t1",
+            "school_unit": "su",
+            "role": "Lärare",
+            "assignment_roles": [
+                {"group": "7a", "assignment_role_type": "Mentor", "start_date": "2025-08-15"},
+                {"group": "7a", "assignment_role_type": "Specialpedagog", "end_date": "2026-01-31"},  # ended
+                {"group": "elsewhere", "assignment_role_type": "Mentor"},  # no such group
+            ],
+        }
+    ),
+    Duty(key="d2", person="t2", school_unit="su", role=DutyRole.LARARE),
+    Group(
+        key="7a", display_name="7A", group_type=GroupType.KLASS, school_unit="su", memberships=[Membership(person="s1")]
+    ),
+    Group(key="humlan", display_name="Humlan", group_type=GroupType.AVDELNING, school_unit="su"),
+    Syllabus(key="ma", subject_name="Matematik", subject_code="GRGRMAT01", subject_designation="MA", school_type="GR"),
+    Activity.model_validate(
+        {
+            "key": "ma7a",
+            "display_name": "Ma 7A",
+            "school_unit": "su",
+            "groups": ["7a"],
+            "teachers": ["d1", "d2"],
+            "teacher_assignments": [
+                {"duty": "d1", "start_date": "2025-08-18"},
+                {"duty": "d2", "end_date": "2026-02-28"},  # ended before DAY
+            ],
+            "syllabus": "ma",
+        }
+    ),
+    Placement(key="pl1", child="c1", school_unit="su", school_type="FS", group="humlan", start_date=date(2025, 8, 1)),
+]
+EVERYTHING = VendorProfile(
+    vendor_id="gleerups", accepted_fields={k: v - SENSITIVE_FIELDS for k, v in OPTIONAL_FIELDS.items()}
+)
+
+
+def eid(kind: EntityKind, key: str) -> UUID:
+    return entity_id(TENANT, SOURCE, kind, key)
+
+
+def select(profile: VendorProfile = EVERYTHING, **subscription: Any) -> dict[UUID, ProjectedResource]:
+    state, _ = reconcile(TENANT, [StoredEntity(eid(e.kind, e.key), SOURCE, e) for e in ENTITIES], DAY)
+    sub = VendorSubscription(tenant_id=TENANT, vendor_id=profile.vendor_id, school_unit_codes={CODE}, **subscription)
+    return project(state, sub, profile, DAY)
+
+
+def test_a_mentor_s_duty_names_the_groups_it_has_a_task_towards() -> None:
+    duty = select()[eid(EntityKind.DUTY, "d1")].resource
+    assert duty["assignment_roles"] == [
+        {
+            "group_id": str(eid(EntityKind.GROUP, "7a")),
+            "assignment_role_type": "Mentor",
+            "start_date": "2025-08-15",
+            "end_date": None,
+        }
+    ]
+    # A group the vendor does not get (Klass only, here: excluded by type) is not named.
+    assert select(group_types={GroupType.AVDELNING})[eid(EntityKind.DUTY, "d1")].resource["assignment_roles"] == []
+
+
+def test_an_activity_has_its_syllabus_and_only_the_teachers_teaching_today() -> None:
+    activity = select()[eid(EntityKind.ACTIVITY, "ma7a")].resource
+    d1 = str(eid(EntityKind.DUTY, "d1"))
+    assert activity["teacher_duty_ids"] == [d1]
+    assert activity["teacher_assignments"] == [{"duty_id": d1, "start_date": "2025-08-18", "end_date": None}]
+    assert activity["syllabus"] == {
+        "id": str(eid(EntityKind.SYLLABUS, "ma")),
+        "subject_name": "Matematik",
+        "subject_code": "GRGRMAT01",
+        "subject_designation": "MA",
+        "course_code": None,
+        "course_name": None,
+        "school_type": "GR",
+        "official": None,
+    }
+
+
+def test_the_new_fields_are_opt_in_but_teacher_dates_apply_to_every_vendor() -> None:
+    plain = VendorProfile(vendor_id="ne")
+    resources = select(plain, placements=True)
+    activity = resources[eid(EntityKind.ACTIVITY, "ma7a")].resource
+    assert "syllabus" not in activity
+    assert "teacher_assignments" not in activity
+    assert activity["teacher_duty_ids"] == [str(eid(EntityKind.DUTY, "d1"))]
+    assert "assignment_roles" not in resources[eid(EntityKind.DUTY, "d1")].resource
+    assert eid(EntityKind.PERSON, "c1") not in resources  # the profile takes no placements
+
+
+def test_a_placed_child_is_selected_only_when_the_subscription_asks_for_placements() -> None:
+    assert eid(EntityKind.PERSON, "c1") not in select()
+    resources = select(placements=True)
+    child = resources[eid(EntityKind.PERSON, "c1")]
+    assert child.roles == ("student",)
+    assert child.resource["enrolments"] == []
+    assert child.resource["placements"] == [
+        {
+            "id": str(eid(EntityKind.PLACEMENT, "pl1")),
+            "school_unit_id": str(eid(EntityKind.SCHOOL_UNIT, "su")),
+            "school_unit_code": CODE,
+            "group_id": str(eid(EntityKind.GROUP, "humlan")),
+            "school_type": "FS",
+            "start_date": "2025-08-01",
+            "end_date": None,
+        }
+    ]
+    assert resources[eid(EntityKind.PERSON, "s1")].resource["placements"] == []
+    # The school-type filter applies to placements as to enrolments.
+    assert eid(EntityKind.PERSON, "c1") not in select(placements=True, school_types={SchoolType.GR})
+
+
+def test_every_resource_with_the_new_fields_fits_the_queue_contract() -> None:
+    for resource in select(placements=True).values():
+        assert unknown_resource_fields(resource.kind, resource.resource) == [], resource.kind
+        VendorChange(
+            vendor_id="gleerups",
+            entity_kind=resource.kind,
+            entity_id=resource.id,
+            operation="upsert",
+            version=1,
+            resource=resource.resource,
+            test_mode=False,
+            reason="snapshot",
+        )
+
+
+def test_an_unknown_syllabus_is_dropped_from_the_activity_with_a_finding() -> None:
+    stored = [StoredEntity(eid(e.kind, e.key), SOURCE, e) for e in ENTITIES if e.kind is not EntityKind.SYLLABUS]
+    state, findings = reconcile(TENANT, stored, DAY)
+    assert [f.code for f in findings if f.entity_kind is EntityKind.ACTIVITY] == [
+        FindingCode.ACTIVITY_UNKNOWN_REFERENCE
+    ]
+    sub = VendorSubscription(tenant_id=TENANT, vendor_id="gleerups", school_unit_codes={CODE})
+    assert project(state, sub, EVERYTHING, DAY)[eid(EntityKind.ACTIVITY, "ma7a")].resource["syllabus"] is None
+
+
+def test_egil_carries_teacher_dates_the_topic_and_placements_as_enrolments() -> None:
+    resources = select(placements=True)
+    _, activity = to_egil(resources[eid(EntityKind.ACTIVITY, "ma7a")].resource)
+    d1 = str(eid(EntityKind.DUTY, "d1"))
+    assert activity["teachers"] == [{"value": d1, "$ref": f"Employments/{d1}", "startDate": "2025-08-18"}]
+    assert activity["topic"] == {
+        "value": str(eid(EntityKind.SYLLABUS, "ma")),
+        "type": "Subject",
+        "display": "Matematik",
+    }
+    _, child = to_egil(resources[eid(EntityKind.PERSON, "c1")].resource)
+    su = str(eid(EntityKind.SCHOOL_UNIT, "su"))
+    assert child[USER_EXTENSION]["enrolments"] == [{"value": su, "$ref": f"SchoolUnits/{su}", "schoolType": "FS"}]
+    # Mentors have no place in 2018: the Employment is as before.
+    _, employment = to_egil(resources[eid(EntityKind.DUTY, "d1")].resource)
+    assert set(employment) == {"schemas", "externalId", "employedAt", "user", "employmentRole"}
+    # A course is a Course, named by the course.
+    course = {
+        "id": str(eid(EntityKind.SYLLABUS, "ma")),
+        "subject_name": "Matematik",
+        "course_code": "MATMAT01a",
+        "course_name": "Matematik 1a",
+    }
+    _, with_course = to_egil({**resources[eid(EntityKind.ACTIVITY, "ma7a")].resource, "syllabus": course})
+    assert with_course["topic"]["type"] == "Course"
+    assert with_course["topic"]["display"] == "Matematik 1a"

@@ -346,6 +346,15 @@ def _user_body(resource: Mapping[str, Any]) -> dict[str, Any]:
         if programme:
             entry["programCode"] = programme
         enrolments.append(entry)
+    # A child's placement (förskola, fritidshem) has no 2018 resource of its own: it goes out as the
+    # enrolment the 2018 profile has, at the school unit with the placement's school type.
+    for index, placement in enumerate(_list_of(resource, "placements", "placements")):
+        field = f"placements[{index}]"
+        if not isinstance(placement, Mapping):
+            raise EgilMappingError(field, "not an object")
+        entry = _ref(EgilResourceType.SCHOOL_UNITS, placement.get("school_unit_id"), f"{field}.value")
+        entry["schoolType"] = school_type_to_2018(_required_text(placement, "school_type", f"{field}.schoolType"))
+        enrolments.append(entry)
     if enrolments:
         extension["enrolments"] = enrolments
     civic_no = _optional_text(resource, "civic_no", "civicNo")
@@ -377,7 +386,10 @@ def to_egil(resource: Mapping[str, Any]) -> tuple[EgilResourceType, dict[str, An
     * StudentGroups: ``studentMemberships`` are the resource's ``member_ids``. EGIL groups hold
       **students only** (teachers reach a group through Activities): a caller that cares passes a resource
       whose ``member_ids`` are the students' ids only; this function sends what it is given.
-    * Activities: ``teachers`` are the duty ids as Employment references, ``parentActivity`` is empty.
+    * Activities: ``teachers`` are the duty ids as Employment references (with ``startDate`` / ``endDate``
+      when the resource has their ``teacher_assignments``), ``topic`` the syllabus (a resource with
+      ``syllabus``: its id, ``Course`` or ``Subject``, the name), ``parentActivity`` is empty.
+    * A child's ``placements`` go out as enrolments (school unit, the placement's 2018 school type).
     * Optional attributes the resource lacks are left out (never ``null``); a missing attribute EGIL
       requires (a user's login or names, a school unit's code, a display name, an employment's role) or an
       id that is not a UUID raises :class:`EgilMappingError`.
@@ -437,12 +449,48 @@ def to_egil(resource: Mapping[str, Any]) -> tuple[EgilResourceType, dict[str, An
             _ref(EgilResourceType.STUDENT_GROUPS, group, f"groups[{index}]")
             for index, group in enumerate(_list_of(resource, "group_ids", "groups"))
         ]
+        dates = _teacher_dates(resource)
         body["teachers"] = [
-            _ref(EgilResourceType.EMPLOYMENTS, duty, f"teachers[{index}]")
+            _ref(EgilResourceType.EMPLOYMENTS, duty, f"teachers[{index}]") | dates.get(str(duty).lower(), {})
             for index, duty in enumerate(_list_of(resource, "teacher_duty_ids", "teachers"))
         ]
+        topic = _topic(resource.get("syllabus"))
+        if topic is not None:
+            body["topic"] = topic
         body["parentActivity"] = []
     return egil_type, body
+
+
+def _teacher_dates(resource: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Duty id -> the 2018 ``startDate`` / ``endDate`` of that teacher's part in the activity."""
+    dates: dict[str, dict[str, str]] = {}
+    for index, assignment in enumerate(_list_of(resource, "teacher_assignments", "teachers")):
+        if not isinstance(assignment, Mapping):
+            raise EgilMappingError(f"teachers[{index}]", "not an object")
+        entry = {
+            name: str(assignment[key])
+            for key, name in (("start_date", "startDate"), ("end_date", "endDate"))
+            if assignment.get(key) is not None
+        }
+        dates[_egil_id(assignment.get("duty_id"), f"teachers[{index}].value")] = entry
+    return dates
+
+
+def _topic(syllabus: object) -> dict[str, Any] | None:
+    """An activity's syllabus as the 2018 ``topic``: a Course when it has a course code, else a Subject,
+    named by the course's or the subject's name. No ``$ref``: the EGIL profile has no /Courses or
+    /Subjects to refer to, and the codes have no place on the Activity."""
+    if syllabus is None:
+        return None
+    if not isinstance(syllabus, Mapping):
+        raise EgilMappingError("topic", "not an object")
+    course = _optional_text(syllabus, "course_code", "topic.type")
+    display = _optional_text(syllabus, "course_name", "topic.display") if course else None
+    return {
+        "value": _egil_id(syllabus.get("id"), "topic.value"),
+        "type": "Course" if course else "Subject",
+        "display": display or _required_text(syllabus, "subject_name", "topic.display"),
+    }
 
 
 # --- EGIL body -> canonical source record -----------------------------------------------------------

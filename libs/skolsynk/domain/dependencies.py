@@ -2,8 +2,9 @@
 incremental projection finds, for the entities a run changed, everything whose projection or whose
 data-quality verdict they can change, with indexed queries instead of reading the whole organiser.
 
-A token is ``"<kind>:<entity id>"`` for a reference to another entity (a duty's person and school
-unit, a group's members, an activity's groups and teacher duties, a person's enrolment units, a
+A token is ``"<kind>:<entity id>"`` for a reference to another entity (a duty's person, school unit
+and assignment-role groups, a group's members, an activity's groups, teacher duties and syllabus, a
+placement's child, school unit and group, a person's enrolment units, a
 school unit's organisation and school-unit group, an organisation's parent), or
 ``"<key>:<digest of the value>"`` for a value that must be unique across the organiser (a person's
 logins and e-mail addresses, a school unit's code), so that the entities that compete for it are
@@ -79,6 +80,7 @@ def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str,
     elif kind is EntityKind.DUTY:
         tokens.add(ref(EntityKind.PERSON, data.get("person")))
         tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
+        tokens.update(ref(EntityKind.GROUP, r.get("group")) for r in data.get("assignment_roles") or [])
     elif kind is EntityKind.GROUP:
         tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
         tokens.update(ref(EntityKind.PERSON, m.get("person")) for m in data.get("memberships") or [])
@@ -86,6 +88,11 @@ def references(tenant_id: str, source_id: str, kind: EntityKind, data: dict[str,
         tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
         tokens.update(ref(EntityKind.GROUP, g) for g in data.get("groups") or [])
         tokens.update(ref(EntityKind.DUTY, t) for t in data.get("teachers") or [])
+        tokens.add(ref(EntityKind.SYLLABUS, data.get("syllabus")))
+    elif kind is EntityKind.PLACEMENT:
+        tokens.add(ref(EntityKind.PERSON, data.get("child")))
+        tokens.add(ref(EntityKind.SCHOOL_UNIT, data.get("school_unit")))
+        tokens.add(ref(EntityKind.GROUP, data.get("group")))
     elif kind is EntityKind.ORGANISATION:
         tokens.add(ref(EntityKind.ORGANISATION, data.get("parent")))
     elif kind is EntityKind.SCHOOL_UNIT:

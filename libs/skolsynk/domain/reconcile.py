@@ -226,6 +226,7 @@ def reconcile(
             )
             replaced[stored.id] = group.model_copy(update={"memberships": members})
     duties = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.DUTY] if s.id not in withheld}
+    syllabuses = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.SYLLABUS]}
     for stored in by_kind[EntityKind.ACTIVITY]:
         activity = stored.entity
         assert isinstance(activity, Activity)
@@ -241,9 +242,21 @@ def reconcile(
             activity = replaced[stored.id] = activity.model_copy(update={"school_unit": unit_key})
         kept_groups = [g for g in activity.groups if (stored.source_id, g) in groups]
         kept_teachers = [t for t in activity.teachers if (stored.source_id, t) in duties]
-        if len(kept_groups) != len(activity.groups) or len(kept_teachers) != len(activity.teachers):
+        syllabus = activity.syllabus if (stored.source_id, activity.syllabus) in syllabuses else None
+        if (
+            len(kept_groups) != len(activity.groups)
+            or len(kept_teachers) != len(activity.teachers)
+            or syllabus != activity.syllabus
+        ):
             finding(FindingCode.ACTIVITY_UNKNOWN_REFERENCE, stored, school_unit_code=unit_code)
-            replaced[stored.id] = activity.model_copy(update={"groups": kept_groups, "teachers": kept_teachers})
+            replaced[stored.id] = activity.model_copy(
+                update={
+                    "groups": kept_groups,
+                    "teachers": kept_teachers,
+                    "teacher_assignments": [a for a in activity.teacher_assignments if a.duty in kept_teachers],
+                    "syllabus": syllabus,
+                }
+            )
 
     cleaned = [
         StoredEntity(s.id, s.source_id, replaced.get(s.id, s.entity))

@@ -42,14 +42,17 @@ from skolsynk.domain.ss12000 import (
     TEACHING_ROLES,
     Activity,
     Duty,
+    Enrolment,
     Entity,
     EntityKind,
     Group,
     GroupType,
     Organisation,
     Person,
+    Placement,
     SchoolUnit,
     SchoolUnitGroup,
+    Syllabus,
 )
 from skolsynk.domain.subscription import (
     MissingMarkingPolicy,
@@ -119,11 +122,14 @@ class _Index:
         self.by_ref: dict[tuple[str, EntityKind, str], StoredEntity] = {}
         self.of_kind: dict[EntityKind, list[StoredEntity]] = defaultdict(list)
         self.duties_of: dict[tuple[str, str], list[StoredEntity]] = defaultdict(list)
+        self.placements_of: dict[tuple[str, str], list[StoredEntity]] = defaultdict(list)
         for stored in state.entities:
             self.by_ref[(stored.source_id, stored.kind, stored.entity.key)] = stored
             self.of_kind[stored.kind].append(stored)
             if isinstance(stored.entity, Duty):
                 self.duties_of[(stored.source_id, stored.entity.person)].append(stored)
+            elif isinstance(stored.entity, Placement):
+                self.placements_of[(stored.source_id, stored.entity.child)].append(stored)
 
     def ref(self, source_id: str, kind: EntityKind, key: str | None) -> StoredEntity | None:
         return None if key is None else self.by_ref.get((source_id, kind, key))
@@ -144,6 +150,8 @@ def project(
     tree = OrganisationTree((s.source_id, s.entity) for s in state.entities)
     out: dict[UUID, ProjectedResource] = {}
     allowed = {kind: subscription.allowed_fields(kind, profile) for kind in EntityKind}
+    # Children's placements count only when the subscription asks for them and the vendor takes them.
+    placements_wanted = subscription.placements and "placements" in allowed[EntityKind.PERSON]
 
     # School units
     units: dict[tuple[str, str], StoredEntity] = {}
@@ -185,6 +193,17 @@ def project(
             if subscription.school_years is not None and enrolment.school_year not in subscription.school_years:
                 continue
             relations.append((Role.STUDENT, unit_stored, enrolment))
+        for placement_stored in (
+            index.placements_of.get((stored.source_id, person.key), []) if placements_wanted else []
+        ):
+            placement = placement_stored.entity
+            assert isinstance(placement, Placement)
+            unit_stored = unit_of(stored.source_id, placement.school_unit)
+            if unit_stored is None or not placement.active_on(today):
+                continue
+            if subscription.school_types is not None and placement.school_type not in subscription.school_types:
+                continue
+            relations.append((Role.STUDENT, unit_stored, placement_stored))
         for duty_stored in index.duties_of.get((stored.source_id, person.key), []):
             duty = duty_stored.entity
             assert isinstance(duty, Duty)
@@ -213,7 +232,20 @@ def project(
                 **enrolment.model_dump(mode="json", exclude={"school_unit", "cancelled"}),
             }
             for role, unit_stored, enrolment in relations
-            if role is Role.STUDENT
+            if isinstance(enrolment, Enrolment)
+        ]
+        data["placements"] = [
+            {
+                "id": str(placement_stored.id),
+                "school_unit_id": str(unit_stored.id),
+                "school_unit_code": code_of(unit_stored),
+                "group_id": None
+                if placement_stored.entity.group is None
+                else str(index.id_of(stored.source_id, EntityKind.GROUP, placement_stored.entity.group)),
+                **placement_stored.entity.model_dump(mode="json", include={"school_type", "start_date", "end_date"}),
+            }
+            for _, unit_stored, placement_stored in relations
+            if isinstance(placement_stored, StoredEntity) and isinstance(placement_stored.entity, Placement)
         ]
         person_allowed = allowed[EntityKind.PERSON]
         if protected and policy is ProtectedIdentityPolicy.PSEUDONYMISE:
@@ -223,9 +255,12 @@ def project(
                 "family_name": PSEUDONYM_FAMILY_NAME,
                 "eppn": person.eppn[:1],
                 "enrolments": data["enrolments"],
+                "placements": data["placements"],
             }
         elif protected and policy is ProtectedIdentityPolicy.MINIMAL:
-            person_allowed = person_allowed & frozenset({"given_name", "family_name", "eppn", "enrolments"})
+            person_allowed = person_allowed & frozenset(
+                {"given_name", "family_name", "eppn", "enrolments", "placements"}
+            )
         person_ids[(stored.source_id, person.key)] = emitted_id
         if emitted_id != stored.id:
             pseudonymised.add((stored.source_id, person.key))
@@ -248,6 +283,7 @@ def project(
     # Duties (a pseudonymised person's duties get vendor-specific ids and no signature, which
     # would otherwise link the pseudonym to the real person)
     duty_ids: dict[tuple[str, str], dict[str, UUID]] = defaultdict(dict)  # (source, key) -> unit key -> id
+    mentoring: list[tuple[dict[str, Any], StoredEntity, StoredEntity]] = []  # (resource, duty, unit)
     if EntityKind.DUTY in profile.kinds:
         for duty_stored, unit_stored in selected_staff_duties:
             duty = duty_stored.entity
@@ -265,6 +301,8 @@ def project(
                 "school_unit_id": str(unit_stored.id),
                 **_pick(duty.model_dump(mode="json"), duty_allowed),
             }
+            if "assignment_roles" in duty_allowed:
+                mentoring.append((resource, duty_stored, unit_stored))  # resolved once the groups are known
             out[duty_emitted] = ProjectedResource(
                 duty_emitted,
                 EntityKind.DUTY,
@@ -276,7 +314,7 @@ def project(
 
     # Groups
     group_types = subscription.group_types
-    selected_groups: set[tuple[str, str]] = set()
+    selected_groups: dict[tuple[str, str], str] = {}  # (source, key) -> the unit's key
     if EntityKind.GROUP in profile.kinds:
         for stored in index.of_kind[EntityKind.GROUP]:
             group = stored.entity
@@ -301,7 +339,7 @@ def project(
                     )
                 }
             )
-            selected_groups.add((stored.source_id, group.key))
+            selected_groups[(stored.source_id, group.key)] = group.school_unit
             resource = {
                 "id": str(stored.id),
                 "kind": EntityKind.GROUP.value,
@@ -312,6 +350,21 @@ def project(
             out[stored.id] = ProjectedResource(
                 stored.id, EntityKind.GROUP, resource, (str(unit_stored.id),), (code_of(unit_stored),)
             )
+
+    # A duty's assignment roles (the mentor of a class ...): active ones towards groups the vendor gets,
+    # at the unit the duty goes out at.
+    for resource, duty_stored, unit_stored in mentoring:
+        duty = duty_stored.entity
+        assert isinstance(duty, Duty)
+        resource["assignment_roles"] = [
+            {
+                "group_id": str(index.id_of(duty_stored.source_id, EntityKind.GROUP, role.group)),
+                **role.model_dump(mode="json", include={"assignment_role_type", "start_date", "end_date"}),
+            }
+            for role in duty.assignment_roles
+            if role.active_on(today)
+            and selected_groups.get((duty_stored.source_id, role.group)) == unit_stored.entity.key
+        ]
 
     # Activities
     if EntityKind.ACTIVITY in profile.kinds:
@@ -328,21 +381,39 @@ def project(
             )
             if not groups:
                 continue
-            # A teacher's duty at the activity's unit; a duty elsewhere as it is delivered (one id).
-            teachers = sorted(
-                str(duty_id)
+            # A teacher's duty at the activity's unit; a duty elsewhere as it is delivered (one id). A
+            # teacher counts while their assignment to the activity is active.
+            teaching = [
+                (t, duty_id)
                 for t in activity.teachers
+                if activity.teaching_on(t, today)
                 for unit_key, duty_id in duty_ids.get((stored.source_id, t), {}).items()
                 if unit_key == activity.school_unit or activity.school_unit not in duty_ids[(stored.source_id, t)]
-            )
+            ]
+            activity_allowed = allowed[EntityKind.ACTIVITY]
             resource = {
                 "id": str(stored.id),
                 "kind": EntityKind.ACTIVITY.value,
                 "school_unit_id": str(unit_stored.id),
                 "group_ids": groups,
-                "teacher_duty_ids": teachers,
-                **_pick(activity.model_dump(mode="json"), allowed[EntityKind.ACTIVITY]),
+                "teacher_duty_ids": sorted(str(duty_id) for _, duty_id in teaching),
+                **_pick(activity.model_dump(mode="json"), activity_allowed),
             }
+            if "teacher_assignments" in activity_allowed:
+                dated = {a.duty: a for a in activity.teacher_assignments}
+                resource["teacher_assignments"] = sorted(
+                    (
+                        {
+                            "duty_id": str(duty_id),
+                            **dated[t].model_dump(mode="json", include={"start_date", "end_date"}),
+                        }
+                        for t, duty_id in teaching
+                        if t in dated
+                    ),
+                    key=lambda a: a["duty_id"],
+                )
+            if "syllabus" in activity_allowed:
+                resource["syllabus"] = _syllabus(index.ref(stored.source_id, EntityKind.SYLLABUS, activity.syllabus))
             out[stored.id] = ProjectedResource(
                 stored.id, EntityKind.ACTIVITY, resource, (str(unit_stored.id),), (code_of(unit_stored),)
             )
@@ -374,6 +445,15 @@ def project(
                 unit_stored.id, EntityKind.SCHOOL_UNIT, resource, (str(unit_stored.id),), (unit.school_unit_code,)
             )
     return {k: v for k, v in out.items() if v.kind in profile.kinds}
+
+
+def _syllabus(stored: StoredEntity | None) -> dict[str, Any] | None:
+    """An activity's subject or course as vendors get it: the syllabus's id and fields."""
+    if stored is None:
+        return None
+    syllabus = stored.entity
+    assert isinstance(syllabus, Syllabus)
+    return {"id": str(stored.id), **syllabus.model_dump(mode="json", exclude={"kind", "key"})}
 
 
 def _parent_resource(parent: StoredEntity, allowed: frozenset[str]) -> ProjectedResource:

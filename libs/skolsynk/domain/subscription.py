@@ -52,6 +52,7 @@ PERSON_FIELDS = frozenset(
         "external_identifiers",
         "security_marking",
         "enrolments",
+        "placements",
     }
 )
 OPTIONAL_FIELDS: dict[EntityKind, frozenset[str]] = {
@@ -61,15 +62,23 @@ OPTIONAL_FIELDS: dict[EntityKind, frozenset[str]] = {
     EntityKind.SCHOOL_UNIT_GROUP: frozenset({"display_name"}),
     EntityKind.SCHOOL_UNIT: frozenset({"display_name", "school_unit_code", "school_types", "municipality_code"}),
     EntityKind.PERSON: PERSON_FIELDS,
-    EntityKind.DUTY: frozenset({"role", "signature", "start_date", "end_date"}),
+    EntityKind.DUTY: frozenset({"role", "signature", "start_date", "end_date", "assignment_roles"}),
     EntityKind.GROUP: frozenset({"display_name", "group_type", "school_type", "start_date", "end_date"}),
-    EntityKind.ACTIVITY: frozenset({"display_name", "start_date", "end_date"}),
+    EntityKind.ACTIVITY: frozenset({"display_name", "start_date", "end_date", "syllabus", "teacher_assignments"}),
     # Never delivered on their own (skolsynk.domain.ss12000.RESOLVED_KINDS).
     EntityKind.SYLLABUS: frozenset(),
     EntityKind.PLACEMENT: frozenset(),
 }
 #: Fields nobody gets unless both the vendor's profile and the subscription name them.
 SENSITIVE_FIELDS: frozenset[str] = frozenset({"civic_no", "birth_date"})
+#: Fields (issue 20, item 3) a vendor gets only when its profile names them: never in a profile's defaults,
+#: so what existing vendors receive does not change. A person's ``placements`` also need the
+#: subscription's ``placements``.
+OPT_IN_FIELDS: dict[EntityKind, frozenset[str]] = {
+    EntityKind.PERSON: frozenset({"placements"}),
+    EntityKind.DUTY: frozenset({"assignment_roles"}),
+    EntityKind.ACTIVITY: frozenset({"syllabus", "teacher_assignments"}),
+}
 
 
 class VendorProfile(Model):
@@ -78,7 +87,9 @@ class VendorProfile(Model):
     vendor_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     kinds: frozenset[EntityKind] = Field(default_factory=lambda: frozenset(EntityKind))
     accepted_fields: dict[EntityKind, frozenset[str]] = Field(
-        default_factory=lambda: {k: v - SENSITIVE_FIELDS for k, v in OPTIONAL_FIELDS.items()}
+        default_factory=lambda: {
+            k: v - SENSITIVE_FIELDS - OPT_IN_FIELDS.get(k, frozenset()) for k, v in OPTIONAL_FIELDS.items()
+        }
     )
     classes_only: bool = Field(default=False, description="Only groups of type Klass.")
     single_school_unit_per_user: bool = Field(

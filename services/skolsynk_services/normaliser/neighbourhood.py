@@ -12,7 +12,8 @@ over the whole organiser:
 * a **duty**: its person (as above) and its unit;
 * a **group**: its unit and every member (as persons above: whether they are selected, and with
   one school unit per user, which units they keep);
-* an **activity**: its unit, its groups (with their units) and its teacher duties (as above);
+* an **activity**: its unit, its groups (with their units), its teacher duties (as above) and its syllabus;
+* a duty's **assignment-role groups** (with their units) and a person's **placements** (with their units);
 * a **school unit**: every unit with the same school-unit code (one per code), its school-unit group
   and the organisations above it (the nearest Huvudman is what vendors get);
 * a place that is an **organisation above school units** (a duty's ``dutyAt``, an enrolment, a
@@ -86,6 +87,17 @@ class Neighbourhood:
             for i, d in self.documents.items()
             if d is not None and d["kind"] == EntityKind.DUTY.value and wanted.intersection(d.get("refs", []))
         }
+
+    async def placements_of(self, person_ids: Iterable[str]) -> list[Document]:
+        """The placements of these persons (one indexed query)."""
+        wanted = sorted(set(person_ids))
+        if not wanted:
+            return []
+        found = await self.store.referring(
+            self.tenant_id, [token(EntityKind.PERSON, p) for p in wanted], [EntityKind.PLACEMENT]
+        )
+        self.remember(found)
+        return list(found)
 
     async def referring(self, tokens: Iterable[str], kinds: Iterable[EntityKind]) -> set[str]:
         """Ids of the entities of ``kinds`` that carry any of ``tokens`` (not cached: used once per
@@ -178,11 +190,14 @@ class Neighbourhood:
         )
         await self.ancestors(units)
         input_groups: set[str] = set()
+        syllabuses: set[str] = set()
         for document in self.existing(activities):
             refs = document.get("refs", [])
             units |= referenced_ids(refs, EntityKind.SCHOOL_UNIT)
             input_groups |= referenced_ids(refs, EntityKind.GROUP)
             duties |= referenced_ids(refs, EntityKind.DUTY)
+            syllabuses |= referenced_ids(refs, EntityKind.SYLLABUS)
+        await self.fetch(syllabuses)
         for document in self.existing(output_groups):
             refs = document.get("refs", [])
             units |= referenced_ids(refs, EntityKind.SCHOOL_UNIT)
@@ -206,6 +221,15 @@ class Neighbourhood:
         for document in self.existing(persons):
             units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
         units |= await self.places(self.existing(duties | persons))
+        # A duty's assignment-role groups (whether the vendor gets them, at which unit) and a person's
+        # placements (relations like enrolments, with their units).
+        mentored = {g for d in self.existing(duties) for g in referenced_ids(d.get("refs", []), EntityKind.GROUP)}
+        await self.fetch(mentored)
+        for document in self.existing(mentored):
+            units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
+        units |= await self.places(self.existing(mentored))
+        for document in await self.placements_of(persons):
+            units |= referenced_ids(document.get("refs", []), EntityKind.SCHOOL_UNIT)
         # Who else holds the same logins and e-mail addresses (and who else holds theirs).
         competing = set(persons)
         for _ in range(UNIQUENESS_ROUNDS):

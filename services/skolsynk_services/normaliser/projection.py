@@ -321,6 +321,7 @@ class Projector:
         outputs: dict[str, EntityKind] = {d["_id"]: EntityKind(d["kind"]) for d in (*written, *deleted)}
         person_tokens: set[str] = set()
         group_tokens: set[str] = set()
+        syllabus_tokens: set[str] = set()
         for document in (*written, *deleted):
             kind, refs = EntityKind(document["kind"]), {*document.get("refs", []), *document.get("stale_refs", [])}
             if kind is EntityKind.DUTY:
@@ -329,9 +330,16 @@ class Projector:
                 person_tokens |= uniqueness_tokens(refs)
             elif kind is EntityKind.GROUP:
                 group_tokens.add(token(EntityKind.GROUP, document["_id"]))
+            elif kind is EntityKind.SYLLABUS:
+                syllabus_tokens.add(token(EntityKind.SYLLABUS, document["_id"]))
+            elif kind is EntityKind.PLACEMENT:
+                _add(outputs, referenced_ids(refs, EntityKind.PERSON), EntityKind.PERSON)  # the child
         # Whoever competes for the same logins and e-mail addresses may win or lose them now.
         _add(outputs, await neighbourhood.competitors(person_tokens, EntityKind.PERSON), EntityKind.PERSON)
         _add(outputs, await neighbourhood.referring(group_tokens, [EntityKind.ACTIVITY]), EntityKind.ACTIVITY)
+        # A group's mentors (duties' assignment roles) and a syllabus's activities carry what changed.
+        _add(outputs, await neighbourhood.referring(group_tokens, [EntityKind.DUTY]), EntityKind.DUTY)
+        _add(outputs, await neighbourhood.referring(syllabus_tokens, [EntityKind.ACTIVITY]), EntityKind.ACTIVITY)
         # The groups of a deleted person and the activities of a deleted duty now refer to nothing (a
         # finding), whether or not any vendor had them: one no vendor had (not active, withheld, protected
         # and excluded) changes no selection below, so they are projected here.
