@@ -245,6 +245,15 @@ class SizeSpec:
     protected_rate: float = 0.002
     #: teachers who also teach at the neighbouring school unit (a second duty)
     shared_staff_rate: float = 0.03
+    #: a person whose securityMarking the source does not give (unknown: treated as protected unless the
+    #: organiser decides otherwise; the normaliser's summary finding ``security_marking.missing``)
+    missing_marking_rate: float = 0.0075
+    #: a person whose personStatus is Utvandrad (three in four) or Avliden: kept out of every selection
+    inactive_rate: float = 0.002
+    #: an F-6 unit followed by a 7-9 unit are the two school units of one Skola (an organisation between
+    #: them and the Huvudman) whose Rektor, Kurator, Skolsköterska and Speciallärare/specialpedagog have
+    #: their duties at the Skola; False: every school unit directly under the Huvudman
+    skolor: bool = True
 
     @classmethod
     def for_persons(cls, persons: int, **rates: Any) -> SizeSpec:
@@ -286,6 +295,14 @@ class Manifest:
     protected: int = 0
     defects: Counter[str] = field(default_factory=Counter)
     school_unit_codes: list[str] = field(default_factory=list)
+    #: persons whose securityMarking is not given (unknown)
+    unmarked: int = 0
+    #: persons by personStatus other than Aktiv (Utvandrad, Avliden)
+    inactive: Counter[str] = field(default_factory=Counter)
+    #: organisations of type Skola (each above two school units)
+    skolor: int = 0
+    #: duties at a Skola rather than a school unit, by role
+    skola_duties: Counter[str] = field(default_factory=Counter)
 
     @property
     def persons(self) -> int:
@@ -316,6 +333,17 @@ def fold(text: str) -> str:
 
 
 @dataclass
+class _Skola:
+    """A Skola: the organisation above two school units (an F-6 and a 7-9 unit) with one leadership and
+    student health team for both."""
+
+    key: str
+    name: str
+    #: the duties of the Skola's teachers (at the Skola), for the activities of both units
+    teacher_duties: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Unit:
     index: int
     key: str
@@ -323,6 +351,8 @@ class _Unit:
     name: str
     stage: str  # "F-6", "F-9", "7-9" or "GY"
     years: list[int]  # school years offered (0: förskoleklass)
+    skola: _Skola | None = None  # the Skola above it (None: directly under the Huvudman)
+    first_in_skola: bool = False  # the Skola's staff at Skola level are counted in its first unit
     students: int = 0
     staff: int = 0
     per_year: dict[int, int] = field(default_factory=dict)
@@ -338,6 +368,8 @@ class _Unit:
 
 
 STAGES = {"F-6": list(range(7)), "F-9": list(range(10)), "7-9": [7, 8, 9], "GY": [1, 2, 3]}
+#: Duty roles a Skola has once for its school units: their duties are at the Skola.
+SKOLA_ROLES = ("Rektor", "Kurator", "Skolsköterska", "Speciallärare/specialpedagog")
 
 
 class _Generator:
@@ -346,6 +378,8 @@ class _Generator:
     def __init__(self, spec: SizeSpec, seed: int, manifest: Manifest, start: date) -> None:
         self.spec = spec
         self.rng = random.Random(f"skolsynk-synthetic:{seed}")  # noqa: S311 - made-up data, not security
+        # Markings and statuses draw from their own stream, so they leave the rest of the organiser as it was.
+        self.traits = random.Random(f"skolsynk-synthetic-traits:{seed}")  # noqa: S311 - as above
         self.manifest = manifest
         self.start = start
         self.municipality = MUNICIPALITIES[seed % len(MUNICIPALITIES)]
@@ -366,7 +400,7 @@ class _Generator:
     def plan(self) -> list[_Unit]:
         spec, rng = self.spec, self.rng
         units: list[_Unit] = []
-        gr_cycle = itertools.cycle(("F-6", "F-9", "7-9", "F-6"))
+        gr_cycle = itertools.cycle(("F-9", "F-6", "7-9", "F-6"))  # an F-6 and a 7-9 side by side: a Skola
         names: set[str] = set()
         for index in range(spec.school_units):
             gy = math.floor((index + 1) * spec.gy_share) > math.floor(index * spec.gy_share)
@@ -383,6 +417,8 @@ class _Generator:
                 code = f"{rng.randrange(10_000_000, 100_000_000):08d}"
             self.unit_codes.add(code)
             units.append(_Unit(index, self.key(), code, name, stage, STAGES[stage]))
+        if spec.skolor:
+            self.skolor(units)
         weights = [rng.uniform(0.6, 1.4) * (1.4 if u.stage == "GY" else 1.0) for u in units]
         staff_total = round(spec.persons * spec.staff_share)
         student_total = spec.persons - staff_total
@@ -406,6 +442,16 @@ class _Generator:
             unit.group_size[year] = max(1, round(per_group))
         return units
 
+    def skolor(self, units: list[_Unit]) -> None:
+        """An F-6 unit and the 7-9 unit right after it become one Skola named after the first: the
+        Skola is "Ekbackeskolan", its school units "Ekbackeskolan F-6" and "Ekbackeskolan 7-9"."""
+        for first, second in itertools.pairwise(units):
+            if first.stage == "F-6" and second.stage == "7-9" and first.skola is None:
+                skola = _Skola(self.key(), first.name)
+                first.skola = second.skola = skola
+                first.first_in_skola = True
+                first.name, second.name = f"{skola.name} F-6", f"{skola.name} 7-9"
+
     # --- records ---------------------------------------------------------------------------------
 
     def records(self) -> Iterator[SourceRecord]:
@@ -424,6 +470,20 @@ class _Generator:
             )
         )
         for unit in units:
+            if unit.skola is not None and unit.first_in_skola:
+                self.manifest.skolor += 1
+                yield self.count(
+                    SourceRecord(
+                        kind=EntityKind.ORGANISATION,
+                        key=unit.skola.key,
+                        data={
+                            "display_name": unit.skola.name,
+                            "organisation_type": "Skola",
+                            "parent": self.org_key,
+                            "municipality_code": self.municipality_code,
+                        },
+                    )
+                )
             yield from self.unit(unit)
 
     def count(self, record: SourceRecord) -> SourceRecord:
@@ -444,7 +504,7 @@ class _Generator:
                     "display_name": unit.name,
                     "school_unit_code": unit.code,
                     "school_types": unit.school_types,
-                    "organisation": self.org_key,
+                    "organisation": unit.skola.key if unit.skola is not None else self.org_key,
                     "municipality_code": self.municipality_code,
                 },
             )
@@ -479,13 +539,17 @@ class _Generator:
                 continue
             duty = self.key()
             started = date(rng.randint(2004, self.start.year), 8, rng.randint(1, 20))
+            # The Skola's leadership, student health and special teachers work at the Skola (both units).
+            at_skola = unit.skola is not None and unit.first_in_skola and role in SKOLA_ROLES
+            if at_skola:
+                self.manifest.skola_duties[role] += 1
             yield self.count(
                 SourceRecord(
                     kind=EntityKind.DUTY,
                     key=duty,
                     data={
                         "person": key,
-                        "school_unit": unit.key,
+                        "school_unit": unit.skola.key if at_skola and unit.skola is not None else unit.key,
                         "role": role,
                         "signature": (fold(data["given_name"])[:2] + fold(data["family_name"])[:2]).upper(),
                         "start_date": min(started, self.start).isoformat(),
@@ -494,7 +558,12 @@ class _Generator:
             )
             if role in ("Lärare", "Förstelärare", "Speciallärare/specialpedagog"):
                 teacher_duties.append(duty)
-                teachers_here.append(key)
+                if at_skola and unit.skola is not None:
+                    unit.skola.teacher_duties.append(duty)
+                else:
+                    teachers_here.append(key)
+        if unit.skola is not None and not unit.first_in_skola:
+            teacher_duties += unit.skola.teacher_duties  # the Skola's teachers teach here too
         if unit.index % 2 == 1 and self.previous_teachers:
             shared = max(1, round(len(self.previous_teachers) * spec.shared_staff_rate))
             for person in rng.sample(self.previous_teachers, min(shared, len(self.previous_teachers))):
@@ -594,6 +663,10 @@ class _Generator:
         fixed = ["Rektor", "Skoladministratör"]
         if unit.staff >= 8:
             fixed += ["Kurator", "Skolsköterska"]
+            if unit.skola is not None and unit.first_in_skola:
+                fixed.append("Speciallärare/specialpedagog")  # for both units of the Skola
+        if unit.skola is not None and not unit.first_in_skola:
+            fixed = [r for r in fixed if r not in SKOLA_ROLES]  # the Skola's, counted in its first unit
         if unit.stage in ("7-9", "F-9", "GY") and unit.staff >= 10:
             fixed.append("Studie- och yrkesvägledare")
         if unit.staff >= 15:
@@ -637,8 +710,22 @@ class _Generator:
         if self.rng.random() < self.spec.protected_rate:
             data["security_marking"] = "Skyddad folkbokföring"
             self.manifest.protected += 1
+        self.traits_of(data)
         self.defects(data)
         return data
+
+    def traits_of(self, data: dict[str, Any]) -> None:
+        """Leave out the securityMarking of a few persons (unknown), and give a few a personStatus other
+        than Aktiv (Utvandrad, Avliden)."""
+        spec = self.spec
+        if self.traits.random() < spec.missing_marking_rate:
+            if data.pop("security_marking") != "Ingen":
+                self.manifest.protected -= 1  # not known to be protected any more
+            self.manifest.unmarked += 1
+        roll = self.traits.random()
+        if roll < spec.inactive_rate:
+            data["person_status"] = "Utvandrad" if roll < 0.75 * spec.inactive_rate else "Avliden"
+            self.manifest.inactive[data["person_status"]] += 1
 
     def defects(self, data: dict[str, Any]) -> None:
         """Plant at most one address defect; remember a clean person to copy from."""
@@ -786,12 +873,25 @@ def pages(records: Iterable[SourceRecord], page_size: int = 500) -> Iterator[lis
 def split_school_units(records: Iterable[SourceRecord], parts: int = 2) -> list[list[SourceRecord]]:
     """Split an organiser between ``parts`` sources by school unit (contiguous blocks, in order): each
     school unit with its duties, groups and activities; each person with the school unit of their first
-    enrolment or duty (a person without either goes by their key); the organisation to every part. A
-    duty at a school unit of another part than its person's cannot be expressed by one source and is
-    left out, with its activities' reference to it."""
+    enrolment or duty (a person without either goes by their key); an organisation (the Huvudman, a
+    Skola) to every part with a school unit beneath it, and a duty at one to the part of the first school
+    unit beneath it. A duty at a school unit of another part than its person's cannot be expressed by
+    one source and is left out, with its activities' reference to it."""
     records = list(records)
-    units = [r.key for r in records if r.kind is EntityKind.SCHOOL_UNIT]
+    unit_records = [r for r in records if r.kind is EntityKind.SCHOOL_UNIT]
+    units = [r.key for r in unit_records]
     part_of_unit = {key: index * parts // max(1, len(units)) for index, key in enumerate(units)}
+    parent_of = {r.key: r.data.get("parent") for r in records if r.kind is EntityKind.ORGANISATION}
+    parts_of_organisation: dict[str, list[int]] = defaultdict(list)
+    for unit_record in unit_records:  # every organisation above a unit, up the tree (cycle-safe)
+        above, seen = unit_record.data.get("organisation"), set()
+        while isinstance(above, str) and above in parent_of and above not in seen:
+            seen.add(above)
+            if part_of_unit[unit_record.key] not in parts_of_organisation[above]:
+                parts_of_organisation[above].append(part_of_unit[unit_record.key])
+            above = parent_of[above]
+    for organisation, its_parts in parts_of_organisation.items():
+        part_of_unit.setdefault(organisation, its_parts[0])
     first_duty_unit: dict[str, str] = {}
     for record in records:
         if record.kind is EntityKind.DUTY:
@@ -818,8 +918,8 @@ def split_school_units(records: Iterable[SourceRecord], parts: int = 2) -> list[
         elif record.kind is EntityKind.PERSON:
             split[part_of_person[record.key]].append(record)
         elif record.kind in (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP):
-            for part_records in split:
-                part_records.append(record)
+            for part in parts_of_organisation.get(record.key) or range(parts):
+                split[part].append(record)
         else:
             unit_key = str(record.data.get("school_unit") or record.key)
             part = part_of_unit.get(unit_key, 0)
@@ -932,7 +1032,14 @@ def change_set(
         str(p.data["eppn"][0]).split("@")[0].rstrip("0123456789") for p in persons.values() if p.data.get("eppn")
     )
     generator.rng = rng
-    generator.spec = replace(SIZES["S"], invalid_email_rate=0, duplicate_email_rate=0, duplicate_eppn_rate=0)
+    generator.spec = replace(
+        SIZES["S"],
+        invalid_email_rate=0,
+        duplicate_email_rate=0,
+        duplicate_eppn_rate=0,
+        missing_marking_rate=0,
+        inactive_rate=0,
+    )
     joined: list[str] = []
     cells = sorted(classes)
     for _ in range(how_many(joiners) if cells else 0):

@@ -1,7 +1,8 @@
 """The fake SS 12000 API serves only what the SS 12000 2.1 OpenAPI allows (issue 20, item 5).
 
 Everything it serves for a synthetic organiser (every defect the generator plants, GR and GY, shared
-teachers, protected identities), page by page as a client reads it: each list answer against the
+teachers, protected identities, a Skola above school units with duties at it, persons without a
+securityMarking, Utvandrad and Avliden), page by page as a client reads it: each list answer against the
 schema the spec names for ``GET /organisations`` ... ``/activities`` (the envelope and every object),
 an incremental listing after a change set, and ``/deletedEntities`` after deletions of every
 collection. Validated against SIS's ``openapi_ss12000_version2_1_0.yaml`` from the reference directory
@@ -36,7 +37,8 @@ T1 = T0 + timedelta(days=1)
 DAY = date(2026, 9, 2)
 PAGE = 40
 
-#: Four school units (the fourth GY), 400 persons, every defect and a few protected identities.
+#: Four school units (the second and third under a Skola, the fourth GY), 400 persons, every defect, a few
+#: protected identities, persons without a securityMarking and persons not active.
 SPEC = SizeSpec(
     persons=400,
     school_units=4,
@@ -49,6 +51,8 @@ SPEC = SizeSpec(
     no_placement_rate=0.03,
     protected_rate=0.02,
     shared_staff_rate=0.2,
+    missing_marking_rate=0.03,
+    inactive_rate=0.02,
 )
 
 
@@ -112,11 +116,15 @@ async def test_everything_served_for_a_synthetic_organiser_is_valid_2_1(
     records, manifest = organiser
     assert all(manifest.defects[defect] > 0 for defect in DEFECTS), manifest.defects
     assert manifest.protected > 0
+    assert manifest.skolor > 0
+    assert manifest.skola_duties["Rektor"] > 0
+    assert manifest.unmarked > 0
+    assert set(manifest.inactive) == {"Utvandrad", "Avliden"}
     counts = fake.load_records(records, modified=T0)
     assert min(counts["persons"], counts["groups"], counts["activities"]) > PAGE  # several pages each
     for endpoint in ENDPOINTS:
         served = await assert_every_page_valid(fake, http, endpoint, {})
-        assert len(served) == counts.get(endpoint, 0), endpoint
+        assert len(served) == counts[endpoint], endpoint
         assert [obj["id"] for obj in served] == list(fake.data[endpoint]), endpoint
     # The malformed e-mail addresses are not served; every address that is one is.
     emails = {r.key: [e["value"] for e in r.data["emails"]] for r in records if r.kind is EntityKind.PERSON}
@@ -133,8 +141,7 @@ async def test_an_incremental_listing_and_deleted_entities_after_a_change_set_ar
     changes = change_set(records, seed=4, moves=0.05, leavers=0.05, joiners=0.05, on=DAY)
     fake.apply_changes(changes.changed, changes.deleted, at=T1)
     # One object of every other collection goes too (``activitites``, the spec's spelling, included).
-    served = [endpoint for endpoint in ENDPOINTS if endpoint != "persons" and fake.data[endpoint]]
-    gone = {endpoint: next(iter(fake.data[endpoint])) for endpoint in served}
+    gone = {endpoint: next(iter(fake.data[endpoint])) for endpoint in ENDPOINTS if endpoint != "persons"}
     for endpoint, object_id in gone.items():
         fake.delete(endpoint, object_id, at=T1)
     after = {"meta.modified.after": T0.isoformat()}
@@ -277,7 +284,6 @@ def test_the_conversion_refuses_a_construct_it_would_change_the_meaning_of() -> 
         ("duties", "Duty"),
         ("groups", "Group_klass"),
         ("activities", "Activity"),
-        ("placements", "Placement"),
     ],
 )
 async def test_the_2_1_examples_pass_through_the_fake_valid(

@@ -1,27 +1,31 @@
 """The synthetic organiser generator (``skolsynk_testkit.synthetic``): deterministic, the sizes it promises, valid
 Swedish identifiers, defects at their rates (each one producing its finding in the normaliser's own
-validation), change sets, splitting one organiser between sources, and feeding the source fakes."""
+validation), the organisation tree (Skolor above school units, duties at a Skola reaching vendors at the
+units beneath), persons without a securityMarking and not active (each with its effect on the selection),
+change sets, splitting one organiser between sources, and feeding the source fakes."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import date
 
 import pytest
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
-from skolsynk.domain.reconcile import reconcile
-from skolsynk.domain.selection import StoredEntity
-from skolsynk.domain.ss12000 import EMAIL, ENTITY_MODELS, EntityKind
+from skolsynk.domain.reconcile import missing_marking_summary, reconcile
+from skolsynk.domain.selection import StoredEntity, TenantState, project
+from skolsynk.domain.ss12000 import EMAIL, ENTITY_MODELS, TEACHING_ROLES, DutyRole, EntityKind, Person
+from skolsynk.domain.subscription import MissingMarkingPolicy, VendorProfile, VendorSubscription
 from skolsynk_services.normaliser.validation import RecordValidator
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api, is_mailbox
 from skolsynk_testkit.synthetic import (
     DEFECTS,
     SIZES,
+    SKOLA_ROLES,
     Manifest,
     SizeSpec,
     change_set,
@@ -42,8 +46,8 @@ def small() -> list[SourceRecord]:
     return generate("S", seed=7)
 
 
-def findings_of(records: list[SourceRecord]) -> Counter[str]:
-    """What the normaliser reports for ``records``: ingest validation, then reconcile."""
+def stored_of(records: list[SourceRecord]) -> tuple[list[StoredEntity], Counter[str]]:
+    """``records`` as the normaliser stores them, and what its ingest validation reports."""
     validator = RecordValidator(TENANT, SOURCE, uuid.uuid4())
     codes: Counter[str] = Counter()
     stored = []
@@ -52,9 +56,35 @@ def findings_of(records: list[SourceRecord]) -> Counter[str]:
         codes.update(f.code.value for f in found)
         if entity is not None:
             stored.append(StoredEntity(entity_id(TENANT, SOURCE, record.kind, record.key), SOURCE, entity))
+    return stored, codes
+
+
+def findings_of(records: list[SourceRecord]) -> Counter[str]:
+    """What the normaliser reports for ``records``: ingest validation, then reconcile."""
+    stored, codes = stored_of(records)
     _, found = reconcile(TENANT, stored, DAY)
     codes.update(f.code.value for f in found)
     return codes
+
+
+def state_of(
+    records: list[SourceRecord], missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED
+) -> TenantState:
+    stored, _ = stored_of(records)
+    state, _ = reconcile(TENANT, stored, DAY, missing_marking=missing_marking)
+    return state
+
+
+def everything(records: list[SourceRecord], state: TenantState) -> dict[uuid.UUID, dict[str, object]]:
+    """What a vendor subscribing to every school unit and role gets: resource by id."""
+    codes = frozenset(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
+    subscription = VendorSubscription(tenant_id=TENANT, vendor_id="all", school_unit_codes=codes)
+    projected = project(state, subscription, VendorProfile(vendor_id="all"), DAY)
+    return {k: v.resource for k, v in projected.items()}
+
+
+def person_id(key: str) -> uuid.UUID:
+    return entity_id(TENANT, SOURCE, EntityKind.PERSON, key)
 
 
 def test_the_same_seed_gives_the_same_organiser_and_another_seed_another(small: list[SourceRecord]) -> None:
@@ -111,7 +141,8 @@ def test_school_units_codes_classes_teaching_groups_and_staff_roles(small: list[
     assert group_types["Klass"] > 0
     assert group_types["Undervisning"] > 0
     roles = Counter(r.data["role"] for r in small if r.kind is EntityKind.DUTY)
-    assert roles["Rektor"] == len(codes)
+    skolor = sum(1 for r in small if r.kind is EntityKind.ORGANISATION and r.data["organisation_type"] == "Skola")
+    assert roles["Rektor"] == len(codes) - skolor  # one for the two school units of a Skola
     assert roles["Lärare"] > roles["Rektor"]
     assert {"Skoladministratör", "Kurator", "Förstelärare"} <= set(roles)
     mentors = [r for r in small if r.kind is EntityKind.ACTIVITY and r.data["display_name"].startswith("Mentorstid")]
@@ -195,11 +226,22 @@ def test_split_between_sources_keeps_every_reference_inside_its_part(small: list
     persons = [{r.key for r in part if r.kind is EntityKind.PERSON} for part in parts]
     assert persons[0].isdisjoint(persons[1])
     assert len(persons[0] | persons[1]) == sum(1 for r in small if r.kind is EntityKind.PERSON)
+    # A Skola goes with its school units (and the duties at it); the Huvudman to every part.
+    skolor = {r.key for r in small if r.kind is EntityKind.ORGANISATION and r.data["organisation_type"] == "Skola"}
+    assert skolor
+    for skola in skolor:
+        holding = [i for i, part in enumerate(parts) if any(r.key == skola for r in part)]
+        units_beneath = [
+            i for i, part in enumerate(parts) for r in part
+            if r.kind is EntityKind.SCHOOL_UNIT and r.data["organisation"] == skola
+        ]  # fmt: skip
+        assert holding == sorted(set(units_beneath))
     whole = findings_of(small)
     for part in parts:
         found = findings_of(part)
         for code in ("duty.unknown_person", "duty.unknown_school_unit", "group.unknown_member",
-                     "group.unknown_school_unit", "activity.unknown_school_unit"):  # fmt: skip
+                     "group.unknown_school_unit", "activity.unknown_school_unit", "duty.unresolved_organisation",
+                     "organisation.type_unknown"):  # fmt: skip
             assert found[code] == 0, code
         assert found["activity.unknown_reference"] <= whole["activity.unknown_reference"] + 1
 
@@ -212,6 +254,11 @@ def test_the_ss12000_fake_serves_the_organiser_and_the_puller_mapping_reads_it_b
     assert counts["persons"] == sum(1 for r in small if r.kind is EntityKind.PERSON)
     back = {(r.kind, r.key): r.data for r in fake.records()}
     assert len(back) == len(small)
+    served_types = Counter(str(o["organisationType"]) for o in fake.data["organisations"].values())
+    assert served_types == {"Huvudman": 1, "Skola": 1, "Skolenhet": SIZES["S"].school_units}
+    persons_served = fake.data["persons"].values()
+    assert 0 < sum(1 for p in persons_served if "securityMarking" not in p) < 0.02 * len(persons_served)
+    assert {p.get("personStatus", "Aktiv") for p in persons_served} == {"Aktiv", "Utvandrad", "Avliden"}
     dropped = 0
     for record in small:
         expected = dict(record.data)
@@ -234,4 +281,103 @@ def test_the_graph_fake_loads_the_same_organiser(small: list[SourceRecord]) -> N
     fake.load_organiser(small, today=DAY)
     assert len(fake.objects["schools"]) == SIZES["S"].school_units
     assert len(fake.objects["users"]) == SIZES["S"].persons
+    # School Data Sync has no Skola: staff whose duty is at one are members of every school beneath it.
+    skola = next(r for r in small if r.kind is EntityKind.ORGANISATION and r.data["organisation_type"] == "Skola")
+    beneath = {
+        fake.graph_id(EntityKind.SCHOOL_UNIT, r.key)
+        for r in small
+        if r.kind is EntityKind.SCHOOL_UNIT and r.data["organisation"] == skola.key
+    }
+    rektor = next(r for r in small if r.kind is EntityKind.DUTY and r.data["school_unit"] == skola.key)
+    user = fake.graph_id(EntityKind.PERSON, str(rektor.data["person"]))
+    assert {school for school, members in fake.school_users.items() if user in members} == beneath
+    assert fake.graph_id(EntityKind.SCHOOL_UNIT, skola.key) not in fake.school_users
     assert len(fake.objects["classes"]) == sum(1 for r in small if r.kind is EntityKind.GROUP)
+
+
+def test_the_organisation_tree_has_skolor_above_school_units_with_duties_at_both_levels() -> None:
+    manifest = Manifest()
+    records = list(stream("M", seed=1, manifest=manifest))
+    organisations = {r.key: r for r in records if r.kind is EntityKind.ORGANISATION}
+    huvudman = [k for k, r in organisations.items() if r.data["organisation_type"] == "Huvudman"]
+    assert len(huvudman) == 1
+    skolor = {k: r for k, r in organisations.items() if r.data["organisation_type"] == "Skola"}
+    assert len(skolor) == manifest.skolor >= 5
+    assert all(r.data["parent"] == huvudman[0] for r in skolor.values())
+    units = [r for r in records if r.kind is EntityKind.SCHOOL_UNIT]
+    beneath = Counter(str(r.data["organisation"]) for r in units)
+    assert set(beneath) == set(skolor) | set(huvudman)  # some units under a Skola, the others directly
+    for key, skola in skolor.items():
+        names = sorted(str(r.data["display_name"]) for r in units if r.data["organisation"] == key)
+        assert names == [f"{skola.data['display_name']} 7-9", f"{skola.data['display_name']} F-6"]
+    at_skola = Counter(r.data["role"] for r in records if r.kind is EntityKind.DUTY and r.data["school_unit"] in skolor)
+    assert at_skola == manifest.skola_duties
+    assert set(at_skola) == set(SKOLA_ROLES)
+    assert at_skola["Rektor"] == len(skolor)  # one rektor per Skola, none at its units
+    rektors_at_units = Counter(
+        str(r.data["school_unit"]) for r in records if r.kind is EntityKind.DUTY and r.data["role"] == "Rektor"
+    )
+    assert all(rektors_at_units[str(u.key)] == 0 for u in units if u.data["organisation"] in skolor)
+    at_units = {r.data["role"] for r in records if r.kind is EntityKind.DUTY and r.data["school_unit"] not in skolor}
+    assert {"Rektor", "Kurator", "Skolsköterska", "Lärare"} <= at_units  # units directly under the Huvudman
+
+
+def test_staff_at_a_skola_reach_vendors_at_every_school_unit_beneath_it(small: list[SourceRecord]) -> None:
+    """The normaliser places every member of staff, teachers included: one whose only duty is at a Skola at
+    both of its school units (a duty per unit), and teaching activities at both."""
+    skolor = {r.key for r in small if r.kind is EntityKind.ORGANISATION and r.data["organisation_type"] == "Skola"}
+    units_beneath: dict[str, set[str]] = defaultdict(set)  # organisation key -> the ids of the units beneath
+    for r in small:
+        if r.kind is EntityKind.SCHOOL_UNIT:
+            units_beneath[str(r.data["organisation"])].add(str(entity_id(TENANT, SOURCE, r.kind, r.key)))
+    stored, _ = stored_of(small)
+    persons = {s.entity.key: s.entity for s in stored if isinstance(s.entity, Person)}
+    state = state_of(small)
+    withheld = {str(i) for i in state.withheld}
+    delivered = everything(small, state)
+    duties = [r for r in small if r.kind is EntityKind.DUTY]
+    skola_teachers = set()
+    for duty in duties:
+        person = persons[duty.data["person"]]
+        if not person.active or person.is_protected() or str(person_id(person.key)) in withheld:
+            assert person_id(person.key) not in delivered
+            continue
+        resource = delivered[person_id(person.key)]
+        teaching = DutyRole(duty.data["role"]) in TEACHING_ROLES
+        assert ("teacher" if teaching else "other_staff") in resource["roles"]  # type: ignore[operator]
+        if duty.data["school_unit"] in skolor:
+            assert resource["school_unit_ids"] == sorted(units_beneath[duty.data["school_unit"]])
+            if teaching:
+                skola_teachers.add(str(person_id(person.key)))
+    assert skola_teachers  # teachers whose only duty is at the Skola
+    delivered_duties = [r for r in delivered.values() if r["kind"] == "duty" and r["person_id"] in skola_teachers]
+    assert len(delivered_duties) == 2 * len(skola_teachers)  # one per school unit beneath the Skola
+    taught = {t for r in delivered.values() if r["kind"] == "activity" for t in r["teacher_duty_ids"]}  # type: ignore[attr-defined]
+    at_units = {d["school_unit_id"] for d in delivered_duties if d["id"] in taught}
+    assert len(at_units) == 2  # they teach at both school units
+
+
+def test_persons_without_a_marking_and_not_active_at_their_rates_and_kept_out_of_the_selection() -> None:
+    spec = SizeSpec.for_persons(4_000)
+    manifest = Manifest()
+    records = list(stream(spec, seed=3, manifest=manifest))
+    assert manifest.unmarked == pytest.approx(spec.missing_marking_rate * manifest.persons, rel=0.5, abs=4)
+    assert sum(manifest.inactive.values()) == pytest.approx(spec.inactive_rate * manifest.persons, rel=0.5, abs=4)
+    assert manifest.inactive["Utvandrad"] > 0
+    stored, _ = stored_of(records)
+    persons = [s for s in stored if isinstance(s.entity, Person)]
+    unmarked = {s.id for s in persons if isinstance(s.entity, Person) and not s.entity.marking_known}
+    inactive = {s.id for s in persons if isinstance(s.entity, Person) and not s.entity.active}
+    assert len(unmarked) == manifest.unmarked
+    assert len(inactive) == sum(manifest.inactive.values())
+    assert findings_of(records)["person_status.unknown"] == 0
+    # By default a person without a marking is protected (excluded); the organiser can decide otherwise.
+    default = everything(records, state_of(records))
+    assert not (unmarked | inactive) & set(default)
+    not_protected = everything(records, state_of(records, MissingMarkingPolicy.NOT_PROTECTED))
+    reached = unmarked & set(not_protected)
+    assert len(reached) >= 0.9 * len(unmarked - inactive)  # those placed (a few have no relation)
+    assert all(not_protected[i]["security_marking"] is None for i in reached)  # never "Ingen"
+    assert not inactive & set(not_protected)
+    summary = missing_marking_summary(TENANT, {SOURCE: (len(unmarked), len(persons))}, MissingMarkingPolicy.PROTECTED)
+    assert [f.code.value for f in summary] == ["security_marking.missing"]

@@ -842,7 +842,15 @@ class FakeGoogleDirectory(FakeHttpServer[RequestRecord]):
             self.add_org_unit(f"{path}/Personal")
             units[unit.key] = path
         loaded.unit_org_units = dict(units)
-        duty_units = {d.data["person"]: d.data["school_unit"] for d in by_kind.get(EntityKind.DUTY, [])}
+        # A duty at an organisation above school units (a Skola): the staff member's place is the first
+        # school unit beneath it.
+        first_beneath: dict[str, str] = {}
+        for unit in by_kind.get(EntityKind.SCHOOL_UNIT, []):
+            first_beneath.setdefault(str(unit.data.get("organisation")), unit.key)
+        duty_units = {
+            str(d.data["person"]): first_beneath.get(str(d.data["school_unit"]), str(d.data["school_unit"]))
+            for d in by_kind.get(EntityKind.DUTY, [])
+        }
         persons_of_duties = {d.key: d.data["person"] for d in by_kind.get(EntityKind.DUTY, [])}
         for person in by_kind.get(EntityKind.PERSON, []):
             data = person.data

@@ -431,12 +431,20 @@ class FakeGraphEducation(FakeHttpServer[RequestRecord]):
                     "externalSourceDetail": "SIS",
                 }
             )
+        # School Data Sync has schools only: a duty at an organisation above school units (a Skola) makes
+        # its holder a teacher at each school beneath it.
+        organisations = {r.key for r in by_kind.get(EntityKind.ORGANISATION, [])}
+        beneath: dict[str, list[str]] = {}
+        for record in by_kind.get(EntityKind.SCHOOL_UNIT, []):
+            if record.data.get("organisation") is not None:
+                beneath.setdefault(str(record.data["organisation"]), []).append(record.key)
         duty_persons: dict[str, str] = {}
         teacher_schools: dict[str, list[str]] = {}
         for record in by_kind.get(EntityKind.DUTY, []):
             person, unit = str(record.data["person"]), str(record.data["school_unit"])
             duty_persons[record.key] = person
-            teacher_schools.setdefault(person, []).append(self.graph_id(EntityKind.SCHOOL_UNIT, unit))
+            for school in beneath.get(unit, []) if unit in organisations else [unit]:
+                teacher_schools.setdefault(person, []).append(self.graph_id(EntityKind.SCHOOL_UNIT, school))
         for record in by_kind.get(EntityKind.PERSON, []):
             data = record.data
             user_id = self.graph_id(EntityKind.PERSON, record.key)
