@@ -429,7 +429,14 @@ async def test_onboarding_preview_promotion_gate_and_audit(admin: Admin):
     status, saved = await admin.call("PUT", f"/tenants/{TENANT}/subscriptions/{VENDOR}", token, wanted)
     assert status == 200, saved
     assert saved["subscription"]["test_mode"] is True
+    assert saved["subscription"]["placements"] is False  # children's placements only when asked for
     assert len(saved["promotion"]["blockers"]) == 2
+    with_placements = {**wanted, "placements": True}
+    status, preview = await admin.call(
+        "POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/preview", token, with_placements
+    )
+    assert status == 200, preview  # the organiser has no placements: nobody more
+    assert preview["totals"]["student"] == 3
     status, problem = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/go-live", token, {})
     assert status == 409
     assert problem["type"].endswith("/promotion-gate-closed")

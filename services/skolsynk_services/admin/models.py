@@ -340,6 +340,11 @@ class SubscriptionIn(Body):
     school_types: list[SchoolType] | None = None
     school_years: list[int] | None = None
     group_types: list[GroupType] | None = None
+    placements: bool = Field(
+        default=False,
+        description="Also children placed at a förskola or fritidshem of the school units (SS 12000 Placement), "
+        "when the vendor's profile takes placements. Off: an SS 12000 source's placements are not even read.",
+    )
     fields: dict[str, list[str]] | None = None
     protected_identity_policy: ProtectedIdentityPolicy = ProtectedIdentityPolicy.EXCLUDE
     deletion_grace_hours: float = Field(default=0.0, ge=0, le=24 * 90)

@@ -68,8 +68,8 @@ def _values_of(subscription: models.Subscription) -> dict[str, Any]:
 
 
 def _subscription_body(values: dict[str, Any], current: models.Subscription | None) -> models.SubscriptionIn:
-    """The form as the service's body; what the form does not show (school types, group types, fields)
-    is kept from the current subscription."""
+    """The form as the service's body; what the form does not show (school types, group types, placements,
+    fields) is kept from the current subscription."""
     grace = values["deletion_grace_hours"].replace(",", ".") or "0"
     data: dict[str, Any] = {
         "school_unit_codes": values["school_unit_codes"],
@@ -81,6 +81,7 @@ def _subscription_body(values: dict[str, Any], current: models.Subscription | No
     if current is not None:
         stored = current.subscription
         data |= {k: stored.get(k) for k in ("school_types", "group_types", "fields")}
+        data["placements"] = bool(stored.get("placements"))
     return models.SubscriptionIn.model_validate(data)
 
 
