@@ -3,8 +3,9 @@
 Built from the description in ``/work/shared/ref/ss12000-notes.md`` (sections 2, 3, 6, 7 and 9); no
 third-party code. Behaviour:
 
-* Collections ``GET {base_path}/organisations``, ``/persons``, ``/duties``, ``/groups``, ``/activities``
-  from an in-memory data set the test fills (:meth:`FakeSs12000Api.put`, :meth:`FakeSs12000Api.delete`).
+* Collections ``GET {base_path}/organisations``, ``/persons``, ``/duties``, ``/groups``, ``/syllabuses``,
+  ``/activities``, ``/placements`` from an in-memory data set the test fills (:meth:`FakeSs12000Api.put`,
+  :meth:`FakeSs12000Api.delete`).
   Answers are the list envelope ``{"data": [...], "pageToken": "..." | null}`` in insertion order.
 * Paging: ``limit`` (integer >= 1; omitted -> ``default_limit``, ``None`` = everything) and an opaque
   ``pageToken``. A ``pageToken`` combined with any parameter other than ``limit`` is a 400, as the spec
@@ -69,7 +70,9 @@ __all__ = [
 ]
 
 #: The collections the fake serves.
-ENDPOINTS: Final[tuple[str, ...]] = ("organisations", "persons", "duties", "groups", "activities")
+ENDPOINTS: Final[tuple[str, ...]] = (
+    "organisations", "persons", "duties", "groups", "syllabuses", "activities", "placements",
+)  # fmt: skip
 
 #: Collection -> its EndPointsEnum name (``entities`` filter of ``/deletedEntities``).
 ENDPOINT_TYPES: Final[dict[str, str]] = {
@@ -77,7 +80,9 @@ ENDPOINT_TYPES: Final[dict[str, str]] = {
     "persons": "Person",
     "duties": "Duty",
     "groups": "Group",
+    "syllabuses": "Syllabus",
     "activities": "Activity",
+    "placements": "Placement",
 }
 
 #: Every list of the spec's DeletedEntities ``data`` (``activitites`` is substituted by the setting).
@@ -143,7 +148,9 @@ KIND_ENDPOINTS: Final[dict[EntityKind, str]] = {
     EntityKind.PERSON: "persons",
     EntityKind.DUTY: "duties",
     EntityKind.GROUP: "groups",
+    EntityKind.SYLLABUS: "syllabuses",
     EntityKind.ACTIVITY: "activities",
+    EntityKind.PLACEMENT: "placements",
 }
 
 _DATES: Final = {"start_date": "startDate", "end_date": "endDate"}
@@ -182,16 +189,19 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
     """A canonical record as the SS 12000 2.1 object a source API would serve, and its collection: the
     inverse of :func:`skolsynk.adapters.ss12000_api.from_ss12000` (organisation -> its ``organisationType``,
     ``Huvudman`` when it has none, under its ``parent``; school unit -> ``Skolenhet`` under its
-    organisation, persons with ``civicNo``, e-mails and enrolments, duties, groups with memberships,
-    activities with groups and teachers).
+    organisation, persons with ``civicNo``, e-mails and enrolments, duties with
+    their assignment roles, groups with memberships, syllabuses, activities with groups, teachers (with their
+    assignment dates) and syllabus, placements).
 
     What it makes is valid against the 2.1 OpenAPI for every record the synthetic generator makes
     (``tests/unit/test_fake_ss12000_schema.py`` checks it): a missing reference is left out, never
     ``null``; ``Activity.calendarEventsRequired``, which the canonical model lacks, is
-    :data:`CALENDAR_EVENTS_REQUIRED`; an e-mail address that is not one (:func:`is_mailbox`, the
-    generator's ``email.invalid`` defect) is left out, as a source that keeps to the schema cannot serve
-    it. Other values are not validated, so any other defect reaches the puller and the normaliser as it
-    is; to serve an object 2.1 does not allow, :meth:`FakeSs12000Api.put` it."""
+    :data:`CALENDAR_EVENTS_REQUIRED`; a syllabus without ``official`` is served as not official (a syllabus
+    needs a school type and a placement a start date to be valid: the generator gives them); an e-mail
+    address that is not one (:func:`is_mailbox`, the generator's ``email.invalid`` defect) is left out, as a
+    source that keeps to the schema cannot serve it. Other values are not validated, so any other defect
+    reaches the puller and the normaliser as it is; to serve an object 2.1 does not allow,
+    :meth:`FakeSs12000Api.put` it."""
     data, kind = record.data, record.kind
     obj: dict[str, Any] = {"id": record.key}
     if kind is EntityKind.ORGANISATION:
@@ -261,6 +271,14 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
     elif kind is EntityKind.DUTY:
         obj |= _references(data, {"person": "person", "school_unit": "dutyAt"})
         obj |= _present(data, {"role": "dutyRole", "signature": "signature", **_DATES})
+        if data.get("assignment_roles"):
+            obj["assignmentRole"] = [
+                {
+                    **_references(r, {"group": "group"}),
+                    **_present(r, {"assignment_role_type": "assignmentRoleType", **_DATES}),
+                }
+                for r in data["assignment_roles"]
+            ]
     elif kind is EntityKind.GROUP:
         obj |= _present(
             data, {"display_name": "displayName", "group_type": "groupType", "school_type": "schoolType", **_DATES}
@@ -274,7 +292,26 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
         obj["calendarEventsRequired"] = CALENDAR_EVENTS_REQUIRED
         obj |= _references(data, {"school_unit": "organisation"})
         obj["groups"] = [{"id": str(g)} for g in data.get("groups") or []]
-        obj["teachers"] = [{"duty": {"id": str(t)}} for t in data.get("teachers") or []]
+        dates = {a.get("duty"): _present(a, _DATES) for a in data.get("teacher_assignments") or []}
+        obj["teachers"] = [{"duty": {"id": str(t)}, **dates.get(t, {})} for t in data.get("teachers") or []]
+        obj |= _references(data, {"syllabus": "syllabus"})
+    elif kind is EntityKind.SYLLABUS:
+        # official is required in 2.1 and optional in the model: absent, the subject is not one of Skolverket's.
+        obj["official"] = bool(data.get("official"))
+        obj |= _present(
+            data,
+            {
+                "subject_name": "subjectName",
+                "subject_code": "subjectCode",
+                "subject_designation": "subjectDesignation",
+                "course_code": "courseCode",
+                "course_name": "courseName",
+                "school_type": "schoolType",
+            },
+        )
+    elif kind is EntityKind.PLACEMENT:
+        obj |= _references(data, {"child": "child", "school_unit": "placedAt", "group": "group"})
+        obj |= _present(data, {"school_type": "schoolType", **_DATES})
     else:
         raise ValueError(f"SS 12000 has no collection for {kind.value}")
     return KIND_ENDPOINTS[kind], obj
