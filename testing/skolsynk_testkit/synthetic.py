@@ -208,6 +208,32 @@ GY_COURSES = (
     "Matematik 3c", "Svenska 3", "Företagsekonomi 1", "Gymnasiearbete",
 )  # fmt: skip
 GY_PROGRAMMES = ("NA", "SA", "TE", "EK", "ES", "BF", "EE", "VO", "HA", "IB")
+#: Compulsory-school subjects as Skolverket codes them (``GRGR`` + subject + ``01``) and their designation.
+GR_SYLLABUSES = {
+    "Svenska": ("GRGRSVE01", "SV"), "Matematik": ("GRGRMAT01", "MA"), "Engelska": ("GRGRENG01", "EN"),
+    "Idrott och hälsa": ("GRGRIDH01", "IDH"), "Moderna språk - spanska": ("GRGRMSP01", "M2SPA"),
+    "Moderna språk - tyska": ("GRGRMSP01", "M2TYS"), "Moderna språk - franska": ("GRGRMSP01", "M2FRA"),
+    "Svenska som andraspråk": ("GRGRSVA01", "SVA"), "Slöjd": ("GRGRSLJ01", "SL"),
+    "Hem- och konsumentkunskap": ("GRGRHKK01", "HKK"), "Musik": ("GRGRMUS01", "MU"), "Bild": ("GRGRBIL01", "BL"),
+    "Teknik": ("GRGRTEK01", "TK"), "Biologi": ("GRGRBIO01", "BI"), "Fysik": ("GRGRFYS01", "FY"),
+    "Kemi": ("GRGRKEM01", "KE"), "Historia": ("GRGRHIS01", "HI"), "Geografi": ("GRGRGEO01", "GE"),
+    "Religionskunskap": ("GRGRREL01", "RE"), "Samhällskunskap": ("GRGRSAM01", "SH"),
+}  # fmt: skip
+#: Upper-secondary courses: subject, subject code and course code (Skolverket's form).
+GY_SYLLABUSES = {
+    "Svenska 1": ("Svenska", "SVE", "SVESVE01"), "Matematik 1c": ("Matematik", "MAT", "MATMAT01c"),
+    "Engelska 5": ("Engelska", "ENG", "ENGENG05"), "Idrott och hälsa 1": ("Idrott och hälsa", "IDR", "IDRIDR01"),
+    "Historia 1b": ("Historia", "HIS", "HISHIS01b"), "Samhällskunskap 1b": ("Samhällskunskap", "SAM", "SAMSAM01b"),
+    "Naturkunskap 1b": ("Naturkunskap", "NAK", "NAKNAK01b"),
+    "Religionskunskap 1": ("Religionskunskap", "REL", "RELREL01"),
+    "Moderna språk 3": ("Moderna språk", "MSP", "MODSPA03"), "Fysik 1a": ("Fysik", "FYS", "FYSFYS01a"),
+    "Kemi 1": ("Kemi", "KEM", "KEMKEM01"), "Biologi 1": ("Biologi", "BIO", "BIOBIO01"),
+    "Matematik 2c": ("Matematik", "MAT", "MATMAT02c"), "Svenska 2": ("Svenska", "SVE", "SVESVE02"),
+    "Engelska 6": ("Engelska", "ENG", "ENGENG06"), "Programmering 1": ("Programmering", "PRR", "PRRPRR01"),
+    "Psykologi 1": ("Psykologi", "PSK", "PSKPSY01"), "Filosofi 1": ("Filosofi", "FIO", "FIOFIO01"),
+    "Matematik 3c": ("Matematik", "MAT", "MATMAT03c"), "Svenska 3": ("Svenska", "SVE", "SVESVE03"),
+    "Företagsekonomi 1": ("Företagsekonomi", "FÖR", "FÖRFÖR01"), "Gymnasiearbete": ("Gymnasiearbete", "GYA", "GYARBE"),
+}  # fmt: skip
 
 #: Defect kinds, named by the data-quality finding each one produces (docs/data-quality.md).
 DEFECTS = (
@@ -303,6 +329,10 @@ class Manifest:
     skolor: int = 0
     #: duties at a Skola rather than a school unit, by role
     skola_duties: Counter[str] = field(default_factory=Counter)
+    #: classes with a mentor (a duty's assignment role Mentor towards the class)
+    mentors: int = 0
+    #: teaching activities with a syllabus (a subject or a course)
+    with_syllabus: int = 0
 
     @property
     def persons(self) -> int:
@@ -391,6 +421,9 @@ class _Generator:
         self.org_key = self.key()
         self.last_clean: dict[str, Any] | None = None
         self.previous_teachers: list[str] = []
+        self.seed = seed
+        #: syllabus keys by (school type, subject or course), made when first taught
+        self.syllabuses: dict[tuple[str, str], str] = {}
 
     def key(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -528,6 +561,7 @@ class _Generator:
         # Staff and their duties; a few teachers of the neighbouring unit teach here too.
         teacher_duties: list[str] = []
         teachers_here: list[str] = []
+        duties: list[SourceRecord] = []  # held back until the classes are made: mentors are a duty's task
         for role in self.roles(unit):
             key = self.key()
             placed = rng.random() >= spec.no_placement_rate
@@ -543,7 +577,7 @@ class _Generator:
             at_skola = unit.skola is not None and unit.first_in_skola and role in SKOLA_ROLES
             if at_skola:
                 self.manifest.skola_duties[role] += 1
-            yield self.count(
+            duties.append(
                 SourceRecord(
                     kind=EntityKind.DUTY,
                     key=duty,
@@ -568,7 +602,7 @@ class _Generator:
             shared = max(1, round(len(self.previous_teachers) * spec.shared_staff_rate))
             for person in rng.sample(self.previous_teachers, min(shared, len(self.previous_teachers))):
                 duty = self.key()
-                yield self.count(
+                duties.append(
                     SourceRecord(
                         kind=EntityKind.DUTY,
                         key=duty,
@@ -583,7 +617,17 @@ class _Generator:
                 teacher_duties.append(duty)
         self.previous_teachers = teachers_here if unit.index % 2 == 0 else []
         teachers = itertools.cycle(teacher_duties or [None])
-        yield from self.groups(unit, class_members, year_members, programmes, teachers)
+        mentors: dict[str, list[str]] = defaultdict(list)  # duty -> the classes it mentors
+        groups = list(self.groups(unit, class_members, year_members, programmes, teachers, mentors))
+        for record in duties:
+            if mentors.get(record.key):
+                record.data["assignment_roles"] = [
+                    {"group": group, "assignment_role_type": "Mentor", "start_date": self.start.isoformat()}
+                    for group in mentors[record.key]
+                ]
+                self.manifest.mentors += len(mentors[record.key])
+            yield self.count(record)
+        yield from groups
 
     def groups(
         self,
@@ -592,7 +636,11 @@ class _Generator:
         year_members: dict[int, list[str]],
         programmes: list[str],
         teachers: Iterator[str | None],
+        mentors: dict[str, list[str]],
     ) -> Iterator[SourceRecord]:
+        """Classes with their Mentorstid activity (its teacher is the class's mentor: their duty gets the
+        assignment role Mentor towards the class, when the duty is this unit's own), then teaching groups
+        with their activities (each with its subject's or course's syllabus, förskoleklass none)."""
         rng = self.rng
         for (year, class_no), members in sorted(class_members.items()):
             letter = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[class_no % 26]
@@ -604,7 +652,10 @@ class _Generator:
                 school_type = "FKLASS" if year == 0 else "GR"
             group = self.key()
             yield self.group(unit, group, name, "Klass", school_type, members)
-            yield self.activity(unit, f"Mentorstid {name}", group, next(teachers))
+            mentor = next(teachers)
+            if mentor is not None:
+                mentors[mentor].append(group)
+            yield self.activity(unit, f"Mentorstid {name}", group, mentor)
         for year, count in sorted(unit.teaching_groups.items()):
             population = year_members.get(year, [])
             if not population:
@@ -622,7 +673,12 @@ class _Generator:
                 group = self.key()
                 school_type = "GY" if unit.stage == "GY" else ("FKLASS" if year == 0 else "GR")
                 yield self.group(unit, group, name, "Undervisning", school_type, members)
-                yield self.activity(unit, name, group, next(teachers))
+                syllabus = None
+                if year > 0:  # förskoleklass has no subjects
+                    syllabus, new = self.syllabus(school_type, subject)
+                    if new is not None:
+                        yield new
+                yield self.activity(unit, name, group, next(teachers), syllabus)
 
     def group(
         self, unit: _Unit, key: str, name: str, group_type: str, school_type: str, members: list[str]
@@ -643,20 +699,42 @@ class _Generator:
             )
         )
 
-    def activity(self, unit: _Unit, name: str, group: str, teacher: str | None) -> SourceRecord:
-        return self.count(
-            SourceRecord(
-                kind=EntityKind.ACTIVITY,
-                key=self.key(),
-                data={
-                    "display_name": name,
-                    "school_unit": unit.key,
-                    "groups": [group],
-                    "teachers": [teacher] if teacher else [],
-                    "start_date": self.start.isoformat(),
-                },
-            )
-        )
+    def activity(
+        self, unit: _Unit, name: str, group: str, teacher: str | None, syllabus: str | None = None
+    ) -> SourceRecord:
+        data: dict[str, Any] = {
+            "display_name": name,
+            "school_unit": unit.key,
+            "groups": [group],
+            "teachers": [teacher] if teacher else [],
+            "start_date": self.start.isoformat(),
+        }
+        if syllabus is not None:
+            data["syllabus"] = syllabus
+            self.manifest.with_syllabus += 1
+        return self.count(SourceRecord(kind=EntityKind.ACTIVITY, key=self.key(), data=data))
+
+    def syllabus(self, school_type: str, subject: str) -> tuple[str, SourceRecord | None]:
+        """The key of the syllabus of ``subject`` (a GR subject or a GY course), and its record the first
+        time it is taught (None after). Keys come from the seed and the code, not the random stream."""
+        known = self.syllabuses.get((school_type, subject))
+        if known is not None:
+            return known, None
+        if school_type == "GY":
+            subject_name, subject_code, course_code = GY_SYLLABUSES[subject]
+            data: dict[str, Any] = {
+                "subject_name": subject_name,
+                "subject_code": subject_code,
+                "course_code": course_code,
+                "course_name": subject,
+            }
+        else:
+            code, designation = GR_SYLLABUSES[subject]
+            data = {"subject_name": subject, "subject_code": code, "subject_designation": designation}
+        data |= {"school_type": school_type, "official": True}
+        key = str(uuid.uuid5(uuid.NAMESPACE_URL, f"skolsynk-synthetic:{self.seed}:syllabus:{school_type}:{subject}"))
+        self.syllabuses[(school_type, subject)] = key
+        return key, self.count(SourceRecord(kind=EntityKind.SYLLABUS, key=key, data=data))
 
     def roles(self, unit: _Unit) -> list[str]:
         """The duties of a school unit's staff: leadership and student health first, then teachers."""
@@ -876,7 +954,8 @@ def split_school_units(records: Iterable[SourceRecord], parts: int = 2) -> list[
     enrolment or duty (a person without either goes by their key); an organisation (the Huvudman, a
     Skola) to every part with a school unit beneath it, and a duty at one to the part of the first school
     unit beneath it. A duty at a school unit of another part than its person's cannot be expressed by
-    one source and is left out, with its activities' reference to it."""
+    one source and is left out, with its activities' reference to it. A syllabus goes to every part
+    with an activity of it."""
     records = list(records)
     unit_records = [r for r in records if r.kind is EntityKind.SCHOOL_UNIT]
     units = [r.key for r in unit_records]
@@ -908,6 +987,11 @@ def split_school_units(records: Iterable[SourceRecord], parts: int = 2) -> list[
             )
     split: list[list[SourceRecord]] = [[] for _ in range(parts)]
     dropped_duties: set[str] = set()
+    parts_of_syllabus: dict[str, set[int]] = defaultdict(set)
+    for record in records:
+        if record.kind is EntityKind.ACTIVITY and record.data.get("syllabus"):
+            unit_part = part_of_unit.get(str(record.data.get("school_unit")), 0)
+            parts_of_syllabus[str(record.data["syllabus"])].add(unit_part)
     for record in records:
         if record.kind is EntityKind.DUTY:
             part = part_of_unit.get(str(record.data["school_unit"]), part_of_person.get(str(record.data["person"]), 0))
@@ -919,6 +1003,9 @@ def split_school_units(records: Iterable[SourceRecord], parts: int = 2) -> list[
             split[part_of_person[record.key]].append(record)
         elif record.kind in (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT_GROUP):
             for part in parts_of_organisation.get(record.key) or range(parts):
+                split[part].append(record)
+        elif record.kind is EntityKind.SYLLABUS:
+            for part in sorted(parts_of_syllabus.get(record.key) or range(parts)):
                 split[part].append(record)
         else:
             unit_key = str(record.data.get("school_unit") or record.key)

@@ -2,7 +2,7 @@
 
 Everything it serves for a synthetic organiser (every defect the generator plants, GR and GY, shared
 teachers, protected identities, a Skola above school units with duties at it, persons without a
-securityMarking, Utvandrad and Avliden), page by page as a client reads it: each list answer against the
+securityMarking, Utvandrad and Avliden, mentors, syllabuses), page by page as a client reads it: each list answer against the
 schema the spec names for ``GET /organisations`` ... ``/activities`` (the envelope and every object),
 an incremental listing after a change set, and ``/deletedEntities`` after deletions of every
 collection. Validated against SIS's ``openapi_ss12000_version2_1_0.yaml`` from the reference directory
@@ -120,6 +120,8 @@ async def test_everything_served_for_a_synthetic_organiser_is_valid_2_1(
     assert manifest.skola_duties["Rektor"] > 0
     assert manifest.unmarked > 0
     assert set(manifest.inactive) == {"Utvandrad", "Avliden"}
+    assert manifest.mentors > 0
+    assert manifest.with_syllabus > 0
     counts = fake.load_records(records, modified=T0)
     assert min(counts["persons"], counts["groups"], counts["activities"]) > PAGE  # several pages each
     for endpoint in ENDPOINTS:

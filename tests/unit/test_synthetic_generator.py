@@ -2,7 +2,8 @@
 Swedish identifiers, defects at their rates (each one producing its finding in the normaliser's own
 validation), the organisation tree (Skolor above school units, duties at a Skola reaching vendors at the
 units beneath), persons without a securityMarking and not active (each with its effect on the selection),
-change sets, splitting one organiser between sources, and feeding the source fakes."""
+mentors and syllabuses (and what a vendor that takes them gets), change sets, splitting one organiser
+between sources, and feeding the source fakes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from skolsynk.domain.ids import entity_id
 from skolsynk.domain.reconcile import missing_marking_summary, reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState, project
 from skolsynk.domain.ss12000 import EMAIL, ENTITY_MODELS, TEACHING_ROLES, DutyRole, EntityKind, Person
-from skolsynk.domain.subscription import MissingMarkingPolicy, VendorProfile, VendorSubscription
+from skolsynk.domain.subscription import (
+    OPTIONAL_FIELDS,
+    SENSITIVE_FIELDS,
+    MissingMarkingPolicy,
+    VendorProfile,
+    VendorSubscription,
+)
 from skolsynk_services.normaliser.validation import RecordValidator
 from skolsynk_testkit.fakes.graph_education import FakeGraphEducation
 from skolsynk_testkit.fakes.ss12000_api import FakeSs12000Api, is_mailbox
@@ -75,11 +82,13 @@ def state_of(
     return state
 
 
-def everything(records: list[SourceRecord], state: TenantState) -> dict[uuid.UUID, dict[str, object]]:
+def everything(
+    records: list[SourceRecord], state: TenantState, profile: VendorProfile | None = None
+) -> dict[uuid.UUID, dict[str, object]]:
     """What a vendor subscribing to every school unit and role gets: resource by id."""
     codes = frozenset(str(r.data["school_unit_code"]) for r in records if r.kind is EntityKind.SCHOOL_UNIT)
     subscription = VendorSubscription(tenant_id=TENANT, vendor_id="all", school_unit_codes=codes)
-    projected = project(state, subscription, VendorProfile(vendor_id="all"), DAY)
+    projected = project(state, subscription, profile or VendorProfile(vendor_id="all"), DAY)
     return {k: v.resource for k, v in projected.items()}
 
 
@@ -381,3 +390,62 @@ def test_persons_without_a_marking_and_not_active_at_their_rates_and_kept_out_of
     assert not inactive & set(not_protected)
     summary = missing_marking_summary(TENANT, {SOURCE: (len(unmarked), len(persons))}, MissingMarkingPolicy.PROTECTED)
     assert [f.code.value for f in summary] == ["security_marking.missing"]
+
+
+def test_classes_have_mentors_and_teaching_has_syllabuses_which_a_vendor_that_takes_them_gets(
+    small: list[SourceRecord],
+) -> None:
+    groups = {r.key: r for r in small if r.kind is EntityKind.GROUP}
+    classes = {k for k, r in groups.items() if r.data["group_type"] == "Klass"}
+    duties = {r.key: r for r in small if r.kind is EntityKind.DUTY}
+    mentored = Counter(
+        a["group"]
+        for d in duties.values()
+        for a in d.data.get("assignment_roles") or []
+        if a["assignment_role_type"] == "Mentor"
+    )
+    assert set(mentored) <= classes
+    assert max(mentored.values()) == 1  # one mentor per class
+    assert len(mentored) >= 0.8 * len(classes)  # not a Skola's teacher from its other unit (their duty is there)
+    above = {r.key: r.data["organisation"] for r in small if r.kind is EntityKind.SCHOOL_UNIT}
+    for duty in duties.values():
+        for role in duty.data.get("assignment_roles") or []:
+            unit = groups[role["group"]].data["school_unit"]
+            assert duty.data["school_unit"] in (unit, above[unit])  # the class's unit, or the Skola above it
+    mentor_of = {a["group"]: d.key for d in duties.values() for a in d.data.get("assignment_roles") or []}
+    for activity in (
+        r for r in small if r.kind is EntityKind.ACTIVITY and r.data["display_name"].startswith("Mentorstid")
+    ):
+        group = activity.data["groups"][0]
+        if group in mentor_of:
+            assert activity.data["teachers"] == [mentor_of[group]]  # the mentor has the class's Mentorstid
+    syllabuses = {r.key: r for r in small if r.kind is EntityKind.SYLLABUS}
+    teaching = [
+        r
+        for r in small
+        if r.kind is EntityKind.ACTIVITY and groups[r.data["groups"][0]].data["group_type"] == "Undervisning"
+    ]
+    with_syllabus = [a for a in teaching if a.data.get("syllabus")]
+    assert with_syllabus
+    assert all(a.data["syllabus"] in syllabuses for a in with_syllabus)
+    assert all("förskoleklass" in a.data["display_name"] for a in teaching if not a.data.get("syllabus"))
+    for activity in with_syllabus:
+        syllabus = syllabuses[activity.data["syllabus"]].data
+        name = syllabus.get("course_name") or syllabus["subject_name"]
+        assert activity.data["display_name"].startswith(name)
+        assert (syllabus["school_type"] == "GY") == bool(syllabus.get("course_code"))
+    assert findings_of(small)["activity.unknown_reference"] == 0
+    # Opt-in fields: a vendor gets mentors and syllabuses only when its profile takes them.
+    state = state_of(small)
+    assert not any(r.get("assignment_roles") or r.get("syllabus") for r in everything(small, state).values())
+    takes_all = VendorProfile(
+        vendor_id="all", accepted_fields={k: v - SENSITIVE_FIELDS for k, v in OPTIONAL_FIELDS.items()}
+    )
+    delivered = everything(small, state, takes_all)
+    delivered_mentors = [a for r in delivered.values() if r["kind"] == "duty" for a in r.get("assignment_roles") or []]  # type: ignore[attr-defined]
+    assert {a["group_id"] for a in delivered_mentors} <= {str(i) for i, r in delivered.items() if r["kind"] == "group"}
+    assert len(delivered_mentors) >= 0.8 * len(mentored)
+    subjects = {
+        r["syllabus"]["subject_name"] for r in delivered.values() if r["kind"] == "activity" and r.get("syllabus")
+    }  # type: ignore[index]
+    assert {"Matematik", "Svenska", "Engelska"} <= subjects
