@@ -680,6 +680,22 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert await SubscriptionStore(ui.app.db).get(TENANT, VENDOR) is None
     response = await ui.post(f"{base}/vendors/new", {**form, "action": "save"})
     assert response.status == 303
+    saved = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert saved is not None
+    assert not saved.placements  # placements only when asked for
+    # Placements are chosen in the form (issue 20): checked, saved, shown checked; unchecked again.
+    response = await ui.post(f"{base}/vendors/{VENDOR}/edit", {**form, "placements": "on", "action": "save"})
+    assert response.status == 303
+    saved = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert saved is not None
+    assert saved.placements
+    status, html = await ui.get(f"{base}/vendors/{VENDOR}/edit")
+    assert 'name="placements" value="on" checked' in html
+    response = await ui.post(f"{base}/vendors/{VENDOR}/edit", {**form, "action": "save"})
+    assert response.status == 303
+    saved = await SubscriptionStore(ui.app.db).get(TENANT, VENDOR)
+    assert saved is not None
+    assert not saved.placements
     # Saving again as new is refused with a pointer to editing; a form without a school unit says so.
     response = await ui.post(f"{base}/vendors/new", {**form, "action": "save"})
     assert "Det finns redan en prenumeration för NE Nationalencyklopedin." in await response.text()

@@ -51,6 +51,7 @@ def _subscription_values(form: Mapping[str, Any] | MultiDictProxy[Any]) -> dict[
         "school_years": [str(v) for v in getall("school_years", [])],
         "protected_identity_policy": str(form.get("protected_identity_policy", "exclude")),
         "deletion_grace_hours": str(form.get("deletion_grace_hours", "0")).strip(),
+        "placements": form.get("placements") == "on",
     }
 
 
@@ -64,12 +65,13 @@ def _values_of(subscription: models.Subscription) -> dict[str, Any]:
         "school_years": [str(y) for y in stored.get("school_years") or []],
         "protected_identity_policy": stored.get("protected_identity_policy") or "exclude",
         "deletion_grace_hours": decimal(grace),
+        "placements": bool(stored.get("placements")),
     }
 
 
 def _subscription_body(values: dict[str, Any], current: models.Subscription | None) -> models.SubscriptionIn:
-    """The form as the service's body; what the form does not show (school types, group types, placements,
-    fields) is kept from the current subscription."""
+    """The form as the service's body; what the form does not show (school types, group types, fields) is
+    kept from the current subscription."""
     grace = values["deletion_grace_hours"].replace(",", ".") or "0"
     data: dict[str, Any] = {
         "school_unit_codes": values["school_unit_codes"],
@@ -77,11 +79,11 @@ def _subscription_body(values: dict[str, Any], current: models.Subscription | No
         "school_years": [int(y) for y in values["school_years"] if y.isdigit()] or None,
         "protected_identity_policy": values["protected_identity_policy"],
         "deletion_grace_hours": grace,
+        "placements": bool(values.get("placements")),
     }
     if current is not None:
         stored = current.subscription
         data |= {k: stored.get(k) for k in ("school_types", "group_types", "fields")}
-        data["placements"] = bool(stored.get("placements"))
     return models.SubscriptionIn.model_validate(data)
 
 
