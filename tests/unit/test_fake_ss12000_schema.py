@@ -2,9 +2,9 @@
 
 Everything it serves for a synthetic organiser (every defect the generator plants, GR and GY, shared
 teachers, protected identities, a Skola above school units with duties at it, persons without a
-securityMarking, Utvandrad and Avliden, mentors, syllabuses), page by page as a client reads it: each list answer against the
-schema the spec names for ``GET /organisations`` ... ``/activities`` (the envelope and every object),
-an incremental listing after a change set, and ``/deletedEntities`` after deletions of every
+securityMarking, Utvandrad and Avliden, mentors, syllabuses), page by page as a client reads it: each list
+answer against the schema the spec names for ``GET /organisations`` ... ``/activities`` (the envelope and
+every object), an incremental listing after a change set, and ``/deletedEntities`` after deletions of every
 collection. Validated against SIS's ``openapi_ss12000_version2_1_0.yaml`` from the reference directory
 (``tests/ss12000_openapi.py``: required members, ``null`` only where the spec allows it, enums,
 ``uuid``/``date``/``date-time``/``email`` formats); without that file the tests skip, and fail under ``CI``.
