@@ -466,3 +466,38 @@ def test_egil_carries_teacher_dates_the_topic_and_placements_as_enrolments() -> 
     _, with_course = to_egil({**resources[eid(EntityKind.ACTIVITY, "ma7a")].resource, "syllabus": course})
     assert with_course["topic"]["type"] == "Course"
     assert with_course["topic"]["display"] == "Matematik 1a"
+
+
+def test_a_task_towards_an_unknown_group_is_dropped_with_a_finding() -> None:
+    """Issue 20: an unresolvable reference is a finding, never a silent drop."""
+    state, findings = reconcile(TENANT, [StoredEntity(eid(e.kind, e.key), SOURCE, e) for e in ENTITIES], DAY)
+    assert [(f.code, f.detail) for f in findings if f.entity_kind is EntityKind.DUTY] == [
+        (FindingCode.DUTY_UNKNOWN_GROUP, "1 task(s) dropped")
+    ]
+    duty = next(s.entity for s in state.entities if s.entity.key == "d1")
+    assert isinstance(duty, Duty)
+    assert [r.group for r in duty.assignment_roles] == ["7a", "7a"]
+
+
+@pytest.mark.parametrize(
+    ("placement", "code"),
+    [
+        ({"child": "nobody"}, FindingCode.PLACEMENT_UNKNOWN_CHILD),
+        ({"school_unit": "no-such-unit"}, FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT),
+        ({"school_unit": "hm"}, None),  # the Huvudman has one school unit beneath it: resolved to it
+    ],
+)
+def test_a_placement_with_an_unknown_child_or_unit_is_withheld_with_a_finding(
+    placement: dict[str, str], code: FindingCode | None
+) -> None:
+    entities = [e.model_copy(update=placement) if isinstance(e, Placement) else e for e in ENTITIES]
+    state, findings = reconcile(TENANT, [StoredEntity(eid(e.kind, e.key), SOURCE, e) for e in entities], DAY)
+    placed = [f.code for f in findings if f.entity_kind is EntityKind.PLACEMENT]
+    kept = [s.entity for s in state.entities if isinstance(s.entity, Placement)]
+    if code is None:
+        assert placed == []
+        assert [p.school_unit for p in kept] == ["su"]
+    else:
+        assert placed == [code]
+        assert kept == []
+        assert eid(EntityKind.PLACEMENT, "pl1") in state.withheld

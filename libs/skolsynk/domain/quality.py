@@ -41,12 +41,16 @@ class FindingCode(StrEnum):
     DUTY_UNKNOWN_SCHOOL_UNIT = "duty.unknown_school_unit"
     DUTY_UNRESOLVED_ORGANISATION = "duty.unresolved_organisation"
     DUTY_UNKNOWN_PERSON = "duty.unknown_person"
+    DUTY_UNKNOWN_GROUP = "duty.unknown_group"
     GROUP_UNKNOWN_SCHOOL_UNIT = "group.unknown_school_unit"
     GROUP_UNRESOLVED_ORGANISATION = "group.unresolved_organisation"
     GROUP_UNKNOWN_MEMBER = "group.unknown_member"
     ACTIVITY_UNKNOWN_SCHOOL_UNIT = "activity.unknown_school_unit"
     ACTIVITY_UNRESOLVED_ORGANISATION = "activity.unresolved_organisation"
     ACTIVITY_UNKNOWN_REFERENCE = "activity.unknown_reference"
+    PLACEMENT_UNKNOWN_CHILD = "placement.unknown_child"
+    PLACEMENT_UNKNOWN_SCHOOL_UNIT = "placement.unknown_school_unit"
+    PLACEMENT_UNRESOLVED_ORGANISATION = "placement.unresolved_organisation"
     PERSON_NO_ACTIVE_RELATION = "person.no_active_relation"
     PERSON_CONFLICTING_ROLES = "person.conflicting_roles"
     DATES_INVERTED = "dates.inverted"
@@ -73,12 +77,16 @@ CATALOGUE: dict[FindingCode, tuple[Severity, str]] = {
     FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The duty refers to an unknown school unit; withheld."),
     FindingCode.DUTY_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The duty is at an organisation (the detail names its type) with no school unit beneath it; withheld."),
     FindingCode.DUTY_UNKNOWN_PERSON: (Severity.ERROR, "The duty refers to an unknown person; withheld."),
+    FindingCode.DUTY_UNKNOWN_GROUP: (Severity.WARNING, "A task of the duty towards a group (assignmentRole: a mentor, ...) refers to an unknown or withheld group; the task is dropped."),
     FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The group refers to an unknown school unit; withheld."),
     FindingCode.GROUP_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The group is at an organisation above school units (the detail names its type) with no or several school units beneath it; withheld."),
     FindingCode.GROUP_UNKNOWN_MEMBER: (Severity.WARNING, "A membership refers to an unknown person; the membership is dropped."),
     FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The activity refers to an unknown school unit; withheld."),
     FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The activity is at an organisation above school units (the detail names its type) with no or several school units beneath it; withheld."),
     FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (Severity.WARNING, "The activity refers to an unknown group or duty; the reference is dropped."),
+    FindingCode.PLACEMENT_UNKNOWN_CHILD: (Severity.ERROR, "The placement refers to an unknown person; withheld."),
+    FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT: (Severity.ERROR, "The placement refers to an unknown school unit; withheld."),
+    FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION: (Severity.ERROR, "The placement is at an organisation above school units (the detail names its type) with no or several school units beneath it; withheld."),
     FindingCode.PERSON_NO_ACTIVE_RELATION: (Severity.WARNING, "The person has no active enrolment or duty; no vendor receives them."),
     FindingCode.PERSON_CONFLICTING_ROLES: (Severity.WARNING, "The person is both enrolled as a student and employed as staff today."),
     FindingCode.DATES_INVERTED: (Severity.WARNING, "A start date is after its end date; the enrolment, membership or duty is dropped (a whole record with inverted dates is withheld)."),

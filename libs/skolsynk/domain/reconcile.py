@@ -17,7 +17,7 @@ from uuid import UUID
 from skolsynk.domain.organisation_tree import SCHOOL_UNIT_LEVEL, OrganisationTree
 from skolsynk.domain.quality import Finding, FindingCode
 from skolsynk.domain.selection import StoredEntity, TenantState
-from skolsynk.domain.ss12000 import Activity, Duty, Entity, EntityKind, Group, Person, SchoolUnit
+from skolsynk.domain.ss12000 import Activity, Duty, Entity, EntityKind, Group, Person, Placement, SchoolUnit
 from skolsynk.domain.subscription import MissingMarkingPolicy
 
 
@@ -225,6 +225,42 @@ def reconcile(
                 detail=f"{len(group.memberships) - len(members)} membership(s) dropped",
             )
             replaced[stored.id] = group.model_copy(update={"memberships": members})
+    # Duties' tasks towards groups (mentors ...): a task towards a group that is unknown or withheld goes.
+    for stored in by_kind[EntityKind.DUTY]:
+        duty = replaced.get(stored.id, stored.entity)
+        assert isinstance(duty, Duty)
+        if stored.id in withheld or not duty.assignment_roles:
+            continue
+        tasks = [r for r in duty.assignment_roles if (stored.source_id, r.group) in groups]
+        if len(tasks) != len(duty.assignment_roles):
+            finding(
+                FindingCode.DUTY_UNKNOWN_GROUP,
+                stored,
+                school_unit_code=code_of(stored.source_id, duty.school_unit),
+                field="assignmentRole",
+                detail=f"{len(duty.assignment_roles) - len(tasks)} task(s) dropped",
+            )
+            replaced[stored.id] = duty.model_copy(update={"assignment_roles": tasks})
+    # Placements (förskola, fritidshem): a known child at a known school unit (or the only one beneath). Its
+    # group (the avdelning) is passed on as a reference, as a membership's person is.
+    for stored in by_kind[EntityKind.PLACEMENT]:
+        placement = stored.entity
+        assert isinstance(placement, Placement)
+        unit_key = one_unit_or_withhold(
+            stored, placement.school_unit, FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION, "placedAt"
+        )
+        if unit_key is None:
+            continue
+        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT)
+        if unit_code is None:
+            continue
+        if (stored.source_id, placement.child) not in known_persons:
+            withheld.add(stored.id)
+            finding(FindingCode.PLACEMENT_UNKNOWN_CHILD, stored, school_unit_code=unit_code, field="child")
+            continue
+        if unit_key != placement.school_unit:
+            replaced[stored.id] = placement.model_copy(update={"school_unit": unit_key})
+
     duties = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.DUTY] if s.id not in withheld}
     syllabuses = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.SYLLABUS]}
     for stored in by_kind[EntityKind.ACTIVITY]:

@@ -239,6 +239,10 @@ FINDINGS = {
         "Ingen skolenhet finns under den; tjänstgöringen skickas inte.",
     ),
     FindingCode.DUTY_UNKNOWN_PERSON: ("Tjänstgöring för okänd person", "Tjänstgöringen skickas inte."),
+    FindingCode.DUTY_UNKNOWN_GROUP: (
+        "Uppdrag för en okänd grupp (till exempel mentor)",
+        "Uppdraget tas bort; tjänstgöringen skickas ändå.",
+    ),
     FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: ("Grupp på okänd skolenhet", "Gruppen skickas inte."),
     FindingCode.GROUP_UNRESOLVED_ORGANISATION: (
         "Grupp på en organisation ovanför skolenheterna",
@@ -253,6 +257,12 @@ FINDINGS = {
     FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (
         "Aktivitet med okänd grupp eller tjänstgöring",
         "Hänvisningen tas bort.",
+    ),
+    FindingCode.PLACEMENT_UNKNOWN_CHILD: ("Placering för okänt barn", "Placeringen skickas inte."),
+    FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT: ("Placering på okänd skolenhet", "Placeringen skickas inte."),
+    FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION: (
+        "Placering på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; placeringen skickas inte.",
     ),
     FindingCode.PERSON_NO_ACTIVE_RELATION: (
         "Ingen aktiv inskrivning eller tjänstgöring",
