@@ -22,7 +22,7 @@ from skolsynk.domain.quality import (
     summary_by_school_unit,
     to_csv,
 )
-from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.domain.ss12000 import VENDOR_KINDS, EntityKind
 from skolsynk.domain.subscription import (
     OPTIONAL_FIELDS,
     PERSON_FIELDS,
@@ -327,7 +327,8 @@ def test_malformed_codes_are_named_in_the_error() -> None:
 
 def test_default_profile_accepts_everything_but_the_sensitive_fields() -> None:
     profile = VendorProfile(vendor_id="laromedel-ab")
-    assert profile.kinds == frozenset(EntityKind)
+    assert profile.kinds == frozenset(VENDOR_KINDS)  # syllabuses and placements are never resources there
+    assert VendorProfile(vendor_id="laromedel-ab", kinds=frozenset(EntityKind)).kinds == frozenset(VENDOR_KINDS)
     assert set(profile.accepted_fields) == set(EntityKind)
     assert profile.accepted_fields[EntityKind.PERSON] == PERSON_FIELDS - SENSITIVE_FIELDS - {"placements"}
     assert not any(SENSITIVE_FIELDS & fields for fields in profile.accepted_fields.values())

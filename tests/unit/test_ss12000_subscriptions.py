@@ -47,7 +47,7 @@ def test_resource_types_in_both_spellings() -> None:
     assert resource_types([{"resource": 3}, None, {"kind": "Person"}, "Activity"]) == ["Activity"]
     assert resource_types(None) == []
     # What the puller subscribes to is what it reads.
-    assert RESOURCE_TYPES == ("Organisation", "Person", "Duty", "Group", "Activity")
+    assert RESOURCE_TYPES == ("Organisation", "Person", "Duty", "Group", "Syllabus", "Activity")
 
 
 def test_expiry_is_read_tolerantly() -> None:

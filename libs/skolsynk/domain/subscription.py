@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator
 
-from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, EntityKind, GroupType, Model, SchoolType
+from skolsynk.domain.ss12000 import SCHOOL_UNIT_CODE, VENDOR_KINDS, EntityKind, GroupType, Model, SchoolType
 
 
 class Role(StrEnum):
@@ -85,7 +85,9 @@ class VendorProfile(Model):
     """What a vendor can take (from the vendor catalogue)."""
 
     vendor_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    kinds: frozenset[EntityKind] = Field(default_factory=lambda: frozenset(EntityKind))
+    #: The kinds of resource the vendor takes (never syllabuses or placements: they reach vendors only as
+    #: fields of activities and persons).
+    kinds: frozenset[EntityKind] = Field(default_factory=lambda: frozenset(VENDOR_KINDS))
     accepted_fields: dict[EntityKind, frozenset[str]] = Field(
         default_factory=lambda: {
             k: v - SENSITIVE_FIELDS - OPT_IN_FIELDS.get(k, frozenset()) for k, v in OPTIONAL_FIELDS.items()
@@ -95,6 +97,13 @@ class VendorProfile(Model):
     single_school_unit_per_user: bool = Field(
         default=False, description="A user belongs to one school unit only (the lowest code wins)."
     )
+
+    @field_validator("kinds")
+    @classmethod
+    def _vendor_kinds(cls, kinds: frozenset[EntityKind]) -> frozenset[EntityKind]:
+        """Syllabuses and placements are never resources of their own at a vendor: "every kind" means the
+        kinds vendors receive."""
+        return kinds & frozenset(VENDOR_KINDS)
 
 
 class MassDeletionGuard(Model):
