@@ -658,6 +658,36 @@ async def test_overdue_deletions_and_an_open_promotion_gate_are_told(
     ]
 
 
+async def subscribe_and_sync(stack: Stack) -> None:
+    """The organiser subscribes live to the vendor with a small organiser's school units, and syncs it
+    (5 persons: 4 students and a teacher)."""
+    records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
+    await SubscriptionStore(stack.normaliser.db).save(
+        VendorSubscription(
+            tenant_id=TENANT, vendor_id=VENDOR, school_unit_codes=frozenset(school_unit_codes(records)), test_mode=False
+        )
+    )
+    await sync(stack, records)
+
+
+async def delivery_health(stack: Stack) -> dict[str, Any]:
+    """The organiser's delivery health at the vendor, as the admin API shows it."""
+    status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
+    assert status == 200, body
+    found: dict[str, Any] = body["health"]
+    return found
+
+
+async def wait_for_delivery_error(stack: Stack, code: str) -> dict[str, Any]:
+    """The organiser's delivery health once its last error is ``code``."""
+
+    async def failing() -> bool:
+        return (await delivery_health(stack)).get("last_error") == code
+
+    await wait_for(failing, timeout=30, what=f"deliveries waiting with {code}")
+    return await delivery_health(stack)
+
+
 async def deliver_two_organisers(stack: Stack, vendor: FakeEgilVendor, other: str) -> None:
     """Two organisers subscribe to the vendor and sync: 5 persons land in tenant ``vendor-a`` at the vendor
     server (kommun-a's own credentials) and 4 in ``vendor-b`` (the other's)."""
@@ -843,28 +873,8 @@ async def test_a_vendor_without_a_shared_credential_serves_organisers_with_their
         status, created = await stack.call("PUT", f"/catalogue/vendors/{VENDOR}", entry)
         assert status == 200, created
         await wait_for(lambda: VENDOR in stack.pool.workers, what="the vendor served without a shared key")
-        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
-        await SubscriptionStore(stack.normaliser.db).save(
-            VendorSubscription(
-                tenant_id=TENANT,
-                vendor_id=VENDOR,
-                school_unit_codes=frozenset(school_unit_codes(records)),
-                test_mode=False,
-            )
-        )
-        await sync(stack, records)
-
-        async def health() -> dict[str, Any]:
-            status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
-            assert status == 200, body
-            found: dict[str, Any] = body["health"]
-            return found
-
-        async def waiting_for_credentials() -> bool:
-            return (await health()).get("last_error") == "no_credentials"
-
-        await wait_for(waiting_for_credentials, timeout=30, what="the organiser waiting for credentials")
-        waiting = await health()
+        await subscribe_and_sync(stack)
+        waiting = await wait_for_delivery_error(stack, "no_credentials")
         assert waiting["state"] in ("retrying", "failing")
         assert waiting["pending"] >= 1
         assert "inga egna inloggningsuppgifter" in waiting["last_error_sv"]
@@ -909,28 +919,8 @@ async def test_an_organiser_whose_own_credentials_cannot_be_opened_waits_and_is_
         assert worker.scim is not None
         scim = worker.scim
         await wait_for(lambda: scim.unusable_tenants == {TENANT}, what="the pair known as unusable")
-        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
-        await SubscriptionStore(stack.normaliser.db).save(
-            VendorSubscription(
-                tenant_id=TENANT,
-                vendor_id=VENDOR,
-                school_unit_codes=frozenset(school_unit_codes(records)),
-                test_mode=False,
-            )
-        )
-        await sync(stack, records)
-
-        async def health() -> dict[str, Any]:
-            status, body = await stack.call("GET", f"/tenants/{TENANT}/subscriptions/{VENDOR}")
-            assert status == 200, body
-            found: dict[str, Any] = body["health"]
-            return found
-
-        async def waiting() -> bool:
-            return (await health()).get("last_error") == "own_credentials_unusable"
-
-        await wait_for(waiting, timeout=30, what="the organiser waiting for usable credentials")
-        state = await health()
+        await subscribe_and_sync(stack)
+        state = await wait_for_delivery_error(stack, "own_credentials_unusable")
         assert "går inte att använda" in state["last_error_sv"]
         assert "cannot be used" in state["last_error_en"]
         assert vendor.requests == []  # nothing went out, least of all with the shared key
@@ -989,16 +979,7 @@ async def test_an_organisers_credentials_as_references_to_a_mounted_secret_are_r
         (mounted / "kommun-a-api-key").write_text(key_a + "\n")
         await wait_for(lambda: scim.tenant_keys.get(TENANT) == key_a, what="the key read from the Secret")
         assert scim.unusable_tenants == set()
-        records = organiser(seed=5, school_units=1, students_per_unit=4, teachers_per_unit=1)
-        await SubscriptionStore(stack.normaliser.db).save(
-            VendorSubscription(
-                tenant_id=TENANT,
-                vendor_id=VENDOR,
-                school_unit_codes=frozenset(school_unit_codes(records)),
-                test_mode=False,
-            )
-        )
-        await sync(stack, records)
+        await subscribe_and_sync(stack)
         await wait_for(lambda: len(vendor.resources("vendor-a", "Users")) == 5, timeout=60, what="delivered")
 
         # Rotation in the Secret alone (as the kubelet updates the mounted file): used within a poll.
