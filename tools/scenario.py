@@ -30,10 +30,10 @@ from pymongo import AsyncMongoClient
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import content_hash, entity_id
 from skolsynk.domain.quality import Finding
-from skolsynk.domain.reconcile import reconcile
+from skolsynk.domain.reconcile import missing_marking_summary, reconcile
 from skolsynk.domain.selection import ProjectedResource, StoredEntity, TenantState, project
-from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.domain.subscription import VendorProfile, VendorSubscription
+from skolsynk.domain.ss12000 import EntityKind, Person
+from skolsynk.domain.subscription import MissingMarkingPolicy, VendorProfile, VendorSubscription
 from skolsynk.messaging.vhosts import amqp_url_with_vhost, amqp_user
 from skolsynk.settings import DEFAULT_AMQP_URL
 from skolsynk.storage.deliveries import DeliveryLedger
@@ -170,11 +170,20 @@ def peak_rss_mb(pid: int) -> float | None:
 
 class Expectation:
     """An organiser's sources as the normaliser would store them, and each vendor's selection of it:
-    the same validation (``normaliser.validation``), reconcile and selection code as the services."""
+    the same validation (``normaliser.validation``), reconcile and selection code as the services, with
+    the organiser's ``missing_marking`` setting (``protected`` unless the organiser said otherwise)."""
 
-    def __init__(self, tenant_id: str, sources: Mapping[str, Iterable[SourceRecord]], today: date) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        sources: Mapping[str, Iterable[SourceRecord]],
+        today: date,
+        *,
+        missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED,
+    ) -> None:
         self.tenant_id = tenant_id
         self.today = today
+        self.missing_marking = missing_marking
         entities: list[StoredEntity] = []
         self.ingest_findings: list[Finding] = []
         run = uuid.uuid4()
@@ -188,11 +197,23 @@ class Expectation:
                         StoredEntity(entity_id(tenant_id, source_id, record.kind, record.key), source_id, entity)
                     )
         self.state: TenantState
-        self.state, self.reconcile_findings = reconcile(tenant_id, entities, today)
+        self.state, self.reconcile_findings = reconcile(tenant_id, entities, today, missing_marking=missing_marking)
+
+    @property
+    def unmarked(self) -> dict[str, tuple[int, int]]:
+        """Per source: persons whose securityMarking the source did not give, persons (those not withheld)."""
+        counts: dict[str, tuple[int, int]] = {}
+        for stored in self.state.entities:
+            if isinstance(stored.entity, Person):
+                missing, persons = counts.get(stored.source_id, (0, 0))
+                counts[stored.source_id] = (missing + (not stored.entity.marking_known), persons + 1)
+        return counts
 
     @property
     def findings(self) -> list[Finding]:
-        return self.ingest_findings + self.reconcile_findings
+        """Every finding the normaliser makes: ingest, reconcile, and the summaries of a whole projection."""
+        summaries = missing_marking_summary(self.tenant_id, self.unmarked, self.missing_marking)
+        return self.ingest_findings + self.reconcile_findings + summaries
 
     def desired(
         self, subscription: VendorSubscription, profile: VendorProfile | None = None, *, excluded: Iterable[str] = ()

@@ -309,16 +309,22 @@ async def publish_messages(
 
 
 def write_vendor_catalogue(
-    directory: Path, vendor_id: str, *, scim_base_url: str | None = None, api_key_env: str | None = None
+    directory: Path,
+    vendor_id: str,
+    *,
+    scim_base_url: str | None = None,
+    api_key_env: str | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> Path:
     """A one-vendor catalogue for demos and tests: queue delivery, or EGIL SCIM push to
-    ``scim_base_url`` with an API key read from ``api_key_env``. Every kind, every non-sensitive field."""
+    ``scim_base_url`` with an API key read from ``api_key_env``. Every kind, every non-sensitive field
+    that is not opt-in, unless ``profile`` (the catalogue's ``profile`` section) says otherwise."""
     directory.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {
         "vendor_id": vendor_id,
         "display_name": f"{vendor_id} (demo)",
         "delivery": "queue" if scim_base_url is None else "egil_scim",
-        "profile": {},
+        "profile": profile or {},
     }
     if scim_base_url is not None:
         entry["scim"] = {

@@ -6,7 +6,9 @@ and civic numbers are valid in form (with a correct check digit) but generated, 
 * :func:`organiser`: a tiny hand-sized organiser (tests);
 * :func:`generate` / :func:`stream`: an organiser of size S (about 2,000 persons), M (20,000) or L
   (150,000 persons, 400 school units, 20,000 groups, about 500,000 memberships), or any
-  :class:`SizeSpec`, with realistic structure and realistic data-quality defects;
+  :class:`SizeSpec`, with realistic structure (Skolor between the Huvudman and some school units, duties
+  at both levels, mentors, syllabuses), persons without a securityMarking or not active, and realistic
+  data-quality defects;
 * :func:`change_set`: the same organiser a little later (moves, leavers, new students);
 * :func:`split_school_units`: one organiser split by school units, to feed several sources;
 * :func:`full_run` / :func:`incremental_run`: records as the messages a connector would publish.
@@ -910,16 +912,22 @@ def stream(
     school_year_start: date = SCHOOL_YEAR_START,
 ) -> Iterator[SourceRecord]:
     """The records of a synthetic organiser, one school unit after another (memory stays flat: nothing
-    but e-mail local parts and civic numbers, for uniqueness, is kept across units). Deterministic for
-    ``(size, seed, school_year_start)``; ``manifest`` is filled as the records are generated.
+    but e-mail local parts, civic numbers and syllabus keys, for uniqueness, is kept across units).
+    Deterministic for ``(size, seed, school_year_start)``; ``manifest`` is filled as the records are
+    generated.
 
-    Per school unit: the school unit (GR as F-6, F-9 or 7-9 with förskoleklass, or GY with programmes),
-    its students (each with an enrolment, school year and, GY, programme), its staff with duties (Rektor,
-    Skoladministratör, Kurator, Skolsköterska, Studie- och yrkesvägledare, Bibliotekarie, teachers,
-    Förstelärare, Speciallärare/specialpedagog, Lärarassistent, Fritidspedagog), a class (``Klass``) per
-    school year and parallel with its "Mentorstid" activity (the mentor is the activity's teacher), and
-    teaching groups (``Undervisning``) per subject or course with their activities. Teachers of every
-    odd school unit include a few of the unit before (a second duty).
+    The Huvudman first; then per school unit: the Skola above it when it is the first of a Skola's two
+    (an F-6 unit followed by a 7-9 unit; the other units are directly under the Huvudman), the school unit
+    (GR as F-6, F-9 or 7-9 with förskoleklass, or GY with programmes), its students (each with an
+    enrolment, school year and, GY, programme), its staff with duties (Rektor, Skoladministratör, Kurator,
+    Skolsköterska, Studie- och yrkesvägledare, Bibliotekarie, teachers, Förstelärare,
+    Speciallärare/specialpedagog, Lärarassistent, Fritidspedagog; a Skola's Rektor, Kurator, Skolsköterska
+    and Speciallärare/specialpedagog at the Skola, for both its units), a class (``Klass``) per school
+    year and parallel with its "Mentorstid" activity (the mentor is the activity's teacher, whose duty has
+    the assignment role Mentor towards the class), and teaching groups (``Undervisning``) per subject or
+    course with their activities, each with its syllabus (made the first time it is taught). Teachers of
+    every odd school unit include a few of the unit before (a second duty). A few persons have no
+    securityMarking, a few are Utvandrad or Avliden (:class:`SizeSpec` rates).
 
     Defects, at the :class:`SizeSpec`'s rates, each one producing its finding when the normaliser reads
     the organiser: malformed e-mail addresses (``email.invalid``), a person with another's e-mail address
@@ -934,7 +942,7 @@ def stream(
 def generate(
     size: Size | str | SizeSpec = "S", *, seed: int = 1, school_year_start: date = SCHOOL_YEAR_START
 ) -> list[SourceRecord]:
-    """:func:`stream` as a list: S is about 3,000 records, M 30,000, L 230,000 (memberships inside groups)."""
+    """:func:`stream` as a list: S is about 2,800 records, M 27,000, L 206,000 (memberships inside groups)."""
     return list(stream(size, seed=seed, school_year_start=school_year_start))
 
 
