@@ -189,9 +189,9 @@ def to_ss12000(record: SourceRecord) -> tuple[str, dict[str, Any]]:
     """A canonical record as the SS 12000 2.1 object a source API would serve, and its collection: the
     inverse of :func:`skolsynk.adapters.ss12000_api.from_ss12000` (organisation -> its ``organisationType``,
     ``Huvudman`` when it has none, under its ``parent``; school unit -> ``Skolenhet`` under its
-    organisation, persons with ``civicNo``, e-mails and enrolments, duties with
-    their assignment roles, groups with memberships, syllabuses, activities with groups, teachers (with their
-    assignment dates) and syllabus, placements).
+    organisation, persons with ``civicNo``, e-mails and enrolments, duties with their assignment roles, groups
+    with memberships, syllabuses, activities with groups, teachers (with their assignment dates) and syllabus,
+    placements).
 
     What it makes is valid against the 2.1 OpenAPI for every record the synthetic generator makes
     (``tests/unit/test_fake_ss12000_schema.py`` checks it): a missing reference is left out, never
