@@ -106,6 +106,22 @@ def reconcile(
                 finding(unknown, stored)
         return unit_code
 
+    def at_one_unit(
+        stored: StoredEntity, unresolved: FindingCode, unknown: FindingCode, field: str
+    ) -> tuple[Any, str] | None:
+        """A group, activity or placement at its one school unit (resolved from a level above, recorded in
+        ``replaced``) and that unit's code; None when it is withheld (with a finding, see above)."""
+        entity: Any = stored.entity
+        unit_key = one_unit_or_withhold(stored, entity.school_unit, unresolved, field)
+        if unit_key is None:
+            return None
+        unit_code = unit_code_or_withhold(stored, unit_key, unknown)
+        if unit_code is None:
+            return None
+        if unit_key != entity.school_unit:
+            entity = replaced[stored.id] = entity.model_copy(update={"school_unit": unit_key})
+        return entity, unit_code
+
     # Persons: unique logins, unique e-mail addresses, enrolments at known units.
     persons: dict[tuple[str, str], Person] = {}
     known_persons = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.PERSON]}
@@ -202,18 +218,13 @@ def reconcile(
     # Groups and activities: known unit, known members and references.
     groups: set[tuple[str, str]] = set()
     for stored in by_kind[EntityKind.GROUP]:
-        group = stored.entity
-        assert isinstance(group, Group)
-        unit_key = one_unit_or_withhold(
-            stored, group.school_unit, FindingCode.GROUP_UNRESOLVED_ORGANISATION, "organisation"
+        placed = at_one_unit(
+            stored, FindingCode.GROUP_UNRESOLVED_ORGANISATION, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT, "organisation"
         )
-        if unit_key is None:
+        if placed is None:
             continue
-        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
-        if unit_key != group.school_unit:
-            group = replaced[stored.id] = group.model_copy(update={"school_unit": unit_key})
+        group, unit_code = placed
+        assert isinstance(group, Group)
         groups.add((stored.source_id, group.key))
         members = [m for m in group.memberships if (stored.source_id, m.person) in known_persons]
         if len(members) != len(group.memberships):
@@ -244,38 +255,30 @@ def reconcile(
     # Placements (förskola, fritidshem): a known child at a known school unit (or the only one beneath). Its
     # group (the avdelning) is passed on as a reference, as a membership's person is.
     for stored in by_kind[EntityKind.PLACEMENT]:
-        placement = stored.entity
-        assert isinstance(placement, Placement)
-        unit_key = one_unit_or_withhold(
-            stored, placement.school_unit, FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION, "placedAt"
+        placed = at_one_unit(
+            stored, FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION, FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT, "placedAt"
         )
-        if unit_key is None:
+        if placed is None:
             continue
-        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
+        placement, unit_code = placed
+        assert isinstance(placement, Placement)
         if (stored.source_id, placement.child) not in known_persons:
             withheld.add(stored.id)
             finding(FindingCode.PLACEMENT_UNKNOWN_CHILD, stored, school_unit_code=unit_code, field="child")
-            continue
-        if unit_key != placement.school_unit:
-            replaced[stored.id] = placement.model_copy(update={"school_unit": unit_key})
 
     duties = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.DUTY] if s.id not in withheld}
     syllabuses = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.SYLLABUS]}
     for stored in by_kind[EntityKind.ACTIVITY]:
-        activity = stored.entity
-        assert isinstance(activity, Activity)
-        unit_key = one_unit_or_withhold(
-            stored, activity.school_unit, FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION, "organisation"
+        placed = at_one_unit(
+            stored,
+            FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION,
+            FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT,
+            "organisation",
         )
-        if unit_key is None:
+        if placed is None:
             continue
-        unit_code = unit_code_or_withhold(stored, unit_key, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT)
-        if unit_code is None:
-            continue
-        if unit_key != activity.school_unit:
-            activity = replaced[stored.id] = activity.model_copy(update={"school_unit": unit_key})
+        activity, unit_code = placed
+        assert isinstance(activity, Activity)
         kept_groups = [g for g in activity.groups if (stored.source_id, g) in groups]
         kept_teachers = [t for t in activity.teachers if (stored.source_id, t) in duties]
         syllabus = activity.syllabus if (stored.source_id, activity.syllabus) in syllabuses else None
@@ -337,7 +340,7 @@ def school_unit_codes_by_entity(state: TenantState) -> dict[str, str]:
     school units the first unit beneath it by code; a unit: itself), for placing findings in the
     per-school-unit report."""
     codes: dict[tuple[str, str], str] = {}
-    tree = OrganisationTree((s.source_id, s.entity) for s in state.entities)
+    tree = state.tree
     for stored in state.entities:
         if isinstance(stored.entity, SchoolUnit):
             codes[(stored.source_id, stored.entity.key)] = stored.entity.school_unit_code

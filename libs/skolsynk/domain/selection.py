@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -87,6 +88,11 @@ class TenantState:
     withheld: set[UUID] = field(default_factory=set)
     #: The organiser's setting for persons whose source did not give their securityMarking.
     missing_marking: MissingMarkingPolicy = MissingMarkingPolicy.PROTECTED
+
+    @cached_property
+    def tree(self) -> OrganisationTree:
+        """The organisation tree of these entities, built once for every subscription's projection."""
+        return OrganisationTree((s.source_id, s.entity) for s in self.entities)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ def project(
 ) -> dict[UUID, ProjectedResource]:
     """Everything ``subscription``'s vendor should hold today, by the id the vendor sees."""
     index = _Index(state)
-    tree = OrganisationTree((s.source_id, s.entity) for s in state.entities)
+    tree = state.tree
     out: dict[UUID, ProjectedResource] = {}
     allowed = {kind: subscription.allowed_fields(kind, profile) for kind in EntityKind}
     # Children's placements count only when the subscription asks for them and the vendor takes them.
