@@ -18,8 +18,9 @@ Built from the 2.1 and 2.0 OpenAPI descriptions (``/subscriptions``, ``/subscrip
   one notice, as the spec allows) every live subscription whose ``resourceTypes`` name a changed type (or any,
   for a deletion) gets ``POST <target>`` with ``{"modifiedEntites": [...], "deletedEntities": bool}`` (the
   spec's key; :attr:`FakeSubscriptions.notice_key` switches to Skolverket's ``modifiedEntities``) and the
-  :attr:`FakeSubscriptions.notify_headers` (the spec defines no authentication of notices: a test puts there
-  what the operator's proxy would add). :attr:`FakeSubscriptions.notices` records each delivery.
+  :attr:`FakeSubscriptions.notify_headers` (none by default: the spec defines no authentication of notices,
+  which is why the puller subscribes with its notice address; a test may add what a proxy would).
+  :attr:`FakeSubscriptions.notices` records each delivery.
 * ``POST /log/`` (and ``/log``) a ``LogEntry`` (``message`` and ``severityLevel`` required, the enums checked)
   -> ``201``; :attr:`FakeSubscriptions.log_entries` keeps them.
 * Not offered: :attr:`FakeSubscriptions.offered` / :attr:`FakeSubscriptions.log_offered` ``False`` make every
