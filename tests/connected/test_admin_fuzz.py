@@ -81,6 +81,8 @@ async def test_generated_requests_never_get_a_server_error(settings: ServiceSett
             str(seed),
             "--workers",
             "1",
+            "--request-timeout",  # a request the admin never answers is a reported failure, not a hang
+            "30",
             "--report-dir",
             str(tmp_path),
             "--warnings",
@@ -96,7 +98,12 @@ async def test_generated_requests_never_get_a_server_error(settings: ServiceSett
                 "SKOLSYNK_FUZZ_DATABASE": admin_settings.store.mongodb_database,
             },
         )
-        output, _ = await process.communicate()
+        try:  # bounded below the test's own timeout, so a hung run is killed here, its pipe closed, its output shown
+            output, _ = await asyncio.wait_for(process.communicate(), fuzzing.timeout_seconds(300) - 30)
+        except TimeoutError:
+            process.kill()
+            output, _ = await process.communicate()
+            pytest.fail("schemathesis did not finish: " + output.decode(errors="replace")[-6000:])
         text = output.decode(errors="replace")
         target.inputs += generated_cases(text)
         target.server_errors += len(re.findall(r"Server error", text))
