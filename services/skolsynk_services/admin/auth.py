@@ -74,6 +74,17 @@ class Principal:
     def may_change(self) -> bool:
         return self.role is not Role.VIEWER
 
+    @property
+    def may_see_personal_data(self) -> bool:
+        """Names, e-mail addresses and logins (the person page, the data-quality report's names and values,
+        GDPR search) are for the organiser's admins and the operators who support them; a viewer reads
+        counts, codes and ids."""
+        return self.role is not Role.VIEWER
+
+    def require_personal_data(self) -> None:
+        if not self.may_see_personal_data:
+            raise Forbidden("this token may not see personal data (role viewer)")
+
     def require_change(self) -> None:
         """Viewers read; only admins and operators change anything."""
         if not self.may_change:

@@ -21,6 +21,7 @@ from skolsynk_services.admin.auth import Principal, SessionStore, TokenStore
 from skolsynk_services.admin.limits import FailureGuard
 from skolsynk_services.admin.problems import Forbidden, Problem
 from skolsynk_services.admin.service import AdminService
+from skolsynk_services.admin.ui.catalogue import plural, text
 from skolsynk_services.admin.ui.formatting import decimal, number, when
 from skolsynk_services.admin.ui.texts import (
     AUDIT_ACTIONS,
@@ -100,6 +101,8 @@ def environment() -> jinja2.Environment:
         source_error_hint=source_error_hint,
         flat_settings=flat_settings,
         GOOGLE_SCOPES=list(delegation_scopes(reports=False)),
+        t=text,
+        plural=plural,
     )
     return env
 

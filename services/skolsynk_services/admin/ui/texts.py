@@ -16,6 +16,7 @@ from skolsynk.domain.source_errors import GOOGLE_HINTS, MICROSOFT_HINTS, SS12000
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.problems import Conflict, Forbidden, GateClosed, Invalid, NotFound, Problem, Unavailable
+from skolsynk_services.admin.ui.catalogue import section
 from skolsynk_services.admin.ui.formatting import decimal, number, when
 
 ROLE_NAMES = {
@@ -342,51 +343,19 @@ MISSING_MARKING = {
     "not_protected": "Behandla dem som personer utan skyddsmarkering",
 }
 SCHOOL_YEARS = [(0, "Förskoleklass"), *((y, f"Årskurs {y}") for y in range(1, 11))]
-AUDIT_ACTIONS = {
-    "tenant.create": "Skapade huvudmannen",
-    "token.create": "Skapade en åtkomstnyckel",
-    "token.revoke": "Återkallade en åtkomstnyckel",
-    "source.create": "Lade till en källa",
-    "source.update": "Ändrade en källa",
-    "source.delete": "Tog bort en källa",
-    "source.sync": "Begärde synkronisering",
-    "source.check": "Testade anslutningen till en källa",
-    "source.consent": "Kopplade Microsoft 365 med administratörsgodkännande",
-    "source.api_key": "Skapade en API-nyckel för en EGIL-klient",
-    "source.api_key_revoked": "Återkallade en EGIL-klients API-nyckel",
-    "source.certificate": "Registrerade ett klientcertifikat för en EGIL-klient",
-    "source.certificate_removed": "Tog bort ett klientcertifikat för en EGIL-klient",
-    "subscription.create": "Skapade en prenumeration",
-    "subscription.update": "Ändrade en prenumeration",
-    "subscription.end": "Avslutade en prenumeration",
-    "subscription.review": "Markerade testrapporten som granskad",
-    "subscription.go_live": "Gick live",
-    "subscription.test_mode": "Tillbaka till testläge",
-    "subscription.resend": "Skickade allt igen",
-    "hold.approve": "Godkände spärrade borttagningar",
-    "hold.discard": "Avvisade spärrade borttagningar",
-    "tenant.privacy": "Ändrade hur personer utan skyddsmarkering behandlas",
-    "gdpr.erasure": "Begärde radering",
-    "gdpr.objection": "Registrerade en invändning",
-    "gdpr.withdraw": "Återkallade en GDPR-begäran",
-}
-#: Tenant navigation: (section, label, route name).
-NAVIGATION = [
-    ("overview", "Översikt", "overview"),
-    ("sources", "Källor", "sources"),
-    ("quality", "Datakvalitet", "quality"),
-    ("vendors", "Leverantörer", "vendors"),
-    ("holds", "Spärrar", "holds"),
-    ("gdpr", "GDPR", "gdpr"),
-    ("log", "Logg", "log"),
-    ("access", "Åtkomst", "access"),
-]
+AUDIT_ACTIONS: dict[str, str] = section("audit_actions")
+#: Tenant navigation: (section, label, route name), in the catalogue's order.
+NAVIGATION = [(key, entry["label"], entry["route"]) for key, entry in section("navigation").items()]
 
 #: Service messages (English, for the API) -> what the UI says. The first pattern that matches wins.
 PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^this token is not allowed"), "Du har inte behörighet till den huvudmannen."),
     (re.compile(r"^only operators"), "Det får bara driftoperatörer göra."),
     (re.compile(r"^this token may only read"), "Du har bara läsbehörighet och kan inte ändra något här."),
+    (
+        re.compile(r"^this token may not see personal data"),
+        "Du har läsbehörighet och ser inte namn, e-postadresser eller inloggningar.",
+    ),
     (re.compile(r"^no such token"), "Nyckeln finns inte."),
     (re.compile(r"^no organiser"), "Huvudmannen finns inte."),
     (re.compile(r"^no source"), "Källan finns inte."),
