@@ -35,7 +35,11 @@
    ``DEMO_EXIT=1``, what CI uses) stops instead. Every service is stopped with SIGTERM and must exit 0.
 
 Environment: ``DEMO_EXIT=1`` (or ``--exit``); ``DEMO_SIZE`` (``S``, ``M``, ``L`` or a number of persons,
-default S); ``DEMO_SEED`` (1); ``AMQP_URL`` / ``MONGODB_URL`` use an existing broker vhost / MongoDB.
+default S); ``DEMO_SEED`` (1); ``SKOLSYNK_DEMO_ADMIN_PORT`` (or ``--admin-port``: the admin UI's port, so its
+URL stays the same between runs; default any free port); ``AMQP_URL`` / ``MONGODB_URL`` use an existing
+broker vhost / MongoDB (the demo then creates and deletes no vhost of its own). Without ``AMQP_URL`` the demo
+makes the vhost ``skolsynk-demo`` on the local broker, or ``skolsynk-demo-2``... while another run uses it,
+and deletes only the vhost it made (and its own leftover from an interrupted run).
 Logs of every process: ``.demo/``. rich (a dev dependency) draws the progress bars and tables when
 installed; without it the demo prints plain lines.
 """
@@ -60,6 +64,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import aiohttp
@@ -432,7 +437,10 @@ def persons_where(expectation: Expectation, wanted: Callable[[Person], bool]) ->
 
 
 class Demo:
-    def __init__(self, screen: Screen, *, size: str | SizeSpec, seed: int, exit_at_end: bool) -> None:
+    def __init__(
+        self, screen: Screen, *, size: str | SizeSpec, seed: int, exit_at_end: bool, admin_port: int = 0
+    ) -> None:
+        self.admin_port = admin_port
         self.screen = screen
         self.size = size
         self.seed = seed
@@ -462,7 +470,7 @@ class Demo:
 
     def acked(self, vendor: str) -> float:
         assert self.stack is not None
-        queue = f"{NAMESPACE}.dispatcher.{vendor}"
+        queue = f"{self.stack.namespace}.dispatcher.{vendor}"
         return metric(
             self.stack.services[f"dispatcher-{vendor}"], "skolsynk_messages_consumed_total", queue=queue, outcome="ack"
         )
@@ -515,11 +523,15 @@ class Demo:
         screen.say(
             "skolsynk demo: a synthetic organiser from two sources to three vendors, every service as its own process"
         )
-        screen.say(
-            "  [1/7] infrastructure: RabbitMQ (vhost skolsynk-demo) and the Mongo wire server (secantusd-py, in memory)"
-        )
         self.stack = stack = await asyncio.to_thread(
             Stack.start, log_dir=LOG_DIR, namespace=NAMESPACE, database=DATABASE, vhost=VHOST
+        )
+        broker = urlsplit(stack.amqp_url)
+        vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
+        store = "the Mongo wire server (secantusd-py, in memory)" if stack.mongo is not None else "MONGODB_URL"
+        screen.say(
+            f"  [1/7] infrastructure: RabbitMQ at {broker.hostname}:{broker.port or 5672}, vhost {vhost}"
+            f" ({'made for this run' if stack.vhost else 'from AMQP_URL'}), and {store}"
         )
         records = generate(self.size, seed=self.seed)
         part_a, part_b = split_school_units(records, 2)
@@ -584,6 +596,8 @@ class Demo:
         feed_url = await stack.onboard_queue_vendor(QUEUE)
         screen.say(f"        {QUEUE} onboarded: its feed in a broker vhost of its own, read with its own user")
         screen.say("  [3/7] services, each its own process (python -m <service>) ...")
+        if self.admin_port and not port_free(self.admin_port):
+            raise DevStackError(f"the admin's port {self.admin_port} (SKOLSYNK_DEMO_ADMIN_PORT) is in use")
         launch = time.monotonic()
         # A projection of a whole organiser outlasts the default 60 s handler budget on the wire server.
         stack.start_service("normaliser", "skolsynk_services.normaliser", SKOLSYNK_HANDLER_TIMEOUT_SECONDS="900")
@@ -594,6 +608,7 @@ class Demo:
             "admin",
             "skolsynk_services.admin",
             SKOLSYNK_ADMIN_BOOTSTRAP_TOKEN=operator_token,
+            SKOLSYNK_ADMIN_PORT=str(self.admin_port),
             SKOLSYNK_ADMIN_EGIL_URL=egil_url,
             SKOLSYNK_ADMIN_EGIL_SERVER_PIN=egil_tls.server_pin,
         )
@@ -621,7 +636,7 @@ class Demo:
         admin_port = await asyncio.to_thread(stack.services["admin"].port_of, "web_app_started")
         admin_url = f"http://127.0.0.1:{admin_port}"
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
-        feed = FeedConsumer(feed_url, feed_queue_name(NAMESPACE, QUEUE))  # as the vendor reads it
+        feed = FeedConsumer(feed_url, feed_queue_name(stack.namespace, QUEUE))  # as the vendor reads it
         await feed.start()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -1141,16 +1156,31 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--exit", action="store_true", help="stop at the end instead of keeping the admin UI up")
     parser.add_argument("--size", default=os.environ.get("DEMO_SIZE", "S"), help="S, M, L or a number of persons")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("DEMO_SEED", "1")))
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ.get("SKOLSYNK_DEMO_ADMIN_PORT", "0")),
+        help="the admin UI's port (SKOLSYNK_DEMO_ADMIN_PORT; default: any free port)",
+    )
     args = parser.parse_args(argv)
     exit_at_end = args.exit or os.environ.get("DEMO_EXIT", "") not in ("", "0", "false")
     LOG_DIR.mkdir(exist_ok=True)
     screen = Screen()
-    demo = Demo(screen, size=size_of(args.size), seed=args.seed, exit_at_end=exit_at_end)
+    demo = Demo(screen, size=size_of(args.size), seed=args.seed, exit_at_end=exit_at_end, admin_port=args.admin_port)
     try:
         return asyncio.run(demo.run())
     except DevStackError as error:

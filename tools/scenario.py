@@ -43,7 +43,7 @@ from skolsynk_testkit.devstack import (
     DevStackError,
     MongoWireServer,
     ServiceProcess,
-    create_vhost,
+    claim_vhost,
     delete_vhost,
     ensure_rabbitmq,
     rabbitmqctl,
@@ -83,11 +83,11 @@ class Stack:
         own_vhost: str | None = None
         if not amqp_url:
             ensure_rabbitmq()
-            with contextlib.suppress(DevStackError):
-                delete_vhost(vhost)  # left over by an interrupted run
-            create_vhost(vhost)
-            own_vhost = vhost
-            amqp_url = amqp_url_with_vhost(DEFAULT_AMQP_URL, vhost)
+            # ``vhost``, or ``vhost-2``... while another run uses it; a run's own leftover is replaced.
+            own_vhost = claim_vhost(vhost)
+            if own_vhost != vhost:  # a second run beside the first: its vendors' vhosts get other names too
+                namespace += own_vhost.removeprefix(vhost).replace("-", "")
+            amqp_url = amqp_url_with_vhost(DEFAULT_AMQP_URL, own_vhost)
         mongo: MongoWireServer | None = None
         mongo_url = os.environ.get("MONGODB_URL", "")
         if not mongo_url:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -88,6 +89,45 @@ def create_vhost(name: str, user: str = "guest") -> None:
 
 def delete_vhost(name: str) -> None:
     rabbitmqctl("delete_vhost", name)
+
+
+#: The description a vhost made by :func:`claim_vhost` carries: who made it, so that a later run knows
+#: whether a vhost of that name is a leftover of its own kind (its maker is gone) or someone else's.
+_CLAIM = "made by skolsynk devstack: host {host} pid {pid}"
+_CLAIM_PATTERN = re.compile(r"^made by skolsynk devstack: host (?P<host>\S+) pid (?P<pid>\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_vhost(name: str, *, attempts: int = 20) -> str:
+    """A vhost of this process's own, named ``name`` or, when that one is taken, ``name-2``, ``name-3``...
+    A vhost of that name is deleted and made again only when this machine's devstack made it and the
+    process that made it is gone (an interrupted run); one that a running process uses, or that anyone
+    else made, is never touched. Returns the vhost's name (delete it with :func:`delete_vhost`)."""
+    host = socket.gethostname()
+    described = {}
+    for line in rabbitmqctl("list_vhosts", "name", "description").splitlines()[1:]:
+        vhost, _, description = line.partition("\t")
+        described[vhost] = description.strip()
+    for attempt in range(1, attempts + 1):
+        candidate = name if attempt == 1 else f"{name}-{attempt}"
+        if candidate in described:
+            claim = _CLAIM_PATTERN.match(described[candidate])
+            if claim is None or claim["host"] != host or _process_alive(int(claim["pid"])):
+                continue
+            delete_vhost(candidate)  # our own kind's leftover: its maker is gone
+        rabbitmqctl("add_vhost", candidate, "--description", _CLAIM.format(host=host, pid=os.getpid()))
+        rabbitmqctl("set_permissions", "-p", candidate, "guest", ".*", ".*", ".*")
+        return candidate
+    raise DevStackError(f"no free vhost among {name} .. {name}-{attempts}: delete the ones no longer used")
 
 
 # --- the Mongo wire server --------------------------------------------------------------------
