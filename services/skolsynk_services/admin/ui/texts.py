@@ -1,7 +1,9 @@
-"""The UI's Swedish wording that is not in a template: labels of roles, kinds, statuses and reasons, the
-source forms' fields, the data-quality findings, the audit log's actions, the navigation, the fix hints
-of source-run error codes, and the service's (English) errors, gate blockers and validation errors as
-Swedish sentences."""
+"""What the UI says that is not in a template, read from the Swedish catalogue (``sv.json``, see
+``catalogue``): labels of roles, kinds, statuses and reasons, the source forms' fields, the data-quality
+findings, the audit log's actions, the navigation, the fix hints of source-run error codes, and the
+service's (English) errors, gate blockers and validation errors as Swedish sentences. The code here
+keeps only the structure (which fields a form has, which English message means which text); every word
+is in the catalogue."""
 
 from __future__ import annotations
 
@@ -11,53 +13,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from skolsynk.domain.quality import FindingCode, Severity
-from skolsynk.domain.source_errors import GOOGLE_HINTS, MICROSOFT_HINTS, SS12000_HINTS, SourceErrorHint, hint_for
+from skolsynk.domain.quality import FindingCode
+from skolsynk.domain.source_errors import HINTS_BY_SOURCE_KIND, SourceErrorHint, hint_for
 from skolsynk_services.admin import models
-from skolsynk_services.admin.auth import Role
 from skolsynk_services.admin.problems import Conflict, Forbidden, GateClosed, Invalid, NotFound, Problem, Unavailable
-from skolsynk_services.admin.ui.catalogue import section
+from skolsynk_services.admin.ui.catalogue import plural, section, text
 from skolsynk_services.admin.ui.formatting import decimal, number, when
 
-ROLE_NAMES = {
-    Role.OPERATOR.value: "driftoperatör",
-    Role.ORGANISER_ADMIN.value: "administratör för huvudmannen",
-    Role.VIEWER.value: "läsbehörighet för huvudmannen",
-}
-PERSON_ROLES = {"student": "Elever", "teacher": "Lärare", "other_staff": "Övrig personal"}
-KIND_NAMES = {
-    "organisation": "Organisation",
-    "school_unit_group": "Skolenhetsgrupper",
-    "school_unit": "Skolenheter",
-    "person": "Personer",
-    "duty": "Tjänstgöringar",
-    "group": "Grupper",
-    "syllabus": "Ämnen och kurser",
-    "activity": "Aktiviteter",
-    "placement": "Placeringar",
-    **PERSON_ROLES,
-}
-SOURCE_KINDS = {
-    models.SourceKind.GOOGLE.value: (
-        "Google Workspace",
-        "Elever, personal och skolenheter läses från er Google Workspace-katalog med ett tjänstekonto.",
-    ),
-    models.SourceKind.MICROSOFT.value: (
-        "Microsoft 365 (School Data Sync)",
-        "Uppgifterna läses från Microsoft 365 och School Data Sync via en appregistrering i Microsoft Entra ID. "
-        "Skolorna måste finnas som administrativa enheter i Microsoft Entra (att skapa dem är ett val i School "
-        "Data Sync): utan dem hittas inga skolor och ingen person kan placeras.",
-    ),
-    models.SourceKind.EGIL.value: (
-        "EGIL-klient",
-        "Ert elevadministrativa system skickar uppgifterna till skolsynk med en EGIL-klient. När källan är sparad "
-        "skapar du en API-nyckel eller registrerar klientens certifikat; sidan visar raderna för EGIL-klientens "
-        "inställningar. Varje EGIL-klient är en egen källa.",
-    ),
-    models.SourceKind.SS12000.value: (
-        "SS 12000-API",
-        "Uppgifterna hämtas från ett API enligt SS 12000:2020 (till exempel från ert elevadministrativa system).",
-    ),
+ROLE_NAMES: dict[str, str] = section("roles")
+PERSON_ROLES: dict[str, str] = section("person_roles")
+KIND_NAMES: dict[str, str] = {**section("kinds"), **PERSON_ROLES}
+#: Each source kind's name and what connecting one means, for the "add a source" list and the form's lead.
+SOURCE_KINDS: dict[str, tuple[str, str]] = {
+    kind: (entry["name"], entry["text"]) for kind, entry in section("source_kinds").items()
 }
 
 
@@ -75,127 +43,89 @@ class FormField:
     options: tuple[tuple[str, str], ...] = ()
 
 
+def _form_field(kind: str, name: str, input_type: str = "text", *, required: bool = False) -> FormField:
+    """A source form's field: its words (label, help, the options' labels) from the catalogue's
+    ``source_forms.<kind>``, its shape from here."""
+    words = section("source_forms")[kind][name]
+    options = tuple((str(value), str(label)) for value, label in words.get("options", {}).items())
+    return FormField(name, words["label"], words.get("help", ""), input_type, required, options)
+
+
+_GOOGLE_KIND, _MICROSOFT_KIND = models.SourceKind.GOOGLE.value, models.SourceKind.MICROSOFT.value
+_SS12000_KIND, _EGIL_KIND = models.SourceKind.SS12000.value, models.SourceKind.EGIL.value
 #: The settings each kind's form asks for (the API takes every setting of the kind's model; these are the
 #: ones an IT admin sets when connecting a source, the rest keep their defaults).
 SOURCE_FORMS: dict[str, tuple[FormField, ...]] = {
-    models.SourceKind.GOOGLE.value: (
-        FormField(
-            "delegated_admin",
-            "Administratörskonto",
-            "E-postadressen till det administratörskonto i Google Workspace som tjänstekontot får agera som "
-            "(domänövergripande delegering).",
-            "email",
-            required=True,
-        ),
-        FormField("customer", "Kund-id", "Lämna tomt för my_customer (den domän tjänstekontot tillhör)."),
-        FormField("domain", "Domän", "Bara användare i den här domänen, till exempel skola.kommun.se (valfritt)."),
-        FormField(
-            "watch.enabled",
-            "Direktaviseringar från Google",
-            "Google meddelar skolsynk inom sekunder när en användare läggs till, ändras eller tas bort, så att "
-            "ändringen når leverantörerna direkt. Gäller där driften har öppnat skolsynks webbkrok mot Google; "
-            "annars, och om du stänger av det, läses katalogen enligt schemat.",
-            "select",
-            options=(("true", "På"), ("false", "Av")),
-        ),
-        FormField(
-            "mapping",
-            "Mappning (YAML)",
-            "Hur organisationsenheter, användare och grupper blir skolenheter, roller och grupper: se "
-            "deploy/google-sources.example.yaml (delen under mapping:).",
-            "textarea",
-            required=True,
-        ),
+    _GOOGLE_KIND: (
+        _form_field(_GOOGLE_KIND, "delegated_admin", "email", required=True),
+        _form_field(_GOOGLE_KIND, "customer"),
+        _form_field(_GOOGLE_KIND, "domain"),
+        _form_field(_GOOGLE_KIND, "watch.enabled", "select"),
+        _form_field(_GOOGLE_KIND, "mapping", "textarea", required=True),
     ),
-    models.SourceKind.MICROSOFT.value: (
-        FormField(
-            "azure_tenant_id",
-            "Katalog-ID (Directory ID)",
-            "Finns i Microsoft Entra ID under Översikt.",
-            required=True,
-        ),
-        FormField(
-            "client_id",
-            "Klient-ID (Client ID)",
-            "ID:t för er egen appregistrering. Lämna tomt om ni godkänner skolsynks app (ovan) i stället.",
-        ),
+    _MICROSOFT_KIND: (
+        _form_field(_MICROSOFT_KIND, "azure_tenant_id", required=True),
+        _form_field(_MICROSOFT_KIND, "client_id"),
     ),
-    models.SourceKind.SS12000.value: (
-        FormField(
-            "base_url",
-            "API-adress",
-            "Adressen till SS 12000-API:t, till exempel https://api.example.se/ss12000v2-api/v2.0.",
-            "url",
-            required=True,
-        ),
-        FormField(
-            "auth.kind",
-            "Inloggning",
-            "Hur skolsynk loggar in mot API:t.",
-            "select",
-            required=True,
-            options=(("oauth2", "OAuth2 (klient-id och hemlighet)"), ("api_key", "API-nyckel"), ("none", "Ingen")),
-        ),
-        FormField("auth.token_url", "Token-adress", "OAuth2: adressen där skolsynk hämtar sin åtkomsttoken.", "url"),
-        FormField("auth.client_id", "Klient-ID", "OAuth2: API-klientens id."),
-        FormField("auth.scope", "Scope", "OAuth2: det scope som API:t kräver (valfritt)."),
-        FormField(
-            "webhook_url",
-            "Publik webhook-adress (valfri)",
-            "Om API:t kan meddela ändringar: adressen där det når skolsynks webhook för den här källan "
-            "(…/ss12000/notify/organisation/källa, bakom er proxy som lägger till hemligheten). skolsynk "
-            "registrerar, förnyar och tar bort prenumerationen själv. Kräver hemligheten för webhook.",
-            "url",
-        ),
+    _SS12000_KIND: (
+        _form_field(_SS12000_KIND, "base_url", "url", required=True),
+        _form_field(_SS12000_KIND, "auth.kind", "select", required=True),
+        _form_field(_SS12000_KIND, "auth.token_url", "url"),
+        _form_field(_SS12000_KIND, "auth.client_id"),
+        _form_field(_SS12000_KIND, "auth.scope"),
+        _form_field(_SS12000_KIND, "webhook_url", "url"),
     ),
-    models.SourceKind.EGIL.value: (),
+    _EGIL_KIND: (),
 }
 SECRET_FIELDS = {
-    "service_account_key": FormField(
-        "service_account_key",
-        "Tjänstekontots nyckel (JSON)",
-        "Klistra in hela innehållet i nyckelfilen (JSON) som du laddade ner från Google Cloud.",
-    ),
-    "client_secret": FormField(
-        "client_secret",
-        "Klienthemlighet",
-        "Själva värdet för klienthemligheten (inte dess ID). Behövs inte med skolsynks app.",
-    ),
-    "api_key": FormField("api_key", "API-nyckel", "Om API:t använder API-nyckel i stället för OAuth2."),
-    "webhook_secret": FormField(
-        "webhook_secret",
-        "Hemlighet för webhook (valfri)",
-        "Om API:t meddelar ändringar: den delade hemlighet som notiserna skickas med.",
-    ),
+    name: FormField(name, words["label"], words.get("help", "")) for name, words in section("secret_fields").items()
 }
 
 
-def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """A source's settings as ``(path, value)`` lines for a table: nested settings by their dotted path, a
-    list of plain values joined, a longer structure (a mapping's rules) by its size."""
+def setting_label(kind: str | None, path: str) -> str:
+    """A setting's name as the IT admin reads it: its form field's label, else the catalogue's name for
+    it (``settings_table.names``), else its path."""
+    field = next((f for f in SOURCE_FORMS.get(kind or "", ()) if f.name == path), None)
+    if field is not None:
+        return field.label
+    return str(section("settings_table.names").get(path, path))
+
+
+def _setting_value(kind: str | None, path: str, value: Any) -> str:
+    field = next((f for f in SOURCE_FORMS.get(kind or "", ()) if f.name == path), None)
+    shown = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if field is not None and field.options:
+        return dict(field.options).get(shown, shown)
+    if isinstance(value, bool):
+        return text("settings_table.yes") if value else text("settings_table.no")
+    return shown
+
+
+def flat_settings(settings: Mapping[str, Any], kind: str | None = None, prefix: str = "") -> list[tuple[str, str]]:
+    """A source's settings as ``(name, value)`` lines for a table, named in Swedish (:func:`setting_label`;
+    a select's value by its option's label): nested settings by their dotted path, a list of plain values
+    joined, a longer structure (a mapping's rules) by its size."""
     lines: list[tuple[str, str]] = []
     for key, value in settings.items():
         path = f"{prefix}{key}"
         if path == "api_key_sha256":
-            lines.append(("API-nyckel", "finns"))
+            lines.append((text("settings_table.api_key"), text("settings_table.present")))
         elif path == "client_certificates" and isinstance(value, list):
-            lines.append(("Klientcertifikat", str(len(value))))  # their pins are on the EGIL client's page
+            # their pins are on the EGIL client's page
+            lines.append((text("settings_table.client_certificates"), str(len(value))))
         elif isinstance(value, Mapping) and path != "mapping":
-            lines += flat_settings(value, path + ".")
+            lines += flat_settings(value, kind, path + ".")
         elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-            lines.append((path, ", ".join(str(v) for v in value)))
+            lines.append((setting_label(kind, path), ", ".join(str(v) for v in value)))
         elif isinstance(value, Mapping | list):
-            lines.append((path, f"({len(value)} delar)"))
+            lines.append((setting_label(kind, path), plural("settings_table_parts", len(value))))
         else:
-            lines.append((path, str(value)))
+            lines.append((setting_label(kind, path), _setting_value(kind, path, value)))
     return lines
 
 
 #: The Microsoft Graph application permissions skolsynk's app asks for, as the organiser's admin reads them.
-MICROSOFT_PERMISSION_TEXTS = {
-    "EduRoster.Read.All": "läsa elever, lärare, klasser och skolor i School Data Sync",
-    "Member.Read.Hidden": "se vilka som är medlemmar i klasserna (klassgrupper döljer sina medlemmar)",
-}
+MICROSOFT_PERMISSION_TEXTS: dict[str, str] = section("microsoft_permissions")
 
 FINDINGS = {
     FindingCode.RECORD_INVALID: (
@@ -300,133 +230,72 @@ FINDINGS = {
         "Inläsningen från källan var ofullständig; ingenting togs bort på grund av den.",
     ),
 }
-SEVERITIES = {
-    Severity.ERROR.value: ("Fel", "posten skickas inte"),
-    Severity.WARNING.value: ("Varning", "posten skickas, felaktiga värden tas bort"),
+SEVERITIES: dict[str, tuple[str, str]] = {
+    severity: (entry["label"], entry["effect"]) for severity, entry in section("severities").items()
 }
-RUN_STATUSES = {
-    "running": "pågår",
-    "ready": "inläst, bearbetas",
-    "finalising": "bearbetas",
-    "finalised": "klar",
-}
-HOLD_STATUSES = {"pending": "Väntar på beslut", "approved": "Godkänd", "discarded": "Avvisad"}
-LEDGER_STATUSES = {
-    "pending": "Väntar på kvitto",
-    "overdue": "Försenad",
-    "completed": "Klar",
-    "superseded": "Ersatt (personen kom tillbaka)",
-}
-LEDGER_REASONS = {
-    "left_source": "Borta ur källan",
-    "left_selection": "Utanför leverantörens urval",
-    "subscription_ended": "Prenumerationen avslutades",
-    "erasure_request": "Begäran om radering",
-    "objection": "Invändning",
-}
-RECEIPT_OUTCOMES = {
-    "deleted": "Raderad hos leverantören",
-    "already_absent": "Fanns inte hos leverantören",
-    "queued": "Överlämnad i leverantörens kö",
-    "superseded": "Ersatt",
-}
-ERASURE_KINDS = {"erasure": "Radering", "objection": "Invändning"}
-REQUEST_STATUSES = {"active": "Gäller", "withdrawn": "Återkallad"}
-POLICIES = {
-    "exclude": "Skicka inte personer med skyddad identitet (rekommenderas)",
-    "pseudonymise": "Skicka dem med påhittade namn och ett id som bara gäller den här leverantören",
-    "minimal": "Skicka bara namn och inloggnings-id",
-}
+RUN_STATUSES: dict[str, str] = section("run_statuses")
+HOLD_STATUSES: dict[str, str] = section("hold_statuses")
+LEDGER_STATUSES: dict[str, str] = section("ledger_statuses")
+LEDGER_REASONS: dict[str, str] = section("ledger_reasons")
+RECEIPT_OUTCOMES: dict[str, str] = section("receipt_outcomes")
+ERASURE_KINDS: dict[str, str] = section("erasure_kinds")
+REQUEST_STATUSES: dict[str, str] = section("request_statuses")
+POLICIES: dict[str, str] = section("policies")
 #: The organiser's choice for persons whose source does not say whether they have a protected identity.
-MISSING_MARKING = {
-    "protected": "Behandla dem som personer med skyddad identitet (rekommenderas)",
-    "not_protected": "Behandla dem som personer utan skyddsmarkering",
-}
-SCHOOL_YEARS = [(0, "Förskoleklass"), *((y, f"Årskurs {y}") for y in range(1, 11))]
+MISSING_MARKING: dict[str, str] = section("missing_marking")
+SCHOOL_YEARS = [
+    (0, text("school_years.preschool_class")),
+    *((year, text("school_years.year", year=year)) for year in range(1, 11)),
+]
 AUDIT_ACTIONS: dict[str, str] = section("audit_actions")
 #: Tenant navigation: (section, label, route name), in the catalogue's order.
 NAVIGATION = [(key, entry["label"], entry["route"]) for key, entry in section("navigation").items()]
 
-#: Service messages (English, for the API) -> what the UI says. The first pattern that matches wins.
+#: Service messages (English, for the API) -> the key of what the UI says (``problems.<key>``). The first
+#: pattern that matches wins.
+PROBLEM_PATTERNS: list[tuple[str, str]] = [
+    (r"^this token is not allowed", "not_your_organiser"),
+    (r"^only operators", "operators_only"),
+    (r"^this token may only read", "read_only"),
+    (r"^this token may not see personal data", "no_personal_data"),
+    (r"^no such token", "no_such_token"),
+    (r"^no organiser", "no_organiser"),
+    (r"^no source", "no_source"),
+    (r"^no subscription", "no_subscription"),
+    (r"^no vendor", "no_vendor"),
+    (r"^a client certificate needs", "certificate_needs_https"),
+    (r"^the client certificate is not", "certificate_not_pem"),
+    (r"^the private key is encrypted", "private_key_encrypted"),
+    (r"^the private key is not", "private_key_not_pem"),
+    (r"^the private key does not belong", "private_key_mismatch"),
+    (r"^no pending hold", "no_pending_hold"),
+    (r"^no active erasure request", "no_active_erasure_request"),
+    (r"^an organiser .* exists already", "organiser_exists"),
+    (r"^a source .* exists already", "source_exists"),
+    (r"^the source .* is of another kind", "source_of_another_kind"),
+    (r"^consent was not given at Microsoft", "consent_not_given"),
+    (r"^the consent link has expired", "consent_link_expired"),
+    (r"^this installation has no multi-tenant Microsoft app", "no_microsoft_app"),
+    (r"^only an EGIL source has", "only_egil_has_keys"),
+    (r"^the source is disabled", "source_disabled"),
+    (r"^an EGIL source pushes", "egil_pushes"),
+    (r"^the subscription is live: there is no test report", "live_no_test_report"),
+    (r"^the subscription has ended", "subscription_ended"),
+    (r"live already", "live_already"),
+    (r"in test mode already", "test_mode_already"),
+    (r"^no service is consuming", "no_consumer"),
+    (r"^this installation stores no secrets", "no_secret_storage"),
+]
 PROBLEM_TEXTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^this token is not allowed"), "Du har inte behörighet till den huvudmannen."),
-    (re.compile(r"^only operators"), "Det får bara driftoperatörer göra."),
-    (re.compile(r"^this token may only read"), "Du har bara läsbehörighet och kan inte ändra något här."),
-    (
-        re.compile(r"^this token may not see personal data"),
-        "Du har läsbehörighet och ser inte namn, e-postadresser eller inloggningar.",
-    ),
-    (re.compile(r"^no such token"), "Nyckeln finns inte."),
-    (re.compile(r"^no organiser"), "Huvudmannen finns inte."),
-    (re.compile(r"^no source"), "Källan finns inte."),
-    (re.compile(r"^no subscription"), "Det finns ingen prenumeration för den leverantören."),
-    (re.compile(r"^no vendor"), "Leverantören finns inte i katalogen."),
-    (re.compile(r"^a client certificate needs"), "Klientcertifikat går bara till en EGIL SCIM-leverantör över https."),
-    (re.compile(r"^the client certificate is not"), "Klientcertifikatet är inte ett PEM-certifikat."),
-    (re.compile(r"^the private key is encrypted"), "Den privata nyckeln är krypterad: ange den utan lösenord."),
-    (re.compile(r"^the private key is not"), "Den privata nyckeln är inte en PEM-nyckel."),
-    (re.compile(r"^the private key does not belong"), "Den privata nyckeln hör inte till certifikatet."),
-    (
-        re.compile(r"^no pending hold"),
-        "Det finns ingen spärr som väntar på beslut för den leverantören och skolenheten.",
-    ),
-    (re.compile(r"^no active erasure request"), "Det finns ingen gällande begäran med det id:t."),
-    (re.compile(r"^no such token"), "Åtkomstnyckeln finns inte."),
-    (re.compile(r"^an organiser .* exists already"), "Det finns redan en huvudman med det id:t."),
-    (re.compile(r"^a source .* exists already"), "Det finns redan en källa med det id:t."),
-    (re.compile(r"^the source .* is of another kind"), "Det finns redan en källa av en annan typ med det id:t."),
-    (
-        re.compile(r"^consent was not given at Microsoft"),
-        "Godkännandet gjordes inte i Microsoft. Det måste göras av en global administratör (eller en "
-        "administratör för privilegierade roller) i er Microsoft Entra-katalog: be hen öppna länken och godkänna.",
-    ),
-    (
-        re.compile(r"^the consent link has expired"),
-        "Länken till godkännandet har gått ut eller redan använts. Starta godkännandet igen.",
-    ),
-    (
-        re.compile(r"^this installation has no multi-tenant Microsoft app"),
-        "Den här installationen har ingen gemensam Microsoft-app: koppla källan med en egen appregistrering.",
-    ),
-    (
-        re.compile(r"^only an EGIL source has"),
-        "Bara en EGIL-källa har API-nyckel och klientcertifikat.",
-    ),
-    (
-        re.compile(r"^the source is disabled"),
-        "Källan är avstängd. Slå på den (Ändra, kryssa i Aktiv) innan du begär en synkronisering.",
-    ),
-    (
-        re.compile(r"^an EGIL source pushes"),
-        "En EGIL-källa skickar sina uppgifter själv: be huvudmannens EGIL-klient att skicka dem igen.",
-    ),
-    (
-        re.compile(r"^the subscription is live: there is no test report"),
-        "Prenumerationen är live; det finns ingen testrapport att granska.",
-    ),
-    (
-        re.compile(r"^the subscription has ended"),
-        "Prenumerationen är avslutad. Spara den igen för att börja om i testläge.",
-    ),
-    (re.compile(r"live already"), "Prenumerationen är redan live."),
-    (re.compile(r"in test mode already"), "Prenumerationen är redan i testläge."),
-    (
-        re.compile(r"^no service is consuming"),
-        "Ingen tjänst tar emot begäran just nu, så den skickades inte. Försök igen om en stund eller kontakta driften.",
-    ),
-    (
-        re.compile(r"^this installation stores no secrets"),
-        "Den här installationen lagrar inga hemligheter. Ange i stället var hemligheten finns "
-        "(en hänvisning under ”Hemligheten finns någon annanstans”), eller be driften konfigurera lagring.",
-    ),
+    (re.compile(pattern), text(f"problems.{key}")) for pattern, key in PROBLEM_PATTERNS
 ]
 PROBLEM_TITLES = {
-    Forbidden: "Du har inte behörighet till det här.",
-    NotFound: "Det du letar efter finns inte.",
-    Conflict: "Det gick inte just nu.",
-    Invalid: "Uppgifterna är inte giltiga.",
-    GateClosed: "Prenumerationen kan inte gå live än.",
-    Unavailable: "Tjänsten är tillfälligt otillgänglig.",
+    Forbidden: text("problem_titles.forbidden"),
+    NotFound: text("problem_titles.not_found"),
+    Conflict: text("problem_titles.conflict"),
+    Invalid: text("problem_titles.invalid"),
+    GateClosed: text("problem_titles.gate_closed"),
+    Unavailable: text("problem_titles.unavailable"),
 }
 
 
@@ -436,18 +305,15 @@ def swedish_blockers(blockers: Iterable[str], promotion: models.Promotion | None
     for blocker in blockers:
         ran = re.match(r"test mode has run ([\d.]+) of the ([\d.]+) hours required", blocker)
         if blocker.startswith("the subscription has not run in test mode"):
-            texts.append("Prenumerationen har inte körts i testläge än.")
+            texts.append(text("blockers.not_run"))
         elif ran:
-            text = (
-                f"Testläget har pågått i {decimal(float(ran.group(1)))} av de "
-                f"{decimal(float(ran.group(2)))} timmar som krävs."
-            )
+            hours = text("blockers.hours", ran=decimal(float(ran.group(1))), required=decimal(float(ran.group(2))))
             if promotion is not None and promotion.test_started_at is not None:
                 ready = promotion.test_started_at + timedelta(hours=promotion.test_hours_required)
-                text += f" Tidigast {when(ready)} kan prenumerationen gå live."
-            texts.append(text)
+                hours += " " + text("blockers.earliest", when=when(ready))
+            texts.append(hours)
         elif blocker.startswith("the test report has not been marked"):
-            texts.append("Testrapporten är inte markerad som granskad.")
+            texts.append(text("blockers.not_reviewed"))
         else:
             texts.append(blocker)
     return texts
@@ -456,38 +322,21 @@ def swedish_blockers(blockers: Iterable[str], promotion: models.Promotion | None
 def swedish(problem: Problem) -> str:
     """A service error as a plain Swedish sentence for the person at the screen."""
     if isinstance(problem, GateClosed):
-        return "Prenumerationen kan inte gå live än: " + " ".join(
-            swedish_blockers(problem.extra.get("blockers") or [problem.detail])
-        )
-    for pattern, text in PROBLEM_TEXTS:
+        blockers = swedish_blockers(problem.extra.get("blockers") or [problem.detail])
+        return text("problems.gate_closed", blockers=" ".join(blockers))
+    for pattern, sentence in PROBLEM_TEXTS:
         if pattern.search(problem.detail):
-            return text
+            return sentence
     if problem.detail.startswith("the connector cannot read the source: "):
         reason = problem.detail.removeprefix("the connector cannot read the source: ")
-        return f"Kopplingen kan inte läsa källan: {reason}. Rätta källans inställningar och spara den igen."
+        return text("problems.cannot_read_source", reason=reason)
     if isinstance(problem, Invalid) and problem.extra.get("errors"):
-        return "Kontrollera de markerade fälten."
-    title = next((t for cls, t in PROBLEM_TITLES.items() if isinstance(problem, cls)), "Det gick inte.")
-    return f"{title} (Tjänstens beskrivning: {problem.detail})"
+        return text("problems.check_fields")
+    title = next((t for cls, t in PROBLEM_TITLES.items() if isinstance(problem, cls)), text("problem_titles.other"))
+    return text("problems.service_said", title=title, detail=problem.detail)
 
 
-FIELD_MESSAGES = {
-    "tenant_id": "Använd små bokstäver a-z, siffror och bindestreck (högst 63 tecken), till exempel kommun-a.",
-    "source_id": "Använd små bokstäver a-z, siffror och bindestreck (högst 63 tecken), till exempel google-1.",
-    "display_name": "Skriv ett namn (högst 200 tecken).",
-    "organisation_number": "Skriv organisationsnumret som 10 siffror, till exempel 212000-0000.",
-    "subject": "Skriv vem nyckeln är till, till exempel en e-postadress (högst 120 tecken).",
-    "expires_in_days": "Skriv hur många dagar nyckeln ska gälla, 1 till 365.",
-    "school_unit_codes": "Välj minst en skolenhet.",
-    "roles": "Välj minst en roll.",
-    "school_years": "Årskurserna är 0 (förskoleklass) till 10.",
-    "deletion_grace_hours": "Skriv ett antal timmar mellan 0 och 2160 (90 dagar).",
-    "protected_identity_policy": "Välj hur personer med skyddad identitet ska hanteras.",
-    "person_id": "Välj en person i sökresultatet.",
-    "vendor_ids": "Välj minst en leverantör, eller alla.",
-    "reference": "Ärendenumret får vara högst 64 tecken.",
-    "override_reason": "Skriv en motivering på 5-300 tecken.",
-}
+FIELD_MESSAGES: dict[str, str] = section("field_messages")
 
 
 def field_errors(errors: Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -503,19 +352,21 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> dict[str, str]:
             message = str(error.get("message") or error.get("msg") or "required")
             found.setdefault(
                 "setting_" + name.split(".", 1)[1],
-                "Måste fyllas i." if message in ("required", "Field required") else f"Värdet godtas inte: {message}.",
+                text("field_errors.required")
+                if message in ("required", "Field required")
+                else text("field_errors.not_accepted", message=message),
             )
         elif name.startswith("secrets."):
-            found.setdefault("secret_" + name.split(".", 1)[1], "Måste fyllas i (eller ange var hemligheten finns).")
+            found.setdefault("secret_" + name.split(".", 1)[1], text("field_errors.secret_required"))
         else:
-            found.setdefault(name or "_form", FIELD_MESSAGES.get(name, "Värdet är inte giltigt."))
+            found.setdefault(name or "_form", FIELD_MESSAGES.get(name, text("field_errors.invalid")))
     return found
 
 
 def subscription_state(subscription: models.Subscription) -> str:
     if subscription.subscription.get("ended_at"):
-        return "Avslutad"
-    return "Testläge" if subscription.promotion.test_mode else "Live"
+        return text("subscription_states.ended")
+    return text("subscription_states.test") if subscription.promotion.test_mode else text("subscription_states.live")
 
 
 # --- why a source run failed -------------------------------------------------------------------------
@@ -531,168 +382,13 @@ class SourceErrorText:
     needs_admin: bool
 
 
-_SS12000, _GOOGLE, _MICROSOFT = SS12000_HINTS, GOOGLE_HINTS, MICROSOFT_HINTS
-_RETRIED = "Försöks igen vid nästa körning."
-_CONSOLE = "(Security > Access and data control > API controls > Domain-wide delegation)"
-#: The connectors' hints (``skolsynk.domain.source_errors``, English) in Swedish. A hint missing here is
-#: shown in English.
+#: The connectors' hints (``skolsynk.domain.source_errors``, English) in Swedish, from the catalogue's
+#: ``source_errors.<kind>.<reason>`` (one entry serves every reason with the same hint). A hint missing
+#: there is shown in English.
 SOURCE_ERROR_TEXTS: dict[SourceErrorHint, tuple[str, str]] = {
-    # SS 12000 API
-    _SS12000["token_not_configured"]: (
-        "Inloggningsuppgifter till SS 12000-API:t saknas",
-        "Ange källans klient-id och klienthemlighet.",
-    ),
-    _SS12000["token_http_401"]: (
-        "SS 12000-API:t godtog inte inloggningsuppgifterna",
-        "Kontrollera klient-id och klienthemlighet med leverantören av det elevadministrativa systemet.",
-    ),
-    _SS12000["http_403"]: ("SS 12000-API:t nekade åtkomst", "Be leverantören ge klienten läsbehörighet."),
-    _SS12000["timeout"]: ("SS 12000-API:t svarade inte i tid", _RETRIED),
-    _SS12000["connection"]: ("SS 12000-API:t går inte att nå", _RETRIED),
-    _SS12000["page_token_repeated"]: (
-        "SS 12000-API:t skickade samma sidmarkör (pageToken) två gånger",
-        "Bläddringen skulle aldrig ta slut, så körningen stoppades utan att något togs bort. Meddela leverantören "
-        "av det elevadministrativa systemet: nästa sida ska komma med en ny pageToken.",
-    ),
-    _SS12000["page_cap_reached"]: (
-        "En lista i SS 12000-API:t hade fler sidor än tillåtet",
-        "Körningen stoppades utan att något togs bort. Är huvudmannen verkligen så stor höjer driftoperatören "
-        "gränsen; annars bläddrar API:t fel: meddela leverantören.",
-    ),
-    _SS12000["run_deadline_exceeded"]: (
-        "Körningen tog längre tid än tillåtet",
-        "Körningen stoppades utan att något togs bort; nästa körning börjar om. Fråga leverantören varför API:t "
-        "är så långsamt, eller be driftoperatören höja tidsgränsen.",
-    ),
-    # Google Workspace
-    _GOOGLE["invalid_grant"]: (
-        "Google godtog inte tjänstekontots inloggning",
-        "Kontrollera administratörskontot (delegated_admin måste vara adressen till en befintlig administratör) "
-        f"och omfattningarna (scopes) för domänövergripande delegering i Googles administratörskonsol {_CONSOLE}; "
-        "kontrollera också att nyckeln inte har tagits bort och att serverns klocka går rätt.",
-    ),
-    _GOOGLE["unauthorized_client"]: (
-        "Domänövergripande delegering saknas eller saknar en omfattning (scope)",
-        f"Lägg i administratörskonsolen {_CONSOLE} till tjänstekontots klient-id med alla omfattningar som står i "
-        "docs/google-connector.md. Det kan ta upp till 24 timmar innan en ändring gäller.",
-    ),
-    _GOOGLE["invalid_client"]: (
-        "Google känner inte till tjänstekontot",
-        "Skapa en ny JSON-nyckel för tjänstekontot och lagra den där källans key_env eller key_file pekar.",
-    ),
-    _GOOGLE["invalid_scope"]: (
-        "Google godtog inte de begärda omfattningarna (scopes)",
-        "Rapportera det till driften av skolsynk.",
-    ),
-    _GOOGLE["invalid_key"]: (
-        "Tjänstekontots nyckel går inte att läsa",
-        "Lagra tjänstekontots JSON-nyckelfil, oförändrad, där key_env eller key_file pekar.",
-    ),
-    _GOOGLE["forbidden"]: (
-        "Administratörskontot får inte läsa katalogen",
-        "Tjänstekontot agerar som det angivna administratörskontot (delegated_admin): gör det kontot till "
-        "administratör i Google Workspace med rätt att läsa användare, grupper och organisationsenheter "
-        "(superadministratör, eller en roll med Admin API-behörigheterna Users: Read, Groups: Read, "
-        "Organizational Units: Read).",
-    ),
-    _GOOGLE["insufficient_permissions"]: (
-        "En omfattning (scope) saknas i åtkomsttoken",
-        "Lägg till den omfattning som saknas (se docs/google-connector.md) i tjänstekontots domänövergripande "
-        "delegering.",
-    ),
-    _GOOGLE["auth_error"]: (
-        "Google avvisade åtkomsttoken två gånger",
-        f"{_RETRIED} Om det upprepas: kontrollera att tjänstekontot och dess nyckel fortfarande är aktiva.",
-    ),
-    _GOOGLE["quota_exceeded"]: (
-        "Google begränsade läsningarna gång på gång",
-        f"{_RETRIED} Om det fortsätter: begär en högre kvot för Admin SDK i tjänstekontots Google Cloud-projekt, "
-        "eller sänk SKOLSYNK_GOOGLE_MEMBERS_CONCURRENCY.",
-    ),
-    _GOOGLE["backend_error"]: ("Googles Admin SDK fick ett serverfel", _RETRIED),
-    _GOOGLE["not_found"]: (
-        "Google hittade inte kunden eller en grupp",
-        "Kontrollera källans kund (my_customer eller kund-id:t) och domän.",
-    ),
-    _GOOGLE["invalid"]: (
-        "Google avvisade en begäran som ogiltig",
-        "Kontrollera att varje organisationsenhet (OU) i mappningens omfattning finns, och inställningarna för "
-        "kund och domän.",
-    ),
-    _GOOGLE["bad_request"]: (
-        "Google avvisade en begäran",
-        "Kontrollera källans kund och domän; en sidtoken som har gått ut försöks igen vid nästa körning.",
-    ),
-    _GOOGLE["unmappable"]: (
-        "Google returnerade användare utan id",
-        "Försöks igen vid nästa körning; ingenting tas bort under tiden.",
-    ),
-    _GOOGLE["timeout"]: ("Googles Admin SDK svarade inte i tid", _RETRIED),
-    _GOOGLE["connection"]: ("Googles Admin SDK går inte att nå", _RETRIED),
-    # Microsoft 365 / School Data Sync (Graph)
-    _MICROSOFT["invalid_client"]: (
-        "Entra ID godtog inte appens inloggningsuppgifter",
-        "Kontrollera appregistreringens klienthemlighet (den kan ha gått ut) och variabeln client_secret_env.",
-    ),
-    _MICROSOFT["unauthorized_client"]: (
-        "Appen är okänd i huvudmannens Microsoft 365-klientorganisation",
-        "Kontrollera klient-id:t, och att huvudmannens administratör har godkänt appen i sin klientorganisation.",
-    ),
-    _MICROSOFT["invalid_scope"]: (
-        "Entra ID godtog inte den begärda omfattningen (scope)",
-        "Använd omfattningen https://graph.microsoft.com/.default.",
-    ),
-    _MICROSOFT["tenant_not_found"]: (
-        "Microsoft 365-klientorganisationen finns inte",
-        "Kontrollera azure_tenant_id: katalog-id:t (Directory ID) eller en verifierad domän hos huvudmannen.",
-    ),
-    _MICROSOFT["invalid_request"]: (
-        "Entra ID avvisade begäran om en token",
-        "Kontrollera azure_tenant_id, klient-id:t och tokenadressen.",
-    ),
-    _MICROSOFT["Authorization_RequestDenied"]: (
-        "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheterna EduRoster.Read.All och Member.Read.Hidden (klassernas medlemmar) "
-        "med administratörsgodkännande i huvudmannens klientorganisation.",
-    ),
-    _MICROSOFT["AccessDenied"]: (
-        "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheten EduRoster.Read.All med administratörsgodkännande.",
-    ),
-    _MICROSOFT["http_403"]: (
-        "Microsoft Graph nekade åtkomst",
-        "Ge appen programbehörigheterna EduRoster.Read.All och Member.Read.Hidden med administratörsgodkännande.",
-    ),
-    _MICROSOFT["InvalidAuthenticationToken"]: (
-        "Microsoft Graph avvisade en ny token",
-        "Kontrollera att tokenadressen och Graph-adressen hör till samma moln, och appens klientorganisation.",
-    ),
-    _MICROSOFT["http_401"]: (
-        "Microsoft Graph avvisade en ny token",
-        "Kontrollera katalog-id:t (azure_tenant_id) och appregistreringen.",
-    ),
-    _MICROSOFT["http_429"]: (
-        "Microsoft Graph begränsade anropen gång på gång",
-        f"{_RETRIED} Sänk antalet samtidiga anrop för huvudmannen.",
-    ),
-    _MICROSOFT["http_503"]: ("Microsoft Graph var inte tillgängligt", _RETRIED),
-    _MICROSOFT["http_504"]: ("Microsoft Graph svarade inte i tid", _RETRIED),
-    _MICROSOFT["http_500"]: ("Microsoft Graph fick ett fel", _RETRIED),
-    _MICROSOFT["timeout"]: ("Microsoft Graph svarade inte i tid", _RETRIED),
-    _MICROSOFT["connection"]: ("Microsoft Graph går inte att nå", _RETRIED),
-    _MICROSOFT["unmappable"]: (
-        "Graph returnerade ett objekt utan id",
-        "Ingenting togs bort; nästa körning läser det igen. Rapportera det om det fortsätter.",
-    ),
-    _MICROSOFT["syncStateNotFound"]: (
-        "Ändringstoken (delta) har gått ut",
-        "En fullständig omläsning görs automatiskt.",
-    ),
-    _MICROSOFT["resyncRequired"]: ("Graph begärde en omläsning", "En fullständig omläsning görs automatiskt."),
-    _MICROSOFT["foreign_link"]: (
-        "Graph returnerade en länk till en annan värd",
-        "Kontrollera graph_base_url: det måste vara den värd som Graphs nästa-länkar pekar på.",
-    ),
+    HINTS_BY_SOURCE_KIND[kind][reason]: (entry["title"], entry["fix"])
+    for kind, reasons in section("source_errors").items()
+    for reason, entry in reasons.items()
 }
 
 
@@ -709,30 +405,30 @@ def source_error_hint(source_kind: str | None, code: str) -> SourceErrorText | N
 def check_text(result: models.SourceCheck, source_kind: str) -> str:
     """What a "test connection" found, as a sentence for the IT admin."""
     if result.ok:
-        units = result.counts.get("school_units", 0)
-        persons = result.counts.get("persons", 0)
-        found = (
-            f"{number(units)} {'skolenhet' if units == 1 else 'skolenheter'} och "
-            f"{number(persons)} {'person' if persons == 1 else 'personer'}"
-        )
-        scope = "" if result.complete else " på första sidan"
-        text = f"Anslutningen fungerar: källan svarade med {found}{scope}."
+        found = {
+            "units": plural("school_units", result.counts.get("school_units", 0)),
+            "persons": plural("persons", result.counts.get("persons", 0)),
+        }
+        sentence = text("check.works" if result.complete else "check.works_first_page", **found)
         if "students" in result.counts:  # a mapping's preview (Google)
             c = result.counts
-            text += (
-                f" Enligt mappningen: {number(c['students'])} elever, {number(c['teachers'])} lärare, "
-                f"{number(c.get('staff', 0))} övrig personal; {number(c.get('without_role', 0))} utan roll och "
-                f"{number(c.get('without_school_unit', 0))} utan skolenhet (de läses inte in)."
+            sentence += " " + text(
+                "check.mapping",
+                students=plural("check_students", c["students"]),
+                teachers=plural("check_teachers", c["teachers"]),
+                staff=text("check.staff", n=number(c.get("staff", 0))),
+                without_role=number(c.get("without_role", 0)),
+                without_unit=number(c.get("without_school_unit", 0)),
             )
-        return text
+        return sentence
     code = result.error_code or ""
     if code == "no_answer":
-        return "Kopplingen svarade inte i tid. Försök igen om en stund; fortsätter det, kontakta driften."
+        return text("check.no_answer")
     if code == "timeout":
-        return "Källan svarade inte i tid. Kontrollera adressen och att källan är nåbar."
+        return text("check.timeout")
     if code in ("configuration", "settings_invalid"):
-        return f"Inställningarna går inte att använda: {result.detail}."
+        return text("check.settings", detail=result.detail)
     hint = source_error_hint(source_kind, code)
     if hint is not None:
-        return f"Anslutningen fungerar inte: {hint.title}. {hint.fix}"
-    return f"Anslutningen fungerar inte (felkod {code})."
+        return text("check.fails", title=hint.title, fix=hint.fix)
+    return text("check.fails_code", code=code)
