@@ -11,7 +11,7 @@ from skolsynk.contracts.envelope import Envelope, MessageContract
 from skolsynk.contracts.gdpr import DeletionReceipt, DeletionRequested, ErasureRequested, ErasureWithdrawn
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted, fields_schema
 from skolsynk.contracts.sync import SourceCheckCompleted, SourceCheckRequested, SyncRequested
-from skolsynk.contracts.vendor import ProjectionRequested, VendorChange, resources_schema
+from skolsynk.contracts.vendor import ProjectionRequested, ProjectionRequestedV2, VendorChange, resources_schema
 from skolsynk.domain.ss12000 import ENTITY_MODELS
 
 #: Every payload contract that crosses a service boundary. Add new contracts here.
@@ -24,6 +24,7 @@ CONTRACTS: tuple[type[MessageContract], ...] = (
     SourceRunCompleted,
     VendorChange,
     ProjectionRequested,
+    ProjectionRequestedV2,
     DeletionRequested,
     DeletionReceipt,
     ErasureRequested,

@@ -16,7 +16,16 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, TypeAlias
 from uuid import UUID
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, with_config
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
 from skolsynk.contracts.envelope import MessageContract
@@ -257,4 +266,27 @@ class ProjectionRequested(MessageContract):
         default=None,
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         description="Send this vendor its whole current selection again, changed or not (a full resend).",
+    )
+
+
+class ProjectionRequester(BaseModel):
+    """Who asked for a projection by changing something in the admin service, as the audit log records it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actor: str = Field(min_length=1, max_length=200, description="The admin's user id (the audit log's actor).")
+    action: str = Field(max_length=64, description="The audited action, e.g. 'subscription.update'.")
+    target: str | None = Field(default=None, max_length=200, description="What it changed, e.g. the vendor id.")
+    at: AwareDatetime = Field(description="When the change was made.")
+
+
+class ProjectionRequestedV2(ProjectionRequested):
+    """Version 2 of ``tenant.projection.requested``: version 1's fields and, when an admin's change asked for
+    it, who made which change (``requested_by``), so the holds that projection makes can name the change.
+    The normaliser reads both versions; the admin service sends this one (upgrade the normaliser first)."""
+
+    schema_version: ClassVar[int] = 2
+
+    requested_by: ProjectionRequester | None = Field(
+        default=None, description="The admin's change that asked for this projection, if any."
     )

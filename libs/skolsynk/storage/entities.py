@@ -9,6 +9,7 @@ of its queries)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,7 @@ from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
 from skolsynk.domain.subscription import MissingMarkingPolicy
-from skolsynk.storage.mongo import Database, Session
+from skolsynk.storage.mongo import Database, Session, in_parts
 
 ENTITIES = "entities"
 ENTITY_TOMBSTONES = "entity_tombstones"
@@ -82,3 +83,42 @@ class EntityReader:
             person = Person.model_validate(doc["data"])
             found.append((UUID(doc["_id"]), person))
         return found
+
+    # --- names (the admin's lists of whom something affects) -------------------------------------------
+
+    async def names(self, ids: Iterable[str]) -> dict[str, str]:
+        """The names of the entities among ``ids`` still in the source (one read per part of the ids): a
+        person's given and family name, a group's or activity's display name."""
+        found: dict[str, str] = {}
+        for part in in_parts(ids):
+            cursor = self.collection.find({"_id": {"$in": part}}, {f"data.{n}": 1 for n in NAME_FIELDS})
+            found.update({doc["_id"]: name async for doc in cursor if (name := entity_name(doc.get("data") or {}))})
+        return found
+
+    async def named(self, tenant_id: str, text: str, *, limit: int = 5000) -> list[str]:
+        """Ids of the tenant's entities whose name contains every word of ``text`` (case-insensitive), or
+        whose login or e-mail address contains it; at most ``limit``."""
+        words = text.split()
+        if not words:
+            return []
+        criteria: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "$and": [
+                {"$or": [{f"data.{n}": {"$regex": re.escape(word), "$options": "i"}} for n in SEARCHED_FIELDS]}
+                for word in words
+            ],
+        }
+        cursor = self.collection.find(criteria, {"_id": 1}).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+
+#: Where an entity's name is in its ``data``: a person's given and family name, anything else's display name.
+NAME_FIELDS = ("given_name", "family_name", "display_name")
+#: What a search for an entity by name also looks in.
+SEARCHED_FIELDS = (*NAME_FIELDS, "eppn", "emails.value")
+
+
+def entity_name(data: dict[str, Any]) -> str:
+    """The name an entity's ``data`` gives it ("" when it has none: a duty, a placement)."""
+    person = " ".join(str(data[n]) for n in ("given_name", "family_name") if data.get(n))
+    return person or str(data.get("display_name") or "")

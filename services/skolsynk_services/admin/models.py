@@ -437,6 +437,72 @@ class HoldDecisionIn(Body):
     decision: Literal["approve", "discard"]
 
 
+class HoldCause(BaseModel):
+    """Why a hold's removals came: ``source`` (a run of the organiser's source: the source's data changed),
+    ``change`` (an admin's change in skolsynk: who, which audited action, on what, when), ``dates`` (end
+    dates in the source's data passed) or ``other`` (a projection for another reason)."""
+
+    kind: Literal["source", "change", "dates", "other"]
+    reason: str | None = Field(default=None, description="Why the projection that made the hold ran.")
+    source_id: str | None = Field(default=None, description="source: the source whose run it was.")
+    run_id: str | None = Field(default=None, description="source: the run.")
+    mode: str | None = Field(default=None, description="source: 'full' or 'incremental'.")
+    actor: str | None = Field(default=None, description="change: who made it (the audit log's actor).")
+    action: str | None = Field(default=None, description="change: the audited action, e.g. 'subscription.update'.")
+    target: str | None = Field(default=None, description="change: what it changed, e.g. the vendor id.")
+    at: datetime | None = Field(default=None, description="When the run finished, or the change was made.")
+
+
+HoldStatus = Literal["pending", "approved", "discarded"]
+
+
+class Hold(BaseModel):
+    """Removals of one school unit at one vendor that the mass-deletion guard keeps back."""
+
+    vendor_id: str
+    school_unit_id: str
+    school_unit_codes: list[str] = Field(default_factory=list)
+    status: HoldStatus
+    removals: int = Field(description="How many removals are held.")
+    population: int = Field(description="How many the vendor holds at the school unit.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    causes: list[HoldCause] = Field(default_factory=list, description="Why the removals came (the latest last).")
+
+
+class HeldEntity(BaseModel):
+    """One entity whose removal a hold keeps back."""
+
+    entity_id: str = Field(description="The entity's id at the vendor.")
+    source_entity_id: str = Field(description="The entity's id in skolsynk's canonical state.")
+    kind: str = Field(description="person, duty, group, activity ...")
+    reason: str | None = Field(
+        default=None, description="Why it leaves: left_source (no longer in the source), left_selection ..."
+    )
+    name: str | None = Field(
+        default=None,
+        description="The name (roles that may see personal data only; for one gone from the source, "
+        "the name it had there).",
+    )
+
+
+class HoldHistoryEntry(BaseModel):
+    """What became of a hold: a decision, or ``resolved`` (it closed undecided: its removals no longer applied)."""
+
+    vendor_id: str
+    school_unit_id: str
+    school_unit_codes: list[str] = Field(default_factory=list)
+    outcome: Literal["approved", "discarded", "resolved"]
+    by: str | None = Field(default=None, description="Who decided (None: resolved).")
+    at: datetime
+    removals: int
+    population: int
+    causes: list[HoldCause] = Field(default_factory=list)
+    held_since: datetime | None = None
+
+
 class ErasureIn(Body):
     person_id: UUID
     vendor_ids: list[str] | None = Field(default=None, description="None: every vendor.")

@@ -12,6 +12,8 @@ collection is reached through its owner's repository in ``skolsynk.storage`` (th
   the person's sent entries are removed here, and their messages pulled out of sent bundles (unsent
   ones are still needed, and block the purge).
 * ``dq_findings``: findings name the entity (ids and a source key, never values); removed here.
+* ``hold_entities``: a mass-deletion hold keeps the name of an entity it holds after the entity left the
+  source (a hold of a test-mode subscription does not block the purge); the name is dropped here.
 
 What stays is pseudonymous: the vendor views' ids and hashes, the delivery and erasure ledgers, and a
 tombstone; the ledger entries and the tombstone expire by TTL after the retention period.
@@ -34,6 +36,7 @@ from skolsynk.storage import Database, Session
 from skolsynk.storage.entities import EntityReader
 from skolsynk.storage.erasures import ErasureLedger, TombstoneStore
 from skolsynk.storage.findings import FINDINGS, FindingStore
+from skolsynk.storage.holds import HOLD_ENTITIES, HoldStore
 from skolsynk.storage.runs import RUN_PAGES, SourceRuns
 from skolsynk.storage.vendor_views import VendorViews
 
@@ -56,6 +59,7 @@ class PersonalDataPurger:
         self.views = VendorViews(db)
         self.findings = FindingStore(db)
         self.runs = SourceRuns(db)
+        self.holds = HoldStore(db)
 
     async def blocker(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> str | None:
         """Why the person's data must stay for now, or None."""
@@ -93,5 +97,6 @@ class PersonalDataPurger:
         counts: dict[str, int] = {}
         counts[OUTBOX_COLLECTION] = await Outbox(self.db).forget_sent(tenant_id, ids, session=session)
         counts[FINDINGS] = await self.findings.forget_entities(tenant_id, ids, session=session)
+        counts[HOLD_ENTITIES] = await self.holds.forget_names(tenant_id, ids, session=session)
         counts[RUN_PAGES] = await self.runs.forget_staged(ids, session=session)
         return counts

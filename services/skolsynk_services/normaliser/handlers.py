@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from uuid import UUID
 
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.source import SourceRecordPage, SourceRunCompleted, SourceRunStarted
-from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.contracts.vendor import ProjectionRequested, ProjectionRequestedV2
 from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, PermanentError, TransientError
+from skolsynk.storage.holds import HoldCause
 from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
 from skolsynk_services.normaliser.projection import Projector
 from skolsynk_services.normaliser.runs import Runs
@@ -92,20 +93,36 @@ class NormaliserHandlers:
             )
 
     async def projection(self, envelope: Envelope, context: MessageContext) -> None:
-        request = ProjectionRequested.from_envelope(envelope)
+        # Version 1 (every producer but the admin service) and version 2 (with the admin's change).
+        if envelope.schema_version == ProjectionRequestedV2.schema_version:
+            request: ProjectionRequested = ProjectionRequestedV2.from_envelope(envelope)
+        else:
+            request = ProjectionRequested.from_envelope(envelope)
         tenant_id = envelope.tenant_id
         if tenant_id is None:
             raise PermanentError("projection requests must name their tenant")
         await self.project(
-            tenant_id, reason=request.reason, correlation_id=request.run_id, resend_vendor_id=request.resend_vendor_id
+            tenant_id,
+            reason=request.reason,
+            correlation_id=request.run_id,
+            resend_vendor_id=request.resend_vendor_id,
+            cause=request_cause(request),
         )
 
-    async def finalise_ready_runs(self, tenant_id: str) -> None:
+    async def finalise_ready_runs(self, tenant_id: str) -> list[HoldCause]:
+        """Finalise the tenant's runs that have every message; returns them as the causes of the
+        projection that follows (the source's data changed)."""
+        finalised: list[HoldCause] = []
         for run_id in await self.runs.runs.ready(tenant_id):
             try:
-                await self.runs.finalise(run_id)
+                outcome = await self.runs.finalise(run_id)
             except TransientError:
                 log.info("run_waits_for_an_earlier_run", run_id=str(run_id))
+                continue
+            run = await self.runs.runs.get(run_id) if outcome is not None else None
+            if run is not None:
+                finalised.append(source_cause(run))
+        return finalised
 
     async def project(
         self,
@@ -114,19 +131,23 @@ class NormaliserHandlers:
         reason: str,
         correlation_id: UUID | None = None,
         resend_vendor_id: str | None = None,
+        cause: HoldCause | None = None,
     ) -> None:
+        """Project the tenant (or leave the request with the replica that is projecting it). ``cause`` is
+        why (:func:`request_cause`), for the holds the projection makes; the runs it finalises are too."""
         resend = frozenset({resend_vendor_id} if resend_vendor_id else ())
         # After a source run only what it changed is projected; anything else (a subscription or
         # profile change, a hold decision, an erasure, the date check, a resend) needs the whole organiser.
         whole = reason not in INCREMENTAL_REASONS
-        if not await self.lock.acquire(tenant_id, resend=resend, whole=whole):
+        causes: list[HoldCause] = [cause] if cause is not None else []
+        if not await self.lock.acquire(tenant_id, resend=resend, whole=whole, cause=dict(cause) if cause else None):
             log.info("projection_coalesced", tenant_id=tenant_id)
             return
         try:
             while True:
                 # Under the tenant's lock: finalise every run that has all its messages (in the
                 # order they started), then project once for all of them.
-                await self.finalise_ready_runs(tenant_id)
+                causes = [*await self.finalise_ready_runs(tenant_id), *causes]
                 started = time.monotonic()
                 await self.projector.project_tenant(
                     tenant_id,
@@ -135,13 +156,15 @@ class NormaliserHandlers:
                     correlation_id=correlation_id,
                     resend_vendor_ids=resend,
                     whole=whole,
+                    causes=tuple(causes),
                 )
                 if self.metrics is not None:
                     self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
                 await self._refresh_gauges(tenant_id)
                 # Requests that arrived meanwhile (with any resends, or a need for the whole
-                # organiser, they asked for) run once more.
-                again, resend, whole = await self.lock.release(tenant_id)
+                # organiser, they asked for, and their causes) run once more.
+                again, resend, whole, left = await self.lock.release_with_causes(tenant_id)
+                causes = [HoldCause(**c) for c in left]  # type: ignore[typeddict-item]
                 if not again:
                     break
         except BaseException:
@@ -159,3 +182,32 @@ class NormaliserHandlers:
             await self.gauges.refresh_holds()
         except Exception:
             log.warning("state_gauges_refresh_failed", exc_info=True)
+
+
+def request_cause(request: ProjectionRequested) -> HoldCause | None:
+    """Why a projection was requested, as a hold records it: an admin's change (who, what, when), the
+    date check (end dates in the source's data), or another reason. None after a source run: the runs
+    the projection finalises are its causes (:meth:`NormaliserHandlers.finalise_ready_runs`)."""
+    requester = request.requested_by if isinstance(request, ProjectionRequestedV2) else None
+    if requester is not None:
+        cause = HoldCause(kind="change", reason=request.reason, actor=requester.actor, action=requester.action)
+        cause["at"] = requester.at
+        if requester.target is not None:
+            cause["target"] = requester.target
+        return cause
+    if request.reason in INCREMENTAL_REASONS:
+        return None
+    if request.reason == "dates":
+        return HoldCause(kind="dates", reason=request.reason)
+    return HoldCause(kind="other", reason=request.reason)
+
+
+def source_cause(run: dict[str, object]) -> HoldCause:
+    """A finalised source run as a hold's cause: which source, which run, when it finished."""
+    cause = HoldCause(kind="source", source_id=str(run.get("source_id")), run_id=str(run["_id"]))
+    if run.get("mode"):
+        cause["mode"] = str(run["mode"])
+    finished = run.get("finalised_at") or run.get("started_at")
+    if isinstance(finished, datetime):
+        cause["at"] = finished
+    return cause

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
@@ -34,7 +34,7 @@ from skolsynk.storage.delivery_backlog import DeliveryBacklog
 from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
-from skolsynk.storage.holds import HOLDS
+from skolsynk.storage.holds import HOLDS, HeldEntity, HoldCause, HoldStore, merge_causes
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_views import ABSENT_RETENTION, VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
@@ -117,6 +117,8 @@ class Projector:
         self.organiser_settings = OrganiserSettings(db)
         self.views = db[VENDOR_VIEWS]
         self.holds = db[HOLDS]
+        #: The entities each hold affects, and the history of holds that close.
+        self.hold_store = HoldStore(db)
         #: What waits for each vendor: counted here, in the transaction that queues the changes.
         self.backlog = DeliveryBacklog(db)
 
@@ -136,22 +138,29 @@ class Projector:
         correlation_id: UUID | None = None,
         resend_vendor_ids: frozenset[str] = frozenset(),
         whole: bool = True,
+        causes: tuple[HoldCause, ...] = (),
     ) -> ProjectionReport:
         """Send every vendor of the tenant what changed for it. ``whole=False`` (after source runs)
         looks only at the entities written or deleted since the last projection and what depends on
         them, unless they include an organisation-level entity or are more than
         :data:`INCREMENTAL_LIMIT`; otherwise (subscription changes, resends, the date check, a first
-        sync) the whole organiser is projected."""
+        sync) the whole organiser is projected. ``causes`` (the runs, or the admin's change, that led
+        here) are recorded on the holds this projection makes or grows."""
         if not whole and not resend_vendor_ids:
             pending = await self.entities.pending(tenant_id, limit=INCREMENTAL_LIMIT)
             if pending is not None and not any(
                 EntityKind(d["kind"]) in WHOLE_KINDS for d in (*pending[0], *pending[1])
             ):
                 return await self._project_changes(
-                    tenant_id, *pending, today=today, reason=reason, correlation_id=correlation_id
+                    tenant_id, *pending, today=today, reason=reason, correlation_id=correlation_id, causes=causes
                 )
         return await self._project_whole(
-            tenant_id, today=today, reason=reason, correlation_id=correlation_id, resend_vendor_ids=resend_vendor_ids
+            tenant_id,
+            today=today,
+            reason=reason,
+            correlation_id=correlation_id,
+            resend_vendor_ids=resend_vendor_ids,
+            causes=causes,
         )
 
     async def _project_whole(
@@ -162,6 +171,7 @@ class Projector:
         reason: str,
         correlation_id: UUID | None,
         resend_vendor_ids: frozenset[str],
+        causes: tuple[HoldCause, ...] = (),
     ) -> ProjectionReport:
         """Project the whole organiser in bounded chunks (:meth:`_chunks`: the organisation level, then
         the entities of one school unit after another, then the rest), each with its neighbourhood
@@ -217,6 +227,7 @@ class Projector:
                 list(removals[vendor_id].values()),
                 vendor_report,
                 population=populations[vendor_id],
+                causes=causes,
             )
             await self._send(subscription, [], deletes, vendor_report, reason, correlation_id)
         await self._forget_findings_of_others(tenant_id, processed)
@@ -306,6 +317,7 @@ class Projector:
         today: date,
         reason: str,
         correlation_id: UUID | None,
+        causes: tuple[HoldCause, ...] = (),
     ) -> ProjectionReport:
         """Project what the entities written and deleted since the last projection can change: the
         entities themselves, and (:class:`Neighbourhood`) a person's duties and the holders of the same
@@ -381,6 +393,7 @@ class Projector:
                 reason=reason,
                 correlation_id=correlation_id,
                 whole=False,
+                causes=causes,
             )
         await self.entities.projected(tenant_id, touched)
         if self.metrics is not None:
@@ -483,6 +496,7 @@ class Projector:
         whole: bool = True,
         report: VendorReport | None = None,
         gather_removals: dict[str, tuple[Document, DeletionReason]] | None = None,
+        causes: tuple[HoldCause, ...] = (),
     ) -> VendorReport:
         """Compare ``desired`` with the vendor's ``view`` (all of it, or with ``whole=False`` the part
         an incremental projection looked at) and commit the differences; with ``gather_removals`` the
@@ -521,7 +535,7 @@ class Projector:
                 gather_removals.setdefault(doc["_id"], (doc, why))
             deletes: list[_Change] = []
         else:
-            deletes = await self._removals(subscription, removals, report, view=view, whole=whole)
+            deletes = await self._removals(subscription, removals, report, view=view, whole=whole, causes=causes)
         await self._send(subscription, upserts, deletes, report, reason, correlation_id)
         return report
 
@@ -534,13 +548,23 @@ class Projector:
         view: dict[str, Document] | None = None,
         whole: bool = True,
         population: dict[str, int] | None = None,
+        causes: tuple[HoldCause, ...] = (),
     ) -> list[_Change]:
         """The removals that go out now: past the mass-deletion guard (unless the subscription ended:
         the organiser's explicit decision) and the deletion grace period."""
         reasons = {doc["_id"]: why for doc, why in removals}
         docs = [doc for doc, _ in removals]
         if subscription.ended_at is None:
-            docs = await self._guard(subscription, view or {}, docs, report, whole=whole, population=population)
+            docs = await self._guard(
+                subscription,
+                view or {},
+                docs,
+                report,
+                whole=whole,
+                population=population,
+                causes=causes,
+                reasons=reasons,
+            )
         docs, waiting = await self._grace(subscription, docs, lambda doc: reasons[doc["_id"]])
         report.deferred += waiting
         if self.metrics is not None and report.held:
@@ -590,10 +614,14 @@ class Projector:
         *,
         whole: bool = True,
         population: dict[str, int] | None = None,
+        causes: tuple[HoldCause, ...] = (),
+        reasons: dict[str, DeletionReason] | None = None,
     ) -> list[Document]:
         """Hold the removals of any school unit that would lose more than the guard allows. ``view``
         is the whole view, or (``whole=False``) part of it: then a unit's population is counted in the
-        store, and removals already held stay held while their hold waits for a decision."""
+        store, and removals already held stay held while their hold waits for a decision. A hold records
+        whom it affects (``hold_entities``, with ``reasons``: why each leaves) and why its removals came
+        (``causes``, when it is new or grows); a pending hold that closes undecided goes to the history."""
         tenant_id, vendor_id = subscription.tenant_id, subscription.vendor_id
         by_unit: dict[str, list[Document]] = defaultdict(list)
         for doc in removals:
@@ -648,7 +676,12 @@ class Projector:
                 report.holds.append(unit_id)  # kept, not asked again while the removals are the same
                 continue
             codes = sorted({c for d in docs for c in d.get("school_unit_codes", [])})
-            await self.holds.update_one(
+            # Why: the causes of this projection when the hold is new or grows (a pending hold that
+            # only shrinks, or comes again unchanged, keeps the causes it had).
+            grew = hold is None or hold.get("status") != "pending" or not set(ids) <= set(hold.get("entity_ids", []))
+            earlier = hold.get("causes", []) if hold is not None and hold.get("status") == "pending" else []
+            hold_causes = merge_causes(earlier, causes) if grew else earlier
+            written = await self.holds.find_one_and_update(
                 {"_id": f"{tenant_id}:{vendor_id}:{unit_id}"},
                 {
                     "$set": {
@@ -661,11 +694,15 @@ class Projector:
                         "population": population[unit_id],
                         "status": "pending",
                         "updated_at": now(),
+                        "causes": hold_causes,
                     },
                     "$setOnInsert": {"created_at": now()},
                 },
                 upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
+            assert written is not None  # an upsert returning the document after it
+            await self._keep_hold_entities(written, ids, docs, reasons or {})
             if unit_id not in report.holds:
                 report.holds.append(unit_id)
             log.warning(
@@ -675,8 +712,29 @@ class Projector:
         for unit_id, hold in holds.items():
             if whole and unit_id not in report.holds:
                 await self.holds.delete_one({"_id": hold["_id"]})
+                await self.hold_store.forget(hold["_id"])
+                if hold.get("status") == "pending":  # nobody decided: the removals no longer apply
+                    await self.hold_store.record(hold, "resolved", by=None, at=now())
         report.held = len(held_ids)
         return [doc for doc in removals if doc["entity_id"] not in held_ids]
+
+    async def _keep_hold_entities(
+        self, hold: Document, ids: list[str], docs: list[Document], reasons: dict[str, DeletionReason]
+    ) -> None:
+        """Write whom ``hold`` affects: every removal it holds (``ids``; ``docs`` are the views of this
+        projection's), with why it leaves, and for those no longer in the source the name they had there."""
+        entries: list[HeldEntity] = []
+        gone = [d for d in docs if reasons.get(d["_id"]) is DeletionReason.LEFT_SOURCE or d["kind"] != "person"]
+        names = await self.entities.names_of_deleted(d.get("source_entity_id") or d["entity_id"] for d in gone)
+        for doc in docs:
+            source_id = doc.get("source_entity_id") or doc["entity_id"]
+            entry = HeldEntity(entity_id=doc["entity_id"], source_entity_id=source_id, kind=doc["kind"])
+            if (why := reasons.get(doc["_id"])) is not None:
+                entry["reason"] = why.value
+            if source_id in names:
+                entry["name"] = names[source_id]
+            entries.append(entry)
+        await self.hold_store.keep_entities(hold, ids, entries)
 
     async def _grace(
         self,

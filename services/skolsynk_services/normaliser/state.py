@@ -18,7 +18,7 @@ from skolsynk.domain.dependencies import references, stored
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.storage import Database, Document, IndexSpec, Session, in_parts, vendor_views
-from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, EntityReader
+from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, NAME_FIELDS, EntityReader, entity_name
 from skolsynk.storage.projection_locks import PROJECTION_LOCKS
 from skolsynk.storage.runs import RUN_PAGES, RUNS
 from skolsynk.storage.vendor_views import VENDOR_VIEWS
@@ -87,11 +87,14 @@ class EntityStore:
             await self.collection.bulk_write(operations, ordered=False, session=session)
 
     async def delete(self, ids: Iterable[str], *, session: Session | None = None) -> int:
-        """Delete entities, leaving a tombstone (kind and last tokens) for the next projection."""
+        """Delete entities, leaving a tombstone (kind, last tokens and name) for the next projection: its
+        mass-deletion guard names whom a hold keeps at a vendor after they left the source."""
         doomed: list[Document] = []
         for part in in_parts(ids):
             doomed += await self.collection.find(
-                {"_id": {"$in": part}}, {"tenant_id": 1, "kind": 1, "refs": 1, "stale_refs": 1}, session=session
+                {"_id": {"$in": part}},
+                {"tenant_id": 1, "kind": 1, "refs": 1, "stale_refs": 1, **{f"data.{n}": 1 for n in NAME_FIELDS}},
+                session=session,
             ).to_list(None)
         if not doomed:
             return 0
@@ -100,7 +103,12 @@ class EntityStore:
                 UpdateOne(
                     {"_id": doc["_id"]},
                     {
-                        "$set": {"tenant_id": doc["tenant_id"], "kind": doc["kind"], "deleted_at": now()},
+                        "$set": {
+                            "tenant_id": doc["tenant_id"],
+                            "kind": doc["kind"],
+                            "deleted_at": now(),
+                            "name": entity_name(doc.get("data") or {}),
+                        },
                         "$addToSet": {"refs": {"$each": sorted({*doc.get("refs", []), *doc.get("stale_refs", [])})}},
                     },
                     upsert=True,
@@ -115,6 +123,14 @@ class EntityStore:
             result = await self.collection.delete_many({"_id": {"$in": part}}, session=session)
             deleted += result.deleted_count
         return deleted
+
+    async def names_of_deleted(self, ids: Iterable[str]) -> dict[str, str]:
+        """The names the entities among ``ids`` deleted since the last projection had (their tombstones')."""
+        names: dict[str, str] = {}
+        for part in in_parts(ids):
+            cursor = self.tombstones.find({"_id": {"$in": part}}, {"name": 1})
+            names.update({doc["_id"]: doc["name"] async for doc in cursor if doc.get("name")})
+        return names
 
     async def ids_of_source(self, tenant_id: str, source_id: str) -> set[str]:
         cursor = self.collection.find({"tenant_id": tenant_id, "source_id": source_id}, {"_id": 1})
@@ -396,20 +412,31 @@ def unpack_ids(packed: Any) -> list[str]:
 
 class ProjectionLock:
     """One projection per tenant at a time, across replicas. A request that finds the tenant busy
-    marks it dirty (with any resend it asks for, and whether it needs the whole organiser projected);
-    the holder projects again before it lets go, so no request is lost."""
+    marks it dirty (with any resend it asks for, whether it needs the whole organiser projected, and
+    its cause: who changed what, for the holds that projection may make); the holder projects again
+    before it lets go, so no request is lost."""
 
     def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
         self.collection = db[PROJECTION_LOCKS]
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
 
-    async def acquire(self, tenant_id: str, *, resend: frozenset[str] = frozenset(), whole: bool = False) -> bool:
-        """Take the tenant's lock; when busy, leave the request (its resends, and whether it needs a
-        projection of the whole organiser) with the holder and return False."""
+    async def acquire(
+        self,
+        tenant_id: str,
+        *,
+        resend: frozenset[str] = frozenset(),
+        whole: bool = False,
+        cause: dict[str, Any] | None = None,
+    ) -> bool:
+        """Take the tenant's lock; when busy, leave the request (its resends, whether it needs a
+        projection of the whole organiser, and its ``cause``) with the holder and return False."""
         update: dict[str, Any] = {"dirty": True}
         if whole:
             update["whole"] = True
+        add: dict[str, Any] = {"resend": {"$each": sorted(resend)}}
+        if cause is not None:
+            add["causes"] = cause
         while True:
             current = now()
             fresh = {
@@ -418,6 +445,7 @@ class ProjectionLock:
                 "dirty": False,
                 "resend": [],
                 "whole": False,
+                "causes": [],
             }
             try:
                 await self.collection.insert_one({"_id": tenant_id, **fresh})
@@ -429,9 +457,7 @@ class ProjectionLock:
             )
             if taken is not None:
                 return True
-            marked = await self.collection.update_one(
-                {"_id": tenant_id}, {"$set": update, "$addToSet": {"resend": {"$each": sorted(resend)}}}
-            )
+            marked = await self.collection.update_one({"_id": tenant_id}, {"$set": update, "$addToSet": add})
             if marked.matched_count:
                 return False
             # The holder let go between our insert and this mark (its projection did not include this
@@ -440,13 +466,18 @@ class ProjectionLock:
     async def release(self, tenant_id: str) -> tuple[bool, frozenset[str], bool]:
         """Let go unless someone asked meanwhile; returns whether the caller must project again, the
         resends those requests asked for, and whether one of them needs the whole organiser."""
+        again, resend, whole, _ = await self.release_with_causes(tenant_id)
+        return again, resend, whole
+
+    async def release_with_causes(self, tenant_id: str) -> tuple[bool, frozenset[str], bool, list[dict[str, Any]]]:
+        """:meth:`release`, and the causes the requests that came meanwhile left."""
         released = await self.collection.delete_one({"_id": tenant_id, "owner": self.owner, "dirty": False})
         if released.deleted_count == 1:
-            return False, frozenset(), False
+            return False, frozenset(), False, []
         again = await self.collection.find_one_and_update(
             {"_id": tenant_id, "owner": self.owner, "dirty": True},
-            {"$set": {"dirty": False, "resend": [], "whole": False, "lease_until": now() + self.lease}},
+            {"$set": {"dirty": False, "resend": [], "whole": False, "causes": [], "lease_until": now() + self.lease}},
         )
         if again is None:
-            return False, frozenset(), False
-        return True, frozenset(again.get("resend", [])), bool(again.get("whole", False))
+            return False, frozenset(), False, []
+        return True, frozenset(again.get("resend", [])), bool(again.get("whole", False)), list(again.get("causes", []))

@@ -6,7 +6,8 @@ One area per module, each a class on the shared :class:`AdminCore` (stores, chec
 
 * ``tenants``: organisers, API tokens, the audit log;
 * ``sources``: connected sources, sync requests, the runs they made;
-* ``quality``: data-quality findings, school units, held deletions;
+* ``quality``: data-quality findings, school units;
+* ``holds``: held deletions: whom they affect, why, decisions and their history;
 * ``subscriptions``: vendors, subscriptions, the preview, the promotion gate as shown;
 * ``lifecycle``: test report, review, go-live, back to test mode, resend, end;
 * ``gdpr``: person search, erasure requests and objections, the deletion ledger and its evidence;
@@ -21,6 +22,7 @@ from typing import Any
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.service.core import PRODUCER, AdminCore, Exchanges, utcnow
 from skolsynk_services.admin.service.gdpr import GdprAdmin
+from skolsynk_services.admin.service.holds import HoldsAdmin
 from skolsynk_services.admin.service.lifecycle import LifecycleAdmin
 from skolsynk_services.admin.service.quality import QualityAdmin
 from skolsynk_services.admin.service.sources import PULLED_KINDS, SourceAdmin, source_view
@@ -35,6 +37,7 @@ __all__ = [
     "AdminService",
     "Exchanges",
     "GdprAdmin",
+    "HoldsAdmin",
     "LifecycleAdmin",
     "QualityAdmin",
     "SourceAdmin",
@@ -47,7 +50,7 @@ __all__ = [
 ]
 
 
-class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin):
+class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, HoldsAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin):
     """Every use case of the admin API and UI (built with :class:`AdminCore`'s arguments)."""
 
     async def overview(self, principal: Principal, tenant_id: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk.contracts.envelope import MessageContract
-from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.contracts.vendor import ProjectionRequestedV2, ProjectionRequester
 from skolsynk.messaging import Publisher, UnroutableMessage
 from skolsynk.messaging.replies import ReplyInbox
 from skolsynk.storage import Database, Document
@@ -146,12 +146,26 @@ class AdminCore:
             raise Unavailable("no service is consuming this request right now; it was not sent") from error
         return envelope.message_id
 
-    async def _project(self, tenant_id: str, reason: str, resend_vendor_id: str | None = None) -> None:
+    async def _project(
+        self,
+        tenant_id: str,
+        reason: str,
+        resend_vendor_id: str | None = None,
+        *,
+        by: Principal | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        """Ask the normaliser to project the tenant; ``by`` (with the audited ``action`` and its ``target``)
+        names the admin's change that asked, so a hold the projection makes can say whose change it was."""
+        requester = None
+        if by is not None and action is not None:
+            requester = ProjectionRequester(actor=by.subject, action=action, target=target, at=self.clock())
         await self._send(
             tenant_id,
-            ProjectionRequested(reason=reason, resend_vendor_id=resend_vendor_id),
+            ProjectionRequestedV2(reason=reason, resend_vendor_id=resend_vendor_id, requested_by=requester),
             self.exchanges.control,
-            ProjectionRequested.message_type,
+            ProjectionRequestedV2.message_type,
         )
 
     def _vendor(self, vendor_id: str) -> VendorCatalogueEntry:

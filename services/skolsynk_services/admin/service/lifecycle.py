@@ -61,7 +61,7 @@ class LifecycleAdmin(SubscriptionAdmin):
             after={"test_mode": False},
             note=f"gate overridden: {override_reason}" if override_reason else None,
         )
-        await self._project(tenant_id, "go-live")
+        await self._project(tenant_id, "go-live", by=principal, action="subscription.go_live", target=vendor_id)
         return await self._view(live)
 
     async def back_to_test(self, principal: Principal, tenant_id: str, vendor_id: str) -> models.Subscription:
@@ -81,13 +81,20 @@ class LifecycleAdmin(SubscriptionAdmin):
             before={"test_mode": False},
             after={"test_mode": True},
         )
-        await self._project(tenant_id, "subscription")
+        await self._project(tenant_id, "subscription", by=principal, action="subscription.test_mode", target=vendor_id)
         return await self._view(test)
 
     async def resend(self, principal: Principal, tenant_id: str, vendor_id: str) -> None:
         await self._tenant(principal, tenant_id)
         await self._subscription(tenant_id, vendor_id)
-        await self._project(tenant_id, "resend", resend_vendor_id=vendor_id)
+        await self._project(
+            tenant_id,
+            "resend",
+            resend_vendor_id=vendor_id,
+            by=principal,
+            action="subscription.resend",
+            target=vendor_id,
+        )
         await self._audit(principal, tenant_id, "subscription.resend", vendor_id)
 
     async def end_subscription(self, principal: Principal, tenant_id: str, vendor_id: str) -> models.Subscription:
@@ -96,5 +103,5 @@ class LifecycleAdmin(SubscriptionAdmin):
         current = await self._subscription(tenant_id, vendor_id)
         await self.subscriptions.end(tenant_id, vendor_id, at=self.clock())
         await self._audit(principal, tenant_id, "subscription.end", vendor_id, before=current.model_dump(mode="json"))
-        await self._project(tenant_id, "subscription-ended")
+        await self._project(tenant_id, "subscription-ended", by=principal, action="subscription.end", target=vendor_id)
         return await self._view(await self._subscription(tenant_id, vendor_id))

@@ -1,5 +1,5 @@
-"""Data quality: the findings of the latest runs per school unit, the school units the sources have, and
-the deletions held back because a school unit would suddenly lose too many (approve or discard)."""
+"""Data quality: the findings of the latest runs per school unit and the school units the sources have (the
+deletions held back because a school unit would suddenly lose too many are in ``holds``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Any
 
 from skolsynk.domain.quality import FindingCode, Severity
 from skolsynk.domain.ss12000 import SchoolUnit
-from skolsynk.storage import Document
 from skolsynk_services.admin.auth import Principal
-from skolsynk_services.admin.problems import NotFound
 from skolsynk_services.admin.service.core import AdminCore
 
 
@@ -57,19 +55,3 @@ class QualityAdmin(AdminCore):
                     }
                 )
         return sorted(units, key=lambda u: (u["display_name"], u["school_unit_code"]))
-
-    # --- holds -------------------------------------------------------------------------------------
-
-    async def holds(self, principal: Principal, tenant_id: str) -> list[Document]:
-        await self._tenant(principal, tenant_id)
-        return [{k: v for k, v in d.items() if k != "_id"} for d in await self.holds_store.for_tenant(tenant_id)]
-
-    async def decide_hold(
-        self, principal: Principal, tenant_id: str, vendor_id: str, school_unit_id: str, decision: str
-    ) -> None:
-        await self._tenant(principal, tenant_id)
-        status = "approved" if decision == "approve" else "discarded"
-        if not await self.holds_store.decide(tenant_id, vendor_id, school_unit_id, status, by=principal.subject):  # type: ignore[arg-type]
-            raise NotFound("no pending hold for that vendor and school unit")
-        await self._audit(principal, tenant_id, f"hold.{decision}", f"{vendor_id}:{school_unit_id}")
-        await self._project(tenant_id, "hold-decided")

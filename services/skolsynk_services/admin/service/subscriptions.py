@@ -210,5 +210,6 @@ class SubscriptionAdmin(AdminCore):
             before=current.model_dump(mode="json") if current else None,
             after=proposed.model_dump(mode="json"),
         )
-        await self._project(tenant_id, "subscription")
+        action = "subscription.create" if current is None else "subscription.update"
+        await self._project(tenant_id, "subscription", by=principal, action=action, target=vendor_id)
         return await self._view(proposed)

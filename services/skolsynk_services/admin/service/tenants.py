@@ -106,7 +106,7 @@ class TenantAdmin(AdminCore):
                 before={"missing_marking": before.value},
                 after={"missing_marking": body.missing_marking.value},
             )
-            await self._project(tenant_id, "privacy")
+            await self._project(tenant_id, "privacy", by=principal, action="tenant.privacy", target=tenant_id)
         return models.Privacy(missing_marking=body.missing_marking)
 
     async def notifications(self, principal: Principal, tenant_id: str) -> list[models.Notification]:
