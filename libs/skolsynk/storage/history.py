@@ -57,10 +57,13 @@ class SyncHistory:
             }
         )
 
-    async def source_runs(self, tenant_id: str, *, source_id: str | None = None, limit: int = 50) -> list[Document]:
-        """The tenant's latest runs, newest first, flattened for display."""
+    async def source_runs(
+        self, tenant_id: str, *, source_id: str | None = None, limit: int = 50, skip: int = 0, search: str = ""
+    ) -> list[Document]:
+        """The tenant's latest runs, newest first, flattened for display (``skip``/``search``: as
+        :meth:`SourceRuns.recent`)."""
         runs: list[Document] = []
-        for doc in await self.runs.recent(tenant_id, source_id=source_id, limit=limit):
+        for doc in await self.runs.recent(tenant_id, source_id=source_id, limit=limit, skip=skip, search=search):
             completion = doc.get("completion") or {}
             outcome = doc.get("outcome") or {}
             runs.append(

@@ -13,6 +13,7 @@ apart from the staged records.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -91,6 +92,16 @@ def source_health_of(
     )
 
 
+def _runs_of(tenant_id: str, source_id: str | None, search: str) -> dict[str, Any]:
+    """The runs of the tenant, of one of its sources, or of the sources whose id contains ``search``."""
+    criteria: dict[str, Any] = {"tenant_id": tenant_id}
+    if source_id is not None:
+        criteria["source_id"] = source_id
+    elif search:
+        criteria["source_id"] = {"$regex": re.escape(search), "$options": "i"}
+    return criteria
+
+
 class SourceRuns:
     """What components other than the normaliser read from and do to its runs."""
 
@@ -98,12 +109,18 @@ class SourceRuns:
         self.runs = db[RUNS]
         self.pages = db[RUN_PAGES]
 
-    async def recent(self, tenant_id: str, *, source_id: str | None = None, limit: int = 50) -> list[Document]:
-        """The tenant's (or one of its sources') latest runs, newest first."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id}
-        if source_id is not None:
-            criteria["source_id"] = source_id
-        return [doc async for doc in self.runs.find(criteria).sort("started_at", -1).limit(limit)]
+    async def recent(
+        self, tenant_id: str, *, source_id: str | None = None, limit: int = 50, skip: int = 0, search: str = ""
+    ) -> list[Document]:
+        """The tenant's (or one of its sources') latest runs, newest first; ``skip`` the newest that many,
+        ``search``: part of the source's id (any case)."""
+        criteria = _runs_of(tenant_id, source_id, search)
+        cursor = self.runs.find(criteria).sort("started_at", -1).skip(max(skip, 0)).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def count(self, tenant_id: str, *, source_id: str | None = None, search: str = "") -> int:
+        """How many runs :meth:`recent` pages through."""
+        return await self.runs.count_documents(_runs_of(tenant_id, source_id, search))
 
     async def health(
         self, tenant_id: str, source_id: str, *, now: datetime, failing_after: timedelta = DEFAULT_FAILING_AFTER

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,9 +240,25 @@ class TokenStore:
     async def get(self, token_id: str) -> Document | None:
         return await self.collection.find_one({"_id": token_id}, {"hash": 0})
 
-    async def list(self, tenant_id: str | None = None) -> list[Document]:
-        criteria = {} if tenant_id is None else {"tenant_id": tenant_id}
-        return await self.collection.find(criteria, {"hash": 0}).sort("created_at", 1).to_list(None)
+    async def list(
+        self, tenant_id: str | None = None, *, search: str = "", skip: int = 0, limit: int = 0
+    ) -> list[Document]:
+        """The organiser's tokens (``tenant_id`` None: every token, the operators' first, then by organiser),
+        oldest first; ``search``: part of who it is for or of the organiser's id; ``limit`` 0: all."""
+        order = [("created_at", 1)] if tenant_id is not None else [("tenant_id", 1), ("created_at", 1)]
+        cursor = self.collection.find(self._criteria(tenant_id, search), {"hash": 0}).sort(order).skip(max(skip, 0))
+        return await (cursor.limit(limit) if limit else cursor).to_list(None)
+
+    async def count(self, tenant_id: str | None = None, *, search: str = "") -> int:
+        return await self.collection.count_documents(self._criteria(tenant_id, search))
+
+    @staticmethod
+    def _criteria(tenant_id: str | None, search: str) -> dict[str, object]:
+        criteria: dict[str, object] = {} if tenant_id is None else {"tenant_id": tenant_id}
+        if search:
+            pattern = {"$regex": re.escape(search), "$options": "i"}
+            criteria["$or"] = [{"subject": pattern}, {"tenant_id": pattern}]
+        return criteria
 
 
 def principal_of_token(record: Document) -> Principal:

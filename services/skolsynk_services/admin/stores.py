@@ -6,6 +6,7 @@ Everything else the admin shows it reads through the owners' repositories in ``s
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +61,22 @@ class TenantStore:
             {"_id": tenant_id}, {"$set": {"notify_webhook_url": url, "notify_webhook_secret": sealed_secret}}
         )
 
-    async def list(self, only: str | None = None) -> list[Document]:
-        criteria = {} if only is None else {"_id": only}
-        return await self.collection.find(criteria).sort("_id", 1).to_list(None)
+    async def list(self, only: str | None = None, *, search: str = "", skip: int = 0, limit: int = 0) -> list[Document]:
+        """Every organiser (or ``only`` that one) by id; ``search``: part of the id, the name or the organisation
+        number, in any case; ``skip``/``limit`` a page (``limit`` 0: all)."""
+        cursor = self.collection.find(self._criteria(only, search)).sort("_id", 1).skip(max(skip, 0))
+        return await (cursor.limit(limit) if limit else cursor).to_list(None)
+
+    async def count(self, only: str | None = None, *, search: str = "") -> int:
+        return await self.collection.count_documents(self._criteria(only, search))
+
+    @staticmethod
+    def _criteria(only: str | None, search: str) -> dict[str, Any]:
+        criteria: dict[str, Any] = {} if only is None else {"_id": only}
+        if search:
+            pattern = {"$regex": re.escape(search), "$options": "i"}
+            criteria["$or"] = [{field: pattern} for field in ("_id", "display_name", "organisation_number")]
+        return criteria
 
 
 class AuditLog:
@@ -97,10 +111,34 @@ class AuditLog:
             }
         )
 
-    async def entries(self, tenant_id: str | None, *, limit: int = 200) -> list[Document]:
-        criteria = {} if tenant_id is None else {"tenant_id": tenant_id}
-        cursor = self.collection.find(criteria, {"_id": 0}).sort("at", -1).limit(limit)
+    async def entries(
+        self,
+        tenant_id: str | None,
+        *,
+        limit: int = 200,
+        skip: int = 0,
+        search: str = "",
+        actions: tuple[str, ...] = (),
+    ) -> list[Document]:
+        """The organiser's (or, ``tenant_id`` None, every) entry, newest first; ``search``: part of who, the
+        organiser, the target or the note (any case), or one of ``actions`` (the caller's reading of the text)."""
+        criteria = self._criteria(tenant_id, search, actions)
+        cursor = self.collection.find(criteria, {"_id": 0}).sort("at", -1).skip(max(skip, 0)).limit(limit)
         return await cursor.to_list(None)
+
+    async def count(self, tenant_id: str | None, *, search: str = "", actions: tuple[str, ...] = ()) -> int:
+        return await self.collection.count_documents(self._criteria(tenant_id, search, actions))
+
+    @staticmethod
+    def _criteria(tenant_id: str | None, search: str, actions: tuple[str, ...]) -> dict[str, Any]:
+        criteria: dict[str, Any] = {} if tenant_id is None else {"tenant_id": tenant_id}
+        if search:
+            pattern = {"$regex": re.escape(search), "$options": "i"}
+            matches: list[dict[str, Any]] = [{f: pattern} for f in ("actor", "tenant_id", "target", "note")]
+            if actions:
+                matches.append({"action": {"$in": list(actions)}})
+            criteria["$or"] = matches
+        return criteria
 
 
 class LifecycleStore:

@@ -430,3 +430,19 @@ class SourceAdmin(AdminCore):
     async def runs(self, principal: Principal, tenant_id: str, source_id: str | None = None) -> list[Document]:
         await self._tenant(principal, tenant_id)
         return await self.history.source_runs(tenant_id, source_id=source_id)
+
+    async def runs_page(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        source_id: str | None = None,
+        search: str = "",
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Document], int]:
+        """One page of the sources' runs, newest first (``search``: part of the source's id) and how many
+        there are in all."""
+        await self._tenant(principal, tenant_id)
+        runs = await self.history.source_runs(tenant_id, source_id=source_id, search=search, skip=skip, limit=limit)
+        return runs, await self.history.runs.count(tenant_id, source_id=source_id, search=search)

@@ -12,17 +12,27 @@ from skolsynk_services.admin.problems import Conflict, Invalid, NotFound, Unavai
 from skolsynk_services.admin.service.core import AdminCore
 
 
+def _tenant_of(doc: Document) -> models.Tenant:
+    return models.Tenant(
+        tenant_id=doc["_id"], **{k: doc[k] for k in ("display_name", "organisation_number", "created_at")}
+    )
+
+
 class TenantAdmin(AdminCore):
     # --- organisers --------------------------------------------------------------------------------
 
     async def list_tenants(self, principal: Principal) -> list[models.Tenant]:
         docs = await self.tenants.list(None if principal.is_operator else principal.tenant_id)
-        return [
-            models.Tenant(
-                tenant_id=d["_id"], **{k: d[k] for k in ("display_name", "organisation_number", "created_at")}
-            )
-            for d in docs
-        ]
+        return [_tenant_of(d) for d in docs]
+
+    async def tenants_page(
+        self, principal: Principal, *, search: str = "", skip: int = 0, limit: int = 50
+    ) -> tuple[list[models.Tenant], int]:
+        """One page of the organisers the principal sees (``search``: part of the id, name or organisation
+        number) and how many there are in all."""
+        only = None if principal.is_operator else principal.tenant_id
+        docs = await self.tenants.list(only, search=search, skip=skip, limit=limit)
+        return [_tenant_of(d) for d in docs], await self.tenants.count(only, search=search)
 
     async def create_tenant(self, principal: Principal, body: models.TenantIn) -> models.Tenant:
         principal.require_operator()
@@ -151,13 +161,26 @@ class TenantAdmin(AdminCore):
             expires_at=record["expires_at"],
         )
 
-    async def list_tokens(self, principal: Principal, tenant_id: str | None) -> list[models.TokenInfo]:
-        """An organiser's tokens, or (``tenant_id`` None, operators only) every token, operators' first."""
+    async def _may_list_tokens(self, principal: Principal, tenant_id: str | None) -> None:
         principal.require_change()  # who holds access is not for viewers
         if tenant_id is None:
             principal.require_operator()
         else:
             await self._tenant(principal, tenant_id)
+
+    async def tokens_page(
+        self, principal: Principal, tenant_id: str | None, *, search: str = "", skip: int = 0, limit: int = 50
+    ) -> tuple[list[models.TokenInfo], int]:
+        """One page of :meth:`list_tokens` (``search``: part of who a token is for, or of its organiser's id)
+        and how many there are in all."""
+        await self._may_list_tokens(principal, tenant_id)
+        now = self.clock()
+        records = await self.tokens.list(tenant_id, search=search, skip=skip, limit=limit)
+        return [models.TokenInfo.of(d, now) for d in records], await self.tokens.count(tenant_id, search=search)
+
+    async def list_tokens(self, principal: Principal, tenant_id: str | None) -> list[models.TokenInfo]:
+        """An organiser's tokens, or (``tenant_id`` None, operators only) every token, operators' first."""
+        await self._may_list_tokens(principal, tenant_id)
         now = self.clock()
         records = await self.tokens.list(tenant_id)
         if tenant_id is None:
@@ -183,8 +206,27 @@ class TenantAdmin(AdminCore):
     # --- audit -------------------------------------------------------------------------------------
 
     async def audit(self, principal: Principal, tenant_id: str | None) -> list[Document]:
+        await self._may_read_audit(principal, tenant_id)
+        return await self.audit_log.entries(tenant_id)
+
+    async def audit_page(
+        self,
+        principal: Principal,
+        tenant_id: str | None,
+        *,
+        search: str = "",
+        actions: tuple[str, ...] = (),
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Document], int]:
+        """One page of the audit log, newest first (``search``: part of who, the organiser, the target or the
+        note; ``actions``: the actions that text also names) and how many entries match in all."""
+        await self._may_read_audit(principal, tenant_id)
+        entries = await self.audit_log.entries(tenant_id, search=search, actions=actions, skip=skip, limit=limit)
+        return entries, await self.audit_log.count(tenant_id, search=search, actions=actions)
+
+    async def _may_read_audit(self, principal: Principal, tenant_id: str | None) -> None:
         if tenant_id is None:
             principal.require_operator()
         else:
             await self._tenant(principal, tenant_id)
-        return await self.audit_log.entries(tenant_id)

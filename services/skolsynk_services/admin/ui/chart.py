@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skolsynk_services.admin.ui.formatting import decimal, number, when
+from skolsynk_services.admin.ui.catalogue import plural, text
+from skolsynk_services.admin.ui.formatting import decimal, when
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ def runs_chart(
     bars = []
     for index, (run, value) in enumerate(zip(rows, values, strict=True)):
         if run.get("status") != "finalised":
-            state, text = "running", "pågår"
+            state = "running"
         elif run.get("complete") is False or run.get("healthy") is False:
-            state, text = "incomplete", "ofullständig"
+            state = "incomplete"
         else:
-            state, text = "complete", "komplett"
+            state = "complete"
         bar_height = max(plot_height * value / top, 1.0)
         duration = run.get("duration_seconds")
-        seconds = f", {decimal(float(duration))} s" if duration is not None else ""
+        words = {
+            "when": when(run.get("started_at")),
+            "records": plural("records", value),
+            "state": text(f"chart.{state}"),
+        }
         bars.append(
             Bar(
                 x=round(left + index * slot + slot * 0.15, 2),
@@ -66,14 +71,19 @@ def runs_chart(
                 width=round(max(slot * 0.7, 1.0), 2),
                 height=round(bar_height, 2),
                 fill=CHART_COLOURS[state],
-                title=f"{when(run.get('started_at'))}: {number(value)} poster{seconds}, {text}",
+                title=text("chart.bar", **words)
+                if duration is None
+                else text("chart.bar_seconds", seconds=decimal(float(duration)), **words),
             )
         )
     incomplete = sum(1 for b in bars if b.fill == CHART_COLOURS["incomplete"])
-    runs_text = f"{len(rows)} {'körning' if len(rows) == 1 else 'körningar'}"
-    summary = (
-        f"{runs_text} från {when(rows[0].get('started_at'))} till {when(rows[-1].get('started_at'))}; "
-        f"mest {number(top)} poster i en körning; {incomplete} ofullständiga."
+    summary = text(
+        "chart.summary",
+        runs=plural("chart_runs", len(rows)),
+        first=when(rows[0].get("started_at")),
+        last=when(rows[-1].get("started_at")),
+        most=plural("records", top),
+        incomplete=plural("chart_incomplete", incomplete),
     )
     return Chart(
         width=width,
@@ -85,9 +95,5 @@ def runs_chart(
         first=when(rows[0].get("started_at")),
         last=when(rows[-1].get("started_at")),
         summary=summary,
-        legend=[
-            (CHART_COLOURS["complete"], "komplett"),
-            (CHART_COLOURS["incomplete"], "ofullständig"),
-            (CHART_COLOURS["running"], "pågår"),
-        ],
+        legend=[(CHART_COLOURS[state], text(f"chart.{state}")) for state in ("complete", "incomplete", "running")],
     )

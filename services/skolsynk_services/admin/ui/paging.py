@@ -2,11 +2,12 @@
 shows its position ("Visar 51-100 av 730", with an en dash) and links to the pages around it (the ``pager`` macro).
 
 Lists the service already holds in memory are cut here (``paged``); lists read from the store page there
-with ``skip``/``limit`` and a count, and build their :class:`Paging` with ``Paging(number, size, total)``."""
+with ``skip``/``limit`` and a count (``paged_in_store``, or their own :class:`Paging` with
+``Paging(number, size, total)``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -97,3 +98,25 @@ def paged(
         query[SEARCH] = text
     paging = Paging(page_number(request), size, len(rows), query)
     return list(rows[paging.skip : paging.skip + paging.size]), paging
+
+
+async def paged_in_store(
+    request: web.Request,
+    fetch: Callable[[str, int, int], Awaitable[tuple[list[T], int]]],
+    *,
+    size: int = PAGE_SIZE,
+    keep: tuple[str, ...] = (),
+) -> tuple[list[T], Paging]:
+    """One page of a list the store pages: ``fetch(search, skip, limit)`` returns that page's rows and how
+    many rows match in all. A page past the last (the list shrank) is fetched again as the last page."""
+    text = search_text(request)
+    query = {name: request.query[name] for name in keep if request.query.get(name)}
+    if text:
+        query[SEARCH] = text
+    wanted = page_number(request)
+    rows, total = await fetch(text, (wanted - 1) * size, size)
+    paging = Paging(wanted, size, total, query)
+    if paging.number != wanted:
+        rows, total = await fetch(text, paging.skip, size)
+        paging = Paging(paging.number, size, total, query)
+    return rows, paging

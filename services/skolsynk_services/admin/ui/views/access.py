@@ -10,14 +10,27 @@ from pydantic import ValidationError
 
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.catalogue import text
 from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
+from skolsynk_services.admin.ui.paging import paged_in_store
 from skolsynk_services.admin.ui.texts import field_errors, swedish
+
+
+async def _tokens(request: web.Request, tenant_id: str | None) -> dict[str, Any]:
+    """One page of the tokens (paged and searched in the store) as the token table shows them."""
+    service, principal = service_of(request), principal_of(request)
+
+    async def fetch(search: str, skip: int, limit: int) -> tuple[list[models.TokenInfo], int]:
+        return await service.tokens_page(principal, tenant_id, search=search, skip=skip, limit=limit)
+
+    tokens, paging = await paged_in_store(request, fetch)
+    return {"tokens": tokens, "token_paging": paging}
 
 
 async def access(request: web.Request) -> web.StreamResponse:
     frame = await tenant_frame(request, "access")
-    tokens = await service_of(request).list_tokens(principal_of(request), frame["tenant_id"])
-    return render(request, "access.html", **frame, tokens=tokens, created=None, form={}, errors={}, error=None)
+    tokens = await _tokens(request, frame["tenant_id"])
+    return render(request, "access.html", **frame, **tokens, created=None, form={}, errors={}, error=None)
 
 
 async def create_token(request: web.Request) -> web.StreamResponse:
@@ -36,16 +49,15 @@ async def _create(
     try:
         created = await service.create_token(principal, tenant_id, models.TokenIn.model_validate(values))
     except ValidationError as invalid:
-        errors, error, status = field_errors(invalid.errors()), "Kontrollera de markerade fälten.", 422
+        errors, error, status = field_errors(invalid.errors()), text("forms.check_fields"), 422
     except Problem as problem:
         error, status = swedish(problem), problem.status
-    tokens = await service.list_tokens(principal, tenant_id)
     return render(
         request,
         template,
         status=status,
         **frame,
-        tokens=tokens,
+        **await _tokens(request, tenant_id),
         created=created,
         form={} if created else values,
         errors=errors,
@@ -60,7 +72,7 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
         await service_of(request).revoke_token(principal_of(request), tenant_id, request.match_info["token"])
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(request, back, "Nyckeln är återkallad och fungerar inte längre.")
+    return see_other(request, back, text("access.revoked"))
 
 
 def _token_form(form: Any) -> dict[str, Any]:
@@ -74,10 +86,9 @@ def _token_form(form: Any) -> dict[str, Any]:
 
 async def operators(request: web.Request) -> web.StreamResponse:
     """Every token (operators only): the operators' own first, then each organiser's."""
-    principal = principal_of(request)
-    principal.require_operator()
-    tokens = await service_of(request).list_tokens(principal, None)
-    return render(request, "operators.html", tokens=tokens, created=None, form={}, errors={}, error=None)
+    principal_of(request).require_operator()
+    tokens = await _tokens(request, None)
+    return render(request, "operators.html", **tokens, created=None, form={}, errors={}, error=None)
 
 
 async def create_operator_token(request: web.Request) -> web.StreamResponse:
@@ -92,4 +103,4 @@ async def revoke_any_token(request: web.Request) -> web.StreamResponse:
         await service_of(request).revoke_token(principal_of(request), None, request.match_info["token"])
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(request, back, "Nyckeln är återkallad och fungerar inte längre.")
+    return see_other(request, back, text("access.revoked"))

@@ -13,15 +13,13 @@ from pydantic import ValidationError
 from skolsynk.catalogue import VendorCatalogueEntry
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.catalogue import section, text
 from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, url
+from skolsynk_services.admin.ui.paging import paged
 from skolsynk_services.admin.ui.texts import swedish
 
-OUTCOMES = {
-    "created": "är tillagd",
-    "updated": "är ändrad",
-    "unchanged": "var redan sparad så",
-    "retired": "är avvecklad",
-}
+#: What saving an entry did (the service's outcome), as the end of "Leverantören X ...".
+OUTCOMES: dict[str, str] = section("vendor_catalogue.outcomes")
 
 
 def _yaml(entry: dict[str, Any]) -> str:
@@ -31,10 +29,14 @@ def _yaml(entry: dict[str, Any]) -> str:
 async def _page(request: web.Request, *, status: int = 200, text: str = "", error: str | None = None,
                 problems: list[str] | None = None, editing: str | None = None) -> web.Response:  # fmt: skip
     service, principal = service_of(request), principal_of(request)
-    vendors = await service.catalogue_vendors(principal)
+    vendors, paging = paged(
+        request,
+        await service.catalogue_vendors(principal),
+        matches=lambda v, q: q in v.vendor_id.lower() or q in str(v.entry.get("display_name", "")).lower(),
+    )
     credentials = await service.vendor_credentials(principal, editing) if editing else []
     tenants = await service.list_tenants(principal) if editing else []
-    return render(request, "catalogue.html", status=status, vendors=vendors, text=text, error=error,
+    return render(request, "catalogue.html", status=status, vendors=vendors, paging=paging, text=text, error=error,
                   problems=problems or [], editing=editing, credentials=credentials, tenants=tenants)  # fmt: skip
 
 
@@ -49,27 +51,28 @@ async def catalogue_edit(request: web.Request) -> web.StreamResponse:
 
 async def catalogue_save(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    text = str(form.get("entry", ""))
+    entry_text = str(form.get("entry", ""))
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(entry_text)
     except yaml.YAMLError:
-        return await _page(request, status=422, text=text, error="Texten är inte giltig YAML.")
+        return await _page(request, status=422, text=entry_text, error=text("vendor_catalogue.not_yaml"))
     if not isinstance(data, dict):
-        return await _page(request, status=422, text=text, error="Skriv leverantörens post som nycklar och värden.")
+        return await _page(request, status=422, text=entry_text, error=text("vendor_catalogue.not_a_mapping"))
     try:
         entry = VendorCatalogueEntry.model_validate(data)
     except ValidationError as invalid:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(posten)'}: {e['msg']}" for e in invalid.errors()]
-        return await _page(request, status=422, text=text, error="Posten går inte att använda:", problems=problems)
+        whole = text("vendor_catalogue.whole_entry")
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in invalid.errors()]
+        return await _page(
+            request, status=422, text=entry_text, error=text("vendor_catalogue.unusable"), problems=problems
+        )
     try:
         saved = await service_of(request).put_vendor(principal_of(request), entry.vendor_id, entry)
     except Problem as problem:
-        return await _page(request, status=problem.status, text=text, error=swedish(problem))
-    done = OUTCOMES.get(saved.outcome or "", "är sparad")
+        return await _page(request, status=problem.status, text=entry_text, error=swedish(problem))
+    done = OUTCOMES.get(saved.outcome or "", OUTCOMES["saved"])
     return see_other(
-        request,
-        url(request, "catalogue"),
-        f"Leverantören {entry.display_name} {done}. Dispatchern levererar enligt den inom några sekunder.",
+        request, url(request, "catalogue"), text("vendor_catalogue.saved", name=entry.display_name, outcome=done)
     )
 
 
@@ -78,8 +81,7 @@ async def catalogue_retire(request: web.Request) -> web.StreamResponse:
     return see_other(
         request,
         url(request, "catalogue"),
-        f"Leverantören {vendor.entry.get('display_name', vendor.vendor_id)} är avvecklad: ingen dispatcher levererar "
-        "till den längre. Prenumerationer, leveranslogg och raderingskvitton finns kvar.",
+        text("vendor_catalogue.retired", name=vendor.entry.get("display_name", vendor.vendor_id)),
     )
 
 
@@ -108,24 +110,21 @@ async def credential_save(request: web.Request) -> web.StreamResponse:
         await service_of(request).put_vendor_credential(principal_of(request), vendor_id, tenant_id, body)
     except Problem as problem:
         return see_other(request, back, swedish(problem), error=True)
-    return see_other(
-        request, back, f"Uppgifterna för {tenant_id} är sparade. Dispatchern använder dem inom några sekunder."
-    )
+    return see_other(request, back, text("vendor_catalogue.credentials_saved", tenant=tenant_id))
 
 
 #: What is wrong with the credential form, by the field pydantic names (the body's rules: models.VendorCredentialIn).
-CREDENTIAL_MISSING = (
-    "Fyll i en API-nyckel, eller ett klientcertifikat med dess privata nyckel. Värden eller hänvisningar "
-    "till hemligheten, inte blandat."
-)
-REFERENCE_TEXT = "En hänvisning är namnet på en nyckel i hemligheten: bokstäver, siffror, punkt, - och _."
+CREDENTIAL_MISSING = text("vendor_catalogue.credential_missing")
 CREDENTIAL_FORM_TEXTS = {
-    "api_key": "En API-nyckel har 16 till 512 tecken.",
-    "api_key_ref": REFERENCE_TEXT,
-    "client_certificate_ref": REFERENCE_TEXT,
-    "client_key_ref": REFERENCE_TEXT,
-    "client_key_pem": "Den privata nyckeln är för lång.",
-    "client_certificate_pem": "Certifikatet är för långt.",
+    field: text(f"vendor_catalogue.credential_fields.{'reference' if field.endswith('_ref') else field}")
+    for field in (
+        "api_key",
+        "api_key_ref",
+        "client_certificate_ref",
+        "client_key_ref",
+        "client_key_pem",
+        "client_certificate_pem",
+    )
 }
 
 
@@ -140,5 +139,5 @@ async def credential_delete(request: web.Request) -> web.StreamResponse:
     return see_other(
         request,
         url(request, "catalogue_edit", vendor=vendor_id) + "#nycklar",
-        f"{tenant_id} använder nu leverantörens gemensamma nyckel igen.",
+        text("vendor_catalogue.credentials_deleted", tenant=tenant_id),
     )

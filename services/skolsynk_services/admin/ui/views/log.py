@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from skolsynk_services.admin.ui.page import principal_of, render, service_of, tenant_frame
+from skolsynk_services.admin.ui.paging import Paging, paged_in_store
 from skolsynk_services.admin.ui.texts import AUDIT_ACTIONS
 
 
@@ -24,12 +25,26 @@ def _audit_row(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _page(request: web.Request, tenant_id: str | None) -> tuple[list[dict[str, Any]], Paging]:
+    """One page of the audit log, paged and searched in the store; the search also finds the actions whose
+    Swedish label contains it ("gick live")."""
+    service, principal = service_of(request), principal_of(request)
+
+    async def fetch(search: str, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        lowered = search.lower()
+        actions = tuple(action for action, label in AUDIT_ACTIONS.items() if lowered and lowered in label.lower())
+        return await service.audit_page(principal, tenant_id, search=search, actions=actions, skip=skip, limit=limit)
+
+    entries, paging = await paged_in_store(request, fetch)
+    return [_audit_row(e) for e in entries], paging
+
+
 async def log(request: web.Request) -> web.StreamResponse:
     frame = await tenant_frame(request, "log")
-    entries = await service_of(request).audit(principal_of(request), frame["tenant_id"])
-    return render(request, "log.html", **frame, entries=[_audit_row(e) for e in entries], platform=False)
+    entries, paging = await _page(request, frame["tenant_id"])
+    return render(request, "log.html", **frame, entries=entries, paging=paging, platform=False)
 
 
 async def platform_log(request: web.Request) -> web.StreamResponse:
-    entries = await service_of(request).audit(principal_of(request), None)
-    return render(request, "log.html", entries=[_audit_row(e) for e in entries], platform=True)
+    entries, paging = await _page(request, None)
+    return render(request, "log.html", entries=entries, paging=paging, platform=True)

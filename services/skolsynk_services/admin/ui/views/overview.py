@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk_services.admin import models
+from skolsynk_services.admin.ui.catalogue import plural, text
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.formatting import decimal
 from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, tenant_frame, url
@@ -22,50 +23,25 @@ async def overview(request: web.Request) -> web.StreamResponse:
     first = next((s for s in subscriptions if not s.subscription.get("ended_at")), None)
     report = url(request, "subscription", tenant=tenant_id, vendor=first.vendor_id) if first else None
     hours = decimal(service_of(request).promotion_hours)
+    vendors = url(request, "vendors", tenant=tenant_id)
+    # The onboarding steps in order, each with where it is done (its words: the catalogue's overview.steps).
     steps = [
-        (
-            "source",
-            "Koppla en källa",
-            "Ange varifrån elever, personal och skolenheter hämtas: Google Workspace, Microsoft 365, "
-            "en EGIL-klient eller ett SS 12000-API.",
-            url(request, "sources", tenant=tenant_id),
-        ),
-        (
-            "data",
-            "Datakvalitet",
-            "När den första inläsningen är klar: läs rapporten om brister i uppgifterna och rätta dem i källan.",
-            url(request, "quality", tenant=tenant_id),
-        ),
-        (
-            "subscription",
-            "Välj leverantörer och skolenheter",
-            "Välj vilka läromedelsleverantörer som ska få uppgifter, och för vilka skolenheter och roller.",
-            url(request, "vendors", tenant=tenant_id),
-        ),
-        (
-            "test",
-            "Testläge",
-            "En ny prenumeration börjar i testläge: skolsynk räknar fram vad leverantören skulle få, "
-            "men skickar ingenting.",
-            url(request, "vendors", tenant=tenant_id),
-        ),
-        (
-            "reviewed",
-            "Granska testrapporten",
-            "Kontrollera i testrapporten att rätt elever och lärare kommer med, och markera den som granskad.",
-            report or url(request, "vendors", tenant=tenant_id),
-        ),
-        (
-            "live",
-            "Gå live",
-            f"När testläget har pågått i minst {hours} timmar och rapporten är granskad kan du gå live: "
-            "då skickas uppgifterna på riktigt.",
-            report or url(request, "vendors", tenant=tenant_id),
-        ),
+        ("source", url(request, "sources", tenant=tenant_id)),
+        ("data", url(request, "quality", tenant=tenant_id)),
+        ("subscription", vendors),
+        ("test", vendors),
+        ("reviewed", report or vendors),
+        ("live", report or vendors),
     ]
     checklist = [
-        {"key": key, "title": title, "text": text, "href": href, "done": bool(steps_done.get(key))}
-        for key, title, text, href in steps
+        {
+            "key": key,
+            "title": text(f"overview.steps.{key}.title"),
+            "text": text(f"overview.steps.{key}.text", hours=hours),
+            "href": href,
+            "done": bool(steps_done.get(key)),
+        }
+        for key, href in steps
     ]
     next_step = next((s["key"] for s in checklist if not s["done"]), None)
     service = service_of(request)
@@ -98,14 +74,14 @@ async def contacts_save(request: web.Request) -> web.StreamResponse:
         return see_other(
             request,
             url(request, "overview", tenant=tenant_id) + "#aviseringar",
-            "Skriv en e-postadress per rad (högst tio).",
+            text("overview.contacts_invalid"),
             error=True,
         )
     await service_of(request).set_contacts(principal_of(request), tenant_id, body)
     return see_other(
         request,
         url(request, "overview", tenant=tenant_id) + "#aviseringar",
-        f"Sparat: {len(body.notify_emails)} mottagare av aviseringar.",
+        text("overview.contacts_saved", recipients=plural("overview_recipients", len(body.notify_emails))),
     )
 
 
@@ -117,11 +93,14 @@ async def privacy_save(request: web.Request) -> web.StreamResponse:
         body = models.PrivacyIn(missing_marking=MissingMarkingPolicy(str(form.get("missing_marking", ""))))
     except ValueError:
         return see_other(
-            request, url(request, "overview", tenant=tenant_id) + "#skyddade", "Välj ett av alternativen.", error=True
+            request,
+            url(request, "overview", tenant=tenant_id) + "#skyddade",
+            text("overview.privacy_invalid"),
+            error=True,
         )
     await service_of(request).set_privacy(principal_of(request), tenant_id, body)
     return see_other(
         request,
         url(request, "overview", tenant=tenant_id) + "#skyddade",
-        "Sparat. Leverantörernas urval räknas om.",
+        text("overview.privacy_saved"),
     )

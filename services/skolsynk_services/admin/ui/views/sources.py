@@ -15,8 +15,10 @@ from pydantic import ValidationError
 from skolsynk.connectors.sources import SOURCE_KINDS
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Conflict, Invalid, Problem
+from skolsynk_services.admin.ui.catalogue import text
 from skolsynk_services.admin.ui.chart import runs_chart
 from skolsynk_services.admin.ui.page import principal_of, refused, render, see_other, service_of, tenant_frame, url
+from skolsynk_services.admin.ui.paging import paged_in_store
 from skolsynk_services.admin.ui.texts import (
     MICROSOFT_PERMISSION_TEXTS,
     SECRET_FIELDS,
@@ -85,7 +87,7 @@ def _on_form(errors: dict[str, str], fields: list[FormField]) -> dict[str, str]:
             path = key.removeprefix("setting_")
             holder = next((n for n in names if path == n or path.startswith(n + ".")), None)
             if holder is None:
-                placed.setdefault("_form", f"Inställningen {path}: {message}")
+                placed.setdefault("_form", text("sources.setting_error", path=path, message=message))
                 continue
             if holder != path:
                 message = f"{path.removeprefix(holder + '.')}: {message}"
@@ -105,12 +107,21 @@ def _kind(value: str | None) -> models.SourceKind | None:
 async def sources(request: web.Request) -> web.StreamResponse:
     frame = await tenant_frame(request, "sources")
     principal, service = principal_of(request), service_of(request)
-    listed = await service.list_sources(principal, frame["tenant_id"])
-    runs = await service.runs(principal, frame["tenant_id"])
+    tenant_id = frame["tenant_id"]
+    listed = await service.list_sources(principal, tenant_id)
     latest: dict[str, Any] = {}
-    for run in runs:  # newest first: the first of each source is its latest
-        latest.setdefault(str(run.get("source_id")), run)
-    return render(request, "sources.html", **frame, sources=listed, runs=runs, latest=latest, chart=runs_chart(runs))
+    for source in listed:
+        last, _ = await service.runs_page(principal, tenant_id, source_id=source.source_id, limit=1)
+        if last:
+            latest[source.source_id] = last[0]
+    recent, _ = await service.runs_page(principal, tenant_id, limit=30)
+
+    async def fetch(search: str, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        return await service.runs_page(principal, tenant_id, search=search, skip=skip, limit=limit)
+
+    runs, paging = await paged_in_store(request, fetch)
+    return render(request, "sources.html", **frame, sources=listed, runs=runs, paging=paging, latest=latest,
+                  chart=runs_chart(recent))  # fmt: skip
 
 
 def _source_form_values(form: MultiDictProxy[Any], kind: models.SourceKind) -> dict[str, str]:
@@ -139,10 +150,10 @@ def _source_body(
             try:
                 value = yaml.safe_load(value)
             except yaml.YAMLError:
-                unreadable[f"setting_{setting.name}"] = "Texten är inte giltig YAML."
+                unreadable[f"setting_{setting.name}"] = text("sources.yaml_invalid")
                 continue
             if not isinstance(value, dict):
-                unreadable[f"setting_{setting.name}"] = "Skriv inställningarna som nycklar och värden (YAML)."
+                unreadable[f"setting_{setting.name}"] = text("sources.yaml_not_a_mapping")
                 continue
         _set_setting(settings, setting.name, value)
     secrets_given: dict[str, str] = {}
@@ -240,7 +251,7 @@ async def source_save(request: web.Request) -> web.StreamResponse:
     current = await service.get_source(principal, tenant_id, existing) if existing else None
     kind = current.kind if current else _kind(str(form.get("kind", "")))
     if kind is None:
-        return see_other(request, url(request, "sources", tenant=tenant_id), "Välj en typ av källa.", error=True)
+        return see_other(request, url(request, "sources", tenant=tenant_id), text("sources.choose_kind"), error=True)
     source_id = current.source_id if current else str(form.get("source_id", "")).strip()
     values = _source_form_values(form, kind)
     values["source_id"] = source_id
@@ -273,7 +284,7 @@ async def source_save(request: web.Request) -> web.StreamResponse:
             current,
             values,
             errors=_on_form(unreadable | field_errors([*invalid.errors(), *missing]), fields),
-            error="Kontrollera de markerade fälten.",
+            error=text("forms.check_fields"),
             status=422,
         )
     except Problem as problem:
@@ -283,16 +294,9 @@ async def source_save(request: web.Request) -> web.StreamResponse:
         return _render_source_form(
             request, frame, kind, current, values, errors=errors, error=swedish(problem), status=problem.status
         )
-    hint = (
-        " Kopplingen börjar läsa källan inom en minut; körningen syns i körhistoriken nedan."
-        if saved.kind is not models.SourceKind.EGIL and saved.enabled
-        else " Källan är avstängd och läses inte."
-        if not saved.enabled
-        else " Uppgifterna kommer när huvudmannens EGIL-klient skickar dem."
-    )
-    return see_other(
-        request, url(request, "sources", tenant=tenant_id), f"Källan {saved.display_name} är sparad.{hint}"
-    )
+    after = "disabled" if not saved.enabled else "egil" if saved.kind is models.SourceKind.EGIL else "reading"
+    saved_text = text("sources.saved", name=saved.display_name, next=text(f"sources.saved_next.{after}"))
+    return see_other(request, url(request, "sources", tenant=tenant_id), saved_text)
 
 
 async def source_sync(request: web.Request) -> web.StreamResponse:
@@ -305,7 +309,7 @@ async def source_sync(request: web.Request) -> web.StreamResponse:
     return see_other(
         request,
         back,
-        "Synkroniseringen är begärd. Den syns i körhistoriken nedan när källan har börjat skicka uppgifter.",
+        text("sources.sync_requested"),
     )
 
 
@@ -319,7 +323,10 @@ async def source_check(request: web.Request) -> web.StreamResponse:
     except Problem as problem:
         return refused(request, back, problem)
     return see_other(
-        request, back, f"{source.display_name}: {check_text(result, source.kind.value)}", error=not result.ok
+        request,
+        back,
+        text("sources.checked", name=source.display_name, result=check_text(result, source.kind.value)),
+        error=not result.ok,
     )
 
 
@@ -328,12 +335,12 @@ async def source_delete(request: web.Request) -> web.StreamResponse:
     back = url(request, "sources", tenant=tenant_id)
     form = await request.post()
     if form.get("confirm") != "yes":
-        return see_other(request, back, "Kryssa i rutan för att bekräfta att källan ska tas bort.", error=True)
+        return see_other(request, back, text("sources.confirm_delete"), error=True)
     try:
         await service_of(request).delete_source(principal_of(request), tenant_id, source_id)
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(request, back, "Källan är borttagen.")
+    return see_other(request, back, text("sources.deleted"))
 
 
 # --- EGIL clients: the API key (shown once), certificates, the lines for the client's configuration ------
@@ -391,7 +398,7 @@ async def egil_api_key_revoke(request: web.Request) -> web.StreamResponse:
         await service_of(request).revoke_egil_api_key(principal_of(request), tenant_id, source_id)
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(request, back, "API-nyckeln är återkallad. EGIL-klienten släpps inte längre in med den.")
+    return see_other(request, back, text("sources.api_key_revoked"))
 
 
 async def egil_certificate(request: web.Request) -> web.StreamResponse:
@@ -402,15 +409,13 @@ async def egil_certificate(request: web.Request) -> web.StreamResponse:
             principal_of(request), tenant_id, source_id, str(form.get("pem", ""))
         )
     except Invalid:
-        return await _egil_page(
-            request, errors={"pem": "Klistra in certifikatet i PEM-format (-----BEGIN CERTIFICATE-----)."}, status=422
-        )
+        return await _egil_page(request, errors={"pem": text("sources.certificate_not_pem")}, status=422)
     except Problem as problem:
         return refused(request, url(request, "sources", tenant=tenant_id), problem)
     return see_other(
         request,
         url(request, "egil_client", tenant=tenant_id, source=source_id),
-        "Certifikatet är registrerat. EGIL-klienten släpps in med det inom en minut.",
+        text("sources.certificate_registered"),
     )
 
 
@@ -424,7 +429,7 @@ async def egil_certificate_remove(request: web.Request) -> web.StreamResponse:
         )
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(request, back, "Certifikatet är borttaget. EGIL-klienten släpps inte längre in med det.")
+    return see_other(request, back, text("sources.certificate_removed"))
 
 
 # --- Microsoft 365 through skolsynk's app: admin consent at Microsoft, then back here -----------------
@@ -447,7 +452,7 @@ async def microsoft_consent(request: web.Request) -> web.StreamResponse:
             principal_of(request), tenant_id, body, redirect_uri=service.consent_redirect_uri(str(request.url.origin()))
         )
     except ValidationError:
-        return see_other(request, back, "Fyll i namn och id (små bokstäver a-z, siffror och bindestreck).", error=True)
+        return see_other(request, back, text("sources.consent_form_invalid"), error=True)
     except Problem as problem:
         return refused(request, back, problem)
     raise web.HTTPSeeOther(consent.consent_url)
@@ -472,6 +477,5 @@ async def microsoft_consent_done(request: web.Request) -> web.StreamResponse:
     return see_other(
         request,
         url(request, "sources", tenant=tenant_id),
-        f"Microsoft 365 är godkänt för skolsynk och källan {source.display_name} är sparad. "
-        "Kopplingen börjar läsa källan inom en minut.",
+        text("sources.consent_done", name=source.display_name),
     )

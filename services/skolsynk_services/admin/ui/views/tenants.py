@@ -8,7 +8,9 @@ from pydantic import ValidationError
 
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Conflict, Problem
+from skolsynk_services.admin.ui.catalogue import text
 from skolsynk_services.admin.ui.page import principal_of, render, see_other, service_of, url
+from skolsynk_services.admin.ui.paging import Paging, paged_in_store
 from skolsynk_services.admin.ui.texts import field_errors, swedish
 
 
@@ -16,8 +18,18 @@ async def home(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     if not principal.is_operator and principal.tenant_id:
         return see_other(request, url(request, "overview", tenant=principal.tenant_id))
-    tenants = await service_of(request).list_tenants(principal)
-    return render(request, "tenants.html", tenants=tenants, form={}, errors={}, error=None)
+    tenants, paging = await _tenants(request)
+    return render(request, "tenants.html", tenants=tenants, paging=paging, form={}, errors={}, error=None)
+
+
+async def _tenants(request: web.Request) -> tuple[list[models.Tenant], Paging]:
+    """One page of the organisers (paged and searched in the store)."""
+    service, principal = service_of(request), principal_of(request)
+
+    async def fetch(search: str, skip: int, limit: int) -> tuple[list[models.Tenant], int]:
+        return await service.tenants_page(principal, search=search, skip=skip, limit=limit)
+
+    return await paged_in_store(request, fetch)
 
 
 async def create_tenant(request: web.Request) -> web.StreamResponse:
@@ -33,7 +45,7 @@ async def create_tenant(request: web.Request) -> web.StreamResponse:
         tenant = await service.create_tenant(principal, body)
     except ValidationError as invalid:
         errors = field_errors(invalid.errors())
-        error = "Kontrollera de markerade fälten."
+        error = text("forms.check_fields")
     except Problem as problem:
         error, status = swedish(problem), problem.status
         if isinstance(problem, Conflict):
@@ -42,7 +54,8 @@ async def create_tenant(request: web.Request) -> web.StreamResponse:
         return see_other(
             request,
             url(request, "overview", tenant=tenant.tenant_id),
-            f"Huvudmannen {tenant.display_name} är skapad. Börja med att koppla en källa.",
+            text("tenants.created", name=tenant.display_name),
         )
-    tenants = await service.list_tenants(principal)
-    return render(request, "tenants.html", status=status, tenants=tenants, form=values, errors=errors, error=error)
+    tenants, paging = await _tenants(request)
+    return render(request, "tenants.html", status=status, tenants=tenants, paging=paging, form=values, errors=errors,
+                  error=error)  # fmt: skip
