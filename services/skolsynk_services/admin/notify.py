@@ -40,6 +40,7 @@ from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendors import CatalogueFollower
 from skolsynk_services.admin.stores import LifecycleStore, TenantStore
+from skolsynk_services.admin.ui.catalogue import plural, section, text
 from skolsynk_services.admin.ui.texts import source_error_hint
 
 log = get_logger(__name__)
@@ -48,7 +49,7 @@ log = get_logger(__name__)
 @dataclass(frozen=True)
 class Template:
     """A notification's subject and body, Swedish then English (``str.format`` fields: ``tenant``,
-    ``vendor``, ``since``, ``count`` and the kind's own)."""
+    ``vendor``, ``since``, ``count``, ``deletions`` (the count in Swedish words) and the kind's own)."""
 
     subject: str
     sv: str
@@ -64,65 +65,44 @@ GATE_OPEN = "gate_open"
 ENDS_MAILED = frozenset({"delivery_failing", "holds_waiting", "source_failing", "deletions_overdue"})
 
 
-MESSAGES: dict[tuple[str, bool], Template] = {
-    ("delivery_failing", False): Template(
-        "skolsynk: leveranserna till {vendor} misslyckas",
-        "Leveranserna från {tenant} till {vendor} har misslyckats sedan {since}.\nSenaste felet: {error_sv}\n"
-        "Ändringarna väntar och skickas automatiskt när leverantören svarar igen; inget går förlorat. "
-        "Kontakta leverantören om felet består.{support_sv}\n",
+#: The English half of each mail, by (kind, whether the episode ended); the Swedish half (subject and body)
+#: is the catalogue's ``notifications.<kind>.opened`` / ``.closed``.
+ENGLISH: dict[tuple[str, bool], str] = {
+    ("delivery_failing", False): (
         "Deliveries from {tenant} to {vendor} have been failing since {since}.\nLast error: {error_en}\n"
-        "The changes wait and are sent as soon as the vendor answers; nothing is lost.{support_en}\n",
+        "The changes wait and are sent as soon as the vendor answers; nothing is lost.{support_en}\n"
     ),
-    ("delivery_failing", True): Template(
-        "skolsynk: leveranserna till {vendor} fungerar igen",
-        "Leveranserna från {tenant} till {vendor} fungerar igen (de misslyckades från {since}). "
-        "Ändringarna som väntade har skickats.\n",
+    ("delivery_failing", True): (
         "Deliveries from {tenant} to {vendor} work again (they failed from {since}). "
-        "The changes that waited have been sent.\n",
+        "The changes that waited have been sent.\n"
     ),
-    ("source_failing", False): Template(
-        "skolsynk: inläsningen från {vendor} misslyckas",
-        "Inläsningen från källan {vendor} för {tenant} har misslyckats sedan {since}. Inget tas bort hos "
-        "leverantörerna medan det pågår, men ändringar i källan når dem inte.\nFel: {codes}\n{fixes_sv}",
+    ("source_failing", False): (
         "Reading the source {vendor} of {tenant} has been failing since {since}. Nothing is removed at vendors "
-        "meanwhile, but changes in the source do not reach them.\nErrors: {codes}\n{fixes_en}",
+        "meanwhile, but changes in the source do not reach them.\nErrors: {codes}\n{fixes_en}"
     ),
-    ("source_failing", True): Template(
-        "skolsynk: inläsningen från {vendor} fungerar igen",
-        "Inläsningen från källan {vendor} för {tenant} fungerar igen (den misslyckades från {since}).\n",
-        "Reading the source {vendor} of {tenant} works again (it failed from {since}).\n",
-    ),
-    ("deletions_overdue", False): Template(
-        "skolsynk: raderingar hos {vendor} är försenade",
-        "{count} raderingar för {tenant} hos {vendor} har inte kvitterats inom tidsgränsen (sedan {since}). "
-        "skolsynk försöker igen; se GDPR-sidan för underlaget till leverantören.\n",
+    ("source_failing", True): "Reading the source {vendor} of {tenant} works again (it failed from {since}).\n",
+    ("deletions_overdue", False): (
         "{count} deletions of {tenant} at {vendor} were not confirmed in time (since {since}). skolsynk keeps "
-        "retrying; the GDPR page has the evidence for the vendor.\n",
+        "retrying; the GDPR page has the evidence for the vendor.\n"
     ),
-    ("deletions_overdue", True): Template(
-        "skolsynk: raderingarna hos {vendor} är kvitterade",
-        "Alla försenade raderingar för {tenant} hos {vendor} har nu kvitterats av leverantören.\n",
-        "Every overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
-    ),
-    ("holds_waiting", False): Template(
-        "skolsynk: raderingar hos {vendor} väntar på ditt beslut",
-        "skolsynk har spärrat {count} raderingar för {tenant} hos {vendor} sedan {since}: fler personer än "
-        "vanligt skulle tas bort på en gång. Inget raderas förrän någon har beslutat om spärren i skolsynk "
-        "(Spärrar).\n",
+    (
+        "deletions_overdue",
+        True,
+    ): "Every overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
+    ("holds_waiting", False): (
         "skolsynk holds {count} deletions of {tenant} at {vendor} since {since} (more persons than usual would "
-        "be removed at once). Nothing is deleted until someone decides in skolsynk.\n",
+        "be removed at once). Nothing is deleted until someone decides in skolsynk.\n"
     ),
-    ("holds_waiting", True): Template(
-        "skolsynk: spärren för {vendor} är beslutad",
-        "Spärrade raderingar för {tenant} hos {vendor} (sedan {since}) är beslutade.\n",
-        "The held deletions of {tenant} at {vendor} (since {since}) have been decided.\n",
-    ),
-    ("gate_open", False): Template(
-        "skolsynk: {vendor} kan gå live",
-        "Testperioden för {tenant} hos {vendor} är slut ({since}). {review}\n",
+    ("holds_waiting", True): "The held deletions of {tenant} at {vendor} (since {since}) have been decided.\n",
+    ("gate_open", False): (
         "The test period of {tenant} at {vendor} is over ({since}). Review the test report if not done yet; the "
-        "subscription can then go live.\n",
+        "subscription can then go live.\n"
     ),
+}
+MESSAGES: dict[tuple[str, bool], Template] = {
+    (kind, ended): Template(words["subject"], words["body"], english)
+    for (kind, ended), english in ENGLISH.items()
+    for words in [section(f"notifications.{kind}.{'closed' if ended else 'opened'}")]
 }
 
 
@@ -269,11 +249,14 @@ class Notifier:
         """The subject and the body (Swedish, then English) of a notification, from :data:`MESSAGES`."""
         values: dict[str, Any] = {"tenant": tenant, "vendor": vendor, "since": _when(since), "count": 0}
         if kind == DELIVERY_FAILING:
-            text = error_text(details.get("last_error"))
-            values |= {"error_sv": text.sv if text else "okänt", "error_en": text.en if text else "unknown"}
+            error = error_text(details.get("last_error"))
+            values |= {
+                "error_sv": error.sv if error else text("notifications.unknown_error"),
+                "error_en": error.en if error else "unknown",
+            }
             desk = str(details.get("support") or "")
             values |= {
-                "support_sv": f" Leverantörens support: {desk}." if desk else "",
+                "support_sv": " " + text("notifications.support", desk=desk) if desk else "",
                 "support_en": f" The vendor's support: {desk}." if desk else "",
             }
         elif kind == SOURCE_FAILING:
@@ -291,11 +274,10 @@ class Notifier:
         elif kind == HOLDS_WAITING:
             values["count"] = int(details.get("removals") or 0)
         elif kind == GATE_OPEN:
-            values["review"] = (
-                "Testrapporten är granskad: prenumerationen kan gå live."
-                if details.get("reviewed")
-                else "Granska testrapporten; därefter kan prenumerationen gå live."
+            values["review"] = text(
+                "notifications.reviewed" if details.get("reviewed") else "notifications.review_first"
             )
+        values["deletions"] = plural("notifications_deletions", values["count"])
         template = MESSAGES[(kind, recovered)]
         return template.subject.format(**values), (template.sv + "\n---\n" + template.en).format(**values)
 
