@@ -14,9 +14,11 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+from skolsynk.domain.organisation_tree import OrganisationTree
 from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile
 from skolsynk.domain.selection import StoredEntity, TenantState
+from skolsynk.domain.selection_warnings import Relation, RelationCount, UnitPopulation, unit_populations
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
 from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk.storage.mongo import Database, Session, in_parts
@@ -83,6 +85,113 @@ class EntityReader:
             person = Person.model_validate(doc["data"])
             found.append((UUID(doc["_id"]), person))
         return found
+
+    async def unit_populations(self, tenant_id: str, today: date) -> dict[str, UnitPopulation]:
+        """Per school unit active ``today`` (by code), what the organiser's data has there as counts:
+        students by school type and year, placed children by school type, staff by role, groups by
+        type (for the subscription form's warnings, :mod:`skolsynk.domain.selection_warnings`).
+
+        One aggregation over the organiser's persons, duties, placements and groups, counted in the
+        store (no person leaves it), and one read of its school units and organisations for the tree."""
+        day = today.isoformat()
+
+        def active(prefix: str) -> dict[str, Any]:
+            start, end = f"{prefix}.start_date", f"{prefix}.end_date"
+            return {
+                "$and": [
+                    {"$or": [{"$eq": [{"$ifNull": [start, None]}, None]}, {"$lte": [start, day]}]},
+                    {"$or": [{"$eq": [{"$ifNull": [end, None]}, None]}, {"$gte": [end, day]}]},
+                ]
+            }
+
+        def of_kind(kind: EntityKind) -> dict[str, Any]:
+            return {"$eq": ["$kind", kind.value]}
+
+        enrolments = {
+            "$filter": {
+                "input": {"$ifNull": ["$data.enrolments", []]},
+                "as": "e",
+                "cond": {"$and": [{"$ne": ["$$e.cancelled", True]}, active("$$e")]},
+            }
+        }
+        rows = {
+            "$switch": {
+                "branches": [
+                    {
+                        "case": {"$and": [of_kind(EntityKind.PERSON), {"$eq": ["$data.person_status", "Aktiv"]}]},
+                        "then": {
+                            "$map": {
+                                "input": enrolments,
+                                "as": "e",
+                                "in": {
+                                    "r": "enrolment",
+                                    "at": "$$e.school_unit",
+                                    "t": "$$e.school_type",
+                                    "y": "$$e.school_year",
+                                },
+                            }
+                        },
+                    },
+                    {
+                        "case": {"$and": [of_kind(EntityKind.DUTY), active("$data")]},
+                        "then": [{"r": "duty", "at": "$data.school_unit", "v": "$data.role"}],
+                    },
+                    {
+                        "case": {"$and": [of_kind(EntityKind.PLACEMENT), active("$data")]},
+                        "then": [{"r": "placement", "at": "$data.school_unit", "t": "$data.school_type"}],
+                    },
+                    {
+                        "case": {"$and": [of_kind(EntityKind.GROUP), active("$data")]},
+                        "then": [{"r": "group", "at": "$data.school_unit", "v": "$data.group_type"}],
+                    },
+                ],
+                "default": [],
+            }
+        }
+        counted = [EntityKind.PERSON, EntityKind.DUTY, EntityKind.PLACEMENT, EntityKind.GROUP]
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"tenant_id": tenant_id, "kind": {"$in": [k.value for k in counted]}}},
+            {"$project": {"source_id": 1, "rows": rows}},
+            {"$unwind": "$rows"},
+            {
+                "$group": {
+                    "_id": {
+                        "s": "$source_id",
+                        "r": "$rows.r",
+                        "at": "$rows.at",
+                        "t": "$rows.t",
+                        "y": "$rows.y",
+                        "v": "$rows.v",
+                    },
+                    "n": {"$sum": 1},
+                }
+            },
+        ]
+        cursor = await self.collection.aggregate(pipeline)
+        counts = [
+            RelationCount(
+                source_id=doc["_id"]["s"],
+                relation=Relation(doc["_id"]["r"]),
+                at=doc["_id"]["at"],
+                n=int(doc["n"]),
+                school_type=doc["_id"].get("t"),
+                school_year=doc["_id"].get("y"),
+                value=doc["_id"].get("v"),
+            )
+            async for doc in cursor
+            if isinstance(doc["_id"].get("at"), str)
+        ]
+        levels = [EntityKind.SCHOOL_UNIT.value, EntityKind.ORGANISATION.value]
+        levels_cursor = self.collection.find(
+            {"tenant_id": tenant_id, "kind": {"$in": levels}}, {"data": 1, "kind": 1, "source_id": 1}
+        )
+        tree = OrganisationTree(
+            [
+                (doc["source_id"], ENTITY_MODELS[EntityKind(doc["kind"])].model_validate(doc["data"]))
+                async for doc in levels_cursor
+            ]
+        )
+        return unit_populations(tree, counts, today)
 
     # --- names (the admin's lists of whom something affects) -------------------------------------------
 
