@@ -11,8 +11,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from skolsynk.domain.selection_warnings import SelectionWarning, Shortfall, WarningCause
 from skolsynk.domain.ss12000 import GroupType, SchoolType
-from skolsynk.domain.subscription import MissingMarkingPolicy, ProtectedIdentityPolicy, Role
+from skolsynk.domain.subscription import MassDeletionGuard, MissingMarkingPolicy, ProtectedIdentityPolicy, Role
 from skolsynk_services.admin.auth import MAX_TOKEN_DAYS, token_active
 
 ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -345,9 +346,17 @@ class SubscriptionIn(Body):
         description="Also children placed at a förskola or fritidshem of the school units (SS 12000 Placement), "
         "when the vendor's profile takes placements. Off: an SS 12000 source's placements are not even read.",
     )
-    fields: dict[str, list[str]] | None = None
+    fields: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Per kind, the fields the vendor gets, narrowing what its profile accepts (the civic number "
+        "and birth date only when named here); a kind left out gets what the profile accepts. None: all the "
+        "profile accepts.",
+    )
     protected_identity_policy: ProtectedIdentityPolicy = ProtectedIdentityPolicy.EXCLUDE
     deletion_grace_hours: float = Field(default=0.0, ge=0, le=24 * 90)
+    guard: MassDeletionGuard | None = Field(
+        default=None, description="The mass-deletion guard's limits. None: keep the subscription's (or the defaults)."
+    )
 
 
 class PreviewRow(BaseModel):
@@ -366,12 +375,50 @@ class PreviewEntry(BaseModel):
     roles: list[str]
 
 
+class SubscriptionWarning(BaseModel):
+    """A chosen school unit where the subscription's filters select no students, no teachers or no groups
+    (``missing``), and why (``cause``: the filter, or nothing there at all); computed from counts per unit
+    of the organiser's data, before the person-level rules (protected identities, personStatus)."""
+
+    school_unit_code: str
+    school_unit_name: str | None = Field(description="None: the code is not an active school unit of the organiser.")
+    missing: Shortfall
+    cause: WarningCause
+    chosen_school_types: list[SchoolType] = Field(description="The subscription's school types, when they matter.")
+    chosen_school_years: list[int] = Field(description="The subscription's school years, when they matter.")
+    chosen_group_types: list[GroupType] = Field(description="The subscription's group types, when they matter.")
+    unit_school_types: list[SchoolType] = Field(description="The school types of the unit's students.")
+    unit_school_years: list[int] = Field(description="The school years of the unit's students.")
+    unit_group_types: list[GroupType] = Field(description="The types of the unit's groups.")
+    message: str = Field(description="The warning in English.")
+
+    @classmethod
+    def of(cls, warning: SelectionWarning) -> SubscriptionWarning:
+        return cls(
+            school_unit_code=warning.school_unit_code,
+            school_unit_name=warning.school_unit_name,
+            missing=warning.missing,
+            cause=warning.cause,
+            chosen_school_types=list(warning.chosen_school_types),
+            chosen_school_years=list(warning.chosen_school_years),
+            chosen_group_types=list(warning.chosen_group_types),
+            unit_school_types=list(warning.unit_school_types),
+            unit_school_years=list(warning.unit_school_years),
+            unit_group_types=list(warning.unit_group_types),
+            message=warning.message,
+        )
+
+
 class Preview(BaseModel):
     vendor_id: str
     totals: dict[str, int]
     rows: list[PreviewRow]
     added: list[PreviewEntry]
     removed: list[PreviewEntry]
+    warnings: list[SubscriptionWarning] = Field(
+        default_factory=list,
+        description="Chosen school units where the filters select no students, teachers or groups.",
+    )
 
 
 class Promotion(BaseModel):
@@ -425,6 +472,11 @@ class Subscription(BaseModel):
     subscription: dict[str, Any]
     promotion: Promotion
     health: DeliveryHealthView | None = None
+    warnings: list[SubscriptionWarning] | None = Field(
+        default=None,
+        description="Chosen school units where the filters select no students, teachers or groups (as in the "
+        "preview); given by GET and PUT of one subscription, None in lists and lifecycle actions.",
+    )
 
 
 class GoLiveIn(Body):

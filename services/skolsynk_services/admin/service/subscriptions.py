@@ -8,8 +8,9 @@ from typing import Any
 
 from skolsynk.domain.delivery_errors import error_text
 from skolsynk.domain.selection import ProjectedResource, compare, project
+from skolsynk.domain.selection_warnings import UnitPopulation, selection_warnings
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.domain.subscription import VendorSubscription
+from skolsynk.domain.subscription import VendorProfile, VendorSubscription
 from skolsynk.storage import Document
 from skolsynk.storage.deliveries import latest_drift_report
 from skolsynk.storage.delivery_health import state_of
@@ -71,7 +72,9 @@ class SubscriptionAdmin(AdminCore):
             raise NotFound("no subscription for that vendor")
         return subscription
 
-    async def _view(self, subscription: VendorSubscription) -> models.Subscription:
+    async def _view(
+        self, subscription: VendorSubscription, *, warnings: list[models.SubscriptionWarning] | None = None
+    ) -> models.Subscription:
         lifecycle = await self.lifecycle.get(subscription.tenant_id, subscription.vendor_id)
         vendor = self.catalogue.get(subscription.vendor_id)
         return models.Subscription(
@@ -83,7 +86,36 @@ class SubscriptionAdmin(AdminCore):
             subscription=subscription.model_dump(mode="json"),
             promotion=promotion_of(subscription, lifecycle, now=self.clock(), required_hours=self.promotion_hours),
             health=await self._health(subscription.tenant_id, subscription.vendor_id),
+            warnings=warnings,
         )
+
+    async def _profile(self, vendor_id: str, current: VendorSubscription | None) -> VendorProfile:
+        """The profile a subscription is selected with: the stored one once the vendor has a subscription
+        here, the catalogue's before."""
+        return await self.subscriptions.profile(vendor_id) if current else self._vendor(vendor_id).profile
+
+    @staticmethod
+    def _warnings(
+        subscription: VendorSubscription, profile: VendorProfile, populations: dict[str, UnitPopulation]
+    ) -> list[models.SubscriptionWarning]:
+        if subscription.ended_at is not None:
+            return []
+        return [models.SubscriptionWarning.of(w) for w in selection_warnings(subscription, profile, populations)]
+
+    async def _warnings_now(self, subscription: VendorSubscription) -> list[models.SubscriptionWarning]:
+        populations = await self.entities.unit_populations(subscription.tenant_id, self.clock().date())
+        return self._warnings(subscription, await self.subscriptions.profile(subscription.vendor_id), populations)
+
+    async def unit_populations(self, principal: Principal, tenant_id: str) -> dict[str, UnitPopulation]:
+        """What each of the organiser's active school units has today, as counts (students by school type
+        and year, staff by role, groups by type), by school-unit code: for choosing filters."""
+        await self._tenant(principal, tenant_id)
+        return await self.entities.unit_populations(tenant_id, self.clock().date())
+
+    async def subscription_profile(self, principal: Principal, tenant_id: str, vendor_id: str) -> VendorProfile:
+        """The profile a subscription of ``vendor_id`` is selected with (what fields the form can offer)."""
+        await self._tenant(principal, tenant_id)
+        return await self._profile(vendor_id, await self.subscriptions.get(tenant_id, vendor_id))
 
     async def _health(self, tenant_id: str, vendor_id: str) -> models.DeliveryHealthView:
         doc = await self.delivery_health.get(vendor_id, tenant_id)
@@ -112,7 +144,8 @@ class SubscriptionAdmin(AdminCore):
 
     async def get_subscription(self, principal: Principal, tenant_id: str, vendor_id: str) -> models.Subscription:
         await self._tenant(principal, tenant_id)
-        return await self._view(await self._subscription(tenant_id, vendor_id))
+        subscription = await self._subscription(tenant_id, vendor_id)
+        return await self._view(subscription, warnings=await self._warnings_now(subscription))
 
     async def vendor_history(
         self, principal: Principal, tenant_id: str, vendor_id: str | None = None
@@ -125,12 +158,30 @@ class SubscriptionAdmin(AdminCore):
     ) -> VendorSubscription:
         from pydantic import ValidationError
 
+        given = body.model_dump(mode="json", exclude={"guard"} if body.guard is None else set())
         try:
             return VendorSubscription.model_validate(
-                {"tenant_id": tenant_id, "vendor_id": vendor_id, "test_mode": test_mode, **body.model_dump(mode="json")}
+                {"tenant_id": tenant_id, "vendor_id": vendor_id, "test_mode": test_mode, **given}
             )
         except ValidationError as error:
             raise Invalid.from_validation(error) from None
+
+    @staticmethod
+    def _carried(
+        proposed: VendorSubscription, current: VendorSubscription | None, body: models.SubscriptionIn
+    ) -> VendorSubscription:
+        """What a change keeps of the current subscription: the persons explicitly included and excluded
+        (not part of the body), and the guard unless the body sets one. A reopened (ended) subscription
+        starts afresh."""
+        if current is None or current.ended_at is not None:
+            return proposed
+        return proposed.model_copy(
+            update={
+                "include_persons": current.include_persons,
+                "exclude_persons": current.exclude_persons,
+                "guard": current.guard if body.guard is None else proposed.guard,
+            }
+        )
 
     async def preview(
         self, principal: Principal, tenant_id: str, vendor_id: str, body: models.SubscriptionIn
@@ -140,6 +191,7 @@ class SubscriptionAdmin(AdminCore):
         vendor = self._vendor(vendor_id)
         current = await self.subscriptions.get(tenant_id, vendor_id)
         proposed = self._proposed(tenant_id, vendor_id, body, test_mode=current.test_mode if current else True)
+        proposed = self._carried(proposed, current, body)
         profile = await self.subscriptions.profile(vendor_id) if current else vendor.profile
         today: date = self.clock().date()
         missing_marking = await self.organiser_settings.missing_marking(tenant_id)
@@ -176,6 +228,7 @@ class SubscriptionAdmin(AdminCore):
             rows=rows,
             added=entries(preview.added),
             removed=entries(preview.removed),
+            warnings=self._warnings(proposed, profile, await self.entities.unit_populations(tenant_id, today)),
         )
 
     async def save_subscription(
@@ -187,15 +240,7 @@ class SubscriptionAdmin(AdminCore):
         current = await self.subscriptions.get(tenant_id, vendor_id)
         reopened = current is not None and current.ended_at is not None
         test_mode = True if current is None or reopened else current.test_mode
-        proposed = self._proposed(tenant_id, vendor_id, body, test_mode=test_mode)
-        if current is not None and not reopened:
-            proposed = proposed.model_copy(
-                update={
-                    "include_persons": current.include_persons,
-                    "exclude_persons": current.exclude_persons,
-                    "guard": current.guard,
-                }
-            )
+        proposed = self._carried(self._proposed(tenant_id, vendor_id, body, test_mode=test_mode), current, body)
         await self.subscriptions.save(proposed)
         now = self.clock()
         if current is None or reopened:
@@ -212,4 +257,4 @@ class SubscriptionAdmin(AdminCore):
         )
         action = "subscription.create" if current is None else "subscription.update"
         await self._project(tenant_id, "subscription", by=principal, action=action, target=vendor_id)
-        return await self._view(proposed)
+        return await self._view(proposed, warnings=await self._warnings_now(proposed))
