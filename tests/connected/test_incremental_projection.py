@@ -129,17 +129,25 @@ class Organiser:
         return record.model_copy(update={"data": {**record.data, **changes}})
 
     async def findings(self) -> set[tuple[str, str, str | None]]:
+        """The reconcile findings by code, entity and school unit (see ``reported`` for what they carry)."""
+        return {(code, entity, unit) for code, entity, unit, _, _ in await self.reported()}
+
+    async def reported(self) -> set[tuple[str, str, str | None, str | None, str | None]]:
+        """The reconcile findings with the offending value and a duplicate's other party."""
         cursor = self.projector.findings.collection.find({"tenant_id": TENANT, "origin": "reconcile"})
-        return {(f["code"], str(f["entity_id"]), f.get("school_unit_code")) async for f in cursor}
+        return {
+            (f["code"], str(f["entity_id"]), f.get("school_unit_code"), f.get("value"), f.get("other_entity_id"))
+            async for f in cursor
+        }
 
     async def project_changes_then_check_whole(self) -> ProjectionReport:
         """Project incrementally, then the whole organiser: the whole projection must find nothing more."""
         report = await self.projector.project_tenant(TENANT, today=TODAY, reason="snapshot", whole=False)
-        after_changes = await self.findings()
+        after_changes = await self.reported()
         whole = await self.projector.project_tenant(TENANT, today=TODAY, reason="check", whole=True)
         missed = {v: (r.upserts, r.deletes, r.held) for v, r in whole.vendors.items() if r.upserts or r.deletes}
         assert missed == {}, f"the incremental projection missed changes: {missed}"
-        assert after_changes == await self.findings()
+        assert after_changes == await self.reported()  # the same values and other parties too
         return report
 
 

@@ -16,9 +16,11 @@ from pydantic import ValidationError
 from skolsynk.domain.quality import (
     CATALOGUE,
     CSV_COLUMNS,
+    VALUE_LENGTH,
     Finding,
     FindingCode,
     Severity,
+    joined,
     summary_by_school_unit,
     to_csv,
 )
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.unit
 
 RUN_ID = UUID("22222222-2222-4222-8222-222222222222")
 ENTITY = UUID("7278a908-3fc9-4485-a698-04704d2773bd")
+OTHER = UUID("0e5c6d1a-7a53-4d4e-9b8e-2f1f1f6f4a11")
 
 
 def _finding(code: FindingCode, **values: Any) -> Finding:
@@ -119,6 +122,8 @@ FINDINGS = [
         school_unit_code="11111111",
         field="eppn",
         detail='quoted "detail", with a comma',
+        value="anna.a@skola.example",
+        other_entity_id=OTHER,
     ),
     _finding(FindingCode.PERSON_NO_ACTIVE_RELATION),  # everything optional left out
     _finding(FindingCode.EMAIL_MISSING, school_unit_code="11111111", detail="rad ett\nrad två"),
@@ -143,11 +148,27 @@ def test_to_csv_has_the_header_and_one_row_per_finding() -> None:
         "field": "eppn",
         "detail": 'quoted "detail", with a comma',
         "run_id": str(RUN_ID),
+        "other_entity_id": str(OTHER),
+        "value": "anna.a@skola.example",
     }
     empty = dict(zip(CSV_COLUMNS, rows[2], strict=True))
     assert empty["severity"] == "warning"
     assert empty["entity_id"] == empty["run_id"] == empty["school_unit_code"] == ""
     assert rows[3][CSV_COLUMNS.index("detail")] == "rad ett\nrad två"
+
+
+def test_to_csv_leaves_out_the_values_for_those_who_may_not_see_them() -> None:
+    rows = list(csv.DictReader(io.StringIO(to_csv(FINDINGS, personal=False))))
+    assert "value" not in rows[0]
+    assert rows[0]["other_entity_id"] == str(OTHER)  # an id, not personal data
+    assert "anna.a@skola.example" not in to_csv(FINDINGS, personal=False)
+
+
+def test_a_long_value_is_cut_to_what_is_stored() -> None:
+    finding = _finding(FindingCode.EMAIL_INVALID, value="x" * 500)
+    assert finding.value == "x" * VALUE_LENGTH
+    assert joined(["g-1", "g-2", "g-1"]) == "g-1, g-2"
+    assert joined([]) is None
 
 
 def test_to_csv_never_writes_python_none() -> None:

@@ -1,6 +1,6 @@
 """The normaliser's validation: per-record checks at ingest (RecordValidator) and cross-record checks
-over an organiser's whole state (reconcile). Neither drops anything silently, and findings never
-carry personal data."""
+over an organiser's whole state (reconcile). Neither drops anything silently; findings carry the
+offending value (for the admin's report) in ``value`` alone, never a name, a civic number or a birth date."""
 
 from __future__ import annotations
 
@@ -163,6 +163,8 @@ def test_invalid_email_is_dropped_and_the_person_kept(validator: RecordValidator
     first = findings[0]
     assert first.severity is Severity.WARNING
     assert first.field == "emails.0.value"
+    assert first.value == "ingrid.lindqvist@@skola"  # what the admin looks for in the source
+    assert first.other_entity_id is None
     assert first.origin == "ingest"
     assert (first.tenant_id, first.source_id, first.run_id) == (TENANT, SOURCE, RUN_ID)
     assert first.entity_kind is PERSON
@@ -209,6 +211,7 @@ def test_group_with_unknown_school_type_keeps_the_group(validator: RecordValidat
     assert entity.school_type is None
     assert codes(findings) == [FindingCode.VALUE_UNKNOWN]
     assert findings[0].field == "school_type"
+    assert findings[0].value == "XYZ"
     assert findings[0].severity is Severity.WARNING
 
 
@@ -228,6 +231,7 @@ def test_group_membership_with_inverted_dates_is_dropped(validator: RecordValida
     assert findings[0].severity is Severity.WARNING
     assert findings[0].field is not None
     assert findings[0].field.startswith("memberships.0")
+    assert findings[0].value == "2025-01-01 > 2024-01-01"
 
 
 def test_school_unit_with_unknown_school_types_keeps_the_known_ones(validator: RecordValidator) -> None:
@@ -237,6 +241,7 @@ def test_school_unit_with_unknown_school_types_keeps_the_known_ones(validator: R
     assert entity.school_types == [SchoolType.GR, SchoolType.SARVUX]
     assert codes(findings) == [FindingCode.VALUE_UNKNOWN]
     assert findings[0].field == "school_types"
+    assert findings[0].value == "XX"
 
 
 # --- ingest: records withheld with an error -------------------------------------------------------
@@ -260,6 +265,9 @@ def test_school_unit_without_a_proper_code_is_withheld(
     entity, findings = validator.validate(record(SCHOOL_UNIT, "su-x", display_name="S", **data))
     assert entity is None
     assert codes(findings) == [code]
+    assert findings[0].value == (
+        str(data["school_unit_code"]) if code is FindingCode.SCHOOL_UNIT_CODE_MALFORMED else None
+    )
     assert findings[0].severity is Severity.ERROR
     assert findings[0].entity_id == entity_id(TENANT, SOURCE, SCHOOL_UNIT, "su-x")
 
@@ -413,7 +421,7 @@ def test_other_records_that_do_not_fit_are_withheld(
     assert [(f.code, f.field) for f in findings] == [(FindingCode.RECORD_INVALID, field)]
 
 
-# --- ingest: findings carry no personal data ------------------------------------------------------
+# --- ingest: personal data only as the offending value, never a sensitive one ----------------------
 
 PERSONAL = ["Ingrid", "Lindqvist", "ingrid.lindqvist", "201501012384", "20150101-2384", "1501012384", "2015-01-01"]
 
@@ -438,12 +446,35 @@ LEAKY_RECORDS = [
 ]
 
 
+SENSITIVE = ["201501012384", "20150101-2384", "1501012384", "20150101-238", "2015-01-01", "Ingrid"]
+
+
 @pytest.mark.parametrize("rec", LEAKY_RECORDS)
-def test_ingest_findings_never_contain_personal_values(validator: RecordValidator, rec: SourceRecord) -> None:
+def test_ingest_findings_carry_personal_values_only_as_the_offending_value(
+    validator: RecordValidator, rec: SourceRecord
+) -> None:
     _, findings = validator.validate(rec)
     assert findings, "the record was meant to be faulty"
-    text = "".join(f.model_dump_json() for f in findings)
+    text = "".join(f.model_dump_json(exclude={"value"}) for f in findings)
     for value in PERSONAL:
+        assert value.lower() not in text.lower()
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        person_record(civic_no="1501012384"),
+        person_record(civic_no="20150101-238"),
+        person_record(birth_date="2015-01-01T25:00"),
+        person_record(birth_date="Ingrid"),
+    ],
+)
+def test_the_value_of_a_sensitive_field_is_never_kept(validator: RecordValidator, rec: SourceRecord) -> None:
+    _, findings = validator.validate(rec)
+    assert codes(findings) == [FindingCode.RECORD_INVALID]
+    assert findings[0].value is None
+    text = "".join(f.model_dump_json() for f in findings)
+    for value in SENSITIVE:
         assert value.lower() not in text.lower()
 
 
@@ -452,7 +483,7 @@ def test_ingest_findings_never_contain_personal_values(validator: RecordValidato
     secret=st.from_regex(r"[A-Za-z][A-Za-z0-9. -]{5,20}", fullmatch=True),
     where=st.sampled_from(["email", "civic_no", "birth_date", "school_type", "eppn"]),
 )
-def test_ingest_findings_never_contain_random_personal_values(secret: str, where: str) -> None:
+def test_ingest_findings_carry_random_personal_values_only_as_the_offending_value(secret: str, where: str) -> None:
     secret = "Qz" + secret.strip()
     choices: dict[str, dict[str, Any]] = {
         "email": {"emails": [{"value": f"{secret}@", "type": "Privat"}]},
@@ -463,7 +494,9 @@ def test_ingest_findings_never_contain_random_personal_values(secret: str, where
     }
     _, findings = RecordValidator(TENANT, SOURCE, RUN_ID).validate(person_record(**choices[where]))
     assert findings
-    assert secret.lower() not in "".join(f.model_dump_json() for f in findings).lower()
+    assert secret.lower() not in "".join(f.model_dump_json(exclude={"value"}) for f in findings).lower()
+    if where in ("civic_no", "birth_date"):  # sensitive: not even as the offending value
+        assert secret.lower() not in "".join(f.model_dump_json() for f in findings).lower()
 
 
 # --- reconcile ------------------------------------------------------------------------------------
@@ -506,6 +539,8 @@ def test_duplicate_school_unit_code_withholds_the_second() -> None:
     assert after.withheld == {eid("su-z", SCHOOL_UNIT)}
     [finding] = [f for f in findings if f.code is FindingCode.SCHOOL_UNIT_CODE_DUPLICATE]
     assert (finding.source_key, finding.school_unit_code, finding.severity) == ("su-z", CODE_A, Severity.ERROR)
+    # the code, and the unit that keeps it: what the admin needs to decide which record to correct
+    assert (finding.value, finding.other_entity_id) == (CODE_A, eid("su-a", SCHOOL_UNIT))
     assert eid("su-z", SCHOOL_UNIT) not in {s.id for s in after.entities}
     assert eid("su-a", SCHOOL_UNIT) in {s.id for s in after.entities}
 
@@ -541,6 +576,8 @@ def test_duplicate_eppn_withholds_the_second_person() -> None:
     [finding] = [f for f in findings if f.code is FindingCode.EPPN_DUPLICATE]
     assert (finding.source_key, finding.field, finding.severity) == ("stu-z", "eppn", Severity.ERROR)
     assert finding.school_unit_code == CODE_B
+    # the login as this person has it, and the person who keeps it (matched without regard to case)
+    assert (finding.value, finding.other_entity_id) == ("STU-A1@kommun-a.se", eid("stu-a1"))
     assert eid("stu-z") not in {s.id for s in after.entities}
     assert not [f for f in findings if f.source_key == "stu-z" and f.code is not FindingCode.EPPN_DUPLICATE]
 
@@ -555,6 +592,7 @@ def test_duplicate_email_is_dropped_from_the_second_person() -> None:
     [finding] = [f for f in findings if f.code is FindingCode.EMAIL_DUPLICATE]
     assert (finding.source_key, finding.field, finding.severity) == ("stu-z", "emails", Severity.WARNING)
     assert finding.school_unit_code == CODE_A
+    assert (finding.value, finding.other_entity_id) == (stu_a1.emails[0].value, eid("stu-a1"))
     kept = cleaned(after, "stu-z", PERSON)
     assert isinstance(kept, Person)
     assert kept.emails == [own]
@@ -576,6 +614,8 @@ def test_enrolment_at_an_unknown_unit_is_dropped() -> None:
     wandering = person("stu-z", enrolment("su-nowhere"), enrolment("su-b", year=9))
     after, findings = _reconcile(state(add=[wandering]))
     assert found(findings, FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT) == ["stu-z"]
+    [unknown] = [f for f in findings if f.code is FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT]
+    assert unknown.value == "su-nowhere"  # the reference the source has to correct
     kept = cleaned(after, "stu-z", PERSON)
     assert isinstance(kept, Person)
     assert [e.school_unit for e in kept.enrolments] == ["su-b"]
@@ -604,6 +644,7 @@ def test_duty_with_unknown_unit_or_person_is_withheld(bad_duty: Duty, code: Find
     assert after.withheld == {eid("d-z", DUTY)}
     [finding] = [f for f in findings if f.source_key == "d-z"]
     assert (finding.code, finding.severity, finding.school_unit_code) == (code, Severity.ERROR, unit_code)
+    assert finding.value == (bad_duty.person if code is FindingCode.DUTY_UNKNOWN_PERSON else bad_duty.school_unit)
     assert eid("d-z", DUTY) not in {s.id for s in after.entities}
 
 
@@ -620,7 +661,8 @@ def test_unknown_group_members_are_dropped() -> None:
     [finding] = [f for f in findings if f.code is FindingCode.GROUP_UNKNOWN_MEMBER]
     assert (finding.source_key, finding.school_unit_code, finding.field) == ("klass-3a", CODE_A, "memberships")
     assert finding.detail == "2 membership(s) dropped"
-    assert "ghost" not in finding.model_dump_json()
+    assert "ghost" not in finding.model_dump_json(exclude={"value"})
+    assert finding.value == "ghost-1, ghost-2"  # the unknown persons' keys, for the admin
     kept = cleaned(after, "klass-3a", GROUP)
     assert isinstance(kept, Group)
     assert [m.person for m in kept.memberships] == ["stu-a1", "prot-a"]
@@ -635,6 +677,8 @@ def test_activity_unknown_references_are_dropped_and_unknown_unit_withheld() -> 
     assert after.withheld == {eid("d-orphan", DUTY), eid("act-z", ACTIVITY)}
     assert found(findings, FindingCode.ACTIVITY_UNKNOWN_REFERENCE) == ["act-ma-3a"]
     assert found(findings, FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT) == ["act-z"]
+    by_key = {f.source_key: f.value for f in findings}
+    assert (by_key["act-ma-3a"], by_key["act-z"]) == ("g-gone, d-gone, d-orphan", "su-nowhere")
     kept = cleaned(after, "act-ma-3a", ACTIVITY)
     assert isinstance(kept, Activity)
     assert (kept.groups, kept.teachers) == (["ma-3a"], ["d-tea-a"])
@@ -718,7 +762,7 @@ def test_reconcile_is_independent_of_input_order() -> None:
     assert sorted(f.model_dump_json() for f in forwards[1]) == sorted(f.model_dump_json() for f in backwards[1])
 
 
-def test_reconcile_findings_never_contain_personal_values() -> None:
+def test_reconcile_findings_carry_logins_and_addresses_only_as_the_offending_value() -> None:
     broken: list[Entity] = [
         person("stu-z", enrolment("su-nowhere"), eppn=["stu-a1@kommun-a.se"]),
         person("stu-y", emails=[Email(value="stu-a2@skola.kommun-a.se")], eppn=[]),
@@ -727,15 +771,17 @@ def test_reconcile_findings_never_contain_personal_values() -> None:
     ]
     _, findings = _reconcile(state(add=broken))
     assert findings
-    text = "".join(f.model_dump_json() for f in findings)
+    everything = "".join(f.model_dump_json() for f in findings)
+    outside_value = "".join(f.model_dump_json(exclude={"value"}) for f in findings)
+    assert "stu-a1@kommun-a.se" in everything  # the duplicated login, for the admin's report
     for e in [*entities(), *broken]:
         if isinstance(e, Person):
-            assert e.given_name not in text
-            assert e.family_name not in text
+            assert e.given_name not in everything  # names are joined when the report is read
+            assert e.family_name not in everything
             for address in [*e.eppn, *(m.value for m in e.emails)]:
-                assert address not in text
+                assert address not in outside_value
             if e.civic_no:
-                assert e.civic_no not in text
+                assert e.civic_no not in everything
 
 
 def test_reconcile_of_nothing() -> None:

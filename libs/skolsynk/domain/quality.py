@@ -1,8 +1,12 @@
 """Data-quality findings: what was wrong with an organiser's data, and what skolsynk did about it.
 
 Severity ``error``: the record is withheld (not stored, or its last good version kept; vendors keep
-what they had). Severity ``warning``: the record is sent, the bad value dropped. Findings never carry
-personal data in ``detail``; they identify records by id and the source's key.
+what they had). Severity ``warning``: the record is sent, the bad value dropped. Findings identify
+records by id and the source's key; ``detail`` never carries personal data. What the admin needs to
+fix the source is in ``value`` (the offending value: an invalid e-mail address, a duplicated login or
+school-unit code, an unknown reference) and, for a duplicate, ``other_entity_id`` (the record that kept
+the value). ``value`` may be personal data: it is stored and shown to those allowed to see personal
+data, never logged, counted in a metric label or put in an error message.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from skolsynk.domain.ss12000 import EntityKind, Model
 
@@ -97,6 +101,16 @@ CATALOGUE: dict[FindingCode, tuple[Severity, str]] = {
 }  # fmt: skip
 
 
+#: The longest ``value`` a finding stores.
+VALUE_LENGTH = 200
+
+
+def joined(values: Iterable[object]) -> str | None:
+    """Several offending values (the keys of unknown references) as one ``value``; None for none."""
+    text = ", ".join(dict.fromkeys(str(v) for v in values))
+    return text or None
+
+
 class Finding(Model):
     tenant_id: str
     source_id: str | None = None
@@ -110,6 +124,22 @@ class Finding(Model):
     school_unit_code: str | None = None
     field: str | None = None
     detail: str = Field(default="", max_length=300, description="What was wrong, without personal data.")
+    value: str | None = Field(
+        default=None,
+        max_length=VALUE_LENGTH,
+        description="The offending value as the source has it (an e-mail address, a login, a code, the key of "
+        "an unknown reference; cut to 200 characters). May be personal data: shown only to roles that may "
+        "see it, never logged.",
+    )
+    other_entity_id: UUID | None = Field(
+        default=None, description="For a duplicate: the record that has the same value and kept it."
+    )
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _cut(cls, value: object) -> object:
+        """A value longer than the stored length is cut (the finding matters more than its last characters)."""
+        return value[:VALUE_LENGTH] if isinstance(value, str) else value
 
     @classmethod
     def of(cls, code: FindingCode, *, severity: Severity | None = None, **values: object) -> Finding:
@@ -127,16 +157,23 @@ CSV_COLUMNS = (
     "field",
     "detail",
     "run_id",
+    "other_entity_id",
+    "value",
 )
+#: The columns that may hold personal data (left out for roles that may not see it).
+PERSONAL_CSV_COLUMNS = frozenset({"value"})
 
 
-def to_csv(findings: Iterable[Finding]) -> str:
+def to_csv(findings: Iterable[Finding], *, personal: bool = True) -> str:
+    """The findings as CSV (comma-separated, English column names: for programs); ``personal=False``
+    leaves out the offending values."""
+    columns = [c for c in CSV_COLUMNS if personal or c not in PERSONAL_CSV_COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for finding in findings:
         row = finding.model_dump(mode="json")
-        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
     return buffer.getvalue()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from skolsynk.domain.organisation_tree import SCHOOL_UNIT_LEVEL, OrganisationTree
-from skolsynk.domain.quality import Finding, FindingCode
+from skolsynk.domain.quality import Finding, FindingCode, joined
 from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.ss12000 import Activity, Duty, Entity, EntityKind, Group, Person, Placement, SchoolUnit
 from skolsynk.domain.subscription import MissingMarkingPolicy
@@ -51,19 +51,25 @@ def reconcile(
             )
         )
 
-    # School units: one per code.
+    # School units: one per code. The first holder of a code is the duplicate's other party.
     units: dict[tuple[str, str], SchoolUnit] = {}
     withheld_units: set[tuple[str, str]] = set()
-    seen_codes: set[str] = set()
+    seen_codes: dict[str, UUID] = {}
     for stored in by_kind[EntityKind.SCHOOL_UNIT]:
         unit = stored.entity
         assert isinstance(unit, SchoolUnit)
         if unit.school_unit_code in seen_codes:
             withheld.add(stored.id)
             withheld_units.add((stored.source_id, unit.key))
-            finding(FindingCode.SCHOOL_UNIT_CODE_DUPLICATE, stored, school_unit_code=unit.school_unit_code)
+            finding(
+                FindingCode.SCHOOL_UNIT_CODE_DUPLICATE,
+                stored,
+                school_unit_code=unit.school_unit_code,
+                value=unit.school_unit_code,
+                other_entity_id=seen_codes[unit.school_unit_code],
+            )
             continue
-        seen_codes.add(unit.school_unit_code)
+        seen_codes[unit.school_unit_code] = stored.id
         units[(stored.source_id, unit.key)] = unit
 
     def code_of(source_id: str, key: str) -> str | None:
@@ -93,7 +99,7 @@ def reconcile(
         unit_key = tree.resolve_one(stored.source_id, key)
         if unit_key is None:
             withheld.add(stored.id)
-            finding(code, stored, field=field, detail=unresolved(stored.source_id, key, field))
+            finding(code, stored, field=field, detail=unresolved(stored.source_id, key, field), value=key)
         return unit_key
 
     def unit_code_or_withhold(stored: StoredEntity, unit_key: str, unknown: FindingCode) -> str | None:
@@ -103,7 +109,7 @@ def reconcile(
         if unit_code is None:
             withheld.add(stored.id)
             if (stored.source_id, unit_key) not in withheld_units:
-                finding(unknown, stored)
+                finding(unknown, stored, value=unit_key)
         return unit_code
 
     def at_one_unit(
@@ -122,11 +128,12 @@ def reconcile(
             entity = replaced[stored.id] = entity.model_copy(update={"school_unit": unit_key})
         return entity, unit_code
 
-    # Persons: unique logins, unique e-mail addresses, enrolments at known units.
+    # Persons: unique logins, unique e-mail addresses, enrolments at known units. Who has a login or an
+    # address first keeps it, and is the other party of the duplicate's finding.
     persons: dict[tuple[str, str], Person] = {}
     known_persons = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.PERSON]}
-    eppns: set[str] = set()
-    emails: set[str] = set()
+    eppns: dict[str, UUID] = {}
+    emails: dict[str, UUID] = {}
     for stored in by_kind[EntityKind.PERSON]:
         person = stored.entity
         assert isinstance(person, Person)
@@ -139,21 +146,42 @@ def reconcile(
                 enrolments.append(enrolment.model_copy(update={"school_unit": unit_key}))
             else:
                 detail = unresolved(stored.source_id, enrolment.school_unit, "enroledAt")
-                finding(FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION, stored, field="enrolments", detail=detail)
+                finding(
+                    FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION,
+                    stored,
+                    field="enrolments",
+                    detail=detail,
+                    value=enrolment.school_unit,
+                )
         unit_code = next((code_of(stored.source_id, e.school_unit) for e in enrolments), None)
-        if any(e.lower() in eppns for e in person.eppn):
+        taken = next((e for e in person.eppn if e.lower() in eppns), None)
+        if taken is not None:
             withheld.add(stored.id)
-            finding(FindingCode.EPPN_DUPLICATE, stored, school_unit_code=unit_code, field="eppn")
+            finding(
+                FindingCode.EPPN_DUPLICATE,
+                stored,
+                school_unit_code=unit_code,
+                field="eppn",
+                value=taken,
+                other_entity_id=eppns[taken.lower()],
+            )
             continue
-        eppns.update(e.lower() for e in person.eppn)
+        eppns.update((e.lower(), stored.id) for e in person.eppn if e.lower() not in eppns)
         if not person.eppn:
             finding(FindingCode.EPPN_MISSING, stored, school_unit_code=unit_code, field="eppn")
         kept_emails = []
         for email in person.emails:
             if email.value in emails:
-                finding(FindingCode.EMAIL_DUPLICATE, stored, school_unit_code=unit_code, field="emails")
+                finding(
+                    FindingCode.EMAIL_DUPLICATE,
+                    stored,
+                    school_unit_code=unit_code,
+                    field="emails",
+                    value=email.value,
+                    other_entity_id=emails[email.value],
+                )
             else:
-                emails.add(email.value)
+                emails[email.value] = stored.id
                 kept_emails.append(email)
         if not kept_emails:
             finding(FindingCode.EMAIL_MISSING, stored, school_unit_code=unit_code, field="emails")
@@ -165,7 +193,9 @@ def reconcile(
             if (stored.source_id, enrolment.school_unit) in units:
                 kept_enrolments.append(enrolment)
             else:
-                finding(FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, stored, field="enrolments")
+                finding(
+                    FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT, stored, field="enrolments", value=enrolment.school_unit
+                )
         if len(kept_emails) != len(person.emails) or kept_enrolments != list(person.enrolments):
             person = person.model_copy(update={"emails": kept_emails, "enrolments": kept_enrolments})
             replaced[stored.id] = person
@@ -181,7 +211,13 @@ def reconcile(
             if not beneath:
                 withheld.add(stored.id)
                 detail = unresolved(stored.source_id, duty.school_unit, "dutyAt")
-                finding(FindingCode.DUTY_UNRESOLVED_ORGANISATION, stored, field="dutyAt", detail=detail)
+                finding(
+                    FindingCode.DUTY_UNRESOLVED_ORGANISATION,
+                    stored,
+                    field="dutyAt",
+                    detail=detail,
+                    value=duty.school_unit,
+                )
                 continue
             # Every unit beneath withheld: so is the duty (no finding: the units' own explain it).
             unit_code = next((c for u in beneath if (c := code_of(stored.source_id, u))), None)
@@ -194,7 +230,7 @@ def reconcile(
                 continue
         if (stored.source_id, duty.person) not in known_persons:
             withheld.add(stored.id)
-            finding(FindingCode.DUTY_UNKNOWN_PERSON, stored, school_unit_code=unit_code)
+            finding(FindingCode.DUTY_UNKNOWN_PERSON, stored, school_unit_code=unit_code, value=duty.person)
         elif duty.active_on(today):
             active_duty_units[(stored.source_id, duty.person)] = unit_code
 
@@ -234,6 +270,7 @@ def reconcile(
                 school_unit_code=unit_code,
                 field="memberships",
                 detail=f"{len(group.memberships) - len(members)} membership(s) dropped",
+                value=joined(m.person for m in group.memberships if m not in members),
             )
             replaced[stored.id] = group.model_copy(update={"memberships": members})
     # Duties' tasks towards groups (mentors ...): a task towards a group that is unknown or withheld goes.
@@ -250,6 +287,7 @@ def reconcile(
                 school_unit_code=code_of(stored.source_id, duty.school_unit),
                 field="assignmentRole",
                 detail=f"{len(duty.assignment_roles) - len(tasks)} task(s) dropped",
+                value=joined(r.group for r in duty.assignment_roles if r not in tasks),
             )
             replaced[stored.id] = duty.model_copy(update={"assignment_roles": tasks})
     # Placements (förskola, fritidshem): a known child at a known school unit (or the only one beneath). Its
@@ -264,7 +302,13 @@ def reconcile(
         assert isinstance(placement, Placement)
         if (stored.source_id, placement.child) not in known_persons:
             withheld.add(stored.id)
-            finding(FindingCode.PLACEMENT_UNKNOWN_CHILD, stored, school_unit_code=unit_code, field="child")
+            finding(
+                FindingCode.PLACEMENT_UNKNOWN_CHILD,
+                stored,
+                school_unit_code=unit_code,
+                field="child",
+                value=placement.child,
+            )
 
     duties = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.DUTY] if s.id not in withheld}
     syllabuses = {(s.source_id, s.entity.key) for s in by_kind[EntityKind.SYLLABUS]}
@@ -287,7 +331,12 @@ def reconcile(
             or len(kept_teachers) != len(activity.teachers)
             or syllabus != activity.syllabus
         ):
-            finding(FindingCode.ACTIVITY_UNKNOWN_REFERENCE, stored, school_unit_code=unit_code)
+            unknown = [
+                *(g for g in activity.groups if g not in kept_groups),
+                *(t for t in activity.teachers if t not in kept_teachers),
+                *([activity.syllabus] if activity.syllabus and syllabus is None else []),
+            ]
+            finding(FindingCode.ACTIVITY_UNKNOWN_REFERENCE, stored, school_unit_code=unit_code, value=joined(unknown))
             replaced[stored.id] = activity.model_copy(
                 update={
                     "groups": kept_groups,
