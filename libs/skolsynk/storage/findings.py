@@ -148,13 +148,12 @@ class FindingStore:
         """Remove the findings of these entities of the tenant, and those naming one of them as the other
         party of a duplicate (their value is the purged person's too) (the GDPR purge: a person's few
         ids); returns how many were removed."""
+        # No hints: the GDPR service, which purges, does not create these indexes (the normaliser does).
         own = await self.collection.delete_many(
-            {"tenant_id": tenant_id, "entity_id": {"$in": entity_ids}}, session=session, hint=ENTITY_INDEX
+            {"tenant_id": tenant_id, "entity_id": {"$in": entity_ids}}, session=session
         )
         naming = await self.collection.delete_many(
-            {"tenant_id": tenant_id, "other_entity_id": {"$in": entity_ids, "$type": "string"}},
-            session=session,
-            hint=OTHER_PARTY_INDEX,
+            {"tenant_id": tenant_id, "other_entity_id": {"$in": entity_ids, "$type": "string"}}, session=session
         )
         return own.deleted_count + naming.deleted_count
 
