@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from skolsynk.domain.quality import Finding
 from skolsynk.domain.selection_warnings import SelectionWarning, Shortfall, WarningCause
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import MassDeletionGuard, MissingMarkingPolicy, ProtectedIdentityPolicy, Role
@@ -666,3 +667,18 @@ class CatalogueVendor(BaseModel):
     updated_by: str
     #: What a write did: created, updated, unchanged, retired.
     outcome: str | None = None
+
+
+class ReportedFinding(Finding):
+    """A data-quality finding as the report shows it: the stored finding (with the offending ``value``
+    and, for a duplicate, ``other_entity_id``), the names joined from the entities when it is read, and
+    the kind of its source (whose way of fixing it applies). For a role that may not see personal data
+    (a viewer) ``value``, ``entity_name`` and ``other_name`` are null: codes, ids and counts remain."""
+
+    entity_name: str | None = Field(
+        default=None,
+        description="Who or what the finding is about: a person's name (a duty's or placement's person), a "
+        "school unit's, group's or activity's name; null when the record is not stored (withheld at ingest).",
+    )
+    other_name: str | None = Field(default=None, description="For a duplicate: the name of the other party.")
+    source_kind: str | None = Field(default=None, description="The kind of the finding's source (egil, ss12000 ...).")
