@@ -709,7 +709,8 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
              "/sources/ss12000-1/edit", f"/sources/{SOURCE}/edit", "/quality", "/quality?severity=warning",
              "/quality?code=eppn.missing", f"/quality?school_unit={codes[0]}", "/quality?severity=bogus",
              "/vendors", "/vendors/new", "/vendors/new?vendor_id=binogi", f"/vendors/{VENDOR}",
-             f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", "/gdpr",
+             f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", f"/holds/{VENDOR}/{seeded['unit_id']}",
+             f"/holds/{VENDOR}/{seeded['unit_id']}?q=nobody&sida=3", "/gdpr",
              f"/gdpr?person={uuid.uuid4()}", f"/gdpr?vendor={VENDOR}&status=pending", "/log",
              "/access"]  # fmt: skip
     downloads = ["/findings.csv", f"/vendors/{VENDOR}/report.csv", "/gdpr/evidence.csv", "/gdpr/evidence.json",

@@ -10,7 +10,7 @@ the vendor catalogue from the store).
 ``skolsynk dlq replay QUEUE [--filter-reason   move dead letters back to the work queue (all, those whose
 TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N), with progress
 ``skolsynk resend TENANT VENDOR``              send a vendor the tenant's whole current selection again
-``skolsynk holds TENANT``                      the tenant's mass-deletion holds
+``skolsynk holds TENANT [--history N]``       the tenant's mass-deletion holds, their causes and decisions
 ``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
 ``skolsynk sources import KIND FILE``          put a sources file's sources (egil, google, microsoft, ss12000) in
                                                the source registry; idempotent, for GitOps
@@ -121,8 +121,9 @@ def parser() -> argparse.ArgumentParser:
     resend.add_argument("tenant")
     resend.add_argument("vendor")
 
-    holds = commands.add_parser("holds", help="the tenant's mass-deletion holds")
+    holds = commands.add_parser("holds", help="the tenant's mass-deletion holds, their causes and decisions")
     holds.add_argument("tenant")
+    holds.add_argument("--history", type=int, default=20, metavar="N", help="the latest N decisions (default 20)")
     holds.add_argument("--json", action="store_true", help="print JSON")
 
     overdue = commands.add_parser("overdue", help="the tenant's deletions past their deadline")
@@ -498,8 +499,9 @@ class Operator:
         )
         return 0
 
-    async def holds(self, tenant_id: str, *, as_json: bool) -> int:
+    async def holds(self, tenant_id: str, *, as_json: bool, history: int = 20) -> int:
         docs = await state.tenant_holds(self.db, tenant_id)
+        decisions = await state.hold_history(self.db, tenant_id, limit=history)
         rows = [
             {
                 "vendor_id": d.get("vendor_id"),
@@ -511,15 +513,16 @@ class Operator:
                 "created_at": d.get("created_at"),
                 "updated_at": d.get("updated_at"),
                 "decided_by": d.get("decided_by"),
+                "causes": d.get("causes", []),
             }
             for d in docs
         ]
         if as_json:
-            self.write_json({"tenant_id": tenant_id, "holds": rows})
+            self.write_json({"tenant_id": tenant_id, "holds": rows, "history": decisions})
             return 0
         self.out.write(f"Holds of {tenant_id}\n")
         output.table(
-            ("vendor", "school unit", "codes", "status", "removals", "of", "waiting"),
+            ("vendor", "school unit", "codes", "status", "removals", "of", "waiting", "cause"),
             [
                 (
                     r["vendor_id"],
@@ -529,8 +532,27 @@ class Operator:
                     r["removals"],
                     r["population"],
                     output.age(r["created_at"]),
+                    state.hold_cause(r["causes"]),
                 )
                 for r in rows
+            ],
+            out=self.out,
+        )
+        self.out.write(f"\nDecisions (the latest {history}, newest first)\n")
+        output.table(
+            ("when", "vendor", "school unit", "outcome", "by", "removals", "of", "cause"),
+            [
+                (
+                    output.age(e.get("at")),
+                    e.get("vendor_id"),
+                    e.get("school_unit_id"),
+                    e.get("outcome"),
+                    e.get("by"),
+                    e.get("removals"),
+                    e.get("population"),
+                    state.hold_cause(e.get("causes", [])),
+                )
+                for e in decisions
             ],
             out=self.out,
         )
@@ -625,7 +647,7 @@ async def execute(args: argparse.Namespace, settings: CliSettings, *, out: TextI
         if args.command == "resend":
             return await operator.resend(args.tenant, args.vendor)
         if args.command == "holds":
-            return await operator.holds(args.tenant, as_json=args.json)
+            return await operator.holds(args.tenant, as_json=args.json, history=args.history)
         if args.command == "overdue":
             return await operator.overdue(args.tenant, as_json=args.json)
         if args.command == "sources":

@@ -96,6 +96,26 @@ async def tenant_holds(db: Database, tenant_id: str) -> list[Document]:
     return await HoldStore(db).for_tenant(tenant_id)
 
 
+async def hold_history(db: Database, tenant_id: str, *, limit: int) -> list[Document]:
+    """The latest decisions on the tenant's holds (and holds that closed undecided), newest first."""
+    entries, _ = await HoldStore(db).history(tenant_id, limit=limit)
+    return entries
+
+
+def hold_cause(causes: list[Document]) -> str:
+    """A hold's causes in a few words: ``source egil-1 (run ...)``, ``change subscription.update by x``."""
+    parts = []
+    for cause in causes:
+        kind = cause.get("kind")
+        if kind == "source":
+            parts.append(f"source {cause.get('source_id')} (run {cause.get('run_id')})")
+        elif kind == "change":
+            parts.append(f"change {cause.get('action')} by {cause.get('actor')}")
+        else:
+            parts.append(str(cause.get("reason") or kind))
+    return "; ".join(parts) or "-"
+
+
 async def overdue_counts(db: Database) -> dict[tuple[str, str], int]:
     """(tenant, vendor) -> overdue deletions."""
     counts = await ErasureLedger(db).counts()

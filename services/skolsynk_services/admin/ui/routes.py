@@ -96,6 +96,7 @@ def build_ui(
     )
     route(tenant + "/vendors/{vendor}/report.csv", "delivery_report", get=lifecycle.delivery_report)
     route(tenant + "/holds", "holds", get=holds.holds, post=holds.decide_hold)
+    route(tenant + "/holds/{vendor}/{unit}", "hold", get=holds.hold)
     route(tenant + "/gdpr", "gdpr", get=gdpr.gdpr, post=gdpr.gdpr_search)
     route(tenant + "/gdpr/requests", "erasure_requests", post=gdpr.request_erasure)
     route(tenant + "/gdpr/requests/{request_id}/withdraw", "erasure_withdraw", post=gdpr.withdraw_erasure)
