@@ -23,6 +23,7 @@ from skolsynk_services.admin.problems import Forbidden, Problem
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.ui.catalogue import plural, text
 from skolsynk_services.admin.ui.formatting import decimal, number, when
+from skolsynk_services.admin.ui.subscription_texts import filters_summary, warning_text
 from skolsynk_services.admin.ui.texts import (
     AUDIT_ACTIONS,
     ERASURE_KINDS,
@@ -103,6 +104,8 @@ def environment() -> jinja2.Environment:
         GOOGLE_SCOPES=list(delegation_scopes(reports=False)),
         t=text,
         plural=plural,
+        selection_warning=warning_text,
+        subscription_filters=filters_summary,
     )
     return env
 
