@@ -8,7 +8,12 @@ normaliser reads an organiser's selection setting (``missing_marking``) at every
 * ``admin_sessions``: signed-in UI sessions (SHA-256 of the cookie's secret), ended by logout, idle or age;
 * ``admin_audit``: who changed what, when, from what to what;
 * ``subscription_lifecycle``: per subscription, test mode since, review, go-live, gate overrides;
-* ``admin_consents``: Microsoft admin consents in flight (the state sent, for which organiser and source).
+* ``admin_consents``: Microsoft admin consents in flight (the state sent, for which organiser and source);
+* ``admin_identity_providers``: the OpenID Connect providers (Microsoft, Google) the UI offers for signing in,
+  their client secrets sealed;
+* ``admin_account_rules``: which signed-in accounts (by subject, e-mail or domain, per provider) get which
+  organiser and role;
+* ``admin_signin_states``: OpenID Connect sign-ins in flight (state, nonce and PKCE verifier, for 10 minutes).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ ADMIN_SESSIONS = "admin_sessions"
 ADMIN_AUDIT = "admin_audit"
 SUBSCRIPTION_LIFECYCLE = "subscription_lifecycle"
 ADMIN_CONSENTS = "admin_consents"
+ADMIN_IDENTITY_PROVIDERS = "admin_identity_providers"
+ADMIN_ACCOUNT_RULES = "admin_account_rules"
+ADMIN_SIGNIN_STATES = "admin_signin_states"
 
 
 #: The field of an organiser's document that holds its :class:`MissingMarkingPolicy`.

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+from skolsynk.domain.ids import entity_id
 from skolsynk.domain.organisation_tree import OrganisationTree
 from skolsynk.domain.quality import Finding
 from skolsynk.domain.reconcile import reconcile
@@ -44,6 +45,14 @@ class EntityReader:
             async for doc in cursor
         ]
 
+    async def load_kind(self, tenant_id: str, kind: EntityKind) -> list[StoredEntity]:
+        """The tenant's entities of one kind (its school units, without reading its persons)."""
+        cursor = self.collection.find({"tenant_id": tenant_id, "kind": kind.value}, {"data": 1, "source_id": 1})
+        model = ENTITY_MODELS[kind]
+        return [
+            StoredEntity(UUID(doc["_id"]), doc["source_id"], model.model_validate(doc["data"])) async for doc in cursor
+        ]
+
     async def tenant_state(
         self,
         tenant_id: str,
@@ -63,6 +72,23 @@ class EntityReader:
         ]
         cursor = await self.collection.aggregate(pipeline)
         return {doc["_id"]: doc["n"] async for doc in cursor}
+
+    async def persons_of(self, ids: Iterable[str]) -> dict[str, str]:
+        """For the duties and placements among ``ids``: the id of their person (the child placed), so a
+        report names the person (one read per part of the ids)."""
+        found: dict[str, str] = {}
+        kinds = [EntityKind.DUTY.value, EntityKind.PLACEMENT.value]
+        for part in in_parts(ids):
+            cursor = self.collection.find(
+                {"_id": {"$in": part}, "kind": {"$in": kinds}},
+                {"tenant_id": 1, "source_id": 1, "data.person": 1, "data.child": 1},
+            )
+            async for doc in cursor:
+                key = (doc.get("data") or {}).get("person") or (doc.get("data") or {}).get("child")
+                if isinstance(key, str):
+                    person = entity_id(doc["tenant_id"], doc["source_id"], EntityKind.PERSON, key)
+                    found[doc["_id"]] = str(person)
+        return found
 
     async def find_persons(self, tenant_id: str, text: str, *, limit: int = 20) -> list[tuple[UUID, Person]]:
         """Persons whose name, login or e-mail contains ``text`` (case-insensitive), for the admin's

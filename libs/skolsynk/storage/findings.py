@@ -1,24 +1,75 @@
 """Data-quality findings in MongoDB (collection ``dq_findings``): written by the normaliser, read by the
-admin service (report, CSV export, summary per school unit); the GDPR purge removes a purged person's."""
+admin service (the report a page at a time, CSV export, counts per school unit and code); the GDPR purge
+removes a purged person's, and those naming them as the other party of a duplicate."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from skolsynk.domain.quality import Finding, FindingCode, Severity, summary_by_school_unit, to_csv
+from skolsynk.domain.quality import Finding, FindingCode, Severity, to_csv
 from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
 
 FINDINGS = "dq_findings"
 #: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
 ENTITY_INDEX = "by_entity"
+#: Findings naming given entities as the other party of a duplicate (only duplicates have one).
+OTHER_PARTY_INDEX = "by_other_party"
 
 INDEXES = [
     IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name=ENTITY_INDEX),
+    IndexSpec(
+        FINDINGS,
+        [("tenant_id", 1), ("other_entity_id", 1)],
+        name=OTHER_PARTY_INDEX,
+        partial_filter={"other_entity_id": {"$type": "string"}},
+    ),
 ]
+#: The report's order: errors first, then by school unit, code and the source's key (the id last, so
+#: that pages of equal findings neither repeat nor skip one).
+REPORT_ORDER = [("severity", 1), ("school_unit_code", 1), ("code", 1), ("source_key", 1), ("_id", 1)]
+#: The shortest search text (one letter would match nearly everything).
+SEARCH_MIN_LENGTH = 2
+
+
+@dataclass(frozen=True)
+class FindingFilter:
+    """Which of a tenant's findings a report, page or CSV shows. ``text`` is contained (ignoring case) in
+    the source's key or the entity id, and, when ``personal``, in the offending value; ``entity_ids``
+    (persons, units ... whose names matched the text, looked up by the caller) add their findings and
+    those naming them as the other party."""
+
+    severity: Severity | None = None
+    code: FindingCode | None = None
+    school_unit_code: str | None = None
+    text: str | None = None
+    entity_ids: frozenset[str] = frozenset()
+    personal: bool = True
+
+    def criteria(self, tenant_id: str) -> dict[str, Any]:
+        criteria: dict[str, Any] = {"tenant_id": tenant_id}
+        if self.severity is not None:
+            criteria["severity"] = self.severity.value
+        if self.code is not None:
+            criteria["code"] = self.code.value
+        if self.school_unit_code is not None:
+            criteria["school_unit_code"] = None if self.school_unit_code == "-" else self.school_unit_code
+        text = (self.text or "").strip()
+        if len(text) >= SEARCH_MIN_LENGTH:
+            pattern = {"$regex": re.escape(text), "$options": "i"}
+            alternatives: list[dict[str, Any]] = [{"source_key": pattern}, {"entity_id": text.lower()}]
+            if self.personal:
+                alternatives.append({"value": pattern})
+            if self.entity_ids:
+                ids = sorted(self.entity_ids)
+                alternatives += [{"entity_id": {"$in": ids}}, {"other_entity_id": {"$in": ids}}]
+            criteria["$or"] = alternatives
+        return criteria
 
 
 class FindingStore:
@@ -94,12 +145,17 @@ class FindingStore:
             await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
 
     async def forget_entities(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
-        """Remove the findings of these entities of the tenant (the GDPR purge: a person's few ids);
-        returns how many were removed."""
-        result = await self.collection.delete_many(
+        """Remove the findings of these entities of the tenant, and those naming one of them as the other
+        party of a duplicate (their value is the purged person's too) (the GDPR purge: a person's few
+        ids); returns how many were removed."""
+        # No hints: the GDPR service, which purges, does not create these indexes (the normaliser does).
+        own = await self.collection.delete_many(
             {"tenant_id": tenant_id, "entity_id": {"$in": entity_ids}}, session=session
         )
-        return result.deleted_count
+        naming = await self.collection.delete_many(
+            {"tenant_id": tenant_id, "other_entity_id": {"$in": entity_ids, "$type": "string"}}, session=session
+        )
+        return own.deleted_count + naming.deleted_count
 
     async def query(
         self,
@@ -109,24 +165,40 @@ class FindingStore:
         code: FindingCode | None = None,
         school_unit_code: str | None = None,
         limit: int = 0,
+        skip: int = 0,
+        matching: FindingFilter | None = None,
     ) -> list[Finding]:
-        """The tenant's current findings, errors first, then by school unit and code."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id}
-        if severity is not None:
-            criteria["severity"] = severity.value
-        if code is not None:
-            criteria["code"] = code.value
-        if school_unit_code is not None:
-            criteria["school_unit_code"] = school_unit_code
-        cursor = self.collection.find(criteria, {"_id": 0}).sort(
-            [("severity", 1), ("school_unit_code", 1), ("code", 1), ("source_key", 1)]
-        )
+        """The tenant's current findings in the report's order (errors first, then by school unit, code
+        and key): those ``matching`` a filter (or the severity, code and school unit given), ``skip``
+        and ``limit`` (0: all) for a page. A school unit of ``"-"`` is the findings without one."""
+        matching = matching or FindingFilter(severity, code, school_unit_code)
+        cursor = self.collection.find(matching.criteria(tenant_id), {"_id": 0}).sort(REPORT_ORDER)
+        if skip:
+            cursor = cursor.skip(skip)
         if limit:
             cursor = cursor.limit(limit)
         return [Finding.model_validate(doc) async for doc in cursor]
 
-    async def csv(self, tenant_id: str) -> str:
-        return to_csv(await self.query(tenant_id))
+    async def count(self, tenant_id: str, matching: FindingFilter | None = None) -> int:
+        """How many findings ``matching`` the filter there are (a report's total, for its paging)."""
+        return await self.collection.count_documents((matching or FindingFilter()).criteria(tenant_id))
+
+    async def csv(self, tenant_id: str, matching: FindingFilter | None = None) -> str:
+        """The findings (of a filter) as CSV for programs (``to_csv``); values only when ``personal``."""
+        matching = matching or FindingFilter()
+        return to_csv(await self.query(tenant_id, matching=matching), personal=matching.personal)
 
     async def summary(self, tenant_id: str) -> dict[str, dict[str, int]]:
-        return summary_by_school_unit(await self.query(tenant_id))
+        """Per school-unit code ("-" for findings without one): the count per severity and per code,
+        counted in the store (``skolsynk.domain.quality.summary_by_school_unit``'s shape)."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"tenant_id": tenant_id}},
+            {"$group": {"_id": {"u": "$school_unit_code", "c": "$code", "s": "$severity"}, "n": {"$sum": 1}}},
+        ]
+        table: dict[str, dict[str, int]] = {}
+        async for doc in await self.collection.aggregate(pipeline):
+            key = doc["_id"]
+            row = table.setdefault(key.get("u") or "-", {})
+            for name in (key["s"], key["c"]):
+                row[name] = row.get(name, 0) + doc["n"]
+        return dict(sorted(table.items()))

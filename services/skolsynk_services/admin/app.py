@@ -20,7 +20,8 @@ from skolsynk.storage import erasures, history
 from skolsynk.storage import notifications as notification_store
 from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
-from skolsynk_services.admin import auth, stores
+from skolsynk_services.admin import accounts, auth, stores
+from skolsynk_services.admin.accounts import AccountRuleStore
 from skolsynk_services.admin.api import make_api
 from skolsynk_services.admin.auth import (
     DEFAULT_TOKEN_DAYS,
@@ -31,6 +32,7 @@ from skolsynk_services.admin.auth import (
 )
 from skolsynk_services.admin.limits import FailureGuard, RequestRate
 from skolsynk_services.admin.notify import Mailer, Notifier
+from skolsynk_services.admin.oidc import RelyingParty
 from skolsynk_services.admin.service import AdminService, Exchanges
 from skolsynk_services.admin.service.core import EgilReceiver
 
@@ -158,7 +160,7 @@ def utcnow() -> datetime:
 
 def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) -> ServiceApp:
     app = ServiceApp.create(SERVICE, settings)
-    app.add_indexes([*stores.INDEXES, *auth.INDEXES, *erasures.INDEXES, *history.INDEXES])
+    app.add_indexes([*stores.INDEXES, *auth.INDEXES, *accounts.INDEXES, *erasures.INDEXES, *history.INDEXES])
     key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
     app.add_indexes(vendor_store.INDEXES)
     catalogue = vendor_store.CatalogueFollower(
@@ -180,7 +182,10 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         idle=timedelta(minutes=settings.admin_session_idle_minutes),
         absolute=timedelta(hours=settings.admin_session_max_hours),
         clock=clock,
+        accounts=AccountRuleStore(app.db),
     )
+    relying_party = RelyingParty()  # signing in with Microsoft or Google (its HTTP client closes at shutdown)
+    app.add_shutdown(relying_party.close)
     service = AdminService(
         app.db,
         app.publisher,
@@ -201,6 +206,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
         clock=clock,
         tokens=tokens,
         sessions=sessions,
+        relying_party=relying_party,
     )
     mailer = (
         Mailer(

@@ -1,15 +1,16 @@
 """Who is asking: API tokens (hashed at rest) that carry a role and, for organiser admins and viewers, a
-tenant; and the UI's server-side sessions, started by signing in with a token.
+tenant; and the UI's server-side sessions, started by signing in with a token or with an organiser's
+Microsoft or Google account (OpenID Connect, ``admin.oidc`` and ``admin.accounts``).
 
 Tokens look like ``skt_<id>.<secret>``; only SHA-256 of the secret is stored (a 256-bit random
 secret needs no slow hash). Every token created has an expiry; its last use is kept (to the minute,
 so a busy token costs one write a minute). A :class:`Principal` is what the rest of the service sees,
-whatever authenticated it: an OIDC identity provider fits in by mapping a validated ID/access token's
-claims to the same ``Principal`` (subject, role, tenant) in another :class:`Authenticator`.
+whatever authenticated it: a token, or a signed-in account whose account rule gave it a role and tenant.
 
 A UI session is a random secret in an HttpOnly cookie (never the API token); the store keeps its
-SHA-256, the token it was started with, and ends it at logout, after ``idle`` without a request, at
-``absolute`` age, or as soon as its token is revoked or expires (docs/admin.md, "Accounts and sessions").
+SHA-256 and what it was started with (the token, or the provider, the account's subject and the account
+rule), and ends it at logout, after ``idle`` without a request, at ``absolute`` age, or as soon as its
+token is revoked or expires or its account rule is removed (docs/admin.md, "Accounts and sessions").
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ PREFIX = "skt_"
 INDEXES = [
     IndexSpec(TOKENS, [("tenant_id", 1)], name="by_tenant"),
     IndexSpec(SESSIONS, [("token_id", 1)], name="by_token"),
+    IndexSpec(SESSIONS, [("rule_id", 1)], name="by_account_rule"),
+    IndexSpec(SESSIONS, [("provider_id", 1)], name="by_identity_provider"),
     # A session is gone from the store at its absolute end even if nobody asks for it again.
     IndexSpec(SESSIONS, [("expires_at", 1)], name="expire", expire_after_seconds=0),
 ]
@@ -66,6 +69,9 @@ class Principal:
     role: Role
     tenant_id: str | None
     token_id: str | None = None
+    #: Signed in with an identity provider: the provider's id and the account rule that gave role and tenant.
+    provider_id: str | None = None
+    rule_id: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -103,6 +109,13 @@ class Principal:
 
 class Authenticator(Protocol):
     async def authenticate(self, credential: str) -> Principal | None: ...
+
+
+class AccountSessions(Protocol):
+    """Who a session started by signing in with an identity provider is now (its account rule as it is at
+    this request); None when the rule is gone."""
+
+    async def principal_of_session(self, session: Document) -> Principal | None: ...
 
 
 def _digest(secret: str) -> str:
@@ -277,23 +290,34 @@ class SessionStore:
         idle: timedelta,
         absolute: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        accounts: AccountSessions | None = None,
     ) -> None:
         self.collection = db[SESSIONS]
         self.tokens = tokens
         self.idle = idle
         self.absolute = absolute
         self.clock = clock
+        #: Resolves sessions started with an identity provider (None: only token sessions are resumed).
+        self.accounts = accounts
 
-    async def start(self, principal: Principal) -> str:
-        """A new session for a principal that has just signed in with its token; returns the cookie value."""
-        if principal.token_id is None:
-            raise ValueError("a session is started with a token")
+    async def start(self, principal: Principal, *, account_subject: str | None = None) -> str:
+        """A new session for a principal that has just signed in, with its token or (``rule_id`` and
+        ``provider_id`` set) with an identity provider whose account is ``account_subject`` (its ``sub``,
+        kept for the audit log); returns the cookie value."""
+        if principal.token_id is None and (principal.rule_id is None or principal.provider_id is None):
+            raise ValueError("a session is started with a token or with an account rule of an identity provider")
         secret = secrets.token_urlsafe(32)
         now = self.clock()
-        await self.collection.insert_one(
-            {"_id": _digest(secret), "token_id": principal.token_id, "created_at": now, "seen_at": now,
-             "expires_at": now + self.absolute}
-        )  # fmt: skip
+        session: Document = {"_id": _digest(secret), "token_id": principal.token_id, "created_at": now,
+                             "seen_at": now, "expires_at": now + self.absolute}  # fmt: skip
+        if principal.token_id is None:
+            session.update(
+                provider_id=principal.provider_id,
+                rule_id=principal.rule_id,
+                subject=principal.subject,
+                account_subject=account_subject,
+            )
+        await self.collection.insert_one(session)
         return secret
 
     async def resume(self, secret: str) -> Principal | None:
@@ -307,9 +331,12 @@ class SessionStore:
         seen_at, expires_at = _aware(session["seen_at"]), _aware(session["expires_at"])
         assert seen_at is not None
         assert expires_at is not None
-        principal = (
-            await self.tokens.active(session["token_id"]) if now - seen_at < self.idle and now < expires_at else None
-        )
+        principal: Principal | None = None
+        if now - seen_at < self.idle and now < expires_at:
+            if session.get("token_id") is not None:
+                principal = await self.tokens.active(session["token_id"])
+            elif session.get("rule_id") is not None and self.accounts is not None:
+                principal = await self.accounts.principal_of_session(session)
         if principal is None:
             await self.collection.delete_one({"_id": session_id})
             return None
@@ -323,6 +350,16 @@ class SessionStore:
     async def end_for_token(self, token_id: str) -> int:
         """Every session started with a token (when it is revoked)."""
         result = await self.collection.delete_many({"token_id": token_id})
+        return result.deleted_count
+
+    async def end_for_rule(self, rule_id: str) -> int:
+        """Every session an account rule let in (when the rule is removed)."""
+        result = await self.collection.delete_many({"rule_id": rule_id})
+        return result.deleted_count
+
+    async def end_for_provider(self, provider_id: str) -> int:
+        """Every session started with an identity provider (when it is disabled or removed)."""
+        result = await self.collection.delete_many({"provider_id": provider_id})
         return result.deleted_count
 
 

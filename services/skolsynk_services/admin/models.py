@@ -666,3 +666,96 @@ class CatalogueVendor(BaseModel):
     updated_by: str
     #: What a write did: created, updated, unchanged, retired.
     outcome: str | None = None
+
+
+# --- signing in with Microsoft or Google (OpenID Connect) ----------------------------------------------
+
+
+class IdentityProviderIn(Body):
+    """An OpenID Connect provider the sign-in page offers (operators only)."""
+
+    provider_id: str = Field(pattern=ID, description="Short id, e.g. 'microsoft' or 'google'.")
+    display_name: str = Field(
+        min_length=1, max_length=60, description="The button says 'Logga in med <display_name>', e.g. 'Microsoft'."
+    )
+    issuer: str = Field(
+        min_length=8,
+        max_length=300,
+        description="Microsoft: https://login.microsoftonline.com/<tenant id>/v2.0 (one directory) or "
+        ".../organizations/v2.0 (every directory); Google: https://accounts.google.com. Discovered at "
+        "<issuer>/.well-known/openid-configuration.",
+    )
+    client_id: str = Field(min_length=1, max_length=200, description="skolsynk's application (client) id there.")
+    client_secret: SecretStr = Field(
+        description="The application's client secret: sealed with SKOLSYNK_ADMIN_SECRETS_KEY, never returned."
+    )
+    enabled: bool = Field(default=True, description="Offered on the sign-in page.")
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_size(cls, value: SecretStr) -> SecretStr:
+        if not 1 <= len(value.get_secret_value()) <= 500:
+            raise ValueError("a client secret is 1 to 500 characters")
+        return value
+
+
+class IdentityProviderUpdate(Body):
+    """A change to a provider: what is given changes; the issuer stays (a new issuer is a new provider)."""
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=60)
+    client_id: str | None = Field(default=None, min_length=1, max_length=200)
+    client_secret: SecretStr | None = Field(default=None, description="A new client secret (absent: kept).")
+    enabled: bool | None = Field(default=None, description="Disabling one ends the sessions started with it.")
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_size(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 1 <= len(value.get_secret_value()) <= 500:
+            raise ValueError("a client secret is 1 to 500 characters")
+        return value
+
+
+class IdentityProvider(BaseModel):
+    provider_id: str
+    display_name: str
+    issuer: str
+    kind: Literal["microsoft", "google", "oidc"]
+    multi_tenant: bool = Field(description="A Microsoft issuer for every directory: e-mail and domain rules name one.")
+    client_id: str
+    client_secret_stored: bool = Field(description="Whether a client secret is stored (it is never returned).")
+    enabled: bool
+    rules: int = Field(description="How many account rules name this provider.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountRuleIn(Body):
+    """Which signed-in accounts get which organiser and role (operators only)."""
+
+    provider_id: str = Field(pattern=ID, description="The identity provider the account signs in with.")
+    kind: Literal["subject", "email", "domain"] = Field(
+        description="subject: one account by its ID token's sub; email: one account by its e-mail address; domain: "
+        "every account of an e-mail domain (Google: the Workspace domain, hd). The most specific match wins."
+    )
+    value: str = Field(min_length=1, max_length=255, description="The subject, e-mail address or domain.")
+    directory: str | None = Field(
+        default=None,
+        description="A Microsoft directory (tenant id) the account must belong to; required for e-mail and domain "
+        "rules of a provider for every directory.",
+    )
+    role: Literal["organiser_admin", "viewer", "operator"] = Field(
+        description="operator only for one account (subject or e-mail), never a domain."
+    )
+    tenant_id: str | None = Field(default=None, pattern=ID, description="The organiser (none for an operator).")
+
+
+class AccountRule(BaseModel):
+    rule_id: str
+    provider_id: str
+    kind: Literal["subject", "email", "domain"]
+    value: str
+    directory: str | None
+    role: str
+    tenant_id: str | None
+    created_by: str
+    created_at: datetime

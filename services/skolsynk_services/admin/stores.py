@@ -96,20 +96,23 @@ class AuditLog:
         before: Any = None,
         after: Any = None,
         note: str | None = None,
+        via: str | None = None,
     ) -> None:
-        await self.collection.insert_one(
-            {
-                "at": utcnow(),
-                "actor": actor,
-                "role": role,
-                "tenant_id": tenant_id,
-                "action": action,
-                "target": target,
-                "before": before,
-                "after": after,
-                "note": note,
-            }
-        )
+        """``via``: the identity provider the actor signed in with (None: an API token)."""
+        entry = {
+            "at": utcnow(),
+            "actor": actor,
+            "role": role,
+            "tenant_id": tenant_id,
+            "action": action,
+            "target": target,
+            "before": before,
+            "after": after,
+            "note": note,
+        }
+        if via is not None:
+            entry["via"] = via
+        await self.collection.insert_one(entry)
 
     async def entries(
         self,

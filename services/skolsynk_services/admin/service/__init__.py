@@ -11,7 +11,8 @@ One area per module, each a class on the shared :class:`AdminCore` (stores, chec
 * ``subscriptions``: vendors, subscriptions, the preview, the promotion gate as shown;
 * ``lifecycle``: test report, review, go-live, back to test mode, resend, end;
 * ``gdpr``: person search, erasure requests and objections, the deletion ledger and its evidence;
-* ``vendors``: the vendor catalogue (operators).
+* ``vendors``: the vendor catalogue (operators);
+* ``signin``: signing in with Microsoft or Google: identity providers, account rules (operators), the sign-in.
 
 :class:`AdminService` puts them together, plus the overview that spans them all."""
 
@@ -25,6 +26,7 @@ from skolsynk_services.admin.service.gdpr import GdprAdmin
 from skolsynk_services.admin.service.holds import HoldsAdmin
 from skolsynk_services.admin.service.lifecycle import LifecycleAdmin
 from skolsynk_services.admin.service.quality import QualityAdmin
+from skolsynk_services.admin.service.signin import SignInAdmin
 from skolsynk_services.admin.service.sources import PULLED_KINDS, SourceAdmin, source_view
 from skolsynk_services.admin.service.subscriptions import SubscriptionAdmin, promotion_of
 from skolsynk_services.admin.service.tenants import TenantAdmin
@@ -40,6 +42,7 @@ __all__ = [
     "HoldsAdmin",
     "LifecycleAdmin",
     "QualityAdmin",
+    "SignInAdmin",
     "SourceAdmin",
     "SubscriptionAdmin",
     "TenantAdmin",
@@ -50,7 +53,9 @@ __all__ = [
 ]
 
 
-class AdminService(TenantAdmin, SourceAdmin, QualityAdmin, HoldsAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin):
+class AdminService(
+    TenantAdmin, SourceAdmin, QualityAdmin, HoldsAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin, SignInAdmin
+):
     """Every use case of the admin API and UI (built with :class:`AdminCore`'s arguments)."""
 
     async def overview(self, principal: Principal, tenant_id: str) -> dict[str, Any]:

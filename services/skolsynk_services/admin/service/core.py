@@ -29,7 +29,9 @@ from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_credentials import VendorCredentials
 from skolsynk.storage.vendors import CatalogueFollower
+from skolsynk_services.admin.accounts import AccountRuleStore, IdentityProviderStore, SignInStates
 from skolsynk_services.admin.auth import DEFAULT_TOKEN_DAYS, Principal, SessionStore, TokenStore
+from skolsynk_services.admin.oidc import RelyingParty
 from skolsynk_services.admin.problems import NotFound, Unavailable
 from skolsynk_services.admin.stores import AuditLog, ConsentStore, LifecycleStore, TenantStore
 
@@ -77,6 +79,7 @@ class AdminCore:
         clock: Callable[[], datetime] = utcnow,
         tokens: TokenStore | None = None,
         sessions: SessionStore | None = None,
+        relying_party: RelyingParty | None = None,
     ) -> None:
         #: A pair retrying its deliveries this long is shown as failing.
         self.delivery_failing_after = delivery_failing_after
@@ -118,6 +121,11 @@ class AdminCore:
         self.notification_log = NotificationLog(db)
         self.credentials = VendorCredentials(db, secrets)
         self.secret_box = secrets
+        #: Signing in with Microsoft or Google: the providers, the account rules, the sign-ins in flight.
+        self.identity_providers = IdentityProviderStore(db)
+        self.account_rules = AccountRuleStore(db)
+        self.signin_states = SignInStates(db)
+        self.relying_party = relying_party or RelyingParty()
 
     async def _tenant(self, principal: Principal, tenant_id: str) -> Document:
         principal.require_tenant(tenant_id)
@@ -135,6 +143,7 @@ class AdminCore:
             tenant_id=tenant_id,
             action=action,
             target=target,
+            via=principal.provider_id,
             **values,
         )
 
