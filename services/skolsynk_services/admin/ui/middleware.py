@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.catalogue import text
 from skolsynk_services.admin.ui.page import PRINCIPAL, Handler, cookie_path, render, see_other, ui_of, url
 from skolsynk_services.admin.ui.texts import swedish
 
@@ -71,13 +72,7 @@ async def problems_as_pages(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def csrf_protection(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
-        return render(
-            request,
-            "error.html",
-            status=403,
-            message="Begäran stoppades eftersom den inte kom från en sida i skolsynk. "
-            "Gå tillbaka, ladda om sidan och försök igen.",
-        )
+        return render(request, "error.html", status=403, message=text("problems.cross_site"))
     return await handler(request)
 
 
