@@ -6,7 +6,8 @@ violation on the form, the preview with its warning and the subscription's page.
 
 The screenshot of the preview with the warning is saved as ``subscription-form.png`` under
 ``$SKOLSYNK_TEST_ARTEFACTS/subscription-form`` (default ``tests/artefacts/subscription-form``) for
-docs/admin.md."""
+docs/admin.md, with the whole page at 375 px wide (which must not scroll sideways) as
+``subscription-form-narrow.png``."""
 
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ async def test_the_form_warns_of_years_7_to_9_at_an_upper_secondary_school_and_s
         await page.get_by_role("heading", name="Kontrollera urvalet").scroll_into_view_if_needed()
         await page.screenshot(path=ARTEFACTS / "subscription-form.png", full_page=False)
         problems += await axe_violations(page, "the preview with a warning")
+        # On a phone the preview's tables scroll in their own boxes: the page never scrolls sideways.
+        await page.set_viewport_size({"width": 375, "height": 800})
+        widths = await page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"the preview is {widths[0]} px wide at {widths[1]} px"
+        await page.screenshot(path=ARTEFACTS / "subscription-form-narrow.png", full_page=True)
+        await page.set_viewport_size({"width": 1280, "height": 900})
         assert await SubscriptionStore(stack.admin.db).get(TENANT, VENDOR) is None
 
         # The admin takes every year, of grundskola and gymnasieskola, and classes only: no warning; the
