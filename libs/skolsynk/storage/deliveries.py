@@ -62,6 +62,12 @@ REPORT_COLUMNS = (
     "reason",
 )
 
+#: The status of an upsert the vendor has (or, in test mode, would have), and of one it refused (or would).
+SENT_STATUS: dict[bool, Status] = {False: "delivered", True: "test"}
+REFUSED_STATUS: dict[bool, Status] = {False: "rejected", True: "test_rejected"}
+#: Where the ledger's lists of a tenant at a vendor (test mode or live) are read: ``by_vendor_test``.
+LIST_INDEX = "by_vendor_test"
+
 
 @dataclass(frozen=True)
 class LedgerRecord:
@@ -79,6 +85,8 @@ class LedgerRecord:
     roles: tuple[str, ...] = ()
     reason: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: A group's members as the vendor gets them (how many: no ids), for the test report's group list.
+    members: int | None = None
 
 
 class DeliveryLedger:
@@ -184,6 +192,7 @@ class DeliveryLedger:
             "school_unit_ids": list(record.school_unit_ids),
             "roles": list(record.roles),
             "reason": record.reason,
+            "members": record.members,
             # A deletion's entry goes after the retention; an upsert (a comeback) keeps it again.
             "expires_at": record.at + DELETED_RETENTION if record.operation == "delete" else None,
         }
@@ -231,6 +240,98 @@ class DeliveryLedger:
             writer.writerow(["" if row.get(c) is None else row[c] for c in REPORT_COLUMNS])
         return buffer.getvalue()
 
+    async def summary(self, tenant_id: str, *, test: bool) -> LedgerSummary:
+        """What the vendor has of the tenant (``test``: would have, in test mode), counted in the store: the
+        entities per kind, per school unit and role (persons by role, the rest by kind), and what it refused
+        (would refuse) per kind and reason. Two aggregations over the pair's entries (``by_vendor_test``)."""
+        sent, refused = SENT_STATUS[test], REFUSED_STATUS[test]
+        match = {"$match": {"tenant_id": tenant_id, "vendor_id": self.vendor_id, "test": test, "operation": "upsert"}}
+        summary = LedgerSummary()
+        per_kind = await self.collection.aggregate(
+            [match, {"$group": {"_id": {"k": "$kind", "s": "$status", "r": "$reason"}, "n": {"$sum": 1}}}]
+        )
+        async for doc in per_kind:
+            kind, status, n = doc["_id"]["k"], doc["_id"].get("s"), int(doc["n"])
+            if status == sent:
+                summary.per_kind[kind] = summary.per_kind.get(kind, 0) + n
+            elif status == refused:
+                reason = str(doc["_id"].get("r") or "")
+                summary.refused_per_kind[kind] = summary.refused_per_kind.get(kind, 0) + n
+                summary.refused_per_reason[reason] = summary.refused_per_reason.get(reason, 0) + n
+        per_unit = await self.collection.aggregate(
+            [
+                {"$match": {**match["$match"], "status": sent}},
+                {"$unwind": {"path": "$school_unit_ids", "preserveNullAndEmptyArrays": True}},
+                {"$unwind": {"path": "$roles", "preserveNullAndEmptyArrays": True}},
+                {"$group": {"_id": {"u": "$school_unit_ids", "r": "$roles", "k": "$kind"}, "n": {"$sum": 1}}},
+            ]
+        )
+        async for doc in per_unit:
+            key = (doc["_id"].get("u") or "-", doc["_id"].get("r") or doc["_id"]["k"])
+            summary.per_unit_and_role[key] = summary.per_unit_and_role.get(key, 0) + int(doc["n"])
+        return summary
+
+    def _listed(
+        self, tenant_id: str, *, test: bool, kinds: Iterable[str], refused: bool, school_unit_id: str | None
+    ) -> dict[str, Any]:
+        criteria: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "vendor_id": self.vendor_id,
+            "test": test,
+            "kind": {"$in": sorted(kinds)},
+            "operation": "upsert",
+            "status": (REFUSED_STATUS if refused else SENT_STATUS)[test],
+        }
+        if school_unit_id is not None:
+            criteria["school_unit_ids"] = school_unit_id
+        return criteria
+
+    async def listed(
+        self,
+        tenant_id: str,
+        *,
+        test: bool,
+        kinds: Iterable[str],
+        refused: bool = False,
+        school_unit_id: str | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Document], int]:
+        """A page of what the vendor has of the tenant (``test``: would have; ``refused``: what it refused,
+        or would) of ``kinds``, at one school unit or all, in :data:`LIST_ORDER`; and how many there are in
+        all. Paged and counted in the store, on ``by_vendor_test``."""
+        criteria = self._listed(tenant_id, test=test, kinds=kinds, refused=refused, school_unit_id=school_unit_id)
+        total = await self.collection.count_documents(criteria, hint=LIST_INDEX)
+        cursor = (
+            self.collection.find(criteria, {"_id": 0, "expires_at": 0})
+            .hint(LIST_INDEX)
+            .sort(LIST_ORDER)
+            .skip(max(skip, 0))
+            .limit(max(limit, 1))
+        )
+        return await cursor.to_list(None), total
+
+    async def listed_among(
+        self,
+        tenant_id: str,
+        entity_ids: Iterable[str],
+        *,
+        test: bool,
+        kinds: Iterable[str],
+        refused: bool = False,
+        school_unit_id: str | None = None,
+    ) -> list[Document]:
+        """The entries of :meth:`listed` among these entities (what a search found), by ``_id`` in parts,
+        in :data:`LIST_ORDER`."""
+        wanted = self._listed(tenant_id, test=test, kinds=kinds, refused=refused, school_unit_id=school_unit_id)
+        found: list[Document] = []
+        for part in in_parts(self._id(tenant_id, e) for e in entity_ids):
+            # By ``_id`` alone (a point lookup each), the rest checked here: another predicate can make the
+            # Mongo wire server walk the collection.
+            cursor = self.collection.find({"_id": {"$in": part}}, {"_id": 0, "expires_at": 0})
+            found += [doc async for doc in cursor if _matches(doc, wanted)]
+        return sorted(found, key=_list_key)
+
     async def test_report(self, tenant_id: str) -> dict[str, Any]:
         """What a subscription in test mode would send: counts per school unit and role, per kind,
         and what the vendor would reject and why."""
@@ -252,6 +353,51 @@ class DeliveryLedger:
             "per_school_unit_and_role": dict(sorted(per_unit_role.items())),
             "would_be_rejected": rejected,
         }
+
+
+#: The order of the ledger's lists: by kind, school unit and role, then id (the ledger has no names).
+LIST_ORDER = [("kind", 1), ("school_unit_ids", 1), ("roles", 1), ("entity_id", 1)]
+
+
+def _list_key(entry: Document) -> tuple[str, str, str, str]:
+    """:data:`LIST_ORDER` in Python (an array sorts by its least element, as the store sorts it)."""
+    units, roles = entry.get("school_unit_ids") or [], entry.get("roles") or []
+    return (entry["kind"], min(units, default=""), min(roles, default=""), entry["entity_id"])
+
+
+def _matches(entry: Document, criteria: dict[str, Any]) -> bool:
+    for name, wanted in criteria.items():
+        value = entry.get(name)
+        if isinstance(wanted, dict):  # {"$in": [...]}
+            if value not in wanted["$in"]:
+                return False
+        elif name == "school_unit_ids":
+            if wanted not in (value or []):
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+@dataclass
+class LedgerSummary:
+    """What a vendor has (or would have) of one tenant, counted (:meth:`DeliveryLedger.summary`)."""
+
+    #: Entities per kind.
+    per_kind: dict[str, int] = field(default_factory=dict)
+    #: (school unit id, or "-" for none; role for persons, the kind for the rest) -> entities.
+    per_unit_and_role: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: What the vendor refused (would refuse), per kind and per reason (as recorded: no personal data).
+    refused_per_kind: dict[str, int] = field(default_factory=dict)
+    refused_per_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> int:
+        return sum(self.refused_per_kind.values())
+
+    @property
+    def empty(self) -> bool:
+        return not self.per_kind and not self.refused_per_kind
 
 
 async def status_counts(db: Database) -> dict[tuple[str, str], int]:

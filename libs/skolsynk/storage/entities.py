@@ -36,6 +36,32 @@ class EntityReader:
         """Whether the entity is in the canonical state (by ``_id`` alone: ids are unique across tenants)."""
         return bool(await self.collection.count_documents({"_id": entity_id}, session=session))
 
+    async def shown(self, ids: Iterable[str], fields: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``kind``, ``source_id`` and these ``fields`` of ``data`` (names, logins, a group's type: what a list
+        of entities shows) of the entities among ``ids`` still in the source, by id (one read per part)."""
+        projection = {"kind": 1, "source_id": 1, **{f"data.{name}": 1 for name in fields}}
+        found: dict[str, dict[str, Any]] = {}
+        for part in in_parts(ids):
+            found.update({doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": part}}, projection)})
+        return found
+
+    async def matching(
+        self, tenant_id: str, kind: EntityKind, text: str, fields: Iterable[str], *, limit: int
+    ) -> list[str]:
+        """Ids of the tenant's entities of ``kind`` in which every word of ``text`` is found
+        (case-insensitive, anywhere) in one of ``fields`` (``_id``, ``data.given_name``, ...); at most
+        ``limit``, the caller tells when there are more."""
+        words = text.split()
+        if not words:
+            return []
+        paths = list(fields)
+        criteria = {
+            "tenant_id": tenant_id,
+            "kind": kind.value,
+            "$and": [{"$or": [{p: {"$regex": re.escape(w), "$options": "i"}} for p in paths]} for w in words],
+        }
+        return [doc["_id"] async for doc in self.collection.find(criteria, {"_id": 1}).limit(limit)]
+
     async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
         cursor = self.collection.find({"tenant_id": tenant_id}, {"data": 1, "kind": 1, "source_id": 1})
         return [

@@ -9,10 +9,11 @@ only: no personal data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from skolsynk.storage.erasures import DEFAULT_RETENTION
-from skolsynk.storage.mongo import Database, IndexSpec, Session
+from skolsynk.storage.mongo import Database, IndexSpec, Session, in_parts
 
 VENDOR_VIEWS = "vendor_views"
 
@@ -37,6 +38,15 @@ class VendorViews:
 
     def __init__(self, db: Database) -> None:
         self.collection = db[VENDOR_VIEWS]
+
+    async def sources_of(self, tenant_id: str, vendor_id: str, entity_ids: Iterable[str]) -> dict[str, str]:
+        """For these ids a vendor knows entities by: the entity's own id (a protected person's pseudonym,
+        a duty at one of several school units: another id than its own), by ``_id`` (one read per part)."""
+        found: dict[str, str] = {}
+        for part in in_parts(f"{tenant_id}:{vendor_id}:{e}" for e in entity_ids):
+            cursor = self.collection.find({"_id": {"$in": part}}, {"entity_id": 1, "source_entity_id": 1})
+            found.update({d["entity_id"]: d.get("source_entity_id") or d["entity_id"] async for d in cursor})
+        return found
 
     async def present_at_a_live_vendor(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> bool:
         """Whether a live subscription's view still holds the person as present (a removal held by the

@@ -162,6 +162,7 @@ class Delivery:
             school_unit_ids=tuple(str(u) for u in change.school_unit_ids),
             roles=tuple(resource.get("roles", [])),
             reason=reason,
+            members=len(resource["member_ids"]) if isinstance(resource.get("member_ids"), list) else None,
         )
 
 

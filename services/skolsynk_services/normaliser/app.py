@@ -16,6 +16,7 @@ from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
 from skolsynk.storage import delivery_backlog, erasures, findings, history, holds, subscriptions
+from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk.storage.schedules import Schedules
 from skolsynk_services.normaliser import state
 from skolsynk_services.normaliser.handlers import NormaliserHandlers
@@ -97,6 +98,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         today=lambda: clock().date(),
         metrics=metrics,
         gauges=gauges,
+        status=ProjectionStatus(app.db),
     )
     app.extensions["handlers"] = handlers
 

@@ -22,10 +22,11 @@ from skolsynk.contracts.vendor import ProjectionRequested, ProjectionRequestedV2
 from skolsynk.logging import get_logger
 from skolsynk.messaging import MessageContext, PermanentError, TransientError
 from skolsynk.storage.holds import HoldCause
+from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
 from skolsynk_services.normaliser.projection import Projector
 from skolsynk_services.normaliser.runs import Runs
-from skolsynk_services.normaliser.state import ProjectionLock
+from skolsynk_services.normaliser.state import ProjectionLock, now
 
 log = get_logger(__name__)
 
@@ -44,7 +45,11 @@ class NormaliserHandlers:
         today: Callable[[], date],
         metrics: NormaliserMetrics | None = None,
         gauges: StateGauges | None = None,
+        status: ProjectionStatus | None = None,
     ) -> None:
+        #: Whether the tenant's projection is running and which of the admin's requests it has answered
+        #: (what the test report's "Beräknas..." and "Klar" are read from).
+        self.status = status
         self.metrics = metrics
         self.gauges = gauges
         self.runs = runs
@@ -145,6 +150,7 @@ class NormaliserHandlers:
             return
         try:
             while True:
+                answers = await self.status.started(tenant_id, at=now()) if self.status is not None else 0
                 # Under the tenant's lock: finalise every run that has all its messages (in the
                 # order they started), then project once for all of them.
                 causes = [*await self.finalise_ready_runs(tenant_id), *causes]
@@ -160,6 +166,8 @@ class NormaliserHandlers:
                 )
                 if self.metrics is not None:
                     self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
+                if self.status is not None:
+                    await self.status.finished(tenant_id, answered=answers if whole else None, at=now())
                 await self._refresh_gauges(tenant_id)
                 # Requests that arrived meanwhile (with any resends, or a need for the whole
                 # organiser, they asked for, and their causes) run once more.
@@ -169,6 +177,8 @@ class NormaliserHandlers:
                     break
         except BaseException:
             await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})
+            if self.status is not None:
+                await self.status.failed(tenant_id)
             raise
 
     async def _refresh_gauges(self, tenant_id: str) -> None:

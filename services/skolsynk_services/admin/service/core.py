@@ -24,6 +24,7 @@ from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.notifications import NotificationLog
+from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk.storage.runs import SourceRuns
 from skolsynk.storage.sources import SecretBox, SourceStore
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -118,6 +119,7 @@ class AdminCore:
         self.ledger = ErasureLedger(db)
         self.delivery_health = DeliveryHealth(db)
         self.delivery_backlog = DeliveryBacklog(db)
+        self.projection_status = ProjectionStatus(db)
         self.notification_log = NotificationLog(db)
         self.credentials = VendorCredentials(db, secrets)
         self.secret_box = secrets
@@ -170,6 +172,8 @@ class AdminCore:
         requester = None
         if by is not None and action is not None:
             requester = ProjectionRequester(actor=by.subject, action=action, target=target, at=self.clock())
+        # Counted before it is sent, so the test report says "computing" until a projection answers it.
+        await self.projection_status.requested(tenant_id, at=self.clock())
         await self._send(
             tenant_id,
             ProjectionRequestedV2(reason=reason, resend_vendor_id=resend_vendor_id, requested_by=requester),
