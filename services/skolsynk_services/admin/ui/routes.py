@@ -15,6 +15,7 @@ from skolsynk_services.admin.ui.views import (
     catalogue,
     gdpr,
     holds,
+    identity,
     lifecycle,
     log,
     overview,
@@ -44,6 +45,8 @@ def build_ui(
     tenant = "/t/{tenant}"
     route("/", "home", get=tenants.home)
     route("/login", "login", get=signin.login_page, post=signin.login)
+    route("/login/oidc/callback", "oidc_callback", get=signin.oidc_callback)
+    route("/login/oidc/{provider}", "oidc_start", get=signin.oidc_start)
     route("/logout", "logout", post=signin.logout)
     route("/tenants", "tenants", post=tenants.create_tenant)
     route("/log", "platform_log", get=log.platform_log)
@@ -72,8 +75,8 @@ def build_ui(
         "egil_certificate_remove",
         post=sources.egil_certificate_remove,
     )
-    route(tenant + "/quality", "quality", get=quality.quality, post=quality.quality_search)
-    route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv, post=quality.findings_csv)
+    route(tenant + "/quality", "quality", get=quality.quality)
+    route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv)
     route(tenant + "/vendors", "vendors", get=subscriptions.vendors)
     route(
         tenant + "/vendors/new",
@@ -106,4 +109,12 @@ def build_ui(
     route(tenant + "/access/{token}/revoke", "token_revoke", post=access.revoke_token)
     route("/operators", "operators", get=access.operators, post=access.create_operator_token)
     route("/operators/{token}/revoke", "operator_token_revoke", post=access.revoke_any_token)
+    route("/identity", "identity", get=identity.identity)
+    route("/identity/providers", "identity_provider_create", post=identity.provider_create)
+    route(
+        "/identity/providers/{provider}", "identity_provider", get=identity.provider_edit, post=identity.provider_save
+    )
+    route("/identity/providers/{provider}/delete", "identity_provider_delete", post=identity.provider_delete)
+    route("/identity/rules", "account_rule_create", post=identity.rule_create)
+    route("/identity/rules/{rule}/delete", "account_rule_delete", post=identity.rule_delete)
     return app

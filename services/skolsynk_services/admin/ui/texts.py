@@ -127,7 +127,109 @@ def flat_settings(settings: Mapping[str, Any], kind: str | None = None, prefix: 
 #: The Microsoft Graph application permissions skolsynk's app asks for, as the organiser's admin reads them.
 MICROSOFT_PERMISSION_TEXTS: dict[str, str] = section("microsoft_permissions")
 
-FINDINGS = {code: (section(f"findings.{code}")["title"], section(f"findings.{code}")["effect"]) for code in FindingCode}
+FINDINGS = {
+    FindingCode.RECORD_INVALID: (
+        "Posten följer inte modellen",
+        "Ett obligatoriskt fält saknas eller har fel format. Posten skickas inte.",
+    ),
+    FindingCode.EMAIL_INVALID: ("Ogiltig e-postadress", "Adressen tas bort; personen skickas utan den."),
+    FindingCode.EMAIL_MISSING: ("E-postadress saknas", "Leverantörer som kräver e-post kan inte skapa kontot."),
+    FindingCode.EMAIL_DUPLICATE: (
+        "Samma e-postadress som en annan person",
+        "Adressen tas bort från den här personen.",
+    ),
+    FindingCode.EPPN_MISSING: (
+        "Inloggnings-id (EPPN) saknas",
+        "Leverantörer som använder EGIL kan inte skapa kontot.",
+    ),
+    FindingCode.EPPN_DUPLICATE: (
+        "Samma inloggnings-id (EPPN) som en annan person",
+        "Den här personen skickas inte.",
+    ),
+    FindingCode.SCHOOL_UNIT_CODE_MISSING: ("Skolenhetskod saknas", "Skolenheten skickas inte."),
+    FindingCode.SCHOOL_UNIT_CODE_MALFORMED: (
+        "Felaktig skolenhetskod",
+        "Koden är inte 8 siffror; skolenheten skickas inte.",
+    ),
+    FindingCode.SCHOOL_UNIT_CODE_DUPLICATE: (
+        "Samma skolenhetskod som en annan skolenhet",
+        "Den här skolenheten skickas inte.",
+    ),
+    FindingCode.ORGANISATION_TYPE_UNKNOWN: (
+        "Organisation utan känd organisationstyp",
+        "Organisationen behålls som en nivå av okänd typ, aldrig som skolenhet.",
+    ),
+    FindingCode.ENROLMENT_UNKNOWN_SCHOOL_UNIT: ("Inskrivning på okänd skolenhet", "Inskrivningen tas bort."),
+    FindingCode.ENROLMENT_UNRESOLVED_ORGANISATION: (
+        "Inskrivning på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; inskrivningen tas bort.",
+    ),
+    FindingCode.DUTY_UNKNOWN_SCHOOL_UNIT: ("Tjänstgöring på okänd skolenhet", "Tjänstgöringen skickas inte."),
+    FindingCode.DUTY_UNRESOLVED_ORGANISATION: (
+        "Tjänstgöring på en organisation utan skolenheter",
+        "Ingen skolenhet finns under den; tjänstgöringen skickas inte.",
+    ),
+    FindingCode.DUTY_UNKNOWN_PERSON: ("Tjänstgöring för okänd person", "Tjänstgöringen skickas inte."),
+    FindingCode.DUTY_UNKNOWN_GROUP: (
+        "Uppdrag för en okänd grupp (till exempel mentor)",
+        "Uppdraget tas bort; tjänstgöringen skickas ändå.",
+    ),
+    FindingCode.GROUP_UNKNOWN_SCHOOL_UNIT: ("Grupp på okänd skolenhet", "Gruppen skickas inte."),
+    FindingCode.GROUP_UNRESOLVED_ORGANISATION: (
+        "Grupp på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; gruppen skickas inte.",
+    ),
+    FindingCode.GROUP_UNKNOWN_MEMBER: ("Okänd gruppmedlem", "Medlemskapet tas bort."),
+    FindingCode.ACTIVITY_UNKNOWN_SCHOOL_UNIT: ("Aktivitet på okänd skolenhet", "Aktiviteten skickas inte."),
+    FindingCode.ACTIVITY_UNRESOLVED_ORGANISATION: (
+        "Aktivitet på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; aktiviteten skickas inte.",
+    ),
+    FindingCode.ACTIVITY_UNKNOWN_REFERENCE: (
+        "Aktivitet med okänd grupp eller tjänstgöring",
+        "Hänvisningen tas bort.",
+    ),
+    FindingCode.PLACEMENT_UNKNOWN_CHILD: ("Placering för okänt barn", "Placeringen skickas inte."),
+    FindingCode.PLACEMENT_UNKNOWN_SCHOOL_UNIT: ("Placering på okänd skolenhet", "Placeringen skickas inte."),
+    FindingCode.PLACEMENT_UNRESOLVED_ORGANISATION: (
+        "Placering på en organisation ovanför skolenheterna",
+        "Den har ingen eller flera skolenheter under sig; placeringen skickas inte.",
+    ),
+    FindingCode.PERSON_NO_ACTIVE_RELATION: (
+        "Ingen aktiv inskrivning eller tjänstgöring",
+        "Ingen leverantör får personen.",
+    ),
+    FindingCode.PERSON_CONFLICTING_ROLES: (
+        "Både elev och personal",
+        "Personen är i dag både inskriven som elev och anställd.",
+    ),
+    FindingCode.DATES_INVERTED: (
+        "Startdatum efter slutdatum",
+        "Inskrivningen, medlemskapet eller tjänstgöringen tas bort (en hel post med omvända datum skickas inte).",
+    ),
+    FindingCode.VALUE_UNKNOWN: (
+        "Okänt värde",
+        "Ett värde som SS 12000 inte känner till (till exempel en skolform) tas bort.",
+    ),
+    FindingCode.PERSON_STATUS_UNKNOWN: (
+        "Okänd personstatus",
+        "Personens status (personStatus) är inte Aktiv, Utvandrad eller Avliden. Personen behandlas som inte "
+        "aktiv och skickas inte till någon leverantör. Rätta statusen i källan.",
+    ),
+    FindingCode.SECURITY_MARKING_MISSING: (
+        "Skyddsmarkering saknas",
+        "Källan anger inte skyddsmarkering (securityMarking) för de här personerna. Som standard behandlas de som "
+        "personer med skyddad identitet och skickas enligt prenumerationens regel för skyddade personer (normalt "
+        "inte alls). Rätta det i källan: för en EGIL-klient, lägg till securityMarking i mallen för användare; för "
+        "ett SS 12000-API, ge skolsynks klient behörighet att läsa securityMarking; för Google Workspace, ange "
+        "fältet under mapping.fields.security_marking. Vet ni att källan saknar personer med skyddad identitet kan "
+        "ni i stället välja att behandla dem som utan skyddsmarkering (Översikt, Skyddade personuppgifter).",
+    ),
+    FindingCode.RUN_INCOMPLETE: (
+        "Ofullständig inläsning",
+        "Inläsningen från källan var ofullständig; ingenting togs bort på grund av den.",
+    ),
+}
 SEVERITIES: dict[str, tuple[str, str]] = {
     severity: (entry["label"], entry["effect"]) for severity, entry in section("severities").items()
 }
