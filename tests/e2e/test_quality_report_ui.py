@@ -118,6 +118,15 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         assert KEEPER_NAME in text
         assert text.count("\r\n") == 2  # the header and the one finding
 
+        # A search by name is posted: the name never reaches the address.
+        await page.get_by_role("link", name="Rensa filtret").click()
+        await page.get_by_label("Sök", exact=True).fill("lindholm ture")
+        await page.get_by_role("button", name="Visa").click()
+        hits = page.get_by_role("table", name=re.compile(r"^Anmärkningar \(filtrerade\): \d+$"))
+        await expect(hits).to_contain_text(TWIN_NAME)
+        assert "lindholm" not in page.url.lower()
+        await no_axe_violations(page, axe, "a search")
+
         # The whole list of students without a login pages: 60 findings, 50 a page.
         await page.get_by_role("link", name="Rensa filtret").click()
         await page.get_by_label("Typ av anmärkning").select_option("eppn.missing")
@@ -149,6 +158,10 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         for personal in (TWIN_NAME, KEEPER_NAME, LOGIN.upper()):
             await expect(page.locator("main")).not_to_contain_text(personal)
         await no_axe_violations(page, axe, "the viewer's report")
+        # ... and may search (a search changes nothing), by the source's key, not by name.
+        await page.get_by_label("Sök", exact=True).fill(TWIN)
+        await page.get_by_role("button", name="Visa").click()
+        await expect(page.locator("main")).to_contain_text(f"nyckel i källan: {TWIN}")
     except BaseException:
         await page.screenshot(path=ARTEFACTS / "failure.png", full_page=True)
         raise

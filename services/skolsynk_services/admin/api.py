@@ -32,6 +32,7 @@ from skolsynk_services.admin.problems import (
     problem_response,
 )
 from skolsynk_services.admin.service import AdminService
+from skolsynk_services.admin.service.quality import FINDINGS_LIMIT
 
 log = get_logger(__name__)
 
@@ -66,6 +67,31 @@ class Endpoint:
     read_only: bool = False
     media_type: str = "application/json"
     params: tuple[str, ...] = field(default=())
+    #: A page of a longer list: the call returns :class:`Counted`, the body is the page and the header
+    #: ``X-Total-Count`` the length of the whole list (``skip``/``limit`` choose the page).
+    counted: bool = False
+
+
+#: The header that tells a page's client how long the whole list is.
+TOTAL_COUNT = "X-Total-Count"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A page of a list (the response body) and the whole list's length (the ``X-Total-Count`` header)."""
+
+    items: list[Any]
+    total: int
+
+
+def paging_params(limit: int) -> tuple[QueryParam, ...]:
+    """The query parameters of a counted list: ``skip`` and ``limit`` (at most ``limit``)."""
+    return (
+        QueryParam(
+            "skip", "How many of the list to skip (paging; the whole length is in X-Total-Count).", kind="integer"
+        ),
+        QueryParam("limit", f"How many to return, at most {limit} (the default).", kind="integer"),
+    )
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -94,6 +120,20 @@ def _query(request: web.Request, name: str, enum: type[StrEnum] | None = None) -
         except ValueError:
             raise Invalid(f"{name} must be one of {', '.join(e.value for e in enum)}") from None
     return value
+
+
+def _integer(request: web.Request, name: str, default: int, maximum: int) -> int:
+    """A whole-number query parameter between 0 and ``maximum``."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise Invalid(f"{name} must be a whole number") from None
+    if not 0 <= number <= maximum:
+        raise Invalid(f"{name} must be between 0 and {maximum}")
+    return number
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -334,26 +374,56 @@ async def vendor_history(request: web.Request, principal: Principal, _: Any) -> 
 FINDING_FILTERS = (
     QueryParam("severity", "error or warning", enum=Severity),
     QueryParam("code", "A finding code (docs/data-quality.md)", enum=FindingCode),
-    QueryParam("school_unit_code", "Only this school unit (8 digits)."),
+    QueryParam("school_unit_code", "Only this school unit (8 digits; '-': the findings without one)."),
 )
 
 
-@endpoint("GET", "/tenants/{tenant}/findings", "Data-quality findings", "quality", response=list[JsonObject],
-          query=FINDING_FILTERS)  # fmt: skip
+def _finding_filters(request: web.Request) -> dict[str, Any]:
+    return {
+        "severity": _query(request, "severity", Severity),
+        "code": _query(request, "code", FindingCode),
+        "school_unit_code": _query(request, "school_unit_code"),
+    }
+
+
+@endpoint("GET", "/tenants/{tenant}/findings", "Data-quality findings, a page at a time (errors first, by school unit "
+          "and code), with names, the offending value and a duplicate's other party for roles that may see "
+          "personal data (to search them, POST to /findings/search)", "quality", response=list[models.ReportedFinding],
+          query=(*FINDING_FILTERS, *paging_params(FINDINGS_LIMIT)), counted=True)  # fmt: skip
 async def findings(request: web.Request, principal: Principal, _: Any) -> Any:
-    return await _service(request).findings(
+    page = await _service(request).findings(
         principal,
         request.match_info["tenant"],
-        severity=_query(request, "severity", Severity),
-        code=_query(request, "code", FindingCode),
-        school_unit_code=_query(request, "school_unit_code"),
+        **_finding_filters(request),
+        skip=_integer(request, "skip", 0, 10**9),
+        limit=_integer(request, "limit", FINDINGS_LIMIT, FINDINGS_LIMIT) or FINDINGS_LIMIT,
     )
+    return Counted(page.findings, page.total)
 
 
-@endpoint("GET", "/tenants/{tenant}/findings.csv", "Data-quality findings as CSV", "quality",
-          response="text/csv", media_type="text/csv")  # fmt: skip
+@endpoint("POST", "/tenants/{tenant}/findings/search", "Search the data-quality findings by key or id, and for roles "
+          "that may see personal data by name and value; POST, so that names and addresses never travel in a URL",
+          "quality", body=models.FindingSearchIn, response=list[models.ReportedFinding], read_only=True,
+          counted=True)  # fmt: skip
+async def search_findings(request: web.Request, principal: Principal, body: models.FindingSearchIn) -> Any:
+    page = await _service(request).findings(
+        principal,
+        request.match_info["tenant"],
+        severity=body.severity,
+        code=body.code,
+        school_unit_code=body.school_unit_code,
+        text=body.q,
+        skip=body.skip,
+        limit=body.limit,
+    )
+    return Counted(page.findings, page.total)
+
+
+@endpoint("GET", "/tenants/{tenant}/findings.csv", "Data-quality findings as CSV (filtered like the list; the "
+          "offending values only for roles that may see personal data)", "quality", response="text/csv",
+          media_type="text/csv", query=FINDING_FILTERS)  # fmt: skip
 async def findings_csv(request: web.Request, principal: Principal, _: Any) -> Any:
-    return await _service(request).findings_csv(principal, request.match_info["tenant"])
+    return await _service(request).findings_csv(principal, request.match_info["tenant"], **_finding_filters(request))
 
 
 @endpoint("GET", "/tenants/{tenant}/findings/summary", "Findings per school unit and severity", "quality",
@@ -635,6 +705,10 @@ def _adapter(point: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             return web.Response(status=204)
         if point.media_type == "text/csv":
             return web.Response(text=result, content_type="text/csv", charset="utf-8", status=point.status)
+        if isinstance(result, Counted):
+            response = web.json_response(_encode(result.items), status=point.status)
+            response.headers[TOTAL_COUNT] = str(result.total)
+            return response
         return web.json_response(_encode(result), status=point.status)
 
     return handle

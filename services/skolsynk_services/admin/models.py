@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from skolsynk.domain.quality import Finding, FindingCode, Severity
 from skolsynk.domain.selection_warnings import SelectionWarning, Shortfall, WarningCause
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.domain.subscription import MassDeletionGuard, MissingMarkingPolicy, ProtectedIdentityPolicy, Role
@@ -759,3 +760,37 @@ class AccountRule(BaseModel):
     tenant_id: str | None
     created_by: str
     created_at: datetime
+
+
+class FindingSearchIn(Body):
+    """A search of the data-quality report (posted, so that names and addresses never travel in a URL)."""
+
+    q: str = Field(
+        min_length=2,
+        max_length=200,
+        description="Contained (any case) in the source's key or the entity id; for roles that may see personal "
+        "data also in the offending value, or every word of it in the name of whom the finding is about or of "
+        "a duplicate's other party.",
+    )
+    severity: Severity | None = None
+    code: FindingCode | None = None
+    school_unit_code: str | None = Field(
+        default=None, max_length=20, description="Only this school unit (8 digits; '-': the findings without one)."
+    )
+    skip: int = Field(default=0, ge=0, description="How many matches to skip (the total is in X-Total-Count).")
+    limit: int = Field(default=1000, ge=1, le=1000, description="How many to return.")
+
+
+class ReportedFinding(Finding):
+    """A data-quality finding as the report shows it: the stored finding (with the offending ``value``
+    and, for a duplicate, ``other_entity_id``), the names joined from the entities when it is read, and
+    the kind of its source (whose way of fixing it applies). For a role that may not see personal data
+    (a viewer) ``value``, ``entity_name`` and ``other_name`` are null: codes, ids and counts remain."""
+
+    entity_name: str | None = Field(
+        default=None,
+        description="Who or what the finding is about: a person's name (a duty's or placement's person), a "
+        "school unit's, group's or activity's name; null when the record is not stored (withheld at ingest).",
+    )
+    other_name: str | None = Field(default=None, description="For a duplicate: the name of the other party.")
+    source_kind: str | None = Field(default=None, description="The kind of the finding's source (egil, ss12000 ...).")

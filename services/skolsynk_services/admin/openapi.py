@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import skolsynk
 from skolsynk.connectors.sources import SOURCE_KINDS
-from skolsynk_services.admin.api import ENDPOINTS, PREFIX, Endpoint
+from skolsynk_services.admin.api import ENDPOINTS, PREFIX, TOTAL_COUNT, Endpoint
 from skolsynk_services.admin.problems import PROBLEM_TYPE_BASE
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "docs" / "admin-openapi.json"
@@ -81,6 +81,13 @@ def _operation(point: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
     else:
         content = {"application/json": {"schema": _schema(point.response, components)}}
         responses[str(point.status)] = {"description": "OK", "content": content}
+        if point.counted:
+            responses[str(point.status)]["headers"] = {
+                TOTAL_COUNT: {
+                    "description": "How long the whole list is (this is one page of it).",
+                    "schema": {"type": "integer"},
+                }
+            }
     errors = {"401": "No or an invalid token.", "403": "The token may not do this.", "404": "Not found."}
     if point.body is not None or point.query:
         errors["422"] = "The request is invalid (field by field in errors)."

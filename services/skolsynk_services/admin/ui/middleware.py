@@ -20,9 +20,9 @@ from skolsynk_services.admin.ui.texts import swedish
 COOKIE = "skolsynk_session"
 #: Routes that need no session (signing in, with a token or with an identity provider).
 PUBLIC_ROUTES = frozenset({"login", "oidc_start", "oidc_callback"})
-#: The POSTs a viewer may make: they change nothing (signing out; the GDPR person search, a POST so that
-#: names never travel in a URL).
-VIEWER_POSTS = frozenset({"logout", "gdpr"})
+#: The POSTs a viewer may make: they change nothing (signing out; the GDPR person search and the data-quality
+#: report's search and its CSV, POSTs so that names never travel in a URL).
+VIEWER_POSTS = frozenset({"logout", "gdpr", "quality", "findings_csv"})
 
 
 def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:

@@ -75,8 +75,8 @@ def build_ui(
         "egil_certificate_remove",
         post=sources.egil_certificate_remove,
     )
-    route(tenant + "/quality", "quality", get=quality.quality)
-    route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv)
+    route(tenant + "/quality", "quality", get=quality.quality, post=quality.quality_search)
+    route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv, post=quality.findings_csv)
     route(tenant + "/vendors", "vendors", get=subscriptions.vendors)
     route(
         tenant + "/vendors/new",
