@@ -11,7 +11,8 @@ collection is reached through its owner's repository in ``skolsynk.storage`` (th
 * ``outbox``: sent change events carry the minimised resource until the outbox TTL removes them;
   the person's sent entries are removed here, and their messages pulled out of sent bundles (unsent
   ones are still needed, and block the purge).
-* ``dq_findings``: findings name the entity (ids and a source key, never values); removed here.
+* ``dq_findings``: findings name the entity (ids and a source key) and may carry its offending value (an
+  e-mail address, a login); the person's, and those naming them as a duplicate's other party, removed here.
 * ``hold_entities``: a mass-deletion hold keeps the name of an entity it holds after the entity left the
   source (a hold of a test-mode subscription does not block the purge); the name is dropped here.
 
