@@ -99,14 +99,14 @@ async def _report(request: web.Request, fields: Mapping[str, Any], text: str) ->
     tenant_id = frame["tenant_id"]
     filters = _filters(fields)
     number = _number(fields)
-    search = {"text": text or None}
+    search = text or None
     page = await service.findings(
-        principal, tenant_id, **filters, **search, skip=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        principal, tenant_id, **filters, text=search, skip=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
     kept = {name: str(fields[name]) for name in FILTERS if fields.get(name)}
     paging = Paging(number, PAGE_SIZE, page.total, kept)
     if paging.number != number:  # past the last page: show the last one
-        page = await service.findings(principal, tenant_id, **filters, **search, skip=paging.skip, limit=PAGE_SIZE)
+        page = await service.findings(principal, tenant_id, **filters, text=search, skip=paging.skip, limit=PAGE_SIZE)
     units = await service.school_units(principal, tenant_id)
     names = {u["school_unit_code"]: u["display_name"] for u in units}
     summary = await service.findings_summary(principal, tenant_id)
