@@ -107,7 +107,8 @@ async def admin(settings: ServiceSettings, request: pytest.FixtureRequest) -> As
 
 def concrete(path: str, tenant: str = TENANT) -> str:
     values = {"tenant": tenant, "vendor": VENDOR, "source_id": SOURCE, "token_id": "abc",
-              "request_id": str(uuid.uuid4()), "school_unit_id": str(uuid.uuid4())}  # fmt: skip
+              "request_id": str(uuid.uuid4()), "school_unit_id": str(uuid.uuid4()), "provider_id": "microsoft",
+              "rule_id": "abc"}  # fmt: skip
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
 

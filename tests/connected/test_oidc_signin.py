@@ -25,6 +25,7 @@ from skolsynk_services.admin import models
 from skolsynk_services.admin.accounts import SIGNIN_SECONDS
 from skolsynk_services.admin.app import AdminSettings, build, web_root
 from skolsynk_services.admin.auth import Principal, Role, TokenStore
+from skolsynk_services.admin.oidc import provider_kind
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.ui import COOKIE
 from skolsynk_services.admin.ui.views.signin import SIGNIN_COOKIE
@@ -119,6 +120,72 @@ async def configure(admin: Admin, *rules: dict[str, Any]) -> None:
     for rule in rules:
         await admin.service.create_account_rule(operator, models.AccountRuleIn.model_validate({"provider_id": "mock",
                                                                                                **rule}))  # fmt: skip
+
+
+async def test_an_operator_configures_providers_and_account_rules_through_the_api(admin: Admin) -> None:
+    response = await admin.api("POST", "/identity-providers", json={
+        "provider_id": "mock", "display_name": "Microsoft", "issuer": admin.provider.issuer,
+        "client_id": "skolsynk-admin", "client_secret": CLIENT_SECRET,
+    })  # fmt: skip
+    assert response.status == 201, await response.text()
+    assert CLIENT_SECRET not in await response.text()
+    listed = await admin.api("GET", "/identity-providers")
+    body = await listed.text()
+    assert CLIENT_SECRET not in body
+    [provider] = await listed.json()
+    assert provider["client_secret_stored"] is True
+    assert provider["kind"] == provider_kind(admin.provider.issuer).value == "oidc"
+    stored = await admin.service.identity_providers.get("mock")
+    assert stored is not None
+    assert CLIENT_SECRET not in str(stored)
+    assert admin.service.secret_box.open(stored["client_secret"]) == {"client_secret": CLIENT_SECRET}
+
+    # Rules: a domain for viewers, one address for an admin, never a domain of operators.
+    for rule in ({"kind": "domain", "value": "@Alvik.SE", "role": "viewer", "tenant_id": TENANT},
+                 {"kind": "email", "value": ANNA, "role": "organiser_admin", "tenant_id": TENANT}):  # fmt: skip
+        response = await admin.api("POST", "/account-rules", json={"provider_id": "mock", **rule})
+        assert response.status == 201, await response.text()
+    refused = await admin.api("POST", "/account-rules", json={
+        "provider_id": "mock", "kind": "domain", "value": "drift.example", "role": "operator"})  # fmt: skip
+    assert refused.status == 422
+    assert (await refused.json())["errors"][0]["code"] == "operator_domain"
+    duplicate = await admin.api("POST", "/account-rules", json={
+        "provider_id": "mock", "kind": "domain", "value": "alvik.se", "role": "organiser_admin", "tenant_id": TENANT,
+    })  # fmt: skip
+    assert duplicate.status == 409
+    page = await admin.api("GET", "/account-rules?q=alvik&limit=1")
+    assert page.headers["X-Total-Count"] == "2"
+    assert [r["value"] for r in await page.json()] == ["alvik.se"]  # domain before email, one per page
+
+    # Only operators configure sign-in; the organiser's log shows who was given access to it.
+    organiser_token, _ = await admin.service.tokens.create(role=Role.ORGANISER_ADMIN, subject="it@alvik.se",
+                                                           tenant_id=TENANT, created_by="test")  # fmt: skip
+    assert (await admin.api("GET", "/identity-providers", token=organiser_token)).status == 403
+    assert (await admin.api("GET", "/account-rules", token=organiser_token)).status == 403
+    log = await admin.api("GET", f"/tenants/{TENANT}/audit")
+    actions = [entry["action"] for entry in await log.json()]
+    assert actions.count("account_rule.create") == 2
+    platform = [e["action"] for e in await (await admin.api("GET", "/audit")).json()]
+    assert "identity_provider.create" in platform
+
+    # A wrong issuer is refused before it is stored: its discovery document must be there.
+    wrong = await admin.api("POST", "/identity-providers", json={
+        "provider_id": "wrong", "display_name": "Fel", "issuer": admin.provider.issuer + "/nowhere",
+        "client_id": "x", "client_secret": "y"})  # fmt: skip
+    assert wrong.status == 422
+    assert (await wrong.json())["errors"][0]["code"] == "discovery"
+    insecure = await admin.api("POST", "/identity-providers", json={
+        "provider_id": "insecure", "display_name": "Osäker", "issuer": "http://idp.example", "client_id": "x",
+        "client_secret": "y"})  # fmt: skip
+    assert insecure.status == 422
+
+    # Disabled, then removed with its rules.
+    response = await admin.api("PATCH", "/identity-providers/mock", json={"enabled": False, "display_name": "MS"})
+    assert response.status == 200, await response.text()
+    assert ((await response.json())["enabled"], (await response.json())["display_name"]) == (False, "MS")
+    assert (await admin.api("DELETE", "/identity-providers/mock")).status == 204
+    assert (await admin.api("GET", "/identity-providers/mock")).status == 404
+    assert (await admin.api("GET", "/account-rules")).headers["X-Total-Count"] == "0"
 
 
 async def test_an_organiser_admin_signs_in_with_the_most_specific_rule(admin: Admin) -> None:

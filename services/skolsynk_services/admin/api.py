@@ -33,6 +33,7 @@ from skolsynk_services.admin.problems import (
 )
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.service.quality import FINDINGS_LIMIT
+from skolsynk_services.admin.service.signin import RULES_PAGE
 
 log = get_logger(__name__)
 
@@ -245,6 +246,70 @@ async def create_operator_token(request: web.Request, principal: Principal, body
           operator_only=True)  # fmt: skip
 async def revoke_any_token(request: web.Request, principal: Principal, _: Any) -> None:
     await _service(request).revoke_token(principal, None, request.match_info["token_id"])
+
+
+# --- signing in with Microsoft or Google (operators) ---------------------------------------------------
+
+
+@endpoint("GET", "/identity-providers", "The OpenID Connect providers the sign-in page offers (no secrets)",
+          "signin", response=list[models.IdentityProvider], operator_only=True)  # fmt: skip
+async def list_identity_providers(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).list_identity_providers(principal)
+
+
+@endpoint("POST", "/identity-providers", "Add an identity provider (its discovery document is read first)",
+          "signin", body=models.IdentityProviderIn, response=models.IdentityProvider, status=201,
+          operator_only=True)  # fmt: skip
+async def create_identity_provider(request: web.Request, principal: Principal, body: models.IdentityProviderIn) -> Any:
+    return await _service(request).create_identity_provider(principal, body)
+
+
+@endpoint("GET", "/identity-providers/{provider_id}", "One identity provider (no secret)", "signin",
+          response=models.IdentityProvider, operator_only=True)  # fmt: skip
+async def get_identity_provider(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _service(request).get_identity_provider(principal, request.match_info["provider_id"])
+
+
+@endpoint("PATCH", "/identity-providers/{provider_id}", "Change an identity provider (disabled: its sessions end)",
+          "signin", body=models.IdentityProviderUpdate, response=models.IdentityProvider,
+          operator_only=True)  # fmt: skip
+async def update_identity_provider(
+    request: web.Request, principal: Principal, body: models.IdentityProviderUpdate
+) -> Any:
+    return await _service(request).update_identity_provider(principal, request.match_info["provider_id"], body)
+
+
+@endpoint("DELETE", "/identity-providers/{provider_id}", "Remove an identity provider, its account rules and "
+          "sessions", "signin", status=204, operator_only=True)  # fmt: skip
+async def delete_identity_provider(request: web.Request, principal: Principal, _: Any) -> None:
+    await _service(request).delete_identity_provider(principal, request.match_info["provider_id"])
+
+
+@endpoint("GET", "/account-rules", "Which signed-in accounts get which organiser and role, a page at a time",
+          "signin", response=list[models.AccountRule], operator_only=True, counted=True,
+          query=(QueryParam("q", "Only rules whose value, organiser or provider contains this."),
+                 *paging_params(RULES_PAGE)))  # fmt: skip
+async def list_account_rules(request: web.Request, principal: Principal, _: Any) -> Any:
+    rules, total = await _service(request).list_account_rules(
+        principal,
+        search=_query(request, "q") or "",
+        skip=_integer(request, "skip", 0, 10**9),
+        limit=_integer(request, "limit", RULES_PAGE, RULES_PAGE) or RULES_PAGE,
+    )
+    return Counted(rules, total)
+
+
+@endpoint("POST", "/account-rules", "Give signed-in accounts an organiser and role (the most specific rule wins)",
+          "signin", body=models.AccountRuleIn, response=models.AccountRule, status=201,
+          operator_only=True)  # fmt: skip
+async def create_account_rule(request: web.Request, principal: Principal, body: models.AccountRuleIn) -> Any:
+    return await _service(request).create_account_rule(principal, body)
+
+
+@endpoint("DELETE", "/account-rules/{rule_id}", "Remove an account rule (the sessions it let in end)", "signin",
+          status=204, operator_only=True)  # fmt: skip
+async def delete_account_rule(request: web.Request, principal: Principal, _: Any) -> None:
+    await _service(request).delete_account_rule(principal, request.match_info["rule_id"])
 
 
 # --- sources and runs --------------------------------------------------------------------------
