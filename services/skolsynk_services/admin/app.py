@@ -74,7 +74,8 @@ class AdminSettings(CatalogueSettings):
     admin_public_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
-        description="The admin's address as browsers reach it (the consent redirect); default: the request's.",
+        description="The admin's address as browsers reach it (the consent and sign-in redirects); default: the "
+        "request's.",
     )
     admin_check_timeout_seconds: float = Field(
         default=20.0, gt=0, le=120, description="How long 'test connection' waits for the connector's answer."
