@@ -33,6 +33,7 @@ from skolsynk_services.admin.problems import (
 )
 from skolsynk_services.admin.service import AdminService
 from skolsynk_services.admin.service.quality import FINDINGS_LIMIT
+from skolsynk_services.admin.service.reports import REPORT_PAGE_LIMIT, SEARCH_LIMIT
 from skolsynk_services.admin.service.signin import RULES_PAGE
 
 log = get_logger(__name__)
@@ -598,11 +599,81 @@ async def end_subscription(request: web.Request, principal: Principal, _: Any) -
     return await _service(request).end_subscription(principal, info["tenant"], info["vendor"])
 
 
-@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report", "What test mode would send",
-          "subscriptions", response=JsonObject)  # fmt: skip
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report",
+          "What test mode would send, and whether it is final (409 for a live subscription)", "subscriptions",
+          response=models.SubscriptionReport)  # fmt: skip
 async def vendor_test_report(request: web.Request, principal: Principal, _: Any) -> Any:
     info = request.match_info
     return await _service(request).test_report(principal, info["tenant"], info["vendor"])
+
+
+REPORT_FILTERS = (
+    QueryParam("school_unit_id", "Only this school unit (its entity id)."),
+    *paging_params(REPORT_PAGE_LIMIT),
+)
+
+
+async def _report_list(
+    request: web.Request, principal: Principal, which: models.ReportList, body: models.ReportSearchIn | None = None
+) -> Counted:
+    info = request.match_info
+    if body is None:
+        text, unit = "", _query(request, "school_unit_id")
+        skip = _integer(request, "skip", 0, 10**9)
+        limit = _integer(request, "limit", REPORT_PAGE_LIMIT, REPORT_PAGE_LIMIT) or REPORT_PAGE_LIMIT
+    else:
+        text, unit, skip, limit = body.q, body.school_unit_id, body.skip, body.limit
+    page = await _service(request).test_report_list(
+        principal, info["tenant"], info["vendor"], which, text=text, school_unit_id=unit, skip=skip, limit=limit
+    )
+    if page.search_cut:
+        raise Invalid(f"the search finds more than {SEARCH_LIMIT} entities: narrow it")
+    return Counted(page.rows, page.total)
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report/persons",
+          "The persons test mode would send, by school unit and role, a page at a time (to search them, POST to "
+          ".../persons/search)", "subscriptions", response=list[models.ReportPerson], query=REPORT_FILTERS,
+          counted=True)  # fmt: skip
+async def vendor_test_report_persons(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _report_list(request, principal, models.ReportList.PERSONS)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/test-report/persons/search",
+          "Search the persons test mode would send by name, login or e-mail address (roles that may see personal "
+          "data) or id; POST, so that names never travel in a URL", "subscriptions", body=models.ReportSearchIn,
+          response=list[models.ReportPerson], read_only=True, counted=True)  # fmt: skip
+async def search_test_report_persons(request: web.Request, principal: Principal, body: models.ReportSearchIn) -> Any:
+    return await _report_list(request, principal, models.ReportList.PERSONS, body)
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report/groups",
+          "The groups test mode would send, by school unit, a page at a time", "subscriptions",
+          response=list[models.ReportGroup], query=REPORT_FILTERS, counted=True)  # fmt: skip
+async def vendor_test_report_groups(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _report_list(request, principal, models.ReportList.GROUPS)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/test-report/groups/search",
+          "Search the groups test mode would send by name or id", "subscriptions", body=models.ReportSearchIn,
+          response=list[models.ReportGroup], read_only=True, counted=True)  # fmt: skip
+async def search_test_report_groups(request: web.Request, principal: Principal, body: models.ReportSearchIn) -> Any:
+    return await _report_list(request, principal, models.ReportList.GROUPS, body)
+
+
+@endpoint("GET", "/tenants/{tenant}/subscriptions/{vendor}/test-report/refused",
+          "What the vendor's profile would refuse and why, a page at a time", "subscriptions",
+          response=list[models.ReportRefusal], query=REPORT_FILTERS, counted=True)  # fmt: skip
+async def vendor_test_report_refused(request: web.Request, principal: Principal, _: Any) -> Any:
+    return await _report_list(request, principal, models.ReportList.REFUSED)
+
+
+@endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/test-report/refused/search",
+          "Search what the vendor's profile would refuse by name (roles that may see personal data) or id",
+          "subscriptions", body=models.ReportSearchIn, response=list[models.ReportRefusal], read_only=True,
+          counted=True)  # fmt: skip
+async def search_test_report_refused(request: web.Request, principal: Principal, body: models.ReportSearchIn) -> Any:
+    return await _report_list(request, principal, models.ReportList.REFUSED, body)
 
 
 @endpoint("POST", "/tenants/{tenant}/subscriptions/{vendor}/review", "Mark the test report as reviewed",

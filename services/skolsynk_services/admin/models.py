@@ -567,6 +567,111 @@ class ErasureCreated(BaseModel):
     request_id: UUID
 
 
+class ReportState(StrEnum):
+    """Whether a subscription's report is final."""
+
+    COMPUTING = "computing"  # a projection is asked for or running, or the dispatcher has changes to record
+    READY = "ready"  # everything asked for is computed and recorded
+    NOT_COMPUTED = "not_computed"  # nothing has been computed for the subscription yet
+
+
+class ReportUnitRow(BaseModel):
+    school_unit_id: str | None = Field(description="None: entities at no school unit (the organisation).")
+    school_unit_code: str | None = None
+    display_name: str | None = None
+    role: str = Field(description="student, teacher or other_staff for persons; the kind for the rest.")
+    count: int
+
+
+class SubscriptionReport(BaseModel):
+    """What a subscription in test mode would send (the test report), with whether it is final."""
+
+    vendor_id: str
+    state: ReportState
+    computing_since: datetime | None = Field(
+        default=None,
+        description="While computing: since when (the request, the projection's start, the oldest change).",
+    )
+    ready_at: datetime | None = Field(
+        default=None, description="When ready: when the last projection finished or its last change was recorded."
+    )
+    projection: Literal["requested", "running"] | None = Field(
+        default=None, description="While computing: the organiser's projection is asked for, or running."
+    )
+    pending: int = Field(description="Changes the vendor's dispatcher has still to record.")
+    would_send: dict[str, int] = Field(
+        description="Entities per kind: final when ready, the count so far while computing."
+    )
+    per_school_unit: list[ReportUnitRow]
+    would_be_refused: dict[str, int] = Field(description="What the vendor's profile would refuse, per kind.")
+    refused_per_reason: dict[str, int] = Field(
+        default_factory=dict, description="What the vendor's profile would refuse, per reason code."
+    )
+
+
+class ReportList(StrEnum):
+    """The lists of a subscription's report."""
+
+    PERSONS = "persons"
+    GROUPS = "groups"
+    REFUSED = "refused"
+
+
+class ReportSearchIn(Body):
+    """A search of a report's list (posted, so that names never travel in a URL)."""
+
+    q: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Every word in a name, login or e-mail address (roles that may see personal data), a group's "
+        "name, or an id.",
+    )
+    school_unit_id: str | None = Field(default=None, max_length=64, description="Only this school unit.")
+    skip: int = Field(default=0, ge=0, le=10**9)
+    limit: int = Field(default=200, ge=1, le=200)
+
+
+class ReportSchoolUnit(BaseModel):
+    school_unit_id: str
+    school_unit_code: str | None = None
+    display_name: str | None = None
+
+
+class ReportPerson(BaseModel):
+    entity_id: str = Field(description="The id the vendor knows the person by.")
+    person_id: str | None = Field(
+        default=None, description="The person's own id (differs from entity_id when the vendor gets a pseudonym)."
+    )
+    pseudonymised: bool = False
+    name: str | None = Field(default=None, description="Only for roles that may see personal data.")
+    login: str | None = Field(
+        default=None, description="The first eduPersonPrincipalName; only for roles that may see personal data."
+    )
+    roles: list[str]
+    school_units: list[ReportSchoolUnit]
+    at: datetime
+
+
+class ReportGroup(BaseModel):
+    entity_id: str
+    name: str | None = None
+    group_type: str | None = None
+    members: int | None = Field(default=None, description="Members as the vendor gets them (None: not recorded).")
+    school_units: list[ReportSchoolUnit]
+    at: datetime
+
+
+class ReportRefusal(BaseModel):
+    entity_id: str
+    kind: str
+    name: str | None = Field(default=None, description="A person's only for roles that may see personal data.")
+    roles: list[str] = Field(default_factory=list)
+    school_units: list[ReportSchoolUnit]
+    reason: str | None = Field(description="Why, as recorded (English; no personal data).")
+    reason_code: str = Field(description="The reason as a code (docs/admin.md lists them).")
+    at: datetime
+
+
 class Vendor(BaseModel):
     vendor_id: str
     display_name: str

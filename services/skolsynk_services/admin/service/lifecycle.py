@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from skolsynk.storage.deliveries import DeliveryLedger
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import Conflict, GateClosed
-from skolsynk_services.admin.service.subscriptions import SubscriptionAdmin
+from skolsynk_services.admin.service.reports import ReportAdmin
 
 
-class LifecycleAdmin(SubscriptionAdmin):
-    async def test_report(self, principal: Principal, tenant_id: str, vendor_id: str) -> dict[str, Any]:
-        await self._tenant(principal, tenant_id)
-        await self._subscription(tenant_id, vendor_id)
-        return await DeliveryLedger(self.db, vendor_id).test_report(tenant_id)
-
-    async def delivery_report_csv(self, principal: Principal, tenant_id: str, vendor_id: str) -> str:
-        await self._tenant(principal, tenant_id)
-        await self._subscription(tenant_id, vendor_id)
-        return await DeliveryLedger(self.db, vendor_id).report_csv(tenant_id)
+class LifecycleAdmin(ReportAdmin):
+    """The test report and the delivery report are :class:`ReportAdmin`'s."""
 
     async def mark_reviewed(self, principal: Principal, tenant_id: str, vendor_id: str) -> models.Subscription:
         await self._tenant(principal, tenant_id)
