@@ -20,9 +20,10 @@ from skolsynk_services.admin.ui.texts import swedish
 COOKIE = "skolsynk_session"
 #: Routes that need no session (signing in, with a token or with an identity provider).
 PUBLIC_ROUTES = frozenset({"login", "oidc_start", "oidc_callback"})
-#: The POSTs a viewer may make: they change nothing (signing out; the GDPR person search and the data-quality
-#: report's search and its CSV, POSTs so that names never travel in a URL).
-VIEWER_POSTS = frozenset({"logout", "gdpr", "quality", "findings_csv"})
+#: The POSTs a viewer may make: they change nothing (signing out; the GDPR person search, the data-quality
+#: report's search and its CSV, and the search of a subscription's report: POSTs so that names never travel in
+#: a URL).
+VIEWER_POSTS = frozenset({"logout", "gdpr", "quality", "findings_csv", "subscription_search"})
 
 
 def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:

@@ -85,6 +85,7 @@ def build_ui(
         post=subscriptions.subscription_post,
     )
     route(tenant + "/vendors/{vendor}", "subscription", get=lifecycle.subscription_page)
+    route(tenant + "/vendors/{vendor}/search", "subscription_search", post=lifecycle.subscription_page)
     route(
         tenant + "/vendors/{vendor}/edit",
         "subscription_edit",
