@@ -922,9 +922,10 @@ class Demo:
         )
         report = await admin.call("GET", f"/tenants/{TENANT}/subscriptions/{TEST}/test-report")
         would = report.get("would_send", {})
+        refused = sum(report.get("would_be_refused", {}).values())
         self.screen.say(
-            f"        {TEST} test report: would send {would.get('person', 0):,} persons, "
-            f"{would.get('group', 0):,} groups; {len(report.get('would_be_rejected', []))} would be rejected"
+            f"        {TEST} test report ({report.get('state')}): would send {would.get('person', 0):,} persons, "
+            f"{would.get('group', 0):,} groups; {refused} would be refused"
         )
         await self.findings(admin, expectation, records)
 
