@@ -33,8 +33,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid5
 
 from skolsynk.domain.ids import SKOLSYNK_NAMESPACE, content_hash, entity_id
@@ -51,6 +52,7 @@ from skolsynk.domain.ss12000 import (
     Organisation,
     Person,
     Placement,
+    SchoolType,
     SchoolUnit,
     SchoolUnitGroup,
     Syllabus,
@@ -148,6 +150,250 @@ def _pick(data: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in allowed}
 
 
+class PersonOutcome(StrEnum):
+    """Whether one person is in one subscription's selection and, when not, the rule that keeps them out
+    (the rules are checked in this order)."""
+
+    #: Named in the subscription's ``exclude_persons`` (the normaliser adds the persons an active erasure
+    #: request or objection suppresses at the vendor).
+    EXCLUDED = "excluded"
+    #: personStatus is not Aktiv.
+    NOT_ACTIVE = "not_active"
+    #: A protected identity, and the subscription's policy excludes them.
+    PROTECTED = "protected"
+    #: None of their relations counts (:attr:`PersonSelection.skipped` says why each does not).
+    NO_RELATION = "no_relation"
+    #: At least one relation counts.
+    SELECTED = "selected"
+    #: Named in ``include_persons`` while none of their relations counts.
+    INCLUDED = "included"
+
+
+class RelationSkip(StrEnum):
+    """Why one of a person's relations (an enrolment, a duty, a placement) does not count for a subscription."""
+
+    UNIT_NOT_CHOSEN = "unit_not_chosen"  # its school unit is not among the subscription's
+    UNIT_NOT_ACTIVE = "unit_not_active"  # its school unit is chosen, but closed or not opened yet
+    NOT_ACTIVE = "not_active"  # the relation's own dates (or a cancelled enrolment)
+    SCHOOL_TYPE = "school_type"  # its school type is not among the subscription's
+    SCHOOL_YEAR = "school_year"  # its school year is not among the subscription's (or it has none)
+    ROLE = "role"  # the role it makes (student, teacher, other staff) is not among the subscription's
+    PLACEMENTS_NOT_ASKED = "placements_not_asked"  # a placement, and the subscription does not ask for them
+    PLACEMENTS_NOT_TAKEN = "placements_not_taken"  # a placement, and the vendor's profile does not take them
+    OTHER_UNIT = "other_unit"  # one school unit per user: a unit with a lower code is kept instead
+
+
+#: What a relation is: a student's enrolment, a staff member's duty, a child's placement.
+RelationKind = Literal["enrolment", "duty", "placement"]
+
+
+@dataclass(frozen=True)
+class SkippedRelation:
+    """One relation that does not count, and why (ids, keys and codes: no personal data)."""
+
+    skip: RelationSkip
+    relation: RelationKind
+    role: Role
+    source_id: str
+    #: The source key of where the relation is: a school unit, or an organisation above school units.
+    school_unit: str
+    school_type: SchoolType | None = None
+    school_year: int | None = None
+
+
+@dataclass(frozen=True)
+class PersonSelection:
+    """One person's outcome in one subscription's selection: the relations that count (role, school
+    unit, the enrolment or the stored duty or placement) and, when asked for, those that do not."""
+
+    outcome: PersonOutcome
+    protected: bool
+    relations: tuple[tuple[Role, StoredEntity, Any], ...] = ()
+    skipped: tuple[SkippedRelation, ...] = ()
+
+    @property
+    def selected(self) -> bool:
+        return self.outcome in (PersonOutcome.SELECTED, PersonOutcome.INCLUDED)
+
+
+def _relation_kind(via: Any) -> RelationKind:
+    if isinstance(via, Enrolment):
+        return "enrolment"
+    assert isinstance(via, StoredEntity)
+    return "duty" if isinstance(via.entity, Duty) else "placement"
+
+
+class _Persons:
+    """The person rules of one subscription's selection, shared by :func:`project` and
+    :func:`select_person` so that an explanation can never disagree with what is delivered."""
+
+    def __init__(
+        self,
+        state: TenantState,
+        index: _Index,
+        subscription: VendorSubscription,
+        profile: VendorProfile,
+        today: date,
+    ) -> None:
+        self.state = state
+        self.index = index
+        self.tree = state.tree
+        self.subscription = subscription
+        self.profile = profile
+        self.today = today
+        # Children's placements count only when the subscription asks for them and the vendor takes them.
+        self.placements_wanted = subscription.placements and "placements" in subscription.allowed_fields(
+            EntityKind.PERSON, profile
+        )
+        #: The chosen school units that are active today, by (source, key).
+        self.units: dict[tuple[str, str], StoredEntity] = {}
+        for stored in index.of_kind[EntityKind.SCHOOL_UNIT]:
+            unit = stored.entity
+            assert isinstance(unit, SchoolUnit)
+            if unit.school_unit_code in subscription.school_unit_codes and unit.active_on(today):
+                self.units[(stored.source_id, unit.key)] = stored
+
+    def _unit_skip(self, source_id: str, key: str) -> RelationSkip:
+        """Why a place is not among the selection's units: not chosen, or chosen but not active today."""
+        unit = self.index.ref(source_id, EntityKind.SCHOOL_UNIT, key)
+        if unit is not None and _code(unit) in self.subscription.school_unit_codes:
+            return RelationSkip.UNIT_NOT_ACTIVE
+        return RelationSkip.UNIT_NOT_CHOSEN
+
+    def _placement_skip(self) -> RelationSkip:
+        """Why no placement counts: the vendor's profile does not take them, or the subscription does not ask."""
+        taken = "placements" in self.profile.accepted_fields.get(EntityKind.PERSON, frozenset())
+        if self.subscription.placements and not taken:
+            return RelationSkip.PLACEMENTS_NOT_TAKEN
+        return RelationSkip.PLACEMENTS_NOT_ASKED
+
+    def select(self, stored: StoredEntity, *, why: bool = False) -> PersonSelection:
+        """The person's outcome; ``why`` also records every relation that does not count (the person page)."""
+        person = stored.entity
+        assert isinstance(person, Person)
+        subscription, today, source = self.subscription, self.today, stored.source_id
+        types, years = subscription.school_types, subscription.school_years
+        protected = person.is_protected(unknown_is_protected=self.state.missing_marking.unknown_is_protected)
+        if str(stored.id) in subscription.exclude_persons:
+            return PersonSelection(PersonOutcome.EXCLUDED, protected)
+        if not person.active:
+            return PersonSelection(PersonOutcome.NOT_ACTIVE, protected)
+        if protected and subscription.protected_identity_policy is ProtectedIdentityPolicy.EXCLUDE:
+            return PersonSelection(PersonOutcome.PROTECTED, protected)
+        # Each relation that does not count is recorded (with why) only when asked: projections skip it.
+        skipped: list[SkippedRelation] | None = [] if why else None
+        relations: list[tuple[Role, StoredEntity, Any]] = []
+        for enrolment in person.enrolments:
+            unit_stored = self.units.get((source, enrolment.school_unit))
+            if (
+                unit_stored is not None
+                and enrolment.active_on(today)
+                and (types is None or enrolment.school_type in types)
+                and (years is None or enrolment.school_year in years)
+            ):
+                relations.append((Role.STUDENT, unit_stored, enrolment))
+                continue
+            if skipped is not None:
+                if unit_stored is None:
+                    skip = self._unit_skip(source, enrolment.school_unit)
+                elif not enrolment.active_on(today):
+                    skip = RelationSkip.NOT_ACTIVE
+                else:
+                    wrong_type = types is not None and enrolment.school_type not in types
+                    skip = RelationSkip.SCHOOL_TYPE if wrong_type else RelationSkip.SCHOOL_YEAR
+                skipped.append(
+                    SkippedRelation(
+                        skip,
+                        "enrolment",
+                        Role.STUDENT,
+                        source,
+                        enrolment.school_unit,
+                        enrolment.school_type,
+                        enrolment.school_year,
+                    )
+                )
+        placements = self.index.placements_of.get((source, person.key), [])
+        for placement_stored in placements if self.placements_wanted or skipped is not None else []:
+            placement = placement_stored.entity
+            assert isinstance(placement, Placement)
+            unit_stored = self.units.get((source, placement.school_unit))
+            if (
+                self.placements_wanted
+                and unit_stored is not None
+                and placement.active_on(today)
+                and (types is None or placement.school_type in types)
+            ):
+                relations.append((Role.STUDENT, unit_stored, placement_stored))
+                continue
+            if skipped is not None:
+                if not self.placements_wanted:
+                    skip = self._placement_skip()
+                elif unit_stored is None:
+                    skip = self._unit_skip(source, placement.school_unit)
+                else:
+                    skip = RelationSkip.SCHOOL_TYPE if placement.active_on(today) else RelationSkip.NOT_ACTIVE
+                skipped.append(
+                    SkippedRelation(
+                        skip, "placement", Role.STUDENT, source, placement.school_unit, placement.school_type
+                    )
+                )
+        for duty_stored in self.index.duties_of.get((source, person.key), []):
+            duty = duty_stored.entity
+            assert isinstance(duty, Duty)
+            role = Role.TEACHER if duty.role in TEACHING_ROLES else Role.OTHER_STAFF
+            if not duty.active_on(today):
+                if skipped is not None:
+                    skipped.append(SkippedRelation(RelationSkip.NOT_ACTIVE, "duty", role, source, duty.school_unit))
+                continue
+            # A duty at an organisation above school units is a relation at every school unit beneath it.
+            for unit_key in self.tree.units_beneath(source, duty.school_unit):
+                unit_stored = self.units.get((source, unit_key))
+                if unit_stored is not None:
+                    relations.append((role, unit_stored, duty_stored))
+                elif skipped is not None:
+                    skipped.append(SkippedRelation(self._unit_skip(source, unit_key), "duty", role, source, unit_key))
+        if skipped is not None:
+            skipped += [
+                SkippedRelation(RelationSkip.ROLE, _relation_kind(via), role, source, unit.entity.key)
+                for role, unit, via in relations
+                if role not in subscription.roles
+            ]
+        relations = [r for r in relations if r[0] in subscription.roles]
+        explicitly_included = str(stored.id) in subscription.include_persons
+        if not relations and not explicitly_included:
+            return PersonSelection(PersonOutcome.NO_RELATION, protected, skipped=tuple(skipped or ()))
+        if self.profile.single_school_unit_per_user and relations:
+            first = min(_code(r[1]) for r in relations)
+            if skipped is not None:
+                skipped += [
+                    SkippedRelation(RelationSkip.OTHER_UNIT, _relation_kind(via), role, source, unit.entity.key)
+                    for role, unit, via in relations
+                    if _code(unit) != first
+                ]
+            relations = [r for r in relations if _code(r[1]) == first]
+        outcome = PersonOutcome.SELECTED if relations else PersonOutcome.INCLUDED
+        return PersonSelection(outcome, protected, tuple(relations), tuple(skipped or ()))
+
+
+def _code(stored: StoredEntity) -> str:
+    unit = stored.entity
+    assert isinstance(unit, SchoolUnit)
+    return unit.school_unit_code
+
+
+def select_person(
+    state: TenantState, subscription: VendorSubscription, profile: VendorProfile, today: date, person_id: UUID
+) -> PersonSelection | None:
+    """Whether the person ``person_id`` is in ``subscription``'s selection today, with every relation of
+    theirs that does not count and why: the rules :func:`project` applies (the person page,
+    ``skolsynk.domain.verdicts``). None: the person is not in ``state`` (unknown, or withheld)."""
+    index = _Index(state)
+    stored = next((s for s in index.of_kind[EntityKind.PERSON] if s.id == person_id), None)
+    if stored is None:
+        return None
+    return _Persons(state, index, subscription, profile, today).select(stored, why=True)
+
+
 def project(
     state: TenantState, subscription: VendorSubscription, profile: VendorProfile, today: date
 ) -> dict[UUID, ProjectedResource]:
@@ -156,16 +402,9 @@ def project(
     tree = state.tree
     out: dict[UUID, ProjectedResource] = {}
     allowed = {kind: subscription.allowed_fields(kind, profile) for kind in EntityKind}
-    # Children's placements count only when the subscription asks for them and the vendor takes them.
-    placements_wanted = subscription.placements and "placements" in allowed[EntityKind.PERSON]
-
-    # School units
-    units: dict[tuple[str, str], StoredEntity] = {}
-    for stored in index.of_kind[EntityKind.SCHOOL_UNIT]:
-        unit = stored.entity
-        assert isinstance(unit, SchoolUnit)
-        if unit.school_unit_code in subscription.school_unit_codes and unit.active_on(today):
-            units[(stored.source_id, unit.key)] = stored
+    persons = _Persons(state, index, subscription, profile, today)
+    # School units: the chosen ones that are active today.
+    units = persons.units
 
     def unit_of(source_id: str, key: str) -> StoredEntity | None:
         return units.get((source_id, key))
@@ -176,6 +415,7 @@ def project(
         return unit.school_unit_code
 
     # Persons
+    unit_stored: StoredEntity | None
     person_ids: dict[tuple[str, str], UUID] = {}  # (source, key) -> id the vendor sees
     person_units: dict[tuple[str, str], set[str]] = {}  # (source, key) -> the units kept for them
     pseudonymised: set[tuple[str, str]] = set()
@@ -183,52 +423,12 @@ def project(
     for stored in index.of_kind[EntityKind.PERSON]:
         person = stored.entity
         assert isinstance(person, Person)
-        if str(stored.id) in subscription.exclude_persons or not person.active:
+        selection = persons.select(stored)
+        if not selection.selected:
             continue
+        relations = list(selection.relations)
+        protected = selection.protected
         policy = subscription.protected_identity_policy
-        protected = person.is_protected(unknown_is_protected=state.missing_marking.unknown_is_protected)
-        if protected and policy is ProtectedIdentityPolicy.EXCLUDE:
-            continue
-        relations: list[tuple[Role, StoredEntity, Any]] = []
-        for enrolment in person.enrolments:
-            unit_stored = unit_of(stored.source_id, enrolment.school_unit)
-            if unit_stored is None or not enrolment.active_on(today):
-                continue
-            if subscription.school_types is not None and enrolment.school_type not in subscription.school_types:
-                continue
-            if subscription.school_years is not None and enrolment.school_year not in subscription.school_years:
-                continue
-            relations.append((Role.STUDENT, unit_stored, enrolment))
-        for placement_stored in (
-            index.placements_of.get((stored.source_id, person.key), []) if placements_wanted else []
-        ):
-            placement = placement_stored.entity
-            assert isinstance(placement, Placement)
-            unit_stored = unit_of(stored.source_id, placement.school_unit)
-            if unit_stored is None or not placement.active_on(today):
-                continue
-            if subscription.school_types is not None and placement.school_type not in subscription.school_types:
-                continue
-            relations.append((Role.STUDENT, unit_stored, placement_stored))
-        for duty_stored in index.duties_of.get((stored.source_id, person.key), []):
-            duty = duty_stored.entity
-            assert isinstance(duty, Duty)
-            if not duty.active_on(today):
-                continue
-            role = Role.TEACHER if duty.role in TEACHING_ROLES else Role.OTHER_STAFF
-            # A duty at an organisation above school units is a relation at every school unit beneath it.
-            for unit_key in tree.units_beneath(stored.source_id, duty.school_unit):
-                unit_stored = unit_of(stored.source_id, unit_key)
-                if unit_stored is not None:
-                    relations.append((role, unit_stored, duty_stored))
-        relations = [r for r in relations if r[0] in subscription.roles]
-        explicitly_included = str(stored.id) in subscription.include_persons
-        if not relations and not explicitly_included:
-            continue
-        if profile.single_school_unit_per_user and relations:
-            first = min(code_of(r[1]) for r in relations)
-            relations = [r for r in relations if code_of(r[1]) == first]
-
         emitted_id = stored.id
         data: dict[str, Any] = person.model_dump(mode="json", exclude={"kind", "key", "enrolments", "person_status"})
         data["enrolments"] = [
