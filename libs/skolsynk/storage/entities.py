@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+from skolsynk.domain.dependencies import stored
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.organisation_tree import OrganisationTree
 from skolsynk.domain.quality import Finding
@@ -22,7 +23,7 @@ from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.selection_warnings import Relation, RelationCount, UnitPopulation, unit_populations
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
 from skolsynk.domain.subscription import MissingMarkingPolicy
-from skolsynk.storage.mongo import Database, Session, in_parts
+from skolsynk.storage.mongo import Database, Document, Session, in_parts
 
 ENTITIES = "entities"
 ENTITY_TOMBSTONES = "entity_tombstones"
@@ -136,6 +137,28 @@ class EntityReader:
         async for doc in self.collection.find(criteria, {"data": 1}).limit(limit):
             person = Person.model_validate(doc["data"])
             found.append((UUID(doc["_id"]), person))
+        return found
+
+    # --- what one person's selection depends on (read by ``skolsynk.storage.neighbourhood``) ----------
+
+    async def by_ids(self, ids: Iterable[str]) -> list[Document]:
+        found: list[Document] = []
+        for part in in_parts(ids):
+            found += await self.collection.find({"_id": {"$in": part}}).to_list(None)
+        return found
+
+    async def referring(self, tenant_id: str, targets: Iterable[str], kinds: Iterable[EntityKind]) -> list[Document]:
+        """Entities of ``kinds`` that refer to any of ``targets`` (tokens as :func:`token` makes them),
+        served by ``by_reference`` alone: the kind is part of the stored token."""
+        targets = sorted(set(targets))
+        return await self.carrying(tenant_id, [stored(k, t) for k in kinds for t in targets])
+
+    async def carrying(self, tenant_id: str, tokens: Iterable[str]) -> list[Document]:
+        """Entities that carry any of these stored tokens. In batches: a long ``$in`` costs the Mongo
+        wire server more than its length (1,000 tokens take 100 times as long as 100)."""
+        found: list[Document] = []
+        for part in in_parts(tokens):
+            found += await self.collection.find({"tenant_id": tenant_id, "refs": {"$in": part}}).to_list(None)
         return found
 
     async def unit_populations(self, tenant_id: str, today: date) -> dict[str, UnitPopulation]:

@@ -35,10 +35,10 @@ from skolsynk.storage.erasures import ErasureRequestStore, suppressed_for_vendor
 from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HOLDS, HeldEntity, HoldCause, HoldStore, merge_causes
+from skolsynk.storage.neighbourhood import Neighbourhood
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_views import ABSENT_RETENTION, VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
-from skolsynk_services.normaliser.neighbourhood import Neighbourhood
 from skolsynk_services.normaliser.state import (
     SOURCE_INDEX,
     EntityStore,

@@ -14,8 +14,7 @@ from bson import Binary
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from skolsynk.domain.dependencies import references, stored
-from skolsynk.domain.selection import StoredEntity
+from skolsynk.domain.dependencies import references
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.storage import Database, Document, IndexSpec, Session, in_parts, vendor_views
 from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, NAME_FIELDS, EntityReader, entity_name
@@ -62,15 +61,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class EntityStore:
+class EntityStore(EntityReader):
     """The canonical entities. Every write and delete also leaves what the next projection must look
     at: a written entity is marked ``pending`` (with the tokens it referred to before the write kept in
     ``stale_refs``), a deleted one leaves a tombstone with its last tokens. The projection clears both
-    once the vendors' changes are committed, so a projection that dies is simply done again."""
+    once the vendors' changes are committed, so a projection that dies is simply done again. What it
+    reads of them (by id, by reference) it shares with every reader (:class:`EntityReader`)."""
 
     def __init__(self, db: Database) -> None:
+        super().__init__(db)
         self.db = db
-        self.collection = db[ENTITIES]
         self.tombstones = db[ENTITY_TOMBSTONES]
 
     async def hashes(self, ids: Iterable[UUID], *, session: Session | None = None) -> dict[str, str]:
@@ -136,9 +136,6 @@ class EntityStore:
         cursor = self.collection.find({"tenant_id": tenant_id, "source_id": source_id}, {"_id": 1})
         return {doc["_id"] async for doc in cursor}
 
-    async def load_tenant(self, tenant_id: str) -> list[StoredEntity]:
-        return await EntityReader(self.db).load_tenant(tenant_id)
-
     async def tenants(self) -> list[str]:
         return sorted(await self.collection.distinct("tenant_id"))
 
@@ -169,26 +166,6 @@ class EntityStore:
         for part in in_parts(ids):
             await self.collection.update_many({"_id": {"$in": part}}, clear)
             await self.tombstones.delete_many({"_id": {"$in": part}})
-
-    async def by_ids(self, ids: Iterable[str]) -> list[Document]:
-        found: list[Document] = []
-        for part in in_parts(ids):
-            found += await self.collection.find({"_id": {"$in": part}}).to_list(None)
-        return found
-
-    async def referring(self, tenant_id: str, targets: Iterable[str], kinds: Iterable[EntityKind]) -> list[Document]:
-        """Entities of ``kinds`` that refer to any of ``targets`` (tokens as :func:`token` makes them),
-        served by ``by_reference`` alone: the kind is part of the stored token."""
-        targets = sorted(set(targets))
-        return await self.carrying(tenant_id, [stored(k, t) for k in kinds for t in targets])
-
-    async def carrying(self, tenant_id: str, tokens: Iterable[str]) -> list[Document]:
-        """Entities that carry any of these stored tokens. In batches: a long ``$in`` costs the Mongo
-        wire server more than its length (1,000 tokens take 100 times as long as 100)."""
-        found: list[Document] = []
-        for part in in_parts(tokens):
-            found += await self.collection.find({"tenant_id": tenant_id, "refs": {"$in": part}}).to_list(None)
-        return found
 
     async def backfill_references(self, *, batch: int = 500) -> int:
         """Give entities stored before dependency tokens existed their tokens (once, at start-up)."""

@@ -23,6 +23,10 @@ over the whole organiser:
 
 Entities loaded only as inputs may come out of ``reconcile`` and ``project`` incomplete (a group
 loaded for an activity has none of its members): only the outputs' results are used.
+
+Read by the normaliser's incremental projections and by the explanation of one person
+(``skolsynk.explain``: the person page, ``skolsynk explain``), which so see the person as the
+normaliser does.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from skolsynk.domain.dependencies import place_organisations, referenced_ids, st
 from skolsynk.domain.organisation_tree import MAX_DEPTH
 from skolsynk.domain.selection import StoredEntity
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind
-from skolsynk.storage import Document
-from skolsynk_services.normaliser.state import EntityStore
+from skolsynk.storage.entities import EntityReader
+from skolsynk.storage.mongo import Document
 
 #: Rounds of following shared logins and e-mail addresses between persons (a chain longer than
 #: this, A sharing with B sharing with C sharing with D, is left to the next whole projection).
@@ -48,7 +52,7 @@ _TREE_KINDS = (EntityKind.ORGANISATION, EntityKind.SCHOOL_UNIT)
 @dataclass
 class Neighbourhood:
     tenant_id: str
-    store: EntityStore
+    store: EntityReader
     #: Every entity read so far (None: the id was looked up and does not exist).
     documents: dict[str, Document | None] = field(default_factory=dict)
     #: Persons whose duties were looked up, tokens whose competitors were looked up.
