@@ -12,6 +12,9 @@ TEXT] [--limit N] [--dry-run]``                failure matches TEXT, at most N),
 ``skolsynk resend TENANT VENDOR``              send a vendor the tenant's whole current selection again
 ``skolsynk holds TENANT [--history N]``       the tenant's mass-deletion holds, their causes and decisions
 ``skolsynk overdue TENANT``                    the tenant's deletions past their deadline
+``skolsynk explain TENANT PERSON``             why a person is (not) at each vendor: their records, findings,
+                                               every subscription's verdict with its reasons, deliveries,
+                                               deletions and requests (PERSON: id, login or e-mail address)
 ``skolsynk sources import KIND FILE``          put a sources file's sources (egil, google, microsoft, ss12000) in
                                                the source registry; idempotent, for GitOps
 ``skolsynk vendors import DIR [--dry-run]``     put a folder of vendor catalogue files (``deploy/vendors``) in the
@@ -45,11 +48,12 @@ from pydantic import Field, SecretStr
 from pymongo.errors import PyMongoError
 
 from skolsynk.catalogue import CatalogueError, DeliveryMode, load_catalogue
-from skolsynk.cli import output, queues, state
+from skolsynk.cli import explained, output, queues, state
 from skolsynk.connectors.config import ConfigurationError, load_yaml
 from skolsynk.connectors.sources import SOURCE_KINDS, SourceKind
 from skolsynk.contracts.sync import SyncRequested
 from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.explain import PersonExplainer
 from skolsynk.logging import configure_logging
 from skolsynk.messaging import (
     Broker,
@@ -129,6 +133,11 @@ def parser() -> argparse.ArgumentParser:
     overdue = commands.add_parser("overdue", help="the tenant's deletions past their deadline")
     overdue.add_argument("tenant")
     overdue.add_argument("--json", action="store_true", help="print JSON")
+
+    explain = commands.add_parser("explain", help="why a person is, or is not, at each vendor")
+    explain.add_argument("tenant")
+    explain.add_argument("person", metavar="PERSON", help="the person's id, login or e-mail address")
+    explain.add_argument("--json", action="store_true", help="print JSON")
 
     sources = commands.add_parser("sources", help="the source registry")
     sources_commands = sources.add_subparsers(dest="sources_command", required=True, metavar="ACTION")
@@ -593,6 +602,20 @@ class Operator:
         )
         return 0
 
+    async def explain(self, tenant_id: str, person: str, *, as_json: bool) -> int:
+        explainer = PersonExplainer(self.db)
+        found = await explainer.resolve(tenant_id, person)
+        if len(found) > 1:
+            raise CommandError(f"{len(found)} persons have that login or address: {', '.join(map(str, found))}")
+        explanation = await explainer.explain(tenant_id, found[0]) if found else None
+        if explanation is None:
+            raise CommandError(f"{tenant_id} has no person with that id, login or e-mail address")
+        if as_json:
+            self.write_json(explanation.model_dump(mode="json"))
+            return 0
+        explained.write_text(explanation, out=self.out)
+        return 0
+
 
 async def import_sources(
     db: Database, box: SecretBox, kind: SourceKind, path: Path, *, dry_run: bool = False
@@ -650,6 +673,8 @@ async def execute(args: argparse.Namespace, settings: CliSettings, *, out: TextI
             return await operator.holds(args.tenant, as_json=args.json, history=args.history)
         if args.command == "overdue":
             return await operator.overdue(args.tenant, as_json=args.json)
+        if args.command == "explain":
+            return await operator.explain(args.tenant, args.person, as_json=args.json)
         if args.command == "sources":
             return await operator.import_sources(args.source_kind, args.file, dry_run=args.dry_run)
         if args.command == "vendors" and args.vendors_command == "import":

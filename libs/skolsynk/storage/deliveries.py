@@ -355,6 +355,15 @@ class DeliveryLedger:
         }
 
 
+async def entries_of(db: Database, tenant_id: str, entities: Iterable[tuple[str, str]]) -> list[Document]:
+    """The ledger entries of these (vendor, entity id) pairs of one tenant, by ``_id`` (one person's
+    deliveries at every vendor, for the person page)."""
+    found: list[Document] = []
+    for part in in_parts(f"{tenant_id}:{vendor_id}:{entity_id}" for vendor_id, entity_id in entities):
+        found += await db[LEDGER].find({"_id": {"$in": part}}, {"_id": 0, "expires_at": 0}).to_list(None)
+    return found
+
+
 #: The order of the ledger's lists: by kind, school unit and role, then id (the ledger has no names).
 LIST_ORDER = [("kind", 1), ("school_unit_ids", 1), ("roles", 1), ("entity_id", 1)]
 

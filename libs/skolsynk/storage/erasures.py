@@ -26,7 +26,7 @@ from uuid import UUID
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from skolsynk.storage.mongo import Database, Document, IndexSpec, Session
+from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
 
 LEDGER = "erasure_ledger"
 REQUESTS = "erasure_requests"
@@ -42,6 +42,8 @@ INDEXES = [
     IndexSpec(LEDGER, [("purged", 1), ("finished_at", 1)], name="awaiting_purge"),
     IndexSpec(LEDGER, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
     IndexSpec(REQUESTS, [("tenant_id", 1), ("status", 1)], name="by_tenant_status"),
+    # One person's requests (the person page).
+    IndexSpec(REQUESTS, [("tenant_id", 1), ("person_id", 1)], name="by_person"),
     IndexSpec(TOMBSTONES, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
 ]
 
@@ -187,6 +189,14 @@ class ErasureLedger:
     async def for_person(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> list[Document]:
         criteria = {"tenant_id": tenant_id, "person_id": person_id}
         return await self.collection.find(criteria, session=session).to_list(None)
+
+    async def for_persons(self, tenant_id: str, person_ids: Iterable[str]) -> list[Document]:
+        """The entries of these persons of the tenant (``by_person``): the receipts of erasure requests."""
+        found: list[Document] = []
+        for part in in_parts(person_ids):
+            criteria = {"tenant_id": tenant_id, "person_id": {"$in": part}}
+            found += await self.collection.find(criteria).to_list(None)
+        return found
 
     async def mark_purged(self, tenant_id: str, person_id: str, *, session: Session | None = None) -> None:
         """The person's data is purged: their entries no longer wait for it."""
@@ -383,14 +393,77 @@ class ErasureRequestStore:
             criteria["status"] = status
         return await self.collection.find(criteria).sort("requested_at", 1).to_list(None)
 
+    async def for_person(self, tenant_id: str, person_id: str) -> list[Document]:
+        """One person's requests, active and withdrawn, oldest first (``by_person``)."""
+        criteria = {"tenant_id": tenant_id, "person_id": person_id}
+        return await self.collection.find(criteria).sort("requested_at", 1).to_list(None)
+
     async def suppressed(self, tenant_id: str) -> dict[str, dict[str, str]]:
         """person id -> {vendor id or ``*`` -> the request kind}, for the active requests of a tenant."""
-        found: dict[str, dict[str, str]] = {}
-        async for doc in self.collection.find({"tenant_id": tenant_id, "status": "active"}):
-            vendors = doc["vendor_ids"] if doc["vendor_ids"] is not None else [ALL_VENDORS]
-            for vendor_id in vendors:
-                found.setdefault(doc["person_id"], {})[vendor_id] = doc["kind"]
-        return found
+        return suppressions([doc async for doc in self.collection.find({"tenant_id": tenant_id, "status": "active"})])
+
+
+def suppressions(requests: Iterable[Document]) -> dict[str, dict[str, str]]:
+    """person id -> {vendor id or ``*`` -> the request kind}, for the active ones among ``requests``."""
+    found: dict[str, dict[str, str]] = {}
+    for doc in requests:
+        if doc.get("status") != "active":
+            continue
+        vendors = doc["vendor_ids"] if doc["vendor_ids"] is not None else [ALL_VENDORS]
+        for vendor_id in vendors:
+            found.setdefault(doc["person_id"], {})[vendor_id] = doc["kind"]
+    return found
+
+
+#: The deletion reason each kind of request leaves in the ledger.
+REQUEST_REASONS = {"erasure": "erasure_request", "objection": "objection"}
+
+
+def receipts_of(request: Document, ledger: Iterable[Document], vendor_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """What became of one erasure request or objection at each vendor, from the person's ledger entries:
+    the deletions its kind caused (a deletion the request's reason names, requested at or after it, at a
+    vendor it covers), the latest per vendor, with its status and receipt. A vendor the request names (or,
+    for a request of every vendor, one of ``vendor_ids``: those the organiser subscribes to) without such
+    a deletion is listed with status ``none`` (nothing deleted there yet: the person may never have been
+    delivered, or the deletion is still on its way)."""
+    reason = REQUEST_REASONS.get(str(request.get("kind")), "erasure_request")
+    since = _aware(request.get("requested_at"))
+    covered = request.get("vendor_ids")
+    latest: dict[str, Document] = {}
+    for entry in ledger:
+        if entry.get("reason") != reason or (covered is not None and entry.get("vendor_id") not in covered):
+            continue
+        requested = _aware(entry.get("requested_at"))
+        if since is not None and requested is not None and requested < since:
+            continue
+        vendor_id = str(entry.get("vendor_id"))
+        if vendor_id not in latest or _order(entry) > _order(latest[vendor_id]):
+            latest[vendor_id] = entry
+    rows: list[dict[str, Any]] = []
+    for vendor_id in sorted(set(latest) | set(covered if covered is not None else vendor_ids)):
+        found = latest.get(vendor_id)
+        receipt = (found or {}).get("receipt") or {}
+        rows.append(
+            {
+                "vendor_id": vendor_id,
+                "status": found["status"] if found else "none",
+                "requested_at": found.get("requested_at") if found else None,
+                "outcome": receipt.get("outcome"),
+                "delivered_at": receipt.get("delivered_at"),
+                "vendor_status": receipt.get("vendor_status"),
+            }
+        )
+    return rows
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _order(entry: Document) -> tuple[datetime, int]:
+    return (_aware(entry.get("requested_at")) or datetime.min.replace(tzinfo=UTC), int(entry.get("version") or 0))
 
 
 def suppressed_for_vendor(suppressed: dict[str, dict[str, str]], vendor_id: str) -> dict[str, str]:

@@ -102,6 +102,16 @@ class HoldStore:
     def hold_id(tenant_id: str, vendor_id: str, school_unit_id: str) -> str:
         return f"{tenant_id}:{vendor_id}:{school_unit_id}"
 
+    async def holding(self, tenant_id: str, vendor_id: str, entity_id: str) -> Document | None:
+        """The vendor's hold that keeps back the removal of ``entity_id`` (pending), or kept it (discarded),
+        without its ids (the person page). Hinted ``by_vendor``: for the predicate on the ids beside the
+        index's fields the Mongo wire server's planner would walk the collection."""
+        criteria = {"tenant_id": tenant_id, "vendor_id": vendor_id, "entity_ids": entity_id}
+        async for hold in self.collection.find(criteria, {"entity_ids": 0}).hint("by_vendor"):
+            if hold.get("status") in ("pending", "discarded"):
+                return hold
+        return None
+
     async def for_tenant(self, tenant_id: str, *, status: str | None = None) -> list[Document]:
         criteria: dict[str, str] = {"tenant_id": tenant_id}
         if status is not None:

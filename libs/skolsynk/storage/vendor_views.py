@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from skolsynk.storage.erasures import DEFAULT_RETENTION
-from skolsynk.storage.mongo import Database, IndexSpec, Session, in_parts
+from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
 
 VENDOR_VIEWS = "vendor_views"
 
@@ -59,3 +59,17 @@ class VendorViews:
             {"tenant_id": tenant_id, "source_entity_id": person_id}, {"present": 1, "test_mode": 1}, session=session
         )
         return any([bool(doc.get("present")) and not doc.get("test_mode") async for doc in views])
+
+    async def of_entities(self, tenant_id: str, source_entity_ids: Iterable[str]) -> list[Document]:
+        """Every vendor's views of these entities of the tenant (``by_person``): a person's, with their
+        duties' (a view's ``source_entity_id`` is the entity's own id, also when the vendor knows it by a
+        pseudonym or one id per school unit): ``vendor_id``, ``entity_id`` (the id the vendor knows),
+        ``source_entity_id``, ``kind``, ``present``, ``version``, ``hash``, ``test_mode``,
+        ``removal_pending_since``, ``updated_at``."""
+        fields = ("vendor_id", "entity_id", "source_entity_id", "kind", "present", "version", "hash",
+                  "test_mode", "removal_pending_since", "updated_at")  # fmt: skip
+        found: list[Document] = []
+        for part in in_parts(source_entity_ids):
+            criteria = {"tenant_id": tenant_id, "source_entity_id": {"$in": part}}
+            found += await self.collection.find(criteria, {"_id": 0, **dict.fromkeys(fields, 1)}).to_list(None)
+        return found
