@@ -20,6 +20,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from skolsynk.contracts.source import SourceRecord
+from skolsynk.domain.ids import entity_id
+from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.domain.subscription import MissingMarkingPolicy
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
@@ -45,6 +47,14 @@ pytestmark = [
 TENANT, OTHER = "kommun-u", "kommun-v"
 SOURCE = "egil-1"
 VENDOR = "ne"
+#: The person the person page is opened for.
+ALMA_KEY = "student-0-0"
+
+
+def person_of(key: str) -> uuid.UUID:
+    return entity_id(TENANT, SOURCE, EntityKind.PERSON, key)
+
+
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 SECRETS = ("google-key-SECRET-4711", "graph-SECRET-0815", "ss12000-SECRET-1234", "retyped-SECRET-9999")
 
@@ -380,8 +390,13 @@ async def test_a_viewer_sees_the_pages_and_can_change_nothing(ui: Ui):
     assert "bara läsbehörighet" in await response.text()
     response = await ui.post(f"{base}/access", {"subject": "x", "role": "viewer"})
     assert response.status == 403
-    response = await ui.post(f"{base}/gdpr", {"q": "student"})  # the search only reads
-    assert response.status == 200
+    # Names are not for viewers (issue 21): the person search and the person page refuse them.
+    response = await ui.post(f"{base}/gdpr", {"q": "student"})
+    assert response.status == 403
+    assert "ser inte namn" in await response.text()
+    assert f'href="{base}/persons"' not in (await ui.get(base + "/"))[1]
+    assert (await ui.get(f"{base}/persons"))[0] == 403
+    assert (await ui.get(f"{base}/persons/{uuid.uuid4()}"))[0] == 403
     response = await ui.post("/ui/logout", {})
     assert response.status == 303
 
@@ -712,7 +727,7 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
              f"/vendors/{VENDOR}/edit", f"/vendors/{VENDOR}/end", "/holds", f"/holds/{VENDOR}/{seeded['unit_id']}",
              f"/holds/{VENDOR}/{seeded['unit_id']}?q=nobody&sida=3", "/gdpr",
              f"/gdpr?person={uuid.uuid4()}", f"/gdpr?vendor={VENDOR}&status=pending", "/log",
-             "/access"]  # fmt: skip
+             "/access", "/persons", "/persons?sida=2", f"/persons/{person_of(ALMA_KEY)}"]  # fmt: skip
     downloads = ["/findings.csv", f"/vendors/{VENDOR}/report.csv", "/gdpr/evidence.csv", "/gdpr/evidence.json",
                  f"/gdpr/evidence.csv?vendor={VENDOR}"]  # fmt: skip
     organiser_admin = await ui.token_for(TENANT)
@@ -751,6 +766,21 @@ async def test_every_page_renders_and_no_page_ever_shows_a_secret(ui: Ui, settin
     assert "<td>student-0-1@elev" not in html  # ... shown by name and login
     status, html = await ui.get(f"{base}/gdpr?q=student-0-1")
     assert "Sökresultat" not in html  # a search in the URL is not run
+    # Personer: the same search (every word, any order), each found person a link to their page, whose
+    # verdicts name the rule.
+    alma = next(r for r in the_organiser() if r.key == ALMA_KEY)
+    given, family = str(alma.data["given_name"]), str(alma.data["family_name"])
+    response = await ui.post(f"{base}/persons", {"q": f"{family.lower()} {given.upper()}"})
+    html = await response.text()
+    assert response.status == 200
+    check_page(f"{base}/persons (search)", html)
+    assert f'href="{base}/persons/{person_of(ALMA_KEY)}"' in html
+    status, html = await ui.get(f"{base}/persons/{person_of(ALMA_KEY)}")
+    assert f"{given} {family}" in html
+    assert 'class="verdict verdict-waiting" data-vendor="ne"' in html  # saved, not projected: no normaliser runs
+    assert "Väntar (NE Nationalencyklopedin): skickas vid nästa synkronisering" in html
+    assert (await ui.get(f"{base}/persons/{uuid.uuid4()}"))[0] == 404
+    assert (await ui.get(f"{base}/persons/not-an-id"))[0] == 404
     status, html = await ui.get(f"{base}/gdpr")
     assert "DNR-2026-17" in html
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from skolsynk.domain.dependencies import stored
@@ -23,10 +23,33 @@ from skolsynk.domain.selection import StoredEntity, TenantState
 from skolsynk.domain.selection_warnings import Relation, RelationCount, UnitPopulation, unit_populations
 from skolsynk.domain.ss12000 import ENTITY_MODELS, EntityKind, Person
 from skolsynk.domain.subscription import MissingMarkingPolicy
-from skolsynk.storage.mongo import Database, Document, Session, in_parts
+from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
 
 ENTITIES = "entities"
 ENTITY_TOMBSTONES = "entity_tombstones"
+
+#: Where a person search looks, each word anywhere in one of them: names, logins, e-mail addresses, the id.
+PERSON_SEARCHED = ("_id", "data.given_name", "data.middle_name", "data.family_name", "data.eppn", "data.emails.value")
+#: Words of a search beyond this many are left out.
+MAX_SEARCH_WORDS = 8
+#: The entities of a tenant (and of one of its sources, of one kind): the normaliser's whole projections
+#: and the person search read by it, hinted (for any predicate beside the index's fields the Mongo wire
+#: server's planner walks every tenant's entities); the normaliser and the admin ensure it.
+SOURCE_INDEX = "by_source"
+INDEXES = [IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name=SOURCE_INDEX)]
+
+
+class FoundPerson(NamedTuple):
+    person_id: UUID
+    source_id: str
+    person: Person
+
+
+class PersonMatches(NamedTuple):
+    """A page of a person search and how many persons it finds in all."""
+
+    persons: list[FoundPerson]
+    total: int
 
 
 class EntityReader:
@@ -117,27 +140,30 @@ class EntityReader:
                     found[doc["_id"]] = str(person)
         return found
 
-    async def find_persons(self, tenant_id: str, text: str, *, limit: int = 20) -> list[tuple[UUID, Person]]:
-        """Persons whose name, login or e-mail contains ``text`` (case-insensitive), for the admin's
-        erasure form; at most ``limit``."""
-        if len(text.strip()) < 2:
-            return []
-        pattern = {"$regex": re.escape(text.strip()), "$options": "i"}
-        criteria = {
-            "tenant_id": tenant_id,
-            "kind": EntityKind.PERSON.value,
-            "$or": [
-                {"data.given_name": pattern},
-                {"data.family_name": pattern},
-                {"data.eppn": pattern},
-                {"data.emails.value": pattern},
-            ],
-        }
-        found = []
-        async for doc in self.collection.find(criteria, {"data": 1}).limit(limit):
-            person = Person.model_validate(doc["data"])
-            found.append((UUID(doc["_id"]), person))
-        return found
+    async def find_persons(self, tenant_id: str, text: str, *, skip: int = 0, limit: int = 20) -> PersonMatches:
+        """The tenant's persons that every word of ``text`` finds (case-insensitive, anywhere in a name, a
+        login, an e-mail address or the id: "Alma Bergman", "bergman alma" and "alma.bergman" all find
+        her), by family and given name: the page at ``skip`` of at most ``limit``, and how many there are.
+        No words: every person. Read in the store, page and count."""
+        criteria: dict[str, Any] = {"tenant_id": tenant_id, "kind": EntityKind.PERSON.value}
+        words = text.split()[:MAX_SEARCH_WORDS]
+        if words:
+            criteria["$and"] = [
+                {"$or": [{field: {"$regex": re.escape(word), "$options": "i"}} for field in PERSON_SEARCHED]}
+                for word in words
+            ]
+        total = await self.collection.count_documents(criteria, hint=SOURCE_INDEX)
+        cursor = (
+            self.collection.find(criteria, {"data": 1, "source_id": 1})
+            .hint(SOURCE_INDEX)
+            .sort([("data.family_name", 1), ("data.given_name", 1), ("_id", 1)])
+            .skip(max(0, skip))
+            .limit(max(1, limit))
+        )
+        found = [
+            FoundPerson(UUID(doc["_id"]), doc["source_id"], Person.model_validate(doc["data"])) async for doc in cursor
+        ]
+        return PersonMatches(found, total)
 
     # --- what one person's selection depends on (read by ``skolsynk.storage.neighbourhood``) ----------
 

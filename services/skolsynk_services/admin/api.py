@@ -503,11 +503,39 @@ async def school_units(request: web.Request, principal: Principal, _: Any) -> An
     return await _service(request).school_units(principal, request.match_info["tenant"])
 
 
-@endpoint("POST", "/tenants/{tenant}/persons/search", "Find a person (for an erasure request); POST, so that "
-          "names and addresses never travel in a URL", "gdpr", body=models.PersonSearchIn, response=list[JsonObject],
-          read_only=True)  # fmt: skip
+# --- persons (personal data: organiser admins and operators, never viewers) -----------------------------
+
+
+@endpoint("GET", "/tenants/{tenant}/persons", "The organiser's persons by name, a page at a time (to find one, "
+          "POST the words to /persons/search: search words never travel in a URL)", "persons",
+          response=models.PersonPage,
+          query=(QueryParam("page", "Which page (1-based; default 1).", kind="integer"),
+                 QueryParam("size", "Persons per page (1-100; default 20).", kind="integer")))  # fmt: skip
+async def list_persons(request: web.Request, principal: Principal, _: Any) -> Any:
+    if "q" in request.query:
+        raise Invalid("search words are personal data and never travel in a URL: POST them to persons/search")
+    try:
+        paging = models.PersonListQuery.model_validate(dict(request.query))
+    except ValidationError as error:
+        raise Invalid.from_validation(error) from None
+    tenant_id = request.match_info["tenant"]
+    return await _service(request).search_persons(principal, tenant_id, "", page=paging.page, size=paging.size)
+
+
+@endpoint("POST", "/tenants/{tenant}/persons/search", "Find persons: every word in a name, login, e-mail address "
+          "or id, a page at a time; POST, so that names and addresses never travel in a URL", "persons",
+          body=models.PersonSearchIn, response=models.PersonPage, read_only=True)  # fmt: skip
 async def persons(request: web.Request, principal: Principal, body: models.PersonSearchIn) -> Any:
-    return await _service(request).persons(principal, request.match_info["tenant"], body.q)
+    tenant_id = request.match_info["tenant"]
+    return await _service(request).search_persons(principal, tenant_id, body.q, page=body.page, size=body.size)
+
+
+@endpoint("GET", "/tenants/{tenant}/persons/{person_id}/explanation", "One person from the source to every "
+          "vendor: source records, findings, each subscription's verdict with its reasons, deliveries, deletions "
+          "and requests", "persons", response=models.PersonExplanation)  # fmt: skip
+async def person_explanation(request: web.Request, principal: Principal, _: Any) -> Any:
+    person_id = _uuid(request.match_info["person_id"], "person")
+    return await _service(request).explain_person(principal, request.match_info["tenant"], person_id)
 
 
 # --- vendors and subscriptions -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from skolsynk.proxies import TrustedProxies, parse_networks
 from skolsynk.runtime import run_service
 from skolsynk.service import ServiceApp
 from skolsynk.settings import CatalogueSettings
-from skolsynk.storage import deliveries, erasures, history
+from skolsynk.storage import deliveries, entities, erasures, history
 from skolsynk.storage import notifications as notification_store
 from skolsynk.storage import vendors as vendor_store
 from skolsynk.storage.sources import SecretBox
@@ -166,6 +166,8 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     app.add_indexes(vendor_store.INDEXES)
     # The subscription reports page and count the delivery ledger on its indexes (also before a dispatcher ran).
     app.add_indexes(deliveries.INDEXES)
+    # The person search reads a tenant's entities by their index (also before the normaliser ran).
+    app.add_indexes(entities.INDEXES)
     catalogue = vendor_store.CatalogueFollower(
         vendor_store.VendorStore(app.db), poll_seconds=settings.vendors_poll_seconds
     )

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from skolsynk import explain
 from skolsynk.domain.quality import Finding, FindingCode, Severity
 from skolsynk.domain.selection_warnings import SelectionWarning, Shortfall, WarningCause
 from skolsynk.domain.ss12000 import GroupType, SchoolType
@@ -130,7 +131,42 @@ class TokenIn(Body):
 
 
 class PersonSearchIn(Body):
-    q: str = Field(min_length=1, max_length=200, description="Part of a name, login or e-mail address.")
+    q: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Words that each must be in a name, login, e-mail address or id (any order, any case).",
+    )
+    page: int = Field(default=1, ge=1, description="Which page of the matches (1-based).")
+    size: int = Field(default=20, ge=1, le=100, description="Persons per page.")
+
+
+class PersonListQuery(Body):
+    page: int = Field(default=1, ge=1)
+    size: int = Field(default=20, ge=1, le=100)
+
+
+class PersonSummary(BaseModel):
+    """A person found by a search (personal data)."""
+
+    person_id: UUID
+    source_id: str
+    name: str
+    login: str | None = Field(description="The first eduPersonPrincipalName.")
+    email: str | None = Field(description="The first e-mail address.")
+    person_status: str | None = Field(description="SS 12000 personStatus; None: a value SS 12000 does not know.")
+
+
+class PersonPage(BaseModel):
+    """One page of the persons a search finds, and how many it finds in all (never cut silently)."""
+
+    persons: list[PersonSummary]
+    total: int
+    page: int
+    size: int
+
+
+#: One person from the source to every vendor (the same document ``skolsynk explain --json`` prints).
+PersonExplanation = explain.PersonExplanation
 
 
 class TokenCreated(BaseModel):

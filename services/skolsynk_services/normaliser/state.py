@@ -16,14 +16,14 @@ from pymongo.errors import DuplicateKeyError
 
 from skolsynk.domain.dependencies import references
 from skolsynk.domain.ss12000 import EntityKind
-from skolsynk.storage import Database, Document, IndexSpec, Session, in_parts, vendor_views
+from skolsynk.storage import Database, Document, IndexSpec, Session, entities, in_parts, vendor_views
 from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, NAME_FIELDS, EntityReader, entity_name
 from skolsynk.storage.projection_locks import PROJECTION_LOCKS
 from skolsynk.storage.runs import RUN_PAGES, RUNS
 from skolsynk.storage.vendor_views import VENDOR_VIEWS
 
-#: The entities of a tenant (and of one of its sources).
-SOURCE_INDEX = "by_source"
+#: The entities of a tenant (and of one of its sources): named, and ensured, with the collection.
+SOURCE_INDEX = entities.SOURCE_INDEX
 #: A vendor's whole view: read with bare equality on its two fields (see ``Projector._vendor_views``).
 VENDOR_INDEX = "by_vendor"
 
@@ -31,7 +31,7 @@ VENDOR_INDEX = "by_vendor"
 RUN_PAGES_RETENTION_SECONDS = 7 * 24 * 3600
 
 INDEXES = [
-    IndexSpec(ENTITIES, [("tenant_id", 1), ("source_id", 1), ("kind", 1)], name=SOURCE_INDEX),
+    *entities.INDEXES,
     IndexSpec(RUNS, [("tenant_id", 1), ("source_id", 1), ("started_at", -1)], name="by_source"),
     IndexSpec(RUNS, [("status", 1), ("claimed_at", 1)], name="by_status"),
     IndexSpec(RUN_PAGES, [("run_id", 1), ("received", 1), ("page", 1)], name="by_run_page"),

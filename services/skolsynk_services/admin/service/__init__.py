@@ -10,7 +10,8 @@ One area per module, each a class on the shared :class:`AdminCore` (stores, chec
 * ``holds``: held deletions: whom they affect, why, decisions and their history;
 * ``subscriptions``: vendors, subscriptions, the preview, the promotion gate as shown;
 * ``lifecycle``: test report, review, go-live, back to test mode, resend, end;
-* ``gdpr``: person search, erasure requests and objections, the deletion ledger and its evidence;
+* ``persons``: person search, and one person from the source to every vendor (the person page);
+* ``gdpr``: erasure requests and objections, the deletion ledger and its evidence;
 * ``vendors``: the vendor catalogue (operators);
 * ``signin``: signing in with Microsoft or Google: identity providers, account rules (operators), the sign-in.
 
@@ -25,6 +26,7 @@ from skolsynk_services.admin.service.core import PRODUCER, AdminCore, Exchanges,
 from skolsynk_services.admin.service.gdpr import GdprAdmin
 from skolsynk_services.admin.service.holds import HoldsAdmin
 from skolsynk_services.admin.service.lifecycle import LifecycleAdmin
+from skolsynk_services.admin.service.persons import PersonAdmin
 from skolsynk_services.admin.service.quality import QualityAdmin
 from skolsynk_services.admin.service.signin import SignInAdmin
 from skolsynk_services.admin.service.sources import PULLED_KINDS, SourceAdmin, source_view
@@ -41,6 +43,7 @@ __all__ = [
     "GdprAdmin",
     "HoldsAdmin",
     "LifecycleAdmin",
+    "PersonAdmin",
     "QualityAdmin",
     "SignInAdmin",
     "SourceAdmin",
@@ -54,7 +57,15 @@ __all__ = [
 
 
 class AdminService(
-    TenantAdmin, SourceAdmin, QualityAdmin, HoldsAdmin, LifecycleAdmin, GdprAdmin, VendorAdmin, SignInAdmin
+    TenantAdmin,
+    SourceAdmin,
+    QualityAdmin,
+    HoldsAdmin,
+    LifecycleAdmin,
+    PersonAdmin,
+    GdprAdmin,
+    VendorAdmin,
+    SignInAdmin,
 ):
     """Every use case of the admin API and UI (built with :class:`AdminCore`'s arguments)."""
 

@@ -1,5 +1,5 @@
-"""GDPR: finding a person, erasure requests and objections (sent to the GDPR service), and the ledger of
-deletions at the vendors with its receipts as evidence."""
+"""GDPR: erasure requests and objections (sent to the GDPR service), and the ledger of deletions at the
+vendors with its receipts as evidence (finding the person: ``persons``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 from skolsynk.contracts.gdpr import ErasureRequested, ErasureWithdrawn
-from skolsynk.domain.ss12000 import Person
 from skolsynk.storage import Document
+from skolsynk.storage.erasures import receipts_of
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal
 from skolsynk_services.admin.problems import NotFound
@@ -16,20 +16,23 @@ from skolsynk_services.admin.service.core import AdminCore
 
 
 class GdprAdmin(AdminCore):
-    async def persons(self, principal: Principal, tenant_id: str, text: str) -> list[dict[str, Any]]:
-        """Find a person by name, login or e-mail (for an erasure request). Organiser-only data."""
-        await self._tenant(principal, tenant_id)
-        found: list[tuple[uuid.UUID, Person]] = await self.entities.find_persons(tenant_id, text)
-        return [
-            {"person_id": str(pid), "name": f"{p.given_name} {p.family_name}", "login": p.eppn[0] if p.eppn else None}
-            for pid, p in found
-        ]
-
     async def erasure_requests(self, principal: Principal, tenant_id: str) -> list[Document]:
+        """The organiser's requests, each with what became of it at every vendor (``receipts``: the deletion
+        it caused there with its status and receipt, or status ``none`` while nothing was deleted)."""
         await self._tenant(principal, tenant_id)
+        requests = await self.erasures.for_tenant(tenant_id)
+        ledger = await self.ledger.for_persons(tenant_id, {str(d["person_id"]) for d in requests})
+        by_person: dict[str, list[Document]] = {}
+        for entry in ledger:
+            by_person.setdefault(str(entry.get("person_id")), []).append(entry)
+        subscribed = [s.vendor_id for s, _ in await self.subscriptions.for_tenant(tenant_id) if s.ended_at is None]
         return [
-            {"request_id": d["_id"], **{k: v for k, v in d.items() if k != "_id"}}
-            for d in await self.erasures.for_tenant(tenant_id)
+            {
+                "request_id": d["_id"],
+                **{k: v for k, v in d.items() if k != "_id"},
+                "receipts": receipts_of(d, by_person.get(str(d["person_id"]), []), subscribed),
+            }
+            for d in requests
         ]
 
     async def request_erasure(self, principal: Principal, tenant_id: str, body: models.ErasureIn) -> uuid.UUID:

@@ -19,6 +19,7 @@ from skolsynk_services.admin.ui.views import (
     lifecycle,
     log,
     overview,
+    persons,
     quality,
     signin,
     sources,
@@ -77,6 +78,8 @@ def build_ui(
     )
     route(tenant + "/quality", "quality", get=quality.quality, post=quality.quality_search)
     route(tenant + "/findings.csv", "findings_csv", get=quality.findings_csv, post=quality.findings_csv)
+    route(tenant + "/persons", "persons", get=persons.persons, post=persons.persons_search)
+    route(tenant + "/persons/{person_id}", "person", get=persons.person)
     route(tenant + "/vendors", "vendors", get=subscriptions.vendors)
     route(
         tenant + "/vendors/new",

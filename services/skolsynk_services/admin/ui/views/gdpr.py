@@ -21,7 +21,11 @@ from skolsynk_services.admin.ui.page import (
     tenant_frame,
     url,
 )
+from skolsynk_services.admin.ui.paging import PAGE, Paging
 from skolsynk_services.admin.ui.texts import FIELD_MESSAGES, field_errors
+
+#: Persons per page of the search.
+SEARCH_PAGE_SIZE = 20
 
 
 async def gdpr(request: web.Request) -> web.StreamResponse:
@@ -29,19 +33,29 @@ async def gdpr(request: web.Request) -> web.StreamResponse:
 
 
 async def gdpr_search(request: web.Request) -> web.StreamResponse:
-    """The person search is a POST: names and e-mail addresses never travel in a URL (proxies log URLs)."""
+    """The person search is a POST: names and e-mail addresses never travel in a URL (proxies log URLs).
+    Its pages are buttons that post the search again with their number (``sida``)."""
     form = await request.post()
     chosen = form.get("person")
-    return await _gdpr_page(request, str(form.get("q", ""))[:200], str(chosen) if chosen else None)
+    try:
+        number = max(1, int(str(form.get(PAGE, "1"))))
+    except ValueError:
+        number = 1
+    return await _gdpr_page(request, str(form.get("q", ""))[:200], str(chosen) if chosen else None, number)
 
 
-async def _gdpr_page(request: web.Request, text: str, chosen: str | None) -> web.StreamResponse:
+async def _gdpr_page(request: web.Request, text: str, chosen: str | None, number: int = 1) -> web.StreamResponse:
     frame = await tenant_frame(request, "gdpr")
     principal, service = principal_of(request), service_of(request)
     tenant_id = frame["tenant_id"]
     query = request.query
     text = text.strip()
-    persons = await service.persons(principal, tenant_id, text) if text else []
+    persons: list[dict[str, str | None]] = []
+    paging = Paging(1, SEARCH_PAGE_SIZE, 0)
+    if text:
+        found = await service.search_persons(principal, tenant_id, text, page=number, size=SEARCH_PAGE_SIZE)
+        paging = Paging(found.page, found.size, found.total)
+        persons = [{"person_id": str(p.person_id), "name": p.name, "login": p.login} for p in found.persons]
     selected = next((p for p in persons if p["person_id"] == chosen), None)
     if selected is None and chosen:
         try:
@@ -69,6 +83,7 @@ async def _gdpr_page(request: web.Request, text: str, chosen: str | None) -> web
         **frame,
         q=text,
         persons=persons,
+        paging=paging,
         selected=selected,
         requests=sorted(requests, key=lambda r: (r.get("status") != "active", str(r.get("requested_at")))),
         ledger=shown[-MAX_ROWS:],
