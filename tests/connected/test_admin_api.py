@@ -21,7 +21,7 @@ from skolsynk.contracts import Envelope
 from skolsynk.contracts.gdpr import ErasureRequested
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.contracts.sync import SyncRequested
-from skolsynk.contracts.vendor import ProjectionRequested
+from skolsynk.contracts.vendor import ProjectionRequestedV2
 from skolsynk.domain.ids import entity_id
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.service import ServiceApp
@@ -471,11 +471,14 @@ async def test_onboarding_preview_promotion_gate_and_audit(admin: Admin):
         None,
         [codes[0]],
     )
-    # Every change asked the normaliser for a projection.
+    # Every change asked the normaliser for a projection, naming who made which change (for the holds it makes).
     url = admin.settings.broker.amqp_url.get_secret_value()
     messages = await drain_queue(url, admin.app.queue_name("normaliser", "projections"))
-    reasons = [ProjectionRequested.from_envelope(Envelope.model_validate_json(m.body)).reason for m in messages]
-    assert reasons == ["subscription", "go-live"]
+    requests = [ProjectionRequestedV2.from_envelope(Envelope.model_validate_json(m.body)) for m in messages]
+    assert [(r.reason, r.requested_by and (r.requested_by.actor, r.requested_by.action)) for r in requests] == [
+        ("subscription", ("it-admin-1", "subscription.create")),
+        ("go-live", ("it-admin-1", "subscription.go_live")),
+    ]
 
     # Ending the subscription is audited and asks for the deletions.
     status, ended = await admin.call("POST", f"/tenants/{TENANT}/subscriptions/{VENDOR}/end", token)
@@ -515,8 +518,8 @@ async def test_persons_without_a_marking_are_protected_until_the_organiser_choos
     assert preview["totals"]["student"] == 6  # the preview follows the setting, as the normaliser will
     url = admin.settings.broker.amqp_url.get_secret_value()
     messages = await drain_queue(url, admin.app.queue_name("normaliser", "projections"))
-    reasons = [ProjectionRequested.from_envelope(Envelope.model_validate_json(m.body)).reason for m in messages]
-    assert reasons == ["privacy"]
+    requests = [ProjectionRequestedV2.from_envelope(Envelope.model_validate_json(m.body)) for m in messages]
+    assert [(r.reason, r.requested_by and r.requested_by.action) for r in requests] == [("privacy", "tenant.privacy")]
     _, audit = await admin.call("GET", f"/tenants/{TENANT}/audit", token)
     [change] = [e for e in audit if e["action"] == "tenant.privacy"]
     assert (change["before"], change["after"]) == (

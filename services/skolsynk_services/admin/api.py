@@ -32,6 +32,7 @@ from skolsynk_services.admin.problems import (
     problem_response,
 )
 from skolsynk_services.admin.service import AdminService
+from skolsynk_services.admin.service.holds import HOLDS_PAGE
 from skolsynk_services.admin.service.quality import FINDINGS_LIMIT
 from skolsynk_services.admin.service.reports import REPORT_PAGE_LIMIT, SEARCH_LIMIT
 from skolsynk_services.admin.service.signin import RULES_PAGE
@@ -744,11 +745,49 @@ async def delivery_report(request: web.Request, principal: Principal, _: Any) ->
 # --- holds ----------------------------------------------------------------------------------------
 
 
-@endpoint(
-    "GET", "/tenants/{tenant}/holds", "Removals held by the mass-deletion guard", "holds", response=list[JsonObject]
-)
+@endpoint("GET", "/tenants/{tenant}/holds", "Removals held by the mass-deletion guard (open holds), with their causes",
+          "holds", response=list[models.Hold])  # fmt: skip
 async def holds(request: web.Request, principal: Principal, _: Any) -> Any:
     return await _service(request).holds(principal, request.match_info["tenant"])
+
+
+@endpoint("GET", "/tenants/{tenant}/holds/history", "What became of the holds (decisions, holds no longer needed), "
+          "newest first, a page at a time", "holds", response=list[models.HoldHistoryEntry], counted=True,
+          query=paging_params(HOLDS_PAGE))  # fmt: skip
+async def hold_history(request: web.Request, principal: Principal, _: Any) -> Any:
+    entries, total = await _service(request).hold_history(
+        principal,
+        request.match_info["tenant"],
+        skip=_integer(request, "skip", 0, 10**9),
+        limit=_integer(request, "limit", HOLDS_PAGE, HOLDS_PAGE) or HOLDS_PAGE,
+    )
+    return Counted(entries, total)
+
+
+@endpoint("GET", "/tenants/{tenant}/holds/{vendor}/{school_unit_id}", "One hold, with its causes", "holds",
+          response=models.Hold)  # fmt: skip
+async def get_hold(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    return await _service(request).hold(principal, info["tenant"], info["vendor"], info["school_unit_id"])
+
+
+@endpoint("GET", "/tenants/{tenant}/holds/{vendor}/{school_unit_id}/entities", "Whom a hold affects (names for roles "
+          "that may see personal data), persons first, a page at a time", "holds", response=list[models.HeldEntity],
+          counted=True, query=(QueryParam("q", "Only those whose id (or, for roles that may see personal data, name, "
+                                                "login or e-mail address) contains this."),
+                               *paging_params(HOLDS_PAGE)))  # fmt: skip
+async def held_entities(request: web.Request, principal: Principal, _: Any) -> Any:
+    info = request.match_info
+    entities, total = await _service(request).held_entities(
+        principal,
+        info["tenant"],
+        info["vendor"],
+        info["school_unit_id"],
+        search=_query(request, "q") or "",
+        skip=_integer(request, "skip", 0, 10**9),
+        limit=_integer(request, "limit", HOLDS_PAGE, HOLDS_PAGE) or HOLDS_PAGE,
+    )
+    return Counted(entities, total)
 
 
 @endpoint("POST", "/tenants/{tenant}/holds/{vendor}/{school_unit_id}", "Approve or discard held removals", "holds",

@@ -711,10 +711,10 @@ class Projector:
         # Holds whose removals no longer apply (or were applied) are done (a whole projection knows).
         for unit_id, hold in holds.items():
             if whole and unit_id not in report.holds:
-                await self.holds.delete_one({"_id": hold["_id"]})
-                await self.hold_store.forget(hold["_id"])
                 if hold.get("status") == "pending":  # nobody decided: the removals no longer apply
                     await self.hold_store.record(hold, "resolved", by=None, at=now())
+                await self.hold_store.forget(hold["_id"])
+                await self.holds.delete_one({"_id": hold["_id"]})
         report.held = len(held_ids)
         return [doc for doc in removals if doc["entity_id"] not in held_ids]
 

@@ -15,6 +15,8 @@ from skolsynk_services.admin.service.core import AdminCore
 HOLDS_PAGE = 200
 #: The most entities of the source a search by name looks for among a hold's.
 NAMED_LIMIT = 5000
+#: A search longer than this is cut.
+SEARCH_LIMIT = 200
 
 
 def hold_view(doc: Document) -> models.Hold:
@@ -51,7 +53,7 @@ class HoldsAdmin(AdminCore):
         name the hold kept)."""
         await self.hold(principal, tenant_id, vendor_id, school_unit_id)
         personal = principal.may_see_personal_data
-        search = search.strip()
+        search = search.strip()[:SEARCH_LIMIT]
         named = await self.entities.named(tenant_id, search, limit=NAMED_LIMIT) if personal and search else None
         docs, total = await self.holds_store.affected(
             tenant_id,
