@@ -1,6 +1,6 @@
 """The Swedish catalogue (admin/ui/sv.json) has every text the admin UI asks for: each key that the
 templates' t()/plural() and the Python code's text()/plural()/section() name (a key built from a prefix,
-``t('run_modes.' ~ mode)``, needs its section), and every plural has both Swedish forms."""
+``t('run_modes.' ~ mode)``, needs its section with keys so starting), and every plural has both Swedish forms."""
 
 from __future__ import annotations
 
@@ -23,21 +23,21 @@ PYTHON_CALL = re.compile(r"""\b(text|plural|section)\(\s*(f?)(['"])([^'"]+)\3"""
 
 def used_keys() -> list[tuple[str, str]]:
     """(where, key) of every literal catalogue key; a plural's key is under "plural.", a key that code
-    completes (an f-string or a Jinja concatenation) is its fixed start up to its last dot."""
+    completes (an f-string or a Jinja concatenation) is its fixed start and a "*"."""
     found: list[tuple[str, str]] = []
     for template in sorted((ADMIN / "templates").glob("*.html")):
         source = template.read_text(encoding="utf-8")
         for match in TEMPLATE_CALL.finditer(source):
             call, key = match.group(1), match.group(3)
             rest = source[match.end() :].lstrip()
-            if rest.startswith("~"):  # 'run_modes.' ~ mode: the section must be there
-                key = key.rstrip(".") + "."
+            if rest.startswith("~"):  # 'run_modes.' ~ mode: the section must be there ('kinds_' ~ kind: a key so named)
+                key += "*"
             found.append((template.name, ("plural." if call == "plural" else "") + key))
     for module in sorted(ADMIN.rglob("*.py")):
         for match in PYTHON_CALL.finditer(module.read_text(encoding="utf-8")):
             call, formatted, key = match.group(1), match.group(2), match.group(4)
             if formatted and "{" in key:
-                key = key.split("{", 1)[0].rsplit(".", 1)[0] + "."
+                key = key.split("{", 1)[0] + "*"
             found.append((str(module.relative_to(ADMIN)), ("plural." if call == "plural" else "") + key))
     return found
 
@@ -49,13 +49,14 @@ def test_every_key_the_templates_and_the_code_use_is_in_the_catalogue() -> None:
     assert ("ui/chart.py", "plural.chart_runs") in keys
     missing = []
     for where, key in keys:
+        section_key, _, start = key.removesuffix("*").rpartition(".") if key.endswith("*") else (key, "", "")
         try:
-            entry = lookup(key.rstrip("."))
+            entry = lookup(section_key)
         except KeyError:
             missing.append(f"{where}: {key}")
             continue
-        if key.endswith(".") and not isinstance(entry, dict):
-            missing.append(f"{where}: {key} (not a section)")
+        if key.endswith("*") and not (isinstance(entry, dict) and any(k.startswith(start) for k in entry)):
+            missing.append(f"{where}: {key} (no section with such keys)")
     assert not missing, "add these to admin/ui/sv.json:\n" + "\n".join(missing)
 
 

@@ -210,7 +210,7 @@ async def _subscription_action(
 
 async def mark_reviewed(request: web.Request) -> web.StreamResponse:
     return await _subscription_action(
-        request, lambda s, p, t, v: s.mark_reviewed(p, t, v), "Testrapporten är markerad som granskad."
+        request, lambda s, p, t, v: s.mark_reviewed(p, t, v), text("subscription_actions.reviewed")
     )
 
 
@@ -218,8 +218,7 @@ async def back_to_test(request: web.Request) -> web.StreamResponse:
     return await _subscription_action(
         request,
         lambda s, p, t, v: s.back_to_test(p, t, v),
-        "Prenumerationen är tillbaka i testläge: ingenting skickas till leverantören förrän den går live igen. "
-        "Det leverantören redan har ligger kvar.",
+        text("subscription_actions.back_to_test"),
     )
 
 
@@ -238,9 +237,7 @@ async def go_live(request: web.Request) -> web.StreamResponse:
         await service_of(request).go_live(principal_of(request), tenant_id, vendor_id, reason)
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(
-        request, back, "Prenumerationen är live. Leverantören får nu uppgifterna, och ändringar skickas löpande."
-    )
+    return see_other(request, back, text("subscription_actions.live"))
 
 
 async def end_confirm(request: web.Request) -> web.StreamResponse:
@@ -258,14 +255,13 @@ async def end_subscription(request: web.Request) -> web.StreamResponse:
         return see_other(
             request,
             url(request, "subscription_end", tenant=tenant_id, vendor=vendor_id),
-            "Kryssa i rutan för att bekräfta att prenumerationen ska avslutas.",
+            text("subscription_actions.confirm_end"),
             error=True,
         )
     return await _subscription_action(
         request,
         lambda s, p, t, v: s.end_subscription(p, t, v),
-        "Prenumerationen är avslutad. Allt leverantören har fått raderas nu hos leverantören; "
-        "raderingarna och kvittona syns under GDPR.",
+        text("subscription_actions.ended"),
     )
 
 
