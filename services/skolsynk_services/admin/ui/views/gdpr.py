@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from skolsynk_services.admin import models
 from skolsynk_services.admin.problems import Problem
+from skolsynk_services.admin.ui.catalogue import text
 from skolsynk_services.admin.ui.page import (
     MAX_ROWS,
     download,
@@ -103,7 +104,7 @@ async def request_erasure(request: web.Request) -> web.StreamResponse:
         return see_other(
             request,
             url(request, "gdpr", {"person": form.get("person_id", "")}, tenant=tenant_id),
-            "Kryssa i rutan för att bekräfta att det är rätt person.",
+            text("gdpr_actions.confirm_person"),
             error=True,
         )
     everyone = form.get("scope", "all") == "all"
@@ -122,13 +123,7 @@ async def request_erasure(request: web.Request) -> web.StreamResponse:
         return see_other(request, back, " ".join(field_errors(invalid.errors()).values()), error=True)
     except Problem as problem:
         return refused(request, back, problem)
-    kind = "Invändningen" if body.kind == "objection" else "Begäran om radering"
-    return see_other(
-        request,
-        back,
-        f"{kind} är skickad. Personen tas bort hos leverantörerna och skickas inte igen så länge begäran gäller. "
-        "Begäran syns i listan nedan när GDPR-tjänsten har tagit emot den (normalt inom några sekunder).",
-    )
+    return see_other(request, back, text(f"gdpr_actions.sent.{'objection' if body.kind == 'objection' else 'erasure'}"))
 
 
 async def withdraw_erasure(request: web.Request) -> web.StreamResponse:
@@ -138,14 +133,10 @@ async def withdraw_erasure(request: web.Request) -> web.StreamResponse:
         request_id = uuid.UUID(request.match_info["request_id"])
         await service_of(request).withdraw_erasure(principal_of(request), tenant_id, request_id)
     except ValueError:
-        return see_other(request, back, "Begäran finns inte.", error=True)
+        return see_other(request, back, text("gdpr_actions.no_request"), error=True)
     except Problem as problem:
         return refused(request, back, problem)
-    return see_other(
-        request,
-        back,
-        "Begäran är återkallad. Om personen fortfarande finns i källan och hör till urvalet skickas hen igen.",
-    )
+    return see_other(request, back, text("gdpr_actions.withdrawn"))
 
 
 async def evidence(request: web.Request) -> web.StreamResponse:
