@@ -26,6 +26,7 @@ from skolsynk_services.admin.stores import AuditLog
 from skolsynk_services.admin.ui import build_ui
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.e2e import test_admin_ui as onboarding
+from tests.e2e.accessibility import WCAG
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import SOURCE, TENANT, VENDOR, Stack
 
@@ -36,8 +37,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
 ARTEFACTS = E2E_ARTEFACTS / "narrow"
 WIDTH, HEIGHT = 375, 800
-#: The WCAG levels axe-core checks (its rule tags).
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 #: GET routes that are no page: downloads, redirects to and back from Microsoft's admin consent and an OpenID
 #: Connect provider's sign-in.
 NOT_PAGES = {"findings_csv", "delivery_report", "evidence", "microsoft_consent_done", "logout", "oidc_start",

@@ -14,12 +14,13 @@ import re
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal, Role, TokenStore
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.e2e import test_admin_ui as onboarding
+from tests.e2e.accessibility import no_axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import SOURCE, TENANT, VENDOR, Stack
 from tests.helpers import wait_for
@@ -30,18 +31,7 @@ stack = onboarding.stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ARTEFACTS = E2E_ARTEFACTS / "holds"
-#: The WCAG levels axe-core checks (its rule tags).
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 ADMIN = "anna.admin@demo-kommun.example"
-
-
-async def no_axe_violations(page: Page, axe: Axe, name: str) -> None:
-    results = await axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    found = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {'; '.join(', '.join(n['target']) for n in v['nodes'][:3])}"
-        for v in results.response["violations"]
-    ]
-    assert not found, f"{name}: " + "\n".join(found)
 
 
 async def held_by_the_admins_change(stack: Stack) -> str:
@@ -101,7 +91,7 @@ async def test_an_admin_sees_whom_a_hold_affects_and_why_decides_it_and_finds_it
         open_holds = page.get_by_role("table", name="Öppna spärrar (2)")
         await expect(open_holds.get_by_role("row")).to_have_count(3)
         await expect(open_holds.get_by_role("cell", name=f"Ändring av {ADMIN}")).to_have_count(2)
-        await no_axe_violations(page, axe, "Spärrar")
+        await no_axe_violations(page, "Spärrar", axe)
         await page.screenshot(path=ARTEFACTS / "sparrar.png", full_page=True)
 
         # One hold: why, and whom it affects by name.
@@ -115,7 +105,7 @@ async def test_an_admin_sees_whom_a_hold_affects_and_why_decides_it_and_finds_it
         for name in names:
             await expect(affected.get_by_role("cell", name=name, exact=True)).to_be_visible()
         await expect(affected.get_by_role("cell", name="Ingår inte längre i urvalet")).to_have_count(6)
-        await no_axe_violations(page, axe, "the hold")
+        await no_axe_violations(page, "the hold", axe)
         await page.screenshot(path=ARTEFACTS / "holds.png", full_page=True)
 
         # Search among them by family name.
@@ -145,7 +135,7 @@ async def test_an_admin_sees_whom_a_hold_affects_and_why_decides_it_and_finds_it
         await page.reload()
         await expect(page.get_by_role("table", name="Öppna spärrar (1)")).to_be_visible()
         await expect(history.get_by_role("row")).to_have_count(2)
-        await no_axe_violations(page, axe, "Spärrar with its history")
+        await no_axe_violations(page, "Spärrar with its history", axe)
         await page.screenshot(path=ARTEFACTS / "sparrar-historik.png", full_page=True)
         assert not failed, failed
     except BaseException:

@@ -28,6 +28,7 @@ from skolsynk_services.admin.app import AdminSettings
 from skolsynk_services.admin.app import build as build_admin
 from skolsynk_services.admin.auth import Principal, Role, TokenStore
 from skolsynk_services.admin.service import AdminService
+from tests.e2e.accessibility import no_axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.helpers import delete_topology
 from tests.oidc_provider import LocalProvider, local_provider
@@ -37,8 +38,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120), pytes
 ARTEFACTS = E2E_ARTEFACTS / "signin"
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 TENANT = "alvik"
-#: The WCAG levels axe-core checks (its rule tags).
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 
 
 @dataclass
@@ -83,15 +82,6 @@ async def stack(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Stac
         await delete_topology(settings.broker.amqp_url.get_secret_value(), admin.topology)
 
 
-async def no_axe_violations(page: Page, axe: Axe, name: str) -> None:
-    results = await axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    found = [
-        f"{violation['id']}: {violation['help']} at {'; '.join(', '.join(n['target']) for n in violation['nodes'][:3])}"
-        for violation in results.response["violations"]
-    ]
-    assert not found, f"{name}: " + "\n".join(found)
-
-
 async def sign_in_at_the_provider(page: Page, subject: str) -> None:
     await page.get_by_role("link", name="Logga in med Microsoft").click()
     await page.get_by_placeholder("sub").fill(subject)
@@ -124,7 +114,7 @@ async def test_an_organiser_admin_signs_in_with_microsoft(stack: Stack, browser:
         await expect(page.get_by_role("link", name="Logga in med Microsoft")).to_be_visible()
         await expect(page.get_by_role("link", name="Logga in med Google")).to_be_visible()
         await expect(page.get_by_label("Åtkomstnyckel")).to_be_visible()
-        await no_axe_violations(page, axe, "the sign-in page")
+        await no_axe_violations(page, "the sign-in page", axe)
         await page.screenshot(path=ARTEFACTS / "login.png", full_page=True)
 
         # Anna signs in with her organiser's account and lands on its overview, as its admin.
@@ -145,7 +135,7 @@ async def test_an_organiser_admin_signs_in_with_microsoft(stack: Stack, browser:
             "Kontot eve@elsewhere.example (Microsoft) har ingen behörighet i skolsynk"
         )
         await expect(page.get_by_role("link", name="Logga in med Microsoft")).to_be_visible()
-        await no_axe_violations(page, axe, "the sign-in page with a refusal")
+        await no_axe_violations(page, "the sign-in page with a refusal", axe)
         await page.screenshot(path=ARTEFACTS / "login-refused.png", full_page=True)
 
         # A forged answer (a state this browser never started) is refused.
@@ -170,7 +160,7 @@ async def test_an_organiser_admin_signs_in_with_microsoft(stack: Stack, browser:
         rules = page.get_by_role("table", name="Regler")
         await expect(rules).to_contain_text("En e-postadress: eve@elsewhere.example")
         await expect(rules).to_contain_text("En domän: alvik.se")
-        await no_axe_violations(page, axe, "Inloggning")
+        await no_axe_violations(page, "Inloggning", axe)
         await page.screenshot(path=ARTEFACTS / "inloggning.png", full_page=True)
         await page.get_by_role("button", name="Logga ut").click()
         await sign_in_at_the_provider(page, "sub-eve")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ids import entity_id
@@ -22,6 +22,7 @@ from skolsynk_services.admin import models
 from skolsynk_services.admin.auth import Principal, Role, TokenStore
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.e2e import test_admin_ui as onboarding
+from tests.e2e.accessibility import no_axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import SOURCE, TENANT, VENDOR, Stack
 from tests.helpers import wait_for
@@ -32,21 +33,10 @@ stack = onboarding.stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ARTEFACTS = E2E_ARTEFACTS / "person"
-#: The WCAG levels axe-core checks (its rule tags).
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 ADMIN = "anna.admin@demo-kommun.example"
 #: A vendor without a dispatcher here, whose subscription leaves Alma's school unit out.
 OTHER = "binogi"
 ALMA = "student-0-0"
-
-
-async def no_axe_violations(page: Page, axe: Axe, name: str) -> None:
-    results = await axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    found = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {'; '.join(', '.join(n['target']) for n in v['nodes'][:3])}"
-        for v in results.response["violations"]
-    ]
-    assert not found, f"{name}: " + "\n".join(found)
 
 
 async def two_subscriptions(stack: Stack) -> str:
@@ -108,7 +98,7 @@ async def test_an_admin_finds_a_person_and_reads_why_each_vendor_has_them_or_not
         found = page.get_by_role("table", name="Personer som matchar ”Alma Bergman” (1)")
         await expect(found.get_by_role("row")).to_have_count(2)
         assert "Alma" not in page.url
-        await no_axe_violations(page, axe, "Personer")
+        await no_axe_violations(page, "Personer", axe)
         await page.screenshot(path=ARTEFACTS / "personer.png", full_page=True)
 
         # Her page: per subscription a verdict that names the rule.
@@ -127,7 +117,7 @@ async def test_an_admin_finds_a_person_and_reads_why_each_vendor_has_them_or_not
         deliveries = page.get_by_role("table", name="Leveranser (1)")
         await expect(deliveries).to_contain_text("NE Nationalencyklopedin")
         await expect(deliveries).to_contain_text("Registrerad i testläge")
-        await no_axe_violations(page, axe, "the person page")
+        await no_axe_violations(page, "the person page", axe)
         await page.screenshot(path=ARTEFACTS / "person.png", full_page=True)
         assert not failed, failed
     except BaseException:

@@ -28,13 +28,12 @@ from tests.connected.test_quality_report import (
     reporting,
     the_organiser,
 )
+from tests.e2e.accessibility import no_axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ARTEFACTS = E2E_ARTEFACTS / "quality"
-#: The WCAG levels axe-core checks (its rule tags).
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 DASH = "\u2013"  # the pager's "Visar 1-50" has an en dash
 #: More students without a login than one page of the report shows (50).
 WITHOUT_LOGIN = 60
@@ -53,15 +52,6 @@ async def sign_in(page: Page, report: Report, who: str) -> None:
     await page.get_by_label("Åtkomstnyckel").fill(report.tokens[who])
     await page.get_by_role("button", name="Logga in").click()
     await expect(page.get_by_role("heading", name="Översikt")).to_be_visible()
-
-
-async def no_axe_violations(page: Page, axe: Axe, name: str) -> None:
-    results = await axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    found = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {'; '.join(', '.join(n['target']) for n in v['nodes'][:3])}"
-        for v in results.response["violations"]
-    ]
-    assert not found, f"{name}: {found}"
 
 
 async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_through_the_rest(
@@ -86,7 +76,7 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
             summary.get_by_role("columnheader", name="Samma inloggnings-id (EPPN) som en annan person")
         ).to_be_visible()
         await expect(summary.get_by_role("rowheader", name=re.compile(rf"\({unit}\)"))).to_be_visible()
-        await no_axe_violations(page, axe, "the report")
+        await no_axe_violations(page, "the report", axe)
 
         # Filter by school unit and code: the duplicate names both persons and the login they share.
         await page.get_by_label("Skolenhet", exact=True).select_option(unit)
@@ -103,7 +93,7 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         await row.get_by_text("Så rättar du").click()  # opens the fix, for the EGIL client the source is
         await expect(row.locator("details p")).to_contain_text("elevregistret")
         await page.screenshot(path=ARTEFACTS / "quality.png", full_page=True)
-        await no_axe_violations(page, axe, "the filtered report")
+        await no_axe_violations(page, "the filtered report", axe)
 
         # The CSV for that school: the same filter, the file named after the unit.
         async with page.expect_download() as download_info:
@@ -125,7 +115,7 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         hits = page.get_by_role("table", name=re.compile(r"^Anmärkningar \(filtrerade\): \d+$"))
         await expect(hits).to_contain_text(TWIN_NAME)
         assert "lindholm" not in page.url.lower()
-        await no_axe_violations(page, axe, "a search")
+        await no_axe_violations(page, "a search", axe)
 
         # The whole list of students without a login pages: 60 findings, 50 a page.
         await page.get_by_role("link", name="Rensa filtret").click()
@@ -142,7 +132,7 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         rows = page.get_by_role("table", name=f"Anmärkningar (filtrerade): {WITHOUT_LOGIN}").locator("tbody tr")
         await expect(rows).to_have_count(WITHOUT_LOGIN - 50)
         assert first_page > 0
-        await no_axe_violations(page, axe, "page 2")
+        await no_axe_violations(page, "page 2", axe)
         assert not failed, failed
 
         # A viewer sees the same finding by code and key, without names or the value.
@@ -157,7 +147,7 @@ async def test_an_admin_finds_the_duplicate_login_by_unit_and_code_and_pages_thr
         await expect(row).to_contain_text(f"nyckel i källan: {TWIN}")
         for personal in (TWIN_NAME, KEEPER_NAME, LOGIN.upper()):
             await expect(page.locator("main")).not_to_contain_text(personal)
-        await no_axe_violations(page, axe, "the viewer's report")
+        await no_axe_violations(page, "the viewer's report", axe)
         # ... and may search (a search changes nothing), by the source's key, not by name.
         await page.get_by_label("Sök", exact=True).fill(TWIN)
         await page.get_by_role("button", name="Visa").click()

@@ -14,8 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from skolsynk.domain.ss12000 import GroupType, SchoolType
 from skolsynk.storage.subscriptions import SubscriptionStore
@@ -24,6 +23,7 @@ from skolsynk_services.admin.auth import Principal, Role
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.connected.test_subscription_form import granmo_organiser
 from tests.e2e import test_admin_ui as onboarding
+from tests.e2e.accessibility import axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import TENANT, VENDOR, Stack
 
@@ -33,17 +33,7 @@ stack = onboarding.stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ARTEFACTS = E2E_ARTEFACTS / "subscription-form"
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 STUDENTS = 30  # per unit: with the two teachers, more than one page (50) of who would be added
-
-
-async def axe_violations(page: Page, name: str) -> list[str]:
-    results = await Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    return [
-        f"{name}: axe {v['id']} ({v['impact']}): {v['help']} at "
-        + "; ".join(", ".join(node["target"]) for node in v["nodes"][:3])
-        for v in results.response["violations"]
-    ]
 
 
 async def test_the_form_warns_of_years_7_to_9_at_an_upper_secondary_school_and_saves_every_filter(

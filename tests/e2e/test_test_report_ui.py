@@ -18,8 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from skolsynk.contracts.source import SourceRecord
 from skolsynk.domain.ss12000 import EntityKind
@@ -35,13 +34,13 @@ from skolsynk_services.normaliser.app import build as build_normaliser
 from skolsynk_testkit.devstack import write_vendor_catalogue
 from skolsynk_testkit.fakes.egil_vendor import FakeEgilVendor
 from skolsynk_testkit.synthetic import full_run, organiser, school_unit_codes
+from tests.e2e.accessibility import no_axe_violations
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.helpers import delete_topology, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ARTEFACTS = E2E_ARTEFACTS / "test-report"
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 SECRETS_KEY = "2mJ3m6mCAxzGzO8Ihc4r3Vxv3Fj0vIYbVwJJmQKkV4g="  # a throwaway Fernet key for tests
 API_KEY = "report-ui-key-" + "0" * 16
 TENANT = "demo-kommun"
@@ -137,15 +136,6 @@ async def stack(settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.M
             await app.close()
         await vendor.stop()
         await delete_topology(settings.broker.amqp_url.get_secret_value(), dispatcher.topology)
-
-
-async def no_axe_violations(page: Page, name: str) -> None:
-    results = await Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-    found = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {'; '.join(', '.join(n['target']) for n in v['nodes'][:3])}"
-        for v in results.response["violations"]
-    ]
-    assert not found, f"{name}: {found}"
 
 
 async def test_an_admin_reads_a_test_report_that_says_when_it_is_final_and_what_would_be_refused(
