@@ -21,6 +21,7 @@ from skolsynk_services.admin.auth import Principal, Role, TokenStore
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.e2e import test_admin_ui as onboarding
 from tests.e2e.accessibility import no_axe_violations
+from tests.e2e.browsing import admin_page, sign_in_with_key
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import SOURCE, TENANT, VENDOR, Stack
 from tests.helpers import wait_for
@@ -71,20 +72,9 @@ async def test_an_admin_sees_whom_a_hold_affects_and_why_decides_it_and_finds_it
     key = await held_by_the_admins_change(stack)
     students = [r for r in stack.records if r.key.startswith("student-0-")]
     names = [f"{r.data['given_name']} {r.data['family_name']}" for r in students]
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTEFACTS.glob("*.png"):
-        old.unlink()
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="sv-SE")
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    failed: list[str] = []
-    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
     axe = Axe()
-    try:
-        await page.goto(stack.base + "/ui/login")
-        await page.get_by_label("Åtkomstnyckel").fill(key)
-        await page.get_by_role("button", name="Logga in").click()
-        await expect(page.get_by_role("heading", name="Översikt")).to_be_visible()
+    async with admin_page(browser, ARTEFACTS) as (page, failed):
+        await sign_in_with_key(page, stack.base, key)
 
         # Spärrar: both holds, caused by the admin's own change.
         await page.get_by_role("link", name="Spärrar").click()
@@ -138,8 +128,3 @@ async def test_an_admin_sees_whom_a_hold_affects_and_why_decides_it_and_finds_it
         await no_axe_violations(page, "Spärrar with its history", axe)
         await page.screenshot(path=ARTEFACTS / "sparrar-historik.png", full_page=True)
         assert not failed, failed
-    except BaseException:
-        await page.screenshot(path=ARTEFACTS / "failure.png", full_page=True)
-        raise
-    finally:
-        await context.close()

@@ -23,6 +23,7 @@ from skolsynk_services.admin.auth import Principal, Role, TokenStore
 from skolsynk_testkit.synthetic import school_unit_codes
 from tests.e2e import test_admin_ui as onboarding
 from tests.e2e.accessibility import no_axe_violations
+from tests.e2e.browsing import admin_page, sign_in_with_key
 from tests.e2e.conftest import ARTEFACTS as E2E_ARTEFACTS
 from tests.e2e.test_admin_ui import SOURCE, TENANT, VENDOR, Stack
 from tests.helpers import wait_for
@@ -75,20 +76,9 @@ async def test_an_admin_finds_a_person_and_reads_why_each_vendor_has_them_or_not
     stack: Stack, browser: Browser
 ) -> None:
     key = await two_subscriptions(stack)
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTEFACTS.glob("*.png"):
-        old.unlink()
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="sv-SE")
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    failed: list[str] = []
-    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
     axe = Axe()
-    try:
-        await page.goto(stack.base + "/ui/login")
-        await page.get_by_label("Åtkomstnyckel").fill(key)
-        await page.get_by_role("button", name="Logga in").click()
-        await expect(page.get_by_role("heading", name="Översikt")).to_be_visible()
+    async with admin_page(browser, ARTEFACTS) as (page, failed):
+        await sign_in_with_key(page, stack.base, key)
 
         # Personer: search by first and family name; the name never goes into the URL.
         await page.get_by_role("link", name="Personer").click()
@@ -120,8 +110,3 @@ async def test_an_admin_finds_a_person_and_reads_why_each_vendor_has_them_or_not
         await no_axe_violations(page, "the person page", axe)
         await page.screenshot(path=ARTEFACTS / "person.png", full_page=True)
         assert not failed, failed
-    except BaseException:
-        await page.screenshot(path=ARTEFACTS / "failure.png", full_page=True)
-        raise
-    finally:
-        await context.close()
