@@ -368,7 +368,7 @@ async def test_a_long_initial_sync_with_a_pause_only_at_the_end_is_one_run(setti
         assert sorted(p["page"] for p in pages) == list(range(len(pages)))
         # Once sent, a page keeps its run and number but not the records (personal data) it carried: the
         # normaliser got them all (one run, 40 persons above).
-        assert all(p["records"] == [] for p in pages)
+        assert all("records" not in p for p in pages)
         assert await normaliser.db["entities"].count_documents({"tenant_id": TENANT}) == len(pushes)
         assert await normaliser.db["runs"].count_documents({"source_id": SOURCE}) == 1
 

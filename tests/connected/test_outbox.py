@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from skolsynk.contracts import Envelope, SyncRequested
+from skolsynk.contracts.vendor import VendorChange
+from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.messaging import MessageContext, Outbox, OutboxEntry, OutboxRelay
 from skolsynk.messaging.outbox import BUNDLE_PREFIX
 from skolsynk.service import ServiceApp
@@ -312,3 +315,106 @@ async def test_notifies_of_a_burst_of_single_writes_are_coalesced_into_few_claim
     finally:
         relay.stop()
         await task
+
+
+def person_change(entity: UUID, tenant: str = "kommun-a") -> Envelope:
+    change = VendorChange(
+        vendor_id="fakevendor",
+        entity_kind=EntityKind.PERSON,
+        entity_id=entity,
+        operation="upsert",
+        version=1,
+        resource={"id": str(entity), "given_name": "Alma", "family_name": "Bergman"},
+        test_mode=False,
+        reason="test",
+    )
+    return change.to_envelope(tenant_id=tenant)
+
+
+async def test_sent_messages_forget_what_they_asked_to_in_the_one_write_that_marks_them_sent(make_app):
+    """A vendor change forgets its resource once the broker has it: the relay removes it in the write that
+    marks the bundle sent (one round trip, whatever the batch holds), and leaves the messages that forget
+    nothing, and single messages, as they were."""
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    delivered: list[Envelope] = []
+
+    async def collects(envelope: Envelope, context: MessageContext) -> None:
+        delivered.append(envelope)
+
+    app.add_consumer(queue, collects, idempotent=False)
+    relay, task = await started_with_own_relay(app, poll_interval_seconds=60, pending_gauge_interval_seconds=60)
+    try:
+        await wait_for(lambda: relay.round_trips >= 2, what="the relay's first look and count")
+        alma, bo = uuid4(), uuid4()
+        exchange = app.topology.exchange("control")
+        forgetting = [
+            OutboxEntry(person_change(p), exchange, "sync.requested", forget_when_sent=("resource",))
+            for p in (alma, bo)
+        ]
+        keeping = OutboxEntry(person_change(alma), exchange, "sync.requested")
+        single = person_change(bo)
+
+        async def commit(session):  # type: ignore[no-untyped-def]
+            await app.outbox.add_many([*forgetting, keeping], session=session)
+            await app.outbox.add(single, exchange=exchange, routing_key="sync.requested", session=session)
+
+        await in_transaction(app.mongo, commit)
+        before = relay.round_trips
+        app.outbox.notify()
+        await wait_for(lambda: len(delivered) == 4, what="4 deliveries")
+        # What the consumers got is whole: the resource goes only after the broker confirmed it.
+        assert all(e.payload["resource"]["given_name"] == "Alma" for e in delivered)
+
+        async def marked_sent() -> bool:
+            return await app.outbox.pending_count() == 0
+
+        await wait_for(marked_sent, what="the bundle and the single message to be marked sent")
+        assert relay.round_trips - before == 4  # look, lease, read, and one mark for both documents
+        bundle = await app.outbox.collection.find_one({"_id": {"$regex": f"^{BUNDLE_PREFIX}"}})
+        assert bundle is not None
+        assert bundle["sent_at"] is not None
+        payloads = [m["envelope"]["payload"] for m in Outbox.messages_of(bundle)]
+        assert ["resource" in p for p in payloads] == [False, False, True]
+        assert [p["entity_id"] for p in payloads] == [str(alma), str(bo), str(alma)]
+        stored_single = await app.outbox.collection.find_one({"_id": str(single.message_id)})
+        assert stored_single is not None
+        assert stored_single["envelope"]["payload"]["resource"]["given_name"] == "Alma"
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_the_purge_rewrites_only_a_sent_bundle_that_still_tells_about_the_person(make_app):
+    """A sent bundle whose messages forgot their resource is left alone by the purge of a person (no write,
+    so purges of the many persons one bundle holds do not conflict); one written before messages forgot
+    (no ``forget``) loses the person's messages and keeps the others; sent single messages about them are
+    deleted; unsent ones stay."""
+    app: ServiceApp = make_app()
+    alma, bo = uuid4(), uuid4()
+    exchange = app.topology.exchange("control")
+    forgot = Outbox.bundle(
+        [OutboxEntry(person_change(p), exchange, "r", forget_when_sent=("resource",)) for p in (alma, bo)]
+    )
+    for message in forgot["messages"]:
+        del message["envelope"]["payload"]["resource"]  # as the relay's mark left them
+    older = Outbox.bundle([OutboxEntry(person_change(p), exchange, "r") for p in (alma, bo)])
+    unsent = Outbox.bundle([OutboxEntry(person_change(alma), exchange, "r")])
+    other_tenant = Outbox.bundle([OutboxEntry(person_change(alma, "kommun-b"), exchange, "r")])
+    single = Outbox.entry(person_change(alma), exchange=exchange, routing_key="r")
+    sent = datetime.now(UTC)
+    for document in (forgot, older, other_tenant, single):
+        document["sent_at"] = sent
+    await app.outbox.collection.insert_many([forgot, older, unsent, other_tenant, single])
+    stored_forgot = await app.outbox.collection.find_one({"_id": forgot["_id"]})
+
+    assert await app.outbox.forget_sent("kommun-a", [str(alma)]) == 2  # the single deleted, the older bundle
+    assert await app.outbox.collection.find_one({"_id": forgot["_id"]}) == stored_forgot
+    left = await app.outbox.collection.find_one({"_id": older["_id"]})
+    assert left is not None
+    assert [m["envelope"]["payload"]["entity_id"] for m in Outbox.messages_of(left)] == [str(bo)]
+    assert await app.outbox.collection.count_documents({"_id": single["_id"]}) == 0
+    for kept in (unsent, other_tenant):
+        stored = await app.outbox.collection.find_one({"_id": kept["_id"]})
+        assert stored is not None
+        assert len(Outbox.messages_of(stored)) == 1

@@ -1,7 +1,7 @@
 """The privacy scan with every service as its own process (issue 24): after a run with a leaver, an erasure
 requested through the admin API and a test-mode subscription, nothing of the leaver is anywhere (store,
 queues, logs, vendors), and of the erased person, who stays in the source, only what docs/gdpr.md allows:
-the source's record (``entities``) and, until their TTL, sent outbox entries.
+the source's record (``entities``): sent vendor changes forgot their resource.
 
 Three vendors: an EGIL SCIM vendor (the fake vendor server), a queue vendor that is live but reads nothing
 (the persons' upserts wait in its feed until their deletes take them out) and a queue vendor in test mode."""
@@ -58,8 +58,8 @@ PERSONAL = {
         "civic_no": "201404048873",
     },
 }
-#: What the erased person may still be found in (docs/gdpr.md): the source's record, sent outbox entries.
-ALLOWED_FOR_ERASED = {"entities", "outbox"}
+#: What the erased person may still be found in (docs/gdpr.md): the source's record.
+ALLOWED_FOR_ERASED = {"entities"}
 
 
 def needles(key: str) -> list[str]:

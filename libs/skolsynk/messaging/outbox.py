@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateMany, UpdateOne
+from pymongo import UpdateMany
 
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.logging import get_logger
@@ -55,9 +55,9 @@ class OutboxEntry:
     exchange: str
     routing_key: str
     headers: Mapping[str, Any] = field(default_factory=dict)
-    #: Payload fields emptied once the message is sent (by whichever relay sends it): what no one needs
-    #: after the broker confirmed it and would otherwise stay until the outbox's TTL (the EGIL receiver's
-    #: source pages: whole records, personal data included).
+    #: Payload fields removed once the message is sent (by whichever relay sends it): what no one needs
+    #: after the broker confirmed it and would otherwise stay until the outbox's TTL (a vendor change's
+    #: resource, the EGIL receiver's source pages' records: personal data).
     forget_when_sent: tuple[str, ...] = ()
 
 
@@ -132,11 +132,14 @@ class Outbox:
         return len(batch)
 
     async def forget_sent(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
-        """Remove the sent messages about these entities of the tenant (the GDPR purge): single
-        messages are deleted, bundles lose those messages and keep the others. Unsent ones stay (they
-        are still to be delivered). Found through the entity indexes by the ids alone, then written
-        by ``_id``: on the Mongo wire server any other filter walks the whole outbox. Returns how many
-        documents were deleted or changed."""
+        """Remove what sent messages still say about these entities of the tenant (the GDPR purge). Single
+        messages about them are deleted. A bundle's messages lose their personal data when the bundle is
+        sent (``forget_when_sent``), so a sent bundle is written only when a message about them there
+        forgot nothing (written before vendor changes forgot their resource, until the outbox's TTL takes
+        it): then it loses those messages and keeps the others. Unsent ones stay (they are still to be
+        delivered). Found through the entity indexes by the ids alone, then written by ``_id``: on the
+        Mongo wire server any other filter walks the whole outbox. Returns how many documents were
+        deleted or changed."""
         wanted = sorted(set(entity_ids))
         projection = {"sent_at": 1, "envelope.tenant_id": 1}
         singles = await self.collection.find(
@@ -147,11 +150,18 @@ class Outbox:
         if doomed:
             changed += (await self.collection.delete_many({"_id": {"$in": doomed}}, session=session)).deleted_count
         bundles = await self.collection.find(
-            {"messages.envelope.payload.entity_id": {"$in": wanted}}, {"sent_at": 1}, session=session
+            {"messages.envelope.payload.entity_id": {"$in": wanted}},
+            {
+                "sent_at": 1,
+                "messages.forget": 1,
+                "messages.envelope.tenant_id": 1,
+                "messages.envelope.payload.entity_id": 1,
+            },
+            session=session,
         ).to_list(None)
         about = {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": wanted}}
         for bundle in bundles:
-            if bundle.get("sent_at"):
+            if bundle.get("sent_at") and _still_telling(bundle, tenant_id, set(wanted)):
                 result = await self.collection.update_one(
                     {"_id": bundle["_id"]}, {"$pull": {"messages": about}}, session=session
                 )
@@ -309,31 +319,33 @@ class OutboxRelay:
         return len(messages), confirmed
 
     async def mark_sent(self, documents: list[Document]) -> None:
-        """Mark these documents sent, in one write. A message that asked to forget fields once sent
-        (``OutboxEntry.forget_when_sent``) has them emptied in the same write."""
+        """Mark these documents sent, in one round trip. A message that asked to forget fields once
+        sent (``OutboxEntry.forget_when_sent``: a vendor change's resource, a source page's records) has
+        them removed in the same write, by array filters (the server removes them in place; nothing is
+        sent back): sent messages keep ids and no personal data, so the GDPR purge has nothing to take
+        out of a sent bundle, and never writes one (a bundle holds many persons: purges writing it
+        conflicted with each other)."""
         marked = {"sent_at": datetime.now(UTC), "lease_owner": None}
-        forgetting = [d for d in documents if any(m.get("forget") for m in Outbox.messages_of(d))]
-        if not forgetting:
-            await self._outbox.collection.update_many({"_id": {"$in": [d["_id"] for d in documents]}}, {"$set": marked})
+        forgetting = {d["_id"]: sorted(_forgotten_names(d)) for d in documents}
+        names = sorted({name for found in forgetting.values() for name in found})
+        if not names:
+            await self._outbox.collection.update_many({"_id": {"$in": list(forgetting)}}, {"$set": marked})
             return
-        operations: list[UpdateOne | UpdateMany] = [
-            UpdateOne({"_id": d["_id"]}, {"$set": {**marked, **self._forgotten(d)}}) for d in forgetting
+        filters = {name: f"f{position}" for position, name in enumerate(names)}
+        operations = [
+            UpdateMany(
+                {"_id": {"$in": [i for i, found in forgetting.items() if found]}},
+                {
+                    "$set": marked,
+                    "$unset": {f"messages.$[{filters[name]}].envelope.payload.{name}": "" for name in names},
+                },
+                array_filters=[{f"{identifier}.forget": name} for name, identifier in filters.items()],
+            )
         ]
-        forgetting_ids = {d["_id"] for d in forgetting}
-        others = [d["_id"] for d in documents if d["_id"] not in forgetting_ids]
+        others = [i for i, found in forgetting.items() if not found]
         if others:
             operations.append(UpdateMany({"_id": {"$in": others}}, {"$set": marked}))
         await self._outbox.collection.bulk_write(operations, ordered=False)
-
-    @staticmethod
-    def _forgotten(document: Document) -> Document:
-        """The ``$set`` that empties the fields the document's messages asked to forget."""
-        stripped = []
-        for message in Outbox.messages_of(document):
-            envelope = message["envelope"]
-            forget: dict[str, list[Any]] = {name: [] for name in message.get("forget") or ()}
-            stripped.append({**message, "envelope": {**envelope, "payload": {**envelope.get("payload", {}), **forget}}})
-        return {"messages": stripped} if "messages" in document else {"envelope": stripped[0]["envelope"]}
 
     def _gauge_due_in(self) -> float | None:
         """Seconds until the pending gauge should be counted again; None when it is up to date."""
@@ -408,6 +420,22 @@ def _message(
         "headers": dict(headers or {}),
     }
     return {**message, "forget": list(forget)} if forget else message
+
+
+def _still_telling(bundle: Document, tenant_id: str, entity_ids: set[str]) -> bool:
+    """Whether a sent bundle holds a message about one of these entities of the tenant that forgot
+    nothing when it was sent (what the GDPR purge must take out)."""
+    for message in bundle.get("messages", ()):
+        envelope = message.get("envelope") or {}
+        about = (envelope.get("payload") or {}).get("entity_id") in entity_ids
+        if about and envelope.get("tenant_id") == tenant_id and not message.get("forget"):
+            return True
+    return False
+
+
+def _forgotten_names(document: Document) -> set[str]:
+    """The payload fields the messages of a bundle forget once sent (a single message forgets none)."""
+    return {name for message in document.get("messages", ()) for name in message.get("forget") or ()}
 
 
 def _pending() -> Document:

@@ -8,9 +8,10 @@ collection is reached through its owner's repository in ``skolsynk.storage`` (th
   leaves the source; while the person is still in the source it is current data, not purged here.
 * ``run_pages``: staged records of a source run; the normaliser forgets them when the run is
   finalised, and a person's staged records are removed here as well.
-* ``outbox``: sent change events carry the minimised resource until the outbox TTL removes them;
-  the person's sent entries are removed here, and their messages pulled out of sent bundles (unsent
-  ones are still needed, and block the purge).
+* ``outbox``: a vendor change carries the minimised resource until the broker confirmed it, and
+  loses it in the write that marks it sent; the person's sent single entries are removed here, and
+  their messages pulled out of a sent bundle only where one forgot nothing (written before vendor
+  changes forgot their resource: a bundle holds many persons, and purges writing it conflict).
 * ``dq_findings``: findings name the entity (ids and a source key) and may carry its offending value (an
   e-mail address, a login); the person's, and those naming them as a duplicate's other party, removed here.
 * ``hold_entities``: a mass-deletion hold keeps the name of an entity it holds after the entity left the

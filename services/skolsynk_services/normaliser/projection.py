@@ -49,6 +49,9 @@ log = get_logger(__name__)
 
 #: Change events committed per transaction (vendor view updates + outbox entries together).
 BATCH_SIZE = 250
+#: What a vendor change forgets once the broker confirmed it (``OutboxEntry.forget_when_sent``): its
+#: resource, the person's data; what stays (ids, kind, version) is pseudonymous.
+FORGOTTEN_WHEN_SENT = ("resource",)
 
 
 @dataclass
@@ -819,7 +822,16 @@ class Projector:
                     reason=reason,
                 )
                 envelope = event.to_envelope(tenant_id=tenant_id, correlation_id=correlation_id, producer=self.producer)
-                entries.append(OutboxEntry(envelope, exchange=self.exchange, routing_key=f"{vendor_id}.{tenant_id}"))
+                # Once the broker has it, the resource (personal data) leaves the outbox: the purge of a
+                # person then never rewrites a sent bundle that many persons share.
+                entries.append(
+                    OutboxEntry(
+                        envelope,
+                        exchange=self.exchange,
+                        routing_key=f"{vendor_id}.{tenant_id}",
+                        forget_when_sent=FORGOTTEN_WHEN_SENT,
+                    )
+                )
                 if change.kind is EntityKind.PERSON and change.reason is not None and not subscription.test_mode:
                     requested_at = self.clock()
                     deletion = DeletionRequested(
