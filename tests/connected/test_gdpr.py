@@ -31,7 +31,11 @@ from skolsynk.domain.subscription import VendorSubscription
 from skolsynk.messaging.vhosts import amqp_url_with_vhost
 from skolsynk.service import ServiceApp
 from skolsynk.settings import ServiceSettings
+from skolsynk.storage import ensure_indexes
 from skolsynk.storage.erasures import EVIDENCE_COLUMNS, ErasureLedger, TombstoneStore
+from skolsynk.storage.findings import FindingStore
+from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.runs import SourceRuns
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.dispatcher.app import DispatcherSettings
 from skolsynk_services.dispatcher.app import build as build_dispatcher
@@ -772,3 +776,56 @@ async def test_after_leavers_an_erasure_and_a_test_mode_subscription_no_personal
     assert {name: hits for name, hits in in_queues.items() if hits} == {}
     assert str(person_id(ERASED)) not in stack.vendor.resources(TENANT, "Users")
     assert str(person_id(LEAVER)) not in stack.vendor.resources(TENANT, "Users")
+
+
+async def test_the_purges_lookups_are_served_by_indexes(settings: ServiceSettings, mongo):
+    """Every lookup of the purge (the ledger, the source, the views, the outbox, findings, holds, staged
+    records) uses an index the normaliser or the GDPR service makes (explain on the Mongo wire server): a
+    purge runs per leaver in a transaction, and a collection scan there grows with the organiser and the
+    week of run pages kept (the run pages' lookup read them all)."""
+    base = settings.model_dump()
+    specs = [
+        *build_normaliser(NormaliserSettings.model_validate(base))._indexes,
+        *build_gdpr(GdprSettings.model_validate(base))._indexes,
+    ]
+    db = mongo[settings.store.mongodb_database]
+    await ensure_indexes(db, specs)
+    person, other = str(uuid.uuid4()), str(uuid.uuid4())
+    ids = [person, str(uuid.uuid4())]
+    await db["runs"].insert_many([{"_id": "run-0", "status": "running"}, {"_id": "run-1", "status": "finalised"}])
+    await db["run_pages"].insert_many(
+        [
+            {"_id": f"run-{n}:{p}", "run_id": f"run-{n}", "page": p, "received": True, "documents": documents}
+            for n, documents in enumerate([[{"_id": person}, {"_id": other}], []])
+            for p in range(3)
+        ]
+    )
+    await db["dq_findings"].insert_many(
+        [
+            {"tenant_id": TENANT, "entity_id": e, "other_entity_id": person, "origin": "validation"}
+            for e in (person, other)
+        ]
+    )
+    queries = {
+        "erasure ledger of the person": ("erasure_ledger", {"tenant_id": TENANT, "person_id": person}),
+        "the person in the source": ("entities", {"_id": person}),
+        "the person's vendor views": ("vendor_views", {"tenant_id": TENANT, "source_entity_id": person}),
+        "sent single messages": ("outbox", {"envelope.payload.entity_id": {"$in": ids}}),
+        "sent bundles": ("outbox", {"messages.envelope.payload.entity_id": {"$in": ids}}),
+        "findings of the person": ("dq_findings", {"tenant_id": TENANT, "entity_id": {"$in": ids}}),
+        "findings naming the person": ("dq_findings", {"other_entity_id": {"$in": ids}}),
+        "names kept by holds": ("hold_entities", {"tenant_id": TENANT, "source_entity_id": {"$in": ids}}),
+        "runs that may hold staged records": ("runs", {"status": {"$in": ["running", "ready", "finalising"]}}),
+        "their pages": ("run_pages", {"run_id": {"$in": ["run-0"]}}),
+    }
+    for what, (collection, criteria) in queries.items():
+        plan = (await db[collection].find(criteria).explain())["queryPlanner"]["winningPlan"]
+        assert "COLLSCAN" not in str(plan), f"the purge's {what} scans {collection}: {plan}"
+    assert await SourceRuns(db).forget_staged(ids) == 3
+    assert await db["run_pages"].count_documents({"documents._id": other}) == 3
+    assert await FindingStore(db).forget_entities(TENANT, ids) == 2  # the person's own, and the other's naming them
+    assert await FindingStore(db).forget_entities("another-tenant", [other]) == 0
+    await db["hold_entities"].insert_many(
+        [{"tenant_id": TENANT, "source_entity_id": e, **({"name": "Alma"} if e == person else {})} for e in ids]
+    )
+    assert await HoldStore(db).forget_names(TENANT, ids) == 1  # the one with a name

@@ -16,19 +16,16 @@ from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_pa
 FINDINGS = "dq_findings"
 #: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
 ENTITY_INDEX = "by_entity"
-#: Findings naming given entities as the other party of a duplicate (only duplicates have one).
-OTHER_PARTY_INDEX = "by_other_party"
+#: Findings naming given entities as the other party of a duplicate (only duplicates have one): the GDPR
+#: purge's lookup. Not partial (``other_entity_id`` is null but in duplicates): the Mongo wire server plans no
+#: query on a partial index; ids are unique across tenants, so the id alone is the key.
+OTHER_PARTY_INDEX = "by_other_party_id"
 
 INDEXES = [
     IndexSpec(FINDINGS, [("tenant_id", 1), ("origin", 1), ("source_id", 1)], name="by_origin"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("school_unit_code", 1)], name="by_school_unit"),
     IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name=ENTITY_INDEX),
-    IndexSpec(
-        FINDINGS,
-        [("tenant_id", 1), ("other_entity_id", 1)],
-        name=OTHER_PARTY_INDEX,
-        partial_filter={"other_entity_id": {"$type": "string"}},
-    ),
+    IndexSpec(FINDINGS, [("other_entity_id", 1)], name=OTHER_PARTY_INDEX),
 ]
 #: The report's order: errors first, then by school unit, code and the source's key (the id last, so
 #: that pages of equal findings neither repeat nor skip one).
@@ -152,10 +149,14 @@ class FindingStore:
         own = await self.collection.delete_many(
             {"tenant_id": tenant_id, "entity_id": {"$in": entity_ids}}, session=session
         )
-        naming = await self.collection.delete_many(
-            {"tenant_id": tenant_id, "other_entity_id": {"$in": entity_ids, "$type": "string"}}, session=session
-        )
-        return own.deleted_count + naming.deleted_count
+        # Found by the ids alone (with the tenant in the filter the Mongo wire server walks the collection),
+        # then removed by ``_id`` where the tenant is this one.
+        naming = self.collection.find({"other_entity_id": {"$in": entity_ids}}, {"tenant_id": 1}, session=session)
+        doomed = [doc["_id"] async for doc in naming if doc.get("tenant_id") == tenant_id]
+        if not doomed:
+            return own.deleted_count
+        removed = await self.collection.delete_many({"_id": {"$in": doomed}}, session=session)
+        return own.deleted_count + removed.deleted_count
 
     async def query(
         self,

@@ -251,7 +251,9 @@ class HoldStore:
         forgotten = 0
         for part in in_parts(ids):
             result = await self.entities.update_many(
-                {"tenant_id": tenant_id, "source_entity_id": {"$in": part}, "name": {"$exists": True}},
+                # The index's fields alone (a further predicate makes the Mongo wire server walk the
+                # collection); an entity without a name is matched and left as it is.
+                {"tenant_id": tenant_id, "source_entity_id": {"$in": part}},
                 {"$unset": {"name": ""}},
                 session=session,
             )

@@ -22,6 +22,9 @@ from skolsynk.storage.mongo import Database, Document, Session, stored_time
 
 RUNS = "runs"
 RUN_PAGES = "run_pages"
+#: The statuses of a run whose pages may hold staged records: the normaliser empties a run's pages before it
+#: marks the run finalised, so the pages of a finalised run (a week of them is kept) hold none.
+STAGING = ("running", "ready", "finalising")
 #: How many of a source's latest runs are looked at to find when its current streak of failures began.
 RUNS_LOOKED_AT = 30
 #: A source whose runs have been incomplete this long is failing, unless the reader says otherwise (the
@@ -167,10 +170,26 @@ class SourceRuns:
         return [doc async for doc in cursor]
 
     async def forget_staged(self, entity_ids: list[str], *, session: Session | None = None) -> int:
-        """Pull the staged records of these entities out of every page (the GDPR purge); returns how
-        many pages changed."""
+        """Pull the staged records of these entities out of the pages that hold them (the GDPR purge);
+        returns how many pages changed. Only runs not yet finalised have staged records (:data:`STAGING`):
+        those are found by status (``by_status``), their pages by run (``by_run_page``); the week of
+        finalised runs' pages is never read (a multikey index on the records would do it too, but on the
+        Mongo wire server it makes the concurrent pages of one run conflict)."""
+        open_runs = self.runs.find({"status": {"$in": list(STAGING)}}, {"_id": 1}, session=session)
+        run_ids = [doc["_id"] async for doc in open_runs]
+        if not run_ids:
+            return 0
+        holding = self.pages.find({"run_id": {"$in": run_ids}}, {"documents._id": 1}, session=session)
+        wanted = set(entity_ids)
+        page_ids = [
+            page["_id"]
+            async for page in holding
+            if any(record.get("_id") in wanted for record in page.get("documents") or ())
+        ]
+        if not page_ids:
+            return 0
         pulled = await self.pages.update_many(
-            {"documents._id": {"$in": entity_ids}},
+            {"_id": {"$in": page_ids}},
             {"$pull": {"documents": {"_id": {"$in": entity_ids}}}},
             session=session,
         )
