@@ -35,7 +35,7 @@ from skolsynk.messaging import (
 from skolsynk.observability import HealthServer, Metrics, http_metrics_middleware
 from skolsynk.proxies import TrustedProxies
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage import Database, IndexSpec, MongoClient, create_client, ensure_indexes, ping
+from skolsynk.storage import Database, IndexSpec, MongoClient, RetiredIndex, create_client, ensure_indexes, ping
 from skolsynk.storage.mongo import StoreWorkCounter
 
 log = get_logger(__name__)
@@ -77,6 +77,7 @@ class ServiceApp:
             *Inbox.index_specs(settings.store.inbox_ttl_seconds),
             *Outbox.index_specs(settings.store.outbox_retention_seconds),
         ]
+        self._retired_indexes: list[RetiredIndex] = []
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -108,8 +109,10 @@ class ServiceApp:
     def queue_name(self, service: str, purpose: str) -> str:
         return queue_name(self.settings.broker.namespace, service, purpose)
 
-    def add_indexes(self, specs: Iterable[IndexSpec]) -> None:
+    def add_indexes(self, specs: Iterable[IndexSpec], *, retired: Iterable[RetiredIndex] = ()) -> None:
+        """Indexes to make at start-up, and ``retired`` ones (of an earlier version) to drop."""
         self._indexes.extend(specs)
+        self._retired_indexes.extend(retired)
 
     def add_consumer(
         self, queue_name: str, handler: Handler, *, idempotent: bool = True, timeout_seconds: float | None = None
@@ -199,7 +202,7 @@ class ServiceApp:
         ):
             with attempt:
                 await self.mongo.aconnect()
-                await ensure_indexes(self.db, self._indexes)
+                await ensure_indexes(self.db, self._indexes, self._retired_indexes)
         async for attempt in stamina.retry_context(
             on=CONNECTION_EXCEPTIONS, attempts=None, timeout=STARTUP_CONNECT_TIMEOUT_SECONDS, wait_max=5.0
         ):

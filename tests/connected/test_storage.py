@@ -9,7 +9,15 @@ from pymongo.errors import DuplicateKeyError
 
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
-from skolsynk.storage import IndexSpec, Repository, create_client, ensure_indexes, in_transaction, ping
+from skolsynk.storage import (
+    IndexSpec,
+    Repository,
+    RetiredIndex,
+    create_client,
+    ensure_indexes,
+    in_transaction,
+    ping,
+)
 from skolsynk.storage.mongo import StoreWorkCounter
 
 pytestmark = pytest.mark.connected
@@ -51,6 +59,25 @@ async def test_changed_ttl_is_applied_instead_of_failing_start_up(store):
     await ensure_indexes(db, [changed])
     info = await db["inbox_ttl_test"].index_information()
     assert info["processed_at_ttl"]["expireAfterSeconds"] == 60
+
+
+async def test_a_retired_index_is_dropped_where_it_is_and_its_absence_is_no_error(store):
+    """An index an earlier version made (the findings' partial index of the other party) goes at start-up;
+    a store that never had it, or a collection that does not exist yet, starts all the same."""
+    _, db = store
+    old = IndexSpec(
+        "findings_test",
+        [("tenant_id", 1), ("other_entity_id", 1)],
+        name="by_other_party",
+        partial_filter={"other_entity_id": {"$type": "string"}},
+    )
+    new = IndexSpec("findings_test", [("other_entity_id", 1)], name="by_other_party_id")
+    await ensure_indexes(db, [old])
+    retired = [RetiredIndex("findings_test", "by_other_party"), RetiredIndex("never_made", "by_anything")]
+    await ensure_indexes(db, [new], retired)
+    assert set(await db["findings_test"].index_information()) == {"_id_", "by_other_party_id"}
+    await ensure_indexes(db, [new], retired)  # again: nothing left to drop
+    assert set(await db["findings_test"].index_information()) == {"_id_", "by_other_party_id"}
 
 
 async def test_transaction_commits_all_or_nothing(store):

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from skolsynk.domain.quality import Finding, FindingCode, Severity, to_csv
-from skolsynk.storage.mongo import Database, Document, IndexSpec, Session, in_parts
+from skolsynk.storage.mongo import Database, Document, IndexSpec, RetiredIndex, Session, in_parts
 
 FINDINGS = "dq_findings"
 #: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
@@ -27,6 +27,8 @@ INDEXES = [
     IndexSpec(FINDINGS, [("tenant_id", 1), ("entity_id", 1)], name=ENTITY_INDEX),
     IndexSpec(FINDINGS, [("other_entity_id", 1)], name=OTHER_PARTY_INDEX),
 ]
+#: Made by earlier versions: the partial index of the other party, which the Mongo wire server never used.
+RETIRED_INDEXES = [RetiredIndex(FINDINGS, "by_other_party")]
 #: The report's order: errors first, then by school unit, code and the source's key (the id last, so
 #: that pages of equal findings neither repeat nor skip one).
 REPORT_ORDER = [("severity", 1), ("school_unit_code", 1), ("code", 1), ("source_key", 1), ("_id", 1)]

@@ -161,9 +161,18 @@ class IndexSpec:
         return IndexModel(list(self.keys), **options)
 
 
-async def ensure_indexes(db: Database, specs: Iterable[IndexSpec]) -> None:
-    """Create the indexes every component declared. Idempotent; a changed TTL is applied with
-    ``collMod`` instead of failing start-up."""
+@dataclass(frozen=True)
+class RetiredIndex:
+    """An index an earlier version made and this one no longer queries by: dropped at start-up where it is
+    (an upgraded store does not keep maintaining it on every write)."""
+
+    collection: str
+    name: str
+
+
+async def ensure_indexes(db: Database, specs: Iterable[IndexSpec], retired: Iterable[RetiredIndex] = ()) -> None:
+    """Create the indexes every component declared, and drop the ``retired`` ones that exist. Idempotent;
+    a changed TTL is applied with ``collMod`` instead of failing start-up."""
     by_collection: dict[str, list[IndexSpec]] = {}
     for spec in specs:
         by_collection.setdefault(spec.collection, []).append(spec)
@@ -175,6 +184,14 @@ async def ensure_indexes(db: Database, specs: Iterable[IndexSpec]) -> None:
             if error.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
                 raise
             await _update_ttl_indexes(db, collection_name, collection_specs)
+    for index in retired:
+        try:
+            await db[index.collection].drop_index(index.name)
+        except OperationFailure as error:
+            if error.code not in (26, 27):  # NamespaceNotFound, IndexNotFound: nothing to drop
+                raise
+        else:
+            log.info("retired_index_dropped", collection=index.collection, index=index.name)
     log.info("indexes_ensured", collections=sorted(by_collection))
 
 

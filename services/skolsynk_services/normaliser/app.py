@@ -62,7 +62,8 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
             *erasures.INDEXES,
             *history.INDEXES,
             *delivery_backlog.INDEXES,
-        ]
+        ],
+        retired=findings.RETIRED_INDEXES,
     )
     declared_vendors: set[str] = set()
     metrics = NormaliserMetrics(app.metrics.registry)
