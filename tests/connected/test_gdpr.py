@@ -792,7 +792,12 @@ async def test_the_purges_lookups_are_served_by_indexes(settings: ServiceSetting
     await ensure_indexes(db, specs)
     person, other = str(uuid.uuid4()), str(uuid.uuid4())
     ids = [person, str(uuid.uuid4())]
-    await db["runs"].insert_many([{"_id": "run-0", "status": "running"}, {"_id": "run-1", "status": "finalised"}])
+    await db["runs"].insert_many(
+        [
+            {"_id": "run-0", "status": "running", "tenant_id": TENANT},
+            {"_id": "run-1", "status": "finalised", "tenant_id": TENANT},
+        ]
+    )
     await db["run_pages"].insert_many(
         [
             {"_id": f"run-{n}:{p}", "run_id": f"run-{n}", "page": p, "received": True, "documents": documents}
@@ -821,7 +826,8 @@ async def test_the_purges_lookups_are_served_by_indexes(settings: ServiceSetting
     for what, (collection, criteria) in queries.items():
         plan = (await db[collection].find(criteria).explain())["queryPlanner"]["winningPlan"]
         assert "COLLSCAN" not in str(plan), f"the purge's {what} scans {collection}: {plan}"
-    assert await SourceRuns(db).forget_staged(ids) == 3
+    assert await SourceRuns(db).forget_staged("another-tenant", ids) == 0  # not its runs
+    assert await SourceRuns(db).forget_staged(TENANT, ids) == 3
     assert await db["run_pages"].count_documents({"documents._id": other}) == 3
     assert await FindingStore(db).forget_entities(TENANT, ids) == 2  # the person's own, and the other's naming them
     assert await FindingStore(db).forget_entities("another-tenant", [other]) == 0

@@ -160,8 +160,9 @@ class Outbox:
             session=session,
         ).to_list(None)
         about = {"envelope.tenant_id": tenant_id, "envelope.payload.entity_id": {"$in": wanted}}
+        wanted_ids = set(wanted)
         for bundle in bundles:
-            if bundle.get("sent_at") and _still_telling(bundle, tenant_id, set(wanted)):
+            if bundle.get("sent_at") and _still_telling(bundle, tenant_id, wanted_ids):
                 result = await self.collection.update_one(
                     {"_id": bundle["_id"]}, {"$pull": {"messages": about}}, session=session
                 )

@@ -169,14 +169,16 @@ class SourceRuns:
         )
         return [doc async for doc in cursor]
 
-    async def forget_staged(self, entity_ids: list[str], *, session: Session | None = None) -> int:
-        """Pull the staged records of these entities out of the pages that hold them (the GDPR purge);
-        returns how many pages changed. Only runs not yet finalised have staged records (:data:`STAGING`):
-        those are found by status (``by_status``), their pages by run (``by_run_page``); the week of
-        finalised runs' pages is never read (a multikey index on the records would do it too, but on the
-        Mongo wire server it makes the concurrent pages of one run conflict)."""
-        open_runs = self.runs.find({"status": {"$in": list(STAGING)}}, {"_id": 1}, session=session)
-        run_ids = [doc["_id"] async for doc in open_runs]
+    async def forget_staged(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
+        """Pull the staged records of these entities of the tenant out of the pages that hold them (the GDPR
+        purge); returns how many pages changed. Only runs not yet finalised have staged records
+        (:data:`STAGING`): those are found by status (``by_status``; the tenant's, and any whose start has not
+        named its tenant yet), their pages by run (``by_run_page``), and the records looked for here (with
+        the records in the filter the Mongo wire server walks every page); the week of finalised runs'
+        pages is never read (a multikey index on the records would do it too, but on the wire server it
+        makes the concurrent pages of one run conflict)."""
+        open_runs = self.runs.find({"status": {"$in": list(STAGING)}}, {"tenant_id": 1}, session=session)
+        run_ids = [doc["_id"] async for doc in open_runs if doc.get("tenant_id") in (tenant_id, None)]
         if not run_ids:
             return 0
         holding = self.pages.find({"run_id": {"$in": run_ids}}, {"documents._id": 1}, session=session)

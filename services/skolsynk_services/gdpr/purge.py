@@ -100,5 +100,5 @@ class PersonalDataPurger:
         counts[OUTBOX_COLLECTION] = await Outbox(self.db).forget_sent(tenant_id, ids, session=session)
         counts[FINDINGS] = await self.findings.forget_entities(tenant_id, ids, session=session)
         counts[HOLD_ENTITIES] = await self.holds.forget_names(tenant_id, ids, session=session)
-        counts[RUN_PAGES] = await self.runs.forget_staged(ids, session=session)
+        counts[RUN_PAGES] = await self.runs.forget_staged(tenant_id, ids, session=session)
         return counts
