@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
 from skolsynk.contracts.vendor import VendorChange
@@ -684,8 +684,12 @@ class Projector:
             grew = hold is None or hold.get("status") != "pending" or not set(ids) <= set(hold.get("entity_ids", []))
             earlier = hold.get("causes", []) if hold is not None and hold.get("status") == "pending" else []
             hold_causes = merge_causes(earlier, causes) if grew else earlier
-            written = await self.holds.find_one_and_update(
-                {"_id": f"{tenant_id}:{vendor_id}:{unit_id}"},
+            hold_id = f"{tenant_id}:{vendor_id}:{unit_id}"
+            # Whom it affects first, then the hold: whoever sees the hold finds its list whole.
+            listed = {"_id": hold_id, "tenant_id": tenant_id, "vendor_id": vendor_id, "school_unit_id": unit_id}
+            await self._keep_hold_entities(listed, ids, docs, reasons or {})
+            await self.holds.update_one(
+                {"_id": hold_id},
                 {
                     "$set": {
                         "tenant_id": tenant_id,
@@ -702,10 +706,7 @@ class Projector:
                     "$setOnInsert": {"created_at": now()},
                 },
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
             )
-            assert written is not None  # an upsert returning the document after it
-            await self._keep_hold_entities(written, ids, docs, reasons or {})
             if unit_id not in report.holds:
                 report.holds.append(unit_id)
             log.warning(
