@@ -158,6 +158,17 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
+Pings = tuple[list[float], list[list[float]]]
+
+
+async def pings_result(task: asyncio.Task[Pings]) -> Pings:
+    """What a cancelled :meth:`Bench.store_pings` measured."""
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return [], []
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))] if ordered else float("nan")
@@ -557,6 +568,8 @@ class Bench:
         count = max(1, int(TRICKLE_SECONDS * TRICKLE_RATE))
         sent: dict[str, float] = {}
         before = self.store_work()
+        started = time.monotonic()
+        pings = asyncio.create_task(self.store_pings(started))
         for n in range(count):
             changed, vendor_id = self.changed_student(records, n)
             if vendor_id not in feed.held or vendor_id in sent:
@@ -571,9 +584,18 @@ class Bench:
             interval=0.2,
             what="the trickle to be delivered",
         )
+        pings.cancel()
+        ping_seconds, slow_pings = await pings_result(pings)
         latencies = [feed.arrivals[k] - t for k, t in sent.items()]
+        slowest = sorted(((feed.arrivals[k] - t, t - started) for k, t in sent.items()), reverse=True)[:5]
         await self.settled()
         return {
+            # When the slowest changes were sent (seconds into the trickle), and when the store itself
+            # answered a ping late: a change slow while the store was, is the store's stall.
+            "slowest_s_sent_at": [[round(latency, 2), round(at, 1)] for latency, at in slowest],
+            "store_ping_p99_s": percentile(ping_seconds, 0.99) if ping_seconds else None,
+            "store_ping_max_s": max(ping_seconds) if ping_seconds else None,
+            "store_pings_over_half_a_second_at": slow_pings,
             "changes": len(sent),
             "rate_per_s": TRICKLE_RATE,
             "p50_s": percentile(latencies, 0.5),
@@ -583,6 +605,26 @@ class Bench:
             "mean_s": statistics.fmean(latencies),
             "store": report(difference(self.store_work(), before), per=len(sent)),
         }
+
+    async def store_pings(self, started: float) -> Pings:
+        """The store's own answer time, a ping every 0.1 s until cancelled: the times, and [seconds into
+        the phase, seconds] of every ping slower than half a second."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.stack.mongo_url)
+        times: list[float] = []
+        slow: list[list[float]] = []
+        try:
+            while True:
+                sent = time.monotonic()
+                await client.admin.command("ping")
+                took = time.monotonic() - sent
+                times.append(took)
+                if took > 0.5:
+                    slow.append([round(sent - started, 1), round(took, 2)])
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            return times, slow
+        finally:
+            await client.close()
 
     async def store_ceiling(self, full: Mapping[str, Any] | None) -> dict[str, Any]:
         documents = [
@@ -1009,6 +1051,8 @@ def table(results: Mapping[str, Any]) -> str:
             "  documents read / written per vendor change",
             f"{work['documents_read_per']:.2f} / {work['documents_written_per']:.2f}",
         )
+        waited = ", ".join(f"{k} {v:,.0f}" for k, v in list(work["seconds_by_command"].items())[:4])
+        row("  seconds waited on the store (all services)", f"{work['store_seconds']:,.0f}: {waited}")
     ceiling = ok(results, "store_ceiling")
     if ceiling:
         row(
@@ -1055,6 +1099,14 @@ def table(results: Mapping[str, Any]) -> str:
             f"p50 {trickle['p50_s']:.2f}, p90 {trickle['p90_s']:.2f}, p99 {trickle['p99_s']:.2f}, "
             f"max {trickle['max_s']:.2f} s",
         )
+        if trickle.get("store_ping_max_s") is not None:
+            row(
+                "  the store's own ping: p99, max",
+                f"{trickle['store_ping_p99_s']:.3f}, {trickle['store_ping_max_s']:.2f} s "
+                f"({len(trickle['store_pings_over_half_a_second_at'])} over 0.5 s)",
+            )
+        slow = trickle["store"]["all_services"].get("commands_over_1.0s") or {}
+        row("  store commands over 1 s (all services)", ", ".join(f"{k}: {v}" for k, v in slow.items()) or "none")
     scim = ok(results, "scim")
     if scim:
         d, b = scim["dispatcher"], scim["bare_client"]

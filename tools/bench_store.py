@@ -17,7 +17,12 @@ from typing import Any
 
 from skolsynk_testkit.devstack import ServiceProcess
 
-_SAMPLE = re.compile(r"^(skolsynk_store_(?:commands|documents_read|documents_written)_total)\{([^}]*)\} (\S+)$")
+_SAMPLE = re.compile(
+    r"^(skolsynk_store_(?:commands_total|documents_read_total|documents_written_total|command_seconds_sum"
+    r"|command_seconds_count|command_seconds_bucket))\{([^}]*)\} (\S+)$"
+)
+#: A command slower than this counts as slow (a bucket bound of ``skolsynk_store_command_seconds``).
+SLOW_SECONDS = "1.0"
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -28,9 +33,17 @@ class StoreWork:
     commands: Counter[str] = field(default_factory=Counter)  # "command collection" -> count
     read: Counter[str] = field(default_factory=Counter)  # collection -> documents
     written: Counter[str] = field(default_factory=Counter)  # collection -> documents
+    seconds: Counter[str] = field(default_factory=Counter)  # "command collection" -> seconds waited
+    slow: Counter[str] = field(default_factory=Counter)  # "command collection" -> commands over SLOW_SECONDS
 
     def __add__(self, other: StoreWork) -> StoreWork:
-        return StoreWork(self.commands + other.commands, self.read + other.read, self.written + other.written)
+        return StoreWork(
+            self.commands + other.commands,
+            self.read + other.read,
+            self.written + other.written,
+            self.seconds + other.seconds,
+            self.slow + other.slow,
+        )
 
     def __sub__(self, earlier: StoreWork) -> StoreWork:
         def minus(a: Counter[str], b: Counter[str]) -> Counter[str]:
@@ -40,6 +53,8 @@ class StoreWork:
             minus(self.commands, earlier.commands),
             minus(self.read, earlier.read),
             minus(self.written, earlier.written),
+            minus(self.seconds, earlier.seconds),
+            minus(self.slow, earlier.slow),
         )
 
     @property
@@ -68,7 +83,10 @@ class StoreWork:
                 "documents_read_per": self.documents_read / per,
                 "documents_written_per": self.documents_written / per,
             }
+        result["store_seconds"] = round(sum(self.seconds.values()), 2)
         result["top_commands"] = dict(self.commands.most_common(top))
+        result["seconds_by_command"] = {k: round(v, 2) for k, v in self.seconds.most_common(top)}
+        result[f"commands_over_{SLOW_SECONDS}s"] = dict(self.slow.most_common(top))
         result["read_by_collection"] = dict(self.read.most_common(top))
         result["written_by_collection"] = dict(self.written.most_common(top))
         return result
@@ -82,9 +100,20 @@ def parse(text: str) -> StoreWork:
             continue
         name, labels_text, value = match.groups()
         labels = dict(_LABEL.findall(labels_text))
+        key = f"{labels.get('command', '?')} {labels.get('collection', '?')}"
+        if name == "skolsynk_store_command_seconds_sum":
+            work.seconds[key] += float(value)
+            continue
+        if name == "skolsynk_store_command_seconds_count":
+            work.slow[key] += round(float(value))  # minus the bucket of SLOW_SECONDS, below
+            continue
+        if name == "skolsynk_store_command_seconds_bucket":
+            if labels.get("le") == SLOW_SECONDS:
+                work.slow[key] -= round(float(value))
+            continue
         amount = round(float(value))
         if name.startswith("skolsynk_store_commands"):
-            work.commands[f"{labels.get('command', '?')} {labels.get('collection', '?')}"] += amount
+            work.commands[key] += amount
         elif name.startswith("skolsynk_store_documents_read"):
             work.read[labels.get("collection", "?")] += amount
         else:

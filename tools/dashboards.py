@@ -370,6 +370,43 @@ def overview() -> Any:
             8,
             8,
         ),
+        lay.row("Store (MongoDB)"),
+        lay.place(
+            timeseries(
+                "Store round trips per second by service",
+                (
+                    f"sum by (service) (rate(skolsynk_store_commands_total{{{svc}}}[$__rate_interval]))",
+                    "{{service}}",
+                ),
+                unit="ops",
+            ),
+            8,
+            8,
+        ),
+        lay.place(
+            timeseries(
+                "Store command time p99 by collection",
+                (
+                    "histogram_quantile(0.99, sum by (collection, le) "
+                    f"(rate(skolsynk_store_command_seconds_bucket{{{svc}}}[$__rate_interval])))",
+                    "{{collection}}",
+                ),
+                unit="s",
+            ),
+            8,
+            8,
+        ),
+        lay.place(
+            timeseries(
+                "Seconds waiting on the store per second, by service",
+                (
+                    f"sum by (service) (rate(skolsynk_store_command_seconds_sum{{{svc}}}[$__rate_interval]))",
+                    "{{service}}",
+                ),
+            ),
+            8,
+            8,
+        ),
     ]
     return dashboard(
         "skolsynk-overview",

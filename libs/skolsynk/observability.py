@@ -45,6 +45,9 @@ READINESS_CHECK_TIMEOUT_SECONDS = 2.0
 UNMATCHED_ROUTE = "(unmatched)"
 
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: A store command's time, from the driver sending it to the reply: a point read on an idle server is
+#: well under a millisecond, a stall of the server (every service's commands at once) seconds.
+STORE_DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10)
 
 
 @dataclass
@@ -145,6 +148,13 @@ class Metrics:
             "Documents inserted, matched by updates or upserted, or deleted (the n of the reply), by collection.",
             ["collection"],
             registry=r,
+        )
+        self.store_command_seconds = Histogram(
+            "skolsynk_store_command_seconds",
+            "Time from sending a command to MongoDB to its reply (or failure), by command name and collection.",
+            ["command", "collection"],
+            registry=r,
+            buckets=STORE_DURATION_BUCKETS,
         )
 
 

@@ -65,7 +65,10 @@ class ServiceApp:
         self.broker = Broker(settings.broker, topology, self.metrics, name=name)
         self.publisher = Publisher(self.broker, self.metrics, timeout_seconds=settings.broker.publish_timeout_seconds)
         self.store_work = StoreWorkCounter(
-            self.metrics.store_commands, self.metrics.store_documents_read, self.metrics.store_documents_written
+            self.metrics.store_commands,
+            self.metrics.store_documents_read,
+            self.metrics.store_documents_written,
+            self.metrics.store_command_seconds,
         )
         #: Not connected yet: :meth:`start` opens it (no I/O here).
         self.mongo: MongoClient = create_client(settings.store, app_name=name, listeners=[self.store_work])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from skolsynk.observability import Metrics
 from skolsynk.settings import ServiceSettings
@@ -105,7 +105,12 @@ async def test_transaction_commits_all_or_nothing(store):
 @pytest.fixture
 async def counted(settings: ServiceSettings):
     metrics = Metrics()
-    counter = StoreWorkCounter(metrics.store_commands, metrics.store_documents_read, metrics.store_documents_written)
+    counter = StoreWorkCounter(
+        metrics.store_commands,
+        metrics.store_documents_read,
+        metrics.store_documents_written,
+        metrics.store_command_seconds,
+    )
     client = create_client(settings.store, app_name="storage-count-test", listeners=[counter])
     try:
         yield client, client[settings.store.mongodb_database], metrics.registry
@@ -175,3 +180,25 @@ async def test_store_work_is_counted_by_command_and_documents(counted):
     assert _commands(registry)[("aggregate", "units")] == 1
     assert _sample(registry, "skolsynk_store_documents_read_total", collection="units") == read_before + 1
     assert not any(name.lower() in {"hello", "ismaster", "ping"} for name, _ in _commands(registry))
+
+
+async def test_each_store_commands_time_is_observed_by_command_and_collection(counted):
+    client, db, registry = counted
+    await ping(client)
+    await db["units"].insert_one({"_id": 1})
+    await db["units"].find_one({"_id": 1})
+    with pytest.raises(OperationFailure):  # a failed command is timed too
+        await db.command("noSuchCommand", 1)
+
+    def observed(command: str, collection: str) -> tuple[float, float]:
+        labels = {"command": command, "collection": collection}
+        count = registry.get_sample_value("skolsynk_store_command_seconds_count", labels) or 0.0
+        seconds = registry.get_sample_value("skolsynk_store_command_seconds_sum", labels) or 0.0
+        return count, seconds
+
+    assert observed("insert", "units")[0] == 1
+    count, seconds = observed("find", "units")
+    assert count == 1
+    assert 0 < seconds < 10
+    assert observed("noSuchCommand", "-")[0] == 1  # the failed one (it names no collection)
+    assert observed("ping", "-") == (0, 0)  # the driver's own commands are neither counted nor timed

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -59,13 +59,23 @@ class StoreWorkCounter(monitoring.CommandListener):
     ``findAndModify``) and the documents written (the ``n`` of an insert, update or delete reply, or of
     a ``findAndModify``'s ``lastErrorObject``; the size of the array sent when a reply has none).
 
+    With ``durations``, each command's time from being sent to its reply (or failure) is observed too
+    (the driver's ``duration_micros``): where a service waits on the store, and when the store stalled.
+
     Labels are command names and collection names only: never a tenant or anything a document holds.
     The driver's own commands (:data:`DRIVER_COMMANDS`) are not counted."""
 
-    def __init__(self, commands: Counter, documents_read: Counter, documents_written: Counter) -> None:
+    def __init__(
+        self,
+        commands: Counter,
+        documents_read: Counter,
+        documents_written: Counter,
+        durations: Histogram | None = None,
+    ) -> None:
         self._commands = commands
         self._read = documents_read
         self._written = documents_written
+        self._durations = durations
         #: (connection, request id) -> (collection, documents sent) of a command not yet answered.
         self._pending: dict[tuple[Any, int], tuple[str, int]] = {}
 
@@ -92,6 +102,7 @@ class StoreWorkCounter(monitoring.CommandListener):
         if pending is None:
             return
         collection, sent = pending
+        self._observe(event, collection)
         reply = event.reply
         read = written = 0
         cursor = reply.get("cursor")
@@ -112,7 +123,15 @@ class StoreWorkCounter(monitoring.CommandListener):
             self._written.labels(collection).inc(written)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        self._pending.pop((event.connection_id, event.request_id), None)
+        pending = self._pending.pop((event.connection_id, event.request_id), None)
+        if pending is not None:
+            self._observe(event, pending[0])
+
+    def _observe(
+        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, collection: str
+    ) -> None:
+        if self._durations is not None:
+            self._durations.labels(event.command_name, collection).observe(event.duration_micros / 1_000_000)
 
 
 def create_client(
