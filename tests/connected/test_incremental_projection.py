@@ -377,6 +377,7 @@ async def test_the_projections_queries_are_served_by_indexes(organiser: Organise
             {"tenant_id": TENANT, "vendor_id": "everything", "source_entity_id": {"$in": [pid]}}
         ),
         "population of a unit": views.find({"tenant_id": TENANT, "vendor_id": "everything", "school_unit_ids": unit}),
+        "a vendor's whole view": views.find({"tenant_id": TENANT, "vendor_id": "everything"}),
         "findings of outputs": findings.find(
             {"tenant_id": TENANT, "origin": "reconcile", "entity_id": {"$in": [pid]}}
         ).hint(ENTITY_INDEX),

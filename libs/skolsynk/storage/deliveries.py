@@ -26,23 +26,28 @@ from pymongo.errors import BulkWriteError
 
 from skolsynk.storage import Database, Document, IndexSpec, in_parts
 from skolsynk.storage.erasures import DEFAULT_RETENTION
-from skolsynk.storage.mongo import DUPLICATE_KEY
+from skolsynk.storage.mongo import DUPLICATE_KEY, RetiredIndex
 
 LEDGER = "delivery_ledger"
 DRIFT_REPORTS = "drift_reports"
 #: The ledger's queries and what serves them (``_id`` is ``tenant:vendor:entity``):
 #:
 #: * the dispatcher's batch read of entries and references, and its upserts: ``_id`` (built in);
-#: * a tenant's entries for a vendor (report CSV, admin pages), sorted by kind: ``by_vendor``;
-#: * the same, of test mode or live only (test report): ``by_vendor_test``;
+#: * a tenant's entries for a vendor, of test mode or live (test report, lists, summaries) or both
+#:   (report CSV, by the index's first two fields, sorted here): ``by_vendor_test``;
 #: * a vendor's delivered entries across tenants (drift check): ``by_vendor_status``.
+#:
+#: Every index is written with every entry (the dispatcher's hottest write): the ledger keeps no index
+#: another one's prefix serves (:data:`RETIRED_INDEXES`).
 INDEXES = [
-    IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("kind", 1)], name="by_vendor"),
     IndexSpec(LEDGER, [("tenant_id", 1), ("vendor_id", 1), ("test", 1), ("kind", 1)], name="by_vendor_test"),
     IndexSpec(LEDGER, [("vendor_id", 1), ("status", 1), ("test", 1)], name="by_vendor_status"),
     # The entry of a deleted entity expires with the tombstone's retention (ids outlive nothing).
     IndexSpec(LEDGER, [("expires_at", 1)], name="expires_at_ttl", expire_after_seconds=0),
 ]
+#: ``(tenant_id, vendor_id, kind)``, served by ``by_vendor_test``'s first two fields since 2026-12-07: one
+#: index less to write per entry (a fifth of the insert's time on the Mongo wire server).
+RETIRED_INDEXES = [RetiredIndex(LEDGER, "by_vendor")]
 
 #: How long the entry of a deleted entity is kept: the erasure ledger's and the tombstones' retention.
 DELETED_RETENTION = DEFAULT_RETENTION
@@ -224,10 +229,13 @@ class DeliveryLedger:
             yield entry
 
     async def entries(self, tenant_id: str, *, test: bool | None = None) -> list[Document]:
+        """The tenant's entries at the vendor (of test mode or live, or both), by kind and id. Found on
+        ``by_vendor_test`` and sorted here: every entry is read anyway, and no index is kept for the order."""
         criteria: dict[str, Any] = {"tenant_id": tenant_id, "vendor_id": self.vendor_id}
         if test is not None:
             criteria["test"] = test
-        return await self.collection.find(criteria, {"_id": 0}).sort([("kind", 1), ("entity_id", 1)]).to_list(None)
+        found = await self.collection.find(criteria, {"_id": 0}).to_list(None)
+        return sorted(found, key=lambda entry: (entry["kind"], entry["entity_id"]))
 
     async def report_csv(self, tenant_id: str) -> str:
         """What was sent to the vendor (or recorded in test mode), when, with what status."""

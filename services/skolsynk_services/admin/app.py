@@ -165,7 +165,7 @@ def build(settings: AdminSettings, *, clock: Callable[[], datetime] = utcnow) ->
     key = settings.admin_secrets_key.get_secret_value() or None if settings.admin_secrets_key else None
     app.add_indexes(vendor_store.INDEXES)
     # The subscription reports page and count the delivery ledger on its indexes (also before a dispatcher ran).
-    app.add_indexes(deliveries.INDEXES)
+    app.add_indexes(deliveries.INDEXES, retired=deliveries.RETIRED_INDEXES)
     # The person search reads a tenant's entities by their index (also before the normaliser ran).
     app.add_indexes(entities.INDEXES)
     catalogue = vendor_store.CatalogueFollower(

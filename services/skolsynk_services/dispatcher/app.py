@@ -69,7 +69,8 @@ def build(settings: DispatcherSettings) -> ServiceApp:
             *delivery_health.INDEXES,
             *delivery_backlog.INDEXES,
             *vendor_credentials.INDEXES,
-        ]
+        ],
+        retired=ledger.RETIRED_INDEXES,
     )
     store = vendor_store.VendorStore(app.db)
     pool = VendorPool(app, settings, store, only=settings.vendor_id, poll_seconds=settings.vendors_poll_seconds)

@@ -63,7 +63,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
             *history.INDEXES,
             *delivery_backlog.INDEXES,
         ],
-        retired=findings.RETIRED_INDEXES,
+        retired=[*findings.RETIRED_INDEXES, *state.RETIRED_INDEXES],
     )
     declared_vendors: set[str] = set()
     metrics = NormaliserMetrics(app.metrics.registry)

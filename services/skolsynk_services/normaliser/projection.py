@@ -288,7 +288,8 @@ class Projector:
             yield chunk
 
     def _vendor_views(self, tenant_id: str, vendor_id: str, projection: dict[str, int] | None = None) -> Any:
-        """A vendor's whole view. Bare equality on the fields of ``by_vendor``, ``present`` checked by the
+        """A vendor's whole view. Bare equality on the first two fields of ``by_source_entity`` and
+        ``by_school_unit`` (no index of its own: one less to write per view), ``present`` checked by the
         caller: the Mongo wire server serves that as an index range, where a hint (or the extra predicate)
         made it fetch every vendor view of the collection, of every tenant and vendor, for each vendor."""
         return self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id}, projection)
