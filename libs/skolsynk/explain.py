@@ -51,7 +51,7 @@ from skolsynk.storage.erasures import (
     suppressed_for_vendor,
     suppressions,
 )
-from skolsynk.storage.findings import ENTITY_INDEX, FINDINGS
+from skolsynk.storage.findings import FINDINGS
 from skolsynk.storage.holds import HoldStore
 from skolsynk.storage.mongo import Database, Document, stored_time
 from skolsynk.storage.neighbourhood import Neighbourhood
@@ -315,10 +315,11 @@ class PersonExplainer:
         return await self.entities.referring(tenant_id, [token(EntityKind.PERSON, person_id)], [EntityKind.GROUP])
 
     async def _findings(self, tenant_id: str, entity_ids: list[str]) -> list[FindingView]:
+        # Exactly the fields of ``ENTITY_INDEX``, not hinted (a hint makes the Mongo wire server walk it all).
         cursor = self.db[FINDINGS].find({"tenant_id": tenant_id, "entity_id": {"$in": sorted(entity_ids)}}, {"_id": 0})
         found = [
             FindingView.model_validate({k: doc.get(k) for k in FindingView.model_fields if doc.get(k) is not None})
-            async for doc in cursor.hint(ENTITY_INDEX)
+            async for doc in cursor
         ]
         return sorted(found, key=lambda f: (f.severity, f.code))
 

@@ -5,7 +5,7 @@ removes a purged person's, and those naming them as the other party of a duplica
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -14,7 +14,10 @@ from skolsynk.domain.quality import Finding, FindingCode, Severity, to_csv
 from skolsynk.storage.mongo import Database, Document, IndexSpec, RetiredIndex, Session, in_parts
 
 FINDINGS = "dq_findings"
-#: Findings of given entities (hinted: the Mongo wire server's planner would scan the collection).
+#: Findings of given entities. Asked with exactly its fields (``tenant_id`` and an ``$in`` of entity ids),
+#: everything else checked on what was found, and never hinted: the Mongo wire server serves a filter
+#: on an index's fields as a range of it, walks the collection for a further predicate and the whole
+#: index (every tenant's findings) for a hint, though its explain names the index either way.
 ENTITY_INDEX = "by_entity"
 #: Findings naming given entities as the other party of a duplicate (only duplicates have one): the GDPR
 #: purge's lookup. Not partial (``other_entity_id`` is null but in duplicates): the Mongo wire server plans no
@@ -75,6 +78,19 @@ class FindingStore:
     def __init__(self, db: Database) -> None:
         self.collection = db[FINDINGS]
 
+    async def _of_entities(
+        self, tenant_id: str, entity_ids: Iterable[str], fields: Iterable[str]
+    ) -> AsyncIterator[Document]:
+        """The findings of these entities of the tenant (``ENTITY_INDEX``, in parts), with ``fields``."""
+        projection = dict.fromkeys(fields, 1)
+        for part in in_parts(entity_ids):
+            async for doc in self.collection.find({"tenant_id": tenant_id, "entity_id": {"$in": part}}, projection):
+                yield doc
+
+    async def _delete_ids(self, ids: list[Any]) -> None:
+        for part in in_parts(ids):
+            await self.collection.delete_many({"_id": {"$in": part}})
+
     async def add(self, findings: list[Finding], *, session: Session | None = None) -> None:
         if findings:
             await self.collection.insert_many([f.model_dump(mode="json") for f in findings], session=session)
@@ -88,8 +104,8 @@ class FindingStore:
         if only_entities is None:
             await self.collection.delete_many(criteria)
         else:
-            for part in in_parts(only_entities):
-                await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
+            found = self._of_entities(tenant_id, only_entities, ["origin"])
+            await self._delete_ids([doc["_id"] async for doc in found if doc.get("origin") == "reconcile"])
         await self.add(findings)
 
     async def replace_summaries(self, tenant_id: str, findings: list[Finding]) -> None:
@@ -104,27 +120,25 @@ class FindingStore:
         """Give findings that name no school unit (ingest findings: a record is checked alone) the
         code of the unit their entity belongs to (of all entities, or of ``only_entities``); returns
         how many were placed."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$ne": None}}
         unplaced: list[Document] = []
         if only_entities is None:
-            unplaced = await self.collection.find(criteria, {"entity_id": 1}).to_list(None)
+            # ``by_school_unit``'s fields alone; findings of no entity are left out here.
+            cursor = self.collection.find({"tenant_id": tenant_id, "school_unit_code": None}, {"entity_id": 1})
+            unplaced = [d async for d in cursor if d.get("entity_id") is not None]
         else:
-            for part in in_parts(only_entities):
-                query = {**criteria, "entity_id": {"$in": part}}
-                unplaced += await self.collection.find(query, {"entity_id": 1}).hint(ENTITY_INDEX).to_list(None)
-        by_code: dict[str, list[str]] = {}
+            found = self._of_entities(tenant_id, only_entities, ["entity_id", "school_unit_code"])
+            unplaced = [d async for d in found if d.get("school_unit_code") is None and d.get("entity_id") is not None]
+        by_code: dict[str, list[Any]] = {}
         for doc in unplaced:
             code = codes.get(str(doc["entity_id"]))
             if code is not None:
-                by_code.setdefault(code, []).append(str(doc["entity_id"]))
+                by_code.setdefault(code, []).append(doc["_id"])
         placed = 0
-        for code, entity_ids in by_code.items():
-            for part in in_parts(entity_ids):
-                result = await self.collection.update_many(
-                    {"tenant_id": tenant_id, "school_unit_code": None, "entity_id": {"$in": part}},
-                    {"$set": {"school_unit_code": code}},
-                    hint=ENTITY_INDEX,
-                )
+        for code, ids in by_code.items():
+            for part in in_parts(ids):
+                # By ``_id`` alone (found above, under the tenant's projection lock): the Mongo wire server
+                # looks each one up; with a further predicate it would walk the collection.
+                result = await self.collection.update_many({"_id": {"$in": part}}, {"$set": {"school_unit_code": code}})
                 placed += result.modified_count
         return placed
 
@@ -134,14 +148,23 @@ class FindingStore:
         """Findings of older runs of this source are superseded by this run's: all ingest and run findings
         after a full run; after an incremental run only the ingest findings of the entities the run carried
         (the unchanged records' findings still stand)."""
-        criteria: dict[str, Any] = {"tenant_id": tenant_id, "source_id": source_id, "run_id": {"$ne": str(run_id)}}
         if only_entities is None:
-            criteria["origin"] = {"$in": ["ingest", "run"]}
-            await self.collection.delete_many(criteria)
+            # ``by_origin``'s three fields, origin by origin; the run checked on what was found.
+            superseded_all: list[Any] = []
+            for origin in ("ingest", "run"):
+                cursor = self.collection.find(
+                    {"tenant_id": tenant_id, "origin": origin, "source_id": source_id}, {"run_id": 1}
+                )
+                superseded_all += [doc["_id"] async for doc in cursor if doc.get("run_id") != str(run_id)]
+            await self._delete_ids(superseded_all)
             return
-        criteria["origin"] = "ingest"
-        for part in in_parts(only_entities):
-            await self.collection.delete_many({**criteria, "entity_id": {"$in": part}}, hint=ENTITY_INDEX)
+        found = self._of_entities(tenant_id, only_entities, ["origin", "source_id", "run_id"])
+        superseded = [
+            doc["_id"]
+            async for doc in found
+            if (doc.get("origin"), doc.get("source_id")) == ("ingest", source_id) and doc.get("run_id") != str(run_id)
+        ]
+        await self._delete_ids(superseded)
 
     async def forget_entities(self, tenant_id: str, entity_ids: list[str], *, session: Session | None = None) -> int:
         """Remove the findings of these entities of the tenant, and those naming one of them as the other

@@ -40,7 +40,6 @@ from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_views import ABSENT_RETENTION, VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
 from skolsynk_services.normaliser.state import (
-    SOURCE_INDEX,
     EntityStore,
     now,
 )
@@ -260,15 +259,21 @@ class Projector:
             full, chunk = chunk, {}
             return full
 
-        organisation = self.entities.collection.find(
-            {"tenant_id": tenant_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}}, {"kind": 1}
-        ).hint(SOURCE_INDEX)
+        # Source by source, on exactly the fields of ``by_source`` (tenant, source, kind): the Mongo wire
+        # server serves that as a range of the index, and walks the whole index (every tenant's entities)
+        # for the same query without the source and hinted.
+        sources = sorted(await self.entities.collection.distinct("source_id", {"tenant_id": tenant_id}))
         units: list[str] = []
-        async for doc in organisation:
-            if doc["kind"] == EntityKind.SCHOOL_UNIT.value:
-                units.append(doc["_id"])
-            if (full := take(doc["_id"], EntityKind(doc["kind"]))) is not None:
-                yield full
+        for source_id in sources:
+            organisation = self.entities.collection.find(
+                {"tenant_id": tenant_id, "source_id": source_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}},
+                {"kind": 1},
+            )
+            async for doc in organisation:
+                if doc["kind"] == EntityKind.SCHOOL_UNIT.value:
+                    units.append(doc["_id"])
+                if (full := take(doc["_id"], EntityKind(doc["kind"]))) is not None:
+                    yield full
         for kind in UNIT_KINDS:
             for unit_id in sorted(units):
                 cursor = self.entities.collection.find(
@@ -280,10 +285,13 @@ class Projector:
                         yield full
             # Then the rest of the kind (staff, whose units come through their duties; persons at no
             # known unit), before the next kind.
-            rest = self.entities.collection.find({"tenant_id": tenant_id, "kind": kind.value}, {"kind": 1})
-            async for doc in rest.hint(SOURCE_INDEX):
-                if (full := take(doc["_id"], kind)) is not None:
-                    yield full
+            for source_id in sources:
+                rest = self.entities.collection.find(
+                    {"tenant_id": tenant_id, "source_id": source_id, "kind": kind.value}, {"kind": 1}
+                )
+                async for doc in rest:
+                    if (full := take(doc["_id"], kind)) is not None:
+                        yield full
         if chunk:
             yield chunk
 
