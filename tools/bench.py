@@ -55,7 +55,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -158,7 +158,10 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-Pings = tuple[list[float], list[list[float]]]
+Pings = tuple[list[float], list[list[float]], list[dict[str, Any]]]
+
+#: The store's profiler records every command slower than this during the trickle (``profile`` level 1).
+PROFILE_SLOW_MS = 500
 
 
 async def pings_result(task: asyncio.Task[Pings]) -> Pings:
@@ -166,7 +169,41 @@ async def pings_result(task: asyncio.Task[Pings]) -> Pings:
     try:
         return await task
     except asyncio.CancelledError:
-        return [], []
+        return [], [], []
+
+
+def store_stalls(profiled: list[dict[str, Any]], *, started_at: datetime) -> list[dict[str, Any]]:
+    """The store's slow commands (``system.profile``: op, namespace, end time, millis) grouped by the moment
+    they ended: commands that all end within 0.3 s of each other waited for the same thing. Each stall
+    says when it began and ended (seconds into the phase), how many commands waited, and which command
+    began first: a command of skolsynk's, or (every command beginning after the stall did) something of
+    the server's own, such as its TTL sweep. Collection and operation only, never the command's values."""
+    spans = sorted(
+        (
+            (entry["ts"] - timedelta(milliseconds=int(entry.get("millis", 0))) - started_at).total_seconds(),
+            (entry["ts"] - started_at).total_seconds(),
+            f"{entry.get('op', '?')} {str(entry.get('ns', '?')).split('.', 1)[-1]}",
+        )
+        for entry in profiled
+    )
+    groups: list[list[tuple[float, float, str]]] = []
+    for span in sorted(spans, key=lambda s: s[1]):
+        if groups and span[1] - groups[-1][-1][1] <= 0.3:
+            groups[-1].append(span)
+        else:
+            groups.append([span])
+    stalls = []
+    for group in groups:
+        first = min(group)
+        stalls.append(
+            {
+                "began_s": round(first[0], 1),
+                "ended_s": round(max(s[1] for s in group), 1),
+                "commands": len(group),
+                "first": first[2],
+            }
+        )
+    return stalls
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -585,7 +622,7 @@ class Bench:
             what="the trickle to be delivered",
         )
         pings.cancel()
-        ping_seconds, slow_pings = await pings_result(pings)
+        ping_seconds, slow_pings, stalls = await pings_result(pings)
         latencies = [feed.arrivals[k] - t for k, t in sent.items()]
         slowest = sorted(((feed.arrivals[k] - t, t - started) for k, t in sent.items()), reverse=True)[:5]
         await self.settled()
@@ -596,6 +633,7 @@ class Bench:
             "store_ping_p99_s": percentile(ping_seconds, 0.99) if ping_seconds else None,
             "store_ping_max_s": max(ping_seconds) if ping_seconds else None,
             "store_pings_over_half_a_second_at": slow_pings,
+            "store_stalls": stalls,
             "changes": len(sent),
             "rate_per_s": TRICKLE_RATE,
             "p50_s": percentile(latencies, 0.5),
@@ -609,11 +647,14 @@ class Bench:
     async def store_pings(self, started: float) -> Pings:
         """The store's own answer time, a point read every 0.1 s until cancelled (of a one-document
         collection of the bench's: a ``ping`` is answered outside the Mongo wire server's lock, so it
-        misses the stalls every command sees): the times, and [seconds into the phase, seconds] of
-        every read slower than half a second."""
+        misses the stalls every command sees): the times, [seconds into the phase, seconds] of every
+        read slower than half a second, and the stalls the store's profiler saw (:func:`store_stalls`)."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.stack.mongo_url)
-        probe = client[DATABASE]["bench_probe"]
+        database = client[DATABASE]
+        probe = database["bench_probe"]
         await probe.replace_one({"_id": "probe"}, {"_id": "probe"}, upsert=True)
+        started_at = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
+        await database.command("profile", 1, slowms=PROFILE_SLOW_MS)
         times: list[float] = []
         slow: list[list[float]] = []
         try:
@@ -626,7 +667,15 @@ class Bench:
                     slow.append([round(sent - started, 1), round(took, 2)])
                 await asyncio.sleep(0.1)
         except asyncio.CancelledError:
-            return times, slow
+            await database.command("profile", 0)
+            profiled = (
+                await database["system.profile"]
+                .find({"ts": {"$gte": started_at.replace(tzinfo=None)}}, {"op": 1, "ns": 1, "ts": 1, "millis": 1})
+                .to_list(None)
+            )
+            for entry in profiled:
+                entry["ts"] = entry["ts"].replace(tzinfo=UTC)
+            return times, slow, store_stalls(profiled, started_at=started_at)
         finally:
             await client.close()
 
@@ -1109,6 +1158,14 @@ def table(results: Mapping[str, Any]) -> str:
                 f"{trickle['store_ping_p99_s']:.3f}, {trickle['store_ping_max_s']:.2f} s "
                 f"({len(trickle['store_pings_over_half_a_second_at'])} over 0.5 s)",
             )
+        stalls = [s for s in trickle.get("store_stalls", []) if s["commands"] > 1]
+        row(
+            "  store stalls (>1 command slower than 0.5 s)",
+            "; ".join(
+                f"{s['began_s']}-{s['ended_s']} s: {s['commands']} commands, first {s['first']}" for s in stalls[:6]
+            )
+            or "none",
+        )
         slow = trickle["store"]["all_services"].get("commands_over_1.0s") or {}
         row("  store commands over 1 s (all services)", ", ".join(f"{k}: {v}" for k, v in slow.items()) or "none")
     scim = ok(results, "scim")
