@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from skolsynk.contracts import Envelope
 from skolsynk.contracts.gdpr import DeletionReason, DeletionRequested
@@ -806,6 +807,53 @@ async def test_a_resync_without_changes_stages_nothing_and_touches_nothing(harne
     outcome = await runs.finalise(third.run_id)
     assert outcome is not None
     assert outcome.touched_entity_ids == {direct_id("r1")}
+
+
+class StagedRecordsRead(monitoring.CommandListener):
+    """How many pages with staged records each reply of ``run_pages`` carried."""
+
+    def __init__(self) -> None:
+        self.pages_per_reply: list[int] = []
+        self._run_pages: set[int] = set()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("find", "getMore") and event.command.get(event.command_name) in ("run_pages", None):
+            self._run_pages.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id not in self._run_pages:
+            return
+        cursor = event.reply.get("cursor") or {}
+        if cursor.get("ns", "").endswith(".run_pages"):
+            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+            self.pages_per_reply.append(sum(1 for page in batch if any(len(d) > 1 for d in page.get("documents", []))))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._run_pages.discard(event.request_id)
+
+
+async def test_finalising_a_run_reads_its_staged_records_one_page_at_a_time(harness: Harness):
+    """A full run is the whole organiser: finalising it holds one page's records at a time, not all."""
+    h = harness
+    keys = [f"m{n}" for n in range(24)]
+    pages = [persons(keys[n : n + 4]) for n in range(0, len(keys), 4)]
+    listener = StagedRecordsRead()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        h.settings.store.mongodb_url.get_secret_value(), tz_aware=True, event_listeners=[listener]
+    )
+    try:
+        run = DirectRun(h, Runs(h.normaliser.db), pages)
+        assert sum(await run.all_at_once()) == 1
+        assert await run.staged() == len(keys)
+        outcome = await Runs(client[h.normaliser.db.name]).finalise(run.run_id)
+        assert outcome is not None
+        assert outcome.complete
+        assert outcome.touched_entity_ids == {direct_id(k) for k in keys}
+        assert sum(listener.pages_per_reply) == len(pages), "every page's records read once"
+        assert max(listener.pages_per_reply) == 1, listener.pages_per_reply
+    finally:
+        await client.close()
+    assert await h.normaliser.db["entities"].count_documents({"source_id": DIRECT}) == len(keys)
 
 
 async def test_touched_entity_ids_name_what_a_run_changed_deleted_and_removed(harness: Harness):

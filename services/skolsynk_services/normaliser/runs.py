@@ -227,10 +227,13 @@ class Runs:
             await self.runs.unclaim(run_id)
             raise TransientError("an earlier run of this source is not finalised yet")
         completion = doc["completion"]
-        pages = sorted(await self.runs.page_documents(run_id), key=_page_number)
+        # Every page's outline (ids and counts) first, then its records one page at a time: memory holds
+        # the run's ids, never all of its records (a full run is the whole organiser).
+        pages = sorted(await self.runs.page_outlines(run_id), key=_page_number)
         restores = await self._restores(pages)
         received: dict[str, int] = {}
         seen: set[str] = set()
+        deleted_ids: set[str] = set()
         touched: set[str] = set()
         applied = deleted = 0
         for page, restore in zip(pages, restores, strict=True):
@@ -238,8 +241,10 @@ class Runs:
             seen.update(page_seen)
             for kind, count in page["counts"].items():
                 received[kind] = received.get(kind, 0) + count
-            documents = [*restore, *(page.get("documents") or [])]
+            staged = await self.runs.staged_documents(page["_id"]) if page.get("documents") else []
+            documents = [*restore, *staged]
             deletions = page.get("deletions") or []
+            deleted_ids.update(deletions)
             # One read per page: the stored hashes of what it writes and whether what it deletes exists.
             ids = {*(d["_id"] for d in documents), *deletions}
             stored = await self.entities.hashes([UUID(i) for i in ids]) if ids else {}
@@ -280,7 +285,7 @@ class Runs:
         if doc["mode"] == "full":
             await self.findings.keep_only_run(tenant_id, source_id, run_id)
         else:
-            carried = seen | {d for page in pages for d in page.get("deletions") or []}
+            carried = seen | deleted_ids
             await self.findings.keep_only_run(tenant_id, source_id, run_id, only_entities=carried)
         await self.runs.forget_page_contents(run_id)
         outcome = RunOutcome(
@@ -299,9 +304,10 @@ class Runs:
         return outcome
 
     async def _restores(self, pages: list[Document]) -> list[list[Document]]:
-        """Per page, the stored entities to write back when it is applied: records it carried
-        unchanged (so not staged) that an earlier page of the run changed or deleted. Read once,
-        before any page is applied, when the store still holds what those pages saw at ingest."""
+        """Per page (its outline: staged records by id only), the stored entities to write back when it
+        is applied: records it carried unchanged (so not staged) that an earlier page of the run changed
+        or deleted. Read once, before any page is applied, when the store still holds what those pages
+        saw at ingest."""
         wanted: list[set[str]] = []
         earlier: set[str] = set()
         for page in pages:

@@ -35,6 +35,9 @@ INDEXES = [
     IndexSpec(RUN_PAGES, [("run_id", 1), ("received", 1), ("page", 1)], name="by_run_page"),
     IndexSpec(RUN_PAGES, [("created_at", 1)], name="created_at_ttl", expire_after_seconds=RUN_PAGES_RETENTION_SECONDS),
 ]
+#: What finalising reads of every page of a run before applying any: all but the staged records, of which
+#: only the ids (an unchanged record an earlier page changed is written back, ``Runs._restores``).
+PAGE_OUTLINE = {"page": 1, "counts": 1, "seen": 1, "deletions": 1, "withheld": 1, "documents._id": 1}
 #: ``vendor_views.by_vendor`` (``tenant_id, vendor_id``): a vendor's whole view is served by the first two
 #: fields of ``by_source_entity`` or ``by_school_unit`` since 2026-12-07, one index less to write per view.
 RETIRED_INDEXES = [RetiredIndex(VENDOR_VIEWS, "by_vendor")]
@@ -366,9 +369,16 @@ class RunStore:
             {"_id": str(run_id)}, {"$set": {"status": "finalised", "outcome": outcome, "finalised_at": now()}}
         )
 
-    async def page_documents(self, run_id: UUID) -> list[Document]:
-        """The pages received (not the placeholders of pages that never came)."""
-        return await self.pages.find({"run_id": str(run_id), "received": {"$ne": False}}).to_list(None)
+    async def page_outlines(self, run_id: UUID) -> list[Document]:
+        """The pages received (not the placeholders of pages that never came), each without its staged
+        records (:data:`PAGE_OUTLINE`: their ids only): a run's records are read one page at a time
+        (:meth:`staged_documents`), so finalising a full run holds one page, not the organiser."""
+        return await self.pages.find({"run_id": str(run_id), "received": {"$ne": False}}, PAGE_OUTLINE).to_list(None)
+
+    async def staged_documents(self, page_id: str) -> list[Document]:
+        """The records one received page staged (its ``_id`` from :meth:`page_outlines`)."""
+        page = await self.pages.find_one({"_id": page_id}, {"documents": 1})
+        return list((page or {}).get("documents") or [])
 
     async def get(self, run_id: UUID, *, session: Session | None = None) -> Document | None:
         return await self.runs.find_one({"_id": str(run_id)}, session=session)
