@@ -174,21 +174,23 @@ def start_mongo_wire_server(
     ``ttl_sweep_seconds``: how often the server expires TTL-indexed documents (its default, like mongod's,
     is 60 s; 0 never). Its sweep decodes every document of every TTL-indexed collection under the server's
     one lock (about 2 s per 80,000 documents here), which mongod's index-driven TTL monitor does not: the
-    benchmark can move it out of the way of a latency measurement (docs/benchmarks.md)."""
+    benchmark can move it out of the way of a latency measurement (docs/benchmarks.md). ``secantusd-py``
+    reads the setting from its configuration file but never applies it, so with it the server is started
+    by :mod:`skolsynk_testkit.mongo_server`, which does."""
     port = port or free_port()
     executable = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(executable).exists():
         raise DevStackError("secantusd-py not found: install the dev dependencies (make install)")
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"secantusd-{port}.log"  # noqa: S108
-    config: list[str] = []
+    command = [executable]
+    extra: list[str] = []
     if ttl_sweep_seconds is not None:
-        toml = log_path.with_suffix(".toml")
-        toml.write_text(f"[storage]\nttl_sweep_seconds = {float(ttl_sweep_seconds)}\n", encoding="utf-8")
-        config = ["--config", str(toml)]
+        command = [sys.executable, "-m", "skolsynk_testkit.mongo_server"]
+        extra = ["--ttl-sweep-seconds", str(float(ttl_sweep_seconds))]
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [
-                executable,
+                *command,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -197,7 +199,7 @@ def start_mongo_wire_server(
                 str(storage_path) if storage_path is not None else ":memory:",
                 "--log-level",
                 "WARNING",
-                *config,
+                *extra,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
