@@ -840,13 +840,15 @@ async def test_organisers_with_their_own_client_certificates_land_in_their_own_t
         await wait_for_no_drift(worker.drift)
 
         # Rotation: kommun-a's new certificate (the vendor registers its pin), then the old pin withdrawn.
+        # The session in use before the PUT: the dispatcher's poll may take the new one up before the
+        # PUT's answer is read.
         vendor.client_pins[pins["a2"]] = "vendor-a"
+        first = scim._tenant_sessions[TENANT][1]
         status, listed = await stack.call(
             "PUT", f"{path}/{TENANT}", {"client_certificate_pem": pem["a2"][0], "client_key_pem": pem["a2"][1]}
         )
         assert status == 200
         assert {c["tenant_id"]: c["certificate_pin"] for c in listed}[TENANT] == pins["a2"]
-        first = scim._tenant_sessions[TENANT][1]
         await wait_for(lambda: scim._tenant_sessions[TENANT][1] is not first, what="the rotated certificate in use")
         del vendor.client_pins[pins["a"]]
         report = await worker.drift.check()
