@@ -817,7 +817,8 @@ class StagedRecordsRead(monitoring.CommandListener):
         self._run_pages: set[int] = set()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("find", "getMore") and event.command.get(event.command_name) in ("run_pages", None):
+        collection = event.command.get("find") if event.command_name == "find" else event.command.get("collection")
+        if event.command_name in ("find", "getMore") and collection == "run_pages":
             self._run_pages.add(event.request_id)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
