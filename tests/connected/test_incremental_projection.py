@@ -331,6 +331,52 @@ async def test_documents_read_for_one_change_do_not_depend_on_the_organiser(orga
     assert not any(r.upserts or r.deletes for r in again.vendors.values())
 
 
+async def test_a_whole_projections_chunks_read_each_entity_once(organiser: Organiser, monkeypatch: pytest.MonkeyPatch):
+    """The chunks of a whole projection (the organisation level, then each kind school unit by school unit
+    and then the rest) read each entity once: a query per school unit and one for the rest of the kind read
+    every person, duty, group and activity twice, and a person at two units three times."""
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 40)
+    monkeypatch.setattr(projection, "MEMBERS_CHUNK_SIZE", 10)
+    kinds = sorted(k.value for k in (*projection.WHOLE_KINDS, *projection.UNIT_KINDS))
+    entities = await organiser.store.collection.count_documents({"tenant_id": TENANT, "kind": {"$in": kinds}})
+    before = organiser.reads.documents
+    chunks = [chunk async for chunk in organiser.projector._chunks(TENANT)]
+    assert organiser.reads.documents - before == entities
+    assert sum(len(c) for c in chunks) == len({e for c in chunks for e in c}) == entities
+    assert max(len(c) for c in chunks) == 40
+
+
+async def test_a_whole_projection_counts_what_each_vendor_holds_per_unit_before_it_changes_anything(
+    organiser: Organiser, monkeypatch: pytest.MonkeyPatch
+):
+    """The mass-deletion guard of a whole projection measures removals against what the vendor held in the
+    unit before the projection: the views its chunks read, and those of entities no chunk has (here a
+    student whose entity is gone without a tombstone), counted as they are read instead of in a pass over
+    every view of its own."""
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 40)
+    views = organiser.projector.views
+    held: dict[str, int] = {}
+    async for view in views.find({"tenant_id": TENANT, "vendor_id": "everything", "present": True}):
+        for unit in view.get("school_unit_ids") or ():
+            held[unit] = held.get(unit, 0) + 1
+    student = next(p for p in organiser.of_kind(EntityKind.PERSON) if p.data.get("enrolments"))
+    gone = str(entity_id(TENANT, SOURCE, EntityKind.PERSON, student.key))
+    assert await organiser.store.collection.delete_one({"_id": gone})
+    subscriptions = SubscriptionStore(organiser.projector.db)
+    everything = await subscriptions.get(TENANT, "everything")
+    assert everything is not None
+    await subscriptions.save(everything.model_copy(update={"roles": frozenset({Role.TEACHER})}))
+
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="subscription", whole=True)
+    assert report.vendors["everything"].held
+    holds = await organiser.projector.holds.find({"tenant_id": TENANT, "vendor_id": "everything"}).to_list(None)
+    assert holds
+    assert {h["school_unit_id"]: h["population"] for h in holds} == {
+        h["school_unit_id"]: held[h["school_unit_id"]] for h in holds
+    }
+    assert any(gone in h["entity_ids"] for h in holds)
+
+
 async def test_a_school_unit_change_projects_the_whole_organiser(organiser: Organiser):
     unit = organiser.of_kind(EntityKind.SCHOOL_UNIT)[0]
     await organiser.write([organiser.edited(EntityKind.SCHOOL_UNIT, unit.key, display_name="Nytt namn")])

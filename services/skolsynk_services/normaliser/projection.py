@@ -186,7 +186,10 @@ class Projector:
         suppressed = await self.erasure_requests.suppressed(tenant_id)
         #: Per source: persons without a securityMarking, persons (each person is an output of one chunk).
         marking_counts: dict[str, tuple[int, int]] = {}
-        populations = {s.vendor_id: await self._populations(tenant_id, s.vendor_id) for s, _ in subscriptions}
+        #: What each vendor holds per school unit before any change (the mass-deletion guard's measure),
+        #: counted from the views each chunk reads and, at the end, those of entities no chunk had: a pass
+        #: over every vendor's whole view of its own would read each view once more.
+        populations: dict[str, dict[str, int]] = {s.vendor_id: defaultdict(int) for s, _ in subscriptions}
         removals: dict[str, dict[str, tuple[Document, DeletionReason]]] = {s.vendor_id: {} for s, _ in subscriptions}
         resent: dict[str, set[str]] = {v: set() for v in resend_vendor_ids}
         processed: set[str] = set()
@@ -200,6 +203,7 @@ class Projector:
             report.findings += await self._keep_findings(tenant_id, state, findings, outputs)
             for plan in plans:
                 vendor_id = plan.subscription.vendor_id
+                _count_population(populations[vendor_id], plan.view.values())
                 desired = plan.desired
                 if vendor_id in resent:  # a resend sends each entity once, whichever chunk has it
                     desired = {i: r for i, r in desired.items() if str(i) not in resent[vendor_id]}
@@ -221,6 +225,8 @@ class Projector:
             gone = _RemovalReasons(subscription, suppressed_for_vendor(suppressed, vendor_id), set())
             # Views of entities that no longer exist (deleted without a tombstone, or long ago).
             async for doc in self._vendor_views(tenant_id, vendor_id):
+                if doc.get("source_entity_id") not in processed:  # no chunk read it (nor counted it)
+                    _count_population(populations[vendor_id], (doc,))
                 if doc.get("present") and doc.get("source_entity_id", doc["entity_id"]) not in processed:
                     removals[vendor_id].setdefault(doc["_id"], (doc, gone(doc)))
             vendor_report = report.vendors.setdefault(vendor_id, VendorReport())
@@ -245,7 +251,8 @@ class Projector:
         :data:`MEMBERS_CHUNK_SIZE`), references first (as the vendors need them): the organisation
         level (school units, school-unit groups, organisations), then the persons, duties, groups and
         activities, each kind school unit by school unit and then the rest of it (staff, persons at no
-        known unit); each entity once."""
+        known unit); each entity once, and read once. What is held meanwhile is the ids of one kind (and
+        the chunk being filled), not their documents."""
         yielded: set[str] = set()
         chunk: dict[str, EntityKind] = {}
 
@@ -276,41 +283,33 @@ class Projector:
                 if (full := take(doc["_id"], EntityKind(doc["kind"]))) is not None:
                     yield full
         for kind in UNIT_KINDS:
-            for unit_id in sorted(units):
+            # The kind is read once (its ids and references only), each entity placed at the first of the
+            # school units it refers to; the rest of the kind (staff, whose units come through their
+            # duties; persons at no known unit) after every unit, before the next kind. A query per school
+            # unit and one for the rest read every entity of the kind twice, and a person at several
+            # units more often.
+            unit_of = {stored(kind, token(EntityKind.SCHOOL_UNIT, u)): u for u in units}
+            by_unit: dict[str, list[str]] = defaultdict(list)
+            rest: list[str] = []
+            for source_id in sources:
                 cursor = self.entities.collection.find(
-                    {"tenant_id": tenant_id, "refs": stored(kind, token(EntityKind.SCHOOL_UNIT, unit_id))},
-                    {"kind": 1},
+                    {"tenant_id": tenant_id, "source_id": source_id, "kind": kind.value}, {"refs": 1}
                 )
                 async for doc in cursor:
-                    if (full := take(doc["_id"], kind)) is not None:
-                        yield full
-            # Then the rest of the kind (staff, whose units come through their duties; persons at no
-            # known unit), before the next kind.
-            for source_id in sources:
-                rest = self.entities.collection.find(
-                    {"tenant_id": tenant_id, "source_id": source_id, "kind": kind.value}, {"kind": 1}
-                )
-                async for doc in rest:
-                    if (full := take(doc["_id"], kind)) is not None:
-                        yield full
+                    at = [unit_of[r] for r in doc.get("refs") or () if r in unit_of]
+                    (by_unit[min(at)] if at else rest).append(doc["_id"])
+            for entity in [*(e for u in sorted(by_unit) for e in by_unit[u]), *rest]:
+                if (full := take(entity, kind)) is not None:
+                    yield full
         if chunk:
             yield chunk
 
-    def _vendor_views(self, tenant_id: str, vendor_id: str, projection: dict[str, int] | None = None) -> Any:
+    def _vendor_views(self, tenant_id: str, vendor_id: str) -> Any:
         """A vendor's whole view. Bare equality on the first two fields of ``by_source_entity`` and
         ``by_school_unit`` (no index of its own: one less to write per view), ``present`` checked by the
         caller: the Mongo wire server serves that as an index range, where a hint (or the extra predicate)
         made it fetch every vendor view of the collection, of every tenant and vendor, for each vendor."""
-        return self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id}, projection)
-
-    async def _populations(self, tenant_id: str, vendor_id: str) -> dict[str, int]:
-        """What the vendor holds per school unit (for the mass-deletion guard), before any change."""
-        populations: dict[str, int] = defaultdict(int)
-        async for doc in self._vendor_views(tenant_id, vendor_id, {"present": 1, "school_unit_ids": 1}):
-            if doc.get("present"):
-                for unit in doc.get("school_unit_ids") or ():
-                    populations[unit] += 1
-        return dict(populations)
+        return self.views.find({"tenant_id": tenant_id, "vendor_id": vendor_id})
 
     async def _forget_findings_of_others(self, tenant_id: str, processed: set[str]) -> None:
         """Reconcile findings of entities a whole projection did not see (they no longer exist)."""
@@ -900,6 +899,14 @@ class _RemovalReasons:
         if view["kind"] == EntityKind.PERSON.value and source_id not in self.persons_in_source:
             return DeletionReason.LEFT_SOURCE
         return DeletionReason.LEFT_SELECTION
+
+
+def _count_population(population: dict[str, int], views: Iterable[Document]) -> None:
+    """Count the views a vendor holds (``present``) in each of their school units."""
+    for view in views:
+        if view.get("present"):
+            for unit in view.get("school_unit_ids") or ():
+                population[unit] += 1
 
 
 def _count_markings(state: TenantState, outputs: dict[str, EntityKind], counts: dict[str, tuple[int, int]]) -> None:
