@@ -49,7 +49,8 @@ log = get_logger(__name__)
 @dataclass(frozen=True)
 class Template:
     """A notification's subject and body, Swedish then English (``str.format`` fields: ``tenant``,
-    ``vendor``, ``since``, ``count``, ``deletions`` (the count in Swedish words) and the kind's own)."""
+    ``vendor``, ``since``, ``count``, ``deletions`` and ``deletions_en`` (the count with its noun, in Swedish and in
+    English: "1 deletion", "2 deletions") and the kind's own)."""
 
     subject: str
     sv: str
@@ -82,7 +83,7 @@ ENGLISH: dict[tuple[str, bool], str] = {
     ),
     ("source_failing", True): "Reading the source {vendor} of {tenant} works again (it failed from {since}).\n",
     ("deletions_overdue", False): (
-        "{count} deletions of {tenant} at {vendor} were not confirmed in time (since {since}). skolsynk keeps "
+        "{deletions_en} of {tenant} at {vendor} were not confirmed in time (since {since}). skolsynk keeps "
         "retrying; the GDPR page has the evidence for the vendor.\n"
     ),
     (
@@ -90,7 +91,7 @@ ENGLISH: dict[tuple[str, bool], str] = {
         True,
     ): "Every overdue deletion of {tenant} at {vendor} has now been confirmed by the vendor.\n",
     ("holds_waiting", False): (
-        "skolsynk holds {count} deletions of {tenant} at {vendor} since {since} (more persons than usual would "
+        "skolsynk holds {deletions_en} of {tenant} at {vendor} since {since} (more persons than usual would "
         "be removed at once). Nothing is deleted until someone decides in skolsynk.\n"
     ),
     ("holds_waiting", True): "The held deletions of {tenant} at {vendor} (since {since}) have been decided.\n",
@@ -243,44 +244,6 @@ class Notifier:
                 )
                 await self.log.recovery_sent(episode["_id"], at=self.clock(), recipients=recipients, error=error)
 
-    def _message(
-        self, kind: str, tenant: str, vendor: str, since: datetime, details: dict[str, Any], recovered: bool
-    ) -> tuple[str, str]:
-        """The subject and the body (Swedish, then English) of a notification, from :data:`MESSAGES`."""
-        values: dict[str, Any] = {"tenant": tenant, "vendor": vendor, "since": _when(since), "count": 0}
-        if kind == DELIVERY_FAILING:
-            error = error_text(details.get("last_error"))
-            values |= {
-                "error_sv": error.sv if error else text("notifications.unknown_error"),
-                "error_en": error.en if error else "unknown",
-            }
-            desk = str(details.get("support") or "")
-            values |= {
-                "support_sv": " " + text("notifications.support", desk=desk) if desk else "",
-                "support_en": f" The vendor's support: {desk}." if desk else "",
-            }
-        elif kind == SOURCE_FAILING:
-            codes = [str(c) for c in details.get("errors") or []]
-            source_kind = str(details.get("source_kind") or "")
-            swedish = [h for h in (source_error_hint(source_kind, c) for c in codes) if h is not None]
-            english = [h for h in (hint_for(source_kind, c) for c in codes) if h is not None]
-            values |= {
-                "codes": ", ".join(codes) or "-",
-                "fixes_sv": "".join(f"- {h.title}: {h.fix}\n" for h in swedish),
-                "fixes_en": "".join(f"- {h.title}: {h.fix}\n" for h in english),
-            }
-        elif kind == DELETIONS_OVERDUE:
-            values["count"] = int(details.get("overdue") or 0)
-        elif kind == HOLDS_WAITING:
-            values["count"] = int(details.get("removals") or 0)
-        elif kind == GATE_OPEN:
-            values["review"] = text(
-                "notifications.reviewed" if details.get("reviewed") else "notifications.review_first"
-            )
-        values["deletions"] = plural("notifications_deletions", values["count"])
-        template = MESSAGES[(kind, recovered)]
-        return template.subject.format(**values), (template.sv + "\n---\n" + template.en).format(**values)
-
     async def _mail(
         self, kind: str, tenant_id: str, vendor_id: str, since: datetime, details: dict[str, Any], *, recovered: bool
     ) -> tuple[int, str | None]:
@@ -300,7 +263,7 @@ class Notifier:
             support = vendor.support if vendor is not None else None
             if support is not None:  # where the organiser turns (the vendor's desk, from its catalogue entry)
                 details = {**details, "support": ", ".join(v for v in (support.email, support.phone, support.url) if v)}
-        subject, body = self._message(
+        subject, body = notification_message(
             kind,
             str(tenant.get("display_name") or tenant_id),
             name,
@@ -368,3 +331,41 @@ class Notifier:
                 await self.check()
             except Exception:  # the store is away for a moment: the next check tries again
                 log.warning("notification_check_failed", exc_info=True)
+
+
+def notification_message(
+    kind: str, tenant: str, vendor: str, since: datetime, details: dict[str, Any], recovered: bool
+) -> tuple[str, str]:
+    """The subject and the body (Swedish, then English) of a notification, from :data:`MESSAGES`."""
+    values: dict[str, Any] = {"tenant": tenant, "vendor": vendor, "since": _when(since), "count": 0}
+    if kind == DELIVERY_FAILING:
+        error = error_text(details.get("last_error"))
+        values |= {
+            "error_sv": error.sv if error else text("notifications.unknown_error"),
+            "error_en": error.en if error else "unknown",
+        }
+        desk = str(details.get("support") or "")
+        values |= {
+            "support_sv": " " + text("notifications.support", desk=desk) if desk else "",
+            "support_en": f" The vendor's support: {desk}." if desk else "",
+        }
+    elif kind == SOURCE_FAILING:
+        codes = [str(c) for c in details.get("errors") or []]
+        source_kind = str(details.get("source_kind") or "")
+        swedish = [h for h in (source_error_hint(source_kind, c) for c in codes) if h is not None]
+        english = [h for h in (hint_for(source_kind, c) for c in codes) if h is not None]
+        values |= {
+            "codes": ", ".join(codes) or "-",
+            "fixes_sv": "".join(f"- {h.title}: {h.fix}\n" for h in swedish),
+            "fixes_en": "".join(f"- {h.title}: {h.fix}\n" for h in english),
+        }
+    elif kind == DELETIONS_OVERDUE:
+        values["count"] = int(details.get("overdue") or 0)
+    elif kind == HOLDS_WAITING:
+        values["count"] = int(details.get("removals") or 0)
+    elif kind == GATE_OPEN:
+        values["review"] = text("notifications.reviewed" if details.get("reviewed") else "notifications.review_first")
+    values["deletions"] = plural("notifications_deletions", values["count"])
+    values["deletions_en"] = f"{values['count']} deletion{'' if values['count'] == 1 else 's'}"
+    template = MESSAGES[(kind, recovered)]
+    return template.subject.format(**values), (template.sv + "\n---\n" + template.en).format(**values)
