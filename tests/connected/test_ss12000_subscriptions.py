@@ -216,6 +216,50 @@ async def test_a_new_url_replaces_it_and_a_removed_source_deletes_it(make_harnes
     assert await stored_subscription(h) is None
 
 
+async def test_the_subscription_follows_whether_the_organiser_wants_placements(make_harness: HarnessFactory) -> None:
+    """Placements are read only while a subscription of the organiser asks for them; the source's subscription
+    names ``Placement`` exactly then (replaced, the new one first), so a changed placement is notified when it
+    is read, and children's data is not asked about when it is not."""
+    h = await make_harness(ss12000_subscription_check_seconds=0.2)
+    wanted = False
+
+    async def placements_wanted(tenant_id: str) -> bool:
+        return wanted
+
+    h.connector.placements_wanted = placements_wanted
+    await wait_for(lambda: len(h.fake.subscriptions.live()) == 1, what="a subscription")
+    [first] = h.fake.subscriptions.live()
+    assert first.resource_types == list(RESOURCE_TYPES)
+    h.fake.put("placements", {"id": "0c6a8e1f-2b3d-4c5e-8f70-9a1b2c3d4e5f", "child": {"id": STUDENT_ID}})
+    h.fake.put("persons", student())  # a change the subscription names, so a notice goes out
+    await wait_for(lambda: any(n.status == 200 for n in h.fake.subscriptions.notices), what="a notice")
+    assert all("Placement" not in n.modified for n in h.fake.subscriptions.notices)
+
+    wanted = True  # a vendor subscription of the organiser now asks for placements
+    with_placements = [*RESOURCE_TYPES, "Placement"]
+    await wait_for(
+        lambda: [s.resource_types for s in h.fake.subscriptions.live()] == [with_placements], what="the replacement"
+    )
+    [second] = h.fake.subscriptions.live()
+    assert first.id not in h.fake.subscriptions.subscriptions
+    assert second.target == first.target
+    await wait_for(lambda: _stored_id(h, second.id), what="the replacement stored")
+    assert (await stored_subscription(h) or {})["resource_types"] == with_placements
+    h.fake.put("placements", {"id": "0c6a8e1f-2b3d-4c5e-8f70-9a1b2c3d4e5f", "child": {"id": STUDENT_ID}})
+    await wait_for(
+        lambda: any("Placement" in n.modified and n.status == 200 for n in h.fake.subscriptions.notices),
+        what="a placement's notice",
+    )
+
+    wanted = False  # no longer: back to what the puller reads without placements
+    await wait_for(
+        lambda: [s.resource_types for s in h.fake.subscriptions.live()] == [list(RESOURCE_TYPES)],
+        what="placements left",
+    )
+    assert second.id not in h.fake.subscriptions.subscriptions
+    assert calls(h.fake, "POST") == 3
+
+
 async def _stored_gone(h: Harness) -> bool:
     return await stored_subscription(h) is None
 

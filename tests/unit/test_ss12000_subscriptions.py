@@ -70,12 +70,14 @@ def test_renewal_well_before_expiry_or_halfway_through_a_short_lifetime() -> Non
 
 def test_a_subscription_answer_without_an_id_is_refused() -> None:
     answer = {"id": "2f7b0d5e-6c0a-4d1b-9a53-1d9c0b6e8f00", "expires": "2026-06-01T00:00:00Z"}
-    made = Subscription.from_answer(answer, target="https://hook", now=T0)
+    made = Subscription.from_answer(answer, target="https://hook", now=T0, asked=RESOURCE_TYPES)
     assert (made.id, made.expires_at, made.renewed_at) == (answer["id"], datetime(2026, 6, 1, tzinfo=UTC), T0)
-    assert Subscription.from_answer({"id": "x"}, target="t", now=T0).expires_at == T0 + timedelta(days=1)
+    assert Subscription.from_answer({"id": "x"}, target="t", now=T0, asked=RESOURCE_TYPES).expires_at == T0 + timedelta(
+        days=1
+    )
     for bad in ({}, {"id": ""}, {"id": 5}, ["id"], None):
         with pytest.raises(Exception, match="invalid_subscription"):
-            Subscription.from_answer(bad, target="t", now=T0)
+            Subscription.from_answer(bad, target="t", now=T0, asked=RESOURCE_TYPES)
 
 
 def test_not_offered_is_remembered_for_the_base_url_asked() -> None:

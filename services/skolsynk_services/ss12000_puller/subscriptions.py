@@ -35,6 +35,7 @@ webhook accepts in place of the secret. A new secret gives a new address, so the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from skolsynk.logging import get_logger
 from skolsynk.storage import Database
 from skolsynk.storage.connector_state import SS12000_SYNC_STATE
 from skolsynk_services.ss12000_puller.client import NOT_OFFERED, Ss12000Client, Ss12000ReadError
-from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES
+from skolsynk_services.ss12000_puller.mapping import DELETED_TYPES, deleted_types
 from skolsynk_services.ss12000_puller.metrics import Ss12000Metrics
 from skolsynk_services.ss12000_puller.webhook import notice_address
 
@@ -58,7 +59,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-#: The types subscribed to: what the puller reads (EndPointsEnum values).
+#: The types subscribed to: what the puller reads (EndPointsEnum values), and ``Placement`` while a subscription
+#: of the organiser asks for placements (:func:`~skolsynk_services.ss12000_puller.mapping.deleted_types`). A
+#: subscription stored without its types was made with these.
 RESOURCE_TYPES: tuple[str, ...] = DELETED_TYPES
 #: The spec's own ``POST /subscriptions`` example misspells this one.
 MISSPELT: Mapping[str, str] = {"Organsation": "Organisation"}
@@ -102,6 +105,8 @@ class Subscription:
     target: str
     expires_at: datetime
     renewed_at: datetime
+    #: What the source notifies about (``resourceTypes``).
+    resource_types: tuple[str, ...] = RESOURCE_TYPES
 
     def renew_at(self, renew_before: timedelta) -> datetime:
         """When to renew: ``renew_before`` ahead of expiry, or halfway through a shorter lifetime."""
@@ -109,7 +114,16 @@ class Subscription:
         return self.expires_at - min(renew_before, lifetime / 2)
 
     def document(self) -> dict[str, Any]:
-        return {"id": self.id, "target": self.target, "expires_at": self.expires_at, "renewed_at": self.renewed_at}
+        return {
+            "id": self.id,
+            "target": self.target,
+            "expires_at": self.expires_at,
+            "renewed_at": self.renewed_at,
+            "resource_types": list(self.resource_types),
+        }
+
+    def notifies_of(self, types: tuple[str, ...]) -> bool:
+        return set(self.resource_types) == set(types)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Subscription | None:
@@ -122,17 +136,28 @@ class Subscription:
                 target=str(doc["target"]),
                 expires_at=aware(doc["expires_at"]),
                 renewed_at=aware(doc["renewed_at"]),
+                resource_types=tuple(str(t) for t in doc.get("resource_types") or RESOURCE_TYPES),
             )
         except (KeyError, TypeError, AttributeError):
             return None
 
     @classmethod
-    def from_answer(cls, answer: Any, *, target: str, now: datetime, fallback: datetime | None = None) -> Subscription:
-        """The source's answer (a ``Subscription``); :class:`Ss12000ReadError` when it has no id."""
+    def from_answer(
+        cls,
+        answer: Any,
+        *,
+        target: str,
+        now: datetime,
+        asked: tuple[str, ...],
+        fallback: datetime | None = None,
+    ) -> Subscription:
+        """The source's answer (a ``Subscription``; its ``resourceTypes``, or ``asked`` when it does not say);
+        :class:`Ss12000ReadError` when it has no id."""
         if not isinstance(answer, Mapping) or not isinstance(answer.get("id"), str) or not answer["id"]:
             raise Ss12000ReadError("invalid_subscription")
         expires = parse_expiry(answer.get("expires")) or fallback or now + DEFAULT_LIFETIME
-        return cls(id=answer["id"], target=target, expires_at=expires, renewed_at=now)
+        types = tuple(resource_types(answer.get("resourceTypes"))) or asked
+        return cls(id=answer["id"], target=target, expires_at=expires, renewed_at=now, resource_types=types)
 
 
 class SubscriptionStore:
@@ -298,19 +323,35 @@ class SubscriptionKeeper:
         again = not_offered_recently(state, "subscriptions", source, now, self.recheck)
         if again is not None:
             return max(MIN_WAIT_SECONDS, (again - now).total_seconds())
-        if stored is not None and stored.target != target:
-            replacement = await self._create(source, client, target)  # first the new one: no change falls between
+        wanted = await self._wanted_types(source)
+        if stored is not None and (stored.target != target or not stored.notifies_of(wanted)):
+            # First the new one: no change falls between.
+            replacement = await self._create(source, client, target, wanted)
             if replacement is not None:
                 await self._delete(source, client, stored, keep_stored=True)
+                log.info(
+                    "ss12000_subscription_replaced",
+                    tenant_id=source.tenant_id,
+                    source_id=source.source_id,
+                    subscription_id=replacement.id,
+                    replaced=stored.id,
+                    reason="target" if stored.target != target else "resource_types",
+                )
             stored = replacement
         elif stored is None:
-            stored = await self._create(source, client, target)
+            stored = await self._create(source, client, target, wanted)
         else:
             stored = await self._renew_or_check(source, client, stored)
         if stored is None:  # not offered
             return self.recheck.total_seconds()
         until_renewal = (stored.renew_at(self.renew_before) - self._now()).total_seconds()
         return max(MIN_WAIT_SECONDS, min(self.check_seconds, until_renewal))
+
+    async def _wanted_types(self, source: SourceConfig) -> tuple[str, ...]:
+        """What the subscription should notify of: what the puller reads, placements only while a subscription
+        of the organiser asks for them (asked at every pass, as every run asks)."""
+        wanted = self.connector.placements_wanted
+        return deleted_types(placements=wanted is not None and await wanted(source.tenant_id))
 
     # ------------------------------------------------------------------------------------------
     # calls
@@ -319,17 +360,23 @@ class SubscriptionKeeper:
         self.metrics.subscription_operations.labels(operation, outcome).inc()
 
     async def _create(
-        self, source: SourceConfig, client: Ss12000Client, target: str, *, adopt: bool = True
+        self,
+        source: SourceConfig,
+        client: Ss12000Client,
+        target: str,
+        types: tuple[str, ...],
+        *,
+        adopt: bool = True,
     ) -> Subscription | None:
-        """A subscription to ``target``: one the source already has for it (adopted, unless ``adopt`` is False),
-        or a new one; None when the source does not offer subscriptions (remembered)."""
-        adopted = await self._adopt(source, client, target) if adopt else None
+        """A subscription to ``target`` of ``types``: one the source already has for both (adopted, unless
+        ``adopt`` is False), or a new one; None when the source does not offer subscriptions (remembered)."""
+        adopted = await self._adopt(source, client, target, types) if adopt else None
         if adopted is not None:
             return adopted
         body = {
             "name": f"skolsynk {source.source_id}",
             "target": target,
-            "resourceTypes": [{"resource": name} for name in RESOURCE_TYPES],
+            "resourceTypes": [{"resource": name} for name in types],
         }
         now = self._now()
         try:
@@ -348,7 +395,7 @@ class SubscriptionKeeper:
                 return None
             self._count("create", "failed")
             raise
-        subscription = Subscription.from_answer(answer, target=target, now=now)
+        subscription = Subscription.from_answer(answer, target=target, now=now, asked=types)
         await self.store.save(source, subscription)
         self._count("create", "ok")
         log.info(
@@ -360,9 +407,12 @@ class SubscriptionKeeper:
         )
         return subscription
 
-    async def _adopt(self, source: SourceConfig, client: Ss12000Client, target: str) -> Subscription | None:
-        """The source's subscriptions to ``target`` (left by a pass that died before storing its answer): the
-        latest-expiring one is kept and stored, the others deleted. Nothing when the list cannot be read."""
+    async def _adopt(
+        self, source: SourceConfig, client: Ss12000Client, target: str, types: tuple[str, ...]
+    ) -> Subscription | None:
+        """The source's subscriptions to ``target`` of ``types`` (left by a pass that died before storing its
+        answer; one that lists no types is taken to have them): the latest-expiring one is kept and stored, the
+        others deleted. Nothing when the list cannot be read."""
         found: list[Subscription] = []
         now = self._now()
         try:
@@ -370,9 +420,11 @@ class SubscriptionKeeper:
                 for item in data if isinstance(data, list) else []:
                     if isinstance(item, Mapping) and item.get("target") == target:
                         try:
-                            found.append(Subscription.from_answer(item, target=target, now=now))
+                            candidate = Subscription.from_answer(item, target=target, now=now, asked=types)
                         except Ss12000ReadError:
                             continue
+                        if candidate.notifies_of(types):
+                            found.append(candidate)
         except Ss12000ReadError as error:
             log.info(
                 "ss12000_subscription_list_unread", tenant_id=source.tenant_id, source_id=source.source_id,
@@ -423,14 +475,16 @@ class SubscriptionKeeper:
                 expired=stored.expires_at <= now,
             )
             await self.store.forget(source, stored.id)
-            return await self._create(source, client, stored.target)
+            return await self._create(source, client, stored.target, stored.resource_types)
         if renewing:
             lifetime = max(stored.expires_at - stored.renewed_at, timedelta(seconds=MIN_WAIT_SECONDS))
-            renewed = Subscription.from_answer(answer, target=stored.target, now=now, fallback=now + lifetime)
-            renewed = Subscription(stored.id, stored.target, renewed.expires_at, now)
+            answered = Subscription.from_answer(
+                answer, target=stored.target, now=now, asked=stored.resource_types, fallback=now + lifetime
+            )
+            renewed = dataclasses.replace(stored, expires_at=answered.expires_at, renewed_at=now)
         else:  # the source's word on the expiry counts (it may have shortened it)
             expires = parse_expiry(answer.get("expires") if isinstance(answer, Mapping) else None)
-            renewed = stored if expires is None else Subscription(stored.id, stored.target, expires, stored.renewed_at)
+            renewed = stored if expires is None else dataclasses.replace(stored, expires_at=expires)
         if renewed != stored:
             await self.store.save(source, renewed)
         self._count(operation, "ok")
@@ -453,7 +507,7 @@ class SubscriptionKeeper:
         self._count(operation, "not_offered")
         if operation == "check":
             return stored
-        replacement = await self._create(source, client, stored.target, adopt=False)
+        replacement = await self._create(source, client, stored.target, stored.resource_types, adopt=False)
         if replacement is not None:
             await self._delete(source, client, stored, keep_stored=True)
             log.info(

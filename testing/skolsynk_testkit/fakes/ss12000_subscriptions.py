@@ -66,7 +66,9 @@ COLLECTION_TYPES: Final[dict[str, str]] = {
     "persons": "Person",
     "duties": "Duty",
     "groups": "Group",
+    "syllabuses": "Syllabus",
     "activities": "Activity",
+    "placements": "Placement",
 }
 
 
