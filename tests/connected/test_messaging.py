@@ -290,6 +290,7 @@ def batch_consumer(
     batch_size: int = 50,
     idempotent: bool = True,
     mongo: AsyncMongoClient | None = None,
+    gather_while_busy: bool = False,
 ) -> BatchConsumer:
     client = mongo or app.mongo
     broker = app.settings.broker
@@ -301,6 +302,7 @@ def batch_consumer(
         handler=handler,
         metrics=app.metrics,
         batch_size=batch_size,
+        gather_while_busy=gather_while_busy,
         max_attempts=broker.max_attempts,
         handler_timeout_seconds=broker.handler_timeout_seconds,
         mongo=client if idempotent else None,
@@ -452,6 +454,42 @@ async def test_a_batch_failing_for_an_outage_is_retried_whole_and_never_dead_let
     assert consumed(app, queue, "retry") >= 2 * settings.broker.max_attempts - 1
     assert consumed(app, queue, "dead_letter") == 0
     assert await queue_depth(amqp_url, app.topology.queue(queue).dead_letter_queue) == 0
+
+
+async def test_while_a_batch_runs_the_next_one_gathers_past_its_linger(make_app):
+    """``gather_while_busy``: a message alone starts within the linger; what arrives while that batch runs,
+    however spread out, is one batch once it ends (without it: a batch per linger, [1, 3, 3] here)."""
+    app: ServiceApp = make_app()
+    queue = app.queue_name("connectors", "sync-requests")
+    release = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def slow_first(contexts: list[MessageContext]) -> None:
+        batches.append([source_of(c) for c in contexts])
+        if len(batches) == 1:
+            await release.wait()
+
+    async def publish(*sources: str) -> None:
+        for source in sources:
+            await app.publisher.publish(
+                request(source), exchange=app.topology.exchange("control"), routing_key="sync.requested"
+            )
+
+    await app.start()
+    consumer = batch_consumer(app, queue, slow_first, idempotent=False, gather_while_busy=True)
+    await consumer.start()
+    app.consumers.append(consumer)
+    await publish("alone")
+    await wait_for(lambda: batches == [["alone"]], what="the first message started alone")
+    await publish("b", "c", "d")
+    await wait_for(lambda: consumer.inflight == 4, what="three more received")
+    await wait_for(lambda: consumer._lingered, what="their linger over while the first batch runs")
+    await publish("e", "f", "g")
+    await wait_for(lambda: consumer.inflight == 7, what="three more received")
+    assert batches == [["alone"]]
+    release.set()
+    await wait_for(lambda: consumed(app, queue, "ack") == 7, what="every message acked")
+    assert batches == [["alone"], ["b", "c", "d", "e", "f", "g"]]
 
 
 async def test_stopping_requeues_a_batch_that_outlives_the_drain_budget(make_app, amqp_url):
