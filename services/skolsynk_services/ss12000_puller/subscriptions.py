@@ -325,19 +325,8 @@ class SubscriptionKeeper:
             return max(MIN_WAIT_SECONDS, (again - now).total_seconds())
         wanted = await self._wanted_types(source)
         if stored is not None and (stored.target != target or not stored.notifies_of(wanted)):
-            # First the new one: no change falls between.
-            replacement = await self._create(source, client, target, wanted)
-            if replacement is not None:
-                await self._delete(source, client, stored, keep_stored=True)
-                log.info(
-                    "ss12000_subscription_replaced",
-                    tenant_id=source.tenant_id,
-                    source_id=source.source_id,
-                    subscription_id=replacement.id,
-                    replaced=stored.id,
-                    reason="target" if stored.target != target else "resource_types",
-                )
-            stored = replacement
+            reason = "target" if stored.target != target else "resource_types"
+            stored = await self._replace(source, client, stored, target, wanted, reason=reason, adopt=True)
         elif stored is None:
             stored = await self._create(source, client, target, wanted)
         else:
@@ -507,7 +496,32 @@ class SubscriptionKeeper:
         self._count(operation, "not_offered")
         if operation == "check":
             return stored
-        replacement = await self._create(source, client, stored.target, stored.resource_types, adopt=False)
+        return await self._replace(
+            source,
+            client,
+            stored,
+            stored.target,
+            stored.resource_types,
+            reason="renew_not_offered",
+            adopt=False,
+            code=code,
+        )
+
+    async def _replace(
+        self,
+        source: SourceConfig,
+        client: Ss12000Client,
+        stored: Subscription,
+        target: str,
+        types: tuple[str, ...],
+        *,
+        reason: str,
+        adopt: bool,
+        code: str | None = None,
+    ) -> Subscription | None:
+        """A new subscription first, then the old one deleted, so no change falls between. ``adopt``: whether one
+        found in the source's list will do (not for a renewal by replacement: that would be the old one)."""
+        replacement = await self._create(source, client, target, types, adopt=adopt)
         if replacement is not None:
             await self._delete(source, client, stored, keep_stored=True)
             log.info(
@@ -516,7 +530,7 @@ class SubscriptionKeeper:
                 source_id=source.source_id,
                 subscription_id=replacement.id,
                 replaced=stored.id,
-                reason="renew_not_offered",
+                reason=reason,
                 code=code,
             )
         return replacement
