@@ -461,12 +461,12 @@ class BatchConsumer(Consumer):
     transaction and one inbox insert, per batch. Settles every delivery on its own (see the module's
     table). The channel's prefetch is two batches by default, so one fills while the other runs.
 
-    A batch starts when ``batch_size`` deliveries are there, or ``linger_seconds`` after the first; with
-    ``gather_while_busy`` a batch whose linger is over while another batch runs keeps gathering until that
-    one ends (or it is full). A queue that fills faster than it is consumed then makes full batches either
-    way; one that fills about as fast as it is consumed (a dispatcher behind the normaliser) makes batches of
-    what arrived during the last one, not of what arrived within the linger: fewer, larger batches (fewer
-    store round trips per message), and an isolated message still starts within the linger."""
+    A batch starts when ``batch_size`` deliveries are there, or ``linger_seconds`` after the first; one whose
+    linger is over while another batch runs keeps gathering until that one ends (or it is full). A queue
+    that fills faster than it is consumed makes full batches; one that fills about as fast as it is consumed
+    (a dispatcher behind the normaliser) makes batches of what arrived during the last one, not of what
+    arrived within the linger: fewer, larger batches (fewer store round trips per message), and an isolated
+    message still starts within the linger."""
 
     def __init__(
         self,
@@ -481,7 +481,6 @@ class BatchConsumer(Consumer):
         max_attempts: int,
         handler_timeout_seconds: float,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
-        gather_while_busy: bool = False,
         prefetch: int | None = None,
         mongo: MongoClient | None = None,
         inbox: Inbox | None = None,
@@ -506,10 +505,9 @@ class BatchConsumer(Consumer):
         self.batch_size = batch_size
         self._batch_handler = handler
         self._linger = linger_seconds
-        self._gather_while_busy = gather_while_busy
         self._buffer: list[AbstractIncomingMessage] = []
         self._linger_timer: asyncio.TimerHandle | None = None
-        #: The buffer's linger is over, and it waits for the batch that runs (``gather_while_busy``).
+        #: The buffer's linger is over, and it waits for the batch that runs.
         self._lingered = False
 
     @property
@@ -530,7 +528,7 @@ class BatchConsumer(Consumer):
 
     def _linger_over(self) -> None:
         self._linger_timer = None
-        if self._gather_while_busy and self._inflight:
+        if self._inflight:
             self._lingered = True  # started when the batch that runs ends (or the buffer is full)
             return
         self._flush()

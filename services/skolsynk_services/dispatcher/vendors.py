@@ -157,10 +157,6 @@ class VendorWorker:
             handler=self.deliverer.handle_batch,
             metrics=app.metrics,
             batch_size=batch_size,
-            # Behind the normaliser the queue fills about as fast as it is consumed: batches of what came
-            # while the last one ran, not of what came within the linger (at M about 28 changes a batch
-            # instead of up to 50, each batch two or more ledger round trips).
-            gather_while_busy=True,
             max_attempts=broker.max_attempts,
             handler_timeout_seconds=broker.handler_timeout_seconds,
         )
