@@ -39,6 +39,7 @@ from skolsynk.settings import ServiceSettings
 from skolsynk.storage.findings import ENTITY_INDEX
 from skolsynk.storage.findings import INDEXES as FINDING_INDEXES
 from skolsynk.storage.mongo import ensure_indexes
+from skolsynk.storage.projection_locks import PROJECTION_REMOVALS
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.normaliser import projection, state
 from skolsynk_services.normaliser.projection import ProjectionReport, Projector
@@ -420,6 +421,74 @@ async def test_a_whole_projection_in_chunks_sends_what_the_pure_projection_of_th
         }
         extra = set(held) - set(expected)
         assert all(i in holds or held[i][1] in withheld for i in extra), subscription.vendor_id
+
+
+async def test_a_whole_projection_in_slices_of_time_ends_as_one_in_one_go(
+    organiser: Organiser, monkeypatch: pytest.MonkeyPatch
+):
+    """A projection of the whole organiser that runs out of its time after every chunk and after every
+    vendor's removals, resumed each time from its checkpoint, sends what the pure projection selects, each
+    change once, and judges the removals of every slice together: the mass-deletion guard holds a unit's
+    removals against what the vendor held there before the first slice."""
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 40)
+    changes = change_set(organiser.records.values(), seed=5, moves=0.05, leavers=0.03, joiners=0.03, on=TODAY)
+    await organiser.write(changes.changed)
+    for deletion in changes.deleted:
+        await organiser.delete(deletion.kind, deletion.key)
+    views = organiser.projector.views
+    held: dict[str, int] = {}
+    async for view in views.find({"tenant_id": TENANT, "vendor_id": "everything", "present": True}):
+        for unit in view.get("school_unit_ids") or ():
+            held[unit] = held.get(unit, 0) + 1
+    subscriptions = SubscriptionStore(organiser.projector.db)
+    everything = await subscriptions.get(TENANT, "everything")
+    assert everything is not None
+    await subscriptions.save(everything.model_copy(update={"roles": frozenset({Role.TEACHER})}))
+    started = now()
+
+    slices = 1
+    report = await organiser.projector.project_tenant(TENANT, today=TODAY, reason="subscription", deadline=0.0)
+    while report.checkpoint is not None:
+        report = await organiser.projector.project_tenant(
+            TENANT, today=TODAY, reason="subscription", deadline=0.0, resume=report.checkpoint
+        )
+        slices += 1
+    vendors = await organiser.projector.subscriptions.for_tenant(TENANT)
+    assert slices > len(vendors) + 5
+
+    state, _ = reconcile(TENANT, await organiser.store.load_tenant(TENANT), TODAY)
+    withheld = {str(i) for i in state.withheld}
+    for subscription, profile in vendors:
+        expected = {str(i): r.hash for i, r in project(state, subscription, profile, TODAY).items()}
+        cursor = views.find({"tenant_id": TENANT, "vendor_id": subscription.vendor_id, "present": True})
+        kept = {d["entity_id"]: (d["hash"], d["source_entity_id"]) async for d in cursor}
+        assert {i: h for i, (h, _) in kept.items() if i in expected} == expected, subscription.vendor_id
+        holds = {
+            i
+            async for d in organiser.projector.holds.find({"vendor_id": subscription.vendor_id})
+            for i in d["entity_ids"]
+        }
+        assert all(i in holds or kept[i][1] in withheld for i in set(kept) - set(expected)), subscription.vendor_id
+    # Each change once, and the report adds up every slice's.
+    documents = await organiser.projector.outbox.collection.find({"created_at": {"$gte": started}}).to_list(None)
+    sent = [
+        (m["envelope"]["payload"]["vendor_id"], m["envelope"]["payload"]["entity_id"])
+        for d in documents
+        for m in Outbox.messages_of(d)
+        if m["exchange"] == "vendor"
+    ]
+    assert sent
+    assert len(sent) == len(set(sent))
+    assert sum(r.upserts + r.deletes for r in report.vendors.values()) == len(sent)
+    # The guard measured "everything"'s units as they were before the first slice.
+    guarded = await organiser.projector.holds.find({"tenant_id": TENANT, "vendor_id": "everything"}).to_list(None)
+    assert guarded
+    assert report.vendors["everything"].held
+    assert {h["school_unit_id"]: h["population"] for h in guarded} == {
+        h["school_unit_id"]: held[h["school_unit_id"]] for h in guarded
+    }
+    assert await organiser.projector.db[PROJECTION_REMOVALS].count_documents({}) == 0
+    assert not [d async for d in organiser.store.collection.find({"tenant_id": TENANT, "pending": True})]
 
 
 async def test_the_projections_queries_are_served_by_indexes(organiser: Organiser):

@@ -44,8 +44,10 @@ from skolsynk.storage.admin import OrganiserSettings
 from skolsynk.storage.findings import FindingFilter, FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HoldStore
+from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk_services.admin.stores import TenantStore
+from skolsynk_services.normaliser import projection
 from skolsynk_services.normaliser.app import NormaliserSettings, build
 from skolsynk_services.normaliser.runs import PageResult, Runs
 from tests.helpers import delete_topology, wait_for
@@ -510,6 +512,48 @@ async def test_filter_change_moves_exactly_the_affected_persons(harness: Harness
     assert {e.entity_id for e in binogi if e.operation == "delete"} == year8
     assert {e.entity_id for e in binogi if e.operation == "upsert"} == {eid(EntityKind.GROUP, "g2")}
     assert h.take("ilt") == []
+
+
+async def test_a_projection_of_the_whole_organiser_that_runs_out_of_time_continues_in_messages_of_its_own(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    """However large the organiser, no projection handler outlasts its budget (RabbitMQ's acknowledgement
+    timeout is behind it): a projection of the whole organiser stops when its slice of time is over, keeps
+    its checkpoint with the tenant's lock and continues in a message of its own, each slice picking up where
+    the last stopped. Here every chunk of two entities is a slice; the vendors get exactly what one
+    projection in one go sends (the filter change above)."""
+    h = harness
+    run = await h.send_run(list(base_snapshot().values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+    handlers = h.normaliser.extensions["handlers"]
+    continued: list[str] = []
+    publish = handlers.continue_projection
+
+    async def continue_projection(tenant_id: str) -> None:
+        continued.append(tenant_id)
+        await publish(tenant_id)
+
+    monkeypatch.setattr(projection, "CHUNK_SIZE", 2)  # the organisation level is one chunk all the same
+    monkeypatch.setattr(handlers, "continue_projection", continue_projection)
+    monkeypatch.setattr(handlers, "slice_seconds", 1e-6)
+
+    current = await h.subscriptions.get(TENANT, "binogi")
+    assert current is not None
+    await h.subscriptions.save(current.model_copy(update={"school_years": frozenset({7})}))
+    await h.request_projection("subscription")
+    await wait_for(lambda: len(h.received.get("binogi", [])) >= 4, what="the filter change")
+    await h.settled()
+    year8 = {eid(EntityKind.PERSON, k) for k in ("s4", "s5", "s6")}
+    binogi = h.take("binogi")
+    assert {e.entity_id for e in binogi if e.operation == "delete"} == year8
+    assert {e.entity_id for e in binogi if e.operation == "upsert"} == {eid(EntityKind.GROUP, "g2")}
+    assert len(binogi) == 4
+    assert h.take("ilt") == []
+    assert len(continued) > 5
+    assert await h.normaliser.db["projection_removals"].count_documents({}) == 0
+    progress = await ProjectionStatus(h.normaliser.db).get(TENANT)
+    assert not progress.running
 
 
 async def test_end_date_passing_without_source_change_removes_at_the_date_check(harness: Harness):

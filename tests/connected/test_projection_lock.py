@@ -3,10 +3,12 @@ lock holder, resends included, and never lost."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from skolsynk.settings import ServiceSettings
-from skolsynk_services.normaliser.state import ProjectionLock
+from skolsynk_services.normaliser.state import ProjectionLock, now
 
 pytestmark = pytest.mark.connected
 
@@ -67,3 +69,74 @@ async def test_a_request_that_finds_the_holder_letting_go_takes_the_lock(mongo, 
     assert released == [(False, frozenset(), False)]
     assert (await db["projection_locks"].find_one({"_id": "kommun-d"}) or {}).get("owner") == "replica-2"
     assert await late.release("kommun-d") == (False, frozenset(), False)
+
+
+async def test_an_expired_lease_taken_over_keeps_the_requests_left_with_the_crashed_holder(
+    mongo, settings: ServiceSettings
+):
+    """A holder that died before it let go took the requests left with it along; the replica that takes
+    the lock over projects them (its release says so), instead of starting clean."""
+    db = mongo[settings.store.mongodb_database]
+    crashed = ProjectionLock(db, owner="crashed", lease_seconds=0.0)
+    other, survivor = ProjectionLock(db, owner="other"), ProjectionLock(db, owner="survivor")
+    assert await crashed.acquire("kommun-e")
+    await db["projection_locks"].update_one({"_id": "kommun-e"}, {"$set": {"lease_until": now() + timedelta(hours=1)}})
+    assert not await other.acquire("kommun-e", resend=frozenset({"ne"}), whole=True)
+    await db["projection_locks"].update_one(
+        {"_id": "kommun-e"}, {"$set": {"lease_until": now() - timedelta(seconds=1)}}
+    )
+    assert await survivor.acquire("kommun-e")
+    assert await survivor.release("kommun-e") == (True, frozenset({"ne"}), True)
+    assert await survivor.release("kommun-e") == (False, frozenset(), False)
+
+
+async def test_a_projection_handed_over_unfinished_is_taken_with_its_checkpoint_by_the_next_request(
+    mongo, settings: ServiceSettings
+):
+    """A projection of the whole organiser that ran out of its slice of time keeps the tenant locked with its
+    checkpoint; the next request, from any replica, takes the lock at once (no lease to wait out) and gets
+    the checkpoint to resume; the holder's own request, not yet projected, is left as a busy request."""
+    db = mongo[settings.store.mongodb_database]
+    holder, other, third = (ProjectionLock(db, owner=o) for o in ("replica-1", "replica-2", "replica-3"))
+    checkpoint = {"reason": "subscription", "resend": ["ilt"], "causes": [], "projection": {"chunks": 3}}
+
+    assert await holder.acquire("kommun-f")
+    assert await holder.hand_over("kommun-f", checkpoint, resend=frozenset({"ne"}), whole=True, unserved=True)
+    # Handed over, the tenant is still locked: nobody starts a projection of their own beside it...
+    assert await db["projection_locks"].count_documents({"_id": "kommun-f"}) == 1
+    # ...but the next request takes it, with the checkpoint.
+    taken = await other.acquire("kommun-f")
+    assert taken is not None and taken.checkpoint == checkpoint
+    # While it resumes, the tenant is busy again; a continuation (nothing of its own) leaves no mark.
+    assert await third.acquire("kommun-f", mark=False) is None
+    assert await other.release("kommun-f") == (True, frozenset({"ne"}), True)  # the holder's own request
+    assert await other.release("kommun-f") == (False, frozenset(), False)
+    assert await db["projection_locks"].count_documents({}) == 0
+
+
+async def test_a_resumed_projection_that_fails_leaves_its_request_for_the_whole_organiser(
+    mongo, settings: ServiceSettings
+):
+    """A slice that fails does not leave a checkpoint it may have come from: the lock, free for anyone at
+    once, keeps the unfinished projection's request (with its resends) for a projection from the start."""
+    db = mongo[settings.store.mongodb_database]
+    holder, resumer, next_request = (ProjectionLock(db, owner=o) for o in ("replica-1", "replica-2", "replica-3"))
+    checkpoint = {"reason": "resend", "resend": ["ilt"], "causes": [], "projection": {"chunks": 3}}
+    assert await holder.acquire("kommun-g")
+    assert await holder.hand_over("kommun-g", checkpoint)
+    taken = await resumer.acquire("kommun-g")
+    assert taken is not None and taken.checkpoint == checkpoint
+    await resumer.give_up("kommun-g", checkpoint=taken.checkpoint)
+
+    retried = await next_request.acquire("kommun-g", mark=False)
+    assert retried is not None and retried.checkpoint is None
+    assert await next_request.release("kommun-g") == (True, frozenset({"ilt"}), True)
+    assert await next_request.release("kommun-g") == (False, frozenset(), False)
+
+
+async def test_a_failed_projection_without_a_checkpoint_lets_go(mongo, settings: ServiceSettings):
+    db = mongo[settings.store.mongodb_database]
+    holder = ProjectionLock(db, owner="replica-1")
+    assert await holder.acquire("kommun-h")
+    await holder.give_up("kommun-h", checkpoint=None)
+    assert await db["projection_locks"].count_documents({}) == 0

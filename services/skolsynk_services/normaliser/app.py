@@ -19,7 +19,7 @@ from skolsynk.storage import delivery_backlog, erasures, findings, history, hold
 from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk.storage.schedules import Schedules
 from skolsynk_services.normaliser import state
-from skolsynk_services.normaliser.handlers import NormaliserHandlers
+from skolsynk_services.normaliser.handlers import CONTINUATION, NormaliserHandlers
 from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
 from skolsynk_services.normaliser.projection import Projector
 from skolsynk_services.normaliser.runs import Runs
@@ -40,9 +40,22 @@ class NormaliserSettings(ServiceSettings):
         default=1200.0,
         gt=0,
         le=1700,
-        description="Budget of one projection of a whole organiser (longer than other handlers: a large "
-        "organiser takes minutes; under RabbitMQ's 30-minute acknowledgement timeout).",
+        description="Budget of one projection handler (longer than other handlers: a slice of a large "
+        "organiser's projection takes minutes; under RabbitMQ's 30-minute acknowledgement timeout).",
     )
+    projection_slice_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A projection of the whole organiser stops after this long (at the end of a chunk), keeps "
+        "where it stopped with the tenant's lock and continues in a message of its own, so no handler outlasts "
+        "its budget however large the organiser. At most half of projection_timeout_seconds is used: a chunk "
+        "or a vendor's removals may take a while past it.",
+    )
+
+    @property
+    def projection_slice(self) -> float:
+        """The slice a projection gets: :attr:`projection_slice_seconds`, within half the handler's budget."""
+        return min(self.projection_slice_seconds, self.projection_timeout_seconds / 2)
 
 
 def utcnow() -> datetime:
@@ -91,15 +104,28 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         clock=clock,
         metrics=metrics,
     )
+
+    async def continue_projection(tenant_id: str) -> None:
+        """A projection of the whole organiser that ran out of its slice of time asks for the rest (any
+        replica may take it: the checkpoint is with the tenant's lock)."""
+        await app.publisher.publish(
+            ProjectionRequested(reason=CONTINUATION).to_envelope(tenant_id=tenant_id, producer=SERVICE),
+            exchange=app.topology.exchange("control"),
+            routing_key=ProjectionRequested.message_type,
+        )
+
     handlers = NormaliserHandlers(
         Runs(app.db, metrics),
         projector,
-        state.ProjectionLock(app.db, owner=uuid.uuid4().hex),
+        # The lease outlasts the handler's budget: a live holder is never overtaken.
+        state.ProjectionLock(app.db, owner=uuid.uuid4().hex, lease_seconds=settings.projection_timeout_seconds + 60),
         control_exchange=app.topology.exchange("control"),
         today=lambda: clock().date(),
         metrics=metrics,
         gauges=gauges,
         status=ProjectionStatus(app.db),
+        continue_projection=continue_projection,
+        slice_seconds=settings.projection_slice,
     )
     app.extensions["handlers"] = handlers
 

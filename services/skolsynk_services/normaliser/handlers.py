@@ -12,8 +12,9 @@ and send what every vendor of the tenant should hold.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 from skolsynk.contracts import Envelope
@@ -24,7 +25,7 @@ from skolsynk.messaging import MessageContext, PermanentError, TransientError
 from skolsynk.storage.holds import HoldCause
 from skolsynk.storage.projection_status import ProjectionStatus
 from skolsynk_services.normaliser.metrics import NormaliserMetrics, StateGauges
-from skolsynk_services.normaliser.projection import Projector
+from skolsynk_services.normaliser.projection import ProjectionReport, Projector
 from skolsynk_services.normaliser.runs import Runs
 from skolsynk_services.normaliser.state import ProjectionLock, now
 
@@ -32,6 +33,9 @@ log = get_logger(__name__)
 
 #: Projection reasons that look only at what changed since the last projection.
 INCREMENTAL_REASONS = frozenset({"snapshot"})
+#: The reason of the request a projection of the whole organiser publishes when it runs out of its slice of
+#: time: it asks for nothing of its own; whoever takes the tenant's lock next resumes the projection.
+CONTINUATION = "continuation"
 
 
 class NormaliserHandlers:
@@ -46,7 +50,15 @@ class NormaliserHandlers:
         metrics: NormaliserMetrics | None = None,
         gauges: StateGauges | None = None,
         status: ProjectionStatus | None = None,
+        continue_projection: Callable[[str], Awaitable[None]] | None = None,
+        slice_seconds: float | None = None,
     ) -> None:
+        #: A projection of the whole organiser stops after this long (at the end of a chunk), hands the
+        #: tenant's lock over with its checkpoint and asks for its continuation (``continue_projection``,
+        #: published as its own message): no handler runs past the broker's acknowledgement timeout,
+        #: however large the organiser. None: never stops (tests that project in one go).
+        self.slice_seconds = slice_seconds if continue_projection is not None else None
+        self.continue_projection = continue_projection
         #: Whether the tenant's projection is running and which of the admin's requests it has answered
         #: (what the test report's "Beräknas..." and "Klar" are read from).
         self.status = status
@@ -139,35 +151,69 @@ class NormaliserHandlers:
         cause: HoldCause | None = None,
     ) -> None:
         """Project the tenant (or leave the request with the replica that is projecting it). ``cause`` is
-        why (:func:`request_cause`), for the holds the projection makes; the runs it finalises are too."""
+        why (:func:`request_cause`), for the holds the projection makes; the runs it finalises are too.
+        A projection of the whole organiser that a previous holder handed over unfinished is resumed first."""
         resend = frozenset({resend_vendor_id} if resend_vendor_id else ())
         # After a source run only what it changed is projected; anything else (a subscription or
         # profile change, a hold decision, an erasure, the date check, a resend) needs the whole organiser.
         whole = reason not in INCREMENTAL_REASONS
         causes: list[HoldCause] = [cause] if cause is not None else []
-        if not await self.lock.acquire(tenant_id, resend=resend, whole=whole, cause=dict(cause) if cause else None):
+        own = reason != CONTINUATION  # a continuation asks for nothing of its own
+        taken = await self.lock.acquire(
+            tenant_id, resend=resend, whole=whole, cause=dict(cause) if cause else None, mark=own
+        )
+        if taken is None:
             log.info("projection_coalesced", tenant_id=tenant_id)
             return
+        checkpoint = taken.checkpoint
         try:
             while True:
-                answers = await self.status.started(tenant_id, at=now()) if self.status is not None else 0
-                # Under the tenant's lock: finalise every run that has all its messages (in the
-                # order they started), then project once for all of them.
-                causes = [*await self.finalise_ready_runs(tenant_id), *causes]
-                started = time.monotonic()
-                await self.projector.project_tenant(
-                    tenant_id,
-                    today=self.today(),
-                    reason=reason,
-                    correlation_id=correlation_id,
-                    resend_vendor_ids=resend,
-                    whole=whole,
-                    causes=tuple(causes),
-                )
-                if self.metrics is not None:
-                    self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
-                if self.status is not None:
-                    await self.status.finished(tenant_id, answered=answers if whole else None, at=now())
+                if checkpoint is not None:
+                    report = await self._resume(tenant_id, checkpoint)
+                    if report.checkpoint is not None:
+                        await self._hand_over(
+                            tenant_id,
+                            {**checkpoint, "projection": report.checkpoint},
+                            own=(resend, whole, cause) if own else None,
+                        )
+                        return
+                    answered, checkpoint = checkpoint.get("answers"), None
+                    if self.status is not None:
+                        await self.status.finished(tenant_id, answered=answered, at=now())
+                if own:
+                    answers = await self.status.started(tenant_id, at=now()) if self.status is not None else 0
+                    # Under the tenant's lock: finalise every run that has all its messages (in the
+                    # order they started), then project once for all of them.
+                    causes = [*await self.finalise_ready_runs(tenant_id), *causes]
+                    started = time.monotonic()
+                    report = await self.projector.project_tenant(
+                        tenant_id,
+                        today=self.today(),
+                        reason=reason,
+                        correlation_id=correlation_id,
+                        resend_vendor_ids=resend,
+                        whole=whole,
+                        causes=tuple(causes),
+                        deadline=started + self.slice_seconds if self.slice_seconds is not None else None,
+                    )
+                    if report.checkpoint is not None:
+                        await self._hand_over(
+                            tenant_id,
+                            {
+                                "reason": reason,
+                                "correlation_id": str(correlation_id) if correlation_id else None,
+                                "resend": sorted(resend),
+                                "causes": [dict(c) for c in causes],
+                                "answers": answers,
+                                "projection": report.checkpoint,
+                            },
+                            own=None,
+                        )
+                        return
+                    if self.metrics is not None:
+                        self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
+                    if self.status is not None:
+                        await self.status.finished(tenant_id, answered=answers if whole else None, at=now())
                 await self._refresh_gauges(tenant_id)
                 # Requests that arrived meanwhile (with any resends, or a need for the whole
                 # organiser, they asked for, and their causes) run once more.
@@ -175,11 +221,48 @@ class NormaliserHandlers:
                 causes = [HoldCause(**c) for c in left]  # type: ignore[typeddict-item]
                 if not again:
                     break
+                own, cause = True, None
+                if reason == CONTINUATION:
+                    reason = "requested"
         except BaseException:
-            await self.lock.collection.delete_one({"_id": tenant_id, "owner": self.lock.owner})
+            await self.lock.give_up(tenant_id, checkpoint=checkpoint)
             if self.status is not None:
                 await self.status.failed(tenant_id)
             raise
+
+    async def _resume(self, tenant_id: str, checkpoint: dict[str, Any]) -> ProjectionReport:
+        """Carry on with the projection of the whole organiser ``checkpoint`` says, for one more slice."""
+        log.info("whole_projection_resumed", tenant_id=tenant_id, chunks=checkpoint["projection"].get("chunks"))
+        correlation = checkpoint.get("correlation_id")
+        return await self.projector.project_tenant(
+            tenant_id,
+            today=self.today(),
+            reason=str(checkpoint["reason"]),
+            correlation_id=UUID(correlation) if correlation else None,
+            resend_vendor_ids=frozenset(checkpoint.get("resend") or ()),
+            causes=tuple(HoldCause(**c) for c in checkpoint.get("causes") or ()),  # type: ignore[typeddict-item]
+            deadline=time.monotonic() + self.slice_seconds if self.slice_seconds is not None else None,
+            resume=checkpoint["projection"],
+        )
+
+    async def _hand_over(
+        self,
+        tenant_id: str,
+        checkpoint: dict[str, Any],
+        *,
+        own: tuple[frozenset[str], bool, HoldCause | None] | None,
+    ) -> None:
+        """Leave the tenant locked with the unfinished projection's checkpoint (and ``own``, this request's
+        resends, whole and cause, when it is still to be projected) and ask for the rest."""
+        assert self.continue_projection is not None
+        resend, whole, cause = own or (frozenset(), False, None)
+        handed = await self.lock.hand_over(
+            tenant_id, checkpoint, resend=resend, whole=whole, cause=dict(cause) if cause else None, unserved=bool(own)
+        )
+        if not handed:
+            raise TransientError("the tenant's projection lock was lost while projecting")
+        await self.continue_projection(tenant_id)
+        log.info("whole_projection_handed_over", tenant_id=tenant_id, chunks=checkpoint["projection"].get("chunks"))
 
     async def _refresh_gauges(self, tenant_id: str) -> None:
         """The tenant's findings, and the runs and holds, as the projection left them (metrics only:

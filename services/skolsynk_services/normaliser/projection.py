@@ -9,12 +9,13 @@ mass-deletion guard for one school unit are held for review (``holds``), the res
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pymongo import UpdateOne
 
@@ -36,6 +37,7 @@ from skolsynk.storage.findings import FindingStore
 from skolsynk.storage.history import SyncHistory
 from skolsynk.storage.holds import HOLDS, HeldEntity, HoldCause, HoldStore, merge_causes
 from skolsynk.storage.neighbourhood import Neighbourhood
+from skolsynk.storage.projection_locks import PROJECTION_REMOVALS
 from skolsynk.storage.subscriptions import SubscriptionStore
 from skolsynk.storage.vendor_views import ABSENT_RETENTION, VENDOR_VIEWS
 from skolsynk_services.normaliser.metrics import NormaliserMetrics
@@ -68,6 +70,9 @@ class ProjectionReport:
     tenant_id: str
     vendors: dict[str, VendorReport] = field(default_factory=dict)
     findings: int = 0
+    #: Set when a projection of the whole organiser ran out of its slice of time: where it stopped, for
+    #: :meth:`Projector.project_tenant` ``resume=`` (stored with the tenant's lock by the caller).
+    checkpoint: Document | None = None
 
 
 @dataclass(frozen=True)
@@ -141,13 +146,31 @@ class Projector:
         resend_vendor_ids: frozenset[str] = frozenset(),
         whole: bool = True,
         causes: tuple[HoldCause, ...] = (),
+        deadline: float | None = None,
+        resume: Document | None = None,
     ) -> ProjectionReport:
         """Send every vendor of the tenant what changed for it. ``whole=False`` (after source runs)
         looks only at the entities written or deleted since the last projection and what depends on
         them, unless they include an organisation-level entity or are more than
         :data:`INCREMENTAL_LIMIT`; otherwise (subscription changes, resends, the date check, a first
         sync) the whole organiser is projected. ``causes`` (the runs, or the admin's change, that led
-        here) are recorded on the holds this projection makes or grows."""
+        here) are recorded on the holds this projection makes or grows.
+
+        A projection of the whole organiser that passes ``deadline`` (``time.monotonic()``) stops after
+        the chunk (or the vendor's removals) at hand and returns with ``checkpoint`` set; ``resume`` (that
+        checkpoint) carries on from there. The entities must not change in between (the caller holds the
+        tenant's lock throughout, and only its holder finalises runs)."""
+        if resume is not None:
+            return await self._project_whole(
+                tenant_id,
+                today=today,
+                reason=reason,
+                correlation_id=correlation_id,
+                resend_vendor_ids=resend_vendor_ids,
+                causes=causes,
+                deadline=deadline,
+                resume=resume,
+            )
         if not whole and not resend_vendor_ids:
             pending = await self.entities.pending(tenant_id, limit=INCREMENTAL_LIMIT)
             if pending is not None and not any(
@@ -163,6 +186,7 @@ class Projector:
             correlation_id=correlation_id,
             resend_vendor_ids=resend_vendor_ids,
             causes=causes,
+            deadline=deadline,
         )
 
     async def _project_whole(
@@ -174,32 +198,39 @@ class Projector:
         correlation_id: UUID | None,
         resend_vendor_ids: frozenset[str],
         causes: tuple[HoldCause, ...] = (),
+        deadline: float | None = None,
+        resume: Document | None = None,
     ) -> ProjectionReport:
         """Project the whole organiser in bounded chunks (:meth:`_chunks`: the organisation level, then
         the entities of one school unit after another, then the rest), each with its neighbourhood
         (:class:`Neighbourhood`), so memory does not grow with the organiser. Upserts go out chunk by
         chunk; removals are gathered and judged together at the end (the mass-deletion guard sees a
         school unit's removals at once), with the views of entities that no longer exist."""
-        report = ProjectionReport(tenant_id=tenant_id)
+        progress = _WholeProgress.resumed(tenant_id, resume)
+        report = progress.report
         missing_marking = await self.organiser_settings.missing_marking(tenant_id)
         subscriptions = await self.subscriptions.for_tenant(tenant_id)
         suppressed = await self.erasure_requests.suppressed(tenant_id)
-        #: Per source: persons without a securityMarking, persons (each person is an output of one chunk).
-        marking_counts: dict[str, tuple[int, int]] = {}
         #: What each vendor holds per school unit before any change (the mass-deletion guard's measure),
         #: counted from the views each chunk reads and, at the end, those of entities no chunk had: a pass
         #: over every vendor's whole view of its own would read each view once more.
-        populations: dict[str, dict[str, int]] = {s.vendor_id: defaultdict(int) for s, _ in subscriptions}
+        populations = progress.populations
+        for subscription, _ in subscriptions:
+            populations.setdefault(subscription.vendor_id, defaultdict(int))
         removals: dict[str, dict[str, tuple[Document, DeletionReason]]] = {s.vendor_id: {} for s, _ in subscriptions}
         resent: dict[str, set[str]] = {v: set() for v in resend_vendor_ids}
         processed: set[str] = set()
+        number = 0
         async for outputs in self._chunks(tenant_id):
+            number += 1
             processed |= set(outputs)
+            if number <= progress.chunks:  # projected in an earlier slice
+                continue
             neighbourhood = Neighbourhood(tenant_id, self.entities)
             state, findings, plans = await self._plan_changes(
                 tenant_id, neighbourhood, outputs, subscriptions, suppressed, today, missing_marking
             )
-            _count_markings(state, outputs, marking_counts)
+            _count_markings(state, outputs, progress.markings)
             report.findings += await self._keep_findings(tenant_id, state, findings, outputs)
             for plan in plans:
                 vendor_id = plan.subscription.vendor_id
@@ -220,8 +251,15 @@ class Projector:
                     report=report.vendors.setdefault(vendor_id, VendorReport()),
                     gather_removals=removals[vendor_id],
                 )
+            progress.chunks = number
+            if deadline is not None and time.monotonic() >= deadline:
+                return await self._pause(progress, removals)
+        if resume is not None:
+            await self._restore_removals(progress, removals)
         for subscription, _ in subscriptions:
             vendor_id = subscription.vendor_id
+            if vendor_id in progress.vendors_done:
+                continue
             gone = _RemovalReasons(subscription, suppressed_for_vendor(suppressed, vendor_id), set())
             # Views of entities that no longer exist (deleted without a tombstone, or long ago).
             async for doc in self._vendor_views(tenant_id, vendor_id):
@@ -238,21 +276,76 @@ class Projector:
                 causes=causes,
             )
             await self._send(subscription, [], deletes, vendor_report, reason, correlation_id)
+            removals[vendor_id].clear()
+            progress.vendors_done.append(vendor_id)
+            more = any(s.vendor_id not in progress.vendors_done for s, _ in subscriptions)
+            if more and deadline is not None and time.monotonic() >= deadline:
+                return await self._pause(progress, removals)
         await self._forget_findings_of_others(tenant_id, processed)
-        summary = missing_marking_summary(tenant_id, marking_counts, missing_marking)
+        summary = missing_marking_summary(tenant_id, progress.markings, missing_marking)
         await self.findings.replace_summaries(tenant_id, summary)
         report.findings += len(summary)
         await self.entities.projected(tenant_id)
+        if resume is not None:
+            await self.db[PROJECTION_REMOVALS].delete_many({"tenant_id": tenant_id})
         await self._record(report, reason=reason, mode="whole", outputs=len(processed))
         return report
+
+    async def _pause(
+        self, progress: _WholeProgress, removals: dict[str, dict[str, tuple[Document, DeletionReason]]]
+    ) -> ProjectionReport:
+        """Out of time: keep the removals gathered so far in the store (they are judged together at the
+        end) and return where the projection stopped."""
+        keep = [
+            UpdateOne(
+                {"_id": view_id},
+                {
+                    "$set": {
+                        "tenant_id": progress.tenant_id,
+                        "vendor_id": vendor_id,
+                        "projection": progress.projection,
+                        "reason": str(why),
+                    }
+                },
+                upsert=True,
+            )
+            for vendor_id, gathered in removals.items()
+            for view_id, (_, why) in gathered.items()
+        ]
+        for start in range(0, len(keep), 1000):
+            await self.db[PROJECTION_REMOVALS].bulk_write(keep[start : start + 1000], ordered=False)
+        progress.report.checkpoint = progress.checkpoint()
+        log.info(
+            "whole_projection_paused",
+            tenant_id=progress.tenant_id,
+            chunks=progress.chunks,
+            vendors_done=len(progress.vendors_done),
+        )
+        return progress.report
+
+    async def _restore_removals(
+        self, progress: _WholeProgress, removals: dict[str, dict[str, tuple[Document, DeletionReason]]]
+    ) -> None:
+        """The removals earlier slices gathered, with their views as they are now (still present)."""
+        for vendor_id, gathered in removals.items():
+            if vendor_id in progress.vendors_done:
+                continue
+            kept = self.db[PROJECTION_REMOVALS].find({"tenant_id": progress.tenant_id, "vendor_id": vendor_id})
+            reasons = {
+                d["_id"]: DeletionReason(d["reason"]) async for d in kept if d.get("projection") == progress.projection
+            }
+            for part in in_parts(sorted(reasons)):
+                async for view in self.views.find({"_id": {"$in": part}}):
+                    if view.get("present"):
+                        gathered.setdefault(view["_id"], (view, reasons[view["_id"]]))
 
     async def _chunks(self, tenant_id: str) -> AsyncIterator[dict[str, EntityKind]]:
         """The tenant's entities in chunks of at most :data:`CHUNK_SIZE` (groups and activities:
         :data:`MEMBERS_CHUNK_SIZE`), references first (as the vendors need them): the organisation
-        level (school units, school-unit groups, organisations), then the persons, duties, groups and
-        activities, each kind school unit by school unit and then the rest of it (staff, persons at no
-        known unit); each entity once, and read once. What is held meanwhile is the ids of one kind (and
-        the chunk being filled), not their documents."""
+        level (school units, school-unit groups, organisations: one chunk, whatever its size), then the
+        persons, duties, groups and activities, each kind school unit by school unit and then the rest of
+        it (staff, persons at no known unit); each entity once, and read once. What is held meanwhile is
+        the ids of one kind (and the chunk being filled), not their documents."""
         yielded: set[str] = set()
         chunk: dict[str, EntityKind] = {}
 
@@ -270,18 +363,25 @@ class Projector:
         # Source by source, on exactly the fields of ``by_source`` (tenant, source, kind): the Mongo wire
         # server serves that as a range of the index, and walks the whole index (every tenant's entities)
         # for the same query without the source and hinted.
+        # The order is the same every time the entities are the same (each list sorted), so that a
+        # projection resumed after a slice of time (``resume``) skips exactly the chunks it had projected.
         sources = sorted(await self.entities.collection.distinct("source_id", {"tenant_id": tenant_id}))
-        units: list[str] = []
+        organisation: list[tuple[int, str, EntityKind]] = []
         for source_id in sources:
-            organisation = self.entities.collection.find(
+            cursor = self.entities.collection.find(
                 {"tenant_id": tenant_id, "source_id": source_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}},
                 {"kind": 1},
             )
-            async for doc in organisation:
-                if doc["kind"] == EntityKind.SCHOOL_UNIT.value:
-                    units.append(doc["_id"])
-                if (full := take(doc["_id"], EntityKind(doc["kind"]))) is not None:
-                    yield full
+            async for doc in cursor:
+                kind = EntityKind(doc["kind"])
+                organisation.append((_kind_rank(kind), doc["_id"], kind))
+        units = sorted(entity for _, entity, kind in organisation if kind is EntityKind.SCHOOL_UNIT)
+        # The organisation level is one chunk, however many it is (a few hundred small documents at the
+        # largest organisers): an organisation is selected through the school units beneath it, and a
+        # chunk with the organisation and without its units removed it from every vendor.
+        if organisation:
+            yielded.update(entity for _, entity, _ in organisation)
+            yield {entity: kind for _, entity, kind in sorted(organisation)}
         for kind in UNIT_KINDS:
             # The kind is read once (its ids and references only), each entity placed at the first of the
             # school units it refers to; the rest of the kind (staff, whose units come through their
@@ -298,7 +398,7 @@ class Projector:
                 async for doc in cursor:
                     at = [unit_of[r] for r in doc.get("refs") or () if r in unit_of]
                     (by_unit[min(at)] if at else rest).append(doc["_id"])
-            for entity in [*(e for u in sorted(by_unit) for e in by_unit[u]), *rest]:
+            for entity in [*(e for u in sorted(by_unit) for e in sorted(by_unit[u])), *sorted(rest)]:
                 if (full := take(entity, kind)) is not None:
                     yield full
         if chunk:
@@ -970,3 +1070,51 @@ def _selection_changed(
 def _add(outputs: dict[str, EntityKind], ids: Iterable[str], kind: EntityKind) -> None:
     for entity_id in ids:
         outputs.setdefault(entity_id, kind)
+
+
+@dataclass
+class _WholeProgress:
+    """How far a projection of the whole organiser has come, kept across its slices of time: the chunks
+    projected, the vendors whose removals went out, and what the end needs from the chunks (the guard's
+    populations, the markings summary's counts, the report). Stored with the tenant's lock as a checkpoint
+    (:meth:`checkpoint`); the removals gathered so far are kept in ``projection_removals``."""
+
+    tenant_id: str
+    projection: str
+    report: ProjectionReport
+    chunks: int = 0
+    vendors_done: list[str] = field(default_factory=list)
+    populations: dict[str, dict[str, int]] = field(default_factory=dict)
+    markings: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def resumed(cls, tenant_id: str, checkpoint: Document | None) -> _WholeProgress:
+        if checkpoint is None:
+            return cls(tenant_id, uuid4().hex, ProjectionReport(tenant_id=tenant_id))
+        report = ProjectionReport(tenant_id=tenant_id, findings=int(checkpoint.get("findings", 0)))
+        for vendor_id, counts in (checkpoint.get("vendors") or {}).items():
+            report.vendors[vendor_id] = VendorReport(**counts)
+        populations: dict[str, dict[str, int]] = {}
+        for vendor_id, unit, count in checkpoint.get("populations") or ():
+            populations.setdefault(vendor_id, defaultdict(int))[unit] += int(count)
+        return cls(
+            tenant_id,
+            str(checkpoint["projection"]),
+            report,
+            chunks=int(checkpoint.get("chunks", 0)),
+            vendors_done=list(checkpoint.get("vendors_done") or ()),
+            populations=populations,
+            markings={source: (int(a), int(b)) for source, a, b in checkpoint.get("markings") or ()},
+        )
+
+    def checkpoint(self) -> Document:
+        """A document of ids and counts only (unit ids go in lists: they are not field names)."""
+        return {
+            "projection": self.projection,
+            "chunks": self.chunks,
+            "vendors_done": list(self.vendors_done),
+            "populations": [[v, unit, n] for v, units in self.populations.items() for unit, n in units.items()],
+            "markings": [[source, a, b] for source, (a, b) in self.markings.items()],
+            "vendors": {v: asdict(r) for v, r in self.report.vendors.items()},
+            "findings": self.report.findings,
+        }

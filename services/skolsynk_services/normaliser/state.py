@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,7 @@ from skolsynk.domain.dependencies import references
 from skolsynk.domain.ss12000 import EntityKind
 from skolsynk.storage import Database, Document, IndexSpec, RetiredIndex, Session, entities, in_parts, vendor_views
 from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, NAME_FIELDS, EntityReader, entity_name
-from skolsynk.storage.projection_locks import PROJECTION_LOCKS
+from skolsynk.storage.projection_locks import PROJECTION_LOCKS, PROJECTION_REMOVALS
 from skolsynk.storage.runs import RUN_PAGES, RUNS
 from skolsynk.storage.vendor_views import VENDOR_VIEWS
 
@@ -53,6 +54,7 @@ PROJECTION_INDEXES = [
         ENTITIES, [("tenant_id", 1), ("pending", 1)], name="pending_projection", partial_filter={"pending": True}
     ),
     IndexSpec(ENTITY_TOMBSTONES, [("tenant_id", 1)], name="by_tenant"),
+    IndexSpec(PROJECTION_REMOVALS, [("tenant_id", 1), ("vendor_id", 1)], name="by_vendor"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("source_entity_id", 1)], name="by_source_entity"),
     IndexSpec(VENDOR_VIEWS, [("tenant_id", 1), ("vendor_id", 1), ("school_unit_ids", 1)], name=POPULATION_INDEX),
     # The GDPR service's purge: is the person still at a live vendor (VendorViews.present_at_a_live_vendor).
@@ -397,11 +399,28 @@ def unpack_ids(packed: Any) -> list[str]:
     return [str(UUID(bytes=raw[at : at + 16])) for at in range(0, len(raw), 16)]
 
 
+#: A lock whose projection of the whole organiser ran out of its slice of time and waits, with its
+#: checkpoint, for whichever request comes next (the continuation it published, or any other).
+HANDED_OVER = "handed_over"
+
+
+@dataclass(frozen=True)
+class LockTaken:
+    """The tenant's lock is ours; ``checkpoint`` is the unfinished projection of the whole organiser a
+    previous holder handed over (:meth:`ProjectionLock.hand_over`), to be resumed before anything else."""
+
+    checkpoint: dict[str, Any] | None = None
+
+
 class ProjectionLock:
     """One projection per tenant at a time, across replicas. A request that finds the tenant busy
     marks it dirty (with any resend it asks for, whether it needs the whole organiser projected, and
     its cause: who changed what, for the holds that projection may make); the holder projects again
-    before it lets go, so no request is lost."""
+    before it lets go, so no request is lost.
+
+    The lease outlasts the projection handler's budget (a live holder is never overtaken). A projection of
+    the whole organiser that takes longer than a slice of time hands the lock over with its checkpoint
+    (:meth:`hand_over`): the next request, whichever replica takes it, resumes that projection first."""
 
     def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
         self.collection = db[PROJECTION_LOCKS]
@@ -415,9 +434,12 @@ class ProjectionLock:
         resend: frozenset[str] = frozenset(),
         whole: bool = False,
         cause: dict[str, Any] | None = None,
-    ) -> bool:
-        """Take the tenant's lock; when busy, leave the request (its resends, whether it needs a
-        projection of the whole organiser, and its ``cause``) with the holder and return False."""
+        mark: bool = True,
+    ) -> LockTaken | None:
+        """Take the tenant's lock (a free one, one whose lease ran out, or one handed over); when busy,
+        leave the request (its resends, whether it needs a projection of the whole organiser, and its
+        ``cause``) with the holder and return None. ``mark=False``: a request of no consequence of its
+        own (a continuation) leaves nothing when the tenant is busy."""
         update: dict[str, Any] = {"dirty": True}
         if whole:
             update["whole"] = True
@@ -436,19 +458,74 @@ class ProjectionLock:
             }
             try:
                 await self.collection.insert_one({"_id": tenant_id, **fresh})
-                return True
+                return LockTaken()
             except DuplicateKeyError:
                 pass
+            # Taken over, the requests left with the previous holder stay (its release would have run
+            # them), and so does a handed-over checkpoint until the projection it belongs to is done.
             taken = await self.collection.find_one_and_update(
-                {"_id": tenant_id, "lease_until": {"$lt": current}}, {"$set": fresh}
+                {"_id": tenant_id, "$or": [{"lease_until": {"$lt": current}}, {HANDED_OVER: True}]},
+                {"$set": {"owner": self.owner, "lease_until": current + self.lease, HANDED_OVER: False}},
             )
             if taken is not None:
-                return True
+                return LockTaken(checkpoint=taken.get("checkpoint"))
+            if not mark:
+                if await self.collection.count_documents({"_id": tenant_id}, limit=1):
+                    return None
+                continue
             marked = await self.collection.update_one({"_id": tenant_id}, {"$set": update, "$addToSet": add})
             if marked.matched_count:
-                return False
+                return None
             # The holder let go between our insert and this mark (its projection did not include this
             # request, and nobody would have projected it): take the lock again.
+
+    async def hand_over(
+        self,
+        tenant_id: str,
+        checkpoint: dict[str, Any],
+        *,
+        resend: frozenset[str] = frozenset(),
+        whole: bool = False,
+        cause: dict[str, Any] | None = None,
+        unserved: bool = False,
+    ) -> bool:
+        """Keep the tenant locked for the rest of an unfinished projection of the whole organiser: the lock
+        holds its ``checkpoint`` and any request may take it over (:meth:`acquire`) and resume it.
+        ``unserved``: the holder's own request (``resend``, ``whole``, ``cause``) was not projected yet;
+        it is left as if it had come while busy."""
+        update: dict[str, Any] = {
+            "$set": {HANDED_OVER: True, "checkpoint": checkpoint, "lease_until": now() + self.lease},
+        }
+        if unserved:
+            update["$set"]["dirty"] = True
+            if whole:
+                update["$set"]["whole"] = True
+            update["$addToSet"] = {"resend": {"$each": sorted(resend)}}
+            if cause is not None:
+                update["$addToSet"]["causes"] = cause
+        handed = await self.collection.update_one({"_id": tenant_id, "owner": self.owner}, update)
+        return bool(handed.matched_count)
+
+    async def give_up(self, tenant_id: str, *, checkpoint: dict[str, Any] | None) -> None:
+        """The holder's projection failed (the request is retried). Without a ``checkpoint`` the lock
+        goes. With one, the unfinished projection's own request stays as a request for the whole
+        organiser on a lock anybody may take at once, so the retried continuation (or the next request)
+        projects it again from the start, not from a checkpoint a failure may have come from."""
+        mine = {"_id": tenant_id, "owner": self.owner}
+        if checkpoint is None:
+            await self.collection.delete_one(mine)
+            return
+        add: dict[str, Any] = {"resend": {"$each": sorted(checkpoint.get("resend") or [])}}
+        if checkpoint.get("causes"):
+            add["causes"] = {"$each": list(checkpoint["causes"])}
+        await self.collection.update_one(
+            mine,
+            {
+                "$set": {HANDED_OVER: True, "dirty": True, "whole": True},
+                "$unset": {"checkpoint": ""},
+                "$addToSet": add,
+            },
+        )
 
     async def release(self, tenant_id: str) -> tuple[bool, frozenset[str], bool]:
         """Let go unless someone asked meanwhile; returns whether the caller must project again, the
@@ -463,7 +540,10 @@ class ProjectionLock:
             return False, frozenset(), False, []
         again = await self.collection.find_one_and_update(
             {"_id": tenant_id, "owner": self.owner, "dirty": True},
-            {"$set": {"dirty": False, "resend": [], "whole": False, "causes": [], "lease_until": now() + self.lease}},
+            {
+                "$set": {"dirty": False, "resend": [], "whole": False, "causes": [], "lease_until": now() + self.lease},
+                "$unset": {"checkpoint": ""},
+            },
         )
         if again is None:
             return False, frozenset(), False, []
