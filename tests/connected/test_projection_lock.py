@@ -106,7 +106,8 @@ async def test_a_projection_handed_over_unfinished_is_taken_with_its_checkpoint_
     assert await db["projection_locks"].count_documents({"_id": "kommun-f"}) == 1
     # ...but the next request takes it, with the checkpoint.
     taken = await other.acquire("kommun-f")
-    assert taken is not None and taken.checkpoint == checkpoint
+    assert taken is not None
+    assert taken.checkpoint == checkpoint
     # While it resumes, the tenant is busy again; a continuation (nothing of its own) leaves no mark.
     assert await third.acquire("kommun-f", mark=False) is None
     assert await other.release("kommun-f") == (True, frozenset({"ne"}), True)  # the holder's own request
@@ -125,11 +126,13 @@ async def test_a_resumed_projection_that_fails_leaves_its_request_for_the_whole_
     assert await holder.acquire("kommun-g")
     assert await holder.hand_over("kommun-g", checkpoint)
     taken = await resumer.acquire("kommun-g")
-    assert taken is not None and taken.checkpoint == checkpoint
+    assert taken is not None
+    assert taken.checkpoint == checkpoint
     await resumer.give_up("kommun-g", checkpoint=taken.checkpoint)
 
     retried = await next_request.acquire("kommun-g", mark=False)
-    assert retried is not None and retried.checkpoint is None
+    assert retried is not None
+    assert retried.checkpoint is None
     assert await next_request.release("kommun-g") == (True, frozenset({"ilt"}), True)
     assert await next_request.release("kommun-g") == (False, frozenset(), False)
 
