@@ -44,6 +44,8 @@ from skolsynk_services.normaliser.metrics import NormaliserMetrics
 from skolsynk_services.normaliser.state import (
     EntityStore,
     now,
+    pack_ids,
+    unpack_ids,
 )
 
 log = get_logger(__name__)
@@ -219,13 +221,11 @@ class Projector:
             populations.setdefault(subscription.vendor_id, defaultdict(int))
         removals: dict[str, dict[str, tuple[Document, DeletionReason]]] = {s.vendor_id: {} for s, _ in subscriptions}
         resent: dict[str, set[str]] = {v: set() for v in resend_vendor_ids}
-        processed: set[str] = set()
-        number = 0
-        async for outputs in self._chunks(tenant_id):
-            number += 1
+        # Resumed, the chunks still to do come from the checkpoint (nothing is read again to plan them).
+        processed = progress.processed
+        chunks = aiter(progress.stored_chunks() if progress.plan is not None else self._chunks(tenant_id))
+        async for outputs in chunks:
             processed |= set(outputs)
-            if number <= progress.chunks:  # projected in an earlier slice
-                continue
             neighbourhood = Neighbourhood(tenant_id, self.entities)
             state, findings, plans = await self._plan_changes(
                 tenant_id, neighbourhood, outputs, subscriptions, suppressed, today, missing_marking
@@ -251,8 +251,10 @@ class Projector:
                     report=report.vendors.setdefault(vendor_id, VendorReport()),
                     gather_removals=removals[vendor_id],
                 )
-            progress.chunks = number
+            progress.chunks += 1
             if deadline is not None and time.monotonic() >= deadline:
+                # The rest of the plan (ids only) goes with the checkpoint.
+                progress.plan = [chunk async for chunk in chunks]
                 return await self._pause(progress, removals)
         if resume is not None:
             await self._restore_removals(progress, removals)
@@ -280,6 +282,7 @@ class Projector:
             progress.vendors_done.append(vendor_id)
             more = any(s.vendor_id not in progress.vendors_done for s, _ in subscriptions)
             if more and deadline is not None and time.monotonic() >= deadline:
+                progress.plan = []
                 return await self._pause(progress, removals)
         await self._forget_findings_of_others(tenant_id, processed)
         summary = missing_marking_summary(tenant_id, progress.markings, missing_marking)
@@ -363,8 +366,7 @@ class Projector:
         # Source by source, on exactly the fields of ``by_source`` (tenant, source, kind): the Mongo wire
         # server serves that as a range of the index, and walks the whole index (every tenant's entities)
         # for the same query without the source and hinted.
-        # The order is the same every time the entities are the same (each list sorted), so that a
-        # projection resumed after a slice of time (``resume``) skips exactly the chunks it had projected.
+        # The same order every time the entities are the same (each list sorted).
         sources = sorted(await self.entities.collection.distinct("source_id", {"tenant_id": tenant_id}))
         organisation: list[tuple[int, str, EntityKind]] = []
         for source_id in sources:
@@ -1074,15 +1076,21 @@ def _add(outputs: dict[str, EntityKind], ids: Iterable[str], kind: EntityKind) -
 
 @dataclass
 class _WholeProgress:
-    """How far a projection of the whole organiser has come, kept across its slices of time: the chunks
-    projected, the vendors whose removals went out, and what the end needs from the chunks (the guard's
-    populations, the markings summary's counts, the report). Stored with the tenant's lock as a checkpoint
-    (:meth:`checkpoint`); the removals gathered so far are kept in ``projection_removals``."""
+    """How far a projection of the whole organiser has come, kept across its slices of time: the entities
+    projected, the chunks still to do (their ids), the vendors whose removals went out, and what the end
+    needs from the chunks (the guard's populations, the markings summary's counts, the report). Stored with
+    the tenant's lock as a checkpoint (:meth:`checkpoint`: ids packed 16 bytes each, about 3.3 MB for the
+    205,000 entities of 150,000 persons); the removals gathered so far are kept in ``projection_removals``."""
 
     tenant_id: str
     projection: str
     report: ProjectionReport
+    #: Chunks projected (for the logs).
     chunks: int = 0
+    #: The entities of the chunks projected so far.
+    processed: set[str] = field(default_factory=set)
+    #: The chunks still to do, in order; None until a slice ends (the first plans its chunks as it goes).
+    plan: list[dict[str, EntityKind]] | None = None
     vendors_done: list[str] = field(default_factory=list)
     populations: dict[str, dict[str, int]] = field(default_factory=dict)
     markings: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -1097,21 +1105,39 @@ class _WholeProgress:
         populations: dict[str, dict[str, int]] = {}
         for vendor_id, unit, count in checkpoint.get("populations") or ():
             populations.setdefault(vendor_id, defaultdict(int))[unit] += int(count)
+        plan = [
+            {entity: EntityKind(kind) for kind, packed in chunk.items() for entity in unpack_ids(packed)}
+            for chunk in checkpoint.get("plan") or ()
+        ]
         return cls(
             tenant_id,
             str(checkpoint["projection"]),
             report,
             chunks=int(checkpoint.get("chunks", 0)),
+            processed=set(unpack_ids(checkpoint.get("processed"))),
+            plan=plan,
             vendors_done=list(checkpoint.get("vendors_done") or ()),
             populations=populations,
             markings={source: (int(a), int(b)) for source, a, b in checkpoint.get("markings") or ()},
         )
 
+    async def stored_chunks(self) -> AsyncIterator[dict[str, EntityKind]]:
+        for chunk in self.plan or ():
+            yield chunk
+
     def checkpoint(self) -> Document:
         """A document of ids and counts only (unit ids go in lists: they are not field names)."""
+        plan = []
+        for chunk in self.plan or ():
+            by_kind: dict[str, list[str]] = defaultdict(list)
+            for entity, kind in chunk.items():
+                by_kind[kind.value].append(entity)
+            plan.append({kind: pack_ids(ids) for kind, ids in by_kind.items()})
         return {
             "projection": self.projection,
             "chunks": self.chunks,
+            "processed": pack_ids(sorted(self.processed)),
+            "plan": plan,
             "vendors_done": list(self.vendors_done),
             "populations": [[v, unit, n] for v, units in self.populations.items() for unit, n in units.items()],
             "markings": [[source, a, b] for source, (a, b) in self.markings.items()],
