@@ -36,7 +36,8 @@ transactions and inserts), ``BENCH_TRICKLE_SECONDS`` (60), ``BENCH_TRICKLE_RATE`
 ``BENCH_PUSH_PERSONS`` (2000: the organiser of the SCIM push and EGIL intake phases),
 ``BENCH_PUSH_CONCURRENCY`` (32), ``BENCH_EGIL_OBJECTS`` (2000), ``BENCH_TIMEOUT`` (3600 s per phase; also
 the normaliser's handler and projection budget, the latter at most 1700 s), ``BENCH_PHASES``,
-``BENCH_TTL_SWEEP_SECONDS`` (the Mongo wire server's TTL sweep; 0, never, unless set: docs/benchmarks.md).
+``BENCH_TTL_SWEEP_SECONDS`` (the Mongo wire server's TTL sweep; 0, never, unless set: docs/benchmarks.md),
+``BENCH_STORE_CACHE`` (the Mongo wire server's cache, which in memory holds all its data: 1G up to M, 10G at L).
 """
 
 from __future__ import annotations
@@ -142,6 +143,18 @@ TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
 #: service at M, growing with the organiser), which mongod's index-driven TTL monitor does not; nothing
 #: expires within a benchmark. ``BENCH_TTL_SWEEP_SECONDS=60`` shows the server's own behaviour.
 TTL_SWEEP_SECONDS = float(os.environ.get("BENCH_TTL_SWEEP_SECONDS", "0"))
+
+
+def store_cache(records: int) -> str:
+    """The Mongo wire server's cache (``BENCH_STORE_CACHE``): in memory it holds every document the run
+    writes, and its default 1G overflows (``WT_CACHE_FULL``) between M and L; 1G up to M's size, then
+    about 50 kB per record (10G at L)."""
+    given = os.environ.get("BENCH_STORE_CACHE")
+    if given:
+        return given
+    return "1G" if records <= 30_000 else f"{max(2, round(records * 50_000 / 2**30))}G"
+
+
 VHOST_TIMEOUT = 300.0  # rabbitmqctl add_vhost / delete_vhost on a busy broker
 PROJECTION_TIMEOUT = min(TIMEOUT, 1700.0)  # the normaliser's bound: under RabbitMQ's acknowledgement timeout
 
@@ -948,6 +961,7 @@ async def run(stack: Stack, records: list[SourceRecord], size: str, phases: list
         "started_at": datetime.now(UTC).isoformat(),
         "timeout_seconds": {"phase": TIMEOUT, "normaliser_projection": PROJECTION_TIMEOUT},
         "mongo_ttl_sweep_seconds": TTL_SWEEP_SECONDS,
+        "mongo_cache": store_cache(len(records)),
     }
     ceiling_args = {
         "page_body": page_body,
@@ -1241,6 +1255,7 @@ def main() -> int:
             database=DATABASE,
             vhost=vhost or "",
             ttl_sweep_seconds=TTL_SWEEP_SECONDS,
+            store_cache=store_cache(len(records)),
         )
         try:
             results = asyncio.run(run(stack, records, size_arg, phases))

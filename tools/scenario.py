@@ -76,7 +76,14 @@ class Stack:
 
     @classmethod
     def start(
-        cls, *, log_dir: Path, namespace: str, database: str, vhost: str, ttl_sweep_seconds: float | None = None
+        cls,
+        *,
+        log_dir: Path,
+        namespace: str,
+        database: str,
+        vhost: str,
+        ttl_sweep_seconds: float | None = None,
+        store_cache: str | None = None,
     ) -> Stack:
         log_dir.mkdir(parents=True, exist_ok=True)
         amqp_url = os.environ.get("AMQP_URL", "")
@@ -91,7 +98,9 @@ class Stack:
         mongo: MongoWireServer | None = None
         mongo_url = os.environ.get("MONGODB_URL", "")
         if not mongo_url:
-            mongo = start_mongo_wire_server(log_path=log_dir / "secantusd.log", ttl_sweep_seconds=ttl_sweep_seconds)
+            mongo = start_mongo_wire_server(
+                log_path=log_dir / "secantusd.log", ttl_sweep_seconds=ttl_sweep_seconds, cache_size=store_cache
+            )
             mongo_url = mongo.url
         env = {
             "AMQP_URL": amqp_url,

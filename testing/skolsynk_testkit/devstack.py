@@ -167,6 +167,7 @@ def start_mongo_wire_server(
     timeout: float = 60.0,
     storage_path: Path | None = None,
     ttl_sweep_seconds: float | None = None,
+    cache_size: str | None = None,
 ) -> MongoWireServer:
     """Start ``secantusd-py`` and wait until it answers ``ping``: in memory, or on disk in
     ``storage_path`` (so a restart on the same port and path keeps the data, for fault tests).
@@ -176,7 +177,8 @@ def start_mongo_wire_server(
     one lock (about 2 s per 80,000 documents here), which mongod's index-driven TTL monitor does not: the
     benchmark can move it out of the way of a latency measurement (docs/benchmarks.md). ``secantusd-py``
     reads the setting from its configuration file but never applies it, so with it the server is started
-    by :mod:`skolsynk_testkit.mongo_server`, which does."""
+    by :mod:`skolsynk_testkit.mongo_server`, which does; so is a ``cache_size`` other than its 1G (in memory,
+    the cache holds all the data: the benchmark's L needs more)."""
     port = port or free_port()
     executable = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(executable).exists():
@@ -184,9 +186,12 @@ def start_mongo_wire_server(
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"secantusd-{port}.log"  # noqa: S108
     command = [executable]
     extra: list[str] = []
-    if ttl_sweep_seconds is not None:
+    if ttl_sweep_seconds is not None or cache_size is not None:
         command = [sys.executable, "-m", "skolsynk_testkit.mongo_server"]
-        extra = ["--ttl-sweep-seconds", str(float(ttl_sweep_seconds))]
+        if ttl_sweep_seconds is not None:
+            extra += ["--ttl-sweep-seconds", str(float(ttl_sweep_seconds))]
+        if cache_size is not None:
+            extra += ["--cache-size", cache_size]
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [

@@ -5,7 +5,9 @@ command line reads from ``secantusd.toml`` but does not pass on.
 server, so its TTL sweep always runs every 60 s. The sweep decodes every document of every TTL-indexed
 collection under the server's one lock (docs/benchmarks.md), which the benchmark must be able to move out
 of the way of a latency measurement: this launcher builds the server itself, as the command line does,
-with the sweep's interval (0: never). Everything else is the command line's default.
+with the sweep's interval (0: never) and the storage engine's cache (``--cache-size``: in memory it holds
+every document, and at 1G, the command line's default, an organiser of 150,000 persons overflows it with
+``WT_CACHE_FULL``). Everything else is the command line's default.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ttl-sweep-seconds", type=float, default=60.0, help="how often TTL-indexed documents expire (0: never)"
     )
+    parser.add_argument(
+        "--cache-size", default="1G", help="the storage engine's cache (in memory: all the data the server holds)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = SecantusDBServer(
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_path=args.storage_path,
         enable_test_commands=False,  # as the command line: off unless asked for
         ttl_sweep_seconds=args.ttl_sweep_seconds,
+        cache_size=args.cache_size,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

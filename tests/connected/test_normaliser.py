@@ -530,9 +530,9 @@ async def test_a_projection_of_the_whole_organiser_that_runs_out_of_time_continu
     continued: list[str] = []
     publish = handlers.continue_projection
 
-    async def continue_projection(tenant_id: str) -> None:
+    async def continue_projection(tenant_id: str, correlation_id: uuid.UUID | None) -> None:
         continued.append(tenant_id)
-        await publish(tenant_id)
+        await publish(tenant_id, correlation_id)
 
     monkeypatch.setattr(projection, "CHUNK_SIZE", 2)  # the organisation level is one chunk all the same
     monkeypatch.setattr(handlers, "continue_projection", continue_projection)

@@ -105,11 +105,13 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
         metrics=metrics,
     )
 
-    async def continue_projection(tenant_id: str) -> None:
+    async def continue_projection(tenant_id: str, correlation_id: uuid.UUID | None) -> None:
         """A projection of the whole organiser that ran out of its slice of time asks for the rest (any
-        replica may take it: the checkpoint is with the tenant's lock)."""
+        replica may take it: the checkpoint is with the tenant's lock), under the projection's correlation id."""
         await app.publisher.publish(
-            ProjectionRequested(reason=CONTINUATION).to_envelope(tenant_id=tenant_id, producer=SERVICE),
+            ProjectionRequested(reason=CONTINUATION).to_envelope(
+                tenant_id=tenant_id, correlation_id=correlation_id, producer=SERVICE
+            ),
             exchange=app.topology.exchange("control"),
             routing_key=ProjectionRequested.message_type,
         )

@@ -50,7 +50,7 @@ class NormaliserHandlers:
         metrics: NormaliserMetrics | None = None,
         gauges: StateGauges | None = None,
         status: ProjectionStatus | None = None,
-        continue_projection: Callable[[str], Awaitable[None]] | None = None,
+        continue_projection: Callable[[str, UUID | None], Awaitable[None]] | None = None,
         slice_seconds: float | None = None,
     ) -> None:
         #: A projection of the whole organiser stops after this long (at the end of a chunk), hands the
@@ -261,7 +261,8 @@ class NormaliserHandlers:
         )
         if not handed:
             raise TransientError("the tenant's projection lock was lost while projecting")
-        await self.continue_projection(tenant_id)
+        correlation = checkpoint.get("correlation_id")
+        await self.continue_projection(tenant_id, UUID(correlation) if correlation else None)
         log.info("whole_projection_handed_over", tenant_id=tenant_id, chunks=checkpoint["projection"].get("chunks"))
 
     async def _refresh_gauges(self, tenant_id: str) -> None:

@@ -162,18 +162,7 @@ class Projector:
         the chunk (or the vendor's removals) at hand and returns with ``checkpoint`` set; ``resume`` (that
         checkpoint) carries on from there. The entities must not change in between (the caller holds the
         tenant's lock throughout, and only its holder finalises runs)."""
-        if resume is not None:
-            return await self._project_whole(
-                tenant_id,
-                today=today,
-                reason=reason,
-                correlation_id=correlation_id,
-                resend_vendor_ids=resend_vendor_ids,
-                causes=causes,
-                deadline=deadline,
-                resume=resume,
-            )
-        if not whole and not resend_vendor_ids:
+        if resume is None and not whole and not resend_vendor_ids:
             pending = await self.entities.pending(tenant_id, limit=INCREMENTAL_LIMIT)
             if pending is not None and not any(
                 EntityKind(d["kind"]) in WHOLE_KINDS for d in (*pending[0], *pending[1])
@@ -189,6 +178,7 @@ class Projector:
             resend_vendor_ids=resend_vendor_ids,
             causes=causes,
             deadline=deadline,
+            resume=resume,
         )
 
     async def _project_whole(
