@@ -541,9 +541,12 @@ async def test_a_projection_of_the_whole_organiser_that_runs_out_of_time_continu
     current = await h.subscriptions.get(TENANT, "binogi")
     assert current is not None
     await h.subscriptions.save(current.model_copy(update={"school_years": frozenset({7})}))
+    timed = metric(h, "skolsynk_projection_seconds_count", reason="subscription") or 0
     await h.request_projection("subscription")
     await wait_for(lambda: len(h.received.get("binogi", [])) >= 4, what="the filter change")
     await h.settled()
+    # Timed once, every slice together.
+    assert metric(h, "skolsynk_projection_seconds_count", reason="subscription") == timed + 1
     year8 = {eid(EntityKind.PERSON, k) for k in ("s4", "s5", "s6")}
     binogi = h.take("binogi")
     assert {e.entity_id for e in binogi if e.operation == "delete"} == year8

@@ -177,6 +177,9 @@ class NormaliserHandlers:
                             own=(resend, whole, cause) if own else None,
                         )
                         return
+                    if self.metrics is not None and checkpoint.get("started_at"):  # every slice together
+                        seconds = time.time() - float(checkpoint["started_at"])
+                        self.metrics.projection_seconds.labels(str(checkpoint["reason"])).observe(seconds)
                     answered, checkpoint = checkpoint.get("answers"), None
                     if self.status is not None:
                         await self.status.finished(tenant_id, answered=answered, at=now())
@@ -205,6 +208,7 @@ class NormaliserHandlers:
                                 "resend": sorted(resend),
                                 "causes": [dict(c) for c in causes],
                                 "answers": answers,
+                                "started_at": time.time() - (time.monotonic() - started),
                                 "projection": report.checkpoint,
                             },
                             own=None,

@@ -356,24 +356,21 @@ class Projector:
         # Source by source, on exactly the fields of ``by_source`` (tenant, source, kind): the Mongo wire
         # server serves that as a range of the index, and walks the whole index (every tenant's entities)
         # for the same query without the source and hinted.
-        # The same order every time the entities are the same (each list sorted).
         sources = sorted(await self.entities.collection.distinct("source_id", {"tenant_id": tenant_id}))
-        organisation: list[tuple[int, str, EntityKind]] = []
+        organisation: dict[str, EntityKind] = {}
         for source_id in sources:
             cursor = self.entities.collection.find(
                 {"tenant_id": tenant_id, "source_id": source_id, "kind": {"$in": sorted(k.value for k in WHOLE_KINDS)}},
                 {"kind": 1},
             )
-            async for doc in cursor:
-                kind = EntityKind(doc["kind"])
-                organisation.append((_kind_rank(kind), doc["_id"], kind))
-        units = sorted(entity for _, entity, kind in organisation if kind is EntityKind.SCHOOL_UNIT)
+            organisation.update({doc["_id"]: EntityKind(doc["kind"]) async for doc in cursor})
+        units = [entity for entity, kind in organisation.items() if kind is EntityKind.SCHOOL_UNIT]
         # The organisation level is one chunk, however many it is (a few hundred small documents at the
         # largest organisers): an organisation is selected through the school units beneath it, and a
         # chunk with the organisation and without its units removed it from every vendor.
         if organisation:
-            yielded.update(entity for _, entity, _ in organisation)
-            yield {entity: kind for _, entity, kind in sorted(organisation)}
+            yielded.update(organisation)
+            yield organisation
         for kind in UNIT_KINDS:
             # The kind is read once (its ids and references only), each entity placed at the first of the
             # school units it refers to; the rest of the kind (staff, whose units come through their
@@ -390,7 +387,7 @@ class Projector:
                 async for doc in cursor:
                     at = [unit_of[r] for r in doc.get("refs") or () if r in unit_of]
                     (by_unit[min(at)] if at else rest).append(doc["_id"])
-            for entity in [*(e for u in sorted(by_unit) for e in sorted(by_unit[u])), *sorted(rest)]:
+            for entity in [*(e for u in sorted(by_unit) for e in by_unit[u]), *rest]:
                 if (full := take(entity, kind)) is not None:
                     yield full
         if chunk:
