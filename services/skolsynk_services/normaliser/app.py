@@ -51,6 +51,12 @@ class NormaliserSettings(ServiceSettings):
         "its budget however large the organiser. At most half of projection_timeout_seconds is used: a chunk "
         "or a vendor's removals may take a while past it.",
     )
+    state_gauges_min_interval_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="A tenant's state gauges (findings, runs, holds) are read from the store after its "
+        "projections at most this often; a burst of projections gets one refresh at its end.",
+    )
 
     @property
     def projection_slice(self) -> float:
@@ -80,7 +86,7 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
     )
     declared_vendors: set[str] = set()
     metrics = NormaliserMetrics(app.metrics.registry)
-    gauges = StateGauges(app.db, metrics)
+    gauges = StateGauges(app.db, metrics, min_interval=settings.state_gauges_min_interval_seconds)
 
     async def ensure_vendor_queue(vendor_id: str) -> None:
         """A vendor's change events need its queue before the first one is published (publishes are

@@ -275,9 +275,7 @@ class NormaliserHandlers:
         if self.gauges is None:
             return
         try:
-            await self.gauges.refresh_findings(tenant_id)
-            await self.gauges.refresh_runs()
-            await self.gauges.refresh_holds()
+            await self.gauges.after_projection(tenant_id)
         except Exception:
             log.warning("state_gauges_refresh_failed", exc_info=True)
 

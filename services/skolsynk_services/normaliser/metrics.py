@@ -2,13 +2,17 @@
 
 Counters are incremented by the replica that did the work (sum them over replicas). The state gauges
 (last runs, open runs, data-quality findings, holds) are read from MongoDB by every replica, after a
-projection for its tenant and every :data:`REFRESH_INTERVAL_SECONDS` for all tenants, so every replica
-reports the same values: aggregate them with ``max``, never ``sum``.
+projection for its tenant (at most once per ``min_interval`` per tenant) and every
+:data:`REFRESH_INTERVAL_SECONDS` for all tenants, so every replica reports the same values: aggregate them
+with ``max``, never ``sum``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,13 +157,43 @@ class NormaliserMetrics:
 
 
 class StateGauges:
-    """Refreshes the state gauges of :class:`NormaliserMetrics` from MongoDB."""
+    """Refreshes the state gauges of :class:`NormaliserMetrics` from MongoDB.
 
-    def __init__(self, db: Database, metrics: NormaliserMetrics) -> None:
+    After a projection the tenant's gauges are refreshed at once when the last refresh of that tenant is
+    ``min_interval`` seconds old, otherwise once that much time has passed (by :meth:`run_forever`, one
+    refresh for however many projections ended meanwhile). The refresh aggregates the tenant's findings and
+    every run and hold: under a trickle of small runs of a large organiser, doing that after every
+    projection made the store stall for most of a second every few seconds.
+    """
+
+    def __init__(self, db: Database, metrics: NormaliserMetrics, *, min_interval: float = 0.0) -> None:
         self.runs = db[RUNS]
         self.findings = db[FINDINGS]
         self.holds = db[HOLDS]
         self.metrics = metrics
+        self.min_interval = min_interval
+        self._refreshed_at: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # tenant -> when its postponed refresh is to run (monotonic)
+        self._wake = asyncio.Event()
+
+    async def after_projection(self, tenant_id: str) -> None:
+        """The tenant's findings, and the runs and holds, as a projection just left them: now, or (when
+        the tenant was refreshed less than ``min_interval`` ago) postponed until that much time has passed."""
+        if tenant_id in self._due:
+            return  # a postponed refresh is coming and will see this projection's state too
+        due = self._refreshed_at.get(tenant_id, -math.inf) + self.min_interval
+        if due <= time.monotonic():
+            await self.refresh_tenant(tenant_id)
+        else:
+            self._due[tenant_id] = due
+            self._wake.set()
+
+    async def refresh_tenant(self, tenant_id: str) -> None:
+        self._due.pop(tenant_id, None)
+        self._refreshed_at[tenant_id] = time.monotonic()
+        await self.refresh_findings(tenant_id)
+        await self.refresh_runs()
+        await self.refresh_holds()
 
     async def refresh(self) -> None:
         await self.refresh_runs()
@@ -276,12 +310,28 @@ class StateGauges:
                 m.oldest_pending_hold.labels(tenant, vendor).set(oldest)
 
     async def run_forever(self, interval: float = REFRESH_INTERVAL_SECONDS) -> None:
+        """Every gauge every ``interval`` seconds, and the postponed refreshes of single tenants when due."""
+        next_all = time.monotonic()
         while True:
+            now = time.monotonic()
             try:
-                await self.refresh()
+                if now >= next_all:
+                    next_all = now + interval
+                    await self.refresh()
+                    for tenant_id in list(self._due):
+                        self._refreshed_at[tenant_id] = now
+                    self._due.clear()
+                else:
+                    for tenant_id, due in sorted(self._due.items(), key=lambda item: item[1]):
+                        if due <= now:
+                            await self.refresh_tenant(tenant_id)
             except Exception:
                 log.warning("state_gauges_refresh_failed", exc_info=True)  # the next interval tries again
-            await asyncio.sleep(interval)
+            self._wake.clear()
+            wait = min([next_all, *self._due.values()]) - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
 
 def _finding_label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
