@@ -3,12 +3,13 @@ lock holder, resends included, and never lost."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from skolsynk.settings import ServiceSettings
 from skolsynk_services.normaliser.state import ProjectionLock, now
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.connected
 
@@ -143,3 +144,37 @@ async def test_a_failed_projection_without_a_checkpoint_lets_go(mongo, settings:
     assert await holder.acquire("kommun-h")
     await holder.give_up("kommun-h", checkpoint=None)
     assert await db["projection_locks"].count_documents({}) == 0
+
+
+async def test_a_live_holder_renews_its_lease_and_a_dead_one_is_overtaken_after_one_lease(
+    mongo, settings: ServiceSettings
+):
+    """The lease is short (a killed replica blocks its tenant for one lease, not for a handler's whole
+    budget) because the holder renews it while it projects."""
+    db = mongo[settings.store.mongodb_database]
+    holder = ProjectionLock(db, owner="replica-1", lease_seconds=0.4)
+    other = ProjectionLock(db, owner="replica-2", lease_seconds=0.4)
+    locks = db["projection_locks"]
+
+    async def lease_until() -> datetime:
+        lock = await locks.find_one({"_id": "kommun-l"})
+        assert lock is not None
+        return lock["lease_until"]
+
+    assert await holder.acquire("kommun-l")
+    first = await lease_until()
+    async with holder.kept("kommun-l"):
+
+        async def renewed_past_three_leases() -> bool:
+            return await lease_until() > first + timedelta(seconds=1.2)
+
+        await wait_for(renewed_past_three_leases, what="the lease renewed past three leases")
+        # Asked meanwhile: left with the live holder, not taken over.
+        assert not await other.acquire("kommun-l", whole=True)
+    # The holder died (no release, no more renewals): the next request takes over within a lease and
+    # keeps what was left with the dead holder.
+    await wait_for(lambda: other.acquire("kommun-l"), what="the dead holder's lock taken over")
+    assert not await holder.renew("kommun-l")
+    assert await other.renew("kommun-l")
+    assert await other.release("kommun-l") == (True, frozenset(), True)
+    assert await other.release("kommun-l") == (False, frozenset(), False)

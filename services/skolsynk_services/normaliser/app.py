@@ -51,6 +51,12 @@ class NormaliserSettings(ServiceSettings):
         "its budget however large the organiser. At most half of projection_timeout_seconds is used: a chunk "
         "or a vendor's removals may take a while past it.",
     )
+    projection_lease_seconds: float = Field(
+        default=120.0,
+        ge=4,
+        description="Lease of a tenant's projection lock. The holder renews it every quarter while it projects, "
+        "so a replica that dies (killed, its node lost) blocks its tenants' projections this long at most.",
+    )
     state_gauges_min_interval_seconds: float = Field(
         default=15.0,
         ge=0,
@@ -125,8 +131,8 @@ def build(settings: NormaliserSettings, *, clock: Callable[[], datetime] = utcno
     handlers = NormaliserHandlers(
         Runs(app.db, metrics),
         projector,
-        # The lease outlasts the handler's budget: a live holder is never overtaken.
-        state.ProjectionLock(app.db, owner=uuid.uuid4().hex, lease_seconds=settings.projection_timeout_seconds + 60),
+        # The holder renews its lease while it projects: a live holder is never overtaken, a dead one soon.
+        state.ProjectionLock(app.db, owner=uuid.uuid4().hex, lease_seconds=settings.projection_lease_seconds),
         control_exchange=app.topology.exchange("control"),
         today=lambda: clock().date(),
         metrics=metrics,

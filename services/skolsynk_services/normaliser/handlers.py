@@ -167,67 +167,68 @@ class NormaliserHandlers:
             return
         checkpoint = taken.checkpoint
         try:
-            while True:
-                if checkpoint is not None:
-                    report = await self._resume(tenant_id, checkpoint)
-                    if report.checkpoint is not None:
-                        await self._hand_over(
+            async with self.lock.kept(tenant_id):
+                while True:
+                    if checkpoint is not None:
+                        report = await self._resume(tenant_id, checkpoint)
+                        if report.checkpoint is not None:
+                            await self._hand_over(
+                                tenant_id,
+                                {**checkpoint, "projection": report.checkpoint},
+                                own=(resend, whole, cause) if own else None,
+                            )
+                            return
+                        if self.metrics is not None and checkpoint.get("started_at"):  # every slice together
+                            seconds = time.time() - float(checkpoint["started_at"])
+                            self.metrics.projection_seconds.labels(str(checkpoint["reason"])).observe(seconds)
+                        answered, checkpoint = checkpoint.get("answers"), None
+                        if self.status is not None:
+                            await self.status.finished(tenant_id, answered=answered, at=now())
+                    if own:
+                        answers = await self.status.started(tenant_id, at=now()) if self.status is not None else 0
+                        # Under the tenant's lock: finalise every run that has all its messages (in the
+                        # order they started), then project once for all of them.
+                        causes = [*await self.finalise_ready_runs(tenant_id), *causes]
+                        started = time.monotonic()
+                        report = await self.projector.project_tenant(
                             tenant_id,
-                            {**checkpoint, "projection": report.checkpoint},
-                            own=(resend, whole, cause) if own else None,
+                            today=self.today(),
+                            reason=reason,
+                            correlation_id=correlation_id,
+                            resend_vendor_ids=resend,
+                            whole=whole,
+                            causes=tuple(causes),
+                            deadline=started + self.slice_seconds if self.slice_seconds is not None else None,
                         )
-                        return
-                    if self.metrics is not None and checkpoint.get("started_at"):  # every slice together
-                        seconds = time.time() - float(checkpoint["started_at"])
-                        self.metrics.projection_seconds.labels(str(checkpoint["reason"])).observe(seconds)
-                    answered, checkpoint = checkpoint.get("answers"), None
-                    if self.status is not None:
-                        await self.status.finished(tenant_id, answered=answered, at=now())
-                if own:
-                    answers = await self.status.started(tenant_id, at=now()) if self.status is not None else 0
-                    # Under the tenant's lock: finalise every run that has all its messages (in the
-                    # order they started), then project once for all of them.
-                    causes = [*await self.finalise_ready_runs(tenant_id), *causes]
-                    started = time.monotonic()
-                    report = await self.projector.project_tenant(
-                        tenant_id,
-                        today=self.today(),
-                        reason=reason,
-                        correlation_id=correlation_id,
-                        resend_vendor_ids=resend,
-                        whole=whole,
-                        causes=tuple(causes),
-                        deadline=started + self.slice_seconds if self.slice_seconds is not None else None,
-                    )
-                    if report.checkpoint is not None:
-                        await self._hand_over(
-                            tenant_id,
-                            {
-                                "reason": reason,
-                                "correlation_id": str(correlation_id) if correlation_id else None,
-                                "resend": sorted(resend),
-                                "causes": [dict(c) for c in causes],
-                                "answers": answers,
-                                "started_at": time.time() - (time.monotonic() - started),
-                                "projection": report.checkpoint,
-                            },
-                            own=None,
-                        )
-                        return
-                    if self.metrics is not None:
-                        self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
-                    if self.status is not None:
-                        await self.status.finished(tenant_id, answered=answers if whole else None, at=now())
-                await self._refresh_gauges(tenant_id)
-                # Requests that arrived meanwhile (with any resends, or a need for the whole
-                # organiser, they asked for, and their causes) run once more.
-                again, resend, whole, left = await self.lock.release_with_causes(tenant_id)
-                causes = [HoldCause(**c) for c in left]  # type: ignore[typeddict-item]
-                if not again:
-                    break
-                own, cause = True, None
-                if reason == CONTINUATION:
-                    reason = "requested"
+                        if report.checkpoint is not None:
+                            await self._hand_over(
+                                tenant_id,
+                                {
+                                    "reason": reason,
+                                    "correlation_id": str(correlation_id) if correlation_id else None,
+                                    "resend": sorted(resend),
+                                    "causes": [dict(c) for c in causes],
+                                    "answers": answers,
+                                    "started_at": time.time() - (time.monotonic() - started),
+                                    "projection": report.checkpoint,
+                                },
+                                own=None,
+                            )
+                            return
+                        if self.metrics is not None:
+                            self.metrics.projection_seconds.labels(reason).observe(time.monotonic() - started)
+                        if self.status is not None:
+                            await self.status.finished(tenant_id, answered=answers if whole else None, at=now())
+                    await self._refresh_gauges(tenant_id)
+                    # Requests that arrived meanwhile (with any resends, or a need for the whole
+                    # organiser, they asked for, and their causes) run once more.
+                    again, resend, whole, left = await self.lock.release_with_causes(tenant_id)
+                    causes = [HoldCause(**c) for c in left]  # type: ignore[typeddict-item]
+                    if not again:
+                        break
+                    own, cause = True, None
+                    if reason == CONTINUATION:
+                        reason = "requested"
         except BaseException:
             await self.lock.give_up(tenant_id, checkpoint=checkpoint)
             if self.status is not None:

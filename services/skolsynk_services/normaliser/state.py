@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,11 +19,14 @@ from pymongo.errors import DuplicateKeyError
 
 from skolsynk.domain.dependencies import references
 from skolsynk.domain.ss12000 import EntityKind
+from skolsynk.logging import get_logger
 from skolsynk.storage import Database, Document, IndexSpec, RetiredIndex, Session, entities, in_parts, vendor_views
 from skolsynk.storage.entities import ENTITIES, ENTITY_TOMBSTONES, NAME_FIELDS, EntityReader, entity_name
 from skolsynk.storage.projection_locks import PROJECTION_LOCKS, PROJECTION_REMOVALS
 from skolsynk.storage.runs import RUN_PAGES, RUNS
 from skolsynk.storage.vendor_views import VENDOR_VIEWS
+
+log = get_logger(__name__)
 
 #: The entities of a tenant (and of one of its sources): named, and ensured, with the collection.
 SOURCE_INDEX = entities.SOURCE_INDEX
@@ -418,14 +423,53 @@ class ProjectionLock:
     its cause: who changed what, for the holds that projection may make); the holder projects again
     before it lets go, so no request is lost.
 
-    The lease outlasts the projection handler's budget (a live holder is never overtaken). A projection of
-    the whole organiser that takes longer than a slice of time hands the lock over with its checkpoint
+    A live holder renews its lease while it projects (:meth:`kept`, every quarter of the lease), so the
+    lease can be short: a holder that died (its process killed) blocks its tenant for one lease at most,
+    and the next request then takes over with every request the dead holder had been left. A projection
+    of the whole organiser that takes longer than a slice of time hands the lock over with its checkpoint
     (:meth:`hand_over`): the next request, whichever replica takes it, resumes that projection first."""
 
     def __init__(self, db: Database, owner: str, lease_seconds: float = 300.0) -> None:
         self.collection = db[PROJECTION_LOCKS]
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
+
+    async def renew(self, tenant_id: str) -> bool:
+        """Extend the lease of the tenant's lock this holder has (not one it handed over); False when it
+        has it no more."""
+        renewed = await self.collection.update_one(
+            {"_id": tenant_id, "owner": self.owner, HANDED_OVER: {"$ne": True}},
+            {"$set": {"lease_until": now() + self.lease}},
+        )
+        return bool(renewed.matched_count)
+
+    @contextlib.asynccontextmanager
+    async def kept(self, tenant_id: str) -> AsyncIterator[None]:
+        """While the body runs, renew the lease every quarter of it. A renewal that fails is tried again
+        at the next; one that finds the lock gone (overtaken after this process stalled for longer than a
+        lease) is logged and ends the renewals (the holder's hand-over then fails and its release does
+        nothing; a lease is many times longer than any stall of a working process)."""
+
+        async def keep() -> None:
+            every = self.lease.total_seconds() / 4
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    if not await self.renew(tenant_id):
+                        # Released or handed over just now by the body, or overtaken by another replica.
+                        holder = await self.collection.find_one({"_id": tenant_id}, {"owner": 1})
+                        if holder is not None and holder.get("owner") != self.owner:
+                            log.warning("projection_lock_lost", tenant_id=tenant_id)
+                        return
+                except Exception:
+                    log.warning("projection_lease_renewal_failed", tenant_id=tenant_id, exc_info=True)
+
+        keeper = asyncio.create_task(keep(), name=f"projection-lease:{tenant_id}")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
 
     async def acquire(
         self,
