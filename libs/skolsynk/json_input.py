@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 #: Deep enough for every body skolsynk takes (an EGIL SCIM resource nests about five levels).
@@ -56,24 +57,22 @@ def _finite(token: str) -> float:
     return value
 
 
+#: A JSON string (escapes included), and a bracket outside of one.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def _depth(text: str) -> int:
-    """The deepest nesting of arrays and objects, ignoring brackets inside strings (no recursion)."""
+    """The deepest nesting of arrays and objects, ignoring brackets inside strings (no recursion; the
+    strings are cut out by a regular expression, so only the brackets are walked in Python: the receiver
+    reads every EGIL request through here). An unterminated string runs to the end of the text."""
+    outside = _STRING.sub("", text).split('"', 1)[0]
     deepest = depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for bracket in _BRACKET.findall(outside):
+        if bracket in "[{":
             depth += 1
             deepest = max(deepest, depth)
-        elif char in "]}":
+        else:
             depth -= 1
     return deepest
 

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pymongo import AsyncMongoClient, monitoring
 
+from skolsynk.adapters.egil import EgilResourceType, from_egil
 from skolsynk.contracts.envelope import Envelope
 from skolsynk.messaging.outbox import OUTBOX_COLLECTION, Outbox
 from skolsynk.settings import ServiceSettings
@@ -345,3 +346,27 @@ async def test_a_post_after_a_delete_creates_even_when_the_tombstone_is_paged_aw
     assert held is not None
     status, _ = await intake.request("POST", "/Users", user(pupil, "Igen"))
     assert status == 409  # a live resource is still a conflict
+
+
+async def test_the_record_is_derived_from_the_body_when_paged_and_an_earlier_stored_record_still_pages(
+    intake: Intake,
+) -> None:
+    """The request's one write holds the body only (half the document); the pager maps it as the door did.
+    A resource an earlier receiver stored with its record beside the body is paged from that record."""
+    pupil = str(uuid.UUID(int=7))
+    status, _ = await intake.request("POST", "/Users", user(pupil, "Elev"))
+    assert status == 201
+    stored = await intake.db[RESOURCES].find_one({})
+    assert stored is not None
+    assert "record" not in stored
+    assert await intake.pager.pass_once() == 1
+    [first] = [m.payload for m in await intake.outbox() if m.message_type == "source.records"]
+    assert [(r["key"], r["data"]["given_name"]) for r in first["records"]] == [(pupil, "Elev")]
+
+    status, _ = await intake.request("PUT", f"/Users/{pupil}", user(pupil, "Ny"))
+    assert status == 200
+    record = from_egil(EgilResourceType.USERS, user(pupil, "Tidigare")).model_dump(mode="json")
+    await intake.db[RESOURCES].update_one({"_id": stored["_id"]}, {"$set": {"record": record}})
+    assert await intake.pager.pass_once() == 1
+    pages = [m.payload for m in await intake.outbox() if m.message_type == "source.records"]
+    assert [r["data"]["given_name"] for r in pages[-1]["records"]] == ["Tidigare"]

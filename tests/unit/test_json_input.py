@@ -41,3 +41,45 @@ def test_hostile_json_is_refused_with_a_reason_that_does_not_repeat_it(raw: byte
 
 def test_a_surrogate_pair_is_one_character_and_fine() -> None:
     assert parse_json(b'"\\ud83d\\ude00"') == "\U0001f600"
+
+
+def _depth_by_walking(text: str) -> int:
+    """The nesting as a character-by-character walk finds it (what json_input did before its regular
+    expressions): the reference the fast version must agree with."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def test_the_depth_ignores_brackets_in_strings_exactly_as_a_walk_does() -> None:
+    import random
+
+    from skolsynk.json_input import _depth
+
+    alphabet = '[]{}"\\ a,:'
+    generator = random.Random(19)
+    texts = [
+        '{"a": "[[[", "b": [{"c": "\\"]]]"}]}',
+        '["\\\\", [[["x"]]]]',
+        '"unterminated [[[[',
+        '["a\\"[[[',
+        '{"k": "\\\\\\"[[" } [[',
+    ]
+    texts += ["".join(generator.choice(alphabet) for _ in range(generator.randint(0, 40))) for _ in range(5000)]
+    for text in texts:
+        assert _depth(text) == _depth_by_walking(text), text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +102,13 @@ def pin_of_forwarded_certificate(value: str, *, now: datetime | None = None) -> 
     return spki_sha256_pin(certificate.public_bytes(Encoding.DER))
 
 
+@functools.lru_cache(maxsize=256)
+def _pin_of_peer(certificate: bytes) -> str:
+    """The pin of a certificate TLS verified (DER), remembered: the EGIL client presents the same one on
+    every request of a run (a key load and a hash each time otherwise)."""
+    return spki_sha256_pin(certificate)
+
+
 def proxy_list(value: str) -> list[str]:
     """The entries of a comma-separated list of addresses or CIDRs (as SKOLSYNK_ADMIN_TRUSTED_PROXIES)."""
     return [entry.strip() for entry in value.split(",") if entry.strip()]
@@ -144,7 +152,7 @@ class Gate:
                 return Caller(None, peer), Refusal.INVALID_CERTIFICATE
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        return Caller(spki_sha256_pin(certificate) if certificate else None, peer)
+        return Caller(_pin_of_peer(certificate) if certificate else None, peer)
 
     def refuse(self, reason: Refusal, request: web.Request, caller: Caller, **ids: str | None) -> web.Response:
         """Log and count the refusal; the SCIM error the client gets. Through a trusted proxy the log also

@@ -243,7 +243,7 @@ def build_scim_app(
         except web.HTTPBadRequest as error:
             return scim_error(400, error.text or "malformed JSON")
         try:
-            resource_id, record = check_body(resource_type, body, url_id)
+            resource_id, _ = check_body(resource_type, body, url_id)
         except ValueError as error:
             log.info("push_rejected", method=method, resource_type=resource_type.value, reason=str(error))
             return scim_error(400, str(error))
@@ -255,7 +255,6 @@ def build_scim_app(
             resource_type=resource_type.value,
             resource_id=resource_id,
             body=body,
-            record=record,
         )
         if not stored:
             if method == "POST":
