@@ -50,15 +50,19 @@ def consumed(app: object, queue_part: str) -> float:
     )
 
 
-async def test_two_replicas_of_the_normaliser_and_the_dispatcher_end_exact(two_of_each: ChaosStack):
-    stack = two_of_each
+async def sync_and_change(stack: ChaosStack, *, seed: int) -> None:
+    """A full sync, then a change set (moves, leavers, joiners), each until the vendor is exact."""
     records = the_organiser()
     await stack.publish(records)
     await stack.converged(records)
-
-    changes = change_set(records, seed=2, moves=0.2, leavers=0.1, joiners=0.1)
+    changes = change_set(records, seed=seed, moves=0.2, leavers=0.1, joiners=0.1)
     await stack.publish(changes.records)
     await stack.converged(changes.records)
+
+
+async def test_two_replicas_of_the_normaliser_and_the_dispatcher_end_exact(two_of_each: ChaosStack):
+    stack = two_of_each
+    await sync_and_change(stack, seed=2)
 
     duplicates = {k: n for k, n in stack.creates_per_resource().items() if n > 1}
     assert duplicates == {}, f"created twice: {duplicates}"
@@ -93,12 +97,7 @@ async def test_a_projection_in_slices_is_carried_on_by_both_normaliser_replicas(
 
         monkeypatch.setattr(handlers, "_resume", counted)
 
-    records = the_organiser()
-    await stack.publish(records)
-    await stack.converged(records)
-    changes = change_set(records, seed=3, moves=0.2, leavers=0.1, joiners=0.1)
-    await stack.publish(changes.records)
-    await stack.converged(changes.records)
+    await sync_and_change(stack, seed=3)
 
     assert {k: n for k, n in stack.creates_per_resource().items() if n > 1} == {}
     assert sum(resumed) > 10
