@@ -560,6 +560,28 @@ async def test_a_projection_of_the_whole_organiser_that_runs_out_of_time_continu
     assert not progress.running
 
 
+async def test_removals_a_failed_sliced_projection_left_are_cleared_by_the_next_whole_projection(harness: Harness):
+    """A slice that fails gives its checkpoint up (its request is projected again from the start); the
+    removals its earlier slices kept are ignored by that projection (another projection's) and cleared when
+    it ends, even when it ends in one slice."""
+    h = harness
+    run = await h.send_run(list(base_snapshot().values()))
+    await h.settled(run)
+    h.take("binogi"), h.take("ilt")
+    [view] = await h.normaliser.db["vendor_views"].find({"vendor_id": "binogi", "present": True}).to_list(1)
+    await h.normaliser.db["projection_removals"].insert_one(
+        {"_id": view["_id"], "tenant_id": TENANT, "vendor_id": "binogi", "projection": "failed", "reason": "left"}
+    )
+    await h.request_projection("subscription")
+
+    async def cleared() -> bool:
+        return await h.normaliser.db["projection_removals"].count_documents({}) == 0
+
+    await wait_for(cleared, what="the failed projection's removals to be cleared")
+    await h.settled()
+    assert h.take("binogi") == []  # nothing removed on the strength of another projection's removals
+
+
 async def test_end_date_passing_without_source_change_removes_at_the_date_check(harness: Harness):
     h = harness
     snapshot = base_snapshot()

@@ -279,8 +279,9 @@ class Projector:
         await self.findings.replace_summaries(tenant_id, summary)
         report.findings += len(summary)
         await self.entities.projected(tenant_id)
-        if resume is not None:
-            await self.db[PROJECTION_REMOVALS].delete_many({"tenant_id": tenant_id})
+        # The removals this projection kept between its slices, and any a sliced projection that failed
+        # left behind (its request was projected again from the start: this projection).
+        await self.db[PROJECTION_REMOVALS].delete_many({"tenant_id": tenant_id})
         await self._record(report, reason=reason, mode="whole", outputs=len(processed))
         return report
 
