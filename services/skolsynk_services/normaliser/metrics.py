@@ -317,10 +317,11 @@ class StateGauges:
             try:
                 if now >= next_all:
                     next_all = now + interval
+                    covered = list(self._due)  # not those postponed while this refresh reads
                     await self.refresh()
-                    for tenant_id in list(self._due):
+                    for tenant_id in covered:
                         self._refreshed_at[tenant_id] = now
-                    self._due.clear()
+                        self._due.pop(tenant_id, None)
                 else:
                     for tenant_id, due in sorted(self._due.items(), key=lambda item: item[1]):
                         if due <= now:
