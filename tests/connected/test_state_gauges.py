@@ -19,17 +19,14 @@ pytestmark = pytest.mark.connected
 TENANT = "kommun-gauges"
 
 
-def findings_gauge(metrics: NormaliserMetrics, code: str) -> float | None:
-    for metric in metrics.findings.collect():
-        for sample in metric.samples:
-            if sample.labels == {"tenant": TENANT, "code": code, "severity": "error"}:
-                return sample.value
-    return None
+def findings_gauge(registry: CollectorRegistry, code: str) -> float | None:
+    return registry.get_sample_value("skolsynk_dq_findings", {"tenant": TENANT, "code": code, "severity": "error"})
 
 
 async def test_a_burst_of_projections_refreshes_the_gauges_once_at_its_end(mongo, settings: ServiceSettings):
     db = mongo[settings.store.mongodb_database]
-    metrics = NormaliserMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = NormaliserMetrics(registry)
     gauges = StateGauges(db, metrics, min_interval=0.5)
     reads: list[str | None] = []
     read_findings = gauges.refresh_findings
@@ -43,7 +40,7 @@ async def test_a_burst_of_projections_refreshes_the_gauges_once_at_its_end(mongo
 
     await db[FINDINGS].insert_one(dict(finding))
     await gauges.after_projection(TENANT)  # the first projection: read at once
-    assert findings_gauge(metrics, "email.invalid") == 1
+    assert findings_gauge(registry, "email.invalid") == 1
     assert reads == [TENANT]
 
     # Three more projections within the interval: nothing read now, one postponed refresh.
@@ -51,12 +48,12 @@ async def test_a_burst_of_projections_refreshes_the_gauges_once_at_its_end(mongo
         await db[FINDINGS].insert_one(dict(finding))
         await gauges.after_projection(TENANT)
     assert reads == [TENANT]
-    assert findings_gauge(metrics, "email.invalid") == 1
+    assert findings_gauge(registry, "email.invalid") == 1
 
     refresher = asyncio.create_task(gauges.run_forever(interval=3600))
     try:
         # run_forever reads every tenant once when it starts; the postponed refresh is then covered.
-        await wait_for(lambda: findings_gauge(metrics, "email.invalid") == 4, what="the burst's end in the gauge")
+        await wait_for(lambda: findings_gauge(registry, "email.invalid") == 4, what="the burst's end in the gauge")
         await wait_for(lambda: not gauges._due, what="no refresh left to do")
         assert reads == [TENANT, None]
 
@@ -65,9 +62,9 @@ async def test_a_burst_of_projections_refreshes_the_gauges_once_at_its_end(mongo
         await db[FINDINGS].insert_one({**finding, "code": "email.missing"})
         await gauges.after_projection(TENANT)
         await gauges.after_projection(TENANT)
-        assert findings_gauge(metrics, "email.invalid") == 4
-        await wait_for(lambda: findings_gauge(metrics, "email.invalid") is None, what="the postponed refresh")
-        assert findings_gauge(metrics, "email.missing") == 1
+        assert findings_gauge(registry, "email.invalid") == 4
+        await wait_for(lambda: findings_gauge(registry, "email.invalid") is None, what="the postponed refresh")
+        assert findings_gauge(registry, "email.missing") == 1
         assert reads == [TENANT, None, TENANT]
     finally:
         refresher.cancel()
